@@ -1,0 +1,92 @@
+# gameday: every target sets up what it needs, so `make demo` and `make test` work on a fresh
+# machine. Tools are called by their .venv/bin paths: nothing depends on an activated venv.
+#
+#   make help        list the targets
+#   make demo        run the default game day on local processes
+#   make test        lint, type-check and run the whole test suite (slow tests included)
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOXIPROXY := $(BIN)/toxiproxy-server
+TOXIPROXY_VERSION := v2.12.0
+TOXIPROXY_PKG := github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+
+# Go: `go` on PATH, else the official tarball's location. Empty when neither exists.
+GO ?= $(shell command -v go 2>/dev/null || { test -x /usr/local/go/bin/go && echo /usr/local/go/bin/go; } || true)
+
+# Processes started by tests and by the demo find toxiproxy-server and gameday here.
+RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
+
+MYPY_TARGETS := cluster checks chaos workloads
+
+.PHONY: help venv toxiproxy test test-fast lint typecheck fmt demo clean
+
+help: ## list the targets with a one-line description
+	@echo "usage: make <target>"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN { FS = ":.*## " } { printf "  %-12s %s\n", $$1, $$2 }'
+
+# ---- environment -------------------------------------------------------------------------------
+
+# Internal: the virtualenv with the project installed editable plus its test extras. The install
+# re-runs only when pyproject.toml is newer than the stamp.
+venv: $(STAMP)
+	@:
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+toxiproxy: $(TOXIPROXY) ## install the Toxiproxy server into .venv/bin (needs Go)
+	@:
+
+$(TOXIPROXY): | $(BIN)/python
+	@if [ -z "$(GO)" ]; then \
+		echo "error: Go is needed to build toxiproxy-server, but neither 'go' on PATH" >&2; \
+		echo "       nor /usr/local/go/bin/go exists. Install Go (https://go.dev/dl/) and retry." >&2; \
+		exit 1; \
+	fi
+	@echo "building toxiproxy-server $(TOXIPROXY_VERSION) with $(GO) (about half a minute)"
+	@tmp="$$(mktemp -d)"; \
+		trap 'rm -rf "$$tmp"' EXIT; \
+		GOBIN="$$tmp" "$(GO)" install $(TOXIPROXY_PKG); \
+		mv "$$tmp/server" $@
+
+# ---- checks ------------------------------------------------------------------------------------
+
+lint: venv ## ruff lint and format check (no changes made)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv ## mypy (strict for cluster/ and checks/, see pyproject.toml)
+	$(BIN)/mypy $(MYPY_TARGETS)
+
+test: venv toxiproxy lint typecheck ## lint, type-check, then the whole test suite incl. slow tests
+	$(RUN_ENV) $(BIN)/pytest -q
+
+test-fast: venv ## the test suite without tests marked slow
+	$(RUN_ENV) $(BIN)/pytest -q -m "not slow"
+
+fmt: venv ## format the code and apply ruff's safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# ---- running -----------------------------------------------------------------------------------
+
+demo: venv toxiproxy ## run the default game day on local processes
+	$(RUN_ENV) $(BIN)/gameday demo
+
+clean: ## remove caches and build leftovers (keeps .venv and runs/)
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -print0 | xargs -0 -r rm -rf
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,662 @@
+"""The consensus state machine of one replica of one replication group (Raft, sans-IO).
+
+No sockets, files, clocks, threads or randomness of its own: time is counted in ticks, random
+election timeouts come from the ``rng`` passed in, and every effect is handed back in a
+:class:`Ready`. The driver (the asyncio storage node in production, the simulator in tests) runs
+this loop, and the order matters:
+
+    raft = Raft("n1", "p0", RaftConfig(), rng, membership=Membership(frozenset({"n1","n2","n3"})))
+    raft.tick(); raft.step(msg); raft.propose(b"cmd")      # inputs
+    if raft.has_ready():
+        rd = raft.ready()
+        persist(rd.hard_state, rd.snapshot, rd.entries)     # 1. durable (fsync) first
+        send(rd.messages)                                   # 2. then talk
+        apply(rd.snapshot, rd.committed)                    # 3. then apply
+        raft.advance(rd)                                    # 4. and acknowledge
+
+No input may be given between ``ready()`` and ``advance()``.
+
+Beyond textbook Raft (Ongaro's thesis), this core has:
+- pre-vote (§9.6) and leader stickiness (§4.2.3): a replica that heard from a leader within the
+  minimum election timeout ignores vote requests. Together they let a leader hold a **lease**:
+- leader lease (§6.4.1): once a quorum acknowledged a heartbeat sent at tick t, no other leader
+  can exist before t + election_ticks, so the leader serves strongly consistent reads locally
+  until t + lease_ticks (lease_ticks < election_ticks leaves room for clock drift). A restarted
+  replica has forgotten whom it heard from, so it refuses votes for its first election_ticks.
+- check-quorum: a leader that has not heard from a quorum for election_ticks steps down.
+- single-member membership changes (§4.1) that take effect when appended, and leadership
+  transfer (§3.10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from .log import CompactedError, RaftLog
+from .messages import (
+    AnyMessage,
+    AppendEntries,
+    AppendResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    InstallSnapshot,
+    Membership,
+    RequestVote,
+    Snapshot,
+    SnapshotMeta,
+    TimeoutNow,
+    VoteResponse,
+)
+
+
+class RandomSource(Protocol):
+    def randrange(self, start: int, stop: int) -> int: ...
+
+
+class Role(Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class NotLeaderError(Exception):
+    """A proposal reached a replica that is not the leader; ``leader`` is the best hint."""
+
+    def __init__(self, leader: str | None) -> None:
+        super().__init__(f"not the leader (leader hint: {leader})")
+        self.leader = leader
+
+
+class ProposalRejectedError(Exception):
+    """The leader cannot take this proposal now (e.g. a membership change is in flight)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    election_ticks: int = 10  # minimum election timeout; actual is random in [e, 2e)
+    heartbeat_ticks: int = 2
+    lease_ticks: int = 8  # must be < election_ticks: the margin absorbs clock drift
+    max_entries_per_message: int = 64
+    max_inflight_entries: int = 512  # pipelined but unacknowledged entries per follower
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lease_ticks < self.election_ticks:
+            raise ValueError("lease_ticks must be positive and below election_ticks")
+        if not 0 < self.heartbeat_ticks < self.election_ticks:
+            raise ValueError("heartbeat_ticks must be positive and below election_ticks")
+
+
+@dataclass(slots=True)
+class Ready:
+    """Effects to carry out, in order: persist, send, apply. Then ``advance``."""
+
+    hard_state: HardState | None = None
+    snapshot: Snapshot | None = None  # install (persist and load) before anything else
+    entries: list[Entry] = field(default_factory=list)  # persist; may overwrite a suffix
+    messages: list[AnyMessage] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)  # apply, in order
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    id: str
+    group: str
+    role: Role
+    term: int
+    leader: str | None
+    commit: int
+    applied: int
+    last_index: int
+    membership: Membership
+    lease_valid: bool
+
+
+@dataclass(slots=True)
+class Progress:
+    """What the leader knows about one follower."""
+
+    next: int
+    match: int = 0
+    probing: bool = True  # unsure where logs diverge: one message per heartbeat until it knows
+    acked_seq: int = 0  # newest heartbeat round this follower acknowledged (for the lease)
+    recently_active: bool = False  # heard from it since the last check-quorum
+
+
+class Raft:
+    def __init__(
+        self,
+        id: str,
+        group: str,
+        config: RaftConfig,
+        rng: RandomSource,
+        *,
+        hard_state: HardState | None = None,
+        snapshot: Snapshot | None = None,
+        entries: list[Entry] | None = None,
+        membership: Membership | None = None,
+    ) -> None:
+        """Start (or restart) a replica from what is on its disk.
+
+        ``membership`` bootstraps a brand-new group (applied when the log and snapshot are
+        empty); a replica joining an existing group passes none and learns it from the leader.
+        """
+        self.id = id
+        self.group = group
+        self.config = config
+        self.rng = rng
+        if snapshot is None:
+            snapshot = Snapshot(SnapshotMeta(membership=membership or Membership(frozenset())))
+        hard_state = hard_state or HardState()
+        self.log = RaftLog(snapshot, entries or [], commit=hard_state.commit)
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        self.membership = self.log.membership_at(self.log.last_index())
+        self.role = Role.FOLLOWER
+        self.leader: str | None = None
+        self.progress: dict[str, Progress] = {}
+        self.votes: dict[str, bool] = {}
+        self.messages: list[AnyMessage] = []
+        self.now = 0  # ticks since start; only ever compared with itself
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        # Ticks since we last heard from a leader. A restarted replica counts from 0: it may have
+        # acknowledged a leader's lease just before crashing, so it must not vote too soon.
+        self.leader_contact_elapsed = 0
+        self.randomized_timeout = self._random_timeout()
+        self.seq = 0  # heartbeat round, echoed by followers (lease)
+        self.seq_sent_at: dict[int, int] = {}
+        self.lease_until = -1
+        self.lease_forfeited = False
+        self.transfer_target: str | None = None
+        self._prev_hard_state = self._hard_state()
+
+    # --- public inputs ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.now += 1
+        self.leader_contact_elapsed += 1
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self.election_elapsed += 1
+            if self.election_elapsed >= self.randomized_timeout and self._may_campaign():
+                self._campaign(pre=True)
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append a command; returns (index, term) under which it will commit if it commits."""
+        return self._propose_entry(EntryKind.NORMAL, data)
+
+    def propose_membership(self, new: Membership) -> tuple[int, int]:
+        """Add or remove exactly one voter (or flip one member's log-only flag)."""
+        if self.log.latest_config_index() > self.log.commit:
+            raise ProposalRejectedError("a membership change is still in flight")
+        if not self._committed_in_current_term():
+            raise ProposalRejectedError("the new leader has not committed an entry yet")
+        changed = len(new.voters ^ self.membership.voters)
+        if changed > 1 or (changed == 0 and new.log_only == self.membership.log_only):
+            raise ProposalRejectedError("exactly one member may change at a time")
+        return self._propose_entry(EntryKind.CONFIG, new.encode())
+
+    def transfer_leadership(self, target: str) -> None:
+        """Hand leadership to ``target`` as soon as its log has caught up."""
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader)
+        if target == self.id or target not in self.membership.voters:
+            return
+        self.transfer_target = target
+        # The successor will campaign past the voters' stickiness, so our lease guarantee is
+        # void for the rest of this term, even if the transfer is abandoned (TimeoutNow may
+        # still be in flight).
+        self.lease_until = -1
+        self.lease_forfeited = True
+        self._maybe_send_timeout_now()
+
+    def step(self, msg: AnyMessage) -> None:
+        if msg.group != self.group or msg.dst != self.id:
+            return
+        if msg.term > self.term:
+            if isinstance(msg, RequestVote):
+                if not msg.transfer and self._in_lease():
+                    return  # stickiness: a live leader exists; ignore, keep our term
+                if msg.pre:
+                    self._handle_vote_request(msg)  # pre-votes never change our term
+                    return
+            elif isinstance(msg, VoteResponse) and msg.pre and msg.granted:
+                pass  # a granted pre-vote carries the future term; it is not a newer leader
+            else:
+                # Any other message from a higher term: somebody knows more than we do.
+                leader = msg.src if isinstance(msg, AppendEntries | InstallSnapshot) else None
+                self._become_follower(msg.term, leader)
+            if isinstance(msg, RequestVote):
+                self._become_follower(msg.term, None)
+        elif msg.term < self.term:
+            if isinstance(msg, AppendEntries | InstallSnapshot):
+                # A deposed leader, or we raised our term while cut off (§9.6 discussion): tell
+                # it our term so that whichever side is stale moves on.
+                self._send(AppendResponse(self.group, self.id, msg.src, self.term, False, 0))
+            elif isinstance(msg, RequestVote) and msg.pre:
+                self._send(VoteResponse(self.group, self.id, msg.src, self.term, False, pre=True))
+            return
+
+        match msg:
+            case RequestVote():
+                self._handle_vote_request(msg)
+            case VoteResponse():
+                self._handle_vote_response(msg)
+            case AppendEntries():
+                self._handle_append(msg)
+            case AppendResponse():
+                self._handle_append_response(msg)
+            case InstallSnapshot():
+                self._handle_snapshot(msg)
+            case TimeoutNow():
+                if self._may_campaign(ignore_log_only=False):
+                    self._campaign(pre=False, transfer=True)
+
+    def compact(self, index: int, data: bytes) -> None:
+        """The application's state at ``index`` (<= applied) is ``data``; drop older entries."""
+        if index <= self.log.snapshot.meta.index:
+            return
+        term = self.log.term_at(index)
+        assert term is not None and index <= self.log.applied
+        meta = SnapshotMeta(index, term, self.log.membership_at(index))
+        self.log.compact(Snapshot(meta, data))
+
+    # --- outputs ---------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return bool(
+            self.messages
+            or self.log.unstable()
+            or self.log.pending_snapshot
+            or self._hard_state() != self._prev_hard_state
+            or self.log.committable()
+        )
+
+    def ready(self) -> Ready:
+        rd = Ready()
+        hs = self._hard_state()
+        if hs != self._prev_hard_state:
+            rd.hard_state = hs
+        if self.log.pending_snapshot is not None:
+            rd.snapshot = self.log.pending_snapshot
+            self.log.applied = max(self.log.applied, rd.snapshot.meta.index)
+        rd.entries = self.log.unstable()
+        rd.messages, self.messages = self.messages, []
+        rd.committed = self.log.committable()
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        if rd.hard_state is not None:
+            self._prev_hard_state = rd.hard_state
+        if rd.snapshot is not None and self.log.pending_snapshot is rd.snapshot:
+            self.log.pending_snapshot = None
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.mark_stable(last.index, last.term)
+            if self.role is Role.LEADER:
+                self._progress(self.id).match = self.log.stable
+                self._maybe_commit()
+        if rd.committed:
+            self.log.applied = rd.committed[-1].index
+            if self._removed_self_committed():
+                self._become_follower(self.term, None)
+
+    def status(self) -> Status:
+        return Status(
+            id=self.id,
+            group=self.group,
+            role=self.role,
+            term=self.term,
+            leader=self.leader,
+            commit=self.log.commit,
+            applied=self.log.applied,
+            last_index=self.log.last_index(),
+            membership=self.membership,
+            lease_valid=self.lease_read_index() is not None,
+        )
+
+    def lease_read_index(self) -> int | None:
+        """If this leader may serve a strongly consistent read now, the index to wait for.
+
+        The read is linearizable once the application has applied up to the returned index:
+        the lease guarantees no other leader exists, and an entry of our own term being
+        committed guarantees our commit index covers every write acknowledged before the read.
+        """
+        if self.role is not Role.LEADER or self.now >= self.lease_until:
+            return None
+        if not self._committed_in_current_term():
+            return None
+        return self.log.commit
+
+    # --- elections -------------------------------------------------------------------------
+
+    def _random_timeout(self) -> int:
+        e = self.config.election_ticks
+        return self.rng.randrange(e, 2 * e)
+
+    def _in_lease(self) -> bool:
+        if self.role is Role.LEADER:
+            return True
+        return self.leader_contact_elapsed < self.config.election_ticks
+
+    def _may_campaign(self, ignore_log_only: bool = True) -> bool:
+        if self.id not in self.membership.voters:
+            return False
+        # A log replica cannot serve reads, so it never seeks leadership on its own.
+        return not (ignore_log_only and self.id in self.membership.log_only)
+
+    def _campaign(self, pre: bool, transfer: bool = False) -> None:
+        self.election_elapsed = 0
+        self.randomized_timeout = self._random_timeout()
+        if pre:
+            self.role = Role.PRE_CANDIDATE
+            term = self.term + 1
+        else:
+            self.role = Role.CANDIDATE
+            self.term += 1
+            self.vote = self.id
+            term = self.term
+        self.leader = None
+        self.votes = {self.id: True}
+        if self._tally() >= self.membership.quorum():
+            self._on_election_won(pre)
+            return
+        for peer in sorted(self.membership.voters - {self.id}):
+            self._send(
+                RequestVote(
+                    self.group,
+                    self.id,
+                    peer,
+                    term,
+                    self.log.last_index(),
+                    self.log.last_term(),
+                    pre=pre,
+                    transfer=transfer,
+                )
+            )
+
+    def _handle_vote_request(self, msg: RequestVote) -> None:
+        # Votes go to non-members too: the candidate may be a member of a newer membership.
+        can_vote = (
+            self.vote == msg.src
+            or (self.vote is None and self.leader is None)
+            or (msg.pre and msg.term > self.term)
+        )
+        granted = can_vote and self.log.is_up_to_date(msg.last_index, msg.last_term)
+        if granted and not msg.pre:
+            self.vote = msg.src
+            self.election_elapsed = 0
+        term = msg.term if msg.pre and granted else self.term
+        self._send(VoteResponse(self.group, self.id, msg.src, term, granted, pre=msg.pre))
+
+    def _handle_vote_response(self, msg: VoteResponse) -> None:
+        expected = Role.PRE_CANDIDATE if msg.pre else Role.CANDIDATE
+        if self.role is not expected or msg.src not in self.membership.voters:
+            return
+        self.votes[msg.src] = msg.granted
+        if self._tally() >= self.membership.quorum():
+            self._on_election_won(msg.pre)
+        elif len(self.votes) - self._tally() >= self.membership.quorum():
+            self._become_follower(self.term, None)
+
+    def _tally(self) -> int:
+        return sum(1 for node, ok in self.votes.items() if ok and node in self.membership.voters)
+
+    def _on_election_won(self, pre: bool) -> None:
+        if pre:
+            self._campaign(pre=False)
+        else:
+            self._become_leader()
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        if term > self.term:
+            self.term = term
+            self.vote = None
+        self.role = Role.FOLLOWER
+        self.leader = leader
+        self.progress = {}
+        self.votes = {}
+        self.lease_until = -1
+        self.transfer_target = None
+        self.election_elapsed = 0
+        self.randomized_timeout = self._random_timeout()
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader = self.id
+        self.transfer_target = None
+        self.heartbeat_elapsed = 0
+        self.election_elapsed = 0
+        self.lease_until = -1
+        self.lease_forfeited = False
+        self.seq_sent_at = {}
+        nxt = self.log.last_index() + 1
+        self.progress = {p: Progress(next=nxt) for p in self.membership.voters}
+        self._progress(self.id).match = self.log.stable
+        # A no-op of our own term: committing it commits everything before it (§5.4.2) and
+        # tells us our commit index is current (needed before serving lease reads).
+        self._propose_entry(EntryKind.NOOP, b"")
+
+    # --- replication (leader) --------------------------------------------------------------
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_ticks:
+            self.election_elapsed = 0
+            if not self._check_quorum():
+                self._become_follower(self.term, None)
+                return
+            self.transfer_target = None  # a transfer that did not finish in time is abandoned
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._broadcast(heartbeat=True)
+
+    def _check_quorum(self) -> bool:
+        active = sum(
+            1
+            for node, pr in self.progress.items()
+            if node in self.membership.voters and (node == self.id or pr.recently_active)
+        )
+        for pr in self.progress.values():
+            pr.recently_active = False
+        return active >= self.membership.quorum()
+
+    def _progress(self, node: str) -> Progress:
+        if node not in self.progress:
+            self.progress[node] = Progress(next=self.log.last_index() + 1)
+        return self.progress[node]
+
+    def _propose_entry(self, kind: EntryKind, data: bytes) -> tuple[int, int]:
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader)
+        if self.transfer_target is not None:
+            raise ProposalRejectedError("leadership is being transferred")
+        entry = Entry(self.log.last_index() + 1, self.term, kind, data)
+        self.log.append([entry])
+        if kind is EntryKind.CONFIG:
+            self._apply_membership()
+        self._broadcast(heartbeat=False)
+        return entry.index, entry.term
+
+    def _apply_membership(self) -> None:
+        """Membership takes effect as soon as it is in the log (thesis §4.1)."""
+        self.membership = self.log.membership_at(self.log.last_index())
+        if self.role is Role.LEADER:
+            for node in self.membership.voters:
+                self._progress(node)
+            for node in list(self.progress):
+                if node not in self.membership.voters and node != self.id:
+                    del self.progress[node]
+            self._maybe_commit()
+
+    def _broadcast(self, heartbeat: bool) -> None:
+        if heartbeat:
+            self.seq += 1
+            self.seq_sent_at[self.seq] = self.now
+        for peer in sorted(self.progress):
+            if peer != self.id:
+                self._send_append(peer, heartbeat)
+        if heartbeat:
+            self._update_lease()  # a group of one holds its own lease
+
+    def _send_append(self, peer: str, heartbeat: bool) -> None:
+        """Send ``peer`` what it lacks from ``next`` on.
+
+        While probing (after a rejection or a snapshot), one message per heartbeat or response
+        and ``next`` stays put; once a success says where the logs match, entries are pipelined
+        (``next`` moves ahead of ``match``) up to max_inflight_entries.
+        """
+        pr = self._progress(peer)
+        if pr.next <= self.log.snapshot.meta.index:
+            if heartbeat or not pr.probing:
+                snap = self.log.snapshot
+                self._send(InstallSnapshot(self.group, self.id, peer, self.term, snap, self.seq))
+                pr.probing = True  # until it acknowledges the snapshot
+            return
+        if pr.probing and not heartbeat:
+            return
+        entries: list[Entry] = []
+        if pr.next - 1 - pr.match < self.config.max_inflight_entries:
+            entries = self.log.slice(pr.next, pr.next + self.config.max_entries_per_message)
+        if not entries and not heartbeat:
+            return
+        prev = pr.next - 1
+        prev_term = self.log.term_at(prev)
+        assert prev_term is not None
+        msg = AppendEntries(
+            self.group, self.id, peer, self.term, prev, prev_term, tuple(entries),
+            self.log.commit, self.seq,
+        )  # fmt: skip
+        self._send(msg)
+        if entries and not pr.probing:
+            pr.next = entries[-1].index + 1
+
+    def _handle_append_response(self, msg: AppendResponse) -> None:
+        if self.role is not Role.LEADER or msg.src not in self.progress:
+            return
+        pr = self._progress(msg.src)
+        pr.recently_active = True
+        pr.acked_seq = max(pr.acked_seq, msg.seq)
+        self._update_lease()
+        if msg.success:
+            pr.probing = False  # we know where the logs match: pipeline from here on
+            pr.next = max(pr.next, msg.match_index + 1)
+            if msg.match_index > pr.match:
+                pr.match = msg.match_index
+                self._maybe_commit()
+                self._maybe_send_timeout_now()
+            if pr.next <= self.log.last_index():
+                self._send_append(msg.src, heartbeat=False)
+        else:
+            # Rewind to the follower's hint, never below what is known to match.
+            pr.next = max(pr.match + 1, min(pr.next - 1, msg.match_index + 1))
+            pr.probing = True
+            self._send_append(msg.src, heartbeat=True)
+
+    def _maybe_commit(self) -> None:
+        matches = sorted(
+            (self.progress[n].match if n in self.progress else 0) for n in self.membership.voters
+        )
+        if not matches:
+            return
+        candidate = matches[len(matches) - self.membership.quorum()]
+        # Only entries of the current term commit by counting replicas (§5.4.2).
+        if candidate > self.log.commit and self.log.term_at(candidate) == self.term:
+            self.log.commit = candidate
+            self._broadcast(heartbeat=True)  # followers learn the commit index now
+
+    def _update_lease(self) -> None:
+        voters = self.membership.voters
+        seqs = sorted(
+            (self.seq if n == self.id else self._progress(n).acked_seq for n in voters),
+            reverse=True,
+        )
+        if not seqs or self.id not in voters or self.lease_forfeited:
+            return
+        quorum_seq = seqs[self.membership.quorum() - 1]
+        sent = self.seq_sent_at.get(quorum_seq)
+        if sent is not None:
+            self.lease_until = max(self.lease_until, sent + self.config.lease_ticks)
+        for old in [s for s in self.seq_sent_at if s < quorum_seq]:
+            del self.seq_sent_at[old]
+
+    def _committed_in_current_term(self) -> bool:
+        try:
+            return self.log.term_at(self.log.commit) == self.term
+        except CompactedError:
+            return False
+
+    def _removed_self_committed(self) -> bool:
+        """A leader removed from the group leads until that change commits, then steps down."""
+        return (
+            self.role is Role.LEADER
+            and self.id not in self.membership.voters
+            and self.log.latest_config_index() <= self.log.commit
+        )
+
+    def _maybe_send_timeout_now(self) -> None:
+        target = self.transfer_target
+        if target is None or self._progress(target).match < self.log.last_index():
+            return
+        self._send(TimeoutNow(self.group, self.id, target, self.term))
+
+    # --- replication (follower) ------------------------------------------------------------
+
+    def _heard_from_leader(self, leader: str) -> None:
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, leader)
+        self.leader = leader
+        self.election_elapsed = 0
+        self.leader_contact_elapsed = 0
+
+    def _handle_append(self, msg: AppendEntries) -> None:
+        self._heard_from_leader(msg.src)
+        reply = AppendResponse(self.group, self.id, msg.src, self.term, True, 0, msg.seq)
+        if msg.prev_index < self.log.commit:
+            # Already-committed prefix: skip it, it matches by definition.
+            skip = self.log.commit - msg.prev_index
+            entries = msg.entries[skip:]
+            prev_index = self.log.commit
+            prev_term = self.log.term_at(prev_index) or 0
+        else:
+            entries, prev_index, prev_term = msg.entries, msg.prev_index, msg.prev_term
+        if not self.log.matches(prev_index, prev_term):
+            if prev_index > self.log.last_index():
+                hint = self.log.last_index()
+            else:
+                hint = max(self.log.commit, self.log.first_index_of_term(prev_index) - 1)
+            self._send(_replace_reply(reply, success=False, match_index=hint))
+            return
+        last_new = self.log.merge(prev_index, entries)
+        self._apply_membership()
+        self.log.commit = max(self.log.commit, min(msg.commit, last_new))
+        self._send(_replace_reply(reply, success=True, match_index=last_new))
+
+    def _handle_snapshot(self, msg: InstallSnapshot) -> None:
+        self._heard_from_leader(msg.src)
+        meta = msg.snapshot.meta
+        if meta.index > self.log.commit:
+            self.log.restore(msg.snapshot)
+            self.membership = self.log.membership_at(self.log.last_index())
+        match = max(meta.index, self.log.commit)
+        self._send(AppendResponse(self.group, self.id, msg.src, self.term, True, match, msg.seq))
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _send(self, msg: AnyMessage) -> None:
+        self.messages.append(msg)
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.commit)
+
+
+def _replace_reply(reply: AppendResponse, *, success: bool, match_index: int) -> AppendResponse:
+    return AppendResponse(
+        reply.group, reply.src, reply.dst, reply.term, success, match_index, reply.seq
+    )

@@ -1,0 +1,452 @@
+"""A deterministic simulator for the consensus core: one seed decides everything.
+
+It drives N replication groups of 3 replicas over an in-memory network that delays, drops,
+duplicates and reorders messages, cuts links (partitions), crashes replicas (losing whatever
+was not yet persisted, including a torn half-written Ready) and restarts them from their
+"disk". Safety is checked after every step; after the chaos phase the network heals and the
+liveness phase requires every group to elect a leader and commit new writes.
+
+    result = Simulation(seed=42).run()      # raises SimulationFailure with SEED= on a violation
+
+Reproduce a failing seed with: ``SIM_SEED=42 pytest tests/cluster/consensus/test_simulation.py``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+import msgpack
+
+from cluster.consensus.log import CompactedError
+from cluster.consensus.messages import (
+    AnyMessage,
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    Snapshot,
+)
+from cluster.consensus.raft import (
+    NotLeaderError,
+    ProposalRejectedError,
+    Raft,
+    RaftConfig,
+    Ready,
+    Role,
+)
+
+NODES = ("n1", "n2", "n3")
+
+
+class SimulationFailure(AssertionError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    groups: int = 3
+    chaos_steps: int = 400
+    liveness_steps: int = 400
+    max_delay: int = 3  # ticks a message may spend in flight (reordering comes from this)
+    loss: float = 0.05
+    duplicate: float = 0.03
+    propose_rate: float = 0.5  # client proposals per step
+    crash_rate: float = 0.01  # per step
+    torn_write_rate: float = 0.3  # of crashes: die in the middle of persisting a Ready
+    restart_after: tuple[int, int] = (5, 60)
+    partition_rate: float = 0.02  # per step: start a new cut
+    partition_length: tuple[int, int] = (10, 80)
+    compact_every: int = 25  # applied entries between snapshots
+
+
+@dataclass
+class Disk:
+    """What one replica of one group has durably written."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+
+    def persist(self, rd: Ready, entries: list[Entry]) -> None:
+        if rd.hard_state is not None:
+            self.hard_state = rd.hard_state
+        if rd.snapshot is not None:
+            self.snapshot = rd.snapshot
+            self.entries = [e for e in self.entries if e.index > rd.snapshot.meta.index]
+        if entries:
+            first = entries[0].index
+            self.entries = [e for e in self.entries if e.index < first] + entries
+
+
+@dataclass
+class Replica:
+    raft: Raft
+    applied: list[tuple[int, bytes]]  # (index, data) of NORMAL entries, in apply order
+    applied_index: int
+
+
+class Simulation:
+    def __init__(self, seed: int, config: SimConfig | None = None) -> None:
+        self.seed = seed
+        self.config = config or SimConfig()
+        self.rng = random.Random(seed)
+        self.raft_config = RaftConfig()
+        self.groups = [f"g{i}" for i in range(self.config.groups)]
+        self.membership = Membership(frozenset(NODES))
+        self.disks = {(n, g): Disk() for n in NODES for g in self.groups}
+        self.replicas: dict[tuple[str, str], Replica] = {}
+        self.down_until: dict[str, int] = {}
+        self.cut: set[tuple[str, str]] = set()  # directed links (src, dst) that drop everything
+        self.cut_until = 0
+        self.now = 0
+        self.inflight: list[tuple[int, int, AnyMessage]] = []
+        self.msg_seq = 0
+        # Global truths the replicas must agree with.
+        self.leaders: dict[tuple[str, int], str] = {}
+        self.committed: dict[str, dict[int, tuple[int, bytes]]] = {g: {} for g in self.groups}
+        # The term in which each committed index was first seen committed: leaders of later
+        # terms must hold it (leader completeness); a deposed leader of an older term need not.
+        self.commit_term: dict[str, dict[int, int]] = {g: {} for g in self.groups}
+        # (group, index, term) -> (proposing node, value); acked once that node applies it.
+        self.proposed: dict[tuple[str, int, int], tuple[str, bytes]] = {}
+        self.acked: dict[str, set[tuple[int, bytes]]] = {g: set() for g in self.groups}
+        self.next_value = 0
+        self.trace: list[str] = []
+        for node in NODES:
+            self.start(node)
+
+    # --- the schedule ----------------------------------------------------------------------
+
+    def run(self) -> Simulation:
+        try:
+            for _ in range(self.config.chaos_steps):
+                self.step(chaos=True)
+            self.heal()
+            self.check_liveness()
+        except SimulationFailure as failure:
+            tail = "\n".join(self.trace[-30:])
+            raise SimulationFailure(
+                f"SEED={self.seed}: {failure}\nreproduce: SIM_SEED={self.seed} pytest "
+                f"tests/cluster/consensus/test_simulation.py -k replay\nlast events:\n{tail}"
+            ) from None
+        return self
+
+    def step(self, chaos: bool) -> None:
+        self.now += 1
+        if chaos:
+            self.maybe_fault()
+        for node, until in list(self.down_until.items()):
+            if until <= self.now:
+                self.start(node)
+        self.deliver_due()
+        for (node, _group), replica in sorted(self.replicas.items()):
+            if node not in self.down_until:
+                replica.raft.tick()
+        if self.rng.random() < self.config.propose_rate:
+            self.propose()
+        self.process_readies(chaos)
+        self.check_safety()
+
+    def maybe_fault(self) -> None:
+        cfg = self.config
+        if self.rng.random() < cfg.crash_rate:
+            up = [n for n in NODES if n not in self.down_until]
+            if up:
+                self.crash(self.rng.choice(up), torn=False)
+        if self.cut and self.now >= self.cut_until:
+            self.cut = set()
+            self.trace.append(f"t={self.now} heal partition")
+        if not self.cut and self.rng.random() < cfg.partition_rate:
+            self.cut = self.random_cut()
+            self.cut_until = self.now + self.rng.randint(*cfg.partition_length)
+            self.trace.append(f"t={self.now} partition {sorted(self.cut)}")
+
+    def random_cut(self) -> set[tuple[str, str]]:
+        shape = self.rng.choice(["isolate", "one-way", "bridge", "random"])
+        links = [(a, b) for a in NODES for b in NODES if a != b]
+        if shape == "isolate":
+            victim = self.rng.choice(NODES)
+            return {(a, b) for a, b in links if victim in (a, b)}
+        if shape == "one-way":
+            victim = self.rng.choice(NODES)
+            return {(a, b) for a, b in links if a == victim}
+        if shape == "bridge":
+            a, b = self.rng.sample(NODES, 2)
+            return {(a, b), (b, a)}
+        return {link for link in links if self.rng.random() < 0.4}
+
+    def heal(self) -> None:
+        self.trace.append(f"t={self.now} heal everything")
+        self.cut = set()
+        for node in list(self.down_until):
+            self.start(node)
+
+    # --- nodes -----------------------------------------------------------------------------
+
+    def start(self, node: str) -> None:
+        self.down_until.pop(node, None)
+        for group in self.groups:
+            disk = self.disks[(node, group)]
+            raft = Raft(
+                node,
+                group,
+                self.raft_config,
+                random.Random(self.rng.random()),
+                hard_state=disk.hard_state,
+                snapshot=disk.snapshot,
+                entries=list(disk.entries),
+                membership=self.membership,
+            )
+            applied: list[tuple[int, bytes]] = []
+            applied_index = 0
+            if disk.snapshot is not None:
+                applied = decode_state(disk.snapshot.data)
+                applied_index = disk.snapshot.meta.index
+            self.replicas[(node, group)] = Replica(raft, applied, applied_index)
+        self.trace.append(f"t={self.now} start {node}")
+
+    def crash(self, node: str, torn: bool) -> None:
+        lo, hi = self.config.restart_after
+        self.down_until[node] = self.now + self.rng.randint(lo, hi)
+        self.trace.append(f"t={self.now} crash {node}{' (torn write)' if torn else ''}")
+
+    def process_readies(self, chaos: bool) -> None:
+        for key in sorted(self.replicas):
+            node = key[0]
+            replica = self.replicas[key]
+            while node not in self.down_until and replica.raft.has_ready():
+                rd = replica.raft.ready()
+                disk = self.disks[key]
+                if chaos and self.rng.random() < self.config.crash_rate / 4:
+                    # Die while persisting: a random prefix of the entries reaches the disk.
+                    if self.rng.random() < self.config.torn_write_rate:
+                        cut = self.rng.randint(0, len(rd.entries))
+                        keep_hs = Ready(self.rng.choice([rd.hard_state, None]))
+                        disk.persist(keep_hs, rd.entries[:cut])
+                    self.crash(node, torn=True)
+                    break
+                disk.persist(rd, rd.entries)
+                for msg in rd.messages:
+                    self.send(msg)
+                self.apply(key, replica, rd)
+                replica.raft.advance(rd)
+                self.maybe_compact(key, replica)
+                if replica.raft.role is Role.LEADER:
+                    self.note_leader(replica.raft)
+
+    def apply(self, key: tuple[str, str], replica: Replica, rd: Ready) -> None:
+        node, group = key
+        if rd.snapshot is not None:
+            replica.applied = decode_state(rd.snapshot.data)
+            replica.applied_index = rd.snapshot.meta.index
+            self.check_applied_prefix(key, replica)
+        for entry in rd.committed:
+            if entry.index <= replica.applied_index:
+                raise SimulationFailure(f"{node}/{group} applied index {entry.index} twice")
+            if entry.index != replica.applied_index + 1:
+                raise SimulationFailure(f"{node}/{group} skipped to index {entry.index}")
+            replica.applied_index = entry.index
+            self.record_committed(group, entry, replica.raft.term, f"applied by {node}")
+            if entry.kind is EntryKind.NORMAL:
+                replica.applied.append((entry.index, entry.data))
+                if self.proposed.get((group, entry.index, entry.term)) == (node, entry.data):
+                    self.acked[group].add((entry.index, entry.data))
+
+    def maybe_compact(self, key: tuple[str, str], replica: Replica) -> None:
+        raft = replica.raft
+        if raft.log.applied - raft.log.snapshot.meta.index >= self.config.compact_every:
+            index = raft.log.applied
+            state = encode_state([(i, d) for i, d in replica.applied if i <= index])
+            raft.compact(index, state)
+            snap = raft.log.snapshot
+            disk = self.disks[key]
+            disk.snapshot = snap  # the application persists its snapshot before truncating
+            disk.entries = [e for e in disk.entries if e.index > snap.meta.index]
+
+    # --- network ---------------------------------------------------------------------------
+
+    def send(self, msg: AnyMessage) -> None:
+        if (msg.src, msg.dst) in self.cut or self.rng.random() < self.config.loss:
+            return
+        copies = 2 if self.rng.random() < self.config.duplicate else 1
+        for _ in range(copies):
+            self.msg_seq += 1
+            due = self.now + self.rng.randint(0, self.config.max_delay)
+            heapq.heappush(self.inflight, (due, self.msg_seq, msg))
+
+    def deliver_due(self) -> None:
+        while self.inflight and self.inflight[0][0] <= self.now:
+            _, _, msg = heapq.heappop(self.inflight)
+            if msg.dst in self.down_until or (msg.src, msg.dst) in self.cut:
+                continue
+            self.replicas[(msg.dst, msg.group)].raft.step(msg)
+
+    # --- clients ---------------------------------------------------------------------------
+
+    def propose(self) -> None:
+        group = self.rng.choice(self.groups)
+        # Clients mostly find the leader; sometimes they ask whoever they reach.
+        node = self.leader_of(group) if self.rng.random() < 0.8 else None
+        node = node or self.rng.choice(NODES)
+        if node in self.down_until:
+            return
+        self.next_value += 1
+        value = f"v{self.next_value}".encode()
+        try:
+            index, term = self.replicas[(node, group)].raft.propose(value)
+        except (NotLeaderError, ProposalRejectedError):
+            return
+        self.proposed[(group, index, term)] = (node, value)
+
+    # --- checks ----------------------------------------------------------------------------
+
+    def note_leader(self, raft: Raft) -> None:
+        key = (raft.group, raft.term)
+        other = self.leaders.setdefault(key, raft.id)
+        if other != raft.id:
+            raise SimulationFailure(
+                f"two leaders in {raft.group} term {raft.term}: {other}, {raft.id}"
+            )
+
+    def record_committed(self, group: str, entry: Entry, term: int, why: str) -> None:
+        self.commit_term[group].setdefault(entry.index, term)
+        known = self.committed[group].setdefault(entry.index, (entry.term, entry.data))
+        if known != (entry.term, entry.data):
+            raise SimulationFailure(
+                f"{group} index {entry.index} committed as {known} but {why} as "
+                f"{(entry.term, entry.data)}"
+            )
+
+    def check_safety(self) -> None:
+        for (node, group), replica in self.replicas.items():
+            if node in self.down_until:
+                continue
+            raft = replica.raft
+            if raft.role is Role.LEADER:
+                self.note_leader(raft)
+                self.check_leader_complete(raft)
+                self.check_lease(raft)
+            # Everything at or below a replica's commit index must be the committed history.
+            for entry in raft.log.entries:
+                if entry.index <= raft.log.commit and entry.index <= raft.log.stable:
+                    self.record_committed(group, entry, raft.term, f"{node} commits")
+        for group in self.groups:
+            self.check_log_matching(group)
+
+    def check_leader_complete(self, raft: Raft) -> None:
+        """A leader's log holds every committed entry (Raft §5.4, leader completeness)."""
+        for index, (term, _) in self.committed[raft.group].items():
+            if self.commit_term[raft.group][index] >= raft.term:
+                continue
+            try:
+                ok = raft.log.term_at(index) == term
+            except CompactedError:
+                ok = True
+            if not ok:
+                raise SimulationFailure(
+                    f"leader {raft.id} of {raft.group} term {raft.term} lacks committed {index}"
+                )
+
+    def check_lease(self, raft: Raft) -> None:
+        """A lease read at this leader must see every entry committed anywhere."""
+        read_index = raft.lease_read_index()
+        if read_index is None:
+            return
+        newest = max(self.committed[raft.group], default=0)
+        if read_index < newest:
+            raise SimulationFailure(
+                f"{raft.id} serves lease reads in {raft.group} at {read_index} but {newest} "
+                "is committed: stale read"
+            )
+
+    def check_log_matching(self, group: str) -> None:
+        logs = [
+            {e.index: e for e in self.replicas[(n, group)].raft.log.entries}
+            for n in NODES
+            if n not in self.down_until
+        ]
+        for i, a in enumerate(logs):
+            for b in logs[i + 1 :]:
+                common = sorted(set(a) & set(b), reverse=True)
+                matched = False
+                for index in common:
+                    if a[index].term == b[index].term:
+                        matched = True
+                    if matched and a[index] != b[index]:
+                        raise SimulationFailure(f"log matching violated in {group} at {index}")
+
+    def check_applied_prefix(self, key: tuple[str, str], replica: Replica) -> None:
+        history = self.committed[key[1]]
+        for index, data in replica.applied:
+            if index in history and history[index][1] != data:
+                raise SimulationFailure(f"{key} applied {data!r} at {index}, history disagrees")
+
+    def check_liveness(self) -> None:
+        """With the network healed, every group elects a leader and commits new writes.
+
+        A write proposed to a leader that is then deposed may be lost (it was never
+        acknowledged), so the client retries every ``retry`` steps, as a real one would.
+        """
+        retry = 4 * self.raft_config.election_ticks
+        pending: dict[str, set[bytes]] = {g: set() for g in self.groups}
+        done: set[str] = set()
+        for step in range(self.config.liveness_steps):
+            self.step(chaos=False)
+            for group in self.groups:
+                if group in done:
+                    continue
+                if any(self.applied_everywhere(group, v) for v in pending[group]):
+                    done.add(group)
+                    continue
+                leader = self.leader_of(group)
+                if leader is None or (pending[group] and step % retry):
+                    continue
+                self.next_value += 1
+                value = f"live{self.next_value}".encode()
+                try:
+                    index, term = self.replicas[(leader, group)].raft.propose(value)
+                except (NotLeaderError, ProposalRejectedError):
+                    continue
+                self.proposed[(group, index, term)] = (leader, value)
+                pending[group].add(value)
+            if len(done) == len(self.groups):
+                self.check_final()
+                return
+        missing = sorted(set(self.groups) - done)
+        raise SimulationFailure(f"no progress after healing in groups {missing}")
+
+    def leader_of(self, group: str) -> str | None:
+        for node in NODES:
+            raft = self.replicas[(node, group)].raft
+            if raft.role is Role.LEADER and node not in self.down_until:
+                return node
+        return None
+
+    def applied_everywhere(self, group: str, value: bytes) -> bool:
+        return all(
+            any(d == value for _, d in self.replicas[(node, group)].applied) for node in NODES
+        )
+
+    def check_final(self) -> None:
+        for group in self.groups:
+            history = self.committed[group]
+            for index, value in self.acked[group]:
+                if history.get(index, (0, b""))[1] != value:
+                    raise SimulationFailure(f"acknowledged write {value!r} lost in {group}")
+            for node in NODES:
+                replica = self.replicas[(node, group)]
+                self.check_applied_prefix((node, group), replica)
+            sequences = [self.replicas[(n, group)].applied for n in NODES]
+            longest = max(sequences, key=len)
+            if not all(s == longest[: len(s)] for s in sequences):
+                raise SimulationFailure(f"replicas of {group} applied diverging sequences")
+
+
+def encode_state(applied: list[tuple[int, bytes]]) -> bytes:
+    return msgpack.packb([[i, d] for i, d in applied])  # type: ignore[no-any-return]
+
+
+def decode_state(data: bytes) -> list[tuple[int, bytes]]:
+    return [(i, d) for i, d in msgpack.unpackb(data)]
