@@ -1,0 +1,369 @@
+"""Applied state of one replica: DynamoDB items in SQLite (a B-tree), with the applied index.
+
+Items are kept whole, as DynamoDB typed JSON, under their table name and encoded key values.
+Key values are encoded so that comparing the bytes orders them the way DynamoDB orders them
+(strings by UTF-8 bytes, binary by bytes, numbers numerically), which makes range queries on the
+sort key plain B-tree range scans. Every change arrives through ``apply_batch`` together with the
+log index it comes from, in one transaction, so the applied index always matches the data.
+
+    store = ItemStore(Path("data/n1/p0/items.sqlite"))
+    pk = encode_key_value({"S": "user#1"})
+    store.apply_batch(7, 2, [PutItem("users", pk, b"", {"id": {"S": "user#1"}})])
+    store.get("users", pk, b"")  # -> {"id": {"S": "user#1"}}
+    store.applied()  # -> AppliedMark(index=7, term=2, membership=None)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import sqlite3
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+Item = dict[str, Any]  # DynamoDB typed JSON: {"id": {"S": "a"}, "n": {"N": "5"}}
+
+# --- key values ------------------------------------------------------------------------------
+#
+# S: b"S" + UTF-8.  B: b"B" + raw bytes.  N: b"N" + one of
+#   0x02                                          zero
+#   0x03 + u16 BE (E + 0x8000) + digits           positive 0.d1d2...dn x 10^E (d1 != 0 != dn)
+#   0x01 + u16 BE (0x7FFF - E) + (9-d)... + 0xFF  negative: everything complemented, and the
+#                                                 terminator makes -0.12 sort after -0.123
+# Digits are ASCII. A fixed-width exponent, then digits without trailing zeros, compare like the
+# numbers; a prefix of digits is the smaller positive number, which the negative terminator
+# (above every complemented digit) turns around.
+
+_NUMBER = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,6}))?")
+_NEGATIVE, _ZERO, _POSITIVE = 0x01, 0x02, 0x03
+_EXP_BIAS = 0x8000
+_COMPLEMENT = str.maketrans("0123456789", "9876543210")
+MAX_DIGITS = 38
+MIN_EXPONENT, MAX_EXPONENT = -130, 125  # of the leading digit: 1E-130 .. 9.99...E+125
+
+
+def encode_key_value(av: Mapping[str, str]) -> bytes:
+    """Encode a key attribute value ``{"S": str}``, ``{"N": str}`` or ``{"B": base64 str}``.
+
+    Within a type, bytes order equals DynamoDB's order; different types never compare equal.
+    Equal numbers written differently ("5", "5.0", "50e-1") encode the same. Raises ValueError
+    for anything else, and for numbers outside DynamoDB's range or precision.
+    """
+    if len(av) != 1:
+        raise ValueError(f"a key value has exactly one type: {av!r}")
+    ((kind, value),) = av.items()
+    if not isinstance(value, str):
+        raise ValueError(f"key value must be a string: {av!r}")
+    if kind == "S":
+        return b"S" + value.encode("utf-8")
+    if kind == "B":
+        return b"B" + base64.b64decode(value, validate=True)
+    if kind == "N":
+        return b"N" + _encode_number(value)
+    raise ValueError(f"unsupported key type {kind!r}")
+
+
+def decode_key_value(b: bytes) -> dict[str, str]:
+    """Inverse of ``encode_key_value``; numbers come back in plain notation ("-12.5")."""
+    kind, body = b[:1], b[1:]
+    if kind == b"S":
+        return {"S": body.decode("utf-8")}
+    if kind == b"B":
+        return {"B": base64.b64encode(body).decode("ascii")}
+    if kind == b"N":
+        return {"N": _decode_number(body)}
+    raise ValueError(f"not an encoded key value: {b!r}")
+
+
+def prefix_upper_bound(prefix: bytes) -> bytes | None:
+    """The least byte string above every string starting with ``prefix``; None if none is.
+
+    ``begins_with(sk, p)`` is ``lo=(p, True), hi=(prefix_upper_bound(p), False)``.
+    """
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
+def _encode_number(text: str) -> bytes:
+    m = _NUMBER.fullmatch(text)
+    if m is None or not (m[2] or m[3]):
+        raise ValueError(f"not a number: {text!r}")
+    whole, fraction = m[2], m[3] or ""
+    digits = (whole + fraction).lstrip("0")
+    exponent = int(m[4] or 0) - len(fraction)  # value = int(digits) * 10**exponent
+    significant = digits.rstrip("0")
+    if not significant:
+        return bytes((_ZERO,))
+    exponent += len(digits)  # now value = 0.significant * 10**exponent
+    if len(significant) > MAX_DIGITS or not MIN_EXPONENT <= exponent - 1 <= MAX_EXPONENT:
+        raise ValueError(f"number out of DynamoDB's range or precision: {text!r}")
+    if m[1] == "-":
+        exp = (_EXP_BIAS - 1 - exponent).to_bytes(2, "big")
+        return bytes((_NEGATIVE,)) + exp + significant.translate(_COMPLEMENT).encode() + b"\xff"
+    return bytes((_POSITIVE,)) + (exponent + _EXP_BIAS).to_bytes(2, "big") + significant.encode()
+
+
+def _decode_number(body: bytes) -> str:
+    if body == bytes((_ZERO,)):
+        return "0"
+    sign, exp, rest = body[:1], int.from_bytes(body[1:3], "big"), body[3:]
+    if sign == bytes((_POSITIVE,)):
+        exponent, digits = exp - _EXP_BIAS, rest.decode("ascii")
+    elif sign == bytes((_NEGATIVE,)) and rest.endswith(b"\xff"):
+        exponent, digits = _EXP_BIAS - 1 - exp, rest[:-1].decode("ascii").translate(_COMPLEMENT)
+    else:
+        raise ValueError(f"not an encoded number: {body!r}")
+    if not digits.isdigit() or digits[0] == "0" or digits[-1] == "0":
+        raise ValueError(f"not an encoded number: {body!r}")
+    n = len(digits)
+    if exponent >= n:
+        plain = digits + "0" * (exponent - n)
+    elif exponent <= 0:
+        plain = "0." + "0" * -exponent + digits
+    else:
+        plain = digits[:exponent] + "." + digits[exponent:]
+    return ("-" if sign == bytes((_NEGATIVE,)) else "") + plain
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedMark:
+    """The last log entry applied (0, 0 before any) and the membership recorded last."""
+
+    index: int
+    term: int
+    membership: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PutItem:
+    tbl: str
+    pk: bytes
+    sk: bytes  # b"" for a table without a sort key
+    item: Item
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteItem:
+    tbl: str
+    pk: bytes
+    sk: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTable:
+    tbl: str
+
+
+StoreOp = PutItem | DeleteItem | DeleteTable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    tbl TEXT NOT NULL, pk BLOB NOT NULL, sk BLOB NOT NULL, item TEXT NOT NULL,
+    PRIMARY KEY (tbl, pk, sk)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB);
+"""
+_DUMP_VERSION = 1
+
+
+def canonical_json(item: Item) -> str:
+    """The one text form of an item that equal items share (sorted keys, no spaces)."""
+    return json.dumps(item, sort_keys=True, separators=(",", ":"))
+
+
+class ItemStore:
+    """The items and applied index of one replica in one SQLite file. Use from one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None)  # transactions are explicit
+        # Correctness over speed: in WAL mode with synchronous=FULL every COMMIT is fsynced
+        # before it returns, so an applied index is never ahead of what is on disk (the WAL
+        # may release log entries once they are applied; with less, a power loss could undo
+        # an apply whose entries are already gone).
+        (mode,) = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode != "wal":
+            raise RuntimeError(f"{path}: SQLite refused WAL journal mode ({mode})")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def applied(self) -> AppliedMark:
+        return self._read_applied()
+
+    def get(self, tbl: str, pk: bytes, sk: bytes) -> Item | None:
+        row = self._db.execute(
+            "SELECT item FROM items WHERE tbl = ? AND pk = ? AND sk = ?", (tbl, pk, sk)
+        ).fetchone()
+        return None if row is None else _load(row[0])
+
+    def query(
+        self,
+        tbl: str,
+        pk: bytes,
+        *,
+        lo: tuple[bytes, bool] | None = None,
+        hi: tuple[bytes, bool] | None = None,
+        forward: bool = True,
+        limit: int | None = None,
+        start_after: bytes | None = None,
+    ) -> list[tuple[bytes, Item]]:
+        """``(sk, item)`` of partition ``pk`` with ``lo <= sk <= hi``, in sk order.
+
+        Each bound is ``(sk, inclusive)``. ``forward=False`` walks down from ``hi``;
+        ``start_after`` (exclusive) continues a page in the walking direction.
+        """
+        sql = "SELECT sk, item FROM items WHERE tbl = ? AND pk = ?"
+        args: list[object] = [tbl, pk]
+        for bound, op in ((lo, ">"), (hi, "<")):
+            if bound is not None:
+                sql += f" AND sk {op}{'=' if bound[1] else ''} ?"
+                args.append(bound[0])
+        if start_after is not None:
+            sql += " AND sk > ?" if forward else " AND sk < ?"
+            args.append(start_after)
+        sql += f" ORDER BY sk {'ASC' if forward else 'DESC'} LIMIT ?"
+        args.append(-1 if limit is None else limit)
+        return [(bytes(sk), _load(item)) for sk, item in self._db.execute(sql, args)]
+
+    def scan(
+        self, tbl: str, *, start_after: tuple[bytes, bytes] | None = None, limit: int | None = None
+    ) -> list[tuple[bytes, bytes, Item]]:
+        """``(pk, sk, item)`` of table ``tbl`` in (pk, sk) order, after ``start_after``."""
+        sql = "SELECT pk, sk, item FROM items WHERE tbl = ?"
+        args: list[object] = [tbl]
+        if start_after is not None:
+            sql += " AND (pk, sk) > (?, ?)"
+            args += start_after
+        sql += " ORDER BY pk, sk LIMIT ?"
+        args.append(-1 if limit is None else limit)
+        return [(bytes(pk), bytes(sk), _load(i)) for pk, sk, i in self._db.execute(sql, args)]
+
+    def count(self, tbl: str | None = None) -> int:
+        """Number of items, in one table or in all."""
+        if tbl is None:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
+        else:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM items WHERE tbl = ?", (tbl,)).fetchone()
+        return int(n)
+
+    def apply_batch(
+        self, index: int, term: int, ops: Sequence[StoreOp], membership: bytes | None = None
+    ) -> None:
+        """Apply ``ops`` of log entry ``index`` and record it as applied, atomically and durably.
+
+        ``index`` must be above the applied index (ValueError otherwise, and nothing changes),
+        so a replayed entry is never applied twice. ``membership``, when given, is recorded as
+        the current one; otherwise the recorded membership stays.
+        """
+        with self._transaction() as db:
+            current = self._read_applied()
+            if index <= current.index:
+                raise ValueError(f"entry {index} is not after the applied index {current.index}")
+            for op in ops:
+                if isinstance(op, PutItem):
+                    db.execute(
+                        "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)",
+                        (op.tbl, op.pk, op.sk, canonical_json(op.item)),
+                    )
+                elif isinstance(op, DeleteItem):
+                    db.execute(
+                        "DELETE FROM items WHERE tbl = ? AND pk = ? AND sk = ?",
+                        (op.tbl, op.pk, op.sk),
+                    )
+                elif isinstance(op, DeleteTable):
+                    db.execute("DELETE FROM items WHERE tbl = ?", (op.tbl,))
+                else:
+                    raise TypeError(f"not a store operation: {op!r}")
+            if membership is None:
+                membership = current.membership
+            self._write_applied(AppliedMark(index, term, membership))
+
+    def digest(self) -> str:
+        """Hex SHA-256 of every item in key order: replicas with equal data have equal digests.
+
+        The applied index is not part of it; compare digests taken at the same index.
+        """
+        h = hashlib.sha256()
+        for tbl, pk, sk, item in self._db.execute(
+            "SELECT tbl, pk, sk, item FROM items ORDER BY tbl, pk, sk"
+        ):
+            for field in (tbl.encode(), bytes(pk), bytes(sk), item.encode()):
+                h.update(struct.pack(">I", len(field)))
+                h.update(field)
+        return h.hexdigest()
+
+    def dump(self) -> bytes:
+        """All items and the applied mark, as one msgpack document (a snapshot's data)."""
+        with self._transaction("DEFERRED"):  # one consistent view
+            mark = self._read_applied()
+            rows = [
+                [tbl, bytes(pk), bytes(sk), item]
+                for tbl, pk, sk, item in self._db.execute(
+                    "SELECT tbl, pk, sk, item FROM items ORDER BY tbl, pk, sk"
+                )
+            ]
+        applied = [mark.index, mark.term, mark.membership]
+        return bytes(msgpack.packb({"version": _DUMP_VERSION, "applied": applied, "rows": rows}))
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole content (items and applied mark) with a ``dump``, atomically."""
+        doc = msgpack.unpackb(data, raw=False)
+        if not isinstance(doc, dict) or doc.get("version") != _DUMP_VERSION:
+            raise ValueError("not an item store dump")
+        index, term, membership = doc["applied"]
+        rows = [(str(t), bytes(p), bytes(s), str(i)) for t, p, s, i in doc["rows"]]
+        mark = AppliedMark(int(index), int(term), None if membership is None else bytes(membership))
+        with self._transaction() as db:
+            db.execute("DELETE FROM items")
+            db.execute("DELETE FROM meta")
+            db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", rows)
+            self._write_applied(mark)
+
+    @contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        self._db.execute(f"BEGIN {mode}")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _read_applied(self) -> AppliedMark:
+        meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())
+        membership = meta.get("membership")
+        return AppliedMark(
+            int(meta.get("applied_index", 0)),
+            int(meta.get("applied_term", 0)),
+            None if membership is None else bytes(membership),
+        )
+
+    def _write_applied(self, mark: AppliedMark) -> None:
+        values: list[tuple[str, int | bytes]] = [
+            ("applied_index", mark.index),
+            ("applied_term", mark.term),
+        ]
+        if mark.membership is not None:
+            values.append(("membership", mark.membership))
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values)
+
+
+def _load(text: str) -> Item:
+    item: Item = json.loads(text)
+    return item

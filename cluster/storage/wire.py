@@ -1,0 +1,120 @@
+"""The storage node's wire format: length-prefixed msgpack frames, and the Raft message codec.
+
+One TCP connection carries either one peer's one-way Raft traffic (after a ``peer`` hello) or a
+client's request/response exchange (after a ``client`` hello). A frame is a 4-byte big-endian
+length followed by a msgpack map.
+
+    writer.write(encode_frame({"hello": "peer", "node": "n1"}))
+    frame = await read_frame(reader)            # -> dict
+    msg = decode_message(encode_message(msg))   # Raft messages round-trip
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import msgpack
+
+from cluster.consensus.messages import (
+    AnyMessage,
+    AppendEntries,
+    AppendResponse,
+    Entry,
+    EntryKind,
+    InstallSnapshot,
+    Membership,
+    RequestVote,
+    Snapshot,
+    SnapshotMeta,
+    TimeoutNow,
+    VoteResponse,
+)
+
+MAX_FRAME = 256 * 1024 * 1024  # snapshots travel in one frame
+_LENGTH = struct.Struct(">I")
+
+
+class FrameError(Exception):
+    """The peer sent something that is not a frame of ours; drop the connection."""
+
+
+def encode_frame(body: dict[str, Any]) -> bytes:
+    payload: bytes = msgpack.packb(body, use_bin_type=True)
+    if len(payload) > MAX_FRAME:
+        raise FrameError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME}")
+    return _LENGTH.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """Read one frame; raises asyncio.IncompleteReadError at EOF, FrameError on garbage."""
+    header = await reader.readexactly(_LENGTH.size)
+    (length,) = _LENGTH.unpack(header)
+    if length > MAX_FRAME:
+        raise FrameError(f"frame length {length} exceeds {MAX_FRAME}")
+    payload = await reader.readexactly(length)
+    try:
+        body = msgpack.unpackb(payload, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise FrameError(f"undecodable frame: {exc}") from exc
+    if not isinstance(body, dict):
+        raise FrameError("a frame must be a map")
+    return body
+
+
+# --- Raft messages ---------------------------------------------------------------------------
+
+
+def _entry(e: Entry) -> list[Any]:
+    return [e.index, e.term, e.kind.value, e.data]
+
+
+def _snapshot(s: Snapshot) -> list[Any]:
+    m = s.meta
+    return [m.index, m.term, m.membership.encode(), s.data]
+
+
+def encode_message(msg: AnyMessage) -> dict[str, Any]:
+    head: dict[str, Any] = {"g": msg.group, "s": msg.src, "d": msg.dst, "t": msg.term}
+    match msg:
+        case RequestVote():
+            head |= {"k": "vote", "li": msg.last_index, "lt": msg.last_term, "p": msg.pre}
+            head["x"] = msg.transfer
+        case VoteResponse():
+            head |= {"k": "vote_resp", "ok": msg.granted, "p": msg.pre}
+        case AppendEntries():
+            head |= {"k": "append", "pi": msg.prev_index, "pt": msg.prev_term, "c": msg.commit}
+            head |= {"e": [_entry(e) for e in msg.entries], "q": msg.seq}
+        case AppendResponse():
+            head |= {"k": "append_resp", "ok": msg.success, "m": msg.match_index, "q": msg.seq}
+        case InstallSnapshot():
+            head |= {"k": "snapshot", "snap": _snapshot(msg.snapshot), "q": msg.seq}
+        case TimeoutNow():
+            head |= {"k": "timeout_now"}
+    return head
+
+
+def decode_message(body: dict[str, Any]) -> AnyMessage:
+    """Inverse of encode_message; raises FrameError on anything malformed."""
+    try:
+        common = (str(body["g"]), str(body["s"]), str(body["d"]), int(body["t"]))
+        kind = body["k"]
+        if kind == "vote":
+            return RequestVote(*common, body["li"], body["lt"], bool(body["p"]), bool(body["x"]))
+        if kind == "vote_resp":
+            return VoteResponse(*common, bool(body["ok"]), bool(body["p"]))
+        if kind == "append":
+            entries = tuple(Entry(i, t, EntryKind(k), d) for i, t, k, d in body["e"])
+            return AppendEntries(*common, body["pi"], body["pt"], entries, body["c"], body["q"])
+        if kind == "append_resp":
+            return AppendResponse(*common, bool(body["ok"]), body["m"], body["q"])
+        if kind == "snapshot":
+            index, term, membership, data = body["snap"]
+            meta = SnapshotMeta(index, term, Membership.decode(membership))
+            return InstallSnapshot(*common, Snapshot(meta, data), body["q"])
+        if kind == "timeout_now":
+            return TimeoutNow(*common)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FrameError(f"malformed raft message: {exc}") from exc
+    raise FrameError(f"unknown raft message kind {kind!r}")
