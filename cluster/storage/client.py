@@ -1,0 +1,101 @@
+"""An asyncio client for a storage node's client port (used by routers, tests and benches).
+
+Requests are pipelined on one connection and matched to responses by id.
+
+    async with NodeClient("127.0.1.1:7100") as node:
+        reply = await node.call("propose", group="p0", cmd=encode_command(cmd), timeout=5.0)
+        # {"result": {...}} or {"error": "NotLeader", "leader": "n2", ...}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from types import TracebackType
+from typing import Any
+
+from .transport import split_address
+from .wire import encode_frame, read_frame
+
+
+class NodeUnavailable(ConnectionError):
+    """The node could not be reached, or the connection broke before a reply."""
+
+
+class NodeClient:
+    def __init__(self, address: str, connect_timeout: float = 1.0) -> None:
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._connecting = asyncio.Lock()
+
+    async def __aenter__(self) -> NodeClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        async with self._connecting:
+            if self._writer is not None:
+                return
+            host, port = split_address(self.address)
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), self.connect_timeout
+                )
+            except (OSError, TimeoutError) as exc:
+                raise NodeUnavailable(f"{self.address}: {exc or 'connect timed out'}") from exc
+            writer.write(encode_frame({"hello": "client"}))
+            self._writer = writer
+            self._reader_task = asyncio.create_task(self._read_replies(reader))
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+        self._disconnect(NodeUnavailable(f"{self.address}: client closed"))
+
+    async def call(self, op: str, *, deadline: float = 10.0, **fields: Any) -> dict[str, Any]:
+        """Send one request and wait up to ``deadline`` seconds for its reply."""
+        await self.connect()
+        assert self._writer is not None
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            self._writer.write(encode_frame({"id": request_id, "op": op, **fields}))
+            await self._writer.drain()
+            return await asyncio.wait_for(future, deadline)
+        except (OSError, ConnectionError) as exc:
+            self._disconnect(NodeUnavailable(f"{self.address}: {exc}"))
+            raise NodeUnavailable(f"{self.address}: {exc}") from exc
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                reply = await read_frame(reader)
+                future = self._waiting.get(int(reply.get("id") or 0))
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except (asyncio.IncompleteReadError, OSError, ValueError) as exc:
+            self._disconnect(NodeUnavailable(f"{self.address}: connection lost ({exc!r})"))
+
+    def _disconnect(self, exc: Exception) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._waiting.clear()

@@ -1,0 +1,382 @@
+"""The storage node process: many replicas, one peer port, one client port, admin HTTP.
+
+A node hosts one replica per replication group it belongs to. All groups share the node's
+outbound peer links and its listening port (messages carry their group). Clients (request
+routers, tests, benchmarks) use the same port with a ``client`` hello and request/response
+frames; the admin HTTP endpoint (health, replicas, digests, Prometheus metrics) listens on the
+node's own address only.
+
+    node = StorageNode(NodeConfig(node_id="n1", listen="127.0.1.1:7100", admin="127.0.1.1:7180",
+                                  data_dir=Path("data/n1"), peers={"n2": "127.0.1.2:7100"},
+                                  groups={"p0": ("n1", "n2", "n3")}))
+    await node.start(); ...; await node.stop()
+
+It restarts from ``data_dir`` after ``kill -9`` with every acknowledged write: a write is
+acknowledged only after a quorum fsynced it to their WALs and this node applied it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cluster.consensus.messages import Membership
+from cluster.consensus.raft import RaftConfig
+
+from .itemstore import ItemStore
+from .replica import NotLeader, OutcomeUnknown, ProposalRejected, Replica, ReplicaSettings
+from .transport import PeerLinks, split_address
+from .wire import FrameError, decode_message, encode_frame, read_frame
+
+log = logging.getLogger(__name__)
+GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    listen: str
+    admin: str
+    data_dir: Path
+    peers: dict[str, str] = field(default_factory=dict)  # node id -> address to dial
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # bootstrap membership
+    tick_seconds: float = 0.05
+    raft: RaftConfig = field(default_factory=RaftConfig)
+    compact_every: int = 2000
+
+
+class RequestError(Exception):
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.extra = extra
+
+
+class StorageNode:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.settings = ReplicaSettings(
+            raft=config.raft, tick_seconds=config.tick_seconds, compact_every=config.compact_every
+        )
+        self.links = PeerLinks(config.node_id, config.peers)
+        self.replicas: dict[str, Replica] = {}
+        self.started_at = time.monotonic()
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "storage_requests", "Client requests", ["op", "outcome"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "storage_request_seconds", "Client request latency", ["op"], registry=self.registry
+        )
+        self.registry.register(_ReplicaCollector(self))
+        self._server: asyncio.Server | None = None
+        self._admin: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._group_lock = asyncio.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        groups = dict(self._load_groups())
+        for group, members in self.config.groups.items():
+            groups.setdefault(group, tuple(members))
+        for group, members in sorted(groups.items()):
+            await self._open_replica(group, frozenset(members))
+        self._save_groups()
+        self.links.start()
+        host, port = split_address(self.config.listen)
+        self._server = await asyncio.start_server(self._on_connection, host, port)
+        self._admin = await _start_admin(self)
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="ticks"))
+        log.info("node %s up: %d replicas, listening on %s", self.config.node_id,
+                 len(self.replicas), self.config.listen)  # fmt: skip
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            self._server.close()
+        if self._admin is not None:
+            await self._admin.cleanup()
+        await self.links.stop()
+        for replica in self.replicas.values():
+            await replica.close()
+
+    async def _open_replica(self, group: str, members: frozenset[str] | None) -> Replica:
+        replica = await Replica.open(
+            self.config.node_id,
+            group,
+            members,
+            self.config.data_dir / "groups" / group,
+            self.settings,
+            self.links.send,
+        )
+        self.replicas[group] = replica
+        return replica
+
+    def _groups_file(self) -> Path:
+        return self.config.data_dir / "groups.json"
+
+    def _load_groups(self) -> dict[str, tuple[str, ...]]:
+        path = self._groups_file()
+        if not path.exists():
+            return {}
+        return {g: tuple(m) for g, m in json.loads(path.read_text()).items()}
+
+    def _save_groups(self) -> None:
+        bootstrap = {g: sorted(r.raft.membership.voters) for g, r in self.replicas.items()}
+        tmp = self._groups_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(bootstrap, indent=1, sort_keys=True))
+        tmp.replace(self._groups_file())
+
+    async def create_group(self, group: str, members: list[str]) -> bool:
+        """Host a replica of ``group`` (idempotent). Returns True when it was created now."""
+        if not GROUP_NAME.match(group):
+            raise RequestError("ValidationException", f"bad group name {group!r}")
+        async with self._group_lock:
+            if group in self.replicas:
+                return False
+            joining = self.config.node_id not in members
+            await self._open_replica(group, None if joining else frozenset(members))
+            self._save_groups()
+            return True
+
+    async def _tick_loop(self) -> None:
+        """Tick every replica once per tick_seconds of real time, catching up after stalls."""
+        interval = self.config.tick_seconds
+        next_at = time.monotonic()
+        while True:
+            now = time.monotonic()
+            while next_at <= now:
+                for replica in self.replicas.values():
+                    replica.tick()
+                next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    # --- connections ---------------------------------------------------------------------------
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            hello = await asyncio.wait_for(read_frame(reader), 5.0)
+            if hello.get("hello") == "peer":
+                await self._serve_peer(str(hello.get("node")), reader)
+            elif hello.get("hello") == "client":
+                await self._serve_client(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            pass  # shutting down: the server closes its connections
+        except FrameError as exc:
+            log.warning("dropping connection: %s", exc)
+        finally:
+            writer.close()
+
+    async def _serve_peer(self, peer: str, reader: asyncio.StreamReader) -> None:
+        while True:
+            frame = await read_frame(reader)
+            msg = decode_message(frame["raft"])
+            self.links.heard_from(peer)
+            replica = self.replicas.get(msg.group)
+            if replica is not None:  # groups we do not host are created explicitly first
+                replica.step(msg)
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        lock = asyncio.Lock()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(request: dict[str, Any]) -> None:
+            response = await self.handle_request(request)
+            response["id"] = request.get("id")
+            async with lock:
+                writer.write(encode_frame(response))
+                await writer.drain()
+
+        try:
+            while True:
+                request = await read_frame(reader)
+                task = asyncio.create_task(answer(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    # --- client requests -------------------------------------------------------------------------
+
+    async def handle_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = str(request.get("op"))
+        started = time.monotonic()
+        try:
+            handler = _HANDLERS.get(op)
+            if handler is None:
+                raise RequestError("ValidationException", f"unknown operation {op!r}")
+            response = await handler(self, request)
+            outcome = "ok"
+        except RequestError as exc:
+            response = {"error": exc.code, "message": str(exc), **exc.extra}
+            outcome = exc.code
+        except NotLeader as exc:
+            response = {"error": "NotLeader", "message": str(exc), "leader": exc.leader}
+            outcome = "NotLeader"
+        except ProposalRejected as exc:
+            response = {"error": "Rejected", "message": str(exc)}
+            outcome = "Rejected"
+        except (OutcomeUnknown, TimeoutError) as exc:
+            response = {"error": "OutcomeUnknown", "message": str(exc) or "timed out"}
+            outcome = "OutcomeUnknown"
+        except (KeyError, TypeError, ValueError) as exc:
+            response = {"error": "ValidationException", "message": f"bad request: {exc!r}"}
+            outcome = "ValidationException"
+        self.requests.labels(op, outcome).inc()
+        self.latency.labels(op).observe(time.monotonic() - started)
+        return response
+
+    def replica(self, request: dict[str, Any]) -> Replica:
+        group = str(request["group"])
+        replica = self.replicas.get(group)
+        if replica is None:
+            raise RequestError("NoSuchGroup", f"node {self.config.node_id} has no group {group}")
+        return replica
+
+    async def _op_propose(self, request: dict[str, Any]) -> dict[str, Any]:
+        timeout = float(request.get("timeout", 5.0))
+        result = await self.replica(request).propose(bytes(request["cmd"]), timeout)
+        return {"result": result.to_wire()}
+
+    async def _op_get(self, request: dict[str, Any]) -> dict[str, Any]:
+        replica = self.replica(request)
+        tbl, pk, sk = str(request["tbl"]), bytes(request["pk"]), bytes(request["sk"])
+
+        def read(store: ItemStore) -> Any:
+            return store.get(tbl, pk, sk)
+
+        if request.get("consistent"):
+            item = await replica.read_consistent(read, float(request.get("timeout", 2.0)))
+        else:
+            item = await replica.read_local(read)
+        return {"item": item}
+
+    async def _op_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    async def _op_digest(self, request: dict[str, Any]) -> dict[str, Any]:
+        wanted = request.get("group")
+        replicas = [self.replica(request)] if wanted else list(self.replicas.values())
+        return {"digests": [await r.digest() for r in replicas]}
+
+    async def _op_create_group(self, request: dict[str, Any]) -> dict[str, Any]:
+        members = [str(m) for m in request["members"]]
+        return {"created": await self.create_group(str(request["group"]), members)}
+
+    async def _op_change_membership(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Leader only: change one member of a group (thesis §4.1), waiting for it to commit."""
+        replica = self.replica(request)
+        new = Membership(frozenset(request["voters"]), frozenset(request.get("log_only", [])))
+        await replica.change_membership(new, float(request.get("timeout", 5.0)))
+        return {"members": sorted(new.voters)}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.config.node_id,
+            "uptime_seconds": round(time.monotonic() - self.started_at, 3),
+            "replicas": [r.status() for r in self.replicas.values()],
+            "peers": self.links.stats(),
+        }
+
+
+_HANDLERS = {
+    "propose": StorageNode._op_propose,
+    "get": StorageNode._op_get,
+    "status": StorageNode._op_status,
+    "digest": StorageNode._op_digest,
+    "create_group": StorageNode._op_create_group,
+    "change_membership": StorageNode._op_change_membership,
+}
+
+
+class _ReplicaCollector(Collector):
+    """Per-replica gauges read at scrape time (no bookkeeping on the hot path)."""
+
+    def __init__(self, node: StorageNode) -> None:
+        self.node = node
+
+    def collect(self) -> Any:
+        labels = ["group"]
+        gauges = {
+            name: GaugeMetricFamily(f"storage_replica_{name}", help_, labels=labels)
+            for name, help_ in [
+                ("term", "Current Raft term"),
+                ("commit_index", "Commit index"),
+                ("applied_index", "Applied index"),
+                ("is_leader", "1 when this replica leads its group"),
+                ("elections_won", "Times this replica became leader"),
+            ]
+        }
+        for group, replica in self.node.replicas.items():
+            st = replica.raft.status()
+            gauges["term"].add_metric([group], st.term)
+            gauges["commit_index"].add_metric([group], st.commit)
+            gauges["applied_index"].add_metric([group], st.applied)
+            gauges["is_leader"].add_metric([group], 1 if st.leader == st.id else 0)
+            gauges["elections_won"].add_metric([group], replica.elections)
+        peer = GaugeMetricFamily("storage_peer_connected", "Outbound link is up", labels=["peer"])
+        heard = GaugeMetricFamily(
+            "storage_peer_heard_seconds_ago", "Seconds since a message arrived", labels=["peer"]
+        )
+        for name, stats in self.node.links.stats().items():
+            peer.add_metric([name], 1 if stats["connected"] else 0)
+            if stats["heard_seconds_ago"] is not None:
+                heard.add_metric([name], stats["heard_seconds_ago"])
+        yield from gauges.values()
+        yield peer
+        yield heard
+
+
+async def _start_admin(node: StorageNode) -> web.AppRunner:
+    async def health(_: web.Request) -> web.Response:
+        leaders = sum(1 for r in node.replicas.values() if r.raft.leader == node.config.node_id)
+        body = {"status": "ok", "node": node.config.node_id, "replicas": len(node.replicas)}
+        return web.json_response(body | {"leaders": leaders})
+
+    async def replicas(_: web.Request) -> web.Response:
+        return web.json_response(node.status())
+
+    async def digest(request: web.Request) -> web.Response:
+        group = request.query.get("group")
+        if group is not None and group not in node.replicas:
+            return web.json_response({"error": f"no group {group}"}, status=404)
+        targets = [node.replicas[group]] if group else list(node.replicas.values())
+        return web.json_response({"digests": [await r.digest() for r in targets]})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(node.registry), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/replicas", replicas)
+    app.router.add_get("/digest", digest)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = split_address(node.config.admin)
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,333 @@
+"""One replica of one replication group inside a storage node: Raft core + WAL + ItemStore.
+
+This module holds no protocol logic. It runs the core's loop in the documented order —
+persist (WAL fsync), send, apply (SQLite), advance — and turns client calls into inputs:
+
+    replica = await Replica.open(node_id, group, members, data_dir, settings, send)
+    result = await replica.propose(encode_command(cmd), timeout=5.0)   # ApplyResult
+    item = await replica.read_consistent(lambda store: store.get(tbl, pk, sk), timeout=2.0)
+
+All file and SQLite work runs on the replica's own single I/O thread (SQLite connections belong
+to one thread), in order; the asyncio loop only moves Readies along. Inputs that arrive while a
+Ready is being handled wait in an inbox, because the core must not be stepped between ready()
+and advance().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cluster.consensus.messages import AnyMessage, Membership, Snapshot, SnapshotMeta
+from cluster.consensus.raft import NotLeaderError, ProposalRejectedError, Raft, RaftConfig, Ready
+
+from .itemstore import ItemStore
+from .statemachine import ApplyResult, StateMachine
+from .wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class NotLeader(Exception):
+    """Definitely not applied: this replica does not lead; ``leader`` is a hint."""
+
+    def __init__(self, group: str, leader: str | None) -> None:
+        super().__init__(f"{group}: not the leader (leader hint: {leader})")
+        self.leader = leader
+
+
+class ProposalRejected(Exception):
+    """Definitely not applied: the leader cannot take it now (transfer or change in flight)."""
+
+
+class OutcomeUnknown(Exception):
+    """The command was proposed but its fate is unknown (it may still commit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSettings:
+    raft: RaftConfig = field(default_factory=RaftConfig)
+    tick_seconds: float = 0.05
+    compact_every: int = 2000  # applied entries between snapshots (and WAL releases)
+    segment_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class _Pending:
+    term: int
+    future: asyncio.Future[ApplyResult]
+
+
+class Replica:
+    def __init__(
+        self,
+        node_id: str,
+        group: str,
+        raft: Raft,
+        wal: WriteAheadLog,
+        store: ItemStore,
+        io: ThreadPoolExecutor,
+        settings: ReplicaSettings,
+        send: Callable[[AnyMessage], None],
+    ) -> None:
+        self.node_id = node_id
+        self.group = group
+        self.raft = raft
+        self.wal = wal
+        self.store = store
+        self.machine = StateMachine(store)
+        self.io = io
+        self.settings = settings
+        self.send = send
+        self.inbox: deque[Callable[[], None]] = deque()
+        self.wake = asyncio.Event()
+        self.pending: dict[int, _Pending] = {}
+        self.applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.elections = 0  # times this replica became leader (metrics)
+        self.last_tick_at = time.monotonic()
+
+    @classmethod
+    async def open(
+        cls,
+        node_id: str,
+        group: str,
+        members: frozenset[str] | None,
+        data_dir: Path,
+        settings: ReplicaSettings,
+        send: Callable[[AnyMessage], None],
+    ) -> Replica:
+        """Recover a replica from ``data_dir`` (or create it; ``members`` bootstraps a group)."""
+        io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"io-{group}")
+        loop = asyncio.get_running_loop()
+
+        def recover() -> tuple[Raft, WriteAheadLog, ItemStore]:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            wal, state = WriteAheadLog.open(data_dir / "wal", settings.segment_bytes)
+            if state.truncated_bytes:
+                log.warning("%s: WAL torn tail of %d bytes truncated", group, state.truncated_bytes)
+            store = ItemStore(data_dir / "items.sqlite")
+            mark = store.applied()
+            if mark.membership is not None:
+                membership = Membership.decode(mark.membership)
+            elif state.snapshot is not None and state.snapshot.membership.voters:
+                membership = state.snapshot.membership
+            else:
+                membership = Membership(members or frozenset())
+            # The store is the snapshot: it holds everything up to its applied index.
+            meta = SnapshotMeta(mark.index, mark.term, membership)
+            data = store.dump() if mark.index else b""
+            raft = Raft(
+                node_id,
+                group,
+                settings.raft,
+                random.Random(),  # production randomness; the simulator passes a seeded one
+                hard_state=state.hard_state,
+                snapshot=Snapshot(meta, data),
+                entries=[e for e in state.entries if e.index > mark.index],
+            )
+            return raft, wal, store
+
+        raft, wal, store = await loop.run_in_executor(io, recover)
+        replica = cls(node_id, group, raft, wal, store, io, settings, send)
+        replica.task = asyncio.create_task(replica._run(), name=f"replica-{group}")
+        return replica
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        self._fail_pending(OutcomeUnknown(f"{self.group}: replica closed"))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.io, self._close_files)
+        self.io.shutdown(wait=True)
+
+    def _close_files(self) -> None:
+        self.wal.close()
+        self.store.close()
+
+    # --- inputs (all go through the inbox) ---------------------------------------------------
+
+    def _submit(self, fn: Callable[[], None]) -> None:
+        self.inbox.append(fn)
+        self.wake.set()
+
+    def step(self, msg: AnyMessage) -> None:
+        self._submit(lambda: self.raft.step(msg))
+
+    def tick(self) -> None:
+        def do_tick() -> None:
+            self.raft.tick()
+            self.last_tick_at = time.monotonic()
+
+        self._submit(do_tick)
+
+    async def propose(self, data: bytes, timeout: float) -> ApplyResult:
+        """Replicate and apply a command; raises NotLeader (not applied) or OutcomeUnknown."""
+        return await self._propose(lambda: self.raft.propose(data), timeout)
+
+    async def change_membership(self, new: Membership, timeout: float) -> None:
+        """Propose a single-member change and wait until it is applied here."""
+        await self._propose(lambda: self.raft.propose_membership(new), timeout)
+
+    async def _propose(self, append: Callable[[], tuple[int, int]], timeout: float) -> ApplyResult:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ApplyResult] = loop.create_future()
+        # The outcome may arrive after the caller gave up: consume it so it is not reported.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        def do_propose() -> None:
+            try:
+                index, term = append()
+            except NotLeaderError as exc:
+                future.set_exception(NotLeader(self.group, exc.leader))
+            except ProposalRejectedError as exc:
+                future.set_exception(ProposalRejected(f"{self.group}: {exc}"))
+            else:
+                self.pending[index] = _Pending(term, future)
+
+        self._submit(do_propose)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise OutcomeUnknown(f"{self.group}: no outcome within {timeout}s") from None
+
+    async def read_consistent(self, fn: Callable[[ItemStore], T], timeout: float) -> T:
+        """Run ``fn`` on the store under the leader's lease, after applying up to commit."""
+        # The lease is counted in ticks; if the event loop stalled, our tick count lags real
+        # time and the lease would look longer than it is. Refuse rather than risk it.
+        late = time.monotonic() - self.last_tick_at > self.settings.tick_seconds * 1.5
+        read_index = None if late else self.raft.lease_read_index()
+        if read_index is None:
+            leader = self.raft.leader if self.raft.leader != self.node_id else None
+            raise NotLeader(self.group, leader)
+        await asyncio.wait_for(self._applied(read_index), timeout)
+        return await self.read_local(fn)
+
+    async def read_local(self, fn: Callable[[ItemStore], T]) -> T:
+        """Run ``fn`` on this replica's store as it is (an eventually consistent read)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.io, fn, self.store)
+
+    def _applied(self, index: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.raft.log.applied >= index:
+            future.set_result(None)
+        else:
+            self.applied_waiters.append((index, future))
+        return future
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.inbox or self.raft.has_ready():
+                while self.inbox:
+                    self.inbox.popleft()()
+                if self.raft.has_ready():
+                    was_leader = self.raft.leader == self.node_id
+                    rd = self.raft.ready()
+                    await loop.run_in_executor(self.io, self._persist, rd)
+                    for msg in rd.messages:
+                        self.send(msg)
+                    results = await loop.run_in_executor(self.io, self._apply, rd)
+                    self.raft.advance(rd)
+                    self._complete(rd, results)
+                    await self._maybe_compact()
+                    if self.raft.leader == self.node_id and not was_leader:
+                        self.elections += 1
+
+    def _persist(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            # Store first, then the WAL mark: a crash in between leaves a store that is ahead
+            # of the WAL's mark, which recovery handles (the store is the snapshot).
+            self.store.restore(rd.snapshot.data)
+            self.wal.mark_snapshot(rd.snapshot.meta)
+        if rd.entries or rd.hard_state is not None:
+            self.wal.save(rd.hard_state, rd.entries)
+
+    def _apply(self, rd: Ready) -> dict[int, ApplyResult]:
+        committed = [e for e in rd.committed if e.index > self.store.applied().index]
+        return self.machine.apply(committed)
+
+    def _complete(self, rd: Ready, results: dict[int, ApplyResult]) -> None:
+        for entry in rd.committed:
+            pending = self.pending.pop(entry.index, None)
+            if pending is None or pending.future.done():
+                continue
+            if pending.term == entry.term:
+                pending.future.set_result(results.get(entry.index, ApplyResult(True)))
+            else:  # another leader's entry took this index: ours was never committed
+                pending.future.set_exception(NotLeader(self.group, self.raft.leader))
+        applied = self.raft.log.applied
+        if rd.snapshot is not None:  # proposals below an installed snapshot: fate unknown
+            for index in [i for i in self.pending if i <= applied]:
+                self.pending.pop(index).future.set_exception(
+                    OutcomeUnknown(f"{self.group}: superseded by a snapshot")
+                )
+        still_waiting = []
+        for index, future in self.applied_waiters:
+            if index <= applied:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still_waiting.append((index, future))
+        self.applied_waiters = still_waiting
+
+    async def _maybe_compact(self) -> None:
+        raft = self.raft
+        index = raft.log.applied
+        if index - raft.log.snapshot.meta.index < self.settings.compact_every:
+            return
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(self.io, self.store.dump)
+        raft.compact(index, data)
+        meta = raft.log.snapshot.meta
+        await loop.run_in_executor(self.io, self._release_wal, meta)
+
+    def _release_wal(self, meta: SnapshotMeta) -> None:
+        self.wal.mark_snapshot(meta)
+        self.wal.release_before(meta.index + 1)
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for pending in self.pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+        self.pending.clear()
+
+    # --- introspection -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        st = self.raft.status()
+        return {
+            "group": self.group,
+            "role": st.role.value,
+            "term": st.term,
+            "leader": st.leader,
+            "commit": st.commit,
+            "applied": st.applied,
+            "last_index": st.last_index,
+            "members": sorted(st.membership.voters),
+            "log_only": sorted(st.membership.log_only),
+            "lease": st.lease_valid,
+        }
+
+    async def digest(self) -> dict[str, Any]:
+        def take() -> dict[str, Any]:
+            return {"applied": self.store.applied().index, "digest": self.store.digest()}
+
+        return {"group": self.group, **await self.read_local(lambda _: take())}

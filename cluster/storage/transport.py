@@ -1,0 +1,127 @@
+"""Node-to-node links: one outbound connection per peer, carrying Raft messages one way.
+
+A node sends to a peer only on a connection it opened itself, to the address configured for
+that peer (which may be a Toxiproxy listener), and never answers on a connection it accepted.
+So the link "n1 -> n2" is exactly one TCP stream, and cutting it cuts only that direction.
+
+    links = PeerLinks("n1", {"n2": "127.0.0.1:21002"})
+    links.send(msg)          # queued; dropped if the link is down and the queue is full
+    links.stats()            # {"n2": {"connected": True, "sent": 10, "dropped": 0, ...}}
+
+Raft tolerates loss, so a full queue drops its oldest message rather than blocking the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.consensus.messages import AnyMessage
+
+from .wire import encode_frame, encode_message
+
+log = logging.getLogger(__name__)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"not a host:port address: {address!r}")
+    return host, int(port)
+
+
+@dataclass
+class _Link:
+    peer: str
+    address: str
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(maxsize=4096))
+    connected: bool = False
+    sent: int = 0
+    dropped: int = 0
+    connects: int = 0
+    last_error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class PeerLinks:
+    def __init__(self, node_id: str, peers: dict[str, str], connect_timeout: float = 1.0) -> None:
+        self.node_id = node_id
+        self.connect_timeout = connect_timeout
+        self.links = {peer: _Link(peer, addr) for peer, addr in peers.items() if peer != node_id}
+        # When we last received anything from each peer (set by the node's inbound side).
+        self.last_heard: dict[str, float] = {}
+
+    def start(self) -> None:
+        for link in self.links.values():
+            link.task = asyncio.create_task(self._pump(link), name=f"link-{link.peer}")
+
+    async def stop(self) -> None:
+        for link in self.links.values():
+            if link.task is not None:
+                link.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await link.task
+
+    def send(self, msg: AnyMessage) -> None:
+        link = self.links.get(msg.dst)
+        if link is None:
+            return  # not a peer we know of (e.g. removed from the group)
+        frame = encode_frame({"raft": encode_message(msg)})
+        if link.queue.full():
+            link.queue.get_nowait()
+            link.dropped += 1
+        link.queue.put_nowait(frame)
+
+    def heard_from(self, peer: str) -> None:
+        self.last_heard[peer] = time.monotonic()
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        return {
+            link.peer: {
+                "address": link.address,
+                "connected": link.connected,
+                "sent": link.sent,
+                "dropped": link.dropped,
+                "connects": link.connects,
+                "last_error": link.last_error,
+                "heard_seconds_ago": (
+                    round(now - self.last_heard[link.peer], 3)
+                    if link.peer in self.last_heard
+                    else None
+                ),
+            }
+            for link in self.links.values()
+        }
+
+    async def _pump(self, link: _Link) -> None:
+        backoff = 0.05
+        host, port = split_address(link.address)
+        while True:
+            writer: asyncio.StreamWriter | None = None
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), self.connect_timeout
+                )
+                assert writer is not None
+                writer.write(encode_frame({"hello": "peer", "node": self.node_id}))
+                link.connected, link.connects, backoff = True, link.connects + 1, 0.05
+                while True:
+                    frames = [await link.queue.get()]
+                    while not link.queue.empty():
+                        frames.append(link.queue.get_nowait())
+                    writer.write(b"".join(frames))
+                    await writer.drain()
+                    link.sent += len(frames)
+            except (OSError, TimeoutError) as exc:
+                link.last_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                link.connected = False
+                if writer is not None:
+                    writer.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)

@@ -1,0 +1,193 @@
+"""Storage nodes as real processes on 127.x.0.y addresses, killed with real SIGKILLs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cluster.storage.statemachine import PutCommand, encode_command
+from tests.support.nodes import GroupWriter, NodeCluster
+
+pytestmark = pytest.mark.slow
+GROUPS = {"p0": ("n1", "n2", "n3"), "p1": ("n1", "n2", "n3")}
+
+
+def put(key: str, value: int) -> bytes:
+    return encode_command(PutCommand("t", key.encode(), b"", {"v": {"N": str(value)}}))
+
+
+class WriteLoad:
+    """Writes distinct keys in a loop; remembers exactly which writes were acknowledged."""
+
+    def __init__(self, writer: GroupWriter, group: str) -> None:
+        self.writer = writer
+        self.group = group
+        self.acked: dict[str, int] = {}
+        self.attempts = 0
+        self.ack_times: list[float] = []
+        self.stop = asyncio.Event()
+
+    async def run(self, limit: int = 100_000) -> None:
+        for i in range(limit):  # bounded: stops by itself even if nobody sets stop
+            if self.stop.is_set():
+                return
+            self.attempts += 1
+            key = f"{self.group}-k{i}"
+            reply = await self.writer.call_leader(self.group, "propose", deadline=5.0,
+                                                  cmd=put(key, i), timeout=2.0)  # fmt: skip
+            if "result" in reply and reply["result"]["ok"]:
+                self.acked[key] = i
+                self.ack_times.append(time.monotonic())
+
+    def longest_gap(self) -> float:
+        gaps = [b - a for a, b in zip(self.ack_times, self.ack_times[1:], strict=False)]
+        return max(gaps, default=0.0)
+
+
+async def read_all(writer: GroupWriter, group: str, keys: dict[str, int]) -> dict[str, int | None]:
+    found: dict[str, int | None] = {}
+    for key in keys:
+        reply = await writer.call_leader(
+            group, "get", tbl="t", pk=key.encode(), sk=b"", consistent=True
+        )
+        assert "item" in reply, reply
+        item = reply["item"]
+        found[key] = None if item is None else int(item["v"]["N"])
+    return found
+
+
+def wait_digests_equal(cluster: NodeCluster, group: str, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    seen: dict[str, tuple[int, str]] = {}
+    while time.monotonic() < deadline:
+        seen = {}
+        for node_id, node in cluster.nodes.items():
+            for d in node.get_json(f"/digest?group={group}")["digests"]:
+                seen[node_id] = (d["applied"], d["digest"])
+        if len(set(seen.values())) == 1:
+            return next(iter(seen.values()))[1]
+        time.sleep(0.1)
+    raise AssertionError(f"replicas of {group} did not converge: {seen}")
+
+
+def test_group_accepts_writes_and_serves_consistent_reads(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with NodeCluster(tmp_path, GROUPS) as cluster:
+            writer = GroupWriter(cluster)
+            for i in range(20):
+                reply = await writer.call_leader("p0", "propose", cmd=put(f"k{i}", i))
+                assert reply["result"]["ok"], reply
+            found = await read_all(writer, "p0", {f"k{i}": i for i in range(20)})
+            assert found == {f"k{i}": i for i in range(20)}
+            # A follower refuses consistent reads but serves eventual ones.
+            leader = cluster.wait_leader("p0")
+            follower = next(n for n in cluster.nodes if n != leader)
+            client = writer.client(follower)
+            refused = await client.call("get", group="p0", tbl="t", pk=b"k1", sk=b"",
+                                        consistent=True)  # fmt: skip
+            assert refused["error"] == "NotLeader" and refused["leader"] == leader
+            wait_digests_equal(cluster, "p0")
+            eventual = await client.call("get", group="p0", tbl="t", pk=b"k1", sk=b"")
+            assert eventual["item"] == {"v": {"N": "1"}}
+            await writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_admin_endpoints(tmp_path: Path) -> None:
+    with NodeCluster(tmp_path, GROUPS) as cluster:
+        cluster.wait_leader("p0")
+        node = cluster.nodes["n1"]
+        assert node.get_json("/health")["status"] == "ok"
+        replicas = node.get_json("/replicas")["replicas"]
+        assert {r["group"] for r in replicas} == {"p0", "p1"}
+        assert all(r["members"] == ["n1", "n2", "n3"] for r in replicas)
+        digests = node.get_json("/digest")["digests"]
+        assert {d["group"] for d in digests} == {"p0", "p1"}
+        with urllib.request.urlopen(node.admin + "/metrics", timeout=2) as resp:
+            metrics = resp.read().decode()
+        assert 'storage_replica_commit_index{group="p0"}' in metrics
+        assert "storage_peer_connected" in metrics
+
+
+def test_kill_leader_under_load_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with NodeCluster(tmp_path, GROUPS) as cluster:
+            writer = GroupWriter(cluster)
+            load = WriteLoad(writer, "p0")
+            task = asyncio.create_task(load.run())
+            await asyncio.sleep(1.0)
+            old = cluster.wait_leader("p0")
+            before = len(load.acked)
+            cluster.kill(old)
+            new = await asyncio.to_thread(cluster.wait_leader, "p0", 15.0, old)
+            await asyncio.sleep(1.0)
+            load.stop.set()
+            await task
+            assert new != old
+            assert len(load.acked) > before, "writes did not resume after the leader died"
+            assert load.longest_gap() < 5.0
+            found = await read_all(writer, "p0", load.acked)
+            assert found == load.acked
+            # The killed node comes back on its data and catches up.
+            cluster.start(old)
+            cluster.wait_healthy()
+            wait_digests_equal(cluster, "p0")
+            await writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_all_nodes_killed_and_restarted_keep_every_acknowledged_write(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with NodeCluster(tmp_path, GROUPS) as cluster:
+            writer = GroupWriter(cluster)
+            loads = [WriteLoad(writer, g) for g in GROUPS]
+            tasks = [asyncio.create_task(load.run()) for load in loads]
+            await asyncio.sleep(1.5)
+            for node in cluster.nodes:  # mid-load, no warning
+                cluster.kill(node)
+            for load in loads:
+                load.stop.set()
+            await asyncio.gather(*tasks)
+            await writer.close()
+            for node in cluster.nodes:
+                cluster.start(node)
+            cluster.wait_healthy()
+            writer = GroupWriter(cluster)
+            for load in loads:
+                assert len(load.acked) > 10
+                found = await read_all(writer, load.group, load.acked)
+                assert found == load.acked
+            await writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_lagging_node_catches_up_through_a_snapshot(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        extra = ("--compact-every", "40")
+        with NodeCluster(tmp_path, GROUPS, extra_args=extra) as cluster:
+            writer = GroupWriter(cluster)
+            leader = cluster.wait_leader("p0")
+            down = next(n for n in cluster.nodes if n != leader)
+            cluster.kill(down)
+            for i in range(150):  # several compactions while it is down
+                reply = await writer.call_leader("p0", "propose", cmd=put(f"k{i}", i))
+                assert reply["result"]["ok"], reply
+            cluster.start(down)
+            cluster.wait_healthy()
+            wait_digests_equal(cluster, "p0")
+            # And the caught-up node survives another crash-restart on its snapshot.
+            cluster.kill(down)
+            cluster.start(down)
+            cluster.wait_healthy()
+            digest = wait_digests_equal(cluster, "p0")
+            assert digest
+            await writer.close()
+
+    asyncio.run(scenario())

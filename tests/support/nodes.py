@@ -1,0 +1,199 @@
+"""Real storage-node processes on per-node loopback addresses, for integration tests.
+
+with NodeCluster(tmp_path, groups={"p0": ("n1", "n2", "n3")}) as cluster:
+    leader = cluster.wait_leader("p0")
+    cluster.kill("n1")          # SIGKILL
+    cluster.start("n1")         # same data dir
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cluster.storage.client import NodeClient, NodeUnavailable
+
+_subnet = 10 + (os.getpid() % 200)  # spread concurrent test runs over 127.x.0.0/16
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class NodeProcess:
+    def __init__(self, node_id: str, host: str, data_dir: Path, log_path: Path) -> None:
+        self.node_id = node_id
+        self.host = host
+        self.port = free_port(host)
+        self.admin_port = free_port(host)
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://{self.host}:{self.admin_port}"
+
+    def start(self, peers: dict[str, str], groups: dict[str, tuple[str, ...]], *extra: str) -> None:
+        args = [sys.executable, "-m", "cluster.storage", "--node-id", self.node_id,
+                "--listen", self.address, "--admin", f"{self.host}:{self.admin_port}",
+                "--data-dir", str(self.data_dir), "--log-level", "WARNING", *extra]  # fmt: skip
+        for peer, addr in peers.items():
+            args += ["--peer", f"{peer}={addr}"]
+        for group, members in groups.items():
+            args += ["--group", f"{group}={','.join(members)}"]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.admin + path, timeout=2) as resp:
+            return json.loads(resp.read())
+
+
+class NodeCluster:
+    def __init__(
+        self,
+        tmp: Path,
+        groups: dict[str, tuple[str, ...]],
+        nodes: tuple[str, ...] = ("n1", "n2", "n3"),
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.groups = groups
+        self.extra = extra_args
+        self.nodes = {
+            n: NodeProcess(n, f"127.{_subnet}.0.{i + 1}", tmp / n, tmp / f"{n}.log")
+            for i, n in enumerate(nodes)
+        }
+
+    def __enter__(self) -> NodeCluster:
+        for node in self.nodes:
+            self.start(node)
+        self.wait_healthy()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for node in self.nodes.values():
+            node.kill(signal.SIGTERM)
+
+    def peers(self) -> dict[str, str]:
+        return {n: p.address for n, p in self.nodes.items()}
+
+    def start(self, node: str) -> None:
+        self.nodes[node].start(self.peers(), self.groups, *self.extra)
+
+    def kill(self, node: str) -> None:
+        self.nodes[node].kill(signal.SIGKILL)
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        for node in self.nodes.values():
+            while True:
+                try:
+                    if node.get_json("/health")["status"] == "ok":
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{node.node_id} not healthy; see {node.log_path}")
+                time.sleep(0.05)
+
+    def status(self, node: str) -> dict[str, Any]:
+        return dict(self.nodes[node].get_json("/replicas"))
+
+    def leader(self, group: str) -> str | None:
+        """The node that leads ``group`` with a valid lease, if exactly one claims it."""
+        leaders = []
+        for node_id, node in self.nodes.items():
+            if not node.alive():
+                continue
+            try:
+                replicas = node.get_json("/replicas")["replicas"]
+            except OSError:
+                continue
+            for r in replicas:
+                if r["group"] == group and r["role"] == "leader" and r["lease"]:
+                    leaders.append(node_id)
+        return leaders[0] if len(leaders) == 1 else None
+
+    def wait_leader(self, group: str, timeout: float = 15.0, not_: str | None = None) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader(group)
+            if leader is not None and leader != not_:
+                return leader
+            time.sleep(0.05)
+        raise TimeoutError(f"no leader for {group} within {timeout}s")
+
+
+class GroupWriter:
+    """Writes to a group through whichever node leads it, following NotLeader hints."""
+
+    def __init__(self, cluster: NodeCluster) -> None:
+        self.cluster = cluster
+        self.clients: dict[str, NodeClient] = {}
+        self.leaders: dict[str, str] = {}  # last node that answered for each group
+
+    def client(self, node: str) -> NodeClient:
+        if node not in self.clients:
+            self.clients[node] = NodeClient(self.cluster.nodes[node].address, connect_timeout=0.5)
+        return self.clients[node]
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        self.clients.clear()
+
+    async def call_leader(
+        self, group: str, op: str, deadline: float = 10.0, **fields: Any
+    ) -> dict[str, Any]:
+        """Try nodes until one answers without NotLeader; returns the last reply on timeout."""
+        end = time.monotonic() + deadline
+        hint = self.leaders.get(group)
+        reply: dict[str, Any] = {"error": "Unavailable"}
+        order = list(self.cluster.nodes)
+        i = 0
+        while time.monotonic() < end:
+            node = hint if hint in self.cluster.nodes else order[i % len(order)]
+            i += 1
+            try:
+                reply = await self.client(node).call(op, group=group, deadline=3.0, **fields)
+            except (NodeUnavailable, TimeoutError):
+                self.clients.pop(node, None)
+                hint = None
+                await asyncio.sleep(0.02)
+                continue
+            if reply.get("error") in ("NotLeader", "Rejected"):
+                hint = reply.get("leader")
+                if hint is None:
+                    await asyncio.sleep(0.02)
+                continue
+            self.leaders[group] = node
+            return reply
+        return reply
