@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
+from chaos.backends.local import LocalNodes
+from cluster.storage.client import GroupClient
 from cluster.storage.statemachine import PutCommand, encode_command
-from tests.support.nodes import GroupWriter, NodeCluster
 
 console = Console()
 
@@ -38,9 +39,9 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def throughput(
-    cluster: NodeCluster, groups: list[str], writers: int, seconds: float
+    cluster: LocalNodes, groups: list[str], writers: int, seconds: float
 ) -> dict[str, float]:
-    writer = GroupWriter(cluster)
+    writer = GroupClient(cluster.addresses())
     for g in groups:
         cluster.wait_leader(g)
     latencies: list[float] = []
@@ -75,11 +76,11 @@ async def throughput(
     }
 
 
-async def failover(cluster: NodeCluster, kills: int) -> list[float]:
+async def failover(cluster: LocalNodes, kills: int) -> list[float]:
     """Kill the leader of p0 under a steady write loop; measure kill -> next acknowledged write."""
     windows: list[float] = []
     for n in range(kills):
-        writer = GroupWriter(cluster)
+        writer = GroupClient(cluster.addresses())
         leader = cluster.wait_leader("p0", timeout=30)
         killed_at: float | None = None
         window: float | None = None
@@ -123,7 +124,7 @@ async def main() -> None:
         table.add_column(col, justify="right" if col != "setup" else "left")
     with tempfile.TemporaryDirectory() as tmp:
         groups = {g: ("n1", "n2", "n3") for g in many}
-        with NodeCluster(Path(tmp), groups) as cluster:
+        with LocalNodes(Path(tmp), groups) as cluster:
             console.print("measuring one group ...")
             one = await throughput(cluster, ["p0"], args.writers, args.seconds)
             console.print(f"measuring {args.groups} groups ...")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from types import TracebackType
 from typing import Any
 
@@ -99,3 +100,57 @@ class NodeClient:
             if not future.done():
                 future.set_exception(exc)
         self._waiting.clear()
+
+
+class GroupClient:
+    """Calls a group's leader among several nodes, following NotLeader hints.
+
+    Remembers the last node that answered for each group, so steady traffic goes straight to
+    the leader; on NotLeader it follows the hint, on a dead node it tries the next one, until
+    the deadline. Only replies that are not NotLeader/Rejected are returned before it.
+    """
+
+    def __init__(self, addresses: dict[str, str]) -> None:
+        self.addresses = addresses  # node id -> client address
+        self.clients: dict[str, NodeClient] = {}
+        self.leaders: dict[str, str] = {}  # last node that answered for each group
+
+    def client(self, node: str) -> NodeClient:
+        if node not in self.clients:
+            self.clients[node] = NodeClient(self.addresses[node], connect_timeout=0.5)
+        return self.clients[node]
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        self.clients.clear()
+
+    async def call_leader(
+        self, group: str, op: str, deadline: float = 10.0, **fields: Any
+    ) -> dict[str, Any]:
+        """Try nodes until one answers without NotLeader; returns the last reply on timeout."""
+        end = time.monotonic() + deadline
+        hint = self.leaders.get(group)
+        reply: dict[str, Any] = {"error": "Unavailable"}
+        order = list(self.addresses)
+        i = 0
+        while time.monotonic() < end:
+            node = hint if hint in self.addresses else order[i % len(order)]
+            i += 1
+            try:
+                reply = await self.client(node).call(op, group=group, deadline=3.0, **fields)
+            except (NodeUnavailable, TimeoutError):
+                dropped = self.clients.pop(node, None)
+                if dropped is not None:
+                    await dropped.close()
+                hint = None
+                await asyncio.sleep(0.02)
+                continue
+            if reply.get("error") in ("NotLeader", "Rejected"):
+                hint = reply.get("leader")
+                if hint is None:
+                    await asyncio.sleep(0.02)
+                continue
+            self.leaders[group] = node
+            return reply
+        return reply

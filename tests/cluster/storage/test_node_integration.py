@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from chaos.backends.local import LocalNodes
+from cluster.storage.client import GroupClient
 from cluster.storage.statemachine import PutCommand, encode_command
-from tests.support.nodes import GroupWriter, NodeCluster
 
 pytestmark = pytest.mark.slow
 GROUPS = {"p0": ("n1", "n2", "n3"), "p1": ("n1", "n2", "n3")}
@@ -23,7 +24,7 @@ def put(key: str, value: int) -> bytes:
 class WriteLoad:
     """Writes distinct keys in a loop; remembers exactly which writes were acknowledged."""
 
-    def __init__(self, writer: GroupWriter, group: str) -> None:
+    def __init__(self, writer: GroupClient, group: str) -> None:
         self.writer = writer
         self.group = group
         self.acked: dict[str, int] = {}
@@ -48,7 +49,7 @@ class WriteLoad:
         return max(gaps, default=0.0)
 
 
-async def read_all(writer: GroupWriter, group: str, keys: dict[str, int]) -> dict[str, int | None]:
+async def read_all(writer: GroupClient, group: str, keys: dict[str, int]) -> dict[str, int | None]:
     found: dict[str, int | None] = {}
     for key in keys:
         reply = await writer.call_leader(
@@ -60,7 +61,7 @@ async def read_all(writer: GroupWriter, group: str, keys: dict[str, int]) -> dic
     return found
 
 
-def wait_digests_equal(cluster: NodeCluster, group: str, timeout: float = 15.0) -> str:
+def wait_digests_equal(cluster: LocalNodes, group: str, timeout: float = 15.0) -> str:
     deadline = time.monotonic() + timeout
     seen: dict[str, tuple[int, str]] = {}
     while time.monotonic() < deadline:
@@ -76,8 +77,8 @@ def wait_digests_equal(cluster: NodeCluster, group: str, timeout: float = 15.0) 
 
 def test_group_accepts_writes_and_serves_consistent_reads(tmp_path: Path) -> None:
     async def scenario() -> None:
-        with NodeCluster(tmp_path, GROUPS) as cluster:
-            writer = GroupWriter(cluster)
+        with LocalNodes(tmp_path, GROUPS) as cluster:
+            writer = GroupClient(cluster.addresses())
             for i in range(20):
                 reply = await writer.call_leader("p0", "propose", cmd=put(f"k{i}", i))
                 assert reply["result"]["ok"], reply
@@ -99,7 +100,7 @@ def test_group_accepts_writes_and_serves_consistent_reads(tmp_path: Path) -> Non
 
 
 def test_admin_endpoints(tmp_path: Path) -> None:
-    with NodeCluster(tmp_path, GROUPS) as cluster:
+    with LocalNodes(tmp_path, GROUPS) as cluster:
         cluster.wait_leader("p0")
         node = cluster.nodes["n1"]
         assert node.get_json("/health")["status"] == "ok"
@@ -116,8 +117,8 @@ def test_admin_endpoints(tmp_path: Path) -> None:
 
 def test_kill_leader_under_load_loses_no_acknowledged_write(tmp_path: Path) -> None:
     async def scenario() -> None:
-        with NodeCluster(tmp_path, GROUPS) as cluster:
-            writer = GroupWriter(cluster)
+        with LocalNodes(tmp_path, GROUPS) as cluster:
+            writer = GroupClient(cluster.addresses())
             load = WriteLoad(writer, "p0")
             task = asyncio.create_task(load.run())
             await asyncio.sleep(1.0)
@@ -144,8 +145,8 @@ def test_kill_leader_under_load_loses_no_acknowledged_write(tmp_path: Path) -> N
 
 def test_all_nodes_killed_and_restarted_keep_every_acknowledged_write(tmp_path: Path) -> None:
     async def scenario() -> None:
-        with NodeCluster(tmp_path, GROUPS) as cluster:
-            writer = GroupWriter(cluster)
+        with LocalNodes(tmp_path, GROUPS) as cluster:
+            writer = GroupClient(cluster.addresses())
             loads = [WriteLoad(writer, g) for g in GROUPS]
             tasks = [asyncio.create_task(load.run()) for load in loads]
             await asyncio.sleep(1.5)
@@ -158,7 +159,7 @@ def test_all_nodes_killed_and_restarted_keep_every_acknowledged_write(tmp_path: 
             for node in cluster.nodes:
                 cluster.start(node)
             cluster.wait_healthy()
-            writer = GroupWriter(cluster)
+            writer = GroupClient(cluster.addresses())
             for load in loads:
                 assert len(load.acked) > 10
                 found = await read_all(writer, load.group, load.acked)
@@ -171,8 +172,8 @@ def test_all_nodes_killed_and_restarted_keep_every_acknowledged_write(tmp_path: 
 def test_lagging_node_catches_up_through_a_snapshot(tmp_path: Path) -> None:
     async def scenario() -> None:
         extra = ("--compact-every", "40")
-        with NodeCluster(tmp_path, GROUPS, extra_args=extra) as cluster:
-            writer = GroupWriter(cluster)
+        with LocalNodes(tmp_path, GROUPS, extra_args=extra) as cluster:
+            writer = GroupClient(cluster.addresses())
             leader = cluster.wait_leader("p0")
             down = next(n for n in cluster.nodes if n != leader)
             cluster.kill(down)

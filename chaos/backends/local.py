@@ -1,6 +1,6 @@
 """Real storage-node processes on per-node loopback addresses, for integration tests.
 
-with NodeCluster(tmp_path, groups={"p0": ("n1", "n2", "n3")}) as cluster:
+with LocalNodes(tmp_path, groups={"p0": ("n1", "n2", "n3")}) as cluster:
     leader = cluster.wait_leader("p0")
     cluster.kill("n1")          # SIGKILL
     cluster.start("n1")         # same data dir
@@ -8,7 +8,6 @@ with NodeCluster(tmp_path, groups={"p0": ("n1", "n2", "n3")}) as cluster:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -21,9 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cluster.storage.client import NodeClient, NodeUnavailable
-
-_subnet = 10 + (os.getpid() % 200)  # spread concurrent test runs over 127.x.0.0/16
+_subnet = 10 + (os.getpid() % 200)  # spread concurrent runs over 127.x.0.0/16
 
 
 def free_port(host: str) -> int:
@@ -75,7 +72,7 @@ class NodeProcess:
             return json.loads(resp.read())
 
 
-class NodeCluster:
+class LocalNodes:
     def __init__(
         self,
         tmp: Path,
@@ -90,7 +87,7 @@ class NodeCluster:
             for i, n in enumerate(nodes)
         }
 
-    def __enter__(self) -> NodeCluster:
+    def __enter__(self) -> LocalNodes:
         for node in self.nodes:
             self.start(node)
         self.wait_healthy()
@@ -127,6 +124,9 @@ class NodeCluster:
     def status(self, node: str) -> dict[str, Any]:
         return dict(self.nodes[node].get_json("/replicas"))
 
+    def addresses(self) -> dict[str, str]:
+        return {n: p.address for n, p in self.nodes.items()}
+
     def leader(self, group: str) -> str | None:
         """The node that leads ``group`` with a valid lease, if exactly one claims it."""
         leaders = []
@@ -150,50 +150,3 @@ class NodeCluster:
                 return leader
             time.sleep(0.05)
         raise TimeoutError(f"no leader for {group} within {timeout}s")
-
-
-class GroupWriter:
-    """Writes to a group through whichever node leads it, following NotLeader hints."""
-
-    def __init__(self, cluster: NodeCluster) -> None:
-        self.cluster = cluster
-        self.clients: dict[str, NodeClient] = {}
-        self.leaders: dict[str, str] = {}  # last node that answered for each group
-
-    def client(self, node: str) -> NodeClient:
-        if node not in self.clients:
-            self.clients[node] = NodeClient(self.cluster.nodes[node].address, connect_timeout=0.5)
-        return self.clients[node]
-
-    async def close(self) -> None:
-        for client in self.clients.values():
-            await client.close()
-        self.clients.clear()
-
-    async def call_leader(
-        self, group: str, op: str, deadline: float = 10.0, **fields: Any
-    ) -> dict[str, Any]:
-        """Try nodes until one answers without NotLeader; returns the last reply on timeout."""
-        end = time.monotonic() + deadline
-        hint = self.leaders.get(group)
-        reply: dict[str, Any] = {"error": "Unavailable"}
-        order = list(self.cluster.nodes)
-        i = 0
-        while time.monotonic() < end:
-            node = hint if hint in self.cluster.nodes else order[i % len(order)]
-            i += 1
-            try:
-                reply = await self.client(node).call(op, group=group, deadline=3.0, **fields)
-            except (NodeUnavailable, TimeoutError):
-                self.clients.pop(node, None)
-                hint = None
-                await asyncio.sleep(0.02)
-                continue
-            if reply.get("error") in ("NotLeader", "Rejected"):
-                hint = reply.get("leader")
-                if hint is None:
-                    await asyncio.sleep(0.02)
-                continue
-            self.leaders[group] = node
-            return reply
-        return reply
