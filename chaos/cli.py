@@ -10,8 +10,10 @@ work, imported lazily so that `gameday --help` stays fast and works while parts 
 
 from __future__ import annotations
 
-import importlib
+import asyncio
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -66,23 +68,19 @@ def show_version() -> None:
 
 
 @app.command()
-def demo() -> None:
-    """Run the default game day on local processes and print its verdict."""
-    node_module = "cluster.storage.node"
-    try:
-        importlib.import_module(node_module)
-    except ModuleNotFoundError as exc:
-        # Only the node module itself being absent means "not built yet"; a missing dependency
-        # inside it is a real error and must surface as such.
-        if exc.name not in {node_module, "cluster.storage", "cluster"}:
-            raise
-        _err.print(
-            "[red]the demo needs the storage node (coming with issue 2)[/red]: "
-            f"module {node_module} is not available yet."
-        )
-        raise typer.Exit(1) from None
-    _err.print(
-        "[yellow]the storage node is available, but the default game day is not wired up yet"
-        "[/yellow]: nothing was run and nothing was checked."
-    )
-    raise typer.Exit(1)
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Where the nodes keep their data.")] = Path(
+        ".gameday/demo"
+    ),
+) -> None:
+    """Run the demo game day on local processes and print its verdict.
+
+    For now: three storage nodes, writes through the leaders, a SIGKILL of a leader under
+    load, a restart, then checks that every acknowledged write survived and replicas
+    converged. Exit code 0 only when every check passes.
+    """
+    from chaos.demo import run_demo
+
+    console = Console()
+    if not asyncio.run(run_demo(data_dir, console)):
+        raise typer.Exit(1)

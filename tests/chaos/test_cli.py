@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -44,13 +44,8 @@ def test_version_prints_the_installed_version() -> None:
     assert result.output.strip() == f"gameday {version('gameday')}"
 
 
-def test_demo_without_storage_node_fails_with_a_clear_message(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # None in sys.modules makes the import fail as if the module did not exist.
-    monkeypatch.setitem(sys.modules, "cluster.storage.node", None)
-
-    result = runner.invoke(app, ["demo"])
-
-    assert result.exit_code == 1
-    assert "the demo needs the storage node" in describe(result.output)
+@pytest.mark.slow
+def test_demo_runs_a_replication_game_day_and_passes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and "FAIL" not in result.output
