@@ -1,0 +1,351 @@
+"""DynamoDB typed attribute values: validation, size, number arithmetic, comparison, equality.
+
+Values are the JSON dicts of DynamoDB's wire protocol, one type tag each: ``{"S": "x"}``,
+``{"N": "1.5"}`` (numbers travel as strings), ``{"B": "<base64>"}``, ``{"BOOL": true}``,
+``{"NULL": true}``, ``{"L": [...]}``, ``{"M": {...}}``, ``{"SS": [...]}``, ``{"NS": [...]}``,
+``{"BS": [...]}``. Everything here is pure; invalid input raises ``ValidationError`` carrying a
+DynamoDB-like message that the router returns as a ``ValidationException``.
+
+    validate_item({"id": {"S": "a"}, "n": {"N": "1.50"}})
+    add_numbers("1.50", "2")  # -> "3.5"
+    values_equal({"SS": ["a", "b"]}, {"SS": ["b", "a"]})  # -> True
+    compare_values({"N": "10"}, {"N": "9"})  # -> 1
+    item_size({"id": {"S": "abc"}})  # -> 5  (2 name bytes + 3 value bytes)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping
+from decimal import Context, Decimal, Inexact
+from typing import Any
+
+AttributeValue = dict[str, Any]  # {"S": "x"}, {"L": [{"N": "1"}]}, ...
+Item = dict[str, AttributeValue]  # attribute name -> value
+
+SCALAR_TYPES = frozenset({"S", "N", "B", "BOOL", "NULL"})
+SET_TYPES = {"SS": "S", "NS": "N", "BS": "B"}  # set type -> member type
+ALL_TYPES = frozenset({*SCALAR_TYPES, *SET_TYPES, "L", "M"})
+KEY_TYPES = frozenset({"S", "N", "B"})
+
+MAX_NUMBER_DIGITS = 38
+MAX_ITEM_BYTES = 400 * 1024
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_UPPER_LIMIT = Decimal("1E+126")  # magnitudes must stay below this ...
+_LOWER_LIMIT = Decimal("1E-130")  # ... and, unless zero, at or above this
+_ARITHMETIC = Context(prec=MAX_NUMBER_DIGITS, Emax=999_999, Emin=-999_999, traps=[Inexact])
+_INVALID = "One or more parameter values were invalid"
+_SET_NAMES = {"SS": "string", "NS": "number", "BS": "binary"}
+
+
+class ValidationError(Exception):
+    """A request DynamoDB would reject with ``ValidationException``; ``message`` says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TypeMismatchError(Exception):
+    """Two values cannot be ordered (different or unordered types); comparisons are false."""
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def validate_item(item: Mapping[str, Any]) -> None:
+    """Validate every attribute of an item (names non-empty, values well formed)."""
+    if not isinstance(item, Mapping):
+        raise ValidationError(f"{_INVALID}: an item must be a map of attribute values")
+    for name, av in item.items():
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"{_INVALID}: An attribute name must not be empty")
+        validate_value(av, name)
+
+
+def validate_value(av: Any, path: str = "") -> None:
+    """Raise ``ValidationError`` unless ``av`` is a well-formed attribute value.
+
+    ``path`` names where the value sits (``"Item.tags[2]"``) and is added to the message.
+    """
+    kind, payload = _tag(av, path)
+    if kind in SET_TYPES:
+        _validate_set(kind, payload, path)
+    elif kind == "L":
+        if not isinstance(payload, list):
+            raise _invalid("a list value must be a JSON array", path)
+        for i, member in enumerate(payload):
+            validate_value(member, f"{path}[{i}]")
+    elif kind == "M":
+        if not isinstance(payload, dict):
+            raise _invalid("a map value must be a JSON object", path)
+        for name, member in payload.items():
+            validate_value(member, f"{path}.{name}" if path else name)
+    else:
+        _validate_scalar(kind, payload, path)
+
+
+def validate_key_value(av: Any, name: str, expected_type: str | None = None) -> None:
+    """Validate the value of key attribute ``name``: S, N or B, non-empty, of the schema's type."""
+    kind, payload = _tag(av, name)
+    if kind not in KEY_TYPES or (expected_type is not None and kind != expected_type):
+        want = expected_type or "S, N or B"
+        raise ValidationError(
+            f"{_INVALID}: Type mismatch for key {name} expected: {want} actual: {kind}"
+        )
+    _validate_scalar(kind, payload, name)
+    if payload == "":
+        raise ValidationError(
+            f"{_INVALID}: The AttributeValue for a key attribute cannot contain an empty "
+            f"{'string' if kind == 'S' else 'binary'} value. Key: {name}"
+        )
+
+
+def _tag(av: Any, path: str) -> tuple[str, Any]:
+    if not isinstance(av, Mapping) or not av:
+        raise ValidationError(
+            "Supplied AttributeValue is empty, must contain exactly one of the supported "
+            f"datatypes{_where(path)}"
+        )
+    if len(av) > 1:
+        raise ValidationError(
+            "Supplied AttributeValue has more than one datatypes set, must contain exactly one "
+            f"of the supported datatypes{_where(path)}"
+        )
+    ((kind, payload),) = av.items()
+    if kind not in ALL_TYPES:
+        raise _invalid(f"unknown attribute value type {kind!r}", path)
+    return kind, payload
+
+
+def _validate_scalar(kind: str, payload: Any, path: str) -> None:
+    if kind in ("S", "N", "B") and not isinstance(payload, str):
+        raise _invalid(f"a value of type {kind} must be a JSON string", path)
+    if kind == "N":
+        parse_number(payload)
+    elif kind == "B":
+        decode_binary(payload)
+    elif kind == "BOOL" and not isinstance(payload, bool):
+        raise _invalid("a BOOL value must be true or false", path)
+    elif kind == "NULL" and payload is not True:
+        raise ValidationError(
+            f"{_INVALID}: Null attribute value types must have the value of true{_where(path)}"
+        )
+
+
+def _validate_set(kind: str, payload: Any, path: str) -> None:
+    if not isinstance(payload, list):
+        raise _invalid(f"a {kind} value must be a JSON array", path)
+    if not payload:
+        raise ValidationError(
+            f"{_INVALID}: An {_SET_NAMES[kind]} set may not be empty{_where(path)}"
+        )
+    member_type = SET_TYPES[kind]
+    for member in payload:
+        _validate_scalar(member_type, member, path)
+    if len(set_members(kind, payload)) != len(payload):
+        raise ValidationError(
+            f"{_INVALID}: Input collection [{', '.join(payload)}] contains duplicates."
+        )
+
+
+def _invalid(what: str, path: str) -> ValidationError:
+    return ValidationError(f"{_INVALID}: {what}{_where(path)}")
+
+
+def _where(path: str) -> str:
+    return f" (attribute: {path})" if path else ""
+
+
+# --- numbers and binary --------------------------------------------------------------------
+
+
+def parse_number(text: str) -> Decimal:
+    """The ``Decimal`` for a DynamoDB number string; raises if malformed or out of range."""
+    if not isinstance(text, str) or not _NUMBER_TEXT.fullmatch(text):
+        raise ValidationError(f"The parameter cannot be converted to a numeric value: {text}")
+    number = Decimal(text)
+    _check_number(number)
+    return number
+
+
+def normalize_number(text: str) -> str:
+    """DynamoDB's canonical text for a number: plain notation, no redundant zeros."""
+    return format_number(parse_number(text))
+
+
+def format_number(number: Decimal) -> str:
+    """Plain-notation text of a number (``Decimal("1.50E+2")`` -> ``"150"``)."""
+    if number.is_zero():
+        return "0"
+    sign, digits, exponent = number.as_tuple()
+    text = "".join(map(str, digits)).rstrip("0")
+    exponent = int(exponent) + len(digits) - len(text)  # value = int(text) * 10**exponent
+    if exponent >= 0:
+        plain = text + "0" * exponent
+    elif -exponent >= len(text):
+        plain = "0." + "0" * (-exponent - len(text)) + text
+    else:
+        plain = text[:exponent] + "." + text[exponent:]
+    return ("-" if sign else "") + plain
+
+
+def add_numbers(a: str, b: str) -> str:
+    """``a + b`` at DynamoDB's 38-digit precision, as canonical text."""
+    return _arithmetic(_ARITHMETIC.add, a, b)
+
+
+def subtract_numbers(a: str, b: str) -> str:
+    """``a - b`` at DynamoDB's 38-digit precision, as canonical text."""
+    return _arithmetic(_ARITHMETIC.subtract, a, b)
+
+
+def _arithmetic(op: Callable[[Decimal, Decimal], Decimal], a: str, b: str) -> str:
+    try:
+        result = op(parse_number(a), parse_number(b))
+    except Inexact:
+        raise ValidationError(
+            f"Attempting to store more than {MAX_NUMBER_DIGITS} significant digits in a Number"
+        ) from None
+    _check_number(result)
+    return format_number(result)
+
+
+def _check_number(number: Decimal) -> None:
+    if not number.is_finite():
+        raise ValidationError(f"The parameter cannot be converted to a numeric value: {number}")
+    if number.is_zero():
+        return
+    magnitude = number.copy_abs()  # exact: abs() would round to the context precision
+    if magnitude >= _UPPER_LIMIT:
+        raise ValidationError(
+            "Number overflow. Attempting to store a number with magnitude larger than "
+            "supported range"
+        )
+    if magnitude < _LOWER_LIMIT:
+        raise ValidationError(
+            "Number underflow. Attempting to store a number with magnitude smaller than "
+            "supported range"
+        )
+    if _significant_digits(number) > MAX_NUMBER_DIGITS:
+        raise ValidationError(
+            f"Attempting to store more than {MAX_NUMBER_DIGITS} significant digits in a Number"
+        )
+
+
+def _significant_digits(number: Decimal) -> int:
+    digits = "".join(map(str, number.as_tuple().digits)).strip("0")
+    return max(len(digits), 1)
+
+
+def decode_binary(text: str) -> bytes:
+    """The bytes of a ``B`` payload (base64); raises ``ValidationError`` if malformed."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValidationError(f"{_INVALID}: Invalid base64 binary value") from None
+
+
+# --- inspection ----------------------------------------------------------------------------
+
+
+def type_of(av: Mapping[str, Any]) -> str:
+    """The type tag of a (valid) value: ``"S"``, ``"N"``, ``"L"``, ``"SS"``, ..."""
+    return next(iter(av))
+
+
+def set_member_key(kind: str, member: str) -> Any:
+    """A member of an SS, NS or BS set in comparable form: str, Decimal or bytes."""
+    if kind == "NS":
+        return parse_number(member)
+    if kind == "BS":
+        return decode_binary(member)
+    return member
+
+
+def set_members(kind: str, members: list[str]) -> set[Any]:
+    """Members of a set value in comparable form (numbers as Decimal, binary as bytes)."""
+    return {set_member_key(kind, m) for m in members}
+
+
+def values_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """DynamoDB equality: same type and value; numbers by value, sets ignoring order."""
+    kind = type_of(a)
+    if kind != type_of(b):
+        return False
+    x, y = a[kind], b[kind]
+    if kind == "N":
+        return bool(parse_number(x) == parse_number(y))
+    if kind == "B":
+        return decode_binary(x) == decode_binary(y)
+    if kind in SET_TYPES:
+        return set_members(kind, x) == set_members(kind, y)
+    if kind == "L":
+        return len(x) == len(y) and all(map(values_equal, x, y))
+    if kind == "M":
+        return x.keys() == y.keys() and all(values_equal(x[k], y[k]) for k in x)
+    return bool(x == y)
+
+
+def compare_values(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
+    """Order two N, S or B values of the same type: negative, zero or positive.
+
+    Strings order by UTF-8 bytes (the same as code points), binary by bytes, numbers by value.
+    Raises ``TypeMismatchError`` for different or unordered types.
+    """
+    kind = type_of(a)
+    if kind != type_of(b) or kind not in KEY_TYPES:
+        raise TypeMismatchError(f"cannot order {kind} against {type_of(b)}")
+    x: Any
+    y: Any
+    if kind == "N":
+        x, y = parse_number(a[kind]), parse_number(b[kind])
+    elif kind == "B":
+        x, y = decode_binary(a[kind]), decode_binary(b[kind])
+    else:
+        x, y = a[kind], b[kind]
+    return int(x > y) - int(x < y)
+
+
+# --- size ----------------------------------------------------------------------------------
+
+
+def item_size(item: Mapping[str, Any]) -> int:
+    """Approximate DynamoDB size of an item in bytes: attribute name bytes plus value sizes."""
+    return sum(len(name.encode("utf-8")) + value_size(av) for name, av in item.items())
+
+
+def value_size(av: Mapping[str, Any]) -> int:
+    """Approximate DynamoDB size of one value.
+
+    Strings count UTF-8 bytes, binary its raw bytes, numbers one byte per two significant
+    digits plus one, BOOL and NULL one byte, sets the sum of their members; lists and maps
+    cost 3 bytes plus one byte and the size (map: plus the key bytes) of each element.
+    """
+    kind = type_of(av)
+    payload = av[kind]
+    if kind == "S":
+        return len(payload.encode("utf-8"))
+    if kind == "N":
+        return _number_size(payload)
+    if kind == "B":
+        return len(decode_binary(payload))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in SET_TYPES:
+        return sum(value_size({SET_TYPES[kind]: member}) for member in payload)
+    if kind == "L":
+        return 3 + sum(value_size(member) + 1 for member in payload)
+    return 3 + sum(len(k.encode("utf-8")) + value_size(v) + 1 for k, v in payload.items())
+
+
+def _number_size(text: str) -> int:
+    return (_significant_digits(parse_number(text)) + 1) // 2 + 1
+
+
+def check_item_size(item: Mapping[str, Any]) -> None:
+    """Raise ``ValidationError`` when an item exceeds DynamoDB's 400 KB limit."""
+    if item_size(item) > MAX_ITEM_BYTES:
+        raise ValidationError("Item size has exceeded the maximum allowed size")
