@@ -123,7 +123,7 @@ class Progress:
     match: int = 0
     probing: bool = True  # unsure where logs diverge: one message per heartbeat until it knows
     acked_seq: int = 0  # newest heartbeat round this follower acknowledged (for the lease)
-    recently_active: bool = False  # heard from it since the last check-quorum
+    last_active: int = 0  # leader's tick when it last heard from this follower (check-quorum)
 
 
 class Raft:
@@ -208,6 +208,7 @@ class Raft:
         if target == self.id or target not in self.membership.voters:
             return
         self.transfer_target = target
+        self.election_elapsed = 0  # it has about an election timeout to finish (§3.10)
         # The successor will campaign past the voters' stickiness, so our lease guarantee is
         # void for the rest of this term, even if the transfer is abandoned (TimeoutNow may
         # still be in flight).
@@ -436,7 +437,9 @@ class Raft:
         self.lease_forfeited = False
         self.seq_sent_at = {}
         nxt = self.log.last_index() + 1
-        self.progress = {p: Progress(next=nxt) for p in self.membership.voters}
+        self.progress = {
+            p: Progress(next=nxt, last_active=self.now) for p in self.membership.voters
+        }
         self._progress(self.id).match = self.log.stable
         # A no-op of our own term: committing it commits everything before it (§5.4.2) and
         # tells us our commit index is current (needed before serving lease reads).
@@ -447,29 +450,33 @@ class Raft:
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        if not self._check_quorum():
+            self._become_follower(self.term, None)
+            return
         if self.election_elapsed >= self.config.election_ticks:
             self.election_elapsed = 0
-            if not self._check_quorum():
-                self._become_follower(self.term, None)
-                return
             self.transfer_target = None  # a transfer that did not finish in time is abandoned
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._broadcast(heartbeat=True)
 
     def _check_quorum(self) -> bool:
+        """Has a quorum of voters been heard from within the last election_ticks (§6.2)?
+
+        Checked on every tick, so a leader cut off from a quorum steps down election_ticks
+        after it last heard from one, not up to twice that (as a fixed check window would).
+        """
         active = sum(
             1
             for node, pr in self.progress.items()
-            if node in self.membership.voters and (node == self.id or pr.recently_active)
+            if node in self.membership.voters
+            and (node == self.id or self.now - pr.last_active < self.config.election_ticks)
         )
-        for pr in self.progress.values():
-            pr.recently_active = False
         return active >= self.membership.quorum()
 
     def _progress(self, node: str) -> Progress:
         if node not in self.progress:
-            self.progress[node] = Progress(next=self.log.last_index() + 1)
+            self.progress[node] = Progress(next=self.log.last_index() + 1, last_active=self.now)
         return self.progress[node]
 
     def _propose_entry(self, kind: EntryKind, data: bytes) -> tuple[int, int]:
@@ -541,7 +548,7 @@ class Raft:
         if self.role is not Role.LEADER or msg.src not in self.progress:
             return
         pr = self._progress(msg.src)
-        pr.recently_active = True
+        pr.last_active = self.now
         pr.acked_seq = max(pr.acked_seq, msg.seq)
         self._update_lease()
         if msg.success:

@@ -73,8 +73,12 @@ class Disk:
         if rd.hard_state is not None:
             self.hard_state = rd.hard_state
         if rd.snapshot is not None:
+            # Raft §7, as the real WAL does: keep the tail only if the log continues the snapshot.
+            meta = rd.snapshot.meta
+            at = [e for e in self.entries if e.index == meta.index]
+            keeps = bool(at) and at[0].term == meta.term
             self.snapshot = rd.snapshot
-            self.entries = [e for e in self.entries if e.index > rd.snapshot.meta.index]
+            self.entries = [e for e in self.entries if e.index > meta.index] if keeps else []
         if entries:
             first = entries[0].index
             self.entries = [e for e in self.entries if e.index < first] + entries
