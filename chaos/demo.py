@@ -32,8 +32,9 @@ async def _write(client: GroupClient, group: str, key: str, value: int) -> bool:
 
 
 async def _read(client: GroupClient, group: str, key: str) -> int | None:
-    reply = await client.call_leader(group, "get", tbl="demo", pk=key.encode(), sk=b"",
-                                     consistent=True)  # fmt: skip
+    reply = await client.call_leader(
+        group, "get", tbl="demo", pk=key.encode(), sk=b"", consistent=True
+    )
     item = reply.get("item")
     return None if item is None else int(item["v"]["N"])
 
@@ -100,8 +101,9 @@ def _print_status(nodes: LocalNodes, console: Console) -> None:
         table.add_column(col)
     for node_id in nodes.nodes:
         for r in nodes.status(node_id)["replicas"]:
-            table.add_row(node_id, r["group"], r["role"], str(r["term"]), str(r["commit"]),
-                          str(r["applied"]))  # fmt: skip
+            table.add_row(
+                node_id, r["group"], r["role"], str(r["term"]), str(r["commit"]), str(r["applied"])
+            )
     console.print(table)
 
 

@@ -48,9 +48,22 @@ class NodeProcess:
         return f"http://{self.host}:{self.admin_port}"
 
     def start(self, peers: dict[str, str], groups: dict[str, tuple[str, ...]], *extra: str) -> None:
-        args = [sys.executable, "-m", "cluster.storage", "--node-id", self.node_id,
-                "--listen", self.address, "--admin", f"{self.host}:{self.admin_port}",
-                "--data-dir", str(self.data_dir), "--log-level", "WARNING", *extra]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "cluster.storage",
+            "--node-id",
+            self.node_id,
+            "--listen",
+            self.address,
+            "--admin",
+            f"{self.host}:{self.admin_port}",
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ]
         for peer, addr in peers.items():
             args += ["--peer", f"{peer}={addr}"]
         for group, members in groups.items():

@@ -537,9 +537,16 @@ class Raft:
         prev_term = self.log.term_at(prev)
         assert prev_term is not None
         msg = AppendEntries(
-            self.group, self.id, peer, self.term, prev, prev_term, tuple(entries),
-            self.log.commit, self.seq,
-        )  # fmt: skip
+            self.group,
+            self.id,
+            peer,
+            self.term,
+            prev,
+            prev_term,
+            tuple(entries),
+            self.log.commit,
+            self.seq,
+        )
         self._send(msg)
         if entries and not pr.probing:
             pr.next = entries[-1].index + 1

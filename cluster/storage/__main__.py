@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from pathlib import Path
 
+from cluster.config import ClusterConfig
 from cluster.consensus.raft import RaftConfig
+from cluster.logsetup import configure
+from cluster.metadata.partitionmap import META_GROUP, meta_replicas
+from cluster.topology import parse_topology
 
 from .node import NodeConfig, StorageNode
 
@@ -40,8 +43,14 @@ def parse_args(argv: list[str]) -> NodeConfig:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--node-id", required=True)
-    parser.add_argument("--listen", required=True, help="host:port for peers and clients")
-    parser.add_argument("--admin", required=True, help="host:port of the admin HTTP endpoint")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="cluster config JSON: gives listen, admin, "
+        "peers and the meta group; the flags below then are not needed",
+    )
+    parser.add_argument("--listen", help="host:port for peers and clients")
+    parser.add_argument("--admin", help="host:port of the admin HTTP endpoint")
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--peer", action="append", default=[], help="ID=HOST:PORT to dial")
     parser.add_argument("--group", action="append", default=[], help="GROUP=ID,ID,ID")
@@ -50,18 +59,28 @@ def parse_args(argv: list[str]) -> NodeConfig:
     parser.add_argument("--compact-every", type=int, default=2000)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s {args.node_id} %(levelname)s %(name)s: %(message)s",
-    )
+    configure(args.node_id, args.log_level)
     election = args.election_ticks
+    listen, admin = args.listen, args.admin
+    peers = _pairs(args.peer, "--peer")
+    groups = {g: tuple(m.split(",")) for g, m in _pairs(args.group, "--group").items()}
+    if args.config is not None:
+        cluster = ClusterConfig.load(args.config)
+        me = cluster.process(args.node_id)
+        listen, admin = listen or me.listen, admin or me.admin
+        peers = {**cluster.dial_map(args.node_id, "storage"), **peers}
+        meta = meta_replicas(parse_topology(cluster.topology))
+        if args.node_id in meta:
+            groups.setdefault(META_GROUP, meta)
+    if not listen or not admin:
+        parser.error("--listen and --admin are required without --config")
     return NodeConfig(
         node_id=args.node_id,
-        listen=args.listen,
-        admin=args.admin,
+        listen=listen,
+        admin=admin,
         data_dir=args.data_dir,
-        peers=_pairs(args.peer, "--peer"),
-        groups={g: tuple(m.split(",")) for g, m in _pairs(args.group, "--group").items()},
+        peers=peers,
+        groups=groups,
         tick_seconds=args.tick_ms / 1000.0,
         raft=RaftConfig(election_ticks=election, lease_ticks=max(1, election * 4 // 5)),
         compact_every=args.compact_every,

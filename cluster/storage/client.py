@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -21,7 +22,15 @@ from .wire import encode_frame, read_frame
 
 
 class NodeUnavailable(ConnectionError):
-    """The node could not be reached, or the connection broke before a reply."""
+    """The node could not be reached, or the connection broke before a reply.
+
+    ``sent`` tells whether the request may have reached the node: when False it certainly did
+    not (connect failed), so even a write may be retried elsewhere.
+    """
+
+    def __init__(self, message: str, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class NodeClient:
@@ -53,7 +62,8 @@ class NodeClient:
                     asyncio.open_connection(host, port), self.connect_timeout
                 )
             except (OSError, TimeoutError) as exc:
-                raise NodeUnavailable(f"{self.address}: {exc or 'connect timed out'}") from exc
+                reason = str(exc) or "connect timed out"
+                raise NodeUnavailable(f"{self.address}: {reason}", sent=False) from exc
             writer.write(encode_frame({"hello": "client"}))
             self._writer = writer
             self._reader_task = asyncio.create_task(self._read_replies(reader))
@@ -126,25 +136,40 @@ class GroupClient:
         self.clients.clear()
 
     async def call_leader(
-        self, group: str, op: str, deadline: float = 10.0, **fields: Any
+        self,
+        group: str,
+        op: str,
+        deadline: float = 10.0,
+        *,
+        candidates: Sequence[str] | None = None,
+        retry_unknown: bool = True,
+        **fields: Any,
     ) -> dict[str, Any]:
-        """Try nodes until one answers without NotLeader; returns the last reply on timeout."""
+        """Try ``candidates`` (default: every node) until one answers as the group's leader.
+
+        NotLeader/Rejected replies and failed connects are retried (the request was certainly
+        not applied). A request that may have reached a node but got no reply is retried only
+        with ``retry_unknown`` (reads); for writes it returns ``{"error": "OutcomeUnknown"}``,
+        because a retry could apply the write twice. On deadline, the last reply is returned.
+        """
         end = time.monotonic() + deadline
         hint = self.leaders.get(group)
-        reply: dict[str, Any] = {"error": "Unavailable"}
-        order = list(self.addresses)
+        reply: dict[str, Any] = {"error": "Unavailable", "message": f"no leader for {group}"}
+        order = [n for n in (candidates or self.addresses) if n in self.addresses]
         i = 0
-        while time.monotonic() < end:
-            node = hint if hint in self.addresses else order[i % len(order)]
+        while (remaining := end - time.monotonic()) > 0:
+            node = hint if hint in order else order[i % len(order)]
             i += 1
             try:
-                reply = await self.client(node).call(op, group=group, deadline=3.0, **fields)
-            except (NodeUnavailable, TimeoutError):
+                reply = await self.client(node).call(op, group=group, deadline=remaining, **fields)
+            except (NodeUnavailable, TimeoutError) as exc:
                 dropped = self.clients.pop(node, None)
                 if dropped is not None:
                     await dropped.close()
+                if getattr(exc, "sent", True) and not retry_unknown:
+                    return {"error": "OutcomeUnknown", "message": f"{node}: {exc or 'timeout'}"}
                 hint = None
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(min(0.02, max(0.0, end - time.monotonic())))
                 continue
             if reply.get("error") in ("NotLeader", "Rejected"):
                 hint = reply.get("leader")

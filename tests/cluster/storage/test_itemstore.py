@@ -95,9 +95,24 @@ def test_numbers_order_like_decimals() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", ".", "abc", "NaN", "Infinity", "-inf", "1e", "1_000", " 1", "0x10", "1E-131", "1E+126",
-     "10E+125", "0.1E-130", "1234567890123456789012345678901234567891"],
-)  # fmt: skip
+    [
+        "",
+        ".",
+        "abc",
+        "NaN",
+        "Infinity",
+        "-inf",
+        "1e",
+        "1_000",
+        " 1",
+        "0x10",
+        "1E-131",
+        "1E+126",
+        "10E+125",
+        "0.1E-130",
+        "1234567890123456789012345678901234567891",
+    ],
+)
 def test_numbers_dynamodb_rejects_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError):
         N(bad)

@@ -6,15 +6,24 @@ import asyncio
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chaos.backends.local import LocalNodes
 from cluster.storage.client import GroupClient
-from cluster.storage.statemachine import PutCommand, encode_command
+from cluster.storage.itemstore import encode_key_value
+from cluster.storage.statemachine import (
+    ApplyResult,
+    BatchWriteCommand,
+    Condition,
+    PutCommand,
+    UpdateCommand,
+    encode_command,
+)
 
 pytestmark = pytest.mark.slow
-GROUPS = {"p0": ("n1", "n2", "n3"), "p1": ("n1", "n2", "n3")}
+GROUPS: dict[str, tuple[str, ...]] = {"p0": ("n1", "n2", "n3"), "p1": ("n1", "n2", "n3")}
 
 
 def put(key: str, value: int) -> bytes:
@@ -38,8 +47,9 @@ class WriteLoad:
                 return
             self.attempts += 1
             key = f"{self.group}-k{i}"
-            reply = await self.writer.call_leader(self.group, "propose", deadline=5.0,
-                                                  cmd=put(key, i), timeout=2.0)  # fmt: skip
+            reply = await self.writer.call_leader(
+                self.group, "propose", deadline=5.0, cmd=put(key, i), timeout=2.0
+            )
             if "result" in reply and reply["result"]["ok"]:
                 self.acked[key] = i
                 self.ack_times.append(time.monotonic())
@@ -88,8 +98,9 @@ def test_group_accepts_writes_and_serves_consistent_reads(tmp_path: Path) -> Non
             leader = cluster.wait_leader("p0")
             follower = next(n for n in cluster.nodes if n != leader)
             client = writer.client(follower)
-            refused = await client.call("get", group="p0", tbl="t", pk=b"k1", sk=b"",
-                                        consistent=True)  # fmt: skip
+            refused = await client.call(
+                "get", group="p0", tbl="t", pk=b"k1", sk=b"", consistent=True
+            )
             assert refused["error"] == "NotLeader" and refused["leader"] == leader
             wait_digests_equal(cluster, "p0")
             eventual = await client.call("get", group="p0", tbl="t", pk=b"k1", sk=b"")
@@ -189,6 +200,101 @@ def test_lagging_node_catches_up_through_a_snapshot(tmp_path: Path) -> None:
             cluster.wait_healthy()
             digest = wait_digests_equal(cluster, "p0")
             assert digest
+            await writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_conditional_update_and_paged_reads_through_the_node(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with LocalNodes(tmp_path, GROUPS) as cluster:
+            writer = GroupClient(cluster.addresses())
+            pk, sks = b"Suser", [encode_key_value({"N": str(i)}) for i in range(10)]
+            keys = [{"id": {"S": "user"}, "n": {"N": str(i)}} for i in range(10)]
+            batch = BatchWriteCommand(
+                tuple(PutCommand("q", pk, sk, k) for sk, k in zip(sks, keys, strict=True))
+            )
+            reply = await writer.call_leader("p0", "propose", cmd=encode_command(batch))
+            assert reply["result"]["ok"], reply
+
+            async def bump(expected: int) -> ApplyResult:
+                expect = {":expected": {"N": str(expected)}}
+                cond = Condition("attribute_not_exists(v) OR v = :expected", values=expect)
+                text = "SET v = if_not_exists(v, :zero) + :one"
+                values = {":zero": {"N": "0"}, ":one": {"N": "1"}}
+                cmd = UpdateCommand(
+                    "q",
+                    pk,
+                    sks[0],
+                    keys[0],
+                    text,
+                    {},
+                    values,
+                    cond,
+                    "ALL_NEW",
+                    key_names=("id", "n"),
+                )
+                reply = await writer.call_leader("p0", "propose", cmd=encode_command(cmd))
+                return ApplyResult.from_wire(reply["result"])
+
+            assert (await bump(0)).new == keys[0] | {"v": {"N": "1"}}
+            stale = await bump(0)
+            assert stale.error == "ConditionalCheckFailedException"
+            assert stale.old == keys[0] | {"v": {"N": "1"}}
+            assert (await bump(1)).new == keys[0] | {"v": {"N": "2"}}
+
+            async def query(**fields: Any) -> dict[str, Any]:
+                reply = await writer.call_leader(
+                    "p0", "query", tbl="q", pk=pk, consistent=True, **fields
+                )
+                assert "items" in reply, reply
+                return reply
+
+            def numbers(items: list[Any]) -> list[int]:
+                return [int(item["n"]["N"]) for _, item in items]
+
+            page = await query(lo=[sks[2], True], hi=[sks[7], False])
+            assert numbers(page["items"]) == [2, 3, 4, 5, 6] and page["more"] is False
+            page = await query(lo=[sks[2], False], hi=[sks[7], True], forward=False, limit=10)
+            assert numbers(page["items"]) == [7, 6, 5, 4, 3] and page["more"] is False
+            seen: list[int] = []
+            pages, after = 0, None  # paging down from the top, two at a time
+            while True:
+                page = await query(lo=[sks[2], True], forward=False, limit=2, start_after=after)
+                items = page["items"]
+                seen += numbers(items)
+                pages += 1
+                if not page["more"]:
+                    break
+                after = items[-1][0]
+            assert seen == [9, 8, 7, 6, 5, 4, 3, 2] and pages == 4
+            bad = await writer.call_leader("p0", "query", tbl="q", pk="Suser", lo=[1, True])
+            assert bad["error"] == "ValidationException", bad
+
+            scanned: list[tuple[bytes, bytes]] = []
+            start_after = None
+            for _ in range(10):  # bounded: 10 items, 3 a page
+                fields: dict[str, Any] = {
+                    "tbl": "q",
+                    "limit": 3,
+                    "start_after": start_after,
+                    "consistent": True,
+                }
+                page = await writer.call_leader("p0", "scan", **fields)
+                scanned += [(p, s) for p, s, _ in page["items"]]
+                if not page["more"]:
+                    break
+                start_after = list(scanned[-1])
+            assert scanned == [(pk, sk) for sk in sks]
+            bad = await writer.call_leader("p0", "scan", tbl="q", limit=0)
+            assert bad["error"] == "ValidationException", bad
+
+            # Followers serve eventually consistent reads once they have applied everything.
+            wait_digests_equal(cluster, "p0")
+            leader = cluster.wait_leader("p0")
+            follower = writer.client(next(n for n in cluster.nodes if n != leader))
+            page = await follower.call("query", group="p0", tbl="q", pk=pk, limit=1)
+            assert page["items"] == [[sks[0], keys[0] | {"v": {"N": "2"}}]] and page["more"]
             await writer.close()
 
     asyncio.run(scenario())

@@ -1,0 +1,106 @@
+"""Supervising cluster processes on this machine: spawn detached, remember pids, send signals.
+
+Processes are started in their own session so they outlive the CLI that started them
+(``gameday cluster up`` returns; the cluster keeps running). Each one's pid is kept in
+``<run_dir>/<id>.pid`` and its output in ``<log_dir>/<id>.log``, so any later command — or the
+dead-man's switch — can find and signal it.
+
+    procs = ProcessTable(data_dir / "run", data_dir / "logs")
+    procs.spawn("sn-a1", [sys.executable, "-m", "cluster.storage", ...])
+    procs.signal("sn-a1", signal.SIGKILL)      # power off
+    procs.alive("sn-a1")                       # False
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+class ProcessTable:
+    def __init__(self, run_dir: Path, log_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.log_dir = log_dir
+
+    def pid_file(self, process_id: str) -> Path:
+        return self.run_dir / f"{process_id}.pid"
+
+    def log_file(self, process_id: str) -> Path:
+        return self.log_dir / f"{process_id}.log"
+
+    def pid(self, process_id: str) -> int | None:
+        try:
+            return int(self.pid_file(process_id).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def alive(self, process_id: str) -> bool:
+        pid = self.pid(process_id)
+        if pid is None:
+            return False
+        try:
+            # A zombie (killed, not yet reaped by its parent) counts as dead.
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split(") ", 1)[1][:1] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    def spawn(self, process_id: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+        """Start ``argv`` detached; refuses if a live process already has this id."""
+        if self.alive(process_id):
+            raise RuntimeError(f"{process_id} is already running (pid {self.pid(process_id)})")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file(process_id).open("ab") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        self.pid_file(process_id).write_text(str(proc.pid))
+        return proc.pid
+
+    def signal(self, process_id: str, sig: int) -> bool:
+        """Send ``sig``; False when there was no live process to receive it."""
+        pid = self.pid(process_id)
+        if pid is None or not self.alive(process_id):
+            return False
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        if sig == signal.SIGKILL:
+            self.wait_dead(process_id, 5.0)
+        return True
+
+    def wait_dead(self, process_id: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._reap(process_id)
+            if not self.alive(process_id):
+                return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self, process_id: str, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; resumes a paused process first."""
+        if not self.alive(process_id):
+            return
+        self.signal(process_id, signal.SIGCONT)
+        self.signal(process_id, signal.SIGTERM)
+        if not self.wait_dead(process_id, grace):
+            self.signal(process_id, signal.SIGKILL)
+
+    def _reap(self, process_id: str) -> None:
+        """Collect our own child's exit status so it does not linger as a zombie."""
+        pid = self.pid(process_id)
+        if pid is not None:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,72 @@
+"""The cluster's shared configuration: every process, its address, and how to reach each peer.
+
+One JSON file, written by a backend (local, docker, kubernetes) and read by every process, so a
+router knows where the storage nodes are and a node knows how to dial its peers. ``dial`` lets
+the backend route a link through something else (a Toxiproxy listener): process ``src`` reaches
+``dst`` at ``dial[src][dst]`` when present, else at ``dst``'s own address.
+
+    config = ClusterConfig.load(Path("data/cluster.json"))
+    config.dial_address("rt-a", "sn-b1")     # "127.0.0.1:21005" (a proxy) or "127.20.0.4:7100"
+    config.processes_with_role("storage")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["storage", "router", "memds", "gac"]
+
+
+class ProcessInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    role: Role
+    az: str
+    rack: str | None = None
+    listen: str  # host:port of the process's service (client/peer port, or HTTP API)
+    admin: str  # host:port of its admin HTTP endpoint (health, metrics)
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topology: str = "3x2x1"
+    processes: dict[str, ProcessInfo]
+    credentials: dict[str, str] = Field(description="access key id -> secret access key")
+    dial: dict[str, dict[str, str]] = Field(default_factory=dict)
+    default_partitions: int = 4
+    tick_ms: float = 50.0
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterConfig:
+        return cls.model_validate_json(path.read_text())
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.replace(path)
+
+    def process(self, process_id: str) -> ProcessInfo:
+        try:
+            return self.processes[process_id]
+        except KeyError:
+            raise KeyError(f"no process {process_id!r} in the cluster config") from None
+
+    def processes_with_role(self, role: Role) -> list[ProcessInfo]:
+        return [p for p in self.processes.values() if p.role == role]
+
+    def dial_address(self, src: str, dst: str) -> str:
+        """Where ``src`` connects to reach ``dst`` (possibly through a proxy)."""
+        return self.dial.get(src, {}).get(dst) or self.process(dst).listen
+
+    def dial_map(self, src: str, role: Role) -> dict[str, str]:
+        """Dial addresses from ``src`` to every process of ``role`` (itself excluded)."""
+        return {
+            p.id: self.dial_address(src, p.id)
+            for p in self.processes_with_role(role)
+            if p.id != src
+        }

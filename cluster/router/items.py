@@ -1,0 +1,298 @@
+"""Item operations: PutItem, GetItem, UpdateItem, DeleteItem, BatchWriteItem, BatchGetItem.
+
+Each handler validates the whole request before anything is replicated, routes by the MD5 of the
+partition key, and leaves conditions to the storage node's state machine, which evaluates them
+at apply time against the committed state (so concurrent conditional writes stay linearizable).
+
+    response = await put_item(ctx, {"TableName": "t", "Item": {...}})
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from cluster.dynamo import (
+    apply_projection,
+    check_placeholders_used,
+    parse_condition,
+    parse_projection,
+    parse_update,
+    validate_update,
+)
+from cluster.metadata.partitionmap import Partition, TableLayout
+from cluster.storage.statemachine import (
+    ApplyResult,
+    BatchWriteCommand,
+    Condition,
+    DeleteCommand,
+    PutCommand,
+    UpdateCommand,
+)
+
+from . import validate as v
+from .context import RouterContext
+from .errors import DynamoError
+
+MAX_BATCH_WRITE = 25
+MAX_BATCH_GET = 100
+
+
+def _condition(
+    request: dict[str, Any], names: dict[str, str], values: dict[str, Any]
+) -> Condition | None:
+    text = v.field(request, "ConditionExpression", str)
+    if text is None:
+        return None
+    v.guarded(parse_condition, text)
+    return Condition(text, names, values)
+
+
+def _returns(request: dict[str, Any], allowed: tuple[str, ...]) -> str:
+    return v.choice(request, "ReturnValues", allowed, "NONE")
+
+
+def _outcome(result: ApplyResult, request: dict[str, Any]) -> None:
+    """Raise the DynamoDB error a failed apply stands for."""
+    if result.ok:
+        return
+    if result.error == "ConditionalCheckFailedException":
+        wants_old = request.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD"
+        raise DynamoError.conditional_failed(result.old if wants_old and result.old else None)
+    if result.error == "ValidationException":
+        raise DynamoError.validation(result.message or "Invalid request")
+    raise DynamoError.internal(result.message or "The write could not be applied")
+
+
+async def _write(
+    ctx: RouterContext, layout: TableLayout, pk: bytes, cmd: Any, size: int
+) -> ApplyResult:
+    partition = layout.partition_for(pk)
+    await ctx.admit(layout, "write", size)
+    return await ctx.storage.write(partition, cmd, ctx.deadline)
+
+
+async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    v.reject_legacy(request, "Expected", "ConditionalOperator")
+    layout = await ctx.table(v.table_name(request))
+    item = v.item(request, layout.spec.key_schema)
+    names, values = v.expression_inputs(request)
+    v.guarded(check_placeholders_used, names, values, [request.get("ConditionExpression")])
+    condition = _condition(request, names, values)
+    returns = _returns(request, ("NONE", "ALL_OLD"))
+    pk, sk = v.encoded_key(layout.spec.key_schema, item)
+    cmd = PutCommand(layout.spec.name, pk, sk, item, condition, returns)
+    result = await _write(ctx, layout, pk, cmd, len(repr(item)))
+    _outcome(result, request)
+    return {"Attributes": result.old} if returns == "ALL_OLD" and result.old else {}
+
+
+async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    v.reject_legacy(request, "Expected", "ConditionalOperator")
+    layout = await ctx.table(v.table_name(request))
+    key = v.key(request, layout.spec.key_schema)
+    names, values = v.expression_inputs(request)
+    v.guarded(check_placeholders_used, names, values, [request.get("ConditionExpression")])
+    condition = _condition(request, names, values)
+    returns = _returns(request, ("NONE", "ALL_OLD"))
+    pk, sk = v.encoded_key(layout.spec.key_schema, key)
+    cmd = DeleteCommand(layout.spec.name, pk, sk, condition, returns)
+    result = await _write(ctx, layout, pk, cmd, 1)
+    _outcome(result, request)
+    return {"Attributes": result.old} if returns == "ALL_OLD" and result.old else {}
+
+
+async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    v.reject_legacy(request, "Expected", "ConditionalOperator", "AttributeUpdates")
+    layout = await ctx.table(v.table_name(request))
+    schema = layout.spec.key_schema
+    key = v.key(request, schema)
+    names, values = v.expression_inputs(request)
+    update_text = v.field(request, "UpdateExpression", str)
+    expressions = [update_text, request.get("ConditionExpression")]
+    v.guarded(check_placeholders_used, names, values, expressions)
+    if update_text is not None:
+        update = v.guarded(parse_update, update_text)
+        v.guarded(validate_update, update, names, values, schema.names())
+    condition = _condition(request, names, values)
+    returns = _returns(request, ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"))
+    pk, sk = v.encoded_key(schema, key)
+    cmd = UpdateCommand(
+        layout.spec.name,
+        pk,
+        sk,
+        key,
+        update_text,
+        names,
+        values,
+        condition,
+        returns,
+        key_names=tuple(schema.names()),
+    )
+    result = await _write(ctx, layout, pk, cmd, len(repr(values)))
+    _outcome(result, request)
+    attributes = result.new if returns in ("ALL_NEW", "UPDATED_NEW") else result.old
+    return {"Attributes": attributes} if returns != "NONE" and attributes else {}
+
+
+async def get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    v.reject_legacy(request, "AttributesToGet")
+    layout = await ctx.table(v.table_name(request))
+    key = v.key(request, layout.spec.key_schema)
+    consistent = bool(v.field(request, "ConsistentRead", bool))
+    projection = _projection(request)
+    pk, sk = v.encoded_key(layout.spec.key_schema, key)
+    item = await _get(ctx, layout, layout.partition_for(pk), pk, sk, consistent)
+    if item is None:
+        return {}
+    return {"Item": _project(item, projection, request)}
+
+
+async def _get(
+    ctx: RouterContext,
+    layout: TableLayout,
+    partition: Partition,
+    pk: bytes,
+    sk: bytes,
+    consistent: bool,
+) -> dict[str, Any] | None:
+    await ctx.admit(layout, "read_consistent" if consistent else "read", 1)
+    reply = await ctx.storage.read(
+        partition, "get", consistent, ctx.deadline, tbl=layout.spec.name, pk=pk, sk=sk
+    )
+    item: dict[str, Any] | None = reply.get("item")
+    return item
+
+
+def _projection(request: dict[str, Any]) -> Any:
+    names = v.field(request, "ExpressionAttributeNames", dict) or {}
+    text = v.field(request, "ProjectionExpression", str)
+    v.guarded(check_placeholders_used, names, {}, [text])
+    return None if text is None else v.guarded(parse_projection, text)
+
+
+def _project(item: dict[str, Any], projection: Any, request: dict[str, Any]) -> dict[str, Any]:
+    if projection is None:
+        return item
+    names = request.get("ExpressionAttributeNames") or {}
+    projected: dict[str, Any] = v.guarded(apply_projection, projection, item, names)
+    return projected
+
+
+async def batch_write_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    request_items: dict[str, Any] = v.field(request, "RequestItems", dict, required=True)
+    total = sum(len(w) if isinstance(w, list) else 0 for w in request_items.values())
+    if not request_items or total == 0 or total > MAX_BATCH_WRITE:
+        raise DynamoError.validation(
+            "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: "
+            f"Map value must satisfy constraint: [Member must have length less than or equal "
+            f"to {MAX_BATCH_WRITE}, Member must have length greater than or equal to 1]"
+        )
+    # Validate everything first: a bad request writes nothing.
+    plan: dict[tuple[str, str], list[tuple[dict[str, Any], PutCommand | DeleteCommand]]] = (
+        defaultdict(list)
+    )
+    layouts: dict[str, TableLayout] = {}
+    for table, writes in request_items.items():
+        if not isinstance(writes, list):
+            raise DynamoError.validation(f"RequestItems[{table}] must be a list of write requests")
+        layout = layouts[table] = await ctx.table(v.table_name({"TableName": table}))
+        schema = layout.spec.key_schema
+        seen: set[tuple[bytes, bytes]] = set()
+        for write in writes:
+            if not isinstance(write, dict) or len(write) != 1:
+                raise DynamoError.validation(
+                    "Each write request must be a PutRequest or a DeleteRequest"
+                )
+            if "PutRequest" in write:
+                item = v.item(_as_dict(write["PutRequest"]), schema)
+                pk, sk = v.encoded_key(schema, item)
+                cmd: PutCommand | DeleteCommand = PutCommand(table, pk, sk, item)
+            elif "DeleteRequest" in write:
+                key = v.key(_as_dict(write["DeleteRequest"]), schema)
+                pk, sk = v.encoded_key(schema, key)
+                cmd = DeleteCommand(table, pk, sk)
+            else:
+                raise DynamoError.validation(
+                    "Each write request must be a PutRequest or a DeleteRequest"
+                )
+            if (pk, sk) in seen:
+                raise DynamoError.validation("Provided list of item keys contains duplicates")
+            seen.add((pk, sk))
+            plan[(table, layout.partition_for(pk).id)].append((write, cmd))
+
+    unprocessed: dict[str, list[dict[str, Any]]] = defaultdict(list)
+
+    async def run(table: str, group: str) -> None:
+        layout = layouts[table]
+        partition = next(p for p in layout.partitions if p.id == group)
+        writes = plan[(table, group)]
+        try:
+            await ctx.admit(layout, "write", len(writes))
+            result = await ctx.storage.write(
+                partition, BatchWriteCommand(tuple(c for _, c in writes)), ctx.deadline
+            )
+            _outcome(result, request)
+        except DynamoError as exc:
+            if exc.status < 500 and exc.type not in _RETRYABLE:
+                raise
+            unprocessed[table].extend(w for w, _ in writes)
+
+    await asyncio.gather(*(run(t, g) for t, g in plan))
+    return {"UnprocessedItems": dict(unprocessed)}
+
+
+_RETRYABLE = {"ProvisionedThroughputExceededException", "ThrottlingException"}
+
+
+async def batch_get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    request_items: dict[str, Any] = v.field(request, "RequestItems", dict, required=True)
+    gets: list[tuple[str, TableLayout, dict[str, Any], bool, Any, dict[str, Any]]] = []
+    for table, spec in request_items.items():
+        layout = await ctx.table(v.table_name({"TableName": table}))
+        spec = _as_dict(spec)
+        keys = v.field(spec, "Keys", list, required=True)
+        consistent = bool(v.field(spec, "ConsistentRead", bool))
+        projection = _projection(spec)
+        seen: set[tuple[bytes, bytes]] = set()
+        for key in keys:
+            key = v.key_map(_as_dict(key), layout.spec.key_schema)
+            encoded = v.encoded_key(layout.spec.key_schema, key)
+            if encoded in seen:
+                raise DynamoError.validation("Provided list of item keys contains duplicates")
+            seen.add(encoded)
+            gets.append((table, layout, key, consistent, projection, spec))
+    if not gets or len(gets) > MAX_BATCH_GET:
+        raise DynamoError.validation(
+            "Too many items requested for the BatchGetItem call"
+            if gets
+            else "The requestItems parameter must contain at least one key"
+        )
+    responses: dict[str, list[dict[str, Any]]] = {t: [] for t in request_items}
+    unprocessed: dict[str, dict[str, Any]] = {}
+
+    async def fetch(
+        entry: tuple[str, TableLayout, dict[str, Any], bool, Any, dict[str, Any]],
+    ) -> None:
+        table, layout, key, consistent, projection, spec = entry
+        pk, sk = v.encoded_key(layout.spec.key_schema, key)
+        try:
+            item = await _get(ctx, layout, layout.partition_for(pk), pk, sk, consistent)
+        except DynamoError as exc:
+            if exc.status < 500 and exc.type not in _RETRYABLE:
+                raise
+            keep = {k: val for k, val in spec.items() if k != "Keys"}
+            unprocessed.setdefault(table, {**keep, "Keys": []})["Keys"].append(key)
+            return
+        if item is not None:
+            responses[table].append(_project(item, projection, spec))
+
+    await asyncio.gather(*(fetch(g) for g in gets))
+    return {"Responses": responses, "UnprocessedKeys": unprocessed}
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DynamoError("SerializationException", "Expected a JSON object")
+    return value

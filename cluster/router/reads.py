@@ -1,0 +1,246 @@
+"""Query and Scan, with DynamoDB's paging: Limit counts items evaluated (before the filter),
+pages stop at 1 MB, and LastEvaluatedKey resumes exactly where the page ended.
+
+A Query reads one partition (its key's); a Scan walks the table's partitions in order, each in
+(partition key, sort key) byte order, so a LastEvaluatedKey names both where and what to resume.
+
+    page = await query(ctx, {"TableName": "t", "KeyConditionExpression": "pk = :p", ...})
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cluster.dynamo import (
+    check_placeholders_used,
+    evaluate_condition,
+    parse_condition,
+    parse_key_condition,
+)
+from cluster.dynamo.values import item_size
+from cluster.metadata.partitionmap import Partition, TableLayout
+from cluster.storage.itemstore import encode_key_value, prefix_upper_bound
+
+from . import validate as v
+from .context import RouterContext
+from .errors import DynamoError
+from .items import _project, _projection
+
+PAGE_BYTES = 1024 * 1024
+NODE_PAGE = 500  # items fetched from a node per round trip when the client set no Limit
+
+Bound = list[Any] | None  # [sk bytes, inclusive] as the node RPC takes it
+
+
+def _select(request: dict[str, Any]) -> str:
+    allowed = ("ALL_ATTRIBUTES", "COUNT", "SPECIFIC_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES")
+    select = v.choice(request, "Select", allowed, "ALL_ATTRIBUTES")
+    if select == "ALL_PROJECTED_ATTRIBUTES":
+        raise DynamoError.validation("ALL_PROJECTED_ATTRIBUTES can be used only with an index")
+    if select == "SPECIFIC_ATTRIBUTES" and "ProjectionExpression" not in request:
+        raise DynamoError.validation(
+            "SPECIFIC_ATTRIBUTES requires a ProjectionExpression (or AttributesToGet)"
+        )
+    if select == "COUNT" and "ProjectionExpression" in request:
+        raise DynamoError.validation("Cannot specify a ProjectionExpression when Select is COUNT")
+    return select
+
+
+def _filter(request: dict[str, Any]) -> Any:
+    text = v.field(request, "FilterExpression", str)
+    return None if text is None else v.guarded(parse_condition, text, "FilterExpression")
+
+
+class _Page:
+    """Collects evaluated items until Limit or 1 MB, applying filter and projection."""
+
+    def __init__(self, request: dict[str, Any], limit: int | None, select: str) -> None:
+        self.request = request
+        self.limit = limit
+        self.count_only = select == "COUNT"
+        self.filter = _filter(request)
+        self.projection = _projection(request)
+        self.names, self.values = v.expression_inputs(request)
+        self.items: list[dict[str, Any]] = []
+        self.count = 0
+        self.scanned = 0
+        self.bytes = 0
+        self.last: dict[str, Any] | None = None
+
+    def full(self) -> bool:
+        return (self.limit is not None and self.scanned >= self.limit) or self.bytes >= PAGE_BYTES
+
+    def room(self) -> int:
+        return (
+            NODE_PAGE if self.limit is None else max(1, min(NODE_PAGE, self.limit - self.scanned))
+        )
+
+    def add(self, item: dict[str, Any], key: dict[str, Any]) -> None:
+        self.scanned += 1
+        self.bytes += item_size(item)
+        self.last = key
+        if self.filter is not None and not v.guarded(
+            evaluate_condition, self.filter, item, self.names, self.values
+        ):
+            return
+        self.count += 1
+        if not self.count_only:
+            self.items.append(_project(item, self.projection, self.request))
+
+    def response(self, more: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"Count": self.count, "ScannedCount": self.scanned}
+        if not self.count_only:
+            body["Items"] = self.items
+        if more and self.last is not None:
+            body["LastEvaluatedKey"] = self.last
+        return body
+
+
+async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    v.reject_legacy(request, "KeyConditions", "QueryFilter", "AttributesToGet")
+    if request.get("IndexName") is not None:
+        raise DynamoError.validation("Secondary indexes are not supported by this cluster")
+    layout = await ctx.table(v.table_name(request))
+    schema = layout.spec.key_schema
+    text = v.field(request, "KeyConditionExpression", str, required=True)
+    names, values = v.expression_inputs(request)
+    v.guarded(
+        check_placeholders_used,
+        names,
+        values,
+        [
+            text,
+            request.get("FilterExpression"),
+            request.get("ProjectionExpression"),
+        ],
+    )
+    condition = v.guarded(
+        parse_key_condition, text, names, values, schema.hash_name, schema.range_name
+    )
+    v.check_key_types(schema, {schema.hash_name: condition.partition_value})
+    pk = encode_key_value(condition.partition_value)
+    lo, hi = _sort_bounds(condition.sort, schema)
+    forward = v.field(request, "ScanIndexForward", bool)
+    forward = True if forward is None else forward
+    consistent = bool(v.field(request, "ConsistentRead", bool))
+    page = _Page(request, v.limit(request), _select(request))
+    start = _start_key(request, layout)
+    start_after = start[1] if start else None
+    if start is not None and start[0] != pk:
+        raise DynamoError.validation("The provided starting key does not match the partition key")
+    partition = layout.partition_for(pk)
+    more = True
+    while more and not page.full():
+        await ctx.admit(layout, "read_consistent" if consistent else "read", 1)
+        reply = await ctx.storage.read(
+            partition,
+            "query",
+            consistent,
+            ctx.deadline,
+            tbl=layout.spec.name,
+            pk=pk,
+            lo=lo,
+            hi=hi,
+            forward=forward,
+            limit=page.room(),
+            start_after=start_after,
+        )
+        rows = reply["items"]
+        more = bool(reply["more"])
+        for i, (sk, item) in enumerate(rows):
+            page.add(item, v.key_of(schema, item))
+            start_after = sk
+            if page.full():
+                more = more or i < len(rows) - 1
+                break
+    return page.response(more)
+
+
+def _sort_bounds(sort: Any, schema: Any) -> tuple[Bound, Bound]:
+    if sort is None:
+        return None, None
+    for value in sort.values:
+        v.check_key_types(schema, {schema.range_name: value})
+    encoded = [encode_key_value(value) for value in sort.values]
+    match sort.op:
+        case "=":
+            return [encoded[0], True], [encoded[0], True]
+        case "<":
+            return None, [encoded[0], False]
+        case "<=":
+            return None, [encoded[0], True]
+        case ">":
+            return [encoded[0], False], None
+        case ">=":
+            return [encoded[0], True], None
+        case "BETWEEN":
+            return [encoded[0], True], [encoded[1], True]
+        case "begins_with":
+            upper = prefix_upper_bound(encoded[0])
+            return [encoded[0], True], (None if upper is None else [upper, False])
+    raise DynamoError.validation(f"Unsupported key condition operator {sort.op}")
+
+
+def _start_key(request: dict[str, Any], layout: TableLayout) -> tuple[bytes, bytes] | None:
+    start = v.field(request, "ExclusiveStartKey", dict)
+    if start is None:
+        return None
+    try:
+        return v.encoded_key(layout.spec.key_schema, v.key_map(start, layout.spec.key_schema))
+    except DynamoError:
+        raise DynamoError.validation("The provided starting key is invalid") from None
+
+
+async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    v.reject_legacy(request, "ScanFilter", "AttributesToGet", "ConditionalOperator")
+    if request.get("IndexName") is not None:
+        raise DynamoError.validation("Secondary indexes are not supported by this cluster")
+    if request.get("Segment") is not None or request.get("TotalSegments") is not None:
+        raise DynamoError.validation("Parallel scans (Segment, TotalSegments) are not supported")
+    layout = await ctx.table(v.table_name(request))
+    names, values = v.expression_inputs(request)
+    v.guarded(
+        check_placeholders_used,
+        names,
+        values,
+        [
+            request.get("FilterExpression"),
+            request.get("ProjectionExpression"),
+        ],
+    )
+    consistent = bool(v.field(request, "ConsistentRead", bool))
+    page = _Page(request, v.limit(request), _select(request))
+    start = _start_key(request, layout)
+    partitions: list[Partition] = list(layout.partitions)
+    cursor: list[bytes] | None = None
+    if start is not None:
+        first = layout.partition_for(start[0])
+        partitions = partitions[partitions.index(first) :]
+        cursor = [start[0], start[1]]
+    more = False
+    for n, partition in enumerate(partitions):
+        part_more = True
+        while part_more and not page.full():
+            await ctx.admit(layout, "read_consistent" if consistent else "read", 1)
+            reply = await ctx.storage.read(
+                partition,
+                "scan",
+                consistent,
+                ctx.deadline,
+                tbl=layout.spec.name,
+                start_after=cursor,
+                limit=page.room(),
+            )
+            rows = reply["items"]
+            part_more = bool(reply["more"])
+            for i, (pk, sk, item) in enumerate(rows):
+                page.add(item, v.key_of(layout.spec.key_schema, item))
+                cursor = [pk, sk]
+                if page.full():
+                    part_more = part_more or i < len(rows) - 1
+                    break
+        cursor = None
+        if page.full():
+            more = part_more or n < len(partitions) - 1
+            break
+    return page.response(more)

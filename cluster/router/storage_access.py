@@ -1,0 +1,116 @@
+"""How a router talks to storage nodes: leaders for writes and strong reads, any replica else.
+
+It turns node replies into results or DynamoDB errors, and never retries a write whose fate is
+unknown (it could apply twice); reads are retried freely within the request's deadline.
+
+    storage = StorageAccess(config, "rt-a")
+    result = await storage.write(partition, PutCommand(...), deadline=5.0)   # ApplyResult
+    item = await storage.get(partition, "orders", pk, sk, consistent=True, deadline=5.0)
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from cluster.config import ClusterConfig
+from cluster.metadata.partitionmap import Partition
+from cluster.storage.client import GroupClient, NodeUnavailable
+from cluster.storage.statemachine import ApplyResult, Command, encode_command
+
+from .errors import DynamoError
+
+
+class StorageAccess:
+    def __init__(self, config: ClusterConfig, router_id: str) -> None:
+        self.config = config
+        self.router_id = router_id
+        self.az = config.process(router_id).az
+        self.nodes = GroupClient(config.dial_map(router_id, "storage"))
+
+    async def close(self) -> None:
+        await self.nodes.close()
+
+    async def write(self, partition: Partition, cmd: Command, deadline: float) -> ApplyResult:
+        reply = await self.nodes.call_leader(
+            partition.id,
+            "propose",
+            deadline,
+            candidates=partition.replicas,
+            retry_unknown=False,
+            cmd=encode_command(cmd),
+            timeout=max(0.1, deadline - 0.1),
+        )
+        if "result" in reply:
+            r = reply["result"]
+            return ApplyResult(
+                r["ok"], r.get("error"), r.get("message"), r.get("old"), r.get("new")
+            )
+        raise _storage_error(reply, write=True)
+
+    async def read(
+        self, partition: Partition, op: str, consistent: bool, deadline: float, **fields: Any
+    ) -> dict[str, Any]:
+        """A read op on the leader (consistent) or on any replica, nearest AZ first."""
+        if consistent:
+            reply = await self.nodes.call_leader(
+                partition.id,
+                op,
+                deadline,
+                candidates=partition.replicas,
+                consistent=True,
+                timeout=deadline,
+                **fields,
+            )
+        else:
+            reply = await self._read_any(partition, op, deadline, **fields)
+        if "error" in reply:
+            raise _storage_error(reply, write=False)
+        return reply
+
+    async def _read_any(
+        self, partition: Partition, op: str, deadline: float, **fields: Any
+    ) -> dict[str, Any]:
+        local = [n for n in partition.replicas if self._az_of(n) == self.az]
+        others = [n for n in partition.replicas if n not in local]
+        random.shuffle(others)
+        reply: dict[str, Any] = {"error": "Unavailable", "message": "no replica answered"}
+        for node in local + others:
+            try:
+                client = self.nodes.client(node)
+                reply = await client.call(op, group=partition.id, deadline=deadline / 2, **fields)
+            except (NodeUnavailable, TimeoutError):
+                continue
+            if "error" not in reply:
+                return reply
+        # Every replica failed: the leader path has the best chance (and retries).
+        return await self.nodes.call_leader(
+            partition.id, op, deadline / 2, candidates=partition.replicas, **fields
+        )
+
+    def _az_of(self, node: str) -> str | None:
+        info = self.config.processes.get(node)
+        return info.az if info else None
+
+    async def node_call(self, node: str, op: str, deadline: float, **fields: Any) -> dict[str, Any]:
+        """A control-plane call to one node (create or drop a group)."""
+        try:
+            reply = await self.nodes.client(node).call(op, deadline=deadline, **fields)
+        except (NodeUnavailable, TimeoutError) as exc:
+            raise DynamoError.unavailable(f"storage node {node} unavailable: {exc}") from None
+        if "error" in reply:
+            raise _storage_error(reply, write=True)
+        return reply
+
+
+def _storage_error(reply: dict[str, Any], write: bool) -> DynamoError:
+    code = reply.get("error")
+    message = str(reply.get("message") or code)
+    if code == "Throttled":
+        return DynamoError.throttled(bool(reply.get("provisioned")))
+    if code == "ValidationException":
+        return DynamoError.validation(message)
+    if code == "OutcomeUnknown" and write:
+        # The write may or may not have been applied: a 500, as DynamoDB does for timeouts.
+        return DynamoError.internal(f"The request's outcome is unknown: {message}")
+    return DynamoError.unavailable(f"No replica could serve the request: {message}")

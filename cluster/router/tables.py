@@ -1,0 +1,238 @@
+"""Table operations (the control plane): CreateTable, DescribeTable, ListTables, DeleteTable.
+
+CreateTable places the partitions (3 replicas on 3 AZs), records the table as CREATING in the
+replicated metadata group (a conditional write: two routers cannot both create it), creates
+the replication groups on their storage nodes, waits for every group to elect a leader, and then
+marks the table ACTIVE. DeleteTable leaves a tombstone so the map's version only grows.
+
+    description = await create_table(ctx, {"TableName": "t", "KeySchema": [...], ...})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import replace
+from typing import Any, cast
+
+from cluster.metadata.partitionmap import (
+    BillingMode,
+    KeySchema,
+    KeyType,
+    TableLayout,
+    TableSpec,
+    build_layout,
+)
+from cluster.metadata.store import MetadataUnavailable, TableExists
+from cluster.topology import parse_topology
+
+from . import validate as v
+from .context import RouterContext
+from .errors import DynamoError
+
+_UNSUPPORTED = (
+    "GlobalSecondaryIndexes",
+    "LocalSecondaryIndexes",
+    "StreamSpecification",
+    "SSESpecification",
+    "TableClass",
+)
+
+
+def _key_schema(request: dict[str, Any]) -> KeySchema:
+    schema = v.field(request, "KeySchema", list, required=True)
+    definitions = v.field(request, "AttributeDefinitions", list, required=True)
+    types: dict[str, str] = {}
+    for d in definitions:
+        if not isinstance(d, dict) or set(d) != {"AttributeName", "AttributeType"}:
+            raise DynamoError.validation(
+                "Each AttributeDefinition needs AttributeName and AttributeType"
+            )
+        if d["AttributeType"] not in v.KEY_TYPES:
+            raise DynamoError.validation(
+                f"1 validation error detected: Value '{d['AttributeType']}' at "
+                "'attributeDefinitions.member.attributeType' failed to satisfy constraint: "
+                "Member must satisfy enum value set: [B, N, S]"
+            )
+        types[str(d["AttributeName"])] = str(d["AttributeType"])
+    roles = [(e.get("KeyType"), e.get("AttributeName")) for e in schema if isinstance(e, dict)]
+    if (
+        len(roles) != len(schema)
+        or not 1 <= len(roles) <= 2
+        or roles[0][0] != "HASH"
+        or (len(roles) == 2 and roles[1][0] != "RANGE")
+    ):
+        raise DynamoError.validation(
+            "Invalid KeySchema: it must hold one HASH key, optionally followed by one RANGE key"
+        )
+    names = [str(name) for _, name in roles]
+    if len(set(names)) != len(names):
+        raise DynamoError.validation(
+            "Invalid KeySchema: Some index key attribute have no definition or are used twice"
+        )
+    if set(names) != set(types):
+        raise DynamoError.validation(
+            "One or more parameter values were invalid: Number of attributes in KeySchema does "
+            "not exactly match number of attributes defined in AttributeDefinitions"
+        )
+    hash_name = names[0]
+    range_name = names[1] if len(names) == 2 else None
+    range_type = cast(KeyType, types[range_name]) if range_name else None
+    return KeySchema(hash_name, cast(KeyType, types[hash_name]), range_name, range_type)
+
+
+def _capacity(request: dict[str, Any]) -> tuple[str, int, int]:
+    mode = v.choice(request, "BillingMode", ("PROVISIONED", "PAY_PER_REQUEST"), "PROVISIONED")
+    throughput = v.field(request, "ProvisionedThroughput", dict)
+    if mode == "PAY_PER_REQUEST":
+        if throughput:
+            raise DynamoError.validation(
+                "One or more parameter values were invalid: Neither ReadCapacityUnits nor "
+                "WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST"
+            )
+        return mode, 0, 0
+    if throughput is None:
+        raise DynamoError.validation(
+            "One or more parameter values were invalid: ReadCapacityUnits and "
+            "WriteCapacityUnits must both be specified when BillingMode is PROVISIONED"
+        )
+    units = []
+    for name in ("ReadCapacityUnits", "WriteCapacityUnits"):
+        value = v.field(throughput, name, int, required=True)
+        if value < 1:
+            raise DynamoError.validation(
+                f"1 validation error detected: Value '{value}' at 'provisionedThroughput."
+                f"{name[0].lower() + name[1:]}' failed to satisfy constraint: Member must have "
+                "value greater than or equal to 1"
+            )
+        units.append(value)
+    return mode, units[0], units[1]
+
+
+def describe(layout: TableLayout, item_count: int | None = None) -> dict[str, Any]:
+    spec = layout.spec
+    schema = spec.key_schema
+    key_schema = [{"AttributeName": schema.hash_name, "KeyType": "HASH"}]
+    definitions = [{"AttributeName": schema.hash_name, "AttributeType": schema.hash_type}]
+    if schema.range_name and schema.range_type:
+        key_schema.append({"AttributeName": schema.range_name, "KeyType": "RANGE"})
+        definitions.append({"AttributeName": schema.range_name, "AttributeType": schema.range_type})
+    body: dict[str, Any] = {
+        "TableName": spec.name,
+        "TableStatus": spec.status,
+        "KeySchema": key_schema,
+        "AttributeDefinitions": definitions,
+        "CreationDateTime": spec.created_at,
+        "TableArn": f"arn:aws:dynamodb:local:000000000000:table/{spec.name}",
+        "TableId": layout.partitions[0].id,
+        "ItemCount": item_count or 0,
+        "TableSizeBytes": 0,
+        "BillingModeSummary": {"BillingMode": spec.billing_mode},
+        "ProvisionedThroughput": {
+            "ReadCapacityUnits": spec.read_capacity,
+            "WriteCapacityUnits": spec.write_capacity,
+            "NumberOfDecreasesToday": 0,
+        },
+    }
+    return body
+
+
+async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    name = v.table_name(request)
+    for field in _UNSUPPORTED:
+        if request.get(field):
+            raise DynamoError.validation(f"{field} is not supported by this cluster")
+    schema = _key_schema(request)
+    mode, rcu, wcu = _capacity(request)
+    topology = parse_topology(ctx.config.topology)
+    try:
+        current = await ctx.metadata.read_map()
+    except MetadataUnavailable as exc:
+        raise DynamoError.unavailable(str(exc)) from None
+    spec = TableSpec(
+        name,
+        schema,
+        cast(BillingMode, mode),
+        rcu,
+        wcu,
+        ctx.config.default_partitions,
+        time.time(),
+        "CREATING",
+    )
+    layout = build_layout(topology, spec, current.replicas_per_node())
+    version = max(int(time.time() * 1000), current.version + 1)
+    try:
+        await ctx.metadata.create(layout, version)
+    except TableExists:
+        raise DynamoError.in_use(f"Table already exists: {name}") from None
+    except MetadataUnavailable as exc:
+        raise DynamoError.unavailable(str(exc)) from None
+    await _create_groups(ctx, layout)
+    active = TableLayout(replace(spec, status="ACTIVE"), layout.partitions)
+    await ctx.metadata.replace(active, version + 1)
+    ctx.resolver.learn(name, active, version + 1)  # served here before MemDS refreshes
+    return {"TableDescription": describe(active)}
+
+
+async def _create_groups(ctx: RouterContext, layout: TableLayout) -> None:
+    """Create every partition's group on its replicas; each needs a quorum and a leader."""
+
+    async def create(node: str, group: str, members: list[str]) -> bool:
+        try:
+            await ctx.storage.node_call(
+                node, "create_group", ctx.deadline, group=group, members=members
+            )
+            return True
+        except DynamoError:
+            return False  # the node may be down: it joins when it returns (reconcile)
+
+    for partition in layout.partitions:
+        members = list(partition.replicas)
+        created = await asyncio.gather(*(create(n, partition.id, members) for n in members))
+        if sum(created) < 2:
+            raise DynamoError.unavailable(f"could not create a quorum of {partition.id}")
+    for partition in layout.partitions:
+        await ctx.storage.read(partition, "get", True, 15.0, tbl=layout.spec.name, pk=b"", sk=b"")
+
+
+async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    layout = await ctx.table(v.table_name(request), active=False)
+    return {"Table": describe(layout)}
+
+
+async def list_tables(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    limit = v.field(request, "Limit", int) or 100
+    if not 1 <= limit <= 100:
+        raise DynamoError.validation("Limit must be between 1 and 100")
+    start = v.field(request, "ExclusiveStartTableName", str)
+    try:
+        current = await ctx.metadata.read_map()
+    except MetadataUnavailable as exc:
+        raise DynamoError.unavailable(str(exc)) from None
+    names = [n for n in sorted(current.tables) if start is None or n > start]
+    body: dict[str, Any] = {"TableNames": names[:limit]}
+    if len(names) > limit:
+        body["LastEvaluatedTableName"] = names[limit - 1]
+    return body
+
+
+async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    name = v.table_name(request)
+    try:
+        current = await ctx.metadata.read_map()
+    except MetadataUnavailable as exc:
+        raise DynamoError.unavailable(str(exc)) from None
+    layout = current.tables.get(name)
+    if layout is None:
+        raise DynamoError.not_found(name)
+    deleting = TableLayout(replace(layout.spec, status="DELETING"), layout.partitions)
+    version = max(int(time.time() * 1000), current.version + 1)
+    await ctx.metadata.delete(name, version)
+    ctx.resolver.learn(name, None, version)
+    for partition in layout.partitions:
+        for node in partition.replicas:
+            # A node that is down drops the group when it reconciles with the map.
+            with contextlib.suppress(DynamoError):
+                await ctx.storage.node_call(node, "drop_group", ctx.deadline, group=partition.id)
+    return {"TableDescription": describe(deleting)}

@@ -1,0 +1,155 @@
+"""Request validation shared by the router's operations: fields, table names, keys, limits.
+
+Every problem becomes a ``DynamoError`` (ValidationException) with a message that names the
+field, so a malformed request never reaches the storage layer and never crashes the router.
+
+    name = table_name(request)                           # "orders", or ValidationException
+    pk, sk = encoded_key(layout.spec.key_schema, item)   # key bytes for routing and storage
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from cluster.dynamo import ValidationError, validate_item, validate_key_value
+from cluster.dynamo.values import check_item_size
+from cluster.metadata.partitionmap import KeySchema
+from cluster.storage.itemstore import encode_key_value
+
+from .errors import DynamoError
+
+TABLE_NAME = re.compile(r"^[a-zA-Z0-9_.-]{3,255}$")
+KEY_TYPES = ("S", "N", "B")
+MAX_KEY_BYTES = {"hash": 2048, "range": 1024}
+
+
+def field(request: Mapping[str, Any], name: str, kind: type, required: bool = False) -> Any:
+    """``request[name]`` checked to be a ``kind``; None when absent and optional."""
+    value = request.get(name)
+    if value is None:
+        if required:
+            raise DynamoError.validation(
+                f"1 validation error detected: Value null at '{_camel(name)}' failed to satisfy "
+                "constraint: Member must not be null"
+            )
+        return None
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise DynamoError("SerializationException", f"Unexpected value type for field {name}")
+    return value
+
+
+def _camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def table_name(request: Mapping[str, Any]) -> str:
+    name: str = field(request, "TableName", str, required=True)
+    if not TABLE_NAME.match(name):
+        raise DynamoError.validation(
+            f"1 validation error detected: Value '{name}' at 'tableName' failed to satisfy "
+            "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+ and "
+            "have length between 3 and 255"
+        )
+    return name
+
+
+def choice(request: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = field(request, name, str) or default
+    if value not in allowed:
+        raise DynamoError.validation(
+            f"1 validation error detected: Value '{value}' at '{_camel(name)}' failed to satisfy "
+            f"constraint: Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+    return str(value)
+
+
+def limit(request: Mapping[str, Any]) -> int | None:
+    value: int | None = field(request, "Limit", int)
+    if value is not None and value < 1:
+        raise DynamoError.validation(
+            f"1 validation error detected: Value '{value}' at 'limit' failed to satisfy "
+            "constraint: Member must have value greater than or equal to 1"
+        )
+    return value
+
+
+def item(request: Mapping[str, Any], schema: KeySchema) -> dict[str, Any]:
+    value: dict[str, Any] = field(request, "Item", dict, required=True)
+    guarded(validate_item, value)
+    for name in schema.names():
+        if name not in value:
+            raise DynamoError.validation(
+                f"One or more parameter values were invalid: Missing the key {name} in the item"
+            )
+    check_key_types(schema, value)
+    guarded(check_item_size, value)
+    return value
+
+
+def key(request: Mapping[str, Any], schema: KeySchema, name: str = "Key") -> dict[str, Any]:
+    """A ``Key`` map holding exactly the table's key attributes with the right types."""
+    value: dict[str, Any] = field(request, name, dict, required=True)
+    return key_map(value, schema)
+
+
+def key_map(value: Mapping[str, Any], schema: KeySchema) -> dict[str, Any]:
+    if set(value) != set(schema.names()):
+        raise DynamoError.validation("The provided key element does not match the schema")
+    check_key_types(schema, value)
+    return dict(value)
+
+
+def check_key_types(schema: KeySchema, value: Mapping[str, Any]) -> None:
+    for role, name, expected in schema.parts():
+        if name not in value:
+            continue  # callers check presence; this checks the types of what is there
+        av = value[name]
+        try:
+            validate_key_value(av, name, expected)
+        except ValidationError as exc:
+            raise DynamoError.validation(
+                "One or more parameter values were invalid: " + exc.message
+            ) from None
+        raw = next(iter(av.values())) if isinstance(av, dict) and av else ""
+        if isinstance(raw, str) and len(raw.encode()) > MAX_KEY_BYTES[role]:
+            raise DynamoError.validation(
+                f"One or more parameter values were invalid: Size of {role} key attribute "
+                f"{name} exceeds the limit of {MAX_KEY_BYTES[role]} bytes"
+            )
+
+
+def encoded_key(schema: KeySchema, value: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """(pk, sk) bytes as the store orders them; sk is b"" for tables without a sort key."""
+    pk = encode_key_value(value[schema.hash_name])
+    sk = encode_key_value(value[schema.range_name]) if schema.range_name else b""
+    return pk, sk
+
+
+def key_of(schema: KeySchema, full_item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: full_item[name] for name in schema.names() if name in full_item}
+
+
+def guarded(fn: Any, *args: Any) -> Any:
+    """Call into the expression engine, turning its ValidationError into ours."""
+    try:
+        return fn(*args)
+    except ValidationError as exc:
+        raise DynamoError.validation(exc.message) from None
+
+
+def expression_inputs(request: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    names = field(request, "ExpressionAttributeNames", dict)
+    values = field(request, "ExpressionAttributeValues", dict)
+    return (names or {}), (values or {})
+
+
+def reject_legacy(request: Mapping[str, Any], *names: str) -> None:
+    """Legacy parameters (Expected, AttributesToGet, ...) are not supported: say so clearly."""
+    for name in names:
+        if name in request:
+            raise DynamoError.validation(
+                f"{name} is a legacy parameter this cluster does not support; use the "
+                "expression parameters instead"
+            )
