@@ -18,6 +18,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from chaos.cluster_cli import cluster_app
+
 DIST_NAME = "gameday"
 
 # Rich keeps the help's line breaks, so each paragraph is one line and the terminal wraps it.
@@ -47,11 +49,6 @@ app = typer.Typer(
     help=HELP,
 )
 
-cluster_app = typer.Typer(
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    help="start, inspect and stop a local cluster [dim](commands coming)[/dim]",
-)
 app.add_typer(cluster_app, name="cluster")
 
 _err = Console(stderr=True)

@@ -8,17 +8,25 @@ with LocalNodes(tmp_path, groups={"p0": ("n1", "n2", "n3")}) as cluster:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from cluster.config import ClusterConfig, ProcessInfo
+from cluster.topology import parse_topology
+
+from .processes import ProcessTable
 
 _subnet = 10 + (os.getpid() % 200)  # spread concurrent runs over 127.x.0.0/16
 
@@ -164,3 +172,195 @@ class LocalNodes:
                 return leader
             time.sleep(0.05)
         raise TimeoutError(f"no leader for {group} within {timeout}s")
+
+
+# --- the whole cluster ---------------------------------------------------------------------------
+
+STORAGE_PORT, STORAGE_ADMIN_PORT = 7100, 7180
+ROUTER_PORT, MEMDS_PORT, GAC_PORT = 8000, 7300, 7400
+DEFAULT_ACCESS_KEY = "gameday"
+DEFAULT_SECRET_KEY = "gameday-local-secret"
+
+
+def subnet_for(data_dir: Path) -> int:
+    """A second octet for 127.X.0.0/16 derived from the data dir, so clusters do not collide."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).digest()
+    return 20 + digest[0] % 200
+
+
+def build_config(topology: str, data_dir: Path, partitions: int = 4) -> ClusterConfig:
+    """Addresses for every process: AZ i gets 127.X.i.0/24, one address per process."""
+    topo = parse_topology(topology)
+    x = subnet_for(data_dir)
+    processes: dict[str, ProcessInfo] = {}
+    for i, az in enumerate(topo.azs, start=1):
+        nodes = [n for n in topo.storage_nodes() if n.az == az]
+        for j, node in enumerate(nodes, start=1):
+            host = f"127.{x}.{i}.{j}"
+            processes[node.id] = ProcessInfo(
+                id=node.id,
+                role="storage",
+                az=az,
+                rack=node.rack,
+                listen=f"{host}:{STORAGE_PORT}",
+                admin=f"{host}:{STORAGE_ADMIN_PORT}",
+            )
+        for k, spec in enumerate(p for p in topo.routers() if p.az == az):
+            host = f"127.{x}.{i}.{100 + k}"
+            addr = f"{host}:{ROUTER_PORT}"
+            processes[spec.id] = ProcessInfo(
+                id=spec.id, role="router", az=az, listen=addr, admin=addr
+            )
+        for k, spec in enumerate(p for p in topo.memds() if p.az == az):
+            host = f"127.{x}.{i}.{150 + k}"
+            addr = f"{host}:{MEMDS_PORT}"
+            processes[spec.id] = ProcessInfo(
+                id=spec.id, role="memds", az=az, listen=addr, admin=addr
+            )
+    gac = f"127.{x}.1.200:{GAC_PORT}"
+    processes["gac"] = ProcessInfo(id="gac", role="gac", az=topo.azs[0], listen=gac, admin=gac)
+    return ClusterConfig(
+        topology=topology,
+        processes=processes,
+        credentials={DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY},
+        default_partitions=partitions,
+    )
+
+
+class LocalCluster:
+    """The whole cluster as local processes: storage nodes, MemDS, GAC and routers.
+
+    ``data_dir`` holds everything: ``cluster.json`` (the config every process reads), one data
+    directory per storage node, ``run/*.pid`` and ``logs/*.log``. Commands in separate
+    invocations (``up``, ``status``, ``down``, faults) find the cluster through it.
+
+        cluster = LocalCluster.create(Path(".gameday/cluster"), "3x2x1")
+        cluster.up()                       # starts every process, waits until healthy
+        cluster.kill("sn-a1")              # SIGKILL (power off); cluster.start("sn-a1") again
+        cluster.down(wipe=True)
+    """
+
+    def __init__(self, data_dir: Path, config: ClusterConfig) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.procs = ProcessTable(data_dir / "run", data_dir / "logs")
+
+    @classmethod
+    def create(cls, data_dir: Path, topology: str = "3x2x1", partitions: int = 4) -> LocalCluster:
+        """Open the cluster in ``data_dir``, writing its config on first use."""
+        path = data_dir / "cluster.json"
+        if path.exists():
+            config = ClusterConfig.load(path)
+            if config.topology != topology:
+                raise ValueError(
+                    f"{data_dir} holds a {config.topology} cluster; use it as is, or remove it "
+                    f"with 'gameday cluster down --wipe' to start a {topology} one"
+                )
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            config = build_config(topology, data_dir, partitions)
+            config.save(path)
+        return cls(data_dir, config)
+
+    @classmethod
+    def open(cls, data_dir: Path) -> LocalCluster:
+        path = data_dir / "cluster.json"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no cluster in {data_dir} (start one with 'gameday cluster up')"
+            )
+        return cls(data_dir, ClusterConfig.load(path))
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "cluster.json"
+
+    def argv(self, process_id: str) -> list[str]:
+        info = self.config.process(process_id)
+        common = ["--config", str(self.config_path)]
+        if info.role == "storage":
+            node_dir = self.data_dir / "nodes" / process_id
+            return [
+                sys.executable,
+                "-m",
+                "cluster.storage",
+                "--node-id",
+                process_id,
+                "--data-dir",
+                str(node_dir),
+                "--log-level",
+                "WARNING",
+                *common,
+            ]
+        module = {"router": "cluster.router", "memds": "cluster.memds", "gac": "cluster.admission"}
+        return [sys.executable, "-m", module[info.role], "--id", process_id, *common]
+
+    def process_ids(self, role: str | None = None) -> list[str]:
+        order = {"storage": 0, "gac": 1, "memds": 2, "router": 3}
+        ids = [p.id for p in self.config.processes.values() if role in (None, p.role)]
+        return sorted(ids, key=lambda i: (order[self.config.processes[i].role], i))
+
+    def start(self, process_id: str) -> None:
+        if not self.procs.alive(process_id):
+            self.procs.spawn(process_id, self.argv(process_id))
+
+    def kill(self, process_id: str) -> None:
+        self.procs.signal(process_id, signal.SIGKILL)
+
+    def up(self, timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> None:
+        """Start every process that is not running, then wait until all are healthy."""
+        for process_id in self.process_ids():
+            self.start(process_id)
+        self.wait_healthy(timeout, progress)
+
+    def down(self, wipe: bool = False) -> None:
+        for process_id in reversed(self.process_ids()):
+            self.procs.stop(process_id)
+        if wipe:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def health_url(self, process_id: str) -> str:
+        info = self.config.process(process_id)
+        return f"http://{info.admin}/health"
+
+    def health(self, process_id: str) -> dict[str, Any] | None:
+        """The process's /health body, or None if it is down or not answering."""
+        if not self.procs.alive(process_id):
+            return None
+        try:
+            with urllib.request.urlopen(self.health_url(process_id), timeout=1.0) as resp:
+                body: dict[str, Any] = json.loads(resp.read())
+                return body
+        except (OSError, ValueError):
+            return None
+
+    def wait_healthy(
+        self, timeout: float = 60.0, progress: Callable[[str], None] | None = None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        for process_id in self.process_ids():
+            while self.health(process_id) is None:
+                if not self.procs.alive(process_id):
+                    raise RuntimeError(
+                        f"{process_id} exited; see {self.procs.log_file(process_id)}"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{process_id} not healthy after {timeout:.0f}s; "
+                        f"see {self.procs.log_file(process_id)}"
+                    )
+                time.sleep(0.05)
+            if progress is not None:
+                progress(process_id)
+
+    def endpoints(self) -> dict[str, str]:
+        return {p: f"http://{self.config.process(p).listen}" for p in self.process_ids("router")}
+
+    def storage_status(self, node_id: str) -> dict[str, Any] | None:
+        info = self.config.process(node_id)
+        try:
+            with urllib.request.urlopen(f"http://{info.admin}/replicas", timeout=1.0) as resp:
+                body: dict[str, Any] = json.loads(resp.read())
+                return body
+        except (OSError, ValueError):
+            return None

@@ -146,6 +146,7 @@ class RouterContext:
     gac: GacClient | None = field(init=False, default=None)
     gac_url: str = field(init=False, default="")
     registered: set[str] = field(init=False, default_factory=set)
+    first_seen: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         me = self.config.process(self.router_id)
@@ -209,7 +210,15 @@ class RouterContext:
             units, bucket = write_units(size), "write"
         else:
             units, bucket = read_units(size, kind == "read_consistent"), "read"
-        if not self.admission.try_admit(layout.spec.name, bucket, units, time.monotonic()):
+        now = time.monotonic()
+        admitted = self.admission.try_admit(layout.spec.name, bucket, units, now)
+        first_seen = self.first_seen.setdefault(layout.spec.name, now)
+        if not admitted and now - first_seen < self.gac.interval:
+            # A table this router has not been granted tokens for yet: admit while the first
+            # grant is on its way (asked for now), rather than throttle a cold start.
+            self.gac.wake()
+            admitted = True
+        if not admitted:
             raise DynamoError.throttled(layout.spec.billing_mode == "PROVISIONED")
 
     def describe_stats(self) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from typing import Any
 
 from cluster.dynamo import (
     apply_projection,
-    check_placeholders_used,
     parse_condition,
     parse_projection,
     parse_update,
@@ -78,7 +77,7 @@ async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
     layout = await ctx.table(v.table_name(request))
     item = v.item(request, layout.spec.key_schema)
     names, values = v.expression_inputs(request)
-    v.guarded(check_placeholders_used, names, values, [request.get("ConditionExpression")])
+    v.placeholders(request, [request.get("ConditionExpression")])
     condition = _condition(request, names, values)
     returns = _returns(request, ("NONE", "ALL_OLD"))
     pk, sk = v.encoded_key(layout.spec.key_schema, item)
@@ -93,7 +92,7 @@ async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     layout = await ctx.table(v.table_name(request))
     key = v.key(request, layout.spec.key_schema)
     names, values = v.expression_inputs(request)
-    v.guarded(check_placeholders_used, names, values, [request.get("ConditionExpression")])
+    v.placeholders(request, [request.get("ConditionExpression")])
     condition = _condition(request, names, values)
     returns = _returns(request, ("NONE", "ALL_OLD"))
     pk, sk = v.encoded_key(layout.spec.key_schema, key)
@@ -111,7 +110,7 @@ async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     names, values = v.expression_inputs(request)
     update_text = v.field(request, "UpdateExpression", str)
     expressions = [update_text, request.get("ConditionExpression")]
-    v.guarded(check_placeholders_used, names, values, expressions)
+    v.placeholders(request, expressions)
     if update_text is not None:
         update = v.guarded(parse_update, update_text)
         v.guarded(validate_update, update, names, values, schema.names())
@@ -165,10 +164,12 @@ async def _get(
     return item
 
 
-def _projection(request: dict[str, Any]) -> Any:
-    names = v.field(request, "ExpressionAttributeNames", dict) or {}
+def _projection(request: dict[str, Any], check_placeholders: bool = True) -> Any:
+    """The parsed ProjectionExpression; for a request whose only expression it is, also check
+    the placeholders (requests with more expressions check them all together)."""
     text = v.field(request, "ProjectionExpression", str)
-    v.guarded(check_placeholders_used, names, {}, [text])
+    if check_placeholders:
+        v.placeholders(request, [text])
     return None if text is None else v.guarded(parse_projection, text)
 
 

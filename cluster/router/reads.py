@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.dynamo import (
-    check_placeholders_used,
     evaluate_condition,
     parse_condition,
     parse_key_condition,
@@ -59,7 +58,7 @@ class _Page:
         self.limit = limit
         self.count_only = select == "COUNT"
         self.filter = _filter(request)
-        self.projection = _projection(request)
+        self.projection = _projection(request, check_placeholders=False)
         self.names, self.values = v.expression_inputs(request)
         self.items: list[dict[str, Any]] = []
         self.count = 0
@@ -104,10 +103,8 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     schema = layout.spec.key_schema
     text = v.field(request, "KeyConditionExpression", str, required=True)
     names, values = v.expression_inputs(request)
-    v.guarded(
-        check_placeholders_used,
-        names,
-        values,
+    v.placeholders(
+        request,
         [
             text,
             request.get("FilterExpression"),
@@ -198,11 +195,8 @@ async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     if request.get("Segment") is not None or request.get("TotalSegments") is not None:
         raise DynamoError.validation("Parallel scans (Segment, TotalSegments) are not supported")
     layout = await ctx.table(v.table_name(request))
-    names, values = v.expression_inputs(request)
-    v.guarded(
-        check_placeholders_used,
-        names,
-        values,
+    v.placeholders(
+        request,
         [
             request.get("FilterExpression"),
             request.get("ProjectionExpression"),

@@ -13,7 +13,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from cluster.dynamo import ValidationError, validate_item, validate_key_value
+from cluster.dynamo import (
+    ValidationError,
+    check_placeholders_used,
+    validate_item,
+    validate_key_value,
+)
 from cluster.dynamo.values import check_item_size
 from cluster.metadata.partitionmap import KeySchema
 from cluster.storage.itemstore import encode_key_value
@@ -143,6 +148,14 @@ def expression_inputs(request: Mapping[str, Any]) -> tuple[dict[str, str], dict[
     names = field(request, "ExpressionAttributeNames", dict)
     values = field(request, "ExpressionAttributeValues", dict)
     return (names or {}), (values or {})
+
+
+def placeholders(request: Mapping[str, Any], expressions: list[Any]) -> None:
+    """Check the request's placeholder maps (as sent: absent is not empty) against its
+    expressions: undefined, unused and malformed placeholders are ValidationExceptions."""
+    names = field(request, "ExpressionAttributeNames", dict)
+    values = field(request, "ExpressionAttributeValues", dict)
+    guarded(check_placeholders_used, names, values, expressions)
 
 
 def reject_legacy(request: Mapping[str, Any], *names: str) -> None:

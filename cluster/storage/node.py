@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,20 @@ class StorageNode:
             joining = self.config.node_id not in members
             await self._open_replica(group, None if joining else frozenset(members))
             self._save_groups()
+            return True
+
+    async def drop_group(self, group: str) -> bool:
+        """Stop hosting ``group`` and delete its data (idempotent). True when it was hosted."""
+        async with self._group_lock:
+            replica = self.replicas.pop(group, None)
+            if replica is None:
+                return False
+            await replica.close()
+            self._save_groups()
+            path = self.config.data_dir / "groups" / group
+            trash = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
+            path.rename(trash)  # atomic: a crash never leaves a half-deleted replica behind
+            await asyncio.to_thread(shutil.rmtree, trash, True)
             return True
 
     async def _tick_loop(self) -> None:
@@ -354,6 +369,9 @@ class StorageNode:
         replicas = [self.replica(request)] if wanted else list(self.replicas.values())
         return {"digests": [await r.digest() for r in replicas]}
 
+    async def _op_drop_group(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"dropped": await self.drop_group(str(request["group"]))}
+
     async def _op_create_group(self, request: dict[str, Any]) -> dict[str, Any]:
         members = [str(m) for m in request["members"]]
         return {"created": await self.create_group(str(request["group"]), members)}
@@ -382,6 +400,7 @@ _HANDLERS = {
     "status": StorageNode._op_status,
     "digest": StorageNode._op_digest,
     "create_group": StorageNode._op_create_group,
+    "drop_group": StorageNode._op_drop_group,
     "change_membership": StorageNode._op_change_membership,
 }
 

@@ -1,0 +1,190 @@
+"""`gameday cluster ...`: start, inspect and stop a cluster on the local backend.
+
+gameday cluster up [--topology 3x2x1] [--data-dir .gameday/cluster]
+gameday cluster status [--json]
+gameday cluster down [--wipe]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+
+DEFAULT_DATA_DIR = Path(".gameday/cluster")
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", help="Where the cluster keeps its config, data and logs.")
+]
+
+cluster_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Start, inspect and stop a cluster of local processes (one address per node on "
+    "127.x.y.z). Restarting [cyan]up[/cyan] on an existing data dir recovers all its data.",
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _open(data_dir: Path) -> LocalCluster:
+    try:
+        return LocalCluster.open(data_dir)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@cluster_app.command("up")
+def up(
+    topology: Annotated[
+        str, typer.Option(help="AZSxRACKSxNODES: availability zones, racks per AZ, nodes per rack.")
+    ] = "3x2x1",
+    partitions: Annotated[int, typer.Option(help="Partitions per new table.", min=1)] = 4,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 60.0,
+) -> None:
+    """Start every process of the cluster and wait until all are healthy."""
+    try:
+        cluster = LocalCluster.create(data_dir, topology, partitions)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    started = time.monotonic()
+    total = len(cluster.process_ids())
+    with console.status("starting processes ...") as status:
+        done: list[str] = []
+
+        def progress(process_id: str) -> None:
+            done.append(process_id)
+            status.update(f"healthy: {len(done)}/{total} ({process_id})")
+
+        try:
+            cluster.up(timeout, progress)
+        except (RuntimeError, TimeoutError) as exc:
+            err.print(f"[red]cluster did not come up:[/red] {exc}")
+            raise typer.Exit(1) from None
+    console.print(
+        f"[green]cluster up[/green] in {time.monotonic() - started:.1f}s "
+        f"({cluster.config.topology}, {total} processes, data in {data_dir})"
+    )
+    endpoints = cluster.endpoints()
+    table = Table(title="DynamoDB endpoints (one router per AZ)")
+    table.add_column("router")
+    table.add_column("endpoint_url")
+    for router, url in endpoints.items():
+        table.add_row(router, url)
+    console.print(table)
+    secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
+    first = next(iter(endpoints.values()))
+    console.print(
+        f"credentials: aws_access_key_id=[bold]{DEFAULT_ACCESS_KEY}[/bold] "
+        f"aws_secret_access_key=[bold]{secret}[/bold] (any region)\n"
+        f"try: AWS_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={secret} "
+        f"AWS_DEFAULT_REGION=us-east-1 aws dynamodb list-tables --endpoint-url {first}"
+    )
+
+
+@cluster_app.command("status")
+def status(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show every process by AZ and rack, its health, and the replicas each node holds."""
+    cluster = _open(data_dir)
+    rows = collect_status(cluster)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"cluster in {data_dir} ({cluster.config.topology})")
+    for col in ("process", "role", "az", "rack", "health", "address", "replicas", "leads", "lag"):
+        table.add_column(col)
+    for row in rows["processes"]:
+        health = "[green]up[/green]" if row["healthy"] else "[red]down[/red]"
+        table.add_row(
+            row["id"],
+            row["role"],
+            row["az"],
+            row.get("rack") or "",
+            health,
+            row["address"],
+            str(row.get("replicas", "")),
+            str(row.get("leads", "")),
+            str(row.get("max_lag", "")),
+        )
+    console.print(table)
+    if rows["partitions"]:
+        parts = Table(title="replication groups")
+        for col in ("group", "leader", "term", "commit", "members"):
+            parts.add_column(col)
+        for group in rows["partitions"]:
+            parts.add_row(
+                group["group"],
+                group["leader"] or "[red]none[/red]",
+                str(group["term"]),
+                str(group["commit"]),
+                ", ".join(group["members"]),
+            )
+        console.print(parts)
+    if not rows["healthy"]:
+        raise typer.Exit(1)
+
+
+def collect_status(cluster: LocalCluster) -> dict[str, Any]:
+    processes: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for process_id in cluster.process_ids():
+        info = cluster.config.process(process_id)
+        row: dict[str, Any] = {
+            "id": process_id,
+            "role": info.role,
+            "az": info.az,
+            "rack": info.rack,
+            "address": info.listen,
+            "healthy": cluster.health(process_id) is not None,
+        }
+        if info.role == "storage" and row["healthy"]:
+            body = cluster.storage_status(process_id) or {"replicas": []}
+            replicas = body["replicas"]
+            row["replicas"] = len(replicas)
+            row["leads"] = sum(1 for r in replicas if r["role"] == "leader")
+            row["max_lag"] = max((r["commit"] - r["applied"] for r in replicas), default=0)
+            for r in replicas:
+                g = groups.setdefault(
+                    r["group"],
+                    {
+                        "group": r["group"],
+                        "leader": None,
+                        "term": 0,
+                        "commit": 0,
+                        "members": r["members"],
+                    },
+                )
+                if r["role"] == "leader" and r["term"] >= g["term"]:
+                    g.update(leader=process_id, term=r["term"])
+                g["commit"] = max(g["commit"], r["commit"])
+        processes.append(row)
+    return {
+        "topology": cluster.config.topology,
+        "healthy": all(p["healthy"] for p in processes),
+        "processes": processes,
+        "partitions": sorted(groups.values(), key=lambda g: g["group"]),
+        "endpoints": cluster.endpoints(),
+    }
+
+
+@cluster_app.command("down")
+def down(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    wipe: Annotated[bool, typer.Option(help="Also delete all data, logs and config.")] = False,
+) -> None:
+    """Stop every process (SIGTERM, then SIGKILL); --wipe deletes the data too."""
+    cluster = _open(data_dir)
+    cluster.down(wipe=wipe)
+    console.print(f"[green]cluster stopped[/green]{' and wiped' if wipe else ''}")
