@@ -218,8 +218,13 @@ class RouterContext:
             # grant is on its way (asked for now), rather than throttle a cold start.
             self.gac.wake()
             admitted = True
+        if not admitted and layout.spec.billing_mode != "PROVISIONED":
+            # On-demand: the table limit (tens of thousands of units/s) is far above what a
+            # router's grant lag would refuse; the demand is still reported to GAC, and the
+            # partition buckets at the leaders still protect the storage nodes.
+            admitted = True
         if not admitted:
-            raise DynamoError.throttled(layout.spec.billing_mode == "PROVISIONED")
+            raise DynamoError.throttled(provisioned=True)
 
     def describe_stats(self) -> dict[str, Any]:
         s = self.resolver.stats

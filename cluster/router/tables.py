@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from typing import Any, cast
 
+from cluster.admission.partition import partition_share
 from cluster.metadata.partitionmap import (
     BillingMode,
     KeySchema,
@@ -181,7 +182,13 @@ async def _create_groups(ctx: RouterContext, layout: TableLayout) -> None:
     async def create(node: str, group: str, members: list[str]) -> bool:
         try:
             await ctx.storage.node_call(
-                node, "create_group", ctx.deadline, group=group, members=members
+                node,
+                "create_group",
+                ctx.deadline,
+                group=group,
+                members=members,
+                rate=_partition_rate(layout),
+                provisioned=layout.spec.billing_mode == "PROVISIONED",
             )
             return True
         except DynamoError:
@@ -194,6 +201,14 @@ async def _create_groups(ctx: RouterContext, layout: TableLayout) -> None:
             raise DynamoError.unavailable(f"could not create a quorum of {partition.id}")
     for partition in layout.partitions:
         await ctx.storage.read(partition, "get", True, 15.0, tbl=layout.spec.name, pk=b"", sk=b"")
+
+
+def _partition_rate(layout: TableLayout) -> float | None:
+    """The partition-level bucket's rate: the table's share with headroom (None: on-demand)."""
+    spec = layout.spec
+    if spec.billing_mode != "PROVISIONED":
+        return None
+    return partition_share(spec.read_capacity + spec.write_capacity, len(layout.partitions))
 
 
 async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:

@@ -64,6 +64,7 @@ def parse_args(argv: list[str]) -> NodeConfig:
     listen, admin = args.listen, args.admin
     peers = _pairs(args.peer, "--peer")
     groups = {g: tuple(m.split(",")) for g, m in _pairs(args.group, "--group").items()}
+    memds: tuple[str, ...] = ()
     if args.config is not None:
         cluster = ClusterConfig.load(args.config)
         me = cluster.process(args.node_id)
@@ -72,6 +73,10 @@ def parse_args(argv: list[str]) -> NodeConfig:
         meta = meta_replicas(parse_topology(cluster.topology))
         if args.node_id in meta:
             groups.setdefault(META_GROUP, meta)
+        memds = tuple(
+            f"http://{cluster.dial_address(args.node_id, p.id)}"
+            for p in cluster.processes_with_role("memds")
+        )
     if not listen or not admin:
         parser.error("--listen and --admin are required without --config")
     return NodeConfig(
@@ -84,6 +89,7 @@ def parse_args(argv: list[str]) -> NodeConfig:
         tick_seconds=args.tick_ms / 1000.0,
         raft=RaftConfig(election_ticks=election, lease_ticks=max(1, election * 4 // 5)),
         compact_every=args.compact_every,
+        memds_urls=memds,
     )
 
 

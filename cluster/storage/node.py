@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cluster.admission.partition import PartitionAdmission
 from cluster.consensus.messages import Membership
 from cluster.consensus.raft import RaftConfig
 
@@ -42,6 +44,7 @@ from .transport import PeerLinks, split_address
 from .wire import FrameError, decode_message, encode_frame, read_frame
 
 log = logging.getLogger(__name__)
+UNLIMITED_RATE = 40_000.0  # units/s for groups without a rate (on-demand, metadata)
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -56,6 +59,10 @@ class NodeConfig:
     tick_seconds: float = 0.05
     raft: RaftConfig = field(default_factory=RaftConfig)
     compact_every: int = 2000
+    # MemDS servers to reconcile hosted groups against (the partition map): a node that was
+    # down when a table was created joins its groups when it comes back.
+    memds_urls: tuple[str, ...] = ()
+    reconcile_seconds: float = 5.0
 
 
 class RequestError(Exception):
@@ -86,6 +93,9 @@ class StorageNode:
         self._admin: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._group_lock = asyncio.Lock()
+        # Partition-level admission; groups without a configured rate get a generous default.
+        self.admission = PartitionAdmission(UNLIMITED_RATE, None, time.monotonic())
+        self.limits: dict[str, tuple[float, bool]] = {}  # group -> (rate, provisioned)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -102,6 +112,8 @@ class StorageNode:
         self._server = await asyncio.start_server(self._on_connection, host, port)
         self._admin = await _start_admin(self)
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="ticks"))
+        if self.config.memds_urls:
+            self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
         log.info("node %s up: %d replicas, listening on %s", self.config.node_id,
                  len(self.replicas), self.config.listen)  # fmt: skip
 
@@ -137,19 +149,41 @@ class StorageNode:
         path = self._groups_file()
         if not path.exists():
             return {}
-        return {g: tuple(m) for g, m in json.loads(path.read_text()).items()}
+        groups: dict[str, tuple[str, ...]] = {}
+        for group, entry in json.loads(path.read_text()).items():
+            groups[group] = tuple(entry["members"])
+            if entry.get("rate") is not None:
+                self.limits[group] = (float(entry["rate"]), bool(entry.get("provisioned")))
+                self.admission.set_rate(group, float(entry["rate"]), time.monotonic())
+        return groups
 
     def _save_groups(self) -> None:
-        bootstrap = {g: sorted(r.raft.membership.voters) for g, r in self.replicas.items()}
+        bootstrap = {
+            g: {
+                "members": sorted(r.raft.membership.voters),
+                "rate": self.limits.get(g, (None, False))[0],
+                "provisioned": self.limits.get(g, (None, False))[1],
+            }
+            for g, r in self.replicas.items()
+        }
         tmp = self._groups_file().with_suffix(".tmp")
         tmp.write_text(json.dumps(bootstrap, indent=1, sort_keys=True))
         tmp.replace(self._groups_file())
 
-    async def create_group(self, group: str, members: list[str]) -> bool:
-        """Host a replica of ``group`` (idempotent). Returns True when it was created now."""
+    async def create_group(
+        self, group: str, members: list[str], rate: float | None = None, provisioned: bool = False
+    ) -> bool:
+        """Host a replica of ``group`` (idempotent). Returns True when it was created now.
+
+        ``rate`` (units per second) bounds what this node serves for the group while it leads
+        it: the partition-level token bucket, the second line of admission control.
+        """
         if not GROUP_NAME.match(group):
             raise RequestError("ValidationException", f"bad group name {group!r}")
         async with self._group_lock:
+            if rate is not None:
+                self.limits[group] = (rate, provisioned)
+                self.admission.set_rate(group, rate, time.monotonic())
             if group in self.replicas:
                 return False
             joining = self.config.node_id not in members
@@ -170,6 +204,39 @@ class StorageNode:
             path.rename(trash)  # atomic: a crash never leaves a half-deleted replica behind
             await asyncio.to_thread(shutil.rmtree, trash, True)
             return True
+
+    async def _reconcile_loop(self) -> None:
+        """Join every group the partition map places here that this node does not host yet.
+
+        Groups are never dropped here: a table too new to be in MemDS's map yet must not lose
+        its replica. (Groups of tables deleted while this node was down stay as orphans.)
+        """
+        async with aiohttp.ClientSession() as session:
+            while True:
+                await asyncio.sleep(self.config.reconcile_seconds)
+                for url in self.config.memds_urls:
+                    try:
+                        async with session.get(
+                            url + "/map", timeout=aiohttp.ClientTimeout(total=2.0)
+                        ) as resp:
+                            body = await resp.json() if resp.status == 200 else None
+                    except (aiohttp.ClientError, TimeoutError, ValueError):
+                        continue
+                    if body is not None:
+                        await self._join_missing(body.get("tables") or {})
+                        break
+
+    async def _join_missing(self, tables: dict[str, Any]) -> None:
+        me = self.config.node_id
+        for layout in tables.values():
+            if layout is None:
+                continue
+            for partition in layout.get("partitions", []):
+                replicas = [str(r) for r in partition.get("replicas", [])]
+                group = str(partition.get("id"))
+                if me in replicas and group not in self.replicas:
+                    log.info("joining %s (placed here by the partition map)", group)
+                    await self.create_group(group, replicas)
 
     async def _tick_loop(self) -> None:
         """Tick every replica once per tick_seconds of real time, catching up after stalls."""
@@ -244,6 +311,8 @@ class StorageNode:
             handler = _HANDLERS.get(op)
             if handler is None:
                 raise RequestError("ValidationException", f"unknown operation {op!r}")
+            if op in _ADMITTED:
+                self._admit(request)
             response = await handler(self, request)
             outcome = "ok"
         except RequestError as exc:
@@ -264,6 +333,18 @@ class StorageNode:
         self.requests.labels(op, outcome).inc()
         self.latency.labels(op).observe(time.monotonic() - started)
         return response
+
+    def _admit(self, request: dict[str, Any]) -> None:
+        """The partition-level bucket, applied where the work lands: at the group's leader."""
+        group = str(request.get("group"))
+        replica = self.replicas.get(group)
+        if replica is None or replica.raft.leader != self.config.node_id:
+            return
+        if not self.admission.try_admit(group, 1.0, time.monotonic()):
+            provisioned = self.limits.get(group, (None, False))[1]
+            raise RequestError(
+                "Throttled", f"partition {group} is over its rate", provisioned=provisioned
+            )
 
     def replica(self, request: dict[str, Any]) -> Replica:
         group = str(request["group"])
@@ -374,7 +455,14 @@ class StorageNode:
 
     async def _op_create_group(self, request: dict[str, Any]) -> dict[str, Any]:
         members = [str(m) for m in request["members"]]
-        return {"created": await self.create_group(str(request["group"]), members)}
+        rate = request.get("rate")
+        created = await self.create_group(
+            str(request["group"]),
+            members,
+            None if rate is None else float(rate),
+            bool(request.get("provisioned")),
+        )
+        return {"created": created}
 
     async def _op_change_membership(self, request: dict[str, Any]) -> dict[str, Any]:
         """Leader only: change one member of a group (thesis §4.1), waiting for it to commit."""
@@ -392,6 +480,7 @@ class StorageNode:
         }
 
 
+_ADMITTED = frozenset({"propose", "get", "query", "scan"})
 _HANDLERS = {
     "propose": StorageNode._op_propose,
     "get": StorageNode._op_get,

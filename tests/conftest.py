@@ -1,0 +1,52 @@
+"""Shared fixtures: a real local cluster (processes on 127.x.y.z) and boto3 clients for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One full cluster (3x2x1) for the whole session; tests create their own tables."""
+    cluster = LocalCluster.create(tmp_path_factory.mktemp("cluster"), "3x2x1", partitions=4)
+    cluster.up(timeout=60)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def client_for(  # type: ignore[no-untyped-def]
+    cluster: LocalCluster, router: str = "rt-a", secret: str | None = None, config=None
+):
+    return boto3.client(
+        "dynamodb",
+        config=config,
+        endpoint_url=cluster.endpoints()[router],
+        region_name="us-east-1",
+        aws_access_key_id=DEFAULT_ACCESS_KEY,
+        aws_secret_access_key=secret or cluster.config.credentials[DEFAULT_ACCESS_KEY],
+    )
+
+
+@pytest.fixture
+def dynamodb(local_cluster: LocalCluster):  # type: ignore[no-untyped-def]
+    """A boto3 DynamoDB client for router rt-a of the session cluster."""
+    return client_for(local_cluster)
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A cluster of its own, for tests that kill or pause processes."""
+    cluster = LocalCluster.create(tmp_path / "cluster", "3x2x1", partitions=2)
+    cluster.up(timeout=60)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
