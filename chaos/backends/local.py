@@ -23,8 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from chaos.mesh import Link, LinkMesh, plan_links, wait_ready, with_mesh
 from cluster.config import ClusterConfig, ProcessInfo
-from cluster.topology import parse_topology
+from cluster.topology import Topology, parse_topology
 
 from .processes import ProcessTable
 
@@ -176,6 +177,7 @@ class LocalNodes:
 
 # --- the whole cluster ---------------------------------------------------------------------------
 
+TOXIPROXY_API_PORT, FIRST_PROXY_PORT = 8474, 21000
 STORAGE_PORT, STORAGE_ADMIN_PORT = 7100, 7180
 ROUTER_PORT, MEMDS_PORT, GAC_PORT = 8000, 7300, 7400
 DEFAULT_ACCESS_KEY = "gameday"
@@ -186,6 +188,35 @@ def subnet_for(data_dir: Path) -> int:
     """A second octet for 127.X.0.0/16 derived from the data dir, so clusters do not collide."""
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).digest()
     return 20 + digest[0] % 200
+
+
+TOXIPROXY = "toxiproxy"
+
+
+def toxiproxy_binary() -> Path:
+    """The toxiproxy-server next to this Python (the venv's bin), or on PATH."""
+    beside = Path(sys.executable).parent / "toxiproxy-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("toxiproxy-server")
+    if found is None:
+        raise FileNotFoundError(
+            "toxiproxy-server not found next to this Python or on PATH: run 'make toxiproxy' "
+            "(it builds the real Toxiproxy server with Go), or start the cluster without the "
+            "mesh (--no-mesh), which leaves network faults unavailable"
+        )
+    return Path(found)
+
+
+def mesh_host(config: ClusterConfig) -> str:
+    """The loopback address the Toxiproxy API and every proxy listen on."""
+    any_storage = config.processes_with_role("storage")[0].listen
+    second = any_storage.split(".")[1]
+    return f"127.{second}.0.254"
+
+
+def mesh_links(config: ClusterConfig) -> dict[tuple[str, str], Link]:
+    return plan_links(config, mesh_host(config), FIRST_PROXY_PORT)
 
 
 def build_config(topology: str, data_dir: Path, partitions: int = 4) -> ClusterConfig:
@@ -240,14 +271,24 @@ class LocalCluster:
         cluster.down(wipe=True)
     """
 
+    name = "local"
+
     def __init__(self, data_dir: Path, config: ClusterConfig) -> None:
         self.data_dir = data_dir
         self.config = config
+        self.state_dir = data_dir
         self.procs = ProcessTable(data_dir / "run", data_dir / "logs")
+        self._mesh: LinkMesh | None = None
 
     @classmethod
-    def create(cls, data_dir: Path, topology: str = "3x2x1", partitions: int = 4) -> LocalCluster:
-        """Open the cluster in ``data_dir``, writing its config on first use."""
+    def create(
+        cls, data_dir: Path, topology: str = "3x2x1", partitions: int = 4, mesh: bool = True
+    ) -> LocalCluster:
+        """Open the cluster in ``data_dir``, writing its config on first use.
+
+        With ``mesh`` every link between cluster processes runs through a Toxiproxy proxy
+        (one per directed pair), so that network faults can be injected on any of them.
+        """
         path = data_dir / "cluster.json"
         if path.exists():
             config = ClusterConfig.load(path)
@@ -259,6 +300,9 @@ class LocalCluster:
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
             config = build_config(topology, data_dir, partitions)
+            if mesh:
+                toxiproxy_binary()  # fail now, clearly, rather than at 'up'
+                config = with_mesh(config, mesh_links(config))
             config.save(path)
         return cls(data_dir, config)
 
@@ -295,6 +339,40 @@ class LocalCluster:
         module = {"router": "cluster.router", "memds": "cluster.memds", "gac": "cluster.admission"}
         return [sys.executable, "-m", module[info.role], "--id", process_id, *common]
 
+    # --- the Toxiproxy mesh --------------------------------------------------------------------
+
+    @property
+    def has_mesh(self) -> bool:
+        return bool(self.config.dial)
+
+    def toxiproxy_api(self) -> str:
+        return f"http://{mesh_host(self.config)}:{TOXIPROXY_API_PORT}"
+
+    def mesh(self) -> LinkMesh | None:
+        if not self.has_mesh:
+            return None
+        if self._mesh is None:
+            self._mesh = LinkMesh(self.toxiproxy_api())
+        return self._mesh
+
+    def links(self) -> dict[tuple[str, str], Link]:
+        return mesh_links(self.config) if self.has_mesh else {}
+
+    def start_mesh(self) -> None:
+        """Start toxiproxy-server (if not running) and create every proxy (idempotent)."""
+        if not self.has_mesh:
+            return
+        if not self.procs.alive(TOXIPROXY):
+            argv = [str(toxiproxy_binary()), "-host", mesh_host(self.config),
+                    "-port", str(TOXIPROXY_API_PORT)]  # fmt: skip
+            self.procs.spawn(TOXIPROXY, argv)
+        wait_ready(self.toxiproxy_api(), 10.0)
+        mesh = self.mesh()
+        assert mesh is not None
+        mesh.ensure(list(self.links().values()))
+
+    # --- processes ---------------------------------------------------------------------------
+
     def process_ids(self, role: str | None = None) -> list[str]:
         order = {"storage": 0, "gac": 1, "memds": 2, "router": 3}
         ids = [p.id for p in self.config.processes.values() if role in (None, p.role)]
@@ -307,8 +385,24 @@ class LocalCluster:
     def kill(self, process_id: str) -> None:
         self.procs.signal(process_id, signal.SIGKILL)
 
+    def pause(self, process_id: str) -> None:
+        self.procs.signal(process_id, signal.SIGSTOP)
+
+    def resume(self, process_id: str) -> None:
+        self.procs.signal(process_id, signal.SIGCONT)
+
+    def alive(self, process_id: str) -> bool:
+        return self.procs.alive(process_id)
+
+    def topology(self) -> Topology:
+        return parse_topology(self.config.topology)
+
+    def replica_dir(self, node_id: str, group: str) -> Path:
+        return self.data_dir / "nodes" / node_id / "groups" / group
+
     def up(self, timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> None:
-        """Start every process that is not running, then wait until all are healthy."""
+        """Start the mesh and every process that is not running; wait until all are healthy."""
+        self.start_mesh()
         for process_id in self.process_ids():
             self.start(process_id)
         self.wait_healthy(timeout, progress)
@@ -316,6 +410,7 @@ class LocalCluster:
     def down(self, wipe: bool = False) -> None:
         for process_id in reversed(self.process_ids()):
             self.procs.stop(process_id)
+        self.procs.stop(TOXIPROXY)
         if wipe:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
