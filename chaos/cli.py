@@ -11,6 +11,7 @@ work, imported lazily so that `gameday --help` stays fast and works while parts 
 from __future__ import annotations
 
 import asyncio
+import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +20,7 @@ import typer
 from rich.console import Console
 
 from chaos.cluster_cli import cluster_app
+from chaos.fault_cli import fault_app, faults_catalog, heal
 
 DIST_NAME = "gameday"
 
@@ -81,3 +83,105 @@ def demo(
     console = Console()
     if not asyncio.run(run_demo(data_dir, console)):
         raise typer.Exit(1)
+
+
+app.add_typer(fault_app, name="fault")
+app.command("faults")(faults_catalog)
+app.command("heal")(heal)
+
+scenario_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode="rich", help="Check and inspect scenario files."
+)
+app.add_typer(scenario_app, name="scenario")
+
+
+@scenario_app.command("validate")
+def scenario_validate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.", exists=False)],
+) -> None:
+    """Validate scenario files: every problem is reported with its file, field and reason."""
+    from chaos.scenario import ScenarioError, load_scenario
+    from chaos.schedule import ScheduleError, build_timeline
+
+    console = Console()
+    failed = 0
+    for path in files:
+        try:
+            scenario = load_scenario(path)
+            timeline = build_timeline(scenario)
+        except (ScenarioError, ScheduleError, OSError) as exc:
+            failed += 1
+            _err.print(f"[red]{path}[/red]: {exc}")
+            continue
+        console.print(f"[green]ok[/green] {path}: {scenario.name}, {len(timeline)} faults")
+        for tf in timeline:
+            console.print(f"    {tf.describe()}")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command("run")
+def run(
+    scenario: Annotated[Path, typer.Argument(help="A scenario YAML, e.g. scenarios/demo.yaml.")],
+    backend: Annotated[str, typer.Option(help="Where the cluster runs: local.")] = "local",
+    seed: Annotated[int | None, typer.Option(help="Seed for a random schedule.")] = None,
+    out: Annotated[Path, typer.Option(help="Parent of the run directory.")] = Path("runs"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Use the cluster running in this data dir instead of starting one."),
+    ] = None,
+    keep: Annotated[bool, typer.Option(help="Leave the cluster running afterwards.")] = False,
+) -> None:
+    """Run a game day: cluster, workload and canaries, the fault timeline, heal, checks, reports.
+
+    Exit code 0 only when every check passed; 1 when a check failed or could not decide; 2 for
+    an infrastructure error (the cluster could not start, a bad scenario, ...).
+    """
+    from chaos.run import RunOptions, run_game_day
+    from chaos.scenario import ScenarioError
+    from chaos.schedule import ScheduleError
+
+    if backend != "local":
+        _err.print(f"[red]backend {backend!r} is not available yet; use local[/red]")
+        raise typer.Exit(2)
+    options = RunOptions(backend=backend, seed=seed, out=out, data_dir=data_dir, keep=keep)
+    try:
+        code = asyncio.run(run_game_day(scenario, options, Console()))
+    except (ScenarioError, ScheduleError, OSError) as exc:
+        _err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@app.command("check")
+def check(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/2026...-demo.")],
+) -> None:
+    """Re-run every checker on a recorded run (reads only the run directory)."""
+    from checks.report import exit_code, print_summary, run_checks
+
+    if not (run_dir / "history.jsonl").exists():
+        _err.print(f"[red]{run_dir} is not a run directory (no history.jsonl)[/red]")
+        raise typer.Exit(2)
+    verdict = run_checks(run_dir)
+    print_summary(verdict, Console())
+    raise typer.Exit(exit_code(verdict))
+
+
+@app.command("replay")
+def replay(
+    run_dir: Annotated[Path, typer.Argument(help="The run whose fault timeline to repeat.")],
+    out: Annotated[Path, typer.Option(help="Parent of the new run directory.")] = Path("runs"),
+) -> None:
+    """Run a recorded run's scenario again with exactly the same fault timeline."""
+    from chaos.run import RunOptions, run_game_day
+    from chaos.schedule import timeline_from_json
+
+    try:
+        timeline = timeline_from_json((run_dir / "timeline.json").read_text())
+        scenario = Path(json.loads((run_dir / "scenario.json").read_text())["source"])
+    except (OSError, KeyError, ValueError) as exc:
+        _err.print(f"[red]cannot replay {run_dir}: {exc}[/red]")
+        raise typer.Exit(2) from None
+    options = RunOptions(out=out, timeline=timeline)
+    raise typer.Exit(asyncio.run(run_game_day(scenario, options, Console())))

@@ -167,7 +167,8 @@ def collect_status(cluster: LocalCluster) -> dict[str, Any]:
                     },
                 )
                 if r["role"] == "leader" and r["term"] >= g["term"]:
-                    g.update(leader=process_id, term=r["term"])
+                    g["leader"] = process_id
+                g["term"] = max(g["term"], r["term"])
                 g["commit"] = max(g["commit"], r["commit"])
         processes.append(row)
     return {

@@ -20,6 +20,34 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 
+class SigV4Signer:
+    """Headers for one DynamoDB JSON-protocol POST to ``endpoint``, signed with botocore's SigV4.
+
+    Transport-free, so that any HTTP client can use it (aiohttp here, geventhttpclient under
+    Locust): ``signer.headers("GetItem", body)`` -> Content-Type, X-Amz-Target, X-Amz-Date and
+    Authorization. The body must be sent byte for byte as signed.
+    """
+
+    def __init__(
+        self, endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1"
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/") + "/"
+        self.auth = SigV4Auth(Credentials(access_key, secret_key), "dynamodb", region)
+
+    def headers(self, operation: str, body: bytes) -> dict[str, str]:
+        request = AWSRequest(
+            method="POST",
+            url=self.endpoint,
+            data=body,
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": f"DynamoDB_20120810.{operation}",
+            },
+        )
+        self.auth.add_auth(request)
+        return dict(request.headers.items())
+
+
 class DynamoClient:
     def __init__(
         self,
@@ -31,7 +59,7 @@ class DynamoClient:
         connections: int = 64,
     ) -> None:
         self.endpoint = endpoint.rstrip("/") + "/"
-        self.signer = SigV4Auth(Credentials(access_key, secret_key), "dynamodb", region)
+        self.signer = SigV4Signer(self.endpoint, access_key, secret_key, region)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.connections = connections
         self.session: aiohttp.ClientSession | None = None
@@ -49,17 +77,7 @@ class DynamoClient:
             await self.session.close()
 
     def sign(self, operation: str, body: bytes) -> dict[str, str]:
-        request = AWSRequest(
-            method="POST",
-            url=self.endpoint,
-            data=body,
-            headers={
-                "Content-Type": "application/x-amz-json-1.0",
-                "X-Amz-Target": f"DynamoDB_20120810.{operation}",
-            },
-        )
-        self.signer.add_auth(request)
-        return dict(request.headers.items())
+        return self.signer.headers(operation, body)
 
     async def call(self, operation: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Send one operation; returns (HTTP status, decoded body). Raises on transport errors

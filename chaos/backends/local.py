@@ -363,8 +363,13 @@ class LocalCluster:
         if not self.has_mesh:
             return
         if not self.procs.alive(TOXIPROXY):
-            argv = [str(toxiproxy_binary()), "-host", mesh_host(self.config),
-                    "-port", str(TOXIPROXY_API_PORT)]  # fmt: skip
+            argv = [
+                str(toxiproxy_binary()),
+                "-host",
+                mesh_host(self.config),
+                "-port",
+                str(TOXIPROXY_API_PORT),
+            ]
             self.procs.spawn(TOXIPROXY, argv)
         wait_ready(self.toxiproxy_api(), 10.0)
         mesh = self.mesh()

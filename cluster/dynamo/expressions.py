@@ -66,6 +66,7 @@ from cluster.dynamo.values import (
 
 ConditionKind = Literal["ConditionExpression", "FilterExpression", "KeyConditionExpression"]
 MAX_EXPRESSION_BYTES = 4096
+MAX_OPERATORS = 300
 
 GRAMMAR = r"""
     // ConditionExpression, FilterExpression, KeyConditionExpression.
@@ -119,6 +120,11 @@ GRAMMAR = r"""
     %import common.WS
     %ignore WS
 """
+
+# Parse-tree nodes that are an operator or a function call, for the 300-operator limit.
+_OPERATOR_NODES = frozenset(
+    {"or_", "and_", "not_", "compare", "between", "in_", "call", "plus", "minus"}
+)
 
 _PARSER = Lark(GRAMMAR, parser="lalr", start=["condition", "update", "projection"])
 _NAME_REF = re.compile(r"#[A-Za-z0-9_]+")
@@ -179,10 +185,20 @@ def _parse_tree(start: str, text: str, kind: str) -> Tree[Token]:
             f"expression size: {size}"
         )
     try:
-        return _PARSER.parse(text, start=start)
+        tree = _PARSER.parse(text, start=start)
     except UnexpectedInput as e:
         at_end = isinstance(e, UnexpectedToken) and e.token.type == "$END"
         raise _syntax_error(kind, text, None if at_end else e.pos_in_stream) from None
+    # DynamoDB allows at most 300 operators and functions in an expression. The limit also
+    # bounds how deeply an AST nests, so building and evaluating it (both recursive) cannot
+    # exhaust the stack: "NOT NOT ... NOT a = :v" in 4 KB would otherwise nest 1000 deep.
+    operators = sum(1 for t in tree.iter_subtrees() if t.data in _OPERATOR_NODES)
+    if operators > MAX_OPERATORS:
+        raise ValidationError(
+            f"Invalid {kind}: The expression contains too many operators; "
+            f"operator count: {operators}"
+        )
+    return tree
 
 
 @contextmanager

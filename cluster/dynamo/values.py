@@ -31,6 +31,7 @@ ALL_TYPES = frozenset({*SCALAR_TYPES, *SET_TYPES, "L", "M"})
 KEY_TYPES = frozenset({"S", "N", "B"})
 
 MAX_NUMBER_DIGITS = 38
+MAX_NESTING = 32  # levels of lists and maps inside one attribute value
 MAX_ITEM_BYTES = 400 * 1024
 _NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _UPPER_LIMIT = Decimal("1E+126")  # magnitudes must stay below this ...
@@ -65,24 +66,27 @@ def validate_item(item: Mapping[str, Any]) -> None:
         validate_value(av, name)
 
 
-def validate_value(av: Any, path: str = "") -> None:
+def validate_value(av: Any, path: str = "", depth: int = 0) -> None:
     """Raise ``ValidationError`` unless ``av`` is a well-formed attribute value.
 
-    ``path`` names where the value sits (``"Item.tags[2]"``) and is added to the message.
+    ``path`` names where the value sits (``"Item.tags[2]"``) and is added to the message;
+    ``depth`` is how many lists and maps hold it (DynamoDB nests at most 32 levels deep).
     """
     kind, payload = _tag(av, path)
+    if kind in ("L", "M") and depth >= MAX_NESTING:
+        raise ValidationError("Nesting Levels have exceeded supported limits")
     if kind in SET_TYPES:
         _validate_set(kind, payload, path)
     elif kind == "L":
         if not isinstance(payload, list):
             raise _invalid("a list value must be a JSON array", path)
         for i, member in enumerate(payload):
-            validate_value(member, f"{path}[{i}]")
+            validate_value(member, f"{path}[{i}]", depth + 1)
     elif kind == "M":
         if not isinstance(payload, dict):
             raise _invalid("a map value must be a JSON object", path)
         for name, member in payload.items():
-            validate_value(member, f"{path}.{name}" if path else name)
+            validate_value(member, f"{path}.{name}" if path else name, depth + 1)
     else:
         _validate_scalar(kind, payload, path)
 
@@ -190,6 +194,30 @@ def format_number(number: Decimal) -> str:
     else:
         plain = text[:exponent] + "." + text[exponent:]
     return ("-" if sign else "") + plain
+
+
+def normalize_value(av: AttributeValue) -> AttributeValue:
+    """A (valid) value with every number, in sets, lists and maps too, in canonical text.
+
+    DynamoDB stores numbers by value ("Leading and trailing zeroes are trimmed"), so what it
+    returns is ``{"N": "1.5"}`` for ``{"N": "01.50"}``. Values without numbers come back as is.
+    """
+    kind = type_of(av)
+    payload = av[kind]
+    if kind == "N":
+        return {"N": normalize_number(payload)}
+    if kind == "NS":
+        return {"NS": [normalize_number(member) for member in payload]}
+    if kind == "L":
+        return {"L": [normalize_value(member) for member in payload]}
+    if kind == "M":
+        return {"M": normalize_item(payload)}
+    return av
+
+
+def normalize_item(item: Mapping[str, AttributeValue]) -> Item:
+    """``normalize_value`` applied to every attribute of an item (or of a placeholder map)."""
+    return {name: normalize_value(av) for name, av in item.items()}
 
 
 def add_numbers(a: str, b: str) -> str:

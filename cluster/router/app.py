@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -67,9 +69,7 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
         started = time.monotonic()
         operation = "unknown"
         try:
-            body = await request.read()
-            if len(body) > MAX_REQUEST_BYTES:
-                raise DynamoError.validation("Request size exceeds the limit of 16 MB")
+            body = await _body(request)
             try:
                 verifier.verify(
                     request.method, request.raw_path, "", request.headers, body, datetime.now(UTC)
@@ -83,7 +83,7 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
             payload = _parse_json(body)
             result = await handler(ctx, payload)
             outcome = "ok"
-            response = web.Response(text=json.dumps(result), content_type=CONTENT_TYPE)
+            response = _reply(result)
         except DynamoError as exc:
             outcome = exc.type
             if exc.type in ("ProvisionedThroughputExceededException", "ThrottlingException"):
@@ -113,6 +113,24 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
     return app
 
 
+async def _body(request: web.Request) -> bytes:
+    """The request body, or ValidationException (400) when it is over DynamoDB's 16 MB limit.
+
+    aiohttp refuses a body over ``client_max_size`` with its own HTTPException, which must not
+    surface as an InternalServerError; a declared length over the limit is refused unread.
+    """
+    too_big = DynamoError.validation("Request size exceeds the limit of 16 MB")
+    if (request.content_length or 0) > MAX_REQUEST_BYTES:
+        raise too_big
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_big from None
+    if len(body) > MAX_REQUEST_BYTES:
+        raise too_big
+    return body
+
+
 def _operation(request: web.Request) -> str:
     target = request.headers.get("X-Amz-Target", "")
     if not target.startswith(TARGET_PREFIX):
@@ -123,7 +141,8 @@ def _operation(request: web.Request) -> str:
 def _parse_json(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included;
+        # RecursionError: nesting deeper than the parser goes; ValueError: e.g. a huge integer
         raise DynamoError(
             "SerializationException",
             "Start of structure or map found where not expected, or the body is not valid JSON",
@@ -137,5 +156,17 @@ def _table_of(request: web.Request) -> str | None:
     return None  # the table is not re-parsed for metrics; counts are per router
 
 
+def _reply(body: dict[str, Any], status: int = 200) -> web.Response:
+    """A JSON reply with the headers DynamoDB sends: its content type (no charset), a request
+    id (boto3's ResponseMetadata.RequestId) and the CRC32 of the body (botocore checks it)."""
+    data = json.dumps(body).encode()
+    headers = {
+        "Content-Type": CONTENT_TYPE,
+        "x-amzn-RequestId": uuid.uuid4().hex.upper(),
+        "x-amz-crc32": str(zlib.crc32(data) & 0xFFFFFFFF),
+    }
+    return web.Response(body=data, status=status, headers=headers)
+
+
 def _error(exc: DynamoError) -> web.Response:
-    return web.Response(text=json.dumps(exc.body()), status=exc.status, content_type=CONTENT_TYPE)
+    return _reply(exc.body(), exc.status)

@@ -15,6 +15,7 @@ from typing import Any
 
 from cluster.dynamo import (
     apply_projection,
+    normalize_item,
     parse_condition,
     parse_projection,
     parse_update,
@@ -77,7 +78,7 @@ async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
     layout = await ctx.table(v.table_name(request))
     item = v.item(request, layout.spec.key_schema)
     names, values = v.expression_inputs(request)
-    v.placeholders(request, [request.get("ConditionExpression")])
+    v.placeholders(request, ["ConditionExpression"])
     condition = _condition(request, names, values)
     returns = _returns(request, ("NONE", "ALL_OLD"))
     pk, sk = v.encoded_key(layout.spec.key_schema, item)
@@ -92,7 +93,7 @@ async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     layout = await ctx.table(v.table_name(request))
     key = v.key(request, layout.spec.key_schema)
     names, values = v.expression_inputs(request)
-    v.placeholders(request, [request.get("ConditionExpression")])
+    v.placeholders(request, ["ConditionExpression"])
     condition = _condition(request, names, values)
     returns = _returns(request, ("NONE", "ALL_OLD"))
     pk, sk = v.encoded_key(layout.spec.key_schema, key)
@@ -109,8 +110,8 @@ async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     key = v.key(request, schema)
     names, values = v.expression_inputs(request)
     update_text = v.field(request, "UpdateExpression", str)
-    expressions = [update_text, request.get("ConditionExpression")]
-    v.placeholders(request, expressions)
+    v.placeholders(request, ["UpdateExpression", "ConditionExpression"])
+    values = normalize_item(values)  # SET n = :v stores :v's number as DynamoDB does: by value
     if update_text is not None:
         update = v.guarded(parse_update, update_text)
         v.guarded(validate_update, update, names, values, schema.names())
@@ -169,7 +170,7 @@ def _projection(request: dict[str, Any], check_placeholders: bool = True) -> Any
     the placeholders (requests with more expressions check them all together)."""
     text = v.field(request, "ProjectionExpression", str)
     if check_placeholders:
-        v.placeholders(request, [text])
+        v.placeholders(request, ["ProjectionExpression"])
     return None if text is None else v.guarded(parse_projection, text)
 
 

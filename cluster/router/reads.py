@@ -103,14 +103,7 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     schema = layout.spec.key_schema
     text = v.field(request, "KeyConditionExpression", str, required=True)
     names, values = v.expression_inputs(request)
-    v.placeholders(
-        request,
-        [
-            text,
-            request.get("FilterExpression"),
-            request.get("ProjectionExpression"),
-        ],
-    )
+    v.placeholders(request, ["KeyConditionExpression", "FilterExpression", "ProjectionExpression"])
     condition = v.guarded(
         parse_key_condition, text, names, values, schema.hash_name, schema.range_name
     )
@@ -173,6 +166,11 @@ def _sort_bounds(sort: Any, schema: Any) -> tuple[Bound, Bound]:
         case "BETWEEN":
             return [encoded[0], True], [encoded[1], True]
         case "begins_with":
+            if "N" in sort.values[0]:
+                raise DynamoError.validation(
+                    "Invalid KeyConditionExpression: Incorrect operand type for operator or "
+                    "function; operator or function: begins_with, operand type: N"
+                )
             upper = prefix_upper_bound(encoded[0])
             return [encoded[0], True], (None if upper is None else [upper, False])
     raise DynamoError.validation(f"Unsupported key condition operator {sort.op}")
@@ -195,13 +193,7 @@ async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     if request.get("Segment") is not None or request.get("TotalSegments") is not None:
         raise DynamoError.validation("Parallel scans (Segment, TotalSegments) are not supported")
     layout = await ctx.table(v.table_name(request))
-    v.placeholders(
-        request,
-        [
-            request.get("FilterExpression"),
-            request.get("ProjectionExpression"),
-        ],
-    )
+    v.placeholders(request, ["FilterExpression", "ProjectionExpression"])
     consistent = bool(v.field(request, "ConsistentRead", bool))
     page = _Page(request, v.limit(request), _select(request))
     start = _start_key(request, layout)

@@ -16,11 +16,14 @@ import time
 from dataclasses import replace
 from typing import Any, cast
 
+import aiohttp
+
 from cluster.admission.partition import partition_share
 from cluster.metadata.partitionmap import (
     BillingMode,
     KeySchema,
     KeyType,
+    Partition,
     TableLayout,
     TableSpec,
     build_layout,
@@ -56,6 +59,11 @@ def _key_schema(request: dict[str, Any]) -> KeySchema:
                 "'attributeDefinitions.member.attributeType' failed to satisfy constraint: "
                 "Member must satisfy enum value set: [B, N, S]"
             )
+        if str(d["AttributeName"]) in types:
+            raise DynamoError.validation(
+                "Cannot have two attributes with the same name: "
+                f"{d['AttributeName']} appears twice in AttributeDefinitions"
+            )
         types[str(d["AttributeName"])] = str(d["AttributeType"])
     roles = [(e.get("KeyType"), e.get("AttributeName")) for e in schema if isinstance(e, dict)]
     if (
@@ -71,6 +79,13 @@ def _key_schema(request: dict[str, Any]) -> KeySchema:
     if len(set(names)) != len(names):
         raise DynamoError.validation(
             "Invalid KeySchema: Some index key attribute have no definition or are used twice"
+        )
+    undefined = [name for name in names if name not in types]
+    if undefined:
+        raise DynamoError.validation(
+            "One or more parameter values were invalid: Some index key attributes are not "
+            f"defined in AttributeDefinitions. Keys: [{', '.join(undefined)}], "
+            f"AttributeDefinitions: [{', '.join(types)}]"
         )
     if set(names) != set(types):
         raise DynamoError.validation(
@@ -171,9 +186,44 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         raise DynamoError.unavailable(str(exc)) from None
     await _create_groups(ctx, layout)
     active = TableLayout(replace(spec, status="ACTIVE"), layout.partitions)
-    await ctx.metadata.replace(active, version + 1)
+    try:
+        await ctx.metadata.replace(active, version + 1)
+    except MetadataUnavailable as exc:
+        raise DynamoError.unavailable(str(exc)) from None
     ctx.resolver.learn(name, active, version + 1)  # served here before MemDS refreshes
+    await _until_routable(ctx, name)
     return {"TableDescription": describe(active)}
+
+
+async def _until_routable(ctx: RouterContext, name: str, timeout: float = 3.0) -> None:
+    """Wait (bounded) until every MemDS server that answers serves ``name`` as ACTIVE.
+
+    CreateTable answers ACTIVE, and a DynamoDB user then uses the table through any endpoint:
+    other routers find tables through MemDS, which reloads the map every few hundred ms, so
+    without this wait they would call a table that was just created ResourceNotFound. A MemDS
+    server that does not answer is not waited for (routers fall back to the others).
+    """
+
+    async def serves(url: str) -> bool:
+        try:
+            async with ctx.session.post(
+                url + "/lookup", json={"tables": [name]}, timeout=aiohttp.ClientTimeout(0.5)
+            ) as resp:
+                if resp.status == 503:
+                    return False  # loading its first map: ask again
+                body = await resp.json() if resp.status == 200 else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return True  # down or broken: it serves no router, so do not wait for it
+        layout = (body.get("tables") or {}).get(name) if isinstance(body, dict) else None
+        return isinstance(layout, dict) and layout.get("spec", {}).get("status") == "ACTIVE"
+
+    pending = list(ctx.resolver.memds_urls)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        answers = await asyncio.gather(*(serves(url) for url in pending))
+        pending = [url for url, done in zip(pending, answers, strict=True) if not done]
+        if pending:
+            await asyncio.sleep(0.05)
 
 
 async def _create_groups(ctx: RouterContext, layout: TableLayout) -> None:
@@ -194,13 +244,19 @@ async def _create_groups(ctx: RouterContext, layout: TableLayout) -> None:
         except DynamoError:
             return False  # the node may be down: it joins when it returns (reconcile)
 
-    for partition in layout.partitions:
+    async def place(partition: Partition) -> None:
         members = list(partition.replicas)
         created = await asyncio.gather(*(create(n, partition.id, members) for n in members))
         if sum(created) < 2:
             raise DynamoError.unavailable(f"could not create a quorum of {partition.id}")
-    for partition in layout.partitions:
+
+    async def elected(partition: Partition) -> None:
         await ctx.storage.read(partition, "get", True, 15.0, tbl=layout.spec.name, pk=b"", sk=b"")
+
+    # Every partition at once: the elections run in parallel, so creating a table takes about
+    # one election, not one per partition.
+    await asyncio.gather(*(place(p) for p in layout.partitions))
+    await asyncio.gather(*(elected(p) for p in layout.partitions))
 
 
 def _partition_rate(layout: TableLayout) -> float | None:
@@ -217,9 +273,14 @@ async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[st
 
 
 async def list_tables(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    limit = v.field(request, "Limit", int) or 100
+    limit = v.field(request, "Limit", int)
+    limit = 100 if limit is None else limit
     if not 1 <= limit <= 100:
-        raise DynamoError.validation("Limit must be between 1 and 100")
+        raise DynamoError.validation(
+            f"1 validation error detected: Value '{limit}' at 'limit' failed to satisfy "
+            "constraint: Member must have value less than or equal to 100 and greater than or "
+            "equal to 1"
+        )
     start = v.field(request, "ExclusiveStartTableName", str)
     try:
         current = await ctx.metadata.read_map()
@@ -243,7 +304,10 @@ async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         raise DynamoError.not_found(name)
     deleting = TableLayout(replace(layout.spec, status="DELETING"), layout.partitions)
     version = max(int(time.time() * 1000), current.version + 1)
-    await ctx.metadata.delete(name, version)
+    try:
+        await ctx.metadata.delete(name, version)
+    except MetadataUnavailable as exc:
+        raise DynamoError.unavailable(str(exc)) from None
     ctx.resolver.learn(name, None, version)
     for partition in layout.partitions:
         for node in partition.replicas:

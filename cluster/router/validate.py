@@ -16,6 +16,7 @@ from typing import Any
 from cluster.dynamo import (
     ValidationError,
     check_placeholders_used,
+    normalize_item,
     validate_item,
     validate_key_value,
 )
@@ -26,6 +27,7 @@ from cluster.storage.itemstore import encode_key_value
 from .errors import DynamoError
 
 TABLE_NAME = re.compile(r"^[a-zA-Z0-9_.-]{3,255}$")
+INVALID = "One or more parameter values were invalid"
 KEY_TYPES = ("S", "N", "B")
 MAX_KEY_BYTES = {"hash": 2048, "range": 1024}
 
@@ -81,6 +83,7 @@ def limit(request: Mapping[str, Any]) -> int | None:
 
 
 def item(request: Mapping[str, Any], schema: KeySchema) -> dict[str, Any]:
+    """The request's ``Item``, validated, with its numbers in canonical text (as stored)."""
     value: dict[str, Any] = field(request, "Item", dict, required=True)
     guarded(validate_item, value)
     for name in schema.names():
@@ -90,7 +93,7 @@ def item(request: Mapping[str, Any], schema: KeySchema) -> dict[str, Any]:
             )
     check_key_types(schema, value)
     guarded(check_item_size, value)
-    return value
+    return normalize_item(value)
 
 
 def key(request: Mapping[str, Any], schema: KeySchema, name: str = "Key") -> dict[str, Any]:
@@ -103,7 +106,7 @@ def key_map(value: Mapping[str, Any], schema: KeySchema) -> dict[str, Any]:
     if set(value) != set(schema.names()):
         raise DynamoError.validation("The provided key element does not match the schema")
     check_key_types(schema, value)
-    return dict(value)
+    return normalize_item(value)  # a number key comes back as stored: "5", not "5.00"
 
 
 def check_key_types(schema: KeySchema, value: Mapping[str, Any]) -> None:
@@ -114,13 +117,14 @@ def check_key_types(schema: KeySchema, value: Mapping[str, Any]) -> None:
         try:
             validate_key_value(av, name, expected)
         except ValidationError as exc:
-            raise DynamoError.validation(
-                "One or more parameter values were invalid: " + exc.message
-            ) from None
+            prefixed = (
+                exc.message if exc.message.startswith(INVALID) else f"{INVALID}: {exc.message}"
+            )
+            raise DynamoError.validation(prefixed) from None
         raw = next(iter(av.values())) if isinstance(av, dict) and av else ""
         if isinstance(raw, str) and len(raw.encode()) > MAX_KEY_BYTES[role]:
             raise DynamoError.validation(
-                f"One or more parameter values were invalid: Size of {role} key attribute "
+                f"{INVALID}: Size of {role} key attribute "
                 f"{name} exceeds the limit of {MAX_KEY_BYTES[role]} bytes"
             )
 
@@ -150,12 +154,14 @@ def expression_inputs(request: Mapping[str, Any]) -> tuple[dict[str, str], dict[
     return (names or {}), (values or {})
 
 
-def placeholders(request: Mapping[str, Any], expressions: list[Any]) -> None:
+def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
     """Check the request's placeholder maps (as sent: absent is not empty) against its
-    expressions: undefined, unused and malformed placeholders are ValidationExceptions."""
+    expressions, named by field (``["ConditionExpression"]``): each must be a string if
+    present, and undefined, unused and malformed placeholders are ValidationExceptions."""
+    texts: list[str | None] = [field(request, name, str) for name in expressions]
     names = field(request, "ExpressionAttributeNames", dict)
     values = field(request, "ExpressionAttributeValues", dict)
-    guarded(check_placeholders_used, names, values, expressions)
+    guarded(check_placeholders_used, names, values, texts)
 
 
 def reject_legacy(request: Mapping[str, Any], *names: str) -> None:

@@ -1,0 +1,207 @@
+"""`gameday load`: drive Locust traffic at the running local cluster, headless or with the web UI.
+
+Reads the cluster in ``--data-dir`` (``gameday cluster up``), fills in its router endpoints and
+credentials, creates the workload's table if needed, then runs Locust (workloads/locustfile.py)
+as a subprocess. With ``--history DIR`` every operation is recorded and merged into
+``DIR/history.jsonl``, the keys are read back into ``DIR/final_reads.json`` and Locust's CSV
+statistics land in ``DIR/locust_*.csv``; ``gameday check DIR`` can judge them offline.
+
+    $ gameday load --workload register --users 10 --run-time 30s --history runs/manual
+    $ gameday load --web                       # http://127.0.0.1:8089, Ctrl-C to stop
+    $ gameday load --workload all --web        # every workload; choose in the UI
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from workloads.catalog import WORKLOADS
+from workloads.history import HISTORY_FILE, PART_GLOB, RUN_START_ENV, merge_histories, read_ops
+from workloads.keys import DISTRIBUTIONS
+from workloads.runner import run_seconds, start_locust, start_web, stop_locust
+from workloads.settings import LoadSettings
+from workloads.setup import SetupError, ensure_table, final_reads
+
+DEFAULT_DATA_DIR = Path(".gameday/cluster")
+ALL = "all"
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]{message}[/red]")
+    return typer.Exit(code)
+
+
+def load(
+    web: Annotated[
+        bool, typer.Option(help="Serve Locust's web UI instead of a headless run.")
+    ] = False,
+    web_host: Annotated[str, typer.Option(help="Interface for the web UI.")] = "127.0.0.1",
+    web_port: Annotated[int, typer.Option(help="Port for the web UI.")] = 8089,
+    users: Annotated[int, typer.Option(help="Concurrent Locust users.", min=1)] = 5,
+    spawn_rate: Annotated[float, typer.Option(help="Users started per second.", min=0.1)] = 5.0,
+    run_time: Annotated[str, typer.Option(help="Headless run length: 30s, 2m, 1h30m.")] = "60s",
+    workload: Annotated[
+        str,
+        typer.Option(help=f"One of {', '.join(WORKLOADS)}, or '{ALL}' (each on its own table)."),
+    ] = "register",
+    distribution: Annotated[
+        str, typer.Option(help=f"Key distribution: {' or '.join(DISTRIBUTIONS)}.")
+    ] = "uniform",
+    keys: Annotated[
+        int | None, typer.Option(help="Number of keys (default depends on the workload).", min=1)
+    ] = None,
+    table: Annotated[
+        str | None, typer.Option(help="Table name (default gameday-<workload>).")
+    ] = None,
+    processes: Annotated[
+        int | None, typer.Option(help="Locust worker processes (--processes).", min=1)
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="The cluster's data dir (gameday cluster up).")
+    ] = DEFAULT_DATA_DIR,
+    history: Annotated[
+        Path | None,
+        typer.Option(help="Record every op; write history.jsonl and final_reads.json here."),
+    ] = None,
+) -> None:
+    """Drive [bold]Locust[/bold] traffic at the local cluster: headless (default) or web UI.
+
+    Every request is SigV4-signed DynamoDB JSON, spread round-robin over the routers of all AZs.
+    Exit code: Locust's (0 when no request failed).
+    """
+    names = list(WORKLOADS) if workload == ALL else [workload]
+    if workload != ALL and workload not in WORKLOADS:
+        raise _fail(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}, {ALL}")
+    if distribution not in DISTRIBUTIONS:
+        raise _fail(f"unknown distribution {distribution!r}; choose from {DISTRIBUTIONS}")
+    if table and workload == ALL:
+        raise _fail("--table needs a single --workload (each workload has its own table)")
+    try:
+        run_seconds(run_time)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        cluster = LocalCluster.open(data_dir)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    if history is not None:
+        history.mkdir(parents=True, exist_ok=True)
+        if (history / HISTORY_FILE).exists() or any(history.glob(PART_GLOB)):
+            raise _fail(f"{history} already holds a history; choose an empty directory")
+
+    endpoints = cluster.endpoints()
+    secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
+    raw_start = os.environ.get(RUN_START_ENV)  # set when part of a larger run
+    settings = LoadSettings(
+        endpoints=tuple(endpoints.values()),
+        access_key=DEFAULT_ACCESS_KEY,
+        secret_key=secret,
+        workload=None if workload == ALL else workload,
+        table=table,
+        keys=keys,
+        distribution=distribution,
+        history_dir=history.resolve() if history else None,
+        run_start=float(raw_start) if raw_start else time.time(),
+    )
+    for name in names:
+        spec = WORKLOADS[name]
+        _ensure(list(endpoints.values()), secret, settings.table_for(spec), name)
+
+    csv = history / "locust" if history else None
+    if web:
+        proc = start_web(
+            settings, web_host, web_port, users, spawn_rate, processes, csv, workload == ALL
+        )
+        console.print(
+            f"Locust web UI on [bold]http://{web_host}:{web_port}[/bold] "
+            f"({workload}, {len(endpoints)} routers); Ctrl-C to stop"
+        )
+        code = _wait(proc, None)
+    else:
+        console.print(
+            f"load: {workload}, {users} users for {run_time} over {len(endpoints)} routers"
+        )
+        proc = start_locust(settings, users, spawn_rate, run_time, processes, csv)
+        code = _wait(proc, run_seconds(run_time) + settings.timeout + 60)
+
+    if history is not None:
+        _finish_history(history, settings, endpoints, secret, names)
+    if code != 0:
+        raise typer.Exit(code)
+
+
+def _ensure(endpoints: list[str], secret: str, table: str, workload: str) -> None:
+    """Create the table through the first router that answers."""
+    problems = []
+    for endpoint in endpoints:
+        try:
+            ensure_table(endpoint, DEFAULT_ACCESS_KEY, secret, table, workload, timeout=30)
+            return
+        except (SetupError, OSError) as exc:
+            problems.append(f"{endpoint}: {exc}")
+    raise _fail("could not create table " + table + ":\n" + "\n".join(problems), 1)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> int:
+    """Wait for Locust (bounded when ``timeout`` is given); Ctrl-C stops it cleanly."""
+    try:
+        return proc.wait(timeout)
+    except KeyboardInterrupt:
+        console.print("stopping Locust ...")
+        return stop_locust(proc)
+    except subprocess.TimeoutExpired:
+        err.print("[yellow]Locust overran its run time; stopping it[/yellow]")
+        return stop_locust(proc)
+
+
+def _finish_history(
+    directory: Path,
+    settings: LoadSettings,
+    endpoints: dict[str, str],
+    secret: str,
+    names: list[str],
+) -> None:
+    merged = merge_histories(directory)
+    counts = Counter((op.get("f"), op.get("type")) for op in read_ops(merged))
+    summary = Table(title=f"history: {merged}")
+    for col in ("f", "invoke", "ok", "fail", "info"):
+        summary.add_column(col, justify="right" if col != "f" else "left")
+    for f in sorted({f for f, _ in counts}, key=str):
+        summary.add_row(str(f), *(str(counts[f, t]) for t in ("invoke", "ok", "fail", "info")))
+    console.print(summary)
+    if len(names) != 1:
+        console.print("[dim]final_reads.json is written for a single workload only[/dim]")
+        return
+    spec = WORKLOADS[names[0]]
+    for endpoint in endpoints.values():
+        try:
+            values = final_reads(
+                endpoint,
+                DEFAULT_ACCESS_KEY,
+                secret,
+                settings.table_for(spec),
+                spec.keys(settings.keys_for(spec)),
+                spec.name,
+            )
+        except OSError:
+            continue
+        (directory / "final_reads.json").write_text(json.dumps(values, indent=1) + "\n")
+        console.print(f"final reads of {len(values)} keys: {directory / 'final_reads.json'}")
+        return
+    err.print("[yellow]no router answered the final reads; final_reads.json not written[/yellow]")
+
+
+load_command = load

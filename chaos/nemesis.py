@@ -1,0 +1,226 @@
+"""The nemesis: applies fault plans to a backend, confirms they landed, and heals them exactly.
+
+Plans are data (chaos/faults.py); this module carries them out: SIGKILL / restart for power,
+SIGSTOP / SIGCONT for pauses, Toxiproxy toxics named after the fault for links, bytes flipped
+for bit rot. Several faults may overlap: healing one restarts, resumes or reconnects only
+what no other active fault still holds down. Active faults are also written to
+``<state_dir>/faults.json`` so that another process (``gameday fault list``, ``gameday heal``,
+the dead-man's switch) can see and undo them.
+
+    nemesis = Nemesis(backend)
+    evidence = nemesis.inject("f1", plan, description="power off az-b")
+    nemesis.heal("f1")
+    nemesis.heal_all()       # from any state: toxics gone, every process running and healthy
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chaos.backends.base import Backend
+from chaos.faults import Degradation, FaultPlan
+from chaos.mesh import Link, LinkMesh, Slicer
+
+log = logging.getLogger(__name__)
+
+
+class FaultNotLanded(RuntimeError):
+    """The fault was applied but its effect could not be observed: the run must not trust it."""
+
+
+@dataclass
+class ActiveFault:
+    fault_id: str
+    description: str
+    plan: FaultPlan
+    started: float = field(default_factory=time.time)
+
+
+class Nemesis:
+    def __init__(self, backend: Backend, rng: random.Random | None = None) -> None:
+        self.backend = backend
+        self.rng = rng or random.Random(0)
+        self.active: dict[str, ActiveFault] = {}
+
+    @property
+    def state_file(self) -> Path:
+        return self.backend.state_dir / "faults.json"
+
+    # --- inject --------------------------------------------------------------------------------
+
+    def inject(self, fault_id: str, plan: FaultPlan, description: str = "") -> dict[str, Any]:
+        """Apply ``plan``; returns the evidence that it landed (raises FaultNotLanded if not)."""
+        fault = ActiveFault(fault_id, description or plan.describe(), plan)
+        self.active[fault_id] = fault
+        self._record(fault_id, {"description": fault.description, "started": fault.started})
+        mesh = self.backend.mesh()
+        links = self.backend.links()
+        for process_id in sorted(plan.kills):
+            self.backend.kill(process_id)
+        for process_id in sorted(plan.pauses):
+            self.backend.pause(process_id)
+        if plan.cuts or plan.degradations or plan.resets or plan.disabled:
+            if mesh is None:
+                raise FaultNotLanded("network faults need the Toxiproxy mesh (cluster up with it)")
+            if plan.cuts:
+                mesh.cut(_links(links, plan.cuts), toxic_name=fault_id)
+            for n, d in enumerate(plan.degradations):
+                _degrade(mesh, _links(links, d.links), d, f"{fault_id}-d{n}")
+            if plan.resets:
+                mesh.reset_peer(_links(links, plan.resets), timeout_ms=0, toxic_name=fault_id)
+            if plan.disabled:
+                mesh.disable(_links(links, plan.disabled))
+        for rot in plan.bitrot:
+            self._flip_bytes(rot.node, rot.group, rot.target, rot.flips)
+        for process_id in plan.rolling:
+            self._restart_and_wait(process_id)
+        return self.confirm(plan)
+
+    def confirm(self, plan: FaultPlan) -> dict[str, Any]:
+        """Observe the fault's effect: processes down or stopped, links unreachable."""
+        evidence: dict[str, Any] = {}
+        if plan.kills:
+            alive = [p for p in sorted(plan.kills) if self.backend.alive(p)]
+            if alive:
+                raise FaultNotLanded(f"still running after SIGKILL: {', '.join(alive)}")
+            evidence["down"] = sorted(plan.kills)
+        if plan.pauses:
+            evidence["paused"] = sorted(plan.pauses)
+        if plan.cuts:
+            evidence["probes"] = self._probe_cuts(plan)
+        return evidence
+
+    def _probe_cuts(self, plan: FaultPlan) -> list[dict[str, Any]]:
+        from chaos.mesh import probe
+
+        links = self.backend.links()
+        sample = sorted(plan.cuts)[:: max(1, len(plan.cuts) // 3)][:3]
+        results = []
+        for pair in sample:
+            result = probe(links[pair], timeout=1.0)
+            if result.reachable:
+                raise FaultNotLanded(f"link {pair[0]} -> {pair[1]} still answers after the cut")
+            results.append(
+                {"link": f"{pair[0]}>{pair[1]}", "reachable": False, "detail": result.detail}
+            )
+        return results
+
+    # --- heal ----------------------------------------------------------------------------------
+
+    def heal(self, fault_id: str) -> None:
+        """Undo one fault, leaving whatever other active faults hold down in place."""
+        fault = self.active.pop(fault_id, None)
+        if fault is None:
+            return
+        plan = fault.plan
+        still = [f.plan for f in self.active.values()]
+        held_kills = set().union(*(p.kills for p in still)) if still else set()
+        held_pauses = set().union(*(p.pauses for p in still)) if still else set()
+        mesh = self.backend.mesh()
+        links = self.backend.links()
+        if mesh is not None:
+            if plan.cuts:
+                mesh.remove(_links(links, plan.cuts), toxic_name=fault_id)
+            for n, d in enumerate(plan.degradations):
+                mesh.remove(_links(links, d.links), toxic_name=f"{fault_id}-d{n}")
+            if plan.resets:
+                mesh.remove(_links(links, plan.resets), toxic_name=fault_id)
+            held_disabled = set().union(*(p.disabled for p in still)) if still else set()
+            if plan.disabled:
+                mesh.enable(_links(links, set(plan.disabled) - held_disabled))
+        for process_id in sorted(plan.pauses - held_pauses):
+            self.backend.resume(process_id)
+        for process_id in sorted(plan.kills - held_kills):
+            self.backend.start(process_id)
+        self._record(fault_id, None)
+
+    def heal_all(self, timeout: float = 60.0) -> None:
+        """From any state: every toxic removed, every proxy enabled, every process running."""
+        mesh = self.backend.mesh()
+        if mesh is not None:
+            mesh.reset()
+        for process_id in self.backend.process_ids():
+            if self.backend.alive(process_id):
+                self.backend.resume(process_id)
+            else:
+                self.backend.start(process_id)
+        self.active.clear()
+        self._write({})
+        self.backend.wait_healthy(timeout)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _restart_and_wait(self, process_id: str) -> None:
+        self.backend.kill(process_id)
+        self.backend.start(process_id)
+        self.backend.wait_healthy(60.0)
+        time.sleep(1.0)  # let the node's groups elect or catch up before the next one goes
+
+    def _flip_bytes(self, node: str, group: str, target: str, flips: int) -> None:
+        replica = self.backend.replica_dir(node, group)
+        if target == "data":
+            files = [replica / "items.sqlite"]
+        else:
+            files = sorted((replica / "wal").glob("*.wal"))
+        files = [f for f in files if f.exists() and f.stat().st_size > 64]
+        if not files:
+            raise FaultNotLanded(f"no {target} file to rot for {group} on {node}")
+        path = files[0]
+        with path.open("r+b") as fh:
+            size = path.stat().st_size
+            for _ in range(flips):
+                offset = self.rng.randrange(size // 4, size)  # spare the headers
+                fh.seek(offset)
+                byte = fh.read(1)
+                fh.seek(offset)
+                fh.write(bytes([byte[0] ^ 0xFF]))
+        log.warning("flipped %d byte(s) in %s", flips, path)
+
+    def _record(self, fault_id: str, entry: dict[str, Any] | None) -> None:
+        """Add or drop one fault in the shared file, keeping other processes' entries."""
+        state = recorded_faults(self.backend.state_dir)
+        if entry is None:
+            state.pop(fault_id, None)
+        else:
+            state[fault_id] = entry
+        self._write(state)
+
+    def _write(self, state: dict[str, Any]) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_file)
+
+
+def recorded_faults(state_dir: Path) -> dict[str, Any]:
+    """The active faults another process recorded (for `gameday fault list`)."""
+    path = state_dir / "faults.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def _degrade(mesh: LinkMesh, links: list[Link], d: Degradation, name: str) -> None:
+    # Faults speak kilobits/s; Toxiproxy's bandwidth rate is in kilobytes/s.
+    kbytes = None if d.bandwidth_kbps is None else max(1, d.bandwidth_kbps // 8)
+    mesh.degrade(
+        links,
+        latency_ms=round(d.latency_ms),
+        jitter_ms=round(d.jitter_ms),
+        bandwidth_kbps=kbytes,
+        slicer=Slicer() if d.slicer else None,
+        slow_close_ms=round(d.slow_close_ms),
+        toxic_name=name,
+    )
+
+
+def _links(links: dict[tuple[str, str], Any], pairs: Any) -> list[Any]:
+    return [links[pair] for pair in sorted(pairs) if pair in links]

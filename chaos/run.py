@@ -1,0 +1,343 @@
+"""`gameday run SCENARIO`: one whole game day, from cluster to verdict.
+
+Brings the cluster up (or uses the running one), starts the workload (Locust, recording the
+history) and the per-AZ canaries, executes the fault timeline under the orchestrator (which
+always heals), then takes final consistent reads and replica digests, runs every checker on
+the run directory, writes the reports, and tears down what it started. A live view shows the
+elapsed time, the active faults and what the canaries see.
+
+    code = asyncio.run(run_game_day(Path("scenarios/demo.yaml"), RunOptions(), console))
+    # 0: every check passed; 1: a check failed or could not decide; 2: infrastructure error
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.faults import BlastRadius
+from chaos.orchestrator import Orchestrator
+from chaos.scenario import Scenario, load_scenario
+from chaos.schedule import TimedFault, build_timeline, timeline_to_json
+from workloads.canary import run_canaries
+from workloads.catalog import workload
+from workloads.history import merge_histories, read_ops
+from workloads.runner import start_locust, stop_locust
+from workloads.settings import LoadSettings
+from workloads.setup import ensure_table_async, final_reads_async
+
+EXIT_PASS, EXIT_FAIL, EXIT_INFRA = 0, 1, 2
+CANARY_TABLE = "gameday-canary"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    backend: str = "local"
+    seed: int | None = None
+    out: Path = Path("runs")
+    data_dir: Path | None = None  # a running cluster to use; None: start a fresh one
+    keep: bool = False  # keep the cluster running (and its data) after the run
+    timeline: list[TimedFault] | None = None  # replay: run exactly this timeline
+
+
+class CanaryMonitor:
+    """Reads canary.jsonl as it grows: per-second success ratio for the live view and stops."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.seconds: dict[int, list[int]] = {}  # second -> [ok, total]
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open() as f:
+            f.seek(self.offset)
+            for line in f:
+                if not line.endswith("\n"):
+                    break
+                self.offset += len(line.encode())
+                op = json.loads(line)
+                if op.get("type") == "invoke":
+                    continue
+                bucket = self.seconds.setdefault(int(op.get("time", 0)), [0, 0])
+                bucket[1] += 1
+                ok = op["type"] == "ok" or op.get("error") == "ConditionalCheckFailedException"
+                bucket[0] += 1 if ok else 0
+
+    def ratio(self, last_seconds: int, now: float) -> float | None:
+        ok = total = 0
+        for second in range(int(now) - last_seconds, int(now)):
+            counts = self.seconds.get(second, [0, 0])
+            ok, total = ok + counts[0], total + counts[1]
+        return None if total == 0 else ok / total
+
+
+async def run_game_day(scenario_path: Path, options: RunOptions, console: Console) -> int:
+    scenario = load_scenario(scenario_path)
+    if options.seed is not None and scenario.method.random is not None:
+        scenario = scenario.model_copy(
+            update={
+                "method": scenario.method.model_copy(
+                    update={
+                        "random": scenario.method.random.model_copy(update={"seed": options.seed})
+                    }
+                )
+            }
+        )
+    timeline = options.timeline if options.timeline is not None else build_timeline(scenario)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = options.out / f"{stamp}-{scenario.name}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "scenario.json").write_text(scenario_json(scenario, scenario_path))
+    (run_dir / "timeline.json").write_text(timeline_to_json(timeline))
+    console.print(
+        f"[bold]game day[/bold] {scenario.name}: {len(timeline)} faults over "
+        f"{scenario.duration:g}s; run directory {run_dir}"
+    )
+    started_here = options.data_dir is None
+    data_dir = options.data_dir or run_dir / "cluster"
+    try:
+        if started_here:
+            cluster = LocalCluster.create(
+                data_dir, scenario.cluster.topology, scenario.cluster.partitions
+            )
+        else:
+            cluster = LocalCluster.open(data_dir)
+        with console.status("starting the cluster ..."):
+            await asyncio.to_thread(cluster.up)
+    except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]infrastructure error:[/red] {exc}")
+        return EXIT_INFRA
+    try:
+        await _game_day(scenario, timeline, cluster, run_dir, console)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        console.print(f"[red]infrastructure error:[/red] {exc}")
+        return EXIT_INFRA
+    finally:
+        if started_here and not options.keep:
+            await asyncio.to_thread(cluster.down)
+            _trim(data_dir)
+    from checks.report import exit_code, print_summary, run_checks
+
+    verdict = await asyncio.to_thread(run_checks, run_dir)
+    print_summary(verdict, console)
+    console.print(f"report: {run_dir / 'report.html'}")
+    return exit_code(verdict)
+
+
+def scenario_json(scenario: Scenario, source: Path) -> str:
+    """The resolved scenario for the run directory, with what the checkers read under "slos"
+    (per fault window the fault SLO applies; outside faults the steady one)."""
+    data = json.loads(scenario.to_json())
+    steady = dict(data.get("steady_state") or {})
+    fault = steady.get("fault_availability") or steady.get("availability")
+    data["slos"] = {
+        **steady,
+        "availability": fault,
+        "steady_availability": steady.get("availability"),
+    }
+    data["source"] = str(source.resolve())
+    return json.dumps(data, indent=2)
+
+
+async def _game_day(
+    scenario: Scenario,
+    timeline: list[TimedFault],
+    cluster: LocalCluster,
+    run_dir: Path,
+    console: Console,
+) -> None:
+    secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
+    endpoints = cluster.endpoints()
+    first = next(iter(endpoints.values()))
+    spec = workload(scenario.workload.name)
+    table = scenario.workload.table or spec.default_table
+    await ensure_table_async(first, DEFAULT_ACCESS_KEY, secret, table, spec.name)
+    await ensure_table_async(first, DEFAULT_ACCESS_KEY, secret, CANARY_TABLE, "register")
+    run_start = time.time()
+    settings = LoadSettings(
+        endpoints=tuple(endpoints.values()),
+        access_key=DEFAULT_ACCESS_KEY,
+        secret_key=secret,
+        workload=spec.name,
+        table=table,
+        keys=scenario.workload.keys,
+        distribution=scenario.workload.distribution,
+        history_dir=run_dir / "history",
+        run_start=run_start,
+    )
+    with (run_dir / "locust.log").open("ab") as log:
+        locust = start_locust(
+            settings,
+            users=scenario.workload.users,
+            spawn_rate=float(scenario.workload.users),
+            run_time=f"{int(scenario.duration) + 60}s",
+            csv_prefix=run_dir / "locust",
+            log=log,
+        )
+    stop_canaries = asyncio.Event()
+    az_of = {r: cluster.config.process(r).az for r in endpoints}
+    canaries = asyncio.create_task(
+        run_canaries(
+            endpoints,
+            az_of,
+            DEFAULT_ACCESS_KEY,
+            secret,
+            CANARY_TABLE,
+            5.0,
+            scenario.duration + 5,
+            run_dir / "canary.jsonl",
+            run_start,
+            stop_canaries,
+        )
+    )
+    monitor = CanaryMonitor(run_dir / "canary.jsonl")
+    orchestrator = Orchestrator(
+        cluster,
+        timeline,
+        run_dir,
+        BlastRadius(
+            scenario.blast_radius.max_azs,
+            scenario.blast_radius.max_nodes,
+            scenario.blast_radius.max_racks,
+        ),
+        stop_check=_stop_check(scenario, monitor, run_start),
+        run_start=run_start,
+    )
+    active: dict[str, str] = {}
+    recent: deque[str] = deque(maxlen=6)
+
+    def on_event(event: dict[str, Any]) -> None:
+        name, fault_id = event["event"], event.get("fault_id", "")
+        if name == "fault_start":
+            active[fault_id] = f"{event.get('fault')} {', '.join(event.get('targets', []))}"
+        elif name == "fault_end":
+            active.pop(fault_id, None)
+        recent.append(f"{event['time']:6.1f}s {name} {fault_id} {event.get('fault', '')}")
+
+    orchestrator.events.listeners.append(on_event)
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
+    try:
+        with Live(console=console, refresh_per_second=2, transient=True) as live:
+            view = asyncio.create_task(
+                _live_view(live, scenario, run_start, active, recent, monitor)
+            )
+            try:
+                await orchestrator.run(scenario.duration)
+            finally:
+                view.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        stop_canaries.set()
+        await asyncio.to_thread(stop_locust, locust)
+        with contextlib.suppress(Exception):
+            await canaries
+    history = await asyncio.to_thread(
+        merge_histories, run_dir / "history", run_dir / "history.jsonl"
+    )
+    await asyncio.to_thread(cluster.wait_healthy, 60.0)
+    keys = sorted({op["key"] for op in read_ops(history) if op.get("key")})
+    with console.status("final reads and replica digests ..."):
+        reads = await final_reads_async(first, DEFAULT_ACCESS_KEY, secret, table, keys, spec.name)
+        (run_dir / "final_reads.json").write_text(json.dumps(reads, indent=1))
+        digests = await asyncio.to_thread(settled_digests, cluster)
+        (run_dir / "digests.json").write_text(json.dumps(digests, indent=1))
+
+
+def _stop_check(
+    scenario: Scenario, monitor: CanaryMonitor, run_start: float
+) -> Callable[[], str | None]:
+    def check() -> str | None:
+        monitor.poll()
+        now = time.time() - run_start
+        for condition in scenario.stop_conditions:
+            seconds = max(1, int(condition.for_seconds))
+            ratio = monitor.ratio(seconds, now)
+            if ratio is not None and now > seconds and ratio < condition.availability_below:
+                return (
+                    f"stop condition: canary availability {ratio:.0%} below "
+                    f"{condition.availability_below:.0%} for {seconds}s"
+                )
+        return None
+
+    return check
+
+
+async def _live_view(
+    live: Live,
+    scenario: Scenario,
+    run_start: float,
+    active: dict[str, str],
+    recent: deque[str],
+    monitor: CanaryMonitor,
+) -> None:
+    for _ in range(100_000):  # bounded; cancelled when the run ends
+        monitor.poll()
+        now = time.time() - run_start
+        ratio = monitor.ratio(5, now)
+        head = Table.grid(padding=(0, 2))
+        head.add_row(
+            f"[bold]{scenario.name}[/bold]",
+            f"{now:5.0f}s / {scenario.duration:g}s",
+            "canary availability (5s): " + ("-" if ratio is None else f"{ratio:.1%}"),
+        )
+        faults = Table(title="active faults", expand=False)
+        faults.add_column("id")
+        faults.add_column("fault")
+        for fault_id, what in active.items():
+            faults.add_row(fault_id, what)
+        live.update(Group(head, faults, "\n".join(recent)))
+        await asyncio.sleep(0.5)
+
+
+def settled_digests(cluster: LocalCluster, timeout: float = 30.0) -> dict[str, Any]:
+    """Per group, per node, (applied, digest) — once every group's replicas applied the same
+    index (the workload has stopped, so they converge), or whatever they say at the timeout."""
+    deadline = time.monotonic() + timeout
+    digests: dict[str, dict[str, Any]] = {}
+    while True:
+        digests = {}
+        for node in cluster.process_ids("storage"):
+            admin = cluster.config.process(node).admin
+            try:
+                with urllib.request.urlopen(f"http://{admin}/digest", timeout=5) as resp:
+                    body = json.loads(resp.read())
+            except OSError:
+                continue
+            for d in body["digests"]:
+                digests.setdefault(d["group"], {})[node] = {
+                    "applied": d["applied"],
+                    "digest": d["digest"],
+                }
+        settled = all(
+            len({v["applied"] for v in nodes.values()}) == 1 for nodes in digests.values()
+        )
+        if settled or time.monotonic() > deadline:
+            return digests
+        time.sleep(0.5)
+
+
+def _trim(data_dir: Path) -> None:
+    """Keep a stopped cluster's logs and config for the report; drop its bulky data."""
+    import shutil
+
+    shutil.rmtree(data_dir / "nodes", ignore_errors=True)

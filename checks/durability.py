@@ -1,0 +1,176 @@
+"""Durability: every acknowledged write survives the faults, and no read invents a value.
+
+From `history.jsonl` and `final_reads.json` (a consistent read of every written key, after heal):
+
+    >>> check_durability(ops, {"k1": 7}).valid   # ops from checks.history  # doctest: +SKIP
+    True
+
+Rules, per key (a register; `delete` writes null, `cas` writes its new value):
+
+- The final value must be one that some write could have left last: the value of an ok write that
+  no other acknowledged write strictly follows (invoked after it completed), or of any info
+  write/cas (it may have taken effect at any time after its invoke). With no acknowledged write
+  at all, null (never written) is possible too. Otherwise the acknowledged writes that should
+  have been last are reported as lost.
+- No read (consistent or not, in the history or final) returns a value that no ok or info
+  write tried to write, and no ok cas found a value never written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from checks.history import Operation, by_key, canon
+from checks.result import UNKNOWN, CheckResult, Validity, compose_validity
+from checks.rundir import RunDir
+
+NAME = "durability"
+REPORT_MAX = 20
+
+
+def _ended(op: Operation) -> float:
+    if op.type == "info" or op.complete_time is None:
+        return math.inf
+    return op.complete_time
+
+
+def could_be_last(writes: Sequence[Operation]) -> list[Operation]:
+    """The ok or info writes that no acknowledged write strictly follows in real time."""
+    acked = [w for w in writes if w.type == "ok"]
+    latest_invoke = max((w.invoke_time for w in acked), default=-math.inf)
+    return [w for w in writes if _ended(w) >= latest_invoke]
+
+
+def _lost(op: Operation, final: Any, why: str) -> dict[str, Any]:
+    return {
+        "key": op.key,
+        "value": op.written_value()[1],
+        "time": op.complete_time,
+        "invoke_time": op.invoke_time,
+        "process": op.process,
+        "final_value": final,
+        "problem": why,
+    }
+
+
+def check_durability(ops: Sequence[Operation], final_reads: dict[str, Any] | None) -> CheckResult:
+    """Check acknowledged writes against the final reads and every read against the writes."""
+    lost: list[dict[str, Any]] = []
+    phantoms: list[dict[str, Any]] = []
+    unverified: list[str] = []
+    acknowledged = 0
+    keys = 0
+    seen: set[str] = set()
+    for key, key_ops in by_key(ops):
+        seen.add(key)
+        writes = [op for op in key_ops if op.written_value()[0] and op.type in ("ok", "info")]
+        attempted = {canon(None)} | {canon(op.written_value()[1]) for op in writes}
+        failed = {
+            canon(op.written_value()[1])
+            for op in key_ops
+            if op.written_value()[0] and op.type == "fail"
+        }
+        for op in key_ops:
+            if op.type != "ok":
+                continue
+            if op.is_read and canon(op.result) not in attempted:
+                phantoms.append({**op.describe(), "problem": _phantom_why(op.result, failed)})
+            elif (
+                op.f == "cas"
+                and isinstance(op.value, list)
+                and len(op.value) == 2
+                and canon(op.value[0]) not in attempted
+            ):
+                problem = "cas found " + _phantom_why(op.value[0], failed)
+                phantoms.append({**op.describe(), "problem": problem})
+        if not writes:
+            continue
+        keys += 1
+        acked = [w for w in writes if w.type == "ok"]
+        acknowledged += len(acked)
+        if final_reads is None:
+            continue
+        if key not in final_reads:
+            if acked:
+                unverified.append(key)
+            continue
+        final = final_reads[key]
+        last = could_be_last(writes)
+        possible = {canon(w.written_value()[1]) for w in last}
+        if not acked:
+            possible.add(canon(None))
+        if canon(final) in possible:
+            continue
+        if canon(final) not in attempted:
+            why = "final read returned " + _phantom_why(final, failed)
+        else:
+            why = "acknowledged write not reflected in the final read"
+        reported = [w for w in last if w.type == "ok"] or acked[-1:]
+        lost.extend(_lost(w, final, why) for w in reported)
+    for key, final in (final_reads or {}).items():
+        if key not in seen and final is not None:
+            phantoms.append(
+                {
+                    "key": key,
+                    "final_value": final,
+                    "problem": "final read of a key never written returned a value",
+                }
+            )
+
+    details: dict[str, Any] = {
+        "keys": keys,
+        "acknowledged_writes": acknowledged,
+        "lost_write_count": len(lost),
+        "lost_writes": lost[:REPORT_MAX],
+        "phantom_read_count": len(phantoms),
+        "phantom_reads": phantoms[:REPORT_MAX],
+        "unverified_keys": unverified[:REPORT_MAX],
+        "unverified_key_count": len(unverified),
+        "final_reads": final_reads is not None,
+    }
+    verdicts: list[Validity] = [False] if lost or phantoms else []
+    if final_reads is None or unverified or not keys:
+        verdicts.append(UNKNOWN)
+    return CheckResult(NAME, compose_validity(verdicts), _summary(details), details)
+
+
+def _phantom_why(value: Any, failed: set[str]) -> str:
+    if canon(value) in failed:
+        return f"{canon(value)}, the value of a write that failed"
+    return f"{canon(value)}, a value never written"
+
+
+def _summary(d: dict[str, Any]) -> str:
+    parts = []
+    if d["lost_write_count"]:
+        first = d["lost_writes"][0]
+        parts.append(
+            f"{d['lost_write_count']} acknowledged writes lost (key {first['key']!r}: wrote"
+            f" {canon(first['value'])} at {first['time']},"
+            f" final read {canon(first['final_value'])})"
+        )
+    if d["phantom_read_count"]:
+        first = d["phantom_reads"][0]
+        parts.append(
+            f"{d['phantom_read_count']} reads of values never written ({first['problem']})"
+        )
+    if not d["final_reads"]:
+        parts.append("no final_reads.json: acknowledged writes not verified")
+    if d["unverified_key_count"]:
+        parts.append(f"{d['unverified_key_count']} written keys missing from final_reads.json")
+    if not d["keys"]:
+        parts.append("no writes in the history")
+    if not parts:
+        parts.append(
+            f"all {d['acknowledged_writes']} acknowledged writes on {d['keys']} keys durable"
+        )
+    return "; ".join(parts)
+
+
+def check(run: RunDir) -> CheckResult:
+    """The durability check of a run directory (history.jsonl + final_reads.json)."""
+    if run.history is None:
+        return CheckResult(NAME, UNKNOWN, "no history.jsonl in the run directory")
+    return check_durability(run.history, run.final_reads)

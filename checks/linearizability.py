@@ -1,0 +1,431 @@
+"""Per-key register linearizability: Wing & Gong's search with Lowe's just-in-time linearization.
+
+Each key is an independent register (P-compositionality), checked on its own, smallest keys
+first, each under a time budget: a key whose search runs out of time is "unknown", never a hang.
+
+    >>> from checks.history import pair_operations
+    >>> ops = pair_operations(records)            # records of history.jsonl  # doctest: +SKIP
+    >>> check_linearizability(ops, budget=5.0).valid  # doctest: +SKIP
+    True
+
+The search (Lowe, "Testing for linearizability", 2017; the algorithm Porcupine implements): the
+history is a doubly linked list of call and return entries in time order. Walking from the head,
+a call whose op is legal in the current state is linearized: the op's call and return entries are
+lifted out of the list and the walk restarts at the head. Reaching a return entry means that op
+was not linearized before it returned, so the last choice is undone (backtracking). Every
+(linearized set, state) pair is tried once (memoisation). The history is linearizable when every
+definite op is lifted.
+
+What takes part, per key:
+
+- `read`/`get` ok with `consistent` not false: the register held the returned value.
+- `write`/`put` (and `delete`, a write of null) ok: definite; info: possibly applied, any time
+  after the invoke, or never (its return is placed at +infinity and it need not be lifted).
+- `cas` `[expected, new]` ok: swapped; info: possibly swapped; fail with no error or
+  ConditionalCheckFailed: the register did not hold `expected` at some point in the op's span.
+- Other fails (definitely did not happen), info reads (tell nothing) and queries are ignored.
+  A key with ok or info `update` ops is skipped (their effect is not a register's).
+
+Eventually consistent reads are excluded from the search; they must only ever return a value that
+some write or cas on that key tried to write (or null).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from checks.history import CONDITIONAL_FAILED, READ_FS, Operation, by_key, canon, uncanon
+from checks.result import UNKNOWN, CheckResult, Validity, compose_validity
+from checks.rundir import RunDir
+
+NAME = "linearizability"
+DEFAULT_BUDGET = 5.0
+WINDOW_MAX = 10
+
+READ, WRITE, CAS, MISMATCH = range(4)
+
+
+class UnsupportedOp(Exception):
+    """An op whose effect on the key is not a register's: the key cannot be checked."""
+
+
+class RegisterOp(NamedTuple):
+    """An operation as the register model sees it; `arg` and `new` are canonical values.
+
+    (A NamedTuple rather than a frozen dataclass: one is built per operation, and this is the
+    cheapest immutable value to build.)
+    """
+
+    op: Operation
+    kind: int
+    arg: str
+    new: str
+    call: float
+    ret: float
+    definite: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOutcome:
+    key: str
+    valid: Validity
+    ops: int
+    seconds: float
+    failure: dict[str, Any] | None = None
+
+
+def to_register_op(op: Operation) -> RegisterOp | None:
+    """The register view of `op`, or None when it takes no part in the search."""
+    f, kind = op.f, op.type
+    call = op.invoke_time
+    ret = math.inf if kind == "info" else max(call, op.complete_time or call)
+    definite = kind != "info"
+    if f in READ_FS:
+        if kind == "ok" and op.consistent:
+            return RegisterOp(op, READ, canon(op.result), "null", call, ret, True)
+        return None
+    if kind == "fail":
+        if f == "cas" and (op.error is None or CONDITIONAL_FAILED in op.error):
+            return RegisterOp(op, MISMATCH, canon(_cas_args(op)[0]), "null", call, ret, True)
+        return None
+    if f in ("write", "put"):
+        return RegisterOp(op, WRITE, canon(op.value), "null", call, ret, definite)
+    if f == "delete":
+        return RegisterOp(op, WRITE, "null", "null", call, ret, definite)
+    if f == "cas":
+        expected, new = _cas_args(op)
+        return RegisterOp(op, CAS, canon(expected), canon(new), call, ret, definite)
+    if f == "update":
+        raise UnsupportedOp(f"{op.type} update (index {op.index}) is not a register operation")
+    return None
+
+
+def _cas_args(op: Operation) -> tuple[Any, Any]:
+    if not (isinstance(op.value, list) and len(op.value) == 2):
+        raise UnsupportedOp(f"cas value must be [expected, new] (index {op.index})")
+    return op.value[0], op.value[1]
+
+
+def prune_unobservable(ops: list[RegisterOp]) -> list[RegisterOp]:
+    """Drop info writes and info cas whose new value nothing ever observed.
+
+    Sound when the key has no cas-mismatch observations: applying such an op leaves a value that
+    no later read or cas can see, so only a later write can follow it, and the same linearization
+    without the op is legal too. Removing them spares the search their 2^k placements.
+    """
+    if any(r.kind == MISMATCH for r in ops):
+        return ops
+    observed = {r.arg for r in ops if r.kind in (READ, CAS)}
+    return [r for r in ops if r.definite or (r.new if r.kind == CAS else r.arg) in observed]
+
+
+def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Validity, Any]:
+    """Is there a linearization of `ops` from `initial`? (True | False | "unknown" on timeout,
+    evidence): on False the evidence is (stuck op, last linearized ops, register state)."""
+    n = len(ops)
+    m = 2 * n
+    tail = m + 1
+    entries = sorted(
+        [(r.call, 0, i) for i, r in enumerate(ops)] + [(r.ret, 1, i) for i, r in enumerate(ops)]
+    )
+    nxt = [*range(1, m + 2), tail]
+    prv = [0, *range(0, m + 1)]
+    is_call = [False] * (m + 2)
+    op_of = [0] * (m + 2)
+    match = [0] * (m + 2)
+    call_at = [0] * n
+    for pos, (_, kind, i) in enumerate(entries, start=1):
+        op_of[pos] = i
+        if kind == 0:
+            is_call[pos] = True
+            call_at[i] = pos
+        else:
+            match[call_at[i]] = pos
+    kinds = [r.kind for r in ops]
+    args = [r.arg for r in ops]
+    news = [r.new for r in ops]
+    definite = [1 if r.definite else 0 for r in ops]
+    bits = [1 << i for i in range(n)]
+    observes = [r.kind in (READ, MISMATCH) for r in ops]
+    # Values only one source can produce (the initial state, or a single write or cas): once the
+    # register leaves such a value it never holds it again, so leaving it while a definite op
+    # still needs it (an ok read of it, an ok cas from it) cannot lead to a linearization.
+    sources = Counter(
+        [initial, *(r.new if r.kind == CAS else r.arg for r in ops if r.kind in (WRITE, CAS))]
+    )
+    once = {value for value, count in sources.items() if count == 1}
+    need_of = [r.arg if r.definite and r.kind in (READ, CAS) else None for r in ops]
+    needs = Counter(v for v in need_of if v is not None)
+
+    cache: set[tuple[int, str]] = set()
+    stack: list[tuple[int, str]] = []
+    linearized = 0
+    state = initial
+    remaining = sum(definite)
+    entry = nxt[0]
+    best_pos = -1
+    best: tuple[int, list[int], int | None, str, int, bool] | None = None
+    steps = 0
+    while remaining:
+        steps += 1
+        if not steps & 0x3FF and time.monotonic() > deadline:
+            return UNKNOWN, len(cache)
+        if is_call[entry]:
+            i = op_of[entry]
+            kind = kinds[i]
+            if kind == WRITE:
+                new = args[i]
+            elif kind == CAS:
+                if state != args[i]:
+                    entry = nxt[entry]
+                    continue
+                new = news[i]
+            elif (state == args[i]) == (kind == READ):
+                new = state  # an observation (read, cas mismatch) that holds now
+            else:
+                entry = nxt[entry]
+                continue
+            if new != state and state in once and needs[state] > (need_of[i] == state):
+                entry = nxt[entry]  # would abandon, forever, a value some op must still see
+                continue
+            marked = linearized | bits[i]
+            if (marked, new) not in cache:
+                cache.add((marked, new))
+                stack.append((entry, state))
+                state, linearized = new, marked
+                ret = match[entry]  # lift the call and its return out of the list
+                nxt[prv[entry]] = nxt[entry]
+                prv[nxt[entry]] = prv[entry]
+                nxt[prv[ret]] = nxt[ret]
+                prv[nxt[ret]] = prv[ret]
+                remaining -= definite[i]
+                if need_of[i] is not None:
+                    needs[args[i]] -= 1
+                entry = nxt[0]
+                continue
+            if not observes[i]:
+                entry = nxt[entry]
+                continue
+            # An observation that holds now may always be linearized first (it changes nothing,
+            # and every op that returned before its call is already linearized); that
+            # configuration was explored and failed, so this one fails too: backtrack.
+        elif entry > best_pos and entry != tail:
+            best_pos = entry
+            best = (
+                op_of[entry],
+                *_recent(stack, op_of, observes),
+                state,
+                linearized,
+                state in once and needs[state] > 0,
+            )
+        while True:
+            if not stack:
+                return False, best
+            entry, state = stack.pop()
+            i = op_of[entry]
+            linearized ^= bits[i]
+            ret = match[entry]  # unlift: put the return back, then the call
+            nxt[prv[ret]] = ret
+            prv[nxt[ret]] = ret
+            nxt[prv[entry]] = entry
+            prv[nxt[entry]] = entry
+            remaining += definite[i]
+            if need_of[i] is not None:
+                needs[args[i]] += 1
+            if not observes[i]:
+                break  # an observation was linearized first without loss: undo the choice before
+        entry = nxt[entry]
+    return True, None
+
+
+def _recent(
+    stack: list[tuple[int, str]], op_of: list[int], observes: list[bool]
+) -> tuple[list[int], int | None]:
+    """The last few linearized ops, and the last one that set the register's value."""
+    last = [op_of[e] for e, _ in stack[-3:]]
+    setter = next((op_of[e] for e, _ in reversed(stack[-64:]) if not observes[op_of[e]]), None)
+    return last, setter
+
+
+def describe_failure(ops: Sequence[RegisterOp], evidence: Any) -> dict[str, Any]:
+    """The op the search got stuck on (its return came and it could not be linearized before),
+    the op that set the register's value then, the ops that still had to observe that value,
+    the last ops linearized and those concurrent with the stuck one: at most WINDOW_MAX."""
+    stuck, prefix, setter, state, linearized, blocked = evidence
+    s = ops[stuck]
+    concurrent = [j for j, r in enumerate(ops) if j != stuck and r.call < s.ret and r.ret > s.call]
+    concurrent.sort(key=lambda j: abs(ops[j].call - s.call))
+    waiting = [
+        j
+        for j, r in enumerate(ops)
+        if blocked
+        and r.definite
+        and r.kind in (READ, CAS)
+        and r.arg == state
+        and not linearized >> j & 1
+    ][:2]
+    chosen: list[int] = [stuck]
+    before = [setter] if setter is not None else []
+    for j in [*before, *waiting, *reversed(prefix), *concurrent]:
+        if j not in chosen and len(chosen) < WINDOW_MAX:
+            chosen.append(j)
+    chosen.sort(key=lambda j: (ops[j].call, ops[j].op.index))
+    after = f" after {brief(ops[setter].op)}" if setter is not None else " initially"
+    return {
+        "op": ops[stuck].op.describe(),
+        "state": uncanon(state),
+        "explanation": (
+            f"{brief(s.op)} cannot be linearized: the register holds {state}{after}"
+            + (
+                f", and {brief(ops[waiting[0]].op)} has yet to observe {state}"
+                if waiting
+                else " and no ordering of the concurrent ops helps"
+            )
+        ),
+        "window": [ops[j].op.describe() for j in chosen],
+    }
+
+
+def brief(op: Operation) -> str:
+    """A one-line description, e.g. `w3 read -> 5 ok @1.200`."""
+    if op.is_read:
+        what = f"{op.f} -> {canon(op.result)}"
+    elif op.f == "cas" and isinstance(op.value, list) and len(op.value) == 2:
+        what = f"cas {canon(op.value[0])}->{canon(op.value[1])}"
+    else:
+        what = f"{op.f} {canon(op.value)}"
+    return f"{op.process} {what} {op.type} @{op.invoke_time:.3f}"
+
+
+def check_key(
+    key: str, ops: list[RegisterOp], *, budget: float, initial: str = "null"
+) -> KeyOutcome:
+    started = time.monotonic()
+    if not any(r.definite for r in ops):
+        return KeyOutcome(key, True, len(ops), 0.0)
+    valid, evidence = search(ops, initial, started + budget)
+    seconds = time.monotonic() - started
+    if valid is False:
+        return KeyOutcome(key, False, len(ops), seconds, describe_failure(ops, evidence))
+    if valid is not True:
+        reason = f"time budget of {budget:g} s exhausted after {evidence} configurations"
+        return KeyOutcome(key, UNKNOWN, len(ops), seconds, {"reason": reason})
+    return KeyOutcome(key, True, len(ops), seconds)
+
+
+def eventual_read_violations(ops: Sequence[Operation]) -> list[dict[str, Any]]:
+    """Eventually consistent reads that returned a value no write or cas tried to write."""
+    attempted: dict[str, set[str]] = defaultdict(lambda: {canon(None)})
+    failed: dict[str, set[str]] = defaultdict(set)
+    for op in ops:
+        writes, value = op.written_value()
+        if writes and op.key is not None:
+            (failed if op.type == "fail" else attempted)[op.key].add(canon(value))
+    out = []
+    for op in ops:
+        if op.is_read and not op.consistent and op.type == "ok" and op.key is not None:
+            value = canon(op.result)
+            if value not in attempted[op.key]:
+                why = "the value of a write that failed" if value in failed[op.key] else None
+                out.append({**op.describe(), "problem": why or "value never written"})
+    return out
+
+
+def check_linearizability(
+    ops: Sequence[Operation], *, budget: float = DEFAULT_BUDGET, initial: Any = None
+) -> CheckResult:
+    """Check every key's register history; see the module docstring for the rules."""
+    started = time.monotonic()
+    ec = eventual_read_violations(ops)
+    per_key: dict[str, list[RegisterOp]] = {}
+    skipped: dict[str, str] = {}
+    pruned = 0
+    for key, key_ops in by_key(ops):
+        try:
+            registers = [r for r in map(to_register_op, key_ops) if r is not None]
+        except UnsupportedOp as exc:
+            skipped[key] = str(exc)
+            continue
+        kept = prune_unobservable(registers)
+        pruned += len(registers) - len(kept)
+        if kept:
+            per_key[key] = kept
+    outcomes = [
+        check_key(key, kops, budget=budget, initial=canon(initial))
+        for key, kops in sorted(per_key.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    ]
+    invalid = [o for o in outcomes if o.valid is False]
+    unknown = [o for o in outcomes if o.valid == UNKNOWN]
+    details: dict[str, Any] = {
+        "keys": len(outcomes),
+        "operations": sum(o.ops for o in outcomes),
+        "pruned_info_ops": pruned,
+        "budget_seconds": budget,
+        "invalid_key_count": len(invalid),
+        "invalid_keys": [_outcome_json(o) for o in invalid[:WINDOW_MAX]],
+        "unknown_key_count": len(unknown),
+        "unknown_keys": [_outcome_json(o) for o in unknown[:WINDOW_MAX]],
+        "skipped_keys": dict(list(skipped.items())[:WINDOW_MAX]),
+        "skipped_key_count": len(skipped),
+        "eventual_read_violation_count": len(ec),
+        "eventual_read_violations": ec[:WINDOW_MAX],
+        "slowest_keys": [
+            {"key": o.key, "ops": o.ops, "seconds": round(o.seconds, 4)}
+            for o in sorted(outcomes, key=lambda o: -o.seconds)[:3]
+        ],
+        "elapsed_seconds": round(time.monotonic() - started, 4),
+    }
+    valid = compose_validity(
+        [o.valid for o in outcomes] + ([False] if ec else []) + ([UNKNOWN] if not outcomes else [])
+    )
+    return CheckResult(NAME, valid, _summary(outcomes, invalid, unknown, skipped, ec), details)
+
+
+def _outcome_json(outcome: KeyOutcome) -> dict[str, Any]:
+    return {
+        "key": outcome.key,
+        "ops": outcome.ops,
+        "seconds": round(outcome.seconds, 4),
+        **(outcome.failure or {}),
+    }
+
+
+def _summary(
+    outcomes: list[KeyOutcome],
+    invalid: list[KeyOutcome],
+    unknown: list[KeyOutcome],
+    skipped: dict[str, str],
+    ec: list[dict[str, Any]],
+) -> str:
+    parts = []
+    if invalid:
+        first = invalid[0]
+        assert first.failure is not None
+        parts.append(
+            f"{len(invalid)} of {len(outcomes)} keys not linearizable;"
+            f" key {first.key!r}: {first.failure['explanation']}"
+        )
+    if ec:
+        parts.append(f"{len(ec)} eventually consistent reads returned values never written")
+    if unknown:
+        parts.append(f"{len(unknown)} keys unknown (search budget exhausted)")
+    if not outcomes:
+        parts.append("no register operations to check")
+    if not parts:
+        ops = sum(o.ops for o in outcomes)
+        parts.append(f"{len(outcomes)} keys, {ops} operations linearizable")
+    if skipped:
+        parts.append(f"{len(skipped)} keys skipped (not register operations)")
+    return "; ".join(parts)
+
+
+def check(run: RunDir, *, budget: float = DEFAULT_BUDGET) -> CheckResult:
+    """The linearizability check of a run directory's history.jsonl."""
+    if run.history is None:
+        return CheckResult(NAME, UNKNOWN, "no history.jsonl in the run directory")
+    return check_linearizability(run.history, budget=budget)

@@ -1,0 +1,220 @@
+"""Run every checker on a run directory and write the verdict for machines, CI and people.
+
+    >>> verdict = run_checks(Path("runs/20240101-120000-az-power-off"))   # doctest: +SKIP
+    >>> print_summary(verdict, Console())                                 # doctest: +SKIP
+    >>> sys.exit(exit_code(verdict))                                      # doctest: +SKIP
+
+`run_checks` writes, next to the artifacts it read:
+
+- `checks.json`: `{"verdict": "pass"|"fail"|"unknown", "scenario": str, "checks": [{"name",
+  "valid": true|false|"unknown", "summary", "seconds", "details"}]}`;
+- `junit.xml`: one testsuite, one testcase per check; invalid -> `<failure>`, a crashed checker
+  -> `<error>`, other unknowns -> `<skipped>`;
+- `report.html`: a self-contained page (inline SVG, no network) with plots and tables.
+
+The verdict composes the checks as Jepsen does: fail if any is invalid, else unknown if any is
+unknown, else pass. Exit codes: 0 pass, 1 fail or unknown (2, infrastructure errors, is the
+caller's).
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from checks import availability, convergence, durability, linearizability
+from checks.html_report import render_html
+from checks.result import CheckResult, compact, compose_validity, guarded, json_safe, status_of
+from checks.rundir import RunDir
+
+CHECKS_JSON = "checks.json"
+JUNIT_XML = "junit.xml"
+REPORT_HTML = "report.html"
+STYLES = {"pass": "bold green", "fail": "bold red", "unknown": "bold yellow"}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of checking one run: overall status and each check's result."""
+
+    status: str
+    results: tuple[CheckResult, ...]
+    run_dir: Path
+    scenario: str
+    events: tuple[dict[str, Any], ...] = ()
+
+    def result(self, name: str) -> CheckResult | None:
+        return next((r for r in self.results if r.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.status,
+            "scenario": self.scenario,
+            "run_dir": str(self.run_dir),
+            "checks": [r.to_json() for r in self.results],
+        }
+
+
+def checkers(budget: float) -> list[tuple[str, Callable[[RunDir], CheckResult]]]:
+    """The checkers run_checks runs, in report order."""
+    return [
+        (linearizability.NAME, lambda run: linearizability.check(run, budget=budget)),
+        (durability.NAME, durability.check),
+        (convergence.NAME, convergence.check),
+        (availability.NAME, availability.check),
+    ]
+
+
+def run_checks(
+    run_dir: Path, *, budget: float = linearizability.DEFAULT_BUDGET, write: bool = True
+) -> Verdict:
+    """Check a run directory; with `write`, put checks.json, junit.xml and report.html in it."""
+    run = RunDir(run_dir)
+    results = tuple(guarded(name, partial(check, run)) for name, check in checkers(budget))
+    try:
+        events = tuple(run.events)
+        scenario = run.name
+    except (OSError, ValueError):
+        events, scenario = (), run.path.name
+    verdict = Verdict(
+        status_of(compose_validity(r.valid for r in results)),
+        results,
+        run.path,
+        scenario,
+        events,
+    )
+    if write:
+        write_reports(verdict)
+    return verdict
+
+
+def write_reports(verdict: Verdict) -> None:
+    """checks.json, junit.xml and report.html in the verdict's run directory."""
+    out = verdict.run_dir
+    (out / CHECKS_JSON).write_text(
+        json.dumps(json_safe(verdict.to_json()), indent=2, allow_nan=False) + "\n",
+        encoding="utf-8",
+    )
+    (out / JUNIT_XML).write_bytes(junit_xml(verdict))
+    (out / REPORT_HTML).write_text(render_html(verdict), encoding="utf-8")
+
+
+def exit_code(verdict: Verdict) -> int:
+    """0 when every check passed, 1 when one failed or is unknown."""
+    return 0 if verdict.status == "pass" else 1
+
+
+def junit_xml(verdict: Verdict) -> bytes:
+    """JUnit XML: one testcase per check."""
+    results = verdict.results
+    crashed = [r for r in results if r.status == "unknown" and "exception" in r.details]
+    counts = {
+        "tests": str(len(results)),
+        "failures": str(sum(1 for r in results if r.status == "fail")),
+        "errors": str(len(crashed)),
+        "skipped": str(sum(1 for r in results if r.status == "unknown") - len(crashed)),
+        "time": f"{sum(r.seconds for r in results):.3f}",
+    }
+    suites = ET.Element("testsuites", {"name": "gameday", **counts})
+    suite = ET.SubElement(suites, "testsuite", {"name": f"gameday.{verdict.scenario}", **counts})
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("run_dir", str(verdict.run_dir)), ("verdict", verdict.status)):
+        ET.SubElement(props, "property", {"name": name, "value": value})
+    for result in results:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {"classname": "gameday.checks", "name": result.name, "time": f"{result.seconds:.3f}"},
+        )
+        text = json.dumps(json_safe(compact(result.details)), indent=2)
+        if result.status == "fail":
+            element = ET.SubElement(case, "failure", {"message": result.summary, "type": "invalid"})
+            element.text = text
+        elif result in crashed:
+            element = ET.SubElement(case, "error", {"message": result.summary, "type": "crash"})
+            element.text = str(result.details.get("traceback", ""))
+        elif result.status == "unknown":
+            ET.SubElement(case, "skipped", {"message": f"unknown: {result.summary}"})
+        ET.SubElement(case, "system-out").text = result.summary
+    ET.indent(suites)
+    data: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+    return data
+
+
+def _num(value: Any, fmt: str, none: str = "-") -> str:
+    return none if value is None else format(value, fmt)
+
+
+def _recovery(entry: dict[str, Any]) -> str:
+    if entry["id"] == availability.STEADY:
+        return ""
+    start = entry.get("recovery_after_start")
+    end = entry.get("recovery_after_end")
+    start_text = "never" if start is None else f"{start:.1f}s"
+    end_text = "-" if not entry.get("ended") else ("never" if end is None else f"{end:.1f}s")
+    return f"{start_text} / {end_text}"
+
+
+def print_summary(verdict: Verdict, console: Console) -> None:
+    """Checks, availability per fault window and the fault timeline, as rich tables."""
+    style = STYLES.get(verdict.status, "bold")
+    console.print(
+        f"[{style}]{verdict.status.upper()}[/] scenario [bold]{verdict.scenario}[/]"
+        f" [dim]({verdict.run_dir})[/]"
+    )
+    checks = Table(title="Checks", show_lines=False)
+    checks.add_column("check")
+    checks.add_column("verdict")
+    checks.add_column("summary", overflow="fold")
+    for r in verdict.results:
+        checks.add_row(r.name, f"[{STYLES[r.status]}]{r.status}[/]", r.summary)
+    console.print(checks)
+
+    avail = verdict.result(availability.NAME)
+    windows = (avail.details.get("windows") if avail else None) or []
+    if windows:
+        table = Table(title="Availability per fault window")
+        for name in ("window", "start", "end", "requests", "available", "p50", "p99"):
+            table.add_column(name, justify="left" if name == "window" else "right")
+        table.add_column("recovery start/end", justify="right")
+        table.add_column("alarm after", justify="right")
+        table.add_column("SLO")
+        for w in windows:
+            ok = w.get("meets_slo")
+            table.add_row(
+                w["label"],
+                _num(w["start"], ".1f", ""),
+                _num(w["end"], ".1f", ""),
+                str(w["requests"]),
+                _num(w["ratio"], ".2%"),
+                _num(w["p50_ms"], ".0f") + " ms",
+                _num(w["p99_ms"], ".0f") + " ms",
+                _recovery(w),
+                _num(w.get("alarm_delay"), ".1f", "")
+                + ("s" if w.get("alarm_delay") is not None else ""),
+                "[green]met[/]" if ok else "[red]missed[/]",
+            )
+        console.print(table)
+
+    faults = list(verdict.events)
+    if faults:
+        table = Table(title="Fault timeline")
+        for name in ("time", "event", "fault id", "fault", "targets"):
+            table.add_column(name, justify="right" if name == "time" else "left")
+        for e in faults:
+            table.add_row(
+                _num(e.get("time"), ".2f"),
+                str(e.get("event", "")),
+                str(e.get("fault_id") or ""),
+                str(e.get("fault") or ""),
+                ", ".join(str(t) for t in e.get("targets") or []),
+            )
+        console.print(table)

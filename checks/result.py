@@ -1,0 +1,103 @@
+"""Check results and how they compose: invalid beats unknown beats valid (as in Jepsen).
+
+>>> ok = CheckResult("a", True, "fine")
+>>> compose_validity([ok.valid, UNKNOWN])
+'unknown'
+>>> guarded("boom", lambda: 1 / 0).valid   # a crashing checker is unknown, never a pass
+'unknown'
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+UNKNOWN: Literal["unknown"] = "unknown"
+Validity = bool | Literal["unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one checker concluded, with the evidence in `details` (JSON-ready)."""
+
+    name: str
+    valid: Validity
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """ "pass", "fail" or "unknown"."""
+        return status_of(self.valid)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "valid": self.valid,
+            "summary": self.summary,
+            "seconds": round(self.seconds, 3),
+            "details": json_safe(self.details),
+        }
+
+
+def compose_validity(values: Iterable[Validity]) -> Validity:
+    """False if any is False, else "unknown" if any is unknown, else True (also when empty)."""
+    result: Validity = True
+    for value in values:
+        if value is False:
+            return False
+        if value != True:  # noqa: E712 - "unknown" (or anything unexpected) is not a pass
+            result = UNKNOWN
+    return result
+
+
+def status_of(valid: Validity) -> str:
+    if valid is True:
+        return "pass"
+    return "fail" if valid is False else "unknown"
+
+
+def guarded(name: str, check: Callable[[], CheckResult]) -> CheckResult:
+    """Run a checker; an exception becomes an "unknown" result carrying its text."""
+    started = time.monotonic()
+    try:
+        result = check()
+    except Exception as exc:  # any crash must surface as unknown, never as a pass
+        return CheckResult(
+            name,
+            UNKNOWN,
+            f"checker crashed: {type(exc).__name__}: {exc}",
+            {"exception": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
+            seconds=time.monotonic() - started,
+        )
+    if result.valid not in (True, False, UNKNOWN):
+        result = replace(result, valid=UNKNOWN)
+    return replace(result, seconds=time.monotonic() - started)
+
+
+def json_safe(value: Any) -> Any:
+    """A copy where non-finite floats become None and tuples/sets become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
+
+
+def compact(details: dict[str, Any]) -> dict[str, Any]:
+    """Details without per-second series and tracebacks (for text reports)."""
+    out: dict[str, Any] = {}
+    for key, value in details.items():
+        if key in ("series", "traceback"):
+            continue
+        out[key] = compact(value) if isinstance(value, dict) else value
+    return out

@@ -1,0 +1,188 @@
+"""The run directory as the checkers see it: recorded artifacts only, loaded lazily and once.
+
+Checks never talk to a cluster; everything comes from the files a run left behind, so any run can
+be re-checked offline:
+
+    >>> run = RunDir(Path("runs/20240101-120000-az-power-off"))   # doctest: +SKIP
+    >>> run.slos().availability, [w.label for w in run.fault_windows()]   # doctest: +SKIP
+    (0.99, ['power_off_az az-a'])
+
+A missing file reads as None (the checker decides what that means, usually "unknown"); a malformed
+one raises, which the checker's guard turns into "unknown" with the error text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from checks.history import JsonDict, Operation, load_operations, read_jsonl
+
+SCENARIO = "scenario.json"
+HISTORY = "history.jsonl"
+CANARY = "canary.jsonl"
+EVENTS = "events.jsonl"
+FINAL_READS = "final_reads.json"
+DIGESTS = "digests.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Slos:
+    """Service-level objectives a run is judged against (scenario `slos` and `alarm`)."""
+
+    availability: float = 0.99
+    p99_ms: float | None = 500.0
+    recovery_seconds: float | None = 30.0
+    alarm_error_rate: float = 0.05
+    alarm_window_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class FaultWindow:
+    """One fault's span, from its fault_start to its fault_end (or the end of the run)."""
+
+    fault_id: str
+    fault: str
+    targets: tuple[str, ...]
+    start: float
+    end: float
+    ended: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.fault} {','.join(self.targets)}".strip()
+
+    def contains(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+    def contains_op(self, op: Operation) -> bool:
+        """Whether the op was invoked inside the window."""
+        return self.start <= op.invoke_time < self.end
+
+
+class RunDir:
+    """Lazy, cached access to one run directory's artifacts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _json(self, name: str) -> Any:
+        file = self.path / name
+        if not file.exists():
+            return None
+        return json.loads(file.read_text(encoding="utf-8"))
+
+    @cached_property
+    def scenario(self) -> JsonDict:
+        data = self._json(SCENARIO)
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def name(self) -> str:
+        return str(self.scenario.get("name") or self.path.name)
+
+    @cached_property
+    def history(self) -> list[Operation] | None:
+        file = self.path / HISTORY
+        return load_operations(file) if file.exists() else None
+
+    @cached_property
+    def canary(self) -> list[Operation] | None:
+        file = self.path / CANARY
+        return load_operations(file) if file.exists() else None
+
+    @cached_property
+    def events(self) -> list[JsonDict]:
+        file = self.path / EVENTS
+        return sorted(read_jsonl(file), key=_event_time) if file.exists() else []
+
+    @cached_property
+    def final_reads(self) -> dict[str, Any] | None:
+        data = self._json(FINAL_READS)
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"{FINAL_READS}: expected an object of key -> value")
+        return data
+
+    @cached_property
+    def digests(self) -> dict[str, Any] | None:
+        data = self._json(DIGESTS)
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"{DIGESTS}: expected an object of group -> node -> digest")
+        return data
+
+    def slos(self) -> Slos:
+        """The scenario's SLOs; missing keys take the defaults, explicit nulls disable."""
+        slos = self.scenario.get("slos") or {}
+        alarm = self.scenario.get("alarm") or {}
+        default = Slos()
+        return Slos(
+            availability=float(slos.get("availability", default.availability)),
+            p99_ms=_opt_float(slos, "p99_ms", default.p99_ms),
+            recovery_seconds=_opt_float(slos, "recovery_seconds", default.recovery_seconds),
+            alarm_error_rate=float(alarm.get("error_rate", default.alarm_error_rate)),
+            alarm_window_seconds=float(alarm.get("window_seconds", default.alarm_window_seconds)),
+        )
+
+    def span(self) -> tuple[float, float]:
+        """(start, end) of the run: run_start/run_end events, else the first and last records."""
+        times = [_event_time(e) for e in self.events]
+        for ops in (self.history or [], self.canary or []):
+            for op in ops:
+                times.append(op.invoke_time)
+                if op.complete_time is not None:
+                    times.append(op.complete_time)
+        start = next((_event_time(e) for e in self.events if e.get("event") == "run_start"), None)
+        end = next((_event_time(e) for e in self.events if e.get("event") == "run_end"), None)
+        lo = start if start is not None else min(times, default=0.0)
+        hi = end if end is not None else max(times, default=lo)
+        return lo, max(lo, hi)
+
+    def fault_windows(self) -> list[FaultWindow]:
+        """Every fault's window, in start order. A fault without fault_end lasts until its heal
+        event, else until the end of the run."""
+        starts: dict[str, JsonDict] = {}
+        ends: dict[str, float] = {}
+        heals: dict[str, float] = {}
+        for event in self.events:
+            fault_id = event.get("fault_id")
+            if fault_id is None:
+                continue
+            kind = event.get("event")
+            if kind == "fault_start":
+                starts.setdefault(str(fault_id), event)
+            elif kind == "fault_end":
+                ends.setdefault(str(fault_id), _event_time(event))
+            elif kind == "heal":
+                heals.setdefault(str(fault_id), _event_time(event))
+        run_end = self.span()[1]
+        windows = []
+        for fault_id, event in starts.items():
+            start = _event_time(event)
+            end = ends.get(fault_id, heals.get(fault_id))
+            windows.append(
+                FaultWindow(
+                    fault_id=fault_id,
+                    fault=str(event.get("fault", "fault")),
+                    targets=tuple(str(t) for t in event.get("targets") or ()),
+                    start=start,
+                    end=max(start, end if end is not None else run_end),
+                    ended=end is not None,
+                )
+            )
+        windows.sort(key=lambda w: (w.start, w.fault_id))
+        return windows
+
+
+def _event_time(event: JsonDict) -> float:
+    value = event.get("time", 0.0)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _opt_float(data: JsonDict, key: str, default: float | None) -> float | None:
+    if key not in data:
+        return default
+    value = data[key]
+    return None if value is None else float(value)

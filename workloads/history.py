@@ -1,0 +1,322 @@
+"""The operation history: the one contract between workloads (which write it) and checks.
+
+Every client operation is two JSON lines, an ``invoke`` when it is sent and a completion when its
+outcome is known: ``ok`` (it happened), ``fail`` (it definitely did not: any 4xx, e.g.
+ConditionalCheckFailed, Validation, throttling) or ``info`` (unknown: timeout, connection
+error, 5xx; it may or may not have taken effect). A process performs one operation at a time; after
+an ``info`` it continues under a new process id (``...-u3.1``), as in Jepsen, because its
+unfinished operation may still take effect at any later time.
+
+    {"type": "invoke", "f": "write", "key": "r3", "value": "h-41-u0.0-7", "process": "h-41-u0.0",
+     "time": 1.204512}
+    {"type": "ok", "f": "write", "key": "r3", "value": "h-41-u0.0-7", "process": "h-41-u0.0",
+     "time": 1.209031, "latency": 0.004519}
+
+Fields: ``f`` in read/write/cas (registers, checked for linearizability), get/put/update/delete
+(the YCSB-like workloads) and query; ``value`` is the written value for write/put/update, the
+value read for ok reads (null if the item is absent, null in the invoke), ``[expected, new]`` for
+cas, null for delete, and for query ``[lo, hi]`` (sort-key range, invoke) then ``[[sk, v], ...]``
+(ok); ``consistent`` on reads; ``error`` on fail/info; ``az`` and ``router`` on canary ops.
+``time`` is seconds since the run's start (``GAMEDAY_RUN_START``, a wall-clock epoch taken once
+by whoever starts the run), advanced by each writer's monotonic clock, so all files of a run
+share one time line and each process's times never go backwards.
+
+Writers buffer in memory and append in batches (``HistoryWriter``); many part files
+(``history-<host>-<pid>.jsonl``, one per OS process) are merged into ``history.jsonl``:
+
+    clock = RunClock.from_env()
+    writer = HistoryWriter(run_dir / "history-host-41.jsonl")
+    rec = OpRecorder(writer, clock, "host-41-u0")
+    pending = rec.invoke("write", "r3", "host-41-u0-1")
+    rec.complete(pending, OpType.OK, "host-41-u0-1")
+    writer.flush()
+    merge_histories(run_dir)          # -> run_dir / "history.jsonl", sorted by time
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+RUN_START_ENV = "GAMEDAY_RUN_START"
+PART_GLOB = "history-*.jsonl"
+HISTORY_FILE = "history.jsonl"
+
+
+class OpType(StrEnum):
+    INVOKE = "invoke"
+    OK = "ok"
+    FAIL = "fail"
+    INFO = "info"
+
+
+class OpF(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    CAS = "cas"
+    PUT = "put"
+    GET = "get"
+    UPDATE = "update"
+    DELETE = "delete"
+    QUERY = "query"
+
+
+READS = frozenset({OpF.READ, OpF.GET, OpF.QUERY})
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One history line. ``latency`` only on completions; ``consistent`` only on reads."""
+
+    type: OpType
+    f: OpF
+    key: str
+    value: Any
+    process: str
+    time: float
+    latency: float | None = None
+    error: str | None = None
+    consistent: bool | None = None
+    az: str | None = None
+    router: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": str(self.type),
+            "f": str(self.f),
+            "key": self.key,
+            "value": self.value,
+            "process": self.process,
+            "time": round(self.time, 6),
+        }
+        if self.latency is not None:
+            out["latency"] = round(self.latency, 6)
+        if self.error is not None:
+            out["error"] = self.error
+        if self.consistent is not None:
+            out["consistent"] = self.consistent
+        if self.az is not None:
+            out["az"] = self.az
+        if self.router is not None:
+            out["router"] = self.router
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Op:
+        return cls(
+            type=OpType(obj["type"]),
+            f=OpF(obj["f"]),
+            key=str(obj["key"]),
+            value=obj.get("value"),
+            process=str(obj["process"]),
+            time=float(obj["time"]),
+            latency=obj.get("latency"),
+            error=obj.get("error"),
+            consistent=obj.get("consistent"),
+            az=obj.get("az"),
+            router=obj.get("router"),
+        )
+
+
+class RunClock:
+    """Seconds since the run's start: a wall-clock anchor taken once, then monotonic time.
+
+    Every process of a run gets the same ``run_start`` (an epoch float, from ``GAMEDAY_RUN_START``)
+    and converts once with ``time.time()``; from then on only ``time.monotonic()`` advances it, so
+    a process's times never go backwards even if the wall clock is stepped.
+    """
+
+    def __init__(self, run_start: float | None = None) -> None:
+        now_wall, now_mono = time.time(), time.monotonic()
+        self.run_start = now_wall if run_start is None else run_start
+        self.offset = (now_wall - self.run_start) - now_mono
+
+    @classmethod
+    def from_env(cls) -> RunClock:
+        raw = os.environ.get(RUN_START_ENV)
+        return cls(float(raw) if raw else None)
+
+    def now(self) -> float:
+        return time.monotonic() + self.offset
+
+
+class HistoryWriter:
+    """Appends ops to one JSONL file in batches; ``append`` is just a list append.
+
+    Not thread-safe; fine for one asyncio loop or one gevent hub (greenlets switch only on I/O).
+    Call ``flush`` periodically and at the end; it flushes by itself every ``batch`` ops.
+    """
+
+    def __init__(self, path: Path, batch: int = 2000) -> None:
+        self.path = path
+        self.batch = batch
+        self.buffer: list[dict[str, Any]] = []
+        self.written = 0
+
+    def append(self, op: Op) -> None:
+        self.buffer.append(op.to_json())
+        if len(self.buffer) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        lines, self.buffer = self.buffer, []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+        self.written += len(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An invoked operation awaiting its completion."""
+
+    f: OpF
+    key: str
+    value: Any
+    process: str
+    time: float
+    consistent: bool | None
+
+
+class OpRecorder:
+    """Records one logical client's ops: invoke, then complete; renames the process after info.
+
+    ``writer`` may be None (history off): the recorder then only tracks the process id.
+    """
+
+    def __init__(
+        self,
+        writer: HistoryWriter | None,
+        clock: RunClock,
+        process: str,
+        az: str | None = None,
+        router: str | None = None,
+    ) -> None:
+        self.writer = writer
+        self.clock = clock
+        self.base = process
+        self.generation = 0
+        self.az = az
+        self.router = router
+
+    @property
+    def process(self) -> str:
+        return f"{self.base}.{self.generation}"
+
+    def invoke(
+        self, f: OpF | str, key: str, value: Any = None, consistent: bool | None = None
+    ) -> Pending:
+        pending = Pending(OpF(f), key, value, self.process, self.clock.now(), consistent)
+        if self.writer is not None:
+            self.writer.append(
+                Op(
+                    OpType.INVOKE,
+                    pending.f,
+                    key,
+                    value,
+                    pending.process,
+                    pending.time,
+                    consistent=consistent,
+                    az=self.az,
+                    router=self.router,
+                )
+            )
+        return pending
+
+    def complete(self, pending: Pending, type_: OpType, value: Any, error: str | None = None) -> Op:
+        now = self.clock.now()
+        op = Op(
+            type_,
+            pending.f,
+            pending.key,
+            value,
+            pending.process,
+            now,
+            latency=now - pending.time,
+            error=error,
+            consistent=pending.consistent,
+            az=self.az,
+            router=self.router,
+        )
+        if self.writer is not None:
+            self.writer.append(op)
+        if type_ is OpType.INFO:
+            self.generation += 1  # the old process may still have an op in flight
+        return op
+
+
+def read_ops(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of one history file; a torn last line (a killed writer) is skipped."""
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def merge_histories(directory: Path, out: Path | None = None) -> Path:
+    """Merge ``directory/history-*.jsonl`` into ``out`` (default ``directory/history.jsonl``).
+
+    Sorted by time; the sort is stable, so an op whose completion has the same time as its
+    invoke keeps the invoke first. Part files are left in place; merging again rewrites ``out``.
+    """
+    out = out or directory / HISTORY_FILE
+    ops: list[dict[str, Any]] = []
+    for part in sorted(directory.glob(PART_GLOB)):
+        if part.resolve() == out.resolve():
+            continue
+        ops.extend(read_ops(part))
+    ops.sort(key=lambda op: float(op["time"]))
+    tmp = out.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as dst:
+        for op in ops:
+            dst.write(json.dumps(op, separators=(",", ":")) + "\n")
+    tmp.replace(out)
+    return out
+
+
+def describe_problems(ops: list[dict[str, Any]]) -> list[str]:
+    """Contract violations in a merged history (empty when well-formed).
+
+    Each process alternates invoke -> completion with the same f and key, never goes back in
+    time, and may end with one invoke that has no completion (its writer was killed).
+    """
+    problems: list[str] = []
+    open_ops: dict[str, dict[str, Any]] = {}
+    last_time: dict[str, float] = {}
+    for i, op in enumerate(ops):
+        process, kind = op.get("process"), op.get("type")
+        if not isinstance(process, str) or kind not in set(OpType):
+            problems.append(f"line {i + 1}: bad process or type: {op}")
+            continue
+        if op.get("f") not in set(OpF) or not isinstance(op.get("key"), str):
+            problems.append(f"line {i + 1}: bad f or key: {op}")
+        t = float(op.get("time", -1))
+        if t < last_time.get(process, float("-inf")):
+            problems.append(f"line {i + 1}: time goes backwards for {process}")
+        last_time[process] = t
+        if kind == OpType.INVOKE:
+            if process in open_ops:
+                problems.append(f"line {i + 1}: {process} invokes while an op is open")
+            open_ops[process] = op
+            continue
+        started = open_ops.pop(process, None)
+        if started is None:
+            problems.append(f"line {i + 1}: completion without invoke for {process}")
+        elif (started["f"], started["key"]) != (op.get("f"), op.get("key")):
+            problems.append(f"line {i + 1}: completion does not match its invoke")
+        if "latency" not in op:
+            problems.append(f"line {i + 1}: completion without latency")
+    return problems

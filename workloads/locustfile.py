@@ -1,0 +1,366 @@
+"""Locust users for gameday: DynamoDB workloads over SigV4, each op recorded to the history.
+
+One locustfile serves the web UI, headless runs, ``--processes`` and distributed workers. It is
+configured by ``GAMEDAY_*`` environment variables (see workloads/settings.py), which
+``gameday load`` sets after creating the table:
+
+    GAMEDAY_ENDPOINTS=http://127.20.1.100:8000 GAMEDAY_ACCESS_KEY=gameday \\
+    GAMEDAY_SECRET_KEY=... GAMEDAY_WORKLOAD=register GAMEDAY_HISTORY_DIR=runs/x \\
+        locust -f workloads/locustfile.py --headless -u 5 -r 5 -t 30s \\
+               --host http://127.20.1.100:8000
+
+Choosing the users: with ``GAMEDAY_WORKLOAD`` set, only that workload's class is runnable (the
+others are marked abstract). Without it all five are, each on its own ``gameday-<workload>``
+table, and Locust's own selection applies: name classes on the command line
+(``locust -f workloads/locustfile.py RegisterUser``) or pick them in the web UI
+(``--class-picker``).
+
+Every request goes through ``self.client`` (FastHttpUser), named by its DynamoDB operation, so
+Locust's statistics, CSV and UI see it through the ordinary ``events.request``;
+ConditionalCheckFailed counts as a success there (a normal answer of a conditional workload),
+while the history says ``fail``. History capture is a recorder the users call around each op,
+buffered per OS process and flushed every second and by the ``test_stop``/``quitting``
+listeners.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import random
+import re
+import socket
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import gevent
+from locust import FastHttpUser, between, events, task
+from locust.env import Environment
+
+from workloads import ops
+from workloads.catalog import QUERY_SORT_KEYS
+from workloads.catalog import workload as workload_spec
+from workloads.client import SigV4Signer
+from workloads.history import HistoryWriter, OpF, OpRecorder, OpType, RunClock
+from workloads.keys import key_chooser, key_name
+from workloads.outcomes import classify, classify_exception, is_expected
+from workloads.settings import LoadSettings
+
+SETTINGS = LoadSettings.from_env()
+CLOCK = RunClock(SETTINGS.run_start)
+HOST = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
+FLUSH_INTERVAL = 1.0
+
+_user_numbers = itertools.count()
+
+
+# --- history capture ---------------------------------------------------------------------------
+
+
+class _ProcessHistory:
+    """This OS process's part file. Created on first use, after Locust's --processes fork."""
+
+    writer: HistoryWriter | None = None
+    pid: int | None = None
+
+
+def history_writer() -> HistoryWriter | None:
+    if SETTINGS.history_dir is None:
+        return None
+    pid = os.getpid()
+    if _ProcessHistory.writer is None or _ProcessHistory.pid != pid:
+        writer = HistoryWriter(SETTINGS.history_dir / f"history-{HOST}-{pid}.jsonl")
+        _ProcessHistory.writer, _ProcessHistory.pid = writer, pid
+        gevent.spawn(_flush_periodically, writer)
+    return _ProcessHistory.writer
+
+
+def _flush_periodically(writer: HistoryWriter) -> None:
+    for _ in range(10**8):  # bounded; the process ends it first
+        gevent.sleep(FLUSH_INTERVAL)
+        writer.flush()
+
+
+def flush_history(**_: Any) -> None:
+    if _ProcessHistory.writer is not None and _ProcessHistory.pid == os.getpid():
+        _ProcessHistory.writer.flush()
+
+
+events.test_stop.add_listener(flush_history)  # type: ignore[no-untyped-call]
+events.quitting.add_listener(flush_history)  # type: ignore[no-untyped-call]
+atexit.register(flush_history)
+
+
+# --- the users ---------------------------------------------------------------------------------
+
+
+class DynamoUser(FastHttpUser):
+    """One client: a router endpoint (round-robin), a SigV4 signer, a key chooser, a recorder."""
+
+    abstract = True
+    workload: ClassVar[str] = ""
+    wait_time = between(0.0, SETTINGS.wait)
+    network_timeout = SETTINGS.timeout
+    connection_timeout = min(SETTINGS.timeout, 3.0)
+    max_retries = 0  # a retry would hide an unknown outcome
+
+    def __init__(self, environment: Environment) -> None:
+        self.number = next(_user_numbers)
+        endpoints = SETTINGS.endpoints or ((environment.host,) if environment.host else ())
+        self.endpoint = endpoints[(self.number + os.getpid()) % len(endpoints)] if endpoints else ""
+        if self.endpoint:
+            self.host = self.endpoint
+        super().__init__(environment)
+        self.spec = workload_spec(self.workload)
+        self.table = SETTINGS.table_for(self.spec)
+        # distinct per worker process and user, and the same on a rerun with the same layout
+        worker = getattr(environment.runner, "worker_index", 0)
+        seed = f"{SETTINGS.seed}/{self.workload}/{worker}/{self.number}"
+        self.keys = key_chooser(SETTINGS.distribution, SETTINGS.keys_for(self.spec), seed)
+        self.rng = random.Random(seed)
+        self.signer = SigV4Signer(self.endpoint, SETTINGS.access_key, SETTINGS.secret_key)
+        self.recorder = OpRecorder(history_writer(), CLOCK, f"{HOST}-{os.getpid()}-u{self.number}")
+        self.writes = itertools.count(1)
+
+    def next_key(self) -> str:
+        return key_name(self.spec.key_prefix, self.keys.next())
+
+    def new_value(self) -> str:
+        """Unique across the run: host, pid and user number, then a per-user counter."""
+        return f"{self.recorder.base}-{next(self.writes)}"
+
+    def perform(
+        self,
+        f: OpF,
+        key: str,
+        call: ops.Call,
+        value: Any = None,
+        consistent: bool | None = None,
+        result: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> tuple[OpType, dict[str, Any]]:
+        """Send ``call``; record invoke and completion; return the outcome and the answer.
+
+        The completion's value is ``result(answer)`` when ok and ``result`` is given, else
+        ``value``. If the user is killed mid-request, the op completes as info ("interrupted").
+        """
+        body = json.dumps(call.params, separators=(",", ":")).encode()
+        headers = self.signer.headers(call.operation, body)
+        pending = self.recorder.invoke(f, key, value, consistent)
+        outcome: OpType = OpType.INFO
+        error: str | None = "interrupted"
+        answer: dict[str, Any] = {}
+        final = value
+        try:
+            with self.client.post(
+                "/",
+                data=body,  # type: ignore[arg-type]  # bytes are sent as is
+                headers=headers,
+                name=call.operation,
+                catch_response=True,
+            ) as resp:
+                outcome, error, answer = judge(resp)
+                if outcome is OpType.OK and result is not None:
+                    try:
+                        final = result(answer)
+                    except (KeyError, ValueError, TypeError):
+                        outcome, error = OpType.INFO, "MalformedResponse"
+                if outcome is OpType.OK or is_expected(error):
+                    resp.success()
+                else:
+                    resp.failure(error)
+        finally:
+            done = final if outcome is OpType.OK else value
+            self.recorder.complete(pending, outcome, done, None if outcome is OpType.OK else error)
+        return outcome, answer
+
+
+def judge(resp: Any) -> tuple[OpType, str | None, dict[str, Any]]:
+    """A Locust FastResponse -> (outcome, error, decoded body)."""
+    status = int(resp.status_code or 0)
+    if status == 0:
+        kind, reason = classify_exception(getattr(resp, "error", None) or ConnectionError())
+        return kind, reason, {}
+    try:
+        answer = json.loads(resp.content) if resp.content else {}
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        outcome, error = classify(status, None)
+        if outcome is OpType.OK:  # applied, but we cannot tell what it said
+            return OpType.INFO, "MalformedResponse", {}
+        return outcome, error, {}
+    outcome, error = classify(status, answer)
+    return outcome, error, answer
+
+
+class RegisterUser(DynamoUser):
+    """Registers for linearizability: consistent read, unique write, cas (weights 2:1:1).
+
+    A cas expects the value this user last saw for the key; without one it reads instead.
+    """
+
+    workload = "register"
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.seen: dict[str, str] = {}
+
+    def read_key(self, key: str) -> None:
+        call = ops.get_item(self.table, key, consistent=True)
+        outcome, answer = self.perform(OpF.READ, key, call, consistent=True, result=ops.read_value)
+        if outcome is OpType.OK:
+            current = ops.read_value(answer)
+            if current is None:
+                self.seen.pop(key, None)
+            else:
+                self.seen[key] = current
+
+    @task(2)
+    def read(self) -> None:
+        self.read_key(self.next_key())
+
+    @task(1)
+    def write(self) -> None:
+        key, value = self.next_key(), self.new_value()
+        outcome, _ = self.perform(OpF.WRITE, key, ops.put_item(self.table, key, value), value)
+        if outcome is OpType.OK:
+            self.seen[key] = value
+
+    @task(1)
+    def cas(self) -> None:
+        key = self.next_key()
+        expected = self.seen.get(key)
+        if expected is None:
+            self.read_key(key)
+            return
+        new = self.new_value()
+        call = ops.cas(self.table, key, expected, new)
+        outcome, _ = self.perform(OpF.CAS, key, call, [expected, new])
+        if outcome is OpType.OK:
+            self.seen[key] = new
+        else:
+            self.seen.pop(key, None)  # stale, or unknown: read before the next cas
+
+
+class _YcsbUser(DynamoUser):
+    abstract = True
+    padding: ClassVar[str] = "x" * 100
+
+    def get(self) -> None:
+        key = self.next_key()
+        call = ops.get_item(self.table, key, consistent=False)
+        self.perform(OpF.GET, key, call, consistent=False, result=ops.read_value)
+
+
+class ReadHeavyUser(_YcsbUser):
+    """YCSB-B: 95% eventually consistent get, 5% put."""
+
+    workload = "read-heavy"
+
+    @task(95)
+    def read(self) -> None:
+        self.get()
+
+    @task(5)
+    def put(self) -> None:
+        key, value = self.next_key(), self.new_value()
+        self.perform(OpF.PUT, key, ops.put_item(self.table, key, value, self.padding), value)
+
+
+class UpdateHeavyUser(_YcsbUser):
+    """YCSB-A: 50% eventually consistent get, 50% unconditional update."""
+
+    workload = "update-heavy"
+
+    @task(50)
+    def read(self) -> None:
+        self.get()
+
+    @task(50)
+    def update(self) -> None:
+        key, value = self.next_key(), self.new_value()
+        self.perform(OpF.UPDATE, key, ops.update_value(self.table, key, value), value)
+
+
+class ReadModifyWriteUser(DynamoUser):
+    """YCSB-F: consistent get; or get then an update conditioned on the version read.
+
+    The update's history value is the new value (a write); ConditionalCheckFailed (someone
+    else updated in between) is recorded as fail.
+    """
+
+    workload = "rmw"
+
+    def get(self, key: str) -> tuple[OpType, dict[str, Any]]:
+        call = ops.get_item(self.table, key, consistent=True)
+        return self.perform(OpF.GET, key, call, consistent=True, result=ops.read_value)
+
+    @task(1)
+    def read(self) -> None:
+        self.get(self.next_key())
+
+    @task(1)
+    def read_modify_write(self) -> None:
+        key = self.next_key()
+        outcome, answer = self.get(key)
+        if outcome is not OpType.OK:
+            return
+        value = self.new_value()
+        call = ops.versioned_update(self.table, key, ops.read_version(answer), value)
+        self.perform(OpF.UPDATE, key, call, value)
+
+
+class QueryUser(DynamoUser):
+    """Items under a few partition keys: put 3, Query over a sort-key range 5, delete 1.
+
+    History keys are ``"<pk>#<sk>"`` for put/delete and ``"<pk>"`` for query, whose value is
+    ``[lo, hi]`` at invoke and ``[[sk, v], ...]`` when ok.
+    """
+
+    workload = "query"
+
+    def sort_key(self) -> int:
+        return self.rng.randrange(QUERY_SORT_KEYS)
+
+    @task(3)
+    def put(self) -> None:
+        pk, sk, value = self.next_key(), self.sort_key(), self.new_value()
+        call = ops.put_sorted(self.table, pk, sk, value)
+        self.perform(OpF.PUT, ops.sorted_key_name(pk, sk), call, value)
+
+    @task(5)
+    def query(self) -> None:
+        pk, lo = self.next_key(), self.sort_key()
+        hi = min(QUERY_SORT_KEYS - 1, lo + self.rng.randrange(1, 20))
+        call = ops.query_range(self.table, pk, lo, hi, consistent=True)
+        self.perform(OpF.QUERY, pk, call, [lo, hi], consistent=True, result=ops.query_items)
+
+    @task(1)
+    def delete(self) -> None:
+        pk, sk = self.next_key(), self.sort_key()
+        call = ops.delete_sorted(self.table, pk, sk)
+        self.perform(OpF.DELETE, ops.sorted_key_name(pk, sk), call, None)
+
+
+USER_CLASSES: tuple[type[DynamoUser], ...] = (
+    RegisterUser,
+    ReadHeavyUser,
+    UpdateHeavyUser,
+    ReadModifyWriteUser,
+    QueryUser,
+)
+
+
+def select_workload(name: str | None) -> None:
+    """Leave only ``name``'s user class runnable (all of them when ``name`` is None)."""
+    for cls in USER_CLASSES:
+        cls.abstract = name is not None and cls.workload != name
+
+
+select_workload(SETTINGS.workload)
+
+# Locust starts its --run-time timer with gevent's cached loop time, which went stale while this
+# file's imports (botocore, aiohttp) ran; without a refresh a 5 s run ends after about 2 s.
+gevent.get_hub().loop.update_now()

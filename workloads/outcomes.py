@@ -1,0 +1,60 @@
+"""What a DynamoDB answer means for the history: ok, fail (not applied) or info (unknown).
+
+The rule, for every client (Locust users, canaries, setup):
+
+- 2xx: ok.
+- 4xx, and any answer naming ConditionalCheckFailed, Validation or a throttling error: fail.
+  DynamoDB rejects these before (or instead of) applying anything.
+- 5xx, a timeout, a refused or reset connection, or any other transport error: info. A write
+  may have been applied (the router answers 500 when a replication outcome is unknown).
+
+    classify(200, {})                                             # (OpType.OK, None)
+    classify(400, {"__type": "...#ConditionalCheckFailedException"})
+                                                  # (OpType.FAIL, "ConditionalCheckFailedException")
+    classify(503, {"__type": "...#ServiceUnavailable"})     # (OpType.INFO, "ServiceUnavailable")
+    classify_exception(TimeoutError())                      # (OpType.INFO, "TimeoutError")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workloads.client import error_code
+from workloads.history import OpType
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+#: Errors that say the request was not applied, whatever HTTP status carries them.
+NOT_APPLIED = frozenset(
+    {
+        CONDITION_FAILED,
+        "ValidationException",
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "ResourceNotFoundException",
+        "TransactionConflictException",
+    }
+)
+
+
+def classify(status: int, body: dict[str, Any] | None) -> tuple[OpType, str | None]:
+    """The outcome of an HTTP answer and, unless ok, its error name."""
+    code = error_code(body) if isinstance(body, dict) else None
+    if 200 <= status < 300:
+        return OpType.OK, None
+    error = code or f"HTTP {status}"
+    if code in NOT_APPLIED or 400 <= status < 500:
+        return OpType.FAIL, error
+    return OpType.INFO, error
+
+
+def classify_exception(exc: BaseException) -> tuple[OpType, str]:
+    """A request that got no answer: always unknown. The error names the exception type."""
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return OpType.INFO, f"{name}: {detail}" if detail else name
+
+
+def is_expected(error: str | None) -> bool:
+    """A refusal that is a normal answer of the workload, not a failure of the service."""
+    return error == CONDITION_FAILED

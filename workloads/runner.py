@@ -1,0 +1,204 @@
+"""Start and stop Locust as a subprocess, configured for gameday: headless runs or the web UI.
+
+Locust runs in its own process because it monkey-patches Python for gevent; the orchestrator,
+the CLI and the tests stay plain asyncio/threads and talk to it through argv and ``GAMEDAY_*``
+environment variables (workloads/settings.py).
+
+    settings = LoadSettings(endpoints=tuple(cluster.endpoints().values()), access_key="gameday",
+                            secret_key=secret, workload="register", history_dir=run_dir,
+                            run_start=run_start)
+    proc = start_locust(settings, users=10, spawn_rate=10, run_time="60s",
+                        csv_prefix=run_dir / "locust")
+    proc.wait(timeout=run_seconds("60s") + 30)      # or stop_locust(proc) to end it early
+    merge_histories(run_dir)
+
+    web = start_web(settings, web_port=8089)        # http://127.0.0.1:8089
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from workloads.settings import PREFIX, LoadSettings
+
+LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
+REPO_ROOT = LOCUSTFILE.parents[1]
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
+
+
+def run_seconds(span: str) -> float:
+    """Locust's time spans: ``"90"``, ``"90s"``, ``"2m"``, ``"1h30m"`` -> seconds."""
+    text = span.strip().lower()
+    if not text or _SPAN.sub("", text).strip():
+        raise ValueError(f"not a time span: {span!r} (e.g. 30s, 2m, 1h30m)")
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+    return sum(float(n) * scale[unit] for n, unit in _SPAN.findall(text))
+
+
+def locust_env(settings: LoadSettings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for Locust: ``base`` without stale ``GAMEDAY_*``, plus ``settings``."""
+    base = os.environ if base is None else base
+    env = {k: v for k, v in base.items() if not k.startswith(PREFIX)}
+    env.update(settings.to_env())
+    # the locustfile imports the workloads package; make that work from a source tree too
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _common_argv(settings: LoadSettings, locustfile: Path) -> list[str]:
+    if not settings.endpoints:
+        raise ValueError("no endpoints: set LoadSettings.endpoints")
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        "--host",
+        settings.endpoints[0],
+        # let an op in flight finish (or time out) rather than kill it mid-request
+        "--stop-timeout",
+        str(int(settings.timeout) + 1),
+    ]
+
+
+def headless_argv(
+    settings: LoadSettings,
+    users: int,
+    spawn_rate: float,
+    run_time: str,
+    processes: int | None = None,
+    csv_prefix: Path | None = None,
+    locustfile: Path = LOCUSTFILE,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    run_seconds(run_time)  # validate before starting anything
+    argv = [
+        *_common_argv(settings, locustfile),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        f"{spawn_rate:g}",
+        "--run-time",
+        run_time,
+        "--only-summary",
+    ]
+    if processes:
+        argv += ["--processes", str(processes)]
+    if csv_prefix is not None:
+        argv += ["--csv", str(csv_prefix)]
+    return argv + list(extra)
+
+
+def web_argv(
+    settings: LoadSettings,
+    web_host: str = "127.0.0.1",
+    web_port: int = 8089,
+    users: int | None = None,
+    spawn_rate: float | None = None,
+    processes: int | None = None,
+    csv_prefix: Path | None = None,
+    class_picker: bool = False,
+    locustfile: Path = LOCUSTFILE,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    argv = [
+        *_common_argv(settings, locustfile),
+        "--web-host",
+        web_host,
+        "--web-port",
+        str(web_port),
+    ]
+    if users is not None:
+        argv += ["-u", str(users)]
+    if spawn_rate is not None:
+        argv += ["-r", f"{spawn_rate:g}"]
+    if processes:
+        argv += ["--processes", str(processes)]
+    if csv_prefix is not None:
+        argv += ["--csv", str(csv_prefix)]
+    if class_picker:
+        argv.append("--class-picker")
+    return argv + list(extra)
+
+
+def _spawn(
+    argv: list[str], settings: LoadSettings, log: IO[bytes] | None
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        env=locust_env(settings),
+        stdin=subprocess.DEVNULL,  # Locust's key listener would otherwise read our terminal
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+        start_new_session=True,  # its --processes workers share its group: stop_locust ends all
+    )
+
+
+def start_locust(
+    settings: LoadSettings,
+    users: int = 5,
+    spawn_rate: float = 5.0,
+    run_time: str = "60s",
+    processes: int | None = None,
+    csv_prefix: Path | None = None,
+    log: IO[bytes] | None = None,
+    locustfile: Path = LOCUSTFILE,
+    extra: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """Start a headless run (``--headless -u N -r R --run-time T --only-summary``); it ends by
+    itself after ``run_time`` plus the stop timeout. ``log``: where its output goes (default:
+    inherited)."""
+    argv = headless_argv(
+        settings, users, spawn_rate, run_time, processes, csv_prefix, locustfile, extra
+    )
+    return _spawn(argv, settings, log)
+
+
+def start_web(
+    settings: LoadSettings,
+    web_host: str = "127.0.0.1",
+    web_port: int = 8089,
+    users: int | None = None,
+    spawn_rate: float | None = None,
+    processes: int | None = None,
+    csv_prefix: Path | None = None,
+    class_picker: bool = False,
+    log: IO[bytes] | None = None,
+    locustfile: Path = LOCUSTFILE,
+) -> subprocess.Popen[bytes]:
+    """Start Locust's web UI (bound to 127.0.0.1 unless told otherwise); runs until stopped."""
+    argv = web_argv(
+        settings,
+        web_host,
+        web_port,
+        users,
+        spawn_rate,
+        processes,
+        csv_prefix,
+        class_picker,
+        locustfile,
+    )
+    return _spawn(argv, settings, log)
+
+
+def stop_locust(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    """SIGTERM (Locust stops its users, flushes the history and writes stats), then SIGKILL
+    to its process group after ``timeout``. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # still unreaped, so its group id is still its own: this ends it and its workers
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    return int(proc.returncode)
