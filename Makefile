@@ -26,7 +26,7 @@ RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 MYPY_TARGETS := cluster checks chaos workloads
 
-.PHONY: help venv toxiproxy test test-fast lint typecheck fmt demo clean
+.PHONY: help venv toxiproxy test test-fast chaos lint typecheck fmt demo clean
 
 help: ## list the targets with a one-line description
 	@echo "usage: make <target>"
@@ -72,8 +72,11 @@ lint: venv ## ruff lint and format check (no changes made)
 typecheck: venv ## mypy (strict for cluster/ and checks/, see pyproject.toml)
 	$(BIN)/mypy $(MYPY_TARGETS)
 
-test: venv toxiproxy lint typecheck ## lint, type-check, then the whole test suite incl. slow tests
-	$(RUN_ENV) $(BIN)/pytest -q
+test: venv toxiproxy lint typecheck ## lint, type-check, then the suite (slow tests and the chaos smoke subset)
+	$(RUN_ENV) $(BIN)/pytest -q -m "not chaos or chaos_smoke"
+
+chaos: venv toxiproxy ## the nightly chaos suite: every shipped scenario as a real game day
+	$(RUN_ENV) $(BIN)/pytest -q -m chaos
 
 test-fast: venv ## the test suite without tests marked slow
 	$(RUN_ENV) $(BIN)/pytest -q -m "not slow"

@@ -225,8 +225,11 @@ def faults_catalog() -> None:
 
 
 def heal(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
-    """Restore the cluster to healthy from any state: every toxic removed, every proxy on,
-    every paused process resumed, every stopped process started. Safe to repeat."""
+    """Restore the cluster to healthy from any state (safe to repeat).
+
+    Every toxic removed, every proxy enabled, every paused process resumed, every stopped
+    process started; then waits until every process is healthy.
+    """
     cluster = _open(data_dir)
     with console.status("healing ..."):
         try:

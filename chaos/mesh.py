@@ -40,6 +40,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,7 @@ LINKED_ROLES: tuple[tuple[Role, Role], ...] = (
 )
 
 _FAULT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_PARALLEL_CALLS = 16  # concurrent calls to the Toxiproxy API when applying a fault
 _STREAMS: dict[Direction, tuple[Stream, ...]] = {
     "both": ("upstream", "downstream"),
     "upstream": ("upstream",),
@@ -443,21 +445,23 @@ class LinkMesh:
         """Add (or update) each toxic of ``specs`` on every link; all or nothing."""
         _check_fault(fault)
         streams = _STREAMS[direction]
-        added: list[ToxicRef] = []
-        try:
-            for proxy in dict.fromkeys(_name(link) for link in links):
-                for toxic_type, attributes in specs:
-                    for stream in streams:
-                        ref = ToxicRef(
-                            proxy, toxic_name_for(fault, toxic_type, stream), toxic_type, stream
-                        )
-                        self._put_toxic(ref, attributes)
-                        added.append(ref)
-        except BaseException:
+        todo = [
+            (ToxicRef(proxy, toxic_name_for(fault, kind, stream), kind, stream), attrs)
+            for proxy in dict.fromkeys(_name(link) for link in links)
+            for kind, attrs in specs
+            for stream in streams
+        ]
+        # In parallel: an AZ split is ~100 toxics, and a fault should land at once, not trickle
+        # in over seconds of sequential API calls.
+        with ThreadPoolExecutor(max_workers=_PARALLEL_CALLS) as pool:
+            futures = {pool.submit(self._put_toxic, ref, attrs): ref for ref, attrs in todo}
+            wait(futures)
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
+        if errors:
             with contextlib.suppress(Exception):
-                self.remove_toxics(added)
-            raise
-        return added
+                self.remove_toxics(ref for f, ref in futures.items() if f.exception() is None)
+            raise errors[0]
+        return [ref for ref, _ in todo]
 
     def _put_toxic(self, ref: ToxicRef, attributes: dict[str, int]) -> None:
         body = {"name": ref.name, "type": ref.type, "stream": ref.stream, "toxicity": 1.0}

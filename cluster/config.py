@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["storage", "router", "memds", "gac"]
+UnsafeMode = Literal["ack-before-commit", "stale-reads"]
 
 
 class ProcessInfo(BaseModel):
@@ -40,6 +41,10 @@ class ClusterConfig(BaseModel):
     dial: dict[str, dict[str, str]] = Field(default_factory=dict)
     default_partitions: int = 4
     tick_ms: float = 50.0
+    # Deliberately broken behaviours, for tests only: they prove the checkers can fail.
+    # "ack-before-commit" (storage leaders acknowledge writes before a quorum has them) and
+    # "stale-reads" (routers serve strongly consistent reads from any replica).
+    unsafe: tuple[UnsafeMode, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> ClusterConfig:

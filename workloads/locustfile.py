@@ -109,7 +109,9 @@ class DynamoUser(FastHttpUser):
     def __init__(self, environment: Environment) -> None:
         self.number = next(_user_numbers)
         endpoints = SETTINGS.endpoints or ((environment.host,) if environment.host else ())
-        self.endpoint = endpoints[(self.number + os.getpid()) % len(endpoints)] if endpoints else ""
+        self.endpoints = tuple(endpoints)
+        self.endpoint_index = (self.number + os.getpid()) % len(endpoints) if endpoints else 0
+        self.endpoint = endpoints[self.endpoint_index] if endpoints else ""
         if self.endpoint:
             self.host = self.endpoint
         super().__init__(environment)
@@ -154,7 +156,7 @@ class DynamoUser(FastHttpUser):
         final = value
         try:
             with self.client.post(
-                "/",
+                self.endpoint + "/" if self.endpoint else "/",
                 data=body,  # type: ignore[arg-type]  # bytes are sent as is
                 headers=headers,
                 name=call.operation,
@@ -173,7 +175,18 @@ class DynamoUser(FastHttpUser):
         finally:
             done = final if outcome is OpType.OK else value
             self.recorder.complete(pending, outcome, done, None if outcome is OpType.OK else error)
+        if not answer and outcome is not OpType.OK and not is_expected(error):
+            self.fail_over()
         return outcome, answer
+
+    def fail_over(self) -> None:
+        """After a transport failure, move to the next router, as a client behind a load
+        balancer would when one of its targets (a router, or its whole AZ) goes away."""
+        if len(self.endpoints) < 2:
+            return
+        self.endpoint_index = (self.endpoint_index + 1) % len(self.endpoints)
+        self.endpoint = self.endpoints[self.endpoint_index]
+        self.signer = SigV4Signer(self.endpoint, SETTINGS.access_key, SETTINGS.secret_key)
 
 
 def judge(resp: Any) -> tuple[OpType, str | None, dict[str, Any]]:

@@ -121,8 +121,9 @@ async def final_reads_async(
 ) -> dict[str, Any]:
     """Consistent reads of every key: ``{key: value or None}`` (unreadable keys left out).
 
-    For the query workload ``keys`` are partition keys, and the result has an entry per item
-    (keyed ``"<pk>#<sk>"`` as in the history; None for the workload's sort keys not found).
+    For the query workload ``keys`` are partition keys (history keys ``"<pk>#<sk>"`` are reduced
+    to theirs), and the result has an entry per item, keyed ``"<pk>#<sk>"`` as in the history,
+    None for the workload's sort keys that hold no item.
     """
     spec = workload_spec(workload)
     out: dict[str, Any] = {}
@@ -145,6 +146,8 @@ async def final_reads_async(
                     return
                 out[key] = item_value(body.get("Item"))
 
+        if spec.has_range_key:  # history keys "<pk>#<sk>" and "<pk>" both name a partition key
+            keys = {key.split("#", 1)[0] for key in keys}
         await asyncio.gather(*(read_one(k) for k in keys))
     return dict(sorted(out.items()))
 

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from chaos.mesh import Link, LinkMesh, plan_links, wait_ready, with_mesh
-from cluster.config import ClusterConfig, ProcessInfo
+from cluster.config import ClusterConfig, ProcessInfo, UnsafeMode
 from cluster.topology import Topology, parse_topology
 
 from .processes import ProcessTable
@@ -282,7 +282,12 @@ class LocalCluster:
 
     @classmethod
     def create(
-        cls, data_dir: Path, topology: str = "3x2x1", partitions: int = 4, mesh: bool = True
+        cls,
+        data_dir: Path,
+        topology: str = "3x2x1",
+        partitions: int = 4,
+        mesh: bool = True,
+        unsafe: tuple[UnsafeMode, ...] = (),
     ) -> LocalCluster:
         """Open the cluster in ``data_dir``, writing its config on first use.
 
@@ -300,6 +305,7 @@ class LocalCluster:
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
             config = build_config(topology, data_dir, partitions)
+            config = config.model_copy(update={"unsafe": unsafe})  # test-only broken modes
             if mesh:
                 toxiproxy_binary()  # fail now, clearly, rather than at 'up'
                 config = with_mesh(config, mesh_links(config))

@@ -172,6 +172,9 @@ class Raft:
         self.lease_until = -1
         self.lease_forfeited = False
         self.transfer_target: str | None = None
+        # Set by the application when this replica holds no applied state (a log replica, or
+        # one quarantined for corruption): it then never campaigns, whatever the membership says.
+        self.can_lead = True
         self._prev_hard_state = self._hard_state()
 
     # --- public inputs ---------------------------------------------------------------------
@@ -346,7 +349,7 @@ class Raft:
         return self.leader_contact_elapsed < self.config.election_ticks
 
     def _may_campaign(self, ignore_log_only: bool = True) -> bool:
-        if self.id not in self.membership.voters:
+        if self.id not in self.membership.voters or not self.can_lead:
             return False
         # A log replica cannot serve reads, so it never seeks leadership on its own.
         return not (ignore_log_only and self.id in self.membership.log_only)
@@ -523,6 +526,10 @@ class Raft:
         if pr.next <= self.log.snapshot.meta.index:
             if heartbeat or not pr.probing:
                 snap = self.log.snapshot
+                if peer in self.membership.log_only:
+                    # A log replica keeps only the log after the snapshot: it gets the
+                    # snapshot's metadata without its data (empty data means "no state").
+                    snap = Snapshot(snap.meta)
                 self._send(InstallSnapshot(self.group, self.id, peer, self.term, snap, self.seq))
                 pr.probing = True  # until it acknowledges the snapshot
             return

@@ -14,6 +14,8 @@ from collections import defaultdict
 from typing import Any
 
 from cluster.dynamo import (
+    Projection,
+    UpdateExpression,
     apply_projection,
     normalize_item,
     parse_condition,
@@ -50,6 +52,8 @@ def _condition(
 
 
 def _returns(request: dict[str, Any], allowed: tuple[str, ...]) -> str:
+    """ReturnValues (checked against ``allowed``); ReturnValuesOnConditionCheckFailure too."""
+    v.choice(request, "ReturnValuesOnConditionCheckFailure", ("NONE", "ALL_OLD"), "NONE")
     return v.choice(request, "ReturnValues", allowed, "NONE")
 
 
@@ -112,6 +116,7 @@ async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     update_text = v.field(request, "UpdateExpression", str)
     v.placeholders(request, ["UpdateExpression", "ConditionExpression"])
     values = normalize_item(values)  # SET n = :v stores :v's number as DynamoDB does: by value
+    update: UpdateExpression | None = None
     if update_text is not None:
         update = v.guarded(parse_update, update_text)
         v.guarded(validate_update, update, names, values, schema.names())
@@ -133,6 +138,11 @@ async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     result = await _write(ctx, layout, pk, cmd, len(repr(values)))
     _outcome(result, request)
     attributes = result.new if returns in ("ALL_NEW", "UPDATED_NEW") else result.old
+    if attributes and update is not None and returns in ("UPDATED_OLD", "UPDATED_NEW"):
+        # The node returns the top-level attributes the update touched; DynamoDB returns only
+        # what was updated: SET m.a = :v gives {"m": {"M": {"a": ...}}}, not all of m.
+        paths = Projection(tuple(action.path for action in update.actions))
+        attributes = v.guarded(apply_projection, paths, attributes, names)
     return {"Attributes": attributes} if returns != "NONE" and attributes else {}
 
 

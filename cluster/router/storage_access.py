@@ -27,6 +27,7 @@ class StorageAccess:
         self.router_id = router_id
         self.az = config.process(router_id).az
         self.nodes = GroupClient(config.dial_map(router_id, "storage"))
+        self.stale_reads = "stale-reads" in config.unsafe
 
     async def close(self) -> None:
         await self.nodes.close()
@@ -52,7 +53,10 @@ class StorageAccess:
         self, partition: Partition, op: str, consistent: bool, deadline: float, **fields: Any
     ) -> dict[str, Any]:
         """A read op on the leader (consistent) or on any replica, nearest AZ first."""
-        if consistent:
+        if consistent and self.stale_reads:
+            # TEST-ONLY broken mode: a "consistent" read from whichever replica answers.
+            reply = await self._read_any(partition, op, deadline, **fields)
+        elif consistent:
             reply = await self.nodes.call_leader(
                 partition.id,
                 op,

@@ -65,6 +65,7 @@ def parse_args(argv: list[str]) -> NodeConfig:
     peers = _pairs(args.peer, "--peer")
     groups = {g: tuple(m.split(",")) for g, m in _pairs(args.group, "--group").items()}
     memds: tuple[str, ...] = ()
+    unsafe_ack = False
     if args.config is not None:
         cluster = ClusterConfig.load(args.config)
         me = cluster.process(args.node_id)
@@ -73,6 +74,7 @@ def parse_args(argv: list[str]) -> NodeConfig:
         meta = meta_replicas(parse_topology(cluster.topology))
         if args.node_id in meta:
             groups.setdefault(META_GROUP, meta)
+        unsafe_ack = "ack-before-commit" in cluster.unsafe
         memds = tuple(
             f"http://{cluster.dial_address(args.node_id, p.id)}"
             for p in cluster.processes_with_role("memds")
@@ -90,6 +92,7 @@ def parse_args(argv: list[str]) -> NodeConfig:
         raft=RaftConfig(election_ticks=election, lease_ticks=max(1, election * 4 // 5)),
         compact_every=args.compact_every,
         memds_urls=memds,
+        unsafe_ack_before_commit=unsafe_ack,
     )
 
 

@@ -20,6 +20,8 @@ from typing import Any
 from .transport import split_address
 from .wire import encode_frame, read_frame
 
+SUSPECT_SECONDS = 2.0  # how long a node that failed a call is tried after the others
+
 
 class NodeUnavailable(ConnectionError):
     """The node could not be reached, or the connection broke before a reply.
@@ -124,6 +126,7 @@ class GroupClient:
         self.addresses = addresses  # node id -> client address
         self.clients: dict[str, NodeClient] = {}
         self.leaders: dict[str, str] = {}  # last node that answered for each group
+        self.failed_at: dict[str, float] = {}  # node -> when a call to it last failed
 
     def client(self, node: str) -> NodeClient:
         if node not in self.clients:
@@ -155,7 +158,10 @@ class GroupClient:
         end = time.monotonic() + deadline
         hint = self.leaders.get(group)
         reply: dict[str, Any] = {"error": "Unavailable", "message": f"no leader for {group}"}
+        now = time.monotonic()
         order = [n for n in (candidates or self.addresses) if n in self.addresses]
+        # Nodes that just failed us go last: the next call should not walk into them again.
+        order.sort(key=lambda n: self.failed_at.get(n, 0.0) > now - SUSPECT_SECONDS)
         i = 0
         while (remaining := end - time.monotonic()) > 0:
             node = hint if hint in order else order[i % len(order)]
@@ -166,6 +172,11 @@ class GroupClient:
                 dropped = self.clients.pop(node, None)
                 if dropped is not None:
                     await dropped.close()
+                self.failed_at[node] = time.monotonic()
+                if self.leaders.get(group) == node:
+                    # Forget a leader we cannot reach, or every later call would go there
+                    # first (through a proxy, a dead node looks like a reset connection).
+                    del self.leaders[group]
                 if getattr(exc, "sent", True) and not retry_unknown:
                     return {"error": "OutcomeUnknown", "message": f"{node}: {exc or 'timeout'}"}
                 hint = None
@@ -173,6 +184,8 @@ class GroupClient:
                 continue
             if reply.get("error") in ("NotLeader", "Rejected"):
                 hint = reply.get("leader")
+                if hint is not None and self.failed_at.get(hint, 0.0) > now - SUSPECT_SECONDS:
+                    hint = None  # a follower still names the leader that just failed us
                 if hint is None:
                     await asyncio.sleep(0.02)
                 continue

@@ -39,7 +39,14 @@ from cluster.consensus.messages import Membership
 from cluster.consensus.raft import RaftConfig
 
 from .itemstore import ItemStore
-from .replica import NotLeader, OutcomeUnknown, ProposalRejected, Replica, ReplicaSettings
+from .replica import (
+    NotLeader,
+    OutcomeUnknown,
+    ProposalRejected,
+    Replica,
+    ReplicaMode,
+    ReplicaSettings,
+)
 from .transport import PeerLinks, split_address
 from .wire import FrameError, decode_message, encode_frame, read_frame
 
@@ -63,6 +70,7 @@ class NodeConfig:
     # down when a table was created joins its groups when it comes back.
     memds_urls: tuple[str, ...] = ()
     reconcile_seconds: float = 5.0
+    unsafe_ack_before_commit: bool = False  # TEST-ONLY: see ClusterConfig.unsafe
 
 
 class RequestError(Exception):
@@ -76,7 +84,10 @@ class StorageNode:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.settings = ReplicaSettings(
-            raft=config.raft, tick_seconds=config.tick_seconds, compact_every=config.compact_every
+            raft=config.raft,
+            tick_seconds=config.tick_seconds,
+            compact_every=config.compact_every,
+            unsafe_ack_before_commit=config.unsafe_ack_before_commit,
         )
         self.links = PeerLinks(config.node_id, config.peers)
         self.replicas: dict[str, Replica] = {}
@@ -130,7 +141,9 @@ class StorageNode:
         for replica in self.replicas.values():
             await replica.close()
 
-    async def _open_replica(self, group: str, members: frozenset[str] | None) -> Replica:
+    async def _open_replica(
+        self, group: str, members: frozenset[str] | None, mode: ReplicaMode | None = None
+    ) -> Replica:
         replica = await Replica.open(
             self.config.node_id,
             group,
@@ -138,6 +151,7 @@ class StorageNode:
             self.config.data_dir / "groups" / group,
             self.settings,
             self.links.send,
+            mode,
         )
         self.replicas[group] = replica
         return replica
@@ -171,12 +185,19 @@ class StorageNode:
         tmp.replace(self._groups_file())
 
     async def create_group(
-        self, group: str, members: list[str], rate: float | None = None, provisioned: bool = False
+        self,
+        group: str,
+        members: list[str],
+        rate: float | None = None,
+        provisioned: bool = False,
+        log_only: bool = False,
     ) -> bool:
         """Host a replica of ``group`` (idempotent). Returns True when it was created now.
 
         ``rate`` (units per second) bounds what this node serves for the group while it leads
         it: the partition-level token bucket, the second line of admission control.
+        ``log_only`` creates a log replica (WAL only, no applied state; DESIGN.md "Log
+        replicas"); it applies to a replica created now, never to one already hosted.
         """
         if not GROUP_NAME.match(group):
             raise RequestError("ValidationException", f"bad group name {group!r}")
@@ -187,7 +208,8 @@ class StorageNode:
             if group in self.replicas:
                 return False
             joining = self.config.node_id not in members
-            await self._open_replica(group, None if joining else frozenset(members))
+            mode = ReplicaMode.LOG if log_only else ReplicaMode.FULL
+            await self._open_replica(group, None if joining else frozenset(members), mode)
             self._save_groups()
             return True
 
@@ -461,6 +483,7 @@ class StorageNode:
             members,
             None if rate is None else float(rate),
             bool(request.get("provisioned")),
+            bool(request.get("log_only")),
         )
         return {"created": created}
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,10 +56,56 @@ class OutcomeUnknown(Exception):
     """The command was proposed but its fate is unknown (it may still commit)."""
 
 
+def _open_unused_store(path: Path) -> ItemStore:
+    """The store of a replica without applied state; a damaged file is set aside, not fatal."""
+    try:
+        return ItemStore(path)
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.damaged-{time.time_ns()}")
+        log.warning("%s: unreadable (%s); moved to %s", path, exc, aside.name)
+        for suffix in ("", "-wal", "-shm"):
+            extra = path.with_name(path.name + suffix)
+            if extra.exists():
+                extra.replace(aside.with_name(aside.name + suffix))
+        return ItemStore(path)
+
+
+class ReplicaMode(enum.Enum):
+    """What a replica keeps (DESIGN.md "Log replicas", "Continuous verification").
+
+    FULL: WAL and applied state (the SQLite B-tree); serves reads, may lead.
+    LOG: a log replica: it persists and acknowledges WAL entries and tracks the commit index,
+    but applies nothing (its SQLite file stays empty), serves no reads and never campaigns.
+    QUARANTINED: a full replica whose data failed verification; it behaves like a log replica
+    (the log is still good for the quorum) until it is rebuilt from a healthy replica.
+    The mode is kept in a ``mode`` file next to the WAL; no file means FULL.
+    """
+
+    FULL = "full"
+    LOG = "log"
+    QUARANTINED = "quarantined"
+
+
+def read_mode(data_dir: Path) -> ReplicaMode:
+    path = data_dir / "mode"
+    return ReplicaMode(path.read_text().strip()) if path.exists() else ReplicaMode.FULL
+
+
+def write_mode(data_dir: Path, mode: ReplicaMode) -> None:
+    path = data_dir / "mode"
+    if mode is ReplicaMode.FULL:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(mode.value)
+    tmp.replace(path)
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaSettings:
     raft: RaftConfig = field(default_factory=RaftConfig)
     tick_seconds: float = 0.05
+    unsafe_ack_before_commit: bool = False  # TEST-ONLY: see ClusterConfig.unsafe
     compact_every: int = 2000  # applied entries between snapshots (and WAL releases)
     segment_bytes: int = 4 * 1024 * 1024
 
@@ -79,8 +127,12 @@ class Replica:
         io: ThreadPoolExecutor,
         settings: ReplicaSettings,
         send: Callable[[AnyMessage], None],
+        data_dir: Path | None = None,
+        mode: ReplicaMode = ReplicaMode.FULL,
     ) -> None:
         self.node_id = node_id
+        self.data_dir = data_dir
+        self.mode = mode
         self.group = group
         self.raft = raft
         self.wal = wal
@@ -96,6 +148,10 @@ class Replica:
         self.task: asyncio.Task[None] | None = None
         self.elections = 0  # times this replica became leader (metrics)
         self.last_tick_at = time.monotonic()
+        self.raft.can_lead = mode is ReplicaMode.FULL
+        # Compaction never passes this index (the WAL archive's progress; None: no archive), so
+        # a leader's log still holds every entry that was not archived yet.
+        self.compact_floor: int | None = None
 
     @classmethod
     async def open(
@@ -106,17 +162,43 @@ class Replica:
         data_dir: Path,
         settings: ReplicaSettings,
         send: Callable[[AnyMessage], None],
+        mode: ReplicaMode | None = None,
     ) -> Replica:
-        """Recover a replica from ``data_dir`` (or create it; ``members`` bootstraps a group)."""
+        """Recover a replica from ``data_dir`` (or create it; ``members`` bootstraps a group).
+
+        ``mode`` (for a new replica) is recorded in ``data_dir``; None keeps the recorded one.
+        """
         io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"io-{group}")
         loop = asyncio.get_running_loop()
 
-        def recover() -> tuple[Raft, WriteAheadLog, ItemStore]:
+        def recover() -> tuple[Raft, WriteAheadLog, ItemStore, ReplicaMode]:
             data_dir.mkdir(parents=True, exist_ok=True)
+            if mode is not None:
+                write_mode(data_dir, mode)
+            current = read_mode(data_dir)
             wal, state = WriteAheadLog.open(data_dir / "wal", settings.segment_bytes)
             if state.truncated_bytes:
                 log.warning("%s: WAL torn tail of %d bytes truncated", group, state.truncated_bytes)
-            store = ItemStore(data_dir / "items.sqlite")
+            if current is ReplicaMode.FULL:
+                store = ItemStore(data_dir / "items.sqlite")
+            else:
+                store = _open_unused_store(data_dir / "items.sqlite")
+            if current is not ReplicaMode.FULL:
+                # No usable applied state: the WAL's snapshot mark starts the log (its data is
+                # the empty "no state" marker), as a log replica received it from the leader.
+                meta = state.snapshot or SnapshotMeta(0, 0, Membership(members or frozenset()))
+                if not meta.membership.voters and members:
+                    meta = SnapshotMeta(meta.index, meta.term, Membership(members))
+                raft = Raft(
+                    node_id,
+                    group,
+                    settings.raft,
+                    random.Random(),
+                    hard_state=state.hard_state,
+                    snapshot=Snapshot(meta),
+                    entries=state.entries,
+                )
+                return raft, wal, store, current
             mark = store.applied()
             if mark.membership is not None:
                 membership = Membership.decode(mark.membership)
@@ -136,10 +218,10 @@ class Replica:
                 snapshot=Snapshot(meta, data),
                 entries=[e for e in state.entries if e.index > mark.index],
             )
-            return raft, wal, store
+            return raft, wal, store, current
 
-        raft, wal, store = await loop.run_in_executor(io, recover)
-        replica = cls(node_id, group, raft, wal, store, io, settings, send)
+        raft, wal, store, current = await loop.run_in_executor(io, recover)
+        replica = cls(node_id, group, raft, wal, store, io, settings, send, data_dir, current)
         replica.task = asyncio.create_task(replica._run(), name=f"replica-{group}")
         return replica
 
@@ -195,6 +277,10 @@ class Replica:
             except ProposalRejectedError as exc:
                 future.set_exception(ProposalRejected(f"{self.group}: {exc}"))
             else:
+                if self.settings.unsafe_ack_before_commit:
+                    # TEST-ONLY broken mode: acknowledge before a quorum has the entry.
+                    future.set_result(ApplyResult(True))
+                    return
                 self.pending[index] = _Pending(term, future)
 
         self._submit(do_propose)
@@ -216,7 +302,14 @@ class Replica:
         return await self.read_local(fn)
 
     async def read_local(self, fn: Callable[[ItemStore], T]) -> T:
-        """Run ``fn`` on this replica's store as it is (an eventually consistent read)."""
+        """Run ``fn`` on this replica's store as it is (an eventually consistent read).
+
+        A replica without trustworthy applied state (log replica, quarantined) refuses, with
+        NotLeader, so that a client moves on to another replica.
+        """
+        if self.mode is not ReplicaMode.FULL:
+            leader = self.raft.leader if self.raft.leader != self.node_id else None
+            raise NotLeader(self.group, leader)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.io, fn, self.store)
 
@@ -246,6 +339,7 @@ class Replica:
                         self.send(msg)
                     results = await loop.run_in_executor(self.io, self._apply, rd)
                     self.raft.advance(rd)
+                    self.raft.can_lead = self.mode is ReplicaMode.FULL
                     self._complete(rd, results)
                     await self._maybe_compact()
                     if self.raft.leader == self.node_id and not was_leader:
@@ -253,14 +347,29 @@ class Replica:
 
     def _persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:
-            # Store first, then the WAL mark: a crash in between leaves a store that is ahead
-            # of the WAL's mark, which recovery handles (the store is the snapshot).
-            self.store.restore(rd.snapshot.data)
+            if not rd.snapshot.data:
+                # Metadata only: the leader counts us as a log replica. The log now starts
+                # after the snapshot, so applying can never catch up: become one.
+                self._set_mode(ReplicaMode.LOG)
+            elif self.mode is ReplicaMode.FULL:
+                # Store first, then the WAL mark: a crash in between leaves a store that is
+                # ahead of the WAL's mark, which recovery handles (the store is the snapshot).
+                self.store.restore(rd.snapshot.data)
             self.wal.mark_snapshot(rd.snapshot.meta)
         if rd.entries or rd.hard_state is not None:
             self.wal.save(rd.hard_state, rd.entries)
 
+    def _set_mode(self, mode: ReplicaMode) -> None:
+        """Record a new mode (I/O thread); the core learns it in ``_run``, after the Ready."""
+        if mode is not self.mode:
+            log.warning("%s: replica mode %s -> %s", self.group, self.mode.value, mode.value)
+            if self.data_dir is not None:
+                write_mode(self.data_dir, mode)
+            self.mode = mode
+
     def _apply(self, rd: Ready) -> dict[int, ApplyResult]:
+        if self.mode is not ReplicaMode.FULL:
+            return {}  # log replicas track the commit index (advance) but apply nothing
         committed = [e for e in rd.committed if e.index > self.store.applied().index]
         return self.machine.apply(committed)
 
@@ -294,6 +403,21 @@ class Replica:
         if index - raft.log.snapshot.meta.index < self.settings.compact_every:
             return
         loop = asyncio.get_running_loop()
+        if self.mode is not ReplicaMode.FULL:
+            # No state to snapshot: drop old entries but keep a tail, so that a full replica
+            # can be built here from another replica's snapshot plus this log (rebuild).
+            index -= self.settings.compact_every // 2
+            raft.compact(index, b"")
+            await loop.run_in_executor(self.io, self._release_wal, raft.log.snapshot.meta)
+            return
+        floor = self.compact_floor
+        if floor is not None and floor < index:
+            # Entries not archived yet stay in the log, unless the archive is far behind (it
+            # then restarts from a snapshot rather than holding the log forever).
+            if index - floor < 10 * self.settings.compact_every:
+                index = floor
+            if index - raft.log.snapshot.meta.index < self.settings.compact_every // 2:
+                return
         data = await loop.run_in_executor(self.io, self.store.dump)
         raft.compact(index, data)
         meta = raft.log.snapshot.meta
@@ -324,10 +448,16 @@ class Replica:
             "members": sorted(st.membership.voters),
             "log_only": sorted(st.membership.log_only),
             "lease": st.lease_valid,
+            "mode": self.mode.value,
         }
 
     async def digest(self) -> dict[str, Any]:
+        """The applied index and digest of the applied data (None for a log replica)."""
+        if self.mode is not ReplicaMode.FULL:
+            return {"group": self.group, "applied": self.raft.log.applied, "digest": None}
+
         def take() -> dict[str, Any]:
             return {"applied": self.store.applied().index, "digest": self.store.digest()}
 
-        return {"group": self.group, **await self.read_local(lambda _: take())}
+        loop = asyncio.get_running_loop()
+        return {"group": self.group, **await loop.run_in_executor(self.io, take)}

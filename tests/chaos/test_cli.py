@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 from importlib.metadata import version
-from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from chaos.cli import app
@@ -42,10 +40,3 @@ def test_version_prints_the_installed_version() -> None:
 
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"gameday {version('gameday')}"
-
-
-@pytest.mark.slow
-def test_demo_runs_a_replication_game_day_and_passes(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path / "demo")])
-    assert result.exit_code == 0, result.output
-    assert "PASS" in result.output and "FAIL" not in result.output

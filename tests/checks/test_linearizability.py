@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from checks.history import pair_operations
 from checks.linearizability import check_linearizability
@@ -10,8 +11,8 @@ from checks.result import UNKNOWN
 from tests.checks.helpers import cas, history, op, operations, r, w
 
 
-def check(*ops: list[dict[str, object]], **kw: object) -> tuple[object, dict[str, object]]:
-    result = check_linearizability(operations(*ops), **kw)  # type: ignore[arg-type]
+def check(*ops: list[dict[str, Any]], budget: float = 5.0) -> tuple[Any, dict[str, Any]]:
+    result = check_linearizability(operations(*ops), budget=budget)
     return result.valid, result.details
 
 
@@ -26,7 +27,7 @@ def test_sequential_writes_and_reads_are_linearizable() -> None:
 def test_stale_read_is_not_linearizable_and_the_window_shows_it() -> None:
     valid, details = check(w("a", 1, 0, 1), w("a", 2, 2, 3), r("b", 1, 4, 5))
     assert valid is False
-    bad = details["invalid_keys"][0]  # type: ignore[index]
+    bad = details["invalid_keys"][0]
     assert bad["key"] == "k"
     # The search cannot move past 1 while a read of 1 is still to come, so write 2 is stuck.
     assert bad["op"]["f"] == "write" and bad["op"]["value"] == 2
@@ -43,7 +44,7 @@ def test_stale_read_with_repeated_values_is_reported_at_the_read() -> None:
     # Value 1 is written twice, so it may come back: the search tries, and gets stuck on the read.
     valid, details = check(w("a", 1, 0, 1), w("a", 2, 2, 3), r("b", 1, 4, 5), w("a", 1, 6, 7))
     assert valid is False
-    bad = details["invalid_keys"][0]  # type: ignore[index]
+    bad = details["invalid_keys"][0]
     assert bad["op"]["f"] == "read" and bad["state"] == 2
     assert len(bad["window"]) == 3
 
@@ -51,7 +52,7 @@ def test_stale_read_with_repeated_values_is_reported_at_the_read() -> None:
 def test_lost_write_read_of_nothing_after_an_acknowledged_write() -> None:
     valid, details = check(w("a", 1, 0, 1), r("b", None, 2, 3))
     assert valid is False
-    window = details["invalid_keys"][0]["window"]  # type: ignore[index]
+    window = details["invalid_keys"][0]["window"]
     assert [o["f"] for o in window] == ["write", "read"]
 
 
@@ -136,7 +137,7 @@ def test_get_put_delete_are_register_operations() -> None:
     ]
     valid, details = check(*ops)
     assert valid is False
-    window = details["invalid_keys"][0]["window"]  # type: ignore[index]
+    window = details["invalid_keys"][0]["window"]
     assert [o["f"] for o in window] == ["put", "get", "delete", "get"]
 
 
@@ -146,10 +147,10 @@ def test_eventually_consistent_reads_are_excluded_but_must_return_written_values
     invented = r("b", 7, 4, 5, consistent=False)
     valid, details = check(w("a", 1, 0, 1), invented)
     assert valid is False
-    assert details["eventual_read_violations"][0]["result"] == 7  # type: ignore[index]
+    assert details["eventual_read_violations"][0]["result"] == 7
     failed = r("b", 3, 4, 5, consistent=False)
     _, details = check(w("a", 1, 0, 1), w("a", 3, 2, 3, "fail"), failed)
-    assert "failed" in details["eventual_read_violations"][0]["problem"]  # type: ignore[index]
+    assert "failed" in details["eventual_read_violations"][0]["problem"]
 
 
 def test_keys_are_independent_and_the_bad_one_is_named() -> None:
@@ -157,7 +158,7 @@ def test_keys_are_independent_and_the_bad_one_is_named() -> None:
     bad = [w("a", 1, 4, 5, key="y"), r("b", 9, 6, 7, key="y")]
     valid, details = check(*good, *bad)
     assert valid is False
-    assert [k["key"] for k in details["invalid_keys"]] == ["y"]  # type: ignore[union-attr]
+    assert [k["key"] for k in details["invalid_keys"]] == ["y"]
     assert details["keys"] == 2
 
 
@@ -169,7 +170,7 @@ def test_keys_with_update_operations_are_skipped_not_failed() -> None:
         w("a", 1, 0, 1, key="o"),
     )
     assert valid is True
-    assert "k" in details["skipped_keys"]  # type: ignore[operator]
+    assert "k" in details["skipped_keys"]
 
 
 def test_nothing_to_check_is_unknown() -> None:

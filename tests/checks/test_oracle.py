@@ -76,7 +76,7 @@ def random_history(rng: random.Random) -> list[dict[str, object]]:
 def test_search_agrees_with_brute_force() -> None:
     rng = random.Random(20240601)
     seen = {True: 0, False: 0}
-    for _ in range(3000):
+    for _ in range(1500):
         records = random_history(rng)
         ops = pair_operations(records)
         registers = [x for x in map(to_register_op, ops) if x is not None]
@@ -86,4 +86,4 @@ def test_search_agrees_with_brute_force() -> None:
         got = check_linearizability(ops, budget=5.0).valid
         assert got is expected, records
         seen[expected] += 1
-    assert min(seen.values()) > 300, seen
+    assert min(seen.values()) > 150, seen

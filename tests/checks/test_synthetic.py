@@ -14,7 +14,7 @@ from checks.synth import corrupt_stale_read, register_history
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_linearizable_history_passes(seed: int) -> None:
     records = register_history(
-        ops=3000, clients=12, keys=8, seed=seed, info_rate=0.01, eventual_share=0.2
+        ops=2000, clients=12, keys=8, seed=seed, info_rate=0.01, eventual_share=0.2
     )
     ops = pair_operations(records)
     assert any(o.type == "info" for o in ops) and any(o.type == "fail" for o in ops)
@@ -24,7 +24,7 @@ def test_random_linearizable_history_passes(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_same_history_with_one_stale_read_fails(seed: int) -> None:
-    records = register_history(ops=3000, clients=12, keys=8, seed=seed, info_rate=0.01)
+    records = register_history(ops=2000, clients=12, keys=8, seed=seed, info_rate=0.01)
     corrupted, record = corrupt_stale_read(records, seed)
     result = check_linearizability(pair_operations(corrupted))
     assert result.valid is False

@@ -67,12 +67,12 @@ def test_canaries_probe_every_router_from_every_az(tmp_path: Path) -> None:
     async def main() -> int:
         async with fake_routers({"rt-a": 200, "rt-b": 200, "rt-c": 503}) as urls:
             return await run_canaries(
-                urls, AZ_OF, "gameday", "secret", "t", 10.0, 1.0, out, time.time()
+                urls, AZ_OF, "gameday", "secret", "t", 5.0, 1.0, out, time.time()
             )
 
     started = time.monotonic()
     done = asyncio.run(main())
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 4.0  # 1 s of probes, plus the last probe's timeout
 
     ops = list(read_ops(out))
     assert done == len(ops) // 2
@@ -80,8 +80,8 @@ def test_canaries_probe_every_router_from_every_az(tmp_path: Path) -> None:
     completions = [o for o in ops if o["type"] != "invoke"]
     per_pair = Counter((o["az"], o["router"]) for o in completions)
     assert set(per_pair) == {(az, r) for az in AZ_OF.values() for r in AZ_OF}
-    # 10 probes/s for 1 s, two ops each: about 20 per pair, never more than 22
-    assert all(16 <= n <= 22 for n in per_pair.values()), per_pair
+    # 5 probes/s for 1 s, two ops each: about 10 per pair, never more than 12 (the bound)
+    assert all(4 <= n <= 12 for n in per_pair.values()), per_pair
     for op in completions:
         if op["router"] == "rt-c":
             assert op["type"] == "info" and op["error"] == "ServiceUnavailable"

@@ -571,26 +571,74 @@ def test_update_actions(ddb: Client, new_table: NewTable) -> None:
 def test_update_return_values(ddb: Client, new_table: NewTable) -> None:
     name = new_table("updreturn")
     key = {"pk": S("r")}
-    ddb.put_item(TableName=name, Item={"pk": S("r"), "a": N(1), "b": N(1), "keep": S("k")})
+    original = {
+        "pk": S("r"),
+        "a": N(1),
+        "b": N(1),
+        "keep": S("k"),
+        "m": {"M": {"x": N(1), "sibling": S("s")}},
+        "l": {"L": [S("l0"), S("l1"), S("l2")]},
+    }
+    ddb.put_item(TableName=name, Item=original)
 
     def bump(returns: str) -> dict[str, Any]:
         response = ddb.update_item(
             TableName=name,
             Key=key,
-            UpdateExpression="SET a = a + :one, fresh = :one REMOVE b",
-            ExpressionAttributeValues={":one": N(1)},
+            UpdateExpression="SET a = a + :one, fresh = :one, m.x = :two, l[1] = :two REMOVE b",
+            ExpressionAttributeValues={":one": N(1), ":two": N(2)},
             ReturnValues=returns,
         )
         attributes: dict[str, Any] = response.get("Attributes", {})
-        ddb.put_item(TableName=name, Item={"pk": S("r"), "a": N(1), "b": N(1), "keep": S("k")})
+        ddb.put_item(TableName=name, Item=original)
         return attributes
 
     assert bump("NONE") == {}
-    assert bump("ALL_OLD") == {"pk": S("r"), "a": N(1), "b": N(1), "keep": S("k")}
-    assert bump("UPDATED_OLD") == {"a": N(1), "b": N(1)}
-    assert bump("ALL_NEW") == {"pk": S("r"), "a": N(2), "fresh": N(1), "keep": S("k")}
-    assert bump("UPDATED_NEW") == {"a": N(2), "fresh": N(1)}
+    assert bump("ALL_OLD") == original
+    # UPDATED_*: only what the update names, nested paths as fragments (siblings left out).
+    assert bump("UPDATED_OLD") == {
+        "a": N(1),
+        "b": N(1),
+        "m": {"M": {"x": N(1)}},
+        "l": {"L": [S("l1")]},
+    }
+    assert bump("ALL_NEW") == {
+        "pk": S("r"),
+        "a": N(2),
+        "fresh": N(1),
+        "keep": S("k"),
+        "m": {"M": {"x": N(2), "sibling": S("s")}},
+        "l": {"L": [S("l0"), N(2), S("l2")]},
+    }
+    assert bump("UPDATED_NEW") == {
+        "a": N(2),
+        "fresh": N(1),
+        "m": {"M": {"x": N(2)}},
+        "l": {"L": [N(2)]},
+    }
     expect_error("ValidationException", bump, "EVERYTHING")
+    # A REMOVE-only update has nothing new to return; UPDATED_OLD of a new attribute neither.
+    removed = ddb.update_item(
+        TableName=name, Key=key, UpdateExpression="REMOVE keep", ReturnValues="UPDATED_NEW"
+    )
+    assert "Attributes" not in removed
+    added = ddb.update_item(
+        TableName=name,
+        Key=key,
+        UpdateExpression="SET brand_new = :v",
+        ExpressionAttributeValues={":v": S("v")},
+        ReturnValues="UPDATED_OLD",
+    )
+    assert "Attributes" not in added
+    # An upsert: UPDATED_NEW returns the attributes set (not the key), ALL_OLD nothing.
+    created = ddb.update_item(
+        TableName=name,
+        Key={"pk": S("new")},
+        UpdateExpression="SET v = :v",
+        ExpressionAttributeValues={":v": S("v")},
+        ReturnValues="UPDATED_NEW",
+    )
+    assert created["Attributes"] == {"v": S("v")}
 
 
 def test_conditions_on_put_update_delete(ddb: Client, new_table: NewTable) -> None:
@@ -615,6 +663,13 @@ def test_conditions_on_put_update_delete(ddb: Client, new_table: NewTable) -> No
         ReturnValuesOnConditionCheckFailure="ALL_OLD",
     )
     assert err.response["Item"] == item
+    expect_error(
+        "ValidationException",
+        ddb.put_item,
+        TableName=name,
+        Item=item,
+        ReturnValuesOnConditionCheckFailure="ALL_NEW",
+    )
     # boto3's modeled exception class catches it too.
     with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
         ddb.put_item(TableName=name, Item=item, ConditionExpression="attribute_not_exists(pk)")
@@ -911,6 +966,26 @@ def test_query_binary_sort_key(ddb: Client, new_table: NewTable) -> None:
         ConsistentRead=True,
     )
     assert [item["sk"]["B"] for item in page["Items"]] == [b"\x02", b"\xff\xff"]
+    # Pages stop at 1 MB: four 350 KB items take more than one page, Query and Scan alike.
+    for i in range(4):
+        item = {"pk": {"B": b"big"}, "sk": {"B": bytes([i])}, "blob": S("x" * 350_000)}
+        ddb.put_item(TableName=name, Item=item)
+    request = {
+        "TableName": name,
+        "KeyConditionExpression": "pk = :p",
+        "ExpressionAttributeValues": {":p": {"B": b"big"}},
+        "ProjectionExpression": "sk",
+        "ConsistentRead": True,
+    }
+    first = ddb.query(**request)
+    assert 1 <= first["Count"] < 4 and "LastEvaluatedKey" in first
+    items, pages = query_all(ddb, **request)
+    assert [item["sk"]["B"] for item in items] == [bytes([i]) for i in range(4)]
+    assert pages >= 2
+    scanned, pages, _ = scan_all(
+        ddb, TableName=name, ProjectionExpression="sk", ConsistentRead=True
+    )
+    assert len(scanned) == len(keys) + 4 and pages >= 2
 
 
 def test_scan_pages_every_item_exactly_once(ddb: Client, new_table: NewTable) -> None:

@@ -1,0 +1,646 @@
+"""The cluster as Docker containers: one per process on a network of its own, links via Toxiproxy.
+
+The same cluster as the local backend, in containers of the ``gameday-cluster`` image
+(chaos/images.py): one per storage node, router, MemDS server and the GAC, each labelled with
+its AZ, rack and role and holding its data on a named volume, plus one Toxiproxy container
+through which every link between them runs (``dial`` in the cluster config, as on loopback).
+Everything sits on a user-defined bridge network with a fixed subnet, so each container keeps
+its address across power cycles; processes listen on their container's address, and the host
+reaches admin endpoints and the Toxiproxy API there directly. Router ports are also published
+on 127.0.0.1 only: those are the DynamoDB endpoints clients use.
+
+Faults map onto Docker: power off is ``docker kill`` (SIGKILL), power on starts the same
+container again (same volume, same address), pause is ``docker pause`` (the cgroup freezer).
+
+    cluster = DockerCluster.create(Path(".gameday/cluster"), "3x2x1")
+    cluster.up()                       # network, volumes, Toxiproxy, 13 containers; healthy
+    cluster.kill("sn-a1"); cluster.start("sn-a1")
+    cluster.down(wipe=True)            # containers, network, volumes and the data dir gone
+
+``data_dir`` keeps ``cluster.json`` (copied into every container at creation), ``docker.json``
+(the names, subnet and host ports Docker objects were given), ``faults.json`` and the
+dead-man's lease, and ``logs/`` (each container's output, saved when it is removed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import ipaddress
+import json
+import shutil
+import socket
+import tarfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from chaos.backends.local import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_SECRET_KEY,
+    FIRST_PROXY_PORT,
+    GAC_PORT,
+    MEMDS_PORT,
+    ROUTER_PORT,
+    STORAGE_ADMIN_PORT,
+    STORAGE_PORT,
+    TOXIPROXY_API_PORT,
+)
+from chaos.images import CLUSTER_IMAGE, EngineUnavailable, engine, image_exists
+from chaos.mesh import Link, LinkMesh, plan_links, wait_ready, with_mesh
+from cluster.config import ClusterConfig, ProcessInfo
+from cluster.topology import Topology, parse_topology
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+STATE_FILE = "docker.json"
+CONFIG_IN_CONTAINER = "/etc/gameday/cluster.json"
+DATA_IN_CONTAINER = "/data"
+TOXIPROXY = "toxiproxy"
+LABEL = "io.gameday"  # label prefix: io.gameday.cluster, .process, .role, .az, .rack
+MODULES = {
+    "storage": "cluster.storage",
+    "router": "cluster.router",
+    "memds": "cluster.memds",
+    "gac": "cluster.admission",
+}
+FIRST_HOST = 10  # processes get subnet addresses from .10 on; Toxiproxy has .2
+
+
+class DockerState(BaseModel):
+    """What the backend named and chose in Docker, saved as ``docker.json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str  # cluster name: prefix of every container, volume and the network
+    image: str = CLUSTER_IMAGE
+    subnet: str
+    toxiproxy_ip: str
+    router_ports: dict[str, int]  # router id -> port on 127.0.0.1
+    mesh: bool = True
+
+    @property
+    def network(self) -> str:
+        return f"{self.name}-net"
+
+    def container(self, process_id: str) -> str:
+        return f"{self.name}-{process_id}"
+
+    def volume(self, process_id: str) -> str:
+        return f"{self.name}-{process_id}"
+
+
+def cluster_name(data_dir: Path) -> str:
+    """``gameday-<hash>``: stable for a data dir, distinct between data dirs."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return f"gameday-{digest}"
+
+
+def is_docker_cluster(data_dir: Path) -> bool:
+    return (data_dir / STATE_FILE).exists()
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+def build_docker_config(topology: str, subnet: str, partitions: int = 4) -> ClusterConfig:
+    """Addresses on ``subnet``: one per process from .10 on, in a fixed order.
+
+    Each process has a container of its own, so all use the standard ports.
+    """
+    topo = parse_topology(topology)
+    net = ipaddress.ip_network(subnet)
+    hosts = iter(net.hosts())
+    for _ in range(FIRST_HOST - 1):
+        next(hosts)
+    processes: dict[str, ProcessInfo] = {}
+
+    def add(process_id: str, role: Any, az: str, rack: str | None, port: int, admin: int) -> None:
+        try:
+            ip = next(hosts)
+        except StopIteration:
+            raise ValueError(f"subnet {subnet} is too small for {topology}") from None
+        processes[process_id] = ProcessInfo(
+            id=process_id, role=role, az=az, rack=rack, listen=f"{ip}:{port}", admin=f"{ip}:{admin}"
+        )
+
+    for az in topo.azs:
+        for node in (n for n in topo.storage_nodes() if n.az == az):
+            add(node.id, "storage", az, node.rack, STORAGE_PORT, STORAGE_ADMIN_PORT)
+        for spec in (p for p in topo.memds() if p.az == az):
+            add(spec.id, "memds", az, None, MEMDS_PORT, MEMDS_PORT)
+        for spec in (p for p in topo.routers() if p.az == az):
+            add(spec.id, "router", az, None, ROUTER_PORT, ROUTER_PORT)
+    add("gac", "gac", topo.azs[0], None, GAC_PORT, GAC_PORT)
+    return ClusterConfig(
+        topology=topology,
+        processes=processes,
+        credentials={DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY},
+        default_partitions=partitions,
+    )
+
+
+def toxiproxy_ip(subnet: str) -> str:
+    return str(ipaddress.ip_network(subnet).network_address + 2)
+
+
+def labels_for(state: DockerState, info: ProcessInfo | None) -> dict[str, str]:
+    """Labels of one container (``info`` None: the Toxiproxy container)."""
+    labels = {f"{LABEL}.cluster": state.name}
+    if info is None:
+        return {**labels, f"{LABEL}.process": TOXIPROXY, f"{LABEL}.role": "toxiproxy"}
+    labels.update({f"{LABEL}.process": info.id, f"{LABEL}.role": info.role, f"{LABEL}.az": info.az})
+    if info.rack is not None:
+        labels[f"{LABEL}.rack"] = info.rack
+    return labels
+
+
+def command_for(info: ProcessInfo) -> list[str]:
+    """The container's command: the role's module, its id and the config inside the image."""
+    config = ["--config", CONFIG_IN_CONTAINER]
+    if info.role == "storage":
+        return [
+            "python",
+            "-m",
+            MODULES["storage"],
+            "--node-id",
+            info.id,
+            "--data-dir",
+            DATA_IN_CONTAINER,
+            "--log-level",
+            "WARNING",
+            *config,
+        ]
+    return ["python", "-m", MODULES[info.role], "--id", info.id, *config]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- the backend -----------------------------------------------------------------------------
+
+
+class DockerCluster:
+    """The whole cluster as containers; the same interface as ``LocalCluster``."""
+
+    name = "docker"
+
+    def __init__(self, data_dir: Path, config: ClusterConfig, state: DockerState) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.state = state
+        self.state_dir = data_dir
+        self._client: docker.DockerClient | None = None
+        self._mesh: LinkMesh | None = None
+
+    # -- opening --------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, data_dir: Path, topology: str = "3x2x1", partitions: int = 4, mesh: bool = True
+    ) -> DockerCluster:
+        """Open the cluster in ``data_dir``, planning it (subnet, addresses) on first use."""
+        if is_docker_cluster(data_dir):
+            cluster = cls.open(data_dir)
+            if cluster.config.topology != topology:
+                raise ValueError(
+                    f"{data_dir} holds a {cluster.config.topology} cluster; use it as is, or "
+                    f"remove it with 'gameday cluster down --wipe' to start a {topology} one"
+                )
+            return cluster
+        if (data_dir / "cluster.json").exists():
+            raise ValueError(
+                f"{data_dir} holds a cluster of the local backend: stop and remove it "
+                "('gameday cluster down --wipe') or choose another --data-dir"
+            )
+        client = engine()
+        name = cluster_name(data_dir)
+        subnet = free_subnet(client, name)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = build_docker_config(topology, subnet, partitions)
+        routers = {p.id: _free_port() for p in config.processes_with_role("router")}
+        state = DockerState(
+            name=name,
+            subnet=subnet,
+            toxiproxy_ip=toxiproxy_ip(subnet),
+            router_ports=routers,
+            mesh=mesh,
+        )
+        if mesh:
+            config = with_mesh(config, plan_links(config, state.toxiproxy_ip, FIRST_PROXY_PORT))
+        cluster = cls(data_dir, config, state)
+        cluster._save()
+        cluster._client = client
+        return cluster
+
+    @classmethod
+    def open(cls, data_dir: Path) -> DockerCluster:
+        path = data_dir / STATE_FILE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no docker cluster in {data_dir} (start one with "
+                "'gameday cluster up --backend docker')"
+            )
+        state = DockerState.model_validate_json(path.read_text())
+        return cls(data_dir, ClusterConfig.load(data_dir / "cluster.json"), state)
+
+    def _save(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config.save(self.data_dir / "cluster.json")
+        tmp = self.data_dir / f"{STATE_FILE}.tmp"
+        tmp.write_text(self.state.model_dump_json(indent=2))
+        tmp.replace(self.data_dir / STATE_FILE)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = engine()
+        return self._client
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "cluster.json"
+
+    # -- the Toxiproxy mesh ---------------------------------------------------------------------
+
+    @property
+    def has_mesh(self) -> bool:
+        return bool(self.config.dial)
+
+    def toxiproxy_api(self) -> str:
+        return f"http://{self.state.toxiproxy_ip}:{TOXIPROXY_API_PORT}"
+
+    def mesh(self) -> LinkMesh | None:
+        if not self.has_mesh:
+            return None
+        if self._mesh is None:
+            self._mesh = LinkMesh(self.toxiproxy_api())
+        return self._mesh
+
+    def links(self) -> dict[tuple[str, str], Link]:
+        if not self.has_mesh:
+            return {}
+        return plan_links(self.config, self.state.toxiproxy_ip, FIRST_PROXY_PORT)
+
+    def start_mesh(self) -> None:
+        """Start the Toxiproxy container (if not running) and create every proxy (idempotent)."""
+        if not self.has_mesh:
+            return
+        self._start_container(TOXIPROXY)
+        wait_ready(self.toxiproxy_api(), 20.0)
+        mesh = self.mesh()
+        assert mesh is not None
+        mesh.ensure(list(self.links().values()))
+
+    # -- Docker objects -------------------------------------------------------------------------
+
+    def _container(self, process_id: str) -> Container | None:
+        from docker.errors import NotFound
+
+        try:
+            return self.client.containers.get(self.state.container(process_id))
+        except NotFound:
+            return None
+
+    def _ensure_network(self) -> None:
+        from docker.errors import NotFound
+        from docker.types import IPAMConfig, IPAMPool
+
+        try:
+            self.client.networks.get(self.state.network)
+            return
+        except NotFound:
+            pass
+        from docker.errors import APIError
+
+        for attempt in range(3):
+            net = ipaddress.ip_network(self.state.subnet)
+            try:
+                self.client.networks.create(
+                    self.state.network,
+                    driver="bridge",
+                    ipam=IPAMConfig(
+                        pool_configs=[
+                            IPAMPool(subnet=str(net), gateway=str(net.network_address + 1))
+                        ]
+                    ),
+                    labels={f"{LABEL}.cluster": self.state.name},
+                    check_duplicate=True,
+                )
+                return
+            except APIError as exc:
+                if "overlap" not in str(exc).lower() or attempt == 2:
+                    raise
+            # Another network took the subnet while this cluster was down: move to a free one.
+            self._replan(free_subnet(self.client, self.state.name))
+
+    def _replan(self, subnet: str) -> None:
+        """New addresses on ``subnet`` (the network is gone, so are the containers' addresses).
+
+        Containers still holding the old addresses are removed; volumes (the data) stay.
+        """
+        for container in self._all_containers():
+            container.remove(force=True)
+        fresh = build_docker_config(self.config.topology, subnet, self.config.default_partitions)
+        config = self.config.model_copy(update={"processes": fresh.processes, "dial": {}})
+        self.state = self.state.model_copy(
+            update={"subnet": subnet, "toxiproxy_ip": toxiproxy_ip(subnet)}
+        )
+        if self.state.mesh:
+            config = with_mesh(
+                config, plan_links(config, self.state.toxiproxy_ip, FIRST_PROXY_PORT)
+            )
+        self.config = config
+        self._mesh = None
+        self._save()
+
+    def _create_container(self, process_id: str) -> Container:
+        """Create (not start) the container of ``process_id``, its volume, and its config."""
+        api = self.client.api
+        state = self.state
+        name = state.container(process_id)
+        if process_id == TOXIPROXY:
+            info = None
+            ip = state.toxiproxy_ip
+            command = ["toxiproxy-server", "-host", "0.0.0.0", "-port", str(TOXIPROXY_API_PORT)]
+            env = {"GAMEDAY_HEALTH_URL": f"http://127.0.0.1:{TOXIPROXY_API_PORT}/version"}
+            binds: dict[str, dict[str, str]] = {}
+            ports: dict[int, tuple[str, int]] = {}
+        else:
+            info = self.config.process(process_id)
+            ip = info.listen.rsplit(":", 1)[0]
+            command = command_for(info)
+            env = {
+                "GAMEDAY_PROCESS_ID": process_id,
+                "GAMEDAY_HEALTH_URL": self.health_url(process_id),
+            }
+            volume = state.volume(process_id)
+            self.client.volumes.create(volume, labels=labels_for(state, info))
+            binds = {volume: {"bind": DATA_IN_CONTAINER, "mode": "rw"}}
+            ports = {}
+            if info.role == "router":
+                ports = {ROUTER_PORT: ("127.0.0.1", state.router_ports[process_id])}
+        host_config = api.create_host_config(
+            binds=binds,
+            port_bindings=ports,
+            restart_policy={"Name": "no"},
+            log_config={"Type": "json-file", "Config": {"max-size": "20m", "max-file": "2"}},
+        )
+        networking = api.create_networking_config(
+            {state.network: api.create_endpoint_config(ipv4_address=ip)}
+        )
+        api.create_container(
+            state.image,
+            command=command,
+            name=name,
+            hostname=process_id,
+            environment=env,
+            labels=labels_for(state, info),
+            ports=list(ports),
+            host_config=host_config,
+            networking_config=networking,
+            stop_signal="SIGTERM",
+        )
+        container = self.client.containers.get(name)
+        if info is not None:
+            container.put_archive("/etc/gameday", _tar_of("cluster.json", self.config_path))
+        return container
+
+    def _start_container(self, process_id: str) -> None:
+        container = self._container(process_id)
+        if container is None:
+            container = self._create_container(process_id)
+        container.reload()
+        status = container.status
+        if status == "paused":
+            container.unpause()
+        elif status != "running":
+            container.start()
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def process_ids(self, role: str | None = None) -> list[str]:
+        order = {"storage": 0, "gac": 1, "memds": 2, "router": 3}
+        ids = [p.id for p in self.config.processes.values() if role in (None, p.role)]
+        return sorted(ids, key=lambda i: (order[self.config.processes[i].role], i))
+
+    def container_status(self, process_id: str) -> str:
+        """Docker's status of the process's container: running, paused, exited, ... or absent."""
+        container = self._container(process_id)
+        return "absent" if container is None else str(container.status)
+
+    def alive(self, process_id: str) -> bool:
+        """Running (a paused container is alive, as a SIGSTOPped process is)."""
+        return self.container_status(process_id) in ("running", "paused")
+
+    def start(self, process_id: str) -> None:
+        """Power on: start the same container again (same volume, same address)."""
+        self._start_container(process_id)
+
+    def kill(self, process_id: str) -> None:
+        """Power off: ``docker kill`` (SIGKILL); returns once the container has stopped."""
+        container = self._container(process_id)
+        if container is None or container.status not in ("running", "paused"):
+            return
+        from docker.errors import APIError
+
+        with contextlib.suppress(APIError):  # it may have died on its own meanwhile
+            container.kill(signal="SIGKILL")
+        deadline = time.monotonic() + 10.0
+        while self.alive(process_id) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def pause(self, process_id: str) -> None:
+        container = self._container(process_id)
+        if container is not None and container.status == "running":
+            container.pause()
+
+    def resume(self, process_id: str) -> None:
+        container = self._container(process_id)
+        if container is not None and container.status == "paused":
+            container.unpause()
+
+    def topology(self) -> Topology:
+        return parse_topology(self.config.topology)
+
+    def replica_dir(self, node_id: str, group: str) -> Path:
+        """The replica's files on the host, inside the node's named volume."""
+        volume = self.client.volumes.get(self.state.volume(node_id))
+        return Path(volume.attrs["Mountpoint"]) / "groups" / group
+
+    # -- the whole cluster ----------------------------------------------------------------------
+
+    def up(self, timeout: float = 90.0, progress: Callable[[str], None] | None = None) -> None:
+        """Network, Toxiproxy and every container that is not running; wait until healthy."""
+        if not image_exists(self.client, self.state.image):
+            raise RuntimeError(
+                f"image {self.state.image} is missing: build it with 'gameday images build'"
+            )
+        self._ensure_network()
+        self.start_mesh()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(self._start_container, self.process_ids()))
+        self.wait_healthy(timeout, progress)
+
+    def down(self, wipe: bool = False) -> None:
+        """Stop and remove every container and the network, saving their logs in ``logs/``.
+
+        The volumes stay (``up`` again recovers every table) unless ``wipe``, which also
+        removes them and the data dir.
+        """
+        containers = self._all_containers()
+        by_process = {c.labels.get(f"{LABEL}.process", c.name): c for c in containers}
+        order = [p for p in reversed(self.process_ids()) if p in by_process]
+        order += [p for p in by_process if p not in order]  # Toxiproxy, strays
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+        def stop(process_id: str) -> None:
+            container = by_process[process_id]
+            with contextlib.suppress(Exception):
+                container.reload()
+                if container.status == "paused":
+                    container.unpause()
+                if container.status in ("running", "restarting"):
+                    container.stop(timeout=5)
+            with contextlib.suppress(Exception):
+                log = container.logs(stdout=True, stderr=True)
+                (self.data_dir / "logs" / f"{process_id}.log").write_bytes(log)
+            container.remove(force=True)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(stop, order))
+        self._remove_network()
+        if wipe:
+            self.remove_volumes()
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def remove_volumes(self) -> None:
+        """Remove the cluster's volumes (its data); the containers must be gone already."""
+        for volume in self.client.volumes.list(
+            filters={"label": f"{LABEL}.cluster={self.state.name}"}
+        ):
+            volume.remove(force=True)
+
+    def _remove_network(self) -> None:
+        from docker.errors import NotFound
+
+        for network in self.client.networks.list(names=[self.state.network]):
+            with contextlib.suppress(NotFound):
+                network.remove()
+
+    def _all_containers(self) -> list[Container]:
+        flt = {"label": f"{LABEL}.cluster={self.state.name}"}
+        return list(self.client.containers.list(all=True, filters=flt))
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Every Docker object of this cluster that still exists, by kind."""
+        flt = {"label": f"{LABEL}.cluster={self.state.name}"}
+        return {
+            "containers": [c.name for c in self.client.containers.list(all=True, filters=flt)],
+            "networks": [n.name for n in self.client.networks.list(names=[self.state.network])],
+            "volumes": [v.name for v in self.client.volumes.list(filters=flt)],
+        }
+
+    # -- health and status ----------------------------------------------------------------------
+
+    def health_url(self, process_id: str) -> str:
+        return f"http://{self.config.process(process_id).admin}/health"
+
+    def health(self, process_id: str) -> dict[str, Any] | None:
+        """The process's /health body, or None if it is down, paused or not answering."""
+        return _get_json(self.health_url(process_id), 1.0)
+
+    def wait_healthy(
+        self, timeout: float = 90.0, progress: Callable[[str], None] | None = None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        for process_id in self.process_ids():
+            while self.health(process_id) is None:
+                status = self.container_status(process_id)
+                if status not in ("running", "paused"):
+                    raise RuntimeError(
+                        f"{process_id} is {status}; see 'docker logs "
+                        f"{self.state.container(process_id)}'"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{process_id} not healthy after {timeout:.0f}s ({status}); see "
+                        f"'docker logs {self.state.container(process_id)}'"
+                    )
+                time.sleep(0.1)
+            if progress is not None:
+                progress(process_id)
+
+    def endpoints(self) -> dict[str, str]:
+        """Router id -> its DynamoDB endpoint, published on 127.0.0.1."""
+        return {
+            p: f"http://127.0.0.1:{self.state.router_ports[p]}" for p in self.process_ids("router")
+        }
+
+    def storage_status(self, node_id: str) -> dict[str, Any] | None:
+        return _get_json(f"http://{self.config.process(node_id).admin}/replicas", 1.0)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def free_subnet(client: docker.DockerClient, name: str) -> str:
+    """A subnet no network uses: the one the engine's own pool hands out to a probe network.
+
+    Containers need fixed addresses, which Docker grants only on a network whose subnet was
+    given explicitly; asking the engine first keeps clear of its other networks and of the
+    host's routes.
+    """
+    probe = client.networks.create(f"{name}-probe", driver="bridge", check_duplicate=True)
+    try:
+        probe.reload()
+        configs = probe.attrs.get("IPAM", {}).get("Config") or []
+        subnet = next((c["Subnet"] for c in configs if "." in c.get("Subnet", "")), None)
+    finally:
+        probe.remove()
+    if subnet is None:
+        raise EngineUnavailable("the Docker engine gave the probe network no IPv4 subnet")
+    return str(subnet)
+
+
+def _tar_of(name: str, path: Path) -> bytes:
+    data = path.read_bytes()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        entry = tarfile.TarInfo(name)
+        entry.size = len(data)
+        entry.mode = 0o644
+        entry.mtime = int(time.time())
+        tar.addfile(entry, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _get_json(url: str, timeout: float) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+    except (OSError, ValueError):
+        return None
+
+
+def all_gameday_objects(client: docker.DockerClient) -> Iterator[tuple[str, str]]:
+    """(kind, name) of every container, network and volume any gameday cluster made."""
+    flt = {"label": f"{LABEL}.cluster"}
+    for c in client.containers.list(all=True, filters=flt):
+        yield "container", str(c.name)
+    for n in client.networks.list(filters=flt):
+        yield "network", str(n.name)
+    for v in client.volumes.list(filters=flt):
+        yield "volume", str(v.name)

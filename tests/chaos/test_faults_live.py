@@ -1,0 +1,269 @@
+"""Faults on the real local cluster with the real Toxiproxy: inject, observe, heal.
+
+One cluster for the module; every test heals what it did, and checks the cluster is healthy
+again, so the next one starts clean.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from typer.testing import CliRunner
+
+from chaos.backends.local import LocalCluster
+from chaos.cli import app
+from chaos.faults import ClusterView, groups_from_status, make_fault
+from chaos.faults import plan as plan_fault
+from chaos.mesh import probe
+from chaos.nemesis import Nemesis, recorded_faults
+from tests.conftest import client_for
+
+pytestmark = pytest.mark.slow
+TABLE = "faults"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster.create(tmp_path_factory.mktemp("faults") / "cluster", "3x2x1", partitions=4)
+    c.up()
+    client = client_for(c)
+    client.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(TableName=TABLE, WaiterConfig={"Delay": 0.2})
+    try:
+        yield c
+    finally:
+        c.down()
+
+
+def view(cluster: LocalCluster) -> ClusterView:
+    statuses = {n: cluster.storage_status(n) for n in cluster.process_ids("storage")}
+    return ClusterView.from_config(cluster.config, groups_from_status(statuses))
+
+
+def inject(cluster: LocalCluster, kind: str, **params: object) -> tuple[Nemesis, str]:
+    nemesis = Nemesis(cluster)
+    fault_id = f"t{uuid.uuid4().hex[:6]}"
+    plan = plan_fault(make_fault(kind, params), view(cluster))
+    nemesis.inject(fault_id, plan)
+    return nemesis, fault_id
+
+
+def heal_and_check(cluster: LocalCluster, nemesis: Nemesis) -> None:
+    nemesis.heal_all()
+    mesh = cluster.mesh()
+    assert mesh is not None
+    assert all(not mesh.toxics(name) for name in mesh.proxies()), "toxics left behind"
+    assert all(p.enabled for p in mesh.proxies().values())
+    assert all(cluster.health(p) for p in cluster.process_ids())
+    assert recorded_faults(cluster.state_dir) == {}
+
+
+def write_all_partitions(cluster: LocalCluster, router: str, keys: int = 40) -> int:
+    """Write keys spread over every partition; returns how many succeeded (with retries)."""
+    client = client_for(cluster, router)
+    ok = 0
+    errors: list[str] = []
+    for i in range(keys):
+        try:
+            client.put_item(TableName=TABLE, Item={"id": {"S": f"k{i}"}, "v": {"N": str(i)}})
+            ok += 1
+        except ClientError as exc:
+            meta = exc.response.get("ResponseMetadata", {})
+            errors.append(f"k{i}: {exc.response['Error']} after {meta.get('RetryAttempts')}")
+    if errors:
+        print("write errors:", *errors, sep="\n  ")
+    return ok
+
+
+def leaders(cluster: LocalCluster) -> dict[str, str | None]:
+    return {g: v.leader for g, v in view(cluster).groups.items()}
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_az_power_off_leaves_every_partition_writable(cluster: LocalCluster) -> None:
+    nemesis, _ = inject(cluster, "power_off_az", target="az-b")
+    try:
+        assert not any(cluster.alive(p) for p in ("sn-b1", "sn-b2", "rt-b", "md-b"))
+        assert write_all_partitions(cluster, "rt-a") == 40  # boto3 retries cover elections
+    finally:
+        heal_and_check(cluster, nemesis)
+
+
+def test_partitioned_minority_leader_steps_down_and_majority_elects(cluster: LocalCluster) -> None:
+    group = f"{TABLE}.p0"
+    old = leaders(cluster)[group]
+    assert old is not None
+    nemesis, _ = inject(cluster, "leader_isolation", group=group)
+    try:
+        assert wait_for(lambda: leaders(cluster)[group] not in (None, old)), "no new leader"
+        status = cluster.storage_status(old) or {"replicas": []}
+        mine = next(r for r in status["replicas"] if r["group"] == group)
+        assert wait_for(
+            lambda: (
+                next(
+                    r
+                    for r in (cluster.storage_status(old) or {"replicas": []})["replicas"]
+                    if r["group"] == group
+                )["role"]
+                != "leader"
+            )
+        ), f"isolated leader {old} did not step down: {mine}"
+        assert write_all_partitions(cluster, "rt-a", keys=10) == 10
+    finally:
+        heal_and_check(cluster, nemesis)
+
+
+def test_az_split_cuts_exactly_the_crossing_links(cluster: LocalCluster) -> None:
+    nemesis, fault_id = inject(cluster, "split", sides="az-a|az-b,az-c")
+    links = cluster.links()
+    try:
+        assert not probe(links[("sn-a1", "sn-b1")], timeout=1.0).reachable
+        assert not probe(links[("rt-a", "sn-c1")], timeout=1.0).reachable
+        assert probe(links[("sn-b1", "sn-c1")], timeout=2.0).reachable
+        assert probe(links[("sn-a1", "sn-a2")], timeout=2.0).reachable
+        # The majority side keeps serving writes.
+        assert write_all_partitions(cluster, "rt-b", keys=10) == 10
+        # The nodes' own metrics see the peer go silent.
+        assert wait_for(lambda: _heard_ago(cluster, "sn-b1", "sn-a1") > 1.0, 10)
+    finally:
+        nemesis.heal(fault_id)
+        assert probe(links[("sn-a1", "sn-b1")], timeout=2.0).reachable
+        heal_and_check(cluster, nemesis)
+
+
+def _heard_ago(cluster: LocalCluster, node: str, peer: str) -> float:
+    status = cluster.storage_status(node) or {}
+    return float(status.get("peers", {}).get(peer, {}).get("heard_seconds_ago") or 0.0)
+
+
+def test_one_way_cut_stops_one_direction_only(cluster: LocalCluster) -> None:
+    nemesis, _ = inject(cluster, "one_way", from_side="sn-a1", to_side="sn-b1")
+    links = cluster.links()
+    try:
+        assert not probe(links[("sn-a1", "sn-b1")], timeout=1.0).reachable
+        assert probe(links[("sn-b1", "sn-a1")], timeout=2.0).reachable
+    finally:
+        heal_and_check(cluster, nemesis)
+
+
+def test_pause_is_a_gray_failure_and_resume_heals(cluster: LocalCluster) -> None:
+    nemesis, _ = inject(cluster, "pause_node", target="sn-c2")
+    try:
+        assert cluster.alive("sn-c2")  # still there...
+        assert cluster.health("sn-c2") is None  # ...but answering nothing
+        assert write_all_partitions(cluster, "rt-a", keys=10) == 10
+    finally:
+        heal_and_check(cluster, nemesis)
+
+
+def test_latency_between_azs_is_measurable(cluster: LocalCluster) -> None:
+    nemesis, _ = inject(
+        cluster, "latency", from_side="rt-a", to_side="md-a", ms=300, both_ways=True
+    )
+    links = cluster.links()
+    try:
+        result = probe(links[("rt-a", "md-a")], timeout=3.0)
+        assert result.reachable and result.elapsed >= 0.5  # 300 ms each way
+    finally:
+        heal_and_check(cluster, nemesis)
+
+
+def test_rack_power_off_and_rolling_restart(cluster: LocalCluster) -> None:
+    nemesis, _ = inject(cluster, "power_off_rack", target="az-c/r1")
+    try:
+        assert not cluster.alive("sn-c1") and cluster.alive("sn-c2")
+    finally:
+        heal_and_check(cluster, nemesis)
+    before = {p: cluster.procs.pid(p) for p in cluster.process_ids("router")}
+    nemesis, _ = inject(cluster, "rolling_restart", role="router")
+    after = {p: cluster.procs.pid(p) for p in cluster.process_ids("router")}
+    assert all(before[p] != after[p] for p in before), "every router restarted"
+    heal_and_check(cluster, nemesis)
+
+
+def test_unknown_target_is_refused_clearly_and_leaves_nothing(cluster: LocalCluster) -> None:
+    result = CliRunner().invoke(
+        app, ["fault", "power-off", "az-q", "--data-dir", str(cluster.data_dir)]
+    )
+    assert result.exit_code == 2
+    assert "az-q" in result.output and "az-a" in result.output  # names the known AZs
+    assert recorded_faults(cluster.state_dir) == {}
+    assert all(cluster.alive(p) for p in cluster.process_ids())
+
+
+def test_cli_fault_then_heal(cluster: LocalCluster) -> None:
+    runner = CliRunner()
+    data = ["--data-dir", str(cluster.data_dir)]
+    result = runner.invoke(app, ["fault", "partition", "az-a|az-b,az-c", *data])
+    assert result.exit_code == 0, result.output
+    listed = runner.invoke(app, ["fault", "list", *data])
+    assert "split" in listed.output
+    healed = runner.invoke(app, ["heal", *data])
+    assert healed.exit_code == 0, healed.output
+    heal_and_check(cluster, Nemesis(cluster))
+
+
+def test_dead_mans_switch_heals_after_the_orchestrator_is_killed(cluster: LocalCluster) -> None:
+    """SIGKILL the process holding an AZ partition: the watchdog heals within seconds."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chaos.cli_entry",
+            "fault",
+            "partition",
+            "az-b|az-a,az-c",
+            "--duration",
+            "120s",
+            "--data-dir",
+            str(cluster.data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    links = cluster.links()
+    try:
+        assert wait_for(lambda: bool(recorded_faults(cluster.state_dir)), 20), "never injected"
+        assert wait_for(lambda: not probe(links[("sn-b1", "sn-a1")], 1.0).reachable, 10)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        killed_at = time.monotonic()
+        assert wait_for(lambda: probe(links[("sn-b1", "sn-a1")], 1.0).reachable, 20)
+        healed_after = time.monotonic() - killed_at
+        assert healed_after < 15, f"healed only after {healed_after:.1f}s"
+        assert wait_for(lambda: recorded_faults(cluster.state_dir) == {}, 30)
+    finally:
+        holder.kill()
+        heal_and_check(cluster, Nemesis(cluster))
+
+
+def test_malformed_scenario_names_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\nduration: 60s\nmethod:\n  timeline:\n"
+        "    - {at: 10s, fault: power_off_az, duration: forever, target: az-a}\n"
+    )
+    result = CliRunner().invoke(app, ["scenario", "validate", str(bad)])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "duration" in result.output

@@ -1,0 +1,88 @@
+"""The CI chaos suite: every shipped scenario as a real game day, and proof the checkers bite.
+
+``pytest -m chaos`` runs one test per scenario in scenarios/ (the nightly suite; see
+.ci/nightly.yml). ``make test`` runs the short subset marked ``chaos_smoke``. A failing game day
+keeps its run directory (report.html, checks.json, logs) and names it in the failure.
+Deliberately broken clusters (test-only flags) must make the checkers fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from chaos.backends.local import LocalCluster
+from chaos.run import EXIT_FAIL, EXIT_PASS, RunOptions, run_game_day
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+SMOKE = {"node-power-off", "az-partition"}  # the short subset `make test` runs
+
+
+def run_scenario(path: Path, out: Path, data_dir: Path | None = None) -> tuple[int, Path]:
+    console = Console(record=True, width=120)
+    code = asyncio.run(run_game_day(path, RunOptions(out=out, data_dir=data_dir), console))
+    run_dirs = sorted(out.iterdir())
+    return code, run_dirs[-1]
+
+
+def checks_of(run_dir: Path) -> dict[str, object]:
+    body = json.loads((run_dir / "checks.json").read_text())
+    return {c["name"]: c["valid"] for c in body["checks"]}
+
+
+def _params() -> list[object]:
+    marks = []
+    for path in sorted(SCENARIOS.glob("*.yaml")):
+        extra = [pytest.mark.chaos_smoke] if path.stem in SMOKE else []
+        marks.append(pytest.param(path, id=path.stem, marks=extra))
+    return marks
+
+
+@pytest.mark.chaos
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", _params())
+def test_shipped_scenario_passes(scenario: Path, tmp_path: Path) -> None:
+    code, run_dir = run_scenario(scenario, tmp_path / "runs")
+    if code != EXIT_PASS:
+        kept = Path("runs") / "failed" / run_dir.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(run_dir, kept, dirs_exist_ok=True)
+        pytest.fail(f"{scenario.stem}: {checks_of(run_dir)}; run directory kept in {kept}")
+    for name in ("checks.json", "junit.xml", "report.html", "events.jsonl", "history.jsonl"):
+        assert (run_dir / name).exists(), name
+
+
+BROKEN = """
+name: broken-{mode}
+duration: 30s
+workload: {{name: register, users: 8, keys: 5, distribution: uniform}}
+steady_state: {{availability: 0.5, fault_availability: 0.1, p99_ms: 10000}}
+method:
+  timeline:
+    - {{at: 10s, duration: 10s, fault: power_off_node, target: sn-b1}}
+checks: [linearizability, durability, convergence, availability]
+"""
+
+
+@pytest.mark.chaos
+@pytest.mark.chaos_smoke
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stale-reads", "ack-before-commit"])
+def test_checkers_catch_a_broken_cluster(mode: str, tmp_path: Path) -> None:
+    """A cluster that serves stale "consistent" reads, or acknowledges writes before a quorum
+    holds them, must fail linearizability (and durability when acked writes are lost)."""
+    scenario = tmp_path / f"broken-{mode}.yaml"
+    scenario.write_text(BROKEN.format(mode=mode))
+    cluster = LocalCluster.create(tmp_path / "cluster", "3x2x1", 4, unsafe=(mode,))  # type: ignore[arg-type]
+    try:
+        code, run_dir = run_scenario(scenario, tmp_path / "runs", data_dir=cluster.data_dir)
+    finally:
+        cluster.down()
+    verdicts = checks_of(run_dir)
+    assert code == EXIT_FAIL, verdicts
+    assert verdicts["linearizability"] is False, verdicts

@@ -1,0 +1,182 @@
+"""run_checks on whole run directories: checks.json, junit.xml, report.html and the summary."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from checks import exit_code, print_summary, run_checks
+from tests.checks.helpers import event, op, write_jsonl
+
+AZS = ("az-a", "az-b", "az-c")
+
+
+def make_run(path: Path, *, lose_write: bool = False, diverge: bool = False) -> Path:
+    """A 60 s run: az-a powered off from 20 s to 30 s, requests time out from 20 s to 22 s."""
+    path.mkdir(parents=True, exist_ok=True)
+    scenario = {"name": "az-power-off", "slos": {"availability": 0.8, "p99_ms": 500}}
+    (path / "scenario.json").write_text(json.dumps(scenario))
+    fault = {"fault": "power_off_az", "targets": ["az-a"]}
+    write_jsonl(
+        path / "events.jsonl",
+        [
+            event(0.0, "run_start"),
+            event(20.0, "fault_start", "f1", **fault, detail={"nodes": ["sn-a1", "sn-a2"]}),
+            event(20.3, "fault_confirmed", "f1", **fault),
+            event(30.0, "fault_end", "f1", **fault),
+            event(60.0, "run_end"),
+        ],
+    )
+    records: list[dict[str, Any]] = []
+    state: dict[str, Any] = {}
+    for i in range(1200):  # one op every 50 ms, 10 ms each: a sequential history
+        t = i * 0.05
+        key, process = f"k{i % 3}", f"w{i % 4}"
+        down = 20 <= t < 22
+        if i % 2:
+            records += op(
+                process,
+                "read",
+                None,
+                t,
+                t + 0.01,
+                "info" if down else "ok",
+                key=key,
+                result=state.get(key),
+            )
+        else:
+            records += op(process, "write", i, t, t + 0.01, "info" if down else "ok", key=key)
+            if not down:
+                state[key] = i
+    write_jsonl(path / "history.jsonl", records)
+    canary = []
+    for second in range(60):
+        for az in AZS:
+            for router in ("rt-a", "rt-b", "rt-c"):
+                bad = 20 <= second < 30 and "a" in (az[-1], router[-1])
+                canary += op(
+                    f"c-{az}-{router}",
+                    "get",
+                    None,
+                    second,
+                    second + 0.005,
+                    "info" if bad else "ok",
+                    key="canary",
+                    result=None,
+                    az=az,
+                    router=router,
+                )
+    write_jsonl(path / "canary.jsonl", sorted(canary, key=lambda r: r["time"]))
+    final = dict(state)
+    if lose_write:
+        final["k0"] = 0
+    (path / "final_reads.json").write_text(json.dumps(final))
+    digest = {"applied": 400, "digest": "d1"}
+    groups = {g: {f"sn-{az}1": dict(digest) for az in AZS} for g in ("g0", "g1")}
+    if diverge:
+        groups["g1"]["sn-az-b1"]["digest"] = "d2"
+    (path / "digests.json").write_text(json.dumps(groups))
+    return path
+
+
+def junit(path: Path) -> ET.Element:
+    return ET.parse(path / "junit.xml").getroot()
+
+
+def assert_self_contained(html: str) -> None:
+    assert html.startswith("<!doctype html>")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
+    assert "@import" not in html and "url(" not in html
+    assert "http://" not in html and "https://" not in html
+    assert "<script" not in html
+
+
+def test_passing_run_writes_all_three_reports(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    verdict = run_checks(run)
+    assert verdict.status == "pass", [r.summary for r in verdict.results]
+    assert exit_code(verdict) == 0
+
+    data = json.loads((run / "checks.json").read_text())
+    assert data["verdict"] == "pass" and data["scenario"] == "az-power-off"
+    assert [c["name"] for c in data["checks"]] == [
+        "linearizability",
+        "durability",
+        "convergence",
+        "availability",
+    ]
+    assert all(c["valid"] is True for c in data["checks"])
+
+    root = junit(run)
+    cases = root.findall(".//testcase")
+    assert len(cases) == 4 and root.get("failures") == "0" and root.get("skipped") == "0"
+    assert not root.findall(".//failure")
+
+    html = (run / "report.html").read_text()
+    assert_self_contained(html)
+    assert "power_off_az az-a" in html  # the fault window label on the plots and tables
+    assert html.count("<svg") == 4  # throughput, latency, availability, canaries per AZ
+    assert "fault_confirmed" in html and "az-power-off" in html
+
+
+def test_failing_run_reports_failures(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", lose_write=True, diverge=True)
+    verdict = run_checks(run)
+    assert verdict.status == "fail" and exit_code(verdict) == 1
+    statuses = {r.name: r.status for r in verdict.results}
+    assert statuses == {
+        "linearizability": "pass",
+        "durability": "fail",
+        "convergence": "fail",
+        "availability": "pass",
+    }
+    root = junit(run)
+    failures = root.findall(".//failure")
+    assert root.get("failures") == "2" and len(failures) == 2
+    assert any("sn-az-b1" in (f.get("message") or "") for f in failures)
+    assert json.loads((run / "checks.json").read_text())["verdict"] == "fail"
+    html = (run / "report.html").read_text()
+    assert_self_contained(html)
+    assert "lost" in html and "FAIL" in html
+
+
+def test_crashing_checker_is_unknown_never_a_pass(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    (run / "digests.json").write_text("{not json")
+    verdict = run_checks(run)
+    convergence = verdict.result("convergence")
+    assert convergence is not None and convergence.valid == "unknown"
+    assert "JSONDecodeError" in convergence.summary
+    assert verdict.status == "unknown" and exit_code(verdict) == 1
+    root = junit(run)
+    assert root.get("errors") == "1"
+    [error] = root.findall(".//testcase[@name='convergence']/error")
+    assert "JSONDecodeError" in (error.get("message") or "")
+
+
+def test_empty_run_directory_is_unknown_with_skipped_testcases(tmp_path: Path) -> None:
+    verdict = run_checks(tmp_path)
+    assert verdict.status == "unknown" and exit_code(verdict) == 1
+    root = junit(tmp_path)
+    assert root.get("skipped") == "4"
+    assert len(root.findall(".//skipped")) == 4
+    assert json.loads((tmp_path / "checks.json").read_text())["verdict"] == "unknown"
+    assert_self_contained((tmp_path / "report.html").read_text())
+
+
+def test_print_summary_tables(tmp_path: Path) -> None:
+    verdict = run_checks(make_run(tmp_path / "run"), write=False)
+    assert not (tmp_path / "run" / "checks.json").exists()
+    console = Console(record=True, width=200)
+    print_summary(verdict, console)
+    text = console.export_text()
+    assert "PASS" in text and "az-power-off" in text
+    for title in ("Checks", "Availability per fault window", "Fault timeline"):
+        assert title in text
+    assert "power_off_az az-a" in text and "fault_confirmed" in text
+    assert "linearizability" in text and "steady" in text
