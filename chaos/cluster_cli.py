@@ -1,6 +1,6 @@
-"""`gameday cluster ...`: start, inspect and stop a cluster on the local backend.
+"""`gameday cluster ...`: start, inspect and stop a cluster (local processes or Docker).
 
-gameday cluster up [--topology 3x2x1] [--data-dir .gameday/cluster]
+gameday cluster up [--topology 3x2x1] [--data-dir .gameday/cluster] [--backend docker]
 gameday cluster status [--json]
 gameday cluster down [--wipe]
 """
@@ -16,7 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from chaos.backends import BACKENDS, create_cluster, open_cluster
+from chaos.backends.base import Backend
+from chaos.backends.docker import DockerCluster
 from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.images import CLUSTER_IMAGE
 
 DEFAULT_DATA_DIR = Path(".gameday/cluster")
 DataDir = Annotated[
@@ -27,15 +31,16 @@ cluster_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
     help="Start, inspect and stop a cluster of local processes (one address per node on "
-    "127.x.y.z). Restarting [cyan]up[/cyan] on an existing data dir recovers all its data.",
+    "127.x.y.z), or of Docker containers with [cyan]--backend docker[/cyan]. Restarting "
+    "[cyan]up[/cyan] on an existing data dir recovers all its data.",
 )
 console = Console()
 err = Console(stderr=True)
 
 
-def _open(data_dir: Path) -> LocalCluster:
+def _open(data_dir: Path) -> LocalCluster | DockerCluster:
     try:
-        return LocalCluster.open(data_dir)
+        return open_cluster(data_dir)
     except FileNotFoundError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -49,11 +54,19 @@ def up(
     partitions: Annotated[int, typer.Option(help="Partitions per new table.", min=1)] = 4,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 60.0,
+    backend: Annotated[
+        str, typer.Option(help=f"Where the processes run: {', '.join(BACKENDS)}.")
+    ] = "local",
 ) -> None:
     """Start every process of the cluster and wait until all are healthy."""
     try:
-        cluster = LocalCluster.create(data_dir, topology, partitions)
-    except ValueError as exc:
+        if backend == "docker":
+            from chaos.images import build_with_progress, engine, image_exists
+
+            if not image_exists(engine(), CLUSTER_IMAGE):
+                build_with_progress(console)  # first use on this machine: build the images
+        cluster = create_cluster(backend, data_dir, topology, partitions)
+    except (ValueError, RuntimeError, OSError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     started = time.monotonic()
@@ -67,7 +80,7 @@ def up(
 
         try:
             cluster.up(timeout, progress)
-        except (RuntimeError, TimeoutError) as exc:
+        except (RuntimeError, TimeoutError, OSError) as exc:
             err.print(f"[red]cluster did not come up:[/red] {exc}")
             raise typer.Exit(1) from None
     console.print(
@@ -87,7 +100,8 @@ def up(
         f"credentials: aws_access_key_id=[bold]{DEFAULT_ACCESS_KEY}[/bold] "
         f"aws_secret_access_key=[bold]{secret}[/bold] (any region)\n"
         f"try: AWS_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={secret} "
-        f"AWS_DEFAULT_REGION=us-east-1 aws dynamodb list-tables --endpoint-url {first}"
+        f"AWS_DEFAULT_REGION=us-east-1 aws dynamodb list-tables --endpoint-url {first}",
+        soft_wrap=True,  # one line each, ready to copy
     )
 
 
@@ -136,7 +150,7 @@ def status(
         raise typer.Exit(1)
 
 
-def collect_status(cluster: LocalCluster) -> dict[str, Any]:
+def collect_status(cluster: Backend) -> dict[str, Any]:
     processes: list[dict[str, Any]] = []
     groups: dict[str, dict[str, Any]] = {}
     for process_id in cluster.process_ids():

@@ -7,17 +7,10 @@ against the config's access keys.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import signal
-from pathlib import Path
-
 import aiohttp
-from aiohttp import web
 
 from cluster.config import ClusterConfig
-from cluster.logsetup import configure
-from cluster.storage.transport import split_address
+from cluster.process import http_service, process_args, run_process, shutdown_signal
 
 from .app import make_app
 from .context import RouterContext
@@ -25,31 +18,17 @@ from .sigv4 import SigV4Verifier
 
 
 async def serve(config: ClusterConfig, router_id: str) -> None:
-    me = config.process(router_id)
     async with aiohttp.ClientSession() as session:
         ctx = RouterContext(config, router_id, session)
         await ctx.start()
-        runner = web.AppRunner(make_app(ctx, SigV4Verifier(config.credentials)), access_log=None)
-        await runner.setup()
-        host, port = split_address(me.listen)
-        await web.TCPSite(runner, host, port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await runner.cleanup()
+        app = make_app(ctx, SigV4Verifier(config.credentials))
+        async with http_service(app, config.process(router_id).listen):
+            await shutdown_signal()
         await ctx.stop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m cluster.router", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="the cluster's config JSON")
-    parser.add_argument("--id", required=True, help="this router's process id")
-    parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args()
-    configure(args.id, args.log_level)
-    asyncio.run(serve(ClusterConfig.load(args.config), args.id))
+    run_process(process_args("python -m cluster.router", __doc__, default_id=None), serve)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cluster.config import ClusterConfig
 from cluster.consensus.raft import RaftConfig
 from cluster.logsetup import configure
 from cluster.metadata.partitionmap import META_GROUP, meta_replicas
+from cluster.process import shutdown_signal
 from cluster.topology import parse_topology
 
 from .node import NodeConfig, StorageNode
@@ -99,11 +99,7 @@ def parse_args(argv: list[str]) -> NodeConfig:
 async def serve(config: NodeConfig) -> None:
     node = StorageNode(config)
     await node.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await shutdown_signal()
     await node.stop()
 
 

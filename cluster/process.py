@@ -1,0 +1,69 @@
+"""What every cluster process's ``__main__`` shares: arguments, logging, serving until signalled.
+
+def main() -> None:
+    args = process_args("python -m cluster.memds", __doc__, default_id=None)
+    run_process(args, serve)          # serve(config, process_id) -> coroutine
+
+async def serve(config, process_id):
+    async with http_service(app, config.process(process_id).listen):
+        await shutdown_signal()       # SIGTERM or SIGINT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from cluster.config import ClusterConfig
+from cluster.logsetup import configure
+from cluster.storage.transport import split_address
+
+
+async def shutdown_signal() -> None:
+    """Return once SIGTERM or SIGINT arrives (SIGKILL is a crash the process recovers from)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@asynccontextmanager
+async def http_service(app: web.Application, address: str) -> AsyncIterator[None]:
+    """Serve ``app`` on ``address`` (host:port) for the duration of the block."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = split_address(address)
+    await web.TCPSite(runner, host, port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def process_args(prog: str, doc: str | None, default_id: str | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("--config", required=True, type=Path, help="the cluster's config JSON")
+    parser.add_argument(
+        "--id",
+        required=default_id is None,
+        default=default_id,
+        help="this process's id in the config",
+    )
+    parser.add_argument("--log-level", default="WARNING")
+    return parser.parse_args()
+
+
+def run_process(
+    args: argparse.Namespace,
+    serve: Callable[[ClusterConfig, str], Coroutine[Any, Any, None]],
+) -> None:
+    configure(args.id, args.log_level)
+    asyncio.run(serve(ClusterConfig.load(args.config), args.id))
