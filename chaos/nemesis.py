@@ -94,7 +94,31 @@ class Nemesis:
             evidence["paused"] = sorted(plan.pauses)
         if plan.cuts:
             evidence["probes"] = self._probe_cuts(plan)
+            seen = self._peer_silence(plan)
+            if seen is not None:
+                evidence["node_metrics"] = seen
         return evidence
+
+    def _peer_silence(self, plan: FaultPlan, timeout: float = 3.0) -> dict[str, Any] | None:
+        """The nodes' own view: a storage node stops hearing a peer whose link to it is cut.
+
+        Evidence, not a requirement (a node that is itself down reports nothing): returns what
+        the receiving node said, or None when no storage-to-storage link was cut.
+        """
+        storage = set(self.backend.process_ids("storage"))
+        pairs = sorted((a, b) for a, b in plan.cuts if a in storage and b in storage)
+        if not pairs:
+            return None
+        src, dst = pairs[0]
+        deadline = time.monotonic() + timeout
+        heard: float | None = None
+        while time.monotonic() < deadline:
+            status = self.backend.storage_status(dst) or {}
+            heard = (status.get("peers", {}).get(src) or {}).get("heard_seconds_ago")
+            if heard is not None and heard > 1.0:
+                break
+            time.sleep(0.2)
+        return {"node": dst, "peer": src, "heard_seconds_ago": heard}
 
     def _probe_cuts(self, plan: FaultPlan) -> list[dict[str, Any]]:
         from chaos.mesh import probe

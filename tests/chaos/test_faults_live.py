@@ -6,6 +6,7 @@ again, so the next one starts clean.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -267,3 +268,50 @@ def test_malformed_scenario_names_file_and_field(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["scenario", "validate", str(bad)])
     assert result.exit_code == 2
     assert "bad.yaml" in result.output and "duration" in result.output
+
+
+SIGTERM_SCENARIO = """
+name: sigterm-mid-partition
+duration: 60s
+workload: {name: register, users: 2, keys: 5}
+method:
+  timeline:
+    - {at: 3s, duration: 50s, fault: split, sides: "az-c|az-a,az-b"}
+"""
+
+
+def test_sigterm_to_a_game_day_heals_everything(cluster: LocalCluster, tmp_path: Path) -> None:
+    """`gameday run` stopped by SIGTERM in the middle of an AZ partition leaves no fault."""
+    scenario = tmp_path / "sigterm.yaml"
+    scenario.write_text(SIGTERM_SCENARIO)
+    out = tmp_path / "runs"
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chaos.cli_entry",
+            "run",
+            str(scenario),
+            "--out",
+            str(out),
+            "--data-dir",
+            str(cluster.data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        events = lambda: [  # noqa: E731
+            json.loads(line)["event"]
+            for path in out.glob("*/events.jsonl")
+            for line in path.read_text().splitlines()
+        ]
+        assert wait_for(lambda: "fault_confirmed" in events(), 60), "the partition never landed"
+        run.send_signal(signal.SIGTERM)
+        run.wait(60)
+        assert "heal" in events() and "run_end" in events()
+    finally:
+        run.kill()
+    links = cluster.links()
+    assert probe(links[("sn-c1", "sn-a1")], timeout=2.0).reachable
+    heal_and_check(cluster, Nemesis(cluster))
