@@ -12,9 +12,10 @@ Definitions (all from history.jsonl, canary.jsonl and events.jsonl):
   answered correctly); other fails and info (unknown, timed out) are failures. Ratio =
   successes / requests.
 - Windows: one per fault, [fault_start, fault_end), and "steady" for requests outside every fault
-  window. Latency percentiles are over successful requests, in milliseconds.
-- Recovery after a fault starts: if some second overlapping the window dips below the
-  availability SLO, the time from fault_start to the first later second back at or above it
+  window. Fault windows are judged against `slos.availability`, steady against
+  `slos.steady_availability` when set. Latency percentiles are over successful requests, in ms.
+- Recovery after a fault starts: if some second overlapping the window dips below the (fault
+  window) availability SLO, the time from fault_start to the first later second back at or above it
   (0 when it never dipped). Recovery after it ends: from fault_end to the first non-empty second
   at or after it that meets the SLO. None: never recovered within the run.
 - Alarms: at the end of every second, the error rate over the trailing `window_seconds`; an alarm
@@ -72,12 +73,13 @@ def summarise(ops: Sequence[Operation]) -> dict[str, Any]:
 
 
 def per_second(ops: Sequence[Operation], start: float, end: float) -> list[dict[str, Any]]:
-    """One entry per whole second from floor(start) to the last second with a request."""
+    """One entry per whole second, from the one holding `start` to the last one that begins
+    before `end` (or holds a request)."""
     buckets: dict[int, list[Operation]] = defaultdict(list)
     for op in ops:
         buckets[math.floor(op.invoke_time)].append(op)
     first = min([math.floor(start), *buckets], default=0)
-    last = max([math.floor(end), *buckets], default=first)
+    last = max([math.ceil(end) - 1, *buckets], default=first)
     return [{"t": s, **summarise(buckets.get(s, []))} for s in range(first, last + 1)]
 
 
@@ -189,8 +191,9 @@ def judge(entry: dict[str, Any], slos: Slos) -> list[str]:
     """The SLO violations of one window entry (empty when it meets them all)."""
     problems = []
     label = entry["label"]
-    if entry["ratio"] is not None and entry["ratio"] < slos.availability:
-        problems.append(f"{label}: availability {entry['ratio']:.2%} < {slos.availability:.2%}")
+    target = slos.steady if entry["id"] == STEADY else slos.availability
+    if entry["ratio"] is not None and entry["ratio"] < target:
+        problems.append(f"{label}: availability {entry['ratio']:.2%} < {target:.2%}")
     p99 = entry["p99_ms"]
     if slos.p99_ms is not None and p99 is not None and p99 > slos.p99_ms:
         problems.append(f"{label}: p99 {p99:.0f} ms > {slos.p99_ms:g} ms")
@@ -246,6 +249,7 @@ def check_availability(
     details: dict[str, Any] = {
         "slos": {
             "availability": slos.availability,
+            "steady_availability": slos.steady,
             "p99_ms": slos.p99_ms,
             "recovery_seconds": slos.recovery_seconds,
             "alarm_error_rate": slos.alarm_error_rate,

@@ -16,15 +16,23 @@ was not linearized before it returned, so the last choice is undone (backtrackin
 (linearized set, state) pair is tried once (memoisation). The history is linearizable when every
 definite op is lifted.
 
+Three sound shortcuts keep hot keys with many concurrent clients tractable: an observation (a
+read, or a cas that found another value) that holds in the current state is linearized at once
+and is no choice point; a value that only one op can produce (unique values, as workloads should
+write) is never left while some definite op still has to observe it; and info writes whose value
+nobody observed are dropped up front (see `prune_unobservable`).
+
 What takes part, per key:
 
 - `read`/`get` ok with `consistent` not false: the register held the returned value.
-- `write`/`put` (and `delete`, a write of null) ok: definite; info: possibly applied, any time
-  after the invoke, or never (its return is placed at +infinity and it need not be lifted).
+- `write`/`put`/`update` (their `value` is the value written) and `delete` (a write of null) ok:
+  definite; info: possibly applied, any time after the invoke, or never (its return is placed at
+  +infinity and it need not be lifted). A conditional update's condition is not checked.
 - `cas` `[expected, new]` ok: swapped; info: possibly swapped; fail with no error or
   ConditionalCheckFailed: the register did not hold `expected` at some point in the op's span.
 - Other fails (definitely did not happen), info reads (tell nothing) and queries are ignored.
-  A key with ok or info `update` ops is skipped (their effect is not a register's).
+  A key with a malformed cas (value not `[expected, new]`) is skipped, listed, and makes the
+  result unknown at best.
 
 Eventually consistent reads are excluded from the search; they must only ever return a value that
 some write or cas on that key tried to write (or null).
@@ -39,7 +47,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from checks.history import CONDITIONAL_FAILED, READ_FS, Operation, by_key, canon, uncanon
+from checks.history import (
+    CONDITIONAL_FAILED,
+    READ_FS,
+    WRITE_FS,
+    Operation,
+    by_key,
+    canon,
+    paused_gc,
+    uncanon,
+)
 from checks.result import UNKNOWN, CheckResult, Validity, compose_validity
 from checks.rundir import RunDir
 
@@ -93,15 +110,13 @@ def to_register_op(op: Operation) -> RegisterOp | None:
         if f == "cas" and (op.error is None or CONDITIONAL_FAILED in op.error):
             return RegisterOp(op, MISMATCH, canon(_cas_args(op)[0]), "null", call, ret, True)
         return None
-    if f in ("write", "put"):
+    if f in WRITE_FS:
         return RegisterOp(op, WRITE, canon(op.value), "null", call, ret, definite)
     if f == "delete":
         return RegisterOp(op, WRITE, "null", "null", call, ret, definite)
     if f == "cas":
         expected, new = _cas_args(op)
         return RegisterOp(op, CAS, canon(expected), canon(new), call, ret, definite)
-    if f == "update":
-        raise UnsupportedOp(f"{op.type} update (index {op.index}) is not a register operation")
     return None
 
 
@@ -125,8 +140,9 @@ def prune_unobservable(ops: list[RegisterOp]) -> list[RegisterOp]:
 
 
 def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Validity, Any]:
-    """Is there a linearization of `ops` from `initial`? (True | False | "unknown" on timeout,
-    evidence): on False the evidence is (stuck op, last linearized ops, register state)."""
+    """Is there a linearization of `ops` from `initial`? Returns (True | False | "unknown" when
+    `deadline` (time.monotonic) passes, evidence); on False the evidence describes the deepest
+    point the search reached, for `describe_failure`."""
     n = len(ops)
     m = 2 * n
     tail = m + 1
@@ -248,7 +264,7 @@ def _recent(
 ) -> tuple[list[int], int | None]:
     """The last few linearized ops, and the last one that set the register's value."""
     last = [op_of[e] for e, _ in stack[-3:]]
-    setter = next((op_of[e] for e, _ in reversed(stack[-64:]) if not observes[op_of[e]]), None)
+    setter = next((op_of[e] for e, _ in reversed(stack) if not observes[op_of[e]]), None)
     return last, setter
 
 
@@ -269,9 +285,16 @@ def describe_failure(ops: Sequence[RegisterOp], evidence: Any) -> dict[str, Any]
         and r.arg == state
         and not linearized >> j & 1
     ][:2]
+    later: list[int] = []  # what a waiting op should have seen: the last write done before it
+    if waiting:
+        began = ops[waiting[0]].call
+        writes = (WRITE, CAS)
+        done = [j for j, r in enumerate(ops) if r.definite and r.kind in writes and r.ret < began]
+        if done:
+            later.append(max(done, key=lambda j: ops[j].ret))
     chosen: list[int] = [stuck]
     before = [setter] if setter is not None else []
-    for j in [*before, *waiting, *reversed(prefix), *concurrent]:
+    for j in [*before, *waiting, *later, *reversed(prefix), *concurrent]:
         if j not in chosen and len(chosen) < WINDOW_MAX:
             chosen.append(j)
     chosen.sort(key=lambda j: (ops[j].call, ops[j].op.index))
@@ -340,6 +363,11 @@ def check_linearizability(
     ops: Sequence[Operation], *, budget: float = DEFAULT_BUDGET, initial: Any = None
 ) -> CheckResult:
     """Check every key's register history; see the module docstring for the rules."""
+    with paused_gc():
+        return _check_linearizability(ops, budget, initial)
+
+
+def _check_linearizability(ops: Sequence[Operation], budget: float, initial: Any) -> CheckResult:
     started = time.monotonic()
     ec = eventual_read_violations(ops)
     per_key: dict[str, list[RegisterOp]] = {}
@@ -381,7 +409,9 @@ def check_linearizability(
         "elapsed_seconds": round(time.monotonic() - started, 4),
     }
     valid = compose_validity(
-        [o.valid for o in outcomes] + ([False] if ec else []) + ([UNKNOWN] if not outcomes else [])
+        [o.valid for o in outcomes]
+        + ([False] if ec else [])
+        + ([UNKNOWN] if skipped or not outcomes else [])
     )
     return CheckResult(NAME, valid, _summary(outcomes, invalid, unknown, skipped, ec), details)
 
@@ -420,7 +450,7 @@ def _summary(
         ops = sum(o.ops for o in outcomes)
         parts.append(f"{len(outcomes)} keys, {ops} operations linearizable")
     if skipped:
-        parts.append(f"{len(skipped)} keys skipped (not register operations)")
+        parts.append(f"{len(skipped)} keys skipped (malformed cas operations)")
     return "; ".join(parts)
 
 

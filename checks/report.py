@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -158,8 +159,8 @@ def _recovery(entry: dict[str, Any]) -> str:
         return ""
     start = entry.get("recovery_after_start")
     end = entry.get("recovery_after_end")
-    start_text = "never" if start is None else f"{start:.1f}s"
-    end_text = "-" if not entry.get("ended") else ("never" if end is None else f"{end:.1f}s")
+    start_text = "never" if start is None else f"{start:.1f}"
+    end_text = "-" if not entry.get("ended") else ("never" if end is None else f"{end:.1f}")
     return f"{start_text} / {end_text}"
 
 
@@ -170,9 +171,9 @@ def print_summary(verdict: Verdict, console: Console) -> None:
         f"[{style}]{verdict.status.upper()}[/] scenario [bold]{verdict.scenario}[/]"
         f" [dim]({verdict.run_dir})[/]"
     )
-    checks = Table(title="Checks", show_lines=False)
-    checks.add_column("check")
-    checks.add_column("verdict")
+    checks = Table(title="Checks")
+    checks.add_column("check", no_wrap=True)
+    checks.add_column("verdict", no_wrap=True)
     checks.add_column("summary", overflow="fold")
     for r in verdict.results:
         checks.add_row(r.name, f"[{STYLES[r.status]}]{r.status}[/]", r.summary)
@@ -181,35 +182,37 @@ def print_summary(verdict: Verdict, console: Console) -> None:
     avail = verdict.result(availability.NAME)
     windows = (avail.details.get("windows") if avail else None) or []
     if windows:
-        table = Table(title="Availability per fault window")
-        for name in ("window", "start", "end", "requests", "available", "p50", "p99"):
-            table.add_column(name, justify="left" if name == "window" else "right")
-        table.add_column("recovery start/end", justify="right")
-        table.add_column("alarm after", justify="right")
-        table.add_column("SLO")
+        table = Table(title="Availability per fault window", box=box.SIMPLE_HEAD)
+        table.add_column("window", overflow="fold", min_width=14)
+        for name in ("span s", "reqs", "avail", "p50/p99 ms", "recovery s"):
+            table.add_column(name, justify="right", no_wrap=True)
+        table.add_column("SLO", no_wrap=True)
         for w in windows:
-            ok = w.get("meets_slo")
+            span = "" if w["start"] is None else f"{w['start']:.1f}-{w['end']:.1f}"
             table.add_row(
                 w["label"],
-                _num(w["start"], ".1f", ""),
-                _num(w["end"], ".1f", ""),
+                span,
                 str(w["requests"]),
                 _num(w["ratio"], ".2%"),
-                _num(w["p50_ms"], ".0f") + " ms",
-                _num(w["p99_ms"], ".0f") + " ms",
+                f"{_num(w['p50_ms'], '.0f')}/{_num(w['p99_ms'], '.0f')}",
                 _recovery(w),
-                _num(w.get("alarm_delay"), ".1f", "")
-                + ("s" if w.get("alarm_delay") is not None else ""),
-                "[green]met[/]" if ok else "[red]missed[/]",
+                "[green]met[/]" if w.get("meets_slo") else "[red]missed[/]",
             )
         console.print(table)
+        console.print("[dim]recovery s: after the fault started / after it ended[/]")
+        for alarm in (avail.details.get("alarms") or []) if avail else []:
+            end = "still firing" if alarm["end"] is None else f"{alarm['end']:.1f}"
+            console.print(
+                f"[yellow]alarm[/] {alarm['start']:.1f}-{end} s, peak error rate"
+                f" {alarm['peak_error_rate']:.0%}, faults: {', '.join(alarm['faults']) or '-'}"
+            )
 
-    faults = list(verdict.events)
-    if faults:
-        table = Table(title="Fault timeline")
-        for name in ("time", "event", "fault id", "fault", "targets"):
-            table.add_column(name, justify="right" if name == "time" else "left")
-        for e in faults:
+    if verdict.events:
+        table = Table(title="Fault timeline", box=box.SIMPLE_HEAD)
+        table.add_column("time s", justify="right", no_wrap=True)
+        for name in ("event", "fault id", "fault", "targets"):
+            table.add_column(name, overflow="fold")
+        for e in verdict.events:
             table.add_row(
                 _num(e.get("time"), ".2f"),
                 str(e.get("event", "")),

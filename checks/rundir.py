@@ -31,13 +31,22 @@ DIGESTS = "digests.json"
 
 @dataclass(frozen=True, slots=True)
 class Slos:
-    """Service-level objectives a run is judged against (scenario `slos` and `alarm`)."""
+    """Service-level objectives a run is judged against (scenario `slos` and `alarm`).
+
+    `availability` applies per fault window (and to recovery); the steady window (outside every
+    fault) is judged against `steady_availability` when the scenario sets one.
+    """
 
     availability: float = 0.99
     p99_ms: float | None = 500.0
     recovery_seconds: float | None = 30.0
     alarm_error_rate: float = 0.05
     alarm_window_seconds: float = 5.0
+    steady_availability: float | None = None
+
+    @property
+    def steady(self) -> float:
+        return self.availability if self.steady_availability is None else self.steady_availability
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +133,7 @@ class RunDir:
             recovery_seconds=_opt_float(slos, "recovery_seconds", default.recovery_seconds),
             alarm_error_rate=float(alarm.get("error_rate", default.alarm_error_rate)),
             alarm_window_seconds=float(alarm.get("window_seconds", default.alarm_window_seconds)),
+            steady_availability=_opt_float(slos, "steady_availability", None),
         )
 
     def span(self) -> tuple[float, float]:

@@ -165,6 +165,16 @@ def test_every_window_meeting_the_slos_is_valid() -> None:
     assert "windows met the SLOs" in result.summary
 
 
+def test_steady_window_has_its_own_availability_slo() -> None:
+    ops = traffic(outcome=failing((5, 6), (20, 20.5)))  # steady 98.2%, fault window 95%
+    lenient = Slos(availability=0.9, p99_ms=None, recovery_seconds=None)
+    assert check_availability(ops, [FAULT], lenient).valid is True
+    strict_steady = Slos(0.9, None, None, steady_availability=0.99)
+    result = check_availability(ops, [FAULT], strict_steady)
+    assert result.valid is False
+    assert result.details["violations"] == ["steady: availability 98.00% < 99.00%"]
+
+
 def test_no_requests_is_unknown() -> None:
     assert check_availability([], [FAULT], SLOS).valid == UNKNOWN
 
@@ -187,7 +197,8 @@ def test_canaries_per_az_and_router() -> None:
 
 
 def test_check_reads_slos_and_windows_from_the_run_dir(tmp_path: Path) -> None:
-    scenario = {"name": "az", "slos": {"availability": 0.4, "p99_ms": None}, "alarm": {}}
+    slos = {"availability": 0.4, "steady_availability": 0.9, "p99_ms": None}
+    scenario = {"name": "az", "slos": slos, "alarm": {}}
     (tmp_path / "scenario.json").write_text(json.dumps(scenario))
     write_jsonl(
         tmp_path / "events.jsonl",
@@ -213,4 +224,5 @@ def test_check_reads_slos_and_windows_from_the_run_dir(tmp_path: Path) -> None:
     assert windows["f2"]["end"] == 60.0 and windows["f2"]["ended"] is False
     assert result.details["slos"]["p99_ms"] is None
     assert result.details["slos"]["recovery_seconds"] == 30.0
+    assert result.details["slos"]["steady_availability"] == 0.9
     assert result.valid is True

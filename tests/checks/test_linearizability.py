@@ -162,15 +162,20 @@ def test_keys_are_independent_and_the_bad_one_is_named() -> None:
     assert details["keys"] == 2
 
 
-def test_keys_with_update_operations_are_skipped_not_failed() -> None:
+def test_update_writes_its_value() -> None:
+    assert check(w("a", 1, 0, 1), op("b", "update", 5, 2, 3), r("a", 5, 4, 5))[0] is True
+    assert check(w("a", 1, 0, 1), op("b", "update", 5, 2, 3), r("a", 1, 4, 5))[0] is False
+    failed = op("b", "update", 5, 2, 3, "fail", error="ConditionalCheckFailedException")
+    assert check(w("a", 1, 0, 1), failed, r("a", 1, 4, 5))[0] is True
+
+
+def test_keys_with_malformed_cas_are_skipped_listed_and_unknown() -> None:
     valid, details = check(
-        w("a", 1, 0, 1),
-        op("b", "update", {"n": 1}, 2, 3),
-        r("a", 5, 4, 5),
-        w("a", 1, 0, 1, key="o"),
+        w("a", 1, 0, 1), op("b", "cas", 5, 2, 3), r("a", 5, 4, 5), w("a", 1, 0, 1, key="o")
     )
-    assert valid is True
+    assert valid == UNKNOWN
     assert "k" in details["skipped_keys"]
+    assert details["keys"] == 1
 
 
 def test_nothing_to_check_is_unknown() -> None:

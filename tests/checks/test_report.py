@@ -16,7 +16,9 @@ from tests.checks.helpers import event, op, write_jsonl
 AZS = ("az-a", "az-b", "az-c")
 
 
-def make_run(path: Path, *, lose_write: bool = False, diverge: bool = False) -> Path:
+def make_run(
+    path: Path, *, lose_write: bool = False, diverge: bool = False, stale_read: bool = False
+) -> Path:
     """A 60 s run: az-a powered off from 20 s to 30 s, requests time out from 20 s to 22 s."""
     path.mkdir(parents=True, exist_ok=True)
     scenario = {"name": "az-power-off", "slos": {"availability": 0.8, "p99_ms": 500}}
@@ -53,6 +55,8 @@ def make_run(path: Path, *, lose_write: bool = False, diverge: bool = False) -> 
             records += op(process, "write", i, t, t + 0.01, "info" if down else "ok", key=key)
             if not down:
                 state[key] = i
+    if stale_read:  # the last op reads k2; make it return k2's first value, long overwritten
+        records[-1]["value"] = 2
     write_jsonl(path / "history.jsonl", records)
     canary = []
     for second in range(60):
@@ -125,19 +129,21 @@ def test_passing_run_writes_all_three_reports(tmp_path: Path) -> None:
 
 
 def test_failing_run_reports_failures(tmp_path: Path) -> None:
-    run = make_run(tmp_path / "run", lose_write=True, diverge=True)
+    run = make_run(tmp_path / "run", lose_write=True, diverge=True, stale_read=True)
     verdict = run_checks(run)
     assert verdict.status == "fail" and exit_code(verdict) == 1
     statuses = {r.name: r.status for r in verdict.results}
     assert statuses == {
-        "linearizability": "pass",
+        "linearizability": "fail",
         "durability": "fail",
         "convergence": "fail",
         "availability": "pass",
     }
+    lin = verdict.result("linearizability")
+    assert lin is not None and lin.details["invalid_keys"][0]["key"] == "k2"
     root = junit(run)
     failures = root.findall(".//failure")
-    assert root.get("failures") == "2" and len(failures) == 2
+    assert root.get("failures") == "3" and len(failures) == 3
     assert any("sn-az-b1" in (f.get("message") or "") for f in failures)
     assert json.loads((run / "checks.json").read_text())["verdict"] == "fail"
     html = (run / "report.html").read_text()
@@ -157,6 +163,9 @@ def test_crashing_checker_is_unknown_never_a_pass(tmp_path: Path) -> None:
     assert root.get("errors") == "1"
     [error] = root.findall(".//testcase[@name='convergence']/error")
     assert "JSONDecodeError" in (error.get("message") or "")
+    console = Console(record=True, width=200)
+    print_summary(verdict, console)
+    assert "unknown" in console.export_text()
 
 
 def test_empty_run_directory_is_unknown_with_skipped_testcases(tmp_path: Path) -> None:
@@ -180,3 +189,13 @@ def test_print_summary_tables(tmp_path: Path) -> None:
         assert title in text
     assert "power_off_az az-a" in text and "fault_confirmed" in text
     assert "linearizability" in text and "steady" in text
+
+
+def test_module_entry_point_exit_codes(tmp_path: Path, capsys: Any) -> None:
+    from checks.__main__ import main
+
+    assert main([str(make_run(tmp_path / "good"))]) == 0
+    assert main([str(make_run(tmp_path / "bad", lose_write=True)), "--no-write"]) == 1
+    assert not (tmp_path / "bad" / "checks.json").exists()
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "durability" in capsys.readouterr().out
