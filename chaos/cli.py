@@ -21,6 +21,7 @@ from rich.console import Console
 
 from chaos.cluster_cli import cluster_app
 from chaos.fault_cli import fault_app, faults_catalog, heal
+from chaos.images import images_app
 from chaos.load_cli import load_command
 
 DIST_NAME = "gameday"
@@ -53,6 +54,7 @@ app = typer.Typer(
 )
 
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(images_app, name="images")
 
 _err = Console(stderr=True)
 
@@ -126,7 +128,9 @@ def scenario_validate(
 @app.command("run")
 def run(
     scenario: Annotated[Path, typer.Argument(help="A scenario YAML, e.g. scenarios/demo.yaml.")],
-    backend: Annotated[str, typer.Option(help="Where the cluster runs: local.")] = "local",
+    backend: Annotated[
+        str, typer.Option(help="Where the cluster runs: local (processes) or docker.")
+    ] = "local",
     seed: Annotated[int | None, typer.Option(help="Seed for a random schedule.")] = None,
     out: Annotated[Path, typer.Option(help="Parent of the run directory.")] = Path("runs"),
     data_dir: Annotated[
@@ -144,9 +148,18 @@ def run(
     from chaos.scenario import ScenarioError
     from chaos.schedule import ScheduleError
 
-    if backend != "local":
-        _err.print(f"[red]backend {backend!r} is not available yet; use local[/red]")
+    if backend not in ("local", "docker"):
+        _err.print(f"[red]unknown backend {backend!r}; use local or docker[/red]")
         raise typer.Exit(2)
+    if backend == "docker" and data_dir is None:
+        from chaos.images import CLUSTER_IMAGE, build_with_progress, engine, image_exists
+
+        try:
+            if not image_exists(engine(), CLUSTER_IMAGE):
+                build_with_progress(Console())  # first use on this machine: build the images
+        except RuntimeError as exc:
+            _err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
     options = RunOptions(backend=backend, seed=seed, out=out, data_dir=data_dir, keep=keep)
     try:
         code = asyncio.run(run_game_day(scenario, options, Console()))

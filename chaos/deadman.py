@@ -104,6 +104,10 @@ def open_backend(kind: str, data_dir: Path) -> Backend:
         from chaos.backends.local import LocalCluster
 
         return LocalCluster.open(data_dir)
+    if kind == "docker":
+        from chaos.backends.docker import DockerCluster
+
+        return DockerCluster.open(data_dir)
     raise ValueError(f"unknown backend {kind!r}")
 
 

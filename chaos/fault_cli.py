@@ -24,6 +24,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from chaos.backends import open_cluster
+from chaos.backends.docker import DockerCluster
 from chaos.backends.local import LocalCluster
 from chaos.deadman import Lease, spawn_watchdog
 from chaos.faults import ClusterView, Fault, PlanError, describe_catalog, groups_from_status
@@ -51,9 +53,9 @@ fault_app = typer.Typer(
 )
 
 
-def _open(data_dir: Path) -> LocalCluster:
+def _open(data_dir: Path) -> LocalCluster | DockerCluster:
     try:
-        return LocalCluster.open(data_dir)
+        return open_cluster(data_dir)  # local or docker, whichever made the data dir
     except FileNotFoundError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

@@ -28,10 +28,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import docker
+# The Docker SDK has no type hints, and type checkers run from the repository root would take
+# the docker/ folder (Dockerfile) for it: clients are typed as Any, which they would be anyway.
+DockerClient = Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER_DIR = ROOT / "docker"
@@ -58,15 +59,15 @@ class ImageBuildError(RuntimeError):
 # --- the engine ------------------------------------------------------------------------------
 
 
-def engine(timeout: float = 60.0) -> docker.DockerClient:
+def engine(timeout: float = 60.0) -> DockerClient:
     """A Docker SDK client for the local engine (``DOCKER_HOST`` or the default socket)."""
     try:
-        import docker
+        from docker.client import DockerClient as Client
         from docker.errors import DockerException
     except ImportError as exc:  # pragma: no cover - a dependency of the project
         raise EngineUnavailable(f"the Docker SDK for Python is not installed: {exc}") from None
     try:
-        client = docker.from_env(timeout=int(timeout))
+        client = Client.from_env(timeout=int(timeout))
         client.ping()
     except (DockerException, OSError) as exc:
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
@@ -77,7 +78,7 @@ def engine(timeout: float = 60.0) -> docker.DockerClient:
     return client
 
 
-def ensure_engine(start: bool = True, wait: float = 60.0) -> docker.DockerClient:
+def ensure_engine(start: bool = True, wait: float = 60.0) -> DockerClient:
     """The engine's client; if none answers and ``start``, start ``dockerd`` (root only).
 
     Raises ``EngineUnavailable`` with the reason when there is no engine and none can be started.
@@ -117,7 +118,7 @@ def ensure_engine(start: bool = True, wait: float = 60.0) -> docker.DockerClient
                 time.sleep(0.5)
 
 
-def image_exists(client: docker.DockerClient, name: str) -> bool:
+def image_exists(client: DockerClient, name: str) -> bool:
     from docker.errors import ImageNotFound
 
     try:
@@ -165,7 +166,7 @@ def _quiet(_: BuildEvent) -> None:
 # --- the base image --------------------------------------------------------------------------
 
 
-def build_base(client: docker.DockerClient, on_event: OnEvent = _quiet) -> None:
+def build_base(client: DockerClient, on_event: OnEvent = _quiet) -> None:
     """Debootstrap bookworm minbase + python3 into a scratch dir and ``docker import`` it.
 
     debootstrap fetches Debian's packages on the host (the machine's package mirror); Docker
@@ -269,18 +270,21 @@ def build_wheels(out: Path, on_event: OnEvent = _quiet) -> tuple[list[Path], Pat
         _copy_source(src)
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
         offline = [*pip, "wheel", "--no-index", "--find-links", str(cache), "-w", str(out)]
+        # Fixed timestamps inside the wheel: the same source gives the same bytes, so an
+        # unchanged tree rebuilds the image entirely from the layer cache.
+        env = {"SOURCE_DATE_EPOCH": "315532800"}
         on_event(BuildEvent("wheels", "pip wheel (from the local wheel cache)"))
         try:
-            _run_streaming([*offline, str(src)], "wheels", on_event)
+            _run_streaming([*offline, str(src)], "wheels", on_event, env)
         except ImageBuildError:
             on_event(BuildEvent("wheels", "cache incomplete: pip wheel from the package index"))
             for stale in out.glob("*.whl"):
                 stale.unlink()
             online = [*pip, "wheel", "--find-links", str(cache), "-w", str(cache)]
-            _run_streaming([*online, str(src), "setuptools>=68", "wheel"], "wheels", on_event)
+            _run_streaming([*online, str(src), "setuptools>=68", "wheel"], "wheels", on_event, env)
             for built in cache.glob("gameday-*.whl"):
                 built.unlink()  # the project's own wheel is rebuilt every time
-            _run_streaming([*offline, str(src)], "wheels", on_event)
+            _run_streaming([*offline, str(src)], "wheels", on_event, env)
     wheels = sorted(out.glob("*.whl"))
     project = [w for w in wheels if w.name.startswith("gameday-")]
     if len(project) != 1:
@@ -322,7 +326,7 @@ def stage_context(context: Path, deps: list[Path], project: Path) -> None:
 
 
 def build_cluster_image(
-    client: docker.DockerClient, context: Path, no_cache: bool, on_event: OnEvent = _quiet
+    client: DockerClient, context: Path, no_cache: bool, on_event: OnEvent = _quiet
 ) -> tuple[str, int, int]:
     """``docker build`` with no network; returns (image id, steps, steps taken from cache)."""
     image_id = ""

@@ -28,6 +28,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from chaos.backends import create_cluster, open_cluster
+from chaos.backends.docker import DockerCluster
 from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
 from chaos.faults import BlastRadius
 from chaos.orchestrator import Orchestrator
@@ -111,17 +113,20 @@ async def run_game_day(scenario_path: Path, options: RunOptions, console: Consol
     )
     started_here = options.data_dir is None
     data_dir = options.data_dir or run_dir / "cluster"
+    cluster: LocalCluster | DockerCluster | None = None
     try:
         if started_here:
-            cluster = LocalCluster.create(
-                data_dir, scenario.cluster.topology, scenario.cluster.partitions
+            cluster = create_cluster(
+                options.backend, data_dir, scenario.cluster.topology, scenario.cluster.partitions
             )
         else:
-            cluster = LocalCluster.open(data_dir)
-        with console.status("starting the cluster ..."):
+            cluster = open_cluster(data_dir)
+        with console.status(f"starting the cluster ({cluster.name}) ..."):
             await asyncio.to_thread(cluster.up)
-    except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError, TimeoutError, OSError) as exc:
         console.print(f"[red]infrastructure error:[/red] {exc}")
+        if cluster is not None and started_here and not options.keep:
+            await asyncio.to_thread(_tear_down, cluster, data_dir)
         return EXIT_INFRA
     try:
         await _game_day(scenario, timeline, cluster, run_dir, console)
@@ -130,8 +135,7 @@ async def run_game_day(scenario_path: Path, options: RunOptions, console: Consol
         return EXIT_INFRA
     finally:
         if started_here and not options.keep:
-            await asyncio.to_thread(cluster.down)
-            _trim(data_dir)
+            await asyncio.to_thread(_tear_down, cluster, data_dir)
     from checks.report import exit_code, print_summary, run_checks
 
     verdict = await asyncio.to_thread(run_checks, run_dir)
@@ -158,7 +162,7 @@ def scenario_json(scenario: Scenario, source: Path) -> str:
 async def _game_day(
     scenario: Scenario,
     timeline: list[TimedFault],
-    cluster: LocalCluster,
+    cluster: LocalCluster | DockerCluster,
     run_dir: Path,
     console: Console,
 ) -> None:
@@ -309,7 +313,7 @@ async def _live_view(
         await asyncio.sleep(0.5)
 
 
-def settled_digests(cluster: LocalCluster, timeout: float = 30.0) -> dict[str, Any]:
+def settled_digests(cluster: LocalCluster | DockerCluster, timeout: float = 30.0) -> dict[str, Any]:
     """Per group, per node, (applied, digest) — once every group's replicas applied the same
     index (the workload has stopped, so they converge), or whatever they say at the timeout."""
     deadline = time.monotonic() + timeout
@@ -334,6 +338,17 @@ def settled_digests(cluster: LocalCluster, timeout: float = 30.0) -> dict[str, A
         if settled or time.monotonic() > deadline:
             return digests
         time.sleep(0.5)
+
+
+def _tear_down(cluster: LocalCluster | DockerCluster, data_dir: Path) -> None:
+    """Stop what the run started and drop its data, keeping logs and config for the report.
+
+    On Docker that removes every container, the network and the volumes.
+    """
+    cluster.down()
+    _trim(data_dir)
+    if isinstance(cluster, DockerCluster):
+        cluster.remove_volumes()
 
 
 def _trim(data_dir: Path) -> None:

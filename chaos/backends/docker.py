@@ -52,13 +52,12 @@ from chaos.backends.local import (
     STORAGE_PORT,
     TOXIPROXY_API_PORT,
 )
-from chaos.images import CLUSTER_IMAGE, EngineUnavailable, engine, image_exists
+from chaos.images import CLUSTER_IMAGE, DockerClient, EngineUnavailable, engine, image_exists
 from chaos.mesh import Link, LinkMesh, plan_links, wait_ready, with_mesh
 from cluster.config import ClusterConfig, ProcessInfo
 from cluster.topology import Topology, parse_topology
 
 if TYPE_CHECKING:
-    import docker
     from docker.models.containers import Container
 
 STATE_FILE = "docker.json"
@@ -201,7 +200,7 @@ class DockerCluster:
         self.config = config
         self.state = state
         self.state_dir = data_dir
-        self._client: docker.DockerClient | None = None
+        self._client: DockerClient | None = None
         self._mesh: LinkMesh | None = None
 
     # -- opening --------------------------------------------------------------------------------
@@ -263,7 +262,7 @@ class DockerCluster:
         tmp.replace(self.data_dir / STATE_FILE)
 
     @property
-    def client(self) -> docker.DockerClient:
+    def client(self) -> DockerClient:
         if self._client is None:
             self._client = engine()
         return self._client
@@ -595,7 +594,7 @@ class DockerCluster:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def free_subnet(client: docker.DockerClient, name: str) -> str:
+def free_subnet(client: DockerClient, name: str) -> str:
     """A subnet no network uses: the one the engine's own pool hands out to a probe network.
 
     Containers need fixed addresses, which Docker grants only on a network whose subnet was
@@ -635,7 +634,7 @@ def _get_json(url: str, timeout: float) -> dict[str, Any] | None:
         return None
 
 
-def all_gameday_objects(client: docker.DockerClient) -> Iterator[tuple[str, str]]:
+def all_gameday_objects(client: DockerClient) -> Iterator[tuple[str, str]]:
     """(kind, name) of every container, network and volume any gameday cluster made."""
     flt = {"label": f"{LABEL}.cluster"}
     for c in client.containers.list(all=True, filters=flt):
