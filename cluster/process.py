@@ -25,6 +25,10 @@ from cluster.config import ClusterConfig
 from cluster.logsetup import configure
 from cluster.storage.transport import split_address
 
+# How long a stopping process waits for open HTTP connections (aiohttp's default is 60 s, which
+# makes a stop under load look like a hang; clients retry elsewhere anyway).
+SHUTDOWN_SECONDS = 2.0
+
 
 async def shutdown_signal() -> None:
     """Return once SIGTERM or SIGINT arrives (SIGKILL is a crash the process recovers from)."""
@@ -38,7 +42,7 @@ async def shutdown_signal() -> None:
 @asynccontextmanager
 async def http_service(app: web.Application, address: str) -> AsyncIterator[None]:
     """Serve ``app`` on ``address`` (host:port) for the duration of the block."""
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     host, port = split_address(address)
     await web.TCPSite(runner, host, port).start()

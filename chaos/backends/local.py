@@ -85,7 +85,11 @@ class NodeProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             if sig in (signal.SIGKILL, signal.SIGTERM):
-                self.proc.wait(10)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:  # a stop that hangs becomes a power-off
+                    self.proc.kill()
+                    self.proc.wait(10)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
