@@ -2,6 +2,7 @@
 
 gameday cluster up [--topology 3x2x1] [--data-dir .gameday/cluster] [--backend docker]
 gameday cluster status [--json]
+gameday cluster scrub [--partition P] [--json]
 gameday cluster down [--wipe]
 """
 
@@ -192,6 +193,29 @@ def collect_status(cluster: Backend) -> dict[str, Any]:
         "partitions": sorted(groups.values(), key=lambda g: g["group"]),
         "endpoints": cluster.endpoints(),
     }
+
+
+@cluster_app.command("scrub")
+def scrub(
+    partition: Annotated[
+        str | None, typer.Option(help="A partition (group id) or a table; default: all.")
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Scrub now: compare each partition's replicas at one log index and with the WAL archive;
+    a bad replica is named, quarantined and rebuilt. Exit 1 when an alarm remains."""
+    from cluster.healing.scrubcli import render, scrub_cluster
+
+    cluster = _open(data_dir)
+    admins = {p: cluster.config.process(p).admin for p in cluster.process_ids("storage")}
+    rows = scrub_cluster(admins, partition)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        console.print(render(rows))
+    if not rows or any(r.get("verdict") == "alarm" for r in rows):
+        raise typer.Exit(1)
 
 
 @cluster_app.command("down")

@@ -13,17 +13,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 from pathlib import Path
 
 from cluster.config import ClusterConfig
 from cluster.consensus.raft import RaftConfig
+from cluster.healing.settings import HealingSettings
 from cluster.logsetup import configure
 from cluster.metadata.partitionmap import META_GROUP, meta_replicas
 from cluster.process import shutdown_signal
 from cluster.topology import parse_topology
 
 from .node import NodeConfig, StorageNode
+
+STOP_SECONDS = 5.0
+
+_HEALING_DEFAULT = "auto"  # GAMEDAY_HEALING overrides it
+
+
+def _shared_archive(config: Path, data_dir: Path) -> Path | None:
+    """The cluster directory's ``archive`` when this node's data lives under it (the local
+    backend: <cluster>/nodes/<id>), so that every node archives into the same place."""
+    cluster_dir = config.resolve().parent
+    return cluster_dir / "archive" if cluster_dir in data_dir.resolve().parents else None
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -58,6 +72,32 @@ def parse_args(argv: list[str]) -> NodeConfig:
     parser.add_argument("--election-ticks", type=int, default=10)
     parser.add_argument("--compact-every", type=int, default=2000)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--healing",
+        choices=["auto", "on", "off"],
+        default=os.environ.get("GAMEDAY_HEALING", _HEALING_DEFAULT),
+        help="the healing admin (failure detection, log replicas, scrub); auto: on with "
+        "--config (it needs every node's AZ)",
+    )
+    parser.add_argument(
+        "--heal-grace",
+        type=float,
+        default=float(os.environ.get("GAMEDAY_HEAL_GRACE", "3.0")),
+        help="seconds a member may be unreachable before it is replaced",
+    )
+    parser.add_argument(
+        "--scrub-seconds",
+        type=float,
+        default=float(os.environ.get("GAMEDAY_SCRUB_SECONDS", "60")),
+        help="seconds between scrubs of each group (0: only on demand)",
+    )
+    parser.add_argument(
+        "--archive-dir",
+        type=Path,
+        default=os.environ.get("GAMEDAY_ARCHIVE_DIR") or None,
+        help="WAL archive directory, shared by every node (default: 'archive' in the cluster's "
+        "directory when this node's data lives there, as on the local backend; else none)",
+    )
     args = parser.parse_args(argv)
     configure(args.node_id, args.log_level)
     election = args.election_ticks
@@ -66,6 +106,9 @@ def parse_args(argv: list[str]) -> NodeConfig:
     groups = {g: tuple(m.split(",")) for g, m in _pairs(args.group, "--group").items()}
     memds: tuple[str, ...] = ()
     unsafe_ack = False
+    node_azs: dict[str, str] = {}
+    meta_home: tuple[str, ...] = ()
+    archive_dir: Path | None = args.archive_dir
     if args.config is not None:
         cluster = ClusterConfig.load(args.config)
         me = cluster.process(args.node_id)
@@ -75,12 +118,19 @@ def parse_args(argv: list[str]) -> NodeConfig:
         if args.node_id in meta:
             groups.setdefault(META_GROUP, meta)
         unsafe_ack = "ack-before-commit" in cluster.unsafe
+        node_azs = {p.id: p.az for p in cluster.processes_with_role("storage")}
+        meta_home = meta
         memds = tuple(
             f"http://{cluster.dial_address(args.node_id, p.id)}"
             for p in cluster.processes_with_role("memds")
         )
     if not listen or not admin:
         parser.error("--listen and --admin are required without --config")
+    healing = None
+    if args.healing == "on" or (args.healing == "auto" and args.config is not None):
+        healing = HealingSettings(grace_seconds=args.heal_grace, scrub_seconds=args.scrub_seconds)
+        if archive_dir is None and args.config is not None:
+            archive_dir = _shared_archive(args.config, args.data_dir)
     return NodeConfig(
         node_id=args.node_id,
         listen=listen,
@@ -93,6 +143,10 @@ def parse_args(argv: list[str]) -> NodeConfig:
         compact_every=args.compact_every,
         memds_urls=memds,
         unsafe_ack_before_commit=unsafe_ack,
+        healing=healing,
+        node_azs=node_azs,
+        meta_home=meta_home,
+        archive_dir=archive_dir,
     )
 
 
@@ -100,7 +154,11 @@ async def serve(config: NodeConfig) -> None:
     node = StorageNode(config)
     await node.start()
     await shutdown_signal()
-    await node.stop()
+    try:
+        # Everything durable is on disk already; a stop that hangs must not keep us alive.
+        await asyncio.wait_for(node.stop(), STOP_SECONDS)
+    except TimeoutError:
+        logging.getLogger(__name__).warning("clean stop took over %ss; exiting", STOP_SECONDS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,11 +11,16 @@ log index it comes from, in one transaction, so the applied index always matches
     store.apply_batch(7, 2, [PutItem("users", pk, b"", {"id": {"S": "user#1"}})])
     store.get("users", pk, b"")  # -> {"id": {"S": "user#1"}}
     store.applied()  # -> AppliedMark(index=7, term=2, membership=None)
+
+Every row carries a CRC-32C of its key and item, checked whenever a row is read, so a bit flipped
+on disk is an error (``ItemCorruption``) rather than a wrong answer; ``open_snapshot`` verifies
+the whole file through a connection of its own (scrub).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import crc32c
 import msgpack
 
 Item = dict[str, Any]  # DynamoDB typed JSON: {"id": {"S": "a"}, "n": {"N": "5"}}
@@ -171,12 +177,33 @@ StoreOp = PutItem | DeleteItem | DeleteTable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
-    tbl TEXT NOT NULL, pk BLOB NOT NULL, sk BLOB NOT NULL, item TEXT NOT NULL,
+    tbl TEXT NOT NULL, pk BLOB NOT NULL, sk BLOB NOT NULL, item TEXT NOT NULL, crc INTEGER,
     PRIMARY KEY (tbl, pk, sk)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB);
 """
 _DUMP_VERSION = 1
+
+
+class ItemCorruption(Exception):
+    """A row read from disk does not match its checksum: this replica's data is damaged."""
+
+
+def row_crc(tbl: str, pk: bytes, sk: bytes, item: str) -> int:
+    """CRC-32C of one row (NULL in rows written before checksums existed: not checked)."""
+    crc = 0
+    for field in (tbl.encode(), pk, sk, item.encode()):
+        crc = crc32c.crc32c(struct.pack(">I", len(field)) + field, crc)
+    return crc
+
+
+def _checked(tbl: str, pk: bytes, sk: bytes, item: str, crc: int | None) -> Item:
+    if crc is not None and row_crc(tbl, pk, sk, item) != crc:
+        raise ItemCorruption(f"row ({tbl!r}, {pk!r}, {sk!r}) fails its checksum")
+    try:
+        return _load(item)
+    except ValueError as exc:
+        raise ItemCorruption(f"row ({tbl!r}, {pk!r}, {sk!r}) is not JSON: {exc}") from exc
 
 
 def canonical_json(item: Item) -> str:
@@ -198,6 +225,10 @@ class ItemStore:
             raise RuntimeError(f"{path}: SQLite refused WAL journal mode ({mode})")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
+        if "crc" not in columns:  # a store from before row checksums
+            self._db.execute("ALTER TABLE items ADD COLUMN crc INTEGER")
+        self.path = path
 
     def close(self) -> None:
         self._db.close()
@@ -207,9 +238,9 @@ class ItemStore:
 
     def get(self, tbl: str, pk: bytes, sk: bytes) -> Item | None:
         row = self._db.execute(
-            "SELECT item FROM items WHERE tbl = ? AND pk = ? AND sk = ?", (tbl, pk, sk)
+            "SELECT item, crc FROM items WHERE tbl = ? AND pk = ? AND sk = ?", (tbl, pk, sk)
         ).fetchone()
-        return None if row is None else _load(row[0])
+        return None if row is None else _checked(tbl, pk, sk, row[0], row[1])
 
     def query(
         self,
@@ -227,7 +258,7 @@ class ItemStore:
         Each bound is ``(sk, inclusive)``. ``forward=False`` walks down from ``hi``;
         ``start_after`` (exclusive) continues a page in the walking direction.
         """
-        sql = "SELECT sk, item FROM items WHERE tbl = ? AND pk = ?"
+        sql = "SELECT sk, item, crc FROM items WHERE tbl = ? AND pk = ?"
         args: list[object] = [tbl, pk]
         for bound, op in ((lo, ">"), (hi, "<")):
             if bound is not None:
@@ -238,20 +269,26 @@ class ItemStore:
             args.append(start_after)
         sql += f" ORDER BY sk {'ASC' if forward else 'DESC'} LIMIT ?"
         args.append(-1 if limit is None else limit)
-        return [(bytes(sk), _load(item)) for sk, item in self._db.execute(sql, args)]
+        return [
+            (bytes(sk), _checked(tbl, pk, bytes(sk), item, crc))
+            for sk, item, crc in self._db.execute(sql, args)
+        ]
 
     def scan(
         self, tbl: str, *, start_after: tuple[bytes, bytes] | None = None, limit: int | None = None
     ) -> list[tuple[bytes, bytes, Item]]:
         """``(pk, sk, item)`` of table ``tbl`` in (pk, sk) order, after ``start_after``."""
-        sql = "SELECT pk, sk, item FROM items WHERE tbl = ?"
+        sql = "SELECT pk, sk, item, crc FROM items WHERE tbl = ?"
         args: list[object] = [tbl]
         if start_after is not None:
             sql += " AND (pk, sk) > (?, ?)"
             args += start_after
         sql += " ORDER BY pk, sk LIMIT ?"
         args.append(-1 if limit is None else limit)
-        return [(bytes(pk), bytes(sk), _load(i)) for pk, sk, i in self._db.execute(sql, args)]
+        return [
+            (bytes(pk), bytes(sk), _checked(tbl, bytes(pk), bytes(sk), i, crc))
+            for pk, sk, i, crc in self._db.execute(sql, args)
+        ]
 
     def count(self, tbl: str | None = None) -> int:
         """Number of items, in one table or in all."""
@@ -276,9 +313,11 @@ class ItemStore:
                 raise ValueError(f"entry {index} is not after the applied index {current.index}")
             for op in ops:
                 if isinstance(op, PutItem):
+                    text = canonical_json(op.item)
                     db.execute(
-                        "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)",
-                        (op.tbl, op.pk, op.sk, canonical_json(op.item)),
+                        "INSERT OR REPLACE INTO items (tbl, pk, sk, item, crc) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (op.tbl, op.pk, op.sk, text, row_crc(op.tbl, op.pk, op.sk, text)),
                     )
                 elif isinstance(op, DeleteItem):
                     db.execute(
@@ -298,14 +337,19 @@ class ItemStore:
 
         The applied index is not part of it; compare digests taken at the same index.
         """
-        h = hashlib.sha256()
-        for tbl, pk, sk, item in self._db.execute(
-            "SELECT tbl, pk, sk, item FROM items ORDER BY tbl, pk, sk"
-        ):
-            for field in (tbl.encode(), bytes(pk), bytes(sk), item.encode()):
-                h.update(struct.pack(">I", len(field)))
-                h.update(field)
-        return h.hexdigest()
+        return _digest_rows(self._db)[0]
+
+    def checkpoint(self) -> None:
+        """Copy SQLite's own write-ahead log into the database file (as far as readers allow)."""
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def open_snapshot(self) -> StoreSnapshot:
+        """A read-only view of the store as it is now, on a connection of its own.
+
+        It reads the file afresh (nothing from this connection's page cache), so damage on disk
+        shows; it may be used from another thread while this store goes on applying.
+        """
+        return StoreSnapshot(self.path)
 
     def dump(self) -> bytes:
         """All items and the applied mark, as one msgpack document (a snapshot's data)."""
@@ -326,12 +370,17 @@ class ItemStore:
         if not isinstance(doc, dict) or doc.get("version") != _DUMP_VERSION:
             raise ValueError("not an item store dump")
         index, term, membership = doc["applied"]
-        rows = [(str(t), bytes(p), bytes(s), str(i)) for t, p, s, i in doc["rows"]]
+        rows = [
+            (str(t), bytes(p), bytes(s), str(i), row_crc(str(t), bytes(p), bytes(s), str(i)))
+            for t, p, s, i in doc["rows"]
+        ]
         mark = AppliedMark(int(index), int(term), None if membership is None else bytes(membership))
         with self._transaction() as db:
             db.execute("DELETE FROM items")
             db.execute("DELETE FROM meta")
-            db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT INTO items (tbl, pk, sk, item, crc) VALUES (?, ?, ?, ?, ?)", rows
+            )
             self._write_applied(mark)
 
     @contextmanager
@@ -362,6 +411,69 @@ class ItemStore:
         if mark.membership is not None:
             values.append(("membership", mark.membership))
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What a full read of a store found: the digest, rows read, and any damage."""
+
+    digest: str
+    items: int
+    problems: tuple[str, ...]
+
+
+class StoreSnapshot:
+    """A pinned read transaction on a separate connection; ``verify`` reads every row."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute("SELECT COUNT(*) FROM meta").fetchone()  # pins the snapshot
+            self.applied = int(
+                dict(self._db.execute("SELECT k, v FROM meta").fetchall()).get("applied_index", 0)
+            )
+        except sqlite3.DatabaseError:
+            self.applied = -1  # unreadable: verify() reports it
+
+    def verify(self, max_problems: int = 20) -> Verification:
+        problems: list[str] = []
+        try:
+            for (line,) in self._db.execute("PRAGMA quick_check"):
+                if line != "ok" and len(problems) < max_problems:
+                    problems.append(f"sqlite quick_check: {line}")
+            digest, items, bad = _digest_rows(self._db, check=True, max_bad=max_problems)
+            problems += bad
+        except sqlite3.DatabaseError as exc:
+            problems.append(f"sqlite: {exc}")
+            digest, items = "", 0
+        return Verification(digest, items, tuple(problems[:max_problems]))
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+        self._db.close()
+
+
+def _digest_rows(
+    db: sqlite3.Connection, check: bool = False, max_bad: int = 20
+) -> tuple[str, int, list[str]]:
+    h = hashlib.sha256()
+    n = 0
+    bad: list[str] = []
+    for tbl, pk, sk, item, crc in db.execute(
+        "SELECT tbl, pk, sk, item, crc FROM items ORDER BY tbl, pk, sk"
+    ):
+        n += 1
+        for field in (tbl.encode(), bytes(pk), bytes(sk), item.encode()):
+            h.update(struct.pack(">I", len(field)))
+            h.update(field)
+        damaged = check and crc is not None and row_crc(tbl, bytes(pk), bytes(sk), item) != crc
+        if damaged and len(bad) < max_bad:
+            bad.append(f"row ({tbl!r}, {bytes(pk)!r}, {bytes(sk)!r}) fails its checksum")
+    return h.hexdigest(), n, bad
 
 
 def _load(text: str) -> Item:

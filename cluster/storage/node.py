@@ -24,9 +24,10 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -37,7 +38,9 @@ from prometheus_client.registry import Collector
 from cluster.admission.partition import PartitionAdmission
 from cluster.consensus.messages import Membership
 from cluster.consensus.raft import RaftConfig
+from cluster.healing.settings import HealingSettings
 
+from .archive import Archiver, DirectoryArchive
 from .itemstore import ItemStore
 from .replica import (
     NotLeader,
@@ -51,6 +54,7 @@ from .transport import PeerLinks, split_address
 from .wire import FrameError, decode_message, encode_frame, read_frame
 
 log = logging.getLogger(__name__)
+SHUTDOWN_SECONDS = 2.0  # admin HTTP connections get this long to finish when stopping
 UNLIMITED_RATE = 40_000.0  # units/s for groups without a rate (on-demand, metadata)
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -71,6 +75,21 @@ class NodeConfig:
     memds_urls: tuple[str, ...] = ()
     reconcile_seconds: float = 5.0
     unsafe_ack_before_commit: bool = False  # TEST-ONLY: see ClusterConfig.unsafe
+    # Healing (cluster.healing): None turns the admin loop off. It needs every storage node's
+    # AZ; ``home`` lists the metadata group's fixed nodes (routers look for it there).
+    healing: HealingSettings | None = None
+    node_azs: dict[str, str] = field(default_factory=dict)
+    meta_home: tuple[str, ...] = ()
+    archive_dir: Path | None = None  # the WAL archive (a directory standing in for S3)
+
+
+class NodeService(Protocol):
+    """Something that runs inside a node (the healing admin): started after the replicas are
+    open and before the admin endpoint (so it can add ops and routes), stopped first."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class RequestError(Exception):
@@ -107,6 +126,11 @@ class StorageNode:
         # Partition-level admission; groups without a configured rate get a generous default.
         self.admission = PartitionAdmission(UNLIMITED_RATE, None, time.monotonic())
         self.limits: dict[str, tuple[float, bool]] = {}  # group -> (rate, provisioned)
+        # Extensions (healing, scrub, archive): more client ops and admin HTTP routes.
+        self.extra_ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
+        self.admin_routes: list[tuple[str, str, Callable[[web.Request], Awaitable[Any]]]] = []
+        self.services: list[NodeService] = []
+        self.archiver: Archiver | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -119,6 +143,17 @@ class StorageNode:
             await self._open_replica(group, frozenset(members))
         self._save_groups()
         self.links.start()
+        if self.config.archive_dir is not None:
+            interval = self.config.healing.archive_seconds if self.config.healing else 1.0
+            store = DirectoryArchive(self.config.archive_dir)
+            self.archiver = Archiver(store, lambda: self.replicas, interval)
+            self.services.append(self.archiver)
+        if self.config.healing is not None:
+            from cluster.healing.admin import Admin  # it imports this module
+
+            self.services.append(Admin(self, self.config.healing))
+        for service in self.services:
+            await service.start()
         host, port = split_address(self.config.listen)
         self._server = await asyncio.start_server(self._on_connection, host, port)
         self._admin = await _start_admin(self)
@@ -129,6 +164,8 @@ class StorageNode:
                  len(self.replicas), self.config.listen)  # fmt: skip
 
     async def stop(self) -> None:
+        for service in reversed(self.services):
+            await service.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,6 +263,46 @@ class StorageNode:
             path.rename(trash)  # atomic: a crash never leaves a half-deleted replica behind
             await asyncio.to_thread(shutil.rmtree, trash, True)
             return True
+
+    async def rebuild_group(self, group: str, dump: bytes, set_aside: bool) -> int:
+        """Rebuild ``group``'s replica as a full one from ``dump`` (a healthy replica's
+        ``ItemStore.dump``) plus this replica's own Raft state (``cluster.healing.rebuild``).
+
+        The slow part (restoring the dump) happens before the old replica is closed, so the
+        replica is out of service only while its WAL is rewritten. The old files go to
+        ``quarantine/`` when ``set_aside`` (evidence of corruption), else they are deleted.
+        Returns the snapshot index the new replica starts from.
+        """
+        from cluster.healing.rebuild import check_compatible, finish_rebuild, stage_store
+
+        path = self.config.data_dir / "groups" / group
+        staging = path.with_name(f".rebuild-{group}")
+        staged = await asyncio.to_thread(stage_store, dump, staging)
+        check_compatible(staged, self.replica({"group": group}).raft)
+        async with self._group_lock:
+            replica = self.replicas.pop(group, None)
+            if replica is None:
+                raise RequestError("NoSuchGroup", f"node {self.config.node_id} has no {group}")
+            await replica.close()
+            try:
+                index = await asyncio.to_thread(
+                    finish_rebuild, staged, replica.raft, self.settings.segment_bytes
+                )
+            except BaseException:
+                await self._open_replica(group, None)  # the old files are untouched
+                raise
+            if set_aside:
+                aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
+                aside.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                aside = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
+            path.rename(aside)
+            staging.rename(path)
+            await self._open_replica(group, None)
+            self._save_groups()
+        if not set_aside:
+            await asyncio.to_thread(shutil.rmtree, aside, True)
+        return index
 
     async def _reconcile_loop(self) -> None:
         """Join every group the partition map places here that this node does not host yet.
@@ -331,11 +408,16 @@ class StorageNode:
         started = time.monotonic()
         try:
             handler = _HANDLERS.get(op)
-            if handler is None:
+            extra = self.extra_ops.get(op)
+            if handler is None and extra is None:
                 raise RequestError("ValidationException", f"unknown operation {op!r}")
             if op in _ADMITTED:
                 self._admit(request)
-            response = await handler(self, request)
+            if handler is not None:
+                response = await handler(self, request)
+            else:
+                assert extra is not None
+                response = await extra(request)
             outcome = "ok"
         except RequestError as exc:
             response = {"error": exc.code, "message": str(exc), **exc.extra}
@@ -472,6 +554,24 @@ class StorageNode:
         replicas = [self.replica(request)] if wanted else list(self.replicas.values())
         return {"digests": [await r.digest() for r in replicas]}
 
+    async def _op_rebuild(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Rebuild this node's replica of ``group`` as a full one from one of ``sources``."""
+        from cluster.healing.rebuild import rebuild_from
+
+        self.replica(request)
+        return await rebuild_from(
+            self,
+            str(request["group"]),
+            [str(s) for s in request.get("sources", [])],
+            bool(request.get("set_aside")),
+            float(request.get("timeout", 600.0)),
+        )
+
+    async def _op_snapshot_dump(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A full replica's whole applied state (``ItemStore.dump``), to build another from."""
+        data = await self.replica(request).read_local(lambda store: store.dump())
+        return {"data": data}
+
     async def _op_drop_group(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"dropped": await self.drop_group(str(request["group"]))}
 
@@ -513,6 +613,8 @@ _HANDLERS = {
     "digest": StorageNode._op_digest,
     "create_group": StorageNode._op_create_group,
     "drop_group": StorageNode._op_drop_group,
+    "snapshot_dump": StorageNode._op_snapshot_dump,
+    "rebuild": StorageNode._op_rebuild,
     "change_membership": StorageNode._op_change_membership,
 }
 
@@ -542,6 +644,13 @@ class _ReplicaCollector(Collector):
             gauges["applied_index"].add_metric([group], st.applied)
             gauges["is_leader"].add_metric([group], 1 if st.leader == st.id else 0)
             gauges["elections_won"].add_metric([group], replica.elections)
+        mode = GaugeMetricFamily(
+            "storage_replica_mode",
+            "1 for the replica's mode: full, log (log replica) or quarantined",
+            labels=["group", "mode"],
+        )
+        for group, replica in self.node.replicas.items():
+            mode.add_metric([group, replica.mode.value], 1)
         peer = GaugeMetricFamily("storage_peer_connected", "Outbound link is up", labels=["peer"])
         heard = GaugeMetricFamily(
             "storage_peer_heard_seconds_ago", "Seconds since a message arrived", labels=["peer"]
@@ -551,6 +660,7 @@ class _ReplicaCollector(Collector):
             if stats["heard_seconds_ago"] is not None:
                 heard.add_metric([name], stats["heard_seconds_ago"])
         yield from gauges.values()
+        yield mode
         yield peer
         yield heard
 
@@ -579,7 +689,9 @@ async def _start_admin(node: StorageNode) -> web.AppRunner:
     app.router.add_get("/replicas", replicas)
     app.router.add_get("/digest", digest)
     app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
+    for method, path, handler in node.admin_routes:
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     host, port = split_address(node.config.admin)
     await web.TCPSite(runner, host, port).start()

@@ -29,15 +29,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cluster.consensus.messages import AnyMessage, Membership, Snapshot, SnapshotMeta
-from cluster.consensus.raft import NotLeaderError, ProposalRejectedError, Raft, RaftConfig, Ready
+from cluster.consensus.messages import AnyMessage, EntryKind, Membership, Snapshot, SnapshotMeta
+from cluster.consensus.raft import (
+    NotLeaderError,
+    ProposalRejectedError,
+    Raft,
+    RaftConfig,
+    Ready,
+    Role,
+)
 
-from .itemstore import ItemStore
-from .statemachine import ApplyResult, StateMachine
+from .itemstore import ItemCorruption, ItemStore
+from .scrub import ReplicaReport, verify_replica
+from .statemachine import (
+    ApplyResult,
+    CommandError,
+    ScrubCommand,
+    StateMachine,
+    decode_command,
+)
 from .wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Verifications read whole files; they run here, beside the replicas' I/O threads.
+_SCRUB_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrub")
+MAX_SCRUB_REPORTS = 32
 
 
 class NotLeader(Exception):
@@ -68,6 +85,11 @@ def _open_unused_store(path: Path) -> ItemStore:
             if extra.exists():
                 extra.replace(aside.with_name(aside.name + suffix))
         return ItemStore(path)
+
+
+def _match(raft: Raft, member: str) -> int:
+    progress = raft.progress.get(member)
+    return 0 if progress is None else progress.match
 
 
 class ReplicaMode(enum.Enum):
@@ -137,7 +159,7 @@ class Replica:
         self.raft = raft
         self.wal = wal
         self.store = store
-        self.machine = StateMachine(store)
+        self.machine = StateMachine(store, on_scrub=self._on_scrub)
         self.io = io
         self.settings = settings
         self.send = send
@@ -149,9 +171,13 @@ class Replica:
         self.elections = 0  # times this replica became leader (metrics)
         self.last_tick_at = time.monotonic()
         self.raft.can_lead = mode is ReplicaMode.FULL
+        self.event_loop = asyncio.get_running_loop()
         # Compaction never passes this index (the WAL archive's progress; None: no archive), so
         # a leader's log still holds every entry that was not archived yet.
         self.compact_floor: int | None = None
+        # scrub id -> this replica's verification at that mark (None while it runs)
+        self.scrub_reports: dict[str, ReplicaReport | None] = {}
+        self.quarantine_reason: str | None = None
 
     @classmethod
     async def open(
@@ -263,6 +289,15 @@ class Replica:
         """Propose a single-member change and wait until it is applied here."""
         await self._propose(lambda: self.raft.propose_membership(new), timeout)
 
+    def transfer_leadership(self, target: str) -> None:
+        """Ask the core to hand leadership to ``target`` once it has caught up (§3.10)."""
+
+        def do_transfer() -> None:
+            with contextlib.suppress(NotLeaderError):
+                self.raft.transfer_leadership(target)
+
+        self._submit(do_transfer)
+
     async def _propose(self, append: Callable[[], tuple[int, int]], timeout: float) -> ApplyResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ApplyResult] = loop.create_future()
@@ -339,7 +374,7 @@ class Replica:
                         self.send(msg)
                     results = await loop.run_in_executor(self.io, self._apply, rd)
                     self.raft.advance(rd)
-                    self.raft.can_lead = self.mode is ReplicaMode.FULL
+                    self._hand_over()
                     self._complete(rd, results)
                     await self._maybe_compact()
                     if self.raft.leader == self.node_id and not was_leader:
@@ -369,16 +404,88 @@ class Replica:
 
     def _apply(self, rd: Ready) -> dict[int, ApplyResult]:
         if self.mode is not ReplicaMode.FULL:
-            return {}  # log replicas track the commit index (advance) but apply nothing
-        committed = [e for e in rd.committed if e.index > self.store.applied().index]
-        return self.machine.apply(committed)
+            # Log replicas track the commit index (advance) but apply nothing; at a scrub
+            # mark they still verify what they have: the WAL.
+            for entry in rd.committed:
+                if entry.data and entry.kind is EntryKind.NORMAL:
+                    with contextlib.suppress(CommandError):
+                        cmd = decode_command(entry.data)
+                        if isinstance(cmd, ScrubCommand):
+                            self._on_scrub(entry.index, cmd.scrub_id)
+            return {}
+        try:
+            committed = [e for e in rd.committed if e.index > self.store.applied().index]
+            return self.machine.apply(committed)
+        except (sqlite3.DatabaseError, ItemCorruption) as exc:
+            # Our data is damaged: stop applying and serving it; the leader rebuilds us.
+            self.quarantine_reason = f"applying failed: {exc}"
+            log.error("%s: %s", self.group, self.quarantine_reason)
+            self._set_mode(ReplicaMode.QUARANTINED)
+            return {}
+
+    def _on_scrub(self, index: int, scrub_id: str) -> None:
+        """At a scrub mark (I/O thread, store exactly at ``index``): start verifying."""
+        full = self.mode is ReplicaMode.FULL
+        snapshot = None
+        if full:
+            with contextlib.suppress(sqlite3.Error):
+                self.store.checkpoint()  # so the file on disk is what gets read
+            snapshot = self.store.open_snapshot()
+        wal = [(p, p.stat().st_size) for p in self.wal.segment_paths() if p.exists()]
+        self.scrub_reports[scrub_id] = None
+        while len(self.scrub_reports) > MAX_SCRUB_REPORTS:
+            del self.scrub_reports[next(iter(self.scrub_reports))]
+        mode = self.mode.value
+        future = _SCRUB_POOL.submit(verify_replica, index, mode, snapshot, wal)
+
+        def done(f: Any) -> None:
+            try:
+                report: ReplicaReport = f.result()
+            except Exception as exc:  # a verification that crashes is a failed one
+                report = ReplicaReport(index, mode, None, 0, (f"verification failed: {exc!r}",))
+            self.scrub_reports[scrub_id] = report
+            if report.problems and self.mode is ReplicaMode.FULL:
+                self.quarantine(f"scrub at {index}: {report.problems[0]}")
+
+        future.add_done_callback(done)
+
+    def quarantine(self, reason: str) -> None:
+        """Stop trusting this replica's data: no reads, no applying, no leadership (thread-safe).
+
+        It still keeps and acknowledges the log, like a log replica, until it is rebuilt.
+        A leader hands leadership to a full member first.
+        """
+        if self.mode is ReplicaMode.QUARANTINED:
+            return
+        self.quarantine_reason = reason
+        log.error("%s: quarantined: %s", self.group, reason)
+        self.mode = ReplicaMode.QUARANTINED
+        with contextlib.suppress(RuntimeError):  # closed meanwhile (rebuilt): nothing to do
+            if self.data_dir is not None:
+                self.io.submit(write_mode, self.data_dir, ReplicaMode.QUARANTINED)
+            self.event_loop.call_soon_threadsafe(self._submit, self._hand_over)
+
+    def _hand_over(self) -> None:
+        """A replica that may not lead (any more) passes leadership to the best full member."""
+        raft = self.raft
+        raft.can_lead = self.mode is ReplicaMode.FULL
+        if raft.can_lead or raft.role is not Role.LEADER or raft.transfer_target is not None:
+            return
+        members = raft.membership.voters - raft.membership.log_only - {self.node_id}
+        ranked = sorted(members, key=lambda m: (-_match(raft, m), m))
+        if ranked:
+            with contextlib.suppress(NotLeaderError):
+                raft.transfer_leadership(ranked[0])
 
     def _complete(self, rd: Ready, results: dict[int, ApplyResult]) -> None:
         for entry in rd.committed:
             pending = self.pending.pop(entry.index, None)
             if pending is None or pending.future.done():
                 continue
-            if pending.term == entry.term:
+            if self.mode is not ReplicaMode.FULL:  # committed, but nobody here applied it
+                unknown = OutcomeUnknown(f"{self.group}: replica quarantined, result unknown")
+                pending.future.set_exception(unknown)
+            elif pending.term == entry.term:
                 pending.future.set_result(results.get(entry.index, ApplyResult(True)))
             else:  # another leader's entry took this index: ours was never committed
                 pending.future.set_exception(NotLeader(self.group, self.raft.leader))

@@ -144,7 +144,23 @@ class DeleteTableCommand:
     tbl: str
 
 
-Command = PutCommand | DeleteCommand | UpdateCommand | BatchWriteCommand | DeleteTableCommand
+@dataclass(frozen=True, slots=True)
+class ScrubCommand:
+    """A scrub mark (DESIGN.md "Continuous verification"): changes no item, but every replica
+    that applies it verifies its data exactly at this log index, so their digests compare."""
+
+    scrub_id: str
+
+
+Command = (
+    PutCommand
+    | DeleteCommand
+    | UpdateCommand
+    | BatchWriteCommand
+    | DeleteTableCommand
+    | ScrubCommand
+)
+ScrubHook = Callable[[int, str], None]  # (log index, scrub id), called with the store at index
 
 
 def _check_returns(returns: str, allowed: frozenset[str]) -> None:
@@ -225,6 +241,8 @@ def _command_body(cmd: Command) -> dict[str, Any]:
             return {"op": "batch", "writes": [_command_body(w) for w in cmd.writes]}
         case DeleteTableCommand():
             return {"op": "delete_table", "tbl": cmd.tbl}
+        case ScrubCommand():
+            return {"op": "scrub", "id": cmd.scrub_id}
     if cmd.condition is not None:
         cond = {"expr": cmd.condition.expression}
         body["cond"] = _put_maps(cond, cmd.condition.names, cmd.condition.values)
@@ -357,7 +375,12 @@ def _decode_delete_table(f: _Fields) -> DeleteTableCommand:
     return DeleteTableCommand(f.take("tbl", str))
 
 
+def _decode_scrub(f: _Fields) -> ScrubCommand:
+    return ScrubCommand(f.take("id", str))
+
+
 _DECODERS: dict[str, Callable[[_Fields], Command]] = {
+    "scrub": _decode_scrub,
     "put": _decode_put,
     "delete": _decode_delete,
     "update": _decode_update,
@@ -400,8 +423,9 @@ class _Batch:
 
 
 class StateMachine:
-    def __init__(self, store: ItemStore) -> None:
+    def __init__(self, store: ItemStore, on_scrub: ScrubHook | None = None) -> None:
         self.store = store
+        self.on_scrub = on_scrub
 
     def apply(self, entries: Sequence[Entry]) -> dict[int, ApplyResult]:
         """Apply committed entries in one transaction; returns the result per NORMAL entry.
@@ -409,13 +433,17 @@ class StateMachine:
         NOOP and CONFIG entries only advance the applied index (the membership of the last
         CONFIG entry is recorded with it). A command that cannot be decoded is a bug elsewhere,
         but it was committed, so every replica skips it identically and reports it failed.
+        A scrub mark commits what comes before it on its own, then calls ``on_scrub`` with the
+        store exactly at the mark's index.
         """
         if not entries:
             return {}
         batch = _Batch(self.store)
         results: dict[int, ApplyResult] = {}
         membership: bytes | None = None
+        pending = False  # entries seen since the last commit of the batch
         for entry in entries:
+            pending = True
             if entry.kind is EntryKind.CONFIG:
                 membership = entry.data
             if entry.kind is not EntryKind.NORMAL:
@@ -426,9 +454,17 @@ class StateMachine:
                 log.error("entry %d: %s", entry.index, exc)
                 results[entry.index] = ApplyResult(False, "InternalServerError", str(exc))
                 continue
+            if isinstance(cmd, ScrubCommand):
+                self.store.apply_batch(entry.index, entry.term, batch.ops, membership)
+                batch, membership, pending = _Batch(self.store), None, False
+                results[entry.index] = ApplyResult(True)
+                if self.on_scrub is not None:
+                    self.on_scrub(entry.index, cmd.scrub_id)
+                continue
             results[entry.index] = self._apply_one(entry.index, cmd, batch)
-        last = entries[-1]
-        self.store.apply_batch(last.index, last.term, batch.ops, membership)
+        if pending:
+            last = entries[-1]
+            self.store.apply_batch(last.index, last.term, batch.ops, membership)
         return results
 
     def _apply_one(self, index: int, cmd: Command, batch: _Batch) -> ApplyResult:
@@ -441,6 +477,8 @@ class StateMachine:
             case DeleteTableCommand():
                 batch.delete_table(cmd.tbl)
                 return ApplyResult(True)
+            case ScrubCommand():
+                return ApplyResult(True)  # handled in apply
         key = (cmd.tbl, cmd.pk, cmd.sk)
         old = batch.get(key)  # store errors propagate: they are this replica's, not the log's
         try:

@@ -38,6 +38,19 @@ def replica_status(cluster: LocalNodes, node: str, group: str) -> dict[str, Any]
     return next(r for r in replicas if r["group"] == group)
 
 
+def wait_healthy(cluster: LocalNodes, nodes: list[str], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    for node in nodes:
+        while True:
+            try:
+                if cluster.nodes[node].get_json("/health")["status"] == "ok":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"{node} not healthy"
+            time.sleep(0.05)
+
+
 async def create(client: GroupClient, group: str, members: list[str]) -> None:
     for node in members:
         reply = await client.client(node).call("create_group", group=group, members=members)
@@ -103,7 +116,7 @@ def test_log_replica_acks_the_log_keeps_no_state_and_refuses_reads(tmp_path: Pat
             cluster.kill("n4")
             cluster.start("n4")
             cluster.start(other)
-            cluster.wait_healthy()
+            wait_healthy(cluster, ["n4", other])
             await write(client, "p0", range(150, 160))
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:

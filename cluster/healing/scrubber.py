@@ -1,0 +1,218 @@
+"""The leader's side of a scrub round (DESIGN.md "Continuous verification").
+
+The leader proposes a scrub mark (``ScrubCommand``): every replica verifies itself when it
+applies it, at the same log index (``Replica._on_scrub``). The leader collects the reports,
+rebuilds a reference replica from the WAL archive up to that index, and lets ``scrub.judge``
+name the bad replicas. Each bad replica raises an alarm event naming it, is quarantined (no
+reads, no leadership) and rebuilt from a healthy replica (``rebuild.py``); a bad leader first
+hands leadership over, and its successor rebuilds it.
+
+    outcome = await Scrubber(admin).scrub(replica)
+    outcome["verdict"]      # "ok", "repaired" or "alarm"
+    outcome["replicas"]     # per node: digest, items, problems, "ok" / "bad" / "no report"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from cluster.storage.archive import ArchiveCorruption, ArchiveGap, rebuild_reference
+from cluster.storage.replica import (
+    NotLeader,
+    OutcomeUnknown,
+    ProposalRejected,
+    Replica,
+    ReplicaMode,
+)
+from cluster.storage.scrub import ReplicaReport, Verdict, judge
+from cluster.storage.statemachine import ScrubCommand, encode_command
+
+from .events import EventKind
+from .probe import PROBE_FAILURES, ask
+
+if TYPE_CHECKING:
+    from .admin import Admin
+
+REPORT_TIMEOUT = 60.0  # a replica verifies its whole data file: allow for big ones
+
+
+class Scrubber:
+    def __init__(self, admin: Admin) -> None:
+        self.admin = admin
+        self.node = admin.node
+        self.me = admin.me
+        self.node.extra_ops["scrub_report"] = self._op_scrub_report
+        self.node.extra_ops["quarantine"] = self._op_quarantine
+
+    async def _op_scrub_report(self, request: dict[str, Any]) -> dict[str, Any]:
+        replica = self.node.replica(request)
+        report = replica.scrub_reports.get(str(request["id"]))
+        return {"report": None if report is None else report.to_wire()}
+
+    async def _op_quarantine(self, request: dict[str, Any]) -> dict[str, Any]:
+        replica = self.node.replica(request)
+        replica.quarantine(str(request.get("reason") or "quarantined by the scrub"))
+        return {"mode": replica.mode.value}
+
+    async def scrub(self, replica: Replica) -> dict[str, Any]:
+        group = replica.group
+        started = time.monotonic()
+        scrub_id = f"{self.me}-{time.time_ns()}"
+        outcome: dict[str, Any] = {"group": group, "leader": self.me, "scrub_id": scrub_id}
+        try:
+            await replica.propose(encode_command(ScrubCommand(scrub_id)), 5.0)
+        except (NotLeader, ProposalRejected, OutcomeUnknown) as exc:
+            return outcome | {"verdict": "skipped", "error": str(exc)}
+        members = sorted(replica.raft.membership.voters)
+        reports = await self._collect(replica, members, scrub_id)
+        mine = reports.get(self.me)
+        index = mine.index if mine is not None else replica.raft.log.applied
+        reference, ref_info = await self._reference(group, index)
+        verdict = judge(reports, reference)
+        outcome |= {
+            "index": index,
+            "replicas": {
+                m: (
+                    {"verdict": "no report"}
+                    if m not in reports
+                    else reports[m].to_wire()
+                    | {"verdict": "bad" if m in verdict.bad else "ok", "why": verdict.bad.get(m)}
+                )
+                for m in members
+            },
+            "reference": ref_info | {"matches": verdict.reference_ok},
+            "agreed": verdict.agreed,
+        }
+        outcome["verdict"] = await self._act(replica, index, verdict, ref_info, members)
+        outcome["seconds"] = round(time.monotonic() - started, 3)
+        return outcome
+
+    async def _collect(
+        self, replica: Replica, members: list[str], scrub_id: str
+    ) -> dict[str, ReplicaReport]:
+        reports: dict[str, ReplicaReport] = {}
+        pending = set(members)
+        deadline = time.monotonic() + REPORT_TIMEOUT
+        while pending and time.monotonic() < deadline:
+            for m in sorted(pending):
+                report = await self._report(replica, m, scrub_id)
+                if report is not None:
+                    reports[m] = report
+                    pending.discard(m)
+            if pending:
+                await asyncio.sleep(0.1)
+        return reports
+
+    async def _report(self, replica: Replica, member: str, scrub_id: str) -> ReplicaReport | None:
+        if member == self.me:
+            return replica.scrub_reports.get(scrub_id)
+        address = self.node.config.peers.get(member)
+        if address is None:
+            return None
+        request = {"op": "scrub_report", "group": replica.group, "id": scrub_id}
+        try:
+            reply = await ask(address, request, 2.0)
+        except PROBE_FAILURES:
+            return None
+        body = reply.get("report")
+        return None if body is None else ReplicaReport.from_wire(body)
+
+    async def _reference(self, group: str, index: int) -> tuple[str | None, dict[str, Any]]:
+        archiver = self.node.archiver
+        if archiver is None:
+            return None, {"status": "no archive"}
+        await archiver.archive_once(group=group)
+        dest = self.node.config.data_dir / "reference" / group
+        try:
+            ref = await asyncio.to_thread(
+                rebuild_reference, archiver.store, group, dest, index, incremental=True
+            )
+        except ArchiveGap as exc:  # e.g. archiving started after the group: nothing to say
+            return None, {"status": "incomplete", "error": str(exc)}
+        except ArchiveCorruption as exc:
+            self.admin.events.record(
+                EventKind.SCRUB_ALARM, group, None, target="archive", index=index, reason=str(exc)
+            )
+            return None, {"status": "damaged", "error": str(exc)}
+        return ref.digest, {
+            "status": "rebuilt",
+            "digest": ref.digest,
+            "items": ref.items,
+            "files": ref.segments,
+        }
+
+    async def _act(
+        self,
+        replica: Replica,
+        index: int,
+        verdict: Verdict,
+        ref_info: dict[str, Any],
+        members: list[str],
+    ) -> str:
+        events, group = self.admin.events, replica.group
+        if verdict.undecided:
+            events.record(EventKind.SCRUB_ALARM, group, None, index=index, reason="no majority")
+            return "alarm"
+        if verdict.reference_ok is False:
+            events.record(
+                EventKind.SCRUB_ALARM,
+                group,
+                None,
+                target="reference",
+                index=index,
+                reason=f"the archive's reference {ref_info.get('digest', '')[:12]} differs "
+                f"from the replicas' {str(verdict.agreed)[:12]}",
+            )
+        if not verdict.bad:
+            if verdict.reference_ok is False:
+                return "alarm"
+            events.record(
+                EventKind.SCRUB_PASSED,
+                group,
+                None,
+                index=index,
+                digest=verdict.agreed,
+                reference=verdict.reference_ok,
+            )
+            return "ok"
+        healthy = [m for m in members if m not in verdict.bad]
+        for bad, why in sorted(verdict.bad.items()):
+            events.record(EventKind.SCRUB_ALARM, group, bad, index=index, reason=why)
+            await self._quarantine(replica, bad, why)
+            events.record(EventKind.REPLICA_QUARANTINED, group, bad, index=index, reason=why)
+        for bad in sorted(verdict.bad):
+            if bad == self.me:
+                continue  # our successor rebuilds us (the planner sees us quarantined)
+            await self._repair(replica, bad, healthy)
+        return "repaired"
+
+    async def _quarantine(self, replica: Replica, node: str, reason: str) -> None:
+        if node == self.me:
+            replica.quarantine(reason)
+            return
+        await self.admin.call(node, "quarantine", 5.0, group=replica.group, reason=reason)
+
+    async def _repair(self, replica: Replica, node: str, healthy: list[str]) -> None:
+        group = replica.group
+        started = time.monotonic()
+        sources = [self.me] if self.me in healthy else []
+        sources += [m for m in healthy if m != self.me]
+        detail = await self.admin.call(
+            node,
+            "rebuild",
+            self.admin.settings.rebuild_timeout,
+            group=group,
+            sources=sources,
+            set_aside=True,
+        )
+        self.admin.note_mode(node, group, ReplicaMode.FULL)
+        self.admin.events.record(
+            EventKind.REPLICA_REPAIRED,
+            group,
+            node,
+            seconds=round(time.monotonic() - started, 3),
+            snapshot_index=detail.get("index"),
+            source=detail.get("source"),
+        )

@@ -1,0 +1,86 @@
+"""A whole local cluster with the healing admin on, and helpers to watch its groups heal."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaos.backends.local import LocalCluster
+
+
+@pytest.fixture
+def healing_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+    """3x2x1 with healing on (grace 3 s); every node reads its settings from the environment."""
+    monkeypatch.setenv("GAMEDAY_HEALING", "on")
+    monkeypatch.setenv("GAMEDAY_SCRUB_SECONDS", "0")  # scrubs run when a test asks
+    cluster = LocalCluster.create(tmp_path / "cluster", "3x2x1", partitions=2)
+    cluster.up(timeout=120)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def get_json(cluster: LocalCluster, node: str, path: str, timeout: float = 5.0) -> Any:
+    admin = cluster.config.process(node).admin
+    with urllib.request.urlopen(f"http://{admin}{path}", timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def post_json(cluster: LocalCluster, node: str, path: str, timeout: float = 60.0) -> Any:
+    admin = cluster.config.process(node).admin
+    request = urllib.request.Request(f"http://{admin}{path}", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def leaders(cluster: LocalCluster) -> dict[str, dict[str, Any]]:
+    """Per group, the status its leader reports (the leader with the highest term)."""
+    found: dict[str, dict[str, Any]] = {}
+    for node in cluster.process_ids("storage"):
+        status = cluster.storage_status(node)
+        if status is None:
+            continue
+        for r in status["replicas"]:
+            if r["role"] == "leader" and r["term"] >= found.get(r["group"], {}).get("term", -1):
+                found[r["group"]] = r | {"node": node}
+    return found
+
+
+def modes(cluster: LocalCluster) -> dict[tuple[str, str], str]:
+    """(group, node) -> replica mode, over every live node."""
+    out: dict[tuple[str, str], str] = {}
+    for node in cluster.process_ids("storage"):
+        status = cluster.storage_status(node)
+        for r in (status or {"replicas": []})["replicas"]:
+            out[(r["group"], node)] = r["mode"]
+    return out
+
+
+def events(cluster: LocalCluster) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for node in cluster.process_ids("storage"):
+        if not cluster.alive(node):
+            continue
+        try:
+            found += get_json(cluster, node, "/admin/events")["events"]
+        except OSError:
+            continue
+    return sorted(found, key=lambda e: e["time"])
+
+
+def wait_for(what: str, check: Any, timeout: float, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(every)
