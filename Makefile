@@ -26,7 +26,7 @@ RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 MYPY_TARGETS := cluster checks chaos workloads
 
-.PHONY: help venv toxiproxy test test-fast chaos lint typecheck fmt demo clean
+.PHONY: help venv toxiproxy docker-engine images test test-fast test-docker chaos lint typecheck fmt demo clean
 
 help: ## list the targets with a one-line description
 	@echo "usage: make <target>"
@@ -63,6 +63,14 @@ $(TOXIPROXY): | $(BIN)/python
 		GOBIN="$$tmp" "$(GO)" install $(TOXIPROXY_PKG); \
 		mv "$$tmp/server" $@
 
+# Docker, for the docker backend: `make test` runs its tests when an engine runs or can be started
+# (else skips them, saying why); .ci/run calls this first, so CI always runs them.
+docker-engine: ## install docker.io + debootstrap from Debian if missing, start dockerd (root)
+	bash docker/engine.sh
+
+images: venv toxiproxy docker-engine ## build the docker backend's images (no registry; cached layers)
+	$(RUN_ENV) $(BIN)/gameday images build
+
 # ---- checks ------------------------------------------------------------------------------------
 
 lint: venv ## ruff lint and format check (no changes made)
@@ -77,6 +85,9 @@ test: venv toxiproxy lint typecheck ## lint, type-check, then the suite (slow te
 
 chaos: venv toxiproxy ## the nightly chaos suite: every shipped scenario as a real game day
 	$(RUN_ENV) $(BIN)/pytest -q -m chaos
+
+test-docker: venv toxiproxy docker-engine ## only the docker backend's tests (images, containers, a game day)
+	$(RUN_ENV) $(BIN)/pytest -q -m docker
 
 test-fast: venv ## the test suite without tests marked slow
 	$(RUN_ENV) $(BIN)/pytest -q -m "not slow"

@@ -393,6 +393,9 @@ def build_images(on_event: OnEvent = _quiet, from_scratch: bool = False) -> Buil
         result.seconds["image"] = time.monotonic() - mark
     result.image_id, result.steps, result.cached_steps = image_id, steps, cached
     result.seconds["total"] = time.monotonic() - started
+    # Earlier builds' images, now untagged (containers still using one keep it).
+    with contextlib.suppress(Exception):
+        client.images.prune(filters={"dangling": True, "label": IMAGE_LABEL})
     return result
 
 

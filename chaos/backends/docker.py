@@ -29,13 +29,15 @@ import hashlib
 import io
 import ipaddress
 import json
+import logging
 import shutil
 import socket
 import tarfile
+import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,8 @@ from cluster.topology import Topology, parse_topology
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "docker.json"
 CONFIG_IN_CONTAINER = "/etc/gameday/cluster.json"
@@ -202,6 +206,12 @@ class DockerCluster:
         self.state_dir = data_dir
         self._client: DockerClient | None = None
         self._mesh: LinkMesh | None = None
+        # Power on and off run in the background, so that a whole rack or AZ goes down (and
+        # comes back) at once rather than one container after another. Anything that looks at
+        # or acts on a process first waits for its pending operation (``_settle``).
+        self._ops = ThreadPoolExecutor(max_workers=8, thread_name_prefix="docker-power")
+        self._pending: dict[str, Future[None]] = {}
+        self._lock = threading.Lock()
 
     # -- opening --------------------------------------------------------------------------------
 
@@ -323,6 +333,11 @@ class DockerCluster:
             pass
         from docker.errors import APIError
 
+        # Containers left attached to a network that no longer exists could never start again:
+        # they are recreated below, on the same volumes.
+        for container in self._all_containers():
+            container.remove(force=True)
+
         for attempt in range(3):
             net = ipaddress.ip_network(self.state.subnet)
             try:
@@ -347,10 +362,8 @@ class DockerCluster:
     def _replan(self, subnet: str) -> None:
         """New addresses on ``subnet`` (the network is gone, so are the containers' addresses).
 
-        Containers still holding the old addresses are removed; volumes (the data) stay.
+        Volumes (the data) stay; there are no containers left to hold the old addresses.
         """
-        for container in self._all_containers():
-            container.remove(force=True)
         fresh = build_docker_config(self.config.topology, subnet, self.config.default_partitions)
         config = self.config.model_copy(update={"processes": fresh.processes, "dial": {}})
         self.state = self.state.model_copy(
@@ -373,7 +386,12 @@ class DockerCluster:
             info = None
             ip = state.toxiproxy_ip
             command = ["toxiproxy-server", "-host", "0.0.0.0", "-port", str(TOXIPROXY_API_PORT)]
-            env = {"GAMEDAY_HEALTH_URL": f"http://127.0.0.1:{TOXIPROXY_API_PORT}/version"}
+            env = {
+                "GAMEDAY_HEALTH_URL": f"http://127.0.0.1:{TOXIPROXY_API_PORT}/version",
+                # Toxiproxy logs every connection's setup at debug/trace level by default: in a
+                # container each line also costs the engine's log copier CPU.
+                "LOG_LEVEL": "info",
+            }
             binds: dict[str, dict[str, str]] = {}
             ports: dict[int, tuple[str, int]] = {}
         else:
@@ -420,7 +438,6 @@ class DockerCluster:
         container = self._container(process_id)
         if container is None:
             container = self._create_container(process_id)
-        container.reload()
         status = container.status
         if status == "paused":
             container.unpause()
@@ -434,8 +451,34 @@ class DockerCluster:
         ids = [p.id for p in self.config.processes.values() if role in (None, p.role)]
         return sorted(ids, key=lambda i: (order[self.config.processes[i].role], i))
 
+    def _submit(self, process_id: str, op: Callable[[str], None]) -> None:
+        """Run ``op(process_id)`` in the background, after the process's pending operation."""
+        self._settle(process_id)
+
+        def run() -> None:
+            try:
+                op(process_id)
+            except Exception:  # seen by whoever looks next: the container's state tells
+                log.exception("%s of %s failed", op.__name__.strip("_"), process_id)
+
+        with self._lock:
+            self._pending[process_id] = self._ops.submit(run)
+
+    def _settle(self, process_id: str | None = None) -> None:
+        """Wait for the pending power operation of ``process_id`` (None: of every process)."""
+        with self._lock:
+            if process_id is None:
+                futures = list(self._pending.values())
+                self._pending.clear()
+            else:
+                future = self._pending.pop(process_id, None)
+                futures = [] if future is None else [future]
+        for future in futures:
+            future.result()
+
     def container_status(self, process_id: str) -> str:
         """Docker's status of the process's container: running, paused, exited, ... or absent."""
+        self._settle(process_id)
         container = self._container(process_id)
         return "absent" if container is None else str(container.status)
 
@@ -444,11 +487,20 @@ class DockerCluster:
         return self.container_status(process_id) in ("running", "paused")
 
     def start(self, process_id: str) -> None:
-        """Power on: start the same container again (same volume, same address)."""
-        self._start_container(process_id)
+        """Power on: start the same container again (same volume, same address).
+
+        Returns at once; the container is started in the background (``alive`` waits for it).
+        """
+        self._submit(process_id, self._start_container)
 
     def kill(self, process_id: str) -> None:
-        """Power off: ``docker kill`` (SIGKILL); returns once the container has stopped."""
+        """Power off: ``docker kill`` (SIGKILL) of the container.
+
+        Returns at once; ``alive`` and every other call on the process wait until it stopped.
+        """
+        self._submit(process_id, self._kill_container)
+
+    def _kill_container(self, process_id: str) -> None:
         container = self._container(process_id)
         if container is None or container.status not in ("running", "paused"):
             return
@@ -456,16 +508,17 @@ class DockerCluster:
 
         with contextlib.suppress(APIError):  # it may have died on its own meanwhile
             container.kill(signal="SIGKILL")
-        deadline = time.monotonic() + 10.0
-        while self.alive(process_id) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        with contextlib.suppress(Exception):  # the engine's own wait: returns once it stopped
+            self.client.api.wait(container.id, timeout=10, condition="not-running")
 
     def pause(self, process_id: str) -> None:
+        self._settle(process_id)
         container = self._container(process_id)
         if container is not None and container.status == "running":
             container.pause()
 
     def resume(self, process_id: str) -> None:
+        self._settle(process_id)
         container = self._container(process_id)
         if container is not None and container.status == "paused":
             container.unpause()
@@ -486,10 +539,15 @@ class DockerCluster:
             raise RuntimeError(
                 f"image {self.state.image} is missing: build it with 'gameday images build'"
             )
+        self._settle()
         self._ensure_network()
-        self.start_mesh()
+        # Toxiproxy first, then every process's container while the proxies are being created:
+        # processes that dial a proxy not there yet retry, as they do after any lost link.
+        self._start_container(TOXIPROXY)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(self._start_container, self.process_ids()))
+            started = pool.map(self._start_container, self.process_ids())
+            self.start_mesh()
+            list(started)
         self.wait_healthy(timeout, progress)
 
     def down(self, wipe: bool = False) -> None:
@@ -498,6 +556,7 @@ class DockerCluster:
         The volumes stay (``up`` again recovers every table) unless ``wipe``, which also
         removes them and the data dir.
         """
+        self._settle()
         containers = self._all_containers()
         by_process = {c.labels.get(f"{LABEL}.process", c.name): c for c in containers}
         order = [p for p in reversed(self.process_ids()) if p in by_process]
@@ -535,21 +594,13 @@ class DockerCluster:
         from docker.errors import NotFound
 
         for network in self.client.networks.list(names=[self.state.network]):
-            with contextlib.suppress(NotFound):
-                network.remove()
+            if network.name == self.state.network:  # the filter matches substrings
+                with contextlib.suppress(NotFound):
+                    network.remove()
 
     def _all_containers(self) -> list[Container]:
         flt = {"label": f"{LABEL}.cluster={self.state.name}"}
         return list(self.client.containers.list(all=True, filters=flt))
-
-    def leftovers(self) -> dict[str, list[str]]:
-        """Every Docker object of this cluster that still exists, by kind."""
-        flt = {"label": f"{LABEL}.cluster={self.state.name}"}
-        return {
-            "containers": [c.name for c in self.client.containers.list(all=True, filters=flt)],
-            "networks": [n.name for n in self.client.networks.list(names=[self.state.network])],
-            "volumes": [v.name for v in self.client.volumes.list(filters=flt)],
-        }
 
     # -- health and status ----------------------------------------------------------------------
 
@@ -558,12 +609,14 @@ class DockerCluster:
 
     def health(self, process_id: str) -> dict[str, Any] | None:
         """The process's /health body, or None if it is down, paused or not answering."""
+        self._settle(process_id)
         return _get_json(self.health_url(process_id), 1.0)
 
     def wait_healthy(
         self, timeout: float = 90.0, progress: Callable[[str], None] | None = None
     ) -> None:
         deadline = time.monotonic() + timeout
+        self._settle()
         for process_id in self.process_ids():
             while self.health(process_id) is None:
                 status = self.container_status(process_id)
@@ -632,14 +685,3 @@ def _get_json(url: str, timeout: float) -> dict[str, Any] | None:
             return body
     except (OSError, ValueError):
         return None
-
-
-def all_gameday_objects(client: DockerClient) -> Iterator[tuple[str, str]]:
-    """(kind, name) of every container, network and volume any gameday cluster made."""
-    flt = {"label": f"{LABEL}.cluster"}
-    for c in client.containers.list(all=True, filters=flt):
-        yield "container", str(c.name)
-    for n in client.networks.list(filters=flt):
-        yield "network", str(n.name)
-    for v in client.volumes.list(filters=flt):
-        yield "volume", str(v.name)
