@@ -138,6 +138,9 @@ class GroupClient:
             await client.close()
         self.clients.clear()
 
+    def _suspect(self, node: str) -> bool:
+        return self.failed_at.get(node, 0.0) > time.monotonic() - SUSPECT_SECONDS
+
     async def call_leader(
         self,
         group: str,
@@ -158,13 +161,14 @@ class GroupClient:
         end = time.monotonic() + deadline
         hint = self.leaders.get(group)
         reply: dict[str, Any] = {"error": "Unavailable", "message": f"no leader for {group}"}
-        now = time.monotonic()
         order = [n for n in (candidates or self.addresses) if n in self.addresses]
-        # Nodes that just failed us go last: the next call should not walk into them again.
-        order.sort(key=lambda n: self.failed_at.get(n, 0.0) > now - SUSPECT_SECONDS)
         i = 0
         while (remaining := end - time.monotonic()) > 0:
-            node = hint if hint in order else order[i % len(order)]
+            # Nodes that just failed us are left out while any other candidate remains: through
+            # a proxy a dead node accepts the connection and then resets it, which for a write
+            # means "outcome unknown" — walking into it again would fail the write for nothing.
+            pool = [n for n in order if not self._suspect(n)] or order
+            node = hint if hint in pool else pool[i % len(pool)]
             i += 1
             try:
                 reply = await self.client(node).call(op, group=group, deadline=remaining, **fields)
@@ -184,7 +188,7 @@ class GroupClient:
                 continue
             if reply.get("error") in ("NotLeader", "Rejected"):
                 hint = reply.get("leader")
-                if hint is not None and self.failed_at.get(hint, 0.0) > now - SUSPECT_SECONDS:
+                if hint is not None and self._suspect(hint):
                     hint = None  # a follower still names the leader that just failed us
                 if hint is None:
                     await asyncio.sleep(0.02)
