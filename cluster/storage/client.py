@@ -186,6 +186,11 @@ class GroupClient:
                 hint = None
                 await asyncio.sleep(min(0.02, max(0.0, end - time.monotonic())))
                 continue
+            if reply.get("error") == "NoSuchGroup":
+                # The group moved off this node (healing); the caller's map is a little stale.
+                hint = None
+                await asyncio.sleep(min(0.02, max(0.0, end - time.monotonic())))
+                continue
             if reply.get("error") in ("NotLeader", "Rejected"):
                 hint = reply.get("leader")
                 if hint is not None and self._suspect(hint):
