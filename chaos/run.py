@@ -349,6 +349,8 @@ def _tear_down(cluster: LocalCluster | DockerCluster, data_dir: Path) -> None:
     _trim(data_dir)
     if isinstance(cluster, DockerCluster):
         cluster.remove_volumes()
+    else:
+        cluster.release_subnet()  # its config stays as a record; the addresses are free again
 
 
 def _trim(data_dir: Path) -> None:

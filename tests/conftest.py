@@ -15,11 +15,12 @@ from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One full cluster (3x2x1) for the whole session; tests create their own tables."""
     cluster = LocalCluster.create(tmp_path_factory.mktemp("cluster"), "3x2x1", partitions=4)
-    cluster.up(timeout=60)
-    try:
+    try:  # a cluster that fails to come up is stopped too
+        cluster.up(timeout=120)
         yield cluster
     finally:
         cluster.down()
+        cluster.release_subnet()
 
 
 def client_for(  # type: ignore[no-untyped-def]
@@ -45,8 +46,9 @@ def dynamodb(local_cluster: LocalCluster):  # type: ignore[no-untyped-def]
 def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """A cluster of its own, for tests that kill or pause processes."""
     cluster = LocalCluster.create(tmp_path / "cluster", "3x2x1", partitions=2)
-    cluster.up(timeout=60)
-    try:
+    try:  # a cluster that fails to come up is stopped too
+        cluster.up(timeout=120)
         yield cluster
     finally:
         cluster.down()
+        cluster.release_subnet()

@@ -8,7 +8,6 @@ with LocalNodes(tmp_path, groups={"p0": ("n1", "n2", "n3")}) as cluster:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,8 +27,17 @@ from cluster.config import ClusterConfig, ProcessInfo, UnsafeMode
 from cluster.topology import Topology, parse_topology
 
 from .processes import ProcessTable
+from .subnets import claim_subnet, hold_subnet, release_subnet, subnet_of_config
 
-_subnet = 10 + (os.getpid() % 200)  # spread concurrent runs over 127.x.0.0/16
+_fixture_subnet: int | None = None
+
+
+def fixture_subnet() -> int:
+    """This process's own 127.X.0.0/16 for LocalNodes, claimed until the process ends."""
+    global _fixture_subnet
+    if _fixture_subnet is None:
+        _fixture_subnet = claim_subnet(f"pid:{os.getpid()}")
+    return _fixture_subnet
 
 
 def free_port(host: str) -> int:
@@ -109,15 +117,20 @@ class LocalNodes:
     ) -> None:
         self.groups = groups
         self.extra = extra_args
+        subnet = fixture_subnet()
         self.nodes = {
-            n: NodeProcess(n, f"127.{_subnet}.0.{i + 1}", tmp / n, tmp / f"{n}.log")
+            n: NodeProcess(n, f"127.{subnet}.0.{i + 1}", tmp / n, tmp / f"{n}.log")
             for i, n in enumerate(nodes)
         }
 
     def __enter__(self) -> LocalNodes:
-        for node in self.nodes:
-            self.start(node)
-        self.wait_healthy()
+        try:  # nodes that never got healthy are stopped too: nothing outlives the test
+            for node in self.nodes:
+                self.start(node)
+            self.wait_healthy()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(
@@ -135,7 +148,9 @@ class LocalNodes:
     def kill(self, node: str) -> None:
         self.nodes[node].kill(signal.SIGKILL)
 
-    def wait_healthy(self, timeout: float = 20.0) -> None:
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        """Wait while the nodes are alive (a busy machine is slow, not broken); a node that
+        exited fails at once, and ``timeout`` only bounds a node that hangs."""
         deadline = time.monotonic() + timeout
         for node in self.nodes.values():
             while True:
@@ -144,6 +159,8 @@ class LocalNodes:
                         break
                 except OSError:
                     pass
+                if not node.alive():
+                    raise RuntimeError(f"{node.node_id} exited; see {node.log_path}")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{node.node_id} not healthy; see {node.log_path}")
                 time.sleep(0.05)
@@ -189,12 +206,13 @@ DEFAULT_SECRET_KEY = "gameday-local-secret"
 
 
 def subnet_for(data_dir: Path) -> int:
-    """A second octet for 127.X.0.0/16 derived from the data dir, so clusters do not collide."""
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).digest()
-    return 20 + digest[0] % 200
+    """The second octet of 127.X.0.0/16 for the cluster in ``data_dir``, claimed machine-wide
+    (chaos/backends/subnets.py), so concurrent clusters never share addresses."""
+    return claim_subnet(f"dir:{data_dir.resolve()}")
 
 
 TOXIPROXY = "toxiproxy"
+TOXIPROXY_LOG_BYTES = 8 * 1024 * 1024  # toxiproxy.log stays under 8 MB (plus .1 and .2)
 
 
 def toxiproxy_binary() -> Path:
@@ -380,7 +398,11 @@ class LocalCluster:
                 "-port",
                 str(TOXIPROXY_API_PORT),
             ]
-            self.procs.spawn(TOXIPROXY, argv)
+            # Info, not Toxiproxy's default debug (an access-log line per API call: ~6 MB/min);
+            # info still logs every accepted connection, so the log is rotated as it grows.
+            self.procs.spawn(
+                TOXIPROXY, argv, env={"LOG_LEVEL": "info"}, rotate_bytes=TOXIPROXY_LOG_BYTES
+            )
         wait_ready(self.toxiproxy_api(), 10.0)
         mesh = self.mesh()
         assert mesh is not None
@@ -417,6 +439,9 @@ class LocalCluster:
 
     def up(self, timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> None:
         """Start the mesh and every process that is not running; wait until all are healthy."""
+        subnet = subnet_of_config(self.config_path)
+        if subnet is not None:
+            hold_subnet(subnet, self.subnet_owner)
         self.start_mesh()
         for process_id in self.process_ids():
             self.start(process_id)
@@ -428,6 +453,16 @@ class LocalCluster:
         self.procs.stop(TOXIPROXY)
         if wipe:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.release_subnet()
+
+    @property
+    def subnet_owner(self) -> str:
+        return f"dir:{self.data_dir.resolve()}"
+
+    def release_subnet(self) -> None:
+        """Give the cluster's 127.X.0.0/16 back (it is down; its config is only kept as record)."""
+        host = self.config.process(self.process_ids("storage")[0]).listen
+        release_subnet(int(host.split(".")[1]), self.subnet_owner)
 
     def health_url(self, process_id: str) -> str:
         info = self.config.process(process_id)

@@ -17,8 +17,26 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+MAX_LOG_BYTES = 16 * 1024 * 1024  # a log this big is rotated when its process starts again
+KEEP_LOGS = 2  # <id>.log.1 and <id>.log.2
+
+
+def rotate_log(path: Path, max_bytes: int = MAX_LOG_BYTES, keep: int = KEEP_LOGS) -> None:
+    """Shift ``path`` to ``path.1`` (older ones up to ``keep``) once over ``max_bytes``."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    for n in range(keep, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        newer = path if n == 1 else path.with_name(f"{path.name}.{n - 1}")
+        if newer.exists():
+            newer.replace(older)
 
 
 class ProcessTable:
@@ -49,23 +67,55 @@ class ProcessTable:
         except (OSError, IndexError):
             return False
 
-    def spawn(self, process_id: str, argv: list[str], env: dict[str, str] | None = None) -> int:
-        """Start ``argv`` detached; refuses if a live process already has this id."""
+    def spawn(
+        self,
+        process_id: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        rotate_bytes: int | None = None,
+    ) -> int:
+        """Start ``argv`` detached; refuses if a live process already has this id.
+
+        With ``rotate_bytes`` its output goes through chaos/backends/logpipe.py, which keeps the
+        log under that size (plus two rotated files) however long the process runs.
+        """
         if self.alive(process_id):
             raise RuntimeError(f"{process_id} is already running (pid {self.pid(process_id)})")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_file(process_id).open("ab") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, **(env or {})},
-            )
+        log_path = self.log_file(process_id)
+        rotate_log(log_path)
+        if rotate_bytes is None:
+            with log_path.open("ab") as log:  # the child keeps its own descriptor
+                proc = self._popen(argv, log.fileno(), env)
+        else:
+            read_end, write_end = os.pipe()
+            try:
+                reader = [sys.executable, "-m", "chaos.backends.logpipe", "--log", str(log_path)]
+                subprocess.Popen(
+                    [*reader, "--max-bytes", str(rotate_bytes), "--keep", str(KEEP_LOGS)],
+                    stdin=read_end,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                proc = self._popen(argv, write_end, env)
+            finally:  # the reader ends at EOF: when the process (the last writer) exits
+                os.close(read_end)
+                os.close(write_end)
         self.pid_file(process_id).write_text(str(proc.pid))
         return proc.pid
+
+    @staticmethod
+    def _popen(argv: list[str], out: int, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
 
     def signal(self, process_id: str, sig: int) -> bool:
         """Send ``sig``; False when there was no live process to receive it."""
