@@ -40,9 +40,10 @@ async def shutdown_signal() -> None:
 
 
 @asynccontextmanager
-async def http_service(app: web.Application, address: str) -> AsyncIterator[None]:
-    """Serve ``app`` on ``address`` (host:port) for the duration of the block."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
+async def http_service(app: web.Application, address: str, **options: Any) -> AsyncIterator[None]:
+    """Serve ``app`` on ``address`` (host:port) for the duration of the block; ``options`` go
+    to aiohttp's request handlers (timeouts, limits, the server log)."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS, **options)
     await runner.setup()
     host, port = split_address(address)
     await web.TCPSite(runner, host, port).start()

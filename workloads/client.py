@@ -66,7 +66,10 @@ class DynamoClient:
 
     async def __aenter__(self) -> DynamoClient:
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.connections), timeout=self.timeout
+            # Pooled connections are dropped here before the router's 4 s idle timeout closes
+            # them, so a request never races the router's close (an unknown outcome).
+            connector=aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=2.0),
+            timeout=self.timeout,
         )
         return self
 

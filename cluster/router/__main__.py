@@ -12,7 +12,7 @@ import aiohttp
 from cluster.config import ClusterConfig
 from cluster.process import http_service, process_args, run_process, shutdown_signal
 
-from .app import make_app
+from .app import SERVER_OPTIONS, make_app
 from .context import RouterContext
 from .sigv4 import SigV4Verifier
 
@@ -22,7 +22,7 @@ async def serve(config: ClusterConfig, router_id: str) -> None:
         ctx = RouterContext(config, router_id, session)
         await ctx.start()
         app = make_app(ctx, SigV4Verifier(config.credentials))
-        async with http_service(app, config.process(router_id).listen):
+        async with http_service(app, config.process(router_id).listen, **SERVER_OPTIONS):
             await shutdown_signal()
         await ctx.stop()
 

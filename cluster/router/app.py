@@ -2,15 +2,20 @@
 
 ``POST /`` with ``X-Amz-Target: DynamoDB_20120810.<Operation>`` and a JSON body; the reply is
 JSON with DynamoDB's error types and HTTP statuses, so boto3 and the AWS CLI work unchanged.
-Nothing a client sends can crash the router: unexpected failures become InternalServerError.
+Nothing a client sends can crash or hold the router: the signature's headers are checked before
+the body is read, the body is read under size and time limits (body.py), every top-level member
+is type-checked (shapes.py), and unexpected failures become InternalServerError. The server
+options close idle connections and those that never finish their headers (slowloris).
 
     app = make_app(ctx, verifier)     # aiohttp Application
+    async with http_service(app, address, **SERVER_OPTIONS): ...
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import uuid
 import zlib
@@ -19,15 +24,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from . import items, reads, tables
+from .body import check_declared_length, parse_json, read_body
 from .context import RouterContext
 from .errors import DynamoError
+from .shapes import check_members
 from .sigv4 import AuthError, SigV4Verifier
 
 log = logging.getLogger(__name__)
-MAX_REQUEST_BYTES = 16 * 1024 * 1024  # DynamoDB's request size limit
 TARGET_PREFIX = "DynamoDB_20120810."
 CONTENT_TYPE = "application/x-amz-json-1.0"
 
@@ -69,18 +76,21 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
         started = time.monotonic()
         operation = "unknown"
         try:
-            body = await _body(request)
+            check_declared_length(request)
             try:
-                verifier.verify(
-                    request.method, request.raw_path, "", request.headers, body, datetime.now(UTC)
+                pending = verifier.check_headers(
+                    request.method, request.raw_path, "", request.headers, datetime.now(UTC)
                 )
+                body = await read_body(request)
+                verifier.check_body(pending, body)
             except AuthError as exc:
                 raise DynamoError(exc.type, exc.message, exc.status) from None
             operation = _operation(request)
             handler = OPERATIONS.get(operation)
             if handler is None:
                 raise DynamoError("UnknownOperationException", f"Unknown operation {operation}")
-            payload = _parse_json(body)
+            payload = parse_json(body)
+            check_members(operation, payload)
             result = await handler(ctx, payload)
             outcome = "ok"
             response = _reply(result)
@@ -93,6 +103,10 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
             log.exception("internal error in %s", operation)
             outcome = "InternalServerError"
             response = _error(DynamoError.internal())
+        if not request.content.is_eof():
+            # Refused before its body was read: the rest of it must not be parsed as the next
+            # request on this connection, so the connection ends with this reply.
+            response.force_close()
         metrics.requests.labels(operation, outcome).inc()
         metrics.latency.labels(operation).observe(time.monotonic() - started)
         return response
@@ -105,7 +119,7 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain")
 
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES + 1024)
+    app = web.Application()
     app.router.add_post("/", handle)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", prometheus)
@@ -113,22 +127,43 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
     return app
 
 
-async def _body(request: web.Request) -> bytes:
-    """The request body, or ValidationException (400) when it is over DynamoDB's 16 MB limit.
+class MalformedHttpLog(logging.Logger):
+    """aiohttp's server log, given to its request handlers.
 
-    aiohttp refuses a body over ``client_max_size`` with its own HTTPException, which must not
-    surface as an InternalServerError; a declared length over the limit is refused unread.
+    A request aiohttp cannot parse (a bad request line, a header too long, a lying length) is
+    the client's problem: it gets a 400 from aiohttp and one INFO line here, without the
+    traceback aiohttp would log at ERROR. Anything else is still logged as aiohttp logs it.
     """
-    too_big = DynamoError.validation("Request size exceeds the limit of 16 MB")
-    if (request.content_length or 0) > MAX_REQUEST_BYTES:
-        raise too_big
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_big from None
-    if len(body) > MAX_REQUEST_BYTES:
-        raise too_big
-    return body
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(error, HttpProcessingError):
+            self.info("malformed HTTP: %s: %s", str(msg) % args, error.message or error)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kw)
+
+
+def _server_log() -> logging.Logger:
+    server_log = MalformedHttpLog("cluster.router.http")
+    server_log.parent = logging.getLogger("cluster.router")
+    return server_log
+
+
+IDLE_SECONDS = 4.0
+"""How long a connection may sit without a complete request before it is closed: between
+requests (idle keep-alive) and while its headers trickle in (slowloris), which aiohttp times
+as one. Clients reconnect transparently; a closed idle connection costs one TCP handshake."""
+
+SERVER_OPTIONS: dict[str, Any] = {
+    "keepalive_timeout": IDLE_SECONDS,
+    "lingering_time": 1.0,  # a refused body is drained at most this long, then dropped
+    "auto_decompress": False,  # DynamoDB bodies are never compressed: no decompression bombs
+    "max_line_size": 8190,
+    "max_field_size": 8190,
+    "max_headers": 100,
+    "logger": _server_log(),
+}
+"""aiohttp server options for the router (``http_service(app, address, **SERVER_OPTIONS)``)."""
 
 
 def _operation(request: web.Request) -> str:
@@ -136,20 +171,6 @@ def _operation(request: web.Request) -> str:
     if not target.startswith(TARGET_PREFIX):
         raise DynamoError("UnknownOperationException", "Missing or unknown X-Amz-Target")
     return target[len(TARGET_PREFIX) :]
-
-
-def _parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body or b"{}")
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included;
-        # RecursionError: nesting deeper than the parser goes; ValueError: e.g. a huge integer
-        raise DynamoError(
-            "SerializationException",
-            "Start of structure or map found where not expected, or the body is not valid JSON",
-        ) from None
-    if not isinstance(payload, dict):
-        raise DynamoError("SerializationException", "The request body must be a JSON object")
-    return payload
 
 
 def _table_of(request: web.Request) -> str | None:

@@ -20,6 +20,7 @@ _CORAL_TYPES = {
     "MissingAuthenticationTokenException",
     "UnknownOperationException",
     "SerializationException",
+    "RequestTimeoutException",
     "AccessDeniedException",
 }
 

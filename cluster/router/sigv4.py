@@ -63,6 +63,7 @@ __all__ = [
     "ALGORITHM",
     "AuthError",
     "Credentials",
+    "PendingSignature",
     "Principal",
     "SigV4Verifier",
     "canonical_headers",
@@ -131,6 +132,26 @@ class Principal:
     region: str
 
 
+@dataclass(frozen=True)
+class PendingSignature:
+    """A request whose headers passed every check; only the signature over the body is left.
+
+    Opaque to callers: hand it to :meth:`SigV4Verifier.check_body` with the body.
+    """
+
+    method: str
+    path: str
+    query: str
+    received: Mapping[str, list[str]]
+    signed_headers: str
+    signed_names: tuple[str, ...]
+    amz_date: str
+    scope: str
+    key: bytes = field(repr=False)
+    signature: str
+    principal: Principal
+
+
 class SigV4Verifier:
     """Verifies SigV4 ``Authorization`` headers against a fixed set of key pairs.
 
@@ -190,6 +211,24 @@ class SigV4Verifier:
         be a plain dict or a case-insensitive multi-dict (aiohttp's ``request.headers``);
         names are matched case-insensitively and repeated headers are joined with commas.
         ``now`` is the server's clock; a naive datetime is taken to be UTC.
+
+        The same as :meth:`check_headers` followed by :meth:`check_body`.
+        """
+        return self.check_body(self.check_headers(method, path, query, headers, now), body)
+
+    def check_headers(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        now: datetime,
+    ) -> PendingSignature:
+        """Every check that needs no body: the Authorization header's shape, the date and its
+        skew, the scope, the access key and the signed headers' presence.
+
+        A server calls this before it reads the body, so a request from an unknown key, with
+        a stale date or a wrong scope costs it no body bytes; :meth:`check_body` finishes.
         """
         path, query = _split_target(path, query)
         received = _collect_headers(headers)
@@ -256,7 +295,7 @@ class SigV4Verifier:
         if secret is None:
             raise AuthError(UNRECOGNIZED_CLIENT, _MSG_UNRECOGNIZED)
 
-        # 7. The signature itself.
+        # 7. Every signed header is there.
         for name in signed_names:
             if name not in received:
                 raise AuthError(
@@ -264,8 +303,24 @@ class SigV4Verifier:
                     f"'{name}' is named as a SignedHeader, but it does not exist in the HTTP "
                     "request.",
                 )
+        return PendingSignature(
+            method=method.upper(),
+            path=path,
+            query=query,
+            received=received,
+            signed_headers=signed_headers,
+            signed_names=tuple(signed_names),
+            amz_date=amz_date,
+            scope=f"{scope_date}/{region}/{service}/{terminator}",
+            key=self._signing_key(secret, scope_date, region),
+            signature=params["Signature"],
+            principal=Principal(access_key_id=key_id, region=region),
+        )
+
+    def check_body(self, pending: PendingSignature, body: bytes) -> Principal:
+        """The signature itself, over the headers :meth:`check_headers` accepted and ``body``."""
         payload_hash = hashlib.sha256(body).hexdigest()
-        declared = received.get("x-amz-content-sha256")
+        declared = pending.received.get("x-amz-content-sha256")
         if declared is not None and declared[0].strip() != payload_hash:
             raise AuthError(
                 INVALID_SIGNATURE,
@@ -274,21 +329,24 @@ class SigV4Verifier:
 
         canonical_request = "\n".join(
             [
-                method.upper(),
-                canonical_uri(path),
-                canonical_query_string(query),
-                canonical_headers(received, signed_names),
-                signed_headers,
+                pending.method,
+                canonical_uri(pending.path),
+                canonical_query_string(pending.query),
+                canonical_headers(pending.received, pending.signed_names),
+                pending.signed_headers,
                 payload_hash,
             ]
         )
-        scope = f"{scope_date}/{region}/{service}/{terminator}"
         string_to_sign = "\n".join(
-            [ALGORITHM, amz_date, scope, hashlib.sha256(_utf8(canonical_request)).hexdigest()]
+            [
+                ALGORITHM,
+                pending.amz_date,
+                pending.scope,
+                hashlib.sha256(_utf8(canonical_request)).hexdigest(),
+            ]
         )
-        key = self._signing_key(secret, scope_date, region)
-        expected = hmac.new(key, _utf8(string_to_sign), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected.encode("ascii"), _utf8(params["Signature"])):
+        expected = hmac.new(pending.key, _utf8(string_to_sign), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode("ascii"), _utf8(pending.signature)):
             raise AuthError(
                 INVALID_SIGNATURE,
                 _MSG_MISMATCH,
@@ -296,7 +354,7 @@ class SigV4Verifier:
                     f"canonical request:\n{canonical_request}\n\nstring to sign:\n{string_to_sign}"
                 ),
             )
-        return Principal(access_key_id=key_id, region=region)
+        return pending.principal
 
     def _check_skew(self, amz_date: str, request_time: datetime, now: datetime) -> None:
         if now.tzinfo is None:

@@ -236,6 +236,28 @@ def test_unknown_access_key_is_unrecognized() -> None:
     assert error.message == "The security token included in the request is invalid."
 
 
+def test_headers_alone_decide_everything_but_the_signature() -> None:
+    """check_headers needs no body: a server refuses unknown keys, stale dates and wrong
+    scopes before it reads one; check_body then checks the signature over the body."""
+    verifier = SigV4Verifier(CREDS)
+    stale = sign()
+    for wire, expected in [
+        (sign(key_id="AKIDNOBODY"), "UnrecognizedClientException"),
+        (sign(service="s3"), "InvalidSignatureException"),
+        (replace(stale, now=stale.now + timedelta(hours=1)), "InvalidSignatureException"),
+    ]:
+        with pytest.raises(AuthError) as info:
+            verifier.check_headers(wire.method, wire.path, wire.query, wire.headers, wire.now)
+        assert info.value.type == expected
+    wire = sign()
+    pending = verifier.check_headers(wire.method, wire.path, wire.query, wire.headers, wire.now)
+    assert repr(pending.key) not in repr(pending)  # the signing key stays out of logs
+    assert verifier.check_body(pending, wire.body) == Principal(KEY_ID, REGION)
+    with pytest.raises(AuthError) as info:
+        verifier.check_body(pending, wire.body + b" ")
+    assert info.value.type == "InvalidSignatureException"
+
+
 def test_signature_swapped_between_keys_is_rejected() -> None:
     mine, theirs = sign(), sign(key_id=OTHER_KEY_ID, secret=OTHER_SECRET)
     forged = mine.with_auth(KEY_ID + "/", OTHER_KEY_ID + "/")
