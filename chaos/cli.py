@@ -73,15 +73,16 @@ def show_version() -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Parent of the run directory.")] = Path("runs"),
 ) -> None:
-    """Run the demo game day (scenarios/demo.yaml, about two minutes) and print its verdict.
+    """Run the demo game day (the shipped demo scenario, about two minutes) and print its verdict.
 
     A local 3x2x1 cluster under a register workload: a node is powered off, then a whole AZ,
     then an AZ is partitioned away, each healed in turn; then linearizability, durability,
     convergence and availability are checked. Exit code 0 only when every check passes.
     """
+    from chaos.assets import shipped_scenarios
     from chaos.run import RunOptions, run_game_day
 
-    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "demo.yaml"
+    scenario = shipped_scenarios()["demo"]
     raise typer.Exit(asyncio.run(run_game_day(scenario, RunOptions(out=out), Console())))
 
 
@@ -96,17 +97,55 @@ scenario_app = typer.Typer(
 app.add_typer(scenario_app, name="scenario")
 
 
+@scenario_app.command("list")
+def scenario_list() -> None:
+    """The scenarios gameday ships; run one by name: [cyan]gameday run az-outages[/cyan]."""
+    from rich.table import Table
+
+    from chaos.assets import shipped_scenarios
+    from chaos.scenario import ScenarioError, load_scenario
+
+    shipped = shipped_scenarios()
+    folder = next(iter(shipped.values())).parent if shipped else "-"
+    table = Table(
+        title="shipped scenarios: gameday run NAME, or copy one to start your own",
+        caption=f"files in {folder}",
+    )
+    for column in ("name", "duration", "topology", "what happens"):
+        table.add_column(column, overflow="fold")
+    for name, path in shipped.items():
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            table.add_row(name, "", "", f"[red]invalid: {exc}[/red]")
+            continue
+        duration = f"{scenario.duration:g}s"
+        table.add_row(name, duration, scenario.cluster.topology, scenario.description)
+    Console().print(table)
+
+
 @scenario_app.command("validate")
 def scenario_validate(
-    files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.", exists=False)],
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(help="Scenario files or shipped names; none: every shipped scenario."),
+    ] = None,
 ) -> None:
     """Validate scenario files: every problem is reported with its file, field and reason."""
+    from chaos.assets import resolve_scenario, shipped_scenarios
     from chaos.scenario import ScenarioError, load_scenario
     from chaos.schedule import ScheduleError, build_timeline
 
     console = Console()
     failed = 0
-    for path in files:
+    paths: list[str | Path] = list(files or shipped_scenarios().values())
+    for arg in paths:
+        try:
+            path = resolve_scenario(arg)
+        except FileNotFoundError as exc:
+            failed += 1
+            _err.print(f"[red]{arg}[/red]: {exc}")
+            continue
         try:
             scenario = load_scenario(path)
             timeline = build_timeline(scenario)
@@ -127,7 +166,13 @@ def scenario_validate(
 
 @app.command("run")
 def run(
-    scenario: Annotated[Path, typer.Argument(help="A scenario YAML, e.g. scenarios/demo.yaml.")],
+    scenario_arg: Annotated[
+        str,
+        typer.Argument(
+            metavar="SCENARIO",
+            help="A scenario YAML file, or a shipped scenario's name (gameday scenario list).",
+        ),
+    ],
     backend: Annotated[
         str, typer.Option(help="Where the cluster runs: local (processes) or docker.")
     ] = "local",
@@ -144,10 +189,16 @@ def run(
     Exit code 0 only when every check passed; 1 when a check failed or could not decide; 2 for
     an infrastructure error (the cluster could not start, a bad scenario, ...).
     """
+    from chaos.assets import resolve_scenario
     from chaos.run import RunOptions, run_game_day
     from chaos.scenario import ScenarioError
     from chaos.schedule import ScheduleError
 
+    try:
+        scenario = resolve_scenario(scenario_arg)
+    except FileNotFoundError as exc:
+        _err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     if backend not in ("local", "docker"):
         _err.print(f"[red]unknown backend {backend!r}; use local or docker[/red]")
         raise typer.Exit(2)

@@ -25,8 +25,9 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-CHART = ROOT / "charts" / "gameday"
+from chaos.assets import asset
+
+CHART = asset("charts") / "gameday"  # shipped with the package (chaos/assets)
 K8S_VERSION = "v1.37.2"  # the local toolchain's version (k8s/toolchain.sh)
 
 

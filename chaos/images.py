@@ -19,6 +19,7 @@ The engine: ``engine()`` returns a Docker SDK client or raises ``EngineUnavailab
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import subprocess
@@ -34,8 +35,6 @@ from typing import Any
 # the docker/ folder (Dockerfile) for it: clients are typed as Any, which they would be anyway.
 DockerClient = Any
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCKER_DIR = ROOT / "docker"
 BASE_IMAGE = "gameday-base:bookworm"
 CLUSTER_IMAGE = "gameday-cluster:latest"
 IMAGE_LABEL = "io.gameday.image"  # on both images: "base" or "cluster"
@@ -295,13 +294,21 @@ def build_wheels(out: Path, on_event: OnEvent = _quiet) -> tuple[list[Path], Pat
 
 
 def _copy_source(dest: Path) -> None:
-    """Only what the wheel is built from: no caches, venvs, run directories or build leftovers."""
+    """Only what the wheel is built from: no caches, venvs, run directories or build leftovers.
+
+    The packages are copied from where Python imports them, and pyproject.toml and README.md
+    from the shipped assets, so this works the same from a checkout (editable install) and from
+    an installed wheel. Symlinks (chaos/assets in a checkout) are copied as the files they name.
+    """
+    from chaos.assets import asset
+
     dest.mkdir(parents=True)
     for name in PROJECT_FILES:
-        shutil.copy2(ROOT / name, dest / name)
+        shutil.copy2(asset(name), dest / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for package in PROJECT_PACKAGES:
-        shutil.copytree(ROOT / package, dest / package, ignore=ignore)
+        where = Path(str(importlib.import_module(package).__file__)).parent
+        shutil.copytree(where, dest / package, ignore=ignore)
 
 
 # --- the cluster image -----------------------------------------------------------------------
@@ -315,10 +322,13 @@ def toxiproxy_server() -> Path:
 
 def stage_context(context: Path, deps: list[Path], project: Path) -> None:
     """The build context: Dockerfile, health check, toxiproxy-server, wheels/ and app/."""
+    from chaos.assets import asset
+
+    docker_dir = asset("docker")
     (context / "wheels").mkdir(parents=True)
     (context / "app").mkdir()
-    shutil.copy2(DOCKER_DIR / "Dockerfile", context / "Dockerfile")
-    shutil.copy2(DOCKER_DIR / "healthcheck.py", context / "healthcheck.py")
+    shutil.copy2(docker_dir / "Dockerfile", context / "Dockerfile")
+    shutil.copy2(docker_dir / "healthcheck.py", context / "healthcheck.py")
     shutil.copy2(toxiproxy_server(), context / "toxiproxy-server")
     for wheel in deps:
         shutil.copy2(wheel, context / "wheels" / wheel.name)

@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
+from chaos.assets import asset
 from chaos.backends import open_cluster
 from chaos.backends.docker import (
     DATA_IN_CONTAINER,
@@ -38,7 +39,6 @@ from chaos.backends.local import DEFAULT_ACCESS_KEY, FIRST_PROXY_PORT, LocalClus
 from chaos.images import (
     BASE_IMAGE,
     CLUSTER_IMAGE,
-    DOCKER_DIR,
     BuildResult,
     EngineUnavailable,
     build_images,
@@ -47,6 +47,7 @@ from chaos.images import (
 from chaos.mesh import plan_links, with_mesh
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCKER_DIR = asset("docker")
 GAMEDAY = [sys.executable, "-m", "chaos.cli_entry"]
 SUBNET = "172.30.0.0/16"
 
