@@ -66,6 +66,16 @@ def load(
     table: Annotated[
         str | None, typer.Option(help="Table name (default gameday-<workload>).")
     ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Open loop: total ops/s, split evenly over the users, each on a fixed schedule;"
+            " ops that could not be sent or answered in time count as unavailable. Omit for a"
+            " closed loop (each user waits for its answer), which hides stalls: a user blocked"
+            " on a hung request sends nothing, so the success ratio stays high.",
+            min=0.001,
+        ),
+    ] = None,
     processes: Annotated[
         int | None, typer.Option(help="Locust worker processes (--processes).", min=1)
     ] = None,
@@ -115,6 +125,7 @@ def load(
         distribution=distribution,
         history_dir=history.resolve() if history else None,
         run_start=float(raw_start) if raw_start else time.time(),
+        user_rate=rate / users if rate else None,
     )
     for name in names:
         spec = WORKLOADS[name]

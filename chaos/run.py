@@ -149,7 +149,9 @@ def scenario_json(scenario: Scenario, source: Path) -> str:
     (per fault window the fault SLO applies; outside faults the steady one)."""
     data = json.loads(scenario.to_json())
     steady = dict(data.get("steady_state") or {})
-    fault = steady.get("fault_availability") or steady.get("availability")
+    fault = steady.get("fault_availability")
+    if fault is None:  # not `or`: a fault SLO of 0.0 is a choice, not a missing value
+        fault = steady.get("availability")
     data["slos"] = {
         **steady,
         "availability": fault,
@@ -184,6 +186,7 @@ async def _game_day(
         distribution=scenario.workload.distribution,
         history_dir=run_dir / "history",
         run_start=run_start,
+        user_rate=rate / scenario.workload.users if (rate := scenario.workload.rate) else None,
     )
     with (run_dir / "locust.log").open("ab") as log:
         locust = start_locust(

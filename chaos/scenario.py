@@ -140,7 +140,10 @@ class WorkloadSpec(_Strict):
     keys: int = Field(default=100, ge=1, description="distinct keys the workload touches")
     distribution: Literal["uniform", "zipfian"] = "uniform"
     rate: float | None = Field(
-        default=None, gt=0, description="total operations per second; none: open"
+        default=None,
+        gt=0,
+        description="total operations per second, open loop (each user a fixed schedule);"
+        " none: closed loop, which hides stalls from the availability verdict",
     )
     table: str | None = Field(
         default=None,

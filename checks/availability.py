@@ -1,45 +1,68 @@
-"""Availability as the clients saw it: success ratio per second, per fault window and per AZ,
-time to recover, customer-facing alarms and latency percentiles, judged against the scenario SLOs.
+"""Availability as the clients saw it: per fault window, per second and per AZ, intended against
+served, time to recover, customer-facing alarms and latency percentiles, judged against the SLOs.
 
     >>> result = check(RunDir(path))                      # doctest: +SKIP
     >>> [(w["label"], w["ratio"]) for w in result.details["windows"]]   # doctest: +SKIP
     [('steady', 1.0), ('power_off_az az-a', 0.981)]
 
-Definitions (all from history.jsonl, canary.jsonl and events.jsonl):
+Definitions (from history.jsonl, schedule.jsonl, canary.jsonl and events.jsonl):
 
-- A request counts in the second (and windows) of its *invoke*: that is when the client needed
-  the service. It succeeded if it is ok, or a fail with ConditionalCheckFailed (the service
-  answered correctly); other fails and info (unknown, timed out) are failures. Ratio =
-  successes / requests.
-- Windows: one per fault, [fault_start, fault_end), and "steady" for requests outside every fault
-  window. Fault windows are judged against `slos.availability`, steady against
-  `slos.steady_availability` when set. Latency percentiles are over successful requests, in ms.
+- Open loop (the run has schedule.jsonl, workloads/schedule.py): every client had a fixed
+  schedule of intended op starts. *Intended* ops of a window are the schedule's slots in it,
+  whether or not the client managed to send them; an op belongs to the window of its intended
+  start, and its latency counts from there (no coordinated omission). *Served*: ok, or a fail
+  with ConditionalCheckFailed (the service answered correctly). An op is *available* when it was
+  served within its deadline (the schedule's, from the intended start). Availability (`ratio`)
+  = available / intended, so an op never sent, sent late, failed, unknown or answered after its
+  deadline all count against it, and `ratio <= served / intended` always.
+- Closed loop (older runs, or `rate: null`): there is no schedule; intended = the requests the
+  clients sent, counted at their invoke, and availability = served / sent. A client blocked on a
+  hung request sends nothing, so stalls hide from this ratio; the report says so.
+- Throughput ratio: served per second in a window against served per second in steady state
+  (outside every fault), both over the time the load ran.
+- Client-time availability: the share of client-seconds (one client, one second of the window)
+  in which every op that client intended was available.
+- Windows: one per fault, [fault_start, fault_end), and "steady" for everything outside every
+  fault window. Fault windows are judged against `slos.availability`, steady against
+  `slos.steady_availability` when set. Latency percentiles are over served ops, in ms.
 - Recovery after a fault starts: if some second overlapping the window dips below the (fault
   window) availability SLO, the time from fault_start to the first later second back at or above it
   (0 when it never dipped). Recovery after it ends: from fault_end to the first non-empty second
   at or after it that meets the SLO. None: never recovered within the run.
-- Alarms: at the end of every second, the error rate over the trailing `window_seconds`; an alarm
-  fires when it exceeds `error_rate` and clears when it no longer does.
+- Alarms: at the end of every second, the error rate (1 - available / intended) over the trailing
+  `window_seconds`; an alarm fires when it exceeds `error_rate` and clears when it no longer does.
 - Canaries (per AZ, per router) are reported, not judged: an AZ that is powered off is expected to
   fail its own probes.
 
 Valid iff every window meets the availability SLO, the p99 latency SLO (if set) and the recovery
-SLO (if set); unknown when the history has no requests.
+SLO (if set); unknown when nothing was intended.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from checks.history import Operation
 from checks.result import UNKNOWN, CheckResult, Validity
-from checks.rundir import FaultWindow, RunDir, Slos
+from checks.rundir import ClientSchedule, FaultWindow, RunDir, Slos
 
 NAME = "availability"
 STEADY = "steady"
+OPEN_LOOP = "open"
+CLOSED_LOOP = "closed"
+CLOSED_LOOP_NOTE = (
+    "closed loop: no intended schedule was recorded, so availability is served / sent requests;"
+    " a client stuck on a hung request sends nothing, which hides stalls (coordinated omission)"
+)
+OPEN_LOOP_NOTE = (
+    "open loop: availability is ops served within their deadline / ops intended by the clients'"
+    " schedules; latency counts from the intended start"
+)
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -51,36 +74,113 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def _latency_ms(op: Operation) -> float | None:
-    return None if op.latency is None else op.latency * 1000.0
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One sent op as availability sees it: when it was needed and how it was answered."""
+
+    start: float  # the intended start (open loop) or the invoke time
+    client: str
+    type: str  # ok / fail / info
+    served: bool  # ok, or a correctly refused condition
+    available: bool  # served within the deadline
+    done: float | None  # completion time
+    latency_ms: float | None  # from `start`, when served
 
 
-def summarise(ops: Sequence[Operation]) -> dict[str, Any]:
-    """Counts, success ratio and latency percentiles of a set of requests."""
-    success = sum(1 for op in ops if op.succeeded)
-    latencies = [ms for op in ops if op.succeeded and (ms := _latency_ms(op)) is not None]
+def requests_of(ops: Sequence[Operation], schedules: Sequence[ClientSchedule]) -> list[Request]:
+    """The history's ops with their intended starts snapped to their client's schedule."""
+    by_client = {s.client: s for s in schedules}
+    out = []
+    for op in ops:
+        schedule = by_client.get(op.client) if op.intended is not None else None
+        start = schedule.slot_of(op.start) if schedule is not None else op.start
+        done = op.complete_time
+        took = None if done is None else max(0.0, done - start)
+        if took is not None and schedule is None and op.latency is not None:
+            took = op.latency  # closed loop: the recorded service time, as before
+        in_time = took is not None and (schedule is None or took <= schedule.deadline)
+        out.append(
+            Request(
+                start=start,
+                client=op.client,
+                type=op.type,
+                served=op.succeeded,
+                available=op.succeeded and in_time,
+                done=done,
+                latency_ms=None if took is None or not op.succeeded else took * 1000.0,
+            )
+        )
+    return out
+
+
+class Intent:
+    """How many ops the clients intended in a time range: schedule slots, plus (for clients
+    without a schedule) the requests they sent."""
+
+    def __init__(
+        self, schedules: Sequence[ClientSchedule], requests: Sequence[Request], run_end: float
+    ) -> None:
+        self.schedules = list(schedules)
+        self.run_end = run_end
+        scheduled = {s.client for s in schedules}
+        self.unscheduled = sorted(r.start for r in requests if r.client not in scheduled)
+        self.scheduled = scheduled
+
+    def count(self, lo: float, hi: float) -> int:
+        slots = sum(s.slots(lo, hi, self.run_end) for s in self.schedules)
+        return slots + bisect_left(self.unscheduled, hi) - bisect_left(self.unscheduled, lo)
+
+    def per_client(self, lo: float, hi: float) -> dict[str, int]:
+        return {s.client: n for s in self.schedules if (n := s.slots(lo, hi, self.run_end))}
+
+
+def summarise(requests: Sequence[Request], intended: int | None = None) -> dict[str, Any]:
+    """Counts, availability and latency percentiles of the requests of one window.
+
+    `intended` defaults to the requests sent (closed loop)."""
+    sent = len(requests)
+    intended = sent if intended is None else max(intended, sent)
+    served = sum(1 for r in requests if r.served)
+    available = sum(1 for r in requests if r.available)
+    latencies = [r.latency_ms for r in requests if r.latency_ms is not None]
     return {
-        "requests": len(ops),
-        "success": success,
-        "ok": sum(1 for op in ops if op.type == "ok"),
-        "fail": sum(1 for op in ops if op.type == "fail"),
-        "info": sum(1 for op in ops if op.type == "info"),
-        "ratio": success / len(ops) if ops else None,
+        "intended": intended,
+        "requests": sent,
+        "not_sent": intended - sent,
+        "served": served,
+        "success": available,
+        "late": served - available,
+        "ok": sum(1 for r in requests if r.type == "ok"),
+        "fail": sum(1 for r in requests if r.type == "fail"),
+        "info": sum(1 for r in requests if r.type == "info"),
+        "ratio": available / intended if intended else None,
+        "served_ratio": served / intended if intended else None,
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),
         "p99_ms": percentile(latencies, 99),
     }
 
 
-def per_second(ops: Sequence[Operation], start: float, end: float) -> list[dict[str, Any]]:
+def per_second(
+    requests: Sequence[Request], start: float, end: float, intent: Intent | None = None
+) -> list[dict[str, Any]]:
     """One entry per whole second, from the one holding `start` to the last one that begins
-    before `end` (or holds a request)."""
-    buckets: dict[int, list[Operation]] = defaultdict(list)
-    for op in ops:
-        buckets[math.floor(op.invoke_time)].append(op)
+    before `end` (or holds a request): intended, sent, available and served (by completion
+    second, what the service actually delivered then)."""
+    buckets: dict[int, list[Request]] = defaultdict(list)
+    delivered: dict[int, int] = defaultdict(int)
+    for r in requests:
+        buckets[math.floor(r.start)].append(r)
+        if r.served and r.done is not None:
+            delivered[math.floor(r.done)] += 1
     first = min([math.floor(start), *buckets], default=0)
     last = max([math.ceil(end) - 1, *buckets], default=first)
-    return [{"t": s, **summarise(buckets.get(s, []))} for s in range(first, last + 1)]
+    series = []
+    for s in range(first, last + 1):
+        in_second = buckets.get(s, [])
+        entry = summarise(in_second, intent.count(s, s + 1) if intent else None)
+        series.append({"t": s, **entry, "delivered": delivered.get(s, 0)})
+    return series
 
 
 def recovery_after_start(
@@ -115,13 +215,14 @@ def recovery_after_end(
 def alarms(
     series: Sequence[dict[str, Any]], slos: Slos, windows: Sequence[FaultWindow]
 ) -> list[dict[str, Any]]:
-    """Customer-facing alarms: trailing-window error rate above the threshold."""
+    """Customer-facing alarms: trailing-window error rate (1 - available / intended) above the
+    threshold."""
     width = max(1, round(slos.alarm_window_seconds))
     fired: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     for i, second in enumerate(series):
         recent = series[max(0, i - width + 1) : i + 1]
-        total = sum(s["requests"] for s in recent)
+        total = sum(s["intended"] for s in recent)
         if not total:
             continue
         rate = 1.0 - sum(s["success"] for s in recent) / total
@@ -156,35 +257,64 @@ def canaries(
         routers: dict[str, list[Operation]] = defaultdict(list)
         for op in az_ops:
             routers[op.router or "?"].append(op)
+        probes = requests_of(az_ops, ())
         out[az] = {
-            **summarise(az_ops),
+            **summarise(probes),
             "windows": {
-                w.fault_id: summarise([op for op in az_ops if w.contains(op.invoke_time)])["ratio"]
+                w.fault_id: summarise([r for r in probes if w.contains(r.start)])["ratio"]
                 for w in windows
             },
-            "routers": {r: summarise(rops)["ratio"] for r, rops in sorted(routers.items())},
-            "series": [[s["t"], s["ratio"]] for s in per_second(az_ops, start, end)],
+            "routers": {
+                router: summarise(requests_of(rops, ()))["ratio"]
+                for router, rops in sorted(routers.items())
+            },
+            "series": [[s["t"], s["ratio"]] for s in per_second(probes, start, end)],
         }
     return out
 
 
-def _window_entry(
-    label: str,
-    window: FaultWindow | None,
-    ops: Sequence[Operation],
-    keep: Callable[[Operation], bool],
-) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "id": window.fault_id if window else STEADY,
-        "label": label,
-        "fault": window.fault if window else None,
-        "targets": list(window.targets) if window else [],
-        "start": window.start if window else None,
-        "end": window.end if window else None,
-        "ended": window.ended if window else None,
-    }
-    entry.update(summarise([op for op in ops if keep(op)]))
-    return entry
+def outside(windows: Sequence[FaultWindow], lo: float, hi: float) -> list[tuple[float, float]]:
+    """The parts of [lo, hi) outside every window."""
+    parts, at = [], lo
+    for w in sorted(windows, key=lambda w: w.start):
+        if w.start > at:
+            parts.append((at, min(w.start, hi)))
+        at = max(at, w.end)
+        if at >= hi:
+            break
+    if at < hi:
+        parts.append((at, hi))
+    return [(a, b) for a, b in parts if b > a]
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def client_time(
+    requests: Sequence[Request], intent: Intent, ranges: Sequence[tuple[float, float]]
+) -> float | None:
+    """The share of client-seconds in `ranges` in which every op the client intended was
+    available (seconds counted from each range's start; a last partial second counts too)."""
+    good = total = 0
+    ordered = sorted(requests, key=lambda r: r.start)
+    starts = [r.start for r in ordered]
+    for lo, hi in ranges:
+        for i in range(math.ceil(hi - lo)):
+            a, b = lo + i, min(lo + i + 1, hi)
+            wanted = intent.per_client(a, b)
+            got: dict[str, int] = defaultdict(int)
+            sent: dict[str, int] = defaultdict(int)
+            for r in ordered[bisect_left(starts, a) : bisect_left(starts, b)]:
+                if a <= r.start < b:
+                    sent[r.client] += 1
+                    got[r.client] += r.available
+            for client in set(wanted) | {c for c in sent if c not in intent.scheduled}:
+                need = wanted.get(client, sent[client])
+                if need:
+                    total += 1
+                    good += got[client] >= need
+    return good / total if total else None
 
 
 def judge(entry: dict[str, Any], slos: Slos) -> list[str]:
@@ -219,20 +349,70 @@ def check_availability(
     *,
     span: tuple[float, float] | None = None,
     canary_ops: Sequence[Operation] = (),
+    schedules: Sequence[ClientSchedule] | None = None,
 ) -> CheckResult:
-    """Availability of `ops` overall, per fault window and steady, against `slos`."""
+    """Availability of `ops` overall, per fault window and steady, against `slos`.
+
+    With `schedules` (open loop) every intended op counts; without, only the requests sent."""
+    loop = CLOSED_LOOP if schedules is None else OPEN_LOOP
+    schedules = schedules or []
+    requests = requests_of(ops, schedules)
     start, end = span or (
-        min((op.invoke_time for op in ops), default=0.0),
-        max((op.invoke_time for op in ops), default=0.0),
+        min((r.start for r in requests), default=0.0),
+        max((r.start for r in requests), default=0.0),
     )
-    series = per_second(ops, start, end)
-    entries = [
-        _window_entry(
-            STEADY, None, ops, lambda op: not any(w.contains(op.invoke_time) for w in windows)
-        )
-    ]
+    # where the load ran: the schedules' extent, else the requests'
+    load_lo = min([*(s.first for s in schedules), *(r.start for r in requests)], default=start)
+    load_hi = max(
+        [
+            end,
+            *(s.end for s in schedules if s.end is not None),
+            *(r.start for r in requests),
+        ],
+        default=end,
+    )
+    if not schedules:
+        load_hi = max((r.start for r in requests), default=load_hi)
+    intent = Intent(schedules, requests, max(end, load_hi))
+    series = per_second(requests, start, end, intent)
+    steady_ranges = outside(windows, min(start, load_lo), load_hi + 1e-9)
+    steady_requests = [r for r in requests if not any(w.contains(r.start) for w in windows)]
+    steady = summarise(steady_requests, sum(intent.count(a, b) for a, b in steady_ranges))
+    steady_active = sum(_overlap(rng, (load_lo, load_hi)) for rng in steady_ranges)
+    steady_rate = steady["served"] / steady_active if steady_active > 0 else None
+    steady.update(
+        {
+            "id": STEADY,
+            "label": STEADY,
+            "fault": None,
+            "targets": [],
+            "start": None,
+            "end": None,
+            "ended": None,
+            "throughput_ratio": 1.0 if steady_rate else None,
+            "client_time": client_time(
+                steady_requests, intent, [(math.ceil(a), math.floor(b)) for a, b in steady_ranges]
+            ),
+        }
+    )
+    entries = [steady]
     for w in windows:
-        entry = _window_entry(w.label, w, ops, w.contains_op)
+        inside = [r for r in requests if w.contains(r.start)]
+        entry: dict[str, Any] = {
+            "id": w.fault_id,
+            "label": w.label,
+            "fault": w.fault,
+            "targets": list(w.targets),
+            "start": w.start,
+            "end": w.end,
+            "ended": w.ended,
+            **summarise(inside, intent.count(w.start, w.end)),
+        }
+        active = _overlap((w.start, w.end), (load_lo, load_hi))
+        entry["throughput_ratio"] = (
+            entry["served"] / active / steady_rate if steady_rate and active > 0 else None
+        )
+        entry["client_time"] = client_time(inside, intent, [(w.start, w.end)])
         entry["recovery_after_start"] = recovery_after_start(series, w, slos.availability)
         entry["recovery_after_end"] = (
             recovery_after_end(series, w, slos.availability) if w.ended else None
@@ -245,8 +425,10 @@ def check_availability(
     violations = [p for entry in entries for p in judge(entry, slos)]
     for entry in entries:
         entry["meets_slo"] = not judge(entry, slos)
-    overall = summarise(ops)
+    overall = summarise(requests, sum(intent.count(a, b) for a, b in [(load_lo, load_hi + 1e-9)]))
     details: dict[str, Any] = {
+        "loop": loop,
+        "note": OPEN_LOOP_NOTE if loop == OPEN_LOOP else CLOSED_LOOP_NOTE,
         "slos": {
             "availability": slos.availability,
             "steady_availability": slos.steady,
@@ -264,7 +446,7 @@ def check_availability(
         "series": series,
     }
     valid: Validity
-    if not ops:
+    if not overall["intended"]:
         valid, summary = UNKNOWN, "no requests in the history"
     elif violations:
         valid = False
@@ -275,7 +457,7 @@ def check_availability(
         worst = min(judged, key=lambda e: e["ratio"])
         summary = (
             f"all {len(judged)} windows met the SLOs (overall {overall['ratio']:.2%},"
-            f" worst {worst['label']} {worst['ratio']:.2%}; {len(fired)} alarms)"
+            f" worst {worst['label']} {worst['ratio']:.2%}; {len(fired)} alarms; {loop} loop)"
         )
     return CheckResult(NAME, valid, summary, details)
 
@@ -290,4 +472,5 @@ def check(run: RunDir) -> CheckResult:
         run.slos(),
         span=run.span(),
         canary_ops=run.canary or [],
+        schedules=run.schedules,
     )

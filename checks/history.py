@@ -58,6 +58,20 @@ class Operation:
     consistent: bool
     az: str | None = None
     router: str | None = None
+    intended: float | None = None
+
+    @property
+    def start(self) -> float:
+        """When the client needed the service: the open-loop schedule's intended start, or
+        (closed loop, and histories recorded before schedules existed) the invoke time."""
+        return self.invoke_time if self.intended is None else self.intended
+
+    @property
+    def client(self) -> str:
+        """The logical client: the process without the generation a Jepsen-style process gets
+        after an info (``h-41-u3.2`` -> ``h-41-u3``)."""
+        base, dot, generation = self.process.rpartition(".")
+        return base if dot and generation.isdigit() else self.process
 
     @property
     def is_read(self) -> bool:
@@ -229,6 +243,7 @@ def _merge(index: int, invoke: JsonDict, completion: JsonDict | None) -> Operati
         consistent=consistent is not False,
         az=_opt_str(invoke.get("az", complete.get("az"))),
         router=_opt_str(invoke.get("router", complete.get("router"))),
+        intended=_float(invoke, "intended"),
     )
 
 

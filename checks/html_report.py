@@ -249,21 +249,33 @@ def _charts(verdict: Verdict, spans: list[Span]) -> str:
     p99_slo = (avail.details.get("slos") or {}).get("p99_ms") if avail else None
     charts = [
         svg_chart(
-            "Throughput (requests per second, by invoke time)",
+            "Throughput: ops intended vs served per second",
             [
                 Line(
-                    "requests",
+                    "intended",
+                    list(zip(mid, [s.get("intended", s["requests"]) for s in series], strict=True)),
+                    PALETTE[6],
+                    dashed=True,
+                ),
+                Line(
+                    "sent",
                     list(zip(mid, [s["requests"] for s in series], strict=True)),
                     PALETTE[0],
                 ),
                 Line(
-                    "succeeded",
-                    list(zip(mid, [s["success"] for s in series], strict=True)),
+                    "served",
+                    list(zip(mid, [s.get("delivered", s["success"]) for s in series], strict=True)),
                     PALETTE[1],
                 ),
                 Line(
-                    "failed",
-                    list(zip(mid, [s["requests"] - s["success"] for s in series], strict=True)),
+                    "unavailable",
+                    list(
+                        zip(
+                            mid,
+                            [s.get("intended", s["requests"]) - s["success"] for s in series],
+                            strict=True,
+                        )
+                    ),
                     PALETTE[2],
                 ),
             ],
@@ -271,7 +283,7 @@ def _charts(verdict: Verdict, spans: list[Span]) -> str:
             x_range,
         ),
         svg_chart(
-            "Latency of successful requests (ms)",
+            "Latency of served ops from their intended start (ms)",
             [
                 Line(name, list(zip(mid, [s[f"{name}_ms"] for s in series], strict=True)), color)
                 for name, color in (("p50", PALETTE[0]), ("p95", PALETTE[4]), ("p99", PALETTE[2]))
@@ -281,7 +293,7 @@ def _charts(verdict: Verdict, spans: list[Span]) -> str:
             threshold=(f"p99 SLO {p99_slo:g} ms", float(p99_slo)) if p99_slo else None,
         ),
         svg_chart(
-            "Availability per second (success ratio)",
+            "Availability per second (available / intended)",
             [
                 Line(
                     "availability",
@@ -340,10 +352,14 @@ def _availability_tables(verdict: Verdict) -> str:
             w["label"],
             w.get("start"),
             w.get("end"),
+            w.get("intended", w["requests"]),
             w["requests"],
+            w.get("served"),
             _pct(w["ratio"]),
+            _pct(w.get("served_ratio")),
+            _pct(w.get("throughput_ratio")),
+            _pct(w.get("client_time")),
             w["p50_ms"],
-            w["p95_ms"],
             w["p99_ms"],
             w.get("recovery_after_start"),
             w.get("recovery_after_end"),
@@ -352,16 +368,22 @@ def _availability_tables(verdict: Verdict) -> str:
         ]
         for w in windows
     ]
-    html = [
+    note = avail.details.get("note")
+    html = [f'<p class="muted">{escape(str(note))}.</p>'] if note else []
+    html.append(
         _table(
             [
                 "window",
                 "start s",
                 "end s",
-                "requests",
+                "intended",
+                "sent",
+                "served",
                 "available",
+                "served / intended",
+                "throughput vs steady",
+                "client-time available",
                 "p50 ms",
-                "p95 ms",
                 "p99 ms",
                 "recovery after start s",
                 "recovery after end s",
@@ -369,9 +391,9 @@ def _availability_tables(verdict: Verdict) -> str:
                 "meets SLO",
             ],
             rows,
-            set(range(1, 11)),
+            set(range(1, 15)),
         )
-    ]
+    )
     alarms = avail.details.get("alarms") or []
     html.append("<h3>Alarms</h3>")
     if alarms:

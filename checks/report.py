@@ -184,7 +184,16 @@ def print_summary(verdict: Verdict, console: Console) -> None:
     if windows:
         table = Table(title="Availability per fault window", box=box.SIMPLE_HEAD)
         table.add_column("window", overflow="fold", min_width=14)
-        for name in ("span s", "reqs", "avail", "p50/p99 ms", "recovery s"):
+        for name in (
+            "span s",
+            "intended",
+            "served",
+            "avail",
+            "thruput",
+            "client-time",
+            "p50/p99 ms",
+            "recovery s",
+        ):
             table.add_column(name, justify="right", no_wrap=True)
         table.add_column("SLO", no_wrap=True)
         for w in windows:
@@ -192,13 +201,23 @@ def print_summary(verdict: Verdict, console: Console) -> None:
             table.add_row(
                 w["label"],
                 span,
-                str(w["requests"]),
+                str(w.get("intended", w["requests"])),
+                str(w.get("served", "-")),
                 _num(w["ratio"], ".2%"),
+                _num(w.get("throughput_ratio"), ".0%"),
+                _num(w.get("client_time"), ".1%"),
                 f"{_num(w['p50_ms'], '.0f')}/{_num(w['p99_ms'], '.0f')}",
                 _recovery(w),
                 "[green]met[/]" if w.get("meets_slo") else "[red]missed[/]",
             )
         console.print(table)
+        console.print(
+            "[dim]avail: served within the deadline / intended; thruput: served per second"
+            " against steady state; client-time: client-seconds with every intended op served[/]"
+        )
+        if avail is not None and avail.details.get("note"):
+            color = "dim" if avail.details.get("loop") == availability.OPEN_LOOP else "yellow"
+            console.print(f"[{color}]{avail.details['note']}[/]")
         console.print("[dim]recovery s: after the fault started / after it ended[/]")
         for alarm in (avail.details.get("alarms") or []) if avail else []:
             end = "still firing" if alarm["end"] is None else f"{alarm['end']:.1f}"

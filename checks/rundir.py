@@ -14,6 +14,7 @@ one raises, which the checker's guard turns into "unknown" with the error text.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +28,7 @@ CANARY = "canary.jsonl"
 EVENTS = "events.jsonl"
 FINAL_READS = "final_reads.json"
 DIGESTS = "digests.json"
+SCHEDULE = "schedule.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,45 @@ class Slos:
     @property
     def steady(self) -> float:
         return self.availability if self.steady_availability is None else self.steady_availability
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSchedule:
+    """An open-loop client's intended op starts: ``first + k / rate`` until ``end`` (None: it
+    never said it stopped; count until the run ends). ``deadline``: seconds from an intended
+    start within which an answer counts."""
+
+    client: str
+    rate: float
+    first: float
+    deadline: float
+    end: float | None = None
+
+    @property
+    def period(self) -> float:
+        return 1.0 / self.rate
+
+    def slot_of(self, intended: float) -> float:
+        """The schedule's own float for the slot nearest ``intended`` (recorded times are
+        rounded), so that ops and slot counts agree on which side of a boundary a slot is."""
+        return self.first + round((intended - self.first) * self.rate) * self.period
+
+    def slots(self, lo: float, hi: float, run_end: float) -> int:
+        """How many intended starts fall in [lo, hi) (and before the client stopped)."""
+        hi = min(hi, run_end if self.end is None else self.end)
+        if hi <= lo:
+            return 0
+        return max(0, self._first_at_or_after(hi) - self._first_at_or_after(lo))
+
+    def _first_at_or_after(self, t: float) -> int:
+        if t <= self.first:
+            return 0
+        k = math.ceil((t - self.first) * self.rate)
+        while k > 0 and self.first + (k - 1) * self.period >= t:
+            k -= 1
+        while self.first + k * self.period < t:
+            k += 1
+        return k
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +143,30 @@ class RunDir:
     def canary(self) -> list[Operation] | None:
         file = self.path / CANARY
         return load_operations(file) if file.exists() else None
+
+    @cached_property
+    def schedules(self) -> list[ClientSchedule] | None:
+        """The open-loop clients' schedules (schedule.jsonl); None for a closed-loop run."""
+        file = self.path / SCHEDULE
+        if not file.exists():
+            return None
+        ends: dict[str, float] = {}
+        starts: list[JsonDict] = []
+        for record in read_jsonl(file):
+            if record.get("type") == "schedule_end":
+                ends[str(record["process"])] = float(record["time"])
+            elif record.get("type") == "schedule":
+                starts.append(record)
+        return [
+            ClientSchedule(
+                client=str(r["process"]),
+                rate=float(r["rate"]),
+                first=float(r["first"]),
+                deadline=float(r["deadline"]),
+                end=ends.get(str(r["process"])),
+            )
+            for r in starts
+        ]
 
     @cached_property
     def events(self) -> list[JsonDict]:

@@ -16,13 +16,17 @@ Fields: ``f`` in read/write/cas (registers, checked for linearizability), get/pu
 (the YCSB-like workloads) and query; ``value`` is the written value for write/put/update, the
 value read for ok reads (null if the item is absent, null in the invoke), ``[expected, new]`` for
 cas, null for delete, and for query ``[lo, hi]`` (sort-key range, invoke) then ``[[sk, v], ...]``
-(ok); ``consistent`` on reads; ``error`` on fail/info; ``az`` and ``router`` on canary ops.
+(ok); ``consistent`` on reads; ``error`` on fail/info; ``az`` and ``router`` on canary ops;
+``intended`` on the invokes of an open-loop client (workloads/schedule.py): when the op was
+scheduled to start, at or before ``time``. ``latency`` is always completion minus invoke (the
+service time); the checkers measure what a client felt from ``intended``.
 ``time`` is seconds since the run's start (``GAMEDAY_RUN_START``, a wall-clock epoch taken once
 by whoever starts the run), advanced by each writer's monotonic clock, so all files of a run
 share one time line and each process's times never go backwards.
 
 Writers buffer in memory and append in batches (``HistoryWriter``); many part files
-(``history-<host>-<pid>.jsonl``, one per OS process) are merged into ``history.jsonl``:
+(``history-<host>-<pid>.jsonl``, one per OS process) are merged into ``history.jsonl``, and the
+open-loop clients' schedule records found in them into ``schedule.jsonl`` beside it:
 
     clock = RunClock.from_env()
     writer = HistoryWriter(run_dir / "history-host-41.jsonl")
@@ -43,6 +47,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from workloads.schedule import SCHEDULE, SCHEDULE_END, SCHEDULE_FILE
 
 RUN_START_ENV = "GAMEDAY_RUN_START"
 PART_GLOB = "history-*.jsonl"
@@ -85,6 +91,7 @@ class Op:
     consistent: bool | None = None
     az: str | None = None
     router: str | None = None
+    intended: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -105,6 +112,8 @@ class Op:
             out["az"] = self.az
         if self.router is not None:
             out["router"] = self.router
+        if self.intended is not None:
+            out["intended"] = round(self.intended, 6)
         return out
 
     @classmethod
@@ -121,6 +130,7 @@ class Op:
             consistent=obj.get("consistent"),
             az=obj.get("az"),
             router=obj.get("router"),
+            intended=obj.get("intended"),
         )
 
 
@@ -160,7 +170,11 @@ class HistoryWriter:
         self.written = 0
 
     def append(self, op: Op) -> None:
-        self.buffer.append(op.to_json())
+        self.append_record(op.to_json())
+
+    def append_record(self, record: dict[str, Any]) -> None:
+        """Any JSON line (the schedule records of workloads/schedule.py)."""
+        self.buffer.append(record)
         if len(self.buffer) >= self.batch:
             self.flush()
 
@@ -184,6 +198,7 @@ class Pending:
     process: str
     time: float
     consistent: bool | None
+    intended: float | None = None
 
 
 class OpRecorder:
@@ -212,9 +227,15 @@ class OpRecorder:
         return f"{self.base}.{self.generation}"
 
     def invoke(
-        self, f: OpF | str, key: str, value: Any = None, consistent: bool | None = None
+        self,
+        f: OpF | str,
+        key: str,
+        value: Any = None,
+        consistent: bool | None = None,
+        intended: float | None = None,
     ) -> Pending:
-        pending = Pending(OpF(f), key, value, self.process, self.clock.now(), consistent)
+        """Record the invoke now; ``intended``: the open-loop schedule's start for this op."""
+        pending = Pending(OpF(f), key, value, self.process, self.clock.now(), consistent, intended)
         if self.writer is not None:
             self.writer.append(
                 Op(
@@ -227,6 +248,7 @@ class OpRecorder:
                     consistent=consistent,
                     az=self.az,
                     router=self.router,
+                    intended=intended,
                 )
             )
         return pending
@@ -270,21 +292,32 @@ def merge_histories(directory: Path, out: Path | None = None) -> Path:
     """Merge ``directory/history-*.jsonl`` into ``out`` (default ``directory/history.jsonl``).
 
     Sorted by time; the sort is stable, so an op whose completion has the same time as its
-    invoke keeps the invoke first. Part files are left in place; merging again rewrites ``out``.
+    invoke keeps the invoke first. Schedule records go to ``schedule.jsonl`` next to ``out``
+    (only when there are some: closed-loop clients write none). Part files are left in place;
+    merging again rewrites the outputs.
     """
     out = out or directory / HISTORY_FILE
     ops: list[dict[str, Any]] = []
+    schedules: list[dict[str, Any]] = []
     for part in sorted(directory.glob(PART_GLOB)):
         if part.resolve() == out.resolve():
             continue
-        ops.extend(read_ops(part))
+        for record in read_ops(part):
+            is_schedule = record.get("type") in (SCHEDULE, SCHEDULE_END)
+            (schedules if is_schedule else ops).append(record)
     ops.sort(key=lambda op: float(op["time"]))
+    _write_jsonl(out, ops)
+    if schedules:
+        _write_jsonl(out.with_name(SCHEDULE_FILE), schedules)
+    return out
+
+
+def _write_jsonl(out: Path, records: list[dict[str, Any]]) -> None:
     tmp = out.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as dst:
-        for op in ops:
-            dst.write(json.dumps(op, separators=(",", ":")) + "\n")
+        for record in records:
+            dst.write(json.dumps(record, separators=(",", ":")) + "\n")
     tmp.replace(out)
-    return out
 
 
 def describe_problems(ops: list[dict[str, Any]]) -> list[str]:

@@ -15,6 +15,13 @@ table, and Locust's own selection applies: name classes on the command line
 (``locust -f workloads/locustfile.py RegisterUser``) or pick them in the web UI
 (``--class-picker``).
 
+Pacing: with ``GAMEDAY_USER_RATE`` each user runs open loop, one op every ``1 / rate`` s on a
+schedule fixed in advance (workloads/schedule.py); each invoke records its intended start, slots
+whose deadline passed while the user was stuck are skipped, and the user's schedule goes into the
+history so that the checker counts every op it meant to send. Without it users run closed loop
+(think time ``GAMEDAY_WAIT``), which hides stalls from the verdict. Locust's own statistics
+measure service time either way; the checker's latencies count from the intended start.
+
 Every request goes through ``self.client`` (FastHttpUser), named by its DynamoDB operation, so
 Locust's statistics, CSV and UI see it through the ordinary ``events.request``;
 ConditionalCheckFailed counts as a success there (a normal answer of a conditional workload),
@@ -36,7 +43,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gevent
-from locust import FastHttpUser, between, events, task
+from locust import FastHttpUser, between, constant, events, task
 from locust.env import Environment
 
 from workloads import ops
@@ -46,6 +53,7 @@ from workloads.client import SigV4Signer
 from workloads.history import HistoryWriter, OpF, OpRecorder, OpType, RunClock
 from workloads.keys import key_chooser, key_name
 from workloads.outcomes import classify, classify_exception, is_expected
+from workloads.schedule import Pacer, schedule_end_record, schedule_record
 from workloads.settings import LoadSettings
 
 SETTINGS = LoadSettings.from_env()
@@ -101,7 +109,8 @@ class DynamoUser(FastHttpUser):
 
     abstract = True
     workload: ClassVar[str] = ""
-    wait_time = between(0.0, SETTINGS.wait)
+    # open loop: perform() paces every op by the schedule; closed loop: think time between tasks
+    wait_time = constant(0) if SETTINGS.user_rate else between(0.0, SETTINGS.wait)
     network_timeout = SETTINGS.timeout
     connection_timeout = min(SETTINGS.timeout, 3.0)
     max_retries = 0  # a retry would hide an unknown outcome
@@ -125,6 +134,27 @@ class DynamoUser(FastHttpUser):
         self.signer = SigV4Signer(self.endpoint, SETTINGS.access_key, SETTINGS.secret_key)
         self.recorder = OpRecorder(history_writer(), CLOCK, f"{HOST}-{os.getpid()}-u{self.number}")
         self.writes = itertools.count(1)
+        self.pacer: Pacer | None = None
+        if SETTINGS.user_rate:
+            # a random phase, so that users spread their ops over the period instead of in step
+            first = CLOCK.now() + self.rng.uniform(0.0, 1.0 / SETTINGS.user_rate)
+            self.pacer = Pacer(SETTINGS.user_rate, first, SETTINGS.timeout)
+            if self.recorder.writer is not None:
+                self.recorder.writer.append_record(schedule_record(self.recorder.base, self.pacer))
+
+    def on_stop(self) -> None:
+        if self.pacer is not None and self.recorder.writer is not None:
+            self.recorder.writer.append_record(schedule_end_record(self.recorder.base, CLOCK.now()))
+
+    def next_slot(self) -> float | None:
+        """Open loop: wait for this op's intended start and return it; closed loop: None."""
+        if self.pacer is None:
+            return None
+        slot = self.pacer.next_slot(CLOCK.now())
+        delay = slot.intended - CLOCK.now()
+        if delay > 0:
+            gevent.sleep(delay)
+        return slot.intended
 
     def next_key(self) -> str:
         return key_name(self.spec.key_prefix, self.keys.next())
@@ -147,9 +177,10 @@ class DynamoUser(FastHttpUser):
         The completion's value is ``result(answer)`` when ok and ``result`` is given, else
         ``value``. If the user is killed mid-request, the op completes as info ("interrupted").
         """
+        intended = self.next_slot()
         body = json.dumps(call.params, separators=(",", ":")).encode()
         headers = self.signer.headers(call.operation, body)
-        pending = self.recorder.invoke(f, key, value, consistent)
+        pending = self.recorder.invoke(f, key, value, consistent, intended)
         outcome: OpType = OpType.INFO
         error: str | None = "interrupted"
         answer: dict[str, Any] = {}

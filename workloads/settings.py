@@ -13,7 +13,12 @@ The locustfile reads them with ``LoadSettings.from_env()``; the runner writes th
     GAMEDAY_RUN_START    the run's start, a wall-clock epoch float (history times count from it)
     GAMEDAY_SEED         seeds the key choosers (default 0)
     GAMEDAY_TIMEOUT      per-request timeout in seconds (default 6)
-    GAMEDAY_WAIT         a user's think time between ops, uniform in [0, WAIT] s (default 0.01)
+    GAMEDAY_USER_RATE    open loop: each user's ops per second, on a fixed schedule whatever the
+                         service does (workloads/schedule.py); the op deadline is GAMEDAY_TIMEOUT.
+                         Unset: closed loop (next op after the last answer plus WAIT), which
+                         hides stalls: a client blocked on a hung request sends nothing, so few
+                         requests fail and the success ratio stays high (coordinated omission)
+    GAMEDAY_WAIT         closed loop: think time between ops, uniform in [0, WAIT] s (default 0.01)
 
     settings = LoadSettings(endpoints=("http://127.20.1.100:8000",), access_key="gameday",
                             secret_key="...", workload="register")
@@ -48,6 +53,7 @@ class LoadSettings:
     seed: str = "0"
     timeout: float = 6.0
     wait: float = 0.01
+    user_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.workload is not None:
@@ -60,6 +66,8 @@ class LoadSettings:
             raise ValueError("GAMEDAY_KEYS must be at least 1")
         if self.timeout <= 0 or self.wait < 0:
             raise ValueError("GAMEDAY_TIMEOUT must be > 0 and GAMEDAY_WAIT >= 0")
+        if self.user_rate is not None and self.user_rate <= 0:
+            raise ValueError("GAMEDAY_USER_RATE must be > 0 (unset it for a closed loop)")
 
     def table_for(self, spec: Workload) -> str:
         """GAMEDAY_TABLE when it applies to ``spec`` (one workload selected), else its default."""
@@ -80,7 +88,7 @@ class LoadSettings:
 
         endpoints = tuple(e.strip() for e in (get("ENDPOINTS") or "").split(",") if e.strip())
         keys, run_start = get("KEYS"), env.get(RUN_START_ENV, "").strip()
-        history = get("HISTORY_DIR")
+        history, user_rate = get("HISTORY_DIR"), get("USER_RATE")
         return cls(
             endpoints=endpoints,
             access_key=get("ACCESS_KEY") or "",
@@ -94,6 +102,7 @@ class LoadSettings:
             seed=get("SEED") or "0",
             timeout=float(get("TIMEOUT") or 6.0),
             wait=float(get("WAIT") or 0.01),
+            user_rate=float(user_rate) if user_rate else None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -117,4 +126,6 @@ class LoadSettings:
             env[PREFIX + "HISTORY_DIR"] = str(self.history_dir)
         if self.run_start is not None:
             env[RUN_START_ENV] = repr(self.run_start)
+        if self.user_rate is not None:
+            env[PREFIX + "USER_RATE"] = repr(self.user_rate)
         return env

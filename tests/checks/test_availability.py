@@ -12,8 +12,9 @@ import pytest
 from checks.availability import check, check_availability, percentile
 from checks.history import Operation, pair_operations
 from checks.result import UNKNOWN
-from checks.rundir import FaultWindow, RunDir, Slos
+from checks.rundir import ClientSchedule, FaultWindow, RunDir, Slos
 from tests.checks.helpers import event, op, write_jsonl
+from workloads.schedule import Pacer
 
 Outcome = Callable[[float], tuple[str, str | None]]
 
@@ -226,3 +227,73 @@ def test_check_reads_slos_and_windows_from_the_run_dir(tmp_path: Path) -> None:
     assert result.details["slos"]["recovery_seconds"] == 30.0
     assert result.details["slos"]["steady_availability"] == 0.9
     assert result.valid is True
+
+
+def test_old_histories_without_a_schedule_are_judged_closed_loop_and_say_so() -> None:
+    result = check_availability(traffic(), [FAULT], SLOS)
+    assert result.details["loop"] == "closed"
+    assert "coordinated omission" in result.details["note"]
+    steady = windows_of(result.details)["steady"]
+    assert steady["intended"] == steady["requests"] and steady["not_sent"] == 0
+
+
+def open_loop(stall: tuple[float, float], deadline: float = 1.0) -> list[Operation]:
+    """Two clients paced at 10 ops/s each from t=0 to 60 by the real Pacer, 10 ms per answer,
+    except that an op sent in `stall` is answered only when the stall ends."""
+    records = []
+    for client in ("c0", "c1"):
+        pacer, now = Pacer(10.0, 0.0, deadline), 0.0
+        for _ in range(1000):
+            slot = pacer.next_slot(now)
+            if slot.intended >= 60:
+                break
+            sent = max(now, slot.intended)
+            now = stall[1] if stall[0] <= sent < stall[1] else sent + 0.01
+            records += op(f"{client}.0", "get", None, sent, now, result=1, intended=slot.intended)
+    return pair_operations(sorted(records, key=lambda rec: rec["time"]))
+
+
+def schedules(deadline: float = 1.0) -> list[ClientSchedule]:
+    return [ClientSchedule(c, 10.0, 0.0, deadline, 60.0) for c in ("c0", "c1")]
+
+
+def test_a_stalled_client_is_unavailable_for_every_op_it_intended() -> None:
+    ops = open_loop(stall=(22.0, 27.0))
+    result = check_availability(ops, [FAULT], SLOS, span=(0.0, 60.0), schedules=schedules())
+    f1 = windows_of(result.details)["f1"]
+    assert result.details["loop"] == "open"
+    assert f1["intended"] == 200  # 2 clients x 10 ops/s x 10 s, whatever they managed to send
+    # 22.1 .. 25.9 were skipped (past their deadline when the client got back); the op due at
+    # 22.0 was answered 5 s later and the one due at 26.0 was sent at 27.0: both too late
+    assert f1["not_sent"] == 2 * 39 and f1["late"] == 2 * 2
+    assert f1["ratio"] == pytest.approx((200 - 78 - 4) / 200)
+    assert f1["ratio"] <= f1["served"] / f1["intended"]
+    assert f1["throughput_ratio"] == pytest.approx(f1["served"] / 200)
+    assert f1["client_time"] == pytest.approx(5 / 10)  # seconds 22 .. 26 bad for both clients
+    assert f1["p99_ms"] == pytest.approx(5000.0)  # the stalled op, from its intended start
+    # judged closed loop, the same history hides most of the stall
+    closed = check_availability(ops, [FAULT], SLOS, span=(0.0, 60.0))
+    assert windows_of(closed.details)["f1"]["ratio"] == 1.0
+
+
+def test_answers_after_the_deadline_are_served_but_not_available() -> None:
+    ops = open_loop(stall=(22.0, 22.5))  # 0.5 s late: within a 1 s deadline, not a 0.2 s one
+    lenient = check_availability(ops, [FAULT], SLOS, span=(0.0, 60.0), schedules=schedules(1.0))
+    strict = check_availability(ops, [FAULT], SLOS, span=(0.0, 60.0), schedules=schedules(0.2))
+    assert windows_of(lenient.details)["f1"]["ratio"] == 1.0
+    f1 = windows_of(strict.details)["f1"]
+    assert f1["late"] == 8 and f1["served_ratio"] == 1.0
+    assert f1["ratio"] == pytest.approx(0.96)
+
+
+def test_a_zero_fault_availability_slo_is_kept(tmp_path: Path) -> None:
+    from chaos.run import scenario_json
+    from chaos.scenario import parse_scenario
+
+    scenario = parse_scenario(
+        "name: zero\nduration: 10s\nsteady_state: {availability: 0.99, fault_availability: 0.0}\n"
+        "method: {timeline: []}\n"
+    )
+    (tmp_path / "scenario.json").write_text(scenario_json(scenario, tmp_path / "zero.yaml"))
+    slos = RunDir(tmp_path).slos()
+    assert slos.availability == 0.0 and slos.steady == 0.99

@@ -1,0 +1,166 @@
+"""Open-loop Locust users against a real responder that stalls, and a client stopped by SIGSTOP.
+
+The invariant of issue #13: a window in which served throughput collapses can no longer be
+reported as available; reported availability <= served / intended in every window. Both stalls
+are real: an HTTP server that holds requests unanswered, and the Locust process frozen with
+SIGSTOP (it records nothing meanwhile, so only its schedule says what it meant to do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from checks.availability import check, check_availability
+from checks.rundir import RunDir
+from workloads.history import describe_problems, merge_histories, read_ops
+from workloads.runner import start_locust, stop_locust
+from workloads.settings import LoadSettings
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Responder:
+    """Answers every DynamoDB call with 200 {} (an absent item; a write applied), except while
+    ``stalled`` is set: then requests are held unanswered until it clears."""
+
+    server: ThreadingHTTPServer
+    stalled: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    served: int = 0
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+@pytest.fixture
+def responder() -> Iterator[Responder]:
+    state: Responder
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a router does
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if state.stalled.is_set():
+                state.released.wait(timeout=10)  # bounded, in case the test dies
+            body = b"{}"
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:
+                return  # the client gave up (timed out) and closed the connection
+            state.served += 1
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state = Responder(server)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.released.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_stalls_cannot_be_reported_as_available(responder: Responder, tmp_path: Path) -> None:
+    run_start = time.time()
+    settings = LoadSettings(
+        endpoints=(responder.url,),
+        access_key="gameday",
+        secret_key="secret",
+        workload="register",
+        keys=10,
+        history_dir=tmp_path / "history",
+        run_start=run_start,
+        timeout=1.0,  # the op deadline
+        user_rate=10.0,
+    )
+
+    def now() -> float:
+        return time.time() - run_start
+
+    with (tmp_path / "locust.log").open("wb") as log:
+        proc = start_locust(settings, users=4, spawn_rate=4, run_time="60s", log=log)
+        try:
+            for _ in range(300):  # wait until the load runs (importing Locust takes seconds)
+                if responder.served > 30:
+                    break
+                time.sleep(0.1)
+            assert responder.served > 30, (tmp_path / "locust.log").read_text()
+            time.sleep(1.0)
+            # window A: the service holds every request for 2.5 s of a 4 s window
+            stall = (now(), now() + 4.0)
+            responder.stalled.set()
+            time.sleep(2.5)
+            responder.stalled.clear()
+            responder.released.set()
+            time.sleep(stall[1] - now() + 1.0)
+            responder.released.clear()
+            # window B: the client itself is frozen for 2 s of a 3 s window
+            frozen = (now(), now() + 3.0)
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                time.sleep(2.0)
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(frozen[1] - now() + 1.5)
+            end = now()
+        finally:
+            stop_locust(proc)
+    merge_histories(tmp_path / "history", tmp_path / "history.jsonl")
+    assert describe_problems(list(read_ops(tmp_path / "history.jsonl"))) == []
+    assert (tmp_path / "schedule.jsonl").exists()
+    (tmp_path / "scenario.json").write_text(json.dumps({"name": "stall", "slos": {}}))
+    events = [
+        {"time": 0.0, "event": "run_start"},
+        {"time": stall[0], "event": "fault_start", "fault_id": "stall", "fault": "stall"},
+        {"time": stall[1], "event": "fault_end", "fault_id": "stall", "fault": "stall"},
+        {"time": frozen[0], "event": "fault_start", "fault_id": "frozen", "fault": "sigstop"},
+        {"time": frozen[1], "event": "fault_end", "fault_id": "frozen", "fault": "sigstop"},
+        {"time": end, "event": "run_end"},
+    ]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+    run = RunDir(tmp_path)
+    result = check(run)
+    assert result.details["loop"] == "open"
+    windows = {w["id"]: w for w in result.details["windows"]}
+    for w in windows.values():  # the invariant, for every window
+        assert w["intended"] > 0
+        assert w["ratio"] <= w["served"] / w["intended"], w
+    steady, a, b = windows["steady"], windows["stall"], windows["frozen"]
+    assert steady["ratio"] > 0.9, steady
+    # 2.5 s of 4 s stalled: at most about half the intended ops can have been served in time
+    assert a["ratio"] < 0.75, a
+    # frozen for 2 s of 3: the first second of it was never sent (past its 1 s deadline)
+    assert b["ratio"] < 0.75 and b["not_sent"] > b["intended"] / 5, b
+    assert b["throughput_ratio"] < 0.75, b
+
+    # the same history judged closed loop (no schedule) is kinder: what the verdict used to say
+    closed = check_availability(run.history or [], run.fault_windows(), run.slos(), span=run.span())
+    closed_windows = {w["id"]: w for w in closed.details["windows"]}
+    assert closed.details["loop"] == "closed"
+    assert closed_windows["stall"]["ratio"] > a["ratio"] + 0.1
+    assert closed_windows["frozen"]["ratio"] > b["ratio"] + 0.1
