@@ -1,102 +1,233 @@
-"""The dead-man's switch: a watchdog process that heals the cluster if the orchestrator dies.
+"""The dead-man's switch: a watchdog process that heals, and tears down, whatever its owner left.
 
-The orchestrator holds a lease — a file it rewrites with the time every ttl/4 seconds from a
-thread of its own. The watchdog, a separate process in its own session, polls the file: if the
-lease is not renewed for ``ttl`` seconds (the orchestrator was SIGKILLed, or hangs), it heals
-everything (toxics removed, paused processes resumed, dead ones started) and exits. A released
-lease ("done") or a deleted file makes it exit quietly.
+Two promises are kept by one separate process (in its own session, so Ctrl-C, a killed process
+group or a stalled owner do not touch it), driven by a small JSON *guard file* its owner keeps
+up to date:
 
-    lease = Lease(state_dir / "deadman.lease", ttl=3.0)
-    watchdog = spawn_watchdog(backend, lease)     # python -m chaos.deadman ...
-    ...                                           # inject faults, run the game day
-    lease.release()                               # normal end: the watchdog exits
+- **The lease.** The orchestrator holds a lease file it renews every ttl/6 seconds. If the lease
+  is not renewed for ``ttl`` seconds (SIGSTOP, a hang, SIGKILL) the watchdog marks it *lapsed*
+  under a file lock, heals everything (toxics removed, paused processes resumed, dead ones
+  started) and stays armed: while the lease stays lapsed it heals again whenever a fault shows
+  up in ``faults.json`` (an orchestrator that woke up mid-injection). An orchestrator that wakes
+  up finds its lease lapsed, injects nothing more, and ends the run as aborted
+  (chaos/orchestrator.py). Both sides test and set the lease under one ``flock``, so a late
+  renewal can never overwrite a lapse.
+- **Nothing left behind.** When the owner process dies without saying it is done (SIGKILL), the
+  watchdog heals, stops the process groups the owner registered (Locust and its workers), and
+  tears down the cluster the owner started (unless it was asked to keep it), then exits.
+
+    guard = Guard.spawn(run_dir / "guard.json", log=run_dir / "guardian.log")
+    guard.update(backend="local", data_dir=str(data_dir), teardown=True)
+    guard.add_group(locust.pid)                        # its whole process group dies with us
+    lease = Lease(state_dir / "deadman.lease"); guard.update(lease=str(lease.path))
+    ...
+    lease.release(); guard.finish()                    # normal end: the watchdog exits
+
+``spawn_watchdog(backend, lease)`` is the lease-only form (``gameday fault --duration``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import json
 import logging
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from chaos.backends.base import Backend
 
 log = logging.getLogger(__name__)
-DONE = "done"
+HELD, LAPSED, RELEASED = "held", "lapsed", "released"
+DEFAULT_TTL = 6.0  # generous: on a busy 2-core machine a renewal thread can be late by seconds
 MAX_LIFETIME = 24 * 3600.0  # even a forgotten watchdog ends
 
 
+# --- the lease -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.with_name(path.name + ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_lease(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def expire_if_due(path: Path, now: float | None = None) -> dict[str, Any] | None:
+    """The lease as it is now; a held lease past its ttl is marked lapsed first (atomically)."""
+    with _locked(path):
+        data = read_lease(path)
+        now = time.time() if now is None else now
+        if data is not None and data.get("state") == HELD:
+            late = now - float(data.get("renewed", 0.0))
+            if late > float(data.get("ttl", DEFAULT_TTL)):
+                data.update(
+                    state=LAPSED,
+                    lapsed_at=now,
+                    reason=f"the lease was not renewed for {late:.1f}s "
+                    f"(ttl {float(data.get('ttl', DEFAULT_TTL)):g}s): the orchestrator stalled",
+                )
+                _write_json(path, data)
+        return data
+
+
 class Lease:
-    def __init__(self, path: Path, ttl: float = 3.0) -> None:
+    """The orchestrator's side: renewed from a thread; ``held()`` tests it before each action."""
+
+    def __init__(self, path: Path, ttl: float = DEFAULT_TTL) -> None:
         self.path = path
         self.ttl = ttl
+        self.lapsed: str | None = None
         self._stop = threading.Event()
-        self.renew()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path):
+            _write_json(path, {"state": HELD, "renewed": time.time(), "ttl": ttl})
         self._thread = threading.Thread(target=self._renew_loop, name="lease", daemon=True)
         self._thread.start()
 
-    def renew(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(f"{time.time():.3f}")
-        tmp.replace(self.path)
+    def held(self) -> bool:
+        """Renew now; False (and ``lapsed`` says why) if the lease lapsed since the last time."""
+        if self.lapsed is not None:
+            return False
+        expire_if_due(self.path)
+        with _locked(self.path):
+            data = read_lease(self.path)
+            if data is None or data.get("state") != HELD:
+                reason = (data or {}).get("reason") or "the lease file was removed"
+                self.lapsed = str(reason)
+                self._stop.set()
+                return False
+            data["renewed"] = time.time()
+            _write_json(self.path, data)
+        return True
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.ttl / 4):
-            self.renew()
+        while not self._stop.wait(self.ttl / 6):
+            self.held()
+
+    def stop_renewing(self) -> None:
+        """Stop the renewals without releasing, as a stalled orchestrator would (for tests)."""
+        self._stop.set()
 
     def release(self) -> None:
         self._stop.set()
         self._thread.join(timeout=self.ttl)
-        self.path.write_text(DONE)
+        with _locked(self.path):
+            data = read_lease(self.path) or {}
+            data["state"] = RELEASED
+            _write_json(self.path, data)
+
+
+# --- the owner's guard file ----------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (/proc), to tell it from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+def pid_alive(pid: int) -> bool:
+    return _start_time(pid) is not None
+
+
+class Guard:
+    """The owner's side of the watchdog: what to heal and tear down if the owner dies."""
+
+    def __init__(self, path: Path, proc: subprocess.Popen[bytes] | None = None) -> None:
+        self.path = path
+        self.proc = proc
+
+    @classmethod
+    def spawn(cls, path: Path, log_path: Path, **fields: Any) -> Guard:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(path, {"owner": os.getpid(), "owner_start": _start_time(os.getpid())})
+        guard = cls(path)
+        guard.update(**fields)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "chaos.deadman", "--guard", str(path)]
+        with log_path.open("ab") as out:
+            guard.proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C or a killed group leaves it running
+            )
+        return guard
+
+    def read(self) -> dict[str, Any]:
+        return read_lease(self.path) or {}
+
+    def update(self, **fields: Any) -> None:
+        with _locked(self.path):
+            _write_json(self.path, {**self.read(), **fields})
+
+    def add_group(self, pid: int) -> None:
+        """Stop ``pid``'s process group (it leads one) if the owner dies."""
+        with _locked(self.path):
+            data = self.read()
+            data["groups"] = [*data.get("groups", []), [pid, _start_time(pid)]]
+            _write_json(self.path, data)
+
+    def finish(self, timeout: float = 10.0) -> None:
+        """The owner cleaned up after itself: the watchdog exits."""
+        self.update(done=True)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 def spawn_watchdog(backend: Backend, lease: Lease) -> subprocess.Popen[bytes]:
-    log_path = backend.state_dir / "logs" / "deadman.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "chaos.deadman",
-        "--backend",
-        backend.name,
-        "--data-dir",
-        str(backend.state_dir),
-        "--lease",
-        str(lease.path),
-        "--ttl",
-        str(lease.ttl),
-    ]
-    with log_path.open("ab") as out:
-        return subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    """A watchdog for ``lease`` alone: it heals ``backend`` when the lease lapses."""
+    guard = Guard.spawn(
+        lease.path.with_name(lease.path.name + ".guard"),
+        backend.state_dir / "logs" / "deadman.log",
+        backend=backend.name,
+        data_dir=str(backend.state_dir),
+        lease=str(lease.path),
+        lease_only=True,
+    )
+    assert guard.proc is not None
+    return guard.proc
 
 
-def watch(lease_path: Path, ttl: float, poll: float = 0.2) -> bool:
-    """Block until the lease expires (True) or is released / removed (False)."""
-    started = time.monotonic()
-    while time.monotonic() - started < MAX_LIFETIME:
-        try:
-            content = lease_path.read_text().strip()
-        except FileNotFoundError:
-            return False
-        except OSError:
-            content = ""
-        if content == DONE:
-            return False
-        with contextlib.suppress(ValueError):
-            if time.time() - float(content) > ttl:
-                return True
-        time.sleep(poll)
-    return False
+# --- the watchdog ----------------------------------------------------------------------------
 
 
 def open_backend(kind: str, data_dir: Path) -> Backend:
@@ -111,24 +242,117 @@ def open_backend(kind: str, data_dir: Path) -> Backend:
     raise ValueError(f"unknown backend {kind!r}")
 
 
+def tear_down(cluster: Any, data_dir: Path) -> None:
+    """Stop a cluster a run started and drop its data, keeping logs and config for the report.
+
+    On Docker that removes every container, the network and the volumes; locally it also gives
+    the loopback subnet back.
+    """
+    cluster.down()
+    shutil.rmtree(data_dir / "nodes", ignore_errors=True)
+    if hasattr(cluster, "remove_volumes"):
+        cluster.remove_volumes()
+    if hasattr(cluster, "release_subnet"):
+        cluster.release_subnet()
+
+
+def stop_group(pid: int, start: str | None, grace: float = 5.0) -> None:
+    """SIGTERM then SIGKILL the process group ``pid`` leads, if it is still that process."""
+    if start is None or _start_time(pid) != start:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class Watchdog:
+    def __init__(self, guard_path: Path) -> None:
+        self.guard_path = guard_path
+        self.healed_lapse = False
+
+    def plan(self) -> dict[str, Any]:
+        return read_lease(self.guard_path) or {}
+
+    def backend(self, plan: dict[str, Any]) -> Backend | None:
+        if not plan.get("data_dir"):
+            return None
+        try:
+            return open_backend(str(plan.get("backend", "local")), Path(plan["data_dir"]))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot open the cluster: %s", exc)
+            return None
+
+    def heal(self, plan: dict[str, Any], why: str) -> None:
+        backend = self.backend(plan)
+        if backend is None:
+            return
+        from chaos.nemesis import Nemesis
+
+        log.warning("healing the cluster: %s", why)
+        try:
+            Nemesis(backend).heal_all()
+            log.warning("healed")
+        except Exception:  # keep guarding: the next poll tries again
+            log.exception("heal failed")
+
+    def step(self) -> bool:
+        """One look at the owner and its lease; False once there is nothing left to guard."""
+        plan = self.plan()
+        owner = int(plan.get("owner", 0))
+        owner_alive = owner > 0 and _start_time(owner) == plan.get("owner_start")
+        lease_path = Path(plan["lease"]) if plan.get("lease") else None
+        lease = expire_if_due(lease_path) if lease_path is not None else None
+        state = (lease or {}).get("state")
+        if plan.get("done") or (plan.get("lease_only") and state in (RELEASED, None)):
+            return False
+        if state == LAPSED:
+            from chaos.nemesis import recorded_faults
+
+            backend_dir = Path(plan["data_dir"]) if plan.get("data_dir") else None
+            active = backend_dir is not None and bool(recorded_faults(backend_dir))
+            if not self.healed_lapse or active:  # armed still: heal what a late owner did
+                self.heal(plan, str((lease or {}).get("reason", "the lease lapsed")))
+                self.healed_lapse = True
+        if owner_alive:
+            return True
+        # The owner died without finishing: undo what it was doing, then what it started.
+        if lease_path is not None and state == HELD:
+            with _locked(lease_path):
+                data = read_lease(lease_path) or {}
+                data.update(state=LAPSED, reason="the orchestrator died", lapsed_at=time.time())
+                _write_json(lease_path, data)
+        teardown = bool(plan.get("teardown") and plan.get("data_dir"))
+        if state == HELD and not teardown:  # a torn-down cluster needs no healing first
+            self.heal(plan, "the owner died holding its lease")
+        for pid, start in plan.get("groups", []):
+            log.warning("stopping process group %s", pid)
+            stop_group(int(pid), start)
+        cluster = self.backend(plan) if teardown else None
+        if cluster is not None:
+            log.warning("tearing down the cluster in %s", plan["data_dir"])
+            tear_down(cluster, Path(plan["data_dir"]))
+        return False
+
+    def run(self, poll: float = 0.2) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < MAX_LIFETIME:
+            if not self.step():
+                return
+            time.sleep(poll)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m chaos.deadman", description=__doc__)
-    parser.add_argument("--backend", default="local")
-    parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument("--lease", required=True, type=Path)
-    parser.add_argument("--ttl", type=float, default=3.0)
+    parser.add_argument("--guard", required=True, type=Path, help="the owner's guard file")
     args = parser.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s deadman %(levelname)s %(message)s")
-    if not watch(args.lease, args.ttl):
-        log.info("lease released: exiting")
-        return
-    log.warning("lease expired (orchestrator gone): healing the cluster")
-    from chaos.nemesis import Nemesis
-
-    backend = open_backend(args.backend, args.data_dir)
-    Nemesis(backend).heal_all()
-    args.lease.write_text(DONE)
-    log.warning("healed")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the owner's to handle
+    Watchdog(args.guard).run()
+    log.info("nothing left to guard: exiting")
 
 
 if __name__ == "__main__":

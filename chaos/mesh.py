@@ -413,18 +413,24 @@ class LinkMesh:
         Toxics of other faults stay; a link or toxic that is already gone is fine.
         """
         _check_fault(toxic_name)
-        removed: list[ToxicRef] = []
-        for name in dict.fromkeys(_name(link) for link in links):
+
+        def remove_from(name: str) -> list[ToxicRef]:
             try:
                 toxics = self.toxics(name)
             except MeshNotFound:
-                continue
+                return []
+            gone = []
             for toxic in toxics:
                 if toxic.name.split(":")[0] == toxic_name and toxic.name.count(":") == 2:
                     ref = ToxicRef(name, toxic.name, toxic.type, toxic.stream)
                     self._delete_toxic(ref)
-                    removed.append(ref)
-        return removed
+                    gone.append(ref)
+            return gone
+
+        # In parallel, like _add: a heal must end the fault at once, not over seconds of calls.
+        names = list(dict.fromkeys(_name(link) for link in links))
+        with ThreadPoolExecutor(max_workers=_PARALLEL_CALLS) as pool:
+            return [ref for refs in pool.map(remove_from, names) for ref in refs]
 
     def remove_toxics(self, refs: Iterable[ToxicRef]) -> None:
         """Remove exactly these toxics (as returned by a fault); missing ones are fine."""

@@ -15,10 +15,13 @@ the dead-man's switch) can see and undo them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,10 @@ class FaultNotLanded(RuntimeError):
     """The fault was applied but its effect could not be observed: the run must not trust it."""
 
 
+class FaultRefused(RuntimeError):
+    """The fault was not applied at all (the orchestrator no longer holds its lease)."""
+
+
 @dataclass
 class ActiveFault:
     fault_id: str
@@ -47,6 +54,7 @@ class Nemesis:
         self.backend = backend
         self.rng = rng or random.Random(0)
         self.active: dict[str, ActiveFault] = {}
+        self.applied_at: dict[str, float] = {}  # fault id -> when its last action landed
 
     @property
     def state_file(self) -> Path:
@@ -54,8 +62,39 @@ class Nemesis:
 
     # --- inject --------------------------------------------------------------------------------
 
-    def inject(self, fault_id: str, plan: FaultPlan, description: str = "") -> dict[str, Any]:
-        """Apply ``plan``; returns the evidence that it landed (raises FaultNotLanded if not)."""
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One nemesis at a time per cluster, across processes: the orchestrator and the
+        dead-man's switch never start the same process twice or heal under an injection."""
+        self.backend.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.backend.state_dir / "nemesis.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def inject(
+        self,
+        fault_id: str,
+        plan: FaultPlan,
+        description: str = "",
+        allowed: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Apply ``plan``; returns the evidence that it landed (raises FaultNotLanded if not).
+
+        ``allowed`` is asked once the nemesis is ours: False (a lapsed lease) refuses the fault.
+        """
+        with self.exclusive():
+            if allowed is not None and not allowed():
+                raise FaultRefused(f"{fault_id} not injected: the orchestrator lost its lease")
+            try:
+                self._apply(fault_id, plan, description)
+            finally:
+                self.applied_at[fault_id] = time.time()
+        return self.confirm(plan)  # outside the lock: observing takes seconds, heals must not wait
+
+    def _apply(self, fault_id: str, plan: FaultPlan, description: str) -> None:
         fault = ActiveFault(fault_id, description or plan.describe(), plan)
         self.active[fault_id] = fault
         self._record(fault_id, {"description": fault.description, "started": fault.started})
@@ -80,7 +119,6 @@ class Nemesis:
             self._flip_bytes(rot.node, rot.group, rot.target, rot.flips)
         for process_id in plan.rolling:
             self._restart_and_wait(process_id)
-        return self.confirm(plan)
 
     def confirm(self, plan: FaultPlan) -> dict[str, Any]:
         """Observe the fault's effect: processes down or stopped, links unreachable."""
@@ -139,6 +177,10 @@ class Nemesis:
 
     def heal(self, fault_id: str) -> None:
         """Undo one fault, leaving whatever other active faults hold down in place."""
+        with self.exclusive():
+            self._heal(fault_id)
+
+    def _heal(self, fault_id: str) -> None:
         fault = self.active.pop(fault_id, None)
         if fault is None:
             return
@@ -166,6 +208,11 @@ class Nemesis:
 
     def heal_all(self, timeout: float = 60.0) -> None:
         """From any state: every toxic removed, every proxy enabled, every process running."""
+        with self.exclusive():
+            self._heal_all()
+        self.backend.wait_healthy(timeout)
+
+    def _heal_all(self) -> None:
         mesh = self.backend.mesh()
         if mesh is not None:
             mesh.reset()
@@ -176,7 +223,6 @@ class Nemesis:
                 self.backend.start(process_id)
         self.active.clear()
         self._write({})
-        self.backend.wait_healthy(timeout)
 
     # --- helpers -------------------------------------------------------------------------------
 

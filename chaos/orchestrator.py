@@ -17,14 +17,16 @@ import asyncio
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chaos.backends.base import Backend
-from chaos.deadman import Lease, spawn_watchdog
+from chaos.deadman import DEFAULT_TTL, Guard, Lease, spawn_watchdog
 from chaos.faults import (
     BlastRadius,
     BlastRadiusExceeded,
@@ -34,7 +36,7 @@ from chaos.faults import (
     groups_from_status,
 )
 from chaos.faults import plan as plan_fault
-from chaos.nemesis import FaultNotLanded, Nemesis
+from chaos.nemesis import FaultNotLanded, FaultRefused, Nemesis
 from chaos.schedule import TimedFault
 
 log = logging.getLogger(__name__)
@@ -47,10 +49,14 @@ class EventLog:
         self.path = path
         self.run_start = run_start
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._lock = threading.Lock()  # heals write from worker threads
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
-        record = {"time": round(time.time() - self.run_start, 4), "event": event, **fields}
-        with self.path.open("a") as out:
+        """Append one event; ``time`` defaults to now (a fault's own instant can be given)."""
+        now = fields.pop("time", None)
+        now = round(time.time() - self.run_start, 4) if now is None else now
+        record = {"time": now, "event": event, **fields}
+        with self._lock, self.path.open("a") as out:
             out.write(json.dumps(record, default=str) + "\n")
         for listener in self.listeners:
             listener(record)
@@ -63,6 +69,8 @@ class FaultRecord:
     kind: str
     description: str
     targets: list[str]
+    planned_start: float = 0.0
+    planned_end: float = 0.0
     started: float | None = None
     ended: float | None = None
     error: str | None = None
@@ -73,6 +81,8 @@ class RunOutcome:
     stopped_by: str | None = None  # a stop condition, a signal, or an error; None: ran to end
     faults: list[FaultRecord] = field(default_factory=list)
     failed_faults: list[str] = field(default_factory=list)
+    aborted: str | None = None  # why the plan did not fully execute; None: it did
+    lease_lapsed: str | None = None
 
 
 StopCheck = Callable[[], str | None]  # returns a reason to stop the run, or None
@@ -88,6 +98,8 @@ class Orchestrator:
         stop_check: StopCheck | None = None,
         run_start: float | None = None,
         seed: int = 0,
+        lease_ttl: float = DEFAULT_TTL,
+        guard: Guard | None = None,
     ) -> None:
         self.backend = backend
         self.timeline = sorted(timeline, key=lambda t: t.at_s)
@@ -99,55 +111,129 @@ class Orchestrator:
         self.nemesis = Nemesis(backend, random.Random(seed))
         self.active_plans: dict[str, FaultPlan] = {}
         self.outcome = RunOutcome()
+        self.lease_ttl = lease_ttl
+        self.guard = guard  # the run's watchdog, if it has one; else the run spawns its own
+        self.lease: Lease | None = None
+        self._stop_reason: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """End the timeline early (a signal): heal, record why, and end the run as aborted."""
+        self._stop_reason = self._stop_reason or reason
 
     # --- the run -----------------------------------------------------------------------------
 
     async def run(self, duration_s: float) -> RunOutcome:
-        lease = Lease(self.backend.state_dir / "deadman.lease")
-        watchdog = spawn_watchdog(self.backend, lease)
-        self.events.write("run_start", duration=duration_s, faults=len(self.timeline))
+        lease = Lease(self.backend.state_dir / "deadman.lease", ttl=self.lease_ttl)
+        self.lease = lease
+        watchdog = None
+        if self.guard is not None:
+            self.guard.update(lease=str(lease.path))
+        else:
+            watchdog = spawn_watchdog(self.backend, lease)
+        self.events.write(
+            "run_start", duration=duration_s, faults=len(self.timeline), lease_ttl=lease.ttl
+        )
         try:
             await self._run_timeline(duration_s)
         except asyncio.CancelledError:
-            self.outcome.stopped_by = self.outcome.stopped_by or "interrupted"
+            self._abort(self.outcome.stopped_by or self._stop_reason or "interrupted")
             raise
         except Exception as exc:  # an infrastructure error must still heal, then surface
-            self.outcome.stopped_by = f"error: {exc}"
+            self._abort(f"error: {exc}")
             raise
         finally:
             await asyncio.shield(self._heal_everything())
+            self._account_for_the_plan(duration_s)
+            if lease.lapsed is not None:
+                self.outcome.lease_lapsed = lease.lapsed
             lease.release()
-            self.events.write("run_end", stopped_by=self.outcome.stopped_by)
-            try:
-                watchdog.wait(timeout=5)
-            except Exception:
-                watchdog.kill()
+            self.events.write(
+                "run_end",
+                stopped_by=self.outcome.stopped_by,
+                aborted=self.outcome.aborted,
+                planned=len(self.timeline),
+                executed=sum(1 for f in self.outcome.faults if f.ended is not None),
+            )
+            if watchdog is not None:
+                try:
+                    await asyncio.to_thread(watchdog.wait, 10)
+                except Exception:
+                    watchdog.kill()
         return self.outcome
+
+    def _abort(self, reason: str) -> None:
+        self.outcome.stopped_by = self.outcome.stopped_by or reason
+        self.outcome.aborted = self.outcome.aborted or reason
+
+    def _account_for_the_plan(self, duration_s: float) -> None:
+        """A plan that did not fully execute makes the run aborted, whatever else happened."""
+        if self.outcome.aborted is not None:
+            return
+        ran = {f.fault_id: f for f in self.outcome.faults}
+        problems = []
+        for tf in self.timeline:
+            record = ran.get(tf.fault_id)
+            if record is None or record.started is None:
+                why = record.error if record is not None and record.error else "never started"
+                problems.append(f"{tf.fault_id} ({tf.fault.kind}) {why}")
+            elif record.error:
+                problems.append(f"{tf.fault_id} ({tf.fault.kind}): {record.error}")
+        if problems:
+            self.outcome.aborted = (
+                f"{len(problems)} of {len(self.timeline)} planned faults did not run as "
+                f"planned: " + "; ".join(problems)
+            )
 
     async def _run_timeline(self, duration_s: float) -> None:
         tasks = [asyncio.create_task(self._one_fault(tf)) for tf in self.timeline]
         deadline = self.run_start + duration_s
         try:
             while time.time() < deadline:
-                reason = self.stop_check() if self.stop_check else None
+                reason = self._why_stop()
                 if reason is not None:
-                    self.outcome.stopped_by = reason
-                    self.events.write("stop_condition", reason=reason)
                     break
-                await asyncio.sleep(min(0.25, max(0.0, deadline - time.time())))
+                await asyncio.sleep(min(0.1, max(0.0, deadline - time.time())))
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _why_stop(self) -> str | None:
+        """A reason to end the timeline now (recorded as the run's abort), or None."""
+        assert self.lease is not None
+        if self._stop_reason is not None:
+            self._abort(self._stop_reason)
+            self.events.write("interrupted", reason=self._stop_reason)
+            return self._stop_reason
+        if not self.lease.held():
+            lapsed = f"lease lapsed: {self.lease.lapsed}; the watchdog healed the cluster"
+            self._abort(lapsed)
+            self.events.write("lease_lapsed", reason=self.lease.lapsed)
+            return lapsed
+        condition = self.stop_check() if self.stop_check else None
+        if condition is not None:
+            self._abort(condition)
+            self.events.write("stop_condition", reason=condition)
+        return condition
+
+    def _allowed(self) -> bool:
+        return self.lease is not None and self.lease.held() and self._stop_reason is None
+
     async def _one_fault(self, tf: TimedFault) -> None:
-        await asyncio.sleep(max(0.0, self.run_start + tf.at_s - time.time()))
-        record = FaultRecord(tf.fault_id, tf.fault.kind, tf.fault.describe(), [])
+        planned_start = tf.at_s
+        planned_end = tf.at_s + tf.duration_s
+        await asyncio.sleep(max(0.0, self.run_start + planned_start - time.time()))
+        record = FaultRecord(
+            tf.fault_id, tf.fault.kind, tf.fault.describe(), [], planned_start, planned_end
+        )
         self.outcome.faults.append(record)
+        if not self._allowed():
+            record.error = "not injected: the run was stopping"
+            return
         try:
             plan = await asyncio.to_thread(self._plan, tf)
         except (BlastRadiusExceeded, ValueError) as exc:
-            record.error = str(exc)
+            record.error = f"refused: {exc}"
             self.events.write(
                 "fault_refused", fault_id=tf.fault_id, fault=tf.fault.kind, reason=str(exc)
             )
@@ -155,34 +241,61 @@ class Orchestrator:
         record.targets = sorted(plan.affected_storage_nodes() | plan.kills | plan.pauses)
         record.description = plan.describe()
         self.active_plans[tf.fault_id] = plan
-        self.events.write(
-            "fault_start",
-            fault_id=tf.fault_id,
-            fault=tf.fault.kind,
-            targets=record.targets,
-            detail={"plan": plan.describe(), "params": tf.fault.params()},
-        )
-        record.started = time.time() - self.run_start
         try:
             evidence = await asyncio.to_thread(
-                self.nemesis.inject, tf.fault_id, plan, plan.describe()
+                self.nemesis.inject, tf.fault_id, plan, plan.describe(), self._allowed
             )
-            self.events.write(
-                "fault_confirmed", fault_id=tf.fault_id, fault=tf.fault.kind, detail=evidence
-            )
-        except FaultNotLanded as exc:
+        except FaultRefused as exc:
+            del self.active_plans[tf.fault_id]
             record.error = str(exc)
+            self.events.write(
+                "fault_refused", fault_id=tf.fault_id, fault=tf.fault.kind, reason=str(exc)
+            )
+            return
+        except FaultNotLanded as exc:
+            record.error = f"not landed: {exc}"
             self.outcome.failed_faults.append(tf.fault_id)
+            evidence = None
             self.events.write(
                 "fault_not_landed", fault_id=tf.fault_id, fault=tf.fault.kind, reason=str(exc)
             )
+        except Exception as exc:  # half applied, perhaps: it stays active and is healed below
+            record.error = f"failed: {exc}"
+            self.outcome.failed_faults.append(tf.fault_id)
+            evidence = None
+            self.events.write(
+                "fault_failed", fault_id=tf.fault_id, fault=tf.fault.kind, reason=str(exc)
+            )
+        finally:
+            # The fault is in effect from the moment the nemesis applied it (the confirmation
+            # only observes): that instant is its actual start.
+            applied = self.nemesis.applied_at.get(tf.fault_id)
+            if applied is not None and tf.fault_id in self.active_plans:
+                record.started = applied - self.run_start
+                self.events.write(
+                    "fault_start",
+                    time=round(record.started, 4),
+                    fault_id=tf.fault_id,
+                    fault=tf.fault.kind,
+                    targets=record.targets,
+                    planned=planned_start,
+                    drift=round(record.started - planned_start, 4),
+                    detail={"plan": plan.describe(), "params": tf.fault.params()},
+                )
+        if evidence is not None:
+            self.events.write(
+                "fault_confirmed", fault_id=tf.fault_id, fault=tf.fault.kind, detail=evidence
+            )
         try:
-            await asyncio.sleep(tf.duration_s)
+            await asyncio.sleep(max(0.0, self.run_start + planned_end - time.time()))
         finally:
             await asyncio.shield(asyncio.to_thread(self._heal_one, tf, record))
 
     def _plan(self, tf: TimedFault) -> FaultPlan:
-        statuses = {n: self.backend.storage_status(n) for n in self.backend.process_ids("storage")}
+        nodes = self.backend.process_ids("storage")
+        # In parallel: a node that is down or paused costs its whole timeout, and the fault is due.
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+            statuses = dict(zip(nodes, pool.map(self.backend.storage_status, nodes), strict=True))
         # The fault's own seed: randomized shapes come out the same when the run is replayed.
         view = ClusterView.from_config(
             self.backend.config, groups_from_status(statuses), tf.plan_rng()
@@ -199,12 +312,31 @@ class Orchestrator:
         del self.active_plans[tf.fault_id]
         record.ended = time.time() - self.run_start
         self.events.write(
-            "fault_end", fault_id=tf.fault_id, fault=tf.fault.kind, targets=record.targets
+            "fault_end",
+            time=round(record.ended, 4),
+            fault_id=tf.fault_id,
+            fault=tf.fault.kind,
+            targets=record.targets,
+            planned=record.planned_end,
+            drift=round(record.ended - record.planned_end, 4),
         )
 
     async def _heal_everything(self) -> None:
-        for fault_id in list(self.active_plans):
-            self.events.write("fault_end", fault_id=fault_id, reason="run ending")
+        ending = list(self.active_plans)
         self.active_plans.clear()
         await asyncio.to_thread(self.nemesis.heal_all)
+        now = time.time() - self.run_start
+        for record in self.outcome.faults:
+            if record.fault_id in ending:
+                record.ended = now
+                self.events.write(
+                    "fault_end",
+                    time=round(now, 4),
+                    fault_id=record.fault_id,
+                    fault=record.kind,
+                    targets=record.targets,
+                    planned=record.planned_end,
+                    drift=round(now - record.planned_end, 4),
+                    reason="run ending",
+                )
         self.events.write("heal")

@@ -7,7 +7,14 @@ the run directory, writes the reports, and tears down what it started. A live vi
 elapsed time, the active faults and what the canaries see.
 
     code = asyncio.run(run_game_day(Path("scenarios/demo.yaml"), RunOptions(), console))
-    # 0: every check passed; 1: a check failed or could not decide; 2: infrastructure error
+    # 0: every check passed; 1: a check failed or could not decide; 2: infrastructure error;
+    # 3: aborted (the plan did not fully execute: a stop condition, a lapsed lease, faults that
+    # never ran); 130 / 143: interrupted by SIGINT / SIGTERM (healed, reported, torn down)
+
+SIGINT or SIGTERM stops the run in order: the orchestrator stops injecting and heals, the
+workload stops, the final reads and checks run and the reports are written (the verdict is
+aborted), the cluster is torn down; a second signal skips straight to the teardown. A watchdog
+process (chaos/deadman.py) heals and tears down everything the run started if it is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import signal
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +38,9 @@ from rich.table import Table
 from chaos.backends import create_cluster, open_cluster
 from chaos.backends.docker import DockerCluster
 from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.deadman import Guard, tear_down
 from chaos.faults import BlastRadius
-from chaos.orchestrator import Orchestrator
+from chaos.orchestrator import Orchestrator, RunOutcome
 from chaos.scenario import Scenario, load_scenario
 from chaos.schedule import TimedFault, build_timeline, timeline_to_json
 from workloads.canary import run_canaries
@@ -42,7 +50,7 @@ from workloads.runner import start_locust, stop_locust
 from workloads.settings import LoadSettings
 from workloads.setup import ensure_table_async, final_reads_async
 
-EXIT_PASS, EXIT_FAIL, EXIT_INFRA = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_INFRA, EXIT_ABORTED = 0, 1, 2, 3
 CANARY_TABLE = "gameday-canary"
 
 
@@ -89,7 +97,53 @@ class CanaryMonitor:
         return None if total == 0 else ok / total
 
 
+class RunControl:
+    """What SIGINT / SIGTERM do to a run in progress: first an orderly stop, then a hard one."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.main: asyncio.Task[Any] | None = asyncio.current_task()
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_signal, sig)
+
+    def uninstall(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    def on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self.signal is None:
+            self.signal = sig
+            if self.orchestrator is not None:  # the timeline stops; the run finishes in order
+                self.orchestrator.request_stop(f"interrupted by {name}")
+                return
+        if self.main is not None:  # not under way yet, or a second signal: stop now
+            self.main.cancel()
+
+    def exit_code(self, code: int) -> int:
+        return code if self.signal is None else 128 + self.signal
+
+
 async def run_game_day(scenario_path: Path, options: RunOptions, console: Console) -> int:
+    control = RunControl()
+    control.install()
+    try:
+        return await _run_game_day(scenario_path, options, console, control)
+    except asyncio.CancelledError:
+        console.print("[yellow]interrupted: healed and torn down; no report[/yellow]")
+        return control.exit_code(EXIT_ABORTED)
+    finally:
+        control.uninstall()
+
+
+async def _run_game_day(
+    scenario_path: Path, options: RunOptions, console: Console, control: RunControl
+) -> int:
     scenario = load_scenario(scenario_path)
     if options.seed is not None and scenario.method.random is not None:
         scenario = scenario.model_copy(
@@ -113,35 +167,69 @@ async def run_game_day(scenario_path: Path, options: RunOptions, console: Consol
     )
     started_here = options.data_dir is None
     data_dir = options.data_dir or run_dir / "cluster"
+    tear = started_here and not options.keep
+    # Before anything starts: if this process is SIGKILLed, the watchdog heals what the run
+    # injected and tears down what it started (the cluster unless --keep, the workload).
+    guard = Guard.spawn(
+        run_dir / "guard.json",
+        run_dir / "guardian.log",
+        backend=options.backend if started_here else open_backend_name(data_dir),
+        data_dir=str(data_dir.resolve()),
+        teardown=tear,
+    )
     cluster: LocalCluster | DockerCluster | None = None
     try:
-        if started_here:
-            cluster = create_cluster(
-                options.backend, data_dir, scenario.cluster.topology, scenario.cluster.partitions
-            )
-        else:
-            cluster = open_cluster(data_dir)
-        with console.status(f"starting the cluster ({cluster.name}) ..."):
-            await asyncio.to_thread(cluster.up)
-    except (FileNotFoundError, ValueError, RuntimeError, TimeoutError, OSError) as exc:
-        console.print(f"[red]infrastructure error:[/red] {exc}")
-        if cluster is not None and started_here and not options.keep:
-            await asyncio.to_thread(_tear_down, cluster, data_dir)
-        return EXIT_INFRA
-    try:
-        await _game_day(scenario, timeline, cluster, run_dir, console)
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        console.print(f"[red]infrastructure error:[/red] {exc}")
-        return EXIT_INFRA
+        try:
+            if started_here:
+                cluster = create_cluster(
+                    options.backend,
+                    data_dir,
+                    scenario.cluster.topology,
+                    scenario.cluster.partitions,
+                )
+            else:
+                cluster = open_cluster(data_dir)
+            with console.status(f"starting the cluster ({cluster.name}) ..."):
+                await _finish_even_if_cancelled(asyncio.to_thread(cluster.up))
+        except (FileNotFoundError, ValueError, RuntimeError, TimeoutError, OSError) as exc:
+            console.print(f"[red]infrastructure error:[/red] {exc}")
+            return control.exit_code(EXIT_INFRA)
+        try:
+            outcome = await _game_day(scenario, timeline, cluster, run_dir, console, control, guard)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            console.print(f"[red]infrastructure error:[/red] {exc}")
+            return control.exit_code(EXIT_INFRA)
     finally:
-        if started_here and not options.keep:
-            await asyncio.to_thread(_tear_down, cluster, data_dir)
+        if cluster is not None and tear:
+            await asyncio.shield(asyncio.to_thread(tear_down, cluster, data_dir))
+        await asyncio.shield(asyncio.to_thread(guard.finish))
     from checks.report import exit_code, print_summary, run_checks
 
     verdict = await asyncio.to_thread(run_checks, run_dir)
     print_summary(verdict, console)
     console.print(f"report: {run_dir / 'report.html'}")
-    return exit_code(verdict)
+    if outcome.aborted is not None and verdict.aborted is None:  # never kinder than the run
+        console.print(f"[magenta]aborted:[/magenta] {outcome.aborted}")
+        return control.exit_code(EXIT_ABORTED)
+    return control.exit_code(exit_code(verdict))
+
+
+async def _finish_even_if_cancelled(work: Awaitable[Any]) -> Any:
+    """Await ``work`` (a thread); on cancellation let it finish first, so what it starts is
+    there to be torn down, then re-raise."""
+    future = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
+def open_backend_name(data_dir: Path) -> str:
+    from chaos.backends.docker import is_docker_cluster
+
+    return "docker" if is_docker_cluster(data_dir) else "local"
 
 
 def scenario_json(scenario: Scenario, source: Path) -> str:
@@ -167,7 +255,9 @@ async def _game_day(
     cluster: LocalCluster | DockerCluster,
     run_dir: Path,
     console: Console,
-) -> None:
+    control: RunControl,
+    guard: Guard,
+) -> RunOutcome:
     secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
     endpoints = cluster.endpoints()
     first = next(iter(endpoints.values()))
@@ -197,6 +287,7 @@ async def _game_day(
             csv_prefix=run_dir / "locust",
             log=log,
         )
+    guard.add_group(locust.pid)  # Locust and its workers die with the run, even on SIGKILL
     stop_canaries = asyncio.Event()
     az_of = {r: cluster.config.process(r).az for r in endpoints}
     canaries = asyncio.create_task(
@@ -225,6 +316,7 @@ async def _game_day(
         ),
         stop_check=_stop_check(scenario, monitor, run_start),
         run_start=run_start,
+        guard=guard,
     )
     active: dict[str, str] = {}
     recent: deque[str] = deque(maxlen=6)
@@ -238,26 +330,24 @@ async def _game_day(
         recent.append(f"{event['time']:6.1f}s {name} {fault_id} {event.get('fault', '')}")
 
     orchestrator.events.listeners.append(on_event)
-    main = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
     try:
         with Live(console=console, refresh_per_second=2, transient=True) as live:
             view = asyncio.create_task(
                 _live_view(live, scenario, run_start, active, recent, monitor)
             )
+            control.orchestrator = orchestrator
             try:
-                await orchestrator.run(scenario.duration)
+                outcome = await orchestrator.run(scenario.duration)
             finally:
+                control.orchestrator = None
                 view.cancel()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         stop_canaries.set()
-        await asyncio.to_thread(stop_locust, locust)
+        await asyncio.shield(asyncio.to_thread(stop_locust, locust))
         with contextlib.suppress(Exception):
             await canaries
+    if outcome.aborted is not None:
+        console.print(f"[magenta]aborted:[/magenta] {outcome.aborted}; finishing the report")
     history = await asyncio.to_thread(
         merge_histories, run_dir / "history", run_dir / "history.jsonl"
     )
@@ -268,6 +358,7 @@ async def _game_day(
         (run_dir / "final_reads.json").write_text(json.dumps(reads, indent=1))
         digests = await asyncio.to_thread(settled_digests, cluster)
         (run_dir / "digests.json").write_text(json.dumps(digests, indent=1))
+    return outcome
 
 
 def _stop_check(
@@ -341,23 +432,3 @@ def settled_digests(cluster: LocalCluster | DockerCluster, timeout: float = 30.0
         if settled or time.monotonic() > deadline:
             return digests
         time.sleep(0.5)
-
-
-def _tear_down(cluster: LocalCluster | DockerCluster, data_dir: Path) -> None:
-    """Stop what the run started and drop its data, keeping logs and config for the report.
-
-    On Docker that removes every container, the network and the volumes.
-    """
-    cluster.down()
-    _trim(data_dir)
-    if isinstance(cluster, DockerCluster):
-        cluster.remove_volumes()
-    else:
-        cluster.release_subnet()  # its config stays as a record; the addresses are free again
-
-
-def _trim(data_dir: Path) -> None:
-    """Keep a stopped cluster's logs and config for the report; drop its bulky data."""
-    import shutil
-
-    shutil.rmtree(data_dir / "nodes", ignore_errors=True)

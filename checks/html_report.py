@@ -37,6 +37,7 @@ th { background: #f9fafb; } td.num { text-align: right; font-variant-numeric: ta
 .badge { display: inline-block; padding: 2px 10px; border-radius: 4px; color: #fff; }
 .badge { font-weight: 600; }
 .pass { background: #16a34a; } .fail { background: #dc2626; } .unknown { background: #ca8a04; }
+.aborted { background: #9333ea; }
 pre { background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; max-height: 480px; }
 svg { display: block; margin: 8px 0 16px; } .muted { color: #6b7280; }
 svg text { font: 11px system-ui, sans-serif; fill: #374151; }
@@ -439,6 +440,8 @@ def _timeline(verdict: Verdict) -> str:
     rows = [
         [
             e.get("time"),
+            e.get("planned"),
+            e.get("drift"),
             e.get("event"),
             e.get("fault_id"),
             e.get("fault"),
@@ -447,7 +450,8 @@ def _timeline(verdict: Verdict) -> str:
         ]
         for e in verdict.events
     ]
-    return _table(["time s", "event", "fault id", "fault", "targets", "detail"], rows, {0})
+    headers = ["time s", "planned s", "drift s", "event", "fault id", "fault", "targets", "detail"]
+    return _table(headers, rows, {0, 1, 2})
 
 
 def render_html(verdict: Verdict) -> str:
@@ -462,6 +466,12 @@ def render_html(verdict: Verdict) -> str:
             f"<style>{CSS}</style></head><body>",
             f"<h1>{escape(title)} {_badge(verdict.status)}</h1>",
             f'<p class="muted">Run directory: {escape(str(verdict.run_dir))}</p>',
+            (
+                f'<p class="abort"><b>Aborted:</b> {escape(verdict.aborted)}. The plan did not'
+                " fully execute, so this run cannot pass.</p>"
+                if verdict.aborted
+                else ""
+            ),
             "<h2>Checks</h2>",
             _checks_section(verdict),
             "<h2>Over time</h2>",

@@ -39,7 +39,13 @@ from checks.rundir import RunDir
 CHECKS_JSON = "checks.json"
 JUNIT_XML = "junit.xml"
 REPORT_HTML = "report.html"
-STYLES = {"pass": "bold green", "fail": "bold red", "unknown": "bold yellow"}
+STYLES = {
+    "pass": "bold green",
+    "fail": "bold red",
+    "unknown": "bold yellow",
+    "aborted": "bold magenta",
+}
+EXIT_PASS, EXIT_FAIL, EXIT_ABORTED = 0, 1, 3  # 2 (infrastructure error) is the caller's
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,7 @@ class Verdict:
     run_dir: Path
     scenario: str
     events: tuple[dict[str, Any], ...] = ()
+    aborted: str | None = None  # why the run's plan did not fully execute
 
     def result(self, name: str) -> CheckResult | None:
         return next((r for r in self.results if r.name == name), None)
@@ -58,6 +65,7 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         return {
             "verdict": self.status,
+            "aborted": self.aborted,
             "scenario": self.scenario,
             "run_dir": str(self.run_dir),
             "checks": [r.to_json() for r in self.results],
@@ -85,12 +93,16 @@ def run_checks(
         scenario = run.name
     except (OSError, ValueError):
         events, scenario = (), run.path.name
+    aborted = aborted_reason(events)
+    status = status_of(compose_validity(r.valid for r in results))
     verdict = Verdict(
-        status_of(compose_validity(r.valid for r in results)),
+        # A violation found is the strongest news; otherwise a run cut short never passes.
+        status if status == "fail" or aborted is None else "aborted",
         results,
         run.path,
         scenario,
         events,
+        aborted,
     )
     if write:
         write_reports(verdict)
@@ -108,9 +120,28 @@ def write_reports(verdict: Verdict) -> None:
     (out / REPORT_HTML).write_text(render_html(verdict), encoding="utf-8")
 
 
+def aborted_reason(events: tuple[dict[str, Any], ...]) -> str | None:
+    """Why the run's plan did not fully execute, from its events; None when it did.
+
+    The orchestrator says so in ``run_end`` (a stop condition, a signal, a lapsed lease, faults
+    that never ran); a run that started and has no ``run_end`` was killed mid-way.
+    """
+    if not events:
+        return None
+    end = next((e for e in reversed(events) if e.get("event") == "run_end"), None)
+    if end is None:
+        if any(e.get("event") == "run_start" for e in events):
+            return "the run never finished (no run_end event): the orchestrator was killed"
+        return None
+    reason = end.get("aborted")
+    return str(reason) if reason else None
+
+
 def exit_code(verdict: Verdict) -> int:
-    """0 when every check passed, 1 when one failed or is unknown."""
-    return 0 if verdict.status == "pass" else 1
+    """0 when every check passed, 1 when one failed or is unknown, 3 when the run was aborted."""
+    if verdict.status == "pass":
+        return EXIT_PASS
+    return EXIT_ABORTED if verdict.status == "aborted" else EXIT_FAIL
 
 
 def junit_xml(verdict: Verdict) -> bytes:
@@ -118,8 +149,10 @@ def junit_xml(verdict: Verdict) -> bytes:
     results = verdict.results
     crashed = [r for r in results if r.status == "unknown" and "exception" in r.details]
     counts = {
-        "tests": str(len(results)),
-        "failures": str(sum(1 for r in results if r.status == "fail")),
+        "tests": str(len(results) + 1),
+        "failures": str(
+            sum(1 for r in results if r.status == "fail") + (verdict.aborted is not None)
+        ),
         "errors": str(len(crashed)),
         "skipped": str(sum(1 for r in results if r.status == "unknown") - len(crashed)),
         "time": f"{sum(r.seconds for r in results):.3f}",
@@ -129,6 +162,13 @@ def junit_xml(verdict: Verdict) -> bytes:
     props = ET.SubElement(suite, "properties")
     for name, value in (("run_dir", str(verdict.run_dir)), ("verdict", verdict.status)):
         ET.SubElement(props, "property", {"name": name, "value": value})
+    plan = ET.SubElement(
+        suite, "testcase", {"classname": "gameday.run", "name": "plan-executed", "time": "0"}
+    )
+    if verdict.aborted is not None:  # an interrupted or cut-short run is never a pass
+        element = ET.SubElement(plan, "failure", {"message": verdict.aborted, "type": "aborted"})
+        element.text = f"the run was aborted: {verdict.aborted}"
+    ET.SubElement(plan, "system-out").text = verdict.aborted or "every planned fault ran"
     for result in results:
         case = ET.SubElement(
             suite,
@@ -171,6 +211,8 @@ def print_summary(verdict: Verdict, console: Console) -> None:
         f"[{style}]{verdict.status.upper()}[/] scenario [bold]{verdict.scenario}[/]"
         f" [dim]({verdict.run_dir})[/]"
     )
+    if verdict.aborted is not None:
+        console.print(f"[{STYLES['aborted']}]aborted:[/] {verdict.aborted}")
     checks = Table(title="Checks")
     checks.add_column("check", no_wrap=True)
     checks.add_column("verdict", no_wrap=True)
@@ -229,11 +271,13 @@ def print_summary(verdict: Verdict, console: Console) -> None:
     if verdict.events:
         table = Table(title="Fault timeline", box=box.SIMPLE_HEAD)
         table.add_column("time s", justify="right", no_wrap=True)
+        table.add_column("drift s", justify="right", no_wrap=True)
         for name in ("event", "fault id", "fault", "targets"):
             table.add_column(name, overflow="fold")
         for e in verdict.events:
             table.add_row(
                 _num(e.get("time"), ".2f"),
+                _num(e.get("drift"), "+.2f", ""),
                 str(e.get("event", "")),
                 str(e.get("fault_id") or ""),
                 str(e.get("fault") or ""),

@@ -319,8 +319,9 @@ def test_sigterm_to_a_game_day_heals_everything(cluster: LocalCluster, tmp_path:
         ]
         assert wait_for(lambda: "fault_confirmed" in events(), 60), "the partition never landed"
         run.send_signal(signal.SIGTERM)
-        run.wait(60)
+        run.wait(300)  # it heals, finishes the report, then exits: 128 + SIGTERM
         assert "heal" in events() and "run_end" in events()
+        assert run.returncode == 143, run.stdout.read() if run.stdout else ""
     finally:
         run.kill()
     links = cluster.links()

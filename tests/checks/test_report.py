@@ -118,7 +118,8 @@ def test_passing_run_writes_all_three_reports(tmp_path: Path) -> None:
 
     root = junit(run)
     cases = root.findall(".//testcase")
-    assert len(cases) == 4 and root.get("failures") == "0" and root.get("skipped") == "0"
+    assert len(cases) == 5 and root.get("failures") == "0" and root.get("skipped") == "0"
+    assert cases[0].get("name") == "plan-executed"  # then one per check
     assert not root.findall(".//failure")
 
     html = (run / "report.html").read_text()
