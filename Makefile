@@ -26,7 +26,7 @@ RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 MYPY_TARGETS := cluster checks chaos workloads
 
-.PHONY: help venv toxiproxy docker-engine images test test-fast test-docker chaos lint typecheck fmt demo clean
+.PHONY: help venv dist toxiproxy docker-engine images test test-fast test-docker chaos lint typecheck fmt demo clean
 
 help: ## list the targets with a one-line description
 	@echo "usage: make <target>"
@@ -71,6 +71,13 @@ docker-engine: ## install docker.io + debootstrap from Debian if missing, start 
 images: venv toxiproxy docker-engine ## build the docker backend's images (no registry; cached layers)
 	$(RUN_ENV) $(BIN)/gameday images build
 
+# ---- the product -------------------------------------------------------------------------------
+
+dist: venv ## build the wheel and sdist into dist/ (pipx install dist/gameday-*.whl)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	@ls -l dist
+
 # ---- checks ------------------------------------------------------------------------------------
 
 lint: venv ## ruff lint and format check (no changes made)
@@ -103,4 +110,4 @@ demo: venv toxiproxy ## run the default game day on local processes
 
 clean: ## remove caches and build leftovers (keeps .venv and runs/)
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -print0 | xargs -0 -r rm -rf
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -38,10 +38,12 @@ HELP = "\n\n".join(
         "[bold]Usual flow[/bold]",
         "1. [cyan]gameday demo[/cyan]: run the default game day on local processes.",
         "2. Read the verdict in [cyan]runs/<timestamp>-<scenario>/[/cyan]: checks.json,"
-        " report.html, junit.xml. The exit code is 0 only when every check passes."
-        " [dim](planned)[/dim]",
-        "3. Write your own scenario (YAML: topology, workload, faults, checks) and run it."
-        " [dim](planned)[/dim]",
+        " report.html, junit.xml. The exit code is 0 only when every check passes.",
+        "3. Start from a shipped scenario ([cyan]gameday scenario list[/cyan]): copy its YAML"
+        " (topology, workload, faults, checks), edit it, [cyan]gameday scenario validate[/cyan]"
+        " it, then [cyan]gameday run my.yaml[/cyan].",
+        "Shell completion: [cyan]gameday --install-completion[/cyan] (bash, zsh, fish,"
+        " PowerShell), then open a new shell.",
     ]
 )
 
@@ -49,9 +51,37 @@ app = typer.Typer(
     name="gameday",
     no_args_is_help=True,
     rich_markup_mode="rich",
-    add_completion=False,
     help=HELP,
 )
+
+
+def installed_version() -> str:
+    try:
+        return version(DIST_NAME)
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{DIST_NAME} {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed gameday version and exit.",
+        ),
+    ] = False,
+) -> None:
+    pass
+
 
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(images_app, name="images")
@@ -61,12 +91,8 @@ _err = Console(stderr=True)
 
 @app.command("version")
 def show_version() -> None:
-    """Print the installed gameday version."""
-    try:
-        installed = version(DIST_NAME)
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        installed = "unknown (not installed)"
-    typer.echo(f"{DIST_NAME} {installed}")
+    """Print the installed gameday version (the same as [cyan]gameday --version[/cyan])."""
+    typer.echo(f"{DIST_NAME} {installed_version()}")
 
 
 @app.command()
@@ -95,6 +121,13 @@ scenario_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode="rich", help="Check and inspect scenario files."
 )
 app.add_typer(scenario_app, name="scenario")
+
+
+def complete_scenario(incomplete: str) -> list[str]:
+    """Shell completion: the shipped scenario names (files complete as usual besides)."""
+    from chaos.assets import shipped_scenarios
+
+    return [name for name in shipped_scenarios() if name.startswith(incomplete)]
 
 
 @scenario_app.command("list")
@@ -171,6 +204,7 @@ def run(
         typer.Argument(
             metavar="SCENARIO",
             help="A scenario YAML file, or a shipped scenario's name (gameday scenario list).",
+            autocompletion=complete_scenario,
         ),
     ],
     backend: Annotated[
