@@ -254,6 +254,45 @@ def run(
     raise typer.Exit(code)
 
 
+@app.command("clean")
+def clean(
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also remove every gameday cluster still running on this machine "
+            "(local and Docker), not only what killed runs left behind.",
+        ),
+    ] = False,
+) -> None:
+    """Find and remove what killed runs, commands and tests left behind.
+
+    Processes and local clusters of runs whose process (and watchdog) died, test-fixture nodes
+    and Locust processes orphaned to init, clusters whose data dir is gone, Docker containers,
+    networks and volumes of such runs, and stale loopback subnet claims. Clusters that someone
+    is using are left alone unless --all. Exit code 0 when everything found was removed.
+    """
+    from rich.table import Table
+
+    from chaos.clean import sweep
+
+    console = Console()
+    done = sweep(everything=all_, dry_run=dry_run)
+    if not done:
+        console.print("[green]nothing left behind[/green]")
+        return
+    table = Table(title="would remove" if dry_run else "removed")
+    for column in ("kind", "what", "why", "result"):
+        table.add_column(column, overflow="fold")
+    for leftover, error in done:
+        result = "-" if dry_run else ("[red]" + error + "[/red]" if error else "[green]ok[/green]")
+        table.add_row(leftover.kind, leftover.name, leftover.why, result)
+    console.print(table)
+    if any(error for _, error in done):
+        raise typer.Exit(1)
+
+
 @app.command("check")
 def check(
     run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/2026...-demo.")],

@@ -172,6 +172,7 @@ class Guard:
 
     @classmethod
     def spawn(cls, path: Path, log_path: Path, **fields: Any) -> Guard:
+        path = path.resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_json(path, {"owner": os.getpid(), "owner_start": _start_time(os.getpid())})
         guard = cls(path)
@@ -186,6 +187,8 @@ class Guard:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C or a killed group leaves it running
             )
+        guard.update(watchdog=guard.proc.pid, watchdog_start=_start_time(guard.proc.pid))
+        register_guard(path)
         return guard
 
     def read(self) -> dict[str, Any]:
@@ -205,12 +208,50 @@ class Guard:
     def finish(self, timeout: float = 10.0) -> None:
         """The owner cleaned up after itself: the watchdog exits."""
         self.update(done=True)
+        unregister_guard(self.path)
         if self.proc is not None:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+GUARDS_ENV = "GAMEDAY_GUARD_REGISTRY"
+
+
+def guard_registry() -> Path:
+    """Where every live guard file on the machine is listed, for `gameday clean`."""
+    return Path(os.environ.get(GUARDS_ENV) or "/tmp/gameday-guards")
+
+
+def _entry(path: Path) -> Path:
+    import hashlib
+
+    return guard_registry() / (hashlib.sha256(str(path).encode()).hexdigest()[:16] + ".json")
+
+
+def register_guard(path: Path) -> None:
+    guard_registry().mkdir(parents=True, exist_ok=True)
+    _write_json(_entry(path), {"guard": str(path)})
+
+
+def unregister_guard(path: Path) -> None:
+    _entry(path).unlink(missing_ok=True)
+
+
+def registered_guards() -> list[Path]:
+    root = guard_registry()
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in sorted(root.glob("*.json")):
+        data = read_lease(entry) or {}
+        if "guard" in data:
+            found.append(Path(data["guard"]))
+        else:
+            entry.unlink(missing_ok=True)
+    return found
 
 
 def spawn_watchdog(backend: Backend, lease: Lease) -> subprocess.Popen[bytes]:
@@ -339,10 +380,13 @@ class Watchdog:
 
     def run(self, poll: float = 0.2) -> None:
         started = time.monotonic()
-        while time.monotonic() - started < MAX_LIFETIME:
-            if not self.step():
-                return
-            time.sleep(poll)
+        try:
+            while time.monotonic() - started < MAX_LIFETIME:
+                if not self.step():
+                    return
+                time.sleep(poll)
+        finally:
+            unregister_guard(self.guard_path)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.deadman import Guard
 from workloads.catalog import WORKLOADS
 from workloads.history import HISTORY_FILE, PART_GLOB, RUN_START_ENV, merge_histories, read_ops
 from workloads.keys import DISTRIBUTIONS
@@ -132,26 +134,48 @@ def load(
         _ensure(list(endpoints.values()), secret, settings.table_for(spec), name)
 
     csv = history / "locust" if history else None
-    if web:
-        proc = start_web(
-            settings, web_host, web_port, users, spawn_rate, processes, csv, workload == ALL
-        )
-        console.print(
-            f"Locust web UI on [bold]http://{web_host}:{web_port}[/bold] "
-            f"({workload}, {len(endpoints)} routers); Ctrl-C to stop"
-        )
-        code = _wait(proc, None)
-    else:
-        console.print(
-            f"load: {workload}, {users} users for {run_time} over {len(endpoints)} routers"
-        )
-        proc = start_locust(settings, users, spawn_rate, run_time, processes, csv)
-        code = _wait(proc, run_seconds(run_time) + settings.timeout + 60)
+    # SIGTERM stops Locust like Ctrl-C does; if this process is SIGKILLed, a watchdog stops
+    # Locust's whole process group (chaos/deadman.py): no load keeps running without us.
+    signal.signal(signal.SIGTERM, _interrupt)
+    guard_file = cluster.data_dir / "run" / f"load-{os.getpid()}.guard.json"
+    guard = Guard.spawn(guard_file, cluster.data_dir / "logs" / "load-guard.log")
+    try:
+        if web:
+            proc = start_web(
+                settings, web_host, web_port, users, spawn_rate, processes, csv, workload == ALL
+            )
+            guard.add_group(proc.pid)
+            console.print(
+                f"Locust web UI on [bold]http://{web_host}:{web_port}[/bold] "
+                f"({workload}, {len(endpoints)} routers); Ctrl-C to stop"
+            )
+            code = _wait(proc, None)
+        else:
+            console.print(
+                f"load: {workload}, {users} users for {run_time} over {len(endpoints)} routers"
+            )
+            proc = start_locust(settings, users, spawn_rate, run_time, processes, csv)
+            guard.add_group(proc.pid)
+            code = _wait(proc, run_seconds(run_time) + settings.timeout + 60)
+    finally:
+        guard.finish()
+        guard_file.unlink(missing_ok=True)
+        guard_file.with_name(guard_file.name + ".lock").unlink(missing_ok=True)
 
     if history is not None:
         _finish_history(history, settings, endpoints, secret, names)
+    if _interrupted:
+        raise typer.Exit(128 + _interrupted[0])
     if code != 0:
         raise typer.Exit(code)
+
+
+_interrupted: list[int] = []
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
 
 
 def _ensure(endpoints: list[str], secret: str, table: str, workload: str) -> None:
@@ -171,6 +195,8 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> int:
     try:
         return proc.wait(timeout)
     except KeyboardInterrupt:
+        if not _interrupted:
+            _interrupted.append(signal.SIGINT)
         console.print("stopping Locust ...")
         return stop_locust(proc)
     except subprocess.TimeoutExpired:
