@@ -15,12 +15,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOXIPROXY := $(BIN)/toxiproxy-server
-TOXIPROXY_VERSION := v2.12.0
-TOXIPROXY_PKG := github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
-
-# Go: `go` on PATH, else the official tarball's location. Empty when neither exists.
-GO ?= $(shell command -v go 2>/dev/null || { test -x /usr/local/go/bin/go && echo /usr/local/go/bin/go; } || true)
-
 # Processes started by tests and by the demo find toxiproxy-server and gameday here.
 RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
@@ -48,25 +42,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-toxiproxy: $(TOXIPROXY) ## install the Toxiproxy server into .venv/bin (needs Go)
+toxiproxy: $(TOXIPROXY) ## install the Toxiproxy server into .venv/bin (gameday setup toxiproxy; needs Go)
 	@:
 
-$(TOXIPROXY): | $(BIN)/python
-	@if [ -z "$(GO)" ]; then \
-		echo "error: Go is needed to build toxiproxy-server, but neither 'go' on PATH" >&2; \
-		echo "       nor /usr/local/go/bin/go exists. Install Go (https://go.dev/dl/) and retry." >&2; \
-		exit 1; \
-	fi
-	@echo "building toxiproxy-server $(TOXIPROXY_VERSION) with $(GO) (about half a minute)"
-	@tmp="$$(mktemp -d)"; \
-		trap 'rm -rf "$$tmp"' EXIT; \
-		GOBIN="$$tmp" "$(GO)" install $(TOXIPROXY_PKG); \
-		mv "$$tmp/server" $@
+# The same code an installed gameday uses (chaos/setup_cli.py): one way to get each prerequisite.
+$(TOXIPROXY): | $(STAMP)
+	$(BIN)/gameday setup toxiproxy --dest $(BIN)
 
 # Docker, for the docker backend: `make test` runs its tests when an engine runs or can be started
 # (else skips them, saying why); .ci/run calls this first, so CI always runs them.
-docker-engine: ## install docker.io + debootstrap from Debian if missing, start dockerd (root)
-	bash docker/engine.sh
+docker-engine: venv ## install docker.io + debootstrap from Debian if missing, start dockerd (root)
+	$(BIN)/gameday setup docker
 
 images: venv toxiproxy docker-engine ## build the docker backend's images (no registry; cached layers)
 	$(RUN_ENV) $(BIN)/gameday images build

@@ -23,6 +23,7 @@ from chaos.cluster_cli import cluster_app
 from chaos.fault_cli import fault_app, faults_catalog, heal
 from chaos.images import images_app
 from chaos.load_cli import load_command
+from chaos.setup_cli import setup_app
 
 DIST_NAME = "gameday"
 
@@ -36,6 +37,8 @@ HELP = "\n\n".join(
         " behaved linearizably, that the replicas converged, and how available the service was as"
         " its clients saw it.",
         "[bold]Usual flow[/bold]",
+        "0. [cyan]gameday doctor[/cyan]: what this machine lacks, and the command that fixes it"
+        " ([cyan]gameday setup toxiproxy[/cyan] for local game days).",
         "1. [cyan]gameday demo[/cyan]: run the default game day on local processes.",
         "2. Read the verdict in [cyan]runs/<timestamp>-<scenario>/[/cyan]: checks.json,"
         " report.html, junit.xml. The exit code is 0 only when every check passes.",
@@ -85,6 +88,7 @@ def main(
 
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(images_app, name="images")
+app.add_typer(setup_app, name="setup")
 
 _err = Console(stderr=True)
 
@@ -93,6 +97,18 @@ _err = Console(stderr=True)
 def show_version() -> None:
     """Print the installed gameday version (the same as [cyan]gameday --version[/cyan])."""
     typer.echo(f"{DIST_NAME} {installed_version()}")
+
+
+@app.command("doctor")
+def doctor() -> None:
+    """Check this machine for game days: Python, Toxiproxy, Go, Docker, the Kubernetes toolchain,
+    loopback subnets, ports and disk. Prints the command that fixes each problem; exit code 1
+    when something required is missing (Docker and Kubernetes are optional)."""
+    from chaos.doctor import exit_code, print_findings, run_checks
+
+    findings = run_checks()
+    print_findings(findings, Console())
+    raise typer.Exit(exit_code(findings))
 
 
 @app.command()

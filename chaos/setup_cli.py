@@ -1,0 +1,215 @@
+"""Installing what game days need besides Python: ``gameday setup toxiproxy|docker|k8s``.
+
+The one way to get each prerequisite; the Makefile's ``toxiproxy`` and ``docker-engine`` targets
+call these commands, and ``gameday doctor`` prints them as the fix for whatever is missing.
+
+    gameday setup toxiproxy        # go install the real Toxiproxy server next to this Python
+    gameday setup docker           # docker.io + debootstrap from Debian, start dockerd (root)
+    gameday setup k8s              # build the Kubernetes toolchain and helm (k8s/toolchain.sh)
+
+Each streams what the installer says under a spinner with the elapsed time, and fails with the
+installer's last lines and exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+TOXIPROXY_VERSION = "v2.12.0"
+TOXIPROXY_PACKAGE = f"github.com/Shopify/toxiproxy/v2/cmd/server@{TOXIPROXY_VERSION}"
+GO_FALLBACKS = ("/usr/local/go/bin/go",)  # where the official Go tarball puts it
+
+
+class SetupError(RuntimeError):
+    """An install step failed; the message says which, why, and the installer's last lines."""
+
+
+def find_go() -> Path | None:
+    """``go`` on PATH, else the official tarball's location; None when neither exists."""
+    found = shutil.which("go")
+    if found:
+        return Path(found)
+    return next((Path(p) for p in GO_FALLBACKS if os.access(p, os.X_OK)), None)
+
+
+def default_bin_dir() -> Path:
+    """Where toxiproxy-server goes: beside this Python (the venv's bin), where it is found first."""
+    return Path(sys.executable).parent
+
+
+# --- running an installer with progress ------------------------------------------------------
+
+
+def run_with_progress(
+    argv: list[str],
+    title: str,
+    console: Console,
+    env: dict[str, str] | None = None,
+    echo: Callable[[str], bool] = lambda line: True,
+) -> list[str]:
+    """Run ``argv`` under a spinner showing the elapsed time and its latest output line.
+
+    Lines for which ``echo`` is true are also printed for good (so CI logs keep them). Returns
+    every output line; SetupError with the last ones when the command fails.
+    """
+    lines: list[str] = []
+    started = time.monotonic()
+    with console.status(f"[bold]{title}[/bold]") as status:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            text=True,
+            errors="replace",
+        )
+        assert proc.stdout is not None
+        try:
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                if not line:
+                    continue
+                lines.append(line)
+                if echo(line):
+                    console.print(f"  {line}", markup=False, highlight=False)
+                elapsed = time.monotonic() - started
+                short = line if len(line) <= 60 else line[:57] + "..."
+                status.update(f"[bold]{title}[/bold] [dim]{elapsed:.0f}s[/dim] {short}")
+        finally:
+            if proc.poll() is None and sys.exc_info()[0] is not None:
+                proc.terminate()  # Ctrl-C: stop the installer too
+            code = proc.wait()
+    if code != 0:
+        tail = "\n".join(f"  {line}" for line in lines[-12:])
+        raise SetupError(f"{Path(argv[0]).name} exited with {code}:\n{tail}")
+    return lines
+
+
+# --- the installers --------------------------------------------------------------------------
+
+
+def install_toxiproxy(dest: Path, console: Console) -> Path:
+    """``go install`` the Toxiproxy server into a scratch dir, then move it to dest."""
+    go = find_go()
+    if go is None:
+        raise SetupError(
+            "Go is needed to build toxiproxy-server, but neither 'go' on PATH nor "
+            f"{GO_FALLBACKS[0]} exists: install Go 1.22+ (https://go.dev/dl/, e.g. "
+            "tar -C /usr/local -xzf go1.*.linux-amd64.tar.gz) and retry"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    if not os.access(dest, os.W_OK):
+        raise SetupError(f"cannot write to {dest}: pass --dest DIR (a directory on your PATH)")
+    with tempfile.TemporaryDirectory(prefix="gameday-toxiproxy-") as tmp:
+        lines = run_with_progress(
+            [str(go), "install", "-v", TOXIPROXY_PACKAGE],
+            f"building toxiproxy-server {TOXIPROXY_VERSION} with {go} (about half a minute)",
+            console,
+            env={"GOBIN": tmp},
+            echo=lambda line: not line.startswith(("github.com/", "golang.org/", "internal/")),
+        )
+        built = Path(tmp) / "server"
+        if not built.exists():
+            raise SetupError(f"go install finished but built nothing ({len(lines)} lines)")
+        target = dest / "toxiproxy-server"
+        shutil.move(str(built), str(target))
+    return target
+
+
+def install_docker(console: Console) -> None:
+    """docker/engine.sh: docker.io + debootstrap from Debian when missing, then dockerd."""
+    from chaos.assets import asset
+
+    run_with_progress(
+        ["bash", str(asset("docker") / "engine.sh")], "setting up the Docker engine", console
+    )
+
+
+def install_k8s(console: Console) -> Path:
+    """k8s/toolchain.sh: the Kubernetes toolchain and helm, built into their versioned cache."""
+    from chaos.assets import asset
+
+    lines = run_with_progress(
+        ["bash", str(asset("k8s") / "toolchain.sh")],
+        "building the Kubernetes toolchain (from scratch 12-15 min on 2 cores; cached: instant)",
+        console,
+    )
+    return Path(lines[-1]) if lines else Path()
+
+
+# --- the command line ------------------------------------------------------------------------
+
+setup_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Install what game days need: Toxiproxy, a Docker engine, the Kubernetes toolchain."
+    " [cyan]gameday doctor[/cyan] says which are missing.",
+)
+
+_err = Console(stderr=True)
+
+
+@setup_app.command("toxiproxy")
+def setup_toxiproxy(
+    dest: Annotated[
+        Path | None,
+        typer.Option(help="Directory for toxiproxy-server; default: beside this Python."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if one is installed.")] = False,
+) -> None:
+    """Build the real Toxiproxy server with Go and install it where gameday finds it."""
+    from chaos.backends.local import toxiproxy_binary
+
+    console = Console()
+    target_dir = dest or default_bin_dir()
+    if not force:
+        found: Path | None = dest / "toxiproxy-server" if dest else None
+        if found is None:
+            with contextlib.suppress(FileNotFoundError):
+                found = toxiproxy_binary()
+        if found is not None and os.access(found, os.X_OK):
+            console.print(f"[green]toxiproxy-server is installed:[/green] {found}")
+            return
+    try:
+        target = install_toxiproxy(target_dir, console)
+    except SetupError as exc:
+        _err.print(f"[red]setup toxiproxy failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]installed[/green] {target}")
+
+
+@setup_app.command("docker")
+def setup_docker() -> None:
+    """Install docker.io and debootstrap from Debian when missing and start dockerd (root)."""
+    console = Console()
+    try:
+        install_docker(console)
+    except SetupError as exc:
+        _err.print(f"[red]setup docker failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print("[green]the Docker engine runs[/green]")
+
+
+@setup_app.command("k8s")
+def setup_k8s() -> None:
+    """Build kube-apiserver, kubelet, kubectl, ... and helm from the Go module proxy (cached)."""
+    console = Console()
+    try:
+        where = install_k8s(console)
+    except SetupError as exc:
+        _err.print(f"[red]setup k8s failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]the Kubernetes toolchain is in[/green] {where}")
