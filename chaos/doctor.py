@@ -127,7 +127,7 @@ def check_subnets() -> Finding:
     taken = live | listening_octets()
     free = [x for x in range(FIRST, LAST + 1) if x not in taken]
     if len(free) < MIN_FREE_SUBNETS:
-        return Finding("loopback subnets", False, "none free", "gameday cluster down --wipe")
+        return Finding("loopback subnets", False, "none free", "gameday clean")
     probe = f"127.{free[0]}.0.1"
     try:
         with socket.socket() as s:
