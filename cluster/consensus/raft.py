@@ -102,7 +102,17 @@ class Ready:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowerStatus:
+    """What a leader knows about one voter: how far its log matches, when it last answered."""
+
+    match: int
+    silent_ticks: int  # ticks since the leader last heard from it
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
+    """A read-only picture of the replica, the one way a driver looks inside the core."""
+
     id: str
     group: str
     role: Role
@@ -113,6 +123,11 @@ class Status:
     last_index: int
     membership: Membership
     lease_valid: bool
+    snapshot: SnapshotMeta = field(default_factory=SnapshotMeta)  # where the log starts
+    config_pending: bool = False  # a membership change is appended but not committed yet
+    transfer_target: str | None = None  # leadership is being handed to this member
+    # Leader only: every other voter's progress (empty on followers).
+    followers: dict[str, FollowerStatus] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -172,8 +187,8 @@ class Raft:
         self.lease_until = -1
         self.lease_forfeited = False
         self.transfer_target: str | None = None
-        # Set by the application when this replica holds no applied state (a log replica, or
-        # one quarantined for corruption): it then never campaigns, whatever the membership says.
+        # An input (``set_can_lead``): False when this replica holds no applied state (a log
+        # replica, or one quarantined for corruption); it then never campaigns.
         self.can_lead = True
         self._prev_hard_state = self._hard_state()
 
@@ -218,6 +233,27 @@ class Raft:
         self.lease_until = -1
         self.lease_forfeited = True
         self._maybe_send_timeout_now()
+
+    def set_can_lead(self, can_lead: bool) -> None:
+        """Whether this replica may campaign (the application knows if it has usable state)."""
+        self.can_lead = can_lead
+
+    def log_state(self) -> tuple[HardState, SnapshotMeta, list[Entry]]:
+        """Hard state, snapshot mark and every entry after it: what a stopped replica's files
+        are rebuilt from (``cluster.storage.rebuild``)."""
+        return self._hard_state(), self.log.snapshot.meta, list(self.log.entries)
+
+    def membership_at(self, index: int) -> Membership:
+        """The membership in effect at log ``index`` (at or after the snapshot)."""
+        return self.log.membership_at(index)
+
+    def snapshot(self) -> Snapshot:
+        """The snapshot the log starts from (its data is empty on a log replica)."""
+        return self.log.snapshot
+
+    def committed_entries(self, lo: int, hi: int) -> list[Entry]:
+        """Committed entries with ``lo <= index < hi`` still in the log (not compacted away)."""
+        return self.log.slice(lo, min(hi, self.log.commit + 1))
 
     def step(self, msg: AnyMessage) -> None:
         if msg.group != self.group or msg.dst != self.id:
@@ -322,7 +358,20 @@ class Raft:
             last_index=self.log.last_index(),
             membership=self.membership,
             lease_valid=self.lease_read_index() is not None,
+            snapshot=self.log.snapshot.meta,
+            config_pending=self.log.latest_config_index() > self.log.commit,
+            transfer_target=self.transfer_target,
+            followers={
+                node: FollowerStatus(pr.match, self.now - pr.last_active)
+                for node, pr in self.progress.items()
+                if node != self.id
+            },
         )
+
+    @property
+    def applied_index(self) -> int:
+        """The last entry handed to the application to apply (cheap; for hot paths)."""
+        return self.log.applied
 
     def lease_read_index(self) -> int | None:
         """If this leader may serve a strongly consistent read now, the index to wait for.

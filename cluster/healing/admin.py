@@ -6,7 +6,8 @@ create or drop a replica on a node, change the membership one member at a time, 
 replica into a full one, record the members in the partition map. Leadership makes it highly
 available: when a leader dies, the group's next leader takes over its group's healing.
 
-    admin = Admin(node, HealingSettings(grace_seconds=3.0))
+    admin = Admin(node, HealingSettings(grace_seconds=3.0), node_azs, meta_home)
+    node.add_service(admin)  # the node starts it; it serves GET /admin/events and /admin/state
     await admin.start()      # probes, plans, acts; serves GET /admin/events and /admin/state
     ...
     await admin.stop()
@@ -22,9 +23,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -32,7 +33,8 @@ from cluster.consensus.messages import Membership
 from cluster.consensus.raft import Role
 from cluster.metadata.partitionmap import META_GROUP, PartitionMap
 from cluster.metadata.store import MetadataStore, MetadataUnavailable
-from cluster.storage.client import GroupClient, NodeUnavailable
+from cluster.storage.client import ASK_FAILURES, GroupClient, NodeUnavailable, ask
+from cluster.storage.host import NodeHost, Route
 from cluster.storage.replica import (
     NotLeader,
     OutcomeUnknown,
@@ -44,12 +46,8 @@ from cluster.storage.replica import (
 from . import planner
 from .events import EventCollector, EventKind, EventLog
 from .mapupdate import MapUpdateFailed, update_partition
-from .probe import PROBE_FAILURES, ask
 from .scrubber import Scrubber
 from .settings import HealingSettings
-
-if TYPE_CHECKING:
-    from cluster.storage.node import StorageNode
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +76,26 @@ class _Peer:
 
 
 class Admin:
-    def __init__(self, node: StorageNode, settings: HealingSettings) -> None:
+    def __init__(
+        self,
+        node: NodeHost,
+        settings: HealingSettings,
+        node_azs: Mapping[str, str],
+        meta_home: tuple[str, ...] = (),
+    ) -> None:
+        """``node_azs``: every storage node's AZ; ``meta_home``: the metadata group's fixed
+        nodes (where routers look for it)."""
         self.node = node
         self.settings = settings
-        self.me = node.config.node_id
-        self.events = EventLog(self.me, node.config.data_dir / "healing-events.jsonl")
+        self.me = node.node_id
+        self.node_azs = dict(node_azs)
+        self.events = EventLog(self.me, node.data_dir / "healing-events.jsonl")
         node.registry.register(EventCollector(self.events))
         # Peers through their dial addresses (the mesh), and this node itself: it may be the
         # metadata group's leader.
-        self.client = GroupClient({**node.config.peers, self.me: node.config.listen})
-        azs = node.config.node_azs
-        self.peers = {p: _Peer(p, azs.get(p, "?")) for p in node.config.peers}
-        self.home = frozenset(node.config.meta_home) if node.config.meta_home else None
+        self.client = GroupClient({**node.peers, self.me: node.listen})
+        self.peers = {p: _Peer(p, self.node_azs.get(p, "?")) for p in node.peers}
+        self.home = frozenset(meta_home) if meta_home else None
         self.busy: set[str] = set()
         self.backoff: dict[str, float] = {}  # group -> no new action before this time
         self.map: PartitionMap | None = None
@@ -100,12 +106,14 @@ class Admin:
         self._loop: asyncio.Task[None] | None = None
         self.next_scrub: dict[str, float] = {}  # group -> when to scrub it next
         self.quarantined: set[str] = set()  # local groups whose quarantine was recorded
-        node.admin_routes += [
+        self.scrubber = Scrubber(self)
+
+    def routes(self) -> list[Route]:
+        return [
             ("GET", "/admin/events", self._http_events),
             ("GET", "/admin/state", self._http_state),
             ("POST", "/admin/scrub", self._http_scrub),
         ]
-        self.scrubber = Scrubber(self)
 
     async def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="healing-admin")
@@ -147,7 +155,7 @@ class Admin:
         for peer in self.peers.values():
             if peer.up or peer.down_since is None or peer.suspected:
                 continue
-            groups = sorted(r.group for r in led if peer.id in r.raft.membership.voters)
+            groups = sorted(r.group for r in led if peer.id in r.raft.status().membership.voters)
             if groups and now - peer.down_since >= min(1.0, self.settings.grace_seconds / 2):
                 peer.suspected = True
                 self.events.record(
@@ -158,11 +166,11 @@ class Admin:
                 )
 
     async def _probe(self, peer: _Peer) -> None:
-        address = self.node.config.peers[peer.id]
+        address = self.node.peers[peer.id]
         try:
             reply = await ask(address, {"op": "status"}, self.settings.probe_timeout)
             groups = {str(r["group"]): str(r.get("mode", "full")) for r in reply["replicas"]}
-        except PROBE_FAILURES:
+        except ASK_FAILURES:
             if peer.up:
                 peer.up = False
                 peer.down_since = peer.last_ok
@@ -181,30 +189,27 @@ class Admin:
         now = time.monotonic()
         views = {p.id: p.view(now) for p in self.peers.values()}
         mine = {g: r.mode.value for g, r in self.node.replicas.items()}
-        az = self.node.config.node_azs.get(self.me, "?")
+        az = self.node_azs.get(self.me, "?")
         views[self.me] = planner.NodeView(self.me, az, True, 0.0, mine, len(mine))
         return views
 
     def group_view(self, replica: Replica) -> planner.GroupView:
-        raft = replica.raft
-        tick = self.node.config.tick_seconds
-        silent = {
-            m: (raft.now - pr.last_active) * tick
-            for m, pr in raft.progress.items()
-            if m != self.me and m in raft.membership.voters
-        }
-        for m in raft.membership.voters - set(raft.progress) - {self.me}:
+        st = replica.raft.status()
+        tick = self.node.tick_seconds
+        voters = st.membership.voters
+        silent = {m: f.silent_ticks * tick for m, f in st.followers.items() if m in voters}
+        for m in voters - set(st.followers) - {self.me}:
             silent[m] = float("inf")
         return planner.GroupView(
             replica.group,
             self.me,
-            raft.membership.voters,
-            raft.membership.log_only,
+            voters,
+            st.membership.log_only,
             silent,
             self.home if replica.group == META_GROUP else None,
             {
                 m: time.monotonic() - self.log_added[(replica.group, m)]
-                for m in raft.membership.log_only
+                for m in st.membership.log_only
                 if (replica.group, m) in self.log_added
             },
         )
@@ -216,7 +221,7 @@ class Admin:
             group = replica.group
             if group in self.busy or self.backoff.get(group, 0.0) > now:
                 continue
-            if replica.raft.log.latest_config_index() > replica.raft.log.commit:
+            if replica.raft.status().config_pending:
                 continue  # a membership change is still committing
             view = self.group_view(replica)
             action = planner.plan(
@@ -349,7 +354,7 @@ class Admin:
         started = time.monotonic()
         # A copy left from an earlier membership must not be reused: it starts afresh.
         await self.call(target, "drop_group", 10.0, group=group)
-        rate, provisioned = self.node.limits.get(group, (None, False))
+        rate, provisioned = self.node.rate_of(group)
         await self.call(
             target,
             "create_group",
@@ -421,7 +426,7 @@ class Admin:
         self, replica: Replica, view: planner.GroupView, action: planner.RecreateReplica
     ) -> None:
         group, target = replica.group, action.node
-        rate, provisioned = self.node.limits.get(group, (None, False))
+        rate, provisioned = self.node.rate_of(group)
         await self.call(
             target,
             "create_group",
@@ -489,7 +494,7 @@ class Admin:
                 group,
                 partition.table,
                 sorted(view.voters),
-                self.node.config.node_azs,
+                self.node_azs,
             )
         except MapUpdateFailed as exc:
             log.info("%s: partition map not updated: %s", group, exc)
@@ -542,8 +547,8 @@ class Admin:
             },
             "leads": {
                 r.group: {
-                    "voters": sorted(r.raft.membership.voters),
-                    "log_only": sorted(r.raft.membership.log_only),
+                    "voters": sorted(r.raft.status().membership.voters),
+                    "log_only": sorted(r.raft.status().membership.log_only),
                     "silent_for": {
                         m: round(s, 3) if s != float("inf") else None
                         for m, s in self.group_view(r).silent_for.items()

@@ -4,8 +4,8 @@ The leader proposes a scrub mark (``ScrubCommand``): every replica verifies itse
 applies it, at the same log index (``Replica._on_scrub``). The leader collects the reports,
 rebuilds a reference replica from the WAL archive up to that index, and lets ``scrub.judge``
 name the bad replicas. Each bad replica raises an alarm event naming it, is quarantined (no
-reads, no leadership) and rebuilt from a healthy replica (``rebuild.py``); a bad leader first
-hands leadership over, and its successor rebuilds it.
+reads, no leadership) and rebuilt from a healthy replica (``cluster.storage.rebuild``); a bad
+leader first hands leadership over, and its successor rebuilds it.
 
     outcome = await Scrubber(admin).scrub(replica)
     outcome["verdict"]      # "ok", "repaired" or "alarm"
@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cluster.storage.archive import ArchiveCorruption, ArchiveGap, rebuild_reference
+from cluster.storage.client import ASK_FAILURES, ask
 from cluster.storage.replica import (
     NotLeader,
     OutcomeUnknown,
@@ -30,7 +31,6 @@ from cluster.storage.scrub import ReplicaReport, Verdict, judge
 from cluster.storage.statemachine import ScrubCommand, encode_command
 
 from .events import EventKind
-from .probe import PROBE_FAILURES, ask
 
 if TYPE_CHECKING:
     from .admin import Admin
@@ -43,18 +43,6 @@ class Scrubber:
         self.admin = admin
         self.node = admin.node
         self.me = admin.me
-        self.node.extra_ops["scrub_report"] = self._op_scrub_report
-        self.node.extra_ops["quarantine"] = self._op_quarantine
-
-    async def _op_scrub_report(self, request: dict[str, Any]) -> dict[str, Any]:
-        replica = self.node.replica(request)
-        report = replica.scrub_reports.get(str(request["id"]))
-        return {"report": None if report is None else report.to_wire()}
-
-    async def _op_quarantine(self, request: dict[str, Any]) -> dict[str, Any]:
-        replica = self.node.replica(request)
-        replica.quarantine(str(request.get("reason") or "quarantined by the scrub"))
-        return {"mode": replica.mode.value}
 
     async def scrub(self, replica: Replica) -> dict[str, Any]:
         group = replica.group
@@ -65,10 +53,10 @@ class Scrubber:
             await replica.propose(encode_command(ScrubCommand(scrub_id)), 5.0)
         except (NotLeader, ProposalRejected, OutcomeUnknown) as exc:
             return outcome | {"verdict": "skipped", "error": str(exc)}
-        members = sorted(replica.raft.membership.voters)
+        members = sorted(replica.raft.status().membership.voters)
         reports = await self._collect(replica, members, scrub_id)
         mine = reports.get(self.me)
-        index = mine.index if mine is not None else replica.raft.log.applied
+        index = mine.index if mine is not None else replica.raft.applied_index
         reference, ref_info = await self._reference(group, index)
         verdict = judge(reports, reference)
         outcome |= {
@@ -108,13 +96,13 @@ class Scrubber:
     async def _report(self, replica: Replica, member: str, scrub_id: str) -> ReplicaReport | None:
         if member == self.me:
             return replica.scrub_reports.get(scrub_id)
-        address = self.node.config.peers.get(member)
+        address = self.node.peers.get(member)
         if address is None:
             return None
         request = {"op": "scrub_report", "group": replica.group, "id": scrub_id}
         try:
             reply = await ask(address, request, 2.0)
-        except PROBE_FAILURES:
+        except ASK_FAILURES:
             return None
         body = reply.get("report")
         return None if body is None else ReplicaReport.from_wire(body)
@@ -124,7 +112,7 @@ class Scrubber:
         if archiver is None:
             return None, {"status": "no archive"}
         await archiver.archive_once(group=group)
-        dest = self.node.config.data_dir / "reference" / group
+        dest = self.node.data_dir / "reference" / group
         try:
             ref = await asyncio.to_thread(
                 rebuild_reference, archiver.store, group, dest, index, incremental=True

@@ -113,7 +113,12 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response(
-            {"status": "ok", "router": ctx.router_id, "resolver": ctx.describe_stats()}
+            {
+                "status": "ok",
+                "router": ctx.router_id,
+                "resolver": ctx.describe_stats(),
+                "unsafe": list(ctx.config.unsafe),  # TEST-ONLY broken modes, if any
+            }
         )
 
     async def prometheus(_: web.Request) -> web.Response:

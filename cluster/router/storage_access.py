@@ -10,7 +10,9 @@ unknown (it could apply twice); reads are retried freely within the request's de
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cluster.config import ClusterConfig
@@ -20,6 +22,8 @@ from cluster.storage.statemachine import ApplyResult, Command, encode_command
 
 from .errors import DynamoError
 
+log = logging.getLogger(__name__)
+
 
 class StorageAccess:
     def __init__(self, config: ClusterConfig, router_id: str) -> None:
@@ -27,7 +31,12 @@ class StorageAccess:
         self.router_id = router_id
         self.az = config.process(router_id).az
         self.nodes = GroupClient(config.dial_map(router_id, "storage"))
-        self.stale_reads = "stale-reads" in config.unsafe
+        # How a strongly consistent read is served, chosen once (no per-request branch).
+        self._read_consistent: Callable[..., Awaitable[dict[str, Any]]] = self._read_leader
+        if "stale-reads" in config.unsafe:
+            log.warning("router %s: TEST-ONLY broken mode stale-reads", router_id)
+            # A "consistent" read from whichever replica answers: it may be stale.
+            self._read_consistent = self._read_any
 
     async def close(self) -> None:
         await self.nodes.close()
@@ -53,24 +62,26 @@ class StorageAccess:
         self, partition: Partition, op: str, consistent: bool, deadline: float, **fields: Any
     ) -> dict[str, Any]:
         """A read op on the leader (consistent) or on any replica, nearest AZ first."""
-        if consistent and self.stale_reads:
-            # TEST-ONLY broken mode: a "consistent" read from whichever replica answers.
-            reply = await self._read_any(partition, op, deadline, **fields)
-        elif consistent:
-            reply = await self.nodes.call_leader(
-                partition.id,
-                op,
-                deadline,
-                candidates=partition.replicas,
-                consistent=True,
-                timeout=deadline,
-                **fields,
-            )
+        if consistent:
+            reply = await self._read_consistent(partition, op, deadline, **fields)
         else:
             reply = await self._read_any(partition, op, deadline, **fields)
         if "error" in reply:
             raise _storage_error(reply, write=False)
         return reply
+
+    async def _read_leader(
+        self, partition: Partition, op: str, deadline: float, **fields: Any
+    ) -> dict[str, Any]:
+        return await self.nodes.call_leader(
+            partition.id,
+            op,
+            deadline,
+            candidates=partition.replicas,
+            consistent=True,
+            timeout=deadline,
+            **fields,
+        )
 
     async def _read_any(
         self, partition: Partition, op: str, deadline: float, **fields: Any

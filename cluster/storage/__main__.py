@@ -5,8 +5,9 @@
         --peer n2=127.0.1.2:7100 --peer n3=127.0.1.3:7100 --group p0=n1,n2,n3
 
 ``--peer`` gives the address this node dials to reach a peer: point it at a Toxiproxy listener
-to route that link through the mesh. SIGTERM and SIGINT stop the node cleanly; SIGKILL is a
-crash it recovers from on the next start.
+to route that link through the mesh. This entry point is where healing is wired in (the
+storage package itself never imports it): the admin runs inside the node as a service.
+SIGTERM and SIGINT stop the node cleanly; SIGKILL is a crash it recovers from on the next start.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import asyncio
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.config import ClusterConfig
 from cluster.consensus.raft import RaftConfig
+from cluster.healing.admin import Admin
 from cluster.healing.settings import HealingSettings
 from cluster.logsetup import configure
 from cluster.metadata.partitionmap import META_GROUP, meta_replicas
@@ -50,7 +53,19 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return pairs
 
 
-def parse_args(argv: list[str]) -> NodeConfig:
+@dataclass(frozen=True)
+class Launch:
+    """What one node process runs: the node, and healing's settings when it is on."""
+
+    node: NodeConfig
+    # Healing (cluster.healing): None turns the admin off. It needs every storage node's AZ;
+    # ``meta_home`` lists the metadata group's fixed nodes (routers look for it there).
+    healing: HealingSettings | None = None
+    node_azs: dict[str, str] | None = None
+    meta_home: tuple[str, ...] = ()
+
+
+def parse_args(argv: list[str]) -> Launch:
     parser = argparse.ArgumentParser(
         prog="python -m cluster.storage",
         description=__doc__,
@@ -131,7 +146,7 @@ def parse_args(argv: list[str]) -> NodeConfig:
         healing = HealingSettings(grace_seconds=args.heal_grace, scrub_seconds=args.scrub_seconds)
         if archive_dir is None and args.config is not None:
             archive_dir = _shared_archive(args.config, args.data_dir)
-    return NodeConfig(
+    node = NodeConfig(
         node_id=args.node_id,
         listen=listen,
         admin=admin,
@@ -143,15 +158,16 @@ def parse_args(argv: list[str]) -> NodeConfig:
         compact_every=args.compact_every,
         memds_urls=memds,
         unsafe_ack_before_commit=unsafe_ack,
-        healing=healing,
-        node_azs=node_azs,
-        meta_home=meta_home,
         archive_dir=archive_dir,
+        archive_seconds=healing.archive_seconds if healing is not None else 1.0,
     )
+    return Launch(node, healing, node_azs, meta_home)
 
 
-async def serve(config: NodeConfig) -> None:
-    node = StorageNode(config)
+async def serve(launch: Launch) -> None:
+    node = StorageNode(launch.node)
+    if launch.healing is not None:
+        node.add_service(Admin(node, launch.healing, launch.node_azs or {}, launch.meta_home))
     await node.start()
     await shutdown_signal()
     try:

@@ -399,6 +399,9 @@ class Archiver:
         self._rounds = 0
         self._lock = asyncio.Lock()
 
+    def routes(self) -> list[Any]:
+        return []  # no HTTP routes of its own
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="archiver")
 
@@ -429,21 +432,22 @@ class Archiver:
                 if refresh or name not in self.ends:
                     listing = await asyncio.to_thread(list_group, self.store, name)
                     self.ends[name] = max(self.ends.get(name, 0), listing.end())
-                if replica.raft.role is Role.LEADER and replica.mode is ReplicaMode.FULL:
+                leads = replica.raft.status().role is Role.LEADER
+                if leads and replica.mode is ReplicaMode.FULL:
                     await self._archive_group(name, replica, force=group is not None)
                 replica.compact_floor = self.ends.get(name, 0)
 
     async def _archive_group(self, group: str, replica: Replica, force: bool = False) -> None:
-        log_ = replica.raft.log
+        raft = replica.raft
         end = self.ends.get(group, 0)
-        commit = log_.commit
+        commit = raft.status().commit
         now = time.monotonic()
         waited = now - self.written_at.setdefault(group, now)
         if not force and commit - end < self.min_entries and waited < self.max_delay:
             return
         self.written_at[group] = now
         while end < commit:
-            snapshot = log_.snapshot
+            snapshot = raft.snapshot()
             if end < snapshot.meta.index:
                 if not snapshot.data:
                     return  # no state to archive from (cannot happen on a full leader)
@@ -454,7 +458,7 @@ class Archiver:
                 self.ends[group] = end
                 continue
             hi = min(commit, end + MAX_ENTRIES_PER_SEGMENT)
-            entries = log_.slice(end + 1, hi + 1)
+            entries = raft.committed_entries(end + 1, hi + 1)
             if not entries:
                 return
             data = encode_segment(entries)

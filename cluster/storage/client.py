@@ -5,6 +5,11 @@ Requests are pipelined on one connection and matched to responses by id.
     async with NodeClient("127.0.1.1:7100") as node:
         reply = await node.call("propose", group="p0", cmd=encode_command(cmd), timeout=5.0)
         # {"result": {...}} or {"error": "NotLeader", "leader": "n2", ...}
+
+``ask`` makes one request on a connection of its own: nothing is left behind when the node is
+dead or the call times out, which suits probes made every half second to every peer.
+
+    reply = await ask("127.20.1.1:7100", {"op": "status"}, timeout=1.0)
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from .transport import split_address
-from .wire import encode_frame, read_frame
+from .wire import FrameError, encode_frame, read_frame
 
 SUSPECT_SECONDS = 2.0  # how long a node that failed a call is tried after the others
 
@@ -201,3 +206,29 @@ class GroupClient:
             self.leaders[group] = node
             return reply
         return reply
+
+
+ASK_FAILURES = (
+    OSError,
+    asyncio.IncompleteReadError,
+    TimeoutError,
+    FrameError,
+    KeyError,
+    TypeError,
+)
+
+
+async def ask(address: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One request on a connection of its own (probes: nothing is left behind on failure)."""
+    host, port = split_address(address)
+
+    async def exchange() -> dict[str, Any]:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(encode_frame({"hello": "client"}) + encode_frame({"id": 1, **request}))
+            await writer.drain()
+            return await read_frame(reader)
+        finally:
+            writer.close()
+
+    return await asyncio.wait_for(exchange(), timeout)

@@ -24,10 +24,10 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -38,10 +38,11 @@ from prometheus_client.registry import Collector
 from cluster.admission.partition import PartitionAdmission
 from cluster.consensus.messages import Membership
 from cluster.consensus.raft import RaftConfig
-from cluster.healing.settings import HealingSettings
 
 from .archive import Archiver, DirectoryArchive
+from .host import NodeService
 from .itemstore import ItemStore
+from .rebuild import check_compatible, finish_rebuild, rebuild_from, stage_store
 from .replica import (
     NotLeader,
     OutcomeUnknown,
@@ -75,21 +76,12 @@ class NodeConfig:
     memds_urls: tuple[str, ...] = ()
     reconcile_seconds: float = 5.0
     unsafe_ack_before_commit: bool = False  # TEST-ONLY: see ClusterConfig.unsafe
-    # Healing (cluster.healing): None turns the admin loop off. It needs every storage node's
-    # AZ; ``home`` lists the metadata group's fixed nodes (routers look for it there).
-    healing: HealingSettings | None = None
-    node_azs: dict[str, str] = field(default_factory=dict)
-    meta_home: tuple[str, ...] = ()
     archive_dir: Path | None = None  # the WAL archive (a directory standing in for S3)
+    archive_seconds: float = 1.0  # how often leaders archive newly committed entries
 
-
-class NodeService(Protocol):
-    """Something that runs inside a node (the healing admin): started after the replicas are
-    open and before the admin endpoint (so it can add ops and routes), stopped first."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
+    def unsafe_modes(self) -> list[str]:
+        """The TEST-ONLY broken modes this node runs with (announced in /health and the log)."""
+        return ["ack-before-commit"] if self.unsafe_ack_before_commit else []
 
 
 class RequestError(Exception):
@@ -126,11 +118,39 @@ class StorageNode:
         # Partition-level admission; groups without a configured rate get a generous default.
         self.admission = PartitionAdmission(UNLIMITED_RATE, None, time.monotonic())
         self.limits: dict[str, tuple[float, bool]] = {}  # group -> (rate, provisioned)
-        # Extensions (healing, scrub, archive): more client ops and admin HTTP routes.
-        self.extra_ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
-        self.admin_routes: list[tuple[str, str, Callable[[web.Request], Awaitable[Any]]]] = []
+        # Services running inside the node (the archiver, healing's admin: see host.py).
         self.services: list[NodeService] = []
         self.archiver: Archiver | None = None
+
+    # --- what services see (host.NodeHost) -----------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def listen(self) -> str:
+        return self.config.listen
+
+    @property
+    def peers(self) -> Mapping[str, str]:
+        return self.config.peers
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    @property
+    def tick_seconds(self) -> float:
+        return self.config.tick_seconds
+
+    def rate_of(self, group: str) -> tuple[float | None, bool]:
+        rate, provisioned = self.limits.get(group, (None, False))
+        return rate, provisioned
+
+    def add_service(self, service: NodeService) -> None:
+        """Run ``service`` inside this node (before ``start``): see ``host.py``."""
+        self.services.append(service)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -144,14 +164,11 @@ class StorageNode:
         self._save_groups()
         self.links.start()
         if self.config.archive_dir is not None:
-            interval = self.config.healing.archive_seconds if self.config.healing else 1.0
             store = DirectoryArchive(self.config.archive_dir)
-            self.archiver = Archiver(store, lambda: self.replicas, interval)
-            self.services.append(self.archiver)
-        if self.config.healing is not None:
-            from cluster.healing.admin import Admin  # it imports this module
-
-            self.services.append(Admin(self, self.config.healing))
+            self.archiver = Archiver(store, lambda: self.replicas, self.config.archive_seconds)
+            self.services.insert(0, self.archiver)
+        for mode in self.config.unsafe_modes():
+            log.warning("node %s runs the TEST-ONLY broken mode %s", self.config.node_id, mode)
         for service in self.services:
             await service.start()
         host, port = split_address(self.config.listen)
@@ -211,7 +228,7 @@ class StorageNode:
     def _save_groups(self) -> None:
         bootstrap = {
             g: {
-                "members": sorted(r.raft.membership.voters),
+                "members": sorted(r.raft.status().membership.voters),
                 "rate": self.limits.get(g, (None, False))[0],
                 "provisioned": self.limits.get(g, (None, False))[1],
             }
@@ -266,15 +283,13 @@ class StorageNode:
 
     async def rebuild_group(self, group: str, dump: bytes, set_aside: bool) -> int:
         """Rebuild ``group``'s replica as a full one from ``dump`` (a healthy replica's
-        ``ItemStore.dump``) plus this replica's own Raft state (``cluster.healing.rebuild``).
+        ``ItemStore.dump``) plus this replica's own Raft state (``rebuild.py``).
 
         The slow part (restoring the dump) happens before the old replica is closed, so the
         replica is out of service only while its WAL is rewritten. The old files go to
         ``quarantine/`` when ``set_aside`` (evidence of corruption), else they are deleted.
         Returns the snapshot index the new replica starts from.
         """
-        from cluster.healing.rebuild import check_compatible, finish_rebuild, stage_store
-
         path = self.config.data_dir / "groups" / group
         staging = path.with_name(f".rebuild-{group}")
         staged = await asyncio.to_thread(stage_store, dump, staging)
@@ -408,16 +423,11 @@ class StorageNode:
         started = time.monotonic()
         try:
             handler = _HANDLERS.get(op)
-            extra = self.extra_ops.get(op)
-            if handler is None and extra is None:
+            if handler is None:
                 raise RequestError("ValidationException", f"unknown operation {op!r}")
             if op in _ADMITTED:
                 self._admit(request)
-            if handler is not None:
-                response = await handler(self, request)
-            else:
-                assert extra is not None
-                response = await extra(request)
+            response = await handler(self, request)
             outcome = "ok"
         except RequestError as exc:
             response = {"error": exc.code, "message": str(exc), **exc.extra}
@@ -556,8 +566,6 @@ class StorageNode:
 
     async def _op_rebuild(self, request: dict[str, Any]) -> dict[str, Any]:
         """Rebuild this node's replica of ``group`` as a full one from one of ``sources``."""
-        from cluster.healing.rebuild import rebuild_from
-
         self.replica(request)
         return await rebuild_from(
             self,
@@ -566,6 +574,17 @@ class StorageNode:
             bool(request.get("set_aside")),
             float(request.get("timeout", 600.0)),
         )
+
+    async def _op_scrub_report(self, request: dict[str, Any]) -> dict[str, Any]:
+        """This replica's verification at scrub mark ``id`` (None while it runs or unknown)."""
+        report = self.replica(request).scrub_reports.get(str(request["id"]))
+        return {"report": None if report is None else report.to_wire()}
+
+    async def _op_quarantine(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Stop trusting this replica's data (the scrub found it bad); it is rebuilt later."""
+        replica = self.replica(request)
+        replica.quarantine(str(request.get("reason") or "quarantined by the scrub"))
+        return {"mode": replica.mode.value}
 
     async def _op_snapshot_dump(self, request: dict[str, Any]) -> dict[str, Any]:
         """A full replica's whole applied state (``ItemStore.dump``), to build another from."""
@@ -615,6 +634,8 @@ _HANDLERS = {
     "drop_group": StorageNode._op_drop_group,
     "snapshot_dump": StorageNode._op_snapshot_dump,
     "rebuild": StorageNode._op_rebuild,
+    "scrub_report": StorageNode._op_scrub_report,
+    "quarantine": StorageNode._op_quarantine,
     "change_membership": StorageNode._op_change_membership,
 }
 
@@ -669,7 +690,7 @@ async def _start_admin(node: StorageNode) -> web.AppRunner:
     async def health(_: web.Request) -> web.Response:
         leaders = sum(1 for r in node.replicas.values() if r.raft.leader == node.config.node_id)
         body = {"status": "ok", "node": node.config.node_id, "replicas": len(node.replicas)}
-        return web.json_response(body | {"leaders": leaders})
+        return web.json_response(body | {"leaders": leaders, "unsafe": node.config.unsafe_modes()})
 
     async def replicas(_: web.Request) -> web.Response:
         return web.json_response(node.status())
@@ -689,8 +710,9 @@ async def _start_admin(node: StorageNode) -> web.AppRunner:
     app.router.add_get("/replicas", replicas)
     app.router.add_get("/digest", digest)
     app.router.add_get("/metrics", metrics)
-    for method, path, handler in node.admin_routes:
-        app.router.add_route(method, path, handler)
+    for service in node.services:
+        for method, path, handler in service.routes():
+            app.router.add_route(method, path, handler)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     host, port = split_address(node.config.admin)

@@ -87,11 +87,6 @@ def _open_unused_store(path: Path) -> ItemStore:
         return ItemStore(path)
 
 
-def _match(raft: Raft, member: str) -> int:
-    progress = raft.progress.get(member)
-    return 0 if progress is None else progress.match
-
-
 class ReplicaMode(enum.Enum):
     """What a replica keeps (DESIGN.md "Log replicas", "Continuous verification").
 
@@ -170,7 +165,7 @@ class Replica:
         self.task: asyncio.Task[None] | None = None
         self.elections = 0  # times this replica became leader (metrics)
         self.last_tick_at = time.monotonic()
-        self.raft.can_lead = mode is ReplicaMode.FULL
+        self.raft.set_can_lead(mode is ReplicaMode.FULL)
         self.event_loop = asyncio.get_running_loop()
         # Compaction never passes this index (the WAL archive's progress; None: no archive), so
         # a leader's log still holds every entry that was not archived yet.
@@ -178,6 +173,11 @@ class Replica:
         # scrub id -> this replica's verification at that mark (None while it runs)
         self.scrub_reports: dict[str, ReplicaReport | None] = {}
         self.quarantine_reason: str | None = None
+        # How an appended proposal is answered, chosen once (not branched on per request).
+        self._on_appended = self._await_commit
+        if settings.unsafe_ack_before_commit:
+            log.warning("%s: TEST-ONLY broken mode ack-before-commit: writes may be lost", group)
+            self._on_appended = self._ack_before_commit
 
     @classmethod
     async def open(
@@ -312,17 +312,22 @@ class Replica:
             except ProposalRejectedError as exc:
                 future.set_exception(ProposalRejected(f"{self.group}: {exc}"))
             else:
-                if self.settings.unsafe_ack_before_commit:
-                    # TEST-ONLY broken mode: acknowledge before a quorum has the entry.
-                    future.set_result(ApplyResult(True))
-                    return
-                self.pending[index] = _Pending(term, future)
+                self._on_appended(index, term, future)
 
         self._submit(do_propose)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             raise OutcomeUnknown(f"{self.group}: no outcome within {timeout}s") from None
+
+    def _await_commit(self, index: int, term: int, future: asyncio.Future[ApplyResult]) -> None:
+        self.pending[index] = _Pending(term, future)  # answered by _complete once applied
+
+    def _ack_before_commit(
+        self, index: int, term: int, future: asyncio.Future[ApplyResult]
+    ) -> None:
+        """TEST-ONLY broken mode: acknowledge before a quorum has the entry (it may be lost)."""
+        future.set_result(ApplyResult(True))
 
     async def read_consistent(self, fn: Callable[[ItemStore], T], timeout: float) -> T:
         """Run ``fn`` on the store under the leader's lease, after applying up to commit."""
@@ -350,7 +355,7 @@ class Replica:
 
     def _applied(self, index: int) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.raft.log.applied >= index:
+        if self.raft.applied_index >= index:
             future.set_result(None)
         else:
             self.applied_waiters.append((index, future))
@@ -468,11 +473,20 @@ class Replica:
     def _hand_over(self) -> None:
         """A replica that may not lead (any more) passes leadership to the best full member."""
         raft = self.raft
-        raft.can_lead = self.mode is ReplicaMode.FULL
-        if raft.can_lead or raft.role is not Role.LEADER or raft.transfer_target is not None:
+        full = self.mode is ReplicaMode.FULL
+        raft.set_can_lead(full)
+        if full or raft.role is not Role.LEADER:
             return
-        members = raft.membership.voters - raft.membership.log_only - {self.node_id}
-        ranked = sorted(members, key=lambda m: (-_match(raft, m), m))
+        st = raft.status()
+        if st.transfer_target is not None:
+            return
+        members = st.membership.voters - st.membership.log_only - {self.node_id}
+
+        def match(member: str) -> int:
+            follower = st.followers.get(member)
+            return 0 if follower is None else follower.match
+
+        ranked = sorted(members, key=lambda m: (-match(m), m))
         if ranked:
             with contextlib.suppress(NotLeaderError):
                 raft.transfer_leadership(ranked[0])
@@ -489,7 +503,7 @@ class Replica:
                 pending.future.set_result(results.get(entry.index, ApplyResult(True)))
             else:  # another leader's entry took this index: ours was never committed
                 pending.future.set_exception(NotLeader(self.group, self.raft.leader))
-        applied = self.raft.log.applied
+        applied = self.raft.applied_index
         if rd.snapshot is not None:  # proposals below an installed snapshot: fate unknown
             for index in [i for i in self.pending if i <= applied]:
                 self.pending.pop(index).future.set_exception(
@@ -506,8 +520,8 @@ class Replica:
 
     async def _maybe_compact(self) -> None:
         raft = self.raft
-        index = raft.log.applied
-        if index - raft.log.snapshot.meta.index < self.settings.compact_every:
+        index = raft.applied_index
+        if index - raft.snapshot().meta.index < self.settings.compact_every:
             return
         loop = asyncio.get_running_loop()
         if self.mode is not ReplicaMode.FULL:
@@ -515,7 +529,7 @@ class Replica:
             # can be built here from another replica's snapshot plus this log (rebuild).
             index -= self.settings.compact_every // 2
             raft.compact(index, b"")
-            await loop.run_in_executor(self.io, self._release_wal, raft.log.snapshot.meta)
+            await loop.run_in_executor(self.io, self._release_wal, raft.snapshot().meta)
             return
         floor = self.compact_floor
         if floor is not None and floor < index:
@@ -523,11 +537,11 @@ class Replica:
             # then restarts from a snapshot rather than holding the log forever).
             if index - floor < 10 * self.settings.compact_every:
                 index = floor
-            if index - raft.log.snapshot.meta.index < self.settings.compact_every // 2:
+            if index - raft.snapshot().meta.index < self.settings.compact_every // 2:
                 return
         data = await loop.run_in_executor(self.io, self.store.dump)
         raft.compact(index, data)
-        meta = raft.log.snapshot.meta
+        meta = raft.snapshot().meta
         await loop.run_in_executor(self.io, self._release_wal, meta)
 
     def _release_wal(self, meta: SnapshotMeta) -> None:
@@ -561,7 +575,7 @@ class Replica:
     async def digest(self) -> dict[str, Any]:
         """The applied index and digest of the applied data (None for a log replica)."""
         if self.mode is not ReplicaMode.FULL:
-            return {"group": self.group, "applied": self.raft.log.applied, "digest": None}
+            return {"group": self.group, "applied": self.raft.applied_index, "digest": None}
 
         def take() -> dict[str, Any]:
             return {"applied": self.store.applied().index, "digest": self.store.digest()}

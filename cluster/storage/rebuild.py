@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster.consensus.messages import HardState, Membership, SnapshotMeta
+from cluster.consensus.messages import Membership, SnapshotMeta
 from cluster.consensus.raft import Raft
-from cluster.storage.itemstore import AppliedMark, ItemStore
-from cluster.storage.wal import WriteAheadLog
 
-from .probe import PROBE_FAILURES, ask
+from .client import ASK_FAILURES, ask
+from .itemstore import AppliedMark, ItemStore
+from .wal import WriteAheadLog
 
 if TYPE_CHECKING:
-    from cluster.storage.node import StorageNode
+    from .node import StorageNode
 
 
 class RebuildError(Exception):
@@ -59,7 +59,7 @@ def stage_store(dump: bytes, staging: Path) -> Staged:
 
 
 def check_compatible(staged: Staged, raft: Raft) -> None:
-    first = raft.log.snapshot.meta.index
+    first = raft.status().snapshot.index
     if staged.mark.index < first:
         raise RebuildError(
             f"snapshot at {staged.mark.index} is older than this replica's log (from {first + 1})"
@@ -73,18 +73,22 @@ def finish_rebuild(staged: Staged, raft: Raft, segment_bytes: int) -> int:
     kept when it continues the snapshot (same term at the snapshot index), as Raft §7 requires.
     """
     check_compatible(staged, raft)
-    mark, log = staged.mark, raft.log
+    mark = staged.mark
+    hard_state, snap, log = raft.log_state()
+    last_index = log[-1].index if log else snap.index
     if mark.membership is not None:
         membership = Membership.decode(mark.membership)
     else:
-        membership = log.membership_at(min(mark.index, log.last_index()))
+        membership = raft.membership_at(min(mark.index, last_index))
+    term_at_mark = snap.term if mark.index == snap.index else None
+    term_at_mark = next((e.term for e in log if e.index == mark.index), term_at_mark)
     entries = []
-    if mark.index <= log.last_index() and log.term_at(mark.index) == mark.term:
-        entries = [e for e in log.entries if e.index > mark.index]
+    if mark.index <= last_index and term_at_mark == mark.term:
+        entries = [e for e in log if e.index > mark.index]
     wal, _ = WriteAheadLog.open(staged.path / "wal", segment_bytes)
     try:
         wal.mark_snapshot(SnapshotMeta(mark.index, mark.term, membership))
-        wal.save(HardState(raft.term, raft.vote, log.commit), entries)
+        wal.save(hard_state, entries)
     finally:
         wal.close()
     return mark.index
@@ -109,7 +113,7 @@ async def rebuild_from(
                 continue
             try:
                 reply = await ask(address, {"op": "snapshot_dump", "group": group}, timeout)
-            except PROBE_FAILURES as exc:
+            except ASK_FAILURES as exc:
                 last_error = f"{source}: {exc!r}"
                 continue
             if "data" not in reply:
