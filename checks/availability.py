@@ -18,6 +18,8 @@ Definitions (from history.jsonl, schedule.jsonl, canary.jsonl and events.jsonl):
 - Closed loop (older runs, or `rate: null`): there is no schedule; intended = the requests the
   clients sent, counted at their invoke, and availability = served / sent. A client blocked on a
   hung request sends nothing, so stalls hide from this ratio; the report says so.
+- Retries: an invoke with ``attempt`` 2, 3, ... retries the client's previous op; the op is
+  judged by its last attempt, from the first attempt's start (the SDK's caller sees only that).
 - Throughput ratio: served per second in a window against served per second in steady state
   (outside every fault), both over the time the load ran.
 - Client-time availability: the share of client-seconds (one client, one second of the window)
@@ -83,33 +85,49 @@ class Request:
     type: str  # ok / fail / info
     served: bool  # ok, or a correctly refused condition
     available: bool  # served within the deadline
-    done: float | None  # completion time
+    done: float | None  # completion time (of the last attempt)
     latency_ms: float | None  # from `start`, when served
+    attempts: int = 1
 
 
 def requests_of(ops: Sequence[Operation], schedules: Sequence[ClientSchedule]) -> list[Request]:
-    """The history's ops with their intended starts snapped to their client's schedule."""
+    """The history's client ops, each with its retries (invokes with ``attempt`` 2, 3, ...)
+    folded in, intended starts snapped to their client's schedule. An op is served if one of
+    its attempts was, available if that happened within the deadline from its start."""
     by_client = {s.client: s for s in schedules}
-    out = []
-    for op in ops:
+    out: list[Request] = []
+    last: dict[str, int] = {}  # client -> index in `out` of its latest op
+    for op in sorted(ops, key=lambda o: o.index):
         schedule = by_client.get(op.client) if op.intended is not None else None
-        start = schedule.slot_of(op.start) if schedule is not None else op.start
+        retry = op.attempt is not None and op.attempt > 1 and op.client in last
+        first = out[last[op.client]] if retry else None
+        start = (
+            first.start
+            if first is not None
+            else schedule.slot_of(op.start)
+            if schedule is not None
+            else op.start
+        )
         done = op.complete_time
         took = None if done is None else max(0.0, done - start)
-        if took is not None and schedule is None and op.latency is not None:
-            took = op.latency  # closed loop: the recorded service time, as before
+        if took is not None and schedule is None and first is None and op.latency is not None:
+            took = op.latency  # closed loop, first attempt: the recorded service time
         in_time = took is not None and (schedule is None or took <= schedule.deadline)
-        out.append(
-            Request(
-                start=start,
-                client=op.client,
-                type=op.type,
-                served=op.succeeded,
-                available=op.succeeded and in_time,
-                done=done,
-                latency_ms=None if took is None or not op.succeeded else took * 1000.0,
-            )
+        request = Request(
+            start=start,
+            client=op.client,
+            type=op.type,
+            served=op.succeeded,
+            available=op.succeeded and in_time,
+            done=done,
+            latency_ms=None if took is None or not op.succeeded else took * 1000.0,
+            attempts=1 if first is None else first.attempts + 1,
         )
+        if first is not None:
+            out[last[op.client]] = request
+        else:
+            last[op.client] = len(out)
+            out.append(request)
     return out
 
 
@@ -150,6 +168,7 @@ def summarise(requests: Sequence[Request], intended: int | None = None) -> dict[
         "served": served,
         "success": available,
         "late": served - available,
+        "retried": sum(1 for r in requests if r.attempts > 1),
         "ok": sum(1 for r in requests if r.type == "ok"),
         "fail": sum(1 for r in requests if r.type == "fail"),
         "info": sum(1 for r in requests if r.type == "info"),

@@ -59,6 +59,7 @@ class Operation:
     az: str | None = None
     router: str | None = None
     intended: float | None = None
+    attempt: int | None = None
 
     @property
     def start(self) -> float:
@@ -244,7 +245,12 @@ def _merge(index: int, invoke: JsonDict, completion: JsonDict | None) -> Operati
         az=_opt_str(invoke.get("az", complete.get("az"))),
         router=_opt_str(invoke.get("router", complete.get("router"))),
         intended=_float(invoke, "intended"),
+        attempt=_int(invoke.get("attempt")),
     )
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _opt_str(value: Any) -> str | None:

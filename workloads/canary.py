@@ -8,7 +8,8 @@ it per AZ and per router; the durability and register checkers can read it like 
 
 A loop never runs more than ``duration_s`` nor more than ``duration_s * rate + 1`` probes, and
 all stop early when ``stop`` is set. A probe slower than the period skips the ticks it missed
-rather than bunching up.
+rather than bunching up. Each probe op retries retryable outcomes as an AWS SDK would
+(workloads/retry.py) within ``timeout``, on the same router: a canary measures that router.
 
     await run_canaries(cluster.endpoints(), {"rt-a": "az-a", ...}, "gameday", secret,
                        table="gameday-canary", rate_per_second=2, duration_s=60,
@@ -20,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
@@ -30,8 +33,10 @@ from workloads import ops
 from workloads.client import DynamoClient
 from workloads.history import HistoryWriter, OpF, OpRecorder, OpType, RunClock
 from workloads.outcomes import classify, classify_exception
+from workloads.retry import RetryPolicy
 
 FLUSH_INTERVAL = 1.0
+RETRY = RetryPolicy()
 
 
 def canary_key(az: str, router: str) -> str:
@@ -97,6 +102,7 @@ async def run_canaries(
                     deadline,
                     max_probes,
                     stop,
+                    timeout,
                 )
                 for az, router in pairs
             ]
@@ -124,19 +130,26 @@ async def _probe_loop(
     deadline: float,
     max_probes: int,
     stop: asyncio.Event,
+    timeout: float,
 ) -> int:
     values = itertools.count(1)
+    rng = random.Random(recorder.base)
     started = time.monotonic()
     done = 0
     tick = 0
     for _ in range(max_probes):
         if stop.is_set() or time.monotonic() >= deadline:
             break
-        value = f"{recorder.base}-{next(values)}"
-        await _op(client, recorder, OpF.PUT, key, ops.put_item(table, key, value), value)
-        get = ops.get_item(table, key, consistent=True)
-        await _op(client, recorder, OpF.GET, key, get, None, consistent=True)
-        done += 2
+
+        def put() -> tuple[ops.Call, object]:
+            value = f"{recorder.base}-{next(values)}"
+            return ops.put_item(table, key, value), value
+
+        def get() -> tuple[ops.Call, object]:
+            return ops.get_item(table, key, consistent=True), None
+
+        done += await _op(client, recorder, OpF.PUT, key, put, timeout, rng)
+        done += await _op(client, recorder, OpF.GET, key, get, timeout, rng, consistent=True)
         # next tick on the fixed schedule, skipping ticks already missed
         tick = max(tick + 1, math.ceil((time.monotonic() - started) / period))
         delay = min(started + tick * period, deadline) - time.monotonic()
@@ -151,20 +164,38 @@ async def _op(
     recorder: OpRecorder,
     f: OpF,
     key: str,
-    call: ops.Call,
-    value: object,
+    make: Callable[[], tuple[ops.Call, object]],
+    deadline_s: float,
+    rng: random.Random,
     consistent: bool | None = None,
-) -> None:
-    pending = recorder.invoke(f, key, value, consistent)
-    try:
-        status, body = await client.call(call.operation, call.params)
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-        kind, error = classify_exception(exc)
-        recorder.complete(pending, kind, value, error)
-        return
-    except asyncio.CancelledError:
-        recorder.complete(pending, OpType.INFO, value, "interrupted")
-        raise
-    kind, err = classify(status, body)
-    result = ops.read_value(body) if kind is OpType.OK and f is OpF.GET else value
-    recorder.complete(pending, kind, result, err)
+) -> int:
+    """One probe as an SDK would send it: retryable outcomes are retried with capped
+    exponential backoff and jitter within ``deadline_s``, always on the same router (a canary
+    measures that router). Every attempt is recorded (and counted in the return value); a
+    retried write writes a fresh value."""
+    deadline = time.monotonic() + deadline_s
+    for attempt in range(1, RETRY.max_attempts + 1):
+        call, value = make()
+        remaining = deadline - time.monotonic()
+        retry = attempt if attempt > 1 else None
+        pending = recorder.invoke(f, key, value, consistent, attempt=retry)
+        err: str | None
+        try:
+            status, body = await client.call(call.operation, call.params, timeout=remaining)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            kind, err = classify_exception(exc)
+            recorder.complete(pending, kind, value, err)
+        except asyncio.CancelledError:
+            recorder.complete(pending, OpType.INFO, value, "interrupted")
+            raise
+        else:
+            kind, err = classify(status, body)
+            result = ops.read_value(body) if kind is OpType.OK and f is OpF.GET else value
+            recorder.complete(pending, kind, result, err)
+        remaining = deadline - time.monotonic()
+        if not RETRY.retryable(kind, err) or remaining <= 0:
+            break
+        await asyncio.sleep(RETRY.delay(attempt, rng, remaining))
+        if time.monotonic() >= deadline:
+            break
+    return attempt

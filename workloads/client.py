@@ -82,13 +82,19 @@ class DynamoClient:
     def sign(self, operation: str, body: bytes) -> dict[str, str]:
         return self.signer.headers(operation, body)
 
-    async def call(self, operation: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def call(
+        self, operation: str, params: dict[str, Any], timeout: float | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """Send one operation; returns (HTTP status, decoded body). Raises on transport errors
-        (aiohttp.ClientError, TimeoutError): the caller decides what an unknown outcome means."""
+        (aiohttp.ClientError, TimeoutError): the caller decides what an unknown outcome means.
+        ``timeout``: this request's, instead of the client's."""
         assert self.session is not None, "use 'async with DynamoClient(...)'"
         body = json.dumps(params).encode()
         async with self.session.post(
-            self.endpoint, data=body, headers=self.sign(operation, body)
+            self.endpoint,
+            data=body,
+            headers=self.sign(operation, body),
+            timeout=aiohttp.ClientTimeout(total=timeout) if timeout else self.timeout,
         ) as resp:
             payload = await resp.read()
             return resp.status, (json.loads(payload) if payload else {})

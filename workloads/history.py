@@ -19,7 +19,9 @@ cas, null for delete, and for query ``[lo, hi]`` (sort-key range, invoke) then `
 (ok); ``consistent`` on reads; ``error`` on fail/info; ``az`` and ``router`` on canary ops;
 ``intended`` on the invokes of an open-loop client (workloads/schedule.py): when the op was
 scheduled to start, at or before ``time``. ``latency`` is always completion minus invoke (the
-service time); the checkers measure what a client felt from ``intended``.
+service time); the checkers measure what a client felt from ``intended``. ``attempt`` (2, 3, ...)
+marks an invoke that retries the same client's previous op (workloads/retry.py): each attempt is
+an op of its own, and the checkers judge the client's op by its attempts together.
 ``time`` is seconds since the run's start (``GAMEDAY_RUN_START``, a wall-clock epoch taken once
 by whoever starts the run), advanced by each writer's monotonic clock, so all files of a run
 share one time line and each process's times never go backwards.
@@ -92,6 +94,7 @@ class Op:
     az: str | None = None
     router: str | None = None
     intended: float | None = None
+    attempt: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -114,6 +117,8 @@ class Op:
             out["router"] = self.router
         if self.intended is not None:
             out["intended"] = round(self.intended, 6)
+        if self.attempt is not None:
+            out["attempt"] = self.attempt
         return out
 
     @classmethod
@@ -131,6 +136,7 @@ class Op:
             az=obj.get("az"),
             router=obj.get("router"),
             intended=obj.get("intended"),
+            attempt=obj.get("attempt"),
         )
 
 
@@ -233,8 +239,10 @@ class OpRecorder:
         value: Any = None,
         consistent: bool | None = None,
         intended: float | None = None,
+        attempt: int | None = None,
     ) -> Pending:
-        """Record the invoke now; ``intended``: the open-loop schedule's start for this op."""
+        """Record the invoke now; ``intended``: the open-loop schedule's start for this op;
+        ``attempt``: 2, 3, ... when this is a retry of the client's previous op."""
         pending = Pending(OpF(f), key, value, self.process, self.clock.now(), consistent, intended)
         if self.writer is not None:
             self.writer.append(
@@ -249,6 +257,7 @@ class OpRecorder:
                     az=self.az,
                     router=self.router,
                     intended=intended,
+                    attempt=attempt,
                 )
             )
         return pending

@@ -39,8 +39,9 @@ import os
 import random
 import re
 import socket
+import urllib.request
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gevent
 from locust import FastHttpUser, between, constant, events, task
@@ -53,6 +54,7 @@ from workloads.client import SigV4Signer
 from workloads.history import HistoryWriter, OpF, OpRecorder, OpType, RunClock
 from workloads.keys import key_chooser, key_name
 from workloads.outcomes import classify, classify_exception, is_expected
+from workloads.retry import EndpointPool, RetryPolicy, moves_on
 from workloads.schedule import Pacer, schedule_end_record, schedule_record
 from workloads.settings import LoadSettings
 
@@ -60,6 +62,8 @@ SETTINGS = LoadSettings.from_env()
 CLOCK = RunClock(SETTINGS.run_start)
 HOST = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
 FLUSH_INTERVAL = 1.0
+HEALTH_INTERVAL = 1.0
+RETRY = RetryPolicy()
 
 _user_numbers = itertools.count()
 
@@ -101,6 +105,45 @@ events.quitting.add_listener(flush_history)  # type: ignore[no-untyped-call]
 atexit.register(flush_history)
 
 
+# --- router health ---------------------------------------------------------------------------
+
+
+class EndpointHealth:
+    """This OS process's view of which routers answer ``GET /health``, probed every second.
+
+    Users skip a router marked down (``down``) as well as one that just failed them."""
+
+    def __init__(self, endpoints: tuple[str, ...]) -> None:
+        self.endpoints = endpoints
+        self.down: set[str] = set()
+
+    def probe_forever(self) -> None:
+        for _ in range(10**7):  # bounded; the process ends it first
+            for endpoint in self.endpoints:
+                try:  # cooperative: Locust has monkey-patched sockets for gevent
+                    with urllib.request.urlopen(endpoint + "/health", timeout=0.5) as resp:
+                        healthy = resp.status == 200
+                except (OSError, ValueError):
+                    healthy = False
+                (self.down.discard if healthy else self.down.add)(endpoint)
+            gevent.sleep(HEALTH_INTERVAL)
+
+
+class _ProcessHealth:
+    health: EndpointHealth | None = None
+    pid: int | None = None
+
+
+def endpoint_health(endpoints: tuple[str, ...]) -> EndpointHealth:
+    pid = os.getpid()
+    if _ProcessHealth.health is None or _ProcessHealth.pid != pid:
+        health = EndpointHealth(endpoints)
+        _ProcessHealth.health, _ProcessHealth.pid = health, pid
+        if len(endpoints) > 1:  # with one router there is nowhere else to go
+            gevent.spawn(health.probe_forever)
+    return _ProcessHealth.health
+
+
 # --- the users ---------------------------------------------------------------------------------
 
 
@@ -111,19 +154,20 @@ class DynamoUser(FastHttpUser):
     workload: ClassVar[str] = ""
     # open loop: perform() paces every op by the schedule; closed loop: think time between tasks
     wait_time = constant(0) if SETTINGS.user_rate else between(0.0, SETTINGS.wait)
-    network_timeout = SETTINGS.timeout
-    connection_timeout = min(SETTINGS.timeout, 3.0)
-    max_retries = 0  # a retry would hide an unknown outcome
+    network_timeout = min(SETTINGS.attempt_timeout, SETTINGS.timeout)
+    connection_timeout = min(network_timeout, 1.0)
+    max_retries = 0  # the client's own retries would hide attempts; perform() records each one
 
     def __init__(self, environment: Environment) -> None:
         self.number = next(_user_numbers)
         endpoints = SETTINGS.endpoints or ((environment.host,) if environment.host else ())
-        self.endpoints = tuple(endpoints)
-        self.endpoint_index = (self.number + os.getpid()) % len(endpoints) if endpoints else 0
-        self.endpoint = endpoints[self.endpoint_index] if endpoints else ""
-        if self.endpoint:
-            self.host = self.endpoint
+        if not endpoints:
+            raise ValueError("no endpoints: set GAMEDAY_ENDPOINTS or --host")
+        # round-robin over the routers; each user moves on by itself when its router fails it
+        self.pool = EndpointPool(endpoints, first=self.number + os.getpid())
+        self.host = self.pool.current(0.0)
         super().__init__(environment)
+        self.health = endpoint_health(tuple(endpoints))
         self.spec = workload_spec(self.workload)
         self.table = SETTINGS.table_for(self.spec)
         # distinct per worker process and user, and the same on a rerun with the same layout
@@ -131,7 +175,9 @@ class DynamoUser(FastHttpUser):
         seed = f"{SETTINGS.seed}/{self.workload}/{worker}/{self.number}"
         self.keys = key_chooser(SETTINGS.distribution, SETTINGS.keys_for(self.spec), seed)
         self.rng = random.Random(seed)
-        self.signer = SigV4Signer(self.endpoint, SETTINGS.access_key, SETTINGS.secret_key)
+        self.signers = {
+            e: SigV4Signer(e, SETTINGS.access_key, SETTINGS.secret_key) for e in endpoints
+        }
         self.recorder = OpRecorder(history_writer(), CLOCK, f"{HOST}-{os.getpid()}-u{self.number}")
         self.writes = itertools.count(1)
         self.pacer: Pacer | None = None
@@ -171,23 +217,65 @@ class DynamoUser(FastHttpUser):
         value: Any = None,
         consistent: bool | None = None,
         result: Callable[[dict[str, Any]], Any] | None = None,
-    ) -> tuple[OpType, dict[str, Any]]:
-        """Send ``call``; record invoke and completion; return the outcome and the answer.
+        again: Callable[[], tuple[ops.Call, Any]] | None = None,
+    ) -> Outcome:
+        """Send ``call`` as an AWS SDK would, recording every attempt; return how it ended.
 
-        The completion's value is ``result(answer)`` when ok and ``result`` is given, else
-        ``value``. If the user is killed mid-request, the op completes as info ("interrupted").
+        Retryable outcomes (throttling, 5xx, no answer) are retried after a capped exponential
+        backoff with full jitter while the op's deadline (GAMEDAY_TIMEOUT from its intended
+        start) allows; after a timeout or a refused connection the next attempt goes to another
+        router. Each attempt is its own op in the history (an unknown outcome completes as
+        info), and a write's retry writes a fresh value from ``again()`` so that every write in
+        the history stays distinct. The completion's value is ``result(answer)`` when ok and
+        ``result`` is given, else the value sent.
         """
         intended = self.next_slot()
+        deadline = (CLOCK.now() if intended is None else intended) + SETTINGS.timeout
+        outcome = Outcome(OpType.INFO, "interrupted", {}, value)
+        for attempt in range(1, RETRY.max_attempts + 1):
+            if attempt > 1 and again is not None:
+                call, value = again()
+            endpoint = self.pool.current(CLOCK.now(), self.health.down)
+            outcome = self.attempt(
+                endpoint, f, key, call, value, consistent, result, intended, attempt
+            )
+            if outcome.type is OpType.OK or outcome.answer:
+                self.pool.healthy(endpoint)  # it answered: the router itself is fine
+            elif moves_on(outcome.error):
+                self.pool.failed(endpoint, CLOCK.now())
+            remaining = deadline - CLOCK.now()
+            if not RETRY.retryable(outcome.type, outcome.error) or remaining <= 0:
+                break
+            gevent.sleep(RETRY.delay(attempt, self.rng, remaining))
+            if CLOCK.now() >= deadline:
+                break
+        return outcome
+
+    def attempt(
+        self,
+        endpoint: str,
+        f: OpF,
+        key: str,
+        call: ops.Call,
+        value: Any,
+        consistent: bool | None,
+        result: Callable[[dict[str, Any]], Any] | None,
+        intended: float | None,
+        attempt: int = 1,
+    ) -> Outcome:
+        """One request to ``endpoint``, recorded as an invoke and its completion. If the user is
+        killed mid-request, the op completes as info ("interrupted")."""
         body = json.dumps(call.params, separators=(",", ":")).encode()
-        headers = self.signer.headers(call.operation, body)
-        pending = self.recorder.invoke(f, key, value, consistent, intended)
+        headers = self.signers[endpoint].headers(call.operation, body)
+        retry = attempt if attempt > 1 else None
+        pending = self.recorder.invoke(f, key, value, consistent, intended, retry)
         outcome: OpType = OpType.INFO
         error: str | None = "interrupted"
         answer: dict[str, Any] = {}
         final = value
         try:
             with self.client.post(
-                self.endpoint + "/" if self.endpoint else "/",
+                endpoint + "/",
                 data=body,  # type: ignore[arg-type]  # bytes are sent as is
                 headers=headers,
                 name=call.operation,
@@ -206,18 +294,16 @@ class DynamoUser(FastHttpUser):
         finally:
             done = final if outcome is OpType.OK else value
             self.recorder.complete(pending, outcome, done, None if outcome is OpType.OK else error)
-        if not answer and outcome is not OpType.OK and not is_expected(error):
-            self.fail_over()
-        return outcome, answer
+        return Outcome(outcome, error, answer, value)
 
-    def fail_over(self) -> None:
-        """After a transport failure, move to the next router, as a client behind a load
-        balancer would when one of its targets (a router, or its whole AZ) goes away."""
-        if len(self.endpoints) < 2:
-            return
-        self.endpoint_index = (self.endpoint_index + 1) % len(self.endpoints)
-        self.endpoint = self.endpoints[self.endpoint_index]
-        self.signer = SigV4Signer(self.endpoint, SETTINGS.access_key, SETTINGS.secret_key)
+
+class Outcome(NamedTuple):
+    """How an op ended: its last attempt's outcome, error and answer, and the value it sent."""
+
+    type: OpType
+    error: str | None
+    answer: dict[str, Any]
+    value: Any
 
 
 def judge(resp: Any) -> tuple[OpType, str | None, dict[str, Any]]:
@@ -253,9 +339,9 @@ class RegisterUser(DynamoUser):
 
     def read_key(self, key: str) -> None:
         call = ops.get_item(self.table, key, consistent=True)
-        outcome, answer = self.perform(OpF.READ, key, call, consistent=True, result=ops.read_value)
-        if outcome is OpType.OK:
-            current = ops.read_value(answer)
+        done = self.perform(OpF.READ, key, call, consistent=True, result=ops.read_value)
+        if done.type is OpType.OK:
+            current = ops.read_value(done.answer)
             if current is None:
                 self.seen.pop(key, None)
             else:
@@ -267,10 +353,15 @@ class RegisterUser(DynamoUser):
 
     @task(1)
     def write(self) -> None:
-        key, value = self.next_key(), self.new_value()
-        outcome, _ = self.perform(OpF.WRITE, key, ops.put_item(self.table, key, value), value)
-        if outcome is OpType.OK:
-            self.seen[key] = value
+        key = self.next_key()
+
+        def put() -> tuple[ops.Call, str]:
+            value = self.new_value()
+            return ops.put_item(self.table, key, value), value
+
+        done = self.perform(OpF.WRITE, key, *put(), again=put)
+        if done.type is OpType.OK:
+            self.seen[key] = done.value
 
     @task(1)
     def cas(self) -> None:
@@ -279,11 +370,14 @@ class RegisterUser(DynamoUser):
         if expected is None:
             self.read_key(key)
             return
-        new = self.new_value()
-        call = ops.cas(self.table, key, expected, new)
-        outcome, _ = self.perform(OpF.CAS, key, call, [expected, new])
-        if outcome is OpType.OK:
-            self.seen[key] = new
+
+        def swap() -> tuple[ops.Call, list[str]]:
+            new = self.new_value()
+            return ops.cas(self.table, key, expected, new), [expected, new]
+
+        done = self.perform(OpF.CAS, key, *swap(), again=swap)
+        if done.type is OpType.OK:
+            self.seen[key] = done.value[1]
         else:
             self.seen.pop(key, None)  # stale, or unknown: read before the next cas
 
@@ -309,8 +403,13 @@ class ReadHeavyUser(_YcsbUser):
 
     @task(5)
     def put(self) -> None:
-        key, value = self.next_key(), self.new_value()
-        self.perform(OpF.PUT, key, ops.put_item(self.table, key, value, self.padding), value)
+        key = self.next_key()
+
+        def put() -> tuple[ops.Call, str]:
+            value = self.new_value()
+            return ops.put_item(self.table, key, value, self.padding), value
+
+        self.perform(OpF.PUT, key, *put(), again=put)
 
 
 class UpdateHeavyUser(_YcsbUser):
@@ -324,8 +423,13 @@ class UpdateHeavyUser(_YcsbUser):
 
     @task(50)
     def update(self) -> None:
-        key, value = self.next_key(), self.new_value()
-        self.perform(OpF.UPDATE, key, ops.update_value(self.table, key, value), value)
+        key = self.next_key()
+
+        def update() -> tuple[ops.Call, str]:
+            value = self.new_value()
+            return ops.update_value(self.table, key, value), value
+
+        self.perform(OpF.UPDATE, key, *update(), again=update)
 
 
 class ReadModifyWriteUser(DynamoUser):
@@ -337,7 +441,7 @@ class ReadModifyWriteUser(DynamoUser):
 
     workload = "rmw"
 
-    def get(self, key: str) -> tuple[OpType, dict[str, Any]]:
+    def get(self, key: str) -> Outcome:
         call = ops.get_item(self.table, key, consistent=True)
         return self.perform(OpF.GET, key, call, consistent=True, result=ops.read_value)
 
@@ -348,12 +452,16 @@ class ReadModifyWriteUser(DynamoUser):
     @task(1)
     def read_modify_write(self) -> None:
         key = self.next_key()
-        outcome, answer = self.get(key)
-        if outcome is not OpType.OK:
+        got = self.get(key)
+        if got.type is not OpType.OK:
             return
-        value = self.new_value()
-        call = ops.versioned_update(self.table, key, ops.read_version(answer), value)
-        self.perform(OpF.UPDATE, key, call, value)
+        version = ops.read_version(got.answer)
+
+        def update() -> tuple[ops.Call, str]:
+            value = self.new_value()
+            return ops.versioned_update(self.table, key, version, value), value
+
+        self.perform(OpF.UPDATE, key, *update(), again=update)
 
 
 class QueryUser(DynamoUser):
@@ -370,9 +478,13 @@ class QueryUser(DynamoUser):
 
     @task(3)
     def put(self) -> None:
-        pk, sk, value = self.next_key(), self.sort_key(), self.new_value()
-        call = ops.put_sorted(self.table, pk, sk, value)
-        self.perform(OpF.PUT, ops.sorted_key_name(pk, sk), call, value)
+        pk, sk = self.next_key(), self.sort_key()
+
+        def put() -> tuple[ops.Call, str]:
+            value = self.new_value()
+            return ops.put_sorted(self.table, pk, sk, value), value
+
+        self.perform(OpF.PUT, ops.sorted_key_name(pk, sk), *put(), again=put)
 
     @task(5)
     def query(self) -> None:

@@ -63,9 +63,10 @@ def _common_argv(settings: LoadSettings, locustfile: Path) -> list[str]:
         str(locustfile),
         "--host",
         settings.endpoints[0],
-        # let an op in flight finish (or time out) rather than kill it mid-request
+        # let an op in flight finish (or time out) rather than kill it mid-request: its deadline
+        # plus the attempt that may have started just before it
         "--stop-timeout",
-        str(int(settings.timeout) + 1),
+        str(int(settings.timeout + min(settings.attempt_timeout, settings.timeout)) + 1),
     ]
 
 

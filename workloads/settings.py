@@ -12,7 +12,9 @@ The locustfile reads them with ``LoadSettings.from_env()``; the runner writes th
     GAMEDAY_HISTORY_DIR  when set, every op is recorded to history-<host>-<pid>.jsonl there
     GAMEDAY_RUN_START    the run's start, a wall-clock epoch float (history times count from it)
     GAMEDAY_SEED         seeds the key choosers (default 0)
-    GAMEDAY_TIMEOUT      per-request timeout in seconds (default 6)
+    GAMEDAY_TIMEOUT      an op's deadline in seconds, retries included (default 6)
+    GAMEDAY_ATTEMPT_TIMEOUT  one attempt's timeout in seconds (default 2, at most TIMEOUT);
+                         after it the client retries, on another router
     GAMEDAY_USER_RATE    open loop: each user's ops per second, on a fixed schedule whatever the
                          service does (workloads/schedule.py); the op deadline is GAMEDAY_TIMEOUT.
                          Unset: closed loop (next op after the last answer plus WAIT), which
@@ -54,6 +56,7 @@ class LoadSettings:
     timeout: float = 6.0
     wait: float = 0.01
     user_rate: float | None = None
+    attempt_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         if self.workload is not None:
@@ -66,6 +69,8 @@ class LoadSettings:
             raise ValueError("GAMEDAY_KEYS must be at least 1")
         if self.timeout <= 0 or self.wait < 0:
             raise ValueError("GAMEDAY_TIMEOUT must be > 0 and GAMEDAY_WAIT >= 0")
+        if self.attempt_timeout <= 0:
+            raise ValueError("GAMEDAY_ATTEMPT_TIMEOUT must be > 0")
         if self.user_rate is not None and self.user_rate <= 0:
             raise ValueError("GAMEDAY_USER_RATE must be > 0 (unset it for a closed loop)")
 
@@ -103,6 +108,7 @@ class LoadSettings:
             timeout=float(get("TIMEOUT") or 6.0),
             wait=float(get("WAIT") or 0.01),
             user_rate=float(user_rate) if user_rate else None,
+            attempt_timeout=float(get("ATTEMPT_TIMEOUT") or 2.0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -115,6 +121,7 @@ class LoadSettings:
             PREFIX + "SEED": self.seed,
             PREFIX + "TIMEOUT": repr(self.timeout),
             PREFIX + "WAIT": repr(self.wait),
+            PREFIX + "ATTEMPT_TIMEOUT": repr(self.attempt_timeout),
         }
         if self.workload:
             env[PREFIX + "WORKLOAD"] = self.workload

@@ -13,7 +13,7 @@ from checks.availability import check, check_availability, percentile
 from checks.history import Operation, pair_operations
 from checks.result import UNKNOWN
 from checks.rundir import ClientSchedule, FaultWindow, RunDir, Slos
-from tests.checks.helpers import event, op, write_jsonl
+from tests.checks.helpers import event, history, op, write_jsonl
 from workloads.schedule import Pacer
 
 Outcome = Callable[[float], tuple[str, str | None]]
@@ -263,10 +263,10 @@ def test_a_stalled_client_is_unavailable_for_every_op_it_intended() -> None:
     f1 = windows_of(result.details)["f1"]
     assert result.details["loop"] == "open"
     assert f1["intended"] == 200  # 2 clients x 10 ops/s x 10 s, whatever they managed to send
-    # 22.1 .. 25.9 were skipped (past their deadline when the client got back); the op due at
-    # 22.0 was answered 5 s later and the one due at 26.0 was sent at 27.0: both too late
-    assert f1["not_sent"] == 2 * 39 and f1["late"] == 2 * 2
-    assert f1["ratio"] == pytest.approx((200 - 78 - 4) / 200)
+    # 22.1 .. 26.4 were dropped (over half the deadline late when the client got back); the op
+    # due at 22.0 was answered 5 s later: too late
+    assert f1["not_sent"] == 2 * 44 and f1["late"] == 2
+    assert f1["ratio"] == pytest.approx((200 - 88 - 2) / 200)
     assert f1["ratio"] <= f1["served"] / f1["intended"]
     assert f1["throughput_ratio"] == pytest.approx(f1["served"] / 200)
     assert f1["client_time"] == pytest.approx(5 / 10)  # seconds 22 .. 26 bad for both clients
@@ -297,3 +297,34 @@ def test_a_zero_fault_availability_slo_is_kept(tmp_path: Path) -> None:
     (tmp_path / "scenario.json").write_text(scenario_json(scenario, tmp_path / "zero.yaml"))
     slos = RunDir(tmp_path).slos()
     assert slos.availability == 0.0 and slos.steady == 0.99
+
+
+def test_retries_are_judged_with_their_first_attempt() -> None:
+    records = history(
+        # the first attempt times out (unknown), the retry is throttled, the third one succeeds
+        op("c0.0", "put", "v1", 21.0, 21.5, "info", error="TimeoutError", intended=21.0),
+        op(
+            "c0.1",
+            "put",
+            "v2",
+            21.6,
+            21.7,
+            "fail",
+            error="ThrottlingException",
+            intended=21.0,
+            attempt=2,
+        ),
+        op("c0.1", "put", "v3", 21.8, 21.9, intended=21.0, attempt=3),
+        # another op: its only attempt answered, after the 1 s deadline
+        op("c0.1", "put", "v4", 23.0, 24.5, intended=23.0),
+    )
+    schedule = [ClientSchedule("c0", 0.5, 21.0, 1.0, 25.0)]  # ops due at 21, 23
+    result = check_availability(
+        pair_operations(records), [FAULT], SLOS, span=(20.0, 25.0), schedules=schedule
+    )
+    f1 = windows_of(result.details)["f1"]
+    assert (f1["intended"], f1["requests"], f1["retried"]) == (2, 2, 1)
+    assert (f1["served"], f1["success"], f1["late"]) == (2, 1, 1)
+    assert f1["p50_ms"] == pytest.approx(900.0)  # 21.0 -> 21.9, from the first attempt's start
+    closed = check_availability(pair_operations(records), [FAULT], SLOS, span=(20.0, 25.0))
+    assert windows_of(closed.details)["f1"]["ratio"] == 1.0  # closed loop: both answered

@@ -13,7 +13,9 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,12 +34,15 @@ pytestmark = pytest.mark.slow
 @dataclass
 class Responder:
     """Answers every DynamoDB call with 200 {} (an absent item; a write applied), except while
-    ``stalled`` is set: then requests are held unanswered until it clears."""
+    ``stalled`` is set: then requests (and health checks) are held unanswered until it clears.
+    With ``throttle_every`` = n, every n-th call is refused with a ThrottlingException."""
 
     server: ThreadingHTTPServer
     stalled: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
     served: int = 0
+    calls: int = 0
+    throttle_every: int = 0
 
     @property
     def url(self) -> str:
@@ -45,8 +50,8 @@ class Responder:
         return f"http://{host!s}:{port}"
 
 
-@pytest.fixture
-def responder() -> Iterator[Responder]:
+@contextmanager
+def serve() -> Iterator[Responder]:
     state: Responder
 
     class Handler(BaseHTTPRequestHandler):
@@ -54,18 +59,30 @@ def responder() -> Iterator[Responder]:
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            state.calls += 1
+            if state.throttle_every and state.calls % state.throttle_every == 0:
+                self.answer(
+                    400, b'{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException"}'
+                )
+                return
+            if self.answer(200, b"{}"):
+                state.served += 1
+
+        def do_GET(self) -> None:  # /health
+            self.answer(200, b'{"status":"ok"}')
+
+        def answer(self, status: int, body: bytes) -> bool:
             if state.stalled.is_set():
                 state.released.wait(timeout=10)  # bounded, in case the test dies
-            body = b"{}"
             try:
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/x-amz-json-1.0")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
             except OSError:
-                return  # the client gave up (timed out) and closed the connection
-            state.served += 1
+                return False  # the client gave up (timed out) and closed the connection
+            return True
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -82,6 +99,12 @@ def responder() -> Iterator[Responder]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def responder() -> Iterator[Responder]:
+    with serve() as state:
+        yield state
 
 
 def test_stalls_cannot_be_reported_as_available(responder: Responder, tmp_path: Path) -> None:
@@ -164,3 +187,55 @@ def test_stalls_cannot_be_reported_as_available(responder: Responder, tmp_path: 
     assert closed.details["loop"] == "closed"
     assert closed_windows["stall"]["ratio"] > a["ratio"] + 0.1
     assert closed_windows["frozen"]["ratio"] > b["ratio"] + 0.1
+
+
+def test_clients_retry_with_backoff_and_leave_a_router_that_hangs(tmp_path: Path) -> None:
+    """Two routers: one holds every request (and health check) unanswered, the other refuses
+    every fourth call with a ThrottlingException. SDK-like users retry within the deadline, move
+    to the router that answers, and record every attempt."""
+    with serve() as hung, serve() as throttling:
+        hung.stalled.set()
+        throttling.throttle_every = 4
+        settings = LoadSettings(
+            endpoints=(hung.url, throttling.url),
+            access_key="gameday",
+            secret_key="secret",
+            workload="register",
+            keys=10,
+            history_dir=tmp_path / "history",
+            run_start=time.time(),
+            timeout=3.0,
+            attempt_timeout=0.5,
+            user_rate=5.0,
+        )
+        with (tmp_path / "locust.log").open("wb") as log:
+            proc = start_locust(settings, users=4, spawn_rate=4, run_time="8s", log=log)
+            try:
+                code = proc.wait(90)
+            finally:
+                stop_locust(proc)
+                hung.released.set()
+        assert code in (0, 1), (tmp_path / "locust.log").read_text()  # 1: Locust saw failures
+        hung_calls = hung.calls
+    merge_histories(tmp_path / "history", tmp_path / "history.jsonl")
+    records = list(read_ops(tmp_path / "history.jsonl"))
+    assert describe_problems(records) == []
+    invokes = [r for r in records if r["type"] == "invoke"]
+    retries = [r for r in invokes if r.get("attempt", 1) > 1]
+    errors = Counter(r.get("error", "").split(":")[0] for r in records if r["type"] != "invoke")
+    assert errors["ThrottlingException"] > 0 and retries, errors
+    # the hung router's attempts timed out, each recorded as unknown (it may have applied them)
+    timed_out = [r for r in records if "timed out" in r.get("error", "")]
+    assert timed_out and all(r["type"] == "info" for r in timed_out), errors
+    # a retried write writes a fresh value: every write in the history is distinct
+    writes = [r["value"] for r in invokes if r["f"] == "write"]
+    assert len(writes) == len(set(writes))
+    # the users left the hung router: it saw a few attempts, the other one nearly all
+    assert hung_calls < len(invokes) / 5, (hung_calls, len(invokes))
+    (tmp_path / "scenario.json").write_text(json.dumps({"name": "retries", "slos": {}}))
+    result = check(RunDir(tmp_path))
+    overall = result.details["overall"]
+    assert result.details["loop"] == "open"
+    assert overall["retried"] > 0
+    # throttling and a hung router cost retries, not availability: the SDK's caller got answers
+    assert overall["ratio"] > 0.9, overall

@@ -15,16 +15,17 @@ def test_slots_follow_the_schedule_whatever_the_answers_took() -> None:
     pacer = Pacer(rate=10.0, first=1.0, deadline=2.0)
     assert pacer.next_slot(now=0.5).intended == pytest.approx(1.0)  # early: wait for it
     assert pacer.next_slot(now=1.05).intended == pytest.approx(1.1)
-    slot = pacer.next_slot(now=1.9)  # behind, but within the deadline: no skip, send at once
+    slot = pacer.next_slot(now=1.9)  # behind, but within the lag: no skip, send at once
     assert (slot.intended, slot.skipped) == (pytest.approx(1.2), 0)
 
 
-def test_slots_past_their_deadline_are_skipped_and_counted() -> None:
-    pacer = Pacer(rate=10.0, first=0.0, deadline=1.0)
+def test_a_backlog_older_than_the_lag_is_skipped_and_counted() -> None:
+    pacer = Pacer(rate=10.0, first=0.0, deadline=1.0)  # max_lag: half the deadline
     pacer.next_slot(now=0.0)
-    slot = pacer.next_slot(now=5.0)  # stalled for 5 s: slots 0.1 .. 3.9 can no longer count
-    assert slot.intended == pytest.approx(4.0) and slot.skipped == 39
-    assert pacer.next_slot(now=5.0).intended == pytest.approx(4.1)
+    slot = pacer.next_slot(now=5.0)  # stalled for 5 s: slots 0.1 .. 4.4 are dropped
+    assert slot.intended == pytest.approx(4.5) and slot.skipped == 44
+    assert pacer.next_slot(now=5.0).intended == pytest.approx(4.6)
+    assert Pacer(rate=10.0, first=0.0, deadline=6.0).max_lag == 1.0
 
 
 def test_bad_rates_are_refused() -> None:
