@@ -233,18 +233,8 @@ def open_backend_name(data_dir: Path) -> str:
 
 
 def scenario_json(scenario: Scenario, source: Path) -> str:
-    """The resolved scenario for the run directory, with what the checkers read under "slos"
-    (per fault window the fault SLO applies; outside faults the steady one)."""
+    """The resolved scenario for the run directory; the checkers read its ``steady_state``."""
     data = json.loads(scenario.to_json())
-    steady = dict(data.get("steady_state") or {})
-    fault = steady.get("fault_availability")
-    if fault is None:  # not `or`: a fault SLO of 0.0 is a choice, not a missing value
-        fault = steady.get("availability")
-    data["slos"] = {
-        **steady,
-        "availability": fault,
-        "steady_availability": steady.get("availability"),
-    }
     data["source"] = str(source.resolve())
     return json.dumps(data, indent=2)
 

@@ -14,14 +14,14 @@ any run can be re-checked offline:
     0
 """
 
-from checks.report import Verdict, exit_code, print_summary, run_checks, write_reports
-from checks.result import UNKNOWN, CheckResult, Validity, compose_validity
+from checks.report import exit_code, print_summary, run_checks, write_reports
+from checks.result import UNKNOWN, CheckResult, RunVerdict, Validity, compose_validity
 
 __all__ = [
     "UNKNOWN",
     "CheckResult",
+    "RunVerdict",
     "Validity",
-    "Verdict",
     "compose_validity",
     "exit_code",
     "print_summary",

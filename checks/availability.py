@@ -25,8 +25,9 @@ Definitions (from history.jsonl, schedule.jsonl, canary.jsonl and events.jsonl):
 - Client-time availability: the share of client-seconds (one client, one second of the window)
   in which every op that client intended was available.
 - Windows: one per fault, [fault_start, fault_end), and "steady" for everything outside every
-  fault window. Fault windows are judged against `slos.availability`, steady against
-  `slos.steady_availability` when set. Latency percentiles are over served ops, in ms.
+  fault window. Steady is judged against `slos.availability`, fault windows against
+  `slos.fault_availability` (`availability` when unset), as the scenario's `steady_state`
+  says. Latency percentiles are over served ops, in ms.
 - Recovery after a fault starts: if some second overlapping the window dips below the (fault
   window) availability SLO, the time from fault_start to the first later second back at or above it
   (0 when it never dipped). Recovery after it ends: from fault_end to the first non-empty second
@@ -340,7 +341,7 @@ def judge(entry: dict[str, Any], slos: Slos) -> list[str]:
     """The SLO violations of one window entry (empty when it meets them all)."""
     problems = []
     label = entry["label"]
-    target = slos.steady if entry["id"] == STEADY else slos.availability
+    target = slos.availability if entry["id"] == STEADY else slos.during_faults
     if entry["ratio"] is not None and entry["ratio"] < target:
         problems.append(f"{label}: availability {entry['ratio']:.2%} < {target:.2%}")
     p99 = entry["p99_ms"]
@@ -432,9 +433,9 @@ def check_availability(
             entry["served"] / active / steady_rate if steady_rate and active > 0 else None
         )
         entry["client_time"] = client_time(inside, intent, [(w.start, w.end)])
-        entry["recovery_after_start"] = recovery_after_start(series, w, slos.availability)
+        entry["recovery_after_start"] = recovery_after_start(series, w, slos.during_faults)
         entry["recovery_after_end"] = (
-            recovery_after_end(series, w, slos.availability) if w.ended else None
+            recovery_after_end(series, w, slos.during_faults) if w.ended else None
         )
         entries.append(entry)
     fired = alarms(series, slos, windows)
@@ -450,7 +451,7 @@ def check_availability(
         "note": OPEN_LOOP_NOTE if loop == OPEN_LOOP else CLOSED_LOOP_NOTE,
         "slos": {
             "availability": slos.availability,
-            "steady_availability": slos.steady,
+            "fault_availability": slos.during_faults,
             "p99_ms": slos.p99_ms,
             "recovery_seconds": slos.recovery_seconds,
             "alarm_error_rate": slos.alarm_error_rate,

@@ -15,12 +15,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from checks.result import compact, json_safe
-
-if TYPE_CHECKING:
-    from checks.report import Verdict
+from checks.result import RunVerdict, compact, json_safe
 
 WIDTH, HEIGHT = 960, 220
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 30, 28
@@ -215,7 +212,7 @@ def _badge(status: str) -> str:
     return f'<span class="badge {escape(status)}">{escape(status.upper())}</span>'
 
 
-def fault_spans(verdict: Verdict) -> list[Span]:
+def fault_spans(verdict: RunVerdict) -> list[Span]:
     """Fault windows from the availability details, else straight from the events."""
     avail = verdict.result("availability")
     windows = avail.details.get("windows") if avail else None
@@ -238,7 +235,7 @@ def fault_spans(verdict: Verdict) -> list[Span]:
     return spans
 
 
-def _charts(verdict: Verdict, spans: list[Span]) -> str:
+def _charts(verdict: RunVerdict, spans: list[Span]) -> str:
     avail = verdict.result("availability")
     series = (avail.details.get("series") if avail else None) or []
     if not series:
@@ -246,7 +243,8 @@ def _charts(verdict: Verdict, spans: list[Span]) -> str:
     span = (avail.details.get("span") if avail else None) or [series[0]["t"], series[-1]["t"] + 1]
     x_range = (float(span[0]), float(max(span[1], series[-1]["t"] + 1)))
     mid = [s["t"] + 0.5 for s in series]
-    slo = float((avail.details.get("slos") or {}).get("availability", 0.99)) if avail else 0.99
+    slos = (avail.details.get("slos") if avail else None) or {}
+    slo = float(slos.get("fault_availability", slos.get("availability", 0.99)))
     p99_slo = (avail.details.get("slos") or {}).get("p99_ms") if avail else None
     charts = [
         svg_chart(
@@ -306,7 +304,7 @@ def _charts(verdict: Verdict, spans: list[Span]) -> str:
             x_range,
             y_max=1.0,
             y_format=lambda v: f"{v:.0%}",
-            threshold=(f"SLO {slo:.2%}", slo),
+            threshold=(f"fault SLO {slo:.2%}", slo),
         ),
     ]
     azs = (avail.details.get("canaries") if avail else None) or {}
@@ -331,7 +329,7 @@ def _charts(verdict: Verdict, spans: list[Span]) -> str:
     return "\n".join(charts)
 
 
-def _checks_section(verdict: Verdict) -> str:
+def _checks_section(verdict: RunVerdict) -> str:
     rows = [[r.name, Raw(_badge(r.status)), r.summary, r.seconds] for r in verdict.results]
     parts = [_table(["check", "verdict", "summary", "seconds"], rows, {3})]
     for r in verdict.results:
@@ -343,7 +341,7 @@ def _checks_section(verdict: Verdict) -> str:
     return "\n".join(parts)
 
 
-def _availability_tables(verdict: Verdict) -> str:
+def _availability_tables(verdict: RunVerdict) -> str:
     avail = verdict.result("availability")
     if not avail or not avail.details.get("windows"):
         return '<p class="muted">No availability data.</p>'
@@ -434,7 +432,7 @@ def _availability_tables(verdict: Verdict) -> str:
     return "\n".join(html)
 
 
-def _timeline(verdict: Verdict) -> str:
+def _timeline(verdict: RunVerdict) -> str:
     if not verdict.events:
         return '<p class="muted">No events.jsonl in the run.</p>'
     rows = [
@@ -454,7 +452,7 @@ def _timeline(verdict: Verdict) -> str:
     return _table(headers, rows, {0, 1, 2})
 
 
-def render_html(verdict: Verdict) -> str:
+def render_html(verdict: RunVerdict) -> str:
     """The whole report page."""
     spans = fault_spans(verdict)
     title = f"gameday report: {verdict.scenario}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,15 @@ from rich.table import Table
 
 from checks import availability, convergence, durability, linearizability
 from checks.html_report import render_html
-from checks.result import CheckResult, compact, compose_validity, guarded, json_safe, status_of
+from checks.result import (
+    CheckResult,
+    RunVerdict,
+    compact,
+    compose_validity,
+    guarded,
+    json_safe,
+    status_of,
+)
 from checks.rundir import RunDir
 
 CHECKS_JSON = "checks.json"
@@ -48,30 +55,6 @@ STYLES = {
 EXIT_PASS, EXIT_FAIL, EXIT_ABORTED = 0, 1, 3  # 2 (infrastructure error) is the caller's
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The outcome of checking one run: overall status and each check's result."""
-
-    status: str
-    results: tuple[CheckResult, ...]
-    run_dir: Path
-    scenario: str
-    events: tuple[dict[str, Any], ...] = ()
-    aborted: str | None = None  # why the run's plan did not fully execute
-
-    def result(self, name: str) -> CheckResult | None:
-        return next((r for r in self.results if r.name == name), None)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "verdict": self.status,
-            "aborted": self.aborted,
-            "scenario": self.scenario,
-            "run_dir": str(self.run_dir),
-            "checks": [r.to_json() for r in self.results],
-        }
-
-
 def checkers(budget: float) -> list[tuple[str, Callable[[RunDir], CheckResult]]]:
     """The checkers run_checks runs, in report order."""
     return [
@@ -84,7 +67,7 @@ def checkers(budget: float) -> list[tuple[str, Callable[[RunDir], CheckResult]]]
 
 def run_checks(
     run_dir: Path, *, budget: float = linearizability.DEFAULT_BUDGET, write: bool = True
-) -> Verdict:
+) -> RunVerdict:
     """Check a run directory; with `write`, put checks.json, junit.xml and report.html in it."""
     run = RunDir(run_dir)
     results = tuple(guarded(name, partial(check, run)) for name, check in checkers(budget))
@@ -95,7 +78,7 @@ def run_checks(
         events, scenario = (), run.path.name
     aborted = aborted_reason(events)
     status = status_of(compose_validity(r.valid for r in results))
-    verdict = Verdict(
+    verdict = RunVerdict(
         # A violation found is the strongest news; otherwise a run cut short never passes.
         status if status == "fail" or aborted is None else "aborted",
         results,
@@ -109,7 +92,7 @@ def run_checks(
     return verdict
 
 
-def write_reports(verdict: Verdict) -> None:
+def write_reports(verdict: RunVerdict) -> None:
     """checks.json, junit.xml and report.html in the verdict's run directory."""
     out = verdict.run_dir
     (out / CHECKS_JSON).write_text(
@@ -137,14 +120,14 @@ def aborted_reason(events: tuple[dict[str, Any], ...]) -> str | None:
     return str(reason) if reason else None
 
 
-def exit_code(verdict: Verdict) -> int:
+def exit_code(verdict: RunVerdict) -> int:
     """0 when every check passed, 1 when one failed or is unknown, 3 when the run was aborted."""
     if verdict.status == "pass":
         return EXIT_PASS
     return EXIT_ABORTED if verdict.status == "aborted" else EXIT_FAIL
 
 
-def junit_xml(verdict: Verdict) -> bytes:
+def junit_xml(verdict: RunVerdict) -> bytes:
     """JUnit XML: one testcase per check."""
     results = verdict.results
     crashed = [r for r in results if r.status == "unknown" and "exception" in r.details]
@@ -204,7 +187,7 @@ def _recovery(entry: dict[str, Any]) -> str:
     return f"{start_text} / {end_text}"
 
 
-def print_summary(verdict: Verdict, console: Console) -> None:
+def print_summary(verdict: RunVerdict, console: Console) -> None:
     """Checks, availability per fault window and the fault timeline, as rich tables."""
     style = STYLES.get(verdict.status, "bold")
     console.print(

@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 UNKNOWN: Literal["unknown"] = "unknown"
@@ -42,6 +43,31 @@ class CheckResult:
             "summary": self.summary,
             "seconds": round(self.seconds, 3),
             "details": json_safe(self.details),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunVerdict:
+    """The outcome of checking one run: overall status and each check's result (what
+    checks/report.py writes and prints, and checks/html_report.py renders)."""
+
+    status: str
+    results: tuple[CheckResult, ...]
+    run_dir: Path
+    scenario: str
+    events: tuple[dict[str, Any], ...] = ()
+    aborted: str | None = None  # why the run's plan did not fully execute
+
+    def result(self, name: str) -> CheckResult | None:
+        return next((r for r in self.results if r.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.status,
+            "aborted": self.aborted,
+            "scenario": self.scenario,
+            "run_dir": str(self.run_dir),
+            "checks": [r.to_json() for r in self.results],
         }
 
 

@@ -4,8 +4,8 @@ Checks never talk to a cluster; everything comes from the files a run left behin
 be re-checked offline:
 
     >>> run = RunDir(Path("runs/20240101-120000-az-power-off"))   # doctest: +SKIP
-    >>> run.slos().availability, [w.label for w in run.fault_windows()]   # doctest: +SKIP
-    (0.99, ['power_off_az az-a'])
+    >>> run.slos().during_faults, [w.label for w in run.fault_windows()]   # doctest: +SKIP
+    (0.95, ['power_off_az az-a'])
 
 A missing file reads as None (the checker decides what that means, usually "unknown"); a malformed
 one raises, which the checker's guard turns into "unknown" with the error text.
@@ -33,10 +33,11 @@ SCHEDULE = "schedule.jsonl"
 
 @dataclass(frozen=True, slots=True)
 class Slos:
-    """Service-level objectives a run is judged against (scenario `slos` and `alarm`).
+    """The service-level objectives a run is judged against: the scenario's ``steady_state``
+    (chaos/scenario.py), field for field with the same meanings, plus its ``alarm``.
 
-    `availability` applies per fault window (and to recovery); the steady window (outside every
-    fault) is judged against `steady_availability` when the scenario sets one.
+    `availability` applies outside every fault window; `fault_availability` within each fault
+    window (and to recovery), `availability` when unset. A None p99 or recovery: not judged.
     """
 
     availability: float = 0.99
@@ -44,11 +45,11 @@ class Slos:
     recovery_seconds: float | None = 30.0
     alarm_error_rate: float = 0.05
     alarm_window_seconds: float = 5.0
-    steady_availability: float | None = None
+    fault_availability: float | None = None
 
     @property
-    def steady(self) -> float:
-        return self.availability if self.steady_availability is None else self.steady_availability
+    def during_faults(self) -> float:
+        return self.availability if self.fault_availability is None else self.fault_availability
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,17 +189,28 @@ class RunDir:
         return data
 
     def slos(self) -> Slos:
-        """The scenario's SLOs; missing keys take the defaults, explicit nulls disable."""
-        slos = self.scenario.get("slos") or {}
+        """The scenario's SLOs: its ``steady_state`` and ``alarm``; missing keys take the
+        defaults, explicit nulls disable. Run directories written before ``steady_state`` was
+        read here carry a derived ``slos`` block whose ``availability`` is the fault windows'
+        SLO and ``steady_availability`` the steady one; it is read with those meanings."""
         alarm = self.scenario.get("alarm") or {}
         default = Slos()
+        steady = self.scenario.get("steady_state")
+        if isinstance(steady, dict):
+            availability = float(steady.get("availability", default.availability))
+            fault = _opt_float(steady, "fault_availability", None)
+        else:
+            steady = self.scenario.get("slos") or {}
+            fault = float(steady.get("availability", default.availability))
+            legacy_steady = _opt_float(steady, "steady_availability", None)
+            availability = fault if legacy_steady is None else legacy_steady
         return Slos(
-            availability=float(slos.get("availability", default.availability)),
-            p99_ms=_opt_float(slos, "p99_ms", default.p99_ms),
-            recovery_seconds=_opt_float(slos, "recovery_seconds", default.recovery_seconds),
+            availability=availability,
+            fault_availability=fault,
+            p99_ms=_opt_float(steady, "p99_ms", default.p99_ms),
+            recovery_seconds=_opt_float(steady, "recovery_seconds", default.recovery_seconds),
             alarm_error_rate=float(alarm.get("error_rate", default.alarm_error_rate)),
             alarm_window_seconds=float(alarm.get("window_seconds", default.alarm_window_seconds)),
-            steady_availability=_opt_float(slos, "steady_availability", None),
         )
 
     def span(self) -> tuple[float, float]:
