@@ -20,7 +20,7 @@ cas, null for delete, and for query ``[lo, hi]`` (sort-key range, invoke) then `
 ``intended`` on the invokes of an open-loop client (workloads/schedule.py): when the op was
 scheduled to start, at or before ``time``. ``latency`` is always completion minus invoke (the
 service time); the checkers measure what a client felt from ``intended``. ``attempt`` (2, 3, ...)
-marks an invoke that retries the same client's previous op (workloads/retry.py): each attempt is
+marks an invoke (and its completion) that retries the same client's previous op (workloads/retry.py): each attempt is
 an op of its own, and the checkers judge the client's op by its attempts together.
 ``time`` is seconds since the run's start (``GAMEDAY_RUN_START``, a wall-clock epoch taken once
 by whoever starts the run), advanced by each writer's monotonic clock, so all files of a run
@@ -205,6 +205,7 @@ class Pending:
     time: float
     consistent: bool | None
     intended: float | None = None
+    attempt: int | None = None
 
 
 class OpRecorder:
@@ -243,7 +244,8 @@ class OpRecorder:
     ) -> Pending:
         """Record the invoke now; ``intended``: the open-loop schedule's start for this op;
         ``attempt``: 2, 3, ... when this is a retry of the client's previous op."""
-        pending = Pending(OpF(f), key, value, self.process, self.clock.now(), consistent, intended)
+        now = self.clock.now()
+        pending = Pending(OpF(f), key, value, self.process, now, consistent, intended, attempt)
         if self.writer is not None:
             self.writer.append(
                 Op(
@@ -276,6 +278,7 @@ class OpRecorder:
             consistent=pending.consistent,
             az=self.az,
             router=self.router,
+            attempt=pending.attempt,
         )
         if self.writer is not None:
             self.writer.append(op)
