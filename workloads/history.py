@@ -20,8 +20,9 @@ cas, null for delete, and for query ``[lo, hi]`` (sort-key range, invoke) then `
 ``intended`` on the invokes of an open-loop client (workloads/schedule.py): when the op was
 scheduled to start, at or before ``time``. ``latency`` is always completion minus invoke (the
 service time); the checkers measure what a client felt from ``intended``. ``attempt`` (2, 3, ...)
-marks an invoke (and its completion) that retries the same client's previous op (workloads/retry.py): each attempt is
-an op of its own, and the checkers judge the client's op by its attempts together.
+marks an invoke (and its completion) that retries the same client's previous op
+(workloads/retry.py): each attempt is an op of its own, and the checkers judge the client's op
+by its attempts together.
 ``time`` is seconds since the run's start (``GAMEDAY_RUN_START``, a wall-clock epoch taken once
 by whoever starts the run), advanced by each writer's monotonic clock, so all files of a run
 share one time line and each process's times never go backwards.
