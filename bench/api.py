@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
-from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.backends.base import DEFAULT_ACCESS_KEY
+from chaos.backends.local import LocalCluster
 from workloads.client import DynamoClient
 
 console = Console()

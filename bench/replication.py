@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
-from chaos.backends.local import LocalNodes
 from cluster.storage.client import GroupClient
 from cluster.storage.statemachine import PutCommand, encode_command
+from tests.local_nodes import LocalNodes
 
 console = Console()
 

@@ -18,9 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chaos.backends import BACKENDS, create_cluster, open_cluster
-from chaos.backends.base import Backend
-from chaos.backends.docker import DockerCluster
-from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.backends.base import DEFAULT_ACCESS_KEY, Backend
 from chaos.images import CLUSTER_IMAGE
 
 DEFAULT_DATA_DIR = Path(".gameday/cluster")
@@ -39,7 +37,7 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _open(data_dir: Path) -> LocalCluster | DockerCluster:
+def _open(data_dir: Path) -> Backend:
     try:
         return open_cluster(data_dir)
     except FileNotFoundError as exc:

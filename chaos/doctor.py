@@ -142,7 +142,7 @@ def check_subnets() -> Finding:
 
 def check_ports() -> Finding:
     """The mesh's proxy ports must stay out of the kernel's ephemeral range; 8089 (Locust UI)."""
-    from chaos.backends.local import FIRST_PROXY_PORT
+    from chaos.backends.base import FIRST_PROXY_PORT
 
     notes = []
     ok = True

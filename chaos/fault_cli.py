@@ -25,8 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chaos.backends import open_cluster
-from chaos.backends.docker import DockerCluster
-from chaos.backends.local import LocalCluster
+from chaos.backends.base import Backend
 from chaos.deadman import Lease, spawn_watchdog
 from chaos.faults import ClusterView, Fault, PlanError, describe_catalog, groups_from_status
 from chaos.faults import make_fault as build_fault
@@ -53,7 +52,7 @@ fault_app = typer.Typer(
 )
 
 
-def _open(data_dir: Path) -> LocalCluster | DockerCluster:
+def _open(data_dir: Path) -> Backend:
     try:
         return open_cluster(data_dir)  # local or docker, whichever made the data dir
     except FileNotFoundError as exc:

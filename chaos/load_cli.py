@@ -26,7 +26,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.backends.base import DEFAULT_ACCESS_KEY
+from chaos.backends.local import LocalCluster
 from chaos.deadman import Guard
 from workloads.catalog import WORKLOADS
 from workloads.history import HISTORY_FILE, PART_GLOB, RUN_START_ENV, merge_histories, read_ops

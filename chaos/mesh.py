@@ -50,6 +50,7 @@ from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from cluster.config import ClusterConfig, Role
+from cluster.storage.wire import encode_frame
 
 Direction = Literal["both", "upstream", "downstream"]
 Stream = Literal["upstream", "downstream"]
@@ -540,14 +541,9 @@ class ProbeResult:
     elapsed: float = 0.0
 
 
-def _frame(payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + payload
-
-
-# msgpack by hand, to keep the probe free of dependencies:
-# {"hello": "client"} and {"id": 1, "op": "status"}.
-_HELLO = _frame(b"\x81\xa5hello\xa6client")
-_STATUS = _frame(b"\x82\xa2id\x01\xa2op\xa6status")
+# A client's hello and one ``status`` request, in the storage node's own wire format.
+_HELLO = encode_frame({"hello": "client"})
+_STATUS = encode_frame({"id": 1, "op": "status"})
 _MSGPACK_MAP = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})")
 

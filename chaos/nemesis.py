@@ -28,7 +28,7 @@ from typing import Any
 
 from chaos.backends.base import Backend
 from chaos.faults import Degradation, FaultPlan
-from chaos.mesh import Link, LinkMesh, Slicer
+from cluster.storage import layout
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +98,22 @@ class Nemesis:
         fault = ActiveFault(fault_id, description or plan.describe(), plan)
         self.active[fault_id] = fault
         self._record(fault_id, {"description": fault.description, "started": fault.started})
-        mesh = self.backend.mesh()
-        links = self.backend.links()
+        backend = self.backend
         for process_id in sorted(plan.kills):
             self.backend.kill(process_id)
         for process_id in sorted(plan.pauses):
             self.backend.pause(process_id)
         if plan.cuts or plan.degradations or plan.resets or plan.disabled:
-            if mesh is None:
+            if not backend.has_mesh:
                 raise FaultNotLanded("network faults need the Toxiproxy mesh (cluster up with it)")
             if plan.cuts:
-                mesh.cut(_links(links, plan.cuts), toxic_name=fault_id)
+                backend.cut_links(plan.cuts, fault_id=fault_id)
             for n, d in enumerate(plan.degradations):
-                _degrade(mesh, _links(links, d.links), d, f"{fault_id}-d{n}")
+                _degrade(backend, d, f"{fault_id}-d{n}")
             if plan.resets:
-                mesh.reset_peer(_links(links, plan.resets), timeout_ms=0, toxic_name=fault_id)
+                backend.reset_links(plan.resets, fault_id=fault_id)
             if plan.disabled:
-                mesh.disable(_links(links, plan.disabled))
+                backend.disable_links(plan.disabled)
         for rot in plan.bitrot:
             self._flip_bytes(rot.node, rot.group, rot.target, rot.flips)
         for process_id in plan.rolling:
@@ -159,13 +158,10 @@ class Nemesis:
         return {"node": dst, "peer": src, "heard_seconds_ago": heard}
 
     def _probe_cuts(self, plan: FaultPlan) -> list[dict[str, Any]]:
-        from chaos.mesh import probe
-
-        links = self.backend.links()
         sample = sorted(plan.cuts)[:: max(1, len(plan.cuts) // 3)][:3]
         results = []
         for pair in sample:
-            result = probe(links[pair], timeout=1.0)
+            result = self.backend.probe_link(pair, timeout=1.0)
             if result.reachable:
                 raise FaultNotLanded(f"link {pair[0]} -> {pair[1]} still answers after the cut")
             results.append(
@@ -188,18 +184,17 @@ class Nemesis:
         still = [f.plan for f in self.active.values()]
         held_kills = set().union(*(p.kills for p in still)) if still else set()
         held_pauses = set().union(*(p.pauses for p in still)) if still else set()
-        mesh = self.backend.mesh()
-        links = self.backend.links()
-        if mesh is not None:
+        backend = self.backend
+        if backend.has_mesh:
             if plan.cuts:
-                mesh.remove(_links(links, plan.cuts), toxic_name=fault_id)
+                backend.remove_link_faults(plan.cuts, fault_id=fault_id)
             for n, d in enumerate(plan.degradations):
-                mesh.remove(_links(links, d.links), toxic_name=f"{fault_id}-d{n}")
+                backend.remove_link_faults(d.links, fault_id=f"{fault_id}-d{n}")
             if plan.resets:
-                mesh.remove(_links(links, plan.resets), toxic_name=fault_id)
+                backend.remove_link_faults(plan.resets, fault_id=fault_id)
             held_disabled = set().union(*(p.disabled for p in still)) if still else set()
             if plan.disabled:
-                mesh.enable(_links(links, set(plan.disabled) - held_disabled))
+                backend.enable_links(set(plan.disabled) - held_disabled)
         for process_id in sorted(plan.pauses - held_pauses):
             self.backend.resume(process_id)
         for process_id in sorted(plan.kills - held_kills):
@@ -213,9 +208,7 @@ class Nemesis:
         self.backend.wait_healthy(timeout)
 
     def _heal_all(self) -> None:
-        mesh = self.backend.mesh()
-        if mesh is not None:
-            mesh.reset()
+        self.backend.heal_network()
         for process_id in self.backend.process_ids():
             if self.backend.alive(process_id):
                 self.backend.resume(process_id)
@@ -234,10 +227,7 @@ class Nemesis:
 
     def _flip_bytes(self, node: str, group: str, target: str, flips: int) -> None:
         replica = self.backend.replica_dir(node, group)
-        if target == "data":
-            files = [replica / "items.sqlite"]
-        else:
-            files = sorted((replica / "wal").glob("*.wal"))
+        files = [layout.items_file(replica)] if target == "data" else layout.wal_segments(replica)
         files = [f for f in files if f.exists() and f.stat().st_size > 64]
         if not files:
             raise FaultNotLanded(f"no {target} file to rot for {group} on {node}")
@@ -278,19 +268,15 @@ def recorded_faults(state_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _degrade(mesh: LinkMesh, links: list[Link], d: Degradation, name: str) -> None:
+def _degrade(backend: Backend, d: Degradation, fault_id: str) -> None:
     # Faults speak kilobits/s; Toxiproxy's bandwidth rate is in kilobytes/s.
     kbytes = None if d.bandwidth_kbps is None else max(1, d.bandwidth_kbps // 8)
-    mesh.degrade(
-        links,
+    backend.degrade_links(
+        d.links,
+        fault_id=fault_id,
         latency_ms=round(d.latency_ms),
         jitter_ms=round(d.jitter_ms),
-        bandwidth_kbps=kbytes,
-        slicer=Slicer() if d.slicer else None,
+        bandwidth_kbytes=kbytes,
+        slicer=d.slicer,
         slow_close_ms=round(d.slow_close_ms),
-        toxic_name=name,
     )
-
-
-def _links(links: dict[tuple[str, str], Any], pairs: Any) -> list[Any]:
-    return [links[pair] for pair in sorted(pairs) if pair in links]

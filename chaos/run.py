@@ -36,8 +36,7 @@ from rich.live import Live
 from rich.table import Table
 
 from chaos.backends import create_cluster, open_cluster
-from chaos.backends.docker import DockerCluster
-from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.backends.base import DEFAULT_ACCESS_KEY, Backend
 from chaos.deadman import Guard, tear_down
 from chaos.faults import BlastRadius
 from chaos.orchestrator import Orchestrator, RunOutcome
@@ -177,7 +176,7 @@ async def _run_game_day(
         data_dir=str(data_dir.resolve()),
         teardown=tear,
     )
-    cluster: LocalCluster | DockerCluster | None = None
+    cluster: Backend | None = None
     try:
         try:
             if started_here:
@@ -242,7 +241,7 @@ def scenario_json(scenario: Scenario, source: Path) -> str:
 async def _game_day(
     scenario: Scenario,
     timeline: list[TimedFault],
-    cluster: LocalCluster | DockerCluster,
+    cluster: Backend,
     run_dir: Path,
     console: Console,
     control: RunControl,
@@ -397,7 +396,7 @@ async def _live_view(
         await asyncio.sleep(0.5)
 
 
-def settled_digests(cluster: LocalCluster | DockerCluster, timeout: float = 30.0) -> dict[str, Any]:
+def settled_digests(cluster: Backend, timeout: float = 30.0) -> dict[str, Any]:
     """Per group, per node, (applied, digest) — once every group's replicas applied the same
     index (the workload has stopped, so they converge), or whatever they say at the timeout."""
     deadline = time.monotonic() + timeout

@@ -8,7 +8,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.backends.base import DEFAULT_ACCESS_KEY
+from chaos.backends.local import LocalCluster
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,22 @@
-"""Backends: where the cluster runs (local processes, Docker containers)."""
+"""Backends: where the cluster runs (local processes, Docker containers).
+
+``base.Backend`` is the interface and everything derived from the cluster config; ``local`` and
+``docker`` supply process control, their lifecycle and where replica data lives.
+
+    cluster = create_cluster("local", Path(".gameday/cluster"), "3x2x1")
+    cluster = open_cluster(Path(".gameday/cluster"))     # whichever backend created it
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from chaos.backends.docker import DockerCluster
-    from chaos.backends.local import LocalCluster
+from chaos.backends.base import Backend
 
 BACKENDS = ("local", "docker")
 
 
-def open_cluster(data_dir: Path) -> LocalCluster | DockerCluster:
+def open_cluster(data_dir: Path) -> Backend:
     """The cluster kept in ``data_dir``, whichever backend created it."""
     from chaos.backends.docker import DockerCluster, is_docker_cluster
     from chaos.backends.local import LocalCluster
@@ -24,7 +28,7 @@ def open_cluster(data_dir: Path) -> LocalCluster | DockerCluster:
 
 def create_cluster(
     backend: str, data_dir: Path, topology: str = "3x2x1", partitions: int = 4
-) -> LocalCluster | DockerCluster:
+) -> Backend:
     """Open or plan the cluster in ``data_dir`` on ``backend`` (``local`` or ``docker``)."""
     if backend == "docker":
         from chaos.backends.docker import DockerCluster

@@ -28,22 +28,20 @@ import contextlib
 import hashlib
 import io
 import ipaddress
-import json
 import logging
 import shutil
 import socket
 import tarfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from chaos.backends.local import (
+from chaos.backends.base import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_SECRET_KEY,
     FIRST_PROXY_PORT,
@@ -53,11 +51,12 @@ from chaos.backends.local import (
     STORAGE_ADMIN_PORT,
     STORAGE_PORT,
     TOXIPROXY_API_PORT,
+    Backend,
 )
 from chaos.images import CLUSTER_IMAGE, DockerClient, EngineUnavailable, engine, image_exists
-from chaos.mesh import Link, LinkMesh, plan_links, wait_ready, with_mesh
+from chaos.mesh import plan_links, with_mesh
 from cluster.config import ClusterConfig, ProcessInfo
-from cluster.topology import Topology, parse_topology
+from cluster.topology import parse_topology
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -194,18 +193,18 @@ def _free_port() -> int:
 # --- the backend -----------------------------------------------------------------------------
 
 
-class DockerCluster:
-    """The whole cluster as containers; the same interface as ``LocalCluster``."""
+class DockerCluster(Backend):
+    """The whole cluster as containers (see the module docstring)."""
 
-    name = "docker"
+    name: ClassVar[str] = "docker"
+    startup_timeout: ClassVar[float] = 90.0
+    poll_interval: ClassVar[float] = 0.1
+    mesh_timeout: ClassVar[float] = 20.0
 
     def __init__(self, data_dir: Path, config: ClusterConfig, state: DockerState) -> None:
-        self.data_dir = data_dir
-        self.config = config
+        super().__init__(data_dir, config)
         self.state = state
-        self.state_dir = data_dir
         self._client: DockerClient | None = None
-        self._mesh: LinkMesh | None = None
         # Power on and off run in the background, so that a whole rack or AZ goes down (and
         # comes back) at once rather than one container after another. Anything that looks at
         # or acts on a process first waits for its pending operation (``_settle``).
@@ -277,40 +276,24 @@ class DockerCluster:
             self._client = engine()
         return self._client
 
-    @property
-    def config_path(self) -> Path:
-        return self.data_dir / "cluster.json"
+    # -- where things are ------------------------------------------------------------------------
 
-    # -- the Toxiproxy mesh ---------------------------------------------------------------------
+    def proxy_host(self) -> str:
+        return self.state.toxiproxy_ip
 
-    @property
-    def has_mesh(self) -> bool:
-        return bool(self.config.dial)
-
-    def toxiproxy_api(self) -> str:
-        return f"http://{self.state.toxiproxy_ip}:{TOXIPROXY_API_PORT}"
-
-    def mesh(self) -> LinkMesh | None:
-        if not self.has_mesh:
-            return None
-        if self._mesh is None:
-            self._mesh = LinkMesh(self.toxiproxy_api())
-        return self._mesh
-
-    def links(self) -> dict[tuple[str, str], Link]:
-        if not self.has_mesh:
-            return {}
-        return plan_links(self.config, self.state.toxiproxy_ip, FIRST_PROXY_PORT)
-
-    def start_mesh(self) -> None:
-        """Start the Toxiproxy container (if not running) and create every proxy (idempotent)."""
-        if not self.has_mesh:
-            return
+    def start_toxiproxy(self) -> None:
         self._start_container(TOXIPROXY)
-        wait_ready(self.toxiproxy_api(), 20.0)
-        mesh = self.mesh()
-        assert mesh is not None
-        mesh.ensure(list(self.links().values()))
+
+    def node_data_dir(self, node_id: str) -> Path:
+        """The node's named volume, as mounted on the host."""
+        volume = self.client.volumes.get(self.state.volume(node_id))
+        return Path(volume.attrs["Mountpoint"])
+
+    def logs_hint(self, process_id: str) -> str:
+        return f"see 'docker logs {self.state.container(process_id)}'"
+
+    def down_reason(self, process_id: str) -> str:
+        return f"is {self.container_status(process_id)}"
 
     # -- Docker objects -------------------------------------------------------------------------
 
@@ -446,11 +429,6 @@ class DockerCluster:
 
     # -- processes ------------------------------------------------------------------------------
 
-    def process_ids(self, role: str | None = None) -> list[str]:
-        order = {"storage": 0, "gac": 1, "memds": 2, "router": 3}
-        ids = [p.id for p in self.config.processes.values() if role in (None, p.role)]
-        return sorted(ids, key=lambda i: (order[self.config.processes[i].role], i))
-
     def _submit(self, process_id: str, op: Callable[[str], None]) -> None:
         """Run ``op(process_id)`` in the background, after the process's pending operation."""
         self._settle(process_id)
@@ -523,17 +501,11 @@ class DockerCluster:
         if container is not None and container.status == "paused":
             container.unpause()
 
-    def topology(self) -> Topology:
-        return parse_topology(self.config.topology)
-
-    def replica_dir(self, node_id: str, group: str) -> Path:
-        """The replica's files on the host, inside the node's named volume."""
-        volume = self.client.volumes.get(self.state.volume(node_id))
-        return Path(volume.attrs["Mountpoint"]) / "groups" / group
-
     # -- the whole cluster ----------------------------------------------------------------------
 
-    def up(self, timeout: float = 90.0, progress: Callable[[str], None] | None = None) -> None:
+    def up(
+        self, timeout: float | None = None, progress: Callable[[str], None] | None = None
+    ) -> None:
         """Network, Toxiproxy and every container that is not running; wait until healthy."""
         if not image_exists(self.client, self.state.image):
             raise RuntimeError(
@@ -602,46 +574,13 @@ class DockerCluster:
         flt = {"label": f"{LABEL}.cluster={self.state.name}"}
         return list(self.client.containers.list(all=True, filters=flt))
 
-    # -- health and status ----------------------------------------------------------------------
-
-    def health_url(self, process_id: str) -> str:
-        return f"http://{self.config.process(process_id).admin}/health"
-
-    def health(self, process_id: str) -> dict[str, Any] | None:
-        """The process's /health body, or None if it is down, paused or not answering."""
-        self._settle(process_id)
-        return _get_json(self.health_url(process_id), 1.0)
-
-    def wait_healthy(
-        self, timeout: float = 90.0, progress: Callable[[str], None] | None = None
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        self._settle()
-        for process_id in self.process_ids():
-            while self.health(process_id) is None:
-                status = self.container_status(process_id)
-                if status not in ("running", "paused"):
-                    raise RuntimeError(
-                        f"{process_id} is {status}; see 'docker logs "
-                        f"{self.state.container(process_id)}'"
-                    )
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{process_id} not healthy after {timeout:.0f}s ({status}); see "
-                        f"'docker logs {self.state.container(process_id)}'"
-                    )
-                time.sleep(0.1)
-            if progress is not None:
-                progress(process_id)
+    # -- clients ---------------------------------------------------------------------------------
 
     def endpoints(self) -> dict[str, str]:
         """Router id -> its DynamoDB endpoint, published on 127.0.0.1."""
         return {
             p: f"http://127.0.0.1:{self.state.router_ports[p]}" for p in self.process_ids("router")
         }
-
-    def storage_status(self, node_id: str) -> dict[str, Any] | None:
-        return _get_json(f"http://{self.config.process(node_id).admin}/replicas", 1.0)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -676,12 +615,3 @@ def _tar_of(name: str, path: Path) -> bytes:
         entry.mtime = int(time.time())
         tar.addfile(entry, io.BytesIO(data))
     return buf.getvalue()
-
-
-def _get_json(url: str, timeout: float) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            body: dict[str, Any] = json.loads(resp.read())
-            return body
-    except (OSError, ValueError):
-        return None

@@ -1,208 +1,44 @@
-"""Real storage-node processes on per-node loopback addresses, for integration tests.
+"""The cluster as processes on this machine, each on its own loopback address.
 
-with LocalNodes(tmp_path, groups={"p0": ("n1", "n2", "n3")}) as cluster:
-    leader = cluster.wait_leader("p0")
-    cluster.kill("n1")          # SIGKILL
-    cluster.start("n1")         # same data dir
+Every process gets an address of its own in 127.X.0.0/16 (X derived from the data dir, so two
+clusters do not collide): AZ i is 127.X.i.0/24. Storage nodes keep their data in
+``<data_dir>/nodes/<id>``; ``ProcessTable`` (processes.py) spawns them detached and signals them,
+so a cluster outlives the command that started it. With the mesh, a ``toxiproxy-server`` on
+127.X.0.254 carries every link.
+
+    cluster = LocalCluster.create(Path(".gameday/cluster"), "3x2x1")
+    cluster.up()                       # starts every process, waits until healthy
+    cluster.kill("sn-a1")              # SIGKILL (power off); cluster.start("sn-a1") again
+    cluster.down(wipe=True)
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import ClassVar
 
-from chaos.mesh import Link, LinkMesh, plan_links, wait_ready, with_mesh
+from chaos.mesh import Link, plan_links, with_mesh
 from cluster.config import ClusterConfig, ProcessInfo, UnsafeMode
-from cluster.topology import Topology, parse_topology
+from cluster.topology import parse_topology
 
+from .base import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_SECRET_KEY,
+    FIRST_PROXY_PORT,
+    GAC_PORT,
+    MEMDS_PORT,
+    ROUTER_PORT,
+    STORAGE_ADMIN_PORT,
+    STORAGE_PORT,
+    TOXIPROXY_API_PORT,
+    Backend,
+)
 from .processes import ProcessTable
 from .subnets import claim_subnet, hold_subnet, release_subnet, subnet_of_config
-
-_fixture_subnet: int | None = None
-
-
-def fixture_subnet() -> int:
-    """This process's own 127.X.0.0/16 for LocalNodes, claimed until the process ends."""
-    global _fixture_subnet
-    if _fixture_subnet is None:
-        _fixture_subnet = claim_subnet(f"pid:{os.getpid()}")
-    return _fixture_subnet
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class NodeProcess:
-    def __init__(self, node_id: str, host: str, data_dir: Path, log_path: Path) -> None:
-        self.node_id = node_id
-        self.host = host
-        self.port = free_port(host)
-        self.admin_port = free_port(host)
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def admin(self) -> str:
-        return f"http://{self.host}:{self.admin_port}"
-
-    def start(self, peers: dict[str, str], groups: dict[str, tuple[str, ...]], *extra: str) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "cluster.storage",
-            "--node-id",
-            self.node_id,
-            "--listen",
-            self.address,
-            "--admin",
-            f"{self.host}:{self.admin_port}",
-            "--data-dir",
-            str(self.data_dir),
-            "--log-level",
-            "WARNING",
-            *extra,
-        ]
-        for peer, addr in peers.items():
-            args += ["--peer", f"{peer}={addr}"]
-        for group, members in groups.items():
-            args += ["--group", f"{group}={','.join(members)}"]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            if sig in (signal.SIGKILL, signal.SIGTERM):
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:  # a stop that hangs becomes a power-off
-                    self.proc.kill()
-                    self.proc.wait(10)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.admin + path, timeout=2) as resp:
-            return json.loads(resp.read())
-
-
-class LocalNodes:
-    def __init__(
-        self,
-        tmp: Path,
-        groups: dict[str, tuple[str, ...]],
-        nodes: tuple[str, ...] = ("n1", "n2", "n3"),
-        extra_args: tuple[str, ...] = (),
-    ) -> None:
-        self.groups = groups
-        self.extra = extra_args
-        subnet = fixture_subnet()
-        self.nodes = {
-            n: NodeProcess(n, f"127.{subnet}.0.{i + 1}", tmp / n, tmp / f"{n}.log")
-            for i, n in enumerate(nodes)
-        }
-
-    def __enter__(self) -> LocalNodes:
-        try:  # nodes that never got healthy are stopped too: nothing outlives the test
-            for node in self.nodes:
-                self.start(node)
-            self.wait_healthy()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        for node in self.nodes.values():
-            node.kill(signal.SIGTERM)
-
-    def peers(self) -> dict[str, str]:
-        return {n: p.address for n, p in self.nodes.items()}
-
-    def start(self, node: str) -> None:
-        self.nodes[node].start(self.peers(), self.groups, *self.extra)
-
-    def kill(self, node: str) -> None:
-        self.nodes[node].kill(signal.SIGKILL)
-
-    def wait_healthy(self, timeout: float = 120.0) -> None:
-        """Wait while the nodes are alive (a busy machine is slow, not broken); a node that
-        exited fails at once, and ``timeout`` only bounds a node that hangs."""
-        deadline = time.monotonic() + timeout
-        for node in self.nodes.values():
-            while True:
-                try:
-                    if node.get_json("/health")["status"] == "ok":
-                        break
-                except OSError:
-                    pass
-                if not node.alive():
-                    raise RuntimeError(f"{node.node_id} exited; see {node.log_path}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{node.node_id} not healthy; see {node.log_path}")
-                time.sleep(0.05)
-
-    def status(self, node: str) -> dict[str, Any]:
-        return dict(self.nodes[node].get_json("/replicas"))
-
-    def addresses(self) -> dict[str, str]:
-        return {n: p.address for n, p in self.nodes.items()}
-
-    def leader(self, group: str) -> str | None:
-        """The node that leads ``group`` with a valid lease, if exactly one claims it."""
-        leaders = []
-        for node_id, node in self.nodes.items():
-            if not node.alive():
-                continue
-            try:
-                replicas = node.get_json("/replicas")["replicas"]
-            except OSError:
-                continue
-            for r in replicas:
-                if r["group"] == group and r["role"] == "leader" and r["lease"]:
-                    leaders.append(node_id)
-        return leaders[0] if len(leaders) == 1 else None
-
-    def wait_leader(self, group: str, timeout: float = 15.0, not_: str | None = None) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            leader = self.leader(group)
-            if leader is not None and leader != not_:
-                return leader
-            time.sleep(0.05)
-        raise TimeoutError(f"no leader for {group} within {timeout}s")
-
-
-# --- the whole cluster ---------------------------------------------------------------------------
-
-TOXIPROXY_API_PORT, FIRST_PROXY_PORT = 8474, 21000
-STORAGE_PORT, STORAGE_ADMIN_PORT = 7100, 7180
-ROUTER_PORT, MEMDS_PORT, GAC_PORT = 8000, 7300, 7400
-DEFAULT_ACCESS_KEY = "gameday"
-DEFAULT_SECRET_KEY = "gameday-local-secret"
 
 
 def subnet_for(data_dir: Path) -> int:
@@ -238,6 +74,7 @@ def mesh_host(config: ClusterConfig) -> str:
 
 
 def mesh_links(config: ClusterConfig) -> dict[tuple[str, str], Link]:
+    """Every link's proxy on the local mesh host."""
     return plan_links(config, mesh_host(config), FIRST_PROXY_PORT)
 
 
@@ -280,27 +117,19 @@ def build_config(topology: str, data_dir: Path, partitions: int = 4) -> ClusterC
     )
 
 
-class LocalCluster:
+class LocalCluster(Backend):
     """The whole cluster as local processes: storage nodes, MemDS, GAC and routers.
 
     ``data_dir`` holds everything: ``cluster.json`` (the config every process reads), one data
     directory per storage node, ``run/*.pid`` and ``logs/*.log``. Commands in separate
     invocations (``up``, ``status``, ``down``, faults) find the cluster through it.
-
-        cluster = LocalCluster.create(Path(".gameday/cluster"), "3x2x1")
-        cluster.up()                       # starts every process, waits until healthy
-        cluster.kill("sn-a1")              # SIGKILL (power off); cluster.start("sn-a1") again
-        cluster.down(wipe=True)
     """
 
-    name = "local"
+    name: ClassVar[str] = "local"
 
     def __init__(self, data_dir: Path, config: ClusterConfig) -> None:
-        self.data_dir = data_dir
-        self.config = config
-        self.state_dir = data_dir
+        super().__init__(data_dir, config)
         self.procs = ProcessTable(data_dir / "run", data_dir / "logs")
-        self._mesh: LinkMesh | None = None
 
     @classmethod
     def create(
@@ -343,15 +172,10 @@ class LocalCluster:
             )
         return cls(data_dir, ClusterConfig.load(path))
 
-    @property
-    def config_path(self) -> Path:
-        return self.data_dir / "cluster.json"
-
     def argv(self, process_id: str) -> list[str]:
         info = self.config.process(process_id)
         common = ["--config", str(self.config_path)]
         if info.role == "storage":
-            node_dir = self.data_dir / "nodes" / process_id
             return [
                 sys.executable,
                 "-m",
@@ -359,7 +183,7 @@ class LocalCluster:
                 "--node-id",
                 process_id,
                 "--data-dir",
-                str(node_dir),
+                str(self.node_data_dir(process_id)),
                 "--log-level",
                 "WARNING",
                 *common,
@@ -367,53 +191,28 @@ class LocalCluster:
         module = {"router": "cluster.router", "memds": "cluster.memds", "gac": "cluster.admission"}
         return [sys.executable, "-m", module[info.role], "--id", process_id, *common]
 
-    # --- the Toxiproxy mesh --------------------------------------------------------------------
+    # --- where things are ----------------------------------------------------------------------
 
-    @property
-    def has_mesh(self) -> bool:
-        return bool(self.config.dial)
+    def node_data_dir(self, node_id: str) -> Path:
+        return self.data_dir / "nodes" / node_id
 
-    def toxiproxy_api(self) -> str:
-        return f"http://{mesh_host(self.config)}:{TOXIPROXY_API_PORT}"
+    def proxy_host(self) -> str:
+        return mesh_host(self.config)
 
-    def mesh(self) -> LinkMesh | None:
-        if not self.has_mesh:
-            return None
-        if self._mesh is None:
-            self._mesh = LinkMesh(self.toxiproxy_api())
-        return self._mesh
-
-    def links(self) -> dict[tuple[str, str], Link]:
-        return mesh_links(self.config) if self.has_mesh else {}
-
-    def start_mesh(self) -> None:
-        """Start toxiproxy-server (if not running) and create every proxy (idempotent)."""
-        if not self.has_mesh:
-            return
+    def start_toxiproxy(self) -> None:
         if not self.procs.alive(TOXIPROXY):
-            argv = [
-                str(toxiproxy_binary()),
-                "-host",
-                mesh_host(self.config),
-                "-port",
-                str(TOXIPROXY_API_PORT),
-            ]
+            argv = [str(toxiproxy_binary()), "-host", self.proxy_host()]
+            argv += ["-port", str(TOXIPROXY_API_PORT)]
             # Info, not Toxiproxy's default debug (an access-log line per API call: ~6 MB/min);
             # info still logs every accepted connection, so the log is rotated as it grows.
             self.procs.spawn(
                 TOXIPROXY, argv, env={"LOG_LEVEL": "info"}, rotate_bytes=TOXIPROXY_LOG_BYTES
             )
-        wait_ready(self.toxiproxy_api(), 10.0)
-        mesh = self.mesh()
-        assert mesh is not None
-        mesh.ensure(list(self.links().values()))
 
-    # --- processes ---------------------------------------------------------------------------
+    def logs_hint(self, process_id: str) -> str:
+        return f"see {self.procs.log_file(process_id)}"
 
-    def process_ids(self, role: str | None = None) -> list[str]:
-        order = {"storage": 0, "gac": 1, "memds": 2, "router": 3}
-        ids = [p.id for p in self.config.processes.values() if role in (None, p.role)]
-        return sorted(ids, key=lambda i: (order[self.config.processes[i].role], i))
+    # --- processes -----------------------------------------------------------------------------
 
     def start(self, process_id: str) -> None:
         if not self.procs.alive(process_id):
@@ -431,13 +230,11 @@ class LocalCluster:
     def alive(self, process_id: str) -> bool:
         return self.procs.alive(process_id)
 
-    def topology(self) -> Topology:
-        return parse_topology(self.config.topology)
+    # --- lifecycle -----------------------------------------------------------------------------
 
-    def replica_dir(self, node_id: str, group: str) -> Path:
-        return self.data_dir / "nodes" / node_id / "groups" / group
-
-    def up(self, timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> None:
+    def up(
+        self, timeout: float | None = None, progress: Callable[[str], None] | None = None
+    ) -> None:
         """Start the mesh and every process that is not running; wait until all are healthy."""
         subnet = subnet_of_config(self.config_path)
         if subnet is not None:
@@ -463,49 +260,3 @@ class LocalCluster:
         """Give the cluster's 127.X.0.0/16 back (it is down; its config is only kept as record)."""
         host = self.config.process(self.process_ids("storage")[0]).listen
         release_subnet(int(host.split(".")[1]), self.subnet_owner)
-
-    def health_url(self, process_id: str) -> str:
-        info = self.config.process(process_id)
-        return f"http://{info.admin}/health"
-
-    def health(self, process_id: str) -> dict[str, Any] | None:
-        """The process's /health body, or None if it is down or not answering."""
-        if not self.procs.alive(process_id):
-            return None
-        try:
-            with urllib.request.urlopen(self.health_url(process_id), timeout=1.0) as resp:
-                body: dict[str, Any] = json.loads(resp.read())
-                return body
-        except (OSError, ValueError):
-            return None
-
-    def wait_healthy(
-        self, timeout: float = 60.0, progress: Callable[[str], None] | None = None
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        for process_id in self.process_ids():
-            while self.health(process_id) is None:
-                if not self.procs.alive(process_id):
-                    raise RuntimeError(
-                        f"{process_id} exited; see {self.procs.log_file(process_id)}"
-                    )
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{process_id} not healthy after {timeout:.0f}s; "
-                        f"see {self.procs.log_file(process_id)}"
-                    )
-                time.sleep(0.05)
-            if progress is not None:
-                progress(process_id)
-
-    def endpoints(self) -> dict[str, str]:
-        return {p: f"http://{self.config.process(p).listen}" for p in self.process_ids("router")}
-
-    def storage_status(self, node_id: str) -> dict[str, Any] | None:
-        info = self.config.process(node_id)
-        try:
-            with urllib.request.urlopen(f"http://{info.admin}/replicas", timeout=1.0) as resp:
-                body: dict[str, Any] = json.loads(resp.read())
-                return body
-        except (OSError, ValueError):
-            return None

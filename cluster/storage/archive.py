@@ -51,6 +51,7 @@ from cluster.consensus.messages import Entry, EntryKind
 from cluster.consensus.raft import Role
 
 from .itemstore import ItemStore
+from .layout import items_file
 from .replica import Replica, ReplicaMode
 from .statemachine import StateMachine
 
@@ -319,14 +320,14 @@ def rebuild_reference(
     from a reference already in ``dest`` when it is not past ``upto`` (scrubs ask for growing
     indexes), and starts afresh when that is not possible.
     """
-    if incremental and (dest / "items.sqlite").exists():
+    if incremental and items_file(dest).exists():
         ref = _update_reference(store, group, dest, upto, batch)
         if ref is not None:
             return ref
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     base_index, dump, entries, files = archived_entries(store, group, upto)
-    items = ItemStore(dest / "items.sqlite")
+    items = ItemStore(items_file(dest))
     try:
         if dump is not None:
             items.restore(dump)
@@ -347,7 +348,7 @@ def rebuild_reference(
 def _update_reference(
     store: ArchiveStore, group: str, dest: Path, upto: int | None, batch: int
 ) -> Reference | None:
-    items = ItemStore(dest / "items.sqlite")
+    items = ItemStore(items_file(dest))
     try:
         applied = items.applied().index
         if upto is not None and applied > upto:
@@ -485,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"{ref.group}: applied up to {ref.index} from {ref.segments} archive file(s); "
-        f"{ref.items} items; digest {ref.digest}; in {args.out / 'items.sqlite'}"
+        f"{ref.items} items; digest {ref.digest}; in {items_file(args.out)}"
     )
     return 0
 

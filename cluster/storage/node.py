@@ -42,6 +42,7 @@ from cluster.consensus.raft import RaftConfig
 from .archive import Archiver, DirectoryArchive
 from .host import NodeService
 from .itemstore import ItemStore
+from .layout import groups_file, replica_dir
 from .rebuild import check_compatible, finish_rebuild, rebuild_from, stage_store
 from .replica import (
     NotLeader,
@@ -202,7 +203,7 @@ class StorageNode:
             self.config.node_id,
             group,
             members,
-            self.config.data_dir / "groups" / group,
+            replica_dir(self.config.data_dir, group),
             self.settings,
             self.links.send,
             mode,
@@ -211,7 +212,7 @@ class StorageNode:
         return replica
 
     def _groups_file(self) -> Path:
-        return self.config.data_dir / "groups.json"
+        return groups_file(self.config.data_dir)
 
     def _load_groups(self) -> dict[str, tuple[str, ...]]:
         path = self._groups_file()
@@ -275,7 +276,7 @@ class StorageNode:
                 return False
             await replica.close()
             self._save_groups()
-            path = self.config.data_dir / "groups" / group
+            path = replica_dir(self.config.data_dir, group)
             trash = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
             path.rename(trash)  # atomic: a crash never leaves a half-deleted replica behind
             await asyncio.to_thread(shutil.rmtree, trash, True)
@@ -290,7 +291,7 @@ class StorageNode:
         ``quarantine/`` when ``set_aside`` (evidence of corruption), else they are deleted.
         Returns the snapshot index the new replica starts from.
         """
-        path = self.config.data_dir / "groups" / group
+        path = replica_dir(self.config.data_dir, group)
         staging = path.with_name(f".rebuild-{group}")
         staged = await asyncio.to_thread(stage_store, dump, staging)
         check_compatible(staged, self.replica({"group": group}).raft)

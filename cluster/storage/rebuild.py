@@ -29,6 +29,7 @@ from cluster.consensus.raft import Raft
 
 from .client import ASK_FAILURES, ask
 from .itemstore import AppliedMark, ItemStore
+from .layout import items_file, wal_dir
 from .wal import WriteAheadLog
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def stage_store(dump: bytes, staging: Path) -> Staged:
     """Restore ``dump`` into ``staging/items.sqlite`` (a fresh directory)."""
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    store = ItemStore(staging / "items.sqlite")
+    store = ItemStore(items_file(staging))
     try:
         store.restore(dump)
         mark = store.applied()
@@ -85,7 +86,7 @@ def finish_rebuild(staged: Staged, raft: Raft, segment_bytes: int) -> int:
     entries = []
     if mark.index <= last_index and term_at_mark == mark.term:
         entries = [e for e in log if e.index > mark.index]
-    wal, _ = WriteAheadLog.open(staged.path / "wal", segment_bytes)
+    wal, _ = WriteAheadLog.open(wal_dir(staged.path), segment_bytes)
     try:
         wal.mark_snapshot(SnapshotMeta(mark.index, mark.term, membership))
         wal.save(hard_state, entries)

@@ -40,6 +40,7 @@ from cluster.consensus.raft import (
 )
 
 from .itemstore import ItemCorruption, ItemStore
+from .layout import items_file, wal_dir
 from .scrub import ReplicaReport, verify_replica
 from .statemachine import (
     ApplyResult,
@@ -202,13 +203,13 @@ class Replica:
             if mode is not None:
                 write_mode(data_dir, mode)
             current = read_mode(data_dir)
-            wal, state = WriteAheadLog.open(data_dir / "wal", settings.segment_bytes)
+            wal, state = WriteAheadLog.open(wal_dir(data_dir), settings.segment_bytes)
             if state.truncated_bytes:
                 log.warning("%s: WAL torn tail of %d bytes truncated", group, state.truncated_bytes)
             if current is ReplicaMode.FULL:
-                store = ItemStore(data_dir / "items.sqlite")
+                store = ItemStore(items_file(data_dir))
             else:
-                store = _open_unused_store(data_dir / "items.sqlite")
+                store = _open_unused_store(items_file(data_dir))
             if current is not ReplicaMode.FULL:
                 # No usable applied state: the WAL's snapshot mark starts the log (its data is
                 # the empty "no state" marker), as a log replica received it from the leader.

@@ -35,6 +35,7 @@ import crc32c
 import msgpack
 
 from cluster.consensus.messages import Entry, EntryKind, HardState, Membership, SnapshotMeta
+from cluster.storage.layout import WAL_SUFFIX, wal_segment
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ DEFAULT_SEGMENT_BYTES = 4 * 1024 * 1024
 _HEADER = struct.Struct("<8sI")
 _FRAME = struct.Struct("<II")  # payload length, crc32c of payload
 HEADER_SIZE = _HEADER.size
-_SUFFIX = ".wal"
 
 
 ENTRY, HARD_STATE, SNAPSHOT_MARK = 1, 2, 3  # record types
@@ -124,7 +124,7 @@ class WriteAheadLog:
         segment, a missing segment, or a log that does not continue its snapshot.
         """
         directory.mkdir(parents=True, exist_ok=True)
-        seqs = sorted(int(p.stem) for p in directory.glob("*" + _SUFFIX) if p.stem.isdigit())
+        seqs = sorted(int(p.stem) for p in directory.glob("*" + WAL_SUFFIX) if p.stem.isdigit())
         for prev, seq in pairwise(seqs):
             if seq != prev + 1:
                 raise WalCorruptionError(_path(directory, seq), 0, f"segment {prev + 1} is missing")
@@ -316,7 +316,7 @@ class WriteAheadLog:
 
 
 def _path(directory: Path, seq: int) -> Path:
-    return directory / f"{seq:020d}{_SUFFIX}"
+    return wal_segment(directory, seq)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from chaos.assets import asset
 from chaos.backends import open_cluster
+from chaos.backends.base import DEFAULT_ACCESS_KEY, FIRST_PROXY_PORT
 from chaos.backends.docker import (
     DATA_IN_CONTAINER,
     LABEL,
@@ -35,7 +36,7 @@ from chaos.backends.docker import (
     labels_for,
     toxiproxy_ip,
 )
-from chaos.backends.local import DEFAULT_ACCESS_KEY, FIRST_PROXY_PORT, LocalCluster
+from chaos.backends.local import LocalCluster
 from chaos.images import (
     BASE_IMAGE,
     CLUSTER_IMAGE,

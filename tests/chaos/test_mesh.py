@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.backends.local import build_config, free_port
+from chaos.backends.local import build_config
 from chaos.mesh import (
     LINKED_ROLES,
     Link,
@@ -34,6 +34,7 @@ from chaos.mesh import (
 )
 from cluster.config import Role
 from cluster.storage.wire import encode_frame, read_frame
+from tests.local_nodes import free_port
 
 BINARY = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "toxiproxy-server"
 API_HOST = "127.0.0.1"

@@ -14,7 +14,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.backends.base import DEFAULT_ACCESS_KEY
+from chaos.backends.local import LocalCluster
 from chaos.load_cli import load_command
 from workloads.canary import run_canaries
 from workloads.history import describe_problems, merge_histories, read_ops

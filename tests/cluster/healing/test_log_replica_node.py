@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from chaos.backends.local import LocalNodes
 from cluster.storage.client import GroupClient
 from cluster.storage.statemachine import PutCommand, encode_command
+from tests.local_nodes import LocalNodes
 
 pytestmark = pytest.mark.slow
 NODES = ("n1", "n2", "n3", "n4")

@@ -27,7 +27,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from chaos.backends.local import DEFAULT_ACCESS_KEY, LocalCluster
+from chaos.backends.base import DEFAULT_ACCESS_KEY
+from chaos.backends.local import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from chaos.backends.local import LocalNodes
 from cluster.storage.client import GroupClient
 from cluster.storage.itemstore import encode_key_value
 from cluster.storage.statemachine import (
@@ -21,6 +20,7 @@ from cluster.storage.statemachine import (
     UpdateCommand,
     encode_command,
 )
+from tests.local_nodes import LocalNodes
 
 pytestmark = pytest.mark.slow
 GROUPS: dict[str, tuple[str, ...]] = {"p0": ("n1", "n2", "n3"), "p1": ("n1", "n2", "n3")}

@@ -1,0 +1,56 @@
+"""Where a storage node keeps its files: the one owner of the on-disk layout.
+
+A node's data directory holds one directory per replica it hosts; a replica holds its SQLite
+B-tree and its write-ahead log segments. The node, the replica and anything that must find
+these files from outside (a backend locating a replica, the bit-rot fault) ask this module
+instead of spelling the paths.
+
+    node_dir/
+      groups.json                  the groups this node hosts
+      groups/<group>/items.sqlite  the applied state (B-tree)
+      groups/<group>/wal/*.wal     the write-ahead log, one file per segment
+
+    replica = replica_dir(Path("data/sn-a1"), "gameday.p0")
+    items_file(replica)            # data/sn-a1/groups/gameday.p0/items.sqlite
+    wal_segments(replica)          # [.../wal/00000000000000000001.wal, ...] in log order
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+GROUPS_DIR = "groups"
+GROUPS_FILE = "groups.json"
+ITEMS_FILE = "items.sqlite"
+WAL_DIR = "wal"
+WAL_SUFFIX = ".wal"
+
+
+def replica_dir(node_dir: Path, group: str) -> Path:
+    """The directory of ``group``'s replica on the node whose data directory is ``node_dir``."""
+    return node_dir / GROUPS_DIR / group
+
+
+def groups_file(node_dir: Path) -> Path:
+    """The node's list of hosted groups."""
+    return node_dir / GROUPS_FILE
+
+
+def items_file(replica: Path) -> Path:
+    """The replica's SQLite B-tree (its applied state)."""
+    return replica / ITEMS_FILE
+
+
+def wal_dir(replica: Path) -> Path:
+    """The directory of the replica's write-ahead log segments."""
+    return replica / WAL_DIR
+
+
+def wal_segment(directory: Path, seq: int) -> Path:
+    """The file of WAL segment ``seq`` in ``directory`` (zero-padded, so names sort in order)."""
+    return directory / f"{seq:020d}{WAL_SUFFIX}"
+
+
+def wal_segments(replica: Path) -> list[Path]:
+    """The replica's WAL segment files, oldest first (none when it has no WAL yet)."""
+    return sorted(wal_dir(replica).glob("*" + WAL_SUFFIX))

@@ -1,0 +1,192 @@
+"""Real storage-node processes on per-node loopback addresses: a test harness (and benches').
+
+Only storage nodes, each told its peers and groups on the command line (no cluster config, no
+mesh): the smallest real cluster for replication and healing tests.
+
+    with LocalNodes(tmp_path, groups={"p0": ("n1", "n2", "n3")}) as cluster:
+        leader = cluster.wait_leader("p0")
+        cluster.kill("n1")          # SIGKILL
+        cluster.start("n1")         # same data dir
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from chaos.backends.subnets import claim_subnet
+
+_fixture_subnet: int | None = None
+
+
+def fixture_subnet() -> int:
+    """This process's own 127.X.0.0/16 for LocalNodes, claimed until the process ends."""
+    global _fixture_subnet
+    if _fixture_subnet is None:
+        _fixture_subnet = claim_subnet(f"pid:{os.getpid()}")
+    return _fixture_subnet
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class NodeProcess:
+    def __init__(self, node_id: str, host: str, data_dir: Path, log_path: Path) -> None:
+        self.node_id = node_id
+        self.host = host
+        self.port = free_port(host)
+        self.admin_port = free_port(host)
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://{self.host}:{self.admin_port}"
+
+    def start(self, peers: dict[str, str], groups: dict[str, tuple[str, ...]], *extra: str) -> None:
+        args = [
+            sys.executable,
+            "-m",
+            "cluster.storage",
+            "--node-id",
+            self.node_id,
+            "--listen",
+            self.address,
+            "--admin",
+            f"{self.host}:{self.admin_port}",
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ]
+        for peer, addr in peers.items():
+            args += ["--peer", f"{peer}={addr}"]
+        for group, members in groups.items():
+            args += ["--group", f"{group}={','.join(members)}"]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:  # a stop that hangs becomes a power-off
+                    self.proc.kill()
+                    self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.admin + path, timeout=2) as resp:
+            return json.loads(resp.read())
+
+
+class LocalNodes:
+    def __init__(
+        self,
+        tmp: Path,
+        groups: dict[str, tuple[str, ...]],
+        nodes: tuple[str, ...] = ("n1", "n2", "n3"),
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.groups = groups
+        self.extra = extra_args
+        subnet = fixture_subnet()
+        self.nodes = {
+            n: NodeProcess(n, f"127.{subnet}.0.{i + 1}", tmp / n, tmp / f"{n}.log")
+            for i, n in enumerate(nodes)
+        }
+
+    def __enter__(self) -> LocalNodes:
+        try:  # nodes that never got healthy are stopped too: nothing outlives the test
+            for node in self.nodes:
+                self.start(node)
+            self.wait_healthy()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for node in self.nodes.values():
+            node.kill(signal.SIGTERM)
+
+    def peers(self) -> dict[str, str]:
+        return {n: p.address for n, p in self.nodes.items()}
+
+    def start(self, node: str) -> None:
+        self.nodes[node].start(self.peers(), self.groups, *self.extra)
+
+    def kill(self, node: str) -> None:
+        self.nodes[node].kill(signal.SIGKILL)
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        """Wait while the nodes are alive (a busy machine is slow, not broken); a node that
+        exited fails at once, and ``timeout`` only bounds a node that hangs."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes.values():
+            while True:
+                try:
+                    if node.get_json("/health")["status"] == "ok":
+                        break
+                except OSError:
+                    pass
+                if not node.alive():
+                    raise RuntimeError(f"{node.node_id} exited; see {node.log_path}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{node.node_id} not healthy; see {node.log_path}")
+                time.sleep(0.05)
+
+    def status(self, node: str) -> dict[str, Any]:
+        return dict(self.nodes[node].get_json("/replicas"))
+
+    def addresses(self) -> dict[str, str]:
+        return {n: p.address for n, p in self.nodes.items()}
+
+    def leader(self, group: str) -> str | None:
+        """The node that leads ``group`` with a valid lease, if exactly one claims it."""
+        leaders = []
+        for node_id, node in self.nodes.items():
+            if not node.alive():
+                continue
+            try:
+                replicas = node.get_json("/replicas")["replicas"]
+            except OSError:
+                continue
+            for r in replicas:
+                if r["group"] == group and r["role"] == "leader" and r["lease"]:
+                    leaders.append(node_id)
+        return leaders[0] if len(leaders) == 1 else None
+
+    def wait_leader(self, group: str, timeout: float = 15.0, not_: str | None = None) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader(group)
+            if leader is not None and leader != not_:
+                return leader
+            time.sleep(0.05)
+        raise TimeoutError(f"no leader for {group} within {timeout}s")
