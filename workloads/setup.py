@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -25,6 +26,8 @@ from workloads.catalog import HASH_KEY, QUERY_HASH_KEY, QUERY_RANGE_KEY, QUERY_S
 from workloads.catalog import workload as workload_spec
 from workloads.client import DynamoClient, error_code
 from workloads.ops import item_value
+from workloads.outcomes import classify
+from workloads.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +39,21 @@ class SetupError(RuntimeError):
 
 
 async def _call(
-    client: DynamoClient, operation: str, params: dict[str, Any], attempts: int = 5
+    client: DynamoClient, operation: str, params: dict[str, Any], attempts: int = 6
 ) -> tuple[int, dict[str, Any]]:
-    """One call, retried (bounded) on transport errors, 5xx and throttling."""
-    status, body, delay = 0, dict[str, Any](), 0.2
-    for attempt in range(attempts):
+    """One call, retried as the AWS SDKs do (workloads/retry.py): transport errors, 5xx and
+    throttling, after a capped exponential backoff with full jitter; bounded in attempts."""
+    status, body = 0, dict[str, Any]()
+    policy, rng = RetryPolicy(base=0.1, cap=2.0, max_attempts=attempts), random.Random()
+    for attempt in range(1, attempts + 1):
         try:
             status, body = await client.call(operation, params)
         except _TRANSIENT as exc:
             status, body = 0, {"__type": type(exc).__name__, "message": str(exc)}
-        retry = status == 0 or status >= 500 or "Throttl" in (error_code(body) or "")
-        if not retry or attempt == attempts - 1:
+        outcome, error = classify(status, body) if status else ("info", body["__type"])
+        if not policy.retryable(str(outcome), error) or attempt == attempts:
             break
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
+        await asyncio.sleep(policy.delay(attempt, rng, remaining=policy.cap))
     return status, body
 
 

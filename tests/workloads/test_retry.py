@@ -56,3 +56,42 @@ def test_a_failed_endpoint_is_quarantined_with_doubling_holds() -> None:
     everything_down.failed("a", now=0.0)
     everything_down.failed("b", now=0.5)
     assert everything_down.current(0.6) == "a"  # the one back soonest
+
+
+def test_the_setup_client_retries_throttling_and_5xx_until_an_answer() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from workloads.client import DynamoClient
+    from workloads.setup import _call
+
+    answers = [(503, "ServiceUnavailable"), (400, "ThrottlingException"), (200, None)]
+    seen: list[int] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        status, kind = answers[min(len(seen), len(answers) - 1)]
+        seen.append(status)
+        return web.json_response({"__type": f"x#{kind}"} if kind else {}, status=status)
+
+    async def main() -> tuple[int, int]:
+        app = web.Application()
+        app.router.add_post("/", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with DynamoClient(f"http://127.0.0.1:{port}", "k", "s") as ddb:
+                status, _ = await _call(ddb, "DescribeTable", {"TableName": "t"})
+                answers[:] = [(400, "ValidationException")]
+                seen.clear()
+                refused, _ = await _call(ddb, "DescribeTable", {"TableName": "t"})
+                return status, refused
+        finally:
+            await runner.cleanup()
+
+    status, refused = asyncio.run(main())
+    assert status == 200
+    assert refused == 400 and seen == [400]  # a validation error is final: no retry
