@@ -96,4 +96,4 @@ demo: venv toxiproxy ## run the default game day on local processes
 
 clean: ## remove caches and build leftovers (keeps .venv and runs/)
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -print0 | xargs -0 -r rm -rf
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
