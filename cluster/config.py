@@ -12,6 +12,8 @@ the backend route a link through something else (a Toxiproxy listener): process 
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["storage", "router", "memds", "gac"]
 UnsafeMode = Literal["ack-before-commit", "stale-reads"]
+
+
+SECRET_FILE_MODE = 0o600
+
+
+def new_secret() -> str:
+    """A fresh random secret access key: every cluster gets its own."""
+    return secrets.token_urlsafe(30)
 
 
 class ProcessInfo(BaseModel):
@@ -37,7 +47,9 @@ class ClusterConfig(BaseModel):
 
     topology: str = "3x2x1"
     processes: dict[str, ProcessInfo]
-    credentials: dict[str, str] = Field(description="access key id -> secret access key")
+    credentials: dict[str, str] = Field(
+        description="access key id -> secret access key", repr=False
+    )
     dial: dict[str, dict[str, str]] = Field(default_factory=dict)
     default_partitions: int = 4
     tick_ms: float = 50.0
@@ -51,8 +63,14 @@ class ClusterConfig(BaseModel):
         return cls.model_validate_json(path.read_text())
 
     def save(self, path: Path) -> None:
+        """Write the config atomically, readable by its owner only (0600): it holds the
+        secret keys. The mode is set at creation, so the secret is never readable by others,
+        not even for a moment, whatever the umask."""
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.model_dump_json(indent=2))
         tmp.replace(path)
 
     def process(self, process_id: str) -> ProcessInfo:

@@ -49,7 +49,6 @@ TOXIPROXY_API_PORT, FIRST_PROXY_PORT = 8474, 21000
 STORAGE_PORT, STORAGE_ADMIN_PORT = 7100, 7180
 ROUTER_PORT, MEMDS_PORT, GAC_PORT = 8000, 7300, 7400
 DEFAULT_ACCESS_KEY = "gameday"
-DEFAULT_SECRET_KEY = "gameday-local-secret"
 
 #: The order processes start in (and stop in reverse): storage first, routers last.
 START_ORDER = {"storage": 0, "gac": 1, "memds": 2, "router": 3}

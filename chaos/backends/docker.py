@@ -43,7 +43,6 @@ from pydantic import BaseModel, ConfigDict
 
 from chaos.backends.base import (
     DEFAULT_ACCESS_KEY,
-    DEFAULT_SECRET_KEY,
     FIRST_PROXY_PORT,
     GAC_PORT,
     MEMDS_PORT,
@@ -55,7 +54,7 @@ from chaos.backends.base import (
 )
 from chaos.images import CLUSTER_IMAGE, DockerClient, EngineUnavailable, engine, image_exists
 from chaos.mesh import plan_links, with_mesh
-from cluster.config import ClusterConfig, ProcessInfo
+from cluster.config import ClusterConfig, ProcessInfo, new_secret
 from cluster.topology import parse_topology
 
 if TYPE_CHECKING:
@@ -145,7 +144,7 @@ def build_docker_config(topology: str, subnet: str, partitions: int = 4) -> Clus
     return ClusterConfig(
         topology=topology,
         processes=processes,
-        credentials={DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY},
+        credentials={DEFAULT_ACCESS_KEY: new_secret()},
         default_partitions=partitions,
     )
 
@@ -611,6 +610,8 @@ def _tar_of(name: str, path: Path) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         entry = tarfile.TarInfo(name)
         entry.size = len(data)
+        # The engine makes it root's inside the container, where the unprivileged cluster user
+        # must read it: 0644 there (a container runs one cluster process); the host copy is 0600.
         entry.mode = 0o644
         entry.mtime = int(time.time())
         tar.addfile(entry, io.BytesIO(data))

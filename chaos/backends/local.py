@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from chaos.mesh import Link, plan_links, with_mesh
-from cluster.config import ClusterConfig, ProcessInfo, UnsafeMode
+from cluster.config import ClusterConfig, ProcessInfo, UnsafeMode, new_secret
 from cluster.topology import parse_topology
 
 from .base import (
     DEFAULT_ACCESS_KEY,
-    DEFAULT_SECRET_KEY,
     FIRST_PROXY_PORT,
     GAC_PORT,
     MEMDS_PORT,
@@ -112,7 +111,7 @@ def build_config(topology: str, data_dir: Path, partitions: int = 4) -> ClusterC
     return ClusterConfig(
         topology=topology,
         processes=processes,
-        credentials={DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY},
+        credentials={DEFAULT_ACCESS_KEY: new_secret()},
         default_partitions=partitions,
     )
 
