@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from chaos.backends import subnets
-from chaos.backends.docker import build_docker_config
 from chaos.backends.base import DEFAULT_ACCESS_KEY
+from chaos.backends.docker import build_docker_config
 from chaos.backends.local import LocalCluster
 
 
