@@ -224,8 +224,15 @@ def run(
         ),
     ],
     backend: Annotated[
-        str, typer.Option(help="Where the cluster runs: local (processes) or docker.")
+        str,
+        typer.Option(
+            help="Where the cluster runs: local (processes), docker, or k8s (a Helm release on "
+            "the local Kubernetes of 'gameday k8s up', or on --kubeconfig's cluster)."
+        ),
     ] = "local",
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="k8s: the cluster to run on (default: the local one).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for a random schedule.")] = None,
     out: Annotated[Path, typer.Option(help="Parent of the run directory.")] = Path("runs"),
     data_dir: Annotated[
@@ -249,8 +256,11 @@ def run(
     except FileNotFoundError as exc:
         _err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    if backend not in ("local", "docker"):
-        _err.print(f"[red]unknown backend {backend!r}; use local or docker[/red]")
+    if backend not in ("local", "docker", "k8s"):
+        _err.print(f"[red]unknown backend {backend!r}; use local, docker or k8s[/red]")
+        raise typer.Exit(2)
+    if kubeconfig is not None and backend != "k8s":
+        _err.print("[red]--kubeconfig is an option of the k8s backend (--backend k8s)[/red]")
         raise typer.Exit(2)
     if backend == "docker" and data_dir is None:
         from chaos.images import CLUSTER_IMAGE, build_with_progress, engine, image_exists
@@ -261,7 +271,9 @@ def run(
         except RuntimeError as exc:
             _err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
-    options = RunOptions(backend=backend, seed=seed, out=out, data_dir=data_dir, keep=keep)
+    options = RunOptions(
+        backend=backend, seed=seed, out=out, data_dir=data_dir, keep=keep, kubeconfig=kubeconfig
+    )
     try:
         code = asyncio.run(run_game_day(scenario, options, Console()))
     except (ScenarioError, ScheduleError, OSError) as exc:

@@ -1,6 +1,7 @@
-"""`gameday cluster ...`: start, inspect and stop a cluster (local processes or Docker).
+"""`gameday cluster ...`: start, inspect and stop a cluster (local processes, Docker, Kubernetes).
 
-gameday cluster up [--topology 3x2x1] [--data-dir .gameday/cluster] [--backend docker]
+gameday cluster up [--topology 3x2x1] [--data-dir .gameday/cluster] [--backend docker|k8s]
+gameday cluster up --backend k8s [--kubeconfig F] [--namespace N]   (helm install)
 gameday cluster status [--json]
 gameday cluster scrub [--partition P] [--json]
 gameday cluster down [--wipe]
@@ -52,19 +53,38 @@ def up(
     ] = "3x2x1",
     partitions: Annotated[int, typer.Option(help="Partitions per new table.", min=1)] = 4,
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for health.")] = 60.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to wait for health (default: 60; 300 on k8s)."),
+    ] = None,
     backend: Annotated[
         str, typer.Option(help=f"Where the processes run: {', '.join(BACKENDS)}.")
     ] = "local",
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            help="k8s: the cluster to install on (default: the local Kubernetes of "
+            "'gameday k8s up'; power-off of nodes needs that one)."
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(help="k8s: the release's namespace (default: gameday-<hash of data dir>)."),
+    ] = None,
 ) -> None:
-    """Start every process of the cluster and wait until all are healthy."""
+    """Start every process of the cluster and wait until all are healthy.
+
+    With [cyan]--backend k8s[/cyan] the cluster is a Helm release of charts/gameday.
+    """
     try:
         if backend == "docker":
             from chaos.images import build_with_progress, engine, image_exists
 
             if not image_exists(engine(), CLUSTER_IMAGE):
                 build_with_progress(console)  # first use on this machine: build the images
-        cluster = create_cluster(backend, data_dir, topology, partitions)
+        cluster = create_cluster(
+            backend, data_dir, topology, partitions, kubeconfig=kubeconfig, namespace=namespace
+        )
     except (ValueError, RuntimeError, OSError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -150,6 +170,9 @@ def status(
 
 
 def collect_status(cluster: Backend) -> dict[str, Any]:
+    from chaos.backends.k8s import K8sCluster, describe
+
+    where = describe(cluster) if isinstance(cluster, K8sCluster) else None
     processes: list[dict[str, Any]] = []
     groups: dict[str, dict[str, Any]] = {}
     for process_id in cluster.process_ids():
@@ -162,6 +185,8 @@ def collect_status(cluster: Backend) -> dict[str, Any]:
             "address": info.listen,
             "healthy": cluster.health(process_id) is not None,
         }
+        if where is not None:
+            row["k8s_node"] = where.get(process_id, {}).get("node")
         if info.role == "storage" and row["healthy"]:
             body = cluster.storage_status(process_id) or {"replicas": []}
             replicas = body["replicas"]

@@ -280,6 +280,10 @@ def open_backend(kind: str, data_dir: Path) -> Backend:
         from chaos.backends.docker import DockerCluster
 
         return DockerCluster.open(data_dir)
+    if kind == "k8s":
+        from chaos.backends.k8s import K8sCluster
+
+        return K8sCluster.open(data_dir)
     raise ValueError(f"unknown backend {kind!r}")
 
 

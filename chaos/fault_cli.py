@@ -30,6 +30,7 @@ from chaos.deadman import Lease, spawn_watchdog
 from chaos.faults import ClusterView, Fault, PlanError, describe_catalog, groups_from_status
 from chaos.faults import make_fault as build_fault
 from chaos.faults import plan as plan_fault
+from chaos.k8s_fault_cli import k8s_fault_app
 from chaos.nemesis import FaultNotLanded, Nemesis, recorded_faults
 from chaos.scenario import parse_duration
 
@@ -50,6 +51,7 @@ fault_app = typer.Typer(
     help="Inject a fault into the running local cluster. Targets use the cluster's names: AZs "
     "(az-b), racks (az-a/r1), nodes (sn-a1), routers (rt-a). See [cyan]gameday faults[/cyan].",
 )
+fault_app.add_typer(k8s_fault_app, name="k8s")
 
 
 def _open(data_dir: Path) -> Backend:

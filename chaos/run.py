@@ -61,6 +61,7 @@ class RunOptions:
     data_dir: Path | None = None  # a running cluster to use; None: start a fresh one
     keep: bool = False  # keep the cluster running (and its data) after the run
     timeline: list[TimedFault] | None = None  # replay: run exactly this timeline
+    kubeconfig: Path | None = None  # k8s: the cluster to install on (None: the local one)
 
 
 class CanaryMonitor:
@@ -185,6 +186,7 @@ async def _run_game_day(
                     data_dir,
                     scenario.cluster.topology,
                     scenario.cluster.partitions,
+                    kubeconfig=options.kubeconfig,
                 )
             else:
                 cluster = open_cluster(data_dir)
@@ -227,7 +229,10 @@ async def _finish_even_if_cancelled(work: Awaitable[Any]) -> Any:
 
 def open_backend_name(data_dir: Path) -> str:
     from chaos.backends.docker import is_docker_cluster
+    from chaos.backends.k8s_plan import is_k8s_cluster
 
+    if is_k8s_cluster(data_dir):
+        return "k8s"
     return "docker" if is_docker_cluster(data_dir) else "local"
 
 

@@ -1,4 +1,4 @@
-"""Backends: where the cluster runs (local processes, Docker containers).
+"""Backends: where the cluster runs (local processes, Docker containers, Kubernetes).
 
 ``base.Backend`` is the interface and everything derived from the cluster config; ``local`` and
 ``docker`` supply process control, their lifecycle and where replica data lives.
@@ -13,23 +13,44 @@ from pathlib import Path
 
 from chaos.backends.base import Backend
 
-BACKENDS = ("local", "docker")
+BACKENDS = ("local", "docker", "k8s")
 
 
 def open_cluster(data_dir: Path) -> Backend:
     """The cluster kept in ``data_dir``, whichever backend created it."""
     from chaos.backends.docker import DockerCluster, is_docker_cluster
+    from chaos.backends.k8s import K8sCluster, is_k8s_cluster
     from chaos.backends.local import LocalCluster
 
     if is_docker_cluster(data_dir):
         return DockerCluster.open(data_dir)
+    if is_k8s_cluster(data_dir):
+        return K8sCluster.open(data_dir)
     return LocalCluster.open(data_dir)
 
 
 def create_cluster(
-    backend: str, data_dir: Path, topology: str = "3x2x1", partitions: int = 4
+    backend: str,
+    data_dir: Path,
+    topology: str = "3x2x1",
+    partitions: int = 4,
+    *,
+    kubeconfig: Path | None = None,
+    namespace: str | None = None,
 ) -> Backend:
-    """Open or plan the cluster in ``data_dir`` on ``backend`` (``local`` or ``docker``)."""
+    """Open or plan the cluster in ``data_dir`` on ``backend`` (``local``, ``docker``, ``k8s``).
+
+    ``kubeconfig`` and ``namespace`` are for ``k8s`` only (default: the local Kubernetes of
+    ``gameday k8s up``, and a namespace of the data dir's own).
+    """
+    if backend != "k8s" and (kubeconfig is not None or namespace is not None):
+        raise ValueError("--kubeconfig and --namespace are options of the k8s backend")
+    if backend == "k8s":
+        from chaos.backends.k8s import K8sCluster
+
+        return K8sCluster.create(
+            data_dir, topology, partitions, kubeconfig=kubeconfig, namespace=namespace
+        )
     if backend == "docker":
         from chaos.backends.docker import DockerCluster
 

@@ -1,0 +1,702 @@
+"""The cluster as a Helm release of charts/gameday on Kubernetes; faults through the API.
+
+``up`` installs the chart with helm (one pod per process, pinned to its zone and rack, a
+PersistentVolume per storage node, the Toxiproxy mesh in a pod of its own); every other call
+goes through the Kubernetes Python client. The orchestrator runs on this host and reaches the
+pods at their IPs: /health on admin ports, routers on :8000, the Toxiproxy API on :8474, so the
+same fault planning, nemesis and checks as on the other backends apply unchanged.
+
+Power on Kubernetes is a node's power. ``kill`` collects the processes of one fault and then,
+for every Kubernetes node all of whose release pods are among them, powers the node off (the
+local Kubernetes of chaos/k8s/localkube.py: its kubelet, containerd and every pod process are
+SIGKILLed; the Node goes NotReady). Processes that share a node with others that stay up (or
+any process on a cluster whose power we do not control) are killed as pods: the workload is
+scaled to 0 and the pod's processes SIGKILLed (on this host) or the pod deleted at once.
+``start`` powers the node on again (the pods come back with their volumes) or scales back to 1.
+
+Kubernetes-native faults beside it: ``delete_pods`` (as pod-kill chaos tools do), ``cordon``,
+``drain`` (cordon and evict) and ``uncordon`` of the nodes of an AZ or a rack.
+
+    cluster = K8sCluster.create(Path(".gameday/cluster"), "3x2x1")   # local Kubernetes
+    cluster.up()                       # helm install; every process healthy
+    cluster.kill("sn-c1"); cluster.kill("sn-c2"); ...     # an AZ: its nodes powered off
+    cluster.drain("az-b"); cluster.uncordon("az-b")
+    cluster.down(wipe=True)            # helm uninstall, the PVCs (data) and the namespace gone
+
+``data_dir`` keeps ``k8s.json`` (release, namespace, kubeconfig), ``power.json`` (which nodes
+and workloads this backend holds down, so another process can bring them back), the faults
+and the dead-man's lease, and ``cluster.json`` (the release's config as this host reaches it).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from chaos.backends.base import TOXIPROXY_API_PORT, Backend
+from chaos.backends.k8s_plan import (
+    CANNOT_START,
+    INSTANCE,
+    KILL_GATHER_SECONDS,
+    LOCAL_RACK_LABEL,
+    POD_CACHE_SECONDS,
+    POWER_FILE,
+    PROCESS,
+    STATE_FILE,
+    ZONE_LABEL,
+    K8sError,
+    K8sState,
+    PowerState,
+    chart_values,
+    default_namespace,
+    is_k8s_cluster,
+    placeholder_config,
+    plan_power,
+    signal_pod,
+    unschedulable,
+)
+from chaos.helm import CHART, Helm
+from chaos.mesh import wait_ready
+from cluster.config import ClusterConfig, ProcessInfo
+from cluster.topology import parse_topology
+
+log = logging.getLogger(__name__)
+
+__all__ = ["K8sCluster", "K8sError", "K8sState", "describe", "is_k8s_cluster", "local_kube"]
+
+
+def local_kube() -> Any:
+    """The project's local Kubernetes (chaos/k8s/localkube.py)."""
+    try:
+        from chaos.k8s.localkube import LocalKube
+    except ImportError as exc:  # pragma: no cover - lands with the local Kubernetes
+        raise K8sError(f"the local Kubernetes is not available in this checkout: {exc}") from None
+    return LocalKube()
+
+
+class K8sCluster(Backend):
+    """A Helm release of charts/gameday, as the chaos orchestrator sees it."""
+
+    name = "k8s"
+    startup_timeout = 300.0
+    poll_interval = 0.25
+
+    def __init__(self, data_dir: Path, state: K8sState) -> None:
+        super().__init__(data_dir, placeholder_config(state))
+        self.state = state
+        self._api: Any = None
+        self._pods_cache: tuple[float, dict[str, Any]] = (0.0, {})
+        self._toxiproxy_ip: str | None = None
+        self._lock = threading.RLock()
+        self._pending_kills: set[str] = set()
+        self._kill_timer: threading.Timer | None = None
+        self._pending_starts: set[str] = set()
+        self._start_timer: threading.Timer | None = None
+        saved = data_dir / "cluster.json"
+        if saved.exists():
+            with contextlib.suppress(ValueError, OSError):
+                self.config = ClusterConfig.load(saved)
+
+    # -- opening --------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        data_dir: Path,
+        topology: str = "3x2x1",
+        partitions: int = 4,
+        *,
+        kubeconfig: Path | None = None,
+        namespace: str | None = None,
+        release: str = "gameday",
+    ) -> K8sCluster:
+        """Open the release kept in ``data_dir``, or plan a new one (nothing is installed yet).
+
+        ``namespace`` defaults to ``gameday-<hash of data_dir>``, so that every data dir (every
+        game day's own cluster) gets a namespace of its own.
+        """
+        if is_k8s_cluster(data_dir):
+            cluster = cls.open(data_dir)
+            if cluster.state.topology != topology:
+                raise ValueError(
+                    f"{data_dir} holds a {cluster.state.topology} release; use it as is, or "
+                    f"remove it with 'gameday cluster down --wipe' to start a {topology} one"
+                )
+            return cluster
+        if (data_dir / "cluster.json").exists():
+            raise ValueError(
+                f"{data_dir} holds a cluster of another backend: stop and remove it "
+                "('gameday cluster down --wipe') or choose another --data-dir"
+            )
+        parse_topology(topology)  # a clear ValueError for a bad shape
+        state = K8sState(
+            release=release,
+            namespace=namespace or default_namespace(data_dir),
+            kubeconfig=None if kubeconfig is None else str(kubeconfig.resolve()),
+            topology=topology,
+            partitions=partitions,
+        )
+        cluster = cls(data_dir, state)
+        cluster._save_state()
+        return cluster
+
+    def _save_state(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.data_dir / f"{STATE_FILE}.tmp"
+        tmp.write_text(self.state.model_dump_json(indent=2))
+        tmp.replace(self.data_dir / STATE_FILE)
+
+    @classmethod
+    def open(cls, data_dir: Path) -> K8sCluster:
+        path = data_dir / STATE_FILE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no k8s cluster in {data_dir} (start one with 'gameday cluster up --backend k8s')"
+            )
+        return cls(data_dir, K8sState.model_validate_json(path.read_text()))
+
+    @property
+    def kubeconfig(self) -> Path:
+        if self.state.kubeconfig is not None:
+            return Path(self.state.kubeconfig)
+        return Path(local_kube().kubeconfig)
+
+    @property
+    def api(self) -> Any:
+        """The Kubernetes API client (``kubernetes.client.ApiClient``) for ``kubeconfig``."""
+        if self._api is None:
+            from kubernetes import config
+
+            path = self.kubeconfig
+            if not path.exists():
+                hint = "start it with 'gameday k8s up'" if self.state.local else "check the path"
+                raise K8sError(f"no kubeconfig at {path} ({hint})")
+            load: Any = config.new_client_from_config  # the client has no type hints
+            self._api = load(config_file=str(path))
+        return self._api
+
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api)
+
+    def apps(self) -> Any:
+        from kubernetes import client
+
+        return client.AppsV1Api(self.api)
+
+    # -- the release ----------------------------------------------------------------------------
+
+    def up(
+        self, timeout: float | None = None, progress: Callable[[str], None] | None = None
+    ) -> None:
+        """helm install (or upgrade) the release and wait until every process is healthy."""
+        timeout = self.startup_timeout if timeout is None else timeout
+        started = time.monotonic()
+        if self.state.local:
+            kube = local_kube()
+            if not kube.is_up():
+                raise K8sError(
+                    "the local Kubernetes is not running: start it with 'gameday k8s up'"
+                )
+        self.bring_back()  # nothing this backend powered off or scaled down stays that way
+        self._ensure_namespace()
+        Helm.find().install(
+            CHART,
+            self.state.release,
+            chart_values(self.state),
+            namespace=self.state.namespace,
+            kubeconfig=self.kubeconfig,
+            timeout=timeout,
+        )
+        self.refresh()
+        self.start_mesh()
+        left = max(5.0, timeout - (time.monotonic() - started))
+        self.wait_healthy(left, progress)
+
+    def down(self, wipe: bool = False) -> None:
+        """helm uninstall; nodes this backend powered off come back first (the node is shared).
+
+        ``wipe`` also deletes the storage nodes' PersistentVolumeClaims (their data).
+        """
+        with contextlib.suppress(Exception):
+            self._flush_kills()
+        self.bring_back(scale=False)
+        self._save_logs()
+        Helm.find().uninstall(
+            self.state.release, namespace=self.state.namespace, kubeconfig=self.kubeconfig
+        )
+        if wipe:
+            self.remove_volumes()
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def remove_volumes(self) -> None:
+        """Delete the release's volume claims (its data) and the namespace ``up`` created; on the
+        local Kubernetes the freed volumes are emptied for the next release. After ``down``."""
+        self._delete_claims()
+        if self.state.owns_namespace:
+            self._delete_namespace()
+        if self.state.local:
+            local_kube().recycle_volumes()  # Released local PVs -> emptied, Available
+
+    def _ensure_namespace(self) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        core = self.core()
+        try:
+            core.read_namespace(self.state.namespace)
+            return
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        labels = {"app.kubernetes.io/managed-by": "gameday"}
+        meta = client.V1ObjectMeta(name=self.state.namespace, labels=labels)
+        core.create_namespace(client.V1Namespace(metadata=meta))
+        self.state = self.state.model_copy(update={"owns_namespace": True})
+        self._save_state()
+
+    def _delete_namespace(self, timeout: float = 120.0) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        core = self.core()
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(self.state.namespace)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                core.read_namespace(self.state.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise
+            time.sleep(0.5)
+        raise K8sError(f"namespace {self.state.namespace} still there after {timeout:g}s")
+
+    def bring_back(self, scale: bool = True) -> None:
+        """Power on every node and uncordon every node this backend holds down; scale back."""
+        power = self._power()
+        if power.nodes_off:
+            kube = local_kube()
+            for node in list(power.nodes_off):
+                if not kube.powered(node):
+                    kube.power_on(node)
+        if power.cordoned:
+            self._set_unschedulable(power.cordoned, False)
+        if scale:
+            for process_id in power.scaled_down:
+                self._scale(process_id, 1)
+        self._save_power(PowerState())
+
+    def _delete_claims(self) -> None:
+        selector = f"{INSTANCE}={self.state.release}"
+        core = self.core()
+        core.delete_collection_namespaced_persistent_volume_claim(
+            self.state.namespace, label_selector=selector
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            claims = core.list_namespaced_persistent_volume_claim(
+                self.state.namespace, label_selector=selector
+            ).items
+            if not claims:
+                return
+            time.sleep(0.5)
+        raise K8sError(f"PersistentVolumeClaims of {self.state.release} still there after 60 s")
+
+    def _save_logs(self) -> None:
+        """Each pod's output into ``logs/<process>.log`` before the release goes."""
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for process_id, pod in self._pods(fresh=True).items():
+            with contextlib.suppress(Exception):
+                text = self.core().read_namespaced_pod_log(
+                    pod.metadata.name, self.state.namespace, _request_timeout=10
+                )
+                (logs / f"{process_id}.log").write_text(text)
+
+    # -- pods, their addresses and the config as this host reaches it --------------------------
+
+    def _pods(self, fresh: bool = False) -> dict[str, Any]:
+        """The release's pods by process id ("toxiproxy" included), cached for a moment."""
+        with self._lock:
+            at, pods = self._pods_cache
+            if not fresh and time.monotonic() - at < POD_CACHE_SECONDS:
+                return pods
+            items = (
+                self.core()
+                .list_namespaced_pod(
+                    self.state.namespace,
+                    label_selector=f"{INSTANCE}={self.state.release},{PROCESS}",
+                    _request_timeout=10,
+                )
+                .items
+            )
+            pods = {}
+            for pod in items:
+                if pod.metadata.deletion_timestamp is not None:
+                    continue
+                pods[pod.metadata.labels[PROCESS]] = pod
+            self._pods_cache = (time.monotonic(), pods)
+            self._update_addresses(pods)
+            return pods
+
+    def refresh(self) -> None:
+        """Read the release's config from its Secret and the pods' addresses (after install)."""
+        secret = self.core().read_namespaced_secret(
+            f"{self.state.fullname}-credentials", self.state.namespace
+        )
+        chart_config = ClusterConfig.model_validate_json(
+            base64.b64decode(secret.data["cluster.json"])
+        )
+        with self._lock:
+            self.config = chart_config
+            self._toxiproxy_ip = None
+            self._update_addresses(self._pods(fresh=True), force=True)
+
+    def _update_addresses(self, pods: dict[str, Any], force: bool = False) -> None:
+        """Point every process's listen and admin address at its pod's IP (same ports)."""
+        processes: dict[str, ProcessInfo] = {}
+        changed = force
+        for process_id, info in self.config.processes.items():
+            pod = pods.get(process_id)
+            ip = None if pod is None else pod.status.pod_ip
+            if ip is None:
+                processes[process_id] = info
+                continue
+            listen = f"{ip}:{info.listen.rsplit(':', 1)[1]}"
+            admin = f"{ip}:{info.admin.rsplit(':', 1)[1]}"
+            if (listen, admin) != (info.listen, info.admin):
+                changed = True
+            processes[process_id] = info.model_copy(update={"listen": listen, "admin": admin})
+        toxiproxy = pods.get("toxiproxy")
+        ip = None if toxiproxy is None else toxiproxy.status.pod_ip
+        if ip is not None and ip != self._toxiproxy_ip:
+            self._toxiproxy_ip = ip
+            self._mesh = None
+            changed = True
+        if changed:
+            self.config = self.config.model_copy(update={"processes": processes})
+            with contextlib.suppress(OSError):
+                path = self.data_dir / "cluster.json"
+                self.config.save(path)
+                path.chmod(0o600)  # it holds the credentials
+
+    def proxy_host(self) -> str:
+        if self._toxiproxy_ip is None:
+            self._pods(fresh=True)
+        if self._toxiproxy_ip is None:
+            raise K8sError(f"the Toxiproxy pod of {self.state.release} has no address (yet)")
+        return self._toxiproxy_ip
+
+    def start_toxiproxy(self) -> None:
+        """Nothing to start: the release's Deployment runs it."""
+
+    def start_mesh(self) -> None:
+        """Wait for the in-cluster Toxiproxy: it creates every proxy from the chart at start."""
+        if self.has_mesh:
+            wait_ready(f"http://{self.proxy_host()}:{TOXIPROXY_API_PORT}", 60.0)
+
+    def node_data_dir(self, node_id: str) -> Path:
+        """The storage node's volume on this host (the local Kubernetes' ``local`` PV)."""
+        claim = f"data-{self.state.fullname}-{node_id}-0"
+        core = self.core()
+        pvc = core.read_namespaced_persistent_volume_claim(claim, self.state.namespace)
+        volume = pvc.spec.volume_name
+        if not volume:
+            raise K8sError(f"{claim} is not bound to a volume yet")
+        pv = core.read_persistent_volume(volume)
+        source = pv.spec.local or pv.spec.host_path
+        if source is None or not self.state.local:
+            raise K8sError(f"{node_id}'s volume {volume} is not a directory on this host")
+        return Path(source.path)
+
+    def logs_hint(self, process_id: str) -> str:
+        pod = self._pods().get(process_id)
+        name = pod.metadata.name if pod is not None else f"-l {PROCESS}={process_id}"
+        return f"see 'kubectl --kubeconfig {self.kubeconfig} -n {self.state.namespace} logs {name}'"
+
+    def down_reason(self, process_id: str) -> str:
+        pod = self._pods().get(process_id)
+        if pod is None:
+            return "has no pod"
+        node = pod.spec.node_name
+        if node in self._power().nodes_off:
+            return f"is on node {node}, which is powered off"
+        waiting = [
+            s.state.waiting.reason
+            for s in pod.status.container_statuses or []
+            if s.state and s.state.waiting
+        ]
+        phase = pod.status.phase
+        return f"is {phase}" + (f" ({', '.join(waiting)})" if waiting else "")
+
+    # -- process control ------------------------------------------------------------------------
+
+    def alive(self, process_id: str) -> bool:
+        """Its pod is there, on a node that has power, running or on its way to (a process
+        coming back after a power-on or a scale-up is alive: ``wait_healthy`` waits for it;
+        a paused one is alive too). A pod that cannot start (crash loop, no image) is not."""
+        self._flush_kills()
+        self.config.process(process_id)  # KeyError for an unknown id
+        pod = self._pods().get(process_id)
+        if pod is None or pod.spec.node_name in self._power().nodes_off:
+            return False
+        if pod.status.phase in ("Failed", "Succeeded") or unschedulable(pod):
+            return False
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting is not None and waiting.reason in CANNOT_START:
+                return False
+        return True
+
+    def kill(self, process_id: str) -> None:
+        """Power off (see the module docstring); lands within ``KILL_GATHER_SECONDS``."""
+        self.config.process(process_id)
+        self._flush_starts()
+        with self._lock:
+            self._pending_kills.add(process_id)
+            if self._kill_timer is None:
+                self._kill_timer = threading.Timer(KILL_GATHER_SECONDS, self._flush_kills)
+                self._kill_timer.daemon = True
+                self._kill_timer.start()
+
+    def _flush_kills(self) -> None:
+        self._flush_starts()
+        with self._lock:
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+                self._kill_timer = None
+            pending, self._pending_kills = self._pending_kills, set()
+            if not pending:
+                return
+            pods = self._pods(fresh=True)
+            on_node: dict[str, set[str]] = {}
+            for process_id, pod in pods.items():
+                on_node.setdefault(pod.spec.node_name, set()).add(process_id)
+            power = self._power()
+            dark, singles = plan_power(pending, on_node, set(power.nodes_off), self.state.local)
+            if dark:
+                kube = local_kube()
+                with ThreadPoolExecutor(max_workers=len(dark)) as pool:
+                    list(pool.map(kube.power_off, dark))
+                for node in dark:
+                    power.nodes_off[node] = sorted(on_node[node])
+                log.info("powered off nodes %s", ", ".join(dark))
+            for process_id in singles:
+                self._kill_pod(process_id, pods.get(process_id))
+                if process_id not in power.scaled_down:
+                    power.scaled_down.append(process_id)
+            self._save_power(power)
+            self._pods_cache = (0.0, {})
+
+    def _kill_pod(self, process_id: str, pod: Any) -> None:
+        """Scale the process's workload to 0 and kill its pod without a grace period."""
+        self._scale(process_id, 0)
+        if pod is None:
+            return
+        if self.state.local:
+            signal_pod(pod.metadata.uid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.core().delete_namespaced_pod(
+                pod.metadata.name, self.state.namespace, grace_period_seconds=0
+            )
+
+    def start(self, process_id: str) -> None:
+        """Power on its node, or scale its workload back to 1 (no-op when running).
+
+        Lands within ``KILL_GATHER_SECONDS`` (or at the next look at any process): the starts
+        of one heal are gathered so that an AZ's nodes are powered on together.
+        """
+        self.config.process(process_id)
+        self._flush_kills()
+        with self._lock:
+            self._pending_starts.add(process_id)
+            if self._start_timer is None:
+                self._start_timer = threading.Timer(KILL_GATHER_SECONDS, self._flush_starts)
+                self._start_timer.daemon = True
+                self._start_timer.start()
+
+    def _flush_starts(self) -> None:
+        with self._lock:
+            if self._start_timer is not None:
+                self._start_timer.cancel()
+                self._start_timer = None
+            pending, self._pending_starts = self._pending_starts, set()
+            if not pending:
+                return
+            power = self._power()
+            nodes = [node for node, there in power.nodes_off.items() if pending & set(there)]
+            if nodes:
+                kube = local_kube()
+
+                def power_on(node: str) -> None:
+                    if not kube.powered(node):
+                        kube.power_on(node)
+
+                with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+                    list(pool.map(power_on, nodes))
+                for node in nodes:
+                    del power.nodes_off[node]
+                log.info("powered on nodes %s", ", ".join(nodes))
+            self._save_power(power)
+            if power.cordoned:  # a drained process comes back once its nodes take pods again
+                pods = self._pods(fresh=True)
+                if any(p not in pods or not pods[p].spec.node_name for p in pending):
+                    self._set_unschedulable(list(power.cordoned), False)
+                    power = self._power()
+            scaled = sorted(pending & set(power.scaled_down))
+            for process_id in scaled:
+                self._scale(process_id, 1)
+                power.scaled_down.remove(process_id)
+            self._save_power(power)
+            self._pods_cache = (0.0, {})
+            # Their controllers make the pods in a moment: wait for them, briefly, so that
+            # nobody takes a process that is on its way back for one that is down.
+            deadline = time.monotonic() + 15.0
+            while time.monotonic() < deadline:
+                if all(p in self._pods(fresh=True) for p in scaled):
+                    break
+                time.sleep(0.2)
+
+    def pause(self, process_id: str) -> None:
+        """SIGSTOP every process of the pod (the local Kubernetes only: they run on this host)."""
+        self._signal(process_id, signal.SIGSTOP)
+
+    def resume(self, process_id: str) -> None:
+        self._signal(process_id, signal.SIGCONT)
+
+    def _signal(self, process_id: str, sig: signal.Signals) -> None:
+        if not self.state.local:
+            raise K8sError("pause/resume needs the pods' processes on this host (local k8s)")
+        pod = self._pods(fresh=True).get(process_id)
+        if pod is not None:
+            signal_pod(pod.metadata.uid, sig)
+
+    def _workload(self, process_id: str) -> tuple[str, str]:
+        kind = "stateful_set" if self.config.process(process_id).role == "storage" else "deployment"
+        return kind, f"{self.state.fullname}-{process_id}"
+
+    def _scale(self, process_id: str, replicas: int) -> None:
+        kind, name = self._workload(process_id)
+        patch = getattr(self.apps(), f"patch_namespaced_{kind}_scale")
+        patch(name, self.state.namespace, {"spec": {"replicas": replicas}})
+
+    # -- Kubernetes-native faults ---------------------------------------------------------------
+
+    def nodes_of(self, target: str) -> list[str]:
+        """The Kubernetes nodes of an AZ (``az-b``) or a rack (``az-b/r1``), by their labels."""
+        if "/" in target:
+            az, rack = target.split("/", 1)
+            selector = f"{ZONE_LABEL}={az},{LOCAL_RACK_LABEL}={az}-{rack}"
+        else:
+            selector = f"{ZONE_LABEL}={target}"
+        nodes = self.core().list_node(label_selector=selector).items
+        if not nodes:
+            raise K8sError(f"no Kubernetes node carries {selector}")
+        return sorted(n.metadata.name for n in nodes)
+
+    def processes_on(self, nodes: Iterable[str]) -> list[str]:
+        """The release's processes whose pods are on ``nodes`` (through spec.nodeName)."""
+        wanted = set(nodes)
+        pods = self._pods(fresh=True)
+        return sorted(p for p, pod in pods.items() if pod.spec.node_name in wanted)
+
+    def delete_pods(self, target: str, grace_seconds: int | None = None) -> list[str]:
+        """Delete the release's pods on the nodes of ``target`` (their controllers recreate
+        them, on the same nodes: they are pinned there). Returns the processes hit."""
+        hit = self.processes_on(self.nodes_of(target))
+        pods = self._pods()
+        for process_id in hit:
+            with contextlib.suppress(Exception):
+                self.core().delete_namespaced_pod(
+                    pods[process_id].metadata.name,
+                    self.state.namespace,
+                    grace_period_seconds=grace_seconds,
+                )
+        self._pods_cache = (0.0, {})
+        return hit
+
+    def cordon(self, target: str) -> list[str]:
+        nodes = self.nodes_of(target)
+        self._set_unschedulable(nodes, True)
+        return nodes
+
+    def uncordon(self, target: str) -> list[str]:
+        nodes = self.nodes_of(target)
+        self._set_unschedulable(nodes, False)
+        return nodes
+
+    def drain(self, target: str, timeout: float = 60.0) -> list[str]:
+        """Cordon the nodes of ``target`` and evict the release's pods from them (the Eviction
+        API, as ``kubectl drain``). The pods stay Pending (pinned to those nodes) until
+        ``uncordon``. Returns the processes evicted."""
+        from kubernetes import client
+
+        nodes = self.cordon(target)
+        hit = self.processes_on(nodes)
+        pods = self._pods()
+        for process_id in hit:
+            name = pods[process_id].metadata.name
+            body = client.V1Eviction(
+                metadata=client.V1ObjectMeta(name=name, namespace=self.state.namespace)
+            )
+            self.core().create_namespaced_pod_eviction(name, self.state.namespace, body)
+        deadline = time.monotonic() + timeout
+        while any(self.alive(p) for p in hit):
+            if time.monotonic() > deadline:
+                raise K8sError(f"pods on {', '.join(nodes)} still running after {timeout:g}s")
+            time.sleep(0.5)
+        return hit
+
+    def _set_unschedulable(self, nodes: Iterable[str], unschedulable: bool) -> None:
+        with self._lock:
+            power = self._power()
+            for node in nodes:
+                self.core().patch_node(node, {"spec": {"unschedulable": unschedulable}})
+                if unschedulable and node not in power.cordoned:
+                    power.cordoned.append(node)
+                elif not unschedulable and node in power.cordoned:
+                    power.cordoned.remove(node)
+            self._save_power(power)
+
+    # -- power state, shared with other processes (gameday heal, the dead-man's switch) ---------
+
+    def _power(self) -> PowerState:
+        path = self.data_dir / POWER_FILE
+        try:
+            return PowerState.model_validate_json(path.read_text())
+        except (OSError, ValueError):
+            return PowerState()
+
+    def _save_power(self, power: PowerState) -> None:
+        if not self.data_dir.exists():
+            return
+        tmp = self.data_dir / f"{POWER_FILE}.tmp"
+        tmp.write_text(power.model_dump_json(indent=1))
+        tmp.replace(self.data_dir / POWER_FILE)
+
+
+def describe(cluster: K8sCluster) -> dict[str, Any]:
+    """Where each process runs: pod, node, IP, and whether it is up (for ``cluster status``)."""
+    pods = cluster._pods(fresh=True)
+    power = cluster._power()
+    rows = {}
+    for process_id in cluster.process_ids():
+        pod = pods.get(process_id)
+        rows[process_id] = {
+            "pod": None if pod is None else pod.metadata.name,
+            "node": None if pod is None else pod.spec.node_name,
+            "ip": None if pod is None else pod.status.pod_ip,
+            "powered_off": pod is not None and pod.spec.node_name in power.nodes_off,
+        }
+    return {"release": cluster.state.release, "namespace": cluster.state.namespace, **rows}

@@ -1,0 +1,105 @@
+"""`gameday fault k8s ...`: Kubernetes-native faults on a cluster of the k8s backend.
+
+Beside the catalog's faults (power-off of an AZ is a real power-off of its Kubernetes nodes),
+what Kubernetes itself does to pods: delete them (as pod-kill chaos tools do; their controllers
+recreate them), cordon nodes, drain them (cordon + the Eviction API, as ``kubectl drain``).
+Targets are AZs (``az-b``) or racks (``az-b/r1``), resolved through the nodes' labels; pods
+through ``spec.nodeName``. ``gameday heal`` (or ``uncordon``) brings everything back.
+
+    gameday fault k8s delete-pods az-b         # every release pod on az-b's nodes
+    gameday fault k8s drain az-c               # cordon + evict; pods stay Pending
+    gameday fault k8s uncordon az-c            # they schedule again
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from chaos.backends import open_cluster
+from chaos.backends.k8s import K8sCluster, K8sError
+
+console = Console()
+err = Console(stderr=True)
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", help="The data dir of a cluster of the k8s backend.")
+]
+Target = Annotated[str, typer.Argument(help="An AZ (az-b) or a rack (az-b/r1).")]
+DEFAULT_DATA_DIR = Path(".gameday/cluster")
+
+k8s_fault_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Kubernetes-native faults (pod delete, cordon, drain) on a cluster started with "
+    "[cyan]gameday cluster up --backend k8s[/cyan].",
+)
+
+
+def _open(data_dir: Path) -> K8sCluster:
+    try:
+        cluster = open_cluster(data_dir)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if not isinstance(cluster, K8sCluster):
+        err.print(f"[red]{data_dir} holds a {cluster.name} cluster; these faults need k8s[/red]")
+        raise typer.Exit(2)
+    cluster.refresh()
+    return cluster
+
+
+def _done(what: str, items: list[str]) -> None:
+    console.print(f"[green]{what}[/green]: {', '.join(items) or 'nothing'}")
+
+
+@k8s_fault_app.command("delete-pods")
+def delete_pods(
+    target: Target,
+    grace: Annotated[
+        int | None, typer.Option(help="Grace period in seconds (default: the pods' own).")
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Delete the release's pods on the nodes of an AZ or rack; their controllers recreate them."""
+    try:
+        _done("deleted the pods of", _open(data_dir).delete_pods(target, grace))
+    except K8sError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@k8s_fault_app.command("cordon")
+def cordon(target: Target, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Mark the nodes of an AZ or rack unschedulable (running pods stay)."""
+    try:
+        _done("cordoned", _open(data_dir).cordon(target))
+    except K8sError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@k8s_fault_app.command("drain")
+def drain(
+    target: Target,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the pods to go.")] = 60.0,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Cordon the nodes of an AZ or rack and evict the release's pods from them."""
+    try:
+        _done("drained (evicted)", _open(data_dir).drain(target, timeout))
+    except K8sError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@k8s_fault_app.command("uncordon")
+def uncordon(target: Target, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Let the nodes of an AZ or rack take pods again (drained pods schedule back)."""
+    try:
+        _done("uncordoned", _open(data_dir).uncordon(target))
+    except K8sError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None

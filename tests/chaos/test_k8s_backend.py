@@ -1,0 +1,185 @@
+"""The k8s backend: its plan (no cluster needed) and, on the local Kubernetes, a real game day.
+
+The plan tests need helm only (skipped with the reason without it). Tests marked ``k8s`` need
+the local Kubernetes (chaos/k8s/localkube.py): they use the running one, else start one for the
+module and take it down afterwards; when it cannot run here (no root, toolchain or packages)
+they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaos.backends.k8s import K8sCluster
+from chaos.backends.k8s_plan import (
+    INFRA_POOL,
+    POOL_LABEL,
+    K8sState,
+    chart_values,
+    default_namespace,
+    placeholder_config,
+    plan_power,
+)
+from chaos.helm import CHART, Helm, HelmError
+from cluster.config import ClusterConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+GAMEDAY = [sys.executable, "-m", "chaos.cli_entry"]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Helm:
+    try:
+        return Helm.find()
+    except HelmError as exc:
+        pytest.skip(str(exc))
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+
+def test_a_node_goes_dark_only_when_every_pod_on_it_is_killed() -> None:
+    on_node = {
+        "az-a-r1": {"sn-a1", "rt-a", "gac"},
+        "az-a-r2": {"sn-a2", "md-a"},
+        "infra": {"toxiproxy"},
+    }
+    az_a = {"sn-a1", "sn-a2", "rt-a", "md-a", "gac"}
+    assert plan_power(az_a, on_node, set(), True) == (["az-a-r1", "az-a-r2"], [])
+    # A rack power-off takes sn-a2 only: md-a shares its node, so the pod is killed instead.
+    assert plan_power({"sn-a2"}, on_node, set(), True) == ([], ["sn-a2"])
+    # On a cluster whose power is not ours (EKS, ...), every kill is a pod kill.
+    assert plan_power(az_a, on_node, set(), False) == ([], sorted(az_a))
+    # Processes on a node that is dark already are down already.
+    assert plan_power({"sn-a2", "sn-a1"}, on_node, {"az-a-r2"}, True) == ([], ["sn-a1"])
+    # Toxiproxy is never part of a fault: the infra node never goes dark.
+    assert plan_power(az_a | {"sn-b1"}, on_node, set(), True)[0] == ["az-a-r1", "az-a-r2"]
+
+
+def test_state_fullname_is_the_charts(helm: Helm, tmp_path: Path) -> None:
+    for release in ("gameday", "gd", "my-gameday-1"):
+        state = K8sState(release=release, topology="3x2x1")
+        docs = helm.template(CHART, release, chart_values(state))
+        names = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+        assert names == {f"{state.fullname}-credentials"}
+
+
+def test_local_values_render_valid_manifests_placed_for_the_local_kubernetes(helm: Helm) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    state = K8sState(topology="3x2x1", partitions=6)
+    docs = helm.template(CHART, "gameday", chart_values(state), namespace="gd-test")
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+    specs = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]
+        for d in docs
+        if d["kind"] in ("StatefulSet", "Deployment")
+    }
+    toxiproxy = specs["gameday-toxiproxy"]
+    assert toxiproxy["nodeSelector"] == {POOL_LABEL: INFRA_POOL}
+    assert toxiproxy["tolerations"][0]["key"] == POOL_LABEL
+    sn = specs["gameday-sn-c2"]
+    assert sn["containers"][0]["imagePullPolicy"] == "Never"
+    exprs = sn["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"]
+    assert {e["key"]: e["values"] for e in exprs} == {
+        "topology.kubernetes.io/zone": ["az-c"],
+        "gameday.dev/rack": ["az-c-r2"],
+    }
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    config = ClusterConfig.model_validate_json(base64.b64decode(secret["data"]["cluster.json"]))
+    assert config.default_partitions == 6
+    assert set(config.processes) == set(placeholder_config(state).processes)
+
+
+def test_create_plans_without_touching_a_cluster_and_open_finds_it(tmp_path: Path) -> None:
+    data = tmp_path / "a"
+    cluster = K8sCluster.create(data, "3x2x1", namespace=None)
+    assert cluster.state.namespace == default_namespace(data) != default_namespace(tmp_path / "b")
+    assert cluster.state.local and cluster.name == "k8s"
+    again = K8sCluster.open(data)
+    assert again.state == cluster.state
+    assert again.process_ids("router") == ["rt-a", "rt-b", "rt-c"]
+    with pytest.raises(ValueError, match="3x2x1 release"):
+        K8sCluster.create(data, "3x3x1")
+    other = tmp_path / "local"
+    other.mkdir()
+    placeholder_config(cluster.state).save(other / "cluster.json")
+    with pytest.raises(ValueError, match="another backend"):
+        K8sCluster.create(other)
+
+
+# --- on the local Kubernetes -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kube(helm: Helm) -> Iterator[Any]:
+    """The local Kubernetes: the running one, or one started (and removed) for this module."""
+    try:
+        from chaos.k8s.localkube import LocalKube, unavailable_reason
+    except ImportError as exc:
+        pytest.skip(f"the local Kubernetes is not in this checkout: {exc}")
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"the local Kubernetes cannot run here: {reason}")
+    kube = LocalKube()
+    if kube.is_up():
+        yield kube
+        return
+    kube.up(shape="3x2", owner_pid=os.getpid())
+    try:
+        yield kube
+    finally:
+        kube.down()
+
+
+def _gameday(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*GAMEDAY, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+
+
+def _namespaces(kube: Any) -> set[str]:
+    out = kube.kubectl("get", "namespaces", "-o", "json")
+    return {item["metadata"]["name"] for item in json.loads(out)["items"]}
+
+
+@pytest.mark.slow
+@pytest.mark.k8s
+@pytest.mark.timeout(900)
+def test_az_outages_game_day_on_kubernetes_passes_and_leaves_nothing(
+    kube: Any, tmp_path: Path
+) -> None:
+    """A real AZ power-off (az-c's nodes lose power) and an AZ partition (Toxiproxy in the
+    cluster), with Locust load and every check; then the release, its volumes' claims and its
+    namespace are gone, and every node has power again."""
+    before = _namespaces(kube)
+    started = time.monotonic()
+    done = _gameday(
+        "run", "scenarios/az-outages.yaml", "--backend", "k8s", "--out", str(tmp_path),
+        timeout=840,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    checks = json.loads((run_dir / "checks.json").read_text())
+    verdicts = {c["name"]: c["valid"] for c in checks["checks"]}
+    assert checks["verdict"] == "pass" and verdicts, verdicts
+    assert all(v is True for v in verdicts.values()), verdicts
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert any(e.get("fault") == "power_off_az" for e in events)
+    # Nothing left behind: no namespace of the run, every node powered and Ready.
+    assert _namespaces(kube) == before
+    assert all(kube.powered(n.name) for n in kube.nodes())
+    print(f"game day on k8s took {elapsed:.0f}s")
