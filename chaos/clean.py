@@ -3,8 +3,8 @@
 A run that is SIGKILLed has a watchdog to tear down after it (chaos/deadman.py); this is the
 sweep for when even that was killed, or a machine was rebooted mid-run. Each *sweeper* knows one
 kind of thing the project creates — local cluster processes, Docker containers and networks
-(labelled ``io.gameday.*``), loopback subnet claims; a Kubernetes sweeper for the project's
-namespaces plugs in the same way — and reports what it found before removing it.
+(labelled ``io.gameday.*``), loopback subnet claims, the k8s backend's namespaces on the local
+Kubernetes — and reports what it found before removing it.
 
 What counts as left behind, and never a cluster someone is using:
 
@@ -30,9 +30,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from chaos.deadman import pid_alive
+
+MANAGED_BY = "app.kubernetes.io/managed-by=gameday"  # namespaces the k8s backend created
 
 
 @dataclass
@@ -250,8 +252,57 @@ class DockerSweeper:
         return found
 
 
-SWEEPERS: list[Sweeper] = [GuardSweeper(), LocalSweeper(), DockerSweeper(), SubnetSweeper()]
-# A Kubernetes sweeper (namespaces labelled by the project) is one more entry here.
+# --- Kubernetes --------------------------------------------------------------------------------
+
+
+class K8sSweeper:
+    """Namespaces the k8s backend created (labelled ``app.kubernetes.io/managed-by=gameday``)
+    on the local Kubernetes; a killed run's own namespace is found through its guard file."""
+
+    name = "k8s"
+
+    def find(self, everything: bool) -> list[Leftover]:
+        if not everything:
+            return []
+        try:
+            from chaos.backends.k8s import local_kube
+
+            kube = local_kube()
+            if not kube.is_up():
+                return []
+            from kubernetes import client, config
+
+            load: Any = config.new_client_from_config
+            core: Any = client.CoreV1Api(load(config_file=str(kube.kubeconfig)))
+            namespaces = [
+                n.metadata.name for n in core.list_namespace(label_selector=MANAGED_BY).items
+            ]
+        except Exception:  # no local Kubernetes here: nothing of ours can run in it
+            return []
+        found: list[Leftover] = []
+        for namespace in namespaces:
+
+            def remove(name: str = namespace) -> None:
+                core.delete_namespace(name)  # its pods, claims and the release's objects
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    names = {n.metadata.name for n in core.list_namespace().items}
+                    if name not in names:
+                        break
+                    time.sleep(0.5)
+                kube.recycle_volumes()
+
+            found.append(Leftover("k8s namespace", namespace, "--all", remove))
+        return found
+
+
+SWEEPERS: list[Sweeper] = [
+    GuardSweeper(),
+    LocalSweeper(),
+    DockerSweeper(),
+    K8sSweeper(),
+    SubnetSweeper(),
+]
 
 
 def sweep(everything: bool = False, dry_run: bool = False) -> list[tuple[Leftover, str | None]]:
