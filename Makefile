@@ -20,13 +20,13 @@ RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 MYPY_TARGETS := cluster checks chaos workloads
 
-.PHONY: help venv dist toxiproxy docker-engine images test test-fast test-docker chaos lint typecheck fmt demo clean
+.PHONY: help venv dist toxiproxy docker-engine images k8s-toolchain k8s k8s-down k8s-status test test-fast test-docker test-k8s chaos lint typecheck fmt demo clean
 
 help: ## list the targets with a one-line description
 	@echo "usage: make <target>"
 	@echo
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
-		| awk 'BEGIN { FS = ":.*## " } { printf "  %-12s %s\n", $$1, $$2 }'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN { FS = ":.*## " } { printf "  %-14s %s\n", $$1, $$2 }'
 
 # ---- environment -------------------------------------------------------------------------------
 
@@ -64,6 +64,21 @@ dist: venv ## build the wheel and sdist into dist/ (pipx install dist/gameday-*.
 	$(BIN)/python -m build --outdir dist .
 	@ls -l dist
 
+# The local Kubernetes, for the k8s backend: `make test` runs its tests when the toolchain is built
+# (else skips them, saying why); .ci/run calls k8s-toolchain first, so CI always runs them.
+k8s-toolchain: ## Debian packages + build kube-* , kubectl, helm, CoreDNS, pause once (~15 min; cached)
+	bash k8s/packages.sh
+	bash k8s/toolchain.sh
+
+k8s: venv k8s-toolchain images ## start the local Kubernetes (6 nodes: 3 AZs x 2 racks); kubeconfig .gameday/k8s/kubeconfig
+	$(RUN_ENV) $(BIN)/gameday k8s up
+
+k8s-down: venv ## stop the local Kubernetes and remove every trace of it from the host
+	$(RUN_ENV) $(BIN)/gameday k8s down
+
+k8s-status: venv ## processes and node readiness of the local Kubernetes
+	$(RUN_ENV) $(BIN)/gameday k8s status
+
 # ---- checks ------------------------------------------------------------------------------------
 
 lint: venv ## ruff lint and format check (no changes made)
@@ -81,6 +96,9 @@ chaos: venv toxiproxy ## the nightly chaos suite: every shipped scenario as a re
 
 test-docker: venv toxiproxy docker-engine ## only the docker backend's tests (images, containers, a game day)
 	$(RUN_ENV) $(BIN)/pytest -q -m docker
+
+test-k8s: venv k8s-toolchain ## only the local Kubernetes' tests (cluster up, traffic, power cycle, down)
+	$(RUN_ENV) $(BIN)/pytest -q -m k8s
 
 test-fast: venv ## the test suite without tests marked slow
 	$(RUN_ENV) $(BIN)/pytest -q -m "not slow"

@@ -22,6 +22,7 @@ from rich.console import Console
 from chaos.cluster_cli import cluster_app
 from chaos.fault_cli import fault_app, faults_catalog, heal
 from chaos.images import images_app
+from chaos.k8s.cli import k8s_app
 from chaos.load_cli import load_command
 from chaos.setup_cli import setup_app
 
@@ -89,6 +90,7 @@ def main(
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(images_app, name="images")
 app.add_typer(setup_app, name="setup")
+app.add_typer(k8s_app, name="k8s")
 
 _err = Console(stderr=True)
 

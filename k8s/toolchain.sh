@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the Kubernetes toolchain the k8s backend's local cluster runs on, from the Go module proxy
 # (no GitHub downloads, no container registry): kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubelet, kubectl (Kubernetes v1.37.2) and helm (v3.21.4).
+# kube-scheduler, kubelet, kube-proxy, kubectl (Kubernetes v1.37.2), helm (v3.21.4), CoreDNS
+# (v1.15.0, cluster DNS) and pause (the pod sandbox, compiled with gcc from kubernetes' own
+# build/pause/linux/pause.c in the module cache).
 #
 # Binaries land in a fixed cache directory keyed by version, and only missing ones are built:
 #   ${GAMEDAY_K8S_CACHE:-$HOME/.cache/gameday/k8s}/v1.37.2/bin/
@@ -15,11 +17,12 @@ set -euo pipefail
 K8S_VERSION=v1.37.2
 STAGING_VERSION=v0.37.2
 HELM_VERSION=v3.21.4
+COREDNS_VERSION=v1.15.0
 CACHE_ROOT=${GAMEDAY_K8S_CACHE:-$HOME/.cache/gameday/k8s}
 PREFIX=$CACHE_ROOT/$K8S_VERSION
 BIN=$PREFIX/bin
-KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
-ALL=("${KUBE_CMDS[@]}" helm)
+KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
+ALL=("${KUBE_CMDS[@]}" helm coredns pause)
 
 missing=()
 for cmd in "${ALL[@]}"; do
@@ -79,6 +82,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 EOF
         (cd "$mod" && "$GO" mod tidy >/dev/null 2>&1) || true
@@ -117,7 +121,34 @@ EOF
     mv "$BIN/helm.tmp" "$BIN/helm"
 }
 
+build_coredns() {
+    [ -x "$BIN/coredns" ] && return 0
+    # CoreDNS' go.mod has no replace directives, so a plain `go install` of the tag works.
+    say "go install coredns $COREDNS_VERSION"
+    local tmp
+    tmp=$(mktemp -d)
+    GOBIN=$tmp "$GO" install "github.com/coredns/coredns@$COREDNS_VERSION"
+    mv "$tmp/coredns" "$BIN/coredns"
+    rmdir "$tmp"
+}
+
+build_pause() {
+    [ -x "$BIN/pause" ] && return 0
+    local src
+    src=$GOMODCACHE/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c
+    if [ ! -f "$src" ]; then
+        (cd "$PREFIX/src/kube" && "$GO" mod download "k8s.io/kubernetes@$K8S_VERSION")
+    fi
+    command -v gcc >/dev/null 2>&1 || { echo "error: building pause needs gcc (apt-get install gcc)" >&2; exit 1; }
+    say "gcc pause (static)"
+    gcc -Os -static -DVERSION=3.10-gameday -o "$BIN/pause.tmp" "$src"
+    strip "$BIN/pause.tmp" 2>/dev/null || true
+    mv "$BIN/pause.tmp" "$BIN/pause"
+}
+
 build_helm
 build_kube
+build_coredns
+build_pause
 say "done"
 echo "$BIN"
