@@ -7,7 +7,7 @@ cgroup subtree) and a kubelet labelled with its zone and rack, whose pods live o
 CNI bridge and /24; kube-proxy (iptables) for Services and CoreDNS for names, as host processes
 because every node shares the host's network namespace. So only one runs per machine.
 
-    kube = LocalKube()                 # state in <repo>/.gameday/k8s (or $GAMEDAY_K8S_DIR)
+    kube = LocalKube()                 # state in ./.gameday/k8s (or $GAMEDAY_K8S_DIR)
     kube.up(shape="3x2")               # 3 AZs x 2 racks: nodes az-a-r1 .. az-c-r2
     kube.kubeconfig                    # admin kubeconfig for kubectl, helm, the Python client
     kube.power_off("az-b-r1")          # kubelet, containerd, shims and pods SIGKILLed
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaos.assets import asset
 from chaos.backends.processes import ProcessTable
 from chaos.k8s import control_plane, host, manifests
 from chaos.k8s.control_plane import API_PORT
@@ -45,8 +46,7 @@ from chaos.k8s.node_images import (
 )
 from chaos.k8s.pki import Pki, write_kubeconfig
 
-ROOT = Path(__file__).resolve().parents[2]
-TOOLCHAIN = ROOT / "k8s" / "toolchain.sh"
+TOOLCHAIN = asset("k8s") / "toolchain.sh"
 RUN_DIR = Path("/run/gameday-k8s")  # sockets and containerd state (short paths, one per machine)
 OWNER_FILE = RUN_DIR / "owner.json"
 CGROUP_PARENT = "gameday-k8s"
@@ -136,7 +136,14 @@ class Status:
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get("GAMEDAY_K8S_DIR") or ROOT / ".gameday" / "k8s").resolve()
+    """``$GAMEDAY_K8S_DIR``; else the running local Kubernetes' (whichever directory started
+    it); else ``.gameday/k8s`` under the current directory."""
+    if os.environ.get("GAMEDAY_K8S_DIR"):
+        return Path(os.environ["GAMEDAY_K8S_DIR"]).resolve()
+    try:
+        return Path(json.loads(OWNER_FILE.read_text())["state_dir"])
+    except (OSError, ValueError, KeyError):
+        return Path(".gameday/k8s").resolve()
 
 
 class LocalKube:
