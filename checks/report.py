@@ -184,7 +184,7 @@ def _recovery(entry: dict[str, Any]) -> str:
     end = entry.get("recovery_after_end")
     start_text = "never" if start is None else f"{start:.1f}"
     end_text = "-" if not entry.get("ended") else ("never" if end is None else f"{end:.1f}")
-    return f"{start_text} / {end_text}"
+    return f"{start_text}/{end_text}"
 
 
 def print_summary(verdict: RunVerdict, console: Console) -> None:
@@ -207,43 +207,36 @@ def print_summary(verdict: RunVerdict, console: Console) -> None:
     avail = verdict.result(availability.NAME)
     windows = (avail.details.get("windows") if avail else None) or []
     if windows:
-        table = Table(title="Availability per fault window", box=box.SIMPLE_HEAD)
-        table.add_column("window", overflow="fold", min_width=14)
-        for name in (
-            "span s",
-            "intended",
-            "served",
-            "avail",
-            "thruput",
-            "client-time",
-            "p50/p99 ms",
-            "recovery s",
-        ):
+        table = Table(
+            title="Availability per fault window", box=box.SIMPLE_HEAD, padding=0, pad_edge=False
+        )
+        table.add_column("window", overflow="fold", min_width=16)
+        for name in ("intended", "served", "avail", "thru", "client", "p99 ms", "recov s"):
             table.add_column(name, justify="right", no_wrap=True)
         table.add_column("SLO", no_wrap=True)
         for w in windows:
-            span = "" if w["start"] is None else f"{w['start']:.1f}-{w['end']:.1f}"
+            span = "" if w["start"] is None else f" {w['start']:.1f}-{w['end']:.1f}s"
             table.add_row(
-                w["label"],
-                span,
+                w["label"] + span,
                 str(w.get("intended", w["requests"])),
                 str(w.get("served", "-")),
                 _num(w["ratio"], ".2%"),
                 _num(w.get("throughput_ratio"), ".0%"),
-                _num(w.get("client_time"), ".1%"),
-                f"{_num(w['p50_ms'], '.0f')}/{_num(w['p99_ms'], '.0f')}",
+                _num(w.get("client_time"), ".0%"),
+                _num(w["p99_ms"], ".0f"),
                 _recovery(w),
                 "[green]met[/]" if w.get("meets_slo") else "[red]missed[/]",
             )
         console.print(table)
         console.print(
-            "[dim]avail: served within the deadline / intended; thruput: served per second"
-            " against steady state; client-time: client-seconds with every intended op served[/]"
+            "[dim]avail: ops served within their deadline / ops intended; thru: served per"
+            " second against steady state; client: client-seconds with every intended op"
+            " served; p99 from the intended start[/]"
         )
         if avail is not None and avail.details.get("note"):
             color = "dim" if avail.details.get("loop") == availability.OPEN_LOOP else "yellow"
             console.print(f"[{color}]{avail.details['note']}[/]")
-        console.print("[dim]recovery s: after the fault started / after it ended[/]")
+        console.print("[dim]recov s: after the fault started / after it ended[/]")
         for alarm in (avail.details.get("alarms") or []) if avail else []:
             end = "still firing" if alarm["end"] is None else f"{alarm['end']:.1f}"
             console.print(
