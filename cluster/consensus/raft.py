@@ -24,6 +24,11 @@ Beyond textbook Raft (Ongaro's thesis), this core has:
   until t + lease_ticks (lease_ticks < election_ticks leaves room for clock drift). A restarted
   replica has forgotten whom it heard from, so it refuses votes for its first election_ticks.
 - check-quorum: a leader that has not heard from a quorum for election_ticks steps down.
+- fast failure detection: election timeouts are random in [e, 1.5e) (one election timeout,
+  about, replaces a crashed, paused or cut-off leader); a pre-candidate repeats its pre-vote
+  every heartbeat (voters that heard the old leader a little later grant it as soon as their
+  stickiness ends); of two replicas that time out together, the higher id yields (no split
+  vote); a new leader announces itself in the Ready that makes it leader.
 - single-member membership changes (§4.1) that take effect when appended, and leadership
   transfer (§3.10).
 """
@@ -203,6 +208,14 @@ class Raft:
             self.election_elapsed += 1
             if self.election_elapsed >= self.randomized_timeout and self._may_campaign():
                 self._campaign(pre=True)
+            elif (
+                self.role is Role.PRE_CANDIDATE
+                and self.election_elapsed % self.config.heartbeat_ticks == 0
+            ):
+                # Voters that heard from the old leader a little later than we did ignore us
+                # until their own stickiness runs out; asking again every heartbeat (a pre-vote
+                # changes nobody's state) wins as soon as they may vote, not a timeout later.
+                self._request_votes(self.term + 1, pre=True)
 
     def propose(self, data: bytes) -> tuple[int, int]:
         """Append a command; returns (index, term) under which it will commit if it commits."""
@@ -390,7 +403,7 @@ class Raft:
 
     def _random_timeout(self) -> int:
         e = self.config.election_ticks
-        return self.rng.randrange(e, 2 * e)
+        return self.rng.randrange(e, e + max(2, e // 2))
 
     def _in_lease(self) -> bool:
         if self.role is Role.LEADER:
@@ -419,7 +432,11 @@ class Raft:
         if self._tally() >= self.membership.quorum():
             self._on_election_won(pre)
             return
-        for peer in sorted(self.membership.voters - {self.id}):
+        self._request_votes(term, pre, transfer)
+
+    def _request_votes(self, term: int, pre: bool, transfer: bool = False) -> None:
+        """Ask every voter that has not answered yet for its (pre-)vote in ``term``."""
+        for peer in sorted(self.membership.voters - {self.id} - set(self.votes)):
             self._send(
                 RequestVote(
                     self.group,
@@ -441,11 +458,26 @@ class Raft:
             or (msg.pre and msg.term > self.term)
         )
         granted = can_vote and self.log.is_up_to_date(msg.last_index, msg.last_term)
+        if granted and msg.pre and self._yield_to_self(msg):
+            granted = False
         if granted and not msg.pre:
             self.vote = msg.src
             self.election_elapsed = 0
         term = msg.term if msg.pre and granted else self.term
         self._send(VoteResponse(self.group, self.id, msg.src, term, granted, pre=msg.pre))
+
+    def _yield_to_self(self, msg: RequestVote) -> bool:
+        """Two replicas that time out together would grant each other's pre-votes, both
+        campaign, and split the vote (another election timeout lost). A replica that has just
+        started its own pre-vote therefore refuses a rival with an equal log and a higher id:
+        exactly one of the two goes on. Refusing a pre-vote is always safe; the window is
+        short, so a rival that cannot hear us still wins when it asks again."""
+        return (
+            self.role is Role.PRE_CANDIDATE
+            and self.election_elapsed < self.config.heartbeat_ticks
+            and (msg.last_index, msg.last_term) == (self.log.last_index(), self.log.last_term())
+            and msg.src > self.id
+        )
 
     def _handle_vote_response(self, msg: VoteResponse) -> None:
         expected = Role.PRE_CANDIDATE if msg.pre else Role.CANDIDATE
@@ -496,6 +528,10 @@ class Raft:
         # A no-op of our own term: committing it commits everything before it (§5.4.2) and
         # tells us our commit index is current (needed before serving lease reads).
         self._propose_entry(EntryKind.NOOP, b"")
+        # Announce ourselves now, not at the first heartbeat tick: followers learn the leader
+        # (and stop campaigning), routers' hints turn to us, the no-op starts replicating.
+        self.heartbeat_elapsed = 0
+        self._broadcast(heartbeat=True)
 
     # --- replication (leader) --------------------------------------------------------------
 

@@ -338,6 +338,7 @@ class Simulation:
                     self.record_committed(group, entry, raft.term, f"{node} commits")
         for group in self.groups:
             self.check_log_matching(group)
+            self.check_lease_exclusive(group)
 
     def check_leader_complete(self, raft: Raft) -> None:
         """A leader's log holds every committed entry (Raft §5.4, leader completeness)."""
@@ -364,6 +365,18 @@ class Simulation:
                 f"{raft.id} serves lease reads in {raft.group} at {read_index} but {newest} "
                 "is committed: stale read"
             )
+
+    def check_lease_exclusive(self, group: str) -> None:
+        """At most one replica of a group may serve lease reads at any time (thesis §6.4.1):
+        a new leader is elected only after the old one's lease has run out."""
+        holders = [
+            n
+            for n in NODES
+            if n not in self.down_until
+            and self.replicas[(n, group)].raft.lease_read_index() is not None
+        ]
+        if len(holders) > 1:
+            raise SimulationFailure(f"{group}: {holders} all hold a lease")
 
     def check_log_matching(self, group: str) -> None:
         logs = [

@@ -173,11 +173,14 @@ def test_lease_read_index_needs_a_current_term_commit_and_a_live_quorum() -> Non
     term (§6.4 step 1: its commit index is then current) and only while a quorum acknowledged a
     heartbeat within lease_ticks; partitioned away it loses the lease in lease_ticks ticks."""
     net = Network.bootstrap(N3)
+    # The new leader announces itself (and its no-op) at once; hold the answers back.
+    net.drop(lambda m: isinstance(m, AppendResponse))
     net.run_until(lambda: net.leader() == "n1")
     n1 = net.raft("n1")
     assert n1.log.last_index() == 1 and n1.log.commit == 0  # the no-op is not committed yet
     assert n1.lease_read_index() is None
 
+    net.recover()
     net.tick(times=HEARTBEAT)
     assert n1.log.commit == 1
     assert n1.lease_read_index() == 1
@@ -237,7 +240,10 @@ def figure8() -> Network:
     start("s5", 1, "s5", 1, 3)  # s5 led term 3 and crashed with its index 2 on itself only
 
     # s1 times out first; s2, s3, s4 vote for it (its last entry, term 2, beats their term 1).
+    # Its announcement (AppendEntries right after winning) is lost; the heartbeat repeats it.
+    net.drop(lambda m: isinstance(m, AppendEntries) and m.src == "s1")
     net.run_until(lambda: net.leader() == "s1")
+    net.recover()
     s1 = net.raft("s1")
     assert s1.term == 4 and net.log_terms("s1") == [(1, 1), (2, 2), (3, 4)]
     net.isolate("s4")
@@ -471,7 +477,10 @@ def test_snapshot_replaces_a_log_that_does_not_contain_its_last_entry() -> None:
         ("n3", 6, HardState(2, "n3", 1), stale),
     ):
         net.add(node, membership=members, offset=offset, hard_state=hard_state, entries=entries)
+    # n1's announcement is lost, so its no-op stays uncommitted until the heartbeat below.
+    net.drop(lambda m: isinstance(m, AppendEntries) and m.src == "n1")
     net.run_until(lambda: net.leader() == "n1")
+    net.recover()
     snap = net.compact("n1")
     assert (snap.meta.index, snap.meta.term) == (30, 3)
 
