@@ -49,21 +49,12 @@ import requests
 from toxiproxy.api import APIConsumer
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
+from chaos.links import linked_pairs
 from cluster.config import ClusterConfig, Role
 from cluster.storage.wire import encode_frame
 
 Direction = Literal["both", "upstream", "downstream"]
 Stream = Literal["upstream", "downstream"]
-
-#: Who dials whom: every (src role, dst role) pair with a link per process pair, in port order.
-LINKED_ROLES: tuple[tuple[Role, Role], ...] = (
-    ("storage", "storage"),
-    ("router", "storage"),
-    ("router", "memds"),
-    ("router", "gac"),
-    ("memds", "storage"),
-    ("storage", "memds"),
-)
 
 _FAULT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _PARALLEL_CALLS = 16  # concurrent calls to the Toxiproxy API when applying a fault
@@ -115,16 +106,15 @@ def link_name(src: str, dst: str) -> str:
 def plan_links(config: ClusterConfig, host: str, first_port: int) -> dict[tuple[str, str], Link]:
     """A proxy for every directed pair of processes that talk, on ``host`` from ``first_port``.
 
-    Pure and deterministic: pairs are numbered in ``LINKED_ROLES`` order, then by source and
-    destination id, so the same config always gets the same ports. ``host`` must be an IP
+    Pure and deterministic: pairs are numbered as ``chaos.links.linked_pairs`` orders them, so
+    the same config always gets the same ports. ``host`` must be an IP
     literal (Toxiproxy reports listen addresses resolved, and ``ensure`` compares them).
     """
     ipaddress.ip_address(host)  # ValueError for a name
-    pairs: list[tuple[str, str]] = []
-    for src_role, dst_role in LINKED_ROLES:
-        sources = sorted(p.id for p in config.processes_with_role(src_role))
-        targets = sorted(p.id for p in config.processes_with_role(dst_role))
-        pairs += [(s, d) for s in sources for d in targets if s != d]
+    ids_by_role: dict[str, list[str]] = {}
+    for p in config.processes.values():
+        ids_by_role.setdefault(p.role, []).append(p.id)
+    pairs = linked_pairs(ids_by_role)
     if first_port < 1 or first_port + len(pairs) - 1 > 65535:
         raise ValueError(f"{len(pairs)} proxies do not fit in ports {first_port}..65535")
     links: dict[tuple[str, str], Link] = {}

@@ -26,7 +26,7 @@ the field (``method.timeline[2].duration``), its line, and the problem in plain 
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import functools
 import math
 import operator
@@ -55,6 +55,7 @@ from chaos.faults import (
     BlastRadius,
     Fault,
     PlanError,
+    fault_fields,
     fault_params,
     make_fault,
 )
@@ -211,15 +212,13 @@ _RESERVED = frozenset(TimelineEntryBase.model_fields)
 
 
 def _entry_model(cls: type[Fault]) -> type[TimelineEntryBase]:
-    """A pydantic model for timeline entries of one fault kind, fields from the dataclass."""
-    hints = typing.get_type_hints(cls)
+    """The timeline entry of one fault kind: ``at``, ``duration``, ``fault`` and the kind's own
+    fields, taken as they are from the fault (chaos/faults/catalog.py), so one declaration
+    validates a fault from code, the command line and scenario files alike."""
     defs: dict[str, Any] = {"fault": (Literal.__getitem__(cls.kind), ...)}
-    for p, f in zip(fault_params(cls), dataclasses.fields(cls), strict=True):
-        assert p.name not in _RESERVED, f"{cls.kind}.{p.name} clashes with a timeline key"
-        defs[p.name] = (
-            hints[f.name],
-            Field(default=... if p.required else p.default, description=p.help),
-        )
+    for name, info in fault_fields(cls).items():
+        assert name not in _RESERVED, f"{cls.kind}.{name} clashes with a timeline key"
+        defs[name] = (info.annotation, copy.copy(info))
     name = "".join(w.title() for w in cls.kind.split("_")) + "Entry"
     return create_model(name, __base__=TimelineEntryBase, **defs)
 

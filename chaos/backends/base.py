@@ -17,8 +17,9 @@ deployment serves. Then implement exactly these:
   plus whatever ``create`` / ``open`` classmethods your CLI needs;
 - where things are: ``node_data_dir`` (a storage node's data directory as this host sees it),
   ``proxy_host`` (the IP Toxiproxy's API and proxies listen on) and ``start_toxiproxy``;
-- ``logs_hint`` (where to look when a process fails), optionally ``down_reason``, and
-  ``endpoints`` if clients reach routers elsewhere than at their configured address.
+- ``logs_hint`` (where to look when a process fails); optionally ``down_reason``,
+  ``may_answer`` (when ``alive`` is costly) and ``endpoints`` (if clients reach routers
+  elsewhere than at their configured address).
 
 Everything else (process ids, topology, health, ``wait_healthy``, storage status, replica
 paths, links, every network fault) is implemented here from the config and must not be
@@ -121,6 +122,13 @@ class Backend(ABC):
     def logs_hint(self, process_id: str) -> str:
         """Where to read a process's output, for error messages: ``see <file>``."""
 
+    def may_answer(self, process_id: str) -> bool:
+        """A cheap look before asking a process over HTTP: False when it surely cannot answer.
+
+        The default asks ``alive``; a backend whose ``alive`` is costly may answer True.
+        """
+        return self.alive(process_id)
+
     def down_reason(self, process_id: str) -> str:
         """Why a process that should be up is not, for error messages."""
         return "exited"
@@ -152,7 +160,7 @@ class Backend(ABC):
 
     def health(self, process_id: str) -> dict[str, Any] | None:
         """The process's /health body, or None if it is down, paused or not answering."""
-        if not self.alive(process_id):
+        if not self.may_answer(process_id):
             return None
         return get_json(self.health_url(process_id), 1.0)
 

@@ -291,6 +291,11 @@ class DockerCluster(Backend):
     def logs_hint(self, process_id: str) -> str:
         return f"see 'docker logs {self.state.container(process_id)}'"
 
+    def may_answer(self, process_id: str) -> bool:
+        """After the process's pending power operation; the engine is not asked (it is slow)."""
+        self._settle(process_id)
+        return True
+
     def down_reason(self, process_id: str) -> str:
         return f"is {self.container_status(process_id)}"
 

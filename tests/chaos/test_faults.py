@@ -678,6 +678,6 @@ def test_make_fault_parses_command_line_strings() -> None:
 def test_faults_are_hashable_values() -> None:
     assert {PowerOffAz("az-a"), PowerOffAz("az-a")} == {PowerOffAz("az-a")}
     assert PowerOffAz("az-a").params() == {"target": "az-a"}
-    assert Latency("az-a", "*", 5).describe() == (
-        "latency(from_side=az-a, to_side=*, ms=5, jitter_ms=0.0, both_ways=False)"
+    assert Latency("az-a", "*", 5).describe() == (  # parameters take their declared type
+        "latency(from_side=az-a, to_side=*, ms=5.0, jitter_ms=0.0, both_ways=False)"
     )

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from chaos.backends.local import build_config
+from chaos.links import LINKED_ROLES
 from chaos.mesh import (
-    LINKED_ROLES,
     Link,
     LinkMesh,
     MeshError,
