@@ -32,14 +32,6 @@ def check(ok: bool, message: str, param: str) -> None:
         raise PlanError(message, param)
 
 
-def check_in(value: object, allowed: Sequence[object], what: str, param: str) -> None:
-    check(
-        value in allowed,
-        f"{what} must be one of {', '.join(map(str, allowed))}; got {value!r}",
-        param,
-    )
-
-
 def _listing(view: ClusterView) -> str:
     return f"this {view.topology.shape} cluster"
 
