@@ -264,7 +264,7 @@ def run(
     if kubeconfig is not None and backend != "k8s":
         _err.print("[red]--kubeconfig is an option of the k8s backend (--backend k8s)[/red]")
         raise typer.Exit(2)
-    if backend == "docker" and data_dir is None:
+    if backend in ("docker", "k8s") and data_dir is None and kubeconfig is None:
         from chaos.images import CLUSTER_IMAGE, build_with_progress, engine, image_exists
 
         try:

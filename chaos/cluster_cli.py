@@ -77,7 +77,7 @@ def up(
     With [cyan]--backend k8s[/cyan] the cluster is a Helm release of charts/gameday.
     """
     try:
-        if backend == "docker":
+        if backend == "docker" or (backend == "k8s" and kubeconfig is None):
             from chaos.images import build_with_progress, engine, image_exists
 
             if not image_exists(engine(), CLUSTER_IMAGE):
