@@ -65,6 +65,7 @@ from chaos.backends.k8s_plan import (
     unschedulable,
 )
 from chaos.helm import CHART, Helm
+from chaos.images import CLUSTER_IMAGE
 from chaos.mesh import wait_ready
 from cluster.config import ClusterConfig, ProcessInfo
 from cluster.topology import parse_topology
@@ -208,6 +209,7 @@ class K8sCluster(Backend):
                 raise K8sError(
                     "the local Kubernetes is not running: start it with 'gameday k8s up'"
                 )
+            kube.load_image(CLUSTER_IMAGE)  # only into nodes that lack this image id
         self.bring_back()  # nothing this backend powered off or scaled down stays that way
         self._ensure_namespace()
         Helm.find().install(
