@@ -6,12 +6,12 @@ up to date:
 
 - **The lease.** The orchestrator holds a lease file it renews every ttl/6 seconds. If the lease
   is not renewed for ``ttl`` seconds (SIGSTOP, a hang, SIGKILL) the watchdog marks it *lapsed*
-  under a file lock, heals everything (toxics removed, paused processes resumed, dead ones
-  started) and stays armed: while the lease stays lapsed it heals again whenever a fault shows
-  up in ``faults.json`` (an orchestrator that woke up mid-injection). An orchestrator that wakes
-  up finds its lease lapsed, injects nothing more, and ends the run as aborted
-  (chaos/orchestrator.py). Both sides test and set the lease under one ``flock``, so a late
-  renewal can never overwrite a lapse.
+  (a marker file created with O_EXCL, never a lock a stopped owner could hold), heals
+  everything (toxics removed, paused processes resumed, dead ones started) and stays armed:
+  while the lease stays lapsed it heals again whenever a fault shows up in ``faults.json`` (an
+  orchestrator that woke up mid-injection). An orchestrator that wakes up finds its lease
+  lapsed, injects nothing more, and ends the run as aborted (chaos/orchestrator.py). The marker
+  is authoritative, so a late renewal cannot undo a lapse.
 - **Nothing left behind.** When the owner process dies without saying it is done (SIGKILL), the
   watchdog heals, stops the process groups the owner registered (Locust and its workers), and
   tears down the cluster the owner started (unless it was asked to keep it), then exits.
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 HELD, LAPSED, RELEASED = "held", "lapsed", "released"
 DEFAULT_TTL = 6.0  # generous: on a busy 2-core machine a renewal thread can be late by seconds
 MAX_LIFETIME = 24 * 3600.0  # even a forgotten watchdog ends
+LOCK_TIMEOUT = 5.0  # then heal without the nemesis lock: its holder is stalled or dead
 
 
 # --- the lease -----------------------------------------------------------------------------
@@ -79,22 +80,45 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def lapse_marker(path: Path) -> Path:
+    return path.with_name(path.name + ".lapsed")
+
+
+def mark_lapsed(path: Path, reason: str) -> str:
+    """Create the lapse marker (first writer wins); returns the reason that stands."""
+    try:
+        fd = os.open(lapse_marker(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return str((read_lease(lapse_marker(path)) or {}).get("reason", reason))
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps({"reason": reason, "lapsed_at": time.time()}))
+    return reason
+
+
 def expire_if_due(path: Path, now: float | None = None) -> dict[str, Any] | None:
-    """The lease as it is now; a held lease past its ttl is marked lapsed first (atomically)."""
-    with _locked(path):
-        data = read_lease(path)
-        now = time.time() if now is None else now
-        if data is not None and data.get("state") == HELD:
-            late = now - float(data.get("renewed", 0.0))
-            if late > float(data.get("ttl", DEFAULT_TTL)):
-                data.update(
-                    state=LAPSED,
-                    lapsed_at=now,
-                    reason=f"the lease was not renewed for {late:.1f}s "
-                    f"(ttl {float(data.get('ttl', DEFAULT_TTL)):g}s): the orchestrator stalled",
-                )
-                _write_json(path, data)
-        return data
+    """The lease as it is now; a held lease past its ttl is marked lapsed first.
+
+    No lock is taken (a stopped owner could hold it forever): the lapse is a marker file created
+    with O_EXCL, and once it exists the lease is lapsed whatever the owner writes later.
+    """
+    data = read_lease(path)
+    if data is None:
+        return None
+    marker = read_lease(lapse_marker(path))
+    if marker is not None and data.get("state") != RELEASED:
+        return {**data, "state": LAPSED, "reason": marker.get("reason", "lapsed")}
+    now = time.time() if now is None else now
+    if data.get("state") == HELD:
+        late = now - float(data.get("renewed", 0.0))
+        ttl = float(data.get("ttl", DEFAULT_TTL))
+        if late > ttl:
+            reason = mark_lapsed(
+                path,
+                f"the lease was not renewed for {late:.1f}s (ttl {ttl:g}s): "
+                "the orchestrator stalled",
+            )
+            return {**data, "state": LAPSED, "reason": reason}
+    return data
 
 
 class Lease:
@@ -105,27 +129,35 @@ class Lease:
         self.ttl = ttl
         self.lapsed: str | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(path):
-            _write_json(path, {"state": HELD, "renewed": time.time(), "ttl": ttl})
+        lapse_marker(path).unlink(missing_ok=True)
+        self._renewed = time.time()
+        _write_json(path, {"state": HELD, "renewed": self._renewed, "ttl": ttl})
         self._thread = threading.Thread(target=self._renew_loop, name="lease", daemon=True)
         self._thread.start()
 
     def held(self) -> bool:
         """Renew now; False (and ``lapsed`` says why) if the lease lapsed since the last time."""
-        if self.lapsed is not None:
-            return False
-        expire_if_due(self.path)
-        with _locked(self.path):
-            data = read_lease(self.path)
-            if data is None or data.get("state") != HELD:
-                reason = (data or {}).get("reason") or "the lease file was removed"
-                self.lapsed = str(reason)
+        with self._lock:
+            if self.lapsed is not None:
+                return False
+            marker = read_lease(lapse_marker(self.path))
+            now = time.time()
+            if marker is not None:
+                self.lapsed = str(marker.get("reason", "lapsed"))
+            elif now - self._renewed > self.ttl:  # we stalled ourselves: say so, stop acting
+                self.lapsed = mark_lapsed(
+                    self.path,
+                    f"the lease was not renewed for {now - self._renewed:.1f}s "
+                    f"(ttl {self.ttl:g}s): the orchestrator stalled",
+                )
+            if self.lapsed is not None:
                 self._stop.set()
                 return False
-            data["renewed"] = time.time()
-            _write_json(self.path, data)
-        return True
+            self._renewed = now
+            _write_json(self.path, {"state": HELD, "renewed": now, "ttl": self.ttl})
+            return True
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl / 6):
@@ -138,9 +170,10 @@ class Lease:
     def release(self) -> None:
         self._stop.set()
         self._thread.join(timeout=self.ttl)
-        with _locked(self.path):
-            data = read_lease(self.path) or {}
-            data["state"] = RELEASED
+        with self._lock:
+            data = {"state": RELEASED, "ttl": self.ttl}
+            if self.lapsed is not None:
+                data["reason"] = self.lapsed
             _write_json(self.path, data)
 
 
@@ -339,7 +372,7 @@ class Watchdog:
 
         log.warning("healing the cluster: %s", why)
         try:
-            Nemesis(backend).heal_all()
+            Nemesis(backend, lock_timeout=LOCK_TIMEOUT).heal_all()
             log.warning("healed")
         except Exception:  # keep guarding: the next poll tries again
             log.exception("heal failed")
@@ -366,10 +399,7 @@ class Watchdog:
             return True
         # The owner died without finishing: undo what it was doing, then what it started.
         if lease_path is not None and state == HELD:
-            with _locked(lease_path):
-                data = read_lease(lease_path) or {}
-                data.update(state=LAPSED, reason="the orchestrator died", lapsed_at=time.time())
-                _write_json(lease_path, data)
+            mark_lapsed(lease_path, "the orchestrator died")
         teardown = bool(plan.get("teardown") and plan.get("data_dir"))
         if state == HELD and not teardown:  # a torn-down cluster needs no healing first
             self.heal(plan, "the owner died holding its lease")

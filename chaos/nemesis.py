@@ -50,8 +50,16 @@ class ActiveFault:
 
 
 class Nemesis:
-    def __init__(self, backend: Backend, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        rng: random.Random | None = None,
+        lock_timeout: float | None = None,
+    ) -> None:
         self.backend = backend
+        # The dead-man's switch waits this long for the lock, then heals anyway: an owner that
+        # was stopped (SIGSTOP) while holding it would otherwise block the heal forever.
+        self.lock_timeout = lock_timeout
         self.rng = rng or random.Random(0)
         self.active: dict[str, ActiveFault] = {}
         self.applied_at: dict[str, float] = {}  # fault id -> when its last action landed
@@ -68,11 +76,18 @@ class Nemesis:
         dead-man's switch never start the same process twice or heal under an injection."""
         self.backend.state_dir.mkdir(parents=True, exist_ok=True)
         with (self.backend.state_dir / "nemesis.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.lock_timeout is None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                locked = True
+            else:
+                locked = _lock_within(lock.fileno(), self.lock_timeout)
+                if not locked:
+                    log.warning("nemesis lock held by a stalled owner: healing without it")
             try:
                 yield
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                if locked:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
 
     def inject(
         self,
@@ -185,7 +200,13 @@ class Nemesis:
         held_kills = set().union(*(p.kills for p in still)) if still else set()
         held_pauses = set().union(*(p.pauses for p in still)) if still else set()
         backend = self.backend
-        if backend.has_mesh:
+        others = set(recorded_faults(backend.state_dir)) - {fault_id} - set(self.active)
+        lone = _on_links(plan) and not others and not any(_on_links(p) for p in still)
+        if backend.has_mesh and lone:
+            # The only fault on the mesh: one Toxiproxy call ends it at once (removing a cut's
+            # toxics link by link takes seconds on a busy machine: each closes connections).
+            backend.heal_network()
+        elif backend.has_mesh:
             if plan.cuts:
                 backend.remove_link_faults(plan.cuts, fault_id=fault_id)
             for n, d in enumerate(plan.degradations):
@@ -280,3 +301,23 @@ def _degrade(backend: Backend, d: Degradation, fault_id: str) -> None:
         slicer=d.slicer,
         slow_close_ms=round(d.slow_close_ms),
     )
+
+
+def _lock_within(fd: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
+def _on_links(plan: FaultPlan) -> bool:
+    return bool(plan.cuts or plan.degradations or plan.resets or plan.disabled)
+
+
+def _links(links: dict[tuple[str, str], Any], pairs: Any) -> list[Any]:
+    return [links[pair] for pair in sorted(pairs) if pair in links]

@@ -85,6 +85,8 @@ class RunOutcome:
     lease_lapsed: str | None = None
 
 
+PLAN_AHEAD_S = 2.0  # plan each fault this long before it is due
+
 StopCheck = Callable[[], str | None]  # returns a reason to stop the run, or None
 
 
@@ -142,6 +144,9 @@ class Orchestrator:
             self._abort(f"error: {exc}")
             raise
         finally:
+            if self.outcome.aborted is None and not lease.held():  # stalled past the deadline
+                self._abort(f"lease lapsed: {lease.lapsed}; the watchdog healed the cluster")
+                self.events.write("lease_lapsed", reason=lease.lapsed)
             await asyncio.shield(self._heal_everything())
             self._account_for_the_plan(duration_s)
             if lease.lapsed is not None:
@@ -222,7 +227,9 @@ class Orchestrator:
     async def _one_fault(self, tf: TimedFault) -> None:
         planned_start = tf.at_s
         planned_end = tf.at_s + tf.duration_s
-        await asyncio.sleep(max(0.0, self.run_start + planned_start - time.time()))
+        # Plan a little ahead (asking every node who leads what takes time on a busy machine),
+        # so that the fault itself lands on schedule.
+        await asyncio.sleep(max(0.0, self.run_start + planned_start - PLAN_AHEAD_S - time.time()))
         record = FaultRecord(
             tf.fault_id, tf.fault.kind, tf.fault.describe(), [], planned_start, planned_end
         )
@@ -237,6 +244,10 @@ class Orchestrator:
             self.events.write(
                 "fault_refused", fault_id=tf.fault_id, fault=tf.fault.kind, reason=str(exc)
             )
+            return
+        await asyncio.sleep(max(0.0, self.run_start + planned_start - time.time()))
+        if not self._allowed():
+            record.error = "not injected: the run was stopping"
             return
         record.targets = sorted(plan.affected_storage_nodes() | plan.kills | plan.pauses)
         record.description = plan.describe()

@@ -1,0 +1,90 @@
+"""The dead-man's switch on its own: the lease's states, and a guard that outlives its owner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chaos.deadman import GUARDS_ENV, LAPSED, Lease, expire_if_due, pid_alive, read_lease
+
+
+@pytest.fixture(autouse=True)
+def guard_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(GUARDS_ENV, str(tmp_path / "guards"))
+    return tmp_path / "guards"
+
+
+def test_a_renewed_lease_stays_held(tmp_path: Path) -> None:
+    lease = Lease(tmp_path / "l", ttl=0.6)
+    try:
+        time.sleep(1.0)  # the renew thread keeps it fresh
+        assert lease.held() and expire_if_due(lease.path)["state"] == "held"  # type: ignore[index]
+    finally:
+        lease.release()
+    assert read_lease(lease.path)["state"] == "released"  # type: ignore[index]
+
+
+def test_a_late_renewal_cannot_undo_a_lapse(tmp_path: Path) -> None:
+    lease = Lease(tmp_path / "l", ttl=0.5)
+    lease.stop_renewing()  # as if SIGSTOPped
+    data = expire_if_due(lease.path, now=time.time() + 1.0)  # the watchdog looks, later
+    assert data is not None and data["state"] == LAPSED and "not renewed" in data["reason"]
+    assert not lease.held()  # the woken orchestrator finds out, and renews nothing
+    assert lease.lapsed is not None and "stalled" in lease.lapsed
+    assert expire_if_due(lease.path)["state"] == LAPSED  # type: ignore[index]
+
+
+def test_the_orchestrator_notices_its_own_stall(tmp_path: Path) -> None:
+    lease = Lease(tmp_path / "l", ttl=0.3)
+    lease.stop_renewing()
+    time.sleep(0.5)
+    assert not lease.held()
+
+
+OWNER = """
+import sys, subprocess, time
+from pathlib import Path
+from chaos.deadman import Guard
+guard = Guard.spawn(Path(sys.argv[1]), Path(sys.argv[2]))
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         start_new_session=True)
+guard.add_group(child.pid)
+print(child.pid, guard.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_sigkill_of_the_owner_stops_the_groups_it_registered(
+    tmp_path: Path, guard_registry: Path
+) -> None:
+    guard_file = tmp_path / "guard.json"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(guard_file), str(tmp_path / "guard.log")],
+        stdout=subprocess.PIPE,
+        env={**os.environ, GUARDS_ENV: str(guard_registry)},
+    )
+    assert owner.stdout is not None
+    child, watchdog = (int(x) for x in owner.stdout.readline().split())
+    try:
+        assert pid_alive(child) and list(guard_registry.glob("*.json"))
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        for _ in range(600):
+            if not pid_alive(child) and not pid_alive(watchdog):
+                break
+            time.sleep(0.1)
+        assert not pid_alive(child), "the owner's Locust-like child outlived it"
+        assert not pid_alive(watchdog), "the watchdog should exit once its work is done"
+        assert not list(guard_registry.glob("*.json"))  # nothing for `gameday clean` to do
+        assert not json.loads(guard_file.read_text()).get("done")
+    finally:
+        for pid in (child, watchdog):
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)

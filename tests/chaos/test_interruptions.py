@@ -1,0 +1,299 @@
+"""Every way a game day can be cut short, done for real to `gameday run` on the local backend.
+
+SIGKILL, SIGSTOP/SIGCONT past the lease, SIGTERM, SIGINT and a stop condition, each during a
+partition, a power-off or a pause: afterwards the cluster is healed (or torn down, when the run
+started it), nothing the run started is still running, and an aborted run never exits 0.
+Waits are for progress (an event in events.jsonl, a state on disk), bounded generously so a
+busy machine is slow, not failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaos.backends.local import LocalCluster
+from chaos.backends.subnets import listening_octets
+from chaos.clean import processes
+from chaos.deadman import lapse_marker, read_lease
+from chaos.nemesis import recorded_faults
+from checks.report import EXIT_ABORTED
+
+pytestmark = pytest.mark.slow
+PROGRESS_TIMEOUT = 600.0  # an upper bound for a hung run, not a deadline for a slow one
+
+
+def scenario(tmp_path: Path, fault: str, *, extra: str = "", more_faults: str = "") -> Path:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(
+        "name: interrupted\n"
+        "duration: 120s\n"
+        "cluster: {topology: 3x2x1, partitions: 2}\n"
+        "workload: {name: register, users: 2, keys: 5}\n"
+        "method:\n"
+        "  timeline:\n"
+        f"    - {{at: 2s, duration: 100s, {fault}}}\n"
+        f"{more_faults}"
+        f"{extra}"
+    )
+    return path
+
+
+FAULTS = {
+    "partition": 'fault: split, sides: "az-c|az-a,az-b"',
+    "power-off": "fault: power_off_az, target: az-c",
+    "pause": "fault: pause_node, target: sn-b1",
+}
+
+
+class Run:
+    """`gameday run` as a child process, and what it left in its run directory."""
+
+    def __init__(self, tmp_path: Path, scenario_path: Path, *args: str) -> None:
+        self.out = tmp_path / "runs"
+        self.log = (tmp_path / "gameday.out").open("wb")
+        argv = [sys.executable, "-m", "chaos.cli_entry", "run", str(scenario_path)]
+        self.proc = subprocess.Popen(
+            [*argv, "--out", str(self.out), *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def run_dir(self) -> Path | None:
+        found = sorted(self.out.glob("*-interrupted"))
+        return found[0] if found else None
+
+    def events(self) -> list[dict[str, Any]]:
+        run_dir = self.run_dir
+        if run_dir is None or not (run_dir / "events.jsonl").exists():
+            return []
+        lines = (run_dir / "events.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def names(self) -> list[str]:
+        return [e["event"] for e in self.events()]
+
+    def wait_until(self, what: str, predicate: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + PROGRESS_TIMEOUT
+        while not predicate():
+            assert self.proc.poll() is None or what == "exit", (
+                f"gameday exited ({self.proc.returncode}) before {what}: {self.output()}"
+            )
+            assert time.monotonic() < deadline, f"no {what} after {PROGRESS_TIMEOUT:.0f}s"
+            time.sleep(0.2)
+
+    def wait_confirmed(self) -> None:
+        self.wait_until("a confirmed fault", lambda: "fault_confirmed" in self.names())
+
+    def wait_exit(self) -> int:
+        return self.proc.wait(PROGRESS_TIMEOUT)
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
+
+    def verdict(self) -> dict[str, Any]:
+        assert self.run_dir is not None
+        data: dict[str, Any] = json.loads((self.run_dir / "checks.json").read_text())
+        return data
+
+    def leftovers(self) -> list[str]:
+        """Processes still running that this run started (cluster, Toxiproxy, Locust, ...)."""
+        if self.run_dir is None:
+            return []
+        marker = str(self.run_dir.resolve())
+        found = [
+            f"{p.pid} {' '.join(p.argv)[:100]}"
+            for p in processes()
+            if any(marker in arg for arg in p.argv)
+        ]
+        config = self.run_dir / "cluster" / "cluster.json"
+        if config.exists():
+            octet = LocalCluster.open(self.run_dir / "cluster").config.process("sn-a1").listen
+            if int(octet.split(".")[1]) in listening_octets():
+                found.append(f"something still listens on {octet.rsplit('.', 2)[0]}.*")
+        return found
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(30)
+        self.log.close()
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[Callable[..., Run]]:
+    started: list[Run] = []
+
+    def start(scenario_path: Path, *args: str) -> Run:
+        run = Run(tmp_path, scenario_path, *args)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:  # whatever the test did, nothing of the run outlives it
+        run.close()
+        if run.run_dir is not None and (run.run_dir / "cluster" / "cluster.json").exists():
+            wait_gone(run)
+            cluster = LocalCluster.open(run.run_dir / "cluster")
+            cluster.down()
+            cluster.release_subnet()
+
+
+def wait_gone(run: Run) -> None:
+    """Leftovers die within the watchdog's bounded teardown; wait for that, not a fixed time."""
+    deadline = time.monotonic() + 180
+    while run.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def assert_nothing_left(run: Run) -> None:
+    wait_gone(run)
+    assert run.leftovers() == []
+
+
+def assert_healed(cluster: LocalCluster) -> None:
+    mesh = cluster.mesh()
+    assert mesh is not None
+    assert all(not mesh.toxics(name) for name in mesh.proxies()), "toxics left behind"
+    assert all(p.enabled for p in mesh.proxies().values())
+    assert recorded_faults(cluster.state_dir) == {}
+    for process_id in cluster.process_ids():
+        assert cluster.alive(process_id), f"{process_id} is not running"
+        state = Path(f"/proc/{cluster.procs.pid(process_id)}/stat").read_text()
+        assert state.rsplit(")", 1)[1].split()[0] != "T", f"{process_id} is still paused"
+
+
+@pytest.mark.parametrize("fault", ["partition", "power-off", "pause"])
+def test_sigkill_mid_fault_tears_down_everything_the_run_started(
+    fault: str, tmp_path: Path, runs: Callable[..., Run]
+) -> None:
+    run = runs(scenario(tmp_path, FAULTS[fault]))
+    run.wait_confirmed()
+    run.proc.send_signal(signal.SIGKILL)
+    run.proc.wait(30)
+    assert_nothing_left(run)  # cluster, Toxiproxy, Locust, canaries: the watchdog stopped all
+    assert run.run_dir is not None
+    guard = read_lease(run.run_dir / "guard.json") or {}
+    assert not guard.get("done")  # the run never finished: the watchdog did the work
+
+
+def test_sigkill_with_keep_heals_the_kept_cluster_and_stops_the_load(
+    tmp_path: Path, runs: Callable[..., Run]
+) -> None:
+    run = runs(scenario(tmp_path, FAULTS["power-off"]), "--keep")
+    run.wait_confirmed()
+    run.proc.send_signal(signal.SIGKILL)
+    run.proc.wait(30)
+    assert run.run_dir is not None
+    cluster = LocalCluster.open(run.run_dir / "cluster")
+    deadline = time.monotonic() + PROGRESS_TIMEOUT
+    while recorded_faults(cluster.state_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    cluster.wait_healthy(PROGRESS_TIMEOUT)
+    assert_healed(cluster)
+    locust = [p for p in processes() if "locustfile" in " ".join(p.argv)]
+    assert not [p for p in locust if str(run.run_dir.resolve()) in " ".join(p.argv)]
+
+
+@pytest.mark.parametrize(
+    ("fault", "sig"),
+    [("partition", signal.SIGTERM), ("power-off", signal.SIGINT), ("pause", signal.SIGTERM)],
+)
+def test_a_signal_stops_in_order_heals_reports_and_exits_128_plus_signal(
+    fault: str, sig: signal.Signals, tmp_path: Path, runs: Callable[..., Run]
+) -> None:
+    run = runs(scenario(tmp_path, FAULTS[fault]))
+    run.wait_confirmed()
+    run.proc.send_signal(sig)
+    code = run.wait_exit()
+    assert code == 128 + sig, run.output()
+    assert "Traceback" not in run.output()
+    names = run.names()
+    assert names.index("interrupted") < names.index("heal") < names.index("run_end")
+    verdict = run.verdict()
+    assert verdict["verdict"] in ("aborted", "fail")
+    assert f"interrupted by {sig.name}" in verdict["aborted"]
+    assert run.run_dir is not None and (run.run_dir / "report.html").exists()
+    assert "plan-executed" in (run.run_dir / "junit.xml").read_text()
+    assert_nothing_left(run)
+
+
+def test_sigstop_past_the_lease_heals_then_the_woken_run_ends_aborted(
+    tmp_path: Path, runs: Callable[..., Run]
+) -> None:
+    run = runs(scenario(tmp_path, FAULTS["pause"]))
+    run.wait_confirmed()
+    assert run.run_dir is not None
+    cluster = LocalCluster.open(run.run_dir / "cluster")
+    lease = cluster.state_dir / "deadman.lease"
+    os.kill(run.proc.pid, signal.SIGSTOP)
+    try:
+        run.wait_until("the lease lapsing", lapse_marker(lease).exists)
+        # The watchdog heals while the orchestrator is stopped: the paused node runs again.
+        run.wait_until("the heal", lambda: not recorded_faults(cluster.state_dir))
+        assert_healed(cluster)
+    finally:
+        os.kill(run.proc.pid, signal.SIGCONT)
+    code = run.wait_exit()
+    assert code == EXIT_ABORTED, run.output()
+    assert "lease_lapsed" in run.names()
+    verdict = run.verdict()
+    assert verdict["verdict"] in ("aborted", "fail") and "lease lapsed" in verdict["aborted"]
+    assert_nothing_left(run)
+
+
+def test_a_stop_condition_aborts_the_run_and_the_faults_it_skipped_are_named(
+    tmp_path: Path, runs: Callable[..., Run]
+) -> None:
+    # Canaries probe every router, so powering off az-c fails some probes at once: with a
+    # threshold of 100% the stop condition must fire, and the second fault must never run.
+    path = scenario(
+        tmp_path,
+        FAULTS["power-off"].replace("az-c", "az-b"),
+        more_faults="    - {at: 110s, duration: 5s, fault: power_off_node, target: sn-a1}\n",
+        extra="stop_conditions:\n  - {availability_below: 1.0, for_seconds: 2s}\n",
+    )
+    run = runs(path)
+    code = run.wait_exit()
+    assert code == EXIT_ABORTED, run.output()
+    assert "stop_condition" in run.names()
+    assert "f2" not in {e.get("fault_id") for e in run.events() if e["event"] == "fault_start"}
+    verdict = run.verdict()
+    assert verdict["verdict"] in ("aborted", "fail")
+    assert "stop condition" in verdict["aborted"]
+    assert_nothing_left(run)
+
+
+def test_gameday_clean_removes_a_run_killed_together_with_its_watchdog(
+    tmp_path: Path, runs: Callable[..., Run]
+) -> None:
+    from typer.testing import CliRunner
+
+    from chaos.cli import app
+
+    run = runs(scenario(tmp_path, FAULTS["partition"]))
+    run.wait_confirmed()
+    assert run.run_dir is not None
+    guard = read_lease(run.run_dir / "guard.json") or {}
+    os.kill(int(guard["watchdog"]), signal.SIGKILL)  # the worst case: both die at once
+    run.proc.send_signal(signal.SIGKILL)
+    run.proc.wait(30)
+    assert run.leftovers(), "the cluster should still be running before the sweep"
+    listed = CliRunner().invoke(app, ["clean", "--dry-run"])
+    assert listed.exit_code == 0 and "killed run" in listed.output, listed.output
+    assert run.leftovers()  # a dry run removes nothing
+    cleaned = CliRunner().invoke(app, ["clean"])
+    assert cleaned.exit_code == 0, cleaned.output
+    assert_nothing_left(run)
