@@ -20,7 +20,7 @@ RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 MYPY_TARGETS := cluster checks chaos workloads
 
-.PHONY: help venv dist toxiproxy docker-engine images k8s-toolchain k8s k8s-down k8s-status test test-fast test-docker test-k8s chaos lint typecheck fmt demo clean
+.PHONY: help venv dist dist-check toxiproxy docker-engine images k8s-toolchain k8s k8s-down k8s-status test test-fast test-docker test-k8s chaos lint typecheck fmt demo clean
 
 help: ## list the targets with a one-line description
 	@echo "usage: make <target>"
@@ -61,8 +61,11 @@ images: venv toxiproxy docker-engine ## build the docker backend's images (no re
 
 dist: venv ## build the wheel and sdist into dist/ (pipx install dist/gameday-*.whl)
 	rm -rf dist
-	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --quiet --outdir dist .
 	@ls -l dist
+
+dist-check: ## install the wheel in a fresh venv outside the checkout: doctor, faults, scenarios, a game day
+	bash .ci/dist-check
 
 # The local Kubernetes, for the k8s backend: `make test` runs its tests when the toolchain is built
 # (else skips them, saying why); .ci/run calls k8s-toolchain first, so CI always runs them.

@@ -11,7 +11,6 @@ missing); optional ones (the Docker and Kubernetes backends) only inform.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -104,16 +103,18 @@ def check_docker() -> Finding:
 
 
 def check_k8s() -> Finding:
-    from chaos.helm import toolchain_bin
+    """Asks k8s/toolchain.sh itself (``--print``: detects, builds nothing) where its cache is."""
+    from chaos.assets import asset
 
     name = "k8s toolchain"
-    where = toolchain_bin()
-    tools = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl")
-    missing = [t for t in (*tools, "helm") if not os.access(where / t, os.X_OK)]
-    if missing:
-        found = f"missing in {where}: {', '.join(missing)}"
+    script = asset("k8s") / "toolchain.sh"
+    probe = subprocess.run(
+        ["bash", str(script), "--print"], capture_output=True, text=True, timeout=30, check=False
+    )
+    if probe.returncode != 0:
+        found = probe.stderr.strip() or f"{script} --print exited with {probe.returncode}"
         return Finding(name, False, found, "gameday setup k8s (12-15 min from scratch)", False)
-    return Finding(name, True, str(where), required=False)
+    return Finding(name, True, probe.stdout.strip(), required=False)
 
 
 def check_subnets() -> Finding:

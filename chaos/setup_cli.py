@@ -5,7 +5,7 @@ call these commands, and ``gameday doctor`` prints them as the fix for whatever 
 
     gameday setup toxiproxy        # go install the real Toxiproxy server next to this Python
     gameday setup docker           # docker.io + debootstrap from Debian, start dockerd (root)
-    gameday setup k8s              # build the Kubernetes toolchain and helm (k8s/toolchain.sh)
+    gameday setup k8s              # k8s/packages.sh + k8s/toolchain.sh (as make k8s-toolchain)
 
 Each streams what the installer says under a spinner with the elapsed time, and fails with the
 installer's last lines and exit code.
@@ -139,11 +139,16 @@ def install_docker(console: Console) -> None:
 
 
 def install_k8s(console: Console) -> Path:
-    """k8s/toolchain.sh: the Kubernetes toolchain and helm, built into their versioned cache."""
+    """What the k8s backend provides (as ``make k8s-toolchain``): k8s/packages.sh (Debian
+    packages the nodes run on; root) then k8s/toolchain.sh (kube-*, kubectl, helm, ... built
+    into their versioned cache). Returns the toolchain's bin directory."""
     from chaos.assets import asset
 
+    k8s = asset("k8s")
+    if (k8s / "packages.sh").exists():
+        run_with_progress(["bash", str(k8s / "packages.sh")], "Debian packages for k8s", console)
     lines = run_with_progress(
-        ["bash", str(asset("k8s") / "toolchain.sh")],
+        ["bash", str(k8s / "toolchain.sh")],
         "building the Kubernetes toolchain (from scratch 12-15 min on 2 cores; cached: instant)",
         console,
     )
@@ -205,7 +210,8 @@ def setup_docker() -> None:
 
 @setup_app.command("k8s")
 def setup_k8s() -> None:
-    """Build kube-apiserver, kubelet, kubectl, ... and helm from the Go module proxy (cached)."""
+    """Debian packages for the nodes, then kube-apiserver, kubelet, kubectl, helm, ... built from
+    the Go module proxy into ~/.cache/gameday/k8s (cached: instant)."""
     console = Console()
     try:
         where = install_k8s(console)
