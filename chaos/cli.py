@@ -184,8 +184,8 @@ def scenario_validate(
 ) -> None:
     """Validate scenario files: every problem is reported with its file, field and reason."""
     from chaos.assets import resolve_scenario, shipped_scenarios
-    from chaos.scenario import ScenarioError, load_scenario
-    from chaos.schedule import ScheduleError, build_timeline
+    from chaos.scenario import ScenarioError
+    from chaos.schedule import load_game_day
 
     console = Console()
     failed = 0
@@ -198,9 +198,8 @@ def scenario_validate(
             _err.print(f"[red]{arg}[/red]: {exc}")
             continue
         try:
-            scenario = load_scenario(path)
-            timeline = build_timeline(scenario)
-        except (ScenarioError, ScheduleError) as exc:
+            game = load_game_day(path)
+        except ScenarioError as exc:
             failed += 1
             _err.print(f"[red]invalid[/red] {exc}")  # the message names the file and field
             continue
@@ -208,8 +207,10 @@ def scenario_validate(
             failed += 1
             _err.print(f"[red]{path}[/red]: {exc}")
             continue
-        console.print(f"[green]ok[/green] {path}: {scenario.name}, {len(timeline)} faults")
-        for tf in timeline:
+        console.print(
+            f"[green]ok[/green] {path}: {game.scenario.name}, {len(game.timeline)} faults"
+        )
+        for tf in game.timeline:
             console.print(f"    {tf.describe()}")
     if failed:
         raise typer.Exit(2)
@@ -251,7 +252,6 @@ def run(
     from chaos.assets import resolve_scenario
     from chaos.run import RunOptions, run_game_day
     from chaos.scenario import ScenarioError
-    from chaos.schedule import ScheduleError
 
     try:
         scenario = resolve_scenario(scenario_arg)
@@ -278,7 +278,7 @@ def run(
     )
     try:
         code = asyncio.run(run_game_day(scenario, options, Console()))
-    except (ScenarioError, ScheduleError, OSError) as exc:
+    except (ScenarioError, OSError) as exc:
         _err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     raise typer.Exit(code)

@@ -41,7 +41,7 @@ from chaos.deadman import Guard, tear_down
 from chaos.faults import BlastRadius
 from chaos.orchestrator import Orchestrator, RunOutcome
 from chaos.scenario import Scenario, load_scenario
-from chaos.schedule import TimedFault, build_timeline, timeline_to_json
+from chaos.schedule import TimedFault, load_game_day, timeline_to_json
 from workloads.canary import run_canaries
 from workloads.catalog import workload
 from workloads.history import merge_histories, read_ops
@@ -144,18 +144,11 @@ async def run_game_day(scenario_path: Path, options: RunOptions, console: Consol
 async def _run_game_day(
     scenario_path: Path, options: RunOptions, console: Console, control: RunControl
 ) -> int:
-    scenario = load_scenario(scenario_path)
-    if options.seed is not None and scenario.method.random is not None:
-        scenario = scenario.model_copy(
-            update={
-                "method": scenario.method.model_copy(
-                    update={
-                        "random": scenario.method.random.model_copy(update={"seed": options.seed})
-                    }
-                )
-            }
-        )
-    timeline = options.timeline if options.timeline is not None else build_timeline(scenario)
+    if options.timeline is not None:  # a replay: the recorded timeline, as it ran
+        scenario, timeline = load_scenario(scenario_path), options.timeline
+    else:  # validated and scheduled once, here
+        game = load_game_day(scenario_path, options.seed)
+        scenario, timeline = game.scenario, list(game.timeline)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = options.out / f"{stamp}-{scenario.name}"
     run_dir.mkdir(parents=True, exist_ok=False)

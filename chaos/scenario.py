@@ -417,16 +417,23 @@ def field_path(loc: Sequence[str | int]) -> str:
 
 def load_scenario(path: Path | str) -> Scenario:
     """Read and validate a scenario file; ScenarioError says what is wrong, and where."""
-    path = Path(path)
+    return parse_scenario(read_scenario_text(path), str(path))
+
+
+def read_scenario_text(path: Path | str) -> str:
+    """The text of a scenario file; ScenarioError (naming the file) when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ScenarioError(str(path), [Problem("", f"cannot read the file: {e.strerror}")]) from e
-    return parse_scenario(text, str(path))
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
-    """Validate scenario YAML ``text``; ``source`` names it in errors."""
+    """Validate scenario YAML ``text``; ``source`` names it in errors.
+
+    This checks the scenario as a document; whether its faults fit the cluster (targets exist,
+    the blast radius holds) is the schedule's to say: ``chaos.schedule.parse_game_day``.
+    """
     try:
         data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -438,17 +445,19 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         message = f"a scenario is a mapping (name: ..., duration: ...), not {type(data).__name__}"
         raise ScenarioError(source, [Problem("", message, 1)])
     try:
-        scenario = Scenario.model_validate(data)
+        return Scenario.model_validate(data)
     except ValidationError as e:
         raise ScenarioError(source, _problems(e, root)) from None
-    from chaos.schedule import ScheduleError, build_timeline  # schedule imports this module
 
+
+def problem_at(text: str, source: str, loc: Sequence[str | int], message: str) -> ScenarioError:
+    """A ScenarioError for a problem found later (say, by the schedule) at field ``loc`` of the
+    scenario ``text``: it names the field and its line like the model's own errors."""
     try:
-        build_timeline(scenario)  # targets exist, blast radius holds
-    except ScheduleError as e:
-        problem = Problem(field_path(e.loc), e.problem, _line_of(root, e.loc))
-        raise ScenarioError(source, [problem]) from None
-    return scenario
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        root = None
+    return ScenarioError(source, [Problem(field_path(loc), message, _line_of(root, loc))])
 
 
 class _Loader(yaml.SafeLoader):

@@ -7,8 +7,8 @@ would have, so unknown targets and blast-radius breaches surface before anything
 orchestrator (one interpreter that owns time) replays the timeline; ``events.jsonl`` and
 ``gameday replay`` use the JSON form.
 
-    scenario = load_scenario(Path("scenarios/random-power-off.yaml"))
-    timeline = build_timeline(scenario, scenario.topology())
+    game = load_game_day(Path("scenarios/random-power-off.yaml"))    # validated, built once
+    timeline = game.timeline     # == build_timeline(game.scenario)
     timeline[0]     # -> TimedFault(at_s=8.8, fault=PowerOffRack(target='az-c/r1'),
                     #               duration_s=10.9, fault_id='f1', plan_seed=3950672277)
     timeline == timeline_from_json(timeline_to_json(timeline))          # -> True
@@ -30,6 +30,7 @@ import random
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from chaos.faults import (
@@ -45,7 +46,13 @@ from chaos.faults import (
     make_fault,
     plan,
 )
-from chaos.scenario import RandomMethod, Scenario
+from chaos.scenario import (
+    RandomMethod,
+    Scenario,
+    parse_scenario,
+    problem_at,
+    read_scenario_text,
+)
 from cluster.topology import Topology
 
 MAX_DRAWS = 25  # attempts to find an acceptable fault for one slot
@@ -122,6 +129,41 @@ def timeline_from_json(text: str) -> list[TimedFault]:
     if not isinstance(data, list):
         raise ValueError("a timeline is a JSON list of faults")
     return [TimedFault.from_dict(d) for d in data]
+
+
+@dataclass(frozen=True, slots=True)
+class GameDay:
+    """A scenario and the timeline it runs, each built once: all a run needs before it starts."""
+
+    scenario: Scenario
+    timeline: tuple[TimedFault, ...]
+
+
+def load_game_day(path: Path | str, seed: int | None = None) -> GameDay:
+    """Read a scenario file, validate it and build its timeline (``seed`` overrides a random
+    schedule's); ScenarioError names the file, field and line of any problem, the timeline's
+    (an unknown target, a breached blast radius) included."""
+    return parse_game_day(read_scenario_text(path), str(path), seed)
+
+
+def parse_game_day(text: str, source: str = "<scenario>", seed: int | None = None) -> GameDay:
+    """``load_game_day`` for scenario YAML ``text``; ``source`` names it in errors."""
+    scenario = with_seed(parse_scenario(text, source), seed)
+    try:
+        timeline = build_timeline(scenario)
+    except ScheduleError as e:
+        raise problem_at(text, source, e.loc, e.problem) from None
+    return GameDay(scenario, tuple(timeline))
+
+
+def with_seed(scenario: Scenario, seed: int | None) -> Scenario:
+    """``scenario`` with its random schedule drawn from ``seed`` (unchanged when None, or when
+    its faults are an explicit timeline)."""
+    spec = scenario.method.random
+    if seed is None or spec is None:
+        return scenario
+    method = scenario.method.model_copy(update={"random": spec.model_copy(update={"seed": seed})})
+    return scenario.model_copy(update={"method": method})
 
 
 def build_timeline(scenario: Scenario, topology: Topology | None = None) -> list[TimedFault]:

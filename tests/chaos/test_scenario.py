@@ -17,6 +17,7 @@ from chaos.scenario import (
     parse_duration,
     parse_scenario,
 )
+from chaos.schedule import load_game_day
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 SHIPPED = sorted(SCENARIOS.glob("*.yaml"))
@@ -39,9 +40,10 @@ def write(tmp_path: Path, text: str, name: str = "bad.yaml") -> Path:
 
 
 def error_of(tmp_path: Path, text: str) -> ScenarioError:
+    """The error of loading ``text`` as a game day: the document, then its schedule."""
     path = write(tmp_path, text)
     with pytest.raises(ScenarioError) as err:
-        load_scenario(path)
+        load_game_day(path)
     assert str(path) in str(err.value)  # every error names the file
     return err.value
 
@@ -393,3 +395,12 @@ def test_not_a_scenario_at_all(tmp_path: Path, text: str, problem: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match=r"nope\.yaml: cannot read the file"):
         load_scenario(tmp_path / "nope.yaml")
+
+
+def test_a_scenario_is_a_document_and_its_schedule_is_checked_once(tmp_path: Path) -> None:
+    text = GOOD.replace("target: az-b", "target: az-q")
+    path = write(tmp_path, text)
+
+    assert load_scenario(path).name  # the document alone is fine: targets are the schedule's
+    with pytest.raises(ScenarioError, match=r"method.timeline\[0\].target \(line 5\)"):
+        load_game_day(path)
