@@ -228,7 +228,7 @@ def scrub(
 ) -> None:
     """Scrub now: compare each partition's replicas at one log index and with the WAL archive;
     a bad replica is named, quarantined and rebuilt. Exit 1 when an alarm remains."""
-    from cluster.healing.scrubcli import render, scrub_cluster
+    from chaos.scrub import render, scrub_cluster
 
     cluster = _open(data_dir)
     admins = {p: cluster.config.process(p).admin for p in cluster.process_ids("storage")}

@@ -189,7 +189,7 @@ class EnsureResult:
 
 
 @dataclass(frozen=True)
-class Slicer:
+class SlicerToxic:
     """Toxiproxy's ``slicer``: split data into chunks of about ``average_size`` bytes."""
 
     average_size: int = 64
@@ -351,7 +351,7 @@ class LinkMesh:
         latency_ms: int = 0,
         jitter_ms: int = 0,
         bandwidth_kbps: int | None = None,
-        slicer: Slicer | None = None,
+        slicer: SlicerToxic | None = None,
         slow_close_ms: int = 0,
         *,
         toxic_name: str,

@@ -42,7 +42,7 @@ from chaos.schedule import TimedFault
 log = logging.getLogger(__name__)
 
 
-class EventLog:
+class RunEvents:
     """``events.jsonl``: one JSON object per line, ``time`` in seconds from the run's start."""
 
     def __init__(self, path: Path, run_start: float) -> None:
@@ -109,7 +109,7 @@ class Orchestrator:
         self.radius = radius
         self.stop_check = stop_check
         self.run_start = run_start if run_start is not None else time.time()
-        self.events = EventLog(run_dir / "events.jsonl", self.run_start)
+        self.events = RunEvents(run_dir / "events.jsonl", self.run_start)
         self.nemesis = Nemesis(backend, random.Random(seed))
         self.active_plans: dict[str, FaultPlan] = {}
         self.outcome = RunOutcome()

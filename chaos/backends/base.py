@@ -41,7 +41,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from chaos.mesh import Link, LinkMesh, ProbeResult, Slicer, plan_links, probe, wait_ready
+from chaos.links import LinkPair
+from chaos.mesh import Link, LinkMesh, ProbeResult, SlicerToxic, plan_links, probe, wait_ready
 from cluster.config import ClusterConfig
 from cluster.storage import layout
 from cluster.topology import Topology, parse_topology
@@ -53,8 +54,6 @@ DEFAULT_ACCESS_KEY = "gameday"
 
 #: The order processes start in (and stop in reverse): storage first, routers last.
 START_ORDER = {"storage": 0, "gac": 1, "memds": 2, "router": 3}
-
-Pair = tuple[str, str]
 
 
 class Backend(ABC):
@@ -208,7 +207,7 @@ class Backend(ABC):
             self._mesh = LinkMesh(self.toxiproxy_api())
         return self._mesh
 
-    def links(self) -> dict[Pair, Link]:
+    def links(self) -> dict[LinkPair, Link]:
         """Every directed link's proxy, by ``(src, dst)``; empty without the mesh."""
         if not self.has_mesh:
             return {}
@@ -224,13 +223,13 @@ class Backend(ABC):
 
     # --- network faults: every one goes through these ------------------------------------------
 
-    def cut_links(self, pairs: Iterable[Pair], *, fault_id: str) -> None:
+    def cut_links(self, pairs: Iterable[LinkPair], *, fault_id: str) -> None:
         """A silent partition of ``pairs``: data is swallowed until the fault is removed."""
         self._require_mesh().cut(self._links_of(pairs), toxic_name=fault_id)
 
     def degrade_links(
         self,
-        pairs: Iterable[Pair],
+        pairs: Iterable[LinkPair],
         *,
         fault_id: str,
         latency_ms: int = 0,
@@ -246,23 +245,23 @@ class Backend(ABC):
             latency_ms=latency_ms,
             jitter_ms=jitter_ms,
             bandwidth_kbps=bandwidth_kbytes,
-            slicer=Slicer() if slicer else None,
+            slicer=SlicerToxic() if slicer else None,
             slow_close_ms=slow_close_ms,
             toxic_name=fault_id,
         )
 
-    def reset_links(self, pairs: Iterable[Pair], *, fault_id: str) -> None:
+    def reset_links(self, pairs: Iterable[LinkPair], *, fault_id: str) -> None:
         """Reset (TCP RST) every connection on ``pairs`` while the fault lasts."""
         self._require_mesh().reset_peer(self._links_of(pairs), timeout_ms=0, toxic_name=fault_id)
 
-    def disable_links(self, pairs: Iterable[Pair]) -> None:
+    def disable_links(self, pairs: Iterable[LinkPair]) -> None:
         """Refuse connections on ``pairs`` (one bit per link: faults sharing one do not stack)."""
         self._require_mesh().disable(self._links_of(pairs))
 
-    def enable_links(self, pairs: Iterable[Pair]) -> None:
+    def enable_links(self, pairs: Iterable[LinkPair]) -> None:
         self._require_mesh().enable(self._links_of(pairs))
 
-    def remove_link_faults(self, pairs: Iterable[Pair], *, fault_id: str) -> None:
+    def remove_link_faults(self, pairs: Iterable[LinkPair], *, fault_id: str) -> None:
         """Remove fault ``fault_id``'s toxics from ``pairs``; other faults' toxics stay."""
         self._require_mesh().remove(self._links_of(pairs), toxic_name=fault_id)
 
@@ -272,11 +271,11 @@ class Backend(ABC):
         if mesh is not None:
             mesh.reset()
 
-    def probe_link(self, pair: Pair, timeout: float = 1.0) -> ProbeResult:
+    def probe_link(self, pair: LinkPair, timeout: float = 1.0) -> ProbeResult:
         """One tiny exchange through the link that needs its far end to answer."""
         return probe(self.links()[pair], timeout=timeout)
 
-    def _links_of(self, pairs: Iterable[Pair]) -> list[Link]:
+    def _links_of(self, pairs: Iterable[LinkPair]) -> list[Link]:
         links = self.links()
         return [links[pair] for pair in sorted(pairs) if pair in links]
 

@@ -55,7 +55,7 @@ from .plans import (
     make_plan,
 )
 from .targets import ANY_GROUP, EVERYONE_ELSE
-from .view import DEFAULT_TABLE, ROLES, ClusterView, GroupView, groups_from_status
+from .view import DEFAULT_TABLE, ROLES, ClusterView, ReplicaGroup, groups_from_status
 
 # The families, in catalog order (``gameday faults`` lists kinds as they register).
 from .power import PauseNode, PowerOffAz, PowerOffNode, PowerOffRack, RollingRestart  # isort: skip
@@ -99,7 +99,6 @@ __all__ = [
     "Fault",
     "FaultPlan",
     "Footprint",
-    "GroupView",
     "IsolateAz",
     "IsolateNode",
     "Latency",
@@ -118,6 +117,7 @@ __all__ = [
     "PowerOffNode",
     "PowerOffRack",
     "RandomHalves",
+    "ReplicaGroup",
     "ResetPeer",
     "RollingRestart",
     "Slicer",

@@ -21,7 +21,7 @@ from chaos.links import LinkPair
 from cluster.metadata.partitionmap import META_GROUP
 
 from .errors import NoLeader, PlanError, UnknownTarget
-from .view import ROLES, ClusterView, GroupView
+from .view import ROLES, ClusterView, ReplicaGroup
 
 ANY_GROUP = "any"  # group selector: a group with a leader, chosen by the view's rng
 EVERYONE_ELSE = "*"  # side selector: every process named on no other side
@@ -114,7 +114,9 @@ def resolve_sides(
     return [rest if s is None else s for s in sides]
 
 
-def resolve_group(view: ClusterView, group: str, where: str, *, on: str | None = None) -> GroupView:
+def resolve_group(
+    view: ClusterView, group: str, where: str, *, on: str | None = None
+) -> ReplicaGroup:
     if group == ANY_GROUP:
         candidates = [
             g for g in view.groups.values() if (on in g.members if on else g.leader is not None)

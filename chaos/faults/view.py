@@ -28,7 +28,7 @@ DEFAULT_TABLE = "gameday-register"  # the register workload's table (workloads/c
 
 
 @dataclass(frozen=True, slots=True)
-class GroupView:
+class ReplicaGroup:
     """A replication group's members and its current leader (None while there is none)."""
 
     group: str
@@ -43,7 +43,7 @@ class ClusterView:
     topology: Topology
     roles: Mapping[str, tuple[str, ...]]  # "storage" | "router" | "memds" | "gac" -> ids
     process_azs: Mapping[str, str]  # process id -> AZ
-    groups: Mapping[str, GroupView] = field(default_factory=dict)
+    groups: Mapping[str, ReplicaGroup] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     @classmethod
@@ -68,7 +68,7 @@ class ClusterView:
                 "gac": ("gac",),
             },
             {**{p.id: p.az for p in topology.processes()}, "gac": topology.azs[0]},
-            {g: GroupView(g, m, m[0]) for g, m in groups.items()},
+            {g: ReplicaGroup(g, m, m[0]) for g, m in groups.items()},
             rng or random.Random(0),
         )
 
@@ -76,7 +76,7 @@ class ClusterView:
     def from_config(
         cls,
         config: ClusterConfig,
-        groups: Mapping[str, GroupView] | None = None,
+        groups: Mapping[str, ReplicaGroup] | None = None,
         rng: random.Random | None = None,
     ) -> ClusterView:
         """The view of a deployed cluster: its config plus group status from its nodes."""
@@ -94,7 +94,7 @@ class ClusterView:
     def with_rng(self, rng: random.Random) -> ClusterView:
         return dataclasses.replace(self, rng=rng)
 
-    def with_groups(self, groups: Mapping[str, GroupView]) -> ClusterView:
+    def with_groups(self, groups: Mapping[str, ReplicaGroup]) -> ClusterView:
         return dataclasses.replace(self, groups=dict(groups))
 
     @property
@@ -113,18 +113,18 @@ class ClusterView:
         return frozenset(p for p in self.processes() if self.process_azs.get(p) == az)
 
 
-def groups_from_status(statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[str, GroupView]:
+def groups_from_status(statuses: Mapping[str, Mapping[str, Any] | None]) -> dict[str, ReplicaGroup]:
     """Groups and leaders from storage nodes' ``/replicas`` bodies (None for a node that is down).
 
     Each group's members and leader come from the replica reporting the highest term; a replica
     that says it is the leader wins ties.
     """
-    best: dict[str, tuple[tuple[int, int], GroupView]] = {}
+    best: dict[str, tuple[tuple[int, int], ReplicaGroup]] = {}
     for node, body in sorted(statuses.items()):
         for r in (body or {}).get("replicas", []):
             leader = r.get("leader") or (node if r.get("role") == "leader" else None)
             rank = (int(r.get("term", 0)), 1 if r.get("role") == "leader" else 0)
-            view = GroupView(str(r["group"]), tuple(sorted(r.get("members", ()))), leader)
+            view = ReplicaGroup(str(r["group"]), tuple(sorted(r.get("members", ()))), leader)
             if r["group"] not in best or rank > best[r["group"]][0]:
                 best[r["group"]] = (rank, view)
     return {g: v for g, (_, v) in sorted(best.items())}

@@ -17,7 +17,6 @@ from chaos.faults import (
     ClusterView,
     DisableLinks,
     FaultPlan,
-    GroupView,
     IsolateAz,
     IsolateNode,
     Latency,
@@ -34,6 +33,7 @@ from chaos.faults import (
     PowerOffNode,
     PowerOffRack,
     RandomHalves,
+    ReplicaGroup,
     ResetPeer,
     RollingRestart,
     Split,
@@ -120,7 +120,7 @@ def test_groups_from_status_takes_the_highest_term() -> None:
 
     groups = groups_from_status(statuses)
 
-    assert groups == {"t.p0": GroupView("t.p0", ("sn-a1", "sn-b1", "sn-c1"), "sn-b1")}
+    assert groups == {"t.p0": ReplicaGroup("t.p0", ("sn-a1", "sn-b1", "sn-c1"), "sn-b1")}
 
 
 # --- power and processes -------------------------------------------------------------------
@@ -326,9 +326,9 @@ def test_random_halves_splits_the_storage_nodes(shape: str) -> None:
 # --- targeted at groups --------------------------------------------------------------------
 
 GROUPS = {
-    "t.p0": GroupView("t.p0", ("sn-a1", "sn-b2", "sn-c1"), "sn-b2"),
-    "t.p1": GroupView("t.p1", ("sn-a2", "sn-b1", "sn-c2"), "sn-c2"),
-    "t.p2": GroupView("t.p2", ("sn-a1", "sn-b1", "sn-c2"), None),
+    "t.p0": ReplicaGroup("t.p0", ("sn-a1", "sn-b2", "sn-c1"), "sn-b2"),
+    "t.p1": ReplicaGroup("t.p1", ("sn-a2", "sn-b1", "sn-c2"), "sn-c2"),
+    "t.p2": ReplicaGroup("t.p2", ("sn-a1", "sn-b1", "sn-c2"), None),
 }
 
 

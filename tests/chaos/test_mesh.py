@@ -25,7 +25,7 @@ from chaos.mesh import (
     LinkMesh,
     MeshError,
     MeshNotFound,
-    Slicer,
+    SlicerToxic,
     plan_links,
     probe,
     start_toxiproxy,
@@ -465,7 +465,7 @@ def test_degrade_adds_latency_and_other_toxics(mesh: LinkMesh, upstreams: Upstre
         latency_ms=5,
         jitter_ms=2,
         bandwidth_kbps=100,
-        slicer=Slicer(average_size=8, size_variation=4, delay_us=50),
+        slicer=SlicerToxic(average_size=8, size_variation=4, delay_us=50),
         slow_close_ms=10,
         toxic_name="all",
     )

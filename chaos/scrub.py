@@ -1,5 +1,7 @@
 """Run a scrub now on a whole cluster and show the result per partition (``gameday cluster
-scrub``). Every storage node's admin endpoint scrubs the groups it leads; one row per group.
+scrub``). Every storage node's admin endpoint (``POST /admin/scrub``, cluster/healing) scrubs the
+groups it leads; one row per group. The terminal presentation lives here, on the chaos side:
+the cluster only answers with JSON.
 
     rows = scrub_cluster({"sn-a1": "127.20.1.1:7180", ...}, partition="orders")
     console.print(render(rows))      # group, leader, index, verdict, replicas, reference
