@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +30,35 @@ SECRET_FILE_MODE = 0o600
 def new_secret() -> str:
     """A fresh random secret access key: every cluster gets its own."""
     return secrets.token_urlsafe(30)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long a router waits on storage, derived from the storage nodes' failure detector.
+
+    A leader that has not answered within ``attempt`` is treated like one that is being
+    replaced: its followers start an election after one election timeout of silence, so
+    waiting longer only delays finding the new leader. ``request`` bounds all the work of one
+    API request on one partition (attempts, leader look-ups, retries): a partition without a
+    reachable quorum is answered with a retryable error within it, never a hang.
+    """
+
+    election: float  # the nodes' minimum election timeout, seconds
+    connect: float  # to open a connection to a node (loopback or a proxy: fast or never)
+    attempt: float  # for one node's reply to one read before asking another replica
+    write_attempt: float  # for a write's reply (no retry elsewhere: its outcome is unknown)
+    request: float  # all attempts of one request on one partition
+
+    @classmethod
+    def derive(cls, tick_ms: float, election_ticks: int) -> Timeouts:
+        election = tick_ms * election_ticks / 1000.0
+        return cls(
+            election=election,
+            connect=max(0.05, election / 2),
+            attempt=max(0.1, election),
+            write_attempt=max(0.2, 1.6 * election),
+            request=max(0.4, 1.8 * election),
+        )
 
 
 class ProcessInfo(BaseModel):
@@ -52,11 +82,15 @@ class ClusterConfig(BaseModel):
     )
     dial: dict[str, dict[str, str]] = Field(default_factory=dict)
     default_partitions: int = 4
-    tick_ms: float = 50.0
+    tick_ms: float = 50.0  # the storage nodes' Raft tick
+    election_ticks: int = Field(default=10, ge=3)  # their minimum election timeout, in ticks
     # Deliberately broken behaviours, for tests only: they prove the checkers can fail.
     # "ack-before-commit" (storage leaders acknowledge writes before a quorum has them) and
     # "stale-reads" (routers serve strongly consistent reads from any replica).
     unsafe: tuple[UnsafeMode, ...] = ()
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts.derive(self.tick_ms, self.election_ticks)
 
     @classmethod
     def load(cls, path: Path) -> ClusterConfig:

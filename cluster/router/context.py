@@ -138,7 +138,10 @@ class RouterContext:
     config: ClusterConfig
     router_id: str
     session: aiohttp.ClientSession
-    deadline: float = 5.0
+    deadline: float = 5.0  # control-plane work (tables, the partition map)
+    # All storage work of one item request on one partition (ClusterConfig.timeouts): a
+    # partition without a reachable leader answers a retryable error within it.
+    request_budget: float = field(init=False)
     resolver: PartitionResolver = field(init=False)
     storage: StorageAccess = field(init=False)
     metadata: MetadataStore = field(init=False)
@@ -154,6 +157,7 @@ class RouterContext:
         urls = [f"http://{self.config.dial_address(self.router_id, p.id)}" for p in memds]
         self.resolver = PartitionResolver(urls, self.session)
         self.storage = StorageAccess(self.config, self.router_id)
+        self.request_budget = self.storage.timeouts.request
         topology = parse_topology(self.config.topology)
         self.metadata = MetadataStore(self.storage.nodes, meta_replicas(topology), self.deadline)
         self.admission = RouterAdmission(self.router_id, time.monotonic())

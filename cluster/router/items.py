@@ -74,7 +74,7 @@ async def _write(
 ) -> ApplyResult:
     partition = layout.partition_for(pk)
     await ctx.admit(layout, "write", size)
-    return await ctx.storage.write(partition, cmd, ctx.deadline)
+    return await ctx.storage.write(partition, cmd, ctx.request_budget)
 
 
 async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +169,7 @@ async def _get(
 ) -> dict[str, Any] | None:
     await ctx.admit(layout, "read_consistent" if consistent else "read", 1)
     reply = await ctx.storage.read(
-        partition, "get", consistent, ctx.deadline, tbl=layout.spec.name, pk=pk, sk=sk
+        partition, "get", consistent, ctx.request_budget, tbl=layout.spec.name, pk=pk, sk=sk
     )
     item: dict[str, Any] | None = reply.get("item")
     return item
@@ -243,7 +243,7 @@ async def batch_write_item(ctx: RouterContext, request: dict[str, Any]) -> dict[
         try:
             await ctx.admit(layout, "write", len(writes))
             result = await ctx.storage.write(
-                partition, BatchWriteCommand(tuple(c for _, c in writes)), ctx.deadline
+                partition, BatchWriteCommand(tuple(c for _, c in writes)), ctx.request_budget
             )
             _outcome(result, request)
         except DynamoError as exc:

@@ -3,6 +3,13 @@
 It turns node replies into results or DynamoDB errors, and never retries a write whose fate is
 unknown (it could apply twice); reads are retried freely within the request's deadline.
 
+It fails fast: every wait on a node is bounded by the cluster's failure detector
+(``ClusterConfig.timeouts()``: about one election timeout per attempt, under a second for all
+of one request on one partition), a silent node is left for the other replicas (whose NotLeader
+replies name the leader they know), and a partition without a reachable leader is answered with
+a retryable error (503 ServiceUnavailable, or 500 when a write's outcome is unknown) instead of
+a hang. Requests on other partitions never wait on it.
+
     storage = StorageAccess(config, "rt-a")
     result = await storage.write(partition, PutCommand(...), deadline=5.0)   # ApplyResult
     item = await storage.get(partition, "orders", pk, sk, consistent=True, deadline=5.0)
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,7 +38,8 @@ class StorageAccess:
         self.config = config
         self.router_id = router_id
         self.az = config.process(router_id).az
-        self.nodes = GroupClient(config.dial_map(router_id, "storage"))
+        self.timeouts = config.timeouts()
+        self.nodes = GroupClient(config.dial_map(router_id, "storage"), self.timeouts.connect)
         # How a strongly consistent read is served, chosen once (no per-request branch).
         self._read_consistent: Callable[..., Awaitable[dict[str, Any]]] = self._read_leader
         if "stale-reads" in config.unsafe:
@@ -42,14 +51,19 @@ class StorageAccess:
         await self.nodes.close()
 
     async def write(self, partition: Partition, cmd: Command, deadline: float) -> ApplyResult:
+        """Apply ``cmd`` at the partition's leader within ``deadline`` (item operations pass
+        the per-request budget, ``timeouts.request``; table creation waits longer)."""
+        attempt = self.timeouts.write_attempt
         reply = await self.nodes.call_leader(
             partition.id,
             "propose",
             deadline,
             candidates=partition.replicas,
             retry_unknown=False,
+            attempt_timeout=attempt,
             cmd=encode_command(cmd),
-            timeout=max(0.1, deadline - 0.1),
+            # The leader answers OutcomeUnknown itself just before we would stop waiting.
+            timeout=max(0.05, attempt - 0.05),
         )
         if "result" in reply:
             r = reply["result"]
@@ -73,13 +87,15 @@ class StorageAccess:
     async def _read_leader(
         self, partition: Partition, op: str, deadline: float, **fields: Any
     ) -> dict[str, Any]:
+        attempt = self.timeouts.attempt
         return await self.nodes.call_leader(
             partition.id,
             op,
             deadline,
             candidates=partition.replicas,
+            attempt_timeout=attempt,
             consistent=True,
-            timeout=deadline,
+            timeout=max(0.05, attempt - 0.05),
             **fields,
         )
 
@@ -90,17 +106,25 @@ class StorageAccess:
         others = [n for n in partition.replicas if n not in local]
         random.shuffle(others)
         reply: dict[str, Any] = {"error": "Unavailable", "message": "no replica answered"}
+        end = time.monotonic() + deadline
         for node in local + others:
+            remaining = end - time.monotonic()
             try:
                 client = self.nodes.client(node)
-                reply = await client.call(op, group=partition.id, deadline=deadline / 2, **fields)
+                wait = min(self.timeouts.attempt / 2, remaining / 2)
+                reply = await client.call(op, group=partition.id, deadline=wait, **fields)
             except (NodeUnavailable, TimeoutError):
                 continue
             if "error" not in reply:
                 return reply
         # Every replica failed: the leader path has the best chance (and retries).
         return await self.nodes.call_leader(
-            partition.id, op, deadline / 2, candidates=partition.replicas, **fields
+            partition.id,
+            op,
+            max(0.0, end - time.monotonic()),
+            candidates=partition.replicas,
+            attempt_timeout=self.timeouts.attempt,
+            **fields,
         )
 
     def _az_of(self, node: str) -> str | None:

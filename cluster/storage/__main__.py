@@ -83,8 +83,14 @@ def parse_args(argv: list[str]) -> Launch:
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--peer", action="append", default=[], help="ID=HOST:PORT to dial")
     parser.add_argument("--group", action="append", default=[], help="GROUP=ID,ID,ID")
-    parser.add_argument("--tick-ms", type=float, default=50.0)
-    parser.add_argument("--election-ticks", type=int, default=10)
+    parser.add_argument(
+        "--tick-ms", type=float, help="Raft tick (default: the cluster config's, else 50)"
+    )
+    parser.add_argument(
+        "--election-ticks",
+        type=int,
+        help="minimum election timeout in ticks (default: the cluster config's, else 10)",
+    )
     parser.add_argument("--compact-every", type=int, default=2000)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
@@ -115,7 +121,7 @@ def parse_args(argv: list[str]) -> Launch:
     )
     args = parser.parse_args(argv)
     configure(args.node_id, args.log_level)
-    election = args.election_ticks
+    election, tick_ms = args.election_ticks or 10, args.tick_ms or 50.0
     listen, admin = args.listen, args.admin
     peers = _pairs(args.peer, "--peer")
     groups = {g: tuple(m.split(",")) for g, m in _pairs(args.group, "--group").items()}
@@ -126,6 +132,9 @@ def parse_args(argv: list[str]) -> Launch:
     archive_dir: Path | None = args.archive_dir
     if args.config is not None:
         cluster = ClusterConfig.load(args.config)
+        # Routers derive their timeouts from the same numbers (ClusterConfig.timeouts).
+        election = args.election_ticks or cluster.election_ticks
+        tick_ms = args.tick_ms or cluster.tick_ms
         me = cluster.process(args.node_id)
         listen, admin = listen or me.listen, admin or me.admin
         peers = {**cluster.dial_map(args.node_id, "storage"), **peers}
@@ -153,7 +162,7 @@ def parse_args(argv: list[str]) -> Launch:
         data_dir=args.data_dir,
         peers=peers,
         groups=groups,
-        tick_seconds=args.tick_ms / 1000.0,
+        tick_seconds=tick_ms / 1000.0,
         raft=RaftConfig(election_ticks=election, lease_ticks=max(1, election * 4 // 5)),
         compact_every=args.compact_every,
         memds_urls=memds,

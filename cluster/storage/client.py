@@ -83,19 +83,33 @@ class NodeClient:
         self._disconnect(NodeUnavailable(f"{self.address}: client closed"))
 
     async def call(self, op: str, *, deadline: float = 10.0, **fields: Any) -> dict[str, Any]:
-        """Send one request and wait up to ``deadline`` seconds for its reply."""
-        await self.connect()
-        assert self._writer is not None
+        """Send one request and wait up to ``deadline`` seconds, all told, for its reply.
+
+        Raises NodeUnavailable (``sent`` False when the request surely did not leave: the
+        connect failed or did not finish in time) or TimeoutError (sent, no reply in time).
+        """
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
+        sent = False
         try:
-            self._writer.write(encode_frame({"id": request_id, "op": op, **fields}))
-            await self._writer.drain()
-            return await asyncio.wait_for(future, deadline)
+            async with asyncio.timeout(max(0.0, deadline)):
+                await self.connect()
+                assert self._writer is not None
+                self._waiting[request_id] = future
+                self._writer.write(encode_frame({"id": request_id, "op": op, **fields}))
+                sent = True
+                # Bounded too: a node that stopped reading (paused) fills the socket buffer.
+                await self._writer.drain()
+                return await future
+        except NodeUnavailable:
+            raise
+        except TimeoutError:
+            if not sent:
+                raise NodeUnavailable(f"{self.address}: connect timed out", sent=False) from None
+            raise
         except (OSError, ConnectionError) as exc:
             self._disconnect(NodeUnavailable(f"{self.address}: {exc}"))
-            raise NodeUnavailable(f"{self.address}: {exc}") from exc
+            raise NodeUnavailable(f"{self.address}: {exc}", sent=sent) from exc
         finally:
             self._waiting.pop(request_id, None)
 
@@ -123,19 +137,26 @@ class GroupClient:
     """Calls a group's leader among several nodes, following NotLeader hints.
 
     Remembers the last node that answered for each group, so steady traffic goes straight to
-    the leader; on NotLeader it follows the hint, on a dead node it tries the next one, until
-    the deadline. Only replies that are not NotLeader/Rejected are returned before it.
+    the leader; on NotLeader it follows the hint, on a dead or silent node it asks the next
+    one (whose NotLeader reply names the leader it knows), until the deadline. Only replies
+    that are not NotLeader/Rejected are returned before it.
+
+    A node that refused or broke a connection is suspect for every group; one that let a call
+    time out only for that call's group (a paused node times out for each group separately,
+    while a node slow on one group keeps serving the others).
     """
 
-    def __init__(self, addresses: dict[str, str]) -> None:
+    def __init__(self, addresses: dict[str, str], connect_timeout: float = 0.5) -> None:
         self.addresses = addresses  # node id -> client address
+        self.connect_timeout = connect_timeout
         self.clients: dict[str, NodeClient] = {}
         self.leaders: dict[str, str] = {}  # last node that answered for each group
-        self.failed_at: dict[str, float] = {}  # node -> when a call to it last failed
+        self.failed_at: dict[str, float] = {}  # node -> when a connection to it last failed
+        self.timed_out_at: dict[tuple[str, str], float] = {}  # (group, node) -> last timeout
 
     def client(self, node: str) -> NodeClient:
         if node not in self.clients:
-            self.clients[node] = NodeClient(self.addresses[node], connect_timeout=0.5)
+            self.clients[node] = NodeClient(self.addresses[node], self.connect_timeout)
         return self.clients[node]
 
     async def close(self) -> None:
@@ -143,8 +164,12 @@ class GroupClient:
             await client.close()
         self.clients.clear()
 
-    def _suspect(self, node: str) -> bool:
-        return self.failed_at.get(node, 0.0) > time.monotonic() - SUSPECT_SECONDS
+    def _suspect(self, node: str, group: str) -> bool:
+        since = time.monotonic() - SUSPECT_SECONDS
+        return (
+            self.failed_at.get(node, 0.0) > since
+            or self.timed_out_at.get((group, node), 0.0) > since
+        )
 
     async def call_leader(
         self,
@@ -154,6 +179,7 @@ class GroupClient:
         *,
         candidates: Sequence[str] | None = None,
         retry_unknown: bool = True,
+        attempt_timeout: float | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
         """Try ``candidates`` (default: every node) until one answers as the group's leader.
@@ -161,7 +187,8 @@ class GroupClient:
         NotLeader/Rejected replies and failed connects are retried (the request was certainly
         not applied). A request that may have reached a node but got no reply is retried only
         with ``retry_unknown`` (reads); for writes it returns ``{"error": "OutcomeUnknown"}``,
-        because a retry could apply the write twice. On deadline, the last reply is returned.
+        because a retry could apply the write twice. Each attempt waits at most
+        ``attempt_timeout`` (None: the whole deadline). On deadline, the last reply is returned.
         """
         end = time.monotonic() + deadline
         hint = self.leaders.get(group)
@@ -172,16 +199,22 @@ class GroupClient:
             # Nodes that just failed us are left out while any other candidate remains: through
             # a proxy a dead node accepts the connection and then resets it, which for a write
             # means "outcome unknown" — walking into it again would fail the write for nothing.
-            pool = [n for n in order if not self._suspect(n)] or order
+            pool = [n for n in order if not self._suspect(n, group)] or order
             node = hint if hint in pool else pool[i % len(pool)]
             i += 1
+            wait = remaining if attempt_timeout is None else min(remaining, attempt_timeout)
             try:
-                reply = await self.client(node).call(op, group=group, deadline=remaining, **fields)
+                reply = await self.client(node).call(op, group=group, deadline=wait, **fields)
             except (NodeUnavailable, TimeoutError) as exc:
-                dropped = self.clients.pop(node, None)
-                if dropped is not None:
-                    await dropped.close()
-                self.failed_at[node] = time.monotonic()
+                if isinstance(exc, NodeUnavailable):
+                    # The connection is gone (refused, reset): the node is suspect for all.
+                    dropped = self.clients.pop(node, None)
+                    if dropped is not None:
+                        await dropped.close()
+                    self.failed_at[node] = time.monotonic()
+                else:
+                    # Silent for this group; other groups' calls on the connection go on.
+                    self.timed_out_at[(group, node)] = time.monotonic()
                 if self.leaders.get(group) == node:
                     # Forget a leader we cannot reach, or every later call would go there
                     # first (through a proxy, a dead node looks like a reset connection).
@@ -198,7 +231,7 @@ class GroupClient:
                 continue
             if reply.get("error") in ("NotLeader", "Rejected"):
                 hint = reply.get("leader")
-                if hint is not None and self._suspect(hint):
+                if hint is not None and self._suspect(hint, group):
                     hint = None  # a follower still names the leader that just failed us
                 if hint is None:
                     await asyncio.sleep(0.02)

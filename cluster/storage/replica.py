@@ -165,6 +165,7 @@ class Replica:
         self.applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.task: asyncio.Task[None] | None = None
         self.elections = 0  # times this replica became leader (metrics)
+        self._leading = False  # whether it led when the loop last looked
         self.last_tick_at = time.monotonic()
         self.raft.set_can_lead(mode is ReplicaMode.FULL)
         self.event_loop = asyncio.get_running_loop()
@@ -373,7 +374,6 @@ class Replica:
                 while self.inbox:
                     self.inbox.popleft()()
                 if self.raft.has_ready():
-                    was_leader = self.raft.leader == self.node_id
                     rd = self.raft.ready()
                     await loop.run_in_executor(self.io, self._persist, rd)
                     for msg in rd.messages:
@@ -383,8 +383,12 @@ class Replica:
                     self._hand_over()
                     self._complete(rd, results)
                     await self._maybe_compact()
-                    if self.raft.leader == self.node_id and not was_leader:
-                        self.elections += 1
+                leading = self.raft.role is Role.LEADER
+                if leading and not self._leading:
+                    self.elections += 1
+                elif self._leading and not leading:
+                    self._lost_leadership()
+                self._leading = leading
 
     def _persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:
@@ -548,6 +552,14 @@ class Replica:
     def _release_wal(self, meta: SnapshotMeta) -> None:
         self.wal.mark_snapshot(meta)
         self.wal.release_before(meta.index + 1)
+
+    def _lost_leadership(self) -> None:
+        """Deposed (check-quorum, a newer term, a transfer): our uncommitted proposals may
+        still commit under the next leader, or never; say so now rather than at their
+        timeout, so that clients retry elsewhere at once."""
+        if self.pending:
+            log.info("%s: lost leadership with %d proposals pending", self.group, len(self.pending))
+        self._fail_pending(OutcomeUnknown(f"{self.group}: leadership lost; outcome unknown"))
 
     def _fail_pending(self, exc: Exception) -> None:
         for pending in self.pending.values():
