@@ -88,10 +88,12 @@ def run_with_progress(
                 elapsed = time.monotonic() - started
                 short = line if len(line) <= 60 else line[:57] + "..."
                 status.update(f"[bold]{title}[/bold] [dim]{elapsed:.0f}s[/dim] {short}")
-        finally:
-            if proc.poll() is None and sys.exc_info()[0] is not None:
-                proc.terminate()  # Ctrl-C: stop the installer too
-            code = proc.wait()
+        except BaseException:  # Ctrl-C or SIGTERM: stop the installer too, then give up
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait()
+            raise
+        code = proc.wait()
     if code != 0:
         tail = "\n".join(f"  {line}" for line in lines[-12:])
         raise SetupError(f"{Path(argv[0]).name} exited with {code}:\n{tail}")
