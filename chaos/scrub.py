@@ -18,12 +18,18 @@ from typing import Any
 
 from rich.table import Table
 
+from cluster import auth
+
 VERDICT_STYLE = {"ok": "green", "repaired": "yellow", "alarm": "red", "skipped": "dim"}
 
 
 def _scrub_node(admin: str, partition: str | None, timeout: float) -> list[dict[str, Any]]:
     query = "" if partition is None else "?" + urllib.parse.urlencode({"group": partition})
-    request = urllib.request.Request(f"http://{admin}/admin/scrub{query}", method="POST")
+    request = urllib.request.Request(
+        f"http://{admin}/admin/scrub{query}",
+        method="POST",
+        headers=auth.http_headers("POST", "/admin/scrub"),
+    )
     try:
         with urllib.request.urlopen(request, data=b"", timeout=timeout) as resp:
             body = json.loads(resp.read())

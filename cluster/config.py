@@ -80,6 +80,9 @@ class ClusterConfig(BaseModel):
     credentials: dict[str, str] = Field(
         description="access key id -> secret access key", repr=False
     )
+    # The key internal traffic proves (cluster/auth.py). Configs written before it existed (or
+    # by a deployment that sets none) derive one from the credentials.
+    internal_key: str | None = Field(default=None, repr=False)
     dial: dict[str, dict[str, str]] = Field(default_factory=dict)
     default_partitions: int = 4
     tick_ms: float = 50.0  # the storage nodes' Raft tick
@@ -106,6 +109,12 @@ class ClusterConfig(BaseModel):
         with os.fdopen(fd, "w") as f:
             f.write(self.model_dump_json(indent=2))
         tmp.replace(path)
+
+    def internal_secret(self) -> str:
+        """The secret behind internal authentication (cluster.auth.install takes it)."""
+        if self.internal_key:
+            return self.internal_key
+        return "derived:" + "\n".join(f"{k}={v}" for k, v in sorted(self.credentials.items()))
 
     def process(self, process_id: str) -> ProcessInfo:
         try:

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cluster import auth
 from cluster.config import ClusterConfig
 from cluster.logsetup import configure
 from cluster.storage.transport import split_address
@@ -71,4 +72,6 @@ def run_process(
     serve: Callable[[ClusterConfig, str], Coroutine[Any, Any, None]],
 ) -> None:
     configure(args.id, args.log_level)
-    asyncio.run(serve(ClusterConfig.load(args.config), args.id))
+    config = ClusterConfig.load(args.config)
+    auth.install(config.internal_secret())
+    asyncio.run(serve(config, args.id))

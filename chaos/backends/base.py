@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 from chaos.links import LinkPair
 from chaos.mesh import Link, LinkMesh, ProbeResult, SlicerToxic, plan_links, probe, wait_ready
+from cluster import auth
 from cluster.config import ClusterConfig
 from cluster.storage import layout
 from cluster.topology import Topology, parse_topology
@@ -70,6 +71,7 @@ class Backend(ABC):
     def __init__(self, data_dir: Path, config: ClusterConfig) -> None:
         self.data_dir = data_dir
         self.config = config
+        auth.install(config.internal_secret())  # this process may drop, dump and scrub
         self.state_dir = data_dir  # where active faults and the dead-man's lease live
         self._mesh: LinkMesh | None = None
 

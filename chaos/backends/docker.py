@@ -145,6 +145,7 @@ def build_docker_config(topology: str, subnet: str, partitions: int = 4) -> Clus
         topology=topology,
         processes=processes,
         credentials={DEFAULT_ACCESS_KEY: new_secret()},
+        internal_key=new_secret(),
         default_partitions=partitions,
     )
 

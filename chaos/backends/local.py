@@ -112,6 +112,7 @@ def build_config(topology: str, data_dir: Path, partitions: int = 4) -> ClusterC
         topology=topology,
         processes=processes,
         credentials={DEFAULT_ACCESS_KEY: new_secret()},
+        internal_key=new_secret(),
         default_partitions=partitions,
     )
 

@@ -9,7 +9,9 @@ from .gac import GlobalAdmission, make_gac_app
 
 
 async def serve(config: ClusterConfig, process_id: str) -> None:
-    async with http_service(make_gac_app(GlobalAdmission()), config.process(process_id).listen):
+    async with http_service(
+        make_gac_app(GlobalAdmission(), guarded=True), config.process(process_id).listen
+    ):
         await shutdown_signal()
 
 

@@ -51,6 +51,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cluster.auth import guard
+
 from .bucket import BurstCredit, TokenBucket
 
 __all__ = [
@@ -376,9 +378,10 @@ def _parse_token_requests(body: dict[str, Any]) -> tuple[str, list[_TokenRequest
 
 
 def make_gac_app(
-    gac: GlobalAdmission, clock: Callable[[], float] = time.monotonic
+    gac: GlobalAdmission, clock: Callable[[], float] = time.monotonic, guarded: bool = False
 ) -> web.Application:
     """An aiohttp application serving ``gac``; ``clock`` supplies ``now`` for every call.
+    ``guarded``: changing a table's quota (PUT, DELETE) needs the internal key (cluster.auth).
 
     Routes: ``POST /tokens``, ``PUT /tables/{name}``, ``DELETE /tables/{name}``,
     ``GET /health``, ``GET /metrics`` (Prometheus text). Every error is a JSON object
@@ -459,7 +462,8 @@ def make_gac_app(
     async def prometheus(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain")
 
-    app = web.Application(middlewares=[count_and_shape_errors])
+    guards = [guard(frozenset({"PUT", "DELETE"}))] if guarded else []
+    app = web.Application(middlewares=[*guards, count_and_shape_errors])
     app.router.add_post("/tokens", post_tokens)
     app.router.add_put("/tables/{name}", put_table)
     app.router.add_delete("/tables/{name}", delete_table)

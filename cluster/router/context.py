@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from cluster import auth
 from cluster.admission.router_side import GacClient, RouterAdmission, read_units, write_units
 from cluster.config import ClusterConfig
 from cluster.metadata.partitionmap import TableLayout, meta_replicas
@@ -199,8 +200,12 @@ class RouterContext:
             "mode": spec.billing_mode,
         }
         try:
+            path = f"/tables/{spec.name}"
             async with self.session.put(
-                f"{self.gac_url}/tables/{spec.name}", json=body, timeout=aiohttp.ClientTimeout(1.0)
+                self.gac_url + path,
+                json=body,
+                headers=auth.http_headers("PUT", path),
+                timeout=aiohttp.ClientTimeout(1.0),
             ) as resp:
                 if resp.status == 200:
                     self.registered.add(spec.name)

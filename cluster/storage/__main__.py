@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster import auth
 from cluster.config import ClusterConfig
 from cluster.consensus.raft import RaftConfig
 from cluster.healing.admin import Admin
@@ -132,6 +133,7 @@ def parse_args(argv: list[str]) -> Launch:
     archive_dir: Path | None = args.archive_dir
     if args.config is not None:
         cluster = ClusterConfig.load(args.config)
+        auth.install(cluster.internal_secret())
         # Routers derive their timeouts from the same numbers (ClusterConfig.timeouts).
         election = args.election_ticks or cluster.election_ticks
         tick_ms = args.tick_ms or cluster.tick_ms

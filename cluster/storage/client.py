@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from cluster import auth
+
 from .transport import split_address
 from .wire import FrameError, encode_frame, read_frame
 
@@ -71,7 +73,7 @@ class NodeClient:
             except (OSError, TimeoutError) as exc:
                 reason = str(exc) or "connect timed out"
                 raise NodeUnavailable(f"{self.address}: {reason}", sent=False) from exc
-            writer.write(encode_frame({"hello": "client"}))
+            writer.write(encode_frame(auth.hello("client")))
             self._writer = writer
             self._reader_task = asyncio.create_task(self._read_replies(reader))
 
@@ -258,7 +260,7 @@ async def ask(address: str, request: dict[str, Any], timeout: float) -> dict[str
     async def exchange() -> dict[str, Any]:
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            writer.write(encode_frame({"hello": "client"}) + encode_frame({"id": 1, **request}))
+            writer.write(encode_frame(auth.hello("client")) + encode_frame({"id": 1, **request}))
             await writer.drain()
             return await read_frame(reader)
         finally:

@@ -36,6 +36,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cluster.admission.partition import PartitionAdmission
+from cluster.auth import check_hello, guard
+from cluster.auth import installed as auth_installed
 from cluster.consensus.messages import Membership
 from cluster.consensus.raft import RaftConfig
 
@@ -375,7 +377,9 @@ class StorageNode:
             if hello.get("hello") == "peer":
                 await self._serve_peer(str(hello.get("node")), reader)
             elif hello.get("hello") == "client":
-                await self._serve_client(reader, writer)
+                # Without a key installed (a node run without a cluster config) all are trusted.
+                trusted = check_hello(hello) or not auth_installed()
+                await self._serve_client(reader, writer, trusted)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         except asyncio.CancelledError:
@@ -395,13 +399,20 @@ class StorageNode:
                 replica.step(msg)
 
     async def _serve_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trusted: bool
     ) -> None:
         lock = asyncio.Lock()
         tasks: set[asyncio.Task[None]] = set()
 
         async def answer(request: dict[str, Any]) -> None:
-            response = await self.handle_request(request)
+            response: dict[str, Any]
+            if not trusted and request.get("op") in PRIVILEGED_OPS:
+                response = {
+                    "error": "Unauthorized",
+                    "message": f"{request.get('op')} needs the cluster's internal key",
+                }
+            else:
+                response = await self.handle_request(request)
             response["id"] = request.get("id")
             async with lock:
                 writer.write(encode_frame(response))
@@ -624,6 +635,11 @@ class StorageNode:
 
 
 _ADMITTED = frozenset({"propose", "get", "query", "scan"})
+# Operations that change membership or hand out or destroy data: only for connections whose
+# hello proved the cluster's internal key (cluster/auth.py).
+PRIVILEGED_OPS = frozenset(
+    {"create_group", "drop_group", "snapshot_dump", "rebuild", "quarantine", "change_membership"}
+)
 _HANDLERS = {
     "propose": StorageNode._op_propose,
     "get": StorageNode._op_get,
@@ -706,7 +722,7 @@ async def _start_admin(node: StorageNode) -> web.AppRunner:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(node.registry), content_type="text/plain")
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard()])
     app.router.add_get("/health", health)
     app.router.add_get("/replicas", replicas)
     app.router.add_get("/digest", digest)

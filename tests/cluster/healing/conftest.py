@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from chaos.backends.local import LocalCluster
+from cluster import auth
 
 
 @pytest.fixture
@@ -35,7 +36,10 @@ def get_json(cluster: LocalCluster, node: str, path: str, timeout: float = 5.0) 
 
 def post_json(cluster: LocalCluster, node: str, path: str, timeout: float = 60.0) -> Any:
     admin = cluster.config.process(node).admin
-    request = urllib.request.Request(f"http://{admin}{path}", method="POST", data=b"")
+    headers = auth.http_headers("POST", path.partition("?")[0])  # the cluster's internal key
+    request = urllib.request.Request(
+        f"http://{admin}{path}", method="POST", data=b"", headers=headers
+    )
     with urllib.request.urlopen(request, timeout=timeout) as resp:
         return json.loads(resp.read())
 
