@@ -1,11 +1,12 @@
 """The nemesis: applies fault plans to a backend, confirms they landed, and heals them exactly.
 
-Plans are data (chaos/faults.py); this module carries them out: SIGKILL / restart for power,
-SIGSTOP / SIGCONT for pauses, Toxiproxy toxics named after the fault for links, bytes flipped
-for bit rot. Several faults may overlap: healing one restarts, resumes or reconnects only
-what no other active fault still holds down. Active faults are also written to
-``<state_dir>/faults.json`` so that another process (``gameday fault list``, ``gameday heal``,
-the dead-man's switch) can see and undo them.
+Plans are data (chaos/faults/); this module carries them out through the backend
+(chaos/backends/base.py) only: SIGKILL / restart for power, SIGSTOP / SIGCONT for pauses, the
+backend's link faults (Toxiproxy toxics named after the fault) for links, bytes flipped in the
+files cluster/storage/layout.py names for bit rot. Several faults may overlap: healing one
+restarts, resumes or reconnects only what no other active fault still holds down. Active
+faults are also written to ``<state_dir>/faults.json`` so that another process (``gameday
+fault list``, ``gameday heal``, the dead-man's switch) can see and undo them.
 
     nemesis = Nemesis(backend)
     evidence = nemesis.inject("f1", plan, description="power off az-b")
