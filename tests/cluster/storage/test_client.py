@@ -1,0 +1,127 @@
+"""GroupClient against scripted nodes on loopback sockets: silent nodes, leader hints, suspicion.
+
+Each scripted node speaks the real wire protocol (a ``client`` hello, then request/response
+frames) and answers per group as told: as the leader, with NotLeader and a hint, or never (a
+paused or cut-off node: the connection stays open, nothing comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cluster.storage.client import GroupClient
+from cluster.storage.wire import encode_frame, read_frame
+
+SILENT = "silent"
+
+
+class ScriptedNode:
+    def __init__(self, answers: dict[str, Any]) -> None:
+        """``answers``: group -> "silent", or a leader hint (str | None) for NotLeader, or
+        True to answer as the leader."""
+        self.answers = answers
+        self.requests: list[dict[str, Any]] = []
+        self.server: asyncio.Server | None = None
+        self.address = ""
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.address = f"127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_frame(reader)  # hello
+            while True:
+                request = await read_frame(reader)
+                self.requests.append(request)
+                answer = self.answers.get(str(request.get("group")), SILENT)
+                if answer == SILENT:
+                    continue
+                if answer is True:
+                    reply: dict[str, Any] = {"result": {"ok": True}}
+                else:
+                    reply = {"error": "NotLeader", "message": "not me", "leader": answer}
+                writer.write(encode_frame({"id": request["id"], **reply}))
+                await writer.drain()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def nodes(**scripts: dict[str, Any]) -> AsyncIterator[tuple[GroupClient, dict[str, Any]]]:
+    started = {name: ScriptedNode(answers) for name, answers in scripts.items()}
+    for node in started.values():
+        await node.start()
+    client = GroupClient({name: n.address for name, n in started.items()}, connect_timeout=0.5)
+    try:
+        yield client, started
+    finally:
+        await client.close()
+        for node in started.values():
+            await node.stop()
+
+
+def test_a_silent_leader_is_left_for_the_leader_a_follower_names() -> None:
+    async def scenario() -> None:
+        async with nodes(old={"g": SILENT}, f={"g": "new"}, new={"g": True}) as (client, _):
+            client.leaders["g"] = "old"  # the leader it knew froze
+            reply = await client.call_leader(
+                "g", "get", 5.0, candidates=["old", "f", "new"], attempt_timeout=0.2
+            )
+            assert reply == {"result": {"ok": True}, "id": reply["id"]}
+            assert client.leaders["g"] == "new"
+
+    asyncio.run(scenario())
+
+
+def test_without_an_attempt_timeout_a_silent_leader_takes_the_whole_deadline() -> None:
+    """The counterpart: waiting on the silent node for the whole deadline finds nobody."""
+
+    async def scenario() -> None:
+        async with nodes(old={"g": SILENT}, new={"g": True}) as (client, _):
+            client.leaders["g"] = "old"
+            reply = await client.call_leader("g", "get", 0.3, candidates=["old", "new"])
+            assert "result" not in reply
+
+    asyncio.run(scenario())
+
+
+def test_a_write_that_got_no_reply_is_unknown_and_not_sent_elsewhere() -> None:
+    async def scenario() -> None:
+        async with nodes(old={"g": SILENT}, new={"g": True}) as (client, started):
+            client.leaders["g"] = "old"
+            reply = await client.call_leader(
+                "g",
+                "propose",
+                5.0,
+                candidates=["old", "new"],
+                retry_unknown=False,
+                attempt_timeout=0.2,
+            )
+            assert reply["error"] == "OutcomeUnknown"
+            assert started["new"].requests == []  # a retry could have applied it twice
+
+    asyncio.run(scenario())
+
+
+def test_a_node_silent_on_one_group_still_serves_the_others() -> None:
+    """A timeout makes the node suspect for that group only: a follower's hint naming it for
+    another group is followed, and the call on the shared connection succeeds."""
+
+    async def scenario() -> None:
+        async with nodes(n1={"g": SILENT, "h": True}, n2={"g": None, "h": "n1"}) as (client, _):
+            client.leaders["g"] = "n1"
+            await client.call_leader("g", "get", 0.5, candidates=["n1", "n2"], attempt_timeout=0.1)
+            reply = await client.call_leader(
+                "h", "get", 2.0, candidates=["n2", "n1"], attempt_timeout=0.5
+            )
+            assert "result" in reply and client.leaders["h"] == "n1"
+
+    asyncio.run(scenario())
