@@ -143,6 +143,12 @@ class Load:
                 self.ops.append(Op(kind, started, time.monotonic(), ok))
             self._stop.wait(self.pause)
 
+    def all_ok_since(self, since: float) -> bool:
+        """Writes and reads started since ``since``, and every one of them succeeded."""
+        with self._lock:
+            recent = [o for o in self.ops if o.started >= since]
+        return {o.kind for o in recent} == {"write", "read"} and all(o.ok for o in recent)
+
     def recovered(self, kind: str, since: float) -> float | None:
         """End of the first successful ``kind`` op that started at or after ``since``."""
         with self._lock:
@@ -215,7 +221,8 @@ def fault(cluster: LocalCluster, kind: str, target: str) -> Callable[[], None]:
         az = az_of(cluster, target)
         cut = [(a, b) for a, b in pairs if (az_of(cluster, a) == az) != (az_of(cluster, b) == az)]
     elif kind == "az-power-off":
-        victims = in_az(cluster, az_of(cluster, target))
+        # The leader first: the others follow while the election already runs.
+        victims = sorted(in_az(cluster, az_of(cluster, target)), key=lambda p: p != target)
         for process in victims:
             cluster.kill(process)
 
@@ -226,8 +233,24 @@ def fault(cluster: LocalCluster, kind: str, target: str) -> Callable[[], None]:
         return power_on
     else:
         raise ValueError(f"unknown fault {kind!r}")
-    cluster.cut_links(cut, fault_id=fault_id)
+    # The leader's links to the other storage nodes first (they decide the election), then the
+    # rest; each is a Toxiproxy API call, slow on a busy machine.
+    storage = set(cluster.process_ids("storage"))
+    first = [p for p in cut if target in p and set(p) <= storage]
+    cluster.cut_links(first, fault_id=fault_id)
+    cluster.cut_links([p for p in cut if p not in first], fault_id=fault_id)
     return lambda: cluster.remove_link_faults(cut, fault_id=fault_id)
+
+
+def wait_steady(load: Load, timeout: float = 60.0) -> None:
+    """Until writes and reads have both succeeded for a whole second (a restarted router or
+    MemDS may take a moment to serve again)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        if load.all_ok_since(time.monotonic() - 1.0):
+            return
+    raise TimeoutError(f"no steady state through {load.router} within {timeout:.0f} s")
 
 
 @dataclass
@@ -245,9 +268,7 @@ def run_trial(cluster: LocalCluster, load: Load, kind: str) -> Trial:
     target = wait_settled(cluster)
     load.start(router_outside(cluster, az_of(cluster, target)))
     try:
-        time.sleep(1.0)  # steady state first
-        if load.recovered("write", time.monotonic() - 1.0) is None:
-            raise RuntimeError(f"no successful write in steady state through {load.router}")
+        wait_steady(load)
         injected = time.monotonic()
         heal = fault(cluster, kind, target)
         # Only operations that started once the fault was fully in place count as recovery;
