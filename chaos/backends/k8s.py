@@ -319,12 +319,18 @@ class K8sCluster(Backend):
         """Each pod's output into ``logs/<process>.log`` before the release goes."""
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for process_id, pod in self._pods(fresh=True).items():
-            with contextlib.suppress(Exception):
-                text = self.core().read_namespaced_pod_log(
-                    pod.metadata.name, self.state.namespace, _request_timeout=10
+        core = self.core()
+
+        def save(item: tuple[str, Any]) -> None:
+            process_id, pod = item
+            with contextlib.suppress(Exception):  # a pod on a dark node has no log to give
+                text = core.read_namespaced_pod_log(
+                    pod.metadata.name, self.state.namespace, _request_timeout=5
                 )
                 (logs / f"{process_id}.log").write_text(text)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(save, self._pods(fresh=True).items()))
 
     # -- pods, their addresses and the config as this host reaches it --------------------------
 
