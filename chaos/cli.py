@@ -246,8 +246,12 @@ def run(
 ) -> None:
     """Run a game day: cluster, workload and canaries, the fault timeline, heal, checks, reports.
 
-    Exit code 0 only when every check passed; 1 when a check failed or could not decide; 2 for
-    an infrastructure error (the cluster could not start, a bad scenario, ...).
+    Exit code 0 only when the whole plan ran and every check passed; 1 when a check failed or
+    could not decide; 2 for an infrastructure error (the cluster could not start, a bad
+    scenario, ...); 3 when the run was aborted (a stop condition, the orchestrator stalled past
+    its lease, a fault that never ran); 130 / 143 after SIGINT / SIGTERM, which stop the run in
+    order: heal, report (aborted), tear down. If this process is SIGKILLed, its watchdog heals
+    and tears down what it started (unless --keep).
     """
     from chaos.assets import resolve_scenario
     from chaos.run import RunOptions, run_game_day

@@ -16,7 +16,7 @@ up to date:
   watchdog heals, stops the process groups the owner registered (Locust and its workers), and
   tears down the cluster the owner started (unless it was asked to keep it), then exits.
 
-    guard = Guard.spawn(run_dir / "guard.json", log=run_dir / "guardian.log")
+    guard = Guard.spawn(run_dir / "guard.json", run_dir / "guardian.log")
     guard.update(backend="local", data_dir=str(data_dir), teardown=True)
     guard.add_group(locust.pid)                        # its whole process group dies with us
     lease = Lease(state_dir / "deadman.lease"); guard.update(lease=str(lease.path))

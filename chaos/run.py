@@ -103,6 +103,7 @@ class RunControl:
     def __init__(self) -> None:
         self.signal: int | None = None
         self.orchestrator: Orchestrator | None = None
+        self.finishing = False  # the timeline is over: a first signal lets the report finish
         self.main: asyncio.Task[Any] | None = asyncio.current_task()
 
     def install(self) -> None:
@@ -121,6 +122,8 @@ class RunControl:
             self.signal = sig
             if self.orchestrator is not None:  # the timeline stops; the run finishes in order
                 self.orchestrator.request_stop(f"interrupted by {name}")
+                return
+            if self.finishing:  # healed already: the reads, checks and report are under way
                 return
         if self.main is not None:  # not under way yet, or a second signal: stop now
             self.main.cancel()
@@ -327,6 +330,7 @@ async def _game_day(
                 outcome = await orchestrator.run(scenario.duration)
             finally:
                 control.orchestrator = None
+                control.finishing = True
                 view.cancel()
     finally:
         stop_canaries.set()
