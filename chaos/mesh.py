@@ -11,7 +11,7 @@ independently.
     mesh = LinkMesh("http://127.0.0.1:8474")
     mesh.ensure(links.values())
     added = mesh.cut([links["sn-a1", "sn-b1"]], "upstream", toxic_name="f7")
-    probe(links["sn-a1", "sn-b1"]).reachable            # False: the cut landed
+    probe(links["sn-a1", "sn-b1"]).reachable            # False: the cut landed (chaos/probe.py)
     mesh.remove_toxics(added)                           # or mesh.remove(links.values(), "f7")
 
 Directions follow Toxiproxy: *upstream* is data from the dialing process to the dialed one,
@@ -33,8 +33,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-import socket
-import struct
 import subprocess
 import time
 import urllib.parse
@@ -42,7 +40,6 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import requests
@@ -51,7 +48,6 @@ from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from chaos.links import linked_pairs
 from cluster.config import ClusterConfig, Role
-from cluster.storage.wire import encode_frame
 
 Direction = Literal["both", "upstream", "downstream"]
 Stream = Literal["upstream", "downstream"]
@@ -519,134 +515,11 @@ def _proxy_state(body: Mapping[str, Any]) -> ProxyState:
     )
 
 
-# --- evidence ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Whether a request through the link got an answer from its far end, and what happened."""
-
-    reachable: bool
-    detail: str
-    elapsed: float = 0.0
-
-
-# A client's hello and one ``status`` request, in the storage node's own wire format.
-_HELLO = encode_frame({"hello": "client"})
-_STATUS = encode_frame({"id": 1, "op": "status"})
-_MSGPACK_MAP = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})")
-
-
-def probe(link: Link, timeout: float = 1.0) -> ProbeResult:
-    """Connect to the link's proxy and make one tiny exchange that needs the far end to answer.
-
-    Storage nodes get a client hello and a ``status`` request and must send a reply frame;
-    routers, MemDS and GAC get ``GET /health`` and must send a status line (any code). A cut in
-    either direction therefore reads as unreachable, even on a link whose real traffic is
-    one-way. Never takes much longer than ``timeout`` seconds.
-    """
-    started = time.monotonic()
-    deadline = started + timeout
-
-    def result(reachable: bool, detail: str) -> ProbeResult:
-        return ProbeResult(reachable, detail, time.monotonic() - started)
-
-    host, port = _split(link.listen)
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            if link.protocol == "frames":
-                sock.sendall(_HELLO + _STATUS)
-                header = _recv_exactly(sock, 5, deadline)
-                (length,) = struct.unpack(">I", header[:4])
-                if length == 0 or header[4] not in _MSGPACK_MAP:
-                    return result(False, f"unexpected reply {header!r}")
-                return result(True, f"reply frame of {length} bytes")
-            request = f"GET /health HTTP/1.1\r\nHost: {link.listen}\r\nConnection: close\r\n\r\n"
-            sock.sendall(request.encode())
-            line = _recv_line(sock, deadline)
-            match = _STATUS_LINE.match(line)
-            if match is None:
-                return result(False, f"unexpected reply {line[:80]!r}")
-            return result(True, f"HTTP {match.group(1).decode()}")
-    except ConnectionRefusedError:
-        return result(False, "connection refused (proxy disabled or missing)")
-    except ConnectionResetError:
-        return result(False, "connection reset")
-    except TimeoutError:
-        return result(False, f"no reply within {timeout:g}s")
-    except EOFError:
-        return result(False, "connection closed before a reply")
-    except OSError as exc:
-        return result(False, f"{type(exc).__name__}: {exc}")
-
-
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
-
-
-def _recv_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
-    data = b""
-    while len(data) < size:
-        sock.settimeout(_remaining(deadline))
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
-def _recv_line(sock: socket.socket, deadline: float, limit: int = 1024) -> bytes:
-    data = b""
-    while b"\r\n" not in data and len(data) < limit:
-        sock.settimeout(_remaining(deadline))
-        chunk = sock.recv(limit - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data.split(b"\r\n", 1)[0]
-
-
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # --- the server --------------------------------------------------------------------------------
-
-
-def start_toxiproxy(
-    binary: Path, host: str, port: int, log: Path, seed: int | None = None
-) -> subprocess.Popen[bytes]:
-    """Start ``toxiproxy-server`` with its API on ``host:port`` (a loopback IP) only.
-
-    It runs in its own session, so a Ctrl-C meant for the orchestrator does not take the links
-    down before the orchestrator has healed them. ``seed`` fixes the randomness of jitter and
-    toxicity. Output goes to ``log``; wait for it with ``wait_ready``.
-    """
-    if not ipaddress.ip_address(host).is_loopback:
-        raise ValueError(f"the Toxiproxy API must listen on a loopback address, not {host}")
-    if not binary.is_file():
-        raise FileNotFoundError(f"no Toxiproxy server at {binary} (install it: make toxiproxy)")
-    argv = [str(binary), "-host", host, "-port", str(port)]
-    if seed is not None:
-        argv += ["-seed", str(seed)]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def wait_ready(

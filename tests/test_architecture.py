@@ -48,8 +48,6 @@ LARGE_MODULES: dict[str, str] = {
     "cluster/storage/node.py": "being split by the storage/healing rework (issue #10 part 1)",
     "chaos/k8s/localkube.py": "new with the Kubernetes backend; its engineer splits it next",
     "chaos/backends/k8s.py": "new with the Kubernetes backend; its engineer splits it next",
-    "chaos/mesh.py": "plan, client, probe and server of the Toxiproxy mesh; the probe and "
-    "server go to modules of their own next",
     "chaos/backends/docker.py": "the Docker backend's plan (subnet, addresses, labels) moves "
     "to a module of its own next",
 }

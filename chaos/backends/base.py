@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from chaos.links import LinkPair
-from chaos.mesh import Link, LinkMesh, ProbeResult, SlicerToxic, plan_links, probe, wait_ready
+from chaos.mesh import Link, LinkMesh, SlicerToxic, plan_links, wait_ready
+from chaos.probe import ProbeResult, probe
 from cluster import auth
 from cluster.config import ClusterConfig
 from cluster.storage import layout

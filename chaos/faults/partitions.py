@@ -95,11 +95,8 @@ class Bridge(Fault):
     kind: ClassVar[str] = "bridge"
 
     def plan(self, view: ClusterView) -> FaultPlan:
-        nodes = list(view.storage)
-        view.rng.shuffle(nodes)
-        bridge, rest = nodes[0], nodes[1:]
-        half = len(rest) // 2
-        sides = [frozenset(rest[:half]), frozenset(rest[half:])]
+        bridge, *rest = _shuffled_storage(view)
+        sides = _halves(rest)
         label = f"{self.describe()} [bridge {bridge}]"
         return make_plan(view, label, cuts=between(view, sides))
 
@@ -116,8 +113,7 @@ class MajoritiesRing(Fault):
     kind: ClassVar[str] = "majorities_ring"
 
     def plan(self, view: ClusterView) -> FaultPlan:
-        ring = list(view.storage)
-        view.rng.shuffle(ring)
+        ring = _shuffled_storage(view)
         n = len(ring)
         k = (n // 2) // 2 + (n // 2) % 2  # ceil((majority - 1) / 2)
         pos = {p: i for i, p in enumerate(ring)}
@@ -138,9 +134,19 @@ class RandomHalves(Fault):
     kind: ClassVar[str] = "random_halves"
 
     def plan(self, view: ClusterView) -> FaultPlan:
-        nodes = list(view.storage)
-        view.rng.shuffle(nodes)
-        half = len(nodes) // 2
-        sides = [frozenset(nodes[:half]), frozenset(nodes[half:])]
+        sides = _halves(_shuffled_storage(view))
         label = f"{self.describe()} [{','.join(sorted(sides[0]))}|{','.join(sorted(sides[1]))}]"
         return make_plan(view, label, cuts=between(view, sides))
+
+
+def _shuffled_storage(view: ClusterView) -> list[str]:
+    """The storage nodes in the view's rng order (the same seed, the same order)."""
+    nodes = list(view.storage)
+    view.rng.shuffle(nodes)
+    return nodes
+
+
+def _halves(nodes: list[str]) -> list[frozenset[str]]:
+    """``nodes`` split in two: the first (smaller, for an odd count) half and the rest."""
+    half = len(nodes) // 2
+    return [frozenset(nodes[:half]), frozenset(nodes[half:])]

@@ -23,8 +23,8 @@ from chaos.backends.local import LocalCluster
 from chaos.cli import app
 from chaos.faults import ClusterView, groups_from_status, make_fault
 from chaos.faults import plan as plan_fault
-from chaos.mesh import probe
 from chaos.nemesis import Nemesis, recorded_faults
+from chaos.probe import probe
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,11 @@ only listens), then check each fault through real connections.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import queue
 import random
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,11 +29,10 @@ from chaos.mesh import (
     MeshNotFound,
     SlicerToxic,
     plan_links,
-    probe,
-    start_toxiproxy,
     wait_ready,
     with_mesh,
 )
+from chaos.probe import probe
 from cluster.config import Role
 from cluster.storage.wire import encode_frame, read_frame
 from tests.local_nodes import free_port
@@ -40,6 +41,33 @@ BINARY = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "toxiproxy-serv
 API_HOST = "127.0.0.1"
 UPSTREAM_HOST = "127.0.0.2"
 CUT_PROBE = 0.5  # seconds a probe waits for an answer through a cut link
+
+
+def start_toxiproxy(
+    binary: Path, host: str, port: int, log: Path, seed: int | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``toxiproxy-server`` with its API on ``host:port`` (a loopback IP) only.
+
+    It runs in its own session, so a Ctrl-C meant for the orchestrator does not take the links
+    down before the orchestrator has healed them. ``seed`` fixes the randomness of jitter and
+    toxicity. Output goes to ``log``; wait for it with ``wait_ready``.
+    """
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"the Toxiproxy API must listen on a loopback address, not {host}")
+    if not binary.is_file():
+        raise FileNotFoundError(f"no Toxiproxy server at {binary} (install it: make toxiproxy)")
+    argv = [str(binary), "-host", host, "-port", str(port)]
+    if seed is not None:
+        argv += ["-seed", str(seed)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 # --- planning (pure) ---------------------------------------------------------------------------
