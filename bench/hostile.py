@@ -3,8 +3,9 @@
 Starts a local cluster (or uses a running one with --data-dir), then sends the probes of issue
 #14 over raw sockets, signed with botocore where a signature matters: lone surrogates, invalid
 UTF-8, mistyped members, a Content-Length that lies, oversized and unauthenticated bodies that
-are never sent, slowloris headers, an idle connection, malformed HTTP. Prints one row per probe:
-the status and error type (or "closed") and the seconds until the router answered or closed.
+are never sent, slowloris headers, an idle connection, malformed HTTP; then privileged calls to
+a storage node and GAC without the cluster's internal key. Prints one row per probe: the status
+and error type (or "closed") and the seconds until the answer came or the connection closed.
 
     .venv/bin/python bench/hostile.py [--data-dir .gameday/cluster]
 """
@@ -12,10 +13,13 @@ the status and error type (or "closed") and the seconds until the router answere
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chaos.backends.local import LocalCluster
+from cluster.storage.wire import encode_frame, read_frame
 from tests.cluster.router.rawhttp import (
     RawRouter,
     amz_date,
@@ -116,6 +121,51 @@ def probes(table: str) -> list[tuple[str, Probe]]:
     ]
 
 
+def _bare_rpc(address: str, op: str) -> tuple[str, float]:
+    """``op`` on a storage node's client port with a plain hello (no proof of the key)."""
+
+    async def exchange() -> str:
+        host, _, port = address.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(encode_frame({"hello": "client"}) + encode_frame({"id": 1, "op": op}))
+            reply = await asyncio.wait_for(read_frame(reader), 10)
+            return str(reply.get("error") or "served")
+        finally:
+            writer.close()
+
+    started = time.monotonic()
+    return asyncio.run(exchange()), time.monotonic() - started
+
+
+def _bare_http(url: str, method: str) -> tuple[str, float]:
+    request = urllib.request.Request(url, data=b"{}", method=method)
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return str(resp.status), time.monotonic() - started
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code} {json.loads(exc.read()).get('error')}", time.monotonic() - started
+
+
+def internal_probes(cluster: LocalCluster) -> list[tuple[str, Callable[[], tuple[str, float]]]]:
+    node = cluster.config.process("sn-a1")
+    gac = cluster.config.process("gac").listen
+    return [
+        ("node RPC drop_group, no key", lambda: _bare_rpc(node.listen, "drop_group")),
+        ("node RPC snapshot_dump, no key", lambda: _bare_rpc(node.listen, "snapshot_dump")),
+        (
+            "POST /admin/scrub, no key",
+            lambda: _bare_http(f"http://{node.admin}/admin/scrub", "POST"),
+        ),
+        ("GAC PUT quota, no key", lambda: _bare_http(f"http://{gac}/tables/x-intruder", "PUT")),
+        (
+            "GAC DELETE quota, no key",
+            lambda: _bare_http(f"http://{gac}/tables/x-intruder", "DELETE"),
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="a running cluster's data directory")
@@ -146,6 +196,9 @@ def main() -> None:
                     answer, seconds = probe(raw)
                 except OSError as exc:
                     answer, seconds = f"error: {exc!r}", float("nan")
+                result.add_row(name, answer, f"{seconds:.2f}")
+            for name, internal in internal_probes(cluster):
+                answer, seconds = internal()
                 result.add_row(name, answer, f"{seconds:.2f}")
             raw.call("DeleteTable", json.dumps({"TableName": table}).encode(), timeout=60)
             console.print(result)
