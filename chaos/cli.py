@@ -269,11 +269,12 @@ def run(
         _err.print("[red]--kubeconfig is an option of the k8s backend (--backend k8s)[/red]")
         raise typer.Exit(2)
     if backend in ("docker", "k8s") and data_dir is None and kubeconfig is None:
-        from chaos.images import CLUSTER_IMAGE, build_with_progress, engine, image_exists
+        from chaos.images import build_with_progress, engine, image_is_current
 
         try:
-            if not image_exists(engine(), CLUSTER_IMAGE):
-                build_with_progress(Console())  # first use on this machine: build the images
+            if not image_is_current(engine()):
+                # First use on this machine, or the source changed since the last build.
+                build_with_progress(Console())
         except RuntimeError as exc:
             _err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None

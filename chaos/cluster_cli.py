@@ -20,7 +20,6 @@ from rich.table import Table
 
 from chaos.backends import BACKENDS, create_cluster, open_cluster
 from chaos.backends.base import DEFAULT_ACCESS_KEY, Backend
-from chaos.images import CLUSTER_IMAGE
 
 DEFAULT_DATA_DIR = Path(".gameday/cluster")
 DataDir = Annotated[
@@ -78,10 +77,10 @@ def up(
     """
     try:
         if backend == "docker" or (backend == "k8s" and kubeconfig is None):
-            from chaos.images import build_with_progress, engine, image_exists
+            from chaos.images import build_with_progress, engine, image_is_current
 
-            if not image_exists(engine(), CLUSTER_IMAGE):
-                build_with_progress(console)  # first use on this machine: build the images
+            if not image_is_current(engine()):
+                build_with_progress(console)  # first use, or the source changed: (re)build
         cluster = create_cluster(
             backend, data_dir, topology, partitions, kubeconfig=kubeconfig, namespace=namespace
         )

@@ -19,6 +19,7 @@ The engine: ``engine()`` returns a Docker SDK client or raises ``EngineUnavailab
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import os
 import shutil
@@ -38,6 +39,7 @@ DockerClient = Any
 BASE_IMAGE = "gameday-base:bookworm"
 CLUSTER_IMAGE = "gameday-cluster:latest"
 IMAGE_LABEL = "io.gameday.image"  # on both images: "base" or "cluster"
+SOURCE_LABEL = "io.gameday.source"  # on the cluster image: its source_digest()
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv")
@@ -125,6 +127,40 @@ def image_exists(client: DockerClient, name: str) -> bool:
     except ImageNotFound:
         return False
     return True
+
+
+def source_digest() -> str:
+    """A digest of everything the cluster image is built from: the packages, pyproject, docker/.
+
+    The image carries it as a label, so a checkout or an upgrade that changed any of it is seen
+    as a stale image (its processes may not even read today's cluster config) and rebuilt.
+    """
+    from chaos.assets import asset
+
+    digest = hashlib.sha256()
+    files: list[tuple[str, Path]] = [(name, asset(name)) for name in PROJECT_FILES]
+    docker_dir = asset("docker")
+    files += [(f"docker/{name}", docker_dir / name) for name in ("Dockerfile", "healthcheck.py")]
+    for package in PROJECT_PACKAGES:
+        root = Path(str(importlib.import_module(package).__file__)).parent
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files.append((f"{package}/{path.relative_to(root)}", path))
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def image_is_current(client: DockerClient) -> bool:
+    """True when the cluster image exists and was built from this very source."""
+    from docker.errors import ImageNotFound
+
+    try:
+        image = client.images.get(CLUSTER_IMAGE)
+    except ImageNotFound:
+        return False
+    labels = image.labels or {}
+    return bool(labels.get(SOURCE_LABEL) == source_digest())
 
 
 # --- progress --------------------------------------------------------------------------------
@@ -346,7 +382,7 @@ def build_cluster_image(
         path=str(context),
         tag=CLUSTER_IMAGE,
         buildargs={"BASE": BASE_IMAGE},
-        labels={IMAGE_LABEL: "cluster"},
+        labels={IMAGE_LABEL: "cluster", SOURCE_LABEL: source_digest()},
         network_mode="none",  # nothing inside the build can reach any network
         nocache=no_cache,
         rm=True,
@@ -410,9 +446,9 @@ def build_images(on_event: OnEvent = _quiet, from_scratch: bool = False) -> Buil
 
 
 def ensure_images(on_event: OnEvent = _quiet) -> BuildResult | None:
-    """Build the images only if the cluster image is missing; None when it was there."""
+    """Build the images only if the cluster image is missing or stale; None when it was current."""
     client = engine()
-    if image_exists(client, CLUSTER_IMAGE):
+    if image_is_current(client):
         return None
     return build_images(on_event)
 

@@ -93,11 +93,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _ensure_cluster_image() -> None:
-    from chaos.images import CLUSTER_IMAGE, build_with_progress, engine, image_exists
+    from chaos.images import CLUSTER_IMAGE, build_with_progress, engine, image_is_current
 
     try:
-        if not image_exists(engine(), CLUSTER_IMAGE):
-            _out.print(f"{CLUSTER_IMAGE} is not built yet: building it first")
+        if not image_is_current(engine()):
+            _out.print(f"{CLUSTER_IMAGE} is missing or older than this source: building it first")
             build_with_progress(_out)
     except Exception as exc:
         raise LocalKubeError(
