@@ -445,14 +445,6 @@ def build_images(on_event: OnEvent = _quiet, from_scratch: bool = False) -> Buil
     return result
 
 
-def ensure_images(on_event: OnEvent = _quiet) -> BuildResult | None:
-    """Build the images only if the cluster image is missing or stale; None when it was current."""
-    client = engine()
-    if image_is_current(client):
-        return None
-    return build_images(on_event)
-
-
 # --- helpers ---------------------------------------------------------------------------------
 
 
