@@ -49,6 +49,7 @@ from chaos.k8s.pki import Pki, write_kubeconfig
 TOOLCHAIN = asset("k8s") / "toolchain.sh"
 RUN_DIR = Path("/run/gameday-k8s")  # sockets and containerd state (short paths, one per machine)
 OWNER_FILE = RUN_DIR / "owner.json"
+KUBELET_ROOT = Path("/var/lib/gameday-k8s")  # kubelets' root dirs (pod volumes), on disk
 CGROUP_PARENT = "gameday-k8s"
 APISERVER = f"https://127.0.0.1:{API_PORT}"
 POD_SUPERNET = "10.244.0.0/16"
@@ -177,6 +178,10 @@ class LocalKube:
 
     def node_dir(self, node: KubeNode) -> Path:
         return self.state_dir / "nodes" / node.name
+
+    def kubelet_dir(self, node: KubeNode) -> Path:
+        """The kubelet's --root-dir: a short path, since it holds unix sockets (108 bytes max)."""
+        return KUBELET_ROOT / node.name
 
     def socket(self, node: KubeNode) -> Path:
         return RUN_DIR / node.name / "containerd.sock"
@@ -355,7 +360,8 @@ class LocalKube:
 
     def _setup_network(self, nodes: list[KubeNode]) -> None:
         host.write_sysctls({"net.ipv4.ip_forward": "1"})
-        host.ensure_dummy(DNS_LINK, f"{DNS_ADDRESS}/32")
+        # A bridge with no ports: this kernel may lack the dummy link type.
+        host.ensure_bridge(DNS_LINK, f"{DNS_ADDRESS}/32")
         for node in nodes:
             host.ensure_bridge(node.bridge, f"{node.ip}/24")
         host.allow_forwarding(POD_SUPERNET)
@@ -388,7 +394,7 @@ class LocalKube:
 
     def _start_node(self, node: KubeNode, archives: list[Path]) -> None:
         ndir, rdir = self.node_dir(node), RUN_DIR / node.name
-        for d in (ndir / "cni", ndir / "kubelet", ndir / "pod-logs", rdir):
+        for d in (ndir / "cni", self.kubelet_dir(node), ndir / "pod-logs", rdir):
             d.mkdir(parents=True, exist_ok=True)
         (ndir / "cni" / "10-gameday.conflist").write_text(
             manifests.cni_conflist(node.bridge, node.pod_cidr, node.ip, ndir / "cni-ipam")
@@ -423,7 +429,7 @@ class LocalKube:
                 self.bin("kubelet"),
                 f"--config={ndir / 'kubelet.yaml'}",
                 f"--kubeconfig={self._node_kubeconfig(node)}",
-                f"--root-dir={ndir / 'kubelet'}",
+                f"--root-dir={self.kubelet_dir(node)}",
                 f"--hostname-override={node.name}",
                 f"--node-ip={node.ip}",
                 f"--node-labels={labels}",
@@ -498,7 +504,7 @@ class LocalKube:
         for what in ("containerd", "kubelet"):
             self.procs.wait_dead(f"{node.name}.{what}", 5.0)
         self._remove_shim_sockets(node)
-        host.unmount_under(RUN_DIR / node.name, self.node_dir(node) / "kubelet")
+        host.unmount_under(RUN_DIR / node.name, self.kubelet_dir(node))
         return killed
 
     def power_on(self, name: str) -> None:
@@ -556,7 +562,7 @@ class LocalKube:
         for link in host.links_with_prefix("gdk-"):
             host.delete_link(link)
         left += [f"link {link}" for link in host.links_with_prefix("gdk-")]
-        left += [f"mount {m}" for m in host.unmount_under(RUN_DIR, self.state_dir)]
+        left += [f"mount {m}" for m in host.unmount_under(RUN_DIR, KUBELET_ROOT, self.state_dir)]
         left += [f"cgroup {c}" for c in host.remove_cgroup_tree(CGROUP_PARENT)]
         for cache in Path("/var/lib/cni/results").glob("gdk-*"):
             cache.unlink(missing_ok=True)
@@ -573,6 +579,7 @@ class LocalKube:
                 saved.unlink()
         if not left:
             shutil.rmtree(RUN_DIR, ignore_errors=True)
+            shutil.rmtree(KUBELET_ROOT, ignore_errors=True)
             for sub in ("nodes", "volumes", "etcd", "pids"):
                 shutil.rmtree(self.state_dir / sub, ignore_errors=True)
             (self.state_dir / "nodes.json").unlink(missing_ok=True)

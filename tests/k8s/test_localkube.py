@@ -22,7 +22,10 @@ import pytest
 from chaos.k8s import host
 from chaos.k8s.localkube import (
     CGROUP_PARENT,
+    INFRA_NODE,
+    KUBELET_ROOT,
     OWNER_FILE,
+    POOL_LABEL,
     RACK_LABEL,
     RUN_DIR,
     ZONE_LABEL,
@@ -48,7 +51,8 @@ def host_traces(state_dir: Path) -> dict[str, Any]:
     """What a local Kubernetes could leave on the host."""
     return {
         "links": host.links_with_prefix("gdk-"),
-        "mounts": host.mounts_under(RUN_DIR, state_dir) if state_dir.exists() else [],
+        "mounts": host.mounts_under(RUN_DIR, KUBELET_ROOT, state_dir) if state_dir.exists() else [],
+        "kubelet_root": KUBELET_ROOT.exists(),
         "cgroups": [str(d) for d in host.cgroup_dirs(CGROUP_PARENT) if d.exists()],
         "iptables": [
             line
@@ -163,7 +167,9 @@ def test_up_traffic_power_cycle_and_down(kube: LocalKube) -> None:
     assert labels["az-b-r1"][RACK_LABEL] == "az-b-r1"
     infra = next(n for n in nodes if n["metadata"]["name"] == "infra")
     assert ZONE_LABEL not in infra["metadata"]["labels"]
-    assert [t["effect"] for t in infra["spec"]["taints"]] == ["NoSchedule"]
+    assert {"key": POOL_LABEL, "value": INFRA_NODE, "effect": "NoSchedule"} in infra["spec"][
+        "taints"
+    ]
 
     # One web pod per node (the one on az-c-r1 keeps its page on a local PersistentVolume),
     # a Service in front of them all, reached by name.
