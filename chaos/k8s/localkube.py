@@ -250,6 +250,7 @@ class LocalKube:
             self._apply(manifests.cluster_objects(nodes, self.state_dir / "volumes"))
             progress(f"waiting for {len(nodes)} nodes to be Ready")
             self.wait_ready([n.name for n in nodes], timeout)
+            self._start_kube_proxy(nodes)
         except BaseException:
             progress("start failed: tearing down what was started")
             with contextlib.suppress(Exception):
@@ -372,6 +373,10 @@ class LocalKube:
             manifests.corefile(DNS_ADDRESS, self.state_dir / "kubeconfigs" / "coredns")
         )
         self.procs.spawn("coredns", [self.bin("coredns"), "-conf", str(corefile)])
+
+    def _start_kube_proxy(self, nodes: list[KubeNode]) -> None:
+        # Only once its node is registered: kube-proxy exits when its node's IPs change (it
+        # expects a DaemonSet to restart it), which includes the node appearing.
         config = self.state_dir / "kube-proxy.yaml"
         config.write_text(
             manifests.kube_proxy_config(
