@@ -118,6 +118,17 @@ def web_pod(name: str, node: str, claim: str | None = None) -> dict[str, Any]:
     }
 
 
+def http_get(kube: LocalKube, pod: str, host: str, port: int) -> str:
+    """GET / from inside ``pod`` with busybox nc (Debian's static busybox crashes in glibc's
+    getaddrinfo, so wget is out); a name is resolved first with busybox nslookup (cluster DNS)."""
+    resolve = "nslookup $h | awk '/^Address/ {a=$NF} END {print a}'"
+    script = (
+        f"h={host}; case $h in *[a-z]*) h=$({resolve});; esac; "
+        f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $h {port} | tail -n 1"
+    )
+    return kube.kubectl("exec", pod, "--", "sh", "-c", script)
+
+
 def apply(kube: LocalKube, *objects: dict[str, Any]) -> None:
     kube.kubectl(
         "apply",
@@ -206,20 +217,11 @@ def test_up_traffic_power_cycle_and_down(kube: LocalKube) -> None:
     # Service by its cluster DNS name from each pod.
     for pod in names.values():
         for ip, other in ips.items():
-            page = kube.kubectl("exec", pod, "--", "wget", "-qO-", "-T", "5", f"http://{ip}:8080/")
+            page = http_get(kube, pod, ip, 8080)
             assert page.strip() == other, f"{pod} fetched {ip}: {page!r}"
         seen = set()
         for _ in range(12):
-            page = kube.kubectl(
-                "exec",
-                pod,
-                "--",
-                "wget",
-                "-qO-",
-                "-T",
-                "5",
-                "http://web.default.svc.cluster.local/",
-            )
+            page = http_get(kube, pod, "web.default.svc.cluster.local", 80)
             seen.add(page.strip())
         assert seen <= set(names), seen
         assert len(seen) >= 2, f"the Service answered only from {seen}"
