@@ -223,8 +223,8 @@ class DynamoUser(FastHttpUser):
 
         Retryable outcomes (throttling, 5xx, no answer) are retried after a capped exponential
         backoff with full jitter while the op's deadline (GAMEDAY_TIMEOUT from its intended
-        start) allows; after a timeout or a refused connection the next attempt goes to another
-        router. Each attempt is its own op in the history (an unknown outcome completes as
+        start) allows; after a timeout, a refused connection or a 5xx the next attempt goes to
+        another router. Each attempt is its own op in the history (an unknown outcome completes as
         info), and a write's retry writes a fresh value from ``again()`` so that every write in
         the history stays distinct. The completion's value is ``result(answer)`` when ok and
         ``result`` is given, else the value sent.
@@ -239,10 +239,10 @@ class DynamoUser(FastHttpUser):
             outcome = self.attempt(
                 endpoint, f, key, call, value, consistent, result, intended, attempt
             )
-            if outcome.type is OpType.OK or outcome.answer:
-                self.pool.healthy(endpoint)  # it answered: the router itself is fine
-            elif moves_on(outcome.error):
+            if moves_on(outcome.error):  # no answer, or a 5xx: try another router next
                 self.pool.failed(endpoint, CLOCK.now())
+            elif outcome.type is OpType.OK or outcome.answer:
+                self.pool.healthy(endpoint)  # it answered: the router itself is fine
             remaining = deadline - CLOCK.now()
             if not RETRY.retryable(outcome.type, outcome.error) or remaining <= 0:
                 break

@@ -8,8 +8,10 @@ client share it.
   classes. Not retryable: ConditionalCheckFailed, Validation, ResourceNotFound and other 4xx.
 - Backoff: capped exponential with full jitter, ``uniform(0, min(cap, base * 2 ** n))`` before
   attempt n + 1, and never past the op's deadline.
-- After a timeout or a refused connection the client moves to another router (``EndpointPool``):
-  the one it used may be down, cut off, or in a powered-off AZ.
+- After a timeout, a refused connection or a 5xx answer the client moves to another router
+  (``EndpointPool``): the one it used may be down, cut off from a quorum, or in a powered-off
+  AZ. DynamoDB's endpoints sit behind load balancers, so an SDK's retry reaches another router;
+  a client that kept retrying the one router in a cut-off AZ would measure its own bad luck.
 
 Every attempt is its own op in the history: an attempt that may have been applied (a timeout, a
 5xx) completes as ``info``, and the retry is a new op (with a fresh value for a write, so that the
@@ -35,8 +37,16 @@ THROTTLING = frozenset(
         "TransactionConflictException",
     }
 )
-#: Transport failures that say the router itself is unreachable or stuck: move elsewhere.
-MOVE_ON = ("TimeoutError", "ConnectionRefusedError", "ConnectionResetError", "timed out")
+#: Transport failures and 5xx answers: the router is unreachable, stuck, or cannot reach a
+#: quorum from where it is. Move elsewhere.
+MOVE_ON = (
+    "TimeoutError",
+    "ConnectionRefusedError",
+    "ConnectionResetError",
+    "timed out",
+    "InternalServerError",
+    "ServiceUnavailable",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,9 @@ def test_backoff_is_capped_exponential_with_full_jitter_and_respects_the_deadlin
 def test_timeouts_and_refusals_move_to_another_router() -> None:
     assert moves_on("RetriesExceeded: URL http://x/: 0, original=timed out")
     assert moves_on("ConnectionRefusedError: [Errno 111] Connection refused")
+    assert moves_on("ServiceUnavailable") and moves_on("InternalServerError")
     assert not moves_on("ThrottlingException") and not moves_on(None)
+    assert not moves_on("ConditionalCheckFailedException")
 
 
 def test_a_failed_endpoint_is_quarantined_with_doubling_holds() -> None:
