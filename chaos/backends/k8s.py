@@ -290,8 +290,7 @@ class K8sCluster(Backend):
         if power.nodes_off:
             kube = local_kube()
             for node in list(power.nodes_off):
-                if not kube.powered(node):
-                    kube.power_on(node)
+                power_on_node(kube, node)
         if power.cordoned:
             self._set_unschedulable(power.cordoned, False)
         if scale:
@@ -548,8 +547,7 @@ class K8sCluster(Backend):
                 kube = local_kube()
 
                 def power_on(node: str) -> None:
-                    if not kube.powered(node):
-                        kube.power_on(node)
+                    power_on_node(kube, node)
 
                 with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
                     list(pool.map(power_on, nodes))
@@ -692,6 +690,24 @@ class K8sCluster(Backend):
         tmp = self.data_dir / f"{POWER_FILE}.tmp"
         tmp.write_text(power.model_dump_json(indent=1))
         tmp.replace(self.data_dir / POWER_FILE)
+
+
+def power_on_node(kube: Any, node: str, attempts: int = 3, settle: float = 5.0) -> None:
+    """Power ``node`` on and make sure it stays on: a kubelet that starts before its containerd
+    answers exits at once (seen under load), so a node whose kubelet is gone ``settle`` seconds
+    later goes through a full power cycle again, up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        if not kube.powered(node):
+            with contextlib.suppress(Exception):  # half on (containerd without kubelet): cycle
+                kube.power_off(node)
+            kube.power_on(node)
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline and kube.powered(node):
+            time.sleep(0.25)
+        if kube.powered(node):
+            return
+        log.warning("node %s lost its kubelet right after power-on (attempt %d)", node, attempt)
+    raise K8sError(f"node {node} does not stay powered on after {attempts} attempts")
 
 
 def describe(cluster: K8sCluster) -> dict[str, Any]:
