@@ -477,8 +477,9 @@ class K8sCluster(Backend):
                 self._kill_timer.daemon = True
                 self._kill_timer.start()
 
-    def _flush_kills(self) -> None:
-        self._flush_starts()
+    def _flush_kills(self, starts_first: bool = True) -> None:
+        if starts_first:
+            self._flush_starts()
         with self._lock:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
@@ -525,7 +526,7 @@ class K8sCluster(Backend):
         of one heal are gathered so that an AZ's nodes are powered on together.
         """
         self.config.process(process_id)
-        self._flush_kills()
+        self._flush_kills(starts_first=False)  # the starts of one heal are gathered, not run
         with self._lock:
             self._pending_starts.add(process_id)
             if self._start_timer is None:
