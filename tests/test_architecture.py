@@ -35,8 +35,6 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
         frozenset({"cluster.healing.admin", "cluster.healing.scrubber"}),
         # the node starts a rebuild, the rebuild reopens the node's replica (issue #10 part 1)
         frozenset({"cluster.storage.node", "cluster.storage.rebuild"}),
-        # the local Kubernetes control plane and the manifests it applies (k8s backend, new)
-        frozenset({"chaos.k8s.localkube", "chaos.k8s.manifests"}),
     }
 )
 

@@ -18,7 +18,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from chaos.k8s.localkube import LocalKube, LocalKubeError
+from chaos.k8s.localkube import LocalKube
+from chaos.k8s.nodes import LocalKubeError
 
 k8s_app = typer.Typer(
     no_args_is_help=True,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from chaos.k8s.localkube import KubeNode
+    from chaos.k8s.nodes import KubeNode
     from chaos.k8s.pki import Pki
 
 STORAGE_CLASS = "gameday-local"

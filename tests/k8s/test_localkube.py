@@ -21,19 +21,15 @@ import pytest
 
 from chaos.k8s import host
 from chaos.k8s.localkube import (
-    CGROUP_PARENT,
-    INFRA_NODE,
     KUBELET_ROOT,
     OWNER_FILE,
-    POOL_LABEL,
-    RACK_LABEL,
     RUN_DIR,
-    ZONE_LABEL,
     LocalKube,
     unavailable_reason,
 )
 from chaos.k8s.manifests import STORAGE_CLASS
 from chaos.k8s.node_images import BUSYBOX_IMAGE
+from chaos.k8s.nodes import CGROUP_PARENT, INFRA_NODE, POOL_LABEL, RACK_LABEL, ZONE_LABEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.k8s, pytest.mark.timeout(600)]
 

@@ -14,7 +14,8 @@ import yaml
 
 from chaos.k8s import manifests
 from chaos.k8s.control_plane import flags
-from chaos.k8s.localkube import (
+from chaos.k8s.node_images import write_image_archive
+from chaos.k8s.nodes import (
     INFRA_NODE,
     POOL_LABEL,
     RACK_LABEL,
@@ -22,7 +23,6 @@ from chaos.k8s.localkube import (
     LocalKubeError,
     parse_shape,
 )
-from chaos.k8s.node_images import write_image_archive
 from chaos.k8s.pki import Pki, write_kubeconfig
 
 
