@@ -27,16 +27,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cluster": frozenset(),
 }
 
-#: Cycles that still exist and are being removed (issue #10). The list may only shrink: the
-#: test fails on any new cycle, and also when one of these is gone (then delete its line).
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # healing's admin and scrubber call each other (cluster engineer, issue #10 part 1)
-        frozenset({"cluster.healing.admin", "cluster.healing.scrubber"}),
-        # the node starts a rebuild, the rebuild reopens the node's replica (issue #10 part 1)
-        frozenset({"cluster.storage.node", "cluster.storage.rebuild"}),
-    }
-)
+#: Cycles allowed to exist: none since issue #10. Should one ever have to be tolerated for a
+#: while, list it here with why; the test fails on any other cycle, and when a listed one is gone.
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 MAX_LINES = 600
 #: Modules allowed past MAX_LINES, each with the reason.

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cluster.storage.archive import ArchiveCorruption, ArchiveGap, rebuild_reference
 from cluster.storage.client import ASK_FAILURES, ask
+from cluster.storage.host import NodeHost
 from cluster.storage.replica import (
     NotLeader,
     OutcomeUnknown,
@@ -30,16 +31,27 @@ from cluster.storage.replica import (
 from cluster.storage.scrub import ReplicaReport, Verdict, judge
 from cluster.storage.statemachine import ScrubCommand, encode_command
 
-from .events import EventKind
-
-if TYPE_CHECKING:
-    from .admin import Admin
+from .events import EventKind, EventLog
+from .settings import HealingSettings
 
 REPORT_TIMEOUT = 60.0  # a replica verifies its whole data file: allow for big ones
 
 
+class ScrubHost(Protocol):
+    """What a scrub needs of the healing admin that runs it (admin.Admin)."""
+
+    node: NodeHost
+    me: str
+    settings: HealingSettings
+    events: EventLog
+
+    async def call(self, node: str, op: str, deadline: float, **fields: Any) -> dict[str, Any]: ...
+
+    def note_mode(self, node: str, group: str, mode: ReplicaMode) -> None: ...
+
+
 class Scrubber:
-    def __init__(self, admin: Admin) -> None:
+    def __init__(self, admin: ScrubHost) -> None:
         self.admin = admin
         self.node = admin.node
         self.me = admin.me

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cluster.consensus.messages import Membership, SnapshotMeta
 from cluster.consensus.raft import Raft
@@ -32,8 +33,18 @@ from .itemstore import AppliedMark, ItemStore
 from .layout import items_file, wal_dir
 from .wal import WriteAheadLog
 
-if TYPE_CHECKING:
-    from .node import StorageNode
+
+class RebuildHost(Protocol):
+    """What a rebuild needs of the node it runs on (StorageNode): its name, its peers'
+    addresses, and a way to swap a group's store for a fetched snapshot."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def peers(self) -> Mapping[str, str]: ...
+
+    async def rebuild_group(self, group: str, dump: bytes, set_aside: bool) -> int: ...
 
 
 class RebuildError(Exception):
@@ -96,19 +107,19 @@ def finish_rebuild(staged: Staged, raft: Raft, segment_bytes: int) -> int:
 
 
 async def rebuild_from(
-    node: StorageNode, group: str, sources: list[str], set_aside: bool, timeout: float = 600.0
+    node: RebuildHost, group: str, sources: list[str], set_aside: bool, timeout: float = 600.0
 ) -> dict[str, Any]:
     """Fetch a snapshot from the first of ``sources`` that has one and rebuild with it.
 
     Retries a few times (a snapshot older than our log means: fetch a newer one). Returns what
     it did (snapshot index, bytes copied, timings) or ``{"error": ...}``.
     """
-    me = node.config.node_id
+    me = node.node_id
     started = time.monotonic()
     last_error = "no source given"
     for attempt in range(3):
         for source in [s for s in sources if s != me]:
-            address = node.config.peers.get(source)
+            address = node.peers.get(source)
             if address is None:
                 last_error = f"{source}: unknown node"
                 continue
