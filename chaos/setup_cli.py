@@ -28,7 +28,8 @@ import typer
 from rich.console import Console
 
 TOXIPROXY_VERSION = "v2.12.0"
-TOXIPROXY_PACKAGE = f"github.com/Shopify/toxiproxy/v2/cmd/server@{TOXIPROXY_VERSION}"
+TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2"
+TOXIPROXY_PACKAGE = f"{TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}"
 GO_FALLBACKS = ("/usr/local/go/bin/go",)  # where the official Go tarball puts it
 
 
@@ -117,7 +118,15 @@ def install_toxiproxy(dest: Path, console: Console) -> Path:
         raise SetupError(f"cannot write to {dest}: pass --dest DIR (a directory on your PATH)")
     with tempfile.TemporaryDirectory(prefix="gameday-toxiproxy-") as tmp:
         lines = run_with_progress(
-            [str(go), "install", "-v", TOXIPROXY_PACKAGE],
+            # Stamp the version: a plain `go install` leaves Toxiproxy's Version at "git",
+            # which is what `toxiproxy-server -version` and `gameday doctor` would show.
+            [
+                str(go),
+                "install",
+                "-v",
+                f"-ldflags=-X {TOXIPROXY_MODULE}.Version={TOXIPROXY_VERSION}",
+                TOXIPROXY_PACKAGE,
+            ],
             f"building toxiproxy-server {TOXIPROXY_VERSION} with {go} (about half a minute)",
             console,
             env={"GOBIN": tmp},
