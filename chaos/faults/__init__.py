@@ -19,6 +19,8 @@ The package, by job:
     plans.py        FaultPlan, its footprint, and the blast-radius guard
     catalog.py      the Fault base, the registry, make_fault (pydantic validates every fault)
     targets.py      AZs, racks, processes, sides and groups resolved on a view
+    target_fault.py TargetFault: one process, rack or AZ, and what happens to it (kill, pause,
+                    isolate): power.py's and partitions.py's single-target kinds in two lines each
     power.py        power off node / rack / AZ, pause, rolling restart
     partitions.py   isolate, split, one-way, bridge, majorities ring, random halves
     groups.py       a group's leader, minority or majority; every leader
@@ -54,6 +56,7 @@ from .plans import (
     combined_footprint,
     make_plan,
 )
+from .target_fault import TargetFault
 from .targets import ANY_GROUP, EVERYONE_ELSE
 from .view import DEFAULT_TABLE, ROLES, ClusterView, ReplicaGroup, groups_from_status
 
@@ -123,6 +126,7 @@ __all__ = [
     "Slicer",
     "SlowClose",
     "Split",
+    "TargetFault",
     "UnknownFaultKind",
     "UnknownTarget",
     "check_blast_radius",

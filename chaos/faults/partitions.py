@@ -19,43 +19,17 @@ from pydantic.dataclasses import dataclass
 
 from .catalog import FAULT_CONFIG, Fault, param, register
 from .plans import FaultPlan, make_plan
-from .targets import (
-    between,
-    check,
-    links_from_to,
-    resolve_az,
-    resolve_process,
-    resolve_sides,
-    touching,
-)
+from .target_fault import TargetFault
+from .targets import between, check, links_from_to, resolve_sides
 from .view import ClusterView
 
 
-@register
-@dataclass(frozen=True, slots=True, config=FAULT_CONFIG)
-class IsolateNode(Fault):
+class IsolateNode(TargetFault, kind="isolate_node", scope="process", effect="isolate"):
     """Cut every link to and from one process: it is alive but alone."""
 
-    kind: ClassVar[str] = "isolate_node"
-    target: str = param("the process to isolate, e.g. sn-a1")
 
-    def plan(self, view: ClusterView) -> FaultPlan:
-        node = resolve_process(view, self.target, f"{self.kind} target", "target")
-        return make_plan(view, self.describe(), cuts=touching(view, [node]))
-
-
-@register
-@dataclass(frozen=True, slots=True, config=FAULT_CONFIG)
-class IsolateAz(Fault):
+class IsolateAz(TargetFault, kind="isolate_az", scope="az", effect="isolate"):
     """Partition an AZ (all its processes) from the rest of the cluster, both directions."""
-
-    kind: ClassVar[str] = "isolate_az"
-    target: str = param("the AZ, e.g. az-a")
-
-    def plan(self, view: ClusterView) -> FaultPlan:
-        inside = resolve_az(view, self.target, f"{self.kind} target", "target")
-        rest = frozenset(view.processes()) - inside
-        return make_plan(view, self.describe(), cuts=between(view, [inside, rest]))
 
 
 @register

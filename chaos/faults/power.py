@@ -13,60 +13,24 @@ from pydantic.dataclasses import dataclass
 
 from .catalog import FAULT_CONFIG, Fault, param, register
 from .plans import FaultPlan, make_plan
-from .targets import resolve_az, resolve_process, resolve_rack
+from .target_fault import TargetFault
 from .view import ClusterView
 
 
-@register
-@dataclass(frozen=True, slots=True, config=FAULT_CONFIG)
-class PowerOffNode(Fault):
+class PowerOffNode(TargetFault, kind="power_off_node", scope="process", effect="kill"):
     """Power off one process (normally a storage node): SIGKILL; power-on restarts it."""
 
-    kind: ClassVar[str] = "power_off_node"
-    target: str = param("the process to power off, e.g. sn-a1 (rt-a, md-a and gac work too)")
 
-    def plan(self, view: ClusterView) -> FaultPlan:
-        node = resolve_process(view, self.target, f"{self.kind} target", "target")
-        return make_plan(view, self.describe(), kills=frozenset({node}))
-
-
-@register
-@dataclass(frozen=True, slots=True, config=FAULT_CONFIG)
-class PowerOffRack(Fault):
+class PowerOffRack(TargetFault, kind="power_off_rack", scope="rack", effect="kill"):
     """Power off a rack: SIGKILL every storage node on it (routers and MemDS are on no rack)."""
 
-    kind: ClassVar[str] = "power_off_rack"
-    target: str = param("the rack, e.g. az-a/r1")
 
-    def plan(self, view: ClusterView) -> FaultPlan:
-        nodes = resolve_rack(view, self.target, f"{self.kind} target", "target")
-        return make_plan(view, self.describe(), kills=nodes)
-
-
-@register
-@dataclass(frozen=True, slots=True, config=FAULT_CONFIG)
-class PowerOffAz(Fault):
+class PowerOffAz(TargetFault, kind="power_off_az", scope="az", effect="kill"):
     """Power off an AZ: SIGKILL its storage nodes, routers, MemDS servers, and gac if there."""
 
-    kind: ClassVar[str] = "power_off_az"
-    target: str = param("the AZ, e.g. az-b")
 
-    def plan(self, view: ClusterView) -> FaultPlan:
-        procs = resolve_az(view, self.target, f"{self.kind} target", "target")
-        return make_plan(view, self.describe(), kills=procs)
-
-
-@register
-@dataclass(frozen=True, slots=True, config=FAULT_CONFIG)
-class PauseNode(Fault):
+class PauseNode(TargetFault, kind="pause_node", scope="process", effect="pause"):
     """Gray failure: SIGSTOP a process so it holds its connections but answers nothing."""
-
-    kind: ClassVar[str] = "pause_node"
-    target: str = param("the process to pause, e.g. sn-b1")
-
-    def plan(self, view: ClusterView) -> FaultPlan:
-        node = resolve_process(view, self.target, f"{self.kind} target", "target")
-        return make_plan(view, self.describe(), pauses=frozenset({node}))
 
 
 @register

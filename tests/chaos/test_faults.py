@@ -37,10 +37,12 @@ from chaos.faults import (
     ResetPeer,
     RollingRestart,
     Split,
+    TargetFault,
     UnknownFaultKind,
     UnknownTarget,
     check_blast_radius,
     describe_catalog,
+    fault_params,
     groups_from_status,
     make_fault,
     plan,
@@ -681,3 +683,29 @@ def test_faults_are_hashable_values() -> None:
     assert Latency("az-a", "*", 5).describe() == (  # parameters take their declared type
         "latency(from_side=az-a, to_side=*, ms=5.0, jitter_ms=0.0, both_ways=False)"
     )
+
+
+def test_a_target_fault_kind_is_a_name_a_scope_and_an_effect() -> None:
+    view = view_of()
+    kinds = {k: c for k, c in CATALOG.items() if issubclass(c, TargetFault)}
+    assert set(kinds) == {
+        "power_off_node",
+        "power_off_rack",
+        "power_off_az",
+        "pause_node",
+        "isolate_node",
+        "isolate_az",
+    }
+    helps = {k: fault_params(c)[0].help for k, c in kinds.items()}
+    assert helps["power_off_rack"].startswith("the rack") and helps["isolate_az"].startswith(
+        "the AZ"
+    )
+    assert helps["pause_node"].startswith("the process")
+    # Isolating a node is cutting exactly the links that touch it.
+    assert plan(IsolateNode("sn-b1"), view).cuts == frozenset(
+        (a, b) for a, b in view.links() if "sn-b1" in (a, b)
+    )
+    # Errors still name the field, whatever the scope.
+    with pytest.raises(UnknownTarget) as err:
+        plan(PowerOffRack("az-a"), view)
+    assert err.value.param == "target" and "power_off_rack target" in str(err.value)
