@@ -86,6 +86,7 @@ class RunOutcome:
 
 
 PLAN_AHEAD_S = 2.0  # plan each fault this long before it is due
+CUT_SHORT_S = 0.5  # a fault healed earlier than this before its planned end was cut short
 
 StopCheck = Callable[[], str | None]  # returns a reason to stop the run, or None
 
@@ -329,8 +330,19 @@ class Orchestrator:
             fault=tf.fault.kind,
             targets=record.targets,
             planned=record.planned_end,
-            drift=round(record.ended - record.planned_end, 4),
+            **self._end_timing(record),
         )
+
+    def _end_timing(self, record: FaultRecord) -> dict[str, Any]:
+        """How a fault's end relates to its plan: its ``drift`` (late, or on time), or, for a
+        fault the run ended before its planned end (an abort, a signal, the run's end), how
+        long it was ``cut_short`` and by what; an early end is not drift."""
+        assert record.ended is not None
+        early = record.planned_end - record.ended
+        if early <= CUT_SHORT_S:
+            return {"drift": round(record.ended - record.planned_end, 4)}
+        by = self.outcome.aborted or self._stop_reason or "the run's end"
+        return {"cut_short": round(early, 4), "cut_short_by": by}
 
     async def _heal_everything(self) -> None:
         ending = list(self.active_plans)
@@ -347,7 +359,7 @@ class Orchestrator:
                     fault=record.kind,
                     targets=record.targets,
                     planned=record.planned_end,
-                    drift=round(now - record.planned_end, 4),
+                    **self._end_timing(record),
                     reason="run ending",
                 )
         self.events.write("heal")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from checks.result import RunVerdict, compact, json_safe
+from checks.result import RunVerdict, compact, drift_text, json_safe
 
 WIDTH, HEIGHT = 960, 220
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 30, 28
@@ -439,7 +439,7 @@ def _timeline(verdict: RunVerdict) -> str:
         [
             e.get("time"),
             e.get("planned"),
-            e.get("drift"),
+            drift_text(e) or None,
             e.get("event"),
             e.get("fault_id"),
             e.get("fault"),

@@ -37,6 +37,7 @@ from checks.result import (
     RunVerdict,
     compact,
     compose_validity,
+    drift_text,
     guarded,
     json_safe,
     status_of,
@@ -247,13 +248,13 @@ def print_summary(verdict: RunVerdict, console: Console) -> None:
     if verdict.events:
         table = Table(title="Fault timeline", box=box.SIMPLE_HEAD)
         table.add_column("time s", justify="right", no_wrap=True)
-        table.add_column("drift s", justify="right", no_wrap=True)
+        table.add_column("drift s", justify="right")
         for name in ("event", "fault id", "fault", "targets"):
             table.add_column(name, overflow="fold")
         for e in verdict.events:
             table.add_row(
                 _num(e.get("time"), ".2f"),
-                _num(e.get("drift"), "+.2f", ""),
+                drift_text(e),
                 str(e.get("event", "")),
                 str(e.get("fault_id") or ""),
                 str(e.get("fault") or ""),

@@ -127,3 +127,18 @@ def compact(details: dict[str, Any]) -> dict[str, Any]:
             continue
         out[key] = compact(value) if isinstance(value, dict) else value
     return out
+
+
+def drift_text(event: dict[str, Any]) -> str:
+    """An event's timing against its plan, for reports: ``+0.12`` s of drift, or, for a fault
+    ended before its planned end, ``cut short by abort`` (an early heal is not drift)."""
+    if event.get("cut_short") is not None:
+        by = str(event.get("cut_short_by") or "")
+        cause = "the run's end" if by in ("", "the run's end") else "abort"
+        return f"cut short by {cause} ({float(event['cut_short']):.1f} s early)"
+    drift = event.get("drift")
+    if drift is None:
+        return ""
+    if event.get("event") == "fault_end" and float(drift) < -0.5:  # a run recorded before
+        return f"cut short ({-float(drift):.1f} s early)"  # cut_short was: never early drift
+    return f"{float(drift):+.2f}"

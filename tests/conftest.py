@@ -10,6 +10,17 @@ import pytest
 
 from chaos.backends.base import DEFAULT_ACCESS_KEY
 from chaos.backends.local import LocalCluster
+from chaos.backends.subnets import release_under
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subnet_claims_die_with_the_session(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """Every loopback subnet a test claimed for a cluster in its tmp_path (planned, started, or
+    left by a failed test) goes back to the machine-wide registry when the session ends."""
+    yield
+    release_under(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

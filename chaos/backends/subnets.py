@@ -3,13 +3,15 @@
 Every local cluster lives on its own 127.X.0.0/16. The second octet X is claimed here, under
 an exclusive lock, in a registry shared by every gameday on the machine (whatever its data dir,
 worktree or venv): one file per claimed octet naming its owner. A claim is taken over only when
-it is provably stale — its owner's data dir is gone or now holds another subnet, or its owner
-process died — and an octet with anything listening on it is never handed out (so clusters
-started by older code, which derived X from a hash, are avoided too).
+it is provably stale — its owner's data dir now holds another subnet, or holds no cluster and
+the process that claimed it died (a plan never started) or it is old, or its owner process
+died — and an octet with anything listening on it is never handed out (so clusters started by
+older code, which derived X from a hash, are avoided too).
 
     x = claim_subnet(f"dir:{data_dir.resolve()}")   # 127.x.0.0/16 is ours until released
     release_subnet(x)                               # 'cluster down --wipe'
     x = claim_subnet(f"pid:{os.getpid()}")          # test fixtures: free when the process ends
+    release_under(Path("/tmp/pytest-of-root/pytest-7"))  # a test session's clusters, at its end
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def claim_subnet(owner: str) -> int:
                 f"no free loopback subnet in 127.{FIRST}-{LAST}.0.0/16: every one is claimed in "
                 f"{root} or in use; 'gameday clean' removes what killed runs left behind"
             )
-        entry = {"owner": owner, "claimed": time.time(), "pid": os.getpid()}
+        entry = _entry(owner)
         tmp = root / f".{free}.tmp"
         tmp.write_text(json.dumps(entry))
         tmp.replace(root / str(free))
@@ -82,10 +84,15 @@ def hold_subnet(x: int, owner: str) -> None:
                 f"127.{x}.0.0/16 is now used by {claim.get('owner')}; this cluster's config "
                 "predates it: remove it ('gameday cluster down --wipe') and start afresh"
             )
-        entry = {"owner": owner, "claimed": time.time(), "pid": os.getpid()}
+        entry = _entry(owner)
         tmp = root / f".{x}.tmp"
         tmp.write_text(json.dumps(entry))
         tmp.replace(root / str(x))
+
+
+def _entry(owner: str) -> dict[str, object]:
+    pid = os.getpid()
+    return {"owner": owner, "claimed": time.time(), "pid": pid, "pid_start": _start_time(pid)}
 
 
 def release_subnet(x: int, owner: str | None = None) -> None:
@@ -121,6 +128,20 @@ def release_stale() -> list[int]:
     return freed
 
 
+def release_under(root: Path) -> list[int]:
+    """Drop every claim of a data dir below ``root`` (a test session's temporary directory, at
+    its end: its clusters are down, and their configs are only kept as a record)."""
+    below = f"dir:{root.resolve()}/"
+    freed = []
+    with _locked() as registry_root:
+        for path in sorted(registry_root.iterdir()):
+            claim = _read(path) if path.name.isdigit() else None
+            if claim is not None and str(claim.get("owner", "")).startswith(below):
+                path.unlink(missing_ok=True)
+                freed.append(int(path.name))
+    return freed
+
+
 def _read(path: Path) -> dict[str, object] | None:
     try:
         data = json.loads(path.read_text())
@@ -140,7 +161,10 @@ def _stale(x: int, claim: dict[str, object]) -> bool:
         config = Path(value) / "cluster.json"
         if config.exists():
             return subnet_of_config(config) != x
-        # Not started yet (or wiped without a release): live for a while after the claim.
+        # Not started yet (or wiped without a release). A claimer that died without writing
+        # the config never will (a plan that was never started); else live for a while.
+        if _claimer_died(claim):
+            return True
         claimed = claim.get("claimed", 0.0)
         age = time.time() - (claimed if isinstance(claimed, int | float) else 0.0)
         return age > FRESH_CLAIM_S
@@ -161,12 +185,25 @@ def subnet_of_config(config: Path) -> int | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), None if it is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][:1] != "Z"
+            fields = stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _pid_alive(pid: int) -> bool:
+    return _start_time(pid) is not None
+
+
+def _claimer_died(claim: dict[str, object]) -> bool:
+    pid, start = claim.get("pid"), claim.get("pid_start")
+    if not isinstance(pid, int) or start is None:  # a claim from before pids were recorded
         return False
+    return _start_time(pid) != start
 
 
 def listening_octets() -> set[int]:

@@ -234,6 +234,9 @@ def test_a_signal_stops_in_order_heals_reports_and_exits_128_plus_signal(
     assert "Traceback" not in run.output()
     names = run.names()
     assert names.index("interrupted") < names.index("heal") < names.index("run_end")
+    ends = [e for e in run.events() if e["event"] == "fault_end"]
+    assert ends and all("drift" not in e for e in ends), ends  # healed early: not drift
+    assert all(f"interrupted by {sig.name}" in e["cut_short_by"] for e in ends), ends
     verdict = run.verdict()
     assert verdict["verdict"] in ("aborted", "fail")
     assert f"interrupted by {sig.name}" in verdict["aborted"]

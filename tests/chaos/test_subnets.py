@@ -29,19 +29,26 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_concurrent_processes_get_distinct_subnets(tmp_path: Path, registry: Path) -> None:
+    # Each claimer stays alive until every one has claimed (its plan is live while it runs).
     code = (
         "import sys; from chaos.backends.subnets import claim_subnet; "
-        "print(claim_subnet('dir:' + sys.argv[1]))"
+        "print(claim_subnet('dir:' + sys.argv[1]), flush=True); sys.stdin.read()"
     )
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, str(tmp_path / f"c{i}")],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, subnets.REGISTRY_ENV: str(registry)},
         )
         for i in range(8)
     ]
-    got = [int(p.communicate(timeout=60)[0]) for p in procs]
+    got = []
+    for p in procs:
+        assert p.stdout is not None
+        got.append(int(p.stdout.readline()))
+    for p in procs:
+        p.communicate(timeout=60)
     assert len(set(got)) == 8
 
 
@@ -91,3 +98,26 @@ def test_an_octet_something_listens_on_is_never_handed_out() -> None:
         assert first + 1 in listening_octets()
         second = claim_subnet("pid:1")
     assert second not in (first, first + 1)
+
+
+def test_a_planned_cluster_whose_claimer_died_is_stale(tmp_path: Path, registry: Path) -> None:
+    code = (
+        "import sys; from chaos.backends.subnets import claim_subnet; "
+        "print(claim_subnet('dir:' + sys.argv[1]))"
+    )
+    env = {**os.environ, subnets.REGISTRY_ENV: str(registry)}
+    planned = tmp_path / "planned"  # a config planned (build_config) but never saved
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(planned)], capture_output=True, env=env, check=True
+    )
+    x = int(done.stdout)
+    assert subnets.claims()[x]["stale"]
+    assert claim_subnet(f"dir:{tmp_path / 'mine'}") == x  # taken over at once
+    assert release_stale() == []  # this process is alive: a fresh plan of its own stays
+
+
+def test_release_under_frees_a_sessions_claims_only(tmp_path: Path) -> None:
+    inside = [claim_subnet(f"dir:{tmp_path / 'session' / name}") for name in ("a", "b")]
+    outside = claim_subnet(f"dir:{tmp_path / 'sessions-neighbour'}")
+    assert sorted(subnets.release_under(tmp_path / "session")) == sorted(inside)
+    assert set(subnets.claims()) == {outside}

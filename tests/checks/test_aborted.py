@@ -61,3 +61,29 @@ def test_a_complete_run_is_not_aborted(tmp_path: Path) -> None:
     assert verdict.status == "pass" and verdict.aborted is None
     root = ET.parse(tmp_path / "run" / "junit.xml").getroot()
     assert root.find(".//testcase[@name='plan-executed']/failure") is None
+
+
+def test_a_fault_the_abort_ended_early_is_cut_short_not_negative_drift(tmp_path: Path) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from checks.report import print_summary
+
+    run = make_run(tmp_path / "run")
+    path = run / "events.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    ends = [e for e in events if e["event"] == "fault_end"]
+    assert ends
+    for e in ends:  # as the orchestrator records a fault an abort healed 92.5 s early
+        e.pop("drift", None)
+        e.update(cut_short=92.5, cut_short_by="interrupted by SIGTERM")
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    _rewrite_end(run, {"aborted": "interrupted by SIGTERM", "planned": 1, "executed": 1})
+    verdict = run_checks(run)
+    out = StringIO()
+    print_summary(verdict, Console(file=out, width=200))
+    assert "cut short by abort (92.5 s early)" in out.getvalue()
+    assert "-92.5" not in out.getvalue()
+    html = (run / "report.html").read_text()
+    assert "cut short by abort (92.5 s early)" in html and "-92.5" not in html
