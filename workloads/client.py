@@ -1,8 +1,9 @@
 """A small, fast DynamoDB JSON-protocol client: pooled HTTP connections, SigV4 signing.
 
 boto3 is the reference client (the tests use it); this one exists for load, where boto3's
-per-call overhead would measure the client instead of the cluster. It signs with botocore's
-own SigV4 signer, so what the router verifies is exactly what AWS clients send.
+per-call overhead would measure the client instead of the cluster. It signs with
+workloads/sigv4.py, whose signatures are byte-identical to botocore's, so what the router
+verifies is exactly what AWS clients send.
 
     async with DynamoClient("http://127.20.1.100:8000", "gameday", "secret") as ddb:
         status, body = await ddb.call("PutItem", {"TableName": "t", "Item": {...}})
@@ -15,37 +16,10 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
+from workloads.sigv4 import SigV4Signer
 
-class SigV4Signer:
-    """Headers for one DynamoDB JSON-protocol POST to ``endpoint``, signed with botocore's SigV4.
-
-    Transport-free, so that any HTTP client can use it (aiohttp here, geventhttpclient under
-    Locust): ``signer.headers("GetItem", body)`` -> Content-Type, X-Amz-Target, X-Amz-Date and
-    Authorization. The body must be sent byte for byte as signed.
-    """
-
-    def __init__(
-        self, endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1"
-    ) -> None:
-        self.endpoint = endpoint.rstrip("/") + "/"
-        self.auth = SigV4Auth(Credentials(access_key, secret_key), "dynamodb", region)
-
-    def headers(self, operation: str, body: bytes) -> dict[str, str]:
-        request = AWSRequest(
-            method="POST",
-            url=self.endpoint,
-            data=body,
-            headers={
-                "Content-Type": "application/x-amz-json-1.0",
-                "X-Amz-Target": f"DynamoDB_20120810.{operation}",
-            },
-        )
-        self.auth.add_auth(request)
-        return dict(request.headers.items())
+__all__ = ["DynamoClient", "SigV4Signer", "error_code"]
 
 
 class DynamoClient:

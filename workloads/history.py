@@ -51,6 +51,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from workloads.schedule import SCHEDULE, SCHEDULE_END, SCHEDULE_FILE
 
 RUN_START_ENV = "GAMEDAY_RUN_START"
@@ -190,8 +192,8 @@ class HistoryWriter:
             return
         lines, self.buffer = self.buffer, []
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+        with self.path.open("ab") as out:  # one write per batch; orjson emits UTF-8
+            out.write(b"\n".join(map(orjson.dumps, lines)) + b"\n")
         self.written += len(lines)
 
 

@@ -22,41 +22,46 @@ history so that the checker counts every op it meant to send. Without it users r
 (think time ``GAMEDAY_WAIT``), which hides stalls from the verdict. Locust's own statistics
 measure service time either way; the checker's latencies count from the intended start.
 
-Every request goes through ``self.client`` (FastHttpUser), named by its DynamoDB operation, so
-Locust's statistics, CSV and UI see it through the ordinary ``events.request``;
-ConditionalCheckFailed counts as a success there (a normal answer of a conditional workload),
-while the history says ``fail``. History capture is a recorder the users call around each op,
-buffered per OS process and flushed every second and by the ``test_stop``/``quitting``
-listeners.
+Every request is reported through the ordinary ``events.request``, named by its DynamoDB
+operation, so Locust's statistics, CSV and UI see it; ConditionalCheckFailed counts as a
+success there (a normal answer of a conditional workload), while the history says ``fail``.
+Requests go over workloads/lean_http.py (one keep-alive connection per user and router) signed
+by workloads/sigv4.py, with orjson: Locust's FastHttpSession and botocore's signer cost more
+CPU per request than the cluster does (bench/loadgen.py measures it). History capture is a
+recorder the users call around each op, buffered per OS process and flushed every second and
+by the ``test_stop``/``quitting`` listeners.
 """
 
 from __future__ import annotations
 
 import atexit
 import itertools
-import json
 import os
 import random
 import re
 import socket
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import gevent
-from locust import FastHttpUser, between, constant, events, task
+import orjson
+from locust import User, between, constant, events, task
 from locust.env import Environment
+from locust.exception import CatchResponseError
 
 from workloads import ops
 from workloads.catalog import QUERY_SORT_KEYS
 from workloads.catalog import workload as workload_spec
-from workloads.client import SigV4Signer
 from workloads.history import HistoryWriter, OpF, OpRecorder, OpType, RunClock
 from workloads.keys import key_chooser, key_name
+from workloads.lean_http import Connection
 from workloads.outcomes import classify, classify_exception, is_expected
 from workloads.retry import EndpointPool, RetryPolicy, moves_on
 from workloads.schedule import Pacer, schedule_end_record, schedule_record
 from workloads.settings import LoadSettings
+from workloads.sigv4 import SigV4Signer
 
 SETTINGS = LoadSettings.from_env()
 CLOCK = RunClock(SETTINGS.run_start)
@@ -147,7 +152,7 @@ def endpoint_health(endpoints: tuple[str, ...]) -> EndpointHealth:
 # --- the users ---------------------------------------------------------------------------------
 
 
-class DynamoUser(FastHttpUser):
+class DynamoUser(User):
     """One client: a router endpoint (round-robin), a SigV4 signer, a key chooser, a recorder."""
 
     abstract = True
@@ -156,7 +161,7 @@ class DynamoUser(FastHttpUser):
     wait_time = constant(0) if SETTINGS.user_rate else between(0.0, SETTINGS.wait)
     network_timeout = min(SETTINGS.attempt_timeout, SETTINGS.timeout)
     connection_timeout = min(network_timeout, 1.0)
-    max_retries = 0  # the client's own retries would hide attempts; perform() records each one
+    # no transport retries: they would hide attempts; perform() records each one
 
     def __init__(self, environment: Environment) -> None:
         self.number = next(_user_numbers)
@@ -178,6 +183,9 @@ class DynamoUser(FastHttpUser):
         self.signers = {
             e: SigV4Signer(e, SETTINGS.access_key, SETTINGS.secret_key) for e in endpoints
         }
+        self.connections = {
+            e: Connection(e, self.network_timeout, self.connection_timeout) for e in endpoints
+        }
         self.recorder = OpRecorder(history_writer(), CLOCK, f"{HOST}-{os.getpid()}-u{self.number}")
         self.writes = itertools.count(1)
         self.pacer: Pacer | None = None
@@ -189,6 +197,8 @@ class DynamoUser(FastHttpUser):
                 self.recorder.writer.append_record(schedule_record(self.recorder.base, self.pacer))
 
     def on_stop(self) -> None:
+        for connection in self.connections.values():
+            connection.close()
         if self.pacer is not None and self.recorder.writer is not None:
             self.recorder.writer.append_record(schedule_end_record(self.recorder.base, CLOCK.now()))
 
@@ -265,7 +275,7 @@ class DynamoUser(FastHttpUser):
     ) -> Outcome:
         """One request to ``endpoint``, recorded as an invoke and its completion. If the user is
         killed mid-request, the op completes as info ("interrupted")."""
-        body = json.dumps(call.params, separators=(",", ":")).encode()
+        body = orjson.dumps(call.params)
         headers = self.signers[endpoint].headers(call.operation, body)
         retry = attempt if attempt > 1 else None
         pending = self.recorder.invoke(f, key, value, consistent, intended, retry)
@@ -274,23 +284,29 @@ class DynamoUser(FastHttpUser):
         answer: dict[str, Any] = {}
         final = value
         try:
-            with self.client.post(
-                endpoint + "/",
-                data=body,  # type: ignore[arg-type]  # bytes are sent as is
-                headers=headers,
+            started = time.perf_counter()
+            status, content, failure = 0, b"", None
+            try:
+                status, content = self.connections[endpoint].post(headers, body)
+            except Exception as exc:  # any transport error: no answer, an unknown outcome
+                failure = exc
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            outcome, error, answer = judge(status, content, failure)
+            if outcome is OpType.OK and result is not None:
+                try:
+                    final = result(answer)
+                except (KeyError, ValueError, TypeError):
+                    outcome, error = OpType.INFO, "MalformedResponse"
+            counted = outcome is OpType.OK or is_expected(error)
+            self.environment.events.request.fire(
+                request_type="POST",
                 name=call.operation,
-                catch_response=True,
-            ) as resp:
-                outcome, error, answer = judge(resp)
-                if outcome is OpType.OK and result is not None:
-                    try:
-                        final = result(answer)
-                    except (KeyError, ValueError, TypeError):
-                        outcome, error = OpType.INFO, "MalformedResponse"
-                if outcome is OpType.OK or is_expected(error):
-                    resp.success()
-                else:
-                    resp.failure(error)
+                response_time=elapsed_ms,
+                response_length=len(content),
+                exception=None if counted else (failure or CatchResponseError(error)),
+                context={},
+                url=endpoint + "/",
+            )
         finally:
             done = final if outcome is OpType.OK else value
             self.recorder.complete(pending, outcome, done, None if outcome is OpType.OK else error)
@@ -306,14 +322,15 @@ class Outcome(NamedTuple):
     value: Any
 
 
-def judge(resp: Any) -> tuple[OpType, str | None, dict[str, Any]]:
-    """A Locust FastResponse -> (outcome, error, decoded body)."""
-    status = int(resp.status_code or 0)
-    if status == 0:
-        kind, reason = classify_exception(getattr(resp, "error", None) or ConnectionError())
+def judge(
+    status: int, content: bytes, failure: BaseException | None
+) -> tuple[OpType, str | None, dict[str, Any]]:
+    """An HTTP answer (or the transport error instead of one) -> (outcome, error, body)."""
+    if failure is not None or status == 0:
+        kind, reason = classify_exception(failure or ConnectionError())
         return kind, reason, {}
     try:
-        answer = json.loads(resp.content) if resp.content else {}
+        answer = orjson.loads(content) if content else {}
     except ValueError:
         answer = None
     if not isinstance(answer, dict):

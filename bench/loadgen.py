@@ -1,0 +1,263 @@
+"""Load-generator benchmark: signed requests per CPU-second of the Locust process, history on.
+
+Runs gameday's own Locust users (one process, closed loop, no think time, history recorded to
+a temporary run directory) twice, side by side in one run:
+  1. against a trivial local responder (canned DynamoDB answers, its own process), which shows
+     what the load generator alone can do;
+  2. against a local 3x2x1 cluster (all routers), which shows it outruns the cluster.
+
+The figure that matters is requests per CPU-second of the Locust process (its user + system
+time, measured inside it after a warm-up, so start-up and spawning do not count): the machine
+is shared, so wall-clock rates depend on who else runs. The goal (issue #15) is >= 6,000.
+
+    .venv/bin/python bench/loadgen.py [--users 32] [--seconds 5] [--workload register]
+                                      [--skip-cluster]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console
+from rich.table import Table
+
+from workloads.runner import start_locust, stop_locust
+from workloads.settings import LoadSettings
+
+console = Console(width=120)
+LOCUSTFILE = Path(__file__).resolve().with_name("loadgen_locustfile.py")
+GOAL = 6000.0
+WARMUP = 3.0
+_ITEM = b'{"Item":{"k":{"S":"r1"},"v":{"S":"bench-value"}}}'
+_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
+    b"Content-Length: " + str(len(_ITEM)).encode() + b"\r\n\r\n" + _ITEM
+)
+
+
+# --- the trivial responder (python bench/loadgen.py responder PORT) ----------------------------
+
+
+class _Responder(asyncio.Protocol):
+    """HTTP/1.1 keep-alive: every complete request gets the same canned 200 with an item."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        replies = 0
+        for _ in range(10_000):  # bounded: at most the requests in this buffer
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                break
+            head = self.buffer[:head_end].lower()
+            length = 0
+            at = head.find(b"content-length:")
+            if at >= 0:
+                line_end = head.find(b"\r\n", at)
+                length = int(head[at + 15 : line_end if line_end >= 0 else len(head)])
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                break
+            self.buffer = self.buffer[end:]
+            replies += 1
+        if replies:
+            self.transport.write(_RESPONSE * replies)
+
+
+async def _serve(port: int, seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Responder, "127.0.0.1", port, backlog=256)
+    async with server:
+        await asyncio.sleep(seconds)  # bounded: the bench stops it sooner
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    for _ in range(10_000):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+# --- one Locust run ----------------------------------------------------------------------------
+
+
+def run_locust(
+    endpoints: tuple[str, ...], secret: str, workload: str, users: int, seconds: float
+) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        probe = run_dir / "probe.json"
+        settings = LoadSettings(
+            endpoints=endpoints,
+            access_key="gameday",
+            secret_key=secret,
+            workload=workload,
+            history_dir=run_dir,
+            run_start=time.time(),
+            wait=0.0,
+        )
+        os.environ.update(
+            LOADGEN_PROBE=str(probe), LOADGEN_WARMUP=str(WARMUP), LOADGEN_MEASURE=str(seconds)
+        )
+        run_time = f"{int(WARMUP + seconds + 2)}s"
+        with (run_dir / "locust.log").open("wb") as log:
+            proc = start_locust(settings, users, users, run_time, log=log, locustfile=LOCUSTFILE)
+            try:
+                proc.wait(timeout=WARMUP + seconds + 60)
+            except subprocess.TimeoutExpired:
+                pass
+            finally:
+                stop_locust(proc)
+        if not probe.exists():
+            tail = (run_dir / "locust.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"Locust wrote no measurement; its log ends:\n{tail}")
+        result: dict[str, float] = json.loads(probe.read_text())
+        parts = list(run_dir.glob("history-*.jsonl"))
+        lines = sum(p.read_bytes().count(b"\n") for p in parts)
+        result["history_lines"] = float(lines)
+    return result
+
+
+def add_row(table: Table, label: str, r: dict[str, float]) -> float:
+    per_core = r["requests"] / r["cpu"] if r["cpu"] > 0 else float("nan")
+    table.add_row(
+        label,
+        f"{r['requests'] / r['seconds']:,.0f}",
+        f"{r['cpu'] / r['seconds'] * 100:.0f}%",
+        f"{per_core:,.0f}",
+        f"{per_core / GOAL:.2f}",
+        f"{r['history_lines']:,.0f}",
+    )
+    return per_core
+
+
+def bench_responder(args: argparse.Namespace) -> dict[str, float]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, __file__, "responder", str(port), str(WARMUP + args.seconds + 90)],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port)
+        console.print("Locust against the trivial responder ...")
+        return run_locust(
+            (f"http://127.0.0.1:{port}",), "secret", args.workload, args.users, args.seconds
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def bench_cluster(args: argparse.Namespace) -> dict[str, float]:
+    from chaos.backends.base import DEFAULT_ACCESS_KEY
+    from chaos.backends.local import LocalCluster
+    from workloads.catalog import workload as workload_spec
+    from workloads.setup import ensure_table_async
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = LocalCluster.create(Path(tmp) / "cluster", "3x2x1")
+        console.print("starting a 3x2x1 cluster ...")
+        cluster.up()
+        try:
+            secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
+            endpoints = tuple(cluster.endpoints().values())
+            table = workload_spec(args.workload).default_table
+            asyncio.run(
+                ensure_table_async(endpoints[0], DEFAULT_ACCESS_KEY, secret, table, args.workload)
+            )
+            console.print("Locust against the cluster ...")
+            return run_locust(endpoints, secret, args.workload, args.users, args.seconds)
+        finally:
+            cluster.down()
+
+
+def signing_rates(n: int = 20_000) -> tuple[float, float]:
+    """Signatures per CPU-second: this project's signer and botocore's, on the same request."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from workloads.sigv4 import SigV4Signer
+
+    body = b'{"TableName":"gameday-register","Key":{"k":{"S":"r12"}},"ConsistentRead":true}'
+    signer = SigV4Signer("http://127.0.0.1:8000", "gameday", "secret")
+    started = time.process_time()
+    for _ in range(n):
+        signer.headers("GetItem", body)
+    ours = n / (time.process_time() - started)
+    auth = SigV4Auth(Credentials("gameday", "secret"), "dynamodb", "us-east-1")
+    started = time.process_time()
+    for _ in range(n // 10):
+        request = AWSRequest(
+            method="POST",
+            url="http://127.0.0.1:8000/",
+            data=body,
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": "DynamoDB_20120810.GetItem",
+            },
+        )
+        auth.add_auth(request)
+    return ours, (n // 10) / (time.process_time() - started)
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "responder":
+        asyncio.run(_serve(int(sys.argv[2]), float(sys.argv[3])))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=32, help="Locust users (default 32)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per target")
+    parser.add_argument("--workload", default="register", help="gameday workload (register)")
+    parser.add_argument("--skip-cluster", action="store_true", help="only the responder")
+    args = parser.parse_args()
+    table = Table(
+        title=f"Load generator: Locust, 1 process, {args.users} users, no think time, "
+        f"history on, workload {args.workload}, {args.seconds:g} s measured"
+    )
+    for col in ("target", "req/s", "loadgen CPU", "req per CPU-s", "vs 6,000", "history lines"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    rows = [("trivial responder", bench_responder(args))]
+    if not args.skip_cluster:
+        rows.append(("3x2x1 cluster, all routers", bench_cluster(args)))
+    for label, result in rows:
+        add_row(table, label, result)
+    console.print(table)
+    ours, botocore = signing_rates()
+    console.print(
+        f"signing alone, per CPU-second: workloads/sigv4.py {ours:,.0f}, botocore {botocore:,.0f} "
+        f"({ours / botocore:.0f}x)"
+    )
+    console.print(f"load average: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
