@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from . import items, reads, tables
+from . import items, reads, tables, transact
 from .body import check_declared_length, parse_json, read_body
 from .context import RouterContext
 from .errors import DynamoError
@@ -52,6 +52,8 @@ OPERATIONS: dict[str, Operation] = {
     "BatchGetItem": items.batch_get_item,
     "Query": reads.query,
     "Scan": reads.scan,
+    "TransactWriteItems": transact.transact_write_items,
+    "TransactGetItems": transact.transact_get_items,
 }
 
 

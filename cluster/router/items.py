@@ -33,6 +33,7 @@ from cluster.storage.statemachine import (
     UpdateCommand,
 )
 
+from . import txncoord
 from . import validate as v
 from .context import RouterContext
 from .errors import DynamoError
@@ -74,7 +75,7 @@ async def _write(
 ) -> ApplyResult:
     partition = layout.partition_for(pk)
     await ctx.admit(layout, "write", size)
-    return await ctx.storage.write(partition, cmd, ctx.request_budget)
+    return await txncoord.write_item(ctx, partition, cmd)  # resolves transactions it meets
 
 
 async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +173,10 @@ async def _get(
         partition, "get", consistent, ctx.request_budget, tbl=layout.spec.name, pk=pk, sk=sk
     )
     item: dict[str, Any] | None = reply.get("item")
+    if consistent and "lock" in reply:  # a transaction holds it: its record decides
+        item = await txncoord.visible_item(
+            ctx, partition, (layout.spec.name, pk, sk), item, reply["lock"]
+        )
     return item
 
 

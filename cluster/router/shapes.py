@@ -103,6 +103,13 @@ MEMBERS: dict[str, dict[str, Kind]] = {
         "KeyConditionExpression": str,
     },
     "Scan": {**_READ, "ScanFilter": dict, "TotalSegments": int, "Segment": int},
+    "TransactWriteItems": {
+        "TransactItems": list,
+        "ReturnConsumedCapacity": CAPACITY,
+        "ReturnItemCollectionMetrics": METRICS,
+        "ClientRequestToken": str,
+    },
+    "TransactGetItems": {"TransactItems": list, "ReturnConsumedCapacity": CAPACITY},
 }
 
 _JSON_NAMES = {str: "a string", bool: "a boolean", int: "an integer", dict: "an object"}

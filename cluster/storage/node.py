@@ -43,6 +43,7 @@ from cluster.consensus.raft import RaftConfig
 
 from .archive import Archiver, DirectoryArchive
 from .host import NodeService
+from .intents import lock_table
 from .itemstore import ItemStore
 from .layout import groups_file, replica_dir
 from .rebuild import check_compatible, finish_rebuild, rebuild_from, stage_store
@@ -489,13 +490,16 @@ class StorageNode:
         tbl, pk, sk = str(request["tbl"]), bytes(request["pk"]), bytes(request["sk"])
 
         def read(store: ItemStore) -> Any:
-            return store.get(tbl, pk, sk)
+            # A transaction's intent on the item rides along: a consistent GetItem resolves
+            # it through the transaction record (cluster/router/txncoord.py).
+            return store.get(tbl, pk, sk), store.get(lock_table(tbl), pk, sk)
 
         if request.get("consistent"):
-            item = await replica.read_consistent(read, float(request.get("timeout", 2.0)))
+            got = await replica.read_consistent(read, float(request.get("timeout", 2.0)))
         else:
-            item = await replica.read_local(read)
-        return {"item": item}
+            got = await replica.read_local(read)
+        item, lock = got
+        return {"item": item} if lock is None else {"item": item, "lock": lock}
 
     async def _op_query(self, request: dict[str, Any]) -> dict[str, Any]:
         """One page of partition ``pk`` in sort-key order: ``{"items": [[sk, item]], "more"}``.

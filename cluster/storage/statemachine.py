@@ -42,6 +42,7 @@ from cluster.dynamo import (
 )
 from cluster.dynamo.expressions import resolve_path
 
+from . import intents
 from .itemstore import DeleteItem, DeleteTable, Item, ItemStore, PutItem, StoreOp
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ PUT_RETURNS = frozenset({"NONE", "ALL_OLD"})
 DELETE_RETURNS = PUT_RETURNS
 UPDATE_RETURNS = frozenset({"NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"})
 CONDITION_FAILED = "The conditional request failed"
+TXN_CONFLICT = "TransactionConflictException"
+TXN_CANCELED = "TransactionCanceledException"
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -152,6 +155,45 @@ class ScrubCommand:
     scrub_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class CheckCommand:
+    """A transaction's ConditionCheck (or, with no condition, a TransactGetItems read)."""
+
+    tbl: str
+    pk: bytes
+    sk: bytes
+    condition: Condition | None = None
+    returns: str = "NONE"
+
+
+TxnOp = PutCommand | DeleteCommand | UpdateCommand | CheckCommand
+
+
+@dataclass(frozen=True, slots=True)
+class TxnPrepareCommand:
+    """Phase one of a transaction in this group (cluster/storage/intents.py): check and lock
+    every op's item, all or none. ``read``: shared read locks for a TransactGetItems."""
+
+    txn: str  # the attempt id
+    record: dict[str, str]  # where the attempt's decision lives (only routers read it)
+    ts: float  # the coordinator's wall clock at the attempt's start
+    ops: tuple[TxnOp, ...]
+    read: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.ops:
+            raise ValueError("a transaction prepare needs at least one op")
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResolveCommand:
+    """Phase two: apply (``commit``) or drop the attempt's intents on ``keys``."""
+
+    txn: str
+    commit: bool
+    keys: tuple[tuple[str, bytes, bytes], ...]
+
+
 Command = (
     PutCommand
     | DeleteCommand
@@ -159,6 +201,8 @@ Command = (
     | BatchWriteCommand
     | DeleteTableCommand
     | ScrubCommand
+    | TxnPrepareCommand
+    | TxnResolveCommand
 )
 ScrubHook = Callable[[int, str], None]  # (log index, scrub id), called with the store at index
 
@@ -224,7 +268,7 @@ def encode_command(cmd: Command) -> bytes:
     return packed
 
 
-def _command_body(cmd: Command) -> dict[str, Any]:
+def _command_body(cmd: Command | CheckCommand) -> dict[str, Any]:
     body: dict[str, Any]
     match cmd:
         case PutCommand():
@@ -243,6 +287,15 @@ def _command_body(cmd: Command) -> dict[str, Any]:
             return {"op": "delete_table", "tbl": cmd.tbl}
         case ScrubCommand():
             return {"op": "scrub", "id": cmd.scrub_id}
+        case CheckCommand():
+            body = {"op": "check", "tbl": cmd.tbl, "pk": cmd.pk, "sk": cmd.sk}
+        case TxnPrepareCommand():
+            ops = [_command_body(op) for op in cmd.ops]
+            head = {"op": "txn_prepare", "txn": cmd.txn, "record": cmd.record, "ts": cmd.ts}
+            return head | {"ops": ops, "read": cmd.read}
+        case TxnResolveCommand():
+            keys = [list(k) for k in cmd.keys]
+            return {"op": "txn_resolve", "txn": cmd.txn, "commit": cmd.commit, "keys": keys}
     if cmd.condition is not None:
         cond = {"expr": cmd.condition.expression}
         body["cond"] = _put_maps(cond, cmd.condition.names, cmd.condition.values)
@@ -371,6 +424,37 @@ def _decode_batch(f: _Fields) -> BatchWriteCommand:
     return BatchWriteCommand(tuple(w for w in writes if isinstance(w, PutCommand | DeleteCommand)))
 
 
+def _decode_check(f: _Fields) -> CheckCommand:
+    return CheckCommand(*f.key(), f.condition())
+
+
+def _decode_txn_prepare(f: _Fields) -> TxnPrepareCommand:
+    ops: list[TxnOp] = []
+    for body in f.take("ops", list):
+        op = _Fields(body, "transaction op")
+        decode = _TXN_OPS.get(op.take("op", str))
+        if decode is None:
+            raise CommandError(f"a transaction cannot hold {body.get('op')!r}")
+        ops.append(decode(op))
+        op.finish()
+    record = f.take("record", dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.items()):
+        raise CommandError("command field 'record' is not a map of strings")
+    ts = f.take("ts", float)
+    return TxnPrepareCommand(f.take("txn", str), record, ts, tuple(ops), f.take("read", bool))
+
+
+def _decode_txn_resolve(f: _Fields) -> TxnResolveCommand:
+    keys: list[tuple[str, bytes, bytes]] = []
+    for key in f.take("keys", list):
+        if not (isinstance(key, list) and len(key) == 3 and isinstance(key[0], str)):
+            raise CommandError(f"not an item key: {key!r}")
+        if not (isinstance(key[1], bytes) and isinstance(key[2], bytes)):
+            raise CommandError(f"not an item key: {key!r}")
+        keys.append((key[0], key[1], key[2]))
+    return TxnResolveCommand(f.take("txn", str), f.take("commit", bool), tuple(keys))
+
+
 def _decode_delete_table(f: _Fields) -> DeleteTableCommand:
     return DeleteTableCommand(f.take("tbl", str))
 
@@ -386,6 +470,14 @@ _DECODERS: dict[str, Callable[[_Fields], Command]] = {
     "update": _decode_update,
     "batch": _decode_batch,
     "delete_table": _decode_delete_table,
+    "txn_prepare": _decode_txn_prepare,
+    "txn_resolve": _decode_txn_resolve,
+}
+_TXN_OPS: dict[str, Callable[[_Fields], TxnOp]] = {
+    "put": _decode_put,
+    "delete": _decode_delete,
+    "update": _decode_update,
+    "check": _decode_check,
 }
 
 
@@ -469,17 +561,32 @@ class StateMachine:
 
     def _apply_one(self, index: int, cmd: Command, batch: _Batch) -> ApplyResult:
         match cmd:
+            case TxnPrepareCommand():
+                passed, payload = intents.prepare(cmd, batch, _decide_txn_op)
+                if passed:
+                    return ApplyResult(True, new=payload)
+                return ApplyResult(False, TXN_CANCELED, "Transaction cancelled", new=payload)
+            case TxnResolveCommand():
+                return ApplyResult(True, new=intents.resolve(cmd, batch))
             case BatchWriteCommand():
+                for write in cmd.writes:
+                    lock = batch.get(intents.lock_key((write.tbl, write.pk, write.sk)))
+                    if lock is not None:
+                        return _conflict(lock)
                 for write in cmd.writes:
                     item = write.item if isinstance(write, PutCommand) else _DELETE
                     batch.write((write.tbl, write.pk, write.sk), item)
                 return ApplyResult(True)
             case DeleteTableCommand():
                 batch.delete_table(cmd.tbl)
+                batch.delete_table(intents.lock_table(cmd.tbl))
                 return ApplyResult(True)
             case ScrubCommand():
                 return ApplyResult(True)  # handled in apply
         key = (cmd.tbl, cmd.pk, cmd.sk)
+        lock = batch.get(intents.lock_key(key))
+        if lock is not None:  # an item in a transaction changes only through its resolution
+            return _conflict(lock)
         old = batch.get(key)  # store errors propagate: they are this replica's, not the log's
         try:
             result, new = _decide(cmd, old)
@@ -526,6 +633,22 @@ def _decide(
         case "UPDATED_NEW":
             return ApplyResult(True, new=_pick(new, touched)), new
     return ApplyResult(True, old=all_old), new
+
+
+def _conflict(lock: Item) -> ApplyResult:
+    """A plain write refused because a transaction holds the item (``old``: its lock)."""
+    return ApplyResult(False, TXN_CONFLICT, intents.CONFLICT_MESSAGE, old=lock)
+
+
+def _decide_txn_op(op: TxnOp, old: Item | None) -> intents.Decision:
+    """``_decide`` for an op inside a transaction prepare: (condition held, new item, error)."""
+    if isinstance(op, CheckCommand):
+        return op.condition is None or _holds(op.condition, old), old, None
+    try:
+        result, new = _decide(op, old)
+    except ValidationError as exc:
+        return False, old, exc.message
+    return result.ok, new, None
 
 
 def _holds(condition: Condition, item: Item | None) -> bool:

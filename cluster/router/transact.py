@@ -1,0 +1,194 @@
+"""TransactWriteItems and TransactGetItems: DynamoDB's request and response shapes.
+
+Every item is validated the way its single-item operation validates it, and the whole request
+is refused (ValidationException) before anything is replicated when any item is bad, when there
+are more than 100 items or over 4 MB of them, or when two items name the same key. The
+protocol that makes the items atomic across partitions is in ``txncoord.py``.
+
+    await transact_write_items(ctx, {"TransactItems": [{"Put": {...}}, {"Update": {...}}],
+                                     "ClientRequestToken": "transfer-17"})
+    await transact_get_items(ctx, {"TransactItems": [{"Get": {"TableName": ..., "Key": ...}}]})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from cluster.dynamo import (
+    apply_projection,
+    normalize_item,
+    parse_condition,
+    parse_projection,
+    parse_update,
+    validate_update,
+)
+from cluster.storage.statemachine import (
+    CheckCommand,
+    Condition,
+    DeleteCommand,
+    PutCommand,
+    TxnOp,
+    UpdateCommand,
+)
+
+from . import validate as v
+from .context import RouterContext
+from .errors import DynamoError
+from .txncoord import Placed, transact_get, transact_write
+
+MAX_ITEMS = 100
+MAX_BYTES = 4 * 1024 * 1024
+MAX_TOKEN = 36
+WRITE_KINDS = ("ConditionCheck", "Put", "Update", "Delete")
+
+
+def _items(request: dict[str, Any]) -> list[Any]:
+    items: list[Any] = v.field(request, "TransactItems", list, required=True)
+    if not 1 <= len(items) <= MAX_ITEMS:
+        bound = f"less than or equal to {MAX_ITEMS}" if items else "greater than or equal to 1"
+        raise DynamoError.validation(
+            "1 validation error detected: Value at 'transactItems' failed to satisfy "
+            f"constraint: Member must have length {bound}"
+        )
+    return items
+
+
+def _as_dict(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DynamoError("SerializationException", f"Unexpected value type for field {what}")
+    return value
+
+
+def _condition(spec: dict[str, Any], required: bool = False) -> Condition | None:
+    text = v.field(spec, "ConditionExpression", str, required=required)
+    if text is None:
+        return None
+    v.guarded(parse_condition, text)
+    names, values = v.expression_inputs(spec)
+    return Condition(text, names, values)
+
+
+def _wants_old(spec: dict[str, Any]) -> bool:
+    mode = v.choice(spec, "ReturnValuesOnConditionCheckFailure", ("NONE", "ALL_OLD"), "NONE")
+    return mode == "ALL_OLD"
+
+
+async def _place_write(ctx: RouterContext, index: int, entry: Any) -> Placed:
+    entry = _as_dict(entry, "TransactItems")
+    kinds = [k for k in WRITE_KINDS if entry.get(k) is not None]
+    if len(kinds) != 1:
+        raise DynamoError.validation(
+            "TransactItems can only contain one of Check, Put, Update or Delete"
+        )
+    kind = kinds[0]
+    spec = _as_dict(entry[kind], kind)
+    layout = await ctx.table(v.table_name(spec))
+    schema = layout.spec.key_schema
+    tbl = layout.spec.name
+    op: TxnOp
+    if kind == "Put":
+        item = v.item(spec, schema)
+        v.placeholders(spec, ["ConditionExpression"])
+        pk, sk = v.encoded_key(schema, item)
+        op = PutCommand(tbl, pk, sk, item, _condition(spec))
+    elif kind == "Delete":
+        key = v.key(spec, schema)
+        v.placeholders(spec, ["ConditionExpression"])
+        pk, sk = v.encoded_key(schema, key)
+        op = DeleteCommand(tbl, pk, sk, _condition(spec))
+    elif kind == "ConditionCheck":
+        key = v.key(spec, schema)
+        v.placeholders(spec, ["ConditionExpression"])
+        pk, sk = v.encoded_key(schema, key)
+        op = CheckCommand(tbl, pk, sk, _condition(spec, required=True))
+    else:
+        key = v.key(spec, schema)
+        text: str = v.field(spec, "UpdateExpression", str, required=True)
+        v.placeholders(spec, ["UpdateExpression", "ConditionExpression"])
+        names, values = v.expression_inputs(spec)
+        values = normalize_item(values)
+        update = v.guarded(parse_update, text)
+        v.guarded(validate_update, update, names, values, schema.names())
+        pk, sk = v.encoded_key(schema, key)
+        op = UpdateCommand(
+            tbl,
+            pk,
+            sk,
+            key,
+            text,
+            names,
+            values,
+            _condition(spec),
+            key_names=tuple(schema.names()),
+        )
+    wants_old = _wants_old(spec)
+    return Placed(index, layout, layout.partition_for(pk), op, wants_old)
+
+
+def _no_duplicates(placed: list[Placed]) -> None:
+    seen: set[tuple[str, bytes, bytes]] = set()
+    for p in placed:
+        if p.key in seen:
+            raise DynamoError.validation(
+                "Transaction request cannot include multiple operations on one item"
+            )
+        seen.add(p.key)
+
+
+def _digest(items: list[Any]) -> str:
+    """What identifies a request for ClientRequestToken idempotency."""
+    text = json.dumps(items, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def transact_write_items(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    items = _items(request)
+    token: str | None = v.field(request, "ClientRequestToken", str)
+    if token is not None and not 1 <= len(token) <= MAX_TOKEN:
+        raise DynamoError.validation(
+            "1 validation error detected: Value at 'clientRequestToken' failed to satisfy "
+            f"constraint: Member must have length less than or equal to {MAX_TOKEN}"
+        )
+    placed = [await _place_write(ctx, i, entry) for i, entry in enumerate(items)]
+    _no_duplicates(placed)
+    if len(json.dumps(items)) > MAX_BYTES:
+        raise DynamoError.validation("Transaction request cannot be larger than 4 MB")
+    for p in placed:
+        await ctx.admit(p.layout, "write", 2)  # a transactional write costs two units
+    await transact_write(ctx, placed, token, _digest(items))
+    return {}
+
+
+async def transact_get_items(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    items = _items(request)
+    placed: list[Placed] = []
+    projections: list[tuple[Any, dict[str, str]]] = []
+    for index, entry in enumerate(items):
+        entry = _as_dict(entry, "TransactItems")
+        if entry.get("Get") is None or len([k for k in entry if entry[k] is not None]) != 1:
+            raise DynamoError.validation("TransactItems can only contain a Get")
+        spec = _as_dict(entry["Get"], "Get")
+        layout = await ctx.table(v.table_name(spec))
+        key = v.key(spec, layout.spec.key_schema)
+        text = v.field(spec, "ProjectionExpression", str)
+        v.placeholders(spec, ["ProjectionExpression"])
+        projection = None if text is None else v.guarded(parse_projection, text)
+        projections.append((projection, v.field(spec, "ExpressionAttributeNames", dict) or {}))
+        pk, sk = v.encoded_key(layout.spec.key_schema, key)
+        op = CheckCommand(layout.spec.name, pk, sk)
+        placed.append(Placed(index, layout, layout.partition_for(pk), op))
+    _no_duplicates(placed)
+    for p in placed:
+        await ctx.admit(p.layout, "read_consistent", 2)
+    found = await transact_get(ctx, placed)
+    responses: list[dict[str, Any]] = []
+    for item, (projection, names) in zip(found, projections, strict=True):
+        if item is None:
+            responses.append({})
+        elif projection is None:
+            responses.append({"Item": item})
+        else:
+            responses.append({"Item": v.guarded(apply_projection, projection, item, names)})
+    return {"Responses": responses}
