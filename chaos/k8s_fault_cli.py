@@ -13,6 +13,7 @@ through ``spec.nodeName``. ``gameday heal`` (or ``uncordon``) brings everything 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -51,8 +52,14 @@ def _open(data_dir: Path) -> K8sCluster:
     return cluster
 
 
-def _done(what: str, items: list[str]) -> None:
-    console.print(f"[green]{what}[/green]: {', '.join(items) or 'nothing'}")
+def _apply(what: str, data_dir: Path, fault: Callable[[K8sCluster], list[str]]) -> None:
+    """Run ``fault`` on the cluster in ``data_dir`` and say what it touched; exit 2 on error."""
+    try:
+        touched = fault(_open(data_dir))
+    except K8sError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"[green]{what}[/green]: {', '.join(touched) or 'nothing'}")
 
 
 @k8s_fault_app.command("delete-pods")
@@ -64,21 +71,13 @@ def delete_pods(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Delete the release's pods on the nodes of an AZ or rack; their controllers recreate them."""
-    try:
-        _done("deleted the pods of", _open(data_dir).delete_pods(target, grace))
-    except K8sError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    _apply("deleted the pods of", data_dir, lambda c: c.delete_pods(target, grace))
 
 
 @k8s_fault_app.command("cordon")
 def cordon(target: Target, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Mark the nodes of an AZ or rack unschedulable (running pods stay)."""
-    try:
-        _done("cordoned", _open(data_dir).cordon(target))
-    except K8sError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    _apply("cordoned", data_dir, lambda c: c.cordon(target))
 
 
 @k8s_fault_app.command("drain")
@@ -88,18 +87,10 @@ def drain(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Cordon the nodes of an AZ or rack and evict the release's pods from them."""
-    try:
-        _done("drained (evicted)", _open(data_dir).drain(target, timeout))
-    except K8sError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    _apply("drained (evicted)", data_dir, lambda c: c.drain(target, timeout))
 
 
 @k8s_fault_app.command("uncordon")
 def uncordon(target: Target, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Let the nodes of an AZ or rack take pods again (drained pods schedule back)."""
-    try:
-        _done("uncordoned", _open(data_dir).uncordon(target))
-    except K8sError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    _apply("uncordoned", data_dir, lambda c: c.uncordon(target))

@@ -693,22 +693,14 @@ class K8sCluster(Backend):
         tmp.replace(self.data_dir / POWER_FILE)
 
 
-def power_on_node(kube: Any, node: str, attempts: int = 3, settle: float = 5.0) -> None:
-    """Power ``node`` on and make sure it stays on: a kubelet that starts before its containerd
-    answers exits at once (seen under load), so a node whose kubelet is gone ``settle`` seconds
-    later goes through a full power cycle again, up to ``attempts`` times."""
-    for attempt in range(1, attempts + 1):
-        if not kube.powered(node):
-            with contextlib.suppress(Exception):  # half on (containerd without kubelet): cycle
-                kube.power_off(node)
-            kube.power_on(node)
-        deadline = time.monotonic() + settle
-        while time.monotonic() < deadline and kube.powered(node):
-            time.sleep(0.25)
-        if kube.powered(node):
-            return
-        log.warning("node %s lost its kubelet right after power-on (attempt %d)", node, attempt)
-    raise K8sError(f"node {node} does not stay powered on after {attempts} attempts")
+def power_on_node(kube: Any, node: str) -> None:
+    """Power ``node`` on; one left half on (containerd without a kubelet) is cycled first.
+    LocalKube.power_on returns once the node's kubelet is healthy, or raises."""
+    if kube.powered(node):
+        return
+    with contextlib.suppress(Exception):
+        kube.power_off(node)
+    kube.power_on(node)
 
 
 def describe(cluster: K8sCluster) -> dict[str, Any]:

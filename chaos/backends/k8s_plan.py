@@ -30,7 +30,6 @@ PROCESS = "gameday.io/process"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 LOCAL_RACK_LABEL = "gameday.dev/rack"  # what the local Kubernetes labels its nodes with
 LOCAL_STORAGE_CLASS = "gameday-local"
-LOCAL_DNS_ADDRESS = "10.244.0.10"  # CoreDNS of the local Kubernetes (chaos/k8s/localkube.py)
 POOL_LABEL, INFRA_POOL = "gameday.dev/pool", "infra"  # the local Kubernetes' node outside the AZs
 INFRA_TOLERATION = {
     "key": POOL_LABEL,
@@ -102,7 +101,6 @@ def is_k8s_cluster(data_dir: Path) -> bool:
 def chart_values(state: K8sState) -> dict[str, Any]:
     """The chart values for this release (the rest are the chart's defaults)."""
     topo = parse_topology(state.topology)
-    ns = state.namespace
     values: dict[str, Any] = {
         "topology": {
             "azs": len(topo.azs),
@@ -122,15 +120,6 @@ def chart_values(state: K8sState) -> dict[str, Any]:
         infra = {"nodeSelector": {POOL_LABEL: INFRA_POOL}, "tolerations": [INFRA_TOLERATION]}
         values["mesh"].update(infra)
         values["test"] = infra
-        # Pods of the local Kubernetes cannot reach ClusterIP Services (kube-proxy's DNAT
-        # works for the host's traffic only), the cluster DNS Service included: they ask
-        # CoreDNS at its own address instead. Names resolve exactly as with ClusterFirst.
-        values["dnsPolicy"] = "None"
-        values["dnsConfig"] = {
-            "nameservers": [LOCAL_DNS_ADDRESS],
-            "searches": [f"{ns}.svc.cluster.local", "svc.cluster.local", "cluster.local"],
-            "options": [{"name": "ndots", "value": "5"}],
-        }
     return values
 
 

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ POD_SUPERNET = "10.244.0.0/16"
 DNS_SERVICE_IP = "10.96.0.10"
 DNS_LINK, DNS_ADDRESS = "gdk-dns", "10.244.0.10"
 CLUSTER_IMAGE = "gameday-cluster:latest"
+IMPORT_WORKERS = 4  # nodes importing an image at once (ctr import is mostly disk)
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 HOST_SERVICES = ("coredns", "kube-proxy")
 
@@ -178,16 +180,22 @@ class LocalKube:
             self._start_control_plane(etcd)
             progress("host network: node bridges, DNS address, forwarding")
             self._setup_network(nodes)
+            # CoreDNS' read access (RBAC) and the kube-dns Service exist before CoreDNS starts:
+            # started first, it would back off for up to a minute before it answered any name.
+            self._make_volume_dirs(nodes)
+            self._apply(manifests.cluster_objects(nodes, self.state_dir / "volumes"))
             self._start_host_services(nodes)
             progress(
                 "node images: pause, busybox" + (f", {CLUSTER_IMAGE}" if cluster_image else "")
             )
             archives = self._image_archives(cluster_image)
             for node in nodes:
-                progress(f"node {node.name}: containerd, images, kubelet")
-                self._start_node(node, archives)
-            self._make_volume_dirs(nodes)
-            self._apply(manifests.cluster_objects(nodes, self.state_dir / "volumes"))
+                self._start_containerd(node)
+            progress(f"images into {len(nodes)} nodes' containerd (in parallel)")
+            self._import_everywhere(nodes, archives)
+            for node in nodes:
+                progress(f"node {node.name}: kubelet")
+                self._start_kubelet(node)
             progress(f"waiting for {len(nodes)} nodes to be Ready")
             self.wait_ready([n.name for n in nodes], timeout)
             self._start_kube_proxy(nodes)
@@ -337,7 +345,7 @@ class LocalKube:
             archives.append(save_docker_image(CLUSTER_IMAGE, images))
         return archives
 
-    def _start_node(self, node: KubeNode, archives: list[Path]) -> None:
+    def _start_containerd(self, node: KubeNode) -> None:
         ndir, rdir = self.node_dir(node), RUN_DIR / node.name
         for d in (ndir / "cni", self.kubelet_dir(node), ndir / "pod-logs", rdir):
             d.mkdir(parents=True, exist_ok=True)
@@ -357,12 +365,32 @@ class LocalKube:
         self._spawn_in_node(
             node, "containerd", ["containerd", "--config", str(ndir / "containerd.toml")]
         )
-        self._wait_socket(node)
-        for archive in archives:
-            import_archive(self.socket(node), archive)
-            (ndir / "images").mkdir(exist_ok=True)
-            (ndir / "images" / archive.name).touch()
-        self._spawn_kubelet(node)
+        self._wait_containerd(node)
+
+    def _import_everywhere(self, nodes: list[KubeNode], archives: list[Path]) -> list[str]:
+        """Import each archive into every node's containerd that lacks it (a marker per node
+        and archive name, which carries the image id), several nodes at once: an import is
+        mostly waiting on the disk. Returns the nodes that received something."""
+
+        def load(node: KubeNode) -> bool:
+            loaded = False
+            for archive in archives:
+                marker = self.node_dir(node) / "images" / archive.name
+                if marker.exists():
+                    continue
+                if not self.procs.alive(f"{node.name}.containerd"):
+                    raise LocalKubeError(
+                        f"cannot load {archive.name} into {node.name}: powered off"
+                    )
+                import_archive(self.socket(node), archive)
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                loaded = True
+            return loaded
+
+        with ThreadPoolExecutor(max_workers=IMPORT_WORKERS) as pool:
+            done = list(pool.map(load, nodes))
+        return [n.name for n, loaded in zip(nodes, done, strict=True) if loaded]
 
     def _spawn_kubelet(self, node: KubeNode) -> None:
         ndir = self.node_dir(node)
@@ -393,17 +421,50 @@ class LocalKube:
             env={"GAMEDAY_CGROUPS": cgroups},
         )
 
-    def _wait_socket(self, node: KubeNode, timeout: float = 30.0) -> None:
+    def _wait_containerd(self, node: KubeNode, timeout: float = 30.0) -> None:
+        """Until the node's containerd answers on its socket (``ctr version``), at most
+        ``timeout`` s: its socket appears before the services behind it are served, and a
+        kubelet that finds the runtime unavailable exits at once."""
         deadline = time.monotonic() + timeout
-        while not self.socket(node).exists():
+        while True:
+            if self.socket(node).exists() and _answers(
+                ["ctr", "-a", str(self.socket(node)), "version"]
+            ):
+                return
             if not self.procs.alive(f"{node.name}.containerd"):
                 raise LocalKubeError(
                     f"containerd of {node.name} exited: {self._log_tail(node.name + '.containerd')}"
                 )
             if time.monotonic() > deadline:
-                raise LocalKubeError(f"containerd of {node.name} has no socket after {timeout:g}s")
+                raise LocalKubeError(
+                    f"containerd of {node.name} does not answer after {timeout:g}s"
+                )
             time.sleep(0.1)
-        time.sleep(0.2)  # the socket appears just before the services behind it are served
+
+    def _start_kubelet(self, node: KubeNode, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Start the node's kubelet and wait until it serves its health port (it has then
+        connected to its container runtime). A kubelet that exits first is started again, up to
+        ``attempts`` times within ``timeout`` s: right after a power cut containerd may answer
+        ``version`` while its CRI service still cleans up after the killed shims."""
+        deadline = time.monotonic() + timeout
+        for attempt in range(1, attempts + 1):
+            self._spawn_kubelet(node)
+            while self.procs.alive(f"{node.name}.kubelet"):
+                if _http_ok(f"http://{node.ip}:{manifests.KUBELET_HEALTHZ_PORT}/healthz"):
+                    return
+                if time.monotonic() > deadline:
+                    raise LocalKubeError(
+                        f"the kubelet of {node.name} is not healthy after {timeout:g}s: "
+                        f"{self._log_tail(node.name + '.kubelet')}"
+                    )
+                time.sleep(0.1)
+            if attempt == attempts or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        raise LocalKubeError(
+            f"the kubelet of {node.name} exited {attempts} times: "
+            f"{self._log_tail(node.name + '.kubelet')}"
+        )
 
     def wait_ready(self, names: list[str], timeout: float = 180.0, ready: bool = True) -> float:
         """Wait until every node in ``names`` is Ready (or not, with ``ready=False``); seconds."""
@@ -453,7 +514,8 @@ class LocalKube:
         return killed
 
     def power_on(self, name: str) -> None:
-        """Start the node's containerd and kubelet again (pods then come back by themselves)."""
+        """Start the node's containerd and kubelet again and return once the kubelet is healthy
+        (its pods then come back by themselves); raises LocalKubeError if it cannot start."""
         node = self.node(name)
         if self.procs.alive(f"{node.name}.kubelet") or self.procs.alive(f"{node.name}.containerd"):
             raise LocalKubeError(f"node {name} is powered on")
@@ -462,8 +524,8 @@ class LocalKube:
         self._spawn_in_node(
             node, "containerd", ["containerd", "--config", str(ndir / "containerd.toml")]
         )
-        self._wait_socket(node)
-        self._spawn_kubelet(node)
+        self._wait_containerd(node)
+        self._start_kubelet(node)
 
     def powered(self, name: str) -> bool:
         node = self.node(name)
@@ -609,18 +671,7 @@ class LocalKube:
         nodes that already hold this image id (cheap to call before every deploy). Returns the
         nodes that received it; raises LocalKubeError if a node is powered off."""
         archive = save_docker_image(ref, self.state_dir.parent / "k8s-images")
-        loaded = []
-        for node in self.nodes():
-            marker = self.node_dir(node) / "images" / archive.name  # the name carries the id
-            if marker.exists():
-                continue
-            if not self.procs.alive(f"{node.name}.containerd"):
-                raise LocalKubeError(f"cannot load {ref} into {node.name}: it is powered off")
-            import_archive(self.socket(node), archive)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-            loaded.append(node.name)
-        return loaded
+        return self._import_everywhere(self.nodes(), [archive])
 
     def _log_tail(self, pid_id: str, lines: int = 6) -> str:
         try:
@@ -645,6 +696,25 @@ def unavailable_reason() -> str | None:
     except LocalKubeError as exc:
         return str(exc)
     return None
+
+
+def _answers(argv: list[str], timeout: float = 5.0) -> bool:
+    try:
+        return (
+            subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode == 0
+        )
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # a node's own IP
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def _require_commands() -> None:

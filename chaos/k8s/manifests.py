@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 STORAGE_CLASS = "gameday-local"
 VOLUMES_PER_NODE = 4
 VOLUME_SIZE = "1Gi"
+KUBELET_HEALTHZ_PORT = 10248  # on the node's own IP: the kubelet answers once its runtime does
 
 
 def cni_conflist(bridge: str, subnet: str, gateway: str, ipam_dir: Path) -> str:
@@ -117,7 +118,7 @@ def kubelet_config(
         "port": 10250,
         "readOnlyPort": 0,
         "healthzBindAddress": node.ip,
-        "healthzPort": 10248,
+        "healthzPort": KUBELET_HEALTHZ_PORT,
         "authentication": {
             "anonymous": {"enabled": False},
             "webhook": {"enabled": True},
