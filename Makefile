@@ -20,7 +20,7 @@ RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 MYPY_TARGETS := cluster checks chaos workloads
 
-.PHONY: help venv dist dist-check toxiproxy docker-engine images k8s-toolchain k8s k8s-down k8s-status test test-fast test-docker test-k8s chaos lint typecheck fmt demo clean
+.PHONY: help venv dist dist-check toxiproxy fuse docker-engine images k8s-toolchain k8s k8s-down k8s-status test test-fast test-docker test-k8s chaos lint typecheck fmt demo clean
 
 help: ## list the targets with a one-line description
 	@echo "usage: make <target>"
@@ -48,6 +48,12 @@ toxiproxy: $(TOXIPROXY) ## install the Toxiproxy server into .venv/bin (gameday 
 # The same code an installed gameday uses (chaos/setup_cli.py): one way to get each prerequisite.
 $(TOXIPROXY): | $(STAMP)
 	$(BIN)/gameday setup toxiproxy --dest $(BIN)
+
+# libfuse3, for the power-loss layer under storage nodes (chaos/backends/lazyfs.py, through
+# mfusepy): power_loss faults and their tests need it; root installs it from Debian if missing.
+fuse: ## install libfuse3 + fuse3 from Debian if missing (the power_loss faults' layer; root)
+	@if ldconfig -p | grep -q 'libfuse3\.so\.3 '; then echo "libfuse3: present"; else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfuse3-3 fuse3; fi
 
 # Docker, for the docker backend: `make test` runs its tests when an engine runs or can be started
 # (else skips them, saying why); .ci/run calls this first, so CI always runs them.
@@ -93,10 +99,10 @@ lint: venv ## ruff lint and format check (no changes made)
 typecheck: venv ## mypy (strict for cluster/ and checks/, see pyproject.toml)
 	$(BIN)/mypy $(MYPY_TARGETS)
 
-test: venv toxiproxy lint typecheck ## lint, type-check, then the suite (slow tests and the chaos smoke subset)
+test: venv toxiproxy fuse lint typecheck ## lint, type-check, then the suite (slow tests and the chaos smoke subset)
 	$(RUN_ENV) $(BIN)/pytest -q -m "(not chaos or chaos_smoke) and not k8s"
 
-chaos: venv toxiproxy ## the nightly chaos suite: every shipped scenario as a real game day
+chaos: venv toxiproxy fuse ## the nightly chaos suite: every shipped scenario as a real game day
 	$(RUN_ENV) $(BIN)/pytest -q -m chaos
 
 test-docker: venv toxiproxy docker-engine ## only the docker backend's tests (images, containers, a game day)
@@ -105,7 +111,7 @@ test-docker: venv toxiproxy docker-engine ## only the docker backend's tests (im
 test-k8s: venv k8s-toolchain ## only the local Kubernetes' tests (cluster up, traffic, power cycle, down)
 	$(RUN_ENV) $(BIN)/pytest -q -m k8s
 
-test-fast: venv ## the test suite without tests marked slow
+test-fast: venv fuse ## the test suite without tests marked slow
 	$(RUN_ENV) $(BIN)/pytest -q -m "not slow"
 
 fmt: venv ## format the code and apply ruff's safe fixes
@@ -114,7 +120,7 @@ fmt: venv ## format the code and apply ruff's safe fixes
 
 # ---- running -----------------------------------------------------------------------------------
 
-demo: venv toxiproxy ## run the default game day on local processes
+demo: venv toxiproxy fuse ## run the default game day on local processes
 	$(RUN_ENV) $(BIN)/gameday demo
 
 clean: ## remove caches and build leftovers (keeps .venv and runs/)

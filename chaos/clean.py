@@ -12,6 +12,7 @@ What counts as left behind, and never a cluster someone is using:
   files are listed in a machine-wide registry): its faults healed, its process groups stopped,
   the cluster it started torn down, on whichever backend;
 - a local cluster whose data dir is gone; test-fixture nodes and Locust orphaned to init;
+- mounts of the power-loss layer whose daemon died or whose cluster is gone;
 - subnet claims that are provably stale (chaos/backends/subnets.py).
 
 ``--all`` also removes every local cluster and Docker cluster of the project that is still
@@ -191,6 +192,47 @@ def _is_locust(proc: Proc) -> bool:
     return "locust" in text and "workloads" in text and "locustfile" in text
 
 
+# --- the power-loss layer's mounts --------------------------------------------------------------
+
+
+class MountSweeper:
+    """Mounts of the power-loss layer (chaos/backends/lazyfs.py) and their daemons, left by a
+    cluster that is gone: the daemon dead (a dead mount), or the cluster's config removed."""
+
+    name = "mounts"
+
+    def find(self, everything: bool) -> list[Leftover]:
+        from chaos.backends.lazyfs import unmount
+        from chaos.backends.powerlayer import leftover_mounts
+
+        daemons: dict[str, list[int]] = {}
+        for proc in processes():
+            mount = proc.option("--mount")
+            if proc.module() == "chaos.backends.lazyfs" and mount:
+                daemons.setdefault(str(Path(mount).resolve()), []).append(proc.pid)
+        found: list[Leftover] = []
+        mounts = {str(m): m for m in leftover_mounts()}
+        for path in sorted(set(mounts) | set(daemons)):
+            cluster_dir = Path(path).parent.parent  # <data_dir>/nodes/<id>
+            pids = daemons.get(path, [])
+            if not pids:
+                why = "its daemon is gone (a dead mount)"
+            elif not (cluster_dir / "cluster.json").exists():
+                why = "its cluster's data dir is gone"
+            elif everything:
+                why = "--all"
+            else:
+                continue  # a running cluster's node, on the layer as asked
+
+            def remove(pids: list[int] = pids, mountpoint: Path = Path(path)) -> None:
+                terminate(pids)
+                if str(mountpoint) in {str(m) for m in leftover_mounts()}:
+                    unmount(mountpoint)
+
+            found.append(Leftover("power-loss mount", path, why, remove))
+        return found
+
+
 # --- subnet claims -----------------------------------------------------------------------------
 
 
@@ -299,6 +341,7 @@ class K8sSweeper:
 SWEEPERS: list[Sweeper] = [
     GuardSweeper(),
     LocalSweeper(),
+    MountSweeper(),
     DockerSweeper(),
     K8sSweeper(),
     SubnetSweeper(),

@@ -328,6 +328,7 @@ def tear_down(cluster: Any, data_dir: Path) -> None:
     """
     cluster.down()
     shutil.rmtree(data_dir / "nodes", ignore_errors=True)
+    shutil.rmtree(data_dir / "backing", ignore_errors=True)  # under the power-loss layer
     if hasattr(cluster, "remove_volumes"):
         cluster.remove_volumes()
     if hasattr(cluster, "release_subnet"):

@@ -1,7 +1,8 @@
 """The nemesis: applies fault plans to a backend, confirms they landed, and heals them exactly.
 
 Plans are data (chaos/faults/); this module carries them out through the backend
-(chaos/backends/base.py) only: SIGKILL / restart for power, SIGSTOP / SIGCONT for pauses, the
+(chaos/backends/base.py) only: SIGKILL / restart for power (and, for a power loss, the backend
+discarding what each storage node did not fsync), SIGSTOP / SIGCONT for pauses, the
 backend's link faults (Toxiproxy toxics named after the fault) for links, bytes flipped in the
 files cluster/storage/layout.py names for bit rot. Several faults may overlap: healing one
 restarts, resumes or reconnects only what no other active fault still holds down. Active
@@ -104,19 +105,32 @@ class Nemesis:
         with self.exclusive():
             if allowed is not None and not allowed():
                 raise FaultRefused(f"{fault_id} not injected: the orchestrator lost its lease")
+            if plan.power_losses and not self.backend.supports_power_loss:
+                raise FaultNotLanded(
+                    f"{fault_id} not injected: power loss needs the storage nodes on the "
+                    f"power-loss layer, which this {self.backend.name} cluster does not have"
+                )
             try:
-                self._apply(fault_id, plan, description)
+                lost = self._apply(fault_id, plan, description)
             finally:
                 self.applied_at[fault_id] = time.time()
-        return self.confirm(plan)  # outside the lock: observing takes seconds, heals must not wait
+        evidence = self.confirm(plan)  # outside the lock: observing takes seconds, heals must not
+        if lost:
+            evidence["lost_unsynced"] = lost
+        return evidence
 
-    def _apply(self, fault_id: str, plan: FaultPlan, description: str) -> None:
+    def _apply(self, fault_id: str, plan: FaultPlan, description: str) -> dict[str, Any]:
+        """Carry ``plan`` out; returns what each power loss discarded, by node."""
         fault = ActiveFault(fault_id, description or plan.describe(), plan)
         self.active[fault_id] = fault
         self._record(fault_id, {"description": fault.description, "started": fault.started})
         backend = self.backend
         for process_id in sorted(plan.kills):
             self.backend.kill(process_id)
+        lost: dict[str, Any] = {}
+        for node in sorted(plan.power_losses):  # every process is dead first, as in a blackout
+            seed = self.rng.randrange(2**31)
+            lost[node] = backend.lose_unsynced(node, torn=plan.torn, seed=seed)
         for process_id in sorted(plan.pauses):
             self.backend.pause(process_id)
         if plan.cuts or plan.degradations or plan.resets or plan.disabled:
@@ -134,6 +148,7 @@ class Nemesis:
             self._flip_bytes(rot.node, rot.group, rot.target, rot.flips)
         for process_id in plan.rolling:
             self._restart_and_wait(process_id)
+        return lost
 
     def confirm(self, plan: FaultPlan) -> dict[str, Any]:
         """Observe the fault's effect: processes down or stopped, links unreachable."""

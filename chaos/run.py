@@ -38,7 +38,7 @@ from rich.table import Table
 from chaos.backends import create_cluster, open_cluster
 from chaos.backends.base import DEFAULT_ACCESS_KEY, Backend
 from chaos.deadman import Guard, tear_down
-from chaos.faults import BlastRadius
+from chaos.faults import BlastRadius, PowerLoss, fault_class
 from chaos.orchestrator import Orchestrator, RunOutcome
 from chaos.scenario import Scenario, load_scenario
 from chaos.schedule import TimedFault, load_game_day, timeline_to_json
@@ -183,6 +183,7 @@ async def _run_game_day(
                     scenario.cluster.topology,
                     scenario.cluster.partitions,
                     kubeconfig=options.kubeconfig,
+                    power_layer=needs_power_layer(scenario, timeline),
                 )
             else:
                 cluster = open_cluster(data_dir)
@@ -221,6 +222,16 @@ async def _finish_even_if_cancelled(work: Awaitable[Any]) -> Any:
         with contextlib.suppress(Exception):
             await future
         raise
+
+
+def needs_power_layer(scenario: Scenario, timeline: list[TimedFault]) -> bool:
+    """Whether the run may lose power: a power_loss fault in its timeline, or among the kinds
+    its random schedule draws (every seed then runs on the same layer, at the same cost)."""
+    spec = scenario.method.random
+    drawn = spec.faults if spec is not None else {}
+    return any(isinstance(t.fault, PowerLoss) for t in timeline) or any(
+        issubclass(fault_class(kind), PowerLoss) for kind in drawn
+    )
 
 
 def open_backend_name(data_dir: Path) -> str:

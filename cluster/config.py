@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["storage", "router", "memds", "gac"]
-UnsafeMode = Literal["ack-before-commit", "stale-reads"]
+UnsafeMode = Literal["ack-before-commit", "stale-reads", "no-fsync"]
 
 
 SECRET_FILE_MODE = 0o600
@@ -88,8 +88,9 @@ class ClusterConfig(BaseModel):
     tick_ms: float = 50.0  # the storage nodes' Raft tick
     election_ticks: int = Field(default=10, ge=3)  # their minimum election timeout, in ticks
     # Deliberately broken behaviours, for tests only: they prove the checkers can fail.
-    # "ack-before-commit" (storage leaders acknowledge writes before a quorum has them) and
-    # "stale-reads" (routers serve strongly consistent reads from any replica).
+    # "ack-before-commit" (storage leaders acknowledge writes before a quorum has them),
+    # "stale-reads" (routers serve strongly consistent reads from any replica) and "no-fsync"
+    # (storage nodes never fsync: only a power loss, not a power off, can show it).
     unsafe: tuple[UnsafeMode, ...] = ()
 
     def timeouts(self) -> Timeouts:

@@ -37,12 +37,19 @@ def create_cluster(
     *,
     kubeconfig: Path | None = None,
     namespace: str | None = None,
+    power_layer: bool = False,
 ) -> Backend:
     """Open or plan the cluster in ``data_dir`` on ``backend`` (``local``, ``docker``, ``k8s``).
 
     ``kubeconfig`` and ``namespace`` are for ``k8s`` only (default: the local Kubernetes of
-    ``gameday k8s up``, and a namespace of the data dir's own).
+    ``gameday k8s up``, and a namespace of the data dir's own). ``power_layer`` puts the storage
+    nodes on the power-loss layer that ``power_loss_*`` faults need (local only).
     """
+    if power_layer and backend != "local":
+        raise ValueError(
+            f"power_loss faults need the power-loss layer under the storage nodes, which only "
+            f"the local backend has yet (not {backend}); run this scenario with --backend local"
+        )
     if backend != "k8s" and (kubeconfig is not None or namespace is not None):
         raise ValueError("--kubeconfig and --namespace are options of the k8s backend")
     if backend == "k8s":
@@ -58,5 +65,5 @@ def create_cluster(
     if backend == "local":
         from chaos.backends.local import LocalCluster
 
-        return LocalCluster.create(data_dir, topology, partitions)
+        return LocalCluster.create(data_dir, topology, partitions, power_layer=power_layer)
     raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")

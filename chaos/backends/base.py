@@ -131,6 +131,24 @@ class Backend(ABC):
         """
         return self.alive(process_id)
 
+    @property
+    def supports_power_loss(self) -> bool:
+        """Whether ``lose_unsynced`` works here (storage nodes on a power-loss layer)."""
+        return False
+
+    def lose_unsynced(self, node_id: str, *, torn: bool, seed: int) -> dict[str, Any]:
+        """Power loss on a storage node: kill it (if running) and lose every byte its data
+        directory did not fsync (with ``torn``, a prefix of the last unsynced write survives);
+        ``start`` then powers it on with what was synced. Returns what was lost (files, bytes).
+
+        Backends without a power-loss layer raise ``PowerLossUnsupported``.
+        """
+        raise PowerLossUnsupported(
+            f"power loss needs the storage nodes on the power-loss layer: the {self.name} "
+            "backend has none for this cluster (local clusters get it when their scenario has "
+            "power_loss faults, or with 'gameday cluster up --power-loss-layer')"
+        )
+
     def down_reason(self, process_id: str) -> str:
         """Why a process that should be up is not, for error messages."""
         return "exited"
@@ -287,6 +305,10 @@ class Backend(ABC):
         if mesh is None:
             raise NoMesh("network faults need the Toxiproxy mesh (cluster up with it)")
         return mesh
+
+
+class PowerLossUnsupported(RuntimeError):
+    """The cluster's storage nodes are not on a power-loss layer, so power cannot be lost."""
 
 
 class NoMesh(RuntimeError):

@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from chaos.mesh import Link, plan_links, with_mesh
 from cluster.config import ClusterConfig, ProcessInfo, UnsafeMode, new_secret
@@ -36,6 +36,7 @@ from .base import (
     TOXIPROXY_API_PORT,
     Backend,
 )
+from .powerlayer import PowerLayer
 from .processes import ProcessTable
 from .subnets import claim_subnet, hold_subnet, release_subnet, subnet_of_config
 
@@ -130,6 +131,7 @@ class LocalCluster(Backend):
     def __init__(self, data_dir: Path, config: ClusterConfig) -> None:
         super().__init__(data_dir, config)
         self.procs = ProcessTable(data_dir / "run", data_dir / "logs")
+        self.layer = PowerLayer(data_dir, self.procs)
 
     @classmethod
     def create(
@@ -139,11 +141,14 @@ class LocalCluster(Backend):
         partitions: int = 4,
         mesh: bool = True,
         unsafe: tuple[UnsafeMode, ...] = (),
+        power_layer: bool = False,
     ) -> LocalCluster:
         """Open the cluster in ``data_dir``, writing its config on first use.
 
         With ``mesh`` every link between cluster processes runs through a Toxiproxy proxy
-        (one per directed pair), so that network faults can be injected on any of them.
+        (one per directed pair), so that network faults can be injected on any of them. With
+        ``power_layer`` each storage node's data directory is a mount of the power-loss layer
+        (chaos/backends/lazyfs.py), which ``power_loss_*`` faults need.
         """
         path = data_dir / "cluster.json"
         if path.exists():
@@ -153,8 +158,15 @@ class LocalCluster(Backend):
                     f"{data_dir} holds a {config.topology} cluster; use it as is, or remove it "
                     f"with 'gameday cluster down --wipe' to start a {topology} one"
                 )
+            if power_layer and not PowerLayer(data_dir, ProcessTable(data_dir, data_dir)).enabled:
+                raise ValueError(
+                    f"{data_dir} holds a cluster without the power-loss layer, which power_loss "
+                    "faults need; remove it with 'gameday cluster down --wipe' first"
+                )
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
+            if power_layer:
+                PowerLayer.enable(data_dir)
             config = build_config(topology, data_dir, partitions)
             config = config.model_copy(update={"unsafe": unsafe})  # test-only broken modes
             if mesh:
@@ -216,7 +228,19 @@ class LocalCluster(Backend):
 
     def start(self, process_id: str) -> None:
         if not self.procs.alive(process_id):
+            if self.layer.enabled and self.config.process(process_id).role == "storage":
+                self.layer.mount(process_id)  # power on: the disk first, holding what was synced
             self.procs.spawn(process_id, self.argv(process_id))
+
+    @property
+    def supports_power_loss(self) -> bool:
+        return self.layer.enabled
+
+    def lose_unsynced(self, node_id: str, *, torn: bool, seed: int) -> dict[str, Any]:
+        if not self.layer.enabled:
+            return super().lose_unsynced(node_id, torn=torn, seed=seed)
+        self.kill(node_id)
+        return self.layer.lose(node_id, torn=torn, seed=seed)
 
     def kill(self, process_id: str) -> None:
         self.procs.signal(process_id, signal.SIGKILL)
@@ -248,6 +272,7 @@ class LocalCluster(Backend):
         for process_id in reversed(self.process_ids()):
             self.procs.stop(process_id)
         self.procs.stop(TOXIPROXY)
+        self.layer.unmount_all()  # after the nodes: nothing mounted stays behind
         if wipe:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.release_subnet()

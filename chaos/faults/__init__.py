@@ -21,7 +21,7 @@ The package, by job:
     targets.py      AZs, racks, processes, sides and groups resolved on a view
     target_fault.py TargetFault: one process, rack or AZ, and what happens to it (kill, pause,
                     isolate): power.py's and partitions.py's single-target kinds in two lines each
-    power.py        power off node / rack / AZ, pause, rolling restart
+    power.py        power off / power loss of node / rack / AZ, pause, rolling restart
     partitions.py   isolate, split, one-way, bridge, majorities ring, random halves
     groups.py       a group's leader, minority or majority; every leader
     link_faults.py  latency, bandwidth, slicer, slow close, reset, disable (one LinkFault shape)
@@ -61,7 +61,17 @@ from .targets import ANY_GROUP, EVERYONE_ELSE
 from .view import DEFAULT_TABLE, ROLES, ClusterView, ReplicaGroup, groups_from_status
 
 # The families, in catalog order (``gameday faults`` lists kinds as they register).
-from .power import PauseNode, PowerOffAz, PowerOffNode, PowerOffRack, RollingRestart  # isort: skip
+from .power import (  # isort: skip
+    PauseNode,
+    PowerLoss,
+    PowerLossAz,
+    PowerLossNode,
+    PowerLossRack,
+    PowerOffAz,
+    PowerOffNode,
+    PowerOffRack,
+    RollingRestart,
+)
 from .partitions import (  # isort: skip
     Bridge,
     IsolateAz,
@@ -116,6 +126,10 @@ __all__ = [
     "ParamInfo",
     "PauseNode",
     "PlanError",
+    "PowerLoss",
+    "PowerLossAz",
+    "PowerLossNode",
+    "PowerLossRack",
     "PowerOffAz",
     "PowerOffNode",
     "PowerOffRack",

@@ -133,9 +133,14 @@ def fault_params(cls: type[Fault]) -> tuple[ParamInfo, ...]:
 def describe_catalog() -> list[CatalogEntry]:
     """``(kind, description, parameters)`` of every fault, for ``gameday faults``."""
     return [
-        CatalogEntry(kind, (cls.__doc__ or "").strip().split("\n\n")[0], fault_params(cls))
+        CatalogEntry(kind, _first_paragraph(cls.__doc__ or ""), fault_params(cls))
         for kind, cls in CATALOG.items()
     ]
+
+
+def _first_paragraph(doc: str) -> str:
+    """A docstring's first paragraph on one line (wrapped docstrings read as one sentence)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
 
 
 # --- building faults -------------------------------------------------------------------------

@@ -90,6 +90,10 @@ class FaultPlan:
 
     label: str = ""
     kills: frozenset[str] = frozenset()  # SIGKILL; power-on restarts them
+    # Storage nodes among ``kills`` that also lose every byte they did not fsync (power loss);
+    # ``torn``: a prefix of each one's last unsynced write survives.
+    power_losses: frozenset[str] = frozenset()
+    torn: bool = False
     pauses: frozenset[str] = frozenset()  # SIGSTOP; heal is SIGCONT
     cuts: frozenset[LinkPair] = frozenset()  # silent drop: the timeout toxic with timeout 0
     degradations: tuple[Degradation, ...] = ()
@@ -112,6 +116,9 @@ class FaultPlan:
         parts = []
         if self.kills:
             parts.append(f"kill {', '.join(sorted(self.kills))}")
+        if self.power_losses:
+            torn = " (last write torn)" if self.torn else ""
+            parts.append(f"lose unsynced writes of {', '.join(sorted(self.power_losses))}{torn}")
         if self.pauses:
             parts.append(f"pause {', '.join(sorted(self.pauses))}")
         if self.cuts:

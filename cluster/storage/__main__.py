@@ -30,6 +30,7 @@ from cluster.metadata.partitionmap import META_GROUP, meta_replicas
 from cluster.process import shutdown_signal
 from cluster.topology import parse_topology
 
+from . import itemstore
 from .node import NodeConfig, StorageNode
 
 STOP_SECONDS = 5.0
@@ -144,6 +145,8 @@ def parse_args(argv: list[str]) -> Launch:
         if args.node_id in meta:
             groups.setdefault(META_GROUP, meta)
         unsafe_ack = "ack-before-commit" in cluster.unsafe
+        if "no-fsync" in cluster.unsafe:
+            unsafe_skip_fsync()
         node_azs = {p.id: p.az for p in cluster.processes_with_role("storage")}
         meta_home = meta
         memds = tuple(
@@ -173,6 +176,19 @@ def parse_args(argv: list[str]) -> Launch:
         archive_seconds=healing.archive_seconds if healing is not None else 1.0,
     )
     return Launch(node, healing, node_azs, meta_home)
+
+
+def unsafe_skip_fsync() -> None:
+    """TEST-ONLY broken mode "no-fsync" (ClusterConfig.unsafe): this process never fsyncs, not
+    its WAL, not SQLite. A power off cannot tell (the page cache survives); a power loss must
+    lose acknowledged writes, and the durability check must say so."""
+    logging.getLogger(__name__).warning("UNSAFE no-fsync: nothing this node writes is durable")
+
+    def no_sync(fd: int | os.PathLike[str] | object) -> None:
+        return None
+
+    os.fsync = os.fdatasync = no_sync
+    itemstore.SYNCHRONOUS = "OFF"
 
 
 async def serve(launch: Launch) -> None:

@@ -211,6 +211,10 @@ def canonical_json(item: Item) -> str:
     return json.dumps(item, sort_keys=True, separators=(",", ":"))
 
 
+#: FULL: every COMMIT fsynced (see ItemStore). Only the TEST-ONLY "no-fsync" mode lowers it.
+SYNCHRONOUS = "FULL"
+
+
 class ItemStore:
     """The items and applied index of one replica in one SQLite file. Use from one thread."""
 
@@ -223,7 +227,7 @@ class ItemStore:
         (mode,) = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode != "wal":
             raise RuntimeError(f"{path}: SQLite refused WAL journal mode ({mode})")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
         if "crc" not in columns:  # a store from before row checksums

@@ -17,6 +17,7 @@ instead of spelling the paths.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 GROUPS_DIR = "groups"
@@ -54,3 +55,20 @@ def wal_segment(directory: Path, seq: int) -> Path:
 def wal_segments(replica: Path) -> list[Path]:
     """The replica's WAL segment files, oldest first (none when it has no WAL yet)."""
     return sorted(wal_dir(replica).glob("*" + WAL_SUFFIX))
+
+
+def replace_durably(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically and durably: a temporary file written and
+    fsynced, renamed over ``path``, then the directory fsynced. A power loss leaves the old or the
+    new content, never an empty or torn file (a rename alone may reach the disk before the data)."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -45,7 +45,7 @@ from .archive import Archiver, DirectoryArchive
 from .host import NodeService
 from .intents import lock_table
 from .itemstore import ItemStore
-from .layout import groups_file, replica_dir
+from .layout import groups_file, replace_durably, replica_dir
 from .rebuild import check_compatible, finish_rebuild, rebuild_from, stage_store
 from .replica import (
     NotLeader,
@@ -238,9 +238,8 @@ class StorageNode:
             }
             for g, r in self.replicas.items()
         }
-        tmp = self._groups_file().with_suffix(".tmp")
-        tmp.write_text(json.dumps(bootstrap, indent=1, sort_keys=True))
-        tmp.replace(self._groups_file())
+        # Durably: a node whose groups.json a power loss emptied could not start again.
+        replace_durably(self._groups_file(), json.dumps(bootstrap, indent=1, sort_keys=True))
 
     async def create_group(
         self,

@@ -40,7 +40,7 @@ from cluster.consensus.raft import (
 )
 
 from .itemstore import ItemCorruption, ItemStore
-from .layout import items_file, wal_dir
+from .layout import items_file, replace_durably, wal_dir
 from .scrub import ReplicaReport, verify_replica
 from .statemachine import (
     ApplyResult,
@@ -114,9 +114,7 @@ def write_mode(data_dir: Path, mode: ReplicaMode) -> None:
     if mode is ReplicaMode.FULL:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(mode.value)
-    tmp.replace(path)
+    replace_durably(path, mode.value)  # a power loss leaves the old mode or the new one
 
 
 @dataclass(frozen=True, slots=True)

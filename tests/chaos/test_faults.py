@@ -29,6 +29,9 @@ from chaos.faults import (
     OneWay,
     PauseNode,
     PlanError,
+    PowerLossAz,
+    PowerLossNode,
+    PowerLossRack,
     PowerOffAz,
     PowerOffNode,
     PowerOffRack,
@@ -170,6 +173,20 @@ def test_power_off_node_and_pause_node_touch_one_process(shape: str) -> None:
     assert off.kills == {"sn-c1"} and not off.pauses and not off.cuts
     assert paused.pauses == {"sn-c1"} and not paused.kills and not paused.cuts
     assert off.affected_storage_nodes() == paused.affected_storage_nodes() == {"sn-c1"}
+
+
+def test_power_loss_kills_like_power_off_and_loses_only_storage_nodes_data() -> None:
+    view = view_of()
+    az = plan(PowerLossAz("az-b"), view)
+    rack = plan(PowerLossRack("az-a/r1", torn=True), view)
+    router = plan(PowerLossNode("rt-c"), view)
+
+    assert az.kills == plan(PowerOffAz("az-b"), view).kills
+    assert az.power_losses == {"sn-b1", "sn-b2"} and not az.torn
+    assert rack.kills == rack.power_losses == {"sn-a1"} and rack.torn
+    assert router.kills == {"rt-c"} and not router.power_losses  # a router has no data
+    assert not plan(PowerOffAz("az-b"), view).power_losses
+    assert "lose unsynced writes of sn-a1 (last write torn)" in rack.describe()
 
 
 def test_power_off_node_accepts_other_processes() -> None:
@@ -633,9 +650,9 @@ def test_catalog_describes_every_fault() -> None:
     entries = describe_catalog()
 
     assert [e.kind for e in entries] == list(CATALOG)
-    assert len(CATALOG) == 23
+    assert len(CATALOG) == 26
     for kind, description, parameters in entries:
-        assert description and "\n\n" not in description, kind
+        assert description and "\n" not in description, kind
         assert all(p.help for p in parameters), kind
     params = {e.kind: {p.name: p for p in e.parameters} for e in entries}
     assert params["power_off_az"]["target"].required
@@ -692,6 +709,9 @@ def test_a_target_fault_kind_is_a_name_a_scope_and_an_effect() -> None:
         "power_off_node",
         "power_off_rack",
         "power_off_az",
+        "power_loss_node",
+        "power_loss_rack",
+        "power_loss_az",
         "pause_node",
         "isolate_node",
         "isolate_az",
