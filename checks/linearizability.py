@@ -100,12 +100,13 @@ def to_register_op(op: Operation) -> RegisterOp | None:
     """The register view of `op`, or None when it takes no part in the search."""
     f, kind = op.f, op.type
     call = op.invoke_time
+    if f in READ_FS:  # the most common op first, with the fewest steps
+        if kind == "ok" and op.consistent:
+            ret = op.complete_time or call
+            return RegisterOp(op, READ, canon(op.result), "null", call, max(call, ret), True)
+        return None
     ret = math.inf if kind == "info" else max(call, op.complete_time or call)
     definite = kind != "info"
-    if f in READ_FS:
-        if kind == "ok" and op.consistent:
-            return RegisterOp(op, READ, canon(op.result), "null", call, ret, True)
-        return None
     if kind == "fail":
         if f == "cas" and (op.error is None or CONDITIONAL_FAILED in op.error):
             return RegisterOp(op, MISMATCH, canon(_cas_args(op)[0]), "null", call, ret, True)
@@ -343,15 +344,25 @@ def check_key(
 
 def eventual_read_violations(ops: Sequence[Operation]) -> list[dict[str, Any]]:
     """Eventually consistent reads that returned a value no write or cas tried to write."""
+    reads = [
+        op
+        for op in ops
+        if not op.consistent and op.type == "ok" and op.f in READ_FS and op.key is not None
+    ]
+    if not reads:  # the common case of a register history: nothing to index
+        return []
+    keys = {op.key for op in reads}
     attempted: dict[str, set[str]] = defaultdict(lambda: {canon(None)})
     failed: dict[str, set[str]] = defaultdict(set)
     for op in ops:
+        if op.key not in keys:
+            continue
         writes, value = op.written_value()
         if writes and op.key is not None:
             (failed if op.type == "fail" else attempted)[op.key].add(canon(value))
     out = []
-    for op in ops:
-        if op.is_read and not op.consistent and op.type == "ok" and op.key is not None:
+    for op in reads:
+        if op.key is not None:
             value = canon(op.result)
             if value not in attempted[op.key]:
                 why = "the value of a write that failed" if value in failed[op.key] else None
