@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaos.streaming import failure, run_streaming
+
 # The Docker SDK has no type hints, and type checkers run from the repository root would take
 # the docker/ folder (Dockerfile) for it: clients are typed as Any, which they would be anyway.
 DockerClient = Any
@@ -457,26 +459,9 @@ def _run_streaming(
     argv: list[str], stage: str, on_event: OnEvent, env: dict[str, str] | None = None
 ) -> None:
     """Run ``argv``, reporting each output line; ImageBuildError with the tail on failure."""
-    tail: list[str] = []
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-        text=True,
-        errors="replace",
-    )
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.rstrip()
-        if not line:
-            continue
-        tail = [*tail[-19:], line]
-        on_event(BuildEvent(stage, line))
-    if proc.wait() != 0:
-        shown = "\n".join(tail[-12:])
-        raise ImageBuildError(f"{Path(argv[0]).name} exited with {proc.returncode}:\n{shown}")
+    code, lines = run_streaming(argv, lambda line: on_event(BuildEvent(stage, line)), env)
+    if code != 0:
+        raise ImageBuildError(failure(argv, code, lines))
 
 
 def _short(exc: BaseException) -> str:

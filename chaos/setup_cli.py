@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from chaos.streaming import failure, run_streaming
 
 TOXIPROXY_VERSION = "v2.12.0"
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2"
@@ -65,39 +66,19 @@ def run_with_progress(
     Lines for which ``echo`` is true are also printed for good (so CI logs keep them). Returns
     every output line; SetupError with the last ones when the command fails.
     """
-    lines: list[str] = []
     started = time.monotonic()
     with console.status(f"[bold]{title}[/bold]") as status:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            text=True,
-            errors="replace",
-        )
-        assert proc.stdout is not None
-        try:
-            for raw in proc.stdout:
-                line = raw.rstrip()
-                if not line:
-                    continue
-                lines.append(line)
-                if echo(line):
-                    console.print(f"  {line}", markup=False, highlight=False)
-                elapsed = time.monotonic() - started
-                short = line if len(line) <= 60 else line[:57] + "..."
-                status.update(f"[bold]{title}[/bold] [dim]{elapsed:.0f}s[/dim] {short}")
-        except BaseException:  # Ctrl-C or SIGTERM: stop the installer too, then give up
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait()
-            raise
-        code = proc.wait()
+
+        def show(line: str) -> None:
+            if echo(line):
+                console.print(f"  {line}", markup=False, highlight=False)
+            elapsed = time.monotonic() - started
+            short = line if len(line) <= 60 else line[:57] + "..."
+            status.update(f"[bold]{title}[/bold] [dim]{elapsed:.0f}s[/dim] {short}")
+
+        code, lines = run_streaming(argv, show, env)
     if code != 0:
-        tail = "\n".join(f"  {line}" for line in lines[-12:])
-        raise SetupError(f"{Path(argv[0]).name} exited with {code}:\n{tail}")
+        raise SetupError(failure(argv, code, lines, indent="  "))
     return lines
 
 
