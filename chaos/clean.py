@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from chaos.deadman import pid_alive
+from chaos.backends.processes import pid_alive
 
 MANAGED_BY = "app.kubernetes.io/managed-by=gameday"  # namespaces the k8s backend created
 
@@ -267,7 +267,7 @@ class DockerSweeper:
             client = engine(timeout=10)
         except Exception:  # no engine here: nothing of ours can be running in it
             return []
-        from chaos.backends.docker import LABEL
+        from chaos.backends.docker_plan import LABEL
 
         found: list[Leftover] = []
         containers = client.containers.list(all=True, filters={"label": f"{LABEL}.cluster"})

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.backends.base import Backend
+from chaos.backends.processes import pid_alive, start_time
 
 log = logging.getLogger(__name__)
 HELD, LAPSED, RELEASED = "held", "lapsed", "released"
@@ -180,22 +181,6 @@ class Lease:
 # --- the owner's guard file ----------------------------------------------------------------
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (/proc), to tell it from a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] == "Z":
-        return None
-    return fields[19]
-
-
-def pid_alive(pid: int) -> bool:
-    return _start_time(pid) is not None
-
-
 class Guard:
     """The owner's side of the watchdog: what to heal and tear down if the owner dies."""
 
@@ -207,7 +192,7 @@ class Guard:
     def spawn(cls, path: Path, log_path: Path, **fields: Any) -> Guard:
         path = path.resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(path, {"owner": os.getpid(), "owner_start": _start_time(os.getpid())})
+        _write_json(path, {"owner": os.getpid(), "owner_start": start_time(os.getpid())})
         guard = cls(path)
         guard.update(**fields)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +205,7 @@ class Guard:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C or a killed group leaves it running
             )
-        guard.update(watchdog=guard.proc.pid, watchdog_start=_start_time(guard.proc.pid))
+        guard.update(watchdog=guard.proc.pid, watchdog_start=start_time(guard.proc.pid))
         register_guard(path)
         return guard
 
@@ -235,7 +220,7 @@ class Guard:
         """Stop ``pid``'s process group (it leads one) if the owner dies."""
         with _locked(self.path):
             data = self.read()
-            data["groups"] = [*data.get("groups", []), [pid, _start_time(pid)]]
+            data["groups"] = [*data.get("groups", []), [pid, start_time(pid)]]
             _write_json(self.path, data)
 
     def finish(self, timeout: float = 10.0) -> None:
@@ -337,7 +322,7 @@ def tear_down(cluster: Any, data_dir: Path) -> None:
 
 def stop_group(pid: int, start: str | None, grace: float = 5.0) -> None:
     """SIGTERM then SIGKILL the process group ``pid`` leads, if it is still that process."""
-    if start is None or _start_time(pid) != start:
+    if start is None or start_time(pid) != start:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
@@ -382,7 +367,7 @@ class Watchdog:
         """One look at the owner and its lease; False once there is nothing left to guard."""
         plan = self.plan()
         owner = int(plan.get("owner", 0))
-        owner_alive = owner > 0 and _start_time(owner) == plan.get("owner_start")
+        owner_alive = owner > 0 and start_time(owner) == plan.get("owner_start")
         lease_path = Path(plan["lease"]) if plan.get("lease") else None
         lease = expire_if_due(lease_path) if lease_path is not None else None
         state = (lease or {}).get("state")

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chaos.backends.base import DEFAULT_ACCESS_KEY
+from chaos.backends.lifeline import tied_popen
 from chaos.backends.local import LocalCluster
 from chaos.deadman import Guard
 from workloads.catalog import WORKLOADS
@@ -142,9 +144,8 @@ def load(
     guard = Guard.spawn(guard_file, cluster.data_dir / "logs" / "load-guard.log")
     try:
         if web:
-            proc = start_web(
-                settings, web_host, web_port, users, spawn_rate, processes, csv, workload == ALL
-            )
+            ui = (settings, web_host, web_port, users, spawn_rate, processes, csv, workload == ALL)
+            proc = start_web(*ui, popen=TIED)
             guard.add_group(proc.pid)
             console.print(
                 f"Locust web UI on [bold]http://{web_host}:{web_port}[/bold] "
@@ -155,7 +156,7 @@ def load(
             console.print(
                 f"load: {workload}, {users} users for {run_time} over {len(endpoints)} routers"
             )
-            proc = start_locust(settings, users, spawn_rate, run_time, processes, csv)
+            proc = start_locust(settings, users, spawn_rate, run_time, processes, csv, popen=TIED)
             guard.add_group(proc.pid)
             code = _wait(proc, run_seconds(run_time) + settings.timeout + 60)
     finally:
@@ -172,6 +173,8 @@ def load(
 
 
 _interrupted: list[int] = []
+#: Locust gets SIGTERM (and stops in order) when this command dies, even by SIGKILL.
+TIED = partial(tied_popen, sig=signal.SIGTERM)
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -28,6 +28,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from rich.table import Table
 
 from chaos.backends import create_cluster, open_cluster
 from chaos.backends.base import DEFAULT_ACCESS_KEY, Backend
+from chaos.backends.lifeline import tied_popen
 from chaos.deadman import Guard, tear_down
 from chaos.faults import BlastRadius, PowerLoss, fault_class
 from chaos.orchestrator import Orchestrator, RunOutcome
@@ -187,6 +189,8 @@ async def _run_game_day(
                 )
             else:
                 cluster = open_cluster(data_dir)
+            if tear:  # what the run starts dies with it, even on SIGKILL (the watchdog also acts)
+                cluster.die_with_this_process()
             with console.status(f"starting the cluster ({cluster.name}) ..."):
                 await _finish_even_if_cancelled(asyncio.to_thread(cluster.up))
         except (FileNotFoundError, ValueError, RuntimeError, TimeoutError, OSError) as exc:
@@ -235,7 +239,7 @@ def needs_power_layer(scenario: Scenario, timeline: list[TimedFault]) -> bool:
 
 
 def open_backend_name(data_dir: Path) -> str:
-    from chaos.backends.docker import is_docker_cluster
+    from chaos.backends.docker_plan import is_docker_cluster
     from chaos.backends.k8s_plan import is_k8s_cluster
 
     if is_k8s_cluster(data_dir):
@@ -287,6 +291,7 @@ async def _game_day(
             run_time=f"{int(scenario.duration) + 60}s",
             csv_prefix=run_dir / "locust",
             log=log,
+            popen=partial(tied_popen, sig=signal.SIGTERM),  # stops in order if we die
         )
     guard.add_group(locust.pid)  # Locust and its workers die with the run, even on SIGKILL
     stop_canaries = asyncio.Event()

@@ -41,8 +41,6 @@ LARGE_MODULES: dict[str, str] = {
     "wire format (encode/decode) moves to a module of its own next",
     "chaos/k8s/localkube.py": "new with the Kubernetes backend; its engineer splits it next",
     "chaos/backends/k8s.py": "new with the Kubernetes backend; its engineer splits it next",
-    "chaos/backends/docker.py": "the Docker backend's plan (subnet, addresses, labels) moves "
-    "to a module of its own next",
 }
 
 

@@ -22,7 +22,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -131,10 +131,14 @@ def web_argv(
     return argv + list(extra)
 
 
+#: How Locust is started: ``subprocess.Popen`` or a caller's equivalent (chaos ties it to itself).
+Popen = Callable[..., "subprocess.Popen[bytes]"]
+
+
 def _spawn(
-    argv: list[str], settings: LoadSettings, log: IO[bytes] | None
+    argv: list[str], settings: LoadSettings, log: IO[bytes] | None, popen: Popen | None = None
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    return (popen or subprocess.Popen)(
         argv,
         env=locust_env(settings),
         stdin=subprocess.DEVNULL,  # Locust's key listener would otherwise read our terminal
@@ -154,14 +158,15 @@ def start_locust(
     log: IO[bytes] | None = None,
     locustfile: Path = LOCUSTFILE,
     extra: Sequence[str] = (),
+    popen: Popen | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a headless run (``--headless -u N -r R --run-time T --only-summary``); it ends by
     itself after ``run_time`` plus the stop timeout. ``log``: where its output goes (default:
-    inherited)."""
+    inherited); ``popen``: what starts it (default ``subprocess.Popen``)."""
     argv = headless_argv(
         settings, users, spawn_rate, run_time, processes, csv_prefix, locustfile, extra
     )
-    return _spawn(argv, settings, log)
+    return _spawn(argv, settings, log, popen)
 
 
 def start_web(
@@ -175,6 +180,7 @@ def start_web(
     class_picker: bool = False,
     log: IO[bytes] | None = None,
     locustfile: Path = LOCUSTFILE,
+    popen: Popen | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start Locust's web UI (bound to 127.0.0.1 unless told otherwise); runs until stopped."""
     argv = web_argv(
@@ -188,7 +194,7 @@ def start_web(
         class_picker,
         locustfile,
     )
-    return _spawn(argv, settings, log)
+    return _spawn(argv, settings, log, popen)
 
 
 def stop_locust(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:

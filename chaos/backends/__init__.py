@@ -18,7 +18,8 @@ BACKENDS = ("local", "docker", "k8s")
 
 def open_cluster(data_dir: Path) -> Backend:
     """The cluster kept in ``data_dir``, whichever backend created it."""
-    from chaos.backends.docker import DockerCluster, is_docker_cluster
+    from chaos.backends.docker import DockerCluster
+    from chaos.backends.docker_plan import is_docker_cluster
     from chaos.backends.k8s import K8sCluster, is_k8s_cluster
     from chaos.backends.local import LocalCluster
 

@@ -18,8 +18,9 @@ deployment serves. Then implement exactly these:
 - where things are: ``node_data_dir`` (a storage node's data directory as this host sees it),
   ``proxy_host`` (the IP Toxiproxy's API and proxies listen on) and ``start_toxiproxy``;
 - ``logs_hint`` (where to look when a process fails); optionally ``down_reason``,
-  ``may_answer`` (when ``alive`` is costly) and ``endpoints`` (if clients reach routers
-  elsewhere than at their configured address).
+  ``may_answer`` (when ``alive`` is costly), ``endpoints`` (if clients reach routers
+  elsewhere than at their configured address) and ``die_with_this_process`` (if the cluster's
+  processes are children of the caller).
 
 Everything else (process ids, topology, health, ``wait_healthy``, storage status, replica
 paths, links, every network fault) is implemented here from the config and must not be
@@ -45,7 +46,7 @@ from chaos.links import LinkPair
 from chaos.mesh import Link, LinkMesh, SlicerToxic, plan_links, wait_ready
 from chaos.probe import ProbeResult, probe
 from cluster import auth
-from cluster.config import ClusterConfig
+from cluster.config import ClusterConfig, ProcessInfo, Role, new_secret
 from cluster.storage import layout
 from cluster.topology import Topology, parse_topology
 
@@ -56,6 +57,71 @@ DEFAULT_ACCESS_KEY = "gameday"
 
 #: The order processes start in (and stop in reverse): storage first, routers last.
 START_ORDER = {"storage": 0, "gac": 1, "memds": 2, "router": 3}
+#: Each role's (service, admin) port; a process whose role serves both on one port repeats it.
+PORTS: dict[Role, tuple[int, int]] = {
+    "storage": (STORAGE_PORT, STORAGE_ADMIN_PORT),
+    "router": (ROUTER_PORT, ROUTER_PORT),
+    "memds": (MEMDS_PORT, MEMDS_PORT),
+    "gac": (GAC_PORT, GAC_PORT),
+}
+
+#: Where a backend puts a process: ``(role, az number from 1, its number among the AZ's
+#: processes of that role, from 0) -> host``. The GAC is asked for as ``("gac", 1, 0)``.
+HostPlan = Callable[[Role, int, int], str]
+
+
+def plan_processes(topology: str, host: HostPlan) -> dict[str, ProcessInfo]:
+    """Every process of ``topology`` (per AZ: storage nodes, MemDS, routers; then the GAC, in
+    the first AZ) at the host ``host`` gives it and its role's standard ports."""
+    topo = parse_topology(topology)
+    processes: dict[str, ProcessInfo] = {}
+
+    def add(process_id: str, role: Role, az: str, rack: str | None, at: tuple[int, int]) -> None:
+        ip = host(role, *at)
+        service, admin = PORTS[role]
+        listen, admin_addr = f"{ip}:{service}", f"{ip}:{admin}"
+        processes[process_id] = ProcessInfo(
+            id=process_id, role=role, az=az, rack=rack, listen=listen, admin=admin_addr
+        )
+
+    for i, az in enumerate(topo.azs, start=1):
+        for k, node in enumerate(n for n in topo.storage_nodes() if n.az == az):
+            add(node.id, "storage", az, node.rack, (i, k))
+        for k, spec in enumerate(p for p in topo.memds() if p.az == az):
+            add(spec.id, "memds", az, None, (i, k))
+        for k, spec in enumerate(p for p in topo.routers() if p.az == az):
+            add(spec.id, "router", az, None, (i, k))
+    add("gac", "gac", topo.azs[0], None, (1, 0))
+    return processes
+
+
+def new_config(topology: str, processes: dict[str, ProcessInfo], partitions: int) -> ClusterConfig:
+    """A new cluster's config: its processes and fresh secrets (an API key, the internal key)."""
+    return ClusterConfig(
+        topology=topology,
+        processes=processes,
+        credentials={DEFAULT_ACCESS_KEY: new_secret()},
+        internal_key=new_secret(),
+        default_partitions=partitions,
+    )
+
+
+def check_reopened(data_dir: Path, holds: str, wanted: str) -> None:
+    """A cluster planned in ``data_dir`` before is used as it is: refuse another topology."""
+    if holds != wanted:
+        raise ValueError(
+            f"{data_dir} holds a {holds} cluster; use it as is, or remove it with "
+            f"'gameday cluster down --wipe' to start a {wanted} one"
+        )
+
+
+def refuse_foreign(data_dir: Path, backend: str) -> None:
+    """``data_dir`` holds no cluster of ``backend``: refuse it if it holds another's."""
+    if (data_dir / "cluster.json").exists():
+        raise ValueError(
+            f"{data_dir} holds a cluster of another backend than {backend}: stop and remove "
+            "it ('gameday cluster down --wipe') or choose another --data-dir"
+        )
 
 
 class Backend(ABC):
@@ -153,6 +219,12 @@ class Backend(ABC):
         """Why a process that should be up is not, for error messages."""
         return "exited"
 
+    def die_with_this_process(self) -> None:
+        """Processes this backend starts from now on die with the calling process, even when it
+        is SIGKILLed (a run that tears down the cluster it started). The default does nothing:
+        containers and pods are no children of ours, and the watchdog removes them."""
+        return None
+
     def endpoints(self) -> dict[str, str]:
         """Router id -> the DynamoDB endpoint clients use."""
         return {p: f"http://{self.config.process(p).listen}" for p in self.process_ids("router")}
@@ -193,21 +265,24 @@ class Backend(ABC):
     ) -> None:
         """Wait until every process answers /health, in start order; ``progress(id)`` per one.
 
-        Raises RuntimeError at once when a process is down, TimeoutError after ``timeout``.
+        Raises RuntimeError at once when a process is down, TimeoutError once ``timeout``
+        seconds pass without progress (no further process became healthy): a busy machine
+        makes this slow, not fail, while a process that never comes up is still reported.
         """
         timeout = self.startup_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        since = time.monotonic()  # the last progress
         for process_id in self.process_ids():
             while self.health(process_id) is None:
                 if not self.alive(process_id):
                     reason = self.down_reason(process_id)
                     raise RuntimeError(f"{process_id} {reason}; {self.logs_hint(process_id)}")
-                if time.monotonic() > deadline:
+                if time.monotonic() - since > timeout:
                     raise TimeoutError(
-                        f"{process_id} not healthy after {timeout:.0f}s; "
+                        f"{process_id} not healthy after {timeout:.0f}s without progress; "
                         f"{self.logs_hint(process_id)}"
                     )
                 time.sleep(self.poll_interval)
+            since = time.monotonic()
             if progress is not None:
                 progress(process_id)
 

@@ -17,6 +17,7 @@ container again (same volume, same address), pause is ``docker pause`` (the cgro
     cluster.kill("sn-a1"); cluster.start("sn-a1")
     cluster.down(wipe=True)            # containers, network, volumes and the data dir gone
 
+Names, addresses, labels and commands are planned in chaos/backends/docker_plan.py.
 ``data_dir`` keeps ``cluster.json`` (copied into every container at creation), ``docker.json``
 (the names, subnet and host ports Docker objects were given), ``faults.json`` and the
 dead-man's lease, and ``logs/`` (each container's output, saved when it is removed).
@@ -25,170 +26,49 @@ dead-man's lease, and ``logs/`` (each container's output, saved when it is remov
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import ipaddress
 import logging
 import shutil
-import socket
 import tarfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING, ClassVar
 
 from chaos.backends.base import (
-    DEFAULT_ACCESS_KEY,
     FIRST_PROXY_PORT,
-    GAC_PORT,
-    MEMDS_PORT,
     ROUTER_PORT,
-    STORAGE_ADMIN_PORT,
-    STORAGE_PORT,
     TOXIPROXY_API_PORT,
     Backend,
+    check_reopened,
+    refuse_foreign,
 )
-from chaos.images import CLUSTER_IMAGE, DockerClient, EngineUnavailable, engine, image_exists
+from chaos.backends.docker_plan import (
+    DATA_IN_CONTAINER,
+    LABEL,
+    STATE_FILE,
+    TOXIPROXY,
+    DockerState,
+    _free_port,
+    build_docker_config,
+    cluster_name,
+    command_for,
+    free_subnet,
+    is_docker_cluster,
+    labels_for,
+    toxiproxy_ip,
+)
+from chaos.images import DockerClient, engine, image_exists
 from chaos.mesh import plan_links, with_mesh
-from cluster.config import ClusterConfig, ProcessInfo, new_secret
-from cluster.topology import parse_topology
+from cluster.config import ClusterConfig
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "docker.json"
-CONFIG_IN_CONTAINER = "/etc/gameday/cluster.json"
-DATA_IN_CONTAINER = "/data"
-TOXIPROXY = "toxiproxy"
-LABEL = "io.gameday"  # label prefix: io.gameday.cluster, .process, .role, .az, .rack
-MODULES = {
-    "storage": "cluster.storage",
-    "router": "cluster.router",
-    "memds": "cluster.memds",
-    "gac": "cluster.admission",
-}
-FIRST_HOST = 10  # processes get subnet addresses from .10 on; Toxiproxy has .2
-
-
-class DockerState(BaseModel):
-    """What the backend named and chose in Docker, saved as ``docker.json``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str  # cluster name: prefix of every container, volume and the network
-    image: str = CLUSTER_IMAGE
-    subnet: str
-    toxiproxy_ip: str
-    router_ports: dict[str, int]  # router id -> port on 127.0.0.1
-    mesh: bool = True
-
-    @property
-    def network(self) -> str:
-        return f"{self.name}-net"
-
-    def container(self, process_id: str) -> str:
-        return f"{self.name}-{process_id}"
-
-    def volume(self, process_id: str) -> str:
-        return f"{self.name}-{process_id}"
-
-
-def cluster_name(data_dir: Path) -> str:
-    """``gameday-<hash>``: stable for a data dir, distinct between data dirs."""
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
-    return f"gameday-{digest}"
-
-
-def is_docker_cluster(data_dir: Path) -> bool:
-    return (data_dir / STATE_FILE).exists()
-
-
-# --- the plan --------------------------------------------------------------------------------
-
-
-def build_docker_config(topology: str, subnet: str, partitions: int = 4) -> ClusterConfig:
-    """Addresses on ``subnet``: one per process from .10 on, in a fixed order.
-
-    Each process has a container of its own, so all use the standard ports.
-    """
-    topo = parse_topology(topology)
-    net = ipaddress.ip_network(subnet)
-    hosts = iter(net.hosts())
-    for _ in range(FIRST_HOST - 1):
-        next(hosts)
-    processes: dict[str, ProcessInfo] = {}
-
-    def add(process_id: str, role: Any, az: str, rack: str | None, port: int, admin: int) -> None:
-        try:
-            ip = next(hosts)
-        except StopIteration:
-            raise ValueError(f"subnet {subnet} is too small for {topology}") from None
-        processes[process_id] = ProcessInfo(
-            id=process_id, role=role, az=az, rack=rack, listen=f"{ip}:{port}", admin=f"{ip}:{admin}"
-        )
-
-    for az in topo.azs:
-        for node in (n for n in topo.storage_nodes() if n.az == az):
-            add(node.id, "storage", az, node.rack, STORAGE_PORT, STORAGE_ADMIN_PORT)
-        for spec in (p for p in topo.memds() if p.az == az):
-            add(spec.id, "memds", az, None, MEMDS_PORT, MEMDS_PORT)
-        for spec in (p for p in topo.routers() if p.az == az):
-            add(spec.id, "router", az, None, ROUTER_PORT, ROUTER_PORT)
-    add("gac", "gac", topo.azs[0], None, GAC_PORT, GAC_PORT)
-    return ClusterConfig(
-        topology=topology,
-        processes=processes,
-        credentials={DEFAULT_ACCESS_KEY: new_secret()},
-        internal_key=new_secret(),
-        default_partitions=partitions,
-    )
-
-
-def toxiproxy_ip(subnet: str) -> str:
-    return str(ipaddress.ip_network(subnet).network_address + 2)
-
-
-def labels_for(state: DockerState, info: ProcessInfo | None) -> dict[str, str]:
-    """Labels of one container (``info`` None: the Toxiproxy container)."""
-    labels = {f"{LABEL}.cluster": state.name}
-    if info is None:
-        return {**labels, f"{LABEL}.process": TOXIPROXY, f"{LABEL}.role": "toxiproxy"}
-    labels.update({f"{LABEL}.process": info.id, f"{LABEL}.role": info.role, f"{LABEL}.az": info.az})
-    if info.rack is not None:
-        labels[f"{LABEL}.rack"] = info.rack
-    return labels
-
-
-def command_for(info: ProcessInfo) -> list[str]:
-    """The container's command: the role's module, its id and the config inside the image."""
-    config = ["--config", CONFIG_IN_CONTAINER]
-    if info.role == "storage":
-        return [
-            "python",
-            "-m",
-            MODULES["storage"],
-            "--node-id",
-            info.id,
-            "--data-dir",
-            DATA_IN_CONTAINER,
-            "--log-level",
-            "WARNING",
-            *config,
-        ]
-    return ["python", "-m", MODULES[info.role], "--id", info.id, *config]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # --- the backend -----------------------------------------------------------------------------
 
@@ -221,17 +101,9 @@ class DockerCluster(Backend):
         """Open the cluster in ``data_dir``, planning it (subnet, addresses) on first use."""
         if is_docker_cluster(data_dir):
             cluster = cls.open(data_dir)
-            if cluster.config.topology != topology:
-                raise ValueError(
-                    f"{data_dir} holds a {cluster.config.topology} cluster; use it as is, or "
-                    f"remove it with 'gameday cluster down --wipe' to start a {topology} one"
-                )
+            check_reopened(data_dir, cluster.config.topology, topology)
             return cluster
-        if (data_dir / "cluster.json").exists():
-            raise ValueError(
-                f"{data_dir} holds a cluster of the local backend: stop and remove it "
-                "('gameday cluster down --wipe') or choose another --data-dir"
-            )
+        refuse_foreign(data_dir, cls.name)
         client = engine()
         name = cluster_name(data_dir)
         subnet = free_subnet(client, name)
@@ -589,25 +461,6 @@ class DockerCluster(Backend):
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def free_subnet(client: DockerClient, name: str) -> str:
-    """A subnet no network uses: the one the engine's own pool hands out to a probe network.
-
-    Containers need fixed addresses, which Docker grants only on a network whose subnet was
-    given explicitly; asking the engine first keeps clear of its other networks and of the
-    host's routes.
-    """
-    probe = client.networks.create(f"{name}-probe", driver="bridge", check_duplicate=True)
-    try:
-        probe.reload()
-        configs = probe.attrs.get("IPAM", {}).get("Config") or []
-        subnet = next((c["Subnet"] for c in configs if "." in c.get("Subnet", "")), None)
-    finally:
-        probe.remove()
-    if subnet is None:
-        raise EngineUnavailable("the Docker engine gave the probe network no IPv4 subnet")
-    return str(subnet)
 
 
 def _tar_of(name: str, path: Path) -> bytes:

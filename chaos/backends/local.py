@@ -22,19 +22,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from chaos.mesh import Link, plan_links, with_mesh
-from cluster.config import ClusterConfig, ProcessInfo, UnsafeMode, new_secret
-from cluster.topology import parse_topology
+from cluster.config import ClusterConfig, UnsafeMode
 
 from .base import (
-    DEFAULT_ACCESS_KEY,
     FIRST_PROXY_PORT,
-    GAC_PORT,
-    MEMDS_PORT,
-    ROUTER_PORT,
-    STORAGE_ADMIN_PORT,
-    STORAGE_PORT,
     TOXIPROXY_API_PORT,
     Backend,
+    check_reopened,
+    new_config,
+    plan_processes,
 )
 from .powerlayer import PowerLayer
 from .processes import ProcessTable
@@ -78,44 +74,17 @@ def mesh_links(config: ClusterConfig) -> dict[tuple[str, str], Link]:
     return plan_links(config, mesh_host(config), FIRST_PROXY_PORT)
 
 
+#: Where each role lives in AZ i's 127.X.i.0/24 (the n-th of its role: + n).
+LOCAL_HOSTS: dict[str, int] = {"storage": 1, "router": 100, "memds": 150, "gac": 200}
+
+
 def build_config(topology: str, data_dir: Path, partitions: int = 4) -> ClusterConfig:
     """Addresses for every process: AZ i gets 127.X.i.0/24, one address per process."""
-    topo = parse_topology(topology)
     x = subnet_for(data_dir)
-    processes: dict[str, ProcessInfo] = {}
-    for i, az in enumerate(topo.azs, start=1):
-        nodes = [n for n in topo.storage_nodes() if n.az == az]
-        for j, node in enumerate(nodes, start=1):
-            host = f"127.{x}.{i}.{j}"
-            processes[node.id] = ProcessInfo(
-                id=node.id,
-                role="storage",
-                az=az,
-                rack=node.rack,
-                listen=f"{host}:{STORAGE_PORT}",
-                admin=f"{host}:{STORAGE_ADMIN_PORT}",
-            )
-        for k, spec in enumerate(p for p in topo.routers() if p.az == az):
-            host = f"127.{x}.{i}.{100 + k}"
-            addr = f"{host}:{ROUTER_PORT}"
-            processes[spec.id] = ProcessInfo(
-                id=spec.id, role="router", az=az, listen=addr, admin=addr
-            )
-        for k, spec in enumerate(p for p in topo.memds() if p.az == az):
-            host = f"127.{x}.{i}.{150 + k}"
-            addr = f"{host}:{MEMDS_PORT}"
-            processes[spec.id] = ProcessInfo(
-                id=spec.id, role="memds", az=az, listen=addr, admin=addr
-            )
-    gac = f"127.{x}.1.200:{GAC_PORT}"
-    processes["gac"] = ProcessInfo(id="gac", role="gac", az=topo.azs[0], listen=gac, admin=gac)
-    return ClusterConfig(
-        topology=topology,
-        processes=processes,
-        credentials={DEFAULT_ACCESS_KEY: new_secret()},
-        internal_key=new_secret(),
-        default_partitions=partitions,
+    processes = plan_processes(
+        topology, lambda role, az, n: f"127.{x}.{az}.{LOCAL_HOSTS[role] + n}"
     )
+    return new_config(topology, processes, partitions)
 
 
 class LocalCluster(Backend):
@@ -153,11 +122,7 @@ class LocalCluster(Backend):
         path = data_dir / "cluster.json"
         if path.exists():
             config = ClusterConfig.load(path)
-            if config.topology != topology:
-                raise ValueError(
-                    f"{data_dir} holds a {config.topology} cluster; use it as is, or remove it "
-                    f"with 'gameday cluster down --wipe' to start a {topology} one"
-                )
+            check_reopened(data_dir, config.topology, topology)
             if power_layer and not PowerLayer(data_dir, ProcessTable(data_dir, data_dir)).enabled:
                 raise ValueError(
                     f"{data_dir} holds a cluster without the power-loss layer, which power_loss "
@@ -253,6 +218,9 @@ class LocalCluster(Backend):
 
     def alive(self, process_id: str) -> bool:
         return self.procs.alive(process_id)
+
+    def die_with_this_process(self) -> None:
+        self.procs.die_with = signal.SIGKILL  # a power cut: nothing to save, it is torn down
 
     # --- lifecycle -----------------------------------------------------------------------------
 

@@ -20,6 +20,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from .lifeline import tied_popen
 
 MAX_LOG_BYTES = 16 * 1024 * 1024  # a log this big is rotated when its process starts again
 KEEP_LOGS = 2  # <id>.log.1 and <id>.log.2
@@ -39,10 +42,28 @@ def rotate_log(path: Path, max_bytes: int = MAX_LOG_BYTES, keep: int = KEEP_LOGS
             newer.replace(older)
 
 
+def start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, from /proc), to tell it from a later
+    process that reuses its pid; None when it is gone or a zombie (killed, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def pid_alive(pid: int) -> bool:
+    return start_time(pid) is not None
+
+
 class ProcessTable:
-    def __init__(self, run_dir: Path, log_dir: Path) -> None:
+    def __init__(self, run_dir: Path, log_dir: Path, die_with: int | None = None) -> None:
         self.run_dir = run_dir
         self.log_dir = log_dir
+        # A signal every process spawned from now on gets when this process dies (a run that
+        # tears down what it started; chaos/backends/lifeline.py); None: they outlive it.
+        self.die_with = die_with
 
     def pid_file(self, process_id: str) -> Path:
         return self.run_dir / f"{process_id}.pid"
@@ -58,14 +79,7 @@ class ProcessTable:
 
     def alive(self, process_id: str) -> bool:
         pid = self.pid(process_id)
-        if pid is None:
-            return False
-        try:
-            # A zombie (killed, not yet reaped by its parent) counts as dead.
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().split(") ", 1)[1][:1] != "Z"
-        except (OSError, IndexError):
-            return False
+        return pid is not None and pid_alive(pid)
 
     def spawn(
         self,
@@ -92,13 +106,8 @@ class ProcessTable:
             read_end, write_end = os.pipe()
             try:
                 reader = [sys.executable, "-m", "chaos.backends.logpipe", "--log", str(log_path)]
-                subprocess.Popen(
-                    [*reader, "--max-bytes", str(rotate_bytes), "--keep", str(KEEP_LOGS)],
-                    stdin=read_end,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+                reader += ["--max-bytes", str(rotate_bytes), "--keep", str(KEEP_LOGS)]
+                self._popen(reader, read_end, None, stdout=subprocess.DEVNULL)
                 proc = self._popen(argv, write_end, env)
             finally:  # the reader ends at EOF: when the process (the last writer) exits
                 os.close(read_end)
@@ -106,16 +115,21 @@ class ProcessTable:
         self.pid_file(process_id).write_text(str(proc.pid))
         return proc.pid
 
-    @staticmethod
-    def _popen(argv: list[str], out: int, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
+    def _popen(
+        self, argv: list[str], out: int, env: dict[str, str] | None, stdout: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``argv`` in a session of its own, its output to ``out`` (or, with ``stdout``, its
+        input from ``out`` and its output there)."""
+        options: dict[str, Any] = {
+            "stdin": subprocess.DEVNULL if stdout is None else out,
+            "stdout": out if stdout is None else stdout,
+            "stderr": subprocess.STDOUT,
+            "start_new_session": True,
+            "env": {**os.environ, **(env or {})},
+        }
+        if self.die_with is not None:
+            return tied_popen(argv, self.die_with, **options)
+        return subprocess.Popen(argv, **options)
 
     def signal(self, process_id: str, sig: int) -> bool:
         """Send ``sig``; False when there was no live process to receive it."""

@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .processes import pid_alive, start_time
+
 REGISTRY_ENV = "GAMEDAY_SUBNET_REGISTRY"
 DEFAULT_REGISTRY = Path("/tmp/gameday-subnets")
 FIRST, LAST = 20, 250  # 127.20.0.0 .. 127.250.0.0; 127.0-19 stay for everything else
@@ -92,7 +94,7 @@ def hold_subnet(x: int, owner: str) -> None:
 
 def _entry(owner: str) -> dict[str, object]:
     pid = os.getpid()
-    return {"owner": owner, "claimed": time.time(), "pid": pid, "pid_start": _start_time(pid)}
+    return {"owner": owner, "claimed": time.time(), "pid": pid, "pid_start": start_time(pid)}
 
 
 def release_subnet(x: int, owner: str | None = None) -> None:
@@ -156,7 +158,7 @@ def _stale(x: int, claim: dict[str, object]) -> bool:
     owner = str(claim.get("owner", ""))
     kind, _, value = owner.partition(":")
     if kind == "pid":
-        return not value.isdigit() or not _pid_alive(int(value))
+        return not value.isdigit() or not pid_alive(int(value))
     if kind == "dir":
         config = Path(value) / "cluster.json"
         if config.exists():
@@ -185,25 +187,11 @@ def subnet_of_config(config: Path) -> int | None:
     return None
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot), None if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
-def _pid_alive(pid: int) -> bool:
-    return _start_time(pid) is not None
-
-
 def _claimer_died(claim: dict[str, object]) -> bool:
     pid, start = claim.get("pid"), claim.get("pid_start")
     if not isinstance(pid, int) or start is None:  # a claim from before pids were recorded
         return False
-    return _start_time(pid) != start
+    return start_time(pid) != start
 
 
 def listening_octets() -> set[int]:

@@ -25,10 +25,10 @@ import pytest
 from chaos.assets import asset
 from chaos.backends import open_cluster
 from chaos.backends.base import DEFAULT_ACCESS_KEY, FIRST_PROXY_PORT
-from chaos.backends.docker import (
+from chaos.backends.docker import DockerCluster
+from chaos.backends.docker_plan import (
     DATA_IN_CONTAINER,
     LABEL,
-    DockerCluster,
     DockerState,
     build_docker_config,
     cluster_name,
@@ -113,7 +113,7 @@ def test_open_cluster_finds_the_backend_that_made_the_data_dir(tmp_path: Path) -
     local_dir.mkdir()
     config.save(local_dir / "cluster.json")
     assert isinstance(open_cluster(local_dir), LocalCluster)
-    with pytest.raises(ValueError, match="local backend"):
+    with pytest.raises(ValueError, match="another backend than docker"):
         DockerCluster.create(local_dir)
 
 
@@ -170,20 +170,7 @@ def test_no_engine_is_reported_with_the_way_to_get_one(monkeypatch: pytest.Monke
 # --- with an engine --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine() -> Any:
-    try:
-        return ensure_engine(start=True)
-    except EngineUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the docker tests, but: {exc}")
-        pytest.skip(f"no Docker engine: {exc}")
-
-
-@pytest.fixture(scope="module")
-def images(engine: Any) -> BuildResult:
-    """The images; on CI from scratch (debootstrap base, every layer rebuilt)."""
-    return build_images(from_scratch=bool(os.environ.get("CI")))
+# ``engine`` and ``images`` (once per session): tests/chaos/conftest.py
 
 
 def _leftovers(client: Any, name: str) -> list[str]:

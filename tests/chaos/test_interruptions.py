@@ -1,10 +1,15 @@
-"""Every way a game day can be cut short, done for real to `gameday run` on the local backend.
+"""Every way a game day can be cut short, done for real to `gameday run`, local and Docker.
 
 SIGKILL, SIGSTOP/SIGCONT past the lease, SIGTERM, SIGINT and a stop condition, each during a
 partition, a power-off or a pause: afterwards the cluster is healed (or torn down, when the run
-started it), nothing the run started is still running, and an aborted run never exits 0.
-Waits are for progress (an event in events.jsonl, a state on disk), bounded generously so a
-busy machine is slow, not failing.
+started it), nothing the run started is still running (no process, container, network or
+volume), and an aborted run never exits 0. Waits are for progress (an event in events.jsonl, a
+state on disk), bounded generously so a busy machine is slow, not failing.
+
+Every interruption runs on the local backend for every fault; on Docker, a game day costs
+minutes, so five cases cover each interruption once and each fault at least once. Those are
+marked ``docker`` and ``chaos``: `make test-docker` (and the nightly `make chaos`) runs them,
+`make test` does not.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from typing import Any
 
 import pytest
 
+from chaos.backends import open_cluster
+from chaos.backends.base import Backend
+from chaos.backends.docker import DockerCluster
+from chaos.backends.docker_plan import LABEL, cluster_name
 from chaos.backends.local import LocalCluster
-from chaos.backends.subnets import listening_octets
+from chaos.backends.subnets import claims, listening_octets
 from chaos.clean import processes
-from chaos.deadman import lapse_marker, read_lease
+from chaos.deadman import lapse_marker, read_lease, registered_guards, tear_down
 from chaos.nemesis import recorded_faults
 from checks.report import EXIT_ABORTED, EXIT_FAIL
 
@@ -55,15 +64,35 @@ FAULTS = {
 }
 
 
+def on_docker(*values: object) -> Any:
+    """A case run on the Docker backend: only by `make test-docker` and `make chaos`."""
+    marks = [pytest.mark.docker, pytest.mark.chaos, pytest.mark.timeout(1500)]
+    return pytest.param("docker", *values, marks=marks, id="-".join(["docker", *map(str, values)]))
+
+
+def on_local(*values: object) -> Any:
+    return pytest.param("local", *values, id="-".join(["local", *map(str, values)]))
+
+
+@pytest.fixture
+def docker_engine(request: pytest.FixtureRequest) -> Any:
+    """The engine and the images, for a Docker case (tests/chaos/conftest.py)."""
+    request.getfixturevalue("images")
+    return request.getfixturevalue("engine")
+
+
 class Run:
     """`gameday run` as a child process, and what it left in its run directory."""
 
-    def __init__(self, tmp_path: Path, scenario_path: Path, *args: str) -> None:
+    def __init__(
+        self, tmp_path: Path, scenario_path: Path, *args: str, backend: str = "local"
+    ) -> None:
         self.out = tmp_path / "runs"
+        self.backend = backend
         self.log = (tmp_path / "gameday.out").open("wb")
         argv = [sys.executable, "-m", "chaos.cli_entry", "run", str(scenario_path)]
         self.proc = subprocess.Popen(
-            [*argv, "--out", str(self.out), *args],
+            [*argv, "--out", str(self.out), "--backend", backend, *args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -107,8 +136,13 @@ class Run:
         data: dict[str, Any] = json.loads((self.run_dir / "checks.json").read_text())
         return data
 
+    def cluster(self) -> Backend:
+        assert self.run_dir is not None
+        return open_cluster(self.run_dir / "cluster")
+
     def leftovers(self) -> list[str]:
-        """Processes still running that this run started (cluster, Toxiproxy, Locust, ...)."""
+        """What this run started that is still there: processes (cluster, Toxiproxy, Locust,
+        the watchdog) and, on Docker, containers, networks and volumes."""
         if self.run_dir is None:
             return []
         marker = str(self.run_dir.resolve())
@@ -117,6 +151,8 @@ class Run:
             for p in processes()
             if any(marker in arg for arg in p.argv)
         ]
+        if self.backend == "docker":
+            return found + docker_objects(cluster_name(self.run_dir / "cluster"))
         config = self.run_dir / "cluster" / "cluster.json"
         if config.exists():
             octet = LocalCluster.open(self.run_dir / "cluster").config.process("sn-a1").listen
@@ -132,12 +168,23 @@ class Run:
         self.log.close()
 
 
+def docker_objects(name: str) -> list[str]:
+    from chaos.images import engine
+
+    client, flt = engine(), {"label": f"{LABEL}.cluster={name}"}
+    return [
+        *(f"container {c.name}" for c in client.containers.list(all=True, filters=flt)),
+        *(f"network {n.name}" for n in client.networks.list(filters=flt)),
+        *(f"volume {v.name}" for v in client.volumes.list(filters=flt)),
+    ]
+
+
 @pytest.fixture
 def runs(tmp_path: Path) -> Iterator[Callable[..., Run]]:
     started: list[Run] = []
 
-    def start(scenario_path: Path, *args: str) -> Run:
-        run = Run(tmp_path, scenario_path, *args)
+    def start(scenario_path: Path, *args: str, backend: str = "local") -> Run:
+        run = Run(tmp_path, scenario_path, *args, backend=backend)
         started.append(run)
         return run
 
@@ -146,9 +193,7 @@ def runs(tmp_path: Path) -> Iterator[Callable[..., Run]]:
         run.close()
         if run.run_dir is not None and (run.run_dir / "cluster" / "cluster.json").exists():
             wait_gone(run)
-            cluster = LocalCluster.open(run.run_dir / "cluster")
-            cluster.down()
-            cluster.release_subnet()
+            tear_down(run.cluster(), run.run_dir / "cluster")
 
 
 def wait_gone(run: Run) -> None:
@@ -163,7 +208,7 @@ def assert_nothing_left(run: Run) -> None:
     assert run.leftovers() == []
 
 
-def assert_healed(cluster: LocalCluster) -> None:
+def assert_healed(cluster: Backend) -> None:
     mesh = cluster.mesh()
     assert mesh is not None
     assert all(not mesh.toxics(name) for name in mesh.proxies()), "toxics left behind"
@@ -171,15 +216,32 @@ def assert_healed(cluster: LocalCluster) -> None:
     assert recorded_faults(cluster.state_dir) == {}
     for process_id in cluster.process_ids():
         assert cluster.alive(process_id), f"{process_id} is not running"
-        state = Path(f"/proc/{cluster.procs.pid(process_id)}/stat").read_text()
-        assert state.rsplit(")", 1)[1].split()[0] != "T", f"{process_id} is still paused"
+        assert not paused(cluster, process_id), f"{process_id} is still paused"
 
 
-@pytest.mark.parametrize("fault", ["partition", "power-off", "pause"])
+def paused(cluster: Backend, process_id: str) -> bool:
+    if isinstance(cluster, DockerCluster):
+        return cluster.container_status(process_id) == "paused"
+    assert isinstance(cluster, LocalCluster)
+    state = Path(f"/proc/{cluster.procs.pid(process_id)}/stat").read_text()
+    return state.rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize(
+    ("backend", "fault"),
+    [
+        on_local("partition"),
+        on_local("power-off"),
+        on_local("pause"),
+        on_docker("power-off"),
+    ],
+)
 def test_sigkill_mid_fault_tears_down_everything_the_run_started(
-    fault: str, tmp_path: Path, runs: Callable[..., Run]
+    backend: str, fault: str, tmp_path: Path, runs: Callable[..., Run], request: Any
 ) -> None:
-    run = runs(scenario(tmp_path, FAULTS[fault]))
+    if backend == "docker":
+        request.getfixturevalue("docker_engine")
+    run = runs(scenario(tmp_path, FAULTS[fault]), backend=backend)
     run.wait_confirmed()
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait(30)
@@ -220,13 +282,26 @@ def test_sigkill_with_keep_heals_the_kept_cluster_and_stops_the_load(
 
 
 @pytest.mark.parametrize(
-    ("fault", "sig"),
-    [("partition", signal.SIGTERM), ("power-off", signal.SIGINT), ("pause", signal.SIGTERM)],
+    ("backend", "fault", "sig"),
+    [
+        on_local("partition", signal.SIGTERM),
+        on_local("power-off", signal.SIGINT),
+        on_local("pause", signal.SIGTERM),
+        on_docker("partition", signal.SIGTERM),
+        on_docker("pause", signal.SIGINT),
+    ],
 )
 def test_a_signal_stops_in_order_heals_reports_and_exits_128_plus_signal(
-    fault: str, sig: signal.Signals, tmp_path: Path, runs: Callable[..., Run]
+    backend: str,
+    fault: str,
+    sig: signal.Signals,
+    tmp_path: Path,
+    runs: Callable[..., Run],
+    request: Any,
 ) -> None:
-    run = runs(scenario(tmp_path, FAULTS[fault]))
+    if backend == "docker":
+        request.getfixturevalue("docker_engine")
+    run = runs(scenario(tmp_path, FAULTS[fault]), backend=backend)
     run.wait_confirmed()
     run.proc.send_signal(sig)
     code = run.wait_exit()
@@ -245,18 +320,22 @@ def test_a_signal_stops_in_order_heals_reports_and_exits_128_plus_signal(
     assert_nothing_left(run)
 
 
+@pytest.mark.parametrize(("backend", "fault"), [on_local("pause"), on_docker("partition")])
 def test_sigstop_past_the_lease_heals_then_the_woken_run_ends_aborted(
-    tmp_path: Path, runs: Callable[..., Run]
+    backend: str, fault: str, tmp_path: Path, runs: Callable[..., Run], request: Any
 ) -> None:
-    run = runs(scenario(tmp_path, FAULTS["pause"]))
+    if backend == "docker":
+        request.getfixturevalue("docker_engine")
+    run = runs(scenario(tmp_path, FAULTS[fault]), backend=backend)
     run.wait_confirmed()
     assert run.run_dir is not None
-    cluster = LocalCluster.open(run.run_dir / "cluster")
+    cluster = run.cluster()
     lease = cluster.state_dir / "deadman.lease"
     os.kill(run.proc.pid, signal.SIGSTOP)
     try:
         run.wait_until("the lease lapsing", lapse_marker(lease).exists)
-        # The watchdog heals while the orchestrator is stopped: the paused node runs again.
+        # The watchdog heals while the orchestrator is stopped: the paused node runs again,
+        # the cut links carry traffic again.
         run.wait_until("the heal", lambda: not recorded_faults(cluster.state_dir))
         assert_healed(cluster)
     finally:
@@ -271,9 +350,12 @@ def test_sigstop_past_the_lease_heals_then_the_woken_run_ends_aborted(
     assert_nothing_left(run)
 
 
+@pytest.mark.parametrize("backend", [on_local(), on_docker()])
 def test_a_stop_condition_aborts_the_run_and_the_faults_it_skipped_are_named(
-    tmp_path: Path, runs: Callable[..., Run]
+    backend: str, tmp_path: Path, runs: Callable[..., Run], request: Any
 ) -> None:
+    if backend == "docker":
+        request.getfixturevalue("docker_engine")
     # Canaries probe every router, so powering off az-c fails some probes at once: with a
     # threshold of 100% the stop condition must fire, and the second fault must never run.
     path = scenario(
@@ -282,7 +364,7 @@ def test_a_stop_condition_aborts_the_run_and_the_faults_it_skipped_are_named(
         more_faults="    - {at: 110s, duration: 5s, fault: power_off_node, target: sn-a1}\n",
         extra="stop_conditions:\n  - {availability_below: 1.0, for_seconds: 2s}\n",
     )
-    run = runs(path)
+    run = runs(path, backend=backend)
     code = run.wait_exit()
     assert code == EXIT_ABORTED, run.output()
     assert "stop_condition" in run.names()
@@ -293,7 +375,7 @@ def test_a_stop_condition_aborts_the_run_and_the_faults_it_skipped_are_named(
     assert_nothing_left(run)
 
 
-def test_gameday_clean_removes_a_run_killed_together_with_its_watchdog(
+def test_a_run_killed_with_its_watchdog_takes_its_processes_along_and_clean_does_the_rest(
     tmp_path: Path, runs: Callable[..., Run]
 ) -> None:
     from typer.testing import CliRunner
@@ -303,14 +385,23 @@ def test_gameday_clean_removes_a_run_killed_together_with_its_watchdog(
     run = runs(scenario(tmp_path, FAULTS["partition"]))
     run.wait_confirmed()
     assert run.run_dir is not None
-    guard = read_lease(run.run_dir / "guard.json") or {}
+    guard_file = (run.run_dir / "guard.json").resolve()
+    guard = read_lease(guard_file) or {}
     os.kill(int(guard["watchdog"]), signal.SIGKILL)  # the worst case: both die at once
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait(30)
-    assert run.leftovers(), "the cluster should still be running before the sweep"
+    # No watchdog acts, yet the cluster, Toxiproxy and Locust die with the run (PDEATHSIG).
+    assert_nothing_left(run)
+    # What is left is for `gameday clean`: the run's registration, data and subnet claim.
+    assert guard_file in registered_guards()
+    owner = f"dir:{(run.run_dir / 'cluster').resolve()}"
+    assert any(c["owner"] == owner for c in claims().values())
     listed = CliRunner().invoke(app, ["clean", "--dry-run"])
     assert listed.exit_code == 0 and "killed run" in listed.output, listed.output
-    assert run.leftovers()  # a dry run removes nothing
+    assert guard_file in registered_guards()  # a dry run removes nothing
     cleaned = CliRunner().invoke(app, ["clean"])
     assert cleaned.exit_code == 0, cleaned.output
+    assert guard_file not in registered_guards()
+    assert not any(c["owner"] == owner for c in claims().values())
+    assert not (run.run_dir / "cluster" / "nodes").exists()
     assert_nothing_left(run)

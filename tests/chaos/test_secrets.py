@@ -9,7 +9,7 @@ import pytest
 
 from chaos.backends import subnets
 from chaos.backends.base import DEFAULT_ACCESS_KEY
-from chaos.backends.docker import build_docker_config
+from chaos.backends.docker_plan import build_docker_config
 from chaos.backends.local import LocalCluster
 
 
