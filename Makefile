@@ -102,8 +102,23 @@ typecheck: venv ## mypy (strict for cluster/ and checks/, see pyproject.toml)
 test: venv toxiproxy fuse lint typecheck ## lint, type-check, then the suite (slow tests and the chaos smoke subset)
 	$(RUN_ENV) $(BIN)/pytest -q -m "(not chaos or chaos_smoke) and not k8s"
 
-chaos: venv toxiproxy fuse ## the nightly chaos suite: every shipped scenario as a real game day
-	$(RUN_ENV) $(BIN)/pytest -q -m chaos
+# The nightly chaos suite: a seeded campaign of every shipped scenario (`gameday campaign`, the
+# seed is the date, so a night's failure replays), more runs for the random schedules, then the
+# chaos tests that prove the checkers catch broken clusters. Every campaign runs even when one
+# fails; the target fails if any did. Campaign directories (index.html, failing runs kept whole)
+# land in runs/nightly/.
+CAMPAIGN_SEED ?= $(shell date +%Y%m%d)
+NIGHTLY_RUNS ?= 3
+NIGHTLY_RANDOM_RUNS ?= 10
+RANDOM_SCENARIOS := power-loss-campaign random-power-off
+
+chaos: venv toxiproxy fuse ## the nightly chaos suite: a seeded campaign of every shipped scenario, then the checker tests
+	@failed=0; for path in scenarios/*.yaml; do name=$$(basename $$path .yaml); \
+		runs=$(NIGHTLY_RUNS); case " $(RANDOM_SCENARIOS) " in *" $$name "*) runs=$(NIGHTLY_RANDOM_RUNS);; esac; \
+		$(RUN_ENV) $(BIN)/gameday campaign $$path --runs $$runs --seed $(CAMPAIGN_SEED) \
+			--out runs/nightly || failed=1; done; \
+	$(RUN_ENV) $(BIN)/pytest -q -m chaos -k "not test_shipped_scenario_passes" || failed=1; \
+	exit $$failed
 
 test-docker: venv toxiproxy docker-engine ## only the docker backend's tests (images, containers, a game day)
 	$(RUN_ENV) $(BIN)/pytest -q -m docker

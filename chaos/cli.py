@@ -343,6 +343,59 @@ def check(
     raise typer.Exit(exit_code(verdict))
 
 
+@app.command()
+def campaign(
+    scenario_arg: Annotated[
+        str,
+        typer.Argument(
+            metavar="SCENARIO",
+            help="A scenario YAML file, or a shipped scenario's name (gameday scenario list).",
+            autocompletion=complete_scenario,
+        ),
+    ],
+    runs: Annotated[int, typer.Option(min=1, help="How many game days to run.")] = 10,
+    seed: Annotated[
+        int, typer.Option(help="The campaign's seed: each run's seed is derived from it.")
+    ] = 1,
+    parallel: Annotated[
+        int, typer.Option(min=1, help="Runs at once (each is a whole cluster: mind the cores).")
+    ] = 1,
+    backend: Annotated[str, typer.Option(help="Where the clusters run: local, docker or k8s.")] = (
+        "local"
+    ),
+    out: Annotated[Path, typer.Option(help="Parent of the campaign directory.")] = Path("runs"),
+    keep_passing: Annotated[
+        bool, typer.Option(help="Keep passing runs' cluster logs too (failing runs keep all).")
+    ] = False,
+) -> None:
+    """Run a scenario many times, one derived seed each: a live progress bar, then a summary.
+
+    The summary counts passes, failures and aborts, sums the safety findings (lost acknowledged
+    writes, linearizability violations, divergent groups, runs left unhealed), gives the
+    distributions of availability per fault window and of recovery times, names the slowest and
+    worst runs, and lists each failing run with its `gameday replay` command. index.html in the
+    campaign directory links every run's report.
+
+    Exit code 0 only when every run passed; 1 when a run failed; 3 when one aborted; 2 when one
+    could not start; 130 / 143 after SIGINT / SIGTERM, which stop the runs under way in order
+    (healed, torn down): an interrupted campaign is never a pass.
+    """
+    from chaos.assets import resolve_scenario
+    from chaos.campaign import CampaignOptions, run_campaign
+    from chaos.scenario import ScenarioError
+
+    options = CampaignOptions(
+        runs=runs, seed=seed, parallel=parallel, backend=backend, out=out, keep_passing=keep_passing
+    )
+    try:
+        path = resolve_scenario(scenario_arg)
+        code = asyncio.run(run_campaign(path, options, Console()))
+    except (ScenarioError, FileNotFoundError, ValueError) as exc:
+        _err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
 @app.command("replay")
 def replay(
     run_dir: Annotated[Path, typer.Argument(help="The run whose fault timeline to repeat.")],

@@ -17,9 +17,11 @@ before the node starts. The mount daemons are supervised like the cluster's othe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,8 @@ from .lazyfs import FSNAME, is_mounted, unmount
 from .processes import ProcessTable
 
 MARKER = "power-layer.json"  # in the data dir: this cluster's storage nodes sit on the layer
-MOUNT_TIMEOUT = 15.0
+MOUNT_TIMEOUT = 60.0  # a busy machine takes seconds to start a Python daemon
+CONTROL_DIR = Path(tempfile.gettempdir()) / "gameday-lazyfs"
 
 
 class PowerLayerError(RuntimeError):
@@ -63,7 +66,10 @@ class PowerLayer:
         return self.data_dir / "nodes" / node_id
 
     def control(self, node_id: str) -> Path:
-        return self.procs.run_dir / f"{daemon_id(node_id)}.sock"
+        """The daemon's control socket: a short path of its own (a unix socket's path must fit
+        in 108 bytes, and run directories nest deep), in a directory only root may enter."""
+        key = hashlib.sha256(str(self.mountpoint(node_id).resolve()).encode()).hexdigest()
+        return CONTROL_DIR / f"{key[:24]}.sock"
 
     def mounted(self, node_id: str) -> bool:
         return self.procs.alive(daemon_id(node_id)) and is_mounted(self.mountpoint(node_id))
@@ -96,6 +102,7 @@ class PowerLayer:
         if is_mounted(mountpoint):
             unmount(mountpoint)  # a daemon killed with its mount still there
         self.control(node_id).unlink(missing_ok=True)
+        CONTROL_DIR.mkdir(mode=0o700, exist_ok=True)
         self.procs.run_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "chaos.backends.lazyfs"]
         argv += ["--backing", str(self.backing_dir(node_id)), "--mount", str(mountpoint)]

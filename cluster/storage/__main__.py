@@ -31,6 +31,7 @@ from cluster.process import shutdown_signal
 from cluster.topology import parse_topology
 
 from . import itemstore
+from .layout import GROUPS_DIR
 from .node import NodeConfig, StorageNode
 
 STOP_SECONDS = 5.0
@@ -179,16 +180,29 @@ def parse_args(argv: list[str]) -> Launch:
 
 
 def unsafe_skip_fsync() -> None:
-    """TEST-ONLY broken mode "no-fsync" (ClusterConfig.unsafe): this process never fsyncs, not
-    its WAL, not SQLite. A power off cannot tell (the page cache survives); a power loss must
+    """TEST-ONLY broken mode "no-fsync" (ClusterConfig.unsafe): this process never fsyncs the
+    data of a table's replicas, neither their WAL nor SQLite (the metadata group and the node's
+    own files still are, so that a cluster that lost power comes back, without the data). A power
+    off cannot tell (the page cache survives); a power loss of every replica of a group must
     lose acknowledged writes, and the durability check must say so."""
-    logging.getLogger(__name__).warning("UNSAFE no-fsync: nothing this node writes is durable")
+    logging.getLogger(__name__).warning("UNSAFE no-fsync: table data on this node is not durable")
+    real_fsync = os.fsync
 
-    def no_sync(fd: int | os.PathLike[str] | object) -> None:
-        return None
+    def table_data(path: str) -> bool:
+        parts = Path(path).parts
+        return GROUPS_DIR in parts and META_GROUP not in parts
 
-    os.fsync = os.fdatasync = no_sync
-    itemstore.SYNCHRONOUS = "OFF"
+    def fsync_all_but_table_data(fd: int | os.PathLike[str] | object) -> None:
+        assert isinstance(fd, int)
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            path = ""
+        if not table_data(path):
+            real_fsync(fd)
+
+    os.fsync = os.fdatasync = fsync_all_but_table_data
+    itemstore.synchronous_level = lambda path: "OFF" if table_data(str(path)) else "FULL"
 
 
 async def serve(launch: Launch) -> None:

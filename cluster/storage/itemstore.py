@@ -211,8 +211,10 @@ def canonical_json(item: Item) -> str:
     return json.dumps(item, sort_keys=True, separators=(",", ":"))
 
 
-#: FULL: every COMMIT fsynced (see ItemStore). Only the TEST-ONLY "no-fsync" mode lowers it.
-SYNCHRONOUS = "FULL"
+def synchronous_level(path: Path) -> str:
+    """FULL: every COMMIT fsynced (see ItemStore). Only the TEST-ONLY "no-fsync" mode
+    (cluster/storage/__main__.py) replaces this function."""
+    return "FULL"
 
 
 class ItemStore:
@@ -227,7 +229,7 @@ class ItemStore:
         (mode,) = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode != "wal":
             raise RuntimeError(f"{path}: SQLite refused WAL journal mode ({mode})")
-        self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+        self._db.execute(f"PRAGMA synchronous={synchronous_level(path)}")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
         if "crc" not in columns:  # a store from before row checksums
