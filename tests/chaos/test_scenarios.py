@@ -90,15 +90,17 @@ def test_checkers_catch_a_broken_cluster(mode: str, tmp_path: Path) -> None:
 
 BLACKOUT = """
 name: blackout-{name}
-duration: 40s
-workload: {{name: register, users: 8, keys: 10, distribution: uniform}}
+duration: 55s
+workload: {{name: register, users: 16, keys: 10, distribution: uniform}}
 steady_state: {{availability: 0.5, fault_availability: 0.0, p99_ms: 10000, recovery_seconds: 30}}
 blast_radius: {{max_azs: 3, max_nodes: 6, max_racks: 6}}
 method:
-  timeline:  # every storage node loses power at once: only what was fsynced remains anywhere
-    - {{at: 15s, duration: 5s, fault: power_loss_az, target: az-a}}
-    - {{at: 15s, duration: 5s, fault: power_loss_az, target: az-b}}
-    - {{at: 15s, duration: 5s, fault: power_loss_az, target: az-c, torn: true}}
+  # Every storage node loses power at once: only what was fsynced remains anywhere. Late in the
+  # run, so that writes were acknowledged before it even where Locust is slow to start.
+  timeline:
+    - {{at: 35s, duration: 5s, fault: power_loss_az, target: az-a}}
+    - {{at: 35s, duration: 5s, fault: power_loss_az, target: az-b}}
+    - {{at: 35s, duration: 5s, fault: power_loss_az, target: az-c, torn: true}}
 checks: [linearizability, durability, convergence, availability]
 """
 
