@@ -1,14 +1,23 @@
-"""`gameday load`: drive Locust traffic at the running local cluster, headless or with the web UI.
+"""`gameday load`: drive Locust traffic at a running cluster, headless or with the web UI.
 
-Reads the cluster in ``--data-dir`` (``gameday cluster up``), fills in its router endpoints and
-credentials, creates the workload's table if needed, then runs Locust (workloads/locustfile.py)
-as a subprocess. With ``--history DIR`` every operation is recorded and merged into
-``DIR/history.jsonl``, the keys are read back into ``DIR/final_reads.json`` and Locust's CSV
-statistics land in ``DIR/locust_*.csv``; ``gameday check DIR`` can judge them offline.
+Opens the cluster in ``--data-dir`` on whichever backend made it (``gameday cluster up``: local
+processes; a Docker or Kubernetes cluster's data dir works the same), fills in its router
+endpoints and credentials, creates the workload's table if needed, then runs Locust
+(workloads/locustfile.py) as a subprocess; ``--processes N`` makes it Locust's master plus N
+local workers. With ``--history DIR`` every operation is recorded (one part file per worker
+process, merged into ``DIR/history.jsonl``), the keys are read back into
+``DIR/final_reads.json`` and Locust's CSV statistics land in ``DIR/locust_*.csv``; ``gameday
+check DIR`` can judge them offline.
+
+With ``--web`` the UI also has a "Game day" tab (chaos/control.py, workloads/webui.py): the
+cluster's topology and leaders, per-AZ canaries, the events timeline, and faults injected and
+healed through the orchestrator (blast radius, evidence, dead-man's switch). Its events and
+canaries go to the history directory (or ``<data-dir>/webui/<time>/``).
 
     $ gameday load --workload register --users 10 --run-time 30s --history runs/manual
     $ gameday load --web                       # http://127.0.0.1:8089, Ctrl-C to stop
     $ gameday load --workload all --web        # every workload; choose in the UI
+    $ gameday load --processes 4 --users 64    # Locust master + 4 worker processes
 """
 
 from __future__ import annotations
@@ -27,10 +36,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from chaos.backends import open_cluster
 from chaos.backends.base import DEFAULT_ACCESS_KEY
 from chaos.backends.lifeline import tied_popen
-from chaos.backends.local import LocalCluster
+from chaos.control import GameDayControl
 from chaos.deadman import Guard
+from chaos.faults import BlastRadius
 from workloads.catalog import WORKLOADS
 from workloads.history import HISTORY_FILE, PART_GLOB, RUN_START_ENV, merge_histories, read_ops
 from workloads.keys import DISTRIBUTIONS
@@ -82,8 +93,23 @@ def load(
         ),
     ] = None,
     processes: Annotated[
-        int | None, typer.Option(help="Locust worker processes (--processes).", min=1)
+        int | None,
+        typer.Option(
+            help="Run Locust as a master plus this many local worker processes (Locust's"
+            " --processes); users are spread over them and their histories merged.",
+            min=1,
+        ),
     ] = None,
+    gameday_tab: Annotated[
+        bool,
+        typer.Option(
+            help="With --web: the Game day tab (topology, canaries, faults through the"
+            " orchestrator, events)."
+        ),
+    ] = True,
+    max_azs: Annotated[
+        int, typer.Option(help="Game day tab: blast radius, the most AZs down at once.", min=0)
+    ] = 1,
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="The cluster's data dir (gameday cluster up).")
     ] = DEFAULT_DATA_DIR,
@@ -92,9 +118,12 @@ def load(
         typer.Option(help="Record every op; write history.jsonl and final_reads.json here."),
     ] = None,
 ) -> None:
-    """Drive [bold]Locust[/bold] traffic at the local cluster: headless (default) or web UI.
+    """Drive [bold]Locust[/bold] traffic at a running cluster: headless (default) or web UI.
 
     Every request is SigV4-signed DynamoDB JSON, spread round-robin over the routers of all AZs.
+    Any backend: the data dir of a local, Docker or Kubernetes cluster. The web UI (127.0.0.1
+    unless --web-host says otherwise) has a [bold]Game day[/bold] tab: the topology, per-AZ
+    canaries, the events, and faults injected and healed through the orchestrator.
     Exit code: Locust's (0 when no request failed).
     """
     names = list(WORKLOADS) if workload == ALL else [workload]
@@ -109,8 +138,8 @@ def load(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     try:
-        cluster = LocalCluster.open(data_dir)
-    except FileNotFoundError as exc:
+        cluster = open_cluster(data_dir)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     if history is not None:
         history.mkdir(parents=True, exist_ok=True)
@@ -141,16 +170,44 @@ def load(
     # Locust's whole process group (chaos/deadman.py): no load keeps running without us.
     signal.signal(signal.SIGTERM, _interrupt)
     guard_file = cluster.data_dir / "run" / f"load-{os.getpid()}.guard.json"
-    guard = Guard.spawn(guard_file, cluster.data_dir / "logs" / "load-guard.log")
+    # The watchdog also heals the cluster if the Game day tab's orchestrator stalls or dies.
+    guard = Guard.spawn(
+        guard_file,
+        cluster.data_dir / "logs" / "load-guard.log",
+        backend=cluster.name,
+        data_dir=str(cluster.data_dir.resolve()),
+    )
+    control: GameDayControl | None = None
     try:
         if web:
-            ui = (settings, web_host, web_port, users, spawn_rate, processes, csv, workload == ALL)
-            proc = start_web(*ui, popen=TIED)
+            control_env = None
+            if gameday_tab:
+                session = history or cluster.data_dir / "webui" / time.strftime("%Y%m%d-%H%M%S")
+                run_start = settings.run_start or time.time()
+                control = GameDayControl(cluster, session, run_start, BlastRadius(max_azs), guard)
+                with console.status("starting the Game day tab (canaries, fault session) ..."):
+                    control.start()
+                control_env = control.locust_env()
+            proc = start_web(
+                settings,
+                web_host,
+                web_port,
+                users,
+                spawn_rate,
+                processes,
+                csv,
+                workload == ALL,
+                control_env=control_env,
+                popen=TIED,
+            )
             guard.add_group(proc.pid)
             console.print(
                 f"Locust web UI on [bold]http://{web_host}:{web_port}[/bold] "
-                f"({workload}, {len(endpoints)} routers); Ctrl-C to stop"
+                f"({workload}, {len(endpoints)} routers on {cluster.name}"
+                f"{', Game day tab' if control else ''}); Ctrl-C to stop"
             )
+            if control is not None:
+                console.print(f"  events and canaries: {control.session_dir}")
             code = _wait(proc, None)
         else:
             console.print(
@@ -160,6 +217,9 @@ def load(
             guard.add_group(proc.pid)
             code = _wait(proc, run_seconds(run_time) + settings.timeout + 60)
     finally:
+        if control is not None:
+            with console.status("healing the Game day tab's faults ..."):
+                control.stop()
         guard.finish()
         guard_file.unlink(missing_ok=True)
         guard_file.with_name(guard_file.name + ".lock").unlink(missing_ok=True)

@@ -118,6 +118,27 @@ class Orchestrator:
         self.guard = guard  # the run's watchdog, if it has one; else the run spawns its own
         self.lease: Lease | None = None
         self._stop_reason: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._finished = False
+
+    def add_fault(self, tf: TimedFault) -> asyncio.Task[None]:
+        """Run one more fault on the live run (an inject from the web UI's Game day tab): it is
+        planned, checked against the blast radius, injected, confirmed and healed exactly as the
+        timeline's faults are; cancelling the task heals it early. Call on the run's event loop
+        while ``run`` is under way; it is not part of the plan that ``RunOutcome`` accounts for.
+        """
+        task = asyncio.create_task(self._one_fault(tf))
+        self._tasks.append(task)
+        return task
+
+    def finish(self) -> None:
+        """End the run now as if its duration were over (an open-ended session that is done,
+        not an abort): every active fault is healed and ``run`` returns."""
+        self._finished = True
+
+    def accepting(self) -> bool:
+        """Whether ``add_fault`` may still inject: the lease is held and no stop was asked."""
+        return not self._finished and self._allowed()
 
     def request_stop(self, reason: str) -> None:
         """End the timeline early (a signal): heal, record why, and end the run as aborted."""
@@ -191,18 +212,18 @@ class Orchestrator:
             )
 
     async def _run_timeline(self, duration_s: float) -> None:
-        tasks = [asyncio.create_task(self._one_fault(tf)) for tf in self.timeline]
+        self._tasks += [asyncio.create_task(self._one_fault(tf)) for tf in self.timeline]
         deadline = self.run_start + duration_s
         try:
-            while time.time() < deadline:
+            while time.time() < deadline and not self._finished:
                 reason = self._why_stop()
                 if reason is not None:
                     break
                 await asyncio.sleep(min(0.1, max(0.0, deadline - time.time())))
         finally:
-            for task in tasks:
+            for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _why_stop(self) -> str | None:
         """A reason to end the timeline now (recorded as the run's abort), or None."""

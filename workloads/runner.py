@@ -29,6 +29,7 @@ from typing import IO
 from workloads.settings import PREFIX, LoadSettings
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
+WEBUI_PLUGIN = LOCUSTFILE.with_name("webui.py")  # the Game day tab (needs the control service)
 REPO_ROOT = LOCUSTFILE.parents[1]
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
 
@@ -52,7 +53,9 @@ def locust_env(settings: LoadSettings, base: Mapping[str, str] | None = None) ->
     return env
 
 
-def _common_argv(settings: LoadSettings, locustfile: Path) -> list[str]:
+def _common_argv(
+    settings: LoadSettings, locustfile: Path, plugins: Sequence[Path] = ()
+) -> list[str]:
     if not settings.endpoints:
         raise ValueError("no endpoints: set LoadSettings.endpoints")
     return [
@@ -60,7 +63,7 @@ def _common_argv(settings: LoadSettings, locustfile: Path) -> list[str]:
         "-m",
         "locust",
         "-f",
-        str(locustfile),
+        ",".join(str(f) for f in (locustfile, *plugins)),
         "--host",
         settings.endpoints[0],
         # let an op in flight finish (or time out) rather than kill it mid-request: its deadline
@@ -110,9 +113,10 @@ def web_argv(
     class_picker: bool = False,
     locustfile: Path = LOCUSTFILE,
     extra: Sequence[str] = (),
+    plugins: Sequence[Path] = (),
 ) -> list[str]:
     argv = [
-        *_common_argv(settings, locustfile),
+        *_common_argv(settings, locustfile, plugins),
         "--web-host",
         web_host,
         "--web-port",
@@ -136,11 +140,15 @@ Popen = Callable[..., "subprocess.Popen[bytes]"]
 
 
 def _spawn(
-    argv: list[str], settings: LoadSettings, log: IO[bytes] | None, popen: Popen | None = None
+    argv: list[str],
+    settings: LoadSettings,
+    log: IO[bytes] | None,
+    extra_env: Mapping[str, str] | None = None,
+    popen: Popen | None = None,
 ) -> subprocess.Popen[bytes]:
     return (popen or subprocess.Popen)(
         argv,
-        env=locust_env(settings),
+        env={**locust_env(settings), **(extra_env or {})},
         stdin=subprocess.DEVNULL,  # Locust's key listener would otherwise read our terminal
         stdout=log,
         stderr=subprocess.STDOUT if log is not None else None,
@@ -166,7 +174,7 @@ def start_locust(
     argv = headless_argv(
         settings, users, spawn_rate, run_time, processes, csv_prefix, locustfile, extra
     )
-    return _spawn(argv, settings, log, popen)
+    return _spawn(argv, settings, log, popen=popen)
 
 
 def start_web(
@@ -181,8 +189,13 @@ def start_web(
     log: IO[bytes] | None = None,
     locustfile: Path = LOCUSTFILE,
     popen: Popen | None = None,
+    control_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start Locust's web UI (bound to 127.0.0.1 unless told otherwise); runs until stopped."""
+    """Start Locust's web UI (bound to 127.0.0.1 unless told otherwise); runs until stopped.
+
+    ``control_env``: the game-day control service's address and token
+    (``GameDayControl.locust_env()``, chaos/control.py); with it the UI gets the Game day tab.
+    """
     argv = web_argv(
         settings,
         web_host,
@@ -193,8 +206,9 @@ def start_web(
         csv_prefix,
         class_picker,
         locustfile,
+        plugins=(WEBUI_PLUGIN,) if control_env else (),
     )
-    return _spawn(argv, settings, log, popen)
+    return _spawn(argv, settings, log, control_env, popen)
 
 
 def stop_locust(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:

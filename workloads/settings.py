@@ -136,3 +136,10 @@ class LoadSettings:
         if self.user_rate is not None:
             env[PREFIX + "USER_RATE"] = repr(self.user_rate)
         return env
+
+
+# The Game day tab of the web UI (workloads/webui.py) reaches the game-day control service
+# (chaos/control.py) at this address, with this token; every request to it carries the header.
+CONTROL_URL_ENV = PREFIX + "CONTROL_URL"
+CONTROL_TOKEN_ENV = PREFIX + "CONTROL_TOKEN"
+TOKEN_HEADER = "X-Gameday-Token"
