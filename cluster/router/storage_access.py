@@ -75,7 +75,7 @@ class StorageAccess:
     async def read(
         self, partition: Partition, op: str, consistent: bool, deadline: float, **fields: Any
     ) -> dict[str, Any]:
-        """A read op on the leader (consistent) or on any replica, nearest AZ first."""
+        """A read op on the leader (consistent) or on any replica (eventual)."""
         if consistent:
             reply = await self._read_consistent(partition, op, deadline, **fields)
         else:
@@ -102,34 +102,43 @@ class StorageAccess:
     async def _read_any(
         self, partition: Partition, op: str, deadline: float, **fields: Any
     ) -> dict[str, Any]:
-        local = [n for n in partition.replicas if self._az_of(n) == self.az]
-        others = [n for n in partition.replicas if n not in local]
-        random.shuffle(others)
+        """An eventually consistent read: any replica, chosen at random for each request.
+
+        Spread evenly, so that every replica (like every leader for consistent reads) carries
+        its share: sending them to the router's own AZ first put all of one router's eventual
+        reads on a third of the nodes, which on a busy machine made them several times slower
+        than consistent reads. Replicas that failed us recently go last; each attempt waits up
+        to one read attempt (at most half the budget left), so a slow replica is given time
+        before its read is sent to another (a retry storm would make every replica slower).
+        """
+        replicas = list(partition.replicas)
+        random.shuffle(replicas)
+        group = partition.id
+        replicas.sort(key=lambda n: self.nodes.suspect(n, group))  # stable: healthy first
         reply: dict[str, Any] = {"error": "Unavailable", "message": "no replica answered"}
         end = time.monotonic() + deadline
-        for node in local + others:
+        for node in replicas:
             remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
             try:
                 client = self.nodes.client(node)
-                wait = min(self.timeouts.attempt / 2, remaining / 2)
-                reply = await client.call(op, group=partition.id, deadline=wait, **fields)
-            except (NodeUnavailable, TimeoutError):
+                wait = min(self.timeouts.attempt, remaining / 2)
+                reply = await client.call(op, group=group, deadline=wait, **fields)
+            except (NodeUnavailable, TimeoutError) as exc:
+                await self.nodes.note_failure(node, group, exc)
                 continue
             if "error" not in reply:
                 return reply
         # Every replica failed: the leader path has the best chance (and retries).
         return await self.nodes.call_leader(
-            partition.id,
+            group,
             op,
             max(0.0, end - time.monotonic()),
             candidates=partition.replicas,
             attempt_timeout=self.timeouts.attempt,
             **fields,
         )
-
-    def _az_of(self, node: str) -> str | None:
-        info = self.config.processes.get(node)
-        return info.az if info else None
 
     async def node_call(self, node: str, op: str, deadline: float, **fields: Any) -> dict[str, Any]:
         """A control-plane call to one node (create or drop a group)."""

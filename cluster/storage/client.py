@@ -173,6 +173,24 @@ class GroupClient:
             or self.timed_out_at.get((group, node), 0.0) > since
         )
 
+    def suspect(self, node: str, group: str) -> bool:
+        """Whether ``node`` failed us recently: a broken connection, or silence on ``group``."""
+        return self._suspect(node, group)
+
+    async def note_failure(self, node: str, group: str, exc: Exception) -> None:
+        """Remember that ``node`` failed a call on ``group`` (for callers that pick replicas
+        themselves, as eventually consistent reads do): a broken connection makes it suspect
+        for every group, silence for this group only."""
+        if isinstance(exc, NodeUnavailable):
+            dropped = self.clients.pop(node, None)
+            if dropped is not None:
+                await dropped.close()
+            self.failed_at[node] = time.monotonic()
+        else:
+            self.timed_out_at[(group, node)] = time.monotonic()
+        if self.leaders.get(group) == node:
+            del self.leaders[group]
+
     async def call_leader(
         self,
         group: str,
@@ -208,19 +226,10 @@ class GroupClient:
             try:
                 reply = await self.client(node).call(op, group=group, deadline=wait, **fields)
             except (NodeUnavailable, TimeoutError) as exc:
-                if isinstance(exc, NodeUnavailable):
-                    # The connection is gone (refused, reset): the node is suspect for all.
-                    dropped = self.clients.pop(node, None)
-                    if dropped is not None:
-                        await dropped.close()
-                    self.failed_at[node] = time.monotonic()
-                else:
-                    # Silent for this group; other groups' calls on the connection go on.
-                    self.timed_out_at[(group, node)] = time.monotonic()
-                if self.leaders.get(group) == node:
-                    # Forget a leader we cannot reach, or every later call would go there
-                    # first (through a proxy, a dead node looks like a reset connection).
-                    del self.leaders[group]
+                # A reset connection makes the node suspect for all groups, silence for this
+                # one; a leader we cannot reach is forgotten, or every later call would go
+                # there first (through a proxy, a dead node looks like a reset connection).
+                await self.note_failure(node, group, exc)
                 if getattr(exc, "sent", True) and not retry_unknown:
                     return {"error": "OutcomeUnknown", "message": f"{node}: {exc or 'timeout'}"}
                 hint = None
