@@ -70,6 +70,13 @@ def up(
         str | None,
         typer.Option(help="k8s: the release's namespace (default: gameday-<hash of data dir>)."),
     ] = None,
+    power_loss_layer: Annotated[
+        bool,
+        typer.Option(
+            help="local: storage nodes on the power-loss layer, so that power_loss faults "
+            "(gameday fault inject power_loss_node target=sn-a1) lose what was not fsynced."
+        ),
+    ] = False,
 ) -> None:
     """Start every process of the cluster and wait until all are healthy.
 
@@ -82,7 +89,13 @@ def up(
             if not image_is_current(engine()):
                 build_with_progress(console)  # first use, or the source changed: (re)build
         cluster = create_cluster(
-            backend, data_dir, topology, partitions, kubeconfig=kubeconfig, namespace=namespace
+            backend,
+            data_dir,
+            topology,
+            partitions,
+            kubeconfig=kubeconfig,
+            namespace=namespace,
+            power_layer=power_loss_layer,
         )
     except (ValueError, RuntimeError, OSError) as exc:
         err.print(f"[red]{exc}[/red]")

@@ -102,6 +102,19 @@ def check_docker() -> Finding:
     return Finding(name, True, f"{version} with debootstrap", required=False)
 
 
+def check_fuse() -> Finding:
+    """libfuse3 and /dev/fuse, for the power-loss layer (power_loss faults, local backend)."""
+    import ctypes.util
+
+    name = "FUSE (power_loss faults)"
+    if not Path("/dev/fuse").exists():
+        return Finding(name, False, "no /dev/fuse", "modprobe fuse (root)", False)
+    if ctypes.util.find_library("fuse3") is None:
+        fix = "make fuse (apt-get install libfuse3-3)"
+        return Finding(name, False, "libfuse3 missing", fix, False)
+    return Finding(name, True, "libfuse3 and /dev/fuse", required=False)
+
+
 def check_k8s() -> Finding:
     """Asks k8s/toolchain.sh itself (``--print``: detects, builds nothing) where its cache is."""
     from chaos.assets import asset
@@ -182,6 +195,7 @@ def run_checks() -> list[Finding]:
         check_subnets,
         check_ports,
         check_disk,
+        check_fuse,
         check_docker,
         check_k8s,
     ]
