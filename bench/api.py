@@ -4,17 +4,28 @@ Starts a full local cluster (3x2x1: 6 storage nodes, 3 MemDS, GAC, 3 routers), c
 on-demand table, and measures each operation with concurrent clients side by side in one run:
 throughput and p50/p99 latency as the client sees them (SigV4-signed HTTP, pooled).
 
-    .venv/bin/python bench/api.py [--seconds 5] [--clients 32]
+    .venv/bin/python bench/api.py [--seconds 5] [--clients 32] [--profile DIR]
+
+``--profile DIR`` records py-spy flame graphs (SVG) of the router rt-a and of one storage node
+while each operation is measured through one router: ``DIR/<op>-rt-a.svg`` and
+``DIR/<op>-sn-a1.svg`` (bench output, not for git; py-spy needs ptrace, i.e. root here).
+The last lines print the issue #15 ratios of this one run: PutItem through one router against
+raw replication (bench/replication.py's figure, passed as --raw-writes), and eventual against
+consistent GetItem.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -78,7 +89,41 @@ async def measure(
     }
 
 
-async def run(cluster: LocalCluster, seconds: float, concurrency: int) -> Table:
+def start_profiles(cluster: LocalCluster, out: Path, label: str, seconds: float) -> list[Any]:
+    """py-spy on rt-a and sn-a1 for ``seconds``; the recorders end by themselves."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    procs = []
+    out.mkdir(parents=True, exist_ok=True)
+    for process in ("rt-a", "sn-a1"):
+        pid = cluster.procs.pid(process)
+        if pid is None:
+            continue
+        svg = out / f"{label}-{process}.svg"
+        procs.append(
+            subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(int(seconds)),
+                    "--rate",
+                    "100",
+                    "--nonblocking",
+                    "--output",
+                    str(svg),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return procs
+
+
+async def run(
+    cluster: LocalCluster, seconds: float, concurrency: int, profile: Path | None = None
+) -> tuple[Table, dict[tuple[str, str], float]]:
     secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
     endpoints = list(cluster.endpoints().values())
     table = Table(
@@ -88,6 +133,7 @@ async def run(cluster: LocalCluster, seconds: float, concurrency: int) -> Table:
     for col in ("operation", "routers", "ops/s", "p50 ms", "p99 ms", "errors"):
         table.add_column(col, justify="left" if col in ("operation", "routers") else "right")
     clients = [DynamoClient(url, DEFAULT_ACCESS_KEY, secret) for url in endpoints]
+    rates: dict[tuple[str, str], float] = {}
     for c in clients:
         await c.__aenter__()
     try:
@@ -106,7 +152,14 @@ async def run(cluster: LocalCluster, seconds: float, concurrency: int) -> Table:
         for op in ("PutItem", "GetItem (consistent)", "GetItem (eventual)"):
             for label, pool in (("1 (rt-a)", clients[:1]), (f"all {len(clients)}", clients)):
                 console.print(f"measuring {op} through {label} ...")
+                spies: list[Any] = []
+                if profile is not None and len(pool) == 1:
+                    name = op.replace(" ", "").replace("(", "-").replace(")", "")
+                    spies = start_profiles(cluster, profile, name, seconds)
                 row = await measure(pool, op, concurrency, seconds)
+                for spy in spies:
+                    await asyncio.to_thread(spy.wait, 30)
+                rates[(op, label)] = row["ops/s"]
                 table.add_row(
                     op,
                     label,
@@ -118,7 +171,7 @@ async def run(cluster: LocalCluster, seconds: float, concurrency: int) -> Table:
     finally:
         for c in clients:
             await c.__aexit__(None, None, None)
-    return table
+    return table, rates
 
 
 def main() -> None:
@@ -127,16 +180,36 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--profile", type=Path, help="write py-spy flame graphs here")
+    parser.add_argument(
+        "--raw-writes",
+        type=float,
+        help="raw 1-group replication writes/s (bench/replication.py) for the PutItem ratio",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster.create(Path(tmp) / "cluster", "3x2x1")
         console.print("starting a 3x2x1 cluster ...")
         cluster.up()
         try:
-            table = asyncio.run(run(cluster, args.seconds, args.clients))
+            table, rates = asyncio.run(run(cluster, args.seconds, args.clients, args.profile))
         finally:
             cluster.down()
     console.print(table)
+    for label in sorted({label for _, label in rates}):
+        eventual = rates[("GetItem (eventual)", label)]
+        consistent = rates[("GetItem (consistent)", label)]
+        console.print(
+            f"through {label}: eventual / consistent GetItem = {eventual / consistent:.2f} "
+            "(goal >= 1)"
+        )
+    if args.raw_writes:
+        put = rates[("PutItem", "1 (rt-a)")]
+        console.print(
+            f"PutItem through one router / raw replication = {put:.0f} / {args.raw_writes:.0f} "
+            f"= {put / args.raw_writes:.0%} (goal >= 50%)"
+        )
+    console.print(f"load average: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

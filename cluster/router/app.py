@@ -13,11 +13,12 @@ options close idle connections and those that never finish their headers (slowlo
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import secrets
 import sys
 import time
-import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -184,13 +185,23 @@ def _table_of(request: web.Request) -> str | None:
     return None  # the table is not re-parsed for metrics; counts are per router
 
 
+_REQUEST_IDS = itertools.count()
+_ID_PREFIX = secrets.token_hex(8).upper()
+
+
+def _request_id() -> str:
+    """Unique per request: a random per-process prefix and a counter (uuid4 per request read
+    the OS's random source each time, a visible share of a request's CPU)."""
+    return f"{_ID_PREFIX}{next(_REQUEST_IDS):016X}"
+
+
 def _reply(body: dict[str, Any], status: int = 200) -> web.Response:
     """A JSON reply with the headers DynamoDB sends: its content type (no charset), a request
     id (boto3's ResponseMetadata.RequestId) and the CRC32 of the body (botocore checks it)."""
     data = json.dumps(body).encode()
     headers = {
         "Content-Type": CONTENT_TYPE,
-        "x-amzn-RequestId": uuid.uuid4().hex.upper(),
+        "x-amzn-RequestId": _request_id(),
         "x-amz-crc32": str(zlib.crc32(data) & 0xFFFFFFFF),
     }
     return web.Response(body=data, status=status, headers=headers)

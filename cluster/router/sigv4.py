@@ -494,12 +494,25 @@ def _parse_authorization(auth: str) -> tuple[str, dict[str, str]]:
     return algorithm.strip(), params
 
 
+_DATE_CACHE: dict[str, datetime] = {}
+
+
 def _parse_amz_date(value: str) -> datetime:
+    # Every request carries one; clients sign many per second with the same one, and strptime
+    # costs more than the rest of the header checks together: parsed dates are kept (a few).
+    cached = _DATE_CACHE.get(value)
+    if cached is not None:
+        return cached
     if _AMZ_DATE_RE.fullmatch(value):
         try:
-            return datetime.strptime(value, _AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+            parsed = datetime.strptime(value, _AMZ_DATE_FORMAT).replace(tzinfo=UTC)
         except ValueError:
             pass
+        else:
+            if len(_DATE_CACHE) >= 64:
+                _DATE_CACHE.clear()
+            _DATE_CACHE[value] = parsed
+            return parsed
     raise AuthError(
         INCOMPLETE_SIGNATURE,
         f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
