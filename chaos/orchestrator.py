@@ -305,13 +305,11 @@ class Orchestrator:
             applied = self.nemesis.applied_at.get(tf.fault_id)
             if applied is not None and tf.fault_id in self.active_plans:
                 record.started = applied - self.run_start
-                self.events.write(
+                self._fault_event(
                     "fault_start",
-                    time=round(record.started, 4),
-                    fault_id=tf.fault_id,
-                    fault=tf.fault.kind,
-                    targets=record.targets,
-                    planned=planned_start,
+                    record,
+                    record.started,
+                    planned_start,
                     drift=round(record.started - planned_start, 4),
                     detail={"plan": plan.describe(), "params": tf.fault.params()},
                 )
@@ -344,14 +342,22 @@ class Orchestrator:
         self.nemesis.heal(tf.fault_id)
         del self.active_plans[tf.fault_id]
         record.ended = time.time() - self.run_start
+        self._fault_event("fault_end", record, record.ended, record.planned_end)
+
+    def _fault_event(
+        self, event: str, record: FaultRecord, at: float, planned: float, **fields: Any
+    ) -> None:
+        """A fault's start or end in events.jsonl, at ``at`` (an end says how it kept time)."""
+        if event == "fault_end":
+            fields = {**self._end_timing(record), **fields}
         self.events.write(
-            "fault_end",
-            time=round(record.ended, 4),
-            fault_id=tf.fault_id,
-            fault=tf.fault.kind,
+            event,
+            time=round(at, 4),
+            fault_id=record.fault_id,
+            fault=record.kind,
             targets=record.targets,
-            planned=record.planned_end,
-            **self._end_timing(record),
+            planned=planned,
+            **fields,
         )
 
     def _end_timing(self, record: FaultRecord) -> dict[str, Any]:
@@ -373,14 +379,5 @@ class Orchestrator:
         for record in self.outcome.faults:
             if record.fault_id in ending:
                 record.ended = now
-                self.events.write(
-                    "fault_end",
-                    time=round(now, 4),
-                    fault_id=record.fault_id,
-                    fault=record.kind,
-                    targets=record.targets,
-                    planned=record.planned_end,
-                    **self._end_timing(record),
-                    reason="run ending",
-                )
+                self._fault_event("fault_end", record, now, record.planned_end, reason="run ending")
         self.events.write("heal")

@@ -106,6 +106,18 @@ def new_config(topology: str, processes: dict[str, ProcessInfo], partitions: int
     )
 
 
+def saved_state(data_dir: Path, file: str, backend: str) -> str:
+    """The backend's own state file in ``data_dir`` (``docker.json``, ``k8s.json``), read;
+    FileNotFoundError saying how to start such a cluster when there is none."""
+    path = data_dir / file
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no {backend} cluster in {data_dir} (start one with "
+            f"'gameday cluster up --backend {backend}')"
+        )
+    return path.read_text()
+
+
 def check_reopened(data_dir: Path, holds: str, wanted: str) -> None:
     """A cluster planned in ``data_dir`` before is used as it is: refuse another topology."""
     if holds != wanted:

@@ -45,6 +45,7 @@ from chaos.backends.base import (
     Backend,
     check_reopened,
     refuse_foreign,
+    saved_state,
 )
 from chaos.backends.docker_plan import (
     DATA_IN_CONTAINER,
@@ -126,13 +127,7 @@ class DockerCluster(Backend):
 
     @classmethod
     def open(cls, data_dir: Path) -> DockerCluster:
-        path = data_dir / STATE_FILE
-        if not path.exists():
-            raise FileNotFoundError(
-                f"no docker cluster in {data_dir} (start one with "
-                "'gameday cluster up --backend docker')"
-            )
-        state = DockerState.model_validate_json(path.read_text())
+        state = DockerState.model_validate_json(saved_state(data_dir, STATE_FILE, cls.name))
         return cls(data_dir, ClusterConfig.load(data_dir / "cluster.json"), state)
 
     def _save(self) -> None:

@@ -9,8 +9,7 @@ view's rng picks among those with a leader.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic.dataclasses import dataclass
 
@@ -20,53 +19,46 @@ from .plans import FaultPlan, make_plan
 from .targets import between, leader_of, resolve_group, touching
 from .view import ClusterView
 
+Pick = Literal["leader", "minority", "majority"]
 
-@register
+
 @dataclass(frozen=True, slots=True, config=FAULT_CONFIG)
-class LeaderIsolation(Fault):
-    """Isolate the current leader of a replication group from every other process."""
+class GroupFault(Fault):
+    """Base of the faults on some replicas of one group (not itself in the catalog): a kind
+    says which replicas it isolates (``pick``) and is registered, as TargetFault kinds are."""
 
-    kind: ClassVar[str] = "leader_isolation"
+    pick: ClassVar[Pick] = "leader"
     group: str = param("the group, e.g. gameday.p0 or meta; 'any' lets the rng pick one")
 
+    def __init_subclass__(cls, *, kind: str, pick: Pick) -> None:
+        # No super() call: see TargetFault (slots make GroupFault a new class).
+        cls.kind, cls.pick = kind, pick
+        register(cls)
+
     def plan(self, view: ClusterView) -> FaultPlan:
-        leader = leader_of(view, self.group, self.kind)
-        label = f"{self.describe()} [leader {leader}]"
-        return make_plan(view, label, cuts=touching(view, [leader]))
+        if self.pick == "leader":
+            leader = leader_of(view, self.group, self.kind)
+            label = f"{self.describe()} [leader {leader}]"
+            return make_plan(view, label, cuts=touching(view, [leader]))
+        g = resolve_group(view, self.group, self.kind)
+        n = len(g.members)
+        count = (n - 1) // 2 if self.pick == "minority" else n // 2 + 1
+        chosen = frozenset(view.rng.sample(sorted(g.members), count))
+        rest = frozenset(view.processes()) - chosen
+        label = f"{self.describe()} [{g.group}: {', '.join(sorted(chosen))}]"
+        return make_plan(view, label, cuts=between(view, [chosen, rest]))
 
 
-def _isolate_some(
-    view: ClusterView, fault: Fault, group: str, count: Callable[[int], int]
-) -> FaultPlan:
-    g = resolve_group(view, group, fault.kind)
-    chosen = frozenset(view.rng.sample(sorted(g.members), count(len(g.members))))
-    rest = frozenset(view.processes()) - chosen
-    label = f"{fault.describe()} [{g.group}: {', '.join(sorted(chosen))}]"
-    return make_plan(view, label, cuts=between(view, [chosen, rest]))
+class LeaderIsolation(GroupFault, kind="leader_isolation", pick="leader"):
+    """Isolate the current leader of a replication group from every other process."""
 
 
-@register
-@dataclass(frozen=True, slots=True, config=FAULT_CONFIG)
-class MinorityOf(Fault):
+class MinorityOf(GroupFault, kind="minority_of", pick="minority"):
     """Isolate a minority of a group's replicas (chosen by the rng) from every other process."""
 
-    kind: ClassVar[str] = "minority_of"
-    group: str = param("the group, e.g. gameday.p1; 'any' lets the rng pick one")
 
-    def plan(self, view: ClusterView) -> FaultPlan:
-        return _isolate_some(view, self, self.group, lambda n: (n - 1) // 2)
-
-
-@register
-@dataclass(frozen=True, slots=True, config=FAULT_CONFIG)
-class MajorityOf(Fault):
+class MajorityOf(GroupFault, kind="majority_of", pick="majority"):
     """Isolate a majority of a group's replicas (together, chosen by the rng) from the rest."""
-
-    kind: ClassVar[str] = "majority_of"
-    group: str = param("the group, e.g. gameday.p1; 'any' lets the rng pick one")
-
-    def plan(self, view: ClusterView) -> FaultPlan:
-        return _isolate_some(view, self, self.group, lambda n: n // 2 + 1)
 
 
 @register
