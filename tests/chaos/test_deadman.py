@@ -22,9 +22,18 @@ def guard_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_renewed_lease_stays_held(tmp_path: Path) -> None:
-    lease = Lease(tmp_path / "l", ttl=0.6)
+    # A ttl well above a busy machine's scheduling delays (a renewal thread starved past the
+    # ttl would rightly lapse); wait for two renewals by the thread, not for a fixed time.
+    lease = Lease(tmp_path / "l", ttl=5.0)
     try:
-        time.sleep(1.0)  # the renew thread keeps it fresh
+        first = read_lease(lease.path)["renewed"]  # type: ignore[index]
+        renewals: set[float] = set()
+        deadline = time.monotonic() + 60
+        while len(renewals) < 2 and time.monotonic() < deadline:
+            renewals.add(read_lease(lease.path)["renewed"])  # type: ignore[index]
+            renewals.discard(first)
+            time.sleep(0.1)
+        assert len(renewals) >= 2, "the renew thread never renewed the lease"
         assert lease.held() and expire_if_due(lease.path)["state"] == "held"  # type: ignore[index]
     finally:
         lease.release()
