@@ -124,11 +124,16 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
             }
         )
 
+    async def healthy(request: web.Request) -> web.Response:
+        # DynamoDB's own health check: GET / answers without a signature.
+        return web.Response(text=f"healthy: {request.host}", content_type="text/plain")
+
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain")
 
     app = web.Application()
     app.router.add_post("/", handle)
+    app.router.add_get("/", healthy)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", prometheus)
     app["metrics"] = metrics

@@ -33,6 +33,7 @@ from cluster.storage.statemachine import (
     UpdateCommand,
 )
 
+from . import legacy
 from . import txncoord
 from . import validate as v
 from .context import RouterContext
@@ -79,7 +80,7 @@ async def _write(
 
 
 async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    v.reject_legacy(request, "Expected", "ConditionalOperator")
+    request = legacy.rewrite("PutItem", request)
     layout = await ctx.table(v.table_name(request))
     item = v.item(request, layout.spec.key_schema)
     names, values = v.expression_inputs(request)
@@ -94,7 +95,7 @@ async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
 
 
 async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    v.reject_legacy(request, "Expected", "ConditionalOperator")
+    request = legacy.rewrite("DeleteItem", request)
     layout = await ctx.table(v.table_name(request))
     key = v.key(request, layout.spec.key_schema)
     names, values = v.expression_inputs(request)
@@ -109,7 +110,7 @@ async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
 
 
 async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    v.reject_legacy(request, "Expected", "ConditionalOperator", "AttributeUpdates")
+    request = legacy.rewrite("UpdateItem", request)
     layout = await ctx.table(v.table_name(request))
     schema = layout.spec.key_schema
     key = v.key(request, schema)
@@ -148,7 +149,7 @@ async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
 
 
 async def get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    v.reject_legacy(request, "AttributesToGet")
+    request = legacy.rewrite("GetItem", request)
     layout = await ctx.table(v.table_name(request))
     key = v.key(request, layout.spec.key_schema)
     consistent = bool(v.field(request, "ConsistentRead", bool))
@@ -268,7 +269,7 @@ async def batch_get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[st
     gets: list[tuple[str, TableLayout, dict[str, Any], bool, Any, dict[str, Any]]] = []
     for table, spec in request_items.items():
         layout = await ctx.table(v.table_name({"TableName": table}))
-        spec = _as_dict(spec)
+        spec = legacy.rewrite("BatchGetItem", _as_dict(spec))
         keys = v.field(spec, "Keys", list, required=True)
         consistent = bool(v.field(spec, "ConsistentRead", bool))
         projection = _projection(spec)

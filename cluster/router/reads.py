@@ -20,6 +20,7 @@ from cluster.dynamo.values import item_size
 from cluster.metadata.partitionmap import Partition, TableLayout
 from cluster.storage.itemstore import encode_key_value, prefix_upper_bound
 
+from . import legacy
 from . import validate as v
 from .context import RouterContext
 from .errors import DynamoError
@@ -96,14 +97,19 @@ class _Page:
 
 
 async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    v.reject_legacy(request, "KeyConditions", "QueryFilter", "AttributesToGet")
+    request = legacy.rewrite("Query", request)
     if request.get("IndexName") is not None:
         raise DynamoError.validation("Secondary indexes are not supported by this cluster")
     layout = await ctx.table(v.table_name(request))
     schema = layout.spec.key_schema
-    text = v.field(request, "KeyConditionExpression", str, required=True)
+    text = v.field(request, "KeyConditionExpression", str)
+    if text is None:
+        raise DynamoError.validation(
+            "Either the KeyConditions or KeyConditionExpression parameter must be specified in "
+            "the request."
+        )
     names, values = v.expression_inputs(request)
-    v.placeholders(request, ["KeyConditionExpression", "FilterExpression", "ProjectionExpression"])
+    v.placeholders(request, ["ProjectionExpression", "FilterExpression", "KeyConditionExpression"])
     condition = v.guarded(
         parse_key_condition, text, names, values, schema.hash_name, schema.range_name
     )
@@ -187,7 +193,7 @@ def _start_key(request: dict[str, Any], layout: TableLayout) -> tuple[bytes, byt
 
 
 async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    v.reject_legacy(request, "ScanFilter", "AttributesToGet", "ConditionalOperator")
+    request = legacy.rewrite("Scan", request)
     if request.get("IndexName") is not None:
         raise DynamoError.validation("Secondary indexes are not supported by this cluster")
     if request.get("Segment") is not None or request.get("TotalSegments") is not None:

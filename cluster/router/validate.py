@@ -162,13 +162,3 @@ def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
     names = field(request, "ExpressionAttributeNames", dict)
     values = field(request, "ExpressionAttributeValues", dict)
     guarded(check_placeholders_used, names, values, texts)
-
-
-def reject_legacy(request: Mapping[str, Any], *names: str) -> None:
-    """Legacy parameters (Expected, AttributesToGet, ...) are not supported: say so clearly."""
-    for name in names:
-        if name in request:
-            raise DynamoError.validation(
-                f"{name} is a legacy parameter this cluster does not support; use the "
-                "expression parameters instead"
-            )
