@@ -273,7 +273,9 @@ def apply_update(
         for action, path in _bind_update(ast, names, values, key_names)
     ]
     after: Item = copy.deepcopy(dict(before))
-    for path, new in planned:
+    # Assignments in path order, so that several list indexes past the end are appended in
+    # index order, as DynamoDB does (paths never overlap, so the order changes nothing else).
+    for path, new in sorted(planned, key=lambda p: _assign_order(p[0])):
         if new is not None:
             _assign(after, path, copy.deepcopy(new))
     for path in sorted((p for p, new in planned if new is None), key=_removal_order):
@@ -427,6 +429,10 @@ def _remove(item: Item, path: ResolvedPath) -> None:
             del holder[last]
     elif isinstance(holder, dict) and isinstance(last, str):
         holder.pop(last, None)
+
+
+def _assign_order(path: ResolvedPath) -> tuple[tuple[int, str, int], ...]:
+    return tuple((0, e, 0) if isinstance(e, str) else (1, "", e) for e in path)
 
 
 def _removal_order(path: ResolvedPath) -> tuple[tuple[int, str, int], ...]:

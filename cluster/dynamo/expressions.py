@@ -58,6 +58,7 @@ from cluster.dynamo.nodes import (
 )
 from cluster.dynamo.values import (
     AttributeValue,
+    SerializationError,
     TypeMismatchError,
     ValidationError,
     compare_values,
@@ -81,7 +82,7 @@ GRAMMAR = r"""
               | operand _BETWEEN operand _AND operand           -> between
               | operand _IN "(" operand ("," operand)* ")"       -> in_
               | call
-              | "(" condition ")"
+              | "(" condition ")"                               -> paren
     !comparator: "=" | "<>" | "<" | "<=" | ">" | ">="
 
     // Operands, shared by every kind. Which functions may appear where is checked afterwards.
@@ -113,7 +114,7 @@ GRAMMAR = r"""
     _REMOVE: "remove"i
     _ADD: "add"i
     _DELETE: "delete"i
-    NAME: /[a-z_][a-z0-9_]*/i
+    NAME: /[a-z][a-z0-9_]*/i
     NAME_REF: /#[a-z0-9_]+/i
     VALUE_REF: /:[a-z0-9_]+/i
     INDEX: /[0-9]+/
@@ -247,6 +248,10 @@ def _build_condition(node: _Node) -> Condition:
     """The condition AST for a ``condition`` parse tree."""
     tree = _tree(node)
     kids = tree.children
+    if tree.data == "paren":
+        if _tree(kids[0]).data == "paren":
+            raise _Invalid("The expression has redundant parentheses;")
+        return _build_condition(kids[0])
     if tree.data == "or_":
         return Or(_build_condition(kids[0]), _build_condition(kids[1]))
     if tree.data == "and_":
@@ -476,6 +481,8 @@ def _check_entry(label: str, pattern: re.Pattern[str], key: str, entry: Any) -> 
         return
     try:
         validate_value(entry)
+    except SerializationError:
+        raise
     except ValidationError as e:
         raise ValidationError(
             f"ExpressionAttributeValues contains invalid value: {e.message} for key {key}"

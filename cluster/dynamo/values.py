@@ -49,6 +49,10 @@ class ValidationError(Exception):
         self.message = message
 
 
+class SerializationError(ValidationError):
+    """A value of the wrong JSON type (``{"N": 123}``): DynamoDB's SerializationException."""
+
+
 class TypeMismatchError(Exception):
     """Two values cannot be ordered (different or unordered types); comparisons are false."""
 
@@ -79,12 +83,12 @@ def validate_value(av: Any, path: str = "", depth: int = 0) -> None:
         _validate_set(kind, payload, path)
     elif kind == "L":
         if not isinstance(payload, list):
-            raise _invalid("a list value must be a JSON array", path)
+            raise SerializationError("Expected list or null")
         for i, member in enumerate(payload):
             validate_value(member, f"{path}[{i}]", depth + 1)
     elif kind == "M":
         if not isinstance(payload, dict):
-            raise _invalid("a map value must be a JSON object", path)
+            raise SerializationError("Expected map or null")
         for name, member in payload.items():
             validate_value(member, f"{path}.{name}" if path else name, depth + 1)
     else:
@@ -126,13 +130,13 @@ def _tag(av: Any, path: str) -> tuple[str, Any]:
 
 def _validate_scalar(kind: str, payload: Any, path: str) -> None:
     if kind in ("S", "N", "B") and not isinstance(payload, str):
-        raise _invalid(f"a value of type {kind} must be a JSON string", path)
+        raise _wrong_json(payload, "a Blob" if kind == "B" else "an String")
     if kind == "N":
         parse_number(payload)
     elif kind == "B":
         decode_binary(payload)
-    elif kind == "BOOL" and not isinstance(payload, bool):
-        raise _invalid("a BOOL value must be true or false", path)
+    elif kind in ("BOOL", "NULL") and not isinstance(payload, bool):
+        raise _wrong_json(payload, "an Boolean")
     elif kind == "NULL" and payload is not True:
         raise ValidationError(
             f"{_INVALID}: Null attribute value types must have the value of true{_where(path)}"
@@ -141,7 +145,7 @@ def _validate_scalar(kind: str, payload: Any, path: str) -> None:
 
 def _validate_set(kind: str, payload: Any, path: str) -> None:
     if not isinstance(payload, list):
-        raise _invalid(f"a {kind} value must be a JSON array", path)
+        raise SerializationError("Expected list or null")
     if not payload:
         raise ValidationError(
             f"{_INVALID}: An {_SET_NAMES[kind]} set may not be empty{_where(path)}"
@@ -153,6 +157,22 @@ def _validate_set(kind: str, payload: Any, path: str) -> None:
         raise ValidationError(
             f"{_INVALID}: Input collection [{', '.join(payload)}] contains duplicates."
         )
+
+
+def _wrong_json(payload: Any, wanted: str) -> SerializationError:
+    """DynamoDB's words for a JSON value of the wrong type inside an attribute value."""
+    if isinstance(payload, list):
+        return SerializationError("Start of list found where not expected")
+    if isinstance(payload, dict):
+        return SerializationError("Start of structure or map found where not expected.")
+    if isinstance(payload, bool):
+        return SerializationError(f"class java.lang.Boolean can not be converted to {wanted}")
+    if isinstance(payload, int | float):
+        return SerializationError(
+            "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be "
+            f"converted to {wanted}"
+        )
+    return SerializationError(f"'{payload}' can not be converted to {wanted}")
 
 
 def _invalid(what: str, path: str) -> ValidationError:

@@ -159,6 +159,12 @@ class TableSpec:
     partitions: int = 1
     created_at: float = 0.0  # seconds since the epoch
     status: TableStatus = "CREATING"
+    # What DescribeTable and the table-settings operations report; none of it changes placement.
+    table_id: str = ""  # a UUID, DynamoDB's TableId
+    tags: tuple[tuple[str, str], ...] = ()  # (key, value), in the order they were set
+    ttl_attribute: str | None = None  # Time to Live enabled on this attribute, or disabled
+    sse: bool = False  # SSESpecification Enabled (KMS) asked for at creation
+    billing_changed_at: float = 0.0  # the last UpdateTable that changed the billing mode
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TABLE_NAME.fullmatch(self.name):
@@ -182,6 +188,11 @@ class TableSpec:
             "partitions": self.partitions,
             "created_at": self.created_at,
             "status": self.status,
+            "table_id": self.table_id,
+            "tags": [list(tag) for tag in self.tags],
+            "ttl_attribute": self.ttl_attribute,
+            "sse": self.sse,
+            "billing_changed_at": self.billing_changed_at,
         }
 
     @classmethod
@@ -195,6 +206,12 @@ class TableSpec:
             partitions=d["partitions"],
             created_at=float(d["created_at"]),
             status=d["status"],
+            # Maps written before these settings existed lack them: the defaults apply.
+            table_id=str(d.get("table_id") or ""),
+            tags=tuple((str(k), str(v)) for k, v in d.get("tags") or ()),
+            ttl_attribute=d.get("ttl_attribute"),
+            sse=bool(d.get("sse", False)),
+            billing_changed_at=float(d.get("billing_changed_at") or 0.0),
         )
 
 

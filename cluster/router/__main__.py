@@ -7,6 +7,9 @@ against the config's access keys.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import aiohttp
 
 from cluster.config import ClusterConfig
@@ -15,15 +18,20 @@ from cluster.process import http_service, process_args, run_process, shutdown_si
 from .app import SERVER_OPTIONS, make_app
 from .context import RouterContext
 from .sigv4 import SigV4Verifier
+from .ttl import TtlSweeper
 
 
 async def serve(config: ClusterConfig, router_id: str) -> None:
     async with aiohttp.ClientSession() as session:
         ctx = RouterContext(config, router_id, session)
         await ctx.start()
+        sweeper = asyncio.create_task(TtlSweeper(ctx).run(), name="ttl-sweeper")
         app = make_app(ctx, SigV4Verifier(config.credentials))
         async with http_service(app, config.process(router_id).listen, **SERVER_OPTIONS):
             await shutdown_signal()
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         await ctx.stop()
 
 

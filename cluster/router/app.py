@@ -28,8 +28,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from . import items, reads, tables, transact
+from . import items, reads, settings, tables, transact
 from .body import check_declared_length, parse_json, read_body
+from .capacity import metering, report
 from .context import RouterContext
 from .errors import DynamoError
 from .shapes import check_members
@@ -55,6 +56,14 @@ OPERATIONS: dict[str, Operation] = {
     "Scan": reads.scan,
     "TransactWriteItems": transact.transact_write_items,
     "TransactGetItems": transact.transact_get_items,
+    "UpdateTable": settings.update_table,
+    "TagResource": settings.tag_resource,
+    "UntagResource": settings.untag_resource,
+    "ListTagsOfResource": settings.list_tags_of_resource,
+    "UpdateTimeToLive": settings.update_time_to_live,
+    "DescribeTimeToLive": settings.describe_time_to_live,
+    "DescribeEndpoints": settings.describe_endpoints,
+    "DescribeLimits": settings.describe_limits,
 }
 
 
@@ -94,7 +103,9 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
                 raise DynamoError("UnknownOperationException", f"Unknown operation {operation}")
             payload = parse_json(body)
             check_members(operation, payload)
-            result = await handler(ctx, payload)
+            with metering() as spent:
+                result = await handler(ctx, payload)
+            result.update(report(operation, payload, spent))
             outcome = "ok"
             response = _reply(result)
         except DynamoError as exc:

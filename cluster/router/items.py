@@ -23,6 +23,7 @@ from cluster.dynamo import (
     parse_update,
     validate_update,
 )
+from cluster.dynamo.values import item_size
 from cluster.metadata.partitionmap import Partition, TableLayout
 from cluster.storage.statemachine import (
     ApplyResult,
@@ -33,9 +34,9 @@ from cluster.storage.statemachine import (
     UpdateCommand,
 )
 
-from . import legacy
-from . import txncoord
+from . import legacy, txncoord
 from . import validate as v
+from .capacity import charge, read_units, write_units
 from .context import RouterContext
 from .errors import DynamoError
 
@@ -90,6 +91,7 @@ async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
     pk, sk = v.encoded_key(layout.spec.key_schema, item)
     cmd = PutCommand(layout.spec.name, pk, sk, item, condition, returns)
     result = await _write(ctx, layout, pk, cmd, len(repr(item)))
+    charge(layout.spec.name, write_units(max(item_size(item), item_size(result.old or {}))))
     _outcome(result, request)
     return {"Attributes": result.old} if returns == "ALL_OLD" and result.old else {}
 
@@ -105,6 +107,7 @@ async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     pk, sk = v.encoded_key(layout.spec.key_schema, key)
     cmd = DeleteCommand(layout.spec.name, pk, sk, condition, returns)
     result = await _write(ctx, layout, pk, cmd, 1)
+    charge(layout.spec.name, write_units(item_size(result.old or {})))
     _outcome(result, request)
     return {"Attributes": result.old} if returns == "ALL_OLD" and result.old else {}
 
@@ -138,6 +141,8 @@ async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
         key_names=tuple(schema.names()),
     )
     result = await _write(ctx, layout, pk, cmd, len(repr(values)))
+    sizes = (item_size(result.old or {}), item_size(result.new or {}), item_size(key))
+    charge(layout.spec.name, write_units(max(sizes)))
     _outcome(result, request)
     attributes = result.new if returns in ("ALL_NEW", "UPDATED_NEW") else result.old
     if attributes and update is not None and returns in ("UPDATED_OLD", "UPDATED_NEW"):
@@ -178,6 +183,7 @@ async def _get(
         item = await txncoord.visible_item(
             ctx, partition, (layout.spec.name, pk, sk), item, reply["lock"]
         )
+    charge(layout.spec.name, read_units(item_size(item or {}), consistent))
     return item
 
 
@@ -256,6 +262,9 @@ async def batch_write_item(ctx: RouterContext, request: dict[str, Any]) -> dict[
             if exc.status < 500 and exc.type not in _RETRYABLE:
                 raise
             unprocessed[table].extend(w for w, _ in writes)
+            return
+        for _, cmd in writes:
+            charge(table, write_units(item_size(cmd.item) if isinstance(cmd, PutCommand) else 1))
 
     await asyncio.gather(*(run(t, g) for t, g in plan))
     return {"UnprocessedItems": dict(unprocessed)}

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cluster.dynamo import ValidationError, validate_value
+from cluster.dynamo import SerializationError, ValidationError, validate_value
 from cluster.dynamo.values import TypeMismatchError, compare_values, type_of
 
 from .errors import DynamoError
@@ -208,6 +208,8 @@ def _conditional_operator(request: Mapping[str, Any]) -> str:
 def _check_value(av: Any) -> None:
     try:
         validate_value(av)
+    except SerializationError as exc:
+        raise DynamoError("SerializationException", exc.message) from None
     except ValidationError as exc:
         raise DynamoError.validation(exc.message) from None
 

@@ -9,6 +9,7 @@ A Query reads one partition (its key's); a Scan walks the table's partitions in 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from cluster.dynamo import (
@@ -16,12 +17,19 @@ from cluster.dynamo import (
     parse_condition,
     parse_key_condition,
 )
+from cluster.dynamo.checks import check_filter_keys
 from cluster.dynamo.values import item_size
-from cluster.metadata.partitionmap import Partition, TableLayout
+from cluster.metadata.partitionmap import (
+    HASH_SPACE,
+    Partition,
+    TableLayout,
+    partition_key_hash,
+)
 from cluster.storage.itemstore import encode_key_value, prefix_upper_bound
 
 from . import legacy
 from . import validate as v
+from .capacity import charge, read_units
 from .context import RouterContext
 from .errors import DynamoError
 from .items import _project, _projection
@@ -113,6 +121,10 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     condition = v.guarded(
         parse_key_condition, text, names, values, schema.hash_name, schema.range_name
     )
+    filter_text = v.field(request, "FilterExpression", str)
+    if filter_text is not None:
+        filter_ast = v.guarded(parse_condition, filter_text, "FilterExpression")
+        v.guarded(check_filter_keys, filter_ast, names, schema.names())
     v.check_key_types(schema, {schema.hash_name: condition.partition_value})
     pk = encode_key_value(condition.partition_value)
     lo, hi = _sort_bounds(condition.sort, schema)
@@ -149,6 +161,7 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
             if page.full():
                 more = more or i < len(rows) - 1
                 break
+    charge(layout.spec.name, read_units(page.bytes, consistent))
     return page.response(more)
 
 
@@ -196,14 +209,15 @@ async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request = legacy.rewrite("Scan", request)
     if request.get("IndexName") is not None:
         raise DynamoError.validation("Secondary indexes are not supported by this cluster")
-    if request.get("Segment") is not None or request.get("TotalSegments") is not None:
-        raise DynamoError.validation("Parallel scans (Segment, TotalSegments) are not supported")
+    segment = _segment(request)
     layout = await ctx.table(v.table_name(request))
     v.placeholders(request, ["FilterExpression", "ProjectionExpression"])
     consistent = bool(v.field(request, "ConsistentRead", bool))
     page = _Page(request, v.limit(request), _select(request))
     start = _start_key(request, layout)
-    partitions: list[Partition] = list(layout.partitions)
+    partitions: list[Partition] = [
+        p for p in layout.partitions if segment is None or segment.overlaps(p)
+    ]
     cursor: list[bytes] | None = None
     if start is not None:
         first = layout.partition_for(start[0])
@@ -226,8 +240,10 @@ async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
             rows = reply["items"]
             part_more = bool(reply["more"])
             for i, (pk, sk, item) in enumerate(rows):
-                page.add(item, v.key_of(layout.spec.key_schema, item))
                 cursor = [pk, sk]
+                if segment is not None and not segment.holds(pk):
+                    continue  # another segment's item
+                page.add(item, v.key_of(layout.spec.key_schema, item))
                 if page.full():
                     part_more = part_more or i < len(rows) - 1
                     break
@@ -235,4 +251,58 @@ async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
         if page.full():
             more = part_more or n < len(partitions) - 1
             break
+    charge(layout.spec.name, read_units(page.bytes, consistent))
     return page.response(more)
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """One segment of a parallel Scan: the items whose partition-key hash falls in its share
+    of the hash space, so segments split the table evenly and each reads only the partitions
+    its hash range overlaps."""
+
+    lo: int  # inclusive
+    hi: int  # exclusive
+
+    def overlaps(self, partition: Partition) -> bool:
+        return partition.hash_lo < self.hi and self.lo <= partition.hash_hi
+
+    def holds(self, pk: bytes) -> bool:
+        return self.lo <= partition_key_hash(pk) < self.hi
+
+
+def _segment(request: dict[str, Any]) -> _Segment | None:
+    segment = v.field(request, "Segment", int)
+    total = v.field(request, "TotalSegments", int)
+    if segment is None and total is None:
+        return None
+    for name, value, low, high in (
+        ("segment", segment, 0, 999_999),
+        ("totalSegments", total, 1, 1_000_000),
+    ):
+        if value is not None and not low <= value <= high:
+            bound = (
+                f"greater than or equal to {low}"
+                if value < low
+                else f"less than or equal to {high}"
+            )
+            raise DynamoError.validation(
+                f"1 validation error detected: Value '{value}' at '{name}' failed to satisfy "
+                f"constraint: Member must have value {bound}"
+            )
+    if total is None:
+        raise DynamoError.validation(
+            "The TotalSegments parameter is required but was not present in the request when "
+            "Segment parameter is present"
+        )
+    if segment is None:
+        raise DynamoError.validation(
+            "The Segment parameter is required but was not present in the request when "
+            "parameter TotalSegments is present"
+        )
+    if segment >= total:
+        raise DynamoError.validation(
+            "The Segment parameter is zero-based and must be less than parameter TotalSegments: "
+            f"Segment: {segment} is out of bounds of TotalSegments: {total}"
+        )
+    return _Segment(segment * HASH_SPACE // total, (segment + 1) * HASH_SPACE // total)

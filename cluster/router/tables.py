@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from dataclasses import replace
 from typing import Any, cast
 
 import aiohttp
 
 from cluster.admission.partition import partition_share
+from cluster.dynamo.values import item_size
 from cluster.metadata.partitionmap import (
     BillingMode,
     KeySchema,
@@ -39,9 +41,10 @@ _UNSUPPORTED = (
     "GlobalSecondaryIndexes",
     "LocalSecondaryIndexes",
     "StreamSpecification",
-    "SSESpecification",
-    "TableClass",
 )
+COUNT_LIMIT = 100_000  # items counted per partition for DescribeTable's ItemCount
+MAX_TAGS = 50
+COUNT_SECONDS = 3.0  # the longest DescribeTable spends counting items
 
 
 def _key_schema(request: dict[str, Any]) -> KeySchema:
@@ -113,6 +116,12 @@ def _capacity(request: dict[str, Any]) -> tuple[str, int, int]:
             "One or more parameter values were invalid: ReadCapacityUnits and "
             "WriteCapacityUnits must both be specified when BillingMode is PROVISIONED"
         )
+    rcu, wcu = capacity_units(throughput)
+    return mode, rcu, wcu
+
+
+def capacity_units(throughput: dict[str, Any]) -> tuple[int, int]:
+    """(ReadCapacityUnits, WriteCapacityUnits) of a ProvisionedThroughput, validated."""
     units = []
     for name in ("ReadCapacityUnits", "WriteCapacityUnits"):
         value = v.field(throughput, name, int, required=True)
@@ -123,10 +132,49 @@ def _capacity(request: dict[str, Any]) -> tuple[str, int, int]:
                 "value greater than or equal to 1"
             )
         units.append(value)
-    return mode, units[0], units[1]
+    return units[0], units[1]
 
 
-def describe(layout: TableLayout, item_count: int | None = None) -> dict[str, Any]:
+def _check_tag(tag: Any) -> tuple[str, str]:
+    if not isinstance(tag, dict) or not isinstance(tag.get("Key"), str):
+        raise DynamoError.validation(
+            "1 validation error detected: Value null at 'tags.member.key' failed to satisfy "
+            "constraint: Member must not be null"
+        )
+    key, value = tag["Key"], tag.get("Value")
+    if not isinstance(value, str):
+        raise DynamoError.validation(
+            "1 validation error detected: Value null at 'tags.member.value' failed to satisfy "
+            "constraint: Member must not be null"
+        )
+    if not 1 <= len(key) <= 128 or len(value) > 256:
+        raise DynamoError.validation(
+            "One or more parameter values were invalid: tag keys are 1-128 characters and tag "
+            f"values at most 256: {key!r}"
+        )
+    if key.startswith("aws:"):
+        raise DynamoError.validation(
+            "One or more parameter values were invalid: tag keys starting with aws: are "
+            "reserved for AWS use"
+        )
+    return key, value
+
+
+def merge_tags(old: tuple[tuple[str, str], ...], tags: list[Any]) -> tuple[tuple[str, str], ...]:
+    merged = dict(old)
+    for tag in tags:
+        key, value = _check_tag(tag)
+        merged[key] = value
+    if len(merged) > MAX_TAGS:
+        raise DynamoError.validation(
+            f"One or more parameter values were invalid: The number of tags exceeds the limit "
+            f"of {MAX_TAGS}"
+        )
+    return tuple(merged.items())
+
+
+def describe(layout: TableLayout, count: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """DescribeTable's ``Table``; ``count`` is (ItemCount, TableSizeBytes)."""
     spec = layout.spec
     schema = spec.key_schema
     key_schema = [{"AttributeName": schema.hash_name, "KeyType": "HASH"}]
@@ -141,17 +189,62 @@ def describe(layout: TableLayout, item_count: int | None = None) -> dict[str, An
         "AttributeDefinitions": definitions,
         "CreationDateTime": spec.created_at,
         "TableArn": f"arn:aws:dynamodb:local:000000000000:table/{spec.name}",
-        "TableId": layout.partitions[0].id,
-        "ItemCount": item_count or 0,
-        "TableSizeBytes": 0,
+        # Tables created before TableIds were recorded get one derived from their name.
+        "TableId": spec.table_id or str(uuid.uuid5(uuid.NAMESPACE_URL, spec.name)),
+        "ItemCount": count[0],
+        "TableSizeBytes": count[1],
         "BillingModeSummary": {"BillingMode": spec.billing_mode},
         "ProvisionedThroughput": {
             "ReadCapacityUnits": spec.read_capacity,
             "WriteCapacityUnits": spec.write_capacity,
             "NumberOfDecreasesToday": 0,
         },
+        "TableClassSummary": {"TableClass": "STANDARD"},
+        "DeletionProtectionEnabled": False,
     }
+    if spec.billing_changed_at:
+        changed = "LastUpdateToPayPerRequestDateTime"
+        body["BillingModeSummary"][changed] = spec.billing_changed_at
+    if spec.sse:
+        body["SSEDescription"] = {"Status": "ENABLED", "SSEType": "KMS"}
     return body
+
+
+async def count_items(ctx: RouterContext, layout: TableLayout) -> tuple[int, int]:
+    """(ItemCount, TableSizeBytes) from an eventually consistent walk of every partition,
+    bounded (DynamoDB itself refreshes these only every few hours): a partition past
+    COUNT_LIMIT items is counted that far, and a partition that does not answer counts 0."""
+
+    async def one(partition: Partition) -> tuple[int, int]:
+        items = size = 0
+        cursor: list[bytes] | None = None
+        while items < COUNT_LIMIT:
+            try:
+                reply = await ctx.storage.read(
+                    partition,
+                    "scan",
+                    False,
+                    ctx.request_budget,
+                    tbl=layout.spec.name,
+                    start_after=cursor,
+                    limit=500,
+                )
+            except DynamoError:
+                break
+            for pk, sk, item in reply["items"]:
+                items += 1
+                size += item_size(item)
+                cursor = [pk, sk]
+            if not reply["more"]:
+                break
+        return items, size
+
+    try:
+        async with asyncio.timeout(COUNT_SECONDS):
+            counts = await asyncio.gather(*(one(p) for p in layout.partitions))
+    except TimeoutError:  # a description without counts beats no description
+        return 0, 0
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
 async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +254,9 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
             raise DynamoError.validation(f"{field} is not supported by this cluster")
     schema = _key_schema(request)
     mode, rcu, wcu = _capacity(request)
+    sse = v.field(request, "SSESpecification", dict) or {}
+    sse_enabled = v.field(sse, "Enabled", bool)
+    tags = merge_tags((), v.field(request, "Tags", list) or [])
     topology = parse_topology(ctx.config.topology)
     try:
         current = await ctx.metadata.read_map()
@@ -175,6 +271,9 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         ctx.config.default_partitions,
         time.time(),
         "CREATING",
+        table_id=str(uuid.uuid4()),
+        tags=tags,
+        sse=bool(sse_enabled),
     )
     layout = build_layout(topology, spec, current.replicas_per_node())
     version = max(int(time.time() * 1000), current.version + 1)
@@ -269,7 +368,8 @@ def _partition_rate(layout: TableLayout) -> float | None:
 
 async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     layout = await ctx.table(v.table_name(request), active=False)
-    return {"Table": describe(layout)}
+    count = await count_items(ctx, layout) if layout.spec.status == "ACTIVE" else (0, 0)
+    return {"Table": describe(layout, count)}
 
 
 async def list_tables(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:

@@ -10,17 +10,22 @@ field, so a malformed request never reaches the storage layer and never crashes 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cluster.dynamo import (
+    SerializationError,
     ValidationError,
     check_placeholders_used,
     normalize_item,
+    parse_condition,
+    parse_projection,
+    parse_update,
     validate_item,
     validate_key_value,
 )
-from cluster.dynamo.values import check_item_size
+from cluster.dynamo.checks import check_condition_operands, check_projection
+from cluster.dynamo.values import check_item_size, decode_binary
 from cluster.metadata.partitionmap import KeySchema
 from cluster.storage.itemstore import encode_key_value
 
@@ -122,7 +127,8 @@ def check_key_types(schema: KeySchema, value: Mapping[str, Any]) -> None:
             )
             raise DynamoError.validation(prefixed) from None
         raw = next(iter(av.values())) if isinstance(av, dict) and av else ""
-        if isinstance(raw, str) and len(raw.encode()) > MAX_KEY_BYTES[role]:
+        size = len(decode_binary(raw)) if "B" in av else len(str(raw).encode())
+        if size > MAX_KEY_BYTES[role]:
             raise DynamoError.validation(
                 f"{INVALID}: Size of {role} key attribute "
                 f"{name} exceeds the limit of {MAX_KEY_BYTES[role]} bytes"
@@ -144,6 +150,8 @@ def guarded(fn: Any, *args: Any) -> Any:
     """Call into the expression engine, turning its ValidationError into ours."""
     try:
         return fn(*args)
+    except SerializationError as exc:
+        raise DynamoError("SerializationException", exc.message) from None
     except ValidationError as exc:
         raise DynamoError.validation(exc.message) from None
 
@@ -154,11 +162,32 @@ def expression_inputs(request: Mapping[str, Any]) -> tuple[dict[str, str], dict[
     return (names or {}), (values or {})
 
 
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "ConditionExpression": lambda text: parse_condition(text, "ConditionExpression"),
+    "FilterExpression": lambda text: parse_condition(text, "FilterExpression"),
+    "KeyConditionExpression": lambda text: parse_condition(text, "KeyConditionExpression"),
+    "UpdateExpression": parse_update,
+    "ProjectionExpression": parse_projection,
+}
+
+
 def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
-    """Check the request's placeholder maps (as sent: absent is not empty) against its
-    expressions, named by field (``["ConditionExpression"]``): each must be a string if
-    present, and undefined, unused and malformed placeholders are ValidationExceptions."""
+    """Check the request's expressions, named by field (``["ConditionExpression"]``), in
+    DynamoDB's order: each must be a string if present and parse (syntax errors first); then
+    the placeholder maps (as sent: absent is not empty): malformed, undefined and unused
+    placeholders; then the constants the expressions use (operand types, BETWEEN bounds) and
+    the projection's paths. Every problem is a ValidationException."""
     texts: list[str | None] = [field(request, name, str) for name in expressions]
+    asts = {
+        name: guarded(_PARSERS[name], text)
+        for name, text in zip(expressions, texts, strict=True)
+        if text is not None
+    }
     names = field(request, "ExpressionAttributeNames", dict)
     values = field(request, "ExpressionAttributeValues", dict)
     guarded(check_placeholders_used, names, values, texts)
+    for name, ast in asts.items():
+        if name == "ProjectionExpression":
+            guarded(check_projection, ast, names)
+        elif name != "UpdateExpression":
+            guarded(check_condition_operands, ast, values, name)

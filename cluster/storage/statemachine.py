@@ -41,6 +41,7 @@ from cluster.dynamo import (
     parse_update,
 )
 from cluster.dynamo.expressions import resolve_path
+from cluster.dynamo.nodes import DeleteAction, RemoveAction
 
 from . import intents
 from .itemstore import DeleteItem, DeleteTable, Item, ItemStore, PutItem, StoreOp
@@ -622,6 +623,9 @@ def _decide(
     touched: set[str | int] = set()
     if cmd.update is not None:
         ast = parse_update(cmd.update)
+        if old is None and all(isinstance(a, RemoveAction | DeleteAction) for a in ast.actions):
+            # Removing from an item that does not exist creates nothing, as in DynamoDB.
+            return ApplyResult(True), _DELETE
         new = apply_update(ast, new, cmd.names, cmd.values, cmd.key_names)
         touched = {resolve_path(action.path, cmd.names)[0] for action in ast.actions}
         check_item_size(new)

@@ -1208,8 +1208,14 @@ def test_key_and_item_validation_errors(ddb: Client, raw: Client, new_table: New
     for item in bad_items:
         expect_error("ValidationException", ddb.put_item, TableName=name, Item=item)
     # Attribute values with no type, two types or an unknown type (sent past boto3's checks).
-    for value in ({}, {"S": "a", "N": "1"}, {"S": 5}, {"BOOL": "yes"}):
+    for value in ({}, {"S": "a", "N": "1"}):
         expect_error("ValidationException", raw.put_item, TableName=name, Item={**good, "v": value})
+    # A value of the wrong JSON type inside one ({"N": 123}) is a SerializationException.
+    for value in ({"S": 5}, {"N": 123}, {"BOOL": "yes"}, {"L": {}}):
+        err = expect_error(
+            "SerializationException", raw.put_item, TableName=name, Item={**good, "v": value}
+        )
+    assert err.response["Error"]["Message"] == "Expected list or null"
     # A big but legal item goes through (and the key's size limits hold).
     ddb.put_item(TableName=name, Item={**good, "big": S("x" * (390 * 1024))})
     expect_error(
@@ -1532,13 +1538,14 @@ def test_raw_malformed_shapes_are_client_errors(
             request,
             reply,
         )
-    # Parentheses do not count as operators: 1000 deep is a fine (false) condition.
+    # Parentheses 1000 deep are redundant, a ValidationException (not a stack overflow).
     deep_parens = "(" * 1000 + "attribute_exists(pk)" + ")" * 1000
     request = {"TableName": name, "Item": key, "ConditionExpression": deep_parens}
     status, reply, _ = _send(
         local_cluster, json.dumps(request).encode(), "DynamoDB_20120810.PutItem"
     )
-    assert (status, _type(reply)) == (400, "ConditionalCheckFailedException")
+    assert (status, _type(reply)) == (400, "ValidationException")
+    assert "redundant parentheses" in reply["message"]
     status, reply, _ = _send(
         local_cluster,
         json.dumps({"TableName": name, "Key": key, "ConsistentRead": True}).encode(),

@@ -202,3 +202,48 @@ def test_pynamodb_model_round_trip(thing: Any) -> None:
         for seq in range(5):
             batch.delete(thing("ann", seq))
     assert thing.count("ann", consistent_read=True) == 0
+
+
+def test_aws_cli_table_settings(aws: AwsCli, new_table: NewTable) -> None:
+    name = new_table("clis")
+    arn = aws("describe-table", "--table-name", name)["Table"]["TableArn"]
+    aws("tag-resource", "--resource-arn", arn, "--tags", "Key=owner,Value=sre")
+    assert aws("list-tags-of-resource", "--resource-arn", arn)["Tags"] == [
+        {"Key": "owner", "Value": "sre"}
+    ]
+    spec = aws(
+        "update-time-to-live",
+        "--table-name",
+        name,
+        "--time-to-live-specification",
+        "Enabled=true,AttributeName=expires",
+    )
+    assert spec["TimeToLiveSpecification"] == {"Enabled": True, "AttributeName": "expires"}
+    assert aws("describe-time-to-live", "--table-name", name)["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED",
+        "AttributeName": "expires",
+    }
+    table = aws(
+        "update-table",
+        "--table-name",
+        name,
+        "--billing-mode",
+        "PROVISIONED",
+        "--provisioned-throughput",
+        "ReadCapacityUnits=3,WriteCapacityUnits=4",
+    )["TableDescription"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PROVISIONED"
+    aws("put-item", "--table-name", name, "--item", json.dumps({"pk": S("x")}))
+    got = aws(
+        "scan",
+        "--table-name",
+        name,
+        "--segment",
+        "0",
+        "--total-segments",
+        "1",
+        "--return-consumed-capacity",
+        "TOTAL",
+    )
+    assert got["Count"] == 1 and got["ConsumedCapacity"]["CapacityUnits"] == 0.5
+    assert aws("describe-limits")["AccountMaxReadCapacityUnits"] == 80000

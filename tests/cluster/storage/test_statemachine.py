@@ -161,6 +161,15 @@ def test_update_of_a_missing_item_starts_from_its_key(sm: Machine) -> None:
     assert sm.get(A + b"x") is None
 
 
+def test_removing_from_a_missing_item_creates_nothing(sm: Machine) -> None:
+    gone = sm.one(update(A, "REMOVE n, m.x", returns="ALL_NEW"))
+    assert gone == ApplyResult(True) and sm.get(A) is None
+    drop = {":s": {"SS": ["x"]}}
+    assert sm.one(update(A, "DELETE s :s", drop)) == ApplyResult(True) and sm.get(A) is None
+    sm.one(update(A, "SET n = :one", ONE))  # an existing item keeps its key after REMOVE
+    assert sm.one(update(A, "REMOVE n")).ok and sm.get(A) == key(A)
+
+
 OLD = item(A, n=1) | {"keep": {"S": "x"}, "gone": {"S": "y"}, "m": {"M": {"a": {"N": "1"}}}}
 ADDED = {"S": "z"}
 NEW = item(A, n=2) | {"keep": OLD["keep"], "m": {"M": {"a": {"N": "2"}}}, "added": ADDED}

@@ -1,0 +1,186 @@
+"""Request-time checks of parsed expressions, the ones DynamoDB makes before touching an item.
+
+Parsing (``cluster.dynamo.expressions``) looks at the text alone; these checks also look at the
+request's placeholder maps and the table's key, so a request DynamoDB refuses is refused up
+front, whatever the items hold: constant operands of the wrong type (``a < :list``,
+``begins_with(a, :number)``), BETWEEN with its bounds the wrong way round, an unknown
+``attribute_type`` name, a FilterExpression of a Query on a key attribute, and projections whose
+paths overlap, conflict or nest too deep.
+
+    check_condition_operands(parse_condition("a BETWEEN :lo AND :hi"), {":lo": {"N": "5"},
+                             ":hi": {"N": "1"}}, "ConditionExpression")   # ValidationError
+    check_filter_keys(parse_condition("pk = :p", "FilterExpression"), None, ("pk", "sk"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
+
+from cluster.dynamo.evaluate import check_overlaps
+from cluster.dynamo.expressions import resolve_name, resolve_path
+from cluster.dynamo.nodes import (
+    And,
+    AttributeExists,
+    AttributeNotExists,
+    AttributeType,
+    BeginsWith,
+    Between,
+    Compare,
+    Condition,
+    Contains,
+    In,
+    Not,
+    Operand,
+    Or,
+    Path,
+    Projection,
+    Size,
+    ValueRef,
+)
+from cluster.dynamo.values import (
+    ALL_TYPES,
+    MAX_NESTING,
+    AttributeValue,
+    TypeMismatchError,
+    ValidationError,
+    compare_values,
+    type_of,
+)
+
+_ORDERED = frozenset({"S", "N", "B"})
+_TYPE_NAMES = {
+    "S": "STRING",
+    "N": "NUMBER",
+    "B": "BINARY",
+    "BOOL": "BOOLEAN",
+    "NULL": "NULL",
+    "L": "LIST",
+    "M": "MAP",
+    "SS": "SET OF STRING",
+    "NS": "SET OF NUMBER",
+    "BS": "SET OF BINARY",
+}
+
+
+def check_condition_operands(
+    ast: Condition, values: Mapping[str, AttributeValue] | None, kind: str
+) -> None:
+    """Refuse constant operands DynamoDB refuses at parse time (undefined ones are skipped:
+    the placeholder check reports those)."""
+    for node in _walk(ast):
+        match node:
+            case Compare(op, left, right) if op not in ("=", "<>"):
+                for operand in (left, right):
+                    _check_ordered(_constant(operand, values), op, kind)
+            case Between(_, low, high):
+                bounds = [_constant(low, values), _constant(high, values)]
+                for bound in bounds:
+                    _check_ordered(bound, "BETWEEN", kind)
+                _check_bounds(bounds[0], bounds[1], kind)
+            case BeginsWith(_, prefix):
+                av = _constant(prefix, values)
+                if av is not None and type_of(av) not in ("S", "B"):
+                    raise ValidationError(
+                        f"Invalid {kind}: Incorrect operand type for operator or function; "
+                        f"operator or function: begins_with, operand type: {type_of(av)}"
+                    )
+            case AttributeType(_, ref):
+                av = _constant(ref, values)
+                name = av.get("S") if av is not None else None
+                if av is not None and name not in ALL_TYPES:
+                    raise ValidationError(
+                        f"Invalid {kind}: Invalid attribute type name found; type: "
+                        f"{name or type_of(av)}, valid types: {{ B,NULL,SS,BOOL,L,BS,N,NS,S,M }}"
+                    )
+
+
+def check_filter_keys(
+    ast: Condition, names: Mapping[str, str] | None, key_names: Collection[str]
+) -> None:
+    """A Query's FilterExpression may not name the table's key attributes."""
+    for path in _paths(ast):
+        first = resolve_name(str(path.elements[0]), names)
+        if first in key_names:
+            raise ValidationError(
+                "Filter Expression can only contain non-primary key attributes: "
+                f"Primary key attribute: {first}"
+            )
+
+
+def check_projection(ast: Projection, names: Mapping[str, str] | None) -> None:
+    """Overlapping or conflicting paths and paths nested too deep, before any item is read."""
+    paths = [resolve_path(p, names) for p in ast.paths]
+    for path in paths:
+        if len(path) > MAX_NESTING:
+            raise ValidationError(
+                "Invalid ProjectionExpression: The document path has too many nesting levels; "
+                f"nesting levels: {len(path)}"
+            )
+    check_overlaps(paths, "ProjectionExpression")
+
+
+def _walk(ast: Condition) -> Iterator[Condition]:
+    yield ast
+    match ast:
+        case And(left, right) | Or(left, right):
+            yield from _walk(left)
+            yield from _walk(right)
+        case Not(inner):
+            yield from _walk(inner)
+
+
+def _paths(ast: Condition) -> Iterator[Path]:
+    for node in _walk(ast):
+        operands: tuple[Any, ...] = ()
+        match node:
+            case Compare(_, left, right):
+                operands = (left, right)
+            case Between(subject, low, high):
+                operands = (subject, low, high)
+            case In(subject, choices):
+                operands = (subject, *choices)
+            case AttributeExists(path) | AttributeNotExists(path) | AttributeType(path, _):
+                operands = (path,)
+            case BeginsWith(path, other) | Contains(path, other):
+                operands = (path, other)
+        for operand in operands:
+            if isinstance(operand, Path):
+                yield operand
+            elif isinstance(operand, Size):
+                yield operand.path
+
+
+def _constant(operand: Operand, values: Mapping[str, AttributeValue] | None) -> Any:
+    if isinstance(operand, ValueRef) and values is not None:
+        return values.get(operand.name)
+    return None
+
+
+def _check_ordered(av: AttributeValue | None, op: str, kind: str) -> None:
+    if av is not None and type_of(av) not in _ORDERED:
+        raise ValidationError(
+            f"Invalid {kind}: Incorrect operand type for operator or function; operator: {op}, "
+            f"operand type: {_TYPE_NAMES.get(type_of(av), type_of(av))}"
+        )
+
+
+def _check_bounds(low: AttributeValue | None, high: AttributeValue | None, kind: str) -> None:
+    if low is None or high is None:
+        return
+    try:
+        inverted = compare_values(low, high) > 0
+    except TypeMismatchError:
+        return
+    if inverted:
+        raise ValidationError(
+            f"Invalid {kind}: The BETWEEN operator requires upper bound to be greater than or "
+            f"equal to lower bound; lower bound operand: AttributeValue: {show_value(low)}, "
+            f"upper bound operand: AttributeValue: {show_value(high)}"
+        )
+
+
+def show_value(av: AttributeValue) -> str:
+    """A value as DynamoDB prints it in messages: ``{N:5}``, ``{S:abc}``."""
+    kind = type_of(av)
+    return f"{{{kind}:{av[kind]}}}"

@@ -1,0 +1,219 @@
+"""Table settings and account facts: UpdateTable, tags, Time to Live, DescribeEndpoints,
+DescribeLimits.
+
+Settings live in the table's spec in the replicated partition map (``TableSpec``); a change
+rewrites the spec (read, modify, write the newest map; concurrent changes to one table's
+settings: the last write wins, as it would for two UpdateTable calls in DynamoDB). None of it
+moves a partition. Expiry of items whose Time to Live has passed is ``cluster.router.ttl``'s.
+
+    await update_table(ctx, {"TableName": "t", "BillingMode": "PAY_PER_REQUEST"})
+    await tag_resource(ctx, {"ResourceArn": arn, "Tags": [{"Key": "team", "Value": "sre"}]})
+    await update_time_to_live(ctx, {"TableName": "t", "TimeToLiveSpecification":
+                                    {"Enabled": True, "AttributeName": "expires"}})
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from cluster.metadata.partitionmap import TableLayout, TableSpec
+from cluster.metadata.store import MetadataUnavailable
+
+from . import validate as v
+from .context import RouterContext
+from .errors import DynamoError
+from .tables import capacity_units, describe, merge_tags
+
+ACCOUNT = "000000000000"
+REGION = "local"
+_ARN = re.compile(r"^arn:aws:dynamodb:[a-z0-9-]+:\d{12}:table/(?P<name>[a-zA-Z0-9_.-]{3,255})$")
+LIMITS = {
+    "AccountMaxReadCapacityUnits": 80000,
+    "AccountMaxWriteCapacityUnits": 80000,
+    "TableMaxReadCapacityUnits": 40000,
+    "TableMaxWriteCapacityUnits": 40000,
+}
+
+
+def table_arn(name: str) -> str:
+    return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+
+
+async def change_spec(
+    ctx: RouterContext, name: str, change: Callable[[TableSpec], TableSpec]
+) -> TableLayout:
+    """Rewrite an ACTIVE table's spec with ``change`` in the partition map; the new layout."""
+    try:
+        current = await ctx.metadata.read_map()
+        layout = current.tables.get(name)
+        if layout is None:
+            raise DynamoError.not_found(name)
+        if layout.spec.status != "ACTIVE":
+            raise DynamoError.in_use(
+                f"Attempt to change a resource which is still in use: Table is being "
+                f"{'created' if layout.spec.status == 'CREATING' else 'deleted'}: {name}"
+            )
+        changed = TableLayout(change(layout.spec), layout.partitions)
+        version = max(int(time.time() * 1000), current.version + 1)
+        await ctx.metadata.replace(changed, version)
+    except MetadataUnavailable as exc:
+        raise DynamoError.unavailable(str(exc)) from None
+    ctx.resolver.learn(name, changed, version)
+    return changed
+
+
+# --- UpdateTable -----------------------------------------------------------------------------
+
+
+async def update_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    name = v.table_name(request)
+    for member in ("GlobalSecondaryIndexUpdates", "ReplicaUpdates", "StreamSpecification"):
+        if request.get(member):
+            raise DynamoError.validation(f"{member} is not supported by this cluster")
+    mode = v.field(request, "BillingMode", str)
+    throughput = v.field(request, "ProvisionedThroughput", dict)
+    settings = ("TableClass", "DeletionProtectionEnabled", "SSESpecification")
+    if mode is None and throughput is None and not any(k in request for k in settings):
+        raise DynamoError.validation(
+            "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
+            "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required"
+        )
+    layout = await ctx.table(name, active=False)
+    if layout.spec.status != "ACTIVE":
+        raise DynamoError.in_use(f"Attempt to change a resource which is still in use: {name}")
+    target = mode or layout.spec.billing_mode
+    if target == "PAY_PER_REQUEST":
+        if throughput is not None:
+            raise DynamoError.validation(
+                "One or more parameter values were invalid: Neither ReadCapacityUnits nor "
+                "WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST"
+            )
+        rcu, wcu = 0, 0
+    elif throughput is None:
+        if layout.spec.billing_mode == "PROVISIONED":
+            rcu, wcu = layout.spec.read_capacity, layout.spec.write_capacity
+        else:
+            raise DynamoError.validation(
+                "One or more parameter values were invalid: ProvisionedThroughput must be "
+                "specified when BillingMode is PROVISIONED"
+            )
+    else:
+        rcu, wcu = capacity_units(throughput)
+        spec = layout.spec
+        if mode is None and (rcu, wcu) == (spec.read_capacity, spec.write_capacity):
+            raise DynamoError.validation(
+                "The provisioned throughput for the table will not change. The requested value "
+                "equals the current value. Current ReadCapacityUnits provisioned for the table: "
+                f"{rcu}. Requested ReadCapacityUnits: {rcu}. Current WriteCapacityUnits "
+                f"provisioned for the table: {wcu}. Requested WriteCapacityUnits: {wcu}. Refer "
+                "to the Amazon DynamoDB Developer Guide for current limits and how to request "
+                "higher limits."
+            )
+    now = time.time()
+
+    def apply(spec: TableSpec) -> TableSpec:
+        changed = spec.billing_changed_at if target == spec.billing_mode else now
+        return replace(
+            spec,
+            billing_mode=target,
+            read_capacity=rcu,
+            write_capacity=wcu,
+            billing_changed_at=changed,
+        )
+
+    updated = await change_spec(ctx, name, apply)
+    ctx.registered.discard(name)
+    await ctx.register_capacity(updated)  # GAC's buckets follow the new capacity
+    return {"TableDescription": describe(updated)}
+
+
+# --- tags ------------------------------------------------------------------------------------
+
+
+def _arn_table(request: dict[str, Any]) -> str:
+    arn: str = v.field(request, "ResourceArn", str, required=True)
+    match = _ARN.match(arn)
+    if match is None:
+        raise DynamoError.validation(
+            f"Invalid TableArn: Invalid ResourceArn provided as input {arn}"
+        )
+    return match["name"]
+
+
+async def tag_resource(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    name = _arn_table(request)
+    tags = v.field(request, "Tags", list, required=True)
+    merge_tags((), tags)  # refuse a bad tag before touching the map
+    await change_spec(ctx, name, lambda spec: replace(spec, tags=merge_tags(spec.tags, tags)))
+    return {}
+
+
+async def untag_resource(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    name = _arn_table(request)
+    keys = v.field(request, "TagKeys", list, required=True)
+    gone = {str(k) for k in keys}
+    await change_spec(
+        ctx, name, lambda spec: replace(spec, tags=tuple(t for t in spec.tags if t[0] not in gone))
+    )
+    return {}
+
+
+async def list_tags_of_resource(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    name = _arn_table(request)
+    layout = await ctx.table(name, active=False)
+    return {"Tags": [{"Key": k, "Value": value} for k, value in layout.spec.tags]}
+
+
+# --- Time to Live ----------------------------------------------------------------------------
+
+
+def ttl_description(spec: TableSpec) -> dict[str, Any]:
+    if spec.ttl_attribute is None:
+        return {"TimeToLiveStatus": "DISABLED"}
+    return {"TimeToLiveStatus": "ENABLED", "AttributeName": spec.ttl_attribute}
+
+
+async def describe_time_to_live(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    layout = await ctx.table(v.table_name(request), active=False)
+    return {"TimeToLiveDescription": ttl_description(layout.spec)}
+
+
+async def update_time_to_live(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    name = v.table_name(request)
+    spec = v.field(request, "TimeToLiveSpecification", dict, required=True)
+    enabled = v.field(spec, "Enabled", bool, required=True)
+    attribute = v.field(spec, "AttributeName", str, required=True)
+    if not 1 <= len(attribute) <= 255:
+        raise DynamoError.validation(
+            f"1 validation error detected: Value '{attribute}' at "
+            "'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must "
+            "have length between 1 and 255"
+        )
+    layout = await ctx.table(name, active=False)
+    current = layout.spec.ttl_attribute
+    if enabled and current is not None:
+        raise DynamoError.validation("TimeToLive is already enabled")
+    if not enabled and current is None:
+        raise DynamoError.validation("TimeToLive is already disabled")
+    if not enabled and current != attribute:
+        raise DynamoError.validation(
+            f"TimeToLive attribute name does not match the one currently enabled: {current}"
+        )
+    await change_spec(ctx, name, lambda s: replace(s, ttl_attribute=attribute if enabled else None))
+    return {"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": attribute}}
+
+
+# --- account-wide facts ----------------------------------------------------------------------
+
+
+async def describe_endpoints(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    address = ctx.config.process(ctx.router_id).listen
+    return {"Endpoints": [{"Address": address, "CachePeriodInMinutes": 1440}]}
+
+
+async def describe_limits(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    return dict(LIMITS)
