@@ -239,7 +239,8 @@ def scrub(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Scrub now: compare each partition's replicas at one log index and with the WAL archive;
-    a bad replica is named, quarantined and rebuilt. Exit 1 when an alarm remains."""
+    a bad replica is named, quarantined and rebuilt. A partition where a replica sent no report
+    is "incomplete". Exit 1 when an alarm remains or a partition is incomplete."""
     from chaos.scrub import render, scrub_cluster
 
     cluster = _open(data_dir)
@@ -249,7 +250,7 @@ def scrub(
         typer.echo(json.dumps(rows, indent=2))
     else:
         console.print(render(rows))
-    if not rows or any(r.get("verdict") == "alarm" for r in rows):
+    if not rows or any(r.get("verdict") in ("alarm", "incomplete") for r in rows):
         raise typer.Exit(1)
 
 

@@ -20,7 +20,13 @@ from rich.table import Table
 
 from cluster import auth
 
-VERDICT_STYLE = {"ok": "green", "repaired": "yellow", "alarm": "red", "skipped": "dim"}
+VERDICT_STYLE = {
+    "ok": "green",
+    "repaired": "yellow",
+    "incomplete": "red",  # a replica sent no report: nothing vouches for it
+    "alarm": "red",
+    "skipped": "dim",
+}
 
 
 def _scrub_node(admin: str, partition: str | None, timeout: float) -> list[dict[str, Any]]:

@@ -31,6 +31,12 @@ Beyond textbook Raft (Ongaro's thesis), this core has:
   vote); a new leader announces itself in the Ready that makes it leader.
 - single-member membership changes (§4.1) that take effect when appended, and leadership
   transfer (§3.10).
+- lost data: a follower that rejects entries below what it acknowledged has lost its log (a
+  wiped disk, a dropped replica created again). The leader counts it from what it holds now
+  (not at the old match, from which it would resend forever what the follower rejects),
+  records the loss in ``status()`` and refills it (with a snapshot if the log is compacted).
+  A replica that knows it starts without its state (``rejoin``) neither votes nor campaigns
+  until a leader has brought it up to that leader's commit index: its vote record is gone.
 """
 
 from __future__ import annotations
@@ -112,6 +118,7 @@ class FollowerStatus:
 
     match: int
     silent_ticks: int  # ticks since the leader last heard from it
+    lost_data: int = 0  # times it turned out to have lost entries it had acknowledged
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +138,7 @@ class Status:
     snapshot: SnapshotMeta = field(default_factory=SnapshotMeta)  # where the log starts
     config_pending: bool = False  # a membership change is appended but not committed yet
     transfer_target: str | None = None  # leadership is being handed to this member
+    rejoining: bool = False  # lost its state: no votes, no campaign until caught up
     # Leader only: every other voter's progress (empty on followers).
     followers: dict[str, FollowerStatus] = field(default_factory=dict)
 
@@ -144,6 +152,7 @@ class Progress:
     probing: bool = True  # unsure where logs diverge: one message per heartbeat until it knows
     acked_seq: int = 0  # newest heartbeat round this follower acknowledged (for the lease)
     last_active: int = 0  # leader's tick when it last heard from this follower (check-quorum)
+    lost_data: int = 0  # times it rejected entries below its match (it lost its log)
 
 
 class Raft:
@@ -195,6 +204,9 @@ class Raft:
         # An input (``set_can_lead``): False when this replica holds no applied state (a log
         # replica, or one quarantined for corruption); it then never campaigns.
         self.can_lead = True
+        # Set by ``rejoin``: the commit index to reach before voting again (-1: not known
+        # until a leader tells us); None for a replica that kept its state.
+        self.rejoin_until: int | None = None
         self._prev_hard_state = self._hard_state()
 
     # --- public inputs ---------------------------------------------------------------------
@@ -250,6 +262,13 @@ class Raft:
     def set_can_lead(self, can_lead: bool) -> None:
         """Whether this replica may campaign (the application knows if it has usable state)."""
         self.can_lead = can_lead
+
+    def rejoin(self) -> None:
+        """This replica starts without the state it once had (its data was lost, or it is a
+        new copy of a member): it may have voted in a term it no longer remembers, so it
+        neither votes nor campaigns until a leader has brought its commit index up to that
+        leader's. It still acknowledges entries, so the leader refills it."""
+        self.rejoin_until = -1
 
     def log_state(self) -> tuple[HardState, SnapshotMeta, list[Entry]]:
         """Hard state, snapshot mark and every entry after it: what a stopped replica's files
@@ -374,8 +393,9 @@ class Raft:
             snapshot=self.log.snapshot.meta,
             config_pending=self.log.latest_config_index() > self.log.commit,
             transfer_target=self.transfer_target,
+            rejoining=self.rejoin_until is not None,
             followers={
-                node: FollowerStatus(pr.match, self.now - pr.last_active)
+                node: FollowerStatus(pr.match, self.now - pr.last_active, pr.lost_data)
                 for node, pr in self.progress.items()
                 if node != self.id
             },
@@ -412,6 +432,8 @@ class Raft:
 
     def _may_campaign(self, ignore_log_only: bool = True) -> bool:
         if self.id not in self.membership.voters or not self.can_lead:
+            return False
+        if self.rejoin_until is not None:
             return False
         # A log replica cannot serve reads, so it never seeks leadership on its own.
         return not (ignore_log_only and self.id in self.membership.log_only)
@@ -458,6 +480,8 @@ class Raft:
             or (msg.pre and msg.term > self.term)
         )
         granted = can_vote and self.log.is_up_to_date(msg.last_index, msg.last_term)
+        if self.rejoin_until is not None:
+            granted = False  # our vote record went with our data (``rejoin``)
         if granted and msg.pre and self._yield_to_self(msg):
             granted = False
         if granted and not msg.pre:
@@ -660,6 +684,11 @@ class Raft:
             if pr.next <= self.log.last_index():
                 self._send_append(msg.src, heartbeat=False)
         else:
+            if msg.match_index < pr.match:
+                # It no longer holds entries it acknowledged: its log was lost. Count it from
+                # what it has now (commit never moves back) and refill it from there.
+                pr.match = msg.match_index
+                pr.lost_data += 1
             # Rewind to the follower's hint, never below what is known to match.
             pr.next = max(pr.match + 1, min(pr.next - 1, msg.match_index + 1))
             pr.probing = True
@@ -721,8 +750,21 @@ class Raft:
         self.election_elapsed = 0
         self.leader_contact_elapsed = 0
 
+    def _caught_up_to(self, leader_commit: int) -> None:
+        """A rejoining replica learns how far it must get; once there, it votes again."""
+        if self.rejoin_until is None:
+            return
+        self.rejoin_until = max(self.rejoin_until, leader_commit)
+        if self.log.commit >= self.rejoin_until >= 0:
+            self.rejoin_until = None
+
     def _handle_append(self, msg: AppendEntries) -> None:
         self._heard_from_leader(msg.src)
+        self._caught_up_to(msg.commit)
+        self._append(msg)
+        self._caught_up_to(msg.commit)
+
+    def _append(self, msg: AppendEntries) -> None:
         reply = AppendResponse(self.group, self.id, msg.src, self.term, True, 0, msg.seq)
         if msg.prev_index < self.log.commit:
             # Already-committed prefix: skip it, it matches by definition.
@@ -751,6 +793,7 @@ class Raft:
             self.log.restore(msg.snapshot)
             self.membership = self.log.membership_at(self.log.last_index())
         match = max(meta.index, self.log.commit)
+        self._caught_up_to(meta.index)
         self._send(AppendResponse(self.group, self.id, msg.src, self.term, True, match, msg.seq))
 
     # --- plumbing --------------------------------------------------------------------------

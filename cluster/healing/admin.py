@@ -106,6 +106,8 @@ class Admin:
         self._loop: asyncio.Task[None] | None = None
         self.next_scrub: dict[str, float] = {}  # group -> when to scrub it next
         self.quarantined: set[str] = set()  # local groups whose quarantine was recorded
+        self.losses: dict[tuple[str, str], int] = {}  # (group, member) -> lost_data seen
+        self.refilling: dict[tuple[str, str], float] = {}  # (group, member) -> loss noticed
         self.scrubber = Scrubber(self)
 
     def routes(self) -> list[Route]:
@@ -133,6 +135,7 @@ class Admin:
             try:
                 await self._probe_all()
                 self._note_quarantines()
+                self._note_lost_data()
                 self._plan_all()
                 await self._maybe_refresh_map()
             except asyncio.CancelledError:
@@ -267,6 +270,34 @@ class Admin:
                     )
             else:
                 self.quarantined.discard(group)
+
+    def _note_lost_data(self) -> None:
+        """Record members that lost what they had acknowledged (the Raft core noticed it and
+        refills them), and when each holds everything committed again."""
+        now = time.monotonic()
+        for replica in self._led():
+            st = replica.raft.status()
+            for member, follower in st.followers.items():
+                key = (replica.group, member)
+                if follower.lost_data > self.losses.get(key, 0):
+                    self.refilling.setdefault(key, now)
+                    self.events.record(
+                        EventKind.REPLICA_LOST_DATA,
+                        replica.group,
+                        member,
+                        commit=st.commit,
+                    )
+                self.losses[key] = follower.lost_data
+                since = self.refilling.get(key)
+                if since is not None and follower.match >= st.commit:
+                    del self.refilling[key]
+                    self.events.record(
+                        EventKind.REPLICA_REFILLED,
+                        replica.group,
+                        member,
+                        match=follower.match,
+                        seconds=round(now - since, 3),
+                    )
 
     def note_mode(self, node: str, group: str, mode: ReplicaMode) -> None:
         """What a step just did to a node's replica, before the next probe says so."""
@@ -432,10 +463,11 @@ class Admin:
             "create_group",
             10.0,
             group=group,
-            members=sorted(view.voters - {target}),
+            members=sorted(view.voters),
             rate=rate,
             provisioned=provisioned,
             log_only=target in view.log_only,
+            rejoin=True,  # no votes until the leader has refilled it (Raft.rejoin)
         )
         self.events.record(EventKind.REPLICA_RECREATED, group, target, reason=action.reason)
 

@@ -36,17 +36,22 @@ class EventKind(enum.StrEnum):
     FULL_REPLICA_BUILDING = "full_replica_building"
     FULL_REPLICA_READY = "full_replica_ready"
     REPLICA_RECREATED = "replica_recreated"  # a member whose node lost its copy
+    REPLICA_LOST_DATA = "replica_lost_data"  # a member no longer holds what it acknowledged
+    REPLICA_REFILLED = "replica_refilled"  # ... and holds everything committed again
     ORPHAN_DROPPED = "orphan_dropped"  # a copy on a node that is no longer a member
     LEADERSHIP_TRANSFERRED = "leadership_transferred"
     MAP_UPDATED = "map_updated"  # partition map now lists the group's members
     ACTION_FAILED = "action_failed"
     SCRUB_PASSED = "scrub_passed"
     SCRUB_ALARM = "scrub_alarm"  # divergence or a checksum failure: names the replica
+    SCRUB_INCOMPLETE = "scrub_incomplete"  # a member sent no report: names it and why
     REPLICA_QUARANTINED = "replica_quarantined"
     REPLICA_REPAIRED = "replica_repaired"
 
 
-ALARMS = frozenset({EventKind.SCRUB_ALARM, EventKind.REPLICA_QUARANTINED})
+ALARMS = frozenset(
+    {EventKind.SCRUB_ALARM, EventKind.SCRUB_INCOMPLETE, EventKind.REPLICA_QUARANTINED}
+)
 
 
 @dataclass(frozen=True, slots=True)

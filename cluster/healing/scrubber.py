@@ -8,8 +8,11 @@ reads, no leadership) and rebuilt from a healthy replica (``cluster.storage.rebu
 leader first hands leadership over, and its successor rebuilds it.
 
     outcome = await Scrubber(admin).scrub(replica)
-    outcome["verdict"]      # "ok", "repaired" or "alarm"
+    outcome["verdict"]      # "ok", "repaired", "incomplete" or "alarm"
     outcome["replicas"]     # per node: digest, items, problems, "ok" / "bad" / "no report"
+
+A member that sent no report (its node is down or silent, it no longer hosts the group, it
+was refilled past the mark) makes the round "incomplete", never "ok": nothing vouches for it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from cluster.storage.statemachine import ScrubCommand, encode_command
 from .events import EventKind, EventLog
 from .settings import HealingSettings
 
+_UNREACHABLE = object()  # a member's node did not answer the report request
 REPORT_TIMEOUT = 60.0  # a replica verifies its whole data file: allow for big ones
+SILENT_TIMEOUT = 10.0  # a member whose node does not answer at all this long is given up
 
 
 class ScrubHost(Protocol):
@@ -66,7 +71,9 @@ class Scrubber:
         except (NotLeader, ProposalRejected, OutcomeUnknown) as exc:
             return outcome | {"verdict": "skipped", "error": str(exc)}
         members = sorted(replica.raft.status().membership.voters)
-        reports = await self._collect(replica, members, scrub_id)
+        # The mark is applied here by now: it is at or below this index.
+        mark_at_most = replica.raft.applied_index
+        reports, silent = await self._collect(replica, members, scrub_id, mark_at_most)
         mine = reports.get(self.me)
         index = mine.index if mine is not None else replica.raft.applied_index
         reference, ref_info = await self._reference(group, index)
@@ -75,7 +82,7 @@ class Scrubber:
             "index": index,
             "replicas": {
                 m: (
-                    {"verdict": "no report"}
+                    {"verdict": "no report", "why": silent.get(m, "no report")}
                     if m not in reports
                     else reports[m].to_wire()
                     | {"verdict": "bad" if m in verdict.bad else "ok", "why": verdict.bad.get(m)}
@@ -85,39 +92,68 @@ class Scrubber:
             "reference": ref_info | {"matches": verdict.reference_ok},
             "agreed": verdict.agreed,
         }
-        outcome["verdict"] = await self._act(replica, index, verdict, ref_info, members)
+        verdict_text = await self._act(replica, index, verdict, ref_info, members, silent)
+        outcome["verdict"] = verdict_text
         outcome["seconds"] = round(time.monotonic() - started, 3)
         return outcome
 
     async def _collect(
-        self, replica: Replica, members: list[str], scrub_id: str
-    ) -> dict[str, ReplicaReport]:
+        self, replica: Replica, members: list[str], scrub_id: str, mark_at_most: int
+    ) -> tuple[dict[str, ReplicaReport], dict[str, str]]:
+        """Each member's report, and why each member without one sent none."""
         reports: dict[str, ReplicaReport] = {}
+        silent: dict[str, str] = {}
+        unanswered: dict[str, float] = {}  # member -> since when its node has not answered
         pending = set(members)
-        deadline = time.monotonic() + REPORT_TIMEOUT
-        while pending and time.monotonic() < deadline:
+        started = time.monotonic()
+        while pending:
+            now = time.monotonic()
             for m in sorted(pending):
-                report = await self._report(replica, m, scrub_id)
-                if report is not None:
-                    reports[m] = report
-                    pending.discard(m)
+                answer = await self._report(replica, m, scrub_id, mark_at_most)
+                if isinstance(answer, ReplicaReport):
+                    reports[m] = answer
+                elif isinstance(answer, str):
+                    silent[m] = answer
+                elif answer is _UNREACHABLE:
+                    since = unanswered.setdefault(m, now)
+                    if now - since < SILENT_TIMEOUT:
+                        continue
+                    silent[m] = f"its node did not answer for {SILENT_TIMEOUT:g}s"
+                else:
+                    unanswered.pop(m, None)
+                    if now - started < REPORT_TIMEOUT:
+                        continue
+                    silent[m] = f"no report within {REPORT_TIMEOUT:g}s"
+                pending.discard(m)
             if pending:
                 await asyncio.sleep(0.1)
-        return reports
+        return reports, silent
 
-    async def _report(self, replica: Replica, member: str, scrub_id: str) -> ReplicaReport | None:
+    async def _report(
+        self, replica: Replica, member: str, scrub_id: str, mark_at_most: int
+    ) -> ReplicaReport | str | object | None:
+        """A member's report; a reason (str) when it will never send one; ``_UNREACHABLE``;
+        or None while it is still verifying."""
         if member == self.me:
             return replica.scrub_reports.get(scrub_id)
         address = self.node.peers.get(member)
         if address is None:
-            return None
+            return "unknown node"
         request = {"op": "scrub_report", "group": replica.group, "id": scrub_id}
         try:
             reply = await ask(address, request, 2.0)
         except ASK_FAILURES:
-            return None
+            return _UNREACHABLE
+        if reply.get("error") == "NoSuchGroup":
+            return "its node does not host the group"
         body = reply.get("report")
-        return None if body is None else ReplicaReport.from_wire(body)
+        if body is not None:
+            return ReplicaReport.from_wire(body)
+        applied = reply.get("applied")
+        past = isinstance(applied, int) and applied >= mark_at_most
+        if reply.get("pending") is False and past:  # past the mark, yet it never verified
+            return "applied past the scrub mark without verifying (refilled, restarted)"
+        return None
 
     async def _reference(self, group: str, index: int) -> tuple[str | None, dict[str, Any]]:
         archiver = self.node.archiver
@@ -150,8 +186,11 @@ class Scrubber:
         verdict: Verdict,
         ref_info: dict[str, Any],
         members: list[str],
+        silent: dict[str, str],
     ) -> str:
         events, group = self.admin.events, replica.group
+        for node, why in sorted(silent.items()):
+            events.record(EventKind.SCRUB_INCOMPLETE, group, node, index=index, reason=why)
         if verdict.undecided:
             events.record(EventKind.SCRUB_ALARM, group, None, index=index, reason="no majority")
             return "alarm"
@@ -168,6 +207,8 @@ class Scrubber:
         if not verdict.bad:
             if verdict.reference_ok is False:
                 return "alarm"
+            if silent:
+                return "incomplete"  # nothing vouches for the silent members
             events.record(
                 EventKind.SCRUB_PASSED,
                 group,
@@ -186,7 +227,7 @@ class Scrubber:
             if bad == self.me:
                 continue  # our successor rebuilds us (the planner sees us quarantined)
             await self._repair(replica, bad, healthy)
-        return "repaired"
+        return "incomplete" if silent else "repaired"
 
     async def _quarantine(self, replica: Replica, node: str, reason: str) -> None:
         if node == self.me:

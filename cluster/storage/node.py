@@ -161,10 +161,16 @@ class StorageNode:
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         groups = dict(self._load_groups())
+        hosted = set(groups)
         for group, members in self.config.groups.items():
             groups.setdefault(group, tuple(members))
         for group, members in sorted(groups.items()):
-            await self._open_replica(group, frozenset(members))
+            # A group this node hosted whose files are gone (wiped while it was down) comes
+            # back empty: it rejoins (no votes until caught up) rather than posing as a copy.
+            lost = group in hosted and not replica_dir(self.config.data_dir, group).exists()
+            if lost:
+                log.warning("%s: replica files missing; rejoining the group empty", group)
+            await self._open_replica(group, frozenset(members), rejoin=lost)
         self._save_groups()
         self.links.start()
         if self.config.archive_dir is not None:
@@ -200,8 +206,14 @@ class StorageNode:
             await replica.close()
 
     async def _open_replica(
-        self, group: str, members: frozenset[str] | None, mode: ReplicaMode | None = None
+        self,
+        group: str,
+        members: frozenset[str] | None,
+        mode: ReplicaMode | None = None,
+        rejoin: bool = False,
     ) -> Replica:
+        """Open (or create) the replica of ``group``. ``rejoin``: it starts without the state
+        it once had (dropped, wiped): no votes, no campaign until caught up (Raft.rejoin)."""
         replica = await Replica.open(
             self.config.node_id,
             group,
@@ -211,6 +223,8 @@ class StorageNode:
             self.links.send,
             mode,
         )
+        if rejoin:
+            replica.raft.rejoin()  # its loop has not run yet: no Ready is outstanding
         self.replicas[group] = replica
         return replica
 
@@ -248,6 +262,7 @@ class StorageNode:
         rate: float | None = None,
         provisioned: bool = False,
         log_only: bool = False,
+        rejoin: bool = False,
     ) -> bool:
         """Host a replica of ``group`` (idempotent). Returns True when it was created now.
 
@@ -255,6 +270,8 @@ class StorageNode:
         it: the partition-level token bucket, the second line of admission control.
         ``log_only`` creates a log replica (WAL only, no applied state; DESIGN.md "Log
         replicas"); it applies to a replica created now, never to one already hosted.
+        ``rejoin``: this node was a member whose copy was lost (dropped, wiped); the new
+        replica neither votes nor campaigns until the group's leader has caught it up.
         """
         if not GROUP_NAME.match(group):
             raise RequestError("ValidationException", f"bad group name {group!r}")
@@ -266,7 +283,8 @@ class StorageNode:
                 return False
             joining = self.config.node_id not in members
             mode = ReplicaMode.LOG if log_only else ReplicaMode.FULL
-            await self._open_replica(group, None if joining else frozenset(members), mode)
+            members_now = None if joining else frozenset(members)
+            await self._open_replica(group, members_now, mode, rejoin)
             self._save_groups()
             return True
 
@@ -352,8 +370,10 @@ class StorageNode:
                 replicas = [str(r) for r in partition.get("replicas", [])]
                 group = str(partition.get("id"))
                 if me in replicas and group not in self.replicas:
+                    # The group exists (it is in the map) and this node lost or never had its
+                    # copy: rejoin empty, caught up by the leader before it votes.
                     log.info("joining %s (placed here by the partition map)", group)
-                    await self.create_group(group, replicas)
+                    await self.create_group(group, replicas, rejoin=True)
 
     async def _tick_loop(self) -> None:
         """Tick every replica once per tick_seconds of real time, catching up after stalls."""
@@ -591,9 +611,15 @@ class StorageNode:
         )
 
     async def _op_scrub_report(self, request: dict[str, Any]) -> dict[str, Any]:
-        """This replica's verification at scrub mark ``id`` (None while it runs or unknown)."""
-        report = self.replica(request).scrub_reports.get(str(request["id"]))
-        return {"report": None if report is None else report.to_wire()}
+        """This replica's verification at scrub mark ``id`` (None while it runs or unknown);
+        ``pending`` False: it has not met the mark (not applied that far yet, or skipped it:
+        refilled from a snapshot, restarted); ``applied`` tells which."""
+        replica = self.replica(request)
+        scrub_id = str(request["id"])
+        report = replica.scrub_reports.get(scrub_id)
+        body = None if report is None else report.to_wire()
+        pending = scrub_id in replica.scrub_reports
+        return {"report": body, "pending": pending, "applied": replica.raft.applied_index}
 
     async def _op_quarantine(self, request: dict[str, Any]) -> dict[str, Any]:
         """Stop trusting this replica's data (the scrub found it bad); it is rebuilt later."""
@@ -618,6 +644,7 @@ class StorageNode:
             None if rate is None else float(rate),
             bool(request.get("provisioned")),
             bool(request.get("log_only")),
+            bool(request.get("rejoin")),
         )
         return {"created": created}
 
@@ -710,7 +737,10 @@ async def _start_admin(node: StorageNode) -> web.AppRunner:
     async def health(_: web.Request) -> web.Response:
         leaders = sum(1 for r in node.replicas.values() if r.raft.leader == node.config.node_id)
         body = {"status": "ok", "node": node.config.node_id, "replicas": len(node.replicas)}
-        return web.json_response(body | {"leaders": leaders, "unsafe": node.config.unsafe_modes()})
+        # Replicas refilled after losing their data: up, but not a full copy yet.
+        rejoining = sorted(g for g, r in node.replicas.items() if r.raft.status().rejoining)
+        body |= {"leaders": leaders, "rejoining": rejoining}
+        return web.json_response(body | {"unsafe": node.config.unsafe_modes()})
 
     async def replicas(_: web.Request) -> web.Response:
         return web.json_response(node.status())

@@ -581,6 +581,7 @@ class Replica:
             "log_only": sorted(st.membership.log_only),
             "lease": st.lease_valid,
             "mode": self.mode.value,
+            "rejoining": st.rejoining,
         }
 
     async def digest(self) -> dict[str, Any]:

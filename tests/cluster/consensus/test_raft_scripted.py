@@ -26,7 +26,7 @@ from cluster.consensus.messages import (
 )
 from cluster.consensus.raft import ProposalRejectedError, Raft, RaftConfig, Role
 
-from .network import GROUP, Network
+from .network import GROUP, Disk, Network
 
 CONFIG = RaftConfig()
 ELECTION = CONFIG.election_ticks
@@ -726,3 +726,69 @@ def test_duplicated_and_reordered_append_entries_are_idempotent() -> None:
     net.tick(times=HEARTBEAT)
     assert all(net.log_terms(n) == net.log_terms("n1") for n in N3)
     assert all(net.nodes[n].applied[-3:] == [b"f", b"g", b"h"] for n in N3)
+
+
+# --- 11. lost data (issue #14: a replica that lost its log must not stand in for a quorum) ---
+
+
+def wipe(net: Network, id: str) -> None:
+    """Crash ``id`` and lose everything on its disk (a wiped data dir, a dropped replica)."""
+    net.crash(id)
+    net.nodes[id].disk = Disk()
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_follower_that_lost_its_log_is_counted_from_zero_and_refilled(compacted: bool) -> None:
+    """A follower that rejects entries below the match it acknowledged has lost its log. The
+    leader counts it from what it holds now (not as a copy of entries it no longer has) and
+    refills it: from index 1, or from a snapshot when the log is compacted."""
+    net = stable_cluster()
+    values = [f"v{i}".encode() for i in range(20)]
+    propose_all(net, "n1", values)
+    n1 = net.raft("n1")
+    assert n1.progress["n3"].match == n1.log.last_index() == 21
+    if compacted:
+        net.compact("n1")
+    wipe(net, "n3")
+    net.restart("n3")
+    # Only heartbeats reach n3 for now: it rejects them, and the leader learns of the loss.
+    net.drop(
+        lambda m: (
+            m.dst == "n3" and (isinstance(m, InstallSnapshot) or bool(getattr(m, "entries", ())))
+        )
+    )
+    net.tick(times=HEARTBEAT)
+    assert n1.status().followers["n3"].lost_data == 1
+    assert n1.progress["n3"].match == 0
+    net.recover()
+    net.run_until(lambda: net.nodes["n3"].applied == values)
+    assert n1.progress["n3"].match == n1.log.last_index()
+    installs = [m for m in net.sent if isinstance(m, InstallSnapshot) and m.dst == "n3"]
+    assert bool(installs) is compacted
+
+
+def test_rejoining_replica_neither_votes_nor_campaigns_until_caught_up() -> None:
+    """A replica started without its former state (``rejoin``) may have voted in a term it no
+    longer remembers: it refuses every vote and never campaigns until a leader has brought it up
+    to that leader's commit index; then it is an ordinary member again."""
+    net = stable_cluster()
+    propose_all(net, "n1", [b"a", b"b"])
+    wipe(net, "n3")
+    n3 = net.restart("n3")
+    n3.rejoin()
+    assert n3.status().rejoining
+    net.crash("n1")
+    net.tick("n3", times=3 * ELECTION)  # its timeout passes: no campaign
+    assert not [m for m in net.sent if isinstance(m, RequestVote) and m.src == "n3"]
+    sent = len(net.sent)
+    net.inject(vote_request("n2", "n3", 5, net.raft("n2"), pre=True))
+    net.inject(vote_request("n2", "n3", 5, net.raft("n2"), pre=False))
+    net.process()
+    answers = votes_from(net.sent[sent:], "n3")
+    assert len(answers) == 2 and not any(m.granted for m in answers)
+
+    net.restart("n1")
+    net.recover()
+    net.run_until(lambda: net.leader() is not None and net.nodes["n3"].applied == [b"a", b"b"])
+    net.run_until(lambda: not net.raft("n3").status().rejoining)
+    assert n3.log.commit >= 3

@@ -39,10 +39,20 @@ def make_table(cluster: LocalCluster) -> Any:
     return client
 
 
+def leader_of(cluster: LocalCluster, group: str) -> dict[str, Any]:
+    """The status ``group``'s leader reports, waiting for one: on a busy machine a node's
+    status may time out, or an election may be under way (a KeyError here once made the
+    scrub tests flaky)."""
+    found: dict[str, Any] = wait_for(
+        f"a leader of {group}", lambda: leaders(cluster).get(group), 30.0
+    )
+    return found
+
+
 def scrub(cluster: LocalCluster, group: str) -> dict[str, Any]:
     """Scrub ``group`` now through its leader's admin endpoint; its outcome."""
     for _ in range(50):
-        leader = leaders(cluster)[group]["node"]
+        leader = leader_of(cluster, group)["node"]
         results = post_json(cluster, leader, f"/admin/scrub?group={group}")["results"]
         if results and results[0].get("verdict") != "skipped":
             return dict(results[0])
@@ -51,7 +61,7 @@ def scrub(cluster: LocalCluster, group: str) -> dict[str, Any]:
 
 
 def follower_of(cluster: LocalCluster, group: str) -> str:
-    lead = leaders(cluster)[group]
+    lead = leader_of(cluster, group)
     return next(m for m in lead["members"] if m != lead["node"])
 
 
@@ -122,7 +132,7 @@ def test_flipped_bytes_in_sqlite_are_found_named_quarantined_and_repaired(
     # Repaired: the next scrub finds every replica (and the archive's reference) in agreement.
     again = scrub(cluster, group)
     assert again["verdict"] == "ok", again
-    assert again["replicas"][victim]["digest"] == again["agreed"]
+    assert again["replicas"][victim].get("digest") == again["agreed"], again
 
 
 def test_flipped_bytes_in_a_wal_segment_are_found_and_the_replica_rebuilt(
@@ -149,10 +159,18 @@ def test_flipped_bytes_in_a_wal_segment_are_found_and_the_replica_rebuilt(
     reads_are_clean(cluster)
 
     def agrees() -> bool:
+        # When the restart outlasts the grace period (a busy machine), healing replaces the
+        # victim meanwhile: it is then no member any more (that was the KeyError this test
+        # sometimes raised). Either way, three members must report and agree.
         outcome = scrub(cluster, group)
-        return outcome["verdict"] == "ok" and outcome["replicas"][victim]["verdict"] == "ok"
+        rows = outcome.get("replicas") or {}
+        return (
+            outcome["verdict"] == "ok"
+            and len(rows) == 3
+            and all(r["verdict"] == "ok" and r.get("digest") for r in rows.values())
+        )
 
-    wait_for("replicas agree after the restart", agrees, 30.0, every=1.0)
+    wait_for("replicas agree after the restart", agrees, 90.0, every=1.0)
 
 
 def test_cluster_scrub_command_prints_one_row_per_partition(
