@@ -128,7 +128,7 @@ class ClusterSpec(_Strict):
 
 
 WorkloadName = Annotated[
-    Literal["register", "read_heavy", "update_heavy", "rmw", "query"],
+    Literal["register", "read_heavy", "update_heavy", "rmw", "query", "bank"],
     BeforeValidator(lambda v: v.replace("-", "_") if isinstance(v, str) else v),  # read-heavy
 ]
 Check = Literal["linearizability", "durability", "convergence", "availability"]

@@ -30,7 +30,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from checks import availability, convergence, durability, linearizability
+from checks import availability, bank, convergence, durability, linearizability
 from checks.html_report import render_html
 from checks.result import (
     CheckResult,
@@ -63,6 +63,7 @@ def checkers(budget: float) -> list[tuple[str, Callable[[RunDir], CheckResult]]]
         (durability.NAME, durability.check),
         (convergence.NAME, convergence.check),
         (availability.NAME, availability.check),
+        (bank.NAME, bank.check),
     ]
 
 

@@ -87,6 +87,14 @@ WORKLOADS: dict[str, Workload] = {
             5,
             _HASH_RANGE,
         ),
+        Workload(
+            "bank",
+            "BankUser",
+            "transfers between accounts on many partitions (TransactWriteItems), audits of all",
+            "acct",
+            20,
+            _HASH_ONLY,
+        ),
     )
 }
 

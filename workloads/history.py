@@ -76,6 +76,8 @@ class OpF(StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     QUERY = "query"
+    TRANSFER = "transfer"  # the bank workload (workloads/bank.py)
+    AUDIT = "audit"
 
 
 READS = frozenset({OpF.READ, OpF.GET, OpF.QUERY})

@@ -51,7 +51,7 @@ from locust import User, between, constant, events, task
 from locust.env import Environment
 from locust.exception import CatchResponseError
 
-from workloads import ops
+from workloads import bank, ops
 from workloads.catalog import QUERY_SORT_KEYS
 from workloads.catalog import workload as workload_spec
 from workloads.history import HistoryWriter, OpF, OpRecorder, OpType, RunClock
@@ -517,12 +517,61 @@ class QueryUser(DynamoUser):
         self.perform(OpF.DELETE, ops.sorted_key_name(pk, sk), call, None)
 
 
+class BankUser(DynamoUser):
+    """A bank (workloads/bank.py): transfers between two accounts of ``GAMEDAY_KEYS`` (at most
+    100) on many partitions, 3 in 4 ops, and audits of every account, 1 in 4.
+
+    A transfer's retries reuse its ClientRequestToken, so an unknown outcome followed by a
+    retry cannot move the money twice; a transfer cancelled for lack of funds is a normal
+    answer (a ConditionalCheckFailed reason), one cancelled by a conflict is retried.
+    """
+
+    workload = "bank"
+    # A transaction is several Raft steps: give each attempt the whole op deadline.
+    network_timeout = SETTINGS.timeout
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        count = min(100, SETTINGS.keys_for(self.spec))
+        self.accounts = [key_name(self.spec.key_prefix, i) for i in range(count)]
+
+    def account(self) -> str:
+        return self.accounts[self.keys.next() % len(self.accounts)]
+
+    @task(3)
+    def transfer(self) -> None:
+        src, dst = self.account(), self.account()
+        for _ in range(100):  # bounded: two distinct accounts (GAMEDAY_KEYS >= 2)
+            if dst != src or len(self.accounts) < 2:
+                break
+            dst = self.account()
+        amount = self.rng.randint(1, bank.MAX_AMOUNT)
+        token = bank.token_for(self.new_value())
+        call = bank.transfer(self.table, src, dst, amount, token)
+        self.perform(OpF.TRANSFER, src, call, [src, dst, amount])
+
+    @task(1)
+    def audit(self) -> None:
+        accounts = self.accounts
+        call = bank.audit(self.table, accounts)
+        value = {"accounts": accounts, "initial": bank.INITIAL_BALANCE}
+        self.perform(
+            OpF.AUDIT,
+            bank.AUDIT_KEY,
+            call,
+            value,
+            consistent=True,
+            result=lambda answer: bank.balances(accounts, answer),
+        )
+
+
 USER_CLASSES: tuple[type[DynamoUser], ...] = (
     RegisterUser,
     ReadHeavyUser,
     UpdateHeavyUser,
     ReadModifyWriteUser,
     QueryUser,
+    BankUser,
 )
 
 

@@ -35,6 +35,9 @@ NOT_APPLIED = frozenset(
         "TransactionConflictException",
     }
 )
+#: 4xx errors that do not say whether the request was applied: a transaction still running
+#: under the same ClientRequestToken (an earlier attempt's) may yet commit.
+NOT_KNOWN = frozenset({"TransactionInProgressException"})
 
 
 def classify(status: int, body: dict[str, Any] | None) -> tuple[OpType, str | None]:
@@ -43,6 +46,12 @@ def classify(status: int, body: dict[str, Any] | None) -> tuple[OpType, str | No
     if 200 <= status < 300:
         return OpType.OK, None
     error = code or f"HTTP {status}"
+    reasons = body.get("CancellationReasons") if isinstance(body, dict) else None
+    if isinstance(reasons, list):  # "TransactionCanceledException [None, TransactionConflict]"
+        codes = [str(r.get("Code")) for r in reasons if isinstance(r, dict)]
+        error = f"{error} [{', '.join(codes)}]"
+    if code in NOT_KNOWN:
+        return OpType.INFO, error
     if code in NOT_APPLIED or 400 <= status < 500:
         return OpType.FAIL, error
     return OpType.INFO, error
@@ -57,4 +66,4 @@ def classify_exception(exc: BaseException) -> tuple[OpType, str]:
 
 def is_expected(error: str | None) -> bool:
     """A refusal that is a normal answer of the workload, not a failure of the service."""
-    return error == CONDITION_FAILED
+    return error is not None and "ConditionalCheckFailed" in error  # also a cancelled transaction

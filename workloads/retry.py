@@ -61,6 +61,9 @@ class RetryPolicy:
             return False
         if outcome == "info":  # a 5xx or no answer: transient
             return error != "MalformedResponse" and error != "interrupted"
+        if error.startswith("TransactionCanceledException"):
+            # cancelled only because another transaction held an item: like throttling
+            return "TransactionConflict" in error and "ConditionalCheckFailed" not in error
         return error in THROTTLING
 
     def delay(self, attempt: int, rng: random.Random, remaining: float) -> float:

@@ -34,7 +34,7 @@ from cluster.storage.statemachine import (
     UpdateCommand,
 )
 
-from . import legacy, txncoord
+from . import legacy, txnhooks
 from . import validate as v
 from .capacity import charge, read_units, write_units
 from .context import RouterContext
@@ -77,7 +77,7 @@ async def _write(
 ) -> ApplyResult:
     partition = layout.partition_for(pk)
     await ctx.admit(layout, "write", size)
-    return await txncoord.write_item(ctx, partition, cmd)  # resolves transactions it meets
+    return await txnhooks.write_item(ctx, partition, cmd)  # resolves transactions it meets
 
 
 async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +180,7 @@ async def _get(
     )
     item: dict[str, Any] | None = reply.get("item")
     if consistent and "lock" in reply:  # a transaction holds it: its record decides
-        item = await txncoord.visible_item(
+        item = await txnhooks.visible_item(
             ctx, partition, (layout.spec.name, pk, sk), item, reply["lock"]
         )
     charge(layout.spec.name, read_units(item_size(item or {}), consistent))

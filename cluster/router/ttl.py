@@ -26,7 +26,7 @@ from cluster.metadata.partitionmap import Partition, TableLayout
 from cluster.metadata.store import MetadataUnavailable
 from cluster.storage.statemachine import Condition, DeleteCommand
 
-from . import txncoord
+from . import txnhooks
 from .context import RouterContext
 from .errors import DynamoError
 
@@ -100,7 +100,7 @@ class TtlSweeper:
             unchanged = Condition("#ttl = :ttl", {"#ttl": attribute}, {":ttl": value})
             cmd = DeleteCommand(layout.spec.name, pk, sk, unchanged)
             try:
-                result = await txncoord.write_item(self.ctx, partition, cmd)
+                result = await txnhooks.write_item(self.ctx, partition, cmd)
             except DynamoError as exc:
                 log.info("TTL delete in %s deferred: %s", partition.id, exc.message)
                 continue

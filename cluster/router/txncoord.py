@@ -13,15 +13,15 @@ possible decisions and exactly one wins. A missing record means "never committed
 a conditional update of an existing ``P`` record), and whoever finds one missing writes an
 ``A`` tombstone, so it can never be created later.
 
-**Write transaction.**
-  1. Begin: write the record ``P`` in the home group (conditional on absence).
-  2. Prepare: one ``TxnPrepareCommand`` per participant group, in parallel, through Raft. Each
-     group checks its items (no other transaction's intent, conditions true against committed
-     state) and, only if all pass, stores an intent (the new image) beside each item
-     (cluster/storage/intents.py). Intents block every other write to the item.
-  3. Decide: if every group prepared, ``P -> C`` in the record; that Raft commit is the
+**Write transaction** (three Raft steps, each in parallel over the groups it touches):
+  1. Prepare: one ``TxnPrepareCommand`` per participant group. Each group checks its items (no
+     other transaction's intent, conditions true against committed state) and, only if all
+     pass, stores an intent (the new image) beside each item (cluster/storage/intents.py); the
+     home group's prepare also creates the record ``P`` (and the token row, below) in the same
+     log entry. Intents block every other write to their item.
+  2. Decide: if every group prepared, ``P -> C`` in the record; that Raft commit is the
      transaction's commit point. Otherwise ``P -> A`` and the cancellation reasons go back.
-  4. Resolve: ``TxnResolveCommand`` per group writes the images (commit) or drops the intents
+  3. Resolve: ``TxnResolveCommand`` per group writes the images (commit) or drops the intents
      (abort). Only after a committed record is the client told success; resolution failures
      after that are fine, because the record decides (below).
 
@@ -43,9 +43,11 @@ record says committed, else the committed item (serializable, as DynamoDB's GetI
 Query and Scan return committed items (read-committed, as in DynamoDB).
 
 **Idempotency.** With a ClientRequestToken, a token row ``tok:<sha256>`` in the home group
-names the attempt: a retry within 10 minutes with the same parameters returns success if that
-attempt committed, TransactionInProgressException while it is pending, and runs again if it
-was aborted; other parameters give IdempotentParameterMismatchException. (The token is looked up
+names the attempt (created by the home prepare only if absent). When it exists already, the
+attempt is aborted and the row decides: a retry within 10 minutes with the same parameters
+returns success if that attempt committed, TransactionInProgressException while it is pending,
+and runs again (replacing the row) if it was aborted; other parameters give
+IdempotentParameterMismatchException. (The token is looked up
 in the first item's group, so a reuse whose first item differs is not detected.)
 
 Correctness over speed: every step is a Raft-committed write; a step whose outcome is unknown
@@ -68,7 +70,6 @@ from cluster.metadata.partitionmap import Partition, TableLayout
 from cluster.storage.intents import CONFLICT, CONFLICT_MESSAGE, NONE, RECORDS
 from cluster.storage.itemstore import encode_key_value
 from cluster.storage.statemachine import (
-    TXN_CONFLICT,
     ApplyResult,
     Command,
     Condition,
@@ -91,7 +92,8 @@ READ_STALE = 4.0
 """Seconds after which a TransactGetItems' read lock may be taken away by a writer."""
 TOKEN_TTL = 600.0
 """ClientRequestToken idempotency window, as DynamoDB's: 10 minutes."""
-READ_ROUNDS = 3
+READ_ROUNDS = 6
+WRITE_ROUNDS = 3
 _CONFLICT_SHOWN = {"Code": CONFLICT, "Message": CONFLICT_MESSAGE}
 
 Key = tuple[str, bytes, bytes]
@@ -160,7 +162,7 @@ async def _write(ctx: RouterContext, partition: Partition, cmd: Command) -> Appl
         raise
 
 
-async def _read_record(ctx: RouterContext, home: Partition, key: str) -> dict[str, Any] | None:
+async def read_record(ctx: RouterContext, home: Partition, key: str) -> dict[str, Any] | None:
     reply = await ctx.storage.read(
         home, "get", True, ctx.request_budget, tbl=RECORDS, pk=_record_pk(key), sk=b""
     )
@@ -168,20 +170,12 @@ async def _read_record(ctx: RouterContext, home: Partition, key: str) -> dict[st
     return item
 
 
-def _state(record: dict[str, Any] | None) -> str | None:
+def record_state(record: dict[str, Any] | None) -> str | None:
     return None if record is None else str(record.get("st", {}).get("S"))
 
 
 def _ts(record: dict[str, Any]) -> float:
     return float(record.get("ts", {}).get("N", "0"))
-
-
-async def _create(ctx: RouterContext, home: Partition, attempt: str, started: float) -> None:
-    item = {"k": {"S": attempt}, "st": {"S": "P"}, "ts": {"N": repr(started)}}
-    cond = Condition("attribute_not_exists(#k)", {"#k": "k"})
-    result = await _write(ctx, home, PutCommand(RECORDS, _record_pk(attempt), b"", item, cond))
-    if not result.ok:  # an attempt id is a fresh uuid: nobody else can have written it
-        raise DynamoError.internal(f"transaction record {attempt} exists already")
 
 
 async def decide(ctx: RouterContext, home: Partition, attempt: str, commit: bool) -> str | None:
@@ -217,14 +211,14 @@ async def decide(ctx: RouterContext, home: Partition, attempt: str, commit: bool
         if result is not None:
             if result.ok:
                 return "C" if commit else "A"
-            state = _state(result.old)
+            state = record_state(result.old)
             if state in ("C", "A"):
                 return state
             if state is None:  # no record: a commit cannot apply to it, so it is aborted
                 return "A" if not commit else await decide(ctx, home, attempt, False)
         # Unknown: find out what the record says, and try again while there is time.
         try:
-            state = _state(await _read_record(ctx, home, attempt))
+            state = record_state(await read_record(ctx, home, attempt))
         except DynamoError:
             state = "P"
         if state in ("C", "A"):
@@ -234,7 +228,7 @@ async def decide(ctx: RouterContext, home: Partition, attempt: str, commit: bool
         await asyncio.sleep(0.05)
 
 
-async def _home_of(ctx: RouterContext, rec: dict[str, Any]) -> Partition:
+async def home_of(ctx: RouterContext, rec: dict[str, Any]) -> Partition:
     layout = await ctx.table(str(rec.get("tbl")))
     for partition in layout.partitions:
         if partition.id == rec.get("group"):
@@ -246,10 +240,10 @@ async def fate(ctx: RouterContext, lock: dict[str, Any]) -> str | None:
     """The decision of the write attempt behind intent ``lock``: "C", "A", or None while it is
     pending and young (or unknowable now). A stale pending attempt is aborted here."""
     rec = lock.get("rec") or {}
-    home = await _home_of(ctx, rec)
+    home = await home_of(ctx, rec)
     attempt = str(lock.get("txn"))
-    record = await _read_record(ctx, home, attempt)
-    state = _state(record)
+    record = await read_record(ctx, home, attempt)
+    state = record_state(record)
     if state in ("C", "A"):
         return state
     started = _ts(record) if record is not None else float(lock.get("ts", 0.0))
@@ -296,43 +290,6 @@ async def clear_lock(
         return False
 
 
-# --- hooks for the plain item operations -----------------------------------------------------
-
-
-async def write_item(ctx: RouterContext, partition: Partition, cmd: Any) -> ApplyResult:
-    """A plain write (put/update/delete): if a transaction holds the item, resolve it if it
-    is decided or stale and try once more; still held -> TransactionConflictException."""
-    result = await ctx.storage.write(partition, cmd, ctx.request_budget)
-    if result.error != TXN_CONFLICT:
-        return result
-    key = (cmd.tbl, cmd.pk, cmd.sk)
-    if await clear_lock(ctx, partition, key, result.old or {}):
-        # The refused write was not applied (a definite answer): sending it again is safe.
-        result = await ctx.storage.write(partition, cmd, ctx.request_budget)
-    if result.error == TXN_CONFLICT:
-        raise DynamoError("TransactionConflictException", CONFLICT_MESSAGE)
-    return result
-
-
-_background: set[asyncio.Task[Any]] = set()
-
-
-async def visible_item(
-    ctx: RouterContext, partition: Partition, key: Key, item: Any, lock: dict[str, Any]
-) -> Any:
-    """What a consistent GetItem returns for ``item`` under ``lock``: the intent's image once
-    its record says committed (resolving it in the background), else the committed item."""
-    if lock.get("kind") not in ("put", "delete"):
-        return item
-    home = await _home_of(ctx, lock.get("rec") or {})
-    if _state(await _read_record(ctx, home, str(lock.get("txn")))) != "C":
-        return item
-    task = asyncio.create_task(resolve(ctx, partition, str(lock.get("txn")), True, [key]))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return lock.get("image")
-
-
 # --- TransactWriteItems ----------------------------------------------------------------------
 
 
@@ -354,8 +311,9 @@ async def _prepare(
     rec: dict[str, str],
     started: float,
     read: bool,
+    records: tuple[PutCommand, ...] = (),
 ) -> tuple[bool, dict[str, Any]]:
-    cmd = TxnPrepareCommand(attempt, rec, started, tuple(p.op for p in ops), read)
+    cmd = TxnPrepareCommand(attempt, rec, started, tuple(p.op for p in ops), read, records)
     result = await _write(ctx, ops[0].partition, cmd)
     payload = result.new or {}
     if not result.ok and "reasons" not in payload:
@@ -363,36 +321,18 @@ async def _prepare(
     return result.ok, payload
 
 
-async def _begin_token(
-    ctx: RouterContext, home: Partition, token: str, digest: str, attempt: str
-) -> bool:
-    """Claim ``token`` for ``attempt``; True when an earlier attempt with it already committed
-    (the retry succeeds without doing anything)."""
+def _record_put(attempt: str, started: float) -> PutCommand:
+    """The attempt's record, created pending by its home group's prepare (never overwritten:
+    an attempt id is a fresh uuid, and a tombstone written by a resolver must win)."""
+    item = {"k": {"S": attempt}, "st": {"S": "P"}, "ts": {"N": repr(started)}}
+    cond = Condition("attribute_not_exists(#k)", {"#k": "k"})
+    return PutCommand(RECORDS, _record_pk(attempt), b"", item, cond)
+
+
+def _token_put(token: str, attempt: str, digest: str, prev: str | None) -> PutCommand:
+    """The ClientRequestToken row naming ``attempt``: new, or replacing attempt ``prev``."""
     tkey = token_key(token)
-    row = await _read_record(ctx, home, tkey)
-    prev: str | None = None
-    if row is not None:
-        prev = str(row.get("att", {}).get("S"))
-        if time.time() - _ts(row) < TOKEN_TTL:
-            if row.get("dg", {}).get("S") != digest:
-                raise DynamoError(
-                    "IdempotentParameterMismatchException",
-                    "The request uses the same client token as a previous, but non-identical "
-                    "request.",
-                )
-            record = await _read_record(ctx, home, prev)
-            state = _state(record)
-            if state == "C":
-                return True
-            if state == "P" and record is not None:
-                if time.time() - _ts(record) < TXN_STALE:
-                    raise _in_progress()
-                state = await decide(ctx, home, prev, commit=False)
-                if state == "C":
-                    return True
-                if state is None:
-                    raise DynamoError.unavailable("the token's earlier attempt is undecided")
-    row_item = {
+    item = {
         "k": {"S": tkey},
         "att": {"S": attempt},
         "dg": {"S": digest},
@@ -402,10 +342,35 @@ async def _begin_token(
         cond = Condition("attribute_not_exists(#k)", {"#k": "k"})
     else:
         cond = Condition("#a = :prev", {"#a": "att"}, {":prev": {"S": prev}})
-    result = await _write(ctx, home, PutCommand(RECORDS, _record_pk(tkey), b"", row_item, cond))
-    if not result.ok:
-        raise _in_progress()  # a concurrent request with the same token got there first
-    return False
+    return PutCommand(RECORDS, _record_pk(tkey), b"", item, cond)
+
+
+async def _token_taken(
+    ctx: RouterContext, home: Partition, row: dict[str, Any], digest: str
+) -> str:
+    """What an existing token row means for a new request with the token: raises if the
+    request must not run (mismatch, or the earlier attempt still running), returns "done"
+    when an earlier attempt committed (the request succeeds without running again), else the
+    earlier attempt's id, which the new attempt may replace."""
+    prev = str(row.get("att", {}).get("S"))
+    if time.time() - _ts(row) >= TOKEN_TTL:
+        return prev  # expired: the token starts afresh
+    if row.get("dg", {}).get("S") != digest:
+        raise DynamoError(
+            "IdempotentParameterMismatchException",
+            "The request uses the same client token as a previous, but non-identical request.",
+        )
+    record = await read_record(ctx, home, prev)
+    state = record_state(record)
+    if state == "P" and record is not None and time.time() - _ts(record) < TXN_STALE:
+        raise _in_progress()
+    if state != "C":
+        state = await decide(ctx, home, prev, commit=False)  # abort a stale or missing one
+    if state == "C":
+        return "done"
+    if state is None:
+        raise DynamoError.unavailable("the token's earlier attempt is still undecided")
+    return prev
 
 
 def _in_progress() -> DynamoError:
@@ -418,56 +383,108 @@ def _in_progress() -> DynamoError:
 async def transact_write(
     ctx: RouterContext, placed: list[Placed], token: str | None, digest: str
 ) -> None:
-    """Run a write transaction to its end; returns only once it is committed (the record says
-    C). Raises TransactionCanceled (definitely not applied), a 4xx, or a 5xx (503: not
+    """Run a write transaction to its end; returns only once it is committed (its record
+    says C). Raises TransactionCanceled (definitely not applied), a 4xx, or a 5xx (503: not
     applied; 500: outcome unknown)."""
+    home = placed[0].partition
+    prev: str | None = None
+    end = time.monotonic() + 2 * ctx.request_budget
+    for round_ in range(WRITE_ROUNDS):
+        # Another round only after this one was cancelled by other transactions' locks alone
+        # (cleared if they were decided or stale, else soon released), while time remains; or
+        # to replace an aborted attempt under the token.
+        attempt = uuid.uuid4().hex
+        records = [_record_put(attempt, time.time())]
+        if token is not None:
+            records.append(_token_put(token, attempt, digest, prev))
+        try:
+            taken = await _attempt(ctx, placed, attempt, tuple(records))
+        except _Conflicted as conflicted:
+            if round_ + 1 == WRITE_ROUNDS or time.monotonic() > end:
+                raise conflicted.canceled from None
+            if not conflicted.cleared:
+                await asyncio.sleep(0.05 * 2**round_)
+            continue
+        if taken is None:
+            return
+        prev = await _token_taken(ctx, home, taken, digest)
+        if prev == "done":
+            return
+    raise _in_progress()
+
+
+class _Conflicted(Exception):
+    """An attempt cancelled only by other transactions' locks (``cleared``: now gone)."""
+
+    def __init__(self, canceled: TransactionCanceled, cleared: bool) -> None:
+        super().__init__(canceled.message)
+        self.canceled = canceled
+        self.cleared = cleared
+
+
+async def _attempt(
+    ctx: RouterContext, placed: list[Placed], attempt: str, records: tuple[PutCommand, ...]
+) -> dict[str, Any] | None:
+    """One attempt: prepare everywhere (the home group also creates the record and the token
+    row), decide, resolve. Returns None once committed, or the token row that another attempt
+    holds (this one is then aborted); raises as ``transact_write``."""
     started = time.time()
     home = placed[0].partition
-    attempt = uuid.uuid4().hex
     rec = {"tbl": placed[0].layout.spec.name, "group": home.id}
-    try:
-        if token is not None and await _begin_token(ctx, home, token, digest, attempt):
-            return
-        await _create(ctx, home, attempt, started)
-    except _Unknown as exc:
-        # Nothing is prepared: a record left pending is aborted by whoever finds it stale.
-        raise DynamoError.unavailable(f"could not begin the transaction: {exc}") from None
     groups = _by_group(placed)
     outcomes = await asyncio.gather(
-        *(_prepare(ctx, ops, attempt, rec, started, False) for ops in groups.values()),
+        *(
+            _prepare(ctx, ops, attempt, rec, started, False, records if gid == home.id else ())
+            for gid, ops in groups.items()
+        ),
         return_exceptions=True,
     )
     reasons: dict[int, dict[str, Any]] = {p.index: {"Code": NONE} for p in placed}
     failure: BaseException | None = None
     all_prepared = True
-    for ops, outcome in zip(groups.values(), outcomes, strict=True):
+    home_answered: bool | None = None
+    taken: dict[str, Any] | None = None
+    for (gid, ops), outcome in zip(groups.items(), outcomes, strict=True):
         if isinstance(outcome, BaseException):
             all_prepared, failure = False, outcome
             continue
         ok, payload = outcome
         all_prepared = all_prepared and ok
+        if gid == home.id:
+            home_answered = not ok  # True: the home group definitely refused
         for p, reason in zip(ops, payload.get("reasons", []), strict=False):
             reasons[p.index] = reason
+        if gid == home.id and len(payload.get("records", [])) > 1:
+            token_row = payload["records"][1]
+            if token_row.get("Code") != NONE and token_row.get("old"):
+                taken = token_row["old"]
     if all_prepared:
         state = await decide(ctx, home, attempt, commit=True)
         if state == "C":  # the commit point has passed: roll forward, then acknowledge
             await _resolve_groups(ctx, groups, attempt, True)
-            return
+            return None
         if state is None:
             raise DynamoError.internal(
                 "The transaction's outcome is unknown: its decision could not be confirmed"
             )
-        # Someone found it stale and aborted it first.
-        reasons = {i: _CONFLICT_SHOWN for i in reasons}
-    else:
+        reasons = {i: _CONFLICT_SHOWN for i in reasons}  # someone found it stale: aborted
+    elif home_answered is not True:
+        # The record exists (home prepared) or may yet be created (its prepare's fate is
+        # unknown): decide abort. A home prepare that failed outright created nothing.
         await decide(ctx, home, attempt, commit=False)  # best effort: the record decides
     await _resolve_groups(ctx, groups, attempt, False)
+    if taken is not None:
+        return taken
     if failure is not None:
         if isinstance(failure, _Unknown):
             raise DynamoError.unavailable(f"the transaction was not applied: {failure}")
         raise failure
-    await _clear_conflicts(ctx, placed, reasons)
-    raise TransactionCanceled([_client_reason(reasons[p.index], p) for p in placed])
+    canceled = TransactionCanceled([_client_reason(reasons[p.index], p) for p in placed])
+    codes = {r.get("Code") for r in reasons.values()}
+    cleared = await _clear_conflicts(ctx, placed, reasons)
+    if codes <= {NONE, CONFLICT}:
+        raise _Conflicted(canceled, cleared)
+    raise canceled
 
 
 async def _resolve_groups(
@@ -510,6 +527,7 @@ async def transact_get(ctx: RouterContext, placed: list[Placed]) -> list[dict[st
     """The items of ``placed``, all as they were at one instant (read locks, see above)."""
     groups = _by_group(placed)
     last: list[dict[str, Any]] = []
+    end = time.monotonic() + 2 * ctx.request_budget
     for _ in range(READ_ROUNDS):
         attempt = uuid.uuid4().hex
         outcomes = await asyncio.gather(
@@ -533,14 +551,17 @@ async def transact_get(ctx: RouterContext, placed: list[Placed]) -> list[dict[st
             )
         )
         if failure is not None:
-            if isinstance(failure, _Unknown):
-                raise failure.error
+            if isinstance(failure, _Unknown):  # a read changes nothing: not applied
+                raise DynamoError.unavailable(f"the read could not lock: {failure}")
             raise failure
         if all(r.get("Code") == NONE for r in reasons.values()):
             if all(h is not None and all(h) for h in held):
                 return [items[p.index] for p in placed]
             continue  # a lock was taken away (or its release unconfirmed): read again
         last = [_client_reason(reasons[p.index]) for p in placed]
-        if not await _clear_conflicts(ctx, placed, reasons):
+        if time.monotonic() > end:
             break
+        if not await _clear_conflicts(ctx, placed, reasons):
+            # Held by a young transaction: it commits or aborts within moments.
+            await asyncio.sleep(0.05)
     raise TransactionCanceled(last or [_CONFLICT_SHOWN for _ in placed])

@@ -78,6 +78,9 @@ class Prepare(Protocol):
     @property
     def ops(self) -> Sequence[Any]: ...
 
+    @property
+    def records(self) -> Sequence[Any]: ...
+
 
 class Resolve(Protocol):
     @property
@@ -113,11 +116,12 @@ def conflict(lock: Item) -> Item:
 def prepare(cmd: Prepare, batch: BatchView, decide: Decide) -> tuple[bool, Item]:
     """Prepare ``cmd``'s ops in this group, all or none.
 
-    Returns (every op passed, ``{"reasons": [...], "items": [...]}``): one cancellation reason
-    per op, in order (``{"Code": "None"}`` for a passing op), and for a read prepare the
-    committed item (or None) of each op as it is while locked. Nothing is written unless every
-    op passes. An op whose item already holds this attempt's intent passes again (a retried
-    prepare changes nothing).
+    Returns (every op passed, ``{"reasons": [...], "items": [...], "records": [...]}``): one
+    cancellation reason per op, in order (``{"Code": "None"}`` for a passing op), for a read
+    prepare the committed item (or None) of each op as it is while locked, and whether each of
+    ``cmd.records`` (conditional puts) held (else ``{"Code": "ConditionalCheckFailed", "old":
+    the row there}``). Nothing is written unless every op and every record passes. An op whose
+    item already holds this attempt's intent passes again (a retried prepare changes nothing).
     """
     reasons: list[Item] = []
     items: list[Item | None] = []
@@ -152,11 +156,21 @@ def prepare(cmd: Prepare, batch: BatchView, decide: Decide) -> tuple[bool, Item]
             intent = {"txn": cmd.txn, "rec": cmd.record, "ts": cmd.ts, "kind": kind}
             staged.append((lock_key(key), {**intent, "image": image}))
             reasons.append({"Code": NONE})
-    passed = all(r["Code"] == NONE for r in reasons)
+    records: list[Item] = []
+    for put in cmd.records:  # conditional puts of transaction records, with the intents
+        key = (put.tbl, put.pk, put.sk)
+        old = batch.get(key)
+        held, new, error = decide(put, old)
+        if held and error is None:
+            staged.append((key, new or {}))
+            records.append({"Code": NONE})
+        else:
+            records.append({"Code": CONDITION_FAILED, "old": old})
+    passed = all(r["Code"] == NONE for r in reasons + records)
     if passed:
-        for lkey, intent in staged:
-            batch.write(lkey, intent)
-    return passed, {"reasons": reasons, "items": items}
+        for key, row in staged:
+            batch.write(key, row)
+    return passed, {"reasons": reasons, "items": items, "records": records}
 
 
 def _kind(op: Any, new: Item | None) -> str:

@@ -180,6 +180,9 @@ class TxnPrepareCommand:
     ts: float  # the coordinator's wall clock at the attempt's start
     ops: tuple[TxnOp, ...]
     read: bool = False
+    # Transaction records written with the intents, all or none (the home group's prepare
+    # creates the attempt's record, and its ClientRequestToken row, in the same entry).
+    records: tuple[PutCommand, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.ops:
@@ -293,7 +296,10 @@ def _command_body(cmd: Command | CheckCommand) -> dict[str, Any]:
         case TxnPrepareCommand():
             ops = [_command_body(op) for op in cmd.ops]
             head = {"op": "txn_prepare", "txn": cmd.txn, "record": cmd.record, "ts": cmd.ts}
-            return head | {"ops": ops, "read": cmd.read}
+            body = head | {"ops": ops, "read": cmd.read}
+            if cmd.records:
+                body["records"] = [_command_body(r) for r in cmd.records]
+            return body
         case TxnResolveCommand():
             keys = [list(k) for k in cmd.keys]
             return {"op": "txn_resolve", "txn": cmd.txn, "commit": cmd.commit, "keys": keys}
@@ -442,7 +448,15 @@ def _decode_txn_prepare(f: _Fields) -> TxnPrepareCommand:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.items()):
         raise CommandError("command field 'record' is not a map of strings")
     ts = f.take("ts", float)
-    return TxnPrepareCommand(f.take("txn", str), record, ts, tuple(ops), f.take("read", bool))
+    records: list[PutCommand] = []
+    for body in f.take("records", list, []):
+        put = _Fields(body, "transaction record")
+        if put.take("op", str) != "put":
+            raise CommandError("a transaction record is written by a put")
+        records.append(_decode_put(put))
+        put.finish()
+    txn, read = f.take("txn", str), f.take("read", bool)
+    return TxnPrepareCommand(txn, record, ts, tuple(ops), read, tuple(records))
 
 
 def _decode_txn_resolve(f: _Fields) -> TxnResolveCommand:

@@ -64,7 +64,7 @@ def test_shipped_scenario_validates(path: Path) -> None:
 
     assert scenario.name == path.stem
     assert scenario.cluster.topology == "3x2x1"
-    assert scenario.workload.name == "register"
+    assert scenario.workload.name == ("bank" if path.stem.startswith("bank") else "register")
     assert tuple(scenario.checks) == ALL_CHECKS
     assert scenario.description
     if path.stem == "demo":

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["checks.history", "checks.result", "checks.convergence", "checks.synth"]
+MODULES = ["checks.history", "checks.result", "checks.convergence", "checks.synth", "checks.bank"]
 
 
 @pytest.mark.parametrize("name", MODULES)

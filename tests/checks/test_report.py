@@ -113,12 +113,13 @@ def test_passing_run_writes_all_three_reports(tmp_path: Path) -> None:
         "durability",
         "convergence",
         "availability",
+        "bank",
     ]
     assert all(c["valid"] is True for c in data["checks"])
 
     root = junit(run)
     cases = root.findall(".//testcase")
-    assert len(cases) == 5 and root.get("failures") == "0" and root.get("skipped") == "0"
+    assert len(cases) == 6 and root.get("failures") == "0" and root.get("skipped") == "0"
     assert cases[0].get("name") == "plan-executed"  # then one per check
     assert not root.findall(".//failure")
 
@@ -139,6 +140,7 @@ def test_failing_run_reports_failures(tmp_path: Path) -> None:
         "durability": "fail",
         "convergence": "fail",
         "availability": "pass",
+        "bank": "pass",  # no bank operations: nothing to check
     }
     lin = verdict.result("linearizability")
     assert lin is not None and lin.details["invalid_keys"][0]["key"] == "k2"
@@ -173,8 +175,8 @@ def test_empty_run_directory_is_unknown_with_skipped_testcases(tmp_path: Path) -
     verdict = run_checks(tmp_path)
     assert verdict.status == "unknown" and exit_code(verdict) == 1
     root = junit(tmp_path)
-    assert root.get("skipped") == "4"
-    assert len(root.findall(".//skipped")) == 4
+    assert root.get("skipped") == "5"
+    assert len(root.findall(".//skipped")) == 5
     assert json.loads((tmp_path / "checks.json").read_text())["verdict"] == "unknown"
     assert_self_contained((tmp_path / "report.html").read_text())
 

@@ -1,0 +1,136 @@
+"""Bank: transactions never create or destroy money, and no read sees a transfer half done.
+
+Reads `history.jsonl` (the bank workload's `transfer` and `audit` operations) and
+`final_reads.json`. An audit's invoke names the accounts it reads and their initial balance
+(`{"accounts": [...], "initial": 1000}`); an account that does not exist yet holds the initial
+balance, and every transfer moves money from one account to another in one transaction. So:
+
+- every ok audit (one TransactGetItems of every account) must sum to `initial` times the number
+  of accounts, with no negative balance: a transfer whose debit it saw without its credit (or
+  the other way round) breaks the sum, and names the audit;
+- after heal, the final consistent read of every account must sum to the same total (a lost or
+  half-applied commit breaks it), again with no negative balance.
+
+    >>> audit = {"accounts": ["a", "b"], "initial": 10}
+    >>> check_bank([op("audit", audit, {"a": 4, "b": 16})], {"a": "7", "b": "13"}).valid
+    True
+    >>> check_bank([op("audit", audit, {"a": 4, "b": 15})], None).valid
+    False
+
+A run without bank operations passes with nothing to check; without a history, or without the
+final balance of an account some transfer touched, the final total is unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from checks.history import Operation
+from checks.result import UNKNOWN, CheckResult, Validity, compose_validity
+from checks.rundir import RunDir
+
+NAME = "bank"
+REPORT_MAX = 20
+
+
+def op(f: str, value: Any, result: Any = None, kind: str = "ok", time: float = 1.0) -> Operation:
+    """A bank operation for examples and tests."""
+    return Operation(0, "p", f, "", value, result, kind, time, time + 0.01, 0.01, None, True)
+
+
+def _balance(value: Any, initial: int) -> int | None:
+    """A recorded balance (an int, or the final read's number string; None: no item, which
+    holds the initial balance); None if it is not a number."""
+    if value is None:
+        return initial
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def check_bank(ops: Sequence[Operation], final_reads: dict[str, Any] | None) -> CheckResult:
+    transfers = [o for o in ops if o.f == "transfer"]
+    audits = [o for o in ops if o.f == "audit"]
+    if not transfers and not audits:
+        return CheckResult(NAME, True, "no bank operations in this run: nothing to check")
+    accounts: list[str] = []
+    initial = 0
+    for audit in audits:
+        if isinstance(audit.value, dict) and len(audit.value.get("accounts", [])) > len(accounts):
+            accounts = [str(a) for a in audit.value["accounts"]]
+            initial = int(audit.value.get("initial", 0))
+    if not accounts:
+        return CheckResult(
+            NAME, UNKNOWN, "no audit says which accounts exist: the total cannot be judged"
+        )
+    expected = initial * len(accounts)
+    partial: list[dict[str, Any]] = []
+    ok_audits = 0
+    for audit in audits:
+        if audit.type != "ok" or not isinstance(audit.result, dict):
+            continue
+        ok_audits += 1
+        seen = {a: _balance(audit.result.get(a), initial) for a in accounts}
+        total = sum(b for b in seen.values() if b is not None)
+        negative = sorted(a for a, b in seen.items() if b is not None and b < 0)
+        if total != expected or negative or None in seen.values():
+            partial.append(
+                {
+                    "time": audit.complete_time,
+                    "process": audit.process,
+                    "total": total,
+                    "expected": expected,
+                    "negative": negative,
+                }
+            )
+    validity: list[Validity] = [not partial]
+    final: dict[str, Any] = {"checked": False}
+    touched = {str(a) for t in transfers if isinstance(t.value, list) for a in t.value[:2]}
+    if final_reads is None:
+        validity.append(UNKNOWN)
+        final["why"] = "no final_reads.json"
+    else:
+        missing = sorted(a for a in accounts if a not in final_reads and a in touched)
+        balances = {a: _balance(final_reads.get(a), initial) for a in accounts if a not in missing}
+        total = sum(b for b in balances.values() if b is not None)
+        negative = sorted(a for a, b in balances.items() if b is None or b < 0)
+        final = {"checked": not missing, "total": total, "expected": expected}
+        if negative:
+            final["negative_or_unreadable"] = negative
+            validity.append(False)
+        if missing:
+            final["missing"] = missing[:REPORT_MAX]
+            validity.append(UNKNOWN)
+        elif total != expected:
+            validity.append(False)
+    counts = {kind: sum(1 for t in transfers if t.type == kind) for kind in ("ok", "fail", "info")}
+    details = {
+        "accounts": len(accounts),
+        "expected_total": expected,
+        "transfers": counts,
+        "audits_ok": ok_audits,
+        "partial_reads": partial[:REPORT_MAX],
+        "partial_read_count": len(partial),
+        "final": final,
+    }
+    valid = compose_validity(validity)
+    summary = (
+        f"{len(accounts)} accounts, {counts['ok']} transfers ok ({counts['info']} unknown), "
+        f"{ok_audits} audits"
+    )
+    if partial:
+        summary += f"; {len(partial)} audits saw a total other than {expected}"
+    if final.get("checked"):
+        summary += f"; final total {final['total']} (expected {expected})"
+    elif final_reads is not None or valid is UNKNOWN:
+        summary += "; final total not checked"
+    return CheckResult(NAME, valid, summary, details)
+
+
+def check(run: RunDir) -> CheckResult:
+    """The bank check of a run directory (history.jsonl + final_reads.json)."""
+    if run.history is None:
+        return CheckResult(NAME, UNKNOWN, "no history.jsonl in the run directory")
+    return check_bank(run.history, run.final_reads)
