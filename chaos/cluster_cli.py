@@ -182,7 +182,8 @@ def status(
 
 
 def collect_status(cluster: Backend) -> dict[str, Any]:
-    from chaos.backends.k8s import K8sCluster, describe
+    from chaos.backends.k8s import K8sCluster
+    from chaos.backends.k8s_native import describe
 
     where = describe(cluster) if isinstance(cluster, K8sCluster) else None
     processes: list[dict[str, Any]] = []

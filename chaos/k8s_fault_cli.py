@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from chaos.backends import open_cluster
+from chaos.backends import k8s_native, open_cluster
 from chaos.backends.k8s import K8sCluster, K8sError
 
 console = Console()
@@ -71,13 +71,13 @@ def delete_pods(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Delete the release's pods on the nodes of an AZ or rack; their controllers recreate them."""
-    _apply("deleted the pods of", data_dir, lambda c: c.delete_pods(target, grace))
+    _apply("deleted the pods of", data_dir, lambda c: k8s_native.delete_pods(c, target, grace))
 
 
 @k8s_fault_app.command("cordon")
 def cordon(target: Target, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Mark the nodes of an AZ or rack unschedulable (running pods stay)."""
-    _apply("cordoned", data_dir, lambda c: c.cordon(target))
+    _apply("cordoned", data_dir, lambda c: k8s_native.cordon(c, target))
 
 
 @k8s_fault_app.command("drain")
@@ -87,10 +87,10 @@ def drain(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Cordon the nodes of an AZ or rack and evict the release's pods from them."""
-    _apply("drained (evicted)", data_dir, lambda c: c.drain(target, timeout))
+    _apply("drained (evicted)", data_dir, lambda c: k8s_native.drain(c, target, timeout))
 
 
 @k8s_fault_app.command("uncordon")
 def uncordon(target: Target, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Let the nodes of an AZ or rack take pods again (drained pods schedule back)."""
-    _apply("uncordoned", data_dir, lambda c: c.uncordon(target))
+    _apply("uncordoned", data_dir, lambda c: k8s_native.uncordon(c, target))

@@ -14,13 +14,13 @@ any process on a cluster whose power we do not control) are killed as pods: the 
 scaled to 0 and the pod's processes SIGKILLed (on this host) or the pod deleted at once.
 ``start`` powers the node on again (the pods come back with their volumes) or scales back to 1.
 
-Kubernetes-native faults beside it: ``delete_pods`` (as pod-kill chaos tools do), ``cordon``,
-``drain`` (cordon and evict) and ``uncordon`` of the nodes of an AZ or a rack.
+Kubernetes-native faults beside it (pod delete, cordon, drain, uncordon of the nodes of an AZ
+or a rack) live in k8s_native.py. Clients reach each router through its own ClusterIP Service
+on the local Kubernetes (``endpoints``), an address that outlives the router's pod IP.
 
     cluster = K8sCluster.create(Path(".gameday/cluster"), "3x2x1")   # local Kubernetes
     cluster.up()                       # helm install; every process healthy
     cluster.kill("sn-c1"); cluster.kill("sn-c2"); ...     # an AZ: its nodes powered off
-    cluster.drain("az-b"); cluster.uncordon("az-b")
     cluster.down(wipe=True)            # helm uninstall, the PVCs (data) and the namespace gone
 
 ``data_dir`` keeps ``k8s.json`` (release, namespace, kubeconfig), ``power.json`` (which nodes
@@ -45,14 +45,13 @@ from typing import Any
 from chaos.backends.base import TOXIPROXY_API_PORT, Backend
 from chaos.backends.k8s_plan import (
     CANNOT_START,
+    ENDPOINT_OF,
     INSTANCE,
     KILL_GATHER_SECONDS,
-    LOCAL_RACK_LABEL,
     POD_CACHE_SECONDS,
     POWER_FILE,
     PROCESS,
     STATE_FILE,
-    ZONE_LABEL,
     K8sError,
     K8sState,
     PowerState,
@@ -72,7 +71,7 @@ from cluster.topology import parse_topology
 
 log = logging.getLogger(__name__)
 
-__all__ = ["K8sCluster", "K8sError", "K8sState", "describe", "is_k8s_cluster", "local_kube"]
+__all__ = ["K8sCluster", "K8sError", "K8sState", "is_k8s_cluster", "local_kube"]
 
 
 def local_kube() -> Any:
@@ -286,13 +285,13 @@ class K8sCluster(Backend):
 
     def bring_back(self, scale: bool = True) -> None:
         """Power on every node and uncordon every node this backend holds down; scale back."""
-        power = self._power()
+        power = self.power_state()
         if power.nodes_off:
             kube = local_kube()
             for node in list(power.nodes_off):
                 power_on_node(kube, node)
         if power.cordoned:
-            self._set_unschedulable(power.cordoned, False)
+            self.set_unschedulable(power.cordoned, False)
         if scale:
             for process_id in power.scaled_down:
                 self._scale(process_id, 1)
@@ -329,11 +328,11 @@ class K8sCluster(Backend):
                 (logs / f"{process_id}.log").write_text(text)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(save, self._pods(fresh=True).items()))
+            list(pool.map(save, self.pods(fresh=True).items()))
 
     # -- pods, their addresses and the config as this host reaches it --------------------------
 
-    def _pods(self, fresh: bool = False) -> dict[str, Any]:
+    def pods(self, fresh: bool = False) -> dict[str, Any]:
         """The release's pods by process id ("toxiproxy" included), cached for a moment."""
         with self._lock:
             at, pods = self._pods_cache
@@ -368,7 +367,7 @@ class K8sCluster(Backend):
         with self._lock:
             self.config = chart_config
             self._toxiproxy_ip = None
-            self._update_addresses(self._pods(fresh=True), force=True)
+            self._update_addresses(self.pods(fresh=True), force=True)
 
     def _update_addresses(self, pods: dict[str, Any], force: bool = False) -> None:
         """Point every process's listen and admin address at its pod's IP (same ports)."""
@@ -398,9 +397,35 @@ class K8sCluster(Backend):
                 self.config.save(path)
                 path.chmod(0o600)  # it holds the credentials
 
+    def endpoints(self) -> dict[str, str]:
+        """Router id -> its DynamoDB endpoint. On the local Kubernetes: the router's own
+        ClusterIP Service (``<release>-<router>-api``; kube-proxy serves this host too), an
+        address that stays when the pod comes back with a new IP after a power cut, as an AZ's
+        load balancer would. Elsewhere: the pod's IP (flat pod networks reach it)."""
+        direct = super().endpoints()
+        if not self.state.local:
+            return direct
+        services = (
+            self.core()
+            .list_namespaced_service(
+                self.state.namespace,
+                label_selector=f"{INSTANCE}={self.state.release},{ENDPOINT_OF}",
+                _request_timeout=10,
+            )
+            .items
+        )
+        stable = {
+            svc.metadata.labels[
+                ENDPOINT_OF
+            ]: f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
+            for svc in services
+            if svc.spec.cluster_ip not in (None, "", "None")
+        }
+        return {router: stable.get(router, url) for router, url in direct.items()}
+
     def proxy_host(self) -> str:
         if self._toxiproxy_ip is None:
-            self._pods(fresh=True)
+            self.pods(fresh=True)
         if self._toxiproxy_ip is None:
             raise K8sError(f"the Toxiproxy pod of {self.state.release} has no address (yet)")
         return self._toxiproxy_ip
@@ -428,16 +453,16 @@ class K8sCluster(Backend):
         return Path(source.path)
 
     def logs_hint(self, process_id: str) -> str:
-        pod = self._pods().get(process_id)
+        pod = self.pods().get(process_id)
         name = pod.metadata.name if pod is not None else f"-l {PROCESS}={process_id}"
         return f"see 'kubectl --kubeconfig {self.kubeconfig} -n {self.state.namespace} logs {name}'"
 
     def down_reason(self, process_id: str) -> str:
-        pod = self._pods().get(process_id)
+        pod = self.pods().get(process_id)
         if pod is None:
             return "has no pod"
         node = pod.spec.node_name
-        if node in self._power().nodes_off:
+        if node in self.power_state().nodes_off:
             return f"is on node {node}, which is powered off"
         waiting = [
             s.state.waiting.reason
@@ -455,8 +480,8 @@ class K8sCluster(Backend):
         a paused one is alive too). A pod that cannot start (crash loop, no image) is not."""
         self._flush_kills()
         self.config.process(process_id)  # KeyError for an unknown id
-        pod = self._pods().get(process_id)
-        if pod is None or pod.spec.node_name in self._power().nodes_off:
+        pod = self.pods().get(process_id)
+        if pod is None or pod.spec.node_name in self.power_state().nodes_off:
             return False
         if pod.status.phase in ("Failed", "Succeeded") or unschedulable(pod):
             return False
@@ -487,11 +512,11 @@ class K8sCluster(Backend):
             pending, self._pending_kills = self._pending_kills, set()
             if not pending:
                 return
-            pods = self._pods(fresh=True)
+            pods = self.pods(fresh=True)
             on_node: dict[str, set[str]] = {}
             for process_id, pod in pods.items():
                 on_node.setdefault(pod.spec.node_name, set()).add(process_id)
-            power = self._power()
+            power = self.power_state()
             dark, singles = plan_power(pending, on_node, set(power.nodes_off), self.state.local)
             if dark:
                 kube = local_kube()
@@ -542,7 +567,7 @@ class K8sCluster(Backend):
             pending, self._pending_starts = self._pending_starts, set()
             if not pending:
                 return
-            power = self._power()
+            power = self.power_state()
             nodes = [node for node, there in power.nodes_off.items() if pending & set(there)]
             if nodes:
                 kube = local_kube()
@@ -557,10 +582,10 @@ class K8sCluster(Backend):
                 log.info("powered on nodes %s", ", ".join(nodes))
             self._save_power(power)
             if power.cordoned:  # a drained process comes back once its nodes take pods again
-                pods = self._pods(fresh=True)
+                pods = self.pods(fresh=True)
                 if any(p not in pods or not pods[p].spec.node_name for p in pending):
-                    self._set_unschedulable(list(power.cordoned), False)
-                    power = self._power()
+                    self.set_unschedulable(list(power.cordoned), False)
+                    power = self.power_state()
             scaled = sorted(pending & set(power.scaled_down))
             for process_id in scaled:
                 self._scale(process_id, 1)
@@ -571,7 +596,7 @@ class K8sCluster(Backend):
             # nobody takes a process that is on its way back for one that is down.
             deadline = time.monotonic() + 15.0
             while time.monotonic() < deadline:
-                if all(p in self._pods(fresh=True) for p in scaled):
+                if all(p in self.pods(fresh=True) for p in scaled):
                     break
                 time.sleep(0.2)
 
@@ -585,7 +610,7 @@ class K8sCluster(Backend):
     def _signal(self, process_id: str, sig: signal.Signals) -> None:
         if not self.state.local:
             raise K8sError("pause/resume needs the pods' processes on this host (local k8s)")
-        pod = self._pods(fresh=True).get(process_id)
+        pod = self.pods(fresh=True).get(process_id)
         if pod is not None:
             signal_pod(pod.metadata.uid, sig)
 
@@ -600,74 +625,9 @@ class K8sCluster(Backend):
 
     # -- Kubernetes-native faults ---------------------------------------------------------------
 
-    def nodes_of(self, target: str) -> list[str]:
-        """The Kubernetes nodes of an AZ (``az-b``) or a rack (``az-b/r1``), by their labels."""
-        if "/" in target:
-            az, rack = target.split("/", 1)
-            selector = f"{ZONE_LABEL}={az},{LOCAL_RACK_LABEL}={az}-{rack}"
-        else:
-            selector = f"{ZONE_LABEL}={target}"
-        nodes = self.core().list_node(label_selector=selector).items
-        if not nodes:
-            raise K8sError(f"no Kubernetes node carries {selector}")
-        return sorted(n.metadata.name for n in nodes)
-
-    def processes_on(self, nodes: Iterable[str]) -> list[str]:
-        """The release's processes whose pods are on ``nodes`` (through spec.nodeName)."""
-        wanted = set(nodes)
-        pods = self._pods(fresh=True)
-        return sorted(p for p, pod in pods.items() if pod.spec.node_name in wanted)
-
-    def delete_pods(self, target: str, grace_seconds: int | None = None) -> list[str]:
-        """Delete the release's pods on the nodes of ``target`` (their controllers recreate
-        them, on the same nodes: they are pinned there). Returns the processes hit."""
-        hit = self.processes_on(self.nodes_of(target))
-        pods = self._pods()
-        for process_id in hit:
-            with contextlib.suppress(Exception):
-                self.core().delete_namespaced_pod(
-                    pods[process_id].metadata.name,
-                    self.state.namespace,
-                    grace_period_seconds=grace_seconds,
-                )
-        self._pods_cache = (0.0, {})
-        return hit
-
-    def cordon(self, target: str) -> list[str]:
-        nodes = self.nodes_of(target)
-        self._set_unschedulable(nodes, True)
-        return nodes
-
-    def uncordon(self, target: str) -> list[str]:
-        nodes = self.nodes_of(target)
-        self._set_unschedulable(nodes, False)
-        return nodes
-
-    def drain(self, target: str, timeout: float = 60.0) -> list[str]:
-        """Cordon the nodes of ``target`` and evict the release's pods from them (the Eviction
-        API, as ``kubectl drain``). The pods stay Pending (pinned to those nodes) until
-        ``uncordon``. Returns the processes evicted."""
-        from kubernetes import client
-
-        nodes = self.cordon(target)
-        hit = self.processes_on(nodes)
-        pods = self._pods()
-        for process_id in hit:
-            name = pods[process_id].metadata.name
-            body = client.V1Eviction(
-                metadata=client.V1ObjectMeta(name=name, namespace=self.state.namespace)
-            )
-            self.core().create_namespaced_pod_eviction(name, self.state.namespace, body)
-        deadline = time.monotonic() + timeout
-        while any(self.alive(p) for p in hit):
-            if time.monotonic() > deadline:
-                raise K8sError(f"pods on {', '.join(nodes)} still running after {timeout:g}s")
-            time.sleep(0.5)
-        return hit
-
-    def _set_unschedulable(self, nodes: Iterable[str], unschedulable: bool) -> None:
+    def set_unschedulable(self, nodes: Iterable[str], unschedulable: bool) -> None:
         with self._lock:
-            power = self._power()
+            power = self.power_state()
             for node in nodes:
                 self.core().patch_node(node, {"spec": {"unschedulable": unschedulable}})
                 if unschedulable and node not in power.cordoned:
@@ -678,7 +638,7 @@ class K8sCluster(Backend):
 
     # -- power state, shared with other processes (gameday heal, the dead-man's switch) ---------
 
-    def _power(self) -> PowerState:
+    def power_state(self) -> PowerState:
         path = self.data_dir / POWER_FILE
         try:
             return PowerState.model_validate_json(path.read_text())
@@ -701,19 +661,3 @@ def power_on_node(kube: Any, node: str) -> None:
     with contextlib.suppress(Exception):
         kube.power_off(node)
     kube.power_on(node)
-
-
-def describe(cluster: K8sCluster) -> dict[str, Any]:
-    """Where each process runs: pod, node, IP, and whether it is up (for ``cluster status``)."""
-    pods = cluster._pods(fresh=True)
-    power = cluster._power()
-    rows = {}
-    for process_id in cluster.process_ids():
-        pod = pods.get(process_id)
-        rows[process_id] = {
-            "pod": None if pod is None else pod.metadata.name,
-            "node": None if pod is None else pod.spec.node_name,
-            "ip": None if pod is None else pod.status.pod_ip,
-            "powered_off": pod is not None and pod.spec.node_name in power.nodes_off,
-        }
-    return {"release": cluster.state.release, "namespace": cluster.state.namespace, **rows}

@@ -27,6 +27,7 @@ POWER_FILE = "power.json"
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
 PROCESS = "gameday.io/process"
+ENDPOINT_OF = "gameday.io/endpoint-of"  # on each router's own ClusterIP Service
 ZONE_LABEL = "topology.kubernetes.io/zone"
 LOCAL_RACK_LABEL = "gameday.dev/rack"  # what the local Kubernetes labels its nodes with
 LOCAL_STORAGE_CLASS = "gameday-local"

@@ -271,8 +271,14 @@ def allow_forwarding(cidr: str) -> None:
         run(["iptables", "-w", "-I", "FORWARD", "1", "-j", OUR_CHAIN])
 
 
-def succeeds(argv: list[str]) -> bool:
-    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+def succeeds(argv: list[str], timeout: float | None = None) -> bool:
+    """``argv`` exits 0 (within ``timeout`` s, if given)."""
+    try:
+        return (
+            subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode == 0
+        )
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _ours(chain: str) -> bool:

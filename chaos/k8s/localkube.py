@@ -29,7 +29,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,10 @@ from chaos.k8s.control_plane import API_PORT
 from chaos.k8s.node_images import (
     PAUSE_IMAGE,
     busybox_archive,
-    import_archive,
     save_docker_image,
     write_image_archive,
 )
+from chaos.k8s.node_runtime import KUBELET_ROOT, RUN_DIR, NodeRuntime
 from chaos.k8s.nodes import (
     CGROUP_PARENT,
     KubeNode,
@@ -54,15 +53,11 @@ from chaos.k8s.nodes import (
 from chaos.k8s.pki import Pki, write_kubeconfig
 
 TOOLCHAIN = asset("k8s") / "toolchain.sh"
-RUN_DIR = Path("/run/gameday-k8s")  # sockets and containerd state (short paths, one per machine)
 OWNER_FILE = RUN_DIR / "owner.json"
-KUBELET_ROOT = Path("/var/lib/gameday-k8s")  # kubelets' root dirs (pod volumes), on disk
 APISERVER = f"https://127.0.0.1:{API_PORT}"
 POD_SUPERNET = "10.244.0.0/16"
-DNS_SERVICE_IP = "10.96.0.10"
 DNS_LINK, DNS_ADDRESS = "gdk-dns", "10.244.0.10"
 CLUSTER_IMAGE = "gameday-cluster:latest"
-IMPORT_WORKERS = 4  # nodes importing an image at once (ctr import is mostly disk)
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 HOST_SERVICES = ("coredns", "kube-proxy")
 
@@ -118,15 +113,10 @@ class LocalKube:
         known = ", ".join(n.name for n in self.nodes()) or "none (is it up?)"
         raise LocalKubeError(f"no node {name!r} in the local Kubernetes; nodes: {known}")
 
-    def node_dir(self, node: KubeNode) -> Path:
-        return self.state_dir / "nodes" / node.name
-
-    def kubelet_dir(self, node: KubeNode) -> Path:
-        """The kubelet's --root-dir: a short path, since it holds unix sockets (108 bytes max)."""
-        return KUBELET_ROOT / node.name
-
-    def socket(self, node: KubeNode) -> Path:
-        return RUN_DIR / node.name / "containerd.sock"
+    @property
+    def runtime(self) -> NodeRuntime:
+        """Each node's containerd and kubelet (node_runtime.py)."""
+        return NodeRuntime(self.state_dir, self.procs, self.pki, self._bin_dir)
 
     def bin(self, name: str) -> str:
         return str(self._bin_dir / name)
@@ -190,12 +180,12 @@ class LocalKube:
             )
             archives = self._image_archives(cluster_image)
             for node in nodes:
-                self._start_containerd(node)
+                self.runtime.start_containerd(node)
             progress(f"images into {len(nodes)} nodes' containerd (in parallel)")
-            self._import_everywhere(nodes, archives)
+            self.runtime.import_images(nodes, archives)
             for node in nodes:
                 progress(f"node {node.name}: kubelet")
-                self._start_kubelet(node)
+                self.runtime.start_kubelet(node)
             progress(f"waiting for {len(nodes)} nodes to be Ready")
             self.wait_ready([n.name for n in nodes], timeout)
             self._start_kube_proxy(nodes)
@@ -279,10 +269,7 @@ class LocalKube:
         for node in nodes:
             p.issue(f"node-{node.name}", f"system:node:{node.name}", "system:nodes")
             p.issue(f"kubelet-{node.name}", node.name, ips=[node.ip], dns=[node.name])
-            write_kubeconfig(self._node_kubeconfig(node), p, f"node-{node.name}", APISERVER)
-
-    def _node_kubeconfig(self, node: KubeNode) -> Path:
-        return self.state_dir / "kubeconfigs" / f"node-{node.name}"
+            write_kubeconfig(self.runtime.kubeconfig(node), p, f"node-{node.name}", APISERVER)
 
     def _start_control_plane(self, etcd: str) -> None:
         kubeconfigs = self.state_dir / "kubeconfigs"
@@ -345,127 +332,6 @@ class LocalKube:
             archives.append(save_docker_image(CLUSTER_IMAGE, images))
         return archives
 
-    def _start_containerd(self, node: KubeNode) -> None:
-        ndir, rdir = self.node_dir(node), RUN_DIR / node.name
-        for d in (ndir / "cni", self.kubelet_dir(node), ndir / "pod-logs", rdir):
-            d.mkdir(parents=True, exist_ok=True)
-        (ndir / "cni" / "10-gameday.conflist").write_text(
-            manifests.cni_conflist(node.bridge, node.pod_cidr, node.ip, ndir / "cni-ipam")
-        )
-        (ndir / "containerd.toml").write_text(
-            manifests.containerd_config(ndir, rdir, self.socket(node), PAUSE_IMAGE)
-        )
-        (ndir / "kubelet.yaml").write_text(
-            manifests.kubelet_config(
-                node, self.pki, self.socket(node), ndir, DNS_SERVICE_IP, CGROUP_PARENT
-            )
-        )
-        (ndir / "resolv.conf").write_text("")
-        host.make_cgroup(node.cgroup + "/system")
-        self._spawn_in_node(
-            node, "containerd", ["containerd", "--config", str(ndir / "containerd.toml")]
-        )
-        self._wait_containerd(node)
-
-    def _import_everywhere(self, nodes: list[KubeNode], archives: list[Path]) -> list[str]:
-        """Import each archive into every node's containerd that lacks it (a marker per node
-        and archive name, which carries the image id), several nodes at once: an import is
-        mostly waiting on the disk. Returns the nodes that received something."""
-
-        def load(node: KubeNode) -> bool:
-            loaded = False
-            for archive in archives:
-                marker = self.node_dir(node) / "images" / archive.name
-                if marker.exists():
-                    continue
-                if not self.procs.alive(f"{node.name}.containerd"):
-                    raise LocalKubeError(
-                        f"cannot load {archive.name} into {node.name}: powered off"
-                    )
-                import_archive(self.socket(node), archive)
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.touch()
-                loaded = True
-            return loaded
-
-        with ThreadPoolExecutor(max_workers=IMPORT_WORKERS) as pool:
-            done = list(pool.map(load, nodes))
-        return [n.name for n, loaded in zip(nodes, done, strict=True) if loaded]
-
-    def _spawn_kubelet(self, node: KubeNode) -> None:
-        ndir = self.node_dir(node)
-        labels = ",".join(f"{k}={v}" for k, v in node.labels.items())
-        self._spawn_in_node(
-            node,
-            "kubelet",
-            [
-                self.bin("kubelet"),
-                f"--config={ndir / 'kubelet.yaml'}",
-                f"--kubeconfig={self._node_kubeconfig(node)}",
-                f"--root-dir={self.kubelet_dir(node)}",
-                f"--hostname-override={node.name}",
-                f"--node-ip={node.ip}",
-                f"--node-labels={labels}",
-                f"--cert-dir={ndir / 'kubelet-pki'}",
-                "--v=1",
-            ],
-        )
-
-    def _spawn_in_node(self, node: KubeNode, what: str, argv: list[str]) -> None:
-        """Start ``argv`` inside the node's cgroup (so power-off finds all it started)."""
-        cgroups = " ".join(str(d) for d in host.cgroup_dirs(node.cgroup + "/system"))
-        script = 'for d in $GAMEDAY_CGROUPS; do echo $$ > "$d/cgroup.procs"; done; exec "$@"'
-        self.procs.spawn(
-            f"{node.name}.{what}",
-            ["/bin/sh", "-c", script, what, *argv],
-            env={"GAMEDAY_CGROUPS": cgroups},
-        )
-
-    def _wait_containerd(self, node: KubeNode, timeout: float = 30.0) -> None:
-        """Until the node's containerd answers on its socket (``ctr version``), at most
-        ``timeout`` s: its socket appears before the services behind it are served, and a
-        kubelet that finds the runtime unavailable exits at once."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.socket(node).exists() and _answers(
-                ["ctr", "-a", str(self.socket(node)), "version"]
-            ):
-                return
-            if not self.procs.alive(f"{node.name}.containerd"):
-                raise LocalKubeError(
-                    f"containerd of {node.name} exited: {self._log_tail(node.name + '.containerd')}"
-                )
-            if time.monotonic() > deadline:
-                raise LocalKubeError(
-                    f"containerd of {node.name} does not answer after {timeout:g}s"
-                )
-            time.sleep(0.1)
-
-    def _start_kubelet(self, node: KubeNode, timeout: float = 30.0, attempts: int = 3) -> None:
-        """Start the node's kubelet and wait until it serves its health port (it has then
-        connected to its container runtime). A kubelet that exits first is started again, up to
-        ``attempts`` times within ``timeout`` s: right after a power cut containerd may answer
-        ``version`` while its CRI service still cleans up after the killed shims."""
-        deadline = time.monotonic() + timeout
-        for attempt in range(1, attempts + 1):
-            self._spawn_kubelet(node)
-            while self.procs.alive(f"{node.name}.kubelet"):
-                if _http_ok(f"http://{node.ip}:{manifests.KUBELET_HEALTHZ_PORT}/healthz"):
-                    return
-                if time.monotonic() > deadline:
-                    raise LocalKubeError(
-                        f"the kubelet of {node.name} is not healthy after {timeout:g}s: "
-                        f"{self._log_tail(node.name + '.kubelet')}"
-                    )
-                time.sleep(0.1)
-            if attempt == attempts or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        raise LocalKubeError(
-            f"the kubelet of {node.name} exited {attempts} times: "
-            f"{self._log_tail(node.name + '.kubelet')}"
-        )
-
     def wait_ready(self, names: list[str], timeout: float = 180.0, ready: bool = True) -> float:
         """Wait until every node in ``names`` is Ready (or not, with ``ready=False``); seconds."""
         start = time.monotonic()
@@ -501,46 +367,18 @@ class LocalKube:
 
     # --- power ------------------------------------------------------------------------------
 
+    # --- power ------------------------------------------------------------------------------
+
     def power_off(self, name: str) -> int:
-        """Cut the node's power: SIGKILL its kubelet, containerd, shims and every pod process
-        (its cgroup is frozen first, so nothing escapes), then drop what a reboot loses (its
-        container mounts and network namespaces). Returns the number of processes killed."""
-        node = self.node(name)
-        killed = host.kill_cgroup_tree(node.cgroup)
-        for what in ("containerd", "kubelet"):
-            self.procs.wait_dead(f"{node.name}.{what}", 5.0)
-        self._remove_shim_sockets(node)
-        host.unmount_under(RUN_DIR / node.name, self.kubelet_dir(node))
-        return killed
+        """Cut node ``name``'s power (NodeRuntime.power_off); returns the processes killed."""
+        return self.runtime.power_off(self.node(name))
 
     def power_on(self, name: str) -> None:
-        """Start the node's containerd and kubelet again and return once the kubelet is healthy
-        (its pods then come back by themselves); raises LocalKubeError if it cannot start."""
-        node = self.node(name)
-        if self.procs.alive(f"{node.name}.kubelet") or self.procs.alive(f"{node.name}.containerd"):
-            raise LocalKubeError(f"node {name} is powered on")
-        ndir = self.node_dir(node)
-        host.make_cgroup(node.cgroup + "/system")
-        self._spawn_in_node(
-            node, "containerd", ["containerd", "--config", str(ndir / "containerd.toml")]
-        )
-        self._wait_containerd(node)
-        self._start_kubelet(node)
+        """Start node ``name`` again; returns once its kubelet is healthy (or raises)."""
+        self.runtime.power_on(self.node(name))
 
     def powered(self, name: str) -> bool:
-        node = self.node(name)
-        return self.procs.alive(f"{node.name}.kubelet")
-
-    def _remove_shim_sockets(self, node: KubeNode) -> None:
-        """containerd 1.6 shims keep sockets in /run/containerd/s; a killed shim leaves its own."""
-        import hashlib
-
-        tasks = RUN_DIR / node.name / "state" / "io.containerd.runtime.v2.task"
-        for ns in tasks.glob("*") if tasks.is_dir() else []:
-            for bundle in ns.iterdir():
-                key = f"{self.socket(node)}/{ns.name}/{bundle.name}"
-                sock = Path("/run/containerd/s") / hashlib.sha256(key.encode()).hexdigest()
-                sock.unlink(missing_ok=True)
+        return self.runtime.powered(self.node(name))
 
     # --- down -------------------------------------------------------------------------------
 
@@ -640,22 +478,11 @@ class LocalKube:
         )
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run(
-            [
-                self.bin("kubectl"),
-                f"--kubeconfig={self.kubeconfig}",
-                "--request-timeout=10s",
-                *args,
-            ],
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise LocalKubeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout
+        argv = [self.bin("kubectl"), f"--kubeconfig={self.kubeconfig}", "--request-timeout=10s"]
+        try:
+            return host.run([*argv, *args], check=check, input=input)
+        except host.HostError as exc:
+            raise LocalKubeError(str(exc)) from None
 
     def _apply(self, objects: list[dict[str, Any]]) -> None:
         self.kubectl(
@@ -671,14 +498,10 @@ class LocalKube:
         nodes that already hold this image id (cheap to call before every deploy). Returns the
         nodes that received it; raises LocalKubeError if a node is powered off."""
         archive = save_docker_image(ref, self.state_dir.parent / "k8s-images")
-        return self._import_everywhere(self.nodes(), [archive])
+        return self.runtime.import_images(self.nodes(), [archive])
 
     def _log_tail(self, pid_id: str, lines: int = 6) -> str:
-        try:
-            text = self.procs.log_file(pid_id).read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return " | ".join(text[-lines:])
+        return self.runtime.log_tail(pid_id, lines)
 
 
 def unavailable_reason() -> str | None:
@@ -696,25 +519,6 @@ def unavailable_reason() -> str | None:
     except LocalKubeError as exc:
         return str(exc)
     return None
-
-
-def _answers(argv: list[str], timeout: float = 5.0) -> bool:
-    try:
-        return (
-            subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode == 0
-        )
-    except subprocess.TimeoutExpired:
-        return False
-
-
-def _http_ok(url: str, timeout: float = 1.0) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # a node's own IP
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def _require_commands() -> None:

@@ -283,6 +283,22 @@ def test_helm_test_hook_reaches_every_router(default_docs: list[dict[str, Any]])
     )
 
 
+def test_each_router_has_a_stable_endpoint_service_of_its_own(
+    default_docs: list[dict[str, Any]],
+) -> None:
+    apis = {
+        d["metadata"]["labels"]["gameday.io/endpoint-of"]: d
+        for d in _kind(default_docs, "Service")
+        if "gameday.io/endpoint-of" in d["metadata"]["labels"]
+    }
+    assert sorted(apis) == ["rt-a", "rt-b", "rt-c"]
+    for router, svc in apis.items():
+        assert svc["metadata"]["name"] == f"gd-gameday-{router}-api"
+        assert svc["spec"]["type"] == "ClusterIP"  # a virtual IP: it outlives the pod's IP
+        assert svc["spec"]["selector"]["gameday.io/process"] == router
+        assert svc["spec"]["ports"][0]["targetPort"] == 8000
+
+
 def test_smoke_signature_is_what_the_router_verifies() -> None:
     from cluster.router.sigv4 import SigV4Verifier
 
