@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from chaos.backends import k8s_objects
 from chaos.backends.base import TOXIPROXY_API_PORT, Backend
 from chaos.backends.k8s_plan import (
     CANNOT_START,
@@ -250,38 +251,12 @@ class K8sCluster(Backend):
             local_kube().recycle_volumes()  # Released local PVs -> emptied, Available
 
     def _ensure_namespace(self) -> None:
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
+        if k8s_objects.ensure_namespace(self.core(), self.state.namespace):
+            self.state = self.state.model_copy(update={"owns_namespace": True})
+            self._save_state()
 
-        core = self.core()
-        try:
-            core.read_namespace(self.state.namespace)
-            return
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        labels = {"app.kubernetes.io/managed-by": "gameday"}
-        meta = client.V1ObjectMeta(name=self.state.namespace, labels=labels)
-        core.create_namespace(client.V1Namespace(metadata=meta))
-        self.state = self.state.model_copy(update={"owns_namespace": True})
-        self._save_state()
-
-    def _delete_namespace(self, timeout: float = 120.0) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        core = self.core()
-        with contextlib.suppress(ApiException):
-            core.delete_namespace(self.state.namespace)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                core.read_namespace(self.state.namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return
-                raise
-            time.sleep(0.5)
-        raise K8sError(f"namespace {self.state.namespace} still there after {timeout:g}s")
+    def _delete_namespace(self) -> None:
+        k8s_objects.delete_namespace(self.core(), self.state.namespace)
 
     def bring_back(self, scale: bool = True) -> None:
         """Power on every node and uncordon every node this backend holds down; scale back."""
@@ -299,36 +274,12 @@ class K8sCluster(Backend):
 
     def _delete_claims(self) -> None:
         selector = f"{INSTANCE}={self.state.release}"
-        core = self.core()
-        core.delete_collection_namespaced_persistent_volume_claim(
-            self.state.namespace, label_selector=selector
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            claims = core.list_namespaced_persistent_volume_claim(
-                self.state.namespace, label_selector=selector
-            ).items
-            if not claims:
-                return
-            time.sleep(0.5)
-        raise K8sError(f"PersistentVolumeClaims of {self.state.release} still there after 60 s")
+        k8s_objects.delete_claims(self.core(), self.state.namespace, selector)
 
     def _save_logs(self) -> None:
         """Each pod's output into ``logs/<process>.log`` before the release goes."""
-        logs = self.data_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        core = self.core()
-
-        def save(item: tuple[str, Any]) -> None:
-            process_id, pod = item
-            with contextlib.suppress(Exception):  # a pod on a dark node has no log to give
-                text = core.read_namespaced_pod_log(
-                    pod.metadata.name, self.state.namespace, _request_timeout=5
-                )
-                (logs / f"{process_id}.log").write_text(text)
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(save, self.pods(fresh=True).items()))
+        pods = self.pods(fresh=True)
+        k8s_objects.save_pod_logs(self.core(), self.state.namespace, pods, self.data_dir / "logs")
 
     # -- pods, their addresses and the config as this host reaches it --------------------------
 

@@ -17,6 +17,7 @@ import io
 import json
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 PAUSE_IMAGE = "gameday.local/pause:3.10"
@@ -127,14 +128,20 @@ def save_docker_image(ref: str, cache_dir: Path) -> Path:
     return target
 
 
-def import_archive(socket: Path, archive: Path) -> None:
-    """Import an image archive into the containerd at ``socket`` (namespace ``k8s.io``)."""
-    proc = subprocess.run(
+def import_archive(
+    socket: Path, archive: Path, started: Callable[[subprocess.Popen[str]], None] | None = None
+) -> None:
+    """Import an image archive into the containerd at ``socket`` (namespace ``k8s.io``).
+    ``started`` gets the ``ctr`` process as soon as it runs (so a caller can kill it)."""
+    proc = subprocess.Popen(
         ["ctr", "-a", str(socket), "-n", "k8s.io", "images", "import", str(archive)],
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
+    if started is not None:
+        started(proc)
+    _, err = proc.communicate()
     if proc.returncode != 0:
-        raise ImageLoadError(f"ctr import of {archive.name} failed: {proc.stderr.strip()[-400:]}")
+        raise ImageLoadError(f"ctr import of {archive.name} failed: {err.strip()[-400:]}")

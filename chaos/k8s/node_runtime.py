@@ -14,6 +14,8 @@ LocalKube (localkube.py) owns the cluster; this module owns what runs per node:
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -88,24 +90,46 @@ class NodeRuntime:
         and archive name, which carries the image id), several nodes at once: an import is
         mostly waiting on the disk. Returns the nodes that received something."""
 
+        running: set[subprocess.Popen[str]] = set()
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def started(proc: subprocess.Popen[str]) -> None:
+            with lock:
+                running.add(proc)
+                if stop.is_set():
+                    proc.kill()
+
         def load(node: KubeNode) -> bool:
             loaded = False
             for archive in archives:
                 marker = self.node_dir(node) / "images" / archive.name
                 if marker.exists():
                     continue
+                if stop.is_set():
+                    raise LocalKubeError("image import interrupted")
                 if not self.procs.alive(f"{node.name}.containerd"):
                     raise LocalKubeError(
                         f"cannot load {archive.name} into {node.name}: it is powered off"
                     )
-                import_archive(self.socket(node), archive)
+                import_archive(self.socket(node), archive, started)
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.touch()
                 loaded = True
             return loaded
 
-        with ThreadPoolExecutor(max_workers=IMPORT_WORKERS) as pool:
-            done = list(pool.map(load, nodes))
+        pool = ThreadPoolExecutor(max_workers=IMPORT_WORKERS)
+        try:
+            futures = [pool.submit(load, node) for node in nodes]
+            done = [future.result() for future in futures]
+        except BaseException:  # a failed import, Ctrl-C, SIGTERM: no ctr import outlives us
+            stop.set()
+            with lock:
+                for proc in running:
+                    proc.kill()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return [n.name for n, loaded in zip(nodes, done, strict=True) if loaded]
 
     def start_kubelet(self, node: KubeNode, timeout: float = 30.0, attempts: int = 3) -> None:

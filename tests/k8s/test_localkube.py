@@ -71,6 +71,16 @@ def host_traces(state_dir: Path) -> dict[str, Any]:
     }
 
 
+def pod_veths() -> list[str]:
+    """veth links enslaved to a node bridge (gdk-*): the host side of each pod's network."""
+    out = subprocess.run(
+        ["ip", "-o", "link", "show", "type", "veth"], capture_output=True, text=True
+    ).stdout
+    return sorted(
+        line.split(": ")[1].split("@")[0] for line in out.splitlines() if " master gdk-" in line
+    )
+
+
 def node_processes(kube: LocalKube) -> list[int]:
     return sorted(host.cgroup_pids(CGROUP_PARENT))
 
@@ -205,6 +215,8 @@ def test_up_traffic_power_cycle_and_down(kube: LocalKube) -> None:
     )
     wait_for("every web pod Ready", lambda: all_ready(kube, list(names.values())))
     ips = {pods(kube)[pod]["status"]["podIP"]: node for node, pod in names.items()}
+    veths = pod_veths()
+    assert len(veths) >= len(names), veths  # the host ends of the pods' links, on node bridges
     for ip, node in ips.items():
         subnet = f"10.244.{kube.node(node).index}."
         assert ip.startswith(subnet), f"{node}'s pod has {ip}, outside its subnet {subnet}0/24"
@@ -246,6 +258,7 @@ def test_up_traffic_power_cycle_and_down(kube: LocalKube) -> None:
     assert after == before
     assert not node_processes(kube)
     assert not OWNER_FILE.exists()
+    assert not [v for v in veths if host.link_exists(v)], "pod veths left behind"
 
 
 def _same_process(pid: int) -> bool:
