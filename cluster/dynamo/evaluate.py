@@ -305,6 +305,7 @@ def _check_action_operands(action: UpdateAction, names: Names, values: Values) -
                 resolve_path(operand, names)
             else:
                 resolve_value(operand, values)
+        _check_set_constants(action.value, values)
     elif isinstance(action, AddAction | DeleteAction):
         kind = type_of(resolve_value(action.value, values))
         allowed = {"N", *SET_TYPES} if isinstance(action, AddAction) else set(SET_TYPES)
@@ -313,6 +314,31 @@ def _check_action_operands(action: UpdateAction, names: Names, values: Values) -
             raise ValidationError(
                 "Invalid UpdateExpression: Incorrect operand type for operator or function; "
                 f"operator: {operator}, operand type: {_TYPE_NAMES[kind]}"
+            )
+
+
+def _check_set_constants(value: UpdateOperand | Arithmetic, values: Values) -> None:
+    """Constants of the wrong type where DynamoDB checks them up front: a non-list in
+    ``list_append``. (A non-number in ``+``/``-`` fails when the update is applied.)"""
+    match value:
+        case Arithmetic(_, left, right):
+            for side in (left, right):
+                _check_set_constants(side, values)
+        case ListAppend(first, second):
+            for side in (first, second):
+                _check_constant(side, values, "L", "list_append")
+                _check_set_constants(side, values)
+        case IfNotExists(_, default):
+            _check_set_constants(default, values)
+
+
+def _check_constant(operand: UpdateOperand, values: Values, wanted: str, function: str) -> None:
+    if isinstance(operand, ValueRef) and values is not None and operand.name in values:
+        kind = type_of(values[operand.name])
+        if kind != wanted:
+            raise ValidationError(
+                "Invalid UpdateExpression: Incorrect operand type for operator or function; "
+                f"operator or function: {function}, operand type: {kind}"
             )
 
 

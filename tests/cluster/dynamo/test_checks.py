@@ -13,6 +13,7 @@ from cluster.dynamo import (
     parse_condition,
     parse_projection,
     parse_update,
+    validate_update,
 )
 from cluster.dynamo.checks import (
     check_condition_operands,
@@ -111,3 +112,31 @@ def test_list_indexes_past_the_end_are_appended_in_index_order() -> None:
     values = {":a": {"S": "a"}, ":b": {"S": "b"}}
     after = apply_update(parse_update("SET l[12] = :b, l[10] = :a"), item, None, values, ["id"])
     assert after["l"] == {"L": [{"N": "0"}, {"S": "a"}, {"S": "b"}]}
+
+
+@pytest.mark.parametrize(
+    ("text", "values", "message"),
+    [
+        (
+            "SET a = list_append(:n, b)",
+            {":n": N1},
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; "
+            "operator or function: list_append, operand type: N",
+        ),
+        (
+            "SET a = if_not_exists(a, :z) - list_append(:m, l)",
+            {":z": N1, ":m": {"M": {}}},
+            "operator or function: list_append, operand type: M",
+        ),
+    ],
+)
+def test_update_constants_checked_up_front(text: str, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        validate_update(parse_update(text), None, values, ["id"])
+    assert message in e.value.message
+    validate_update(
+        parse_update("SET a = b + :n, l = list_append(l, :l)"),
+        None,
+        {":n": N1, ":l": {"L": []}},
+        ["id"],
+    )

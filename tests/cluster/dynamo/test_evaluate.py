@@ -291,7 +291,8 @@ def test_update_of_missing_item() -> None:
         ("DELETE ns :ss", "An operand in the update expression has an incorrect data type"),
         ("SET n = s + :one", "An operand in the update expression has an incorrect data type"),
         ("SET n = n - :hello", "An operand in the update expression has an incorrect data type"),
-        ("SET l = list_append(l, :one)", "incorrect data type"),
+        # a constant of the wrong type is refused up front (validate_update), as DynamoDB does
+        ("SET l = list_append(l, :one)", "operator or function: list_append, operand type: N"),
         ("SET l = list_append(s, l)", "incorrect data type"),
         (
             "SET n = missing + :one",

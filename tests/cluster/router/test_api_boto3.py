@@ -1211,11 +1211,14 @@ def test_key_and_item_validation_errors(ddb: Client, raw: Client, new_table: New
     for value in ({}, {"S": "a", "N": "1"}):
         expect_error("ValidationException", raw.put_item, TableName=name, Item={**good, "v": value})
     # A value of the wrong JSON type inside one ({"N": 123}) is a SerializationException.
-    for value in ({"S": 5}, {"N": 123}, {"BOOL": "yes"}, {"L": {}}):
+    for value in ({"BOOL": "yes"}, {"S": 5}, {"N": 123}):
         err = expect_error(
             "SerializationException", raw.put_item, TableName=name, Item={**good, "v": value}
         )
-    assert err.response["Error"]["Message"] == "Expected list or null"
+    assert err.response["Error"]["Message"] == (
+        "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to "
+        "an String"
+    )
     # A big but legal item goes through (and the key's size limits hold).
     ddb.put_item(TableName=name, Item={**good, "big": S("x" * (390 * 1024))})
     expect_error(
