@@ -55,6 +55,11 @@ def test_shipped_scenario_passes(scenario: Path, tmp_path: Path) -> None:
         pytest.fail(f"{scenario.stem}: {checks_of(run_dir)}; run directory kept in {kept}")
     for name in ("checks.json", "junit.xml", "report.html", "events.jsonl", "history.jsonl"):
         assert (run_dir / name).exists(), name
+    if scenario.stem.startswith("bank"):  # the bank check must have had something to judge
+        checks = json.loads((run_dir / "checks.json").read_text())["checks"]
+        bank = next(c for c in checks if c["name"] == "bank")
+        assert bank["details"]["transfers"]["ok"] > 0 and bank["details"]["audits_ok"] > 0, bank
+        assert bank["details"]["final"]["checked"], bank
 
 
 BROKEN = """
