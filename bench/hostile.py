@@ -3,8 +3,9 @@
 Starts a local cluster (or uses a running one with --data-dir), then sends the probes of issue
 #14 over raw sockets, signed with botocore where a signature matters: lone surrogates, invalid
 UTF-8, mistyped members, a Content-Length that lies, oversized and unauthenticated bodies that
-are never sent, slowloris headers, an idle connection, malformed HTTP; then privileged calls to
-a storage node and GAC without the cluster's internal key. Prints one row per probe: the status
+are never sent, slowloris headers, an idle connection, malformed HTTP; then every internal
+endpoint without the cluster's internal key (storage-node RPC and Raft peer hellos, admin
+GETs and POSTs, MemDS, GAC). Prints one row per probe: the status
 and error type (or "closed") and the seconds until the answer came or the connection closed.
 
     .venv/bin/python bench/hostile.py [--data-dir .gameday/cluster]
@@ -121,15 +122,22 @@ def probes(table: str) -> list[tuple[str, Probe]]:
     ]
 
 
-def _bare_rpc(address: str, op: str) -> tuple[str, float]:
-    """``op`` on a storage node's client port with a plain hello (no proof of the key)."""
+def _bare_frames(address: str, hello: dict[str, object], op: str | None) -> tuple[str, float]:
+    """A storage node's port, dialed without the key: ``hello`` (what anyone can send), then
+    ``op``. The node opens with a challenge and closes a connection whose hello proves
+    nothing about it."""
 
     async def exchange() -> str:
         host, _, port = address.rpartition(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
-            writer.write(encode_frame({"hello": "client"}) + encode_frame({"id": 1, "op": op}))
-            reply = await asyncio.wait_for(read_frame(reader), 10)
+            await asyncio.wait_for(read_frame(reader), 10)  # the node's challenge
+            request = b"" if op is None else encode_frame({"id": 1, "op": op})
+            writer.write(encode_frame(hello) + request)
+            try:
+                reply = await asyncio.wait_for(read_frame(reader), 10)
+            except asyncio.IncompleteReadError:
+                return "refused (connection closed)"
             return str(reply.get("error") or "served")
         finally:
             writer.close()
@@ -139,7 +147,8 @@ def _bare_rpc(address: str, op: str) -> tuple[str, float]:
 
 
 def _bare_http(url: str, method: str) -> tuple[str, float]:
-    request = urllib.request.Request(url, data=b"{}", method=method)
+    data = None if method == "GET" else b"{}"
+    request = urllib.request.Request(url, data=data, method=method)
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=60) as resp:
@@ -149,21 +158,42 @@ def _bare_http(url: str, method: str) -> tuple[str, float]:
 
 
 def internal_probes(cluster: LocalCluster) -> list[tuple[str, Callable[[], tuple[str, float]]]]:
+    """Every internal endpoint, without the cluster's key: each must refuse within 5 s."""
     node = cluster.config.process("sn-a1")
     gac = cluster.config.process("gac").listen
-    return [
-        ("node RPC drop_group, no key", lambda: _bare_rpc(node.listen, "drop_group")),
-        ("node RPC snapshot_dump, no key", lambda: _bare_rpc(node.listen, "snapshot_dump")),
+    md = cluster.config.process("md-a").listen
+    client = {"hello": "client"}
+    peer = {"hello": "peer", "node": "sn-b1"}
+    probes: list[tuple[str, Callable[[], tuple[str, float]]]] = [
+        ("node RPC drop_group, no key", lambda: _bare_frames(node.listen, client, "drop_group")),
         (
-            "POST /admin/scrub, no key",
-            lambda: _bare_http(f"http://{node.admin}/admin/scrub", "POST"),
+            "node RPC snapshot_dump, no key",
+            lambda: _bare_frames(node.listen, client, "snapshot_dump"),
         ),
-        ("GAC PUT quota, no key", lambda: _bare_http(f"http://{gac}/tables/x-intruder", "PUT")),
-        (
-            "GAC DELETE quota, no key",
-            lambda: _bare_http(f"http://{gac}/tables/x-intruder", "DELETE"),
-        ),
+        ("node RPC status, no key", lambda: _bare_frames(node.listen, client, "status")),
+        ("Raft peer hello, no key", lambda: _bare_frames(node.listen, peer, None)),
     ]
+    http = [
+        ("POST", f"http://{node.admin}/admin/scrub"),
+        ("GET", f"http://{node.admin}/replicas"),
+        ("GET", f"http://{node.admin}/digest"),
+        ("GET", f"http://{node.admin}/admin/state"),
+        ("GET", f"http://{md}/map"),
+        ("POST", f"http://{md}/lookup"),
+        ("POST", f"http://{gac}/tokens"),
+        ("PUT", f"http://{gac}/tables/x-intruder"),
+        ("DELETE", f"http://{gac}/tables/x-intruder"),
+    ]
+    for method, url in http:
+        name = f"{method} {url.split('/', 3)[3]} ({url.split('/')[2]}), no key"
+        probes.append((name, lambda m=method, u=url: _bare_http(u, m)))  # type: ignore[misc]
+    return probes
+
+
+def _verdict(answer: str, seconds: float) -> str:
+    """The issue's bar: a 4xx (or a refused / closed connection) within 5 seconds."""
+    refused = answer[:1] == "4" or "refused" in answer or "closed" in answer
+    return "[green]yes[/green]" if refused and seconds <= 5.0 else "[red]NO[/red]"
 
 
 def main() -> None:
@@ -189,17 +219,17 @@ def main() -> None:
             }
             raw.call("CreateTable", json.dumps(body).encode(), timeout=60)
             result = Table(title=f"hostile probes against {raw.host}:{raw.port}")
-            for column in ("probe", "answer", "seconds"):
+            for column in ("probe", "answer", "seconds", "4xx/refused in 5 s"):
                 result.add_column(column)
             for name, probe in probes(table):
                 try:
                     answer, seconds = probe(raw)
                 except OSError as exc:
                     answer, seconds = f"error: {exc!r}", float("nan")
-                result.add_row(name, answer, f"{seconds:.2f}")
+                result.add_row(name, answer, f"{seconds:.2f}", _verdict(answer, seconds))
             for name, internal in internal_probes(cluster):
                 answer, seconds = internal()
-                result.add_row(name, answer, f"{seconds:.2f}")
+                result.add_row(name, answer, f"{seconds:.2f}", _verdict(answer, seconds))
             raw.call("DeleteTable", json.dumps({"TableName": table}).encode(), timeout=60)
             console.print(result)
         finally:

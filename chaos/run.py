@@ -44,6 +44,7 @@ from chaos.faults import BlastRadius, PowerLoss, fault_class
 from chaos.orchestrator import Orchestrator, RunOutcome
 from chaos.scenario import Scenario, load_scenario
 from chaos.schedule import TimedFault, load_game_day, timeline_to_json
+from cluster import auth
 from workloads.canary import run_canaries
 from workloads.catalog import workload
 from workloads.history import merge_histories, read_ops
@@ -424,7 +425,9 @@ def settled_digests(cluster: Backend, timeout: float = 30.0) -> dict[str, Any]:
         for node in cluster.process_ids("storage"):
             admin = cluster.config.process(node).admin
             try:
-                with urllib.request.urlopen(f"http://{admin}/digest", timeout=5) as resp:
+                url = f"http://{admin}/digest"
+                signed = urllib.request.Request(url, headers=auth.url_headers("GET", url))
+                with urllib.request.urlopen(signed, timeout=5) as resp:
                     body = json.loads(resp.read())
             except OSError:
                 continue

@@ -1,18 +1,25 @@
 """Authentication of internal traffic: proof that a caller holds the cluster's internal key.
 
 Cluster processes, and the orchestrator that opened the cluster's config, install the key once
-(``install``); a caller then proves it at connection setup (a storage node's ``hello`` frame)
-or per HTTP request (a header), with an HMAC-SHA256 over a timestamp and a random nonce. A
-receiver accepts a proof whose time is within ``MAX_SKEW_SECONDS`` and whose nonce it has not
-seen, so a captured proof cannot be replayed later. The cost is one HMAC per connection (or
-per admin request), nothing per message. Destructive operations (dropping a replica, dumping
-a snapshot, scrubbing, changing quotas) require a proof; the key never travels.
+(``install``); a caller then proves it:
 
-    auth.install(config.internal_secret())            # at process start
-    writer.write(encode_frame(auth.hello("client")))  # {"hello": "client", "auth": [...]}
-    trusted = auth.check_hello(hello)                 # on the node
-    headers = auth.http_headers("POST", "/admin/scrub")
-    app = web.Application(middlewares=[auth.guard()])   # POST/PUT/DELETE need the proof
+- at connection setup on a storage node's port (Raft peers and clients alike): the node sends
+  a fresh random challenge first, and the dialer's ``hello`` carries an HMAC-SHA256 over it
+  (``challenge`` / ``hello`` / ``check_hello``). A hello recorded on the network is worthless
+  on any other connection. A connection without a valid hello is closed.
+- per HTTP request (a header), with an HMAC over the method, the path, a timestamp and a
+  random nonce. A receiver accepts a proof whose time is within ``MAX_SKEW_SECONDS`` and whose
+  nonce it has not seen, so a captured proof cannot be replayed. Every request needs one
+  except ``GET /health`` and ``GET /metrics`` (probes and scrapers hold no key; neither
+  serves data).
+
+The cost is one HMAC per connection or per request, nothing per message; the key never travels.
+
+    auth.install(config.internal_secret())                  # at process start
+    frame = auth.hello("peer", challenge, node="sn-a1")     # the dialer, answering
+    proven = auth.check_hello(frame, challenge)             # on the node
+    headers = auth.http_headers("GET", "/map")
+    app = web.Application(middlewares=[auth.guard()])       # all but /health, /metrics
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -84,18 +92,36 @@ def _remember(nonce: str) -> None:
         _seen.popitem(last=False)
 
 
-def hello(kind: str, **fields: Any) -> dict[str, Any]:
-    """A storage node ``hello`` frame (``client`` or ``peer``), with a proof if a key is
-    installed."""
+def challenge() -> str:
+    """A fresh challenge, sent first on every connection a storage node accepts."""
+    return secrets.token_hex(16)
+
+
+def _hello_subject(kind: Any, node: Any, nonce: str) -> str:
+    return f"hello {kind} {node}\n{nonce}"
+
+
+def hello(kind: str, challenge: str, **fields: Any) -> dict[str, Any]:
+    """A storage node ``hello`` frame (``client`` or ``peer``) answering the node's
+    ``challenge``, with a proof of every installed key (none without a key)."""
     frame: dict[str, Any] = {"hello": kind, **fields}
     if _keys:
-        frame["auth"] = _proof(f"hello {kind}")
+        subject = _hello_subject(kind, fields.get("node"), challenge)
+        frame["auth"] = [hmac.new(k, subject.encode(), hashlib.sha256).hexdigest() for k in _keys]
     return frame
 
 
-def check_hello(frame: dict[str, Any]) -> bool:
-    """Whether a ``hello`` frame proves the cluster's key."""
-    return _check(f"hello {frame.get('hello')}", frame.get("auth"))
+def check_hello(frame: dict[str, Any], challenge: str) -> bool:
+    """Whether a ``hello`` frame proves the cluster's key over this connection's challenge."""
+    offered = frame.get("auth")
+    if not _keys or not isinstance(offered, list) or not challenge:
+        return False
+    subject = _hello_subject(frame.get("hello"), frame.get("node"), challenge).encode()
+    for key in _keys:
+        expected = hmac.new(key, subject, hashlib.sha256).hexdigest()
+        if any(isinstance(m, str) and hmac.compare_digest(expected, m) for m in offered):
+            return True
+    return False
 
 
 def http_headers(method: str, path: str) -> dict[str, str]:
@@ -103,22 +129,29 @@ def http_headers(method: str, path: str) -> dict[str, str]:
     return {HEADER: _proof(f"{method.upper()} {path}")} if _keys else {}
 
 
+def url_headers(method: str, url: str) -> dict[str, str]:
+    """``http_headers`` for a whole URL (its path counts, not its query)."""
+    return http_headers(method, urllib.parse.urlsplit(url).path)
+
+
 def check_http(method: str, path: str, proof: str | None) -> bool:
     return _check(f"{method.upper()} {path}", proof)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-CHANGES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+# Open to anyone: liveness/readiness probes and Prometheus scrapers carry no key, and neither
+# endpoint serves data.
+OPEN = frozenset({("GET", "/health"), ("HEAD", "/health"), ("GET", "/metrics")})
 
 
-def guard(methods: frozenset[str] = CHANGES) -> Middleware:
-    """aiohttp middleware: requests with one of ``methods`` need a proof of the internal key
-    (403 without one); the others (GET: health checks, scrapes) stay open. Without a key
-    installed (a process run without a cluster config) nothing is checked."""
+def guard(open_routes: frozenset[tuple[str, str]] = OPEN) -> Middleware:
+    """aiohttp middleware: every request but ``open_routes`` (method, path) needs a proof of
+    the internal key (403 without one, before the body is read). Without a key installed (a
+    process run without a cluster config) nothing is checked."""
 
     @web.middleware
     async def require_proof(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method not in methods or not _keys:
+        if (request.method, request.path) in open_routes or not _keys:
             return await handler(request)
         if not check_http(request.method, request.path, request.headers.get(HEADER)):
             return web.json_response(

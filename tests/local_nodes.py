@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from chaos.backends.subnets import claim_subnet
+from cluster import auth
 
 _fixture_subnet: int | None = None
 
@@ -99,7 +100,9 @@ class NodeProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.admin + path, timeout=2) as resp:
+        url = self.admin + path
+        signed = urllib.request.Request(url, headers=auth.url_headers("GET", url))
+        with urllib.request.urlopen(signed, timeout=2) as resp:
             return json.loads(resp.read())
 
 

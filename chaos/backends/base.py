@@ -404,8 +404,9 @@ class NoMesh(RuntimeError):
 
 def get_json(url: str, timeout: float) -> dict[str, Any] | None:
     """The JSON body at ``url``, or None when nothing answers in time (or not with JSON)."""
+    request = urllib.request.Request(url, headers=auth.url_headers("GET", url))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             body: dict[str, Any] = json.loads(resp.read())
             return body
     except (OSError, ValueError):

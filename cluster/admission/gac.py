@@ -381,7 +381,7 @@ def make_gac_app(
     gac: GlobalAdmission, clock: Callable[[], float] = time.monotonic, guarded: bool = False
 ) -> web.Application:
     """An aiohttp application serving ``gac``; ``clock`` supplies ``now`` for every call.
-    ``guarded``: changing a table's quota (PUT, DELETE) needs the internal key (cluster.auth).
+    ``guarded``: every request but /health and /metrics needs the internal key (cluster.auth).
 
     Routes: ``POST /tokens``, ``PUT /tables/{name}``, ``DELETE /tables/{name}``,
     ``GET /health``, ``GET /metrics`` (Prometheus text). Every error is a JSON object
@@ -462,7 +462,7 @@ def make_gac_app(
     async def prometheus(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain")
 
-    guards = [guard(frozenset({"PUT", "DELETE"}))] if guarded else []
+    guards = [guard()] if guarded else []
     app = web.Application(middlewares=[*guards, count_and_shape_errors])
     app.router.add_post("/tokens", post_tokens)
     app.router.add_put("/tables/{name}", put_table)

@@ -48,6 +48,8 @@ from typing import Any
 
 import aiohttp
 
+from cluster import auth
+
 from .bucket import TokenBucket
 from .gac import Kind
 
@@ -365,7 +367,10 @@ class GacClient:
         """One round trip: send pending requests, apply the grants. False if GAC failed us."""
         body = {"router": self.router_id, "requests": self.admission.pending_requests(self.clock())}
         try:
-            async with session.post(self.url, json=body, timeout=self.timeout) as response:
+            headers = auth.http_headers("POST", "/tokens")  # GAC wants the cluster's key
+            async with session.post(
+                self.url, json=body, timeout=self.timeout, headers=headers
+            ) as response:
                 if response.status != 200:
                     raise ValueError(f"GAC answered {response.status}")
                 answer = await response.json(content_type=None)

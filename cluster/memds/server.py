@@ -8,6 +8,7 @@ router caches go cold.
     POST /lookup {"tables": ["orders", "users"]}
       -> {"version": 12, "tables": {"orders": {layout...}, "users": null}}
     GET /map -> the whole map;  GET /health;  GET /metrics
+Every request but /health and /metrics needs the cluster's internal key (cluster/auth.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from cluster.auth import guard
 from cluster.metadata.partitionmap import PartitionMap
 from cluster.metadata.store import MetadataStore, MetadataUnavailable
 
@@ -97,7 +99,7 @@ class MemDS:
         async def metrics(_: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), content_type="text/plain")
 
-        app = web.Application()
+        app = web.Application(middlewares=[guard()])  # all but /health, /metrics need the key
         app.router.add_post("/lookup", lookup)
         app.router.add_get("/map", whole_map)
         app.router.add_get("/health", health)

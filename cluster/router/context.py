@@ -112,7 +112,10 @@ class PartitionResolver:
         for url in self.memds_urls:
             try:
                 async with self.session.post(
-                    url + "/lookup", json={"tables": tables}, timeout=aiohttp.ClientTimeout(1.0)
+                    url + "/lookup",
+                    json={"tables": tables},
+                    timeout=aiohttp.ClientTimeout(1.0),
+                    headers=auth.http_headers("POST", "/lookup"),
                 ) as resp:
                     if resp.status != 200:
                         continue

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import aiohttp
 
+from cluster import auth
 from cluster.admission.partition import partition_share
 from cluster.dynamo.values import item_size
 from cluster.metadata.partitionmap import (
@@ -306,7 +307,10 @@ async def _until_routable(ctx: RouterContext, name: str, timeout: float = 3.0) -
     async def serves(url: str) -> bool:
         try:
             async with ctx.session.post(
-                url + "/lookup", json={"tables": [name]}, timeout=aiohttp.ClientTimeout(0.5)
+                url + "/lookup",
+                json={"tables": [name]},
+                timeout=aiohttp.ClientTimeout(0.5),
+                headers=auth.http_headers("POST", "/lookup"),
             ) as resp:
                 if resp.status == 503:
                     return False  # loading its first map: ask again

@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from cluster import auth
-
+from .handshake import send_hello
 from .transport import split_address
 from .wire import FrameError, encode_frame, read_frame
 
@@ -66,14 +65,17 @@ class NodeClient:
             if self._writer is not None:
                 return
             host, port = split_address(self.address)
+            writer = None
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port), self.connect_timeout
                 )
-            except (OSError, TimeoutError) as exc:
+                await send_hello(reader, writer, "client")  # the node's challenge, answered
+            except (OSError, TimeoutError, FrameError, asyncio.IncompleteReadError) as exc:
+                if writer is not None:
+                    writer.close()
                 reason = str(exc) or "connect timed out"
                 raise NodeUnavailable(f"{self.address}: {reason}", sent=False) from exc
-            writer.write(encode_frame(auth.hello("client")))
             self._writer = writer
             self._reader_task = asyncio.create_task(self._read_replies(reader))
 
@@ -269,7 +271,8 @@ async def ask(address: str, request: dict[str, Any], timeout: float) -> dict[str
     async def exchange() -> dict[str, Any]:
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            writer.write(encode_frame(auth.hello("client")) + encode_frame({"id": 1, **request}))
+            await send_hello(reader, writer, "client")
+            writer.write(encode_frame({"id": 1, **request}))
             await writer.drain()
             return await read_frame(reader)
         finally:

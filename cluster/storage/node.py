@@ -36,12 +36,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cluster.admission.partition import PartitionAdmission
-from cluster.auth import check_hello, guard
-from cluster.auth import installed as auth_installed
+from cluster.auth import guard, http_headers
 from cluster.consensus.messages import Membership
 from cluster.consensus.raft import RaftConfig
 
 from .archive import Archiver, DirectoryArchive
+from .handshake import receive_hello
 from .host import NodeService
 from .intents import lock_table
 from .itemstore import ItemStore
@@ -125,6 +125,7 @@ class StorageNode:
         # Services running inside the node (the archiver, healing's admin: see host.py).
         self.services: list[NodeService] = []
         self.archiver: Archiver | None = None
+        self.refused = 0  # connections closed for want of the cluster's key
 
     # --- what services see (host.NodeHost) -----------------------------------------------------
 
@@ -352,7 +353,9 @@ class StorageNode:
                 for url in self.config.memds_urls:
                     try:
                         async with session.get(
-                            url + "/map", timeout=aiohttp.ClientTimeout(total=2.0)
+                            url + "/map",
+                            timeout=aiohttp.ClientTimeout(total=2.0),
+                            headers=http_headers("GET", "/map"),
                         ) as resp:
                             body = await resp.json() if resp.status == 200 else None
                     except (aiohttp.ClientError, TimeoutError, ValueError):
@@ -393,13 +396,15 @@ class StorageNode:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            hello = await asyncio.wait_for(read_frame(reader), 5.0)
-            if hello.get("hello") == "peer":
+            hello, proven = await receive_hello(reader, writer)  # cluster/auth.py
+            if not proven:
+                self.refused += 1
+                log.info("refused a connection from %s: no proof of the cluster's key",
+                         writer.get_extra_info("peername"))  # fmt: skip
+            elif hello.get("hello") == "peer":
                 await self._serve_peer(str(hello.get("node")), reader)
             elif hello.get("hello") == "client":
-                # Without a key installed (a node run without a cluster config) all are trusted.
-                trusted = check_hello(hello) or not auth_installed()
-                await self._serve_client(reader, writer, trusted)
+                await self._serve_client(reader, writer, True)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
         except asyncio.CancelledError:

@@ -22,7 +22,8 @@ from typing import Any
 
 from cluster.consensus.messages import AnyMessage
 
-from .wire import encode_frame, encode_message
+from .handshake import send_hello
+from .wire import FrameError, encode_frame, encode_message
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,11 @@ class PeerLinks:
         while True:
             writer: asyncio.StreamWriter | None = None
             try:
-                _, writer = await asyncio.wait_for(
+                reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port), self.connect_timeout
                 )
                 assert writer is not None
-                writer.write(encode_frame({"hello": "peer", "node": self.node_id}))
+                await send_hello(reader, writer, "peer", node=self.node_id)  # cluster/auth.py
                 link.connected, link.connects, backoff = True, link.connects + 1, 0.05
                 while True:
                     frames = [await link.queue.get()]
@@ -117,7 +118,7 @@ class PeerLinks:
                     writer.write(b"".join(frames))
                     await writer.drain()
                     link.sent += len(frames)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, FrameError, asyncio.IncompleteReadError) as exc:
                 link.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 link.connected = False

@@ -21,12 +21,20 @@ from cluster.config import new_secret
 from cluster.storage.wire import encode_frame, read_frame
 
 
-def test_a_proof_verifies_once_and_only_for_its_subject() -> None:
+def test_a_hello_proves_the_key_only_over_its_own_connections_challenge() -> None:
     auth.install(new_secret())
-    frame = auth.hello("client")
-    assert auth.check_hello(frame)
-    assert not auth.check_hello(frame), "a replayed hello is refused"
-    assert not auth.check_hello({**auth.hello("client"), "hello": "peer"})
+    challenge = auth.challenge()
+    frame = auth.hello("peer", challenge, node="sn-a1")
+    assert auth.check_hello(frame, challenge)
+    assert not auth.check_hello(frame, auth.challenge()), "replayed on another connection"
+    assert not auth.check_hello({**frame, "node": "sn-b1"}, challenge), "another identity"
+    assert not auth.check_hello({**frame, "hello": "client"}, challenge)
+    assert not auth.check_hello({**frame, "auth": ["0" * 64]}, challenge)
+    assert not auth.check_hello({"hello": "peer", "node": "sn-a1"}, challenge)
+
+
+def test_an_http_proof_verifies_once_and_only_for_its_subject() -> None:
+    auth.install(new_secret())
     headers = auth.http_headers("POST", "/admin/scrub")
     assert not auth.check_http("DELETE", "/admin/scrub", headers[auth.HEADER])
     assert auth.check_http(
@@ -41,20 +49,29 @@ def test_forged_stale_and_garbled_proofs_are_refused() -> None:
     stale = ":".join([f"{time.time() - 3600:.3f}", "n" + nonce, *macs])
     for proof in [forged, stale, "", "garbage", "1:2:3", None, 5]:
         assert not auth.check_http("PUT", "/tables/t", proof)  # type: ignore[arg-type]
-    assert not auth.check_hello({"hello": "client"})
 
 
-async def _rpc(address: str, hello: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+async def _rpc(address: str, proven: bool, request: dict[str, Any]) -> dict[str, Any] | None:
+    """One request on a storage node's port; None when the node closes the connection. Without
+    ``proven``, the hello is what anyone on the network can send (no proof, or a replayed one)."""
     host, _, port = address.rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
+        challenge = (await asyncio.wait_for(read_frame(reader), 5))["challenge"]
+        if proven:
+            hello = auth.hello("client", challenge)
+        else:  # a proof captured from another connection
+            hello = auth.hello("client", auth.challenge())
         writer.write(encode_frame(hello) + encode_frame({"id": 1, **request}))
-        return await asyncio.wait_for(read_frame(reader), 10)
+        try:
+            return await asyncio.wait_for(read_frame(reader), 5)
+        except asyncio.IncompleteReadError:
+            return None
     finally:
         writer.close()
 
 
-def _status(url: str, method: str, headers: dict[str, str], body: bytes = b"{}") -> int:
+def _status(url: str, method: str, headers: dict[str, str], body: bytes | None = b"{}") -> int:
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as resp:
@@ -64,18 +81,46 @@ def _status(url: str, method: str, headers: dict[str, str], body: bytes = b"{}")
 
 
 @pytest.mark.slow
-def test_privileged_calls_need_the_cluster_key(local_cluster: LocalCluster) -> None:
+def test_internal_endpoints_need_the_cluster_key(local_cluster: LocalCluster) -> None:
     node = local_cluster.config.process("sn-a1")
-    bare = {"hello": "client"}  # what anyone on the network can send
-    for op in ("drop_group", "snapshot_dump", "create_group", "change_membership"):
-        reply = asyncio.run(_rpc(node.listen, bare, {"op": op, "group": "nope"}))
-        assert reply["error"] == "Unauthorized", reply
-    assert "error" not in asyncio.run(_rpc(node.listen, bare, {"op": "status"}))
+    for op in ("drop_group", "snapshot_dump", "status", "get"):
+        started = time.monotonic()
+        reply = asyncio.run(_rpc(node.listen, False, {"op": op, "group": "nope"}))
+        assert reply is None, reply  # connection closed: no proof over its challenge
+        assert time.monotonic() - started < 5
     # With the key (installed when the test opened the cluster), the op itself runs.
-    reply = asyncio.run(
-        _rpc(node.listen, auth.hello("client"), {"op": "snapshot_dump", "group": "nope"})
-    )
-    assert reply.get("error") != "Unauthorized", reply
+    reply = asyncio.run(_rpc(node.listen, True, {"op": "snapshot_dump", "group": "nope"}))
+    assert reply is not None and reply.get("error") == "NoSuchGroup", reply
+
+    # Raft peers, too: a peer hello without a proof is dropped before any message is read.
+    host, _, port = node.listen.rpartition(":")
+
+    async def fake_peer() -> bytes:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            await read_frame(reader)
+            writer.write(encode_frame({"hello": "peer", "node": "sn-b1"}))
+            return await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+
+    assert asyncio.run(fake_peer()) == b""  # closed
+
+    md = local_cluster.config.process("md-a").listen
+    gac = local_cluster.config.process("gac").listen
+    for method, url in [
+        ("GET", f"http://{node.admin}/replicas"),
+        ("GET", f"http://{node.admin}/digest"),
+        ("GET", f"http://{node.admin}/admin/events"),
+        ("GET", f"http://{md}/map"),
+        ("POST", f"http://{md}/lookup"),
+        ("POST", f"http://{gac}/tokens"),
+    ]:
+        body = None if method == "GET" else b'{"tables": []}'
+        assert _status(url, method, {}, body) == 403, url
+        assert _status(url, method, auth.url_headers(method, url), body) != 403, url
+    for open_url in [f"http://{node.admin}/health", f"http://{node.admin}/metrics"]:
+        assert _status(open_url, "GET", {}, None) == 200  # probes and scrapers hold no key
 
     scrub = f"http://{node.admin}/admin/scrub?group=nope"
     assert _status(scrub, "POST", {}, b"") == 403

@@ -30,7 +30,9 @@ def healing_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 def get_json(cluster: LocalCluster, node: str, path: str, timeout: float = 5.0) -> Any:
     admin = cluster.config.process(node).admin
-    with urllib.request.urlopen(f"http://{admin}{path}", timeout=timeout) as resp:
+    url = f"http://{admin}{path}"
+    signed = urllib.request.Request(url, headers=auth.url_headers("GET", url))
+    with urllib.request.urlopen(signed, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 

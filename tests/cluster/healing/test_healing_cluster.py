@@ -17,6 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from chaos.backends.local import LocalCluster
+from cluster import auth
 from tests.conftest import client_for
 
 from .conftest import events, get_json, leaders, modes, wait_for
@@ -190,7 +191,9 @@ def test_kill_9_under_write_load_heals_with_log_replicas_then_full_ones(
     # The partition map (through MemDS) lists the new members of every table partition.
     def map_follows() -> bool:
         md = cluster.config.process("md-a").listen
-        with urllib.request.urlopen(f"http://{md}/map", timeout=2) as resp:
+        url = f"http://{md}/map"
+        signed = urllib.request.Request(url, headers=auth.url_headers("GET", url))
+        with urllib.request.urlopen(signed, timeout=2) as resp:
             body = json.loads(resp.read())
         found = leaders(cluster)
         parts = body["tables"]["healing"]["partitions"]

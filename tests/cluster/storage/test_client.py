@@ -1,8 +1,8 @@
 """GroupClient against scripted nodes on loopback sockets: silent nodes, leader hints, suspicion.
 
-Each scripted node speaks the real wire protocol (a ``client`` hello, then request/response
-frames) and answers per group as told: as the leader, with NotLeader and a hint, or never (a
-paused or cut-off node: the connection stays open, nothing comes back).
+Each scripted node speaks the real wire protocol (a challenge, a ``client`` hello, then
+request/response frames) and answers per group as told: as the leader, with NotLeader and a
+hint, or never (a paused or cut-off node: the connection stays open, nothing comes back).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class ScriptedNode:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            writer.write(encode_frame({"challenge": "c"}))  # as a node opens (handshake.py)
             await read_frame(reader)  # hello
             while True:
                 request = await read_frame(reader)
