@@ -457,6 +457,8 @@ class DockerCluster(Backend):
 
 # --- helpers ---------------------------------------------------------------------------------
 
+CLUSTER_UID = 10001  # the image's cluster user and group (docker/Dockerfile)
+
 
 def _tar_of(name: str, path: Path) -> bytes:
     data = path.read_bytes()
@@ -464,9 +466,11 @@ def _tar_of(name: str, path: Path) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         entry = tarfile.TarInfo(name)
         entry.size = len(data)
-        # The engine makes it root's inside the container, where the unprivileged cluster user
-        # must read it: 0644 there (a container runs one cluster process); the host copy is 0600.
-        entry.mode = 0o644
+        # It holds the cluster's secrets: 0600 and owned by the image's unprivileged cluster
+        # user (docker/Dockerfile), who alone reads it; the engine keeps the archive's owner.
+        entry.mode = 0o600
+        entry.uid = entry.gid = CLUSTER_UID
+        entry.uname = entry.gname = "gameday"
         entry.mtime = int(time.time())
         tar.addfile(entry, io.BytesIO(data))
     return buf.getvalue()
