@@ -1,13 +1,14 @@
 """Time to Live: routers delete items whose expiry time has passed, in the background.
 
-Every ``SWEEP_SECONDS`` a router reads the partition map and, for each ACTIVE table with Time to
-Live enabled, walks its share of the partitions (partition index modulo the number of routers,
-so each partition has one sweeper and a router that is down only delays expiry) at most
-``SWEEP_ITEMS`` items per partition per sweep, resuming where the last sweep stopped. An item
-expires when its TTL attribute is a Number of epoch seconds in the past, but not more than five
-years in the past (DynamoDB's rule). The delete is conditional on the attribute still holding
-the value that was read, so an item updated meanwhile (its TTL pushed back) survives; like
-DynamoDB, expiry is best effort and an expired item stays readable until it is deleted.
+Every ``SWEEP_SECONDS`` a router (rereading the partition map every ``MAP_SECONDS``) walks,
+for each ACTIVE table with Time to Live enabled, its share of the partitions (partition index
+modulo the number of routers, so each partition has one sweeper and a router that is down only
+delays expiry), at most ``SWEEP_ITEMS`` items per partition per sweep, resuming where the last
+sweep stopped. An item expires when its TTL attribute is a Number of epoch seconds in the past,
+but not more than five years in the past (DynamoDB's rule). The delete is conditional on the
+attribute still holding the value that was read, so an item updated meanwhile (its TTL pushed
+back) survives; like DynamoDB, expiry is best effort and an expired item stays readable until
+it is deleted.
 
     sweeper = TtlSweeper(ctx)
     task = asyncio.create_task(sweeper.run())
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 2.0
 SWEEP_ITEMS = 200
+MAP_SECONDS = 6.0  # how often a sweeper rereads the partition map for TTL settings
 FIVE_YEARS = 5 * 365 * 24 * 3600
 
 
@@ -53,6 +55,8 @@ class TtlSweeper:
         self.ctx = ctx
         self.cursors: dict[str, list[bytes] | None] = {}  # partition id -> resume after
         self.deleted = 0
+        self.tables: list[TableLayout] | None = None  # those with TTL, from the last map read
+        self.read_at = 0.0
 
     async def run(self) -> None:
         while True:
@@ -61,14 +65,19 @@ class TtlSweeper:
                 await self.sweep_once()
             except (DynamoError, MetadataUnavailable, TimeoutError) as exc:
                 log.info("TTL sweep skipped: %s", exc)  # the next sweep tries again
+            except Exception:  # a bug must not end expiry for the router's lifetime
+                log.exception("TTL sweep failed")
 
     async def sweep_once(self) -> int:
         routers = sorted(p.id for p in self.ctx.config.processes_with_role("router"))
         mine = routers.index(self.ctx.router_id)
-        current = await self.ctx.metadata.read_map()
+        if self.tables is None or time.monotonic() - self.read_at > MAP_SECONDS:
+            current = await self.ctx.metadata.read_map()
+            self.tables = [t for t in current.tables.values() if t.spec.ttl_attribute]
+            self.read_at = time.monotonic()
         deleted = 0
         now = time.time()
-        for layout in current.tables.values():
+        for layout in self.tables:
             attribute = layout.spec.ttl_attribute
             if attribute is None or layout.spec.status != "ACTIVE":
                 continue
