@@ -216,16 +216,20 @@ def scenario_validate(
         raise typer.Exit(2)
 
 
+#: The SCENARIO argument of `gameday run` and `gameday campaign`.
+ScenarioArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SCENARIO",
+        help="A scenario YAML file, or a shipped scenario's name (gameday scenario list).",
+        autocompletion=complete_scenario,
+    ),
+]
+
+
 @app.command("run")
 def run(
-    scenario_arg: Annotated[
-        str,
-        typer.Argument(
-            metavar="SCENARIO",
-            help="A scenario YAML file, or a shipped scenario's name (gameday scenario list).",
-            autocompletion=complete_scenario,
-        ),
-    ],
+    scenario_arg: ScenarioArg,
     backend: Annotated[
         str,
         typer.Option(
@@ -345,14 +349,7 @@ def check(
 
 @app.command()
 def campaign(
-    scenario_arg: Annotated[
-        str,
-        typer.Argument(
-            metavar="SCENARIO",
-            help="A scenario YAML file, or a shipped scenario's name (gameday scenario list).",
-            autocompletion=complete_scenario,
-        ),
-    ],
+    scenario_arg: ScenarioArg,
     runs: Annotated[int, typer.Option(min=1, help="How many game days to run.")] = 10,
     seed: Annotated[
         int, typer.Option(help="The campaign's seed: each run's seed is derived from it.")

@@ -176,16 +176,17 @@ class RunDir:
 
     @cached_property
     def final_reads(self) -> dict[str, Any] | None:
-        data = self._json(FINAL_READS)
-        if data is not None and not isinstance(data, dict):
-            raise ValueError(f"{FINAL_READS}: expected an object of key -> value")
-        return data
+        return self._json_object(FINAL_READS, "key -> value")
 
     @cached_property
     def digests(self) -> dict[str, Any] | None:
-        data = self._json(DIGESTS)
+        return self._json_object(DIGESTS, "group -> node -> digest")
+
+    def _json_object(self, name: str, shape: str) -> dict[str, Any] | None:
+        """The JSON object in ``name`` (None when the run has no such file)."""
+        data = self._json(name)
         if data is not None and not isinstance(data, dict):
-            raise ValueError(f"{DIGESTS}: expected an object of group -> node -> digest")
+            raise ValueError(f"{name}: expected an object of {shape}")
         return data
 
     def slos(self) -> Slos:
