@@ -20,7 +20,7 @@ RUN_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 MYPY_TARGETS := cluster checks chaos workloads
 
-.PHONY: help venv dist dist-check toxiproxy fuse docker-engine images k8s-toolchain k8s k8s-down k8s-status test test-fast test-docker test-k8s chaos lint typecheck fmt demo clean
+.PHONY: browser help venv dist dist-check toxiproxy fuse docker-engine images k8s-toolchain k8s k8s-down k8s-status test test-fast test-docker test-k8s chaos lint typecheck fmt demo clean
 
 help: ## list the targets with a one-line description
 	@echo "usage: make <target>"
@@ -41,6 +41,14 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
+
+# The web UI's browser test (tests/chaos/test_webui.py) drives Debian's chromium through its
+# chromedriver (selenium, from the test extra); browser downloads are not needed.
+browser: ## install chromium + chromium-driver from Debian if missing (root), for the browser test
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver \
+		|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; }; \
+	fi
 
 toxiproxy: $(TOXIPROXY) ## install the Toxiproxy server into .venv/bin (gameday setup toxiproxy; needs Go)
 	@:
