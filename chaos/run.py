@@ -290,6 +290,7 @@ async def _game_day(
             users=scenario.workload.users,
             spawn_rate=float(scenario.workload.users),
             run_time=f"{int(scenario.duration) + 60}s",
+            processes=scenario.workload.processes,
             csv_prefix=run_dir / "locust",
             log=log,
             popen=partial(tied_popen, sig=signal.SIGTERM),  # stops in order if we die

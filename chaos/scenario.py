@@ -146,6 +146,13 @@ class WorkloadSpec(_Strict):
         description="total operations per second, open loop (each user a fixed schedule);"
         " none: closed loop, which hides stalls from the availability verdict",
     )
+    processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="load processes: Locust's master plus this many local workers, the users"
+        " spread over them (none: one process)",
+    )
     table: str | None = Field(
         default=None,
         pattern=r"^[a-zA-Z0-9_.-]{3,255}$",

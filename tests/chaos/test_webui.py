@@ -2,13 +2,14 @@
 
 `gameday load --web` on a cluster of its own; the browser starts a swarm, opens the Game day
 tab, powers off az-b from the fault form, sees the AZ go down and the canaries reaching its
-router drop, heals it from the tab and sees everything recover. A screenshot of the tab with
-the AZ down is kept in the test's tmp dir (printed; pytest keeps the last runs' dirs).
+router drop, heals it from the tab and sees everything recover. Screenshots of the tab with
+the AZ down and after the heal are kept in runs/browser-test/ (and the test's tmp dir).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,7 +126,12 @@ def test_game_day_tab_powers_off_an_az_and_heals_it(
         browser.find_element(By.ID, "gd-inject").click()
 
         wait_for("az-b down", lambda: az("az-b") == "down")
-        wait_for("canaries through rt-b dropping", lambda: (router_ratio("rt-b") or 1) < 0.5)
+
+        def dropped() -> bool:
+            ratio = router_ratio("rt-b")
+            return ratio is not None and ratio < 0.5
+
+        wait_for("canaries through rt-b dropping", dropped)
         wait_for("the fault active", lambda: browser.find_element(By.CSS_SELECTOR, ACTIVE_ROW))
         shot = tmp_path / "gameday-tab-az-down.png"
         browser.save_screenshot(str(shot))
@@ -144,6 +150,10 @@ def test_game_day_tab_powers_off_an_az_and_heals_it(
             load.kill()
             load.wait(10)
     assert shot.stat().st_size > 10_000
+    keep = Path(__file__).resolve().parents[2] / "runs" / "browser-test"  # outlives pytest's tmp
+    keep.mkdir(parents=True, exist_ok=True)
+    for png in tmp_path.glob("*.png"):
+        shutil.copy(png, keep / png.name)
     events = [json.loads(line) for line in (tmp_path / "session" / "events.jsonl").open()]
     kinds = [(e["event"], e.get("fault")) for e in events]
     assert ("fault_start", "power_off_az") in kinds
