@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from chaos.campaign import (
     EXIT_ABORTED,
@@ -16,6 +22,7 @@ from chaos.campaign import (
     summarize,
     write_index,
 )
+from chaos.clean import processes
 
 
 def test_seeds_are_derived_reproducibly_and_all_differ() -> None:
@@ -105,3 +112,34 @@ def test_the_index_links_every_run_and_shows_how_to_replay_failures(tmp_path: Pa
     page = (tmp_path / "index.html").read_text()
     assert page.count('href="runs/') == 2
     assert "gameday replay" in page and "lost acknowledged writes: 1" in page
+
+
+@pytest.mark.chaos
+@pytest.mark.slow
+def test_an_interrupted_campaign_stops_its_runs_and_is_never_a_pass(tmp_path: Path) -> None:
+    """SIGTERM while the first run is under way: that run stops in order (healed, torn down),
+    no other run starts, the summary is written, and the exit code says interrupted."""
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "node-power-off.yaml"
+    argv = [sys.executable, "-m", "chaos.cli_entry", "campaign", str(scenario)]
+    argv += ["--runs", "3", "--out", str(tmp_path)]
+    with (tmp_path / "campaign.log").open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while not list(tmp_path.glob("*/runs/*/*/events.jsonl")):
+                assert proc.poll() is None, (tmp_path / "campaign.log").read_text()
+                assert time.monotonic() < deadline, "the first run never started its timeline"
+                time.sleep(1)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=400)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 128 + signal.SIGTERM
+    body = json.loads(next(tmp_path.glob("*/campaign.json")).read_text())
+    assert body["summary"]["counts"]["not run"] == 2
+    assert body["summary"]["stopped_by"] == "SIGTERM"
+    assert body["runs"][0]["verdict"] != "pass"
+    assert body["summary"]["safety"]["runs_left_unhealed"] == 0
+    left = [p.pid for p in processes() if str(tmp_path) in " ".join(p.argv)]
+    assert left == [], "a run's processes outlived the campaign"
