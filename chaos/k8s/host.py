@@ -295,11 +295,7 @@ def sweep_iptables() -> list[str]:
     for tool in ("iptables", "ip6tables"):
         for table in ("filter", "nat", "mangle", "raw"):
             dump = run([f"{tool}-save", "-t", table], check=False)
-            chains = [
-                ln[1:].split()[0]
-                for ln in dump.splitlines()
-                if ln.startswith(":") and _ours(ln[1:])
-            ]
+            chains = our_chains(dump)
             if not chains:
                 continue
             for line in dump.splitlines():
@@ -314,12 +310,15 @@ def sweep_iptables() -> list[str]:
             for chain in chains:
                 run([tool, "-w", "-t", table, "-X", chain], check=False)
             after = run([f"{tool}-save", "-t", table], check=False)
-            left += [
-                f"{tool} {table} {ln[1:].split()[0]}"
-                for ln in after.splitlines()
-                if ln.startswith(":") and _ours(ln[1:])
-            ]
+            left += [f"{tool} {table} {c}" for c in our_chains(after)]
     return left
+
+
+def our_chains(dump: str) -> list[str]:
+    """The chains of an ``iptables-save`` dump (``:NAME POLICY [counters]`` lines) that are
+    ours or Kubernetes': KUBE-* and GAMEDAY-K8S."""
+    names = [ln[1:].split()[0] for ln in dump.splitlines() if ln.startswith(":")]
+    return [name for name in names if _ours(name)]
 
 
 def _jump_target(args: list[str]) -> str | None:

@@ -259,6 +259,9 @@ def test_up_traffic_power_cycle_and_down(kube: LocalKube) -> None:
     assert not node_processes(kube)
     assert not OWNER_FILE.exists()
     assert not [v for v in veths if host.link_exists(v)], "pod veths left behind"
+    for tool in ("iptables-save", "ip6tables-save"):
+        dump = subprocess.run([tool], capture_output=True, text=True).stdout
+        assert not host.our_chains(dump), f"{tool}: chains left behind"
 
 
 def _same_process(pid: int) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chaos.k8s import manifests
+from chaos.k8s import host, manifests
 from chaos.k8s.control_plane import flags
 from chaos.k8s.node_images import write_image_archive
 from chaos.k8s.nodes import (
@@ -147,3 +147,18 @@ def test_certificates_carry_kubernetes_identities(tmp_path: Path) -> None:
 
 def test_flags() -> None:
     assert flags({"a": "1", "b": None}) == ["--a=1", "--b"]
+
+
+def test_teardown_finds_our_chains_in_an_iptables_dump() -> None:
+    dump = "\n".join(
+        [
+            "*filter",
+            ":FORWARD DROP [0:0]",
+            ":GAMEDAY-K8S - [0:0]",
+            ":KUBE-FORWARD - [0:0]",
+            ":DOCKER-USER - [0:0]",
+            "-A FORWARD -j GAMEDAY-K8S",
+            "COMMIT",
+        ]
+    )
+    assert host.our_chains(dump) == ["GAMEDAY-K8S", "KUBE-FORWARD"]
