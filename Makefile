@@ -107,7 +107,7 @@ lint: venv ## ruff lint and format check (no changes made)
 typecheck: venv ## mypy (strict for cluster/ and checks/, see pyproject.toml)
 	$(BIN)/mypy $(MYPY_TARGETS)
 
-test: venv toxiproxy fuse lint typecheck ## lint, type-check, then the suite (slow tests and the chaos smoke subset)
+test: venv toxiproxy fuse browser lint typecheck ## lint, type-check, then the suite (slow tests and the chaos smoke subset)
 	$(RUN_ENV) $(BIN)/pytest -q -m "(not chaos or chaos_smoke) and not k8s"
 
 # The nightly chaos suite: a seeded campaign of every shipped scenario (`gameday campaign`, the
