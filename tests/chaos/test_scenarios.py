@@ -95,17 +95,18 @@ def test_checkers_catch_a_broken_cluster(mode: str, tmp_path: Path) -> None:
 
 BLACKOUT = """
 name: blackout-{name}
-duration: 55s
+duration: 50s
 workload: {{name: register, users: 16, keys: 10, distribution: uniform}}
 steady_state: {{availability: 0.5, fault_availability: 0.0, p99_ms: 10000, recovery_seconds: 30}}
 blast_radius: {{max_azs: 3, max_nodes: 6, max_racks: 6}}
 method:
   # Every storage node loses power at once: only what was fsynced remains anywhere. Late in the
-  # run, so that writes were acknowledged before it even where Locust is slow to start.
+  # run, so that writes were acknowledged before it even where Locust is slow to start, and
+  # until its end, so that no write after power-on hides what was lost from the final reads.
   timeline:
-    - {{at: 35s, duration: 5s, fault: power_loss_az, target: az-a}}
-    - {{at: 35s, duration: 5s, fault: power_loss_az, target: az-b}}
-    - {{at: 35s, duration: 5s, fault: power_loss_az, target: az-c, torn: true}}
+    - {{at: 42s, duration: 8s, fault: power_loss_az, target: az-a}}
+    - {{at: 42s, duration: 8s, fault: power_loss_az, target: az-b}}
+    - {{at: 42s, duration: 8s, fault: power_loss_az, target: az-c, torn: true}}
 checks: [linearizability, durability, convergence, availability]
 """
 
