@@ -77,6 +77,23 @@ class Proc:
                 return argv[i + 1]
         return None
 
+    def path_option(self, name: str) -> Path | None:
+        """A path argument as the process sees it: a relative one is relative to *its* cwd.
+
+        `make demo` starts nodes with ``--config runs/<run>/cluster/cluster.json``; read from
+        the cwd of `gameday clean` that file "is gone" and a live cluster would be stopped.
+        """
+        value = self.option(name)
+        if value is None:
+            return None
+        path = Path(value)
+        if path.is_absolute():
+            return path
+        try:
+            return Path(os.readlink(f"/proc/{self.pid}/cwd")) / path
+        except OSError:
+            return None  # the process is gone or not ours to inspect: judge nothing by it
+
 
 def processes() -> Iterator[Proc]:
     for entry in Path("/proc").iterdir():
@@ -150,7 +167,7 @@ class LocalSweeper:
         by_dir: dict[Path, list[Proc]] = {}
         for proc in processes():
             module = proc.module()
-            config = proc.option("--config")
+            config = proc.path_option("--config")
             if module in CLUSTER_MODULES and config:
                 by_dir.setdefault(Path(config).parent, []).append(proc)
             elif module in CLUSTER_MODULES and proc.ppid == 1:  # a test fixture's node, orphaned
@@ -207,7 +224,7 @@ class MountSweeper:
 
         daemons: dict[str, list[int]] = {}
         for proc in processes():
-            mount = proc.option("--mount")
+            mount = proc.path_option("--mount")
             if proc.module() == "chaos.backends.lazyfs" and mount:
                 daemons.setdefault(str(Path(mount).resolve()), []).append(proc.pid)
         found: list[Leftover] = []
