@@ -178,6 +178,7 @@ def load(
         data_dir=str(cluster.data_dir.resolve()),
     )
     control: GameDayControl | None = None
+    proc: subprocess.Popen[bytes] | None = None
     try:
         if web:
             control_env = None
@@ -216,6 +217,11 @@ def load(
             proc = start_locust(settings, users, spawn_rate, run_time, processes, csv, popen=TIED)
             guard.add_group(proc.pid)
             code = _wait(proc, run_seconds(run_time) + settings.timeout + 60)
+    except KeyboardInterrupt:
+        # A signal outside _wait (while the tab or Locust was starting): the same clean stop.
+        if not _interrupted:
+            _interrupted.append(signal.SIGINT)
+        code = stop_locust(proc) if proc is not None else 1
     finally:
         if control is not None:
             with console.status("healing the Game day tab's faults ..."):
