@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-from cluster.dynamo.evaluate import check_overlaps
+from cluster.dynamo.evaluate import TYPE_NAMES, check_overlaps
 from cluster.dynamo.expressions import resolve_name, resolve_path
 from cluster.dynamo.nodes import (
     And,
@@ -49,18 +49,6 @@ from cluster.dynamo.values import (
 )
 
 _ORDERED = frozenset({"S", "N", "B"})
-_TYPE_NAMES = {
-    "S": "STRING",
-    "N": "NUMBER",
-    "B": "BINARY",
-    "BOOL": "BOOLEAN",
-    "NULL": "NULL",
-    "L": "LIST",
-    "M": "MAP",
-    "SS": "SET OF STRING",
-    "NS": "SET OF NUMBER",
-    "BS": "SET OF BINARY",
-}
 
 
 def check_condition_operands(
@@ -161,7 +149,7 @@ def _check_ordered(av: AttributeValue | None, op: str, kind: str) -> None:
     if av is not None and type_of(av) not in _ORDERED:
         raise ValidationError(
             f"Invalid {kind}: Incorrect operand type for operator or function; operator: {op}, "
-            f"operand type: {_TYPE_NAMES.get(type_of(av), type_of(av))}"
+            f"operand type: {TYPE_NAMES.get(type_of(av), type_of(av))}"
         )
 
 

@@ -76,7 +76,8 @@ _ORDERINGS: dict[str, Callable[[int], bool]] = {
     ">": lambda c: c > 0,
     ">=": lambda c: c >= 0,
 }
-_TYPE_NAMES = {
+#: DynamoDB's names for attribute types in its error messages.
+TYPE_NAMES = {
     "S": "STRING",
     "N": "NUMBER",
     "B": "BINARY",
@@ -313,7 +314,7 @@ def _check_action_operands(action: UpdateAction, names: Names, values: Values) -
             operator = "ADD" if isinstance(action, AddAction) else "DELETE"
             raise ValidationError(
                 "Invalid UpdateExpression: Incorrect operand type for operator or function; "
-                f"operator: {operator}, operand type: {_TYPE_NAMES[kind]}"
+                f"operator: {operator}, operand type: {TYPE_NAMES[kind]}"
             )
 
 
