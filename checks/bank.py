@@ -17,8 +17,13 @@ balance, and every transfer moves money from one account to another in one trans
     >>> check_bank([op("audit", audit, {"a": 4, "b": 15})], None).valid
     False
 
-A run without bank operations passes with nothing to check; without a history, or without the
-final balance of an account some transfer touched, the final total is unknown.
+A run without bank operations is not applicable ("n/a": nothing to judge, no part in the
+verdict), unless its scenario drives the bank workload: then the missing traffic is unknown,
+never a pass. Without a history, or without the final balance of an account some transfer
+touched, the final total is unknown.
+
+    >>> check_bank([op("read", None, "x")], None).status
+    'n/a'
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from checks.history import Operation
-from checks.result import UNKNOWN, CheckResult, Validity, compose_validity
+from checks.result import UNKNOWN, CheckResult, Validity, compose_validity, not_applicable
 from checks.rundir import RunDir
 
 NAME = "bank"
@@ -50,11 +55,22 @@ def _balance(value: Any, initial: int) -> int | None:
         return None
 
 
-def check_bank(ops: Sequence[Operation], final_reads: dict[str, Any] | None) -> CheckResult:
+def check_bank(
+    ops: Sequence[Operation], final_reads: dict[str, Any] | None, bank_run: bool = False
+) -> CheckResult:
+    """Judge the bank operations among ``ops``; ``bank_run``: the run's workload was the bank,
+    so a run without bank operations is unknown rather than not applicable."""
     transfers = [o for o in ops if o.f == "transfer"]
     audits = [o for o in ops if o.f == "audit"]
     if not transfers and not audits:
-        return CheckResult(NAME, True, "no bank operations in this run: nothing to check")
+        if bank_run:
+            return CheckResult(
+                NAME,
+                UNKNOWN,
+                "the scenario runs the bank workload but no transfer or audit "
+                "was recorded: nothing shows the total held",
+            )
+        return not_applicable(NAME, "no bank operations in this run (the workload is not bank)")
     accounts: list[str] = []
     initial = 0
     for audit in audits:
@@ -133,4 +149,6 @@ def check(run: RunDir) -> CheckResult:
     """The bank check of a run directory (history.jsonl + final_reads.json)."""
     if run.history is None:
         return CheckResult(NAME, UNKNOWN, "no history.jsonl in the run directory")
-    return check_bank(run.history, run.final_reads)
+    workload = run.scenario.get("workload")
+    bank_run = isinstance(workload, dict) and workload.get("name") == "bank"
+    return check_bank(run.history, run.final_reads, bank_run)

@@ -34,6 +34,7 @@ th { background: #f9fafb; } td.num { text-align: right; font-variant-numeric: ta
 .badge { display: inline-block; padding: 2px 10px; border-radius: 4px; color: #fff; }
 .badge { font-weight: 600; }
 .pass { background: #16a34a; } .fail { background: #dc2626; } .unknown { background: #ca8a04; }
+.na { background: #6b7280; }
 .aborted { background: #9333ea; }
 pre { background: #f9fafb; padding: 8px; overflow-x: auto; font-size: 12px; max-height: 480px; }
 svg { display: block; margin: 8px 0 16px; } .muted { color: #6b7280; }
@@ -209,7 +210,8 @@ def _pct(value: float | None) -> str | None:
 
 
 def _badge(status: str) -> str:
-    return f'<span class="badge {escape(status)}">{escape(status.upper())}</span>'
+    css = "na" if status == "n/a" else status  # "n/a": a check with nothing to judge
+    return f'<span class="badge {escape(css)}">{escape(status.upper())}</span>'
 
 
 def fault_spans(verdict: RunVerdict) -> list[Span]:
@@ -334,8 +336,9 @@ def _checks_section(verdict: RunVerdict) -> str:
     parts = [_table(["check", "verdict", "summary", "seconds"], rows, {3})]
     for r in verdict.results:
         text = json.dumps(json_safe(compact(r.details)), indent=2)
+        opened = " open" if r.status not in ("pass", "n/a") else ""
         parts.append(
-            f"<details{' open' if r.status != 'pass' else ''}><summary>{escape(r.name)}:"
+            f"<details{opened}><summary>{escape(r.name)}:"
             f" {escape(r.status)}</summary><pre>{escape(text)}</pre></details>"
         )
     return "\n".join(parts)

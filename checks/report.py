@@ -7,14 +7,17 @@
 `run_checks` writes, next to the artifacts it read:
 
 - `checks.json`: `{"verdict": "pass"|"fail"|"unknown", "scenario": str, "checks": [{"name",
-  "valid": true|false|"unknown", "summary", "seconds", "details"}]}`;
+  "valid": true|false|"unknown"|null, "status": "pass"|"fail"|"unknown"|"n/a", "summary",
+  "seconds", "details"}]}` (``null`` / "n/a": the check was not applicable to this run, e.g. the
+  bank check without bank traffic);
 - `junit.xml`: one testsuite, one testcase per check; invalid -> `<failure>`, a crashed checker
-  -> `<error>`, other unknowns -> `<skipped>`;
+  -> `<error>`, other unknowns -> `<skipped message="unknown: ...">`, not applicable ->
+  `<skipped message="not applicable: ...">`;
 - `report.html`: a self-contained page (inline SVG, no network) with plots and tables.
 
-The verdict composes the checks as Jepsen does: fail if any is invalid, else unknown if any is
-unknown, else pass. Exit codes: 0 pass, 1 fail or unknown (2, infrastructure errors, is the
-caller's).
+The verdict composes the applicable checks as Jepsen does: fail if any is invalid, else unknown
+if any is unknown, else pass. Exit codes: 0 pass, 1 fail or unknown (2, infrastructure errors,
+is the caller's).
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from rich.table import Table
 from checks import availability, bank, convergence, durability, linearizability
 from checks.html_report import render_html
 from checks.result import (
+    NOT_APPLICABLE,
     CheckResult,
     RunVerdict,
     compact,
-    compose_validity,
+    compose_results,
     drift_text,
     guarded,
     json_safe,
@@ -52,6 +56,7 @@ STYLES = {
     "fail": "bold red",
     "unknown": "bold yellow",
     "aborted": "bold magenta",
+    NOT_APPLICABLE: "dim",
 }
 EXIT_PASS, EXIT_FAIL, EXIT_ABORTED = 0, 1, 3  # 2 (infrastructure error) is the caller's
 
@@ -79,7 +84,7 @@ def run_checks(
     except (OSError, ValueError):
         events, scenario = (), run.path.name
     aborted = aborted_reason(events)
-    status = status_of(compose_validity(r.valid for r in results))
+    status = status_of(compose_results(results))
     verdict = RunVerdict(
         # A violation found is the strongest news; otherwise a run cut short never passes.
         status if status == "fail" or aborted is None else "aborted",
@@ -139,7 +144,9 @@ def junit_xml(verdict: RunVerdict) -> bytes:
             sum(1 for r in results if r.status == "fail") + (verdict.aborted is not None)
         ),
         "errors": str(len(crashed)),
-        "skipped": str(sum(1 for r in results if r.status == "unknown") - len(crashed)),
+        "skipped": str(
+            sum(1 for r in results if r.status in ("unknown", NOT_APPLICABLE)) - len(crashed)
+        ),
         "time": f"{sum(r.seconds for r in results):.3f}",
     }
     suites = ET.Element("testsuites", {"name": "gameday", **counts})
@@ -169,6 +176,8 @@ def junit_xml(verdict: RunVerdict) -> bytes:
             element.text = str(result.details.get("traceback", ""))
         elif result.status == "unknown":
             ET.SubElement(case, "skipped", {"message": f"unknown: {result.summary}"})
+        elif result.status == NOT_APPLICABLE:  # the summary opens with "not applicable: "
+            ET.SubElement(case, "skipped", {"message": result.summary, "type": "not-applicable"})
         ET.SubElement(case, "system-out").text = result.summary
     ET.indent(suites)
     data: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)

@@ -1,5 +1,9 @@
 """Check results and how they compose: invalid beats unknown beats valid (as in Jepsen).
 
+A check with nothing to judge in a run (the bank check without bank traffic) is *not
+applicable*: its status is "n/a", its ``valid`` is None in checks.json, and it takes no part in
+the verdict (neither a pass nor an unknown).
+
 >>> ok = CheckResult("a", True, "fine")
 >>> compose_validity([ok.valid, UNKNOWN])
 'unknown'
@@ -19,6 +23,7 @@ from typing import Any, Literal
 
 UNKNOWN: Literal["unknown"] = "unknown"
 Validity = bool | Literal["unknown"]
+NOT_APPLICABLE = "n/a"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +35,18 @@ class CheckResult:
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    applicable: bool = True  # False: the run gave the check nothing to judge
 
     @property
     def status(self) -> str:
-        """ "pass", "fail" or "unknown"."""
-        return status_of(self.valid)
+        """ "pass", "fail", "unknown", or "n/a" (not applicable)."""
+        return status_of(self.valid) if self.applicable else NOT_APPLICABLE
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "valid": self.valid,
+            "valid": self.valid if self.applicable else None,
+            "status": self.status,
             "summary": self.summary,
             "seconds": round(self.seconds, 3),
             "details": json_safe(self.details),
@@ -69,6 +76,16 @@ class RunVerdict:
             "run_dir": str(self.run_dir),
             "checks": [r.to_json() for r in self.results],
         }
+
+
+def not_applicable(name: str, why: str, details: dict[str, Any] | None = None) -> CheckResult:
+    """The result of a check that had nothing to judge (``why`` says so in the reports)."""
+    return CheckResult(name, True, f"not applicable: {why}", details or {}, applicable=False)
+
+
+def compose_results(results: Iterable[CheckResult]) -> Validity:
+    """The validity of a set of checks: not-applicable ones take no part."""
+    return compose_validity(r.valid for r in results if r.applicable)
 
 
 def compose_validity(values: Iterable[Validity]) -> Validity:

@@ -25,7 +25,7 @@ def test_a_stop_condition_makes_an_otherwise_clean_run_aborted(tmp_path: Path) -
     reason = "stop condition: canary availability 12% below 50% for 5s"
     _rewrite_end(run, {"aborted": reason, "planned": 3, "executed": 1})
     verdict = run_checks(run)
-    assert all(r.status == "pass" for r in verdict.results)  # the checks themselves held
+    assert all(r.status in ("pass", "n/a") for r in verdict.results)  # the checks held
     assert verdict.status == "aborted" and verdict.aborted == reason
     assert exit_code(verdict) == EXIT_ABORTED != 0
 

@@ -45,4 +45,12 @@ def test_missing_evidence_is_unknown_and_other_runs_pass() -> None:
     assert check_bank(ops, None).valid == UNKNOWN
     assert check_bank(ops, {"a": "90", "c": "100"}).valid == UNKNOWN  # b's final balance?
     assert check_bank([transfer("a", "b", 1)], {}).valid == UNKNOWN  # no audit: which accounts?
-    assert check_bank([op("read", None, "x")], None).valid is True
+
+
+def test_no_bank_traffic_is_not_applicable_unless_the_run_is_a_bank_run() -> None:
+    other = check_bank([op("read", None, "x")], None)
+    assert other.status == "n/a" and other.to_json()["valid"] is None, other
+    assert other.summary.startswith("not applicable: ")
+    # A bank scenario that recorded no transfer proves nothing: unknown, never n/a or a pass.
+    silent = check_bank([op("read", None, "x")], {}, bank_run=True)
+    assert silent.valid == UNKNOWN and silent.status == "unknown", silent

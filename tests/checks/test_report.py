@@ -115,19 +115,28 @@ def test_passing_run_writes_all_three_reports(tmp_path: Path) -> None:
         "availability",
         "bank",
     ]
-    assert all(c["valid"] is True for c in data["checks"])
+    # No bank traffic in this run: the bank check is not applicable, never a pass.
+    assert all(c["valid"] is True for c in data["checks"] if c["name"] != "bank")
+    [bank] = [c for c in data["checks"] if c["name"] == "bank"]
+    assert bank["valid"] is None and bank["status"] == "n/a", bank
 
     root = junit(run)
     cases = root.findall(".//testcase")
-    assert len(cases) == 6 and root.get("failures") == "0" and root.get("skipped") == "0"
+    assert len(cases) == 6 and root.get("failures") == "0" and root.get("skipped") == "1"
     assert cases[0].get("name") == "plan-executed"  # then one per check
     assert not root.findall(".//failure")
+    [skipped] = root.findall(".//testcase[@name='bank']/skipped")
+    assert (skipped.get("message") or "").startswith("not applicable: ")
+    console = Console(record=True, width=200)
+    print_summary(verdict, console)
+    assert "n/a" in console.export_text()
 
     html = (run / "report.html").read_text()
     assert_self_contained(html)
     assert "power_off_az az-a" in html  # the fault window label on the plots and tables
     assert html.count("<svg") == 4  # throughput, latency, availability, canaries per AZ
     assert "fault_confirmed" in html and "az-power-off" in html
+    assert ">N/A</span>" in html  # the bank check's badge
 
 
 def test_failing_run_reports_failures(tmp_path: Path) -> None:
@@ -140,7 +149,7 @@ def test_failing_run_reports_failures(tmp_path: Path) -> None:
         "durability": "fail",
         "convergence": "fail",
         "availability": "pass",
-        "bank": "pass",  # no bank operations: nothing to check
+        "bank": "n/a",  # no bank operations: nothing to check
     }
     lin = verdict.result("linearizability")
     assert lin is not None and lin.details["invalid_keys"][0]["key"] == "k2"
