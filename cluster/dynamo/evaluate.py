@@ -314,7 +314,8 @@ def _check_action_operands(action: UpdateAction, names: Names, values: Values) -
             operator = "ADD" if isinstance(action, AddAction) else "DELETE"
             raise ValidationError(
                 "Invalid UpdateExpression: Incorrect operand type for operator or function; "
-                f"operator: {operator}, operand type: {TYPE_NAMES[kind]}"
+                f"operator: {operator}, operand type: {TYPE_NAMES[kind]}, "
+                f"typeSet: ALLOWED_FOR_{operator}_OPERAND"
             )
 
 

@@ -56,6 +56,7 @@ from cluster.dynamo.nodes import (
     UpdateOperand,
     ValueRef,
 )
+from cluster.dynamo.reserved import is_reserved
 from cluster.dynamo.values import (
     AttributeValue,
     SerializationError,
@@ -130,7 +131,9 @@ _OPERATOR_NODES = frozenset(
 _PARSER = Lark(GRAMMAR, parser="lalr", start=["condition", "update", "projection"])
 _NAME_REF = re.compile(r"#[A-Za-z0-9_]+")
 _VALUE_REF = re.compile(r":[A-Za-z0-9_]+")
-_DISPLAY_TOKEN = re.compile(r"[#:]?\w+|<>|<=|>=|\S")
+# Tokens as DynamoDB's messages show them: "_" cannot start a name, so it is a token of its own
+# ("__x" -> token "_", near "AND __").
+_DISPLAY_TOKEN = re.compile(r"[#:][A-Za-z0-9_]+|[A-Za-z][A-Za-z0-9_]*|[0-9]+|<>|<=|>=|\S")
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -198,6 +201,15 @@ def _parse_tree(start: str, text: str, kind: str) -> Tree[Token]:
         raise ValidationError(
             f"Invalid {kind}: The expression contains too many operators; "
             f"operator count: {operators}"
+        )
+    # A reserved word used literally as an attribute name; the first one in the text is named.
+    reserved = [
+        t for p in tree.find_data("path") for t in _tokens(p) if t.type == "NAME" and is_reserved(t)
+    ]
+    if reserved:
+        word = min(reserved, key=lambda t: t.start_pos or 0)
+        raise ValidationError(
+            f"Invalid {kind}: Attribute name is a reserved keyword; reserved keyword: {word}"
         )
     return tree
 

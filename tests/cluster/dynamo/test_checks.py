@@ -30,7 +30,9 @@ N5, N1 = {"N": "5"}, {"N": "1"}
     [
         ("((a = :v))", "Invalid ConditionExpression: The expression has redundant parentheses;"),
         ("a = :v AND ((b = :v))", "redundant parentheses"),
-        ("_a = :v", 'Syntax error; token: "_a"'),
+        ("_a = :v", 'Syntax error; token: "_", near: "_a"'),
+        # DynamoDB's own wording for a name starting with "__".
+        ("pk = :v AND __typename = :v", 'Syntax error; token: "_", near: "AND __"'),
     ],
 )
 def test_syntax_dynamodb_refuses(text: str, message: str) -> None:

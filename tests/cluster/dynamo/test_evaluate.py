@@ -85,12 +85,12 @@ def holds(text: str, item: Item | None = ITEM, names: dict[str, str] | None = No
         ("t < :true", False),
         ("t = :true", True),
         # missing attributes
-        ("missing = :5", False),
-        ("missing < :5", False),
-        ("missing >= :5", False),
-        ("missing <> :5", True),
-        ("missing BETWEEN :4 AND :6", False),
-        ("missing IN (:5)", False),
+        ("absent = :5", False),
+        ("absent < :5", False),
+        ("absent >= :5", False),
+        ("absent <> :5", True),
+        ("absent BETWEEN :4 AND :6", False),
+        ("absent IN (:5)", False),
         # paths
         ("m.a.b = :deep", True),
         ("l[1] = :two", True),
@@ -110,10 +110,10 @@ def holds(text: str, item: Item | None = ITEM, names: dict[str, str] | None = No
         ("ss IN (:ss)", True),
         # functions
         ("attribute_exists(n)", True),
-        ("attribute_exists(missing)", False),
+        ("attribute_exists(absent)", False),
         ("attribute_exists(m.a.b)", True),
         ("attribute_exists(l[5])", False),
-        ("attribute_not_exists(missing)", True),
+        ("attribute_not_exists(absent)", True),
         ("attribute_not_exists(m.a.nope)", True),
         ("attribute_not_exists(n)", False),
         ("attribute_type(n, :tN)", True),
@@ -121,7 +121,7 @@ def holds(text: str, item: Item | None = ITEM, names: dict[str, str] | None = No
         ("attribute_type(m, :tM)", True),
         ("attribute_type(z, :tNULL)", True),
         ("attribute_type(n, :tSS)", False),
-        ("attribute_type(missing, :tN)", False),
+        ("attribute_type(absent, :tN)", False),
         ("begins_with(s, :he)", True),
         ("begins_with(s, :ell)", False),
         ("begins_with(b, :b12)", True),
@@ -137,7 +137,7 @@ def holds(text: str, item: Item | None = ITEM, names: dict[str, str] | None = No
         ("contains(l, :one)", True),
         ("contains(l, :red)", False),
         ("contains(n, :5)", False),
-        ("contains(missing, :red)", False),
+        ("contains(absent, :red)", False),
         # size
         ("size(s) = :5", True),
         ("size(b) = :5", False),
@@ -145,7 +145,7 @@ def holds(text: str, item: Item | None = ITEM, names: dict[str, str] | None = No
         ("size(l) > :one", True),
         ("size(m) = :one", False),
         ("size(n) = :one", False),
-        ("size(missing) >= :one", False),
+        ("size(absent) >= :one", False),
     ],
 )
 def test_condition_truth_table(text: str, expected: bool) -> None:
@@ -242,16 +242,16 @@ def test_if_not_exists_and_list_append() -> None:
 
 
 def test_nested_paths_and_list_indexes() -> None:
-    after = update("SET m.a.b = :one, m.a.new = :two, l[1] = :red, l[2].x = :5")
-    assert after["m"]["M"]["a"]["M"] == {"b": {"N": "1"}, "new": {"S": "two"}}
+    after = update("SET m.a.b = :one, m.a.fresh = :two, l[1] = :red, l[2].x = :5")
+    assert after["m"]["M"]["a"]["M"] == {"b": {"N": "1"}, "fresh": {"S": "two"}}
     assert after["l"]["L"][1:] == [{"S": "red"}, {"M": {"x": {"N": "5"}}}]
     assert update("SET l[10] = :red")["l"]["L"][3] == {"S": "red"}  # past the end: appended
     assert update("SET #a.#b = :one", names={"#a": "m", "#b": "k"})["m"]["M"]["k"] == {"N": "1"}
 
 
 def test_remove() -> None:
-    after = update("REMOVE s, m.a, missing, l[0], l[2], l[7]")
-    assert "s" not in after and "missing" not in after
+    after = update("REMOVE s, m.a, absent, l[0], l[2], l[7]")
+    assert "s" not in after and "absent" not in after
     assert after["m"] == {"M": {"k": {"N": "7"}}}
     assert after["l"] == {"L": [{"S": "two"}]}  # indexes refer to the list before the update
 
@@ -295,11 +295,11 @@ def test_update_of_missing_item() -> None:
         ("SET l = list_append(l, :one)", "operator or function: list_append, operand type: N"),
         ("SET l = list_append(s, l)", "incorrect data type"),
         (
-            "SET n = missing + :one",
+            "SET n = absent + :one",
             "The provided expression refers to an attribute that does not exist in the item",
         ),
-        ("SET n = missing", "refers to an attribute that does not exist in the item"),
-        ("SET l = list_append(missing, l)", "refers to an attribute that does not exist"),
+        ("SET n = absent", "refers to an attribute that does not exist in the item"),
+        ("SET l = list_append(absent, l)", "refers to an attribute that does not exist"),
         ("SET nope.x = :one", "The document path provided in the update expression is invalid"),
         ("SET n.x = :one", "The document path provided in the update expression is invalid"),
         ("SET m[0] = :one", "The document path provided in the update expression is invalid"),
@@ -336,9 +336,14 @@ def test_update_evaluation_errors(text: str, message: str) -> None:
         (
             "ADD a :hello",
             None,
-            "Incorrect operand type for operator or function; operator: ADD, operand type: STRING",
+            "Incorrect operand type for operator or function; operator: ADD, operand type: STRING, "
+            "typeSet: ALLOWED_FOR_ADD_OPERAND",
         ),
-        ("DELETE a :one", None, "operator: DELETE, operand type: NUMBER"),
+        (
+            "DELETE a :one",
+            None,
+            "operator: DELETE, operand type: NUMBER, typeSet: ALLOWED_FOR_DELETE_OPERAND",
+        ),
         ("SET a = :nope", None, "attribute value used in expression is not defined"),
         ("SET a = if_not_exists(#nope, :one)", None, "attribute name: #nope"),
     ],
@@ -365,7 +370,7 @@ def project(text: str, names: dict[str, str] | None = None) -> Item:
 
 
 def test_projection_of_top_level_attributes() -> None:
-    assert project("n, s, missing") == {"n": {"N": "5"}, "s": {"S": "hello"}}
+    assert project("n, s, absent") == {"n": {"N": "5"}, "s": {"S": "hello"}}
     assert project("#n", {"#n": "n"}) == {"n": {"N": "5"}}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cluster.dynamo.expressions import (
@@ -39,6 +41,7 @@ from cluster.dynamo.nodes import (
     UpdateExpression,
     ValueRef,
 )
+from cluster.dynamo.reserved import RESERVED_WORDS, is_reserved
 from cluster.dynamo.values import ValidationError
 
 
@@ -137,6 +140,34 @@ def test_error_names_the_expression_kind() -> None:
         parse_update("SET a")
     with pytest.raises(ValidationError, match=r"^Invalid ProjectionExpression: Syntax error"):
         parse_projection("a,")
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        (parse_update, "SET status = :s", "Invalid UpdateExpression: {} status"),
+        (parse_update, "SET a = :a REMOVE b.Data", "Invalid UpdateExpression: {} Data"),
+        (parse_projection, "a, m.name, l[0].value", "Invalid ProjectionExpression: {} name"),
+        (parse_condition, "a.b = :v AND Size > :v", "Invalid ConditionExpression: {} Size"),
+        (parse_condition, "attribute_exists(comment)", "Invalid ConditionExpression: {} comment"),
+    ],
+)
+def test_reserved_words_are_refused_as_literal_names(parse: Any, text: str, message: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        parse(text)
+    assert e.value.message == message.format(
+        "Attribute name is a reserved keyword; reserved keyword:"
+    )
+
+
+def test_reserved_words_are_fine_as_placeholders_and_functions() -> None:
+    assert parse_update("SET #status = :s").actions == (
+        SetAction(Path(("#status",)), ValueRef(":s")),
+    )
+    assert parse_condition("size(a) > :n AND begins_with(b, :p)")
+    assert parse_projection("statuses, datum, ab")  # only whole words are reserved
+    assert is_reserved("STATUS") and is_reserved("ttl") and not is_reserved("pk")
+    assert len(RESERVED_WORDS) == 573
 
 
 def test_expression_size_limit() -> None:
@@ -273,7 +304,7 @@ def test_key_condition_with_placeholder_names() -> None:
         ("sk = :a", "Query condition missed key schema element: pk"),
         ("pk < :p", "Query key condition not supported"),
         ("begins_with(pk, :p)", "Query key condition not supported"),
-        ("pk = :p AND other = :a", "Query key condition not supported"),
+        ("pk = :p AND extra = :a", "Query key condition not supported"),
         ("pk = :p AND pk = :p", "KeyConditionExpressions must only contain one condition per key"),
         ("pk = :p AND sk > :a AND sk < :b", "must only contain one condition per key"),
         ("pk = :p OR sk = :a", "Invalid operator used in KeyConditionExpression: OR"),
@@ -282,7 +313,7 @@ def test_key_condition_with_placeholder_names() -> None:
         ("pk = :p AND sk IN (:a)", "Invalid operator used in KeyConditionExpression: IN"),
         ("pk = :p AND attribute_exists(sk)", "KeyConditionExpression: attribute_exists"),
         ("pk = :p AND contains(sk, :s)", "KeyConditionExpression: contains"),
-        ("pk = :p AND sk = other", "must compare a key attribute with expression attribute"),
+        ("pk = :p AND sk = extra", "must compare a key attribute with expression attribute"),
         ("pk.x = :p", "Query key condition not supported"),
         ("pk = :p AND sk BETWEEN :b AND :a", "requires upper bound to be greater than or equal"),
         ("pk = :nope", "attribute value used in expression is not defined; attribute value: :nope"),

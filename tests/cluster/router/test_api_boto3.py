@@ -462,7 +462,7 @@ def test_projection_expression_with_names(ddb: Client, new_table: NewTable) -> N
     got = ddb.get_item(
         TableName=name,
         Key={"pk": S("a")},
-        ProjectionExpression="#s, nested.y, #l[1], missing",
+        ProjectionExpression="#s, nested.y, #l[1], absent",
         ExpressionAttributeNames={"#s": "status", "#l": "list"},
         ConsistentRead=True,
     )["Item"]
@@ -541,10 +541,10 @@ def test_update_actions(ddb: Client, new_table: NewTable) -> None:
         {":empty": {"L": []}, ":tail": {"L": [N(1), N(2)]}},
     )
     update("SET l = list_append(:head, l)", {":head": {"L": [N(0)]}})
-    update("ADD s :s, total :five", {":s": {"SS": ["x", "y", "z"]}, ":five": N(5)})
-    update("ADD total :five DELETE s :gone", {":five": N(5), ":gone": {"SS": ["y"]}})
-    update("SET m = :m", {":m": {"M": {"inner": {"L": [N(1), N(2)]}}}})
-    update("SET m.inner[0] = :v, m.added = :v REMOVE a", {":v": S("new")})
+    update("ADD s :s, tally :five", {":s": {"SS": ["x", "y", "z"]}, ":five": N(5)})
+    update("ADD tally :five DELETE s :gone", {":five": N(5), ":gone": {"SS": ["y"]}})
+    update("SET m = :m", {":m": {"M": {"nest": {"L": [N(1), N(2)]}}}})
+    update("SET m.nest[0] = :v, m.added = :v REMOVE a", {":v": S("new")})
     item = ddb.get_item(TableName=name, Key=key, ConsistentRead=True)["Item"]
     assert sorted(item.pop("s")["SS"]) == ["x", "z"]
     assert item == {
@@ -553,8 +553,8 @@ def test_update_actions(ddb: Client, new_table: NewTable) -> None:
         "b": N(7),
         "c": N(2),
         "l": {"L": [N(0), N(1), N(2)]},
-        "total": N(10),
-        "m": {"M": {"inner": {"L": [S("new"), N(2)]}, "added": S("new")}},
+        "tally": N(10),
+        "m": {"M": {"nest": {"L": [S("new"), N(2)]}, "added": S("new")}},
     }
     # Deleting every member of a set removes the attribute.
     update("DELETE s :all", {":all": {"SS": ["x", "z"]}})

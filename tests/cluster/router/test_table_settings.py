@@ -237,6 +237,7 @@ def test_return_consumed_capacity(ddb: Client, new_table: NewTable) -> None:
 def test_exact_validation_on_requests(ddb: Client, new_table: NewTable) -> None:
     name = new_table("exact", ("pk", "S"), ("sk", "N"))
     key = {"pk": S("a"), "sk": N(1)}
+    V = {":n": N(1)}
     # A REMOVE-only update of a missing item creates nothing.
     ddb.update_item(TableName=name, Key=key, UpdateExpression="REMOVE gone")
     assert "Item" not in ddb.get_item(TableName=name, Key=key, ConsistentRead=True)
@@ -284,7 +285,79 @@ def test_exact_validation_on_requests(ddb: Client, new_table: NewTable) -> None:
             "Invalid ProjectionExpression: Two document paths overlap with each other; must "
             "remove or rewrite one of these paths; path one: [a], path two: [a, b]",
         ),
+        (
+            ddb.update_item,
+            {"Key": key, "UpdateExpression": "SET status = :n", "ExpressionAttributeValues": V},
+            "Invalid UpdateExpression: Attribute name is a reserved keyword; reserved keyword: "
+            "status",
+        ),
+        (
+            ddb.scan,
+            {"FilterExpression": "pk = :n AND __kind = :n", "ExpressionAttributeValues": V},
+            'Invalid FilterExpression: Syntax error; token: "_", near: "AND __"',
+        ),
+        (
+            ddb.update_item,
+            {
+                "Key": key,
+                "UpdateExpression": "ADD m :m",
+                "ExpressionAttributeValues": {":m": {"M": {}}},
+            },
+            "Invalid UpdateExpression: Incorrect operand type for operator or function; "
+            "operator: ADD, operand type: MAP, typeSet: ALLOWED_FOR_ADD_OPERAND",
+        ),
+        (
+            ddb.scan,
+            {"FilterExpression": "a < :l", "ExpressionAttributeValues": {":l": {"L": []}}},
+            "Invalid FilterExpression: Incorrect operand type for operator or function; "
+            "operator: <, operand type: LIST",
+        ),
+        (
+            ddb.get_item,
+            {"Key": key, "ProjectionExpression": "a" + ".b" * 32},
+            "Invalid ProjectionExpression: The document path has too many nesting levels; "
+            "nesting levels: 33",
+        ),
     ]
     for call, request, message in cases:
         err = expect_error("ValidationException", call, TableName=name, **request)
         assert _message(err) == message, request
+    # Reserved words are fine through placeholders, size() takes a name placeholder.
+    ddb.put_item(
+        TableName=name,
+        Item={**key, "status": S("ok")},
+        ConditionExpression="attribute_not_exists(#s) OR size(#s) < :n",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=V,
+    )
+
+
+def test_binary_key_sizes_and_list_appends(ddb: Client, new_table: NewTable) -> None:
+    name = new_table("bin", ("pk", "B"), ("sk", "B"))
+    # Key limits count the raw bytes, not their base64 text (1024 bytes is 1368 characters).
+    ddb.put_item(TableName=name, Item={"pk": {"B": b"h" * 2048}, "sk": {"B": b"\xff" * 1024}})
+    for item, message in [
+        (
+            {"pk": {"B": b"h"}, "sk": {"B": b"r" * 1025}},
+            "One or more parameter values were invalid: Size of range key attribute sk exceeds "
+            "the limit of 1024 bytes",
+        ),
+        (
+            {"pk": {"B": b"h" * 2049}, "sk": {"B": b"r"}},
+            "One or more parameter values were invalid: Size of hash key attribute pk exceeds "
+            "the limit of 2048 bytes",
+        ),
+    ]:
+        err = expect_error("ValidationException", ddb.put_item, TableName=name, Item=item)
+        assert _message(err) == message
+    # Indexes past the end of a list append, in index order (not in the order written).
+    key = {"pk": {"B": b"h"}, "sk": {"B": b"l"}}
+    ddb.put_item(TableName=name, Item={**key, "l": {"L": [N(0)]}})
+    new = ddb.update_item(
+        TableName=name,
+        Key=key,
+        UpdateExpression="SET l[9] = :nine, l[5] = :five, l[7] = :seven",
+        ExpressionAttributeValues={":nine": N(9), ":five": N(5), ":seven": N(7)},
+        ReturnValues="ALL_NEW",
+    )["Attributes"]
+    assert new["l"] == {"L": [N(0), N(5), N(7), N(9)]}
