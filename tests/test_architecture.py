@@ -39,8 +39,6 @@ LARGE_MODULES: dict[str, str] = {
     "cluster/storage/node.py": "being split by the storage/healing rework (issue #10 part 1)",
     "cluster/storage/statemachine.py": "transactions (#17) added their three commands; the "
     "wire format (encode/decode) moves to a module of its own next",
-    "chaos/backends/k8s.py": "the Backend interface on Kubernetes (release, addresses, power "
-    "and pod kills batched per fault); native faults and node runtime are split out already",
 }
 
 

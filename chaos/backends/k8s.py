@@ -43,7 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from chaos.backends import k8s_objects
-from chaos.backends.base import TOXIPROXY_API_PORT, Backend
+from chaos.backends.base import (
+    TOXIPROXY_API_PORT,
+    Backend,
+    check_reopened,
+    refuse_foreign,
+    saved_state,
+)
 from chaos.backends.k8s_plan import (
     CANNOT_START,
     ENDPOINT_OF,
@@ -56,6 +62,7 @@ from chaos.backends.k8s_plan import (
     K8sError,
     K8sState,
     PowerState,
+    at_pod_addresses,
     chart_values,
     default_namespace,
     is_k8s_cluster,
@@ -67,7 +74,7 @@ from chaos.backends.k8s_plan import (
 from chaos.helm import CHART, Helm
 from chaos.images import CLUSTER_IMAGE
 from chaos.mesh import wait_ready
-from cluster.config import ClusterConfig, ProcessInfo
+from cluster.config import ClusterConfig
 from cluster.topology import parse_topology
 
 log = logging.getLogger(__name__)
@@ -127,17 +134,9 @@ class K8sCluster(Backend):
         """
         if is_k8s_cluster(data_dir):
             cluster = cls.open(data_dir)
-            if cluster.state.topology != topology:
-                raise ValueError(
-                    f"{data_dir} holds a {cluster.state.topology} release; use it as is, or "
-                    f"remove it with 'gameday cluster down --wipe' to start a {topology} one"
-                )
+            check_reopened(data_dir, cluster.state.topology, topology)
             return cluster
-        if (data_dir / "cluster.json").exists():
-            raise ValueError(
-                f"{data_dir} holds a cluster of another backend: stop and remove it "
-                "('gameday cluster down --wipe') or choose another --data-dir"
-            )
+        refuse_foreign(data_dir, cls.name)
         parse_topology(topology)  # a clear ValueError for a bad shape
         state = K8sState(
             release=release,
@@ -158,12 +157,9 @@ class K8sCluster(Backend):
 
     @classmethod
     def open(cls, data_dir: Path) -> K8sCluster:
-        path = data_dir / STATE_FILE
-        if not path.exists():
-            raise FileNotFoundError(
-                f"no k8s cluster in {data_dir} (start one with 'gameday cluster up --backend k8s')"
-            )
-        return cls(data_dir, K8sState.model_validate_json(path.read_text()))
+        return cls(
+            data_dir, K8sState.model_validate_json(saved_state(data_dir, STATE_FILE, cls.name))
+        )
 
     @property
     def kubeconfig(self) -> Path:
@@ -289,23 +285,20 @@ class K8sCluster(Backend):
             at, pods = self._pods_cache
             if not fresh and time.monotonic() - at < POD_CACHE_SECONDS:
                 return pods
-            items = (
-                self.core()
-                .list_namespaced_pod(
-                    self.state.namespace,
-                    label_selector=f"{INSTANCE}={self.state.release},{PROCESS}",
-                    _request_timeout=10,
-                )
-                .items
-            )
             pods = {}
-            for pod in items:
+            for pod in self._listed(self.core().list_namespaced_pod, PROCESS):
                 if pod.metadata.deletion_timestamp is not None:
                     continue
                 pods[pod.metadata.labels[PROCESS]] = pod
             self._pods_cache = (time.monotonic(), pods)
             self._update_addresses(pods)
             return pods
+
+    def _listed(self, list_namespaced: Callable[..., Any], label: str) -> list[Any]:
+        """The release's objects of one kind carrying ``label``, listed by ``list_namespaced``."""
+        selector = f"{INSTANCE}={self.state.release},{label}"
+        result = list_namespaced(self.state.namespace, label_selector=selector, _request_timeout=10)
+        return list(result.items)
 
     def refresh(self) -> None:
         """Read the release's config from its Secret and the pods' addresses (after install)."""
@@ -322,19 +315,8 @@ class K8sCluster(Backend):
 
     def _update_addresses(self, pods: dict[str, Any], force: bool = False) -> None:
         """Point every process's listen and admin address at its pod's IP (same ports)."""
-        processes: dict[str, ProcessInfo] = {}
-        changed = force
-        for process_id, info in self.config.processes.items():
-            pod = pods.get(process_id)
-            ip = None if pod is None else pod.status.pod_ip
-            if ip is None:
-                processes[process_id] = info
-                continue
-            listen = f"{ip}:{info.listen.rsplit(':', 1)[1]}"
-            admin = f"{ip}:{info.admin.rsplit(':', 1)[1]}"
-            if (listen, admin) != (info.listen, info.admin):
-                changed = True
-            processes[process_id] = info.model_copy(update={"listen": listen, "admin": admin})
+        processes = at_pod_addresses(self.config.processes, pods)
+        changed = force or processes != self.config.processes
         toxiproxy = pods.get("toxiproxy")
         ip = None if toxiproxy is None else toxiproxy.status.pod_ip
         if ip is not None and ip != self._toxiproxy_ip:
@@ -356,15 +338,7 @@ class K8sCluster(Backend):
         direct = super().endpoints()
         if not self.state.local:
             return direct
-        services = (
-            self.core()
-            .list_namespaced_service(
-                self.state.namespace,
-                label_selector=f"{INSTANCE}={self.state.release},{ENDPOINT_OF}",
-                _request_timeout=10,
-            )
-            .items
-        )
+        services = self._listed(self.core().list_namespaced_service, ENDPOINT_OF)
         stable = {
             svc.metadata.labels[
                 ENDPOINT_OF

@@ -186,6 +186,24 @@ def placeholder_config(state: K8sState) -> ClusterConfig:
     )
 
 
+def at_pod_addresses(
+    processes: dict[str, ProcessInfo], pods: dict[str, Any]
+) -> dict[str, ProcessInfo]:
+    """``processes`` with each listen and admin address on its pod's IP (same ports); a
+    process without a pod, or whose pod has no IP yet, keeps its address."""
+    moved: dict[str, ProcessInfo] = {}
+    for process_id, info in processes.items():
+        pod = pods.get(process_id)
+        ip = None if pod is None else pod.status.pod_ip
+        if ip is None:
+            moved[process_id] = info
+            continue
+        listen = f"{ip}:{info.listen.rsplit(':', 1)[1]}"
+        admin = f"{ip}:{info.admin.rsplit(':', 1)[1]}"
+        moved[process_id] = info.model_copy(update={"listen": listen, "admin": admin})
+    return moved
+
+
 def signal_pod(pod_uid: str, sig: signal.Signals) -> int:
     """Send ``sig`` to every process of the pod on this host (found by its cgroup). Returns how
     many got it. The pod's processes run on this host only on the local Kubernetes."""

@@ -111,7 +111,7 @@ def test_create_plans_without_touching_a_cluster_and_open_finds_it(tmp_path: Pat
     again = K8sCluster.open(data)
     assert again.state == cluster.state
     assert again.process_ids("router") == ["rt-a", "rt-b", "rt-c"]
-    with pytest.raises(ValueError, match="3x2x1 release"):
+    with pytest.raises(ValueError, match="holds a 3x2x1 cluster"):
         K8sCluster.create(data, "3x3x1")
     other = tmp_path / "local"
     other.mkdir()
