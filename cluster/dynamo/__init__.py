@@ -20,10 +20,10 @@ from cluster.dynamo.evaluate import (
 from cluster.dynamo.expressions import (
     check_placeholders_used,
     parse_condition,
-    parse_key_condition,
     parse_projection,
     parse_update,
 )
+from cluster.dynamo.keycondition import parse_key_condition
 from cluster.dynamo.nodes import (
     Condition,
     KeyCondition,

@@ -10,10 +10,10 @@ from cluster.dynamo.expressions import (
     MAX_EXPRESSION_BYTES,
     check_placeholders_used,
     parse_condition,
-    parse_key_condition,
     parse_projection,
     parse_update,
 )
+from cluster.dynamo.keycondition import parse_key_condition
 from cluster.dynamo.nodes import (
     AddAction,
     And,
