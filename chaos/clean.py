@@ -287,7 +287,9 @@ class DockerSweeper:
         from chaos.backends.docker_plan import LABEL
 
         found: list[Leftover] = []
-        containers = client.containers.list(all=True, filters={"label": f"{LABEL}.cluster"})
+        containers = client.containers.list(
+            all=True, filters={"label": f"{LABEL}.cluster"}, ignore_removed=True
+        )
         clusters: dict[str, list[object]] = {}
         for container in containers:
             clusters.setdefault(container.labels.get(f"{LABEL}.cluster", "?"), []).append(container)
@@ -300,7 +302,7 @@ class DockerSweeper:
 
             def remove(cluster: str = name) -> None:
                 flt = {"label": f"{LABEL}.cluster={cluster}"}
-                for c in client.containers.list(all=True, filters=flt):
+                for c in client.containers.list(all=True, filters=flt, ignore_removed=True):
                     c.remove(force=True)
                 for n in client.networks.list(filters=flt):
                     n.remove()

@@ -19,12 +19,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from chaos.backends.subnets import claim_subnet
 from cluster import auth
+from tests.waiting import STALL
+
+LEADER_BOUND = 180.0  # an upper bound for a group that never elects, not an election deadline
 
 _fixture_subnet: int | None = None
 
@@ -147,11 +151,12 @@ class LocalNodes:
     def kill(self, node: str) -> None:
         self.nodes[node].kill(signal.SIGKILL)
 
-    def wait_healthy(self, timeout: float = 120.0) -> None:
-        """Wait while the nodes are alive (a busy machine is slow, not broken); a node that
-        exited fails at once, and ``timeout`` only bounds a node that hangs."""
-        deadline = time.monotonic() + timeout
-        for node in self.nodes.values():
+    def wait_healthy(self, nodes: Iterable[str] | None = None, stall: float = STALL) -> None:
+        """Wait while ``nodes`` (all) are alive (a busy machine is slow, not broken); a node
+        that exited fails at once, and one that stays unhealthy for ``stall`` seconds after the
+        previous one came up (no progress) fails too."""
+        since = time.monotonic()
+        for node in [self.nodes[n] for n in (self.nodes if nodes is None else nodes)]:
             while True:
                 try:
                     if node.get_json("/health")["status"] == "ok":
@@ -160,9 +165,13 @@ class LocalNodes:
                     pass
                 if not node.alive():
                     raise RuntimeError(f"{node.node_id} exited; see {node.log_path}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{node.node_id} not healthy; see {node.log_path}")
+                if time.monotonic() - since > stall:
+                    raise TimeoutError(
+                        f"{node.node_id} not healthy after {stall:.0f}s without progress; "
+                        f"see {node.log_path}"
+                    )
                 time.sleep(0.05)
+            since = time.monotonic()
 
     def status(self, node: str) -> dict[str, Any]:
         return dict(self.nodes[node].get_json("/replicas"))
@@ -185,11 +194,17 @@ class LocalNodes:
                     leaders.append(node_id)
         return leaders[0] if len(leaders) == 1 else None
 
-    def wait_leader(self, group: str, timeout: float = 15.0, not_: str | None = None) -> str:
+    def wait_leader(
+        self, group: str, timeout: float = LEADER_BOUND, not_: str | None = None
+    ) -> str:
+        """The leader of ``group`` (other than ``not_``). Elections on a starved machine take
+        many rounds; ``timeout`` only bounds a group that never elects one."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             leader = self.leader(group)
             if leader is not None and leader != not_:
                 return leader
+            if not any(node.alive() for node in self.nodes.values()):
+                raise RuntimeError(f"no node of {group} is running")
             time.sleep(0.05)
         raise TimeoutError(f"no leader for {group} within {timeout}s")

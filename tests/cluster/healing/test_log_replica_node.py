@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from cluster.storage.client import GroupClient
 from cluster.storage.statemachine import PutCommand, encode_command
 from tests.local_nodes import LocalNodes
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 NODES = ("n1", "n2", "n3", "n4")
@@ -28,7 +28,7 @@ def put(key: str, value: int) -> bytes:
 async def write(client: GroupClient, group: str, keys: range) -> None:
     for i in keys:
         reply = await client.call_leader(
-            group, "propose", deadline=10.0, candidates=FULL, cmd=put(f"k{i}", i)
+            group, "propose", deadline=120.0, candidates=FULL, cmd=put(f"k{i}", i)
         )
         assert reply.get("result", {}).get("ok"), reply
 
@@ -38,17 +38,9 @@ def replica_status(cluster: LocalNodes, node: str, group: str) -> dict[str, Any]
     return next(r for r in replicas if r["group"] == group)
 
 
-def wait_healthy(cluster: LocalNodes, nodes: list[str], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    for node in nodes:
-        while True:
-            try:
-                if cluster.nodes[node].get_json("/health")["status"] == "ok":
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"{node} not healthy"
-            time.sleep(0.05)
+def caught_up(replica: dict[str, Any], field: str, lead: dict[str, Any]) -> dict[str, Any] | None:
+    """``replica`` once its ``field`` reached the leader's (as it was read)."""
+    return replica if replica[field] >= lead[field] else None
 
 
 async def create(client: GroupClient, group: str, members: list[str]) -> None:
@@ -91,12 +83,11 @@ def test_log_replica_acks_the_log_keeps_no_state_and_refuses_reads(tmp_path: Pat
             await change(client, "p0", survivors | {"n4"}, {"n4"})
             await write(client, "p0", range(120, 140))
             lead = replica_status(cluster, leader, "p0")
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                log_replica = replica_status(cluster, "n4", "p0")
-                if log_replica["last_index"] == lead["last_index"]:
-                    break
-                await asyncio.sleep(0.05)
+            log_replica = wait_for(
+                "n4 holding the whole log",
+                lambda: caught_up(replica_status(cluster, "n4", "p0"), "last_index", lead),
+                progress=lambda: replica_status(cluster, "n4", "p0")["last_index"],
+            )
             assert log_replica["mode"] == "log" and log_replica["log_only"] == ["n4"]
             assert log_replica["last_index"] == lead["last_index"]
             assert log_replica["role"] == "follower"
@@ -116,14 +107,17 @@ def test_log_replica_acks_the_log_keeps_no_state_and_refuses_reads(tmp_path: Pat
             cluster.kill("n4")
             cluster.start("n4")
             cluster.start(other)
-            wait_healthy(cluster, ["n4", other])
+            cluster.wait_healthy(["n4", other])
             await write(client, "p0", range(150, 160))
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                log_replica = replica_status(cluster, "n4", "p0")
-                if log_replica["commit"] >= replica_status(cluster, leader, "p0")["commit"]:
-                    break
-                await asyncio.sleep(0.05)
+            log_replica = wait_for(
+                "n4 committing the log again",
+                lambda: caught_up(
+                    replica_status(cluster, "n4", "p0"),
+                    "commit",
+                    replica_status(cluster, leader, "p0"),
+                ),
+                progress=lambda: replica_status(cluster, "n4", "p0")["commit"],
+            )
             assert log_replica["mode"] == "log"
             assert log_replica["commit"] >= replica_status(cluster, leader, "p0")["commit"]
             await client.close()
