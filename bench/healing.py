@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.storage.client import GroupClient
-from cluster.storage.statemachine import BatchWriteCommand, PutCommand, encode_command
+from cluster.storage.commands import BatchWriteCommand, PutCommand, encode_command
 from tests.local_nodes import LocalNodes
 
 console = Console()

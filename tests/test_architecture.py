@@ -37,8 +37,6 @@ LARGE_MODULES: dict[str, str] = {
     "cluster/consensus/raft.py": "the whole Raft state machine in one place (STYLE.md: etcd's "
     "raft.go is one module by design)",
     "cluster/storage/node.py": "being split by the storage/healing rework (issue #10 part 1)",
-    "cluster/storage/statemachine.py": "transactions (#17) added their three commands; the "
-    "wire format (encode/decode) moves to a module of its own next",
 }
 
 

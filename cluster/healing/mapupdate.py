@@ -20,8 +20,8 @@ from typing import Any
 from cluster.metadata.partitionmap import META_GROUP, Partition, TableLayout
 from cluster.metadata.store import DELETED, TABLES
 from cluster.storage.client import GroupClient
+from cluster.storage.commands import Condition, PutCommand, encode_command
 from cluster.storage.itemstore import encode_key_value
-from cluster.storage.statemachine import Condition, PutCommand, encode_command
 
 
 class MapUpdateFailed(Exception):

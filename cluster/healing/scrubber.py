@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from cluster.storage.archive import ArchiveCorruption, ArchiveGap, rebuild_reference
 from cluster.storage.client import ASK_FAILURES, ask
+from cluster.storage.commands import ScrubCommand, encode_command
 from cluster.storage.host import NodeHost
 from cluster.storage.replica import (
     NotLeader,
@@ -32,7 +33,6 @@ from cluster.storage.replica import (
     ReplicaMode,
 )
 from cluster.storage.scrub import ReplicaReport, Verdict, judge
-from cluster.storage.statemachine import ScrubCommand, encode_command
 
 from .events import EventKind, EventLog
 from .settings import HealingSettings

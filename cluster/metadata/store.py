@@ -16,8 +16,8 @@ import json
 from typing import Any
 
 from cluster.storage.client import GroupClient
+from cluster.storage.commands import Condition, PutCommand, encode_command
 from cluster.storage.itemstore import encode_key_value
-from cluster.storage.statemachine import Condition, PutCommand, encode_command
 
 from .partitionmap import META_GROUP, PartitionMap, TableLayout
 

@@ -25,7 +25,7 @@ from cluster.dynamo import (
 )
 from cluster.dynamo.values import item_size
 from cluster.metadata.partitionmap import Partition, TableLayout
-from cluster.storage.statemachine import (
+from cluster.storage.commands import (
     ApplyResult,
     BatchWriteCommand,
     Condition,

@@ -26,7 +26,7 @@ from typing import Any
 from cluster.config import ClusterConfig
 from cluster.metadata.partitionmap import Partition
 from cluster.storage.client import GroupClient, NodeUnavailable
-from cluster.storage.statemachine import ApplyResult, Command, encode_command
+from cluster.storage.commands import ApplyResult, Command, encode_command
 
 from .errors import DynamoError
 

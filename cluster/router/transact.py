@@ -24,7 +24,7 @@ from cluster.dynamo import (
     parse_update,
     validate_update,
 )
-from cluster.storage.statemachine import (
+from cluster.storage.commands import (
     CheckCommand,
     Condition,
     DeleteCommand,

@@ -25,7 +25,7 @@ from typing import Any
 
 from cluster.metadata.partitionmap import Partition, TableLayout
 from cluster.metadata.store import MetadataUnavailable
-from cluster.storage.statemachine import Condition, DeleteCommand
+from cluster.storage.commands import Condition, DeleteCommand
 
 from . import txnhooks
 from .context import RouterContext

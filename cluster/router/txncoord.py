@@ -67,9 +67,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.metadata.partitionmap import Partition, TableLayout
-from cluster.storage.intents import CONFLICT, CONFLICT_MESSAGE, NONE, RECORDS
-from cluster.storage.itemstore import encode_key_value
-from cluster.storage.statemachine import (
+from cluster.storage.commands import (
     ApplyResult,
     Command,
     Condition,
@@ -79,6 +77,8 @@ from cluster.storage.statemachine import (
     TxnResolveCommand,
     UpdateCommand,
 )
+from cluster.storage.intents import CONFLICT, CONFLICT_MESSAGE, NONE, RECORDS
+from cluster.storage.itemstore import encode_key_value
 
 from .context import RouterContext
 from .errors import DynamoError

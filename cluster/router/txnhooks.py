@@ -14,8 +14,8 @@ import asyncio
 from typing import Any
 
 from cluster.metadata.partitionmap import Partition
+from cluster.storage.commands import TXN_CONFLICT, ApplyResult
 from cluster.storage.intents import CONFLICT_MESSAGE
-from cluster.storage.statemachine import TXN_CONFLICT, ApplyResult
 
 from .context import RouterContext
 from .errors import DynamoError

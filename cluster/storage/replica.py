@@ -39,16 +39,11 @@ from cluster.consensus.raft import (
     Role,
 )
 
+from .commands import ApplyResult, CommandError, ScrubCommand, decode_command
 from .itemstore import ItemCorruption, ItemStore
 from .layout import items_file, replace_durably, wal_dir
 from .scrub import ReplicaReport, verify_replica
-from .statemachine import (
-    ApplyResult,
-    CommandError,
-    ScrubCommand,
-    StateMachine,
-    decode_command,
-)
+from .statemachine import StateMachine
 from .wal import WriteAheadLog
 
 log = logging.getLogger(__name__)

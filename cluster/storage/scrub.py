@@ -1,6 +1,6 @@
 """Scrub: verify a replica's files, and judge the replicas of a group against each other.
 
-Each replica verifies itself when it applies a scrub mark (``statemachine.ScrubCommand``), so
+Each replica verifies itself when it applies a scrub mark (``commands.ScrubCommand``), so
 all replicas of a group are verified at the same log index: it reads its whole SQLite file on a
 fresh connection (``quick_check``, every row's checksum, the digest: idle data is read as well
 as fresh) and every WAL segment's record checksums. The group's leader collects the reports,

@@ -22,8 +22,9 @@ from cluster.storage.archive import (
     rebuild_reference,
     segment_key,
 )
+from cluster.storage.commands import UpdateCommand, encode_command
 from cluster.storage.itemstore import ItemStore, encode_key_value
-from cluster.storage.statemachine import StateMachine, UpdateCommand, encode_command
+from cluster.storage.statemachine import StateMachine
 
 G = "t.p0"
 

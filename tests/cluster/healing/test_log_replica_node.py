@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cluster.storage.client import GroupClient
-from cluster.storage.statemachine import PutCommand, encode_command
+from cluster.storage.commands import PutCommand, encode_command
 from tests.local_nodes import LocalNodes
 from tests.waiting import wait_for
 

@@ -10,15 +10,10 @@ import pytest
 
 from cluster.consensus.messages import Entry, EntryKind, HardState
 from cluster.healing.events import EventCollector, EventKind, EventLog
+from cluster.storage.commands import PutCommand, ScrubCommand, decode_command, encode_command
 from cluster.storage.itemstore import ItemCorruption, ItemStore, encode_key_value
 from cluster.storage.scrub import ReplicaReport, judge, verify_replica, verify_wal_segment
-from cluster.storage.statemachine import (
-    PutCommand,
-    ScrubCommand,
-    StateMachine,
-    decode_command,
-    encode_command,
-)
+from cluster.storage.statemachine import StateMachine
 from cluster.storage.wal import WriteAheadLog
 
 

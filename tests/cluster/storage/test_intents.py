@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.storage.intents import lock_table
-from cluster.storage.statemachine import (
+from cluster.storage.commands import (
     BatchWriteCommand,
     CheckCommand,
     Condition,
@@ -25,6 +24,7 @@ from cluster.storage.statemachine import (
     decode_command,
     encode_command,
 )
+from cluster.storage.intents import lock_table
 from tests.cluster.storage.test_statemachine import A, B, Machine, item, put, update
 
 REC = {"tbl": "t", "group": "t.p0"}

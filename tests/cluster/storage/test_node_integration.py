@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from cluster.storage.client import GroupClient
-from cluster.storage.itemstore import encode_key_value
-from cluster.storage.statemachine import (
+from cluster.storage.commands import (
     ApplyResult,
     BatchWriteCommand,
     Condition,
@@ -19,6 +18,7 @@ from cluster.storage.statemachine import (
     UpdateCommand,
     encode_command,
 )
+from cluster.storage.itemstore import encode_key_value
 from tests.local_nodes import LocalNodes
 from tests.waiting import wait_for
 

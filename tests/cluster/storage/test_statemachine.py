@@ -11,8 +11,7 @@ import msgpack
 import pytest
 
 from cluster.consensus.messages import Entry, EntryKind
-from cluster.storage.itemstore import ItemStore, encode_key_value
-from cluster.storage.statemachine import (
+from cluster.storage.commands import (
     ApplyResult,
     BatchWriteCommand,
     Command,
@@ -21,11 +20,12 @@ from cluster.storage.statemachine import (
     DeleteCommand,
     DeleteTableCommand,
     PutCommand,
-    StateMachine,
     UpdateCommand,
     decode_command,
     encode_command,
 )
+from cluster.storage.itemstore import ItemStore, encode_key_value
+from cluster.storage.statemachine import StateMachine
 
 Item = dict[str, Any]
 A = encode_key_value({"S": "a"})
