@@ -5,7 +5,8 @@ included: a lazy import still ties two modules together) of the four product pac
 is a strongly connected component of that graph with more than one module.
 
     chaos      -> cluster, workloads, checks     (drives a backend, reads topology)
-    workloads  -> nothing of ours                (the cluster's public DynamoDB API only)
+    workloads  -> nothing of ours                (the cluster's public DynamoDB API only),
+                  but the SHARED modules below
     checks     -> nothing of ours                (the run directory only)
     cluster    -> nothing of ours
 """
@@ -25,6 +26,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "workloads": frozenset(),
     "checks": frozenset(),
     "cluster": frozenset(),
+}
+
+#: Deliberately public, dependency-free cluster modules that any package may import, each with
+#: why; one of them importing anything of ours fails the test.
+SHARED: dict[str, str] = {
+    "cluster.sigv4core": "the signing key and canonical URI of SigV4, computed the same way by "
+    "the router's verifier and the load generator's signer",
 }
 
 #: Cycles allowed to exist: none since issue #10. Should one ever have to be tolerated for a
@@ -155,6 +163,7 @@ def test_dependencies_point_one_way() -> None:
         for target in sorted(targets)
         if (top := target.split(".")[0]) != module.split(".")[0]
         and top not in ALLOWED[module.split(".")[0]]
+        and target not in SHARED
     ]
     assert not wrong, "dependencies must point chaos -> cluster/workloads/checks only:\n" + (
         "\n".join(wrong)
@@ -174,3 +183,11 @@ def test_modules_stay_small_unless_a_reason_is_written_down() -> None:
     )
     small_again = sorted(p for p in LARGE_MODULES if sizes.get(p, 0) <= MAX_LINES)
     assert not small_again, f"no longer large (or gone): remove from LARGE_MODULES: {small_again}"
+
+
+def test_shared_modules_import_nothing_of_ours() -> None:
+    graph = import_graph()
+    tied = {module: sorted(graph[module]) for module in SHARED if graph.get(module)}
+    missing = sorted(module for module in SHARED if module not in graph)
+    assert not tied, f"SHARED modules must stay dependency-free: {tied}"
+    assert not missing, f"SHARED modules that are gone (remove them from SHARED): {missing}"

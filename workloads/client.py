@@ -32,8 +32,8 @@ class DynamoClient:
         timeout: float = 10.0,
         connections: int = 64,
     ) -> None:
-        self.endpoint = endpoint.rstrip("/") + "/"
-        self.signer = SigV4Signer(self.endpoint, access_key, secret_key, region)
+        self.signer = SigV4Signer(endpoint, access_key, secret_key, region)
+        self.endpoint = self.signer.endpoint  # with one trailing slash
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.connections = connections
         self.session: aiohttp.ClientSession | None = None

@@ -18,21 +18,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-ALGORITHM = "AWS4-HMAC-SHA256"
+from cluster.sigv4core import ALGORITHM, canonical_uri, derive_signing_key
+
 CONTENT_TYPE = "application/x-amz-json-1.0"
 TARGET_PREFIX = "DynamoDB_20120810."
 SIGNED_HEADERS = "content-type;host;x-amz-date;x-amz-target"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """HMAC-SHA256 chained over date (YYYYMMDD), region, service and ``aws4_request``."""
-    key = ("AWS4" + secret).encode("utf-8")
-    for part in (date, region, service, "aws4_request"):
-        key = hmac.digest(key, part.encode("utf-8"), "sha256")
-    return key
 
 
 def host_header(endpoint: str) -> str:
@@ -44,24 +37,6 @@ def host_header(endpoint: str) -> str:
     if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
         host = f"{host}:{parts.port}"
     return host
-
-
-def canonical_path(path: str) -> str:
-    """The canonical URI of a non-S3 request: dot and empty segments removed (a trailing slash
-    kept), then percent-encoded once more."""
-    segments: list[str] = []
-    for segment in path.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments:
-                segments.pop()
-            continue
-        segments.append(segment)
-    normalized = "/" + "/".join(segments)
-    if segments and path.endswith("/"):
-        normalized += "/"
-    return quote(normalized, safe="/~")
 
 
 class SigV4Signer:
@@ -87,7 +62,7 @@ class SigV4Signer:
         self.service = service
         self._secret = secret_key
         self._host = host_header(self.endpoint)
-        self._path = canonical_path(urlsplit(self.endpoint).path)
+        self._path = canonical_uri(urlsplit(self.endpoint).path)
         self._second = -1
         self._amz_date = ""
         self._date = ""

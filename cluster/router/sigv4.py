@@ -59,8 +59,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 from urllib.parse import quote, unquote_to_bytes
 
+from cluster.sigv4core import ALGORITHM, TERMINATOR, canonical_uri, derive_signing_key, utf8
+
 __all__ = [
-    "ALGORITHM",
     "AuthError",
     "Credentials",
     "PendingSignature",
@@ -68,12 +69,8 @@ __all__ = [
     "SigV4Verifier",
     "canonical_headers",
     "canonical_query_string",
-    "canonical_uri",
-    "derive_signing_key",
 ]
 
-ALGORITHM: Final = "AWS4-HMAC-SHA256"
-_TERMINATOR: Final = "aws4_request"
 _AMZ_DATE_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE_RE: Final = re.compile(r"\d{8}T\d{6}Z")
 _AUTH_SPLIT_RE: Final = re.compile(r"[\s,]+")
@@ -342,11 +339,11 @@ class SigV4Verifier:
                 ALGORITHM,
                 pending.amz_date,
                 pending.scope,
-                hashlib.sha256(_utf8(canonical_request)).hexdigest(),
+                hashlib.sha256(utf8(canonical_request)).hexdigest(),
             ]
         )
-        expected = hmac.new(pending.key, _utf8(string_to_sign), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected.encode("ascii"), _utf8(pending.signature)):
+        expected = hmac.new(pending.key, utf8(string_to_sign), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode("ascii"), utf8(pending.signature)):
             raise AuthError(
                 INVALID_SIGNATURE,
                 _MSG_MISMATCH,
@@ -383,10 +380,10 @@ class SigV4Verifier:
             problems.append(f"Credential should be scoped to a valid region, not '{region}'.")
         if service != self._service:
             problems.append(f"Credential should be scoped to correct service: '{self._service}'.")
-        if terminator != _TERMINATOR:
+        if terminator != TERMINATOR:
             problems.append(
                 "Credential should be scoped with a valid terminator: "
-                f"'{_TERMINATOR}', not '{terminator}'."
+                f"'{TERMINATOR}', not '{terminator}'."
             )
         if scope_date != amz_date[:8]:
             problems.append(
@@ -405,35 +402,6 @@ class SigV4Verifier:
             key = derive_signing_key(secret, date, region, self._service)
             self._key_cache[cache_key] = key
         return key
-
-
-def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """The SigV4 signing key: HMAC-SHA256 chained over date, region, service, terminator."""
-    key = _utf8("AWS4" + secret)
-    for part in (date, region, service, _TERMINATOR):
-        key = hmac.new(key, _utf8(part), hashlib.sha256).digest()
-    return key
-
-
-def canonical_uri(raw_path: str) -> str:
-    """Canonical URI for a non-S3 service from the raw, percent-encoded request path.
-
-    Dot segments and empty segments are removed (a trailing slash is kept), then the path is
-    percent-encoded again, leaving only unreserved characters and ``/`` bare.
-    """
-    segments: list[str] = []
-    for segment in raw_path.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments:
-                segments.pop()
-            continue
-        segments.append(segment)
-    normalized = "/" + "/".join(segments)
-    if segments and raw_path.endswith("/"):
-        normalized += "/"
-    return quote(normalized, safe="/~", errors="surrogateescape")
 
 
 def canonical_query_string(raw_query: str) -> str:
@@ -521,12 +489,8 @@ def _parse_amz_date(value: str) -> datetime:
 
 
 def _reencode(component: str) -> str:
-    raw = unquote_to_bytes(_utf8(component.replace("+", " ")))
+    raw = unquote_to_bytes(utf8(component.replace("+", " ")))
     return quote(raw, safe="-_.~")
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
 
 
 def _fmt(moment: datetime) -> str:

@@ -16,7 +16,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from cluster.router.sigv4 import SigV4Verifier
-from workloads.sigv4 import SigV4Signer, canonical_path, host_header
+from cluster.sigv4core import canonical_uri
+from workloads.sigv4 import SigV4Signer, host_header
 
 OPERATIONS = ["GetItem", "PutItem", "UpdateItem", "Query", "DeleteItem", "TransactWriteItems"]
 ENDPOINTS = [
@@ -109,4 +110,4 @@ def test_the_router_verifies_what_the_signer_signs() -> None:
 )
 def test_host_and_path_as_botocore_canonicalises_them(endpoint: str, host: str, path: str) -> None:
     assert host_header(endpoint) == host
-    assert canonical_path(urlsplit(endpoint).path) == path
+    assert canonical_uri(urlsplit(endpoint).path) == path

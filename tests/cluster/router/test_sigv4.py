@@ -40,9 +40,8 @@ from cluster.router.sigv4 import (
     Principal,
     SigV4Verifier,
     canonical_query_string,
-    canonical_uri,
-    derive_signing_key,
 )
+from cluster.sigv4core import canonical_uri, derive_signing_key
 
 KEY_ID = "AKIDGAMEDAY"
 SECRET = "gameday/secret+KEY=="
