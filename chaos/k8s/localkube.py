@@ -153,7 +153,7 @@ class LocalKube:
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         RUN_DIR.mkdir(parents=True, exist_ok=True)
-        OWNER_FILE.write_text(json.dumps({"state_dir": str(self.state_dir)}))
+        _write_owner(self.state_dir, ready=False)  # others wait: is_up() is False until Ready
         saved = self.state_dir / "host-sysctls.json"
         if not saved.exists():  # a crashed start keeps the values from before the first one
             saved.write_text(json.dumps(host.read_sysctls()))
@@ -189,6 +189,7 @@ class LocalKube:
             progress(f"waiting for {len(nodes)} nodes to be Ready")
             self.wait_ready([n.name for n in nodes], timeout)
             self._start_kube_proxy(nodes)
+            _write_owner(self.state_dir, ready=True)
         except BaseException:
             progress("start failed: tearing down what was started")
             with contextlib.suppress(Exception):
@@ -385,6 +386,9 @@ class LocalKube:
     def down(self, progress: Progress = lambda _: None) -> list[str]:
         """Stop everything and undo every host change; returns what could not be removed."""
         left: list[str] = []
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(OWNER_FILE.read_text()).get("state_dir") == str(self.state_dir):
+                _write_owner(self.state_dir, ready=False)  # nobody starts using it as it goes
         nodes = self.nodes()
         for node in nodes:
             progress(f"node {node.name}: power off")
@@ -455,13 +459,30 @@ class LocalKube:
     # --- status and helpers -----------------------------------------------------------------
 
     def is_up(self) -> bool:
-        """Cheap: this state directory owns the machine's local Kubernetes and its API server
+        """Cheap: this state directory owns the machine's local Kubernetes, ``up`` finished (every
+        node Ready, kube-proxy started; not while it starts or goes down) and its API server
         process runs (no API call; ``status()`` has node readiness)."""
         try:
-            owner = json.loads(OWNER_FILE.read_text())["state_dir"]
-        except (OSError, ValueError, KeyError):
+            owner = json.loads(OWNER_FILE.read_text())
+        except (OSError, ValueError):
             return False
-        return owner == str(self.state_dir) and self.procs.alive("kube-apiserver")
+        if owner.get("state_dir") != str(self.state_dir) or not owner.get("ready", True):
+            return False
+        return self.procs.alive("kube-apiserver")
+
+    def busy_reason(self) -> str | None:
+        """Why this machine's local Kubernetes cannot be used or started by a new user right now
+        (one is starting, going down, or owned by another state dir), or None."""
+        try:
+            owner = json.loads(OWNER_FILE.read_text())
+        except (OSError, ValueError):
+            return None
+        where = owner.get("state_dir")
+        if where != str(self.state_dir):
+            return f"another local Kubernetes runs on this machine (state {where})"
+        if not owner.get("ready", True):
+            return f"the local Kubernetes of {where} is starting or going down"
+        return None
 
     def status(self) -> Status:
         ids = [*CONTROL_PLANE, *HOST_SERVICES]
@@ -502,6 +523,13 @@ class LocalKube:
 
     def _log_tail(self, pid_id: str, lines: int = 6) -> str:
         return self.runtime.log_tail(pid_id, lines)
+
+
+def _write_owner(state_dir: Path, ready: bool) -> None:
+    """Claim the machine's one local Kubernetes for ``state_dir``; ``ready`` once it is up."""
+    tmp = OWNER_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"state_dir": str(state_dir), "ready": ready}))
+    tmp.replace(OWNER_FILE)
 
 
 def unavailable_reason() -> str | None:

@@ -12,6 +12,7 @@ where the kubelet looks; pods then run them with ``imagePullPolicy: Never``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -19,10 +20,14 @@ import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 PAUSE_IMAGE = "gameday.local/pause:3.10"
 BUSYBOX_IMAGE = "gameday.local/busybox:1.35"
 BUSYBOX_BINARY = Path("/bin/busybox")  # Debian's busybox-static
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"  # uncompressed, as docker save writes it
 
 
 class ImageLoadError(RuntimeError):
@@ -129,19 +134,140 @@ def save_docker_image(ref: str, cache_dir: Path) -> Path:
 
 
 def import_archive(
-    socket: Path, archive: Path, started: Callable[[subprocess.Popen[str]], None] | None = None
-) -> None:
-    """Import an image archive into the containerd at ``socket`` (namespace ``k8s.io``).
-    ``started`` gets the ``ctr`` process as soon as it runs (so a caller can kill it)."""
+    socket: Path, archive: Path, started: Callable[[subprocess.Popen[bytes]], None] | None = None
+) -> int:
+    """Import a Docker image archive (``docker save`` or ``write_image_archive``) into the
+    containerd at ``socket`` (namespace ``k8s.io``), sending only the layers it lacks.
+
+    The archive is streamed to ``ctr images import -`` as an OCI image layout whose manifest
+    names every layer but whose blobs are only the config, the manifest and the layers the
+    node's content store does not hold yet: containerd skips unpacking a layer whose snapshot
+    exists, so a rebuilt image whose dependency layers did not change costs only its changed
+    top layers (a few MB), not the whole image. Returns the bytes of layers sent. ``started``
+    gets the ``ctr`` process as soon as it runs (so a caller can kill it).
+    """
+    have = content_digests(socket)
     proc = subprocess.Popen(
-        ["ctr", "-a", str(socket), "-n", "k8s.io", "images", "import", str(archive)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        ["ctr", "-a", str(socket), "-n", "k8s.io", "images", "import", "--all-platforms", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # a few lines at most: it cannot fill the pipe
     )
     if started is not None:
         started(proc)
-    _, err = proc.communicate()
+    assert proc.stdin is not None and proc.stderr is not None
+    sent = 0
+    err = b""
+    try:
+        sent = write_oci_layout(proc.stdin, archive, have)
+    except (BrokenPipeError, OSError) as exc:
+        if proc.poll() is None:
+            proc.kill()
+        err = f"{exc}".encode()
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    err += proc.stderr.read()
+    if proc.wait() != 0:
+        raise ImageLoadError(
+            f"ctr import of {archive.name} failed: {err.decode(errors='replace').strip()[-400:]}"
+        )
+    return sent
+
+
+def content_digests(socket: Path) -> set[str]:
+    """The blob digests (``sha256:...``) the containerd at ``socket`` holds in ``k8s.io``."""
+    proc = subprocess.run(
+        ["ctr", "-a", str(socket), "-n", "k8s.io", "content", "ls", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
-        raise ImageLoadError(f"ctr import of {archive.name} failed: {err.strip()[-400:]}")
+        raise ImageLoadError(f"ctr content ls failed: {proc.stderr.strip()[-400:]}")
+    return set(proc.stdout.split())
+
+
+def write_oci_layout(out: IO[bytes], archive: Path, have: set[str]) -> int:
+    """Write the image of a Docker archive to ``out`` as an OCI image layout tar, leaving out
+    the layer blobs in ``have``. Returns the bytes of layers written."""
+    with tarfile.open(archive) as src:
+        manifest_file = src.extractfile("manifest.json")
+        if manifest_file is None:
+            raise ImageLoadError(f"{archive} has no manifest.json (not a Docker image archive)")
+        (entry,) = json.loads(manifest_file.read())
+        config_member = src.extractfile(entry["Config"])
+        if config_member is None:
+            raise ImageLoadError(f"{archive}: config {entry['Config']} is missing")
+        config = config_member.read()
+        diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+        if len(diff_ids) != len(entry["Layers"]):
+            raise ImageLoadError(f"{archive}: {len(entry['Layers'])} layers, {len(diff_ids)} ids")
+        layers = [
+            {"mediaType": OCI_LAYER, "digest": diff_id, "size": src.getmember(name).size}
+            for diff_id, name in zip(diff_ids, entry["Layers"], strict=True)
+        ]
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": _digest(config), "size": len(config)},
+                "layers": layers,
+            }
+        ).encode()
+        (ref,) = entry["RepoTags"]
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": _digest(manifest),
+                        "size": len(manifest),
+                        "annotations": {
+                            "io.containerd.image.name": normalize_ref(ref),
+                            "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1],
+                        },
+                    }
+                ],
+            }
+        ).encode()
+        sent = 0
+        with tarfile.open(fileobj=out, mode="w|") as tar:
+            _add(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            _add(tar, _blob_path(_digest(config)), config)
+            for layer, name in zip(layers, entry["Layers"], strict=True):
+                if layer["digest"] in have:
+                    continue
+                info = tarfile.TarInfo(_blob_path(str(layer["digest"])))
+                info.size, info.mode = int(layer["size"]), 0o644
+                tar.addfile(info, src.extractfile(name))
+                sent += info.size
+            _add(tar, _blob_path(_digest(manifest)), manifest)
+            _add(tar, "index.json", index)
+    return sent
+
+
+def normalize_ref(ref: str) -> str:
+    """The name containerd (and the kubelet) give ``ref``: ``gameday-cluster:latest`` is
+    ``docker.io/library/gameday-cluster:latest``; a name with a registry host stays as it is."""
+    first, _, rest = ref.partition("/")
+    if not rest:
+        return f"docker.io/library/{ref}"
+    if "." in first or ":" in first or first == "localhost":
+        return ref
+    return f"docker.io/{ref}"
+
+
+def _digest(blob: bytes) -> str:
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def _blob_path(digest: str) -> str:
+    return "blobs/" + digest.replace(":", "/", 1)
+
+
+def _add(tar: tarfile.TarFile, name: str, blob: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(blob), 0o644
+    tar.addfile(info, io.BytesIO(blob))

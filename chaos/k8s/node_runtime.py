@@ -90,11 +90,11 @@ class NodeRuntime:
         and archive name, which carries the image id), several nodes at once: an import is
         mostly waiting on the disk. Returns the nodes that received something."""
 
-        running: set[subprocess.Popen[str]] = set()
+        running: set[subprocess.Popen[bytes]] = set()
         lock = threading.Lock()
         stop = threading.Event()
 
-        def started(proc: subprocess.Popen[str]) -> None:
+        def started(proc: subprocess.Popen[bytes]) -> None:
             with lock:
                 running.add(proc)
                 if stop.is_set():

@@ -137,6 +137,9 @@ def kube(helm: Helm) -> Iterator[Any]:
     if kube.is_up():
         yield kube
         return
+    busy = kube.busy_reason()  # one starting or going down is nobody else's to use
+    if busy is not None:
+        pytest.skip(f"the local Kubernetes is busy: {busy}")
     kube.up(shape="3x2", owner_pid=os.getpid())
     try:
         yield kube
