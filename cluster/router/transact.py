@@ -24,6 +24,7 @@ from cluster.dynamo import (
     parse_update,
     validate_update,
 )
+from cluster.dynamo.values import item_size
 from cluster.storage.commands import (
     CheckCommand,
     Condition,
@@ -34,6 +35,7 @@ from cluster.storage.commands import (
 )
 
 from . import validate as v
+from .capacity import charge, read_units, write_units
 from .context import RouterContext
 from .errors import DynamoError
 from .txncoord import Placed, transact_get, transact_write
@@ -157,7 +159,12 @@ async def transact_write_items(ctx: RouterContext, request: dict[str, Any]) -> d
         raise DynamoError.validation("Transaction request cannot be larger than 4 MB")
     for p in placed:
         await ctx.admit(p.layout, "write", 2)  # a transactional write costs two units
-    await transact_write(ctx, placed, token, _digest(items))
+    sizes = await transact_write(ctx, placed, token, _digest(items))
+    for i, p in enumerate(placed):
+        if sizes is None:  # an earlier request with the token made the changes: only read
+            charge(p.layout.spec.name, read_units(0, True))
+        else:  # a transactional write costs twice a standard one (DynamoDB's rule)
+            charge(p.layout.spec.name, 2 * write_units(sizes[i]))
     return {}
 
 
@@ -183,6 +190,8 @@ async def transact_get_items(ctx: RouterContext, request: dict[str, Any]) -> dic
     for p in placed:
         await ctx.admit(p.layout, "read_consistent", 2)
     found = await transact_get(ctx, placed)
+    for p, item in zip(placed, found, strict=True):  # transactional reads cost twice too
+        charge(p.layout.spec.name, 2 * read_units(item_size(item or {}), True))
     responses: list[dict[str, Any]] = []
     for item, (projection, names) in zip(found, projections, strict=True):
         if item is None:

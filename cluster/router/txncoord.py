@@ -58,7 +58,7 @@ is never guessed. If the decision itself cannot be learnt within the budget the 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import json
 import logging
 import time
 import uuid
@@ -67,36 +67,44 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.metadata.partitionmap import Partition, TableLayout
-from cluster.storage.commands import (
-    ApplyResult,
-    Command,
-    Condition,
-    PutCommand,
-    TxnOp,
-    TxnPrepareCommand,
-    TxnResolveCommand,
-    UpdateCommand,
-)
+from cluster.storage.commands import Condition, PutCommand, TxnOp, TxnPrepareCommand
 from cluster.storage.intents import CONFLICT, CONFLICT_MESSAGE, NONE, RECORDS
-from cluster.storage.itemstore import encode_key_value
 
+from . import txntokens
 from .context import RouterContext
 from .errors import DynamoError
+from .txnrecords import (
+    READ_STALE,
+    TXN_STALE,
+    Key,
+    Unknown,
+    clear_lock,
+    decide,
+    read_record,
+    record_pk,
+    record_state,
+    resolve,
+    write_command,
+)
+
+__all__ = [  # the records' primitives, re-exported for the recovery tests and tools
+    "READ_STALE",
+    "TXN_STALE",
+    "Placed",
+    "TransactionCanceled",
+    "Unknown",
+    "decide",
+    "read_record",
+    "record_state",
+    "transact_get",
+    "transact_write",
+]
 
 log = logging.getLogger(__name__)
 
-TXN_STALE = 5.0
-"""Seconds after which a pending write transaction may be aborted by anyone who meets it (its
-coordinator answers its client well before: four Raft steps of ``request_budget`` each)."""
-READ_STALE = 4.0
-"""Seconds after which a TransactGetItems' read lock may be taken away by a writer."""
-TOKEN_TTL = 600.0
-"""ClientRequestToken idempotency window, as DynamoDB's: 10 minutes."""
 READ_ROUNDS = 6
 WRITE_ROUNDS = 3
 _CONFLICT_SHOWN = {"Code": CONFLICT, "Message": CONFLICT_MESSAGE}
-
-Key = tuple[str, bytes, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,166 +143,7 @@ class TransactionCanceled(DynamoError):
         }
 
 
-class _Unknown(Exception):
-    """A step whose outcome is not known (or a group that did not answer)."""
-
-    def __init__(self, error: DynamoError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-# --- records ---------------------------------------------------------------------------------
-
-_NAMES = {"#k": "k", "#s": "st", "#a": "att"}
-
-
-def _record_pk(key: str) -> bytes:
-    return encode_key_value({"S": key})
-
-
-async def _write(ctx: RouterContext, partition: Partition, cmd: Command) -> ApplyResult:
-    """One Raft-committed command; ``_Unknown`` if its outcome is not known."""
-    try:
-        return await ctx.storage.write(partition, cmd, ctx.request_budget)
-    except DynamoError as exc:
-        if exc.status >= 500:
-            raise _Unknown(exc) from None
-        raise
-
-
-async def read_record(ctx: RouterContext, home: Partition, key: str) -> dict[str, Any] | None:
-    reply = await ctx.storage.read(
-        home, "get", True, ctx.request_budget, tbl=RECORDS, pk=_record_pk(key), sk=b""
-    )
-    item: dict[str, Any] | None = reply.get("item")
-    return item
-
-
-def record_state(record: dict[str, Any] | None) -> str | None:
-    return None if record is None else str(record.get("st", {}).get("S"))
-
-
-def _ts(record: dict[str, Any]) -> float:
-    return float(record.get("ts", {}).get("N", "0"))
-
-
-async def decide(ctx: RouterContext, home: Partition, attempt: str, commit: bool) -> str | None:
-    """Make the attempt's decision (``P -> C`` or ``P -> A``) or learn the one already made.
-
-    Returns "C" or "A" (final, Raft-committed), or None if it could not be learnt within the
-    budget (the caller must then not claim either outcome)."""
-    pk = _record_pk(attempt)
-    end = time.monotonic() + 2 * ctx.request_budget
-    pending = {":p": {"S": "P"}}
-    cmd: Command
-    if commit:
-        cmd = UpdateCommand(
-            RECORDS,
-            pk,
-            b"",
-            {"k": {"S": attempt}},
-            "SET #s = :to",
-            {"#s": "st"},
-            {":to": {"S": "C"}},
-            Condition("#s = :p", {"#s": "st"}, pending),
-            key_names=("k",),
-        )
-    else:
-        tomb = {"k": {"S": attempt}, "st": {"S": "A"}, "ts": {"N": repr(time.time())}}
-        cond = Condition("attribute_not_exists(#k) OR #s = :p", {"#k": "k", "#s": "st"}, pending)
-        cmd = PutCommand(RECORDS, pk, b"", tomb, cond)
-    while True:
-        try:
-            result = await _write(ctx, home, cmd)
-        except _Unknown:
-            result = None
-        if result is not None:
-            if result.ok:
-                return "C" if commit else "A"
-            state = record_state(result.old)
-            if state in ("C", "A"):
-                return state
-            if state is None:  # no record: a commit cannot apply to it, so it is aborted
-                return "A" if not commit else await decide(ctx, home, attempt, False)
-        # Unknown: find out what the record says, and try again while there is time.
-        try:
-            state = record_state(await read_record(ctx, home, attempt))
-        except DynamoError:
-            state = "P"
-        if state in ("C", "A"):
-            return state
-        if time.monotonic() >= end:
-            return None
-        await asyncio.sleep(0.05)
-
-
-async def home_of(ctx: RouterContext, rec: dict[str, Any]) -> Partition:
-    layout = await ctx.table(str(rec.get("tbl")))
-    for partition in layout.partitions:
-        if partition.id == rec.get("group"):
-            return partition
-    raise DynamoError.unavailable(f"transaction record group {rec.get('group')} is gone")
-
-
-async def fate(ctx: RouterContext, lock: dict[str, Any]) -> str | None:
-    """The decision of the write attempt behind intent ``lock``: "C", "A", or None while it is
-    pending and young (or unknowable now). A stale pending attempt is aborted here."""
-    rec = lock.get("rec") or {}
-    home = await home_of(ctx, rec)
-    attempt = str(lock.get("txn"))
-    record = await read_record(ctx, home, attempt)
-    state = record_state(record)
-    if state in ("C", "A"):
-        return state
-    started = _ts(record) if record is not None else float(lock.get("ts", 0.0))
-    if time.time() - started < TXN_STALE:
-        return None
-    log.info("aborting stale transaction %s (pending for %.1fs)", attempt, time.time() - started)
-    return await decide(ctx, home, attempt, commit=False)
-
-
-async def resolve(
-    ctx: RouterContext, partition: Partition, attempt: str, commit: bool, keys: Sequence[Key]
-) -> list[bool] | None:
-    """Resolve ``attempt``'s intents on ``keys`` in one group; the held flags, None if the
-    group did not answer (the intents stay, and the record still decides them)."""
-    try:
-        result = await _write(ctx, partition, TxnResolveCommand(attempt, commit, tuple(keys)))
-    except (_Unknown, DynamoError) as exc:
-        log.info("resolving %s in %s: %s", attempt, partition.id, exc)
-        return None
-    return [bool(h) for h in (result.new or {}).get("held", [])]
-
-
-async def clear_lock(
-    ctx: RouterContext, partition: Partition, key: Key, lock: dict[str, Any]
-) -> bool:
-    """Try to remove another transaction's intent or read lock from ``key``: resolve it if its
-    attempt is decided (or stale, then aborted); True if the item is now free of it."""
-    try:
-        if lock.get("kind") == "read":
-            now = time.time()
-            readers = dict(lock.get("readers") or {})
-            stale = [a for a, ts in readers.items() if now - float(ts) > READ_STALE]
-            if len(stale) < len(readers):
-                return False
-            done = [await resolve(ctx, partition, a, False, [key]) for a in stale]
-            return all(d is not None for d in done)
-        state = await fate(ctx, lock)
-        if state is None:
-            return False
-        held = await resolve(ctx, partition, str(lock.get("txn")), state == "C", [key])
-        return held is not None
-    except DynamoError as exc:
-        log.info("could not clear a lock on %r: %s", key, exc.message)
-        return False
-
-
 # --- TransactWriteItems ----------------------------------------------------------------------
-
-
-def token_key(token: str) -> str:
-    return "tok:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 def _by_group(placed: Sequence[Placed]) -> dict[str, list[Placed]]:
@@ -314,103 +163,61 @@ async def _prepare(
     records: tuple[PutCommand, ...] = (),
 ) -> tuple[bool, dict[str, Any]]:
     cmd = TxnPrepareCommand(attempt, rec, started, tuple(p.op for p in ops), read, records)
-    result = await _write(ctx, ops[0].partition, cmd)
+    result = await write_command(ctx, ops[0].partition, cmd)
     payload = result.new or {}
     if not result.ok and "reasons" not in payload:
-        raise _Unknown(DynamoError.internal(result.message or "prepare failed"))
+        raise Unknown(DynamoError.internal(result.message or "prepare failed"))
     return result.ok, payload
 
 
-def _record_put(attempt: str, started: float) -> PutCommand:
+def _record_put(attempt: str, started: float, placed: Sequence[Placed] = ()) -> PutCommand:
     """The attempt's record, created pending by its home group's prepare (never overwritten:
-    an attempt id is a fresh uuid, and a tombstone written by a resolver must win)."""
+    an attempt id is a fresh uuid, and a tombstone written by a resolver must win). It names
+    every participant (group, table, key) so that the sweeper (``txngc.py``) can prove no
+    intent of the attempt is left before it deletes the record."""
     item = {"k": {"S": attempt}, "st": {"S": "P"}, "ts": {"N": repr(started)}}
+    if placed:
+        item["parts"] = {"S": encode_parts(placed)}
     cond = Condition("attribute_not_exists(#k)", {"#k": "k"})
-    return PutCommand(RECORDS, _record_pk(attempt), b"", item, cond)
+    return PutCommand(RECORDS, record_pk(attempt), b"", item, cond)
 
 
-def _token_put(token: str, attempt: str, digest: str, prev: str | None) -> PutCommand:
-    """The ClientRequestToken row naming ``attempt``: new, or replacing attempt ``prev``."""
-    tkey = token_key(token)
-    item = {
-        "k": {"S": tkey},
-        "att": {"S": attempt},
-        "dg": {"S": digest},
-        "ts": {"N": repr(time.time())},
-    }
-    if prev is None:
-        cond = Condition("attribute_not_exists(#k)", {"#k": "k"})
-    else:
-        cond = Condition("#a = :prev", {"#a": "att"}, {":prev": {"S": prev}})
-    return PutCommand(RECORDS, _record_pk(tkey), b"", item, cond)
+def encode_parts(placed: Sequence[Placed]) -> str:
+    return json.dumps([[p.partition.id, p.op.tbl, p.op.pk.hex(), p.op.sk.hex()] for p in placed])
 
 
-async def _token_taken(
-    ctx: RouterContext, home: Partition, row: dict[str, Any], digest: str
-) -> str:
-    """What an existing token row means for a new request with the token: raises if the
-    request must not run (mismatch, or the earlier attempt still running), returns "done"
-    when an earlier attempt committed (the request succeeds without running again), else the
-    earlier attempt's id, which the new attempt may replace."""
-    prev = str(row.get("att", {}).get("S"))
-    if time.time() - _ts(row) >= TOKEN_TTL:
-        return prev  # expired: the token starts afresh
-    if row.get("dg", {}).get("S") != digest:
-        raise DynamoError(
-            "IdempotentParameterMismatchException",
-            "The request uses the same client token as a previous, but non-identical request.",
-        )
-    record = await read_record(ctx, home, prev)
-    state = record_state(record)
-    if state == "P" and record is not None and time.time() - _ts(record) < TXN_STALE:
-        raise _in_progress()
-    if state != "C":
-        state = await decide(ctx, home, prev, commit=False)  # abort a stale or missing one
-    if state == "C":
-        return "done"
-    if state is None:
-        raise DynamoError.unavailable("the token's earlier attempt is still undecided")
-    return prev
-
-
-def _in_progress() -> DynamoError:
-    return DynamoError(
-        "TransactionInProgressException",
-        "The transaction with the given request token is already in progress.",
-    )
+def decode_parts(record: dict[str, Any]) -> list[tuple[str, Key]]:
+    """The participants a record names: ``[(group id, (table, pk, sk))]`` ([] if none)."""
+    text = record.get("parts", {}).get("S")
+    if not isinstance(text, str):
+        return []
+    return [(g, (t, bytes.fromhex(pk), bytes.fromhex(sk))) for g, t, pk, sk in json.loads(text)]
 
 
 async def transact_write(
     ctx: RouterContext, placed: list[Placed], token: str | None, digest: str
-) -> None:
+) -> list[int] | None:
     """Run a write transaction to its end; returns only once it is committed (its record
-    says C). Raises TransactionCanceled (definitely not applied), a 4xx, or a 5xx (503: not
-    applied; 500: outcome unknown)."""
+    says C): each item's size in bytes (for capacity units), or None when an earlier request
+    with the same ClientRequestToken had committed it (nothing ran again). Raises
+    TransactionCanceled (definitely not applied), a 4xx, or a 5xx (503: not applied; 500:
+    outcome unknown)."""
     home = placed[0].partition
-    prev: str | None = None
     end = time.monotonic() + 2 * ctx.request_budget
     for round_ in range(WRITE_ROUNDS):
         # Another round only after this one was cancelled by other transactions' locks alone
-        # (cleared if they were decided or stale, else soon released), while time remains; or
-        # to replace an aborted attempt under the token.
+        # (cleared if they were decided or stale, else soon released), while time remains.
         attempt = uuid.uuid4().hex
-        records = [_record_put(attempt, time.time())]
-        if token is not None:
-            records.append(_token_put(token, attempt, digest, prev))
+        if token is not None and await txntokens.claim(ctx, token, attempt, digest, home) == "done":
+            return None
         try:
-            taken = await _attempt(ctx, placed, attempt, tuple(records))
+            return await _attempt(ctx, placed, attempt, token is not None)
         except _Conflicted as conflicted:
             if round_ + 1 == WRITE_ROUNDS or time.monotonic() > end:
                 raise conflicted.canceled from None
             if not conflicted.cleared:
                 await asyncio.sleep(0.05 * 2**round_)
-            continue
-        if taken is None:
-            return
-        prev = await _token_taken(ctx, home, taken, digest)
-        if prev == "done":
-            return
-    raise _in_progress()
+    raise AssertionError("unreachable: the last round returns or raises")
 
 
 class _Conflicted(Exception):
@@ -423,15 +230,17 @@ class _Conflicted(Exception):
 
 
 async def _attempt(
-    ctx: RouterContext, placed: list[Placed], attempt: str, records: tuple[PutCommand, ...]
-) -> dict[str, Any] | None:
-    """One attempt: prepare everywhere (the home group also creates the record and the token
-    row), decide, resolve. Returns None once committed, or the token row that another attempt
-    holds (this one is then aborted); raises as ``transact_write``."""
+    ctx: RouterContext, placed: list[Placed], attempt: str, tokened: bool
+) -> list[int]:
+    """One attempt: prepare everywhere (the home group also creates the record), decide,
+    resolve. Returns the items' sizes once committed; raises as ``transact_write``. A
+    ``tokened`` attempt that does not commit always leaves a decided record (``A``), so that a
+    retry with its ClientRequestToken knows at once that it may run again."""
     started = time.time()
     home = placed[0].partition
     rec = {"tbl": placed[0].layout.spec.name, "group": home.id}
     groups = _by_group(placed)
+    records = (_record_put(attempt, started, placed),)
     outcomes = await asyncio.gather(
         *(
             _prepare(ctx, ops, attempt, rec, started, False, records if gid == home.id else ())
@@ -440,10 +249,10 @@ async def _attempt(
         return_exceptions=True,
     )
     reasons: dict[int, dict[str, Any]] = {p.index: {"Code": NONE} for p in placed}
+    sizes: dict[int, int] = {p.index: 0 for p in placed}
     failure: BaseException | None = None
     all_prepared = True
     home_answered: bool | None = None
-    taken: dict[str, Any] | None = None
     for (gid, ops), outcome in zip(groups.items(), outcomes, strict=True):
         if isinstance(outcome, BaseException):
             all_prepared, failure = False, outcome
@@ -454,29 +263,26 @@ async def _attempt(
             home_answered = not ok  # True: the home group definitely refused
         for p, reason in zip(ops, payload.get("reasons", []), strict=False):
             reasons[p.index] = reason
-        if gid == home.id and len(payload.get("records", [])) > 1:
-            token_row = payload["records"][1]
-            if token_row.get("Code") != NONE and token_row.get("old"):
-                taken = token_row["old"]
+        for p, size in zip(ops, payload.get("sizes", []), strict=False):
+            sizes[p.index] = int(size)
     if all_prepared:
         state = await decide(ctx, home, attempt, commit=True)
         if state == "C":  # the commit point has passed: roll forward, then acknowledge
             await _resolve_groups(ctx, groups, attempt, True)
-            return None
+            return [sizes[p.index] for p in placed]
         if state is None:
             raise DynamoError.internal(
                 "The transaction's outcome is unknown: its decision could not be confirmed"
             )
         reasons = {i: _CONFLICT_SHOWN for i in reasons}  # someone found it stale: aborted
-    elif home_answered is not True:
+    elif home_answered is not True or tokened:
         # The record exists (home prepared) or may yet be created (its prepare's fate is
-        # unknown): decide abort. A home prepare that failed outright created nothing.
+        # unknown): decide abort. A home prepare that failed outright created nothing; under a
+        # token the abort is written anyway (a tombstone), for the token's next request.
         await decide(ctx, home, attempt, commit=False)  # best effort: the record decides
     await _resolve_groups(ctx, groups, attempt, False)
-    if taken is not None:
-        return taken
     if failure is not None:
-        if isinstance(failure, _Unknown):
+        if isinstance(failure, Unknown):
             raise DynamoError.unavailable(f"the transaction was not applied: {failure}")
         raise failure
     canceled = TransactionCanceled([_client_reason(reasons[p.index], p) for p in placed])
@@ -551,7 +357,7 @@ async def transact_get(ctx: RouterContext, placed: list[Placed]) -> list[dict[st
             )
         )
         if failure is not None:
-            if isinstance(failure, _Unknown):  # a read changes nothing: not applied
+            if isinstance(failure, Unknown):  # a read changes nothing: not applied
                 raise DynamoError.unavailable(f"the read could not lock: {failure}")
             raise failure
         if all(r.get("Code") == NONE for r in reasons.values()):

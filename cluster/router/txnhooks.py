@@ -19,7 +19,7 @@ from cluster.storage.intents import CONFLICT_MESSAGE
 
 from .context import RouterContext
 from .errors import DynamoError
-from .txncoord import Key, clear_lock, home_of, read_record, record_state, resolve
+from .txnrecords import Key, clear_lock, home_of, read_record, record_state, resolve
 
 
 async def write_item(ctx: RouterContext, partition: Partition, cmd: Any) -> ApplyResult:

@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from cluster.dynamo.values import item_size
+
 Item = dict[str, Any]
 ItemKey = tuple[str, bytes, bytes]
 
@@ -116,20 +118,23 @@ def conflict(lock: Item) -> Item:
 def prepare(cmd: Prepare, batch: BatchView, decide: Decide) -> tuple[bool, Item]:
     """Prepare ``cmd``'s ops in this group, all or none.
 
-    Returns (every op passed, ``{"reasons": [...], "items": [...], "records": [...]}``): one
-    cancellation reason per op, in order (``{"Code": "None"}`` for a passing op), for a read
-    prepare the committed item (or None) of each op as it is while locked, and whether each of
+    Returns (every op passed, ``{"reasons": [...], "items": [...], "sizes": [...], "records":
+    [...]}``): one cancellation reason per op, in order (``{"Code": "None"}`` for a passing op),
+    for a read prepare the committed item (or None) of each op as it is while locked, each op's
+    item size in bytes for capacity units (the larger of before and after), and whether each of
     ``cmd.records`` (conditional puts) held (else ``{"Code": "ConditionalCheckFailed", "old":
     the row there}``). Nothing is written unless every op and every record passes. An op whose
     item already holds this attempt's intent passes again (a retried prepare changes nothing).
     """
     reasons: list[Item] = []
     items: list[Item | None] = []
+    sizes: list[int] = []
     staged: list[tuple[ItemKey, Item]] = []
     for op in cmd.ops:
         key: ItemKey = (op.tbl, op.pk, op.sk)
         lock = batch.get(lock_key(key))
         old = batch.get(key)
+        sizes.append(item_size(old or {}))
         if cmd.read:
             items.append(old)
             if lock is not None and lock.get("kind") != "read":
@@ -144,6 +149,7 @@ def prepare(cmd: Prepare, batch: BatchView, decide: Decide) -> tuple[bool, Item]
             reasons.append({"Code": NONE} if lock.get("txn") == cmd.txn else conflict(lock))
             continue
         held, new, error = decide(op, old)
+        sizes[-1] = max(sizes[-1], item_size(new or {}))
         if error is not None:
             reasons.append({"Code": VALIDATION, "Message": error})
         elif not held:
@@ -170,7 +176,7 @@ def prepare(cmd: Prepare, batch: BatchView, decide: Decide) -> tuple[bool, Item]
     if passed:
         for key, row in staged:
             batch.write(key, row)
-    return passed, {"reasons": reasons, "items": items, "records": records}
+    return passed, {"reasons": reasons, "items": items, "sizes": sizes, "records": records}
 
 
 def _kind(op: Any, new: Item | None) -> str:

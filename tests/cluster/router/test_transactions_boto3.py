@@ -157,6 +157,14 @@ def test_client_request_token_is_idempotent(ddb: Client, table: str) -> None:
     with pytest.raises(ClientError) as exc:
         ddb.transact_write_items(TransactItems=transfer(table, a, b, 20), ClientRequestToken=token)
     assert error_of(exc)[0] == "IdempotentParameterMismatchException"
+    # Whatever differs: here the first item (and so the transaction's home partition) too.
+    other = accounts(ddb, table, 1)[0]
+    with pytest.raises(ClientError) as exc:
+        ddb.transact_write_items(
+            TransactItems=transfer(table, other, a, 1), ClientRequestToken=token
+        )
+    assert error_of(exc)[0] == "IdempotentParameterMismatchException"
+    assert balances(ddb, table, [a, b, other]) == [90, 110, 100]
     # A cancelled attempt does not use the token up: the retry runs again.
     token2 = uuid.uuid4().hex
     with pytest.raises(ClientError):

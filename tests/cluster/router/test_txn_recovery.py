@@ -118,7 +118,7 @@ async def crash_after(cluster: LocalCluster, items: list[dict[str, Any]], commit
                             ctx, [p], attempt, rec, started, False, records
                         )
                         break
-                    except txncoord._Unknown:
+                    except txncoord.Unknown:
                         await asyncio.sleep(0.3)
                 # A retried home prepare finds its own record from the first (unknown) try.
                 mine = [r.get("old", {}).get("k", {}).get("S") for r in payload["records"]]
