@@ -149,6 +149,4 @@ def check(run: RunDir) -> CheckResult:
     """The bank check of a run directory (history.jsonl + final_reads.json)."""
     if run.history is None:
         return CheckResult(NAME, UNKNOWN, "no history.jsonl in the run directory")
-    workload = run.scenario.get("workload")
-    bank_run = isinstance(workload, dict) and workload.get("name") == "bank"
-    return check_bank(run.history, run.final_reads, bank_run)
+    return check_bank(run.history, run.final_reads, run.workload == NAME)

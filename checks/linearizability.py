@@ -57,7 +57,7 @@ from checks.history import (
     paused_gc,
     uncanon,
 )
-from checks.result import UNKNOWN, CheckResult, Validity, compose_validity
+from checks.result import UNKNOWN, CheckResult, Validity, compose_validity, not_applicable
 from checks.rundir import RunDir
 
 NAME = "linearizability"
@@ -469,4 +469,8 @@ def check(run: RunDir, *, budget: float = DEFAULT_BUDGET) -> CheckResult:
     """The linearizability check of a run directory's history.jsonl."""
     if run.history is None:
         return CheckResult(NAME, UNKNOWN, "no history.jsonl in the run directory")
+    if run.workload == "bank":  # transfers and audits only: checks/bank.py judges them
+        return not_applicable(
+            NAME, "the bank workload has no single-key register operations (see the bank check)"
+        )
     return check_linearizability(run.history, budget=budget)

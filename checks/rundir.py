@@ -135,6 +135,13 @@ class RunDir:
     def name(self) -> str:
         return str(self.scenario.get("name") or self.path.name)
 
+    @property
+    def workload(self) -> str | None:
+        """The scenario's workload name ("register", "bank", ...), None if not recorded."""
+        workload = self.scenario.get("workload")
+        name = workload.get("name") if isinstance(workload, dict) else None
+        return str(name) if name is not None else None
+
     @cached_property
     def history(self) -> list[Operation] | None:
         file = self.path / HISTORY

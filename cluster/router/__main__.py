@@ -19,19 +19,24 @@ from .app import SERVER_OPTIONS, make_app
 from .context import RouterContext
 from .sigv4 import SigV4Verifier
 from .ttl import TtlSweeper
+from .txngc import TxnSweeper
 
 
 async def serve(config: ClusterConfig, router_id: str) -> None:
     async with aiohttp.ClientSession() as session:
         ctx = RouterContext(config, router_id, session)
         await ctx.start()
-        sweeper = asyncio.create_task(TtlSweeper(ctx).run(), name="ttl-sweeper")
+        sweepers = [
+            asyncio.create_task(TtlSweeper(ctx).run(), name="ttl-sweeper"),
+            asyncio.create_task(TxnSweeper(ctx).run(), name="txn-sweeper"),
+        ]
         app = make_app(ctx, SigV4Verifier(config.credentials))
         async with http_service(app, config.process(router_id).listen, **SERVER_OPTIONS):
             await shutdown_signal()
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for sweeper in sweepers:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         await ctx.stop()
 
 

@@ -254,9 +254,9 @@ async def batch_write_item(ctx: RouterContext, request: dict[str, Any]) -> dict[
         writes = plan[(table, group)]
         try:
             await ctx.admit(layout, "write", len(writes))
-            result = await ctx.storage.write(
-                partition, BatchWriteCommand(tuple(c for _, c in writes)), ctx.request_budget
-            )
+            # Resolves the transactions it meets (TransactionConflictException while one runs).
+            batch = BatchWriteCommand(tuple(c for _, c in writes))
+            result = await txnhooks.write_batch(ctx, partition, batch)
             _outcome(result, request)
         except DynamoError as exc:
             if exc.status < 500 and exc.type not in _RETRYABLE:

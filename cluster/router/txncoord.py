@@ -310,7 +310,7 @@ async def _clear_conflicts(
     """Resolve the decided or stale locks the transaction met, so that a retry can pass; True
     if every one was cleared."""
     jobs = [
-        clear_lock(ctx, p.partition, p.key, reasons[p.index]["lock"])
+        clear_lock(ctx, p.partition, [p.key], reasons[p.index]["lock"])
         for p in placed
         if reasons[p.index].get("Code") == CONFLICT and reasons[p.index].get("lock")
     ]

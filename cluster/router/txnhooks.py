@@ -1,10 +1,15 @@
 """Where plain item operations meet transactions (the protocol is in ``txncoord.py``).
 
 A plain write refused because a transaction holds its item (TransactionConflict, with the lock)
-resolves that transaction if it is decided or stale and tries once more; a consistent GetItem
+resolves that transaction if it is decided or stale and tries once more, and answers
+TransactionConflictException when the transaction is still running (DynamoDB's answer to a
+PutItem, UpdateItem, DeleteItem or BatchWriteItem that meets an ongoing transaction; a
+BatchWriteItem's writes in other partitions may have been applied, as a batch is not atomic
+in DynamoDB either); a consistent GetItem
 that finds an intent returns the intent's image once the transaction's record says committed.
 
     result = await write_item(ctx, partition, PutCommand(...))     # items.py's writes
+    result = await write_batch(ctx, partition, BatchWriteCommand(...))   # BatchWriteItem
     item = await visible_item(ctx, partition, key, item, lock)       # items.py's GetItem
 """
 
@@ -14,7 +19,7 @@ import asyncio
 from typing import Any
 
 from cluster.metadata.partitionmap import Partition
-from cluster.storage.commands import TXN_CONFLICT, ApplyResult
+from cluster.storage.commands import TXN_CONFLICT, ApplyResult, BatchWriteCommand
 from cluster.storage.intents import CONFLICT_MESSAGE
 
 from .context import RouterContext
@@ -29,12 +34,28 @@ async def write_item(ctx: RouterContext, partition: Partition, cmd: Any) -> Appl
     if result.error != TXN_CONFLICT:
         return result
     key = (cmd.tbl, cmd.pk, cmd.sk)
-    if await clear_lock(ctx, partition, key, result.old or {}):
+    if await clear_lock(ctx, partition, [key], result.old or {}):
         # The refused write was not applied (a definite answer): sending it again is safe.
         result = await ctx.storage.write(partition, cmd, ctx.request_budget)
     if result.error == TXN_CONFLICT:
         raise DynamoError("TransactionConflictException", CONFLICT_MESSAGE)
     return result
+
+
+async def write_batch(
+    ctx: RouterContext, partition: Partition, cmd: BatchWriteCommand
+) -> ApplyResult:
+    """BatchWriteItem's writes in one group (applied all or none by the group): each
+    transaction met on one of the items is resolved if decided or stale, then the writes are
+    sent again; one still running -> TransactionConflictException."""
+    keys = [(w.tbl, w.pk, w.sk) for w in cmd.writes]
+    for _ in range(len(keys) + 1):  # each round clears one lock (or stops)
+        result = await ctx.storage.write(partition, cmd, ctx.request_budget)
+        if result.error != TXN_CONFLICT:
+            return result
+        if not await clear_lock(ctx, partition, keys, result.old or {}):
+            break
+    raise DynamoError("TransactionConflictException", CONFLICT_MESSAGE)
 
 
 _background: set[asyncio.Task[Any]] = set()

@@ -173,10 +173,11 @@ async def resolve(
 
 
 async def clear_lock(
-    ctx: RouterContext, partition: Partition, key: Key, lock: dict[str, Any]
+    ctx: RouterContext, partition: Partition, keys: Sequence[Key], lock: dict[str, Any]
 ) -> bool:
-    """Try to remove another transaction's intent or read lock from ``key``: resolve it if its
-    attempt is decided (or stale, then aborted); True if the item is now free of it."""
+    """Try to remove another transaction's intent or read lock ``lock`` met on one of ``keys``
+    (all in ``partition``; resolving an attempt on keys it does not hold changes nothing):
+    resolve it if its attempt is decided (or stale, then aborted); True if it is now gone."""
     try:
         if lock.get("kind") == "read":
             now = time.time()
@@ -184,13 +185,13 @@ async def clear_lock(
             stale = [a for a, ts in readers.items() if now - float(ts) > READ_STALE]
             if len(stale) < len(readers):
                 return False
-            done = [await resolve(ctx, partition, a, False, [key]) for a in stale]
+            done = [await resolve(ctx, partition, a, False, keys) for a in stale]
             return all(d is not None for d in done)
         state = await fate(ctx, lock)
         if state is None:
             return False
-        held = await resolve(ctx, partition, str(lock.get("txn")), state == "C", [key])
+        held = await resolve(ctx, partition, str(lock.get("txn")), state == "C", keys)
         return held is not None
     except DynamoError as exc:
-        log.info("could not clear a lock on %r: %s", key, exc.message)
+        log.info("could not clear a lock in %s: %s", partition.id, exc.message)
         return False

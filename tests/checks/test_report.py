@@ -211,3 +211,26 @@ def test_module_entry_point_exit_codes(tmp_path: Path, capsys: Any) -> None:
     assert not (tmp_path / "bad" / "checks.json").exists()
     assert main([str(tmp_path / "missing")]) == 2
     assert "durability" in capsys.readouterr().out
+
+
+def test_bank_run_is_judged_by_the_bank_check_alone(tmp_path: Path) -> None:
+    """A bank game day's history has transfers and audits, no registers: linearizability and
+    durability are not applicable (never a pass, never an unknown that fails every such run),
+    and the bank check judges the audits and the final balances."""
+    run = make_run(tmp_path / "run")
+    scenario = {"name": "bank-transfers", "workload": {"name": "bank"}}
+    (run / "scenario.json").write_text(json.dumps(scenario))
+    audit = {"accounts": ["a", "b"], "initial": 100}
+    records = op("p0", "transfer", ["a", "b", 10], 1.0, 1.01, key="a")
+    records += op("p1", "audit", audit, 2.0, 2.01, key="")
+    records[-1]["value"] = {"a": 90, "b": 110}  # an audit completes with the balances read
+    write_jsonl(run / "history.jsonl", records)
+    (run / "final_reads.json").write_text(json.dumps({"a": "90", "b": "110"}))
+    verdict = run_checks(run)
+    statuses = {r.name: r.status for r in verdict.results}
+    assert statuses["linearizability"] == statuses["durability"] == "n/a", statuses
+    assert statuses["bank"] == "pass" and statuses["convergence"] == "pass", statuses
+    # The same run with half a transfer seen by the audit fails on the bank check.
+    records[-1]["value"] = {"a": 90, "b": 100}
+    write_jsonl(run / "history.jsonl", records)
+    assert run_checks(run).status == "fail"

@@ -24,9 +24,10 @@ from botocore.exceptions import ClientError
 from chaos.backends.local import LocalCluster
 from cluster import auth
 from cluster.metadata.partitionmap import TableLayout
-from cluster.router import txncoord
+from cluster.router import txncoord, txngc, txntokens
 from cluster.router.context import RouterContext
 from cluster.router.transact import _place_write
+from cluster.storage.intents import RECORDS, lock_table
 from cluster.storage.itemstore import encode_key_value
 from tests.conftest import client_for
 
@@ -111,7 +112,8 @@ async def crash_after(cluster: LocalCluster, items: list[dict[str, Any]], commit
             rec = {"tbl": placed[0].layout.spec.name, "group": home.id}
             started = time.time()
             for p in placed:
-                records = (txncoord._record_put(attempt, started),) if p is placed[0] else ()
+                record = txncoord._record_put(attempt, started, placed)
+                records = (record,) if p is placed[0] else ()
                 for _ in range(10):  # a busy machine may be electing: a prepare is idempotent
                     try:
                         ok, payload = await txncoord._prepare(
@@ -155,12 +157,17 @@ def test_prepared_but_undecided_transaction_is_rolled_back_by_another_router(
     with pytest.raises(ClientError) as exc:
         rt_b.put_item(TableName=table, Item={"id": {"S": src}, "bal": {"N": "0"}})
     assert exc.value.response["Error"]["Code"] == "TransactionConflictException"
+    # BatchWriteItem too: the write is refused, never queued behind the transaction.
+    put_src = {"PutRequest": {"Item": {"id": {"S": src}, "bal": {"N": "7"}}}}
+    with pytest.raises(ClientError) as exc:
+        rt_c.batch_write_item(RequestItems={table: [put_src]})
+    assert exc.value.response["Error"]["Code"] == "TransactionConflictException"
     assert balance(rt_b, table, src) == 100 and balance(rt_c, table, dst) == 100
-    # Once stale, the next router to meet it aborts it through its record, and rolls back.
+    # Once stale, the next router to meet it aborts it through its record, rolls back, and
+    # applies its own write: here a BatchWriteItem.
     time.sleep(max(0.0, txncoord.TXN_STALE + 0.5 - (time.monotonic() - started)))
-    assert audit(rt_c, table, [src, dst]) == [100, 100]
-    rt_b.put_item(TableName=table, Item={"id": {"S": src}, "bal": {"N": "7"}})
-    assert balance(rt_c, table, src) == 7
+    assert rt_b.batch_write_item(RequestItems={table: [put_src]})["UnprocessedItems"] == {}
+    assert audit(rt_c, table, [src, dst]) == [7, 100]
 
 
 def test_committed_but_unapplied_transaction_is_rolled_forward_by_another_router(
@@ -180,3 +187,61 @@ def test_committed_but_unapplied_transaction_is_rolled_forward_by_another_router
         ExpressionAttributeValues={":one": {"N": "1"}},
     )
     assert audit(rt_b, table, [src, dst]) == [91, 110]
+
+
+async def sweep_later(cluster: LocalCluster, table: str, now: float) -> dict[str, Any]:
+    """A full sweep of ``table``'s records and of the token rows as if it were ``now``; then
+    what is left: {attempt: record state}, the token rows, and the intents of the table."""
+    auth.install(cluster.config.internal_secret())
+    async with aiohttp.ClientSession() as session:
+        ctx = RouterContext(cluster.config, "rt-a", session)
+        await ctx.start()
+        try:
+            sweeper = txngc.TxnSweeper(ctx)
+            layout = await ctx.table(table)
+            for partition in layout.partitions:
+                await sweeper.sweep_records(partition, now, every_page=True)
+            await sweeper.sweep_tokens(now, every_page=True)
+            left: dict[str, Any] = {"records": {}, "intents": 0, "counts": dict(sweeper.counts)}
+            for partition in layout.partitions:
+                for tbl in (RECORDS, lock_table(table)):
+                    reply = await ctx.storage.read(
+                        partition, "scan", True, 10.0, tbl=tbl, start_after=None, limit=1000
+                    )
+                    for _, _, row in reply["items"]:
+                        if tbl == RECORDS:
+                            left["records"][row["k"]["S"]] = row["st"]["S"]
+                        else:
+                            left["intents"] += 1
+            meta = txntokens.meta_partition(ctx)
+            reply = await ctx.storage.read(
+                meta, "scan", True, 10.0, tbl=txntokens.TOKENS, start_after=None, limit=10_000
+            )
+            left["tokens"] = [row["att"]["S"] for _, _, row in reply["items"]]
+            return left
+        finally:
+            await ctx.stop()
+
+
+def test_sweeper_rolls_committed_intents_forward_before_deleting_records_and_tokens(
+    local_cluster: LocalCluster, table: str
+) -> None:
+    """After DynamoDB's 10-minute window, records and ClientRequestToken rows are deleted, but
+    a committed record only once its intents are applied: the sweeper rolls them forward."""
+    ddb = other_router(local_cluster, "rt-b")
+    a, b = two_accounts(local_cluster, ddb, table)
+    c, d = two_accounts(local_cluster, ddb, table)
+    attempt = asyncio.run(crash_after(local_cluster, transfer_items(table, a, b), commit=True))
+    token = uuid.uuid4().hex
+    ddb.transact_write_items(TransactItems=transfer_items(table, c, d), ClientRequestToken=token)
+    now = asyncio.run(sweep_later(local_cluster, table, time.time()))
+    assert now["records"].get(attempt) == "C" and now["intents"] >= 2, now  # none expired
+    later = asyncio.run(sweep_later(local_cluster, table, time.time() + txngc.RECORD_TTL + 1))
+    assert attempt not in later["records"] and "C" not in later["records"].values(), later
+    assert later["intents"] == 0, later
+    assert later["counts"]["records_deleted"] >= 2 and later["counts"]["tokens_deleted"] >= 1
+    # The sweeper applied the orphaned commit (no reader touched a or b).
+    assert audit(ddb, table, [a, b, c, d]) == [90, 110, 90, 110]
+    # The window is over: the token is new again, whatever the request.
+    ddb.transact_write_items(TransactItems=transfer_items(table, d, c), ClientRequestToken=token)
+    assert audit(ddb, table, [c, d]) == [100, 100]
