@@ -17,8 +17,9 @@ a conditional update of an existing ``P`` record), and whoever finds one missing
   1. Prepare: one ``TxnPrepareCommand`` per participant group. Each group checks its items (no
      other transaction's intent, conditions true against committed state) and, only if all
      pass, stores an intent (the new image) beside each item (cluster/storage/intents.py); the
-     home group's prepare also creates the record ``P`` (and the token row, below) in the same
-     log entry. Intents block every other write to their item.
+     home group's prepare also creates the record ``P`` in the same log entry, naming every
+     participant (group and key) for the sweeper. Intents block every other write to their
+     item.
   2. Decide: if every group prepared, ``P -> C`` in the record; that Raft commit is the
      transaction's commit point. Otherwise ``P -> A`` and the cancellation reasons go back.
   3. Resolve: ``TxnResolveCommand`` per group writes the images (commit) or drops the intents
@@ -29,9 +30,27 @@ a conditional update of an existing ``P`` record), and whoever finds one missing
 (a write refused with TransactionConflict, a consistent GetItem, another transaction) reads the
 record: ``C`` or ``A`` -> resolve the intent accordingly; ``P`` and older than ``TXN_STALE`` ->
 abort it (``P -> A``, which fails harmlessly if the coordinator committed first) and resolve;
-``P`` and young -> the item is busy (TransactionConflict). A router that crashes between prepare
-and commit thus leaves intents that the next router to touch them rolls back, and one that
-crashes after the commit point leaves intents that are rolled forward.
+``P`` and young -> the item is busy (TransactionConflict).
+
+**When the coordinating router dies** (killed, powered off, cut off), at each point:
+  - before any prepare applied: nothing exists; the client's request failed (or timed out), and
+    its retry with the same ClientRequestToken runs afresh once the claim is seen stale;
+  - after some or all prepares, before the decision: intents and a ``P`` record (or, if the
+    home's prepare never applied, no record) are left. Until ``TXN_STALE`` their items answer
+    TransactionConflict; then the first router to meet one (a write, a consistent GetItem,
+    another transaction, a TransactGetItems, or the sweeper within ``txngc.SWEEP_SECONDS``)
+    writes ``A`` (or an ``A`` tombstone where the record is missing, so that a late prepare can
+    never commit) and rolls every intent back as it is met. Nothing was acknowledged;
+  - after the commit point (``C`` written), before or during resolution: readers already see
+    the new images (a consistent GetItem and TransactGetItems read through the record), and
+    whoever meets an intent, or the sweeper, rolls it forward. The client may not have heard
+    the success; its retry with the token answers success without running again.
+The decision is the only step that changes an attempt's fate, and it is a Raft write in one
+group: a dead coordinator can never leave a transaction half committed.
+
+**Plain writes.** PutItem, UpdateItem, DeleteItem and BatchWriteItem that meet an intent or a
+read lock resolve it if its attempt is decided or stale and try once more; while it runs they
+answer TransactionConflictException (``txnhooks.py``), as DynamoDB does.
 
 **Reads.** TransactGetItems takes shared read locks through Raft in every group it reads (a
 prepare with ``read``), reads the items under them, then releases them; the release reports
@@ -42,13 +61,15 @@ lock retries). A consistent GetItem that meets an intent returns the intent's im
 record says committed, else the committed item (serializable, as DynamoDB's GetItem is);
 Query and Scan return committed items (read-committed, as in DynamoDB).
 
-**Idempotency.** With a ClientRequestToken, a token row ``tok:<sha256>`` in the home group
-names the attempt (created by the home prepare only if absent). When it exists already, the
-attempt is aborted and the row decides: a retry within 10 minutes with the same parameters
-returns success if that attempt committed, TransactionInProgressException while it is pending,
-and runs again (replacing the row) if it was aborted; other parameters give
-IdempotentParameterMismatchException. (The token is looked up
-in the first item's group, so a reuse whose first item differs is not detected.)
+**Idempotency.** With a ClientRequestToken, the coordinator first claims the token's row in
+the meta group (``txntokens.py``: found by the token alone, whatever the items): a retry within
+10 minutes with the same parameters returns success if the attempt it names committed,
+TransactionInProgressException while it is pending, and runs again (replacing the row) once it
+is aborted; any other parameters give IdempotentParameterMismatchException.
+
+**Garbage collection.** Records and token rows are deleted by the routers' sweeper
+(``txngc.py``) after the 10-minute window; a committed record only once its intents are proved
+applied in every participant it names.
 
 Correctness over speed: every step is a Raft-committed write; a step whose outcome is unknown
 is never guessed. If the decision itself cannot be learnt within the budget the client gets a

@@ -60,6 +60,8 @@ def test_shipped_scenario_passes(scenario: Path, tmp_path: Path) -> None:
         bank = next(c for c in checks if c["name"] == "bank")
         assert bank["details"]["transfers"]["ok"] > 0 and bank["details"]["audits_ok"] > 0, bank
         assert bank["details"]["final"]["checked"], bank
+        statuses = {c["name"]: c["status"] for c in checks}
+        assert statuses["linearizability"] == statuses["durability"] == "n/a", statuses
 
 
 BROKEN = """
