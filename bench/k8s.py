@@ -1,21 +1,29 @@
-"""Kubernetes benchmark: time to a healthy release, and a game day's availability next to local.
+"""Kubernetes benchmark: the local Kubernetes' times, and a game day on k8s next to local.
 
-Needs the local Kubernetes running (``gameday k8s up``) and the cluster image. Measures, on this
-machine, in one go (so both backends see the same hour's load):
+Measures, on this machine, in one go (so both backends see the same hour's load):
 
-  up:         ``gameday cluster up --backend k8s`` to every process answering /health
-              (helm install, scheduling, image already on the nodes, volumes bound), then
-              ``cluster down --wipe``;
+  k8s up:     ``gameday k8s up`` (3x2 + infra: 7 real kubelet nodes, the cluster image imported
+              into every node) until every node is Ready; only when none runs yet;
+  cluster up: ``gameday cluster up --backend k8s`` until every process answers /health (helm
+              install, scheduling, volumes bound), then ``cluster down --wipe``;
   game day:   the scenario (default scenarios/az-outages.yaml) on the local backend, then on
-              k8s; the availability and p99 of every window, side by side.
+              k8s: the availability and p99 of every window, side by side, and each verdict;
+  k8s down:   ``gameday k8s down`` (only of a Kubernetes this bench started), and then what is
+              left on the host: processes, mounts, cgroups, links (bridges, veths), network
+              namespaces, iptables/nft chains and sysctls, each compared with before ``up``;
+  toolchain:  with ``--toolchain``, k8s/toolchain.sh from scratch into a temporary cache
+              (GAMEDAY_K8S_CACHE; deleted afterwards) and then cached (~15 CPU-minutes: run it
+              alone, under the machine's heavy-run lock).
 
-    .venv/bin/python bench/k8s.py [--scenario scenarios/az-outages.yaml] [--ups 1]
+    .venv/bin/python bench/k8s.py [--scenario scenarios/az-outages.yaml] [--ups 1] [--toolchain]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,37 +35,52 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from chaos.k8s import host  # noqa: E402
+from chaos.k8s.localkube import LocalKube  # noqa: E402
+from chaos.k8s.node_runtime import KUBELET_ROOT, RUN_DIR  # noqa: E402
+from chaos.k8s.nodes import CGROUP_PARENT  # noqa: E402
 
 console = Console()
 GAMEDAY = [sys.executable, "-m", "chaos.cli_entry"]
 
 
-def gameday(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+def gameday(*args: str, timeout: float = 900) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    done = subprocess.run(
         [*GAMEDAY, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
     )
+    return done, time.monotonic() - started
 
 
-def time_up(work: Path) -> float:
-    data = work / "up"
-    started = time.monotonic()
-    done = gameday("cluster", "up", "--backend", "k8s", "--data-dir", str(data), "--timeout", "300")
-    took = time.monotonic() - started
-    down = gameday("cluster", "down", "--wipe", "--data-dir", str(data))
-    if done.returncode != 0 or down.returncode != 0:
-        raise SystemExit(f"cluster up/down failed:\n{done.stdout}\n{done.stderr}\n{down.stderr}")
+def must(done: subprocess.CompletedProcess[str], what: str) -> None:
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n"
+                         f"{done.stderr[-3000:]}")  # fmt: skip
+
+
+def time_cluster_up(work: Path, i: int) -> float:
+    data = work / f"up{i}"
+    done, took = gameday(
+        "cluster", "up", "--backend", "k8s", "--data-dir", str(data), "--timeout", "300"
+    )
+    down, _ = gameday("cluster", "down", "--wipe", "--data-dir", str(data))
+    must(done, "cluster up --backend k8s")
+    must(down, "cluster down --wipe")
     return took
 
 
 def run_day(scenario: str, backend: str, work: Path) -> tuple[dict[str, Any], float]:
     out = work / backend
-    started = time.monotonic()
-    done = gameday("run", scenario, "--backend", backend, "--out", str(out))
-    took = time.monotonic() - started
+    done, took = gameday("run", scenario, "--backend", backend, "--out", str(out))
     runs = sorted(out.iterdir()) if out.exists() else []
     if not runs or not (runs[-1] / "checks.json").exists():
         raise SystemExit(f"{backend} game day left no checks.json:\n{done.stdout[-3000:]}")
     checks: dict[str, Any] = json.loads((runs[-1] / "checks.json").read_text())
+    keep = Path(tempfile.gettempdir()) / f"bench-k8s-{backend}-{runs[-1].name}"
+    shutil.copytree(runs[-1], keep, dirs_exist_ok=True)  # for a look afterwards
+    checks["_run_dir"] = str(keep)
     return checks, took
 
 
@@ -68,25 +91,130 @@ def windows(checks: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {}
 
 
+# --- what a local Kubernetes could leave on the host ------------------------------------------
+
+
+def host_state(state_dir: Path) -> dict[str, list[str]]:
+    """Everything of the local Kubernetes' kind on this host (compare before up / after down)."""
+
+    def lines(argv: list[str]) -> list[str]:
+        return subprocess.run(argv, capture_output=True, text=True).stdout.splitlines()
+
+    marks = (str(state_dir), str(RUN_DIR), str(KUBELET_ROOT))
+    processes = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if any(m in cmd for m in marks):
+                processes.append(f"{entry.name} {cmd[:100]}")
+    return {
+        "processes": processes,
+        "cgroup processes": [str(p) for p in sorted(host.cgroup_pids(CGROUP_PARENT))],
+        "cgroups": [str(d) for d in host.cgroup_dirs(CGROUP_PARENT) if d.exists()],
+        "mounts": host.mounts_under(RUN_DIR, KUBELET_ROOT, state_dir),
+        "links": [ln.split(": ")[1] for ln in lines(["ip", "-o", "link"]) if "gdk-" in ln],
+        "netns": lines(["ip", "netns", "list"]),
+        "iptables": [
+            line
+            for tool in ("iptables-save", "ip6tables-save")
+            for line in lines([tool])
+            if "KUBE-" in line or host.OUR_CHAIN in line
+        ],
+        "nft": host.nft_tables(),
+        "sysctls": [f"{k}={v}" for k, v in sorted(host.read_sysctls().items())],
+        "dirs": [str(p) for p in (RUN_DIR, KUBELET_ROOT) if p.exists()],
+    }
+
+
+def left_behind(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, Any]:
+    """What ``after`` has that ``before`` had not (sysctls: any value that differs)."""
+    left: dict[str, Any] = {}
+    for kind, now in after.items():
+        extra = sorted(set(now) - set(before[kind]))
+        if extra:
+            left[kind] = extra
+    return left
+
+
+# --- the toolchain ---------------------------------------------------------------------------
+
+
+def time_toolchain() -> tuple[float, float]:
+    """k8s/toolchain.sh from scratch into a temporary cache dir, then again (cached)."""
+    cache = Path(tempfile.mkdtemp(prefix="gameday-k8s-toolchain-", dir="/var/tmp"))
+    env = {**os.environ, "GAMEDAY_K8S_CACHE": str(cache)}
+    try:
+        times = []
+        for _ in range(2):
+            started = time.monotonic()
+            done = subprocess.run(
+                ["bash", str(ROOT / "k8s" / "toolchain.sh")], env=env, capture_output=True,
+                text=True, check=False, timeout=7200,
+            )  # fmt: skip
+            times.append(time.monotonic() - started)
+            if done.returncode != 0:
+                raise SystemExit(f"toolchain.sh failed:\n{done.stderr[-3000:]}")
+        return times[0], times[1]
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(cache)], check=False)  # Go's read-only modules
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="scenarios/az-outages.yaml")
     parser.add_argument("--ups", type=int, default=1, help="how many timed cluster ups")
+    parser.add_argument("--no-local", action="store_true", help="skip the local game day")
+    parser.add_argument(
+        "--toolchain", action="store_true", help="only time the toolchain build (scratch, cached)"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-k8s-") as tmp:
-        work = Path(tmp)
-        ups = [time_up(work) for _ in range(args.ups)]
-        table = Table(title="gameday cluster up --backend k8s (3x2x1) to healthy")
-        table.add_column("run")
+    if args.toolchain:
+        scratch, cached = time_toolchain()
+        table = Table(title="k8s/toolchain.sh (kube-*, kubectl, helm, CoreDNS, pause)")
+        table.add_column("build")
         table.add_column("seconds", justify="right")
-        for i, took in enumerate(ups, 1):
-            table.add_row(str(i), f"{took:.1f}")
+        table.add_row("from scratch (empty module and build caches)", f"{scratch:.0f}")
+        table.add_row("cached", f"{cached:.2f}")
         console.print(table)
-        results = {b: run_day(args.scenario, b, work) for b in ("local", "k8s")}
+        return
+    times = Table(title=f"local Kubernetes timings (load {os.getloadavg()[0]:.1f} at start)")
+    times.add_column("step")
+    times.add_column("seconds", justify="right")
+    kube = LocalKube()
+    started_kube = not kube.is_up()
+    before = host_state(kube.state_dir)
+    results: dict[str, tuple[dict[str, Any], float]] = {}
+    try:
+        if started_kube:
+            done, took = gameday("k8s", "up", timeout=1200)
+            must(done, "gameday k8s up")
+            times.add_row("gameday k8s up (3x2 + infra, image imported) to all nodes Ready",
+                          f"{took:.1f}")  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="bench-k8s-") as tmp:
+            work = Path(tmp)
+            for i in range(args.ups):
+                took = time_cluster_up(work, i)
+                times.add_row(f"gameday cluster up --backend k8s to healthy (#{i + 1})",
+                              f"{took:.1f}")  # fmt: skip
+            backends = ("k8s",) if args.no_local else ("local", "k8s")
+            results = {b: run_day(args.scenario, b, work) for b in backends}
+    finally:
+        left: dict[str, Any] | None = None
+        if started_kube:
+            done, took = gameday("k8s", "down", timeout=1200)
+            times.add_row("gameday k8s down", f"{took:.1f}")
+            left = left_behind(before, host_state(kube.state_dir))
+        console.print(times)
+        if left is not None:
+            console.print(f"left on the host after k8s down: {left or 'nothing'}")
     table = Table(title=f"{args.scenario}: availability per window (same machine, same hour)")
     for column in ("window", "local", "k8s", "local p99 ms", "k8s p99 ms"):
         table.add_column(column, justify="left" if column == "window" else "right")
-    local, k8s = (windows(results[b][0]) for b in ("local", "k8s"))
+    local, k8s = (windows(results[b][0]) if b in results else {} for b in ("local", "k8s"))
 
     def cell(w: dict[str, Any] | None, key: str, fmt: str) -> str:
         value = None if w is None else w.get(key)
@@ -101,10 +229,9 @@ def main() -> None:
             cell(lw, "p99_ms", ".0f"),
             cell(kw, "p99_ms", ".0f"),
         )
-    verdicts = " / ".join(
-        f"{b}: {results[b][0]['verdict']} in {results[b][1]:.0f}s" for b in results
+    table.caption = " / ".join(
+        f"{b}: {c['verdict']} in {t:.0f}s ({c['_run_dir']})" for b, (c, t) in results.items()
     )
-    table.caption = f"verdicts {verdicts}"
     console.print(table)
 
 
