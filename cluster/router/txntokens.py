@@ -37,7 +37,15 @@ from cluster.storage.itemstore import encode_key_value
 
 from .context import RouterContext
 from .errors import DynamoError
-from .txnrecords import TXN_STALE, decide, read_record, record_state, ts_of, write_command
+from .txnrecords import (
+    TXN_STALE,
+    Unknown,
+    decide,
+    read_record,
+    record_state,
+    ts_of,
+    write_command,
+)
 
 TOKENS = "#tok"
 """The reserved table of token rows in the meta group (``#``: no user table can collide)."""
@@ -95,7 +103,11 @@ async def claim(ctx: RouterContext, token: str, attempt: str, digest: str, home:
         else:
             cond = Condition("#a = :prev", {"#a": "att"}, {":prev": {"S": prev}})
         put = PutCommand(TOKENS, pk, b"", _row(token, attempt, digest, home), cond)
-        result = await write_command(ctx, meta, put)
+        try:
+            result = await write_command(ctx, meta, put)
+        except Unknown as exc:  # the claim may or may not be there; nothing ran either way
+            why = f"the ClientRequestToken could not be claimed: {exc}"
+            raise DynamoError.unavailable(why) from None
         if result.ok:
             return "claimed"
         row = result.old
