@@ -82,7 +82,12 @@ def events(cluster: LocalCluster) -> list[dict[str, Any]]:
     return sorted(found, key=lambda e: e["time"])
 
 
-def wait_for(what: str, check: Any, timeout: float, every: float = 0.2) -> Any:
+# A bound for a heal that is stuck, not a deadline for a slow one: on a busy machine elections,
+# snapshots and catch-up take many times what they take on an idle one.
+HEAL_BOUND = 240.0
+
+
+def wait_for(what: str, check: Any, timeout: float = HEAL_BOUND, every: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = check()

@@ -63,14 +63,14 @@ def test_dropped_and_wiped_replicas_are_refilled_and_scrub_agrees(
     # refills it; it holds every committed entry again and scrubs clean.
     victim = follower_of(cluster, first)
     drop_group(cluster, victim, first)
-    wait_for("dropped replica refilled", lambda: caught_up(cluster, victim, first), 60.0)
+    wait_for("dropped replica refilled", lambda: caught_up(cluster, victim, first))
 
     def recorded() -> list[dict[str, Any]]:  # the leader's admin looks every half second
         kinds = {"replica_lost_data", "replica_refilled"}
         found = [e for e in events(cluster) if e["kind"] in kinds and e["group"] == first]
         return found if len({e["kind"] for e in found}) == 2 else []
 
-    timeline = wait_for("loss and refill recorded", recorded, 10.0)
+    timeline = wait_for("loss and refill recorded", recorded)
     assert {e["node"] for e in timeline} == {victim}, timeline
     outcome = scrub(cluster, first)
     assert outcome["verdict"] == "ok", outcome
@@ -84,7 +84,7 @@ def test_dropped_and_wiped_replicas_are_refilled_and_scrub_agrees(
     shutil.rmtree(cluster.replica_dir(victim, second))
     cluster.start(victim)
     cluster.wait_healthy()
-    wait_for("group whole again", lambda: whole(cluster, second), 90.0)
+    wait_for("group whole again", lambda: whole(cluster, second))
     outcome = scrub(cluster, second)
     assert outcome["verdict"] == "ok", outcome
     assert len(outcome["replicas"]) == 3, outcome
