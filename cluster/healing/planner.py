@@ -77,39 +77,47 @@ class GroupView:
 
 
 @dataclass(frozen=True, slots=True)
-class RemoveMember:
+class NodeAction:
+    """One step on one node of the group, and why (for the log and the events)."""
+
     node: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class AddLogReplica:
-    node: str
-    reason: str
+class RemoveMember(NodeAction):
+    """Take ``node`` out of the group's membership (lost, or one too many)."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class BuildFullReplica:
-    node: str
-    reason: str
+class AddLogReplica(NodeAction):
+    """Add a log replica of the group on ``node``."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class RecreateReplica:
-    node: str
-    reason: str
+class BuildFullReplica(NodeAction):
+    """Turn ``node``'s log replica into a full replica."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class DropOrphan:
-    node: str
-    reason: str
+class RecreateReplica(NodeAction):
+    """Create ``node``'s replica again (wiped, set aside, or not trustworthy)."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class TransferLeadership:
-    node: str
-    reason: str
+class DropOrphan(NodeAction):
+    """Drop the copy ``node`` hosts although it is no longer a member."""
+
+    __slots__ = ()
+
+
+class TransferLeadership(NodeAction):
+    """Hand the group's leadership to ``node``."""
+
+    __slots__ = ()
 
 
 Action = (
