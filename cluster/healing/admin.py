@@ -385,17 +385,7 @@ class Admin:
         started = time.monotonic()
         # A copy left from an earlier membership must not be reused: it starts afresh.
         await self.call(target, "drop_group", 10.0, group=group)
-        rate, provisioned = self.node.rate_of(group)
-        await self.call(
-            target,
-            "create_group",
-            10.0,
-            group=group,
-            members=sorted(view.voters),
-            rate=rate,
-            provisioned=provisioned,
-            log_only=True,
-        )
+        await self._create_group(target, group, view, log_only=True)
         if target in self.peers:
             self.peers[target].groups[group] = ReplicaMode.LOG.value
         await self._change(replica, Membership(view.voters | {target}, view.log_only | {target}))
@@ -457,6 +447,14 @@ class Admin:
         self, replica: Replica, view: planner.GroupView, action: planner.RecreateReplica
     ) -> None:
         group, target = replica.group, action.node
+        # rejoin: no votes until the leader has refilled it (Raft.rejoin)
+        await self._create_group(target, group, view, log_only=target in view.log_only, rejoin=True)
+        self.events.record(EventKind.REPLICA_RECREATED, group, target, reason=action.reason)
+
+    async def _create_group(
+        self, target: str, group: str, view: planner.GroupView, **options: bool
+    ) -> None:
+        """Have ``target`` create a replica of ``group`` with the group's members and rate."""
         rate, provisioned = self.node.rate_of(group)
         await self.call(
             target,
@@ -466,10 +464,8 @@ class Admin:
             members=sorted(view.voters),
             rate=rate,
             provisioned=provisioned,
-            log_only=target in view.log_only,
-            rejoin=True,  # no votes until the leader has refilled it (Raft.rejoin)
+            **options,
         )
-        self.events.record(EventKind.REPLICA_RECREATED, group, target, reason=action.reason)
 
     def _mode_on(self, node: str, group: str) -> str | None:
         peer = self.peers.get(node)
