@@ -23,7 +23,7 @@ import aiohttp
 from cluster import auth
 from cluster.admission.router_side import GacClient, RouterAdmission, read_units, write_units
 from cluster.config import ClusterConfig
-from cluster.metadata.partitionmap import TableLayout, meta_replicas
+from cluster.metadata.partitionmap import Partition, TableLayout, meta_replicas
 from cluster.metadata.store import MetadataStore
 from cluster.topology import parse_topology
 
@@ -237,6 +237,16 @@ class RouterContext:
             admitted = True
         if not admitted:
             raise DynamoError.throttled(provisioned=True)
+
+    async def read(
+        self, layout: TableLayout, partition: Partition, op: str, consistent: bool, **fields: Any
+    ) -> dict[str, Any]:
+        """One read of ``layout``'s table on ``partition`` (``get``, ``query``, ``scan``),
+        admitted first (one read unit, consistent or not), within the request's budget."""
+        await self.admit(layout, "read_consistent" if consistent else "read", 1)
+        return await self.storage.read(
+            partition, op, consistent, self.request_budget, tbl=layout.spec.name, **fields
+        )
 
     def describe_stats(self) -> dict[str, Any]:
         s = self.resolver.stats

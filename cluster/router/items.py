@@ -60,6 +60,14 @@ def _returns(request: dict[str, Any], allowed: tuple[str, ...]) -> str:
     return v.choice(request, "ReturnValues", allowed, "NONE")
 
 
+def _condition_and_returns(request: dict[str, Any]) -> tuple[Condition | None, str]:
+    """A PutItem's or DeleteItem's ConditionExpression (with its placeholders checked) and
+    ReturnValues (NONE or ALL_OLD)."""
+    names, values = v.expression_inputs(request)
+    v.placeholders(request, ["ConditionExpression"])
+    return _condition(request, names, values), _returns(request, ("NONE", "ALL_OLD"))
+
+
 def _outcome(result: ApplyResult, request: dict[str, Any]) -> None:
     """Raise the DynamoDB error a failed apply stands for."""
     if result.ok:
@@ -84,10 +92,7 @@ async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
     request = legacy.rewrite("PutItem", request)
     layout = await ctx.table(v.table_name(request))
     item = v.item(request, layout.spec.key_schema)
-    names, values = v.expression_inputs(request)
-    v.placeholders(request, ["ConditionExpression"])
-    condition = _condition(request, names, values)
-    returns = _returns(request, ("NONE", "ALL_OLD"))
+    condition, returns = _condition_and_returns(request)
     pk, sk = v.encoded_key(layout.spec.key_schema, item)
     cmd = PutCommand(layout.spec.name, pk, sk, item, condition, returns)
     result = await _write(ctx, layout, pk, cmd, len(repr(item)))
@@ -100,10 +105,7 @@ async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     request = legacy.rewrite("DeleteItem", request)
     layout = await ctx.table(v.table_name(request))
     key = v.key(request, layout.spec.key_schema)
-    names, values = v.expression_inputs(request)
-    v.placeholders(request, ["ConditionExpression"])
-    condition = _condition(request, names, values)
-    returns = _returns(request, ("NONE", "ALL_OLD"))
+    condition, returns = _condition_and_returns(request)
     pk, sk = v.encoded_key(layout.spec.key_schema, key)
     cmd = DeleteCommand(layout.spec.name, pk, sk, condition, returns)
     result = await _write(ctx, layout, pk, cmd, 1)
@@ -174,10 +176,7 @@ async def _get(
     sk: bytes,
     consistent: bool,
 ) -> dict[str, Any] | None:
-    await ctx.admit(layout, "read_consistent" if consistent else "read", 1)
-    reply = await ctx.storage.read(
-        partition, "get", consistent, ctx.request_budget, tbl=layout.spec.name, pk=pk, sk=sk
-    )
+    reply = await ctx.read(layout, partition, "get", consistent, pk=pk, sk=sk)
     item: dict[str, Any] | None = reply.get("item")
     if consistent and "lock" in reply:  # a transaction holds it: its record decides
         item = await txnhooks.visible_item(

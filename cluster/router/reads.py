@@ -139,13 +139,11 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     partition = layout.partition_for(pk)
     more = True
     while more and not page.full():
-        await ctx.admit(layout, "read_consistent" if consistent else "read", 1)
-        reply = await ctx.storage.read(
+        reply = await ctx.read(
+            layout,
             partition,
             "query",
             consistent,
-            ctx.request_budget,
-            tbl=layout.spec.name,
             pk=pk,
             lo=lo,
             hi=hi,
@@ -227,15 +225,8 @@ async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     for n, partition in enumerate(partitions):
         part_more = True
         while part_more and not page.full():
-            await ctx.admit(layout, "read_consistent" if consistent else "read", 1)
-            reply = await ctx.storage.read(
-                partition,
-                "scan",
-                consistent,
-                ctx.request_budget,
-                tbl=layout.spec.name,
-                start_after=cursor,
-                limit=page.room(),
+            reply = await ctx.read(
+                layout, partition, "scan", consistent, start_after=cursor, limit=page.room()
             )
             rows = reply["items"]
             part_more = bool(reply["more"])
