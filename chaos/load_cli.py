@@ -45,7 +45,7 @@ from chaos.faults import BlastRadius
 from workloads.catalog import WORKLOADS
 from workloads.history import HISTORY_FILE, PART_GLOB, RUN_START_ENV, merge_histories, read_ops
 from workloads.keys import DISTRIBUTIONS
-from workloads.runner import run_seconds, start_locust, start_web, stop_locust
+from workloads.runner import WebUI, run_seconds, start_locust, start_web, stop_locust
 from workloads.settings import LoadSettings
 from workloads.setup import SetupError, ensure_table, final_reads
 
@@ -189,18 +189,8 @@ def load(
                 with console.status("starting the Game day tab (canaries, fault session) ..."):
                     control.start()
                 control_env = control.locust_env()
-            proc = start_web(
-                settings,
-                web_host,
-                web_port,
-                users,
-                spawn_rate,
-                processes,
-                csv,
-                workload == ALL,
-                control_env=control_env,
-                popen=TIED,
-            )
+            ui = WebUI(web_host, web_port, users, spawn_rate, processes, csv, workload == ALL)
+            proc = start_web(settings, ui, control_env=control_env, popen=TIED)
             guard.add_group(proc.pid)
             console.print(
                 f"Locust web UI on [bold]http://{web_host}:{web_port}[/bold] "

@@ -12,7 +12,7 @@ environment variables (workloads/settings.py).
     proc.wait(timeout=run_seconds("60s") + 30)      # or stop_locust(proc) to end it early
     merge_histories(run_dir)
 
-    web = start_web(settings, web_port=8089)        # http://127.0.0.1:8089
+    web = start_web(settings, WebUI(port=8089))     # http://127.0.0.1:8089
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -102,15 +103,23 @@ def headless_argv(
     return argv + list(extra)
 
 
+@dataclass(frozen=True, slots=True)
+class WebUI:
+    """How Locust's web UI is started: where it listens (127.0.0.1 unless told otherwise),
+    the form's defaults (users, spawn rate), worker processes, CSV stats, the class picker."""
+
+    host: str = "127.0.0.1"
+    port: int = 8089
+    users: int | None = None
+    spawn_rate: float | None = None
+    processes: int | None = None
+    csv_prefix: Path | None = None
+    class_picker: bool = False
+
+
 def web_argv(
     settings: LoadSettings,
-    web_host: str = "127.0.0.1",
-    web_port: int = 8089,
-    users: int | None = None,
-    spawn_rate: float | None = None,
-    processes: int | None = None,
-    csv_prefix: Path | None = None,
-    class_picker: bool = False,
+    ui: WebUI = WebUI(),
     locustfile: Path = LOCUSTFILE,
     extra: Sequence[str] = (),
     plugins: Sequence[Path] = (),
@@ -118,19 +127,19 @@ def web_argv(
     argv = [
         *_common_argv(settings, locustfile, plugins),
         "--web-host",
-        web_host,
+        ui.host,
         "--web-port",
-        str(web_port),
+        str(ui.port),
     ]
-    if users is not None:
-        argv += ["-u", str(users)]
-    if spawn_rate is not None:
-        argv += ["-r", f"{spawn_rate:g}"]
-    if processes:
-        argv += ["--processes", str(processes)]
-    if csv_prefix is not None:
-        argv += ["--csv", str(csv_prefix)]
-    if class_picker:
+    if ui.users is not None:
+        argv += ["-u", str(ui.users)]
+    if ui.spawn_rate is not None:
+        argv += ["-r", f"{ui.spawn_rate:g}"]
+    if ui.processes:
+        argv += ["--processes", str(ui.processes)]
+    if ui.csv_prefix is not None:
+        argv += ["--csv", str(ui.csv_prefix)]
+    if ui.class_picker:
         argv.append("--class-picker")
     return argv + list(extra)
 
@@ -179,13 +188,7 @@ def start_locust(
 
 def start_web(
     settings: LoadSettings,
-    web_host: str = "127.0.0.1",
-    web_port: int = 8089,
-    users: int | None = None,
-    spawn_rate: float | None = None,
-    processes: int | None = None,
-    csv_prefix: Path | None = None,
-    class_picker: bool = False,
+    ui: WebUI = WebUI(),
     log: IO[bytes] | None = None,
     locustfile: Path = LOCUSTFILE,
     popen: Popen | None = None,
@@ -196,18 +199,7 @@ def start_web(
     ``control_env``: the game-day control service's address and token
     (``GameDayControl.locust_env()``, chaos/control.py); with it the UI gets the Game day tab.
     """
-    argv = web_argv(
-        settings,
-        web_host,
-        web_port,
-        users,
-        spawn_rate,
-        processes,
-        csv_prefix,
-        class_picker,
-        locustfile,
-        plugins=(WEBUI_PLUGIN,) if control_env else (),
-    )
+    argv = web_argv(settings, ui, locustfile, plugins=(WEBUI_PLUGIN,) if control_env else ())
     return _spawn(argv, settings, log, control_env, popen)
 
 

@@ -19,7 +19,7 @@ from chaos.backends.local import LocalCluster
 from chaos.load_cli import load_command
 from workloads.canary import run_canaries
 from workloads.history import describe_problems, merge_histories, read_ops
-from workloads.runner import start_locust, start_web, stop_locust
+from workloads.runner import WebUI, start_locust, start_web, stop_locust
 from workloads.settings import LoadSettings
 from workloads.setup import ensure_table
 
@@ -187,7 +187,7 @@ def test_web_ui_binds_to_loopback_and_stops(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     settings = LoadSettings(endpoints=("http://127.0.0.1:9",), workload="register")
     with (tmp_path / "web.log").open("wb") as log:
-        proc = start_web(settings, web_port=port, log=log)
+        proc = start_web(settings, WebUI(port=port), log=log)
         try:
             page = ""
             deadline = time.monotonic() + 20

@@ -9,7 +9,14 @@ import pytest
 
 from workloads import ops
 from workloads.catalog import WORKLOADS, workload
-from workloads.runner import LOCUSTFILE, headless_argv, locust_env, run_seconds, web_argv
+from workloads.runner import (
+    LOCUSTFILE,
+    WebUI,
+    headless_argv,
+    locust_env,
+    run_seconds,
+    web_argv,
+)
 from workloads.settings import LoadSettings
 
 SETTINGS = LoadSettings(
@@ -74,7 +81,7 @@ def test_headless_command_line() -> None:
 
 
 def test_web_command_line_binds_to_loopback_by_default() -> None:
-    line = " ".join(web_argv(SETTINGS, class_picker=True))
+    line = " ".join(web_argv(SETTINGS, WebUI(class_picker=True)))
     assert "--web-host 127.0.0.1 --web-port 8089" in line
     assert "--class-picker" in line and "--headless" not in line
 
