@@ -14,11 +14,12 @@ Both have ``..._async`` twins for callers that already run an event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, ParamSpec, TypeVar
 
 import aiohttp
 
@@ -28,6 +29,9 @@ from workloads.client import DynamoClient, error_code
 from workloads.ops import item_value
 from workloads.outcomes import classify
 from workloads.retry import RetryPolicy
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -179,27 +183,17 @@ async def _query_all(ddb: DynamoClient, table: str, pk: str) -> dict[str, Any]:
     return found
 
 
-def ensure_table(
-    endpoint: str,
-    access_key: str,
-    secret_key: str,
-    table: str,
-    workload: str,
-    timeout: float = 60.0,
-) -> dict[str, Any]:
-    """Blocking ``ensure_table_async``; not for use inside a running event loop."""
-    return asyncio.run(
-        ensure_table_async(endpoint, access_key, secret_key, table, workload, timeout)
-    )
+def blocking(async_fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
+    """``async_fn`` run to completion with ``asyncio.run``: for callers outside an event loop
+    (never inside a running one)."""
+
+    @functools.wraps(async_fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return asyncio.run(async_fn(*args, **kwargs))
+
+    run.__doc__ = f"Blocking ``{async_fn.__name__}``; not for use inside a running event loop."
+    return run
 
 
-def final_reads(
-    endpoint: str,
-    access_key: str,
-    secret_key: str,
-    table: str,
-    keys: Iterable[str],
-    workload: str = "register",
-) -> dict[str, Any]:
-    """Blocking ``final_reads_async``; not for use inside a running event loop."""
-    return asyncio.run(final_reads_async(endpoint, access_key, secret_key, table, keys, workload))
+ensure_table = blocking(ensure_table_async)
+final_reads = blocking(final_reads_async)
