@@ -336,13 +336,26 @@ def rebuild_reference(
             applied = items.applied().index
             entries = [e for e in entries if e.index > applied]
             base_index = max(base_index, applied)
-        machine = StateMachine(items)
-        for i in range(0, len(entries), batch):
-            machine.apply(entries[i : i + batch])
-        index = entries[-1].index if entries else base_index
-        return Reference(group, index, items.digest(), items.count(), files)
+        return _replayed(items, group, entries, base_index, files, batch)
     finally:
         items.close()
+
+
+def _replayed(
+    items: ItemStore,
+    group: str,
+    entries: list[Entry],
+    base_index: int,
+    files: int,
+    batch: int,
+) -> Reference:
+    """``entries`` applied to ``items`` through the state machine, ``batch`` at a time: the
+    reference replica as of the last one (``base_index`` when there are none)."""
+    machine = StateMachine(items)
+    for i in range(0, len(entries), batch):
+        machine.apply(entries[i : i + batch])
+    index = entries[-1].index if entries else base_index
+    return Reference(group, index, items.digest(), items.count(), files)
 
 
 def _update_reference(
@@ -357,11 +370,7 @@ def _update_reference(
             _, _, entries, files = archived_entries(store, group, upto, after=applied)
         except ArchiveGap:
             return None
-        machine = StateMachine(items)
-        for i in range(0, len(entries), batch):
-            machine.apply(entries[i : i + batch])
-        index = entries[-1].index if entries else applied
-        return Reference(group, index, items.digest(), items.count(), files)
+        return _replayed(items, group, entries, applied, files, batch)
     finally:
         items.close()
 
