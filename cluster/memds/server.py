@@ -14,7 +14,6 @@ Every request but /health and /metrics needs the cluster's internal key (cluster
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from cluster.auth import guard
 from cluster.metadata.partitionmap import PartitionMap
 from cluster.metadata.store import MetadataStore, MetadataUnavailable
+from cluster.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,7 @@ class MemDS:
         self._task = asyncio.create_task(self._refresh_loop(), name="memds-refresh")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _refresh_loop(self) -> None:
         while True:

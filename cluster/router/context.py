@@ -12,7 +12,6 @@ of router traffic alone and a cold cache cannot multiply it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from cluster.admission.router_side import GacClient, RouterAdmission, read_units
 from cluster.config import ClusterConfig
 from cluster.metadata.partitionmap import Partition, TableLayout, meta_replicas
 from cluster.metadata.store import MetadataStore
+from cluster.tasks import cancel_and_wait
 from cluster.topology import parse_topology
 
 from .errors import DynamoError
@@ -64,10 +64,7 @@ class PartitionResolver:
         self.task = asyncio.create_task(self._flush_loop(), name="memds-lookups")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel_and_wait(self.task)
 
     async def table(self, name: str, timeout: float = 3.0) -> TableLayout | None:
         self.stats.lookups += 1
@@ -178,9 +175,7 @@ class RouterContext:
     async def stop(self) -> None:
         await self.resolver.stop()
         if self.gac is not None:
-            self._gac_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gac_task
+            await cancel_and_wait(self._gac_task)
         await self.storage.close()
 
     async def table(self, name: str, active: bool = True) -> TableLayout:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import logging
@@ -49,6 +48,7 @@ import msgpack
 
 from cluster.consensus.messages import Entry, EntryKind
 from cluster.consensus.raft import Role
+from cluster.tasks import cancel_and_wait
 
 from .itemstore import ItemStore
 from .layout import items_file
@@ -416,10 +416,7 @@ class Archiver:
         self._task = asyncio.create_task(self._run(), name="archiver")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -15,12 +15,13 @@ dead or the call times out, which suits probes made every half second to every p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
+
+from cluster.tasks import cancel_and_wait
 
 from .handshake import send_hello
 from .transport import split_address
@@ -80,10 +81,7 @@ class NodeClient:
             self._reader_task = asyncio.create_task(self._read_replies(reader))
 
     async def close(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
+        await cancel_and_wait(self._reader_task)
         self._disconnect(NodeUnavailable(f"{self.address}: client closed"))
 
     async def call(self, op: str, *, deadline: float = 10.0, **fields: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from cluster.consensus.raft import (
     Ready,
     Role,
 )
+from cluster.tasks import cancel_and_wait
 
 from .commands import ApplyResult, CommandError, ScrubCommand, decode_command
 from .itemstore import ItemCorruption, ItemStore
@@ -247,10 +248,7 @@ class Replica:
         return replica
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel_and_wait(self.task)
         self._fail_pending(OutcomeUnknown(f"{self.group}: replica closed"))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.io, self._close_files)
