@@ -26,7 +26,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
@@ -135,12 +135,7 @@ class KeySchema:
         return (hash_part, ("range", self.range_name, self.range_type))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "hash_name": self.hash_name,
-            "hash_type": self.hash_type,
-            "range_name": self.range_name,
-            "range_type": self.range_type,
-        }
+        return asdict(self)  # its four fields, all plain values
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> KeySchema:

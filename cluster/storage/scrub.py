@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +73,7 @@ class ReplicaReport:
     problems: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "mode": self.mode,
-            "digest": self.digest,
-            "items": self.items,
-            "problems": list(self.problems),
-        }
+        return {**asdict(self), "problems": list(self.problems)}
 
     @classmethod
     def from_wire(cls, body: Mapping[str, Any]) -> ReplicaReport:
