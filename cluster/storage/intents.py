@@ -22,15 +22,17 @@ image as the item. It is idempotent (an intent of another attempt, or none, is l
 any router may resolve any intent once it knows the attempt's decision.
 
 These functions are pure over a batch view (the state machine's overlay of one apply batch)
-and reach commands through their fields only, so the state machine stays their only caller.
+and the commands of ``cluster/storage/commands.py``; the state machine is their only caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from cluster.dynamo.values import item_size
+
+from .commands import TxnPrepareCommand, TxnResolveCommand
 
 Item = dict[str, Any]
 ItemKey = tuple[str, bytes, bytes]
@@ -53,48 +55,6 @@ class BatchView(Protocol):
     def write(self, key: ItemKey, item: Item | None) -> None: ...
 
 
-class TxnOp(Protocol):
-    @property
-    def tbl(self) -> str: ...
-
-    @property
-    def pk(self) -> bytes: ...
-
-    @property
-    def sk(self) -> bytes: ...
-
-
-class Prepare(Protocol):
-    @property
-    def txn(self) -> str: ...
-
-    @property
-    def record(self) -> dict[str, str]: ...
-
-    @property
-    def ts(self) -> float: ...
-
-    @property
-    def read(self) -> bool: ...
-
-    @property
-    def ops(self) -> Sequence[Any]: ...
-
-    @property
-    def records(self) -> Sequence[Any]: ...
-
-
-class Resolve(Protocol):
-    @property
-    def txn(self) -> str: ...
-
-    @property
-    def commit(self) -> bool: ...
-
-    @property
-    def keys(self) -> Sequence[ItemKey]: ...
-
-
 Decision = tuple[bool, Item | None, str | None]
 """What the state machine decides for one op on its old item: (condition held, the item it
 would leave (None: none), the validation error that refused it, if any)."""
@@ -115,7 +75,7 @@ def conflict(lock: Item) -> Item:
     return {"Code": CONFLICT, "Message": CONFLICT_MESSAGE, "lock": lock}
 
 
-def prepare(cmd: Prepare, batch: BatchView, decide: Decide) -> tuple[bool, Item]:
+def prepare(cmd: TxnPrepareCommand, batch: BatchView, decide: Decide) -> tuple[bool, Item]:
     """Prepare ``cmd``'s ops in this group, all or none.
 
     Returns (every op passed, ``{"reasons": [...], "items": [...], "sizes": [...], "records":
@@ -185,7 +145,7 @@ def _kind(op: Any, new: Item | None) -> str:
     return "delete" if new is None else "put"
 
 
-def resolve(cmd: Resolve, batch: BatchView) -> Item:
+def resolve(cmd: TxnResolveCommand, batch: BatchView) -> Item:
     """Remove attempt ``cmd.txn``'s intents (and read locks) from ``cmd.keys``; with ``commit``
     write each intent's image first. Returns ``{"held": [bool per key]}``: whether the key
     still held this attempt's intent or lock (a TransactGetItems proves with it that no one
