@@ -296,7 +296,8 @@ def test_cluster_in_containers_power_pause_partition_heal(
     nemesis.heal("f2")
 
     # the dead-man's switch: the orchestrator "dies" holding a power-off; the watchdog heals it
-    lease = Lease(cluster.state_dir / "test.lease", ttl=1.0)
+    # A ttl above scheduling delays: a starved renewer must not lapse before the test stops it.
+    lease = Lease(cluster.state_dir / "test.lease", ttl=5.0)
     watchdog = spawn_watchdog(cluster, lease)
     inject("f3", "power_off_node", target="sn-c1")
     assert not cluster.alive("sn-c1")
