@@ -37,7 +37,8 @@ from chaos.deadman import lapse_marker, read_lease, registered_guards, tear_down
 from chaos.nemesis import recorded_faults
 from checks.report import EXIT_ABORTED, EXIT_FAIL
 
-pytestmark = pytest.mark.slow
+# Each case is a game day: the 300 s default per test is no bound for one on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 PROGRESS_TIMEOUT = 600.0  # an upper bound for a hung run, not a deadline for a slow one
 
 

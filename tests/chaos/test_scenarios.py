@@ -45,6 +45,7 @@ def _params() -> list[object]:
 
 @pytest.mark.chaos
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a 60-120 s game day plus start-up and checks, on a busy machine
 @pytest.mark.parametrize("scenario", _params())
 def test_shipped_scenario_passes(scenario: Path, tmp_path: Path) -> None:
     code, run_dir = run_scenario(scenario, tmp_path / "runs")
@@ -79,6 +80,7 @@ checks: [linearizability, durability, convergence, availability]
 @pytest.mark.chaos
 @pytest.mark.chaos_smoke
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a game day on a busy machine
 @pytest.mark.parametrize("mode", ["stale-reads", "ack-before-commit"])
 def test_checkers_catch_a_broken_cluster(mode: str, tmp_path: Path) -> None:
     """A cluster that serves stale "consistent" reads, or acknowledges writes before a quorum
@@ -134,6 +136,7 @@ def run_blackout(tmp_path: Path, unsafe: tuple[str, ...]) -> tuple[int, dict[str
 @pytest.mark.chaos
 @pytest.mark.chaos_smoke
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a game day on a busy machine
 def test_durability_catches_a_cluster_that_never_fsyncs(tmp_path: Path) -> None:
     """A power loss on every node takes what was not fsynced: a cluster that acknowledges
     writes it never synced (test-only "no-fsync") must fail the durability check."""
@@ -144,6 +147,7 @@ def test_durability_catches_a_cluster_that_never_fsyncs(tmp_path: Path) -> None:
 
 @pytest.mark.chaos
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a game day on a busy machine
 def test_the_real_cluster_survives_a_blackout(tmp_path: Path) -> None:
     """The same blackout on the real cluster: every acknowledged write was fsynced on a quorum,
     so nothing is lost, keys stay linearizable and replicas converge (availability is the
