@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from chaos.k8s import host  # noqa: E402
-from chaos.k8s.localkube import LocalKube  # noqa: E402
+from chaos.k8s.localkube import CLUSTER_IMAGE, LocalKube  # noqa: E402
+from chaos.k8s.node_images import save_docker_image  # noqa: E402
 from chaos.k8s.node_runtime import KUBELET_ROOT, RUN_DIR  # noqa: E402
 from chaos.k8s.nodes import CGROUP_PARENT  # noqa: E402
 
@@ -69,6 +70,48 @@ def time_cluster_up(work: Path, i: int) -> float:
     must(done, "cluster up --backend k8s")
     must(down, "cluster down --wipe")
     return took
+
+
+def import_seconds(output: str) -> float | None:
+    """From ``k8s up``'s progress: when the image import began and the first kubelet started."""
+    marks: dict[str, float] = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if parts and parts[0].endswith("s") and parts[0][:-1].replace(".", "").isdigit():
+            at = float(parts[0][:-1])
+            if "images into" in line:
+                marks.setdefault("import", at)
+            elif ": kubelet" in line:
+                marks.setdefault("kubelet", at)
+    if {"import", "kubelet"} <= marks.keys():
+        return marks["kubelet"] - marks["import"]
+    return None
+
+
+def time_reimport(kube: LocalKube) -> tuple[float, float, float]:
+    """A source change as the nodes see it: an image that adds one small layer on top of the
+    cluster image (tagged for this bench only), loaded into every node. Returns (seconds of
+    ``docker save``, seconds of the import into every node, MB of layers sent per node)."""
+    tag = f"gameday-bench-k8s:{os.getpid()}"
+    dockerfile = f"FROM {CLUSTER_IMAGE}\nRUN echo {time.time()} > /tmp/changed-source\n"
+    subprocess.run(
+        ["docker", "build", "-q", "--network", "none", "-t", tag, "-"],
+        input=dockerfile, text=True, capture_output=True, check=True,
+    )  # fmt: skip
+    cache = Path(tempfile.mkdtemp(prefix="bench-k8s-images-", dir="/var/tmp"))
+    try:
+        layer = subprocess.run(
+            ["docker", "history", "--format", "{{.Size}}", "-H=false", tag],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()[0]  # fmt: skip
+        started = time.monotonic()
+        archive = save_docker_image(tag, cache)
+        saved = time.monotonic()
+        kube.runtime.import_images(kube.nodes(), [archive])
+        return saved - started, time.monotonic() - saved, int(layer) / 1e6
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
 
 
 def run_day(scenario: str, backend: str, work: Path) -> tuple[dict[str, Any], float]:
@@ -194,8 +237,15 @@ def main() -> None:
             must(done, "gameday k8s up")
             times.add_row("gameday k8s up (3x2 + infra, image imported) to all nodes Ready",
                           f"{took:.1f}")  # fmt: skip
+            imported = import_seconds(done.stdout + done.stderr)
+            if imported is not None:
+                times.add_row("  of which: the whole image into 7 fresh nodes", f"{imported:.1f}")
         with tempfile.TemporaryDirectory(prefix="bench-k8s-") as tmp:
             work = Path(tmp)
+            save, load, mb = time_reimport(kube)
+            times.add_row("a source change: docker save of the rebuilt image", f"{save:.1f}")
+            times.add_row(f"a source change: import into every node ({mb:.2f} MB layer sent)",
+                          f"{load:.1f}")  # fmt: skip
             for i in range(args.ups):
                 took = time_cluster_up(work, i)
                 times.add_row(f"gameday cluster up --backend k8s to healthy (#{i + 1})",
