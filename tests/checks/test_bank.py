@@ -54,3 +54,19 @@ def test_no_bank_traffic_is_not_applicable_unless_the_run_is_a_bank_run() -> Non
     # A bank scenario that recorded no transfer proves nothing: unknown, never n/a or a pass.
     silent = check_bank([op("read", None, "x")], {}, bank_run=True)
     assert silent.valid == UNKNOWN and silent.status == "unknown", silent
+
+
+def test_a_lost_acknowledged_transfer_fails_though_the_total_holds() -> None:
+    ops = [
+        transfer("a", "b", 10),
+        transfer("b", "c", 5, kind="info"),  # unknown: applied or not
+        transfer("c", "a", 7, kind="fail"),  # refused: never applied
+        op("audit", AUDIT, {"a": 90, "b": 110, "c": 100}),
+    ]
+    assert check_bank(ops, {"a": "90", "b": "105", "c": "105"}).valid is True  # info applied
+    assert check_bank(ops, {"a": "90", "b": "110", "c": "100"}).valid is True  # not applied
+    lost = check_bank(ops, {"a": "100", "b": "100", "c": "100"})  # a -> b undone entirely
+    assert lost.valid is False and lost.details["final"]["total"] == 300, lost.summary
+    assert [u["account"] for u in lost.details["final"]["unexplained"]] == ["a", "b"]
+    twice = check_bank(ops, {"a": "80", "b": "120", "c": "100"})  # a -> b applied twice
+    assert twice.valid is False
