@@ -14,7 +14,7 @@ paths overlap, conflict or nest too deep.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from cluster.dynamo.evaluate import TYPE_NAMES, check_overlaps
@@ -84,15 +84,19 @@ def check_condition_operands(
 
 
 def check_filter_keys(
-    ast: Condition, names: Mapping[str, str] | None, key_names: Collection[str]
+    ast: Condition,
+    names: Mapping[str, str] | None,
+    key_names: Sequence[str],
+    label: str = "Filter Expression",
 ) -> None:
-    """A Query's FilterExpression may not name the table's key attributes."""
-    for path in _paths(ast):
-        first = resolve_name(str(path.elements[0]), names)
-        if first in key_names:
+    """A Query's FilterExpression (``label`` "QueryFilter" for the legacy parameter) may not
+    name the table's key attributes; the first of ``key_names`` (hash, then range) named is
+    reported, as DynamoDB does."""
+    heads = {resolve_name(str(path.elements[0]), names) for path in _paths(ast)}
+    for key in key_names:
+        if key in heads:
             raise ValidationError(
-                "Filter Expression can only contain non-primary key attributes: "
-                f"Primary key attribute: {first}"
+                f"{label} can only contain non-primary key attributes: Primary key attribute: {key}"
             )
 
 

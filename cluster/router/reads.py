@@ -105,6 +105,7 @@ class _Page:
 
 
 async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
+    filter_label = "Filter Expression" if request.get("QueryFilter") is None else "QueryFilter"
     request = legacy.rewrite("Query", request)
     if request.get("IndexName") is not None:
         raise DynamoError.validation("Secondary indexes are not supported by this cluster")
@@ -124,7 +125,7 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     filter_text = v.field(request, "FilterExpression", str)
     if filter_text is not None:
         filter_ast = v.guarded(parse_condition, filter_text, "FilterExpression")
-        v.guarded(check_filter_keys, filter_ast, names, schema.names())
+        v.guarded(check_filter_keys, filter_ast, names, schema.names(), filter_label)
     v.check_key_types(schema, {schema.hash_name: condition.partition_value})
     pk = encode_key_value(condition.partition_value)
     lo, hi = _sort_bounds(condition.sort, schema)

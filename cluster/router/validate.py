@@ -121,6 +121,8 @@ def check_key_types(schema: KeySchema, value: Mapping[str, Any]) -> None:
         av = value[name]
         try:
             validate_key_value(av, name, expected)
+        except SerializationError as exc:  # {"N": 1}: the JSON itself is wrong
+            raise DynamoError("SerializationException", exc.message) from None
         except ValidationError as exc:
             prefixed = (
                 exc.message if exc.message.startswith(INVALID) else f"{INVALID}: {exc.message}"

@@ -96,6 +96,12 @@ def test_query_filter_may_not_name_a_key_attribute() -> None:
     assert e.value.message == (
         "Filter Expression can only contain non-primary key attributes: Primary key attribute: sk"
     )
+    # The hash key is named first, whatever the order in the expression.
+    with pytest.raises(ValidationError) as e:
+        check_filter_keys(parse_condition("sk = :v AND pk = :v"), None, ("pk", "sk"), "QueryFilter")
+    assert e.value.message == (
+        "QueryFilter can only contain non-primary key attributes: Primary key attribute: pk"
+    )
 
 
 def test_projection_overlap_and_depth_are_request_errors() -> None:

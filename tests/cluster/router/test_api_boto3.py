@@ -1219,6 +1219,8 @@ def test_key_and_item_validation_errors(ddb: Client, raw: Client, new_table: New
         "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to "
         "an String"
     )
+    for call in (raw.get_item, raw.delete_item):  # in a key too
+        expect_error("SerializationException", call, TableName=name, Key={**good, "sk": {"N": 1}})
     # A big but legal item goes through (and the key's size limits hold).
     ddb.put_item(TableName=name, Item={**good, "big": S("x" * (390 * 1024))})
     expect_error(

@@ -12,22 +12,25 @@ import os
 import subprocess
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pynamodb.attributes import (
     ListAttribute,
     NumberAttribute,
     NumberSetAttribute,
+    TTLAttribute,
     UnicodeAttribute,
 )
-from pynamodb.exceptions import PutError
+from pynamodb.connection import TableConnection
+from pynamodb.exceptions import PutError, QueryError, UpdateError
 from pynamodb.models import Model
 
 from chaos.backends.base import DEFAULT_ACCESS_KEY
 from chaos.backends.local import LocalCluster
-from tests.cluster.router.test_api_boto3 import REGION, N, NewTable, S, unique
+from tests.cluster.router.test_api_boto3 import REGION, Client, N, NewTable, S, unique
 
 pytestmark = pytest.mark.slow
 
@@ -150,6 +153,7 @@ def thing(local_cluster: LocalCluster) -> Any:
             aws_secret_access_key = local_cluster.config.credentials[DEFAULT_ACCESS_KEY]
             billing_mode = "PAY_PER_REQUEST"
             max_retry_attempts = 2
+            tags: ClassVar[dict[str, str]] = {"team": "sre"}
 
         owner = UnicodeAttribute(hash_key=True)
         seq = NumberAttribute(range_key=True)
@@ -157,6 +161,8 @@ def thing(local_cluster: LocalCluster) -> Any:
         hits = NumberAttribute(default=0)
         labels = NumberSetAttribute(null=True)
         notes = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[var-annotated]
+        status = UnicodeAttribute(null=True)  # a reserved word: PynamoDB uses placeholders
+        expires = TTLAttribute(null=True)  # create_table turns Time to Live on
 
     Thing.create_table(wait=True)
     yield Thing
@@ -247,3 +253,205 @@ def test_aws_cli_table_settings(aws: AwsCli, new_table: NewTable) -> None:
     )
     assert got["Count"] == 1 and got["ConsumedCapacity"]["CapacityUnits"] == 0.5
     assert aws("describe-limits")["AccountMaxReadCapacityUnits"] == 80000
+
+
+def test_pynamodb_table_settings_capacity_and_validation(thing: Any, ddb: Client) -> None:
+    table = thing.describe_table()
+    assert uuid.UUID(table["TableId"]).version == 4
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    name = thing.Meta.table_name
+    # Meta.tags went out with CreateTable, the TTLAttribute as UpdateTimeToLive.
+    assert ddb.list_tags_of_resource(ResourceArn=table["TableArn"])["Tags"] == [
+        {"Key": "team", "Value": "sre"}
+    ]
+    assert ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED",
+        "AttributeName": "expires",
+    }
+    # Reserved words as attribute names, through PynamoDB's placeholders.
+    thing("cy", 1, status="active").save(condition=thing.status.does_not_exist())
+    got = thing.get("cy", 1, consistent_read=True, attributes_to_get=["status"])
+    assert (got.status, got.title) == ("active", None)
+    conn = TableConnection(
+        name,
+        host=thing.Meta.host,
+        region=REGION,
+        aws_access_key_id=thing.Meta.aws_access_key_id,
+        aws_secret_access_key=thing.Meta.aws_secret_access_key,
+    )
+    conn.describe_table()  # loads the key schema the connection needs
+    # A REMOVE-only update of a missing item creates no item (so DynamoDB returns no
+    # Attributes, which Model.update's ALL_NEW cannot take: the connection call it is).
+    conn.update_item("ghost", "1", actions=[thing.title.remove()])
+    assert thing.count("ghost", consistent_read=True) == 0
+    # DynamoDB's validation reaches PynamoDB as its errors, with DynamoDB's words.
+    with pytest.raises(QueryError, match="BETWEEN operator requires upper bound"):
+        list(thing.query("cy", thing.seq.between(5, 1)))
+    with pytest.raises(
+        UpdateError,
+        match="ExpressionAttributeValues contains invalid value: The "
+        "parameter cannot be converted to a numeric value",
+    ):
+        thing("cy", 1).update(actions=[thing.hits.add("text")])  # type: ignore[arg-type]
+    # Parallel Scan and ReturnConsumedCapacity (PynamoDB asks TOTAL on every data call).
+    seen = []
+    for segment in range(3):
+        page = conn.scan(
+            segment=segment,
+            total_segments=3,
+            consistent_read=True,
+            return_consumed_capacity="INDEXES",
+        )
+        seen += [(i["owner"]["S"], i["seq"]["N"]) for i in page["Items"]]
+        assert page["ConsumedCapacity"]["Table"]["CapacityUnits"] >= 1.0
+    assert sorted(seen) == sorted((t.owner, str(t.seq)) for t in thing.scan(consistent_read=True))
+    assert ("cy", "1") in seen
+
+
+def test_aws_cli_capacity_validation_and_remaining_legacy(aws: AwsCli) -> None:
+    name = unique("cli3")
+    created = aws(
+        "create-table",
+        "--table-name",
+        name,
+        "--attribute-definitions",
+        "AttributeName=pk,AttributeType=S",
+        "AttributeName=sk,AttributeType=N",
+        "--key-schema",
+        "AttributeName=pk,KeyType=HASH",
+        "AttributeName=sk,KeyType=RANGE",
+        "--billing-mode",
+        "PAY_PER_REQUEST",
+        "--sse-specification",
+        "Enabled=false",
+        "--tags",
+        "Key=a,Value=1",
+        "Key=b,Value=2",
+    )["TableDescription"]
+    try:
+        assert uuid.UUID(created["TableId"]).version == 4
+        aws("wait", "table-exists", "--table-name", name)
+        arn = created["TableArn"]
+        aws("untag-resource", "--resource-arn", arn, "--tag-keys", "a")
+        assert aws("list-tags-of-resource", "--resource-arn", arn)["Tags"] == [
+            {"Key": "b", "Value": "2"}
+        ]
+        assert aws("describe-endpoints")["Endpoints"][0]["CachePeriodInMinutes"] == 1440
+        _cli_capacity_and_legacy(aws, name)
+        _cli_validation(aws, name)
+        table = aws("describe-table", "--table-name", name)["Table"]
+        assert table["ItemCount"] == 3
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    finally:
+        aws("delete-table", "--table-name", name)
+
+
+def _cli_capacity_and_legacy(aws: AwsCli, name: str) -> None:
+    items = [{"pk": S("p"), "sk": N(i), "tag": S("blue"), "w": N(i)} for i in range(3)]
+    items[1]["tag"] = S("red")
+    put = aws(
+        "put-item",
+        "--table-name",
+        name,
+        "--item",
+        json.dumps(items[0]),
+        "--return-consumed-capacity",
+        "INDEXES",
+    )
+    assert put["ConsumedCapacity"] == {
+        "TableName": name,
+        "CapacityUnits": 1.0,
+        "Table": {"CapacityUnits": 1.0},
+    }
+    wrote = aws(
+        "batch-write-item",
+        "--request-items",
+        json.dumps({name: [{"PutRequest": {"Item": i}} for i in items[1:]]}),
+        "--return-consumed-capacity",
+        "TOTAL",
+    )
+    assert wrote["ConsumedCapacity"] == [{"TableName": name, "CapacityUnits": 2.0}]
+    keys = [{"pk": S("p"), "sk": N(i)} for i in (0, 1, 9)]
+    got = aws(
+        "batch-get-item",
+        "--request-items",
+        json.dumps({name: {"Keys": keys, "AttributesToGet": ["sk"], "ConsistentRead": True}}),
+        "--return-consumed-capacity",
+        "TOTAL",
+    )
+    assert sorted(i["sk"]["N"] for i in got["Responses"][name]) == ["0", "1"]
+    assert all(set(i) == {"sk"} for i in got["Responses"][name])
+    assert got["ConsumedCapacity"] == [{"TableName": name, "CapacityUnits": 3.0}]
+    # QueryFilter with ConditionalOperator OR, as older scripts pass them.
+    queried = aws(
+        "query",
+        "--table-name",
+        name,
+        "--key-conditions",
+        json.dumps({"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [S("p")]}}),
+        "--query-filter",
+        json.dumps(
+            {
+                "tag": {"ComparisonOperator": "EQ", "AttributeValueList": [S("blue")]},
+                "w": {"ComparisonOperator": "GT", "AttributeValueList": [N(5)]},
+            }
+        ),
+        "--conditional-operator",
+        "OR",
+        "--consistent-read",
+        "--return-consumed-capacity",
+        "TOTAL",
+    )
+    assert [i["sk"]["N"] for i in queried["Items"]] == ["0", "2"]
+    assert queried["ConsumedCapacity"]["CapacityUnits"] == 1.0
+
+
+def _cli_validation(aws: AwsCli, name: str) -> None:
+    key = json.dumps({"pk": S("p"), "sk": N(0)})
+    values = json.dumps({":v": N(1)})
+    for args, message in [
+        (
+            ["update-item", "--key", key, "--update-expression", "SET status = :v"],
+            "Invalid UpdateExpression: Attribute name is a reserved keyword; reserved keyword: "
+            "status",
+        ),
+        (
+            ["scan", "--filter-expression", "((tag = :v))"],
+            "Invalid FilterExpression: The expression has redundant parentheses;",
+        ),
+        (
+            [
+                "query",
+                "--key-condition-expression",
+                "pk = :v",
+                "--filter-expression",
+                "sk > :v",
+            ],
+            "Filter Expression can only contain non-primary key attributes: Primary key "
+            "attribute: sk",
+        ),
+        (
+            [
+                "query",
+                "--key-conditions",
+                json.dumps({"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [S("p")]}}),
+                "--query-filter",
+                json.dumps({"sk": {"ComparisonOperator": "GT", "AttributeValueList": [N(0)]}}),
+            ],
+            "QueryFilter can only contain non-primary key attributes: Primary key attribute: sk",
+        ),
+    ]:
+        legacy = "--query-filter" in args
+        failed = aws.run(
+            *args,
+            "--table-name",
+            name,
+            *([] if legacy else ["--expression-attribute-values", values]),
+            ok=False,
+        )
+        assert failed.returncode != 0 and "(ValidationException)" in failed.stderr, failed.stderr
+        assert message in failed.stderr, failed.stderr
+    # A REMOVE-only update of a missing item creates nothing.
+    ghost = json.dumps({"pk": S("ghost"), "sk": N(1)})
+    aws("update-item", "--table-name", name, "--key", ghost, "--update-expression", "REMOVE tag")
+    assert aws("get-item", "--table-name", name, "--key", ghost, "--consistent-read") is None
