@@ -9,7 +9,10 @@ Cluster processes, and the orchestrator that opened the cluster's config, instal
   on any other connection. A connection without a valid hello is closed.
 - per HTTP request (a header), with an HMAC over the method, the path, a timestamp and a
   random nonce. A receiver accepts a proof whose time is within ``MAX_SKEW_SECONDS`` and whose
-  nonce it has not seen, so a captured proof cannot be replayed. Every request needs one
+  nonce it has not seen, so a captured proof cannot be replayed. It remembers nonces until
+  their proofs are too old to pass anyway; past ``_SEEN_LIMIT`` it forgets the oldest early and
+  from then on refuses every proof stamped no later than one it forgot (so a forgotten nonce
+  can never pass again). Every request needs one
   except ``GET /health`` and ``GET /metrics`` (probes and scrapers hold no key; neither
   serves data).
 
@@ -38,10 +41,11 @@ from aiohttp.typedefs import Middleware
 
 HEADER = "X-Gameday-Auth"
 MAX_SKEW_SECONDS = 60.0
-_SEEN_LIMIT = 100_000  # remembered nonces; older ones are outside the skew window anyway
+_SEEN_LIMIT = 100_000  # nonces remembered at most (a proof of 2 minutes ago is refused anyway)
 
 _keys: list[bytes] = []
-_seen: OrderedDict[str, float] = OrderedDict()
+_seen: OrderedDict[str, float] = OrderedDict()  # nonce -> its proof's time, oldest first
+_horizon = 0.0  # proofs stamped at or before this are refused: their nonces may be forgotten
 
 
 def install(secret: str) -> None:
@@ -71,25 +75,36 @@ def _check(subject: str, proof: Any, now: float | None = None) -> bool:
         return False
     stamp, _, rest = proof.partition(":")
     nonce, _, macs = rest.partition(":")
+    now = time.time() if now is None else now
     try:
-        skew = abs((time.time() if now is None else now) - float(stamp))
+        stamped = float(stamp)
     except ValueError:
         return False
-    if not skew <= MAX_SKEW_SECONDS or not nonce or nonce in _seen:
+    fresh = abs(now - stamped) <= MAX_SKEW_SECONDS and stamped > _horizon
+    if not fresh or not nonce or nonce in _seen:
         return False
     offered = macs.split(":")
     for key in _keys:
         expected = _mac(key, subject, stamp, nonce)
         if any(hmac.compare_digest(expected, mac) for mac in offered):
-            _remember(nonce)
+            _remember(nonce, stamped, now)
             return True
     return False
 
 
-def _remember(nonce: str) -> None:
-    _seen[nonce] = time.monotonic()
-    while len(_seen) > _SEEN_LIMIT:
+def _remember(nonce: str, stamped: float, now: float) -> None:
+    """Remember ``nonce``; forget those whose proofs the skew check refuses by now, and past
+    the limit the oldest ones, raising the horizon so their proofs stay refused."""
+    global _horizon
+    _seen[nonce] = stamped
+    while _seen:
+        oldest = next(iter(_seen.values()))
+        expired = oldest < now - MAX_SKEW_SECONDS
+        if not expired and len(_seen) <= _SEEN_LIMIT:
+            break
         _seen.popitem(last=False)
+        if not expired:
+            _horizon = max(_horizon, oldest)
 
 
 def challenge() -> str:

@@ -15,7 +15,10 @@ Cross-site requests are refused: every ``/gameday/api`` request must name a loop
 the host the UI is bound to) in ``Host`` (no DNS rebinding), must not come from another origin
 (``Origin``, ``Sec-Fetch-Site``), and a POST must carry the session's token in
 ``X-Gameday-Token``, which the page reads from ``/gameday/api/token`` (refused to other
-origins, so a foreign page cannot read it even though Locust allows CORS).
+origins, so a foreign page cannot read it even though Locust allows CORS). Locust's own POST
+routes (``/swarm``, ``/stop``, ``/stats/reset``, ``/user``) get the same Host and cross-site
+checks (not the token: Locust's page does not send it), so another site's page cannot start or
+stop the load through the user's browser.
 """
 
 from __future__ import annotations
@@ -118,6 +121,13 @@ def install(environment: Environment, control: Control) -> None:
         if reason is not None:
             abort(Response(json.dumps({"error": reason}), 403, mimetype="application/json"))
 
+    def guard_locust() -> None:
+        """Locust's own state-changing routes are all POSTs: no cross-site ones."""
+        if request.method == "POST" and not request.path.startswith("/gameday/"):
+            reason = refusal(request.headers, "GET", control.token, hosts)
+            if reason is not None:
+                abort(Response(json.dumps({"error": reason}), 403, mimetype="application/json"))
+
     def relay(status: int, body: bytes) -> Response:
         response = Response(body, status, mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"
@@ -164,6 +174,7 @@ def install(environment: Environment, control: Control) -> None:
     app.add_url_rule("/gameday/api/catalog", "gameday_catalog", catalog)
     app.add_url_rule("/gameday/api/inject", "gameday_inject", inject, methods=["POST"])
     app.add_url_rule("/gameday/api/heal", "gameday_heal", heal, methods=["POST"])
+    app.before_request(guard_locust)
     app.after_request(add_panel)
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -49,6 +51,36 @@ def test_forged_stale_and_garbled_proofs_are_refused() -> None:
     stale = ":".join([f"{time.time() - 3600:.3f}", "n" + nonce, *macs])
     for proof in [forged, stale, "", "garbage", "1:2:3", None, 5]:
         assert not auth.check_http("PUT", "/tables/t", proof)  # type: ignore[arg-type]
+
+
+def _proof_at(subject: str, when: float) -> str:
+    stamp, nonce = f"{when:.3f}", secrets.token_hex(12)
+    return ":".join([stamp, nonce, *(auth._mac(k, subject, stamp, nonce) for k in auth._keys)])
+
+
+def test_nonces_are_forgotten_by_age_and_a_forgotten_one_never_passes_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    auth.install(new_secret())
+    monkeypatch.setattr(auth, "_SEEN_LIMIT", 3)
+    monkeypatch.setattr(auth, "_seen", OrderedDict())
+    monkeypatch.setattr(auth, "_horizon", 0.0)
+    subject, base = "GET /map", time.time()
+    for i in range(3):
+        assert auth._check(subject, _proof_at(subject, base + i), now=base + i)
+    # Two minutes on, proofs that old fail the skew check: their nonces are dropped by age.
+    later = base + 120
+    assert auth._check(subject, _proof_at(subject, later), now=later)
+    assert len(auth._seen) == 1 and auth._horizon == 0.0
+    # Past the limit the oldest are forgotten early, and proofs as old are refused from then on.
+    proofs = [_proof_at(subject, later + 1 + i) for i in range(4)]
+    for proof in proofs:
+        assert auth._check(subject, proof, now=later + 5)
+    assert len(auth._seen) == 3 and auth._horizon == pytest.approx(later + 1)
+    assert not auth._check(subject, proofs[0], now=later + 5), "a forgotten nonce replayed"
+    assert not auth._check(subject, proofs[3], now=later + 5), "a remembered nonce replayed"
+    assert not auth._check(subject, _proof_at(subject, later + 1), now=later + 5)
+    assert auth._check(subject, _proof_at(subject, later + 1.5), now=later + 5)
 
 
 async def _rpc(address: str, proven: bool, request: dict[str, Any]) -> dict[str, Any] | None:
