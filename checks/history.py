@@ -22,11 +22,12 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import orjson
+from msgspec import UNSET, UnsetType
 
 JsonDict = dict[str, Any]
 
@@ -37,13 +38,16 @@ READ_FS = frozenset({"read", "get"})
 CONDITIONAL_FAILED = "ConditionalCheckFailed"
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(msgspec.Struct, frozen=True, gc=False):
     """One request as its client saw it: the invoke and (if any) its completion, merged.
 
     `value` is the invoke's argument (the written value, or `[expected, new]` for cas);
     `result` is the completion's value (what a read returned). `complete_time` is None only when
     no completion was recorded at all. `type` is ok, fail or info.
+
+    (A frozen msgspec Struct rather than a dataclass: loading a history builds one per request,
+    and a Struct is built in one C call and never tracked by the cyclic garbage collector: it
+    holds JSON values only, which cannot refer back to it.)
     """
 
     index: int
@@ -195,181 +199,183 @@ def read_jsonl(path: Path) -> list[JsonDict]:
     return records
 
 
-def _float(record: JsonDict, field: str) -> float | None:
-    value = record.get(field)
-    if type(value) is float:
-        return value
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else None
+class HistoryRecord(msgspec.Struct, gc=False):
+    """One line of a history file as the pairing reads it: only the fields it uses, typed.
+
+    Decoding straight into these (msgspec) checks every field's type on the way and builds no
+    dict per line; other fields are ignored. UNSET tells "absent" from an explicit null where
+    the pairing treats them differently (an invoke's value, key and consistent).
+    """
+
+    type: str
+    process: str | int = ""
+    f: str | None = None
+    key: str | int | UnsetType | None = UNSET
+    value: Any = UNSET
+    time: float | None = None
+    latency: float | None = None
+    error: str | None = None
+    consistent: bool | UnsetType | None = UNSET
+    az: str | None = None
+    router: str | None = None
+    intended: float | None = None
+    attempt: int | None = None
+
+
+_decode_lines = msgspec.json.Decoder(HistoryRecord).decode_lines
+_decode_line = msgspec.json.Decoder(HistoryRecord).decode
+
+
+def read_records(path: Path) -> list[HistoryRecord]:
+    """The records of a history file, in file order; blank lines are skipped.
+
+    A bad line raises ValueError with its line number and what is wrong (which field, and
+    why); a truncated last line (the recorder was killed mid-write) is tolerated and dropped.
+    """
+    data = path.read_bytes()
+    try:  # fast path: the whole file in one call, no per-line Python work
+        return _decode_lines(data)
+    except msgspec.DecodeError:
+        pass  # find the bad line below, by its number in the file
+    lines = data.splitlines()
+    last = max((n for n, line in enumerate(lines) if line.strip()), default=-1)
+    records: list[HistoryRecord] = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(_decode_line(line))
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{path.name} line {number + 1}: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            if number == last:
+                break  # torn last line
+            raise ValueError(f"{path.name} line {number + 1}: {exc}") from exc
+    return records
 
 
 def pair_operations(records: Iterable[JsonDict]) -> list[Operation]:
-    """Pair each invoke with the next completion of the same process, in invoke order."""
-    pending: dict[str, tuple[int, JsonDict]] = {}
-    records = records if isinstance(records, list) else list(records)
+    """Pair each invoke with the next completion of the same process, in invoke order.
+
+    ``records`` are history lines as dicts; a field of the wrong type raises ValueError naming
+    the record (its index) and the field.
+    """
+    try:
+        converted = msgspec.convert(
+            records if isinstance(records, list) else list(records), list[HistoryRecord]
+        )
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"history record {exc}") from exc
+    return _pair(converted)
+
+
+def _pair(records: list[HistoryRecord]) -> list[Operation]:
+    pending: dict[str | int, tuple[int, HistoryRecord]] = {}
     slots: list[Operation | None] = [None] * len(records)  # by invoke index: no sort needed
-    merge = _merge
+    merge, unfinished = _merge, _unfinished
     for index, record in enumerate(records):
-        process = record.get("process", "")
-        if type(process) is not str:
-            process = str(process)
-        kind = record.get("type")
+        kind = record.type
+        process = record.process
         if kind == "invoke":
             if process in pending:
                 begun, invoke = pending.pop(process)
-                slots[begun] = merge(begun, invoke, None)
+                slots[begun] = unfinished(begun, invoke)
             pending[process] = (index, record)
-        elif kind in _COMPLETIONS and process in pending:
+        elif process in pending and (kind == "ok" or kind == "fail" or kind == "info"):
             begun, invoke = pending.pop(process)
             slots[begun] = merge(begun, invoke, record)
     for begun, invoke in pending.values():
-        slots[begun] = merge(begun, invoke, None)
+        slots[begun] = unfinished(begun, invoke)
     return [op for op in slots if op is not None]
 
 
-_COMPLETIONS = frozenset({"ok", "fail", "info"})
-_EMPTY: JsonDict = {}
-
-
-def _merge(index: int, invoke: JsonDict, completion: JsonDict | None) -> Operation:
-    # The hot loop of loading a history: one call per operation, so the common shapes (string
-    # fields, float times) take the short paths and the rest fall back to the general ones.
-    get = invoke.get
-    invoke_time = get("time")
-    if type(invoke_time) is not float:
-        invoke_time = _float(invoke, "time") or 0.0
-    if completion is None:
-        complete = _EMPTY
-        complete_time = None
-        latency = None
-        kind = "info"
-    else:
-        complete = completion
-        complete_time = complete.get("time")
-        if type(complete_time) is not float:
-            complete_time = _float(complete, "time")
-        latency = complete.get("latency")
-        if type(latency) is not float:
-            latency = _float(complete, "latency")
-        if latency is None and complete_time is not None:
-            latency = max(0.0, complete_time - invoke_time)
-        kind = str(complete["type"])
-    value = invoke["value"] if "value" in invoke else complete.get("value")
-    consistent = complete.get("consistent", get("consistent", True))
-    key = get("key", complete.get("key"))
-    if key is not None and type(key) is not str:
-        key = str(key)
-    error = complete.get("error")
-    process = get("process", "")
-    f = get("f")
+def _merge(index: int, invoke: HistoryRecord, done: HistoryRecord) -> Operation:
+    # The hot loop of loading a history: one call per operation.
+    invoke_time = invoke.time
+    if invoke_time is None:
+        invoke_time = 0.0
+    complete_time = done.time
+    latency = done.latency
+    if latency is None and complete_time is not None:
+        latency = max(0.0, complete_time - invoke_time)
+    result = done.value
+    if result is UNSET:
+        result = None
+    value = invoke.value
+    if value is UNSET:
+        value = result
+    consistent = done.consistent
+    if consistent is UNSET:
+        consistent = invoke.consistent
+    key = invoke.key
+    if key is UNSET:
+        key = done.key
+        if key is UNSET:
+            key = None
+    f = invoke.f
     if f is None:
-        f = complete.get("f", "")
-    intended = get("intended")
-    if intended is not None and type(intended) is not float:
-        intended = _float(invoke, "intended")
-    az = get("az")
+        f = done.f or ""
+    az = invoke.az
     if az is None:
-        az = complete.get("az")
-    router = get("router")
+        az = done.az
+    router = invoke.router
     if router is None:
-        router = complete.get("router")
-    return _operation(
+        router = done.router
+    process = invoke.process
+    return Operation(
         index,
         process if type(process) is str else str(process),
-        f if type(f) is str else str(f),
-        key,
+        f,
+        str(key) if isinstance(key, int) else key,
         value,
-        complete.get("value"),
-        kind,
+        result,
+        done.type,
         invoke_time,
         complete_time,
         latency,
-        None if error is None else str(error),
+        done.error,
         consistent is not False,
-        None if az is None else str(az),
-        None if router is None else str(router),
-        intended,
-        _int(get("attempt")),
+        az,
+        router,
+        invoke.intended,
+        invoke.attempt,
     )
 
 
-def _slot_setters() -> tuple[Any, ...]:
-    return tuple(Operation.__dict__[f.name].__set__ for f in fields(Operation))
-
-
-(
-    _set_index,
-    _set_process,
-    _set_f,
-    _set_key,
-    _set_value,
-    _set_result,
-    _set_type,
-    _set_invoke_time,
-    _set_complete_time,
-    _set_latency,
-    _set_error,
-    _set_consistent,
-    _set_az,
-    _set_router,
-    _set_intended,
-    _set_attempt,
-) = _slot_setters()
-_new = object.__new__
-
-
-def _operation(
-    index: int,
-    process: str,
-    f: str,
-    key: str | None,
-    value: Any,
-    result: Any,
-    type: str,
-    invoke_time: float,
-    complete_time: float | None,
-    latency: float | None,
-    error: str | None,
-    consistent: bool,
-    az: str | None,
-    router: str | None,
-    intended: float | None,
-    attempt: int | None,
-) -> Operation:
-    """``Operation(...)`` in half the time: the frozen dataclass's ``__init__`` goes through
-    ``object.__setattr__`` per field, and loading a history builds one per operation (loading
-    must not cost more than checking, bench/checker.py). The same fields, in the same order."""
-    op: Operation = _new(Operation)
-    _set_index(op, index)
-    _set_process(op, process)
-    _set_f(op, f)
-    _set_key(op, key)
-    _set_value(op, value)
-    _set_result(op, result)
-    _set_type(op, type)
-    _set_invoke_time(op, invoke_time)
-    _set_complete_time(op, complete_time)
-    _set_latency(op, latency)
-    _set_error(op, error)
-    _set_consistent(op, consistent)
-    _set_az(op, az)
-    _set_router(op, router)
-    _set_intended(op, intended)
-    _set_attempt(op, attempt)
-    return op
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _unfinished(index: int, invoke: HistoryRecord) -> Operation:
+    """An invoke that never completed: its outcome is unknown (info)."""
+    key = invoke.key
+    value = invoke.value
+    process = invoke.process
+    return Operation(
+        index,
+        process if type(process) is str else str(process),
+        invoke.f or "",
+        None if key is UNSET else str(key) if isinstance(key, int) else key,
+        None if value is UNSET else value,
+        None,
+        "info",
+        0.0 if invoke.time is None else invoke.time,
+        None,
+        None,
+        None,
+        invoke.consistent is not False,
+        invoke.az,
+        invoke.router,
+        invoke.intended,
+        invoke.attempt,
+    )
 
 
 def load_operations(path: Path) -> list[Operation]:
-    """Paired operations of a history file (`history.jsonl` or `canary.jsonl`)."""
+    """Paired operations of a history file (`history.jsonl` or `canary.jsonl`).
+
+    A line that is not JSON, or a record whose fields have the wrong types, raises ValueError
+    naming the file, the line and the field; a torn last line (the recorder was killed
+    mid-write) is dropped.
+    """
     with paused_gc():
-        return pair_operations(read_jsonl(path))
+        return _pair(read_records(path))
 
 
 def by_key(ops: Iterable[Operation]) -> Iterator[tuple[str, list[Operation]]]:

@@ -1,24 +1,24 @@
-"""Loading history.jsonl (checks/history.py): the fast paths give what the plain ones would."""
+"""Loading history.jsonl (checks/history.py): the fast paths give what the plain ones would, and a
+malformed line is named with its number and what is wrong with it."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from checks.history import Operation, _operation, load_operations, pair_operations, read_jsonl
+from checks.history import Operation, load_operations, pair_operations, read_jsonl
 
 
-def test_the_fast_constructor_sets_every_field_in_order() -> None:
-    values = [f"v{i}" for i in range(len(fields(Operation)))]
-    fast = _operation(*values)  # type: ignore[arg-type]
-    assert fast == Operation(*values)  # type: ignore[arg-type]
-    assert [getattr(fast, f.name) for f in fields(Operation)] == values
+def test_operations_are_immutable_values() -> None:
+    op = pair_operations(RECORDS)[0]
     with pytest.raises(AttributeError):
-        fast.key = "other"  # type: ignore[misc]
+        op.key = "other"  # type: ignore[misc]
+    assert op == pair_operations(RECORDS)[0] and hash(op) == hash(pair_operations(RECORDS)[0])
+    positional = Operation(0, "a", "write", "k", 1, 1, "ok", 0.0, 3.0, 3.0, None, True)
+    assert positional == op
 
 
 RECORDS: list[dict[str, Any]] = [
@@ -73,3 +73,44 @@ def test_an_empty_file_is_an_empty_history(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     path.write_text("\n")
     assert read_jsonl(path) == []
+
+
+def test_a_field_of_the_wrong_type_is_named_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    bad = {**RECORDS[1], "time": "soon"}
+    path.write_text(json.dumps(RECORDS[0]) + "\n\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=r"history\.jsonl line 3: .*float.*got `str`.*time"):
+        load_operations(path)
+    with pytest.raises(ValueError, match=r"line 1: .*missing required field `type`"):
+        path.write_text('{"f": "read"}\n')
+        load_operations(path)
+    with pytest.raises(ValueError, match=r"\[1\]\.time"):
+        pair_operations([RECORDS[0], bad])
+
+
+def test_load_operations_drops_a_torn_last_line_but_names_a_bad_middle_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.jsonl"
+    lines = [json.dumps(r) for r in RECORDS]
+    path.write_text("\n".join(lines) + '\n{"type": "ok", "f": "wr')
+    assert load_operations(path) == pair_operations(RECORDS)
+    path.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"history\.jsonl line 2: JSON is malformed"):
+        load_operations(path)
+
+
+def test_absent_and_null_fields_pair_as_before() -> None:
+    # An invoke without a value takes the completion's; a null key on the invoke stays null;
+    # consistent on the completion wins over the invoke's; a completion alone pairs with nothing.
+    records: list[dict[str, Any]] = [
+        {"type": "ok", "f": "read", "key": "k", "process": "z", "time": 0.5},
+        {"type": "invoke", "f": "read", "key": None, "process": "a", "time": 1.0},
+        {"type": "ok", "f": "read", "key": "k", "value": 3, "process": "a", "time": 2.0},
+        {"type": "invoke", "key": "k", "process": 9, "time": 3, "consistent": False},
+        {"type": "ok", "f": "get", "process": 9, "time": 4.5, "consistent": True, "latency": 1},
+    ]
+    first, second = pair_operations(records)
+    assert (first.key, first.value, first.result, first.latency) == (None, 3, 3, 1.0)
+    assert (second.f, second.process, second.consistent, second.latency) == ("get", "9", True, 1.0)
+    assert type(second.invoke_time) is float and type(second.latency) is float
