@@ -230,16 +230,17 @@ def link_exists(name: str) -> bool:
 
 def ensure_bridge(name: str, address: str) -> None:
     """A bridge ``name`` with ``address`` (CIDR) on it, up."""
-    if not link_exists(name):
-        run(["ip", "link", "add", "name", name, "type", "bridge"])
-    if address.split("/")[0] not in run(["ip", "-o", "-4", "addr", "show", "dev", name]):
-        run(["ip", "addr", "add", address, "dev", name])
-    run(["ip", "link", "set", name, "up"])
+    _ensure_link(name, "bridge", address)
 
 
 def ensure_dummy(name: str, address: str) -> None:
+    """A dummy interface ``name`` with ``address`` (CIDR) on it, up."""
+    _ensure_link(name, "dummy", address)
+
+
+def _ensure_link(name: str, kind: str, address: str) -> None:
     if not link_exists(name):
-        run(["ip", "link", "add", "name", name, "type", "dummy"])
+        run(["ip", "link", "add", "name", name, "type", kind])
     if address.split("/")[0] not in run(["ip", "-o", "-4", "addr", "show", "dev", name]):
         run(["ip", "addr", "add", address, "dev", name])
     run(["ip", "link", "set", name, "up"])

@@ -87,37 +87,25 @@ class NodeAction:
 class RemoveMember(NodeAction):
     """Take ``node`` out of the group's membership (lost, or one too many)."""
 
-    __slots__ = ()
-
 
 class AddLogReplica(NodeAction):
     """Add a log replica of the group on ``node``."""
-
-    __slots__ = ()
 
 
 class BuildFullReplica(NodeAction):
     """Turn ``node``'s log replica into a full replica."""
 
-    __slots__ = ()
-
 
 class RecreateReplica(NodeAction):
     """Create ``node``'s replica again (wiped, set aside, or not trustworthy)."""
-
-    __slots__ = ()
 
 
 class DropOrphan(NodeAction):
     """Drop the copy ``node`` hosts although it is no longer a member."""
 
-    __slots__ = ()
-
 
 class TransferLeadership(NodeAction):
     """Hand the group's leadership to ``node``."""
-
-    __slots__ = ()
 
 
 Action = (
