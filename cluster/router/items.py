@@ -19,7 +19,6 @@ from cluster.dynamo import (
     apply_projection,
     normalize_item,
     parse_condition,
-    parse_projection,
     parse_update,
     validate_update,
 )
@@ -160,12 +159,12 @@ async def get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
     layout = await ctx.table(v.table_name(request))
     key = v.key(request, layout.spec.key_schema)
     consistent = bool(v.field(request, "ConsistentRead", bool))
-    projection = _projection(request)
+    projection = v.projection(request)
     pk, sk = v.encoded_key(layout.spec.key_schema, key)
     item = await _get(ctx, layout, layout.partition_for(pk), pk, sk, consistent)
     if item is None:
         return {}
-    return {"Item": _project(item, projection, request)}
+    return {"Item": v.project(item, projection, request)}
 
 
 async def _get(
@@ -184,23 +183,6 @@ async def _get(
         )
     charge(layout.spec.name, read_units(item_size(item or {}), consistent))
     return item
-
-
-def _projection(request: dict[str, Any], check_placeholders: bool = True) -> Any:
-    """The parsed ProjectionExpression; for a request whose only expression it is, also check
-    the placeholders (requests with more expressions check them all together)."""
-    text = v.field(request, "ProjectionExpression", str)
-    if check_placeholders:
-        v.placeholders(request, ["ProjectionExpression"])
-    return None if text is None else v.guarded(parse_projection, text)
-
-
-def _project(item: dict[str, Any], projection: Any, request: dict[str, Any]) -> dict[str, Any]:
-    if projection is None:
-        return item
-    names = request.get("ExpressionAttributeNames") or {}
-    projected: dict[str, Any] = v.guarded(apply_projection, projection, item, names)
-    return projected
 
 
 async def batch_write_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -280,7 +262,7 @@ async def batch_get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[st
         spec = legacy.rewrite("BatchGetItem", _as_dict(spec))
         keys = v.field(spec, "Keys", list, required=True)
         consistent = bool(v.field(spec, "ConsistentRead", bool))
-        projection = _projection(spec)
+        projection = v.projection(spec)
         seen: set[tuple[bytes, bytes]] = set()
         for key in keys:
             key = v.key_map(_as_dict(key), layout.spec.key_schema)
@@ -312,7 +294,7 @@ async def batch_get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[st
             unprocessed.setdefault(table, {**keep, "Keys": []})["Keys"].append(key)
             return
         if item is not None:
-            responses[table].append(_project(item, projection, spec))
+            responses[table].append(v.project(item, projection, spec))
 
     await asyncio.gather(*(fetch(g) for g in gets))
     return {"Responses": responses, "UnprocessedKeys": unprocessed}

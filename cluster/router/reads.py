@@ -32,7 +32,6 @@ from . import validate as v
 from .capacity import charge, read_units
 from .context import RouterContext
 from .errors import DynamoError
-from .items import _project, _projection
 
 PAGE_BYTES = 1024 * 1024
 NODE_PAGE = 500  # items fetched from a node per round trip when the client set no Limit
@@ -67,7 +66,7 @@ class _Page:
         self.limit = limit
         self.count_only = select == "COUNT"
         self.filter = _filter(request)
-        self.projection = _projection(request, check_placeholders=False)
+        self.projection = v.projection(request, check_placeholders=False)
         self.names, self.values = v.expression_inputs(request)
         self.items: list[dict[str, Any]] = []
         self.count = 0
@@ -93,7 +92,7 @@ class _Page:
             return
         self.count += 1
         if not self.count_only:
-            self.items.append(_project(item, self.projection, self.request))
+            self.items.append(v.project(item, self.projection, self.request))
 
     def response(self, more: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"Count": self.count, "ScannedCount": self.scanned}

@@ -20,7 +20,6 @@ from cluster.dynamo import (
     apply_projection,
     normalize_item,
     parse_condition,
-    parse_projection,
     parse_update,
     validate_update,
 )
@@ -179,9 +178,7 @@ async def transact_get_items(ctx: RouterContext, request: dict[str, Any]) -> dic
         spec = _as_dict(entry["Get"], "Get")
         layout = await ctx.table(v.table_name(spec))
         key = v.key(spec, layout.spec.key_schema)
-        text = v.field(spec, "ProjectionExpression", str)
-        v.placeholders(spec, ["ProjectionExpression"])
-        projection = None if text is None else v.guarded(parse_projection, text)
+        projection = v.projection(spec)
         projections.append((projection, v.field(spec, "ExpressionAttributeNames", dict) or {}))
         pk, sk = v.encoded_key(layout.spec.key_schema, key)
         op = CheckCommand(layout.spec.name, pk, sk)

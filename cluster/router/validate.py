@@ -16,6 +16,7 @@ from typing import Any
 from cluster.dynamo import (
     SerializationError,
     ValidationError,
+    apply_projection,
     check_placeholders_used,
     normalize_item,
     parse_condition,
@@ -193,3 +194,21 @@ def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
             guarded(check_projection, ast, names)
         elif name != "UpdateExpression":
             guarded(check_condition_operands, ast, values, name)
+
+
+def projection(request: dict[str, Any], check_placeholders: bool = True) -> Any:
+    """The parsed ProjectionExpression; for a request whose only expression it is, also check
+    the placeholders (requests with more expressions check them all together)."""
+    text = field(request, "ProjectionExpression", str)
+    if check_placeholders:
+        placeholders(request, ["ProjectionExpression"])
+    return None if text is None else guarded(parse_projection, text)
+
+
+def project(item: dict[str, Any], parsed: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """``item`` cut down to the ``projection(request)`` parsed before (None: all of it)."""
+    if parsed is None:
+        return item
+    names = request.get("ExpressionAttributeNames") or {}
+    projected: dict[str, Any] = guarded(apply_projection, parsed, item, names)
+    return projected
