@@ -279,12 +279,19 @@ def _build_condition(node: _Node) -> Condition:
 def _build_operand(node: _Node) -> Operand:
     """A path, a value placeholder or ``size(path)``."""
     tree = _tree(node)
+    if (ref := _path_or_value(tree)) is not None:
+        return ref
+    name, args = _call(tree, {"size": 1}, _MISUSED)
+    return Size(_path_argument(name, args[0]))
+
+
+def _path_or_value(tree: Tree[Token]) -> Path | ValueRef | None:
+    """The operand a ``path`` or ``value`` node stands for; None for any other node."""
     if tree.data == "path":
         return _build_path(tree)
     if tree.data == "value":
         return ValueRef(str(tree.children[0]))
-    name, args = _call(tree, {"size": 1}, _MISUSED)
-    return Size(_path_argument(name, args[0]))
+    return None
 
 
 def _build_path(node: _Node) -> Path:
@@ -352,10 +359,8 @@ def _build_set_action(tree: Tree[Token]) -> SetAction:
 def _build_update_operand(node: _Node) -> UpdateOperand:
     """A path, a value placeholder, ``if_not_exists(path, x)`` or ``list_append(x, y)``."""
     tree = _tree(node)
-    if tree.data == "path":
-        return _build_path(tree)
-    if tree.data == "value":
-        return ValueRef(str(tree.children[0]))
+    if (ref := _path_or_value(tree)) is not None:
+        return ref
     name, args = _call(
         tree, _UPDATE_FUNCTIONS, "The function is not allowed in an update expression"
     )
