@@ -20,8 +20,8 @@ from rich.table import Table
 
 from chaos.backends import BACKENDS, create_cluster, open_cluster
 from chaos.backends.base import DEFAULT_ACCESS_KEY, Backend
+from chaos.cli_common import DEFAULT_DATA_DIR
 
-DEFAULT_DATA_DIR = Path(".gameday/cluster")
 DataDir = Annotated[
     Path, typer.Option("--data-dir", help="Where the cluster keeps its config, data and logs.")
 ]

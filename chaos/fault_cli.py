@@ -26,6 +26,7 @@ from rich.table import Table
 
 from chaos.backends import open_cluster
 from chaos.backends.base import Backend
+from chaos.cli_common import DEFAULT_DATA_DIR
 from chaos.deadman import Lease, spawn_watchdog
 from chaos.faults import ClusterView, Fault, PlanError, describe_catalog, groups_from_status
 from chaos.faults import make_fault as build_fault
@@ -36,7 +37,6 @@ from chaos.scenario import parse_duration
 
 console = Console()
 err = Console(stderr=True)
-DEFAULT_DATA_DIR = Path(".gameday/cluster")
 DataDir = Annotated[Path, typer.Option("--data-dir", help="The running cluster's data dir.")]
 Duration = Annotated[
     str | None,

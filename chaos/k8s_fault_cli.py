@@ -22,6 +22,7 @@ from rich.console import Console
 
 from chaos.backends import k8s_native, open_cluster
 from chaos.backends.k8s import K8sCluster, K8sError
+from chaos.cli_common import DEFAULT_DATA_DIR
 
 console = Console()
 err = Console(stderr=True)
@@ -29,7 +30,6 @@ DataDir = Annotated[
     Path, typer.Option("--data-dir", help="The data dir of a cluster of the k8s backend.")
 ]
 Target = Annotated[str, typer.Argument(help="An AZ (az-b) or a rack (az-b/r1).")]
-DEFAULT_DATA_DIR = Path(".gameday/cluster")
 
 k8s_fault_app = typer.Typer(
     no_args_is_help=True,

@@ -39,6 +39,7 @@ from rich.table import Table
 from chaos.backends import open_cluster
 from chaos.backends.base import DEFAULT_ACCESS_KEY
 from chaos.backends.lifeline import tied_popen
+from chaos.cli_common import DEFAULT_DATA_DIR
 from chaos.control import GameDayControl
 from chaos.deadman import Guard
 from chaos.faults import BlastRadius
@@ -49,7 +50,6 @@ from workloads.runner import WebUI, run_seconds, start_locust, start_web, stop_l
 from workloads.settings import LoadSettings
 from workloads.setup import SetupError, ensure_table, final_reads
 
-DEFAULT_DATA_DIR = Path(".gameday/cluster")
 ALL = "all"
 console = Console()
 err = Console(stderr=True)

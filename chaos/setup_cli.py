@@ -26,6 +26,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from chaos.cli_common import fails_on
 from chaos.streaming import failure, run_streaming
 
 TOXIPROXY_VERSION = "v2.12.0"
@@ -180,11 +181,8 @@ def setup_toxiproxy(
         if found is not None and os.access(found, os.X_OK):
             console.print(f"[green]toxiproxy-server is installed:[/green] {found}")
             return
-    try:
+    with fails_on(SetupError, prefix="setup toxiproxy failed:"):
         target = install_toxiproxy(target_dir, console)
-    except SetupError as exc:
-        _err.print(f"[red]setup toxiproxy failed:[/red] {exc}")
-        raise typer.Exit(1) from None
     console.print(f"[green]installed[/green] {target}")
 
 
@@ -192,11 +190,8 @@ def setup_toxiproxy(
 def setup_docker() -> None:
     """Install docker.io and debootstrap from Debian when missing and start dockerd (root)."""
     console = Console()
-    try:
+    with fails_on(SetupError, prefix="setup docker failed:"):
         install_docker(console)
-    except SetupError as exc:
-        _err.print(f"[red]setup docker failed:[/red] {exc}")
-        raise typer.Exit(1) from None
     console.print("[green]the Docker engine runs[/green]")
 
 
@@ -205,9 +200,6 @@ def setup_k8s() -> None:
     """Debian packages for the nodes, then kube-apiserver, kubelet, kubectl, helm, ... built from
     the Go module proxy into ~/.cache/gameday/k8s (cached: instant)."""
     console = Console()
-    try:
+    with fails_on(SetupError, prefix="setup k8s failed:"):
         where = install_k8s(console)
-    except SetupError as exc:
-        _err.print(f"[red]setup k8s failed:[/red] {exc}")
-        raise typer.Exit(1) from None
     console.print(f"[green]the Kubernetes toolchain is in[/green] {where}")

@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from chaos.cli_common import fails_on
 from chaos.k8s.localkube import LocalKube
 from chaos.k8s.nodes import LocalKubeError
 
@@ -135,31 +136,22 @@ def status() -> None:
 @node_app.command("power-off")
 def power_off(name: Annotated[str, typer.Argument(help="Node name, e.g. az-b-r1.")]) -> None:
     """SIGKILL the node's kubelet, containerd, shims and pod processes (a power cut)."""
-    try:
+    with fails_on(LocalKubeError):
         killed = LocalKube().power_off(name)
-    except LocalKubeError as exc:
-        _err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     _out.print(f"{name}: powered off ({killed} processes killed)")
 
 
 @node_app.command("power-on")
 def power_on(name: Annotated[str, typer.Argument(help="Node name, e.g. az-b-r1.")]) -> None:
     """Start the node's containerd and kubelet again; its pods come back with their volumes."""
-    try:
+    with fails_on(LocalKubeError):
         LocalKube().power_on(name)
-    except LocalKubeError as exc:
-        _err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     _out.print(f"{name}: powered on")
 
 
 @k8s_app.command("recycle-volumes")
 def recycle_volumes() -> None:
     """Make Released local PersistentVolumes Available again (their data is deleted)."""
-    try:
+    with fails_on(LocalKubeError):
         names = LocalKube().recycle_volumes()
-    except LocalKubeError as exc:
-        _err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     _out.print(f"recycled {len(names)} volumes" + (f": {', '.join(names)}" if names else ""))
