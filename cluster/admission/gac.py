@@ -279,24 +279,16 @@ class _TokenRequest:
 class _GacMetrics:
     def __init__(self, gac: GlobalAdmission, clock: Callable[[], float]) -> None:
         self.registry = CollectorRegistry()
-        self.token_requests = Counter(
-            "gac_token_requests",
-            "Token requests from routers (one per table and kind asked for)",
-            ["table", "kind"],
-            registry=self.registry,
+
+        def per_table(name: str, documentation: str) -> Counter:
+            """A counter per table and kind (read, write) of token asked for."""
+            return Counter(name, documentation, ["table", "kind"], registry=self.registry)
+
+        self.token_requests = per_table(
+            "gac_token_requests", "Token requests from routers (one per table and kind asked for)"
         )
-        self.tokens_wanted = Counter(
-            "gac_tokens_wanted",
-            "Tokens routers asked for",
-            ["table", "kind"],
-            registry=self.registry,
-        )
-        self.tokens_granted = Counter(
-            "gac_tokens_granted",
-            "Tokens granted to routers",
-            ["table", "kind"],
-            registry=self.registry,
-        )
+        self.tokens_wanted = per_table("gac_tokens_wanted", "Tokens routers asked for")
+        self.tokens_granted = per_table("gac_tokens_granted", "Tokens granted to routers")
         self.http_requests = Counter(
             "gac_http_requests", "HTTP requests", ["route", "status"], registry=self.registry
         )
