@@ -53,27 +53,14 @@ STYLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # How many values each ComparisonOperator takes ((low, high) inclusive) and of which types.
 _SCALARS = ("S", "N", "B")
 _ARITY: dict[str, tuple[int, int]] = {
-    "EQ": (1, 1),
-    "NE": (1, 1),
-    "LE": (1, 1),
-    "LT": (1, 1),
-    "GE": (1, 1),
-    "GT": (1, 1),
-    "NOT_NULL": (0, 0),
-    "NULL": (0, 0),
-    "CONTAINS": (1, 1),
-    "NOT_CONTAINS": (1, 1),
-    "BEGINS_WITH": (1, 1),
+    **dict.fromkeys(("EQ", "NE", "LE", "LT", "GE", "GT"), (1, 1)),
+    **dict.fromkeys(("NOT_NULL", "NULL"), (0, 0)),
+    **dict.fromkeys(("CONTAINS", "NOT_CONTAINS", "BEGINS_WITH"), (1, 1)),
     "IN": (1, 10_000),
     "BETWEEN": (2, 2),
 }
 _TYPES: dict[str, tuple[str, ...]] = {
-    "LE": _SCALARS,
-    "LT": _SCALARS,
-    "GE": _SCALARS,
-    "GT": _SCALARS,
-    "CONTAINS": _SCALARS,
-    "NOT_CONTAINS": _SCALARS,
+    **dict.fromkeys(("LE", "LT", "GE", "GT", "CONTAINS", "NOT_CONTAINS"), _SCALARS),
     "BEGINS_WITH": ("S", "B"),
     "IN": _SCALARS,
     "BETWEEN": _SCALARS,
