@@ -14,29 +14,22 @@ paths overlap, conflict or nest too deep.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cluster.dynamo.evaluate import TYPE_NAMES, check_overlaps
 from cluster.dynamo.expressions import resolve_name, resolve_path
 from cluster.dynamo.nodes import (
-    And,
-    AttributeExists,
-    AttributeNotExists,
     AttributeType,
     BeginsWith,
     Between,
     Compare,
     Condition,
-    Contains,
-    In,
-    Not,
     Operand,
-    Or,
-    Path,
     Projection,
-    Size,
     ValueRef,
+    paths_in,
+    walk,
 )
 from cluster.dynamo.values import (
     ALL_TYPES,
@@ -56,7 +49,7 @@ def check_condition_operands(
 ) -> None:
     """Refuse constant operands DynamoDB refuses at parse time (undefined ones are skipped:
     the placeholder check reports those)."""
-    for node in _walk(ast):
+    for node in walk(ast):
         match node:
             case Compare(op, left, right) if op not in ("=", "<>"):
                 for operand in (left, right):
@@ -92,7 +85,7 @@ def check_filter_keys(
     """A Query's FilterExpression (``label`` "QueryFilter" for the legacy parameter) may not
     name the table's key attributes; the first of ``key_names`` (hash, then range) named is
     reported, as DynamoDB does."""
-    heads = {resolve_name(str(path.elements[0]), names) for path in _paths(ast)}
+    heads = {resolve_name(str(path.elements[0]), names) for path in paths_in(ast)}
     for key in key_names:
         if key in heads:
             raise ValidationError(
@@ -110,37 +103,6 @@ def check_projection(ast: Projection, names: Mapping[str, str] | None) -> None:
                 f"nesting levels: {len(path)}"
             )
     check_overlaps(paths, "ProjectionExpression")
-
-
-def _walk(ast: Condition) -> Iterator[Condition]:
-    yield ast
-    match ast:
-        case And(left, right) | Or(left, right):
-            yield from _walk(left)
-            yield from _walk(right)
-        case Not(inner):
-            yield from _walk(inner)
-
-
-def _paths(ast: Condition) -> Iterator[Path]:
-    for node in _walk(ast):
-        operands: tuple[Any, ...] = ()
-        match node:
-            case Compare(_, left, right):
-                operands = (left, right)
-            case Between(subject, low, high):
-                operands = (subject, low, high)
-            case In(subject, choices):
-                operands = (subject, *choices)
-            case AttributeExists(path) | AttributeNotExists(path) | AttributeType(path, _):
-                operands = (path,)
-            case BeginsWith(path, other) | Contains(path, other):
-                operands = (path, other)
-        for operand in operands:
-            if isinstance(operand, Path):
-                yield operand
-            elif isinstance(operand, Size):
-                yield operand.path
 
 
 def _constant(operand: Operand, values: Mapping[str, AttributeValue] | None) -> Any:

@@ -9,6 +9,7 @@ serves every request that uses the same expression text.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -204,3 +205,36 @@ class KeyCondition:
     partition_name: str
     partition_value: AttributeValue
     sort: SortCondition | None
+
+
+def walk(ast: Condition) -> Iterator[Condition]:
+    """``ast`` and every condition under it (through AND, OR, NOT), outermost first."""
+    yield ast
+    match ast:
+        case And(left, right) | Or(left, right):
+            yield from walk(left)
+            yield from walk(right)
+        case Not(inner):
+            yield from walk(inner)
+
+
+def paths_in(ast: Condition) -> Iterator[Path]:
+    """Every document path a condition reads (``size(path)`` included), in order."""
+    for node in walk(ast):
+        operands: tuple[Operand, ...] = ()
+        match node:
+            case Compare(_, left, right):
+                operands = (left, right)
+            case Between(subject, low, high):
+                operands = (subject, low, high)
+            case In(subject, choices):
+                operands = (subject, *choices)
+            case AttributeExists(path) | AttributeNotExists(path) | AttributeType(path, _):
+                operands = (path,)
+            case BeginsWith(path, other) | Contains(path, other):
+                operands = (path, other)
+        for operand in operands:
+            if isinstance(operand, Path):
+                yield operand
+            elif isinstance(operand, Size):
+                yield operand.path
