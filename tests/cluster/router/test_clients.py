@@ -431,6 +431,10 @@ def _cli_validation(aws: AwsCli, name: str) -> None:
             "attribute: sk",
         ),
         (
+            ["query", "--index-name", "byTag", "--key-condition-expression", "pk = :v"],
+            "The table does not have the specified index: byTag",
+        ),
+        (
             [
                 "query",
                 "--key-conditions",

@@ -190,6 +190,16 @@ def test_parallel_scan_segments_partition_the_table(ddb: Client, new_table: NewT
     ]:
         err = expect_error("ValidationException", ddb.scan, TableName=name, **request)
         assert _message(err) == message
+    # No table here has secondary indexes: DynamoDB's answer for an index the table lacks.
+    for call, extra in [
+        (ddb.scan, {}),
+        (
+            ddb.query,
+            {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": S("k1")}},
+        ),
+    ]:
+        err = expect_error("ValidationException", call, TableName=name, IndexName="byN", **extra)
+        assert _message(err) == "The table does not have the specified index: byN"
 
 
 def test_return_consumed_capacity(ddb: Client, new_table: NewTable) -> None:
