@@ -127,8 +127,10 @@ def test_stalls_cannot_be_reported_as_available(responder: Responder, tmp_path: 
     with (tmp_path / "locust.log").open("wb") as log:
         proc = start_locust(settings, users=4, spawn_rate=4, run_time="60s", log=log)
         try:
-            for _ in range(300):  # wait until the load runs (importing Locust takes seconds)
-                if responder.served > 30:
+            # Wait until the load runs (importing Locust takes seconds, a minute when busy);
+            # while Locust lives, bounded by 300 s.
+            for _ in range(3000):
+                if responder.served > 30 or proc.poll() is not None:
                     break
                 time.sleep(0.1)
             assert responder.served > 30, (tmp_path / "locust.log").read_text()
