@@ -25,7 +25,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 from pynamodb.connection import TableConnection
-from pynamodb.exceptions import PutError, QueryError, UpdateError
+from pynamodb.exceptions import PutError, QueryError, TableError, UpdateError
 from pynamodb.models import Model
 
 from chaos.backends.base import DEFAULT_ACCESS_KEY
@@ -280,6 +280,9 @@ def test_pynamodb_table_settings_capacity_and_validation(thing: Any, ddb: Client
         aws_secret_access_key=thing.Meta.aws_secret_access_key,
     )
     conn.describe_table()  # loads the key schema the connection needs
+    # UpdateTable: PynamoDB sends throughput alone, which an on-demand table refuses.
+    with pytest.raises(TableError, match="Neither ReadCapacityUnits nor WriteCapacityUnits can"):
+        conn.update_table(read_capacity_units=5, write_capacity_units=5)
     # A REMOVE-only update of a missing item creates no item (so DynamoDB returns no
     # Attributes, which Model.update's ALL_NEW cannot take: the connection call it is).
     conn.update_item("ghost", "1", actions=[thing.title.remove()])
