@@ -159,7 +159,7 @@ class TableSpec:
     tags: tuple[tuple[str, str], ...] = ()  # (key, value), in the order they were set
     ttl_attribute: str | None = None  # Time to Live enabled on this attribute, or disabled
     sse: bool = False  # SSESpecification Enabled (KMS) asked for at creation
-    billing_changed_at: float = 0.0  # the last UpdateTable that changed the billing mode
+    billing_changed_at: float = 0.0  # the last UpdateTable that made the table PAY_PER_REQUEST
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TABLE_NAME.fullmatch(self.name):

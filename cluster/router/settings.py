@@ -26,7 +26,7 @@ from cluster.metadata.store import MetadataUnavailable
 from . import validate as v
 from .context import RouterContext
 from .errors import DynamoError
-from .tables import capacity_units, describe, merge_tags
+from .tables import capacity_units, describe, merge_tags, pay_per_request_since
 
 ACCOUNT = "000000000000"
 REGION = "local"
@@ -116,7 +116,12 @@ async def update_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
     now = time.time()
 
     def apply(spec: TableSpec) -> TableSpec:
-        changed = spec.billing_changed_at if target == spec.billing_mode else now
+        # billing_changed_at: when the table last became on-demand by UpdateTable, kept when it
+        # goes back to PROVISIONED (DescribeTable's LastUpdateToPayPerRequestDateTime).
+        if target == "PAY_PER_REQUEST" and spec.billing_mode != target:
+            changed = now
+        else:
+            changed = pay_per_request_since(spec)
         return replace(
             spec,
             billing_mode=target,

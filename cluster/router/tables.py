@@ -203,12 +203,20 @@ def describe(layout: TableLayout, count: tuple[int, int] = (0, 0)) -> dict[str, 
         "TableClassSummary": {"TableClass": "STANDARD"},
         "DeletionProtectionEnabled": False,
     }
-    if spec.billing_changed_at:
-        changed = "LastUpdateToPayPerRequestDateTime"
-        body["BillingModeSummary"][changed] = spec.billing_changed_at
+    on_demand_since = pay_per_request_since(spec)
+    if on_demand_since:
+        body["BillingModeSummary"]["LastUpdateToPayPerRequestDateTime"] = on_demand_since
     if spec.sse:
         body["SSEDescription"] = {"Status": "ENABLED", "SSEType": "KMS"}
     return body
+
+
+def pay_per_request_since(spec: TableSpec) -> float:
+    """When the table last became PAY_PER_REQUEST: by UpdateTable, else at creation if it was
+    created so (0.0: never)."""
+    if spec.billing_changed_at:
+        return spec.billing_changed_at
+    return spec.created_at if spec.billing_mode == "PAY_PER_REQUEST" else 0.0
 
 
 async def count_items(ctx: RouterContext, layout: TableLayout) -> tuple[int, int]:

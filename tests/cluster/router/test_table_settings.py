@@ -52,6 +52,16 @@ def test_update_table_billing_and_throughput(ddb: Client, new_table: NewTable) -
     assert described["ProvisionedThroughput"]["ReadCapacityUnits"] == 0
     err = expect_error("ValidationException", ddb.update_table, TableName=name)
     assert _message(err).startswith("At least one of ProvisionedThroughput, BillingMode")
+    # Back to PROVISIONED: the summary keeps when the table last became on-demand.
+    table = ddb.update_table(
+        TableName=name,
+        BillingMode="PROVISIONED",
+        ProvisionedThroughput={"ReadCapacityUnits": 2, "WriteCapacityUnits": 2},
+    )["TableDescription"]
+    assert table["BillingModeSummary"] == {
+        "BillingMode": "PROVISIONED",
+        "LastUpdateToPayPerRequestDateTime": summary["LastUpdateToPayPerRequestDateTime"],
+    }
     ddb.put_item(TableName=name, Item={"pk": S("still works")})
     expect_error(
         "ResourceNotFoundException",
@@ -77,6 +87,10 @@ def test_describe_table_ids_counts_and_sse(ddb: Client) -> None:
             ddb.put_item(TableName=name, Item={"pk": S(f"k{i}"), "pad": S("x" * 100)})
         table = ddb.describe_table(TableName=name)["Table"]
         assert table["TableId"] == created["TableId"]
+        assert table["BillingModeSummary"] == {  # on-demand since it was created
+            "BillingMode": "PAY_PER_REQUEST",
+            "LastUpdateToPayPerRequestDateTime": table["CreationDateTime"],
+        }
         assert table["ItemCount"] == 7
         assert 7 * 100 < table["TableSizeBytes"] < 7 * 200
         assert "SSEDescription" not in table
