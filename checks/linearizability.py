@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -103,22 +103,41 @@ def to_register_op(op: Operation) -> RegisterOp | None:
     if f in READ_FS:  # the most common op first, with the fewest steps
         if kind == "ok" and op.consistent:
             ret = op.complete_time or call
-            return RegisterOp(op, READ, canon(op.result), "null", call, max(call, ret), True)
+            value = op.result  # canon's common cases inline: one call less per read
+            arg = (
+                "null"
+                if value is None
+                else _int_repr(value)
+                if type(value) is int
+                else canon(value)
+            )
+            return _register(RegisterOp, (op, READ, arg, "null", call, max(call, ret), True))
         return None
-    ret = math.inf if kind == "info" else max(call, op.complete_time or call)
-    definite = kind != "info"
-    if kind == "fail":
-        if f == "cas" and (op.error is None or CONDITIONAL_FAILED in op.error):
-            return RegisterOp(op, MISMATCH, canon(_cas_args(op)[0]), "null", call, ret, True)
-        return None
+    if kind == "info":
+        ret, definite = math.inf, False
+    else:
+        ret, definite = op.complete_time or call, True
+        if ret < call:
+            ret = call
+        if kind == "fail":
+            if f == "cas" and (op.error is None or CONDITIONAL_FAILED in op.error):
+                arg = canon(_cas_args(op)[0])
+                return _register(RegisterOp, (op, MISMATCH, arg, "null", call, ret, True))
+            return None
     if f in WRITE_FS:
-        return RegisterOp(op, WRITE, canon(op.value), "null", call, ret, definite)
+        return _register(RegisterOp, (op, WRITE, canon(op.value), "null", call, ret, definite))
     if f == "delete":
-        return RegisterOp(op, WRITE, "null", "null", call, ret, definite)
+        return _register(RegisterOp, (op, WRITE, "null", "null", call, ret, definite))
     if f == "cas":
         expected, new = _cas_args(op)
-        return RegisterOp(op, CAS, canon(expected), canon(new), call, ret, definite)
+        return _register(RegisterOp, (op, CAS, canon(expected), canon(new), call, ret, definite))
     return None
+
+
+#: ``RegisterOp(...)`` without the Python-level ``__new__`` NamedTuple generates: one is built
+#: per operation checked. The same fields, in the same order (tests/checks/test_oracle.py).
+_register = tuple.__new__
+_int_repr = int.__repr__
 
 
 def _cas_args(op: Operation) -> tuple[Any, Any]:
@@ -143,57 +162,70 @@ def prune_unobservable(ops: list[RegisterOp]) -> list[RegisterOp]:
 def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Validity, Any]:
     """Is there a linearization of `ops` from `initial`? Returns (True | False | "unknown" when
     `deadline` (time.monotonic) passes, evidence); on False the evidence describes the deepest
-    point the search reached, for `describe_failure`."""
+    point the search reached, for `describe_failure`.
+
+    Values are numbered (0 is `initial`) so that states compare and hash as small ints, and the
+    memo is one set of linearized-op bitmasks per state: no tuple per configuration.
+    """
     n = len(ops)
     m = 2 * n
     tail = m + 1
-    entries = sorted(
-        [(r.call, 0, i) for i, r in enumerate(ops)] + [(r.ret, 1, i) for i, r in enumerate(ops)]
-    )
+    if not ops:
+        return True, None
+    _, kinds, arg_values, new_values, calls, rets, definites = zip(*ops, strict=True)
+    ids = {initial: 0}
+    number = ids.setdefault
+    args = [number(v, len(ids)) for v in arg_values]
+    news = [number(v, len(ids)) for v in new_values]
+    values = list(ids)  # value id -> canonical value
+    # Entries in time order: calls (ids 0..n-1) before returns (n..2n-1) at equal times, each
+    # kind by op index (a stable sort of the calls-then-returns list keeps exactly that order).
+    times = calls + rets
     nxt = [*range(1, m + 2), tail]
     prv = [0, *range(0, m + 1)]
-    is_call = [False] * (m + 2)
-    op_of = [0] * (m + 2)
-    match = [0] * (m + 2)
-    call_at = [0] * n
-    for pos, (_, kind, i) in enumerate(entries, start=1):
-        op_of[pos] = i
-        if kind == 0:
-            is_call[pos] = True
-            call_at[i] = pos
+    call_op = [-1] * (m + 2)  # the op whose call is at a position; -1 at returns and sentinels
+    op_at = [0] * (m + 2)
+    match = [0] * (m + 2)  # a call's position -> its return's position
+    call_pos = [0] * n
+    for pos, e in enumerate(sorted(range(m), key=times.__getitem__), start=1):
+        if e < n:
+            call_op[pos] = op_at[pos] = e
+            call_pos[e] = pos
         else:
-            match[call_at[i]] = pos
-    kinds = [r.kind for r in ops]
-    args = [r.arg for r in ops]
-    news = [r.new for r in ops]
-    definite = [1 if r.definite else 0 for r in ops]
+            op_at[pos] = e - n
+            match[call_pos[e - n]] = pos
+    definite = [1 if d else 0 for d in definites]
     bits = [1 << i for i in range(n)]
-    observes = [r.kind in (READ, MISMATCH) for r in ops]
+    observes = [kind in (READ, MISMATCH) for kind in kinds]
     # Values only one source can produce (the initial state, or a single write or cas): once the
     # register leaves such a value it never holds it again, so leaving it while a definite op
     # still needs it (an ok read of it, an ok cas from it) cannot lead to a linearization.
-    sources = Counter(
-        [initial, *(r.new if r.kind == CAS else r.arg for r in ops if r.kind in (WRITE, CAS))]
-    )
-    once = {value for value, count in sources.items() if count == 1}
-    need_of = [r.arg if r.definite and r.kind in (READ, CAS) else None for r in ops]
-    needs = Counter(v for v in need_of if v is not None)
+    sources = [0] * len(values)
+    sources[0] = 1
+    needs = [0] * len(values)
+    need_of = [-1] * n
+    for i, kind in enumerate(kinds):
+        if kind == WRITE:
+            sources[args[i]] += 1
+        elif kind == CAS:
+            sources[news[i]] += 1
+        if definites[i] and kind in (READ, CAS):
+            need_of[i] = args[i]
+            needs[args[i]] += 1
+    once = [count == 1 for count in sources]
 
-    cache: set[tuple[int, str]] = set()
-    stack: list[tuple[int, str]] = []
+    seen: list[set[int]] = [set() for _ in values]  # per state: the linearized sets tried
+    stack: list[tuple[int, int]] = []
     linearized = 0
-    state = initial
+    state = 0
     remaining = sum(definite)
     entry = nxt[0]
     best_pos = -1
     best: tuple[int, list[int], int | None, str, int, bool] | None = None
-    steps = 0
+    configurations = backtracks = 0
     while remaining:
-        steps += 1
-        if not steps & 0x3FF and time.monotonic() > deadline:
-            return UNKNOWN, len(cache)
-        if is_call[entry]:
-            i = op_of[entry]
+        i = call_op[entry]
+        if i >= 0:
             kind = kinds[i]
             if kind == WRITE:
                 new = args[i]
@@ -207,12 +239,16 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
             else:
                 entry = nxt[entry]
                 continue
-            if new != state and state in once and needs[state] > (need_of[i] == state):
+            if new != state and once[state] and needs[state] > (need_of[i] == state):
                 entry = nxt[entry]  # would abandon, forever, a value some op must still see
                 continue
             marked = linearized | bits[i]
-            if (marked, new) not in cache:
-                cache.add((marked, new))
+            tried = seen[new]
+            if marked not in tried:
+                tried.add(marked)
+                configurations += 1
+                if not configurations & 0xFF and time.monotonic() > deadline:
+                    return UNKNOWN, configurations
                 stack.append((entry, state))
                 state, linearized = new, marked
                 ret = match[entry]  # lift the call and its return out of the list
@@ -221,8 +257,8 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
                 nxt[prv[ret]] = nxt[ret]
                 prv[nxt[ret]] = prv[ret]
                 remaining -= definite[i]
-                if need_of[i] is not None:
-                    needs[args[i]] -= 1
+                if need_of[i] >= 0:
+                    needs[need_of[i]] -= 1
                 entry = nxt[0]
                 continue
             if not observes[i]:
@@ -234,17 +270,20 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
         elif entry > best_pos and entry != tail:
             best_pos = entry
             best = (
-                op_of[entry],
-                *_recent(stack, op_of, observes),
-                state,
+                op_at[entry],
+                *_recent(stack, op_at, observes),
+                values[state],
                 linearized,
-                state in once and needs[state] > 0,
+                once[state] and needs[state] > 0,
             )
         while True:
             if not stack:
                 return False, best
+            backtracks += 1
+            if not backtracks & 0x3F and time.monotonic() > deadline:
+                return UNKNOWN, configurations
             entry, state = stack.pop()
-            i = op_of[entry]
+            i = op_at[entry]
             linearized ^= bits[i]
             ret = match[entry]  # unlift: put the return back, then the call
             nxt[prv[ret]] = ret
@@ -252,8 +291,8 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
             nxt[prv[entry]] = entry
             prv[nxt[entry]] = entry
             remaining += definite[i]
-            if need_of[i] is not None:
-                needs[args[i]] += 1
+            if need_of[i] >= 0:
+                needs[need_of[i]] += 1
             if not observes[i]:
                 break  # an observation was linearized first without loss: undo the choice before
         entry = nxt[entry]
@@ -261,7 +300,7 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
 
 
 def _recent(
-    stack: list[tuple[int, str]], op_of: list[int], observes: list[bool]
+    stack: list[tuple[int, int]], op_of: list[int], observes: list[bool]
 ) -> tuple[list[int], int | None]:
     """The last few linearized ops, and the last one that set the register's value."""
     last = [op_of[e] for e, _ in stack[-3:]]

@@ -199,3 +199,12 @@ def test_search_timeout_yields_unknown_not_a_hang() -> None:
     result = check_linearizability(pair_operations(records) + other, budget=0.05)
     assert result.valid is False
     assert result.details["unknown_key_count"] == 1
+
+
+def test_values_compare_as_json_values_not_python_ones() -> None:
+    # The search numbers values by their canonical JSON: 1.0 is 1, but true is not 1 and "1" is
+    # not 1 (Python's True == 1 must not make a read of 1 after a write of true pass).
+    assert check(w("a", 1.0, 0, 1), r("b", 1, 2, 3))[0] is True
+    assert check(w("a", True, 0, 1), r("b", 1, 2, 3))[0] is False
+    assert check(w("a", "1", 0, 1), r("b", 1, 2, 3))[0] is False
+    assert check(w("a", {"n": [1, 2]}, 0, 1), r("b", {"n": [1.0, 2]}, 2, 3))[0] is True

@@ -55,21 +55,23 @@ def _legal(order: tuple[RegisterOp, ...]) -> bool:
     return True
 
 
-def random_history(rng: random.Random) -> list[dict[str, object]]:
+def random_history(
+    rng: random.Random, values: tuple[object, ...] = (1, 2, 3)
+) -> list[dict[str, object]]:
     ops = []
     for i in range(rng.randint(1, 6)):
         start = rng.uniform(0, 10)
         end = start + rng.choice([0.1, 1, 3, 6])
         p = f"p{i}"
         kind = rng.random()
-        value = rng.choice([1, 2, 3])
+        value = rng.choice(values)
         outcome = rng.choice(["ok", "ok", "ok", "info", "fail"])
         if kind < 0.4:
-            ops.append(r(p, rng.choice([None, 1, 2, 3]), start, end))
+            ops.append(r(p, rng.choice([None, *values]), start, end))
         elif kind < 0.75:
             ops.append(w(p, value, start, end, "fail" if outcome == "fail" else outcome))
         else:
-            ops.append(cas(p, rng.choice([None, 1, 2]), value, start, end, outcome))
+            ops.append(cas(p, rng.choice([None, *values[:2]]), value, start, end, outcome))
     return history(*ops)
 
 
@@ -87,3 +89,21 @@ def test_search_agrees_with_brute_force() -> None:
         assert got is expected, records
         seen[expected] += 1
     assert min(seen.values()) > 150, seen
+
+
+def test_search_agrees_with_brute_force_on_mixed_json_values() -> None:
+    # Values whose Python equality differs from JSON's (True == 1) and equal timestamps.
+    rng = random.Random(20261204)
+    seen = {True: 0, False: 0}
+    for _ in range(600):
+        records = random_history(rng, (1, True, "1", 1.5))
+        for record in records:
+            record["time"] = round(float(str(record["time"])))  # many ties
+        ops = pair_operations(records)
+        registers = [x for x in map(to_register_op, ops) if x is not None]
+        if not any(x.definite for x in registers):
+            continue
+        expected = brute_force(registers)
+        assert check_linearizability(ops, budget=5.0).valid is expected, records
+        seen[expected] += 1
+    assert min(seen.values()) > 50, seen
