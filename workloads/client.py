@@ -28,6 +28,7 @@ class DynamoClient:
         endpoint: str,
         access_key: str,
         secret_key: str,
+        *,
         region: str = "us-east-1",
         timeout: float = 10.0,
         connections: int = 64,
