@@ -8,12 +8,17 @@ its ``finally`` blocks have run before the service closes what the loop used.
     self.task = asyncio.create_task(self._loop(), name="memds-refresh")
     ...
     await cancel_and_wait(self.task)    # None (never started) is fine
+
+A periodic job (the router's TTL and transaction sweepers) is ``run_every``: one round each
+interval, an expected error skipping a round, a bug logged without ending the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -24,3 +29,23 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def run_every(
+    seconds: float,
+    step: Callable[[], Awaitable[Any]],
+    what: str,
+    expected: tuple[type[BaseException], ...],
+    log: logging.Logger,
+) -> None:
+    """Await ``step`` every ``seconds``, until cancelled. An ``expected`` error skips one round
+    (logged at INFO: the next round tries again); any other is logged with its traceback and
+    the loop goes on (a bug must not end ``what`` for the process's lifetime)."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await step()
+        except expected as exc:
+            log.info("%s skipped: %s", what, exc)
+        except Exception:
+            log.exception("%s failed", what)

@@ -17,7 +17,6 @@ it is deleted.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from decimal import Decimal, InvalidOperation
@@ -26,6 +25,7 @@ from typing import Any
 from cluster.metadata.partitionmap import Partition, TableLayout
 from cluster.metadata.store import MetadataUnavailable
 from cluster.storage.commands import Condition, DeleteCommand
+from cluster.tasks import run_every
 
 from . import txnhooks
 from .context import RouterContext
@@ -59,14 +59,13 @@ class TtlSweeper:
         self.read_at = 0.0
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            try:
-                await self.sweep_once()
-            except (DynamoError, MetadataUnavailable, TimeoutError) as exc:
-                log.info("TTL sweep skipped: %s", exc)  # the next sweep tries again
-            except Exception:  # a bug must not end expiry for the router's lifetime
-                log.exception("TTL sweep failed")
+        await run_every(
+            SWEEP_SECONDS,
+            self.sweep_once,
+            "TTL sweep",
+            (DynamoError, MetadataUnavailable, TimeoutError),
+            log,
+        )
 
     async def sweep_once(self) -> int:
         routers = sorted(p.id for p in self.ctx.config.processes_with_role("router"))

@@ -30,7 +30,6 @@ that was aborted, and an intent without a record is aborted once stale.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -40,6 +39,7 @@ from cluster.metadata.partitionmap import Partition
 from cluster.metadata.store import MetadataUnavailable
 from cluster.storage.commands import Condition, DeleteCommand
 from cluster.storage.intents import RECORDS
+from cluster.tasks import run_every
 
 from .context import RouterContext
 from .errors import DynamoError
@@ -65,14 +65,13 @@ class TxnSweeper:
         self.counts: dict[str, int] = defaultdict(int)
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            try:
-                await self.sweep_once()
-            except (DynamoError, MetadataUnavailable, TimeoutError) as exc:
-                log.info("transaction sweep skipped: %s", exc)  # the next sweep tries again
-            except Exception:  # a bug must not end the sweeping for the router's lifetime
-                log.exception("transaction sweep failed")
+        await run_every(
+            SWEEP_SECONDS,
+            self.sweep_once,
+            "transaction sweep",
+            (DynamoError, MetadataUnavailable, TimeoutError),
+            log,
+        )
 
     async def sweep_once(self, now: float | None = None) -> dict[str, int]:
         """One pass over this router's share; counts of what it did this pass."""
