@@ -61,6 +61,12 @@ async def _call(
     return status, body
 
 
+def _retryable(status: int, body: dict[str, Any]) -> bool:
+    """Whether an AWS SDK would retry this outcome (5xx, throttling, no answer at all)."""
+    outcome, error = classify(status, body) if status else ("info", body.get("__type", ""))
+    return RetryPolicy().retryable(str(outcome), error)
+
+
 def _table_definition(table: str, workload: str) -> dict[str, Any]:
     spec = workload_spec(workload)
     return {
@@ -90,13 +96,21 @@ async def ensure_table_async(
     definition = _table_definition(table, workload)
     deadline = time.monotonic() + timeout
     async with DynamoClient(endpoint, access_key, secret_key, timeout=min(timeout, 15.0)) as ddb:
-        status, body = await _call(ddb, "DescribeTable", {"TableName": table})
-        if status != 200:
-            if error_code(body) != "ResourceNotFoundException":
-                raise SetupError(f"DescribeTable {table}: HTTP {status} {body}")
-            status, body = await _call(ddb, "CreateTable", definition)
-            if status != 200 and error_code(body) != "ResourceInUseException":
-                raise SetupError(f"CreateTable {table}: HTTP {status} {body}")
+        # A cluster that just came up may still be electing its metadata group: 503s and
+        # timeouts are retried until the deadline, not only for _call's few attempts.
+        for _ in range(10_000):  # bounded; the deadline ends it first
+            status, body = await _call(ddb, "DescribeTable", {"TableName": table})
+            if status == 200:
+                break
+            step = "DescribeTable"
+            if error_code(body) == "ResourceNotFoundException":
+                step = "CreateTable"
+                status, body = await _call(ddb, "CreateTable", definition)
+                if status == 200 or error_code(body) == "ResourceInUseException":
+                    break
+            if not _retryable(status, body) or time.monotonic() > deadline:
+                raise SetupError(f"{step} {table}: HTTP {status} {body}")
+            await asyncio.sleep(0.5)
         for _ in range(10_000):  # bounded; the deadline ends it first
             status, body = await _call(ddb, "DescribeTable", {"TableName": table})
             description: dict[str, Any] = body.get("Table", {}) if status == 200 else {}
