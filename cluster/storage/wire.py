@@ -17,20 +17,7 @@ from typing import Any
 
 import msgpack
 
-from cluster.consensus.messages import (
-    AnyMessage,
-    AppendEntries,
-    AppendResponse,
-    Entry,
-    EntryKind,
-    InstallSnapshot,
-    Membership,
-    RequestVote,
-    Snapshot,
-    SnapshotMeta,
-    TimeoutNow,
-    VoteResponse,
-)
+from cluster.consensus import messages
 
 MAX_FRAME = 256 * 1024 * 1024  # snapshots travel in one frame
 _LENGTH = struct.Struct(">I")
@@ -66,55 +53,61 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
 # --- Raft messages ---------------------------------------------------------------------------
 
 
-def _entry(e: Entry) -> list[Any]:
+def _entry(e: messages.Entry) -> list[Any]:
     return [e.index, e.term, e.kind.value, e.data]
 
 
-def _snapshot(s: Snapshot) -> list[Any]:
+def _snapshot(s: messages.Snapshot) -> list[Any]:
     m = s.meta
     return [m.index, m.term, m.membership.encode(), s.data]
 
 
-def encode_message(msg: AnyMessage) -> dict[str, Any]:
+def encode_message(msg: messages.AnyMessage) -> dict[str, Any]:
     head: dict[str, Any] = {"g": msg.group, "s": msg.src, "d": msg.dst, "t": msg.term}
     match msg:
-        case RequestVote():
+        case messages.RequestVote():
             head |= {"k": "vote", "li": msg.last_index, "lt": msg.last_term, "p": msg.pre}
             head["x"] = msg.transfer
-        case VoteResponse():
+        case messages.VoteResponse():
             head |= {"k": "vote_resp", "ok": msg.granted, "p": msg.pre}
-        case AppendEntries():
+        case messages.AppendEntries():
             head |= {"k": "append", "pi": msg.prev_index, "pt": msg.prev_term, "c": msg.commit}
             head |= {"e": [_entry(e) for e in msg.entries], "q": msg.seq}
-        case AppendResponse():
+        case messages.AppendResponse():
             head |= {"k": "append_resp", "ok": msg.success, "m": msg.match_index, "q": msg.seq}
-        case InstallSnapshot():
+        case messages.InstallSnapshot():
             head |= {"k": "snapshot", "snap": _snapshot(msg.snapshot), "q": msg.seq}
-        case TimeoutNow():
+        case messages.TimeoutNow():
             head |= {"k": "timeout_now"}
     return head
 
 
-def decode_message(body: dict[str, Any]) -> AnyMessage:
+def decode_message(body: dict[str, Any]) -> messages.AnyMessage:
     """Inverse of encode_message; raises FrameError on anything malformed."""
     try:
         common = (str(body["g"]), str(body["s"]), str(body["d"]), int(body["t"]))
         kind = body["k"]
         if kind == "vote":
-            return RequestVote(*common, body["li"], body["lt"], bool(body["p"]), bool(body["x"]))
+            return messages.RequestVote(
+                *common, body["li"], body["lt"], bool(body["p"]), bool(body["x"])
+            )
         if kind == "vote_resp":
-            return VoteResponse(*common, bool(body["ok"]), bool(body["p"]))
+            return messages.VoteResponse(*common, bool(body["ok"]), bool(body["p"]))
         if kind == "append":
-            entries = tuple(Entry(i, t, EntryKind(k), d) for i, t, k, d in body["e"])
-            return AppendEntries(*common, body["pi"], body["pt"], entries, body["c"], body["q"])
+            entries = tuple(
+                messages.Entry(i, t, messages.EntryKind(k), d) for i, t, k, d in body["e"]
+            )
+            return messages.AppendEntries(
+                *common, body["pi"], body["pt"], entries, body["c"], body["q"]
+            )
         if kind == "append_resp":
-            return AppendResponse(*common, bool(body["ok"]), body["m"], body["q"])
+            return messages.AppendResponse(*common, bool(body["ok"]), body["m"], body["q"])
         if kind == "snapshot":
             index, term, membership, data = body["snap"]
-            meta = SnapshotMeta(index, term, Membership.decode(membership))
-            return InstallSnapshot(*common, Snapshot(meta, data), body["q"])
+            meta = messages.SnapshotMeta(index, term, messages.Membership.decode(membership))
+            return messages.InstallSnapshot(*common, messages.Snapshot(meta, data), body["q"])
         if kind == "timeout_now":
-            return TimeoutNow(*common)
+            return messages.TimeoutNow(*common)
     except (KeyError, TypeError, ValueError) as exc:
         raise FrameError(f"malformed raft message: {exc}") from exc
     raise FrameError(f"unknown raft message kind {kind!r}")
