@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from canned_http import CannedResponder, canned  # bench/canned_http.py
 from rich.console import Console
 from rich.table import Table
 
@@ -32,35 +33,7 @@ from workloads.history import merge_histories, read_ops
 from workloads.runner import start_locust, stop_locust
 from workloads.settings import LoadSettings
 
-ANSWER = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
-    b"Content-Length: 2\r\nConnection: keep-alive\r\n\r\n{}"
-)
-
-
-class _Responder(asyncio.Protocol):
-    """Answers each request (headers plus Content-Length bytes of body) with ``{}``."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            length = 0
-            for line in self.buffer[:end].split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self.buffer) < end + 4 + length:
-                return
-            self.buffer = self.buffer[end + 4 + length :]
-            self.transport.write(ANSWER)
+ANSWER = canned(b"{}")
 
 
 def _serve(port: int) -> None:
@@ -69,7 +42,9 @@ def _serve(port: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(("127.0.0.1", port))
-        server = await asyncio.get_running_loop().create_server(_Responder, sock=sock)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: CannedResponder(ANSWER), sock=sock
+        )
         async with server:
             await server.serve_forever()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from canned_http import CannedResponder, canned  # bench/canned_http.py
 from rich.console import Console
 from rich.table import Table
 
@@ -40,48 +41,17 @@ LOCUSTFILE = Path(__file__).resolve().with_name("loadgen_locustfile.py")
 GOAL = 6000.0
 WARMUP = 3.0
 _ITEM = b'{"Item":{"k":{"S":"r1"},"v":{"S":"bench-value"}}}'
-_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
-    b"Content-Length: " + str(len(_ITEM)).encode() + b"\r\n\r\n" + _ITEM
-)
+_RESPONSE = canned(_ITEM)
 
 
 # --- the trivial responder (python bench/loadgen.py responder PORT) ----------------------------
 
 
-class _Responder(asyncio.Protocol):
-    """HTTP/1.1 keep-alive: every complete request gets the same canned 200 with an item."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        replies = 0
-        for _ in range(10_000):  # bounded: at most the requests in this buffer
-            head_end = self.buffer.find(b"\r\n\r\n")
-            if head_end < 0:
-                break
-            head = self.buffer[:head_end].lower()
-            length = 0
-            at = head.find(b"content-length:")
-            if at >= 0:
-                line_end = head.find(b"\r\n", at)
-                length = int(head[at + 15 : line_end if line_end >= 0 else len(head)])
-            end = head_end + 4 + length
-            if len(self.buffer) < end:
-                break
-            self.buffer = self.buffer[end:]
-            replies += 1
-        if replies:
-            self.transport.write(_RESPONSE * replies)
-
-
 async def _serve(port: int, seconds: float) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(_Responder, "127.0.0.1", port, backlog=256)
+    server = await loop.create_server(
+        lambda: CannedResponder(_RESPONSE), "127.0.0.1", port, backlog=256
+    )
     async with server:
         await asyncio.sleep(seconds)  # bounded: the bench stops it sooner
 
