@@ -45,6 +45,7 @@ from chaos.orchestrator import Orchestrator, RunOutcome
 from chaos.scenario import Scenario, load_scenario
 from chaos.schedule import TimedFault, load_game_day, timeline_to_json
 from cluster import auth
+from workloads import bank
 from workloads.canary import run_canaries
 from workloads.catalog import workload
 from workloads.history import merge_histories, read_ops
@@ -361,7 +362,11 @@ async def _game_day(
         merge_histories, run_dir / "history", run_dir / "history.jsonl"
     )
     await asyncio.to_thread(cluster.wait_healthy, 60.0)
-    keys = sorted({op["key"] for op in read_ops(history) if op.get("key")})
+    named: set[str] = set()
+    for op in read_ops(history):
+        named |= {op["key"]} if op.get("key") else set()
+        named |= bank.accounts_named(op)  # a transfer's destination is not its key
+    keys = sorted(named)
     with console.status("final reads and replica digests ..."):
         reads = await final_reads_async(first, DEFAULT_ACCESS_KEY, secret, table, keys, spec.name)
         (run_dir / "final_reads.json").write_text(json.dumps(reads, indent=1))

@@ -87,6 +87,17 @@ def audit(table: str, accounts: list[str]) -> Call:
     )
 
 
+def accounts_named(op: dict[str, Any]) -> set[str]:
+    """The accounts one history record names: both sides of a transfer, every audited account.
+    The final reads must read all of them (an op's ``key`` is a transfer's source only)."""
+    value = op.get("value")
+    if op.get("f") == "transfer" and isinstance(value, list):
+        return {str(a) for a in value[:2]}
+    if op.get("f") == "audit" and isinstance(value, dict):
+        return {str(a) for a in value.get("accounts") or []}
+    return set()
+
+
 def balances(accounts: list[str], body: dict[str, Any]) -> dict[str, int]:
     """TransactGetItems answer for ``accounts`` -> ``{account: balance}`` for every one (an
     account not created yet holds the initial balance)."""

@@ -53,7 +53,9 @@ read lock resolve it if its attempt is decided or stale and try once more; while
 answer TransactionConflictException (``txnhooks.py``), as DynamoDB does.
 
 **Reads.** TransactGetItems takes shared read locks through Raft in every group it reads (a
-prepare with ``read``), reads the items under them, then releases them; the release reports
+prepare with ``read``; the locks a writer holds it asks for again in the next round, keeping
+those it has, so that it needs no instant when none of its items is being written), reads the
+items under them, then releases them; the release reports
 whether each lock was still held, so the items were all unchanged at one instant (after the
 last lock was taken, before the first was released): no partial transfer is ever visible.
 Locks of readers older than ``READ_STALE`` may be taken away by writers (a reader that lost a
@@ -83,7 +85,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,16 +225,19 @@ async def transact_write(
     with the same ClientRequestToken had committed it (nothing ran again). Raises
     TransactionCanceled (definitely not applied), a 4xx, or a 5xx (503: not applied; 500:
     outcome unknown)."""
-    home = placed[0].partition
     end = time.monotonic() + 2 * ctx.request_budget
+    previous: str | None = None
     for round_ in range(WRITE_ROUNDS):
         # Another round only after this one was cancelled by other transactions' locks alone
         # (cleared if they were decided or stale, else soon released), while time remains.
         attempt = uuid.uuid4().hex
-        if token is not None and await txntokens.claim(ctx, token, attempt, digest, home) == "done":
-            return None
+        claim = None
+        if token is not None:
+            home = placed[0].partition
+            claim = txntokens.claim(ctx, token, attempt, digest, home, previous)
+        previous = attempt
         try:
-            return await _attempt(ctx, placed, attempt, token is not None)
+            return await _attempt(ctx, placed, attempt, claim)
         except _Conflicted as conflicted:
             if round_ + 1 == WRITE_ROUNDS or time.monotonic() > end:
                 raise conflicted.canceled from None
@@ -251,24 +256,28 @@ class _Conflicted(Exception):
 
 
 async def _attempt(
-    ctx: RouterContext, placed: list[Placed], attempt: str, tokened: bool
-) -> list[int]:
-    """One attempt: prepare everywhere (the home group also creates the record), decide,
-    resolve. Returns the items' sizes once committed; raises as ``transact_write``. A
-    ``tokened`` attempt that does not commit always leaves a decided record (``A``), so that a
-    retry with its ClientRequestToken knows at once that it may run again."""
+    ctx: RouterContext,
+    placed: list[Placed],
+    attempt: str,
+    claim: Coroutine[Any, Any, str] | None,
+) -> list[int] | None:
+    """One attempt: prepare everywhere (the home group also creates the record) while the
+    ClientRequestToken, if any, is ``claim``-ed for it; decide; resolve. Returns the items'
+    sizes once committed, None if the token's earlier attempt had committed (this one is then
+    aborted); raises as ``transact_write``. A tokened attempt that does not commit always
+    leaves a decided record (``A``), so that a retry with its token knows at once that it may
+    run again."""
     started = time.time()
     home = placed[0].partition
     rec = {"tbl": placed[0].layout.spec.name, "group": home.id}
     groups = _by_group(placed)
     records = (_record_put(attempt, started, placed),)
-    outcomes = await asyncio.gather(
-        *(
-            _prepare(ctx, ops, attempt, rec, started, False, records if gid == home.id else ())
-            for gid, ops in groups.items()
-        ),
-        return_exceptions=True,
-    )
+    steps = [
+        _prepare(ctx, ops, attempt, rec, started, False, records if gid == home.id else ())
+        for gid, ops in groups.items()
+    ]
+    outcomes = await asyncio.gather(*steps, *([claim] if claim else []), return_exceptions=True)
+    claimed: str | BaseException = outcomes.pop() if claim else "claimed"
     reasons: dict[int, dict[str, Any]] = {p.index: {"Code": NONE} for p in placed}
     sizes: dict[int, int] = {p.index: 0 for p in placed}
     failure: BaseException | None = None
@@ -286,7 +295,7 @@ async def _attempt(
             reasons[p.index] = reason
         for p, size in zip(ops, payload.get("sizes", []), strict=False):
             sizes[p.index] = int(size)
-    if all_prepared:
+    if all_prepared and claimed == "claimed":
         state = await decide(ctx, home, attempt, commit=True)
         if state == "C":  # the commit point has passed: roll forward, then acknowledge
             await _resolve_groups(ctx, groups, attempt, True)
@@ -296,12 +305,16 @@ async def _attempt(
                 "The transaction's outcome is unknown: its decision could not be confirmed"
             )
         reasons = {i: _CONFLICT_SHOWN for i in reasons}  # someone found it stale: aborted
-    elif home_answered is not True or tokened:
+    elif home_answered is not True or claim is not None:
         # The record exists (home prepared) or may yet be created (its prepare's fate is
         # unknown): decide abort. A home prepare that failed outright created nothing; under a
         # token the abort is written anyway (a tombstone), for the token's next request.
         await decide(ctx, home, attempt, commit=False)  # best effort: the record decides
     await _resolve_groups(ctx, groups, attempt, False)
+    if claimed == "done":
+        return None  # an earlier request with the token committed: nothing runs again
+    if isinstance(claimed, BaseException):
+        raise claimed  # mismatch, in progress, or the token could not be claimed
     if failure is not None:
         if isinstance(failure, Unknown):
             raise DynamoError.unavailable(f"the transaction was not applied: {failure}")
@@ -316,8 +329,9 @@ async def _attempt(
 
 async def _resolve_groups(
     ctx: RouterContext, groups: dict[str, list[Placed]], attempt: str, commit: bool
-) -> None:
-    await asyncio.gather(
+) -> list[list[bool] | None]:
+    """Resolve ``attempt`` in every group; each group's held flags (None: no answer)."""
+    return await asyncio.gather(
         *(
             resolve(ctx, ops[0].partition, attempt, commit, [p.key for p in ops])
             for ops in groups.values()
@@ -351,44 +365,60 @@ def _client_reason(reason: dict[str, Any], placed: Placed | None = None) -> dict
 
 
 async def transact_get(ctx: RouterContext, placed: list[Placed]) -> list[dict[str, Any] | None]:
-    """The items of ``placed``, all as they were at one instant (read locks, see above)."""
-    groups = _by_group(placed)
+    """The items of ``placed``, all as they were at one instant (read locks, see above).
+
+    Locks are gathered: a round locks every item it can (a group locks its free items even when
+    others of its items are held by a writer) and the next rounds ask only for the rest, so the
+    audit of many items a busy bank needs does not wait for an instant when none is written;
+    the writers it meets finish within moments, and the locks it holds keep new ones off."""
     last: list[dict[str, Any]] = []
     end = time.monotonic() + 2 * ctx.request_budget
     for _ in range(READ_ROUNDS):
         attempt = uuid.uuid4().hex
-        outcomes = await asyncio.gather(
-            *(_prepare(ctx, ops, attempt, {}, time.time(), True) for ops in groups.values()),
-            return_exceptions=True,
-        )
-        items: dict[int, dict[str, Any] | None] = {}
-        reasons: dict[int, dict[str, Any]] = {}
-        failure: BaseException | None = None
-        for ops, outcome in zip(groups.values(), outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                failure = outcome
-                continue
-            _, payload = outcome
-            for p, item, reason in zip(ops, payload["items"], payload["reasons"], strict=True):
-                items[p.index], reasons[p.index] = item, reason
-        held = await asyncio.gather(
-            *(
-                resolve(ctx, ops[0].partition, attempt, False, [p.key for p in ops])
-                for ops in groups.values()
-            )
-        )
-        if failure is not None:
-            if isinstance(failure, Unknown):  # a read changes nothing: not applied
-                raise DynamoError.unavailable(f"the read could not lock: {failure}")
-            raise failure
-        if all(r.get("Code") == NONE for r in reasons.values()):
+        try:
+            items, reasons = await _lock_all(ctx, placed, attempt, end)
+        finally:
+            held = await _resolve_groups(ctx, _by_group(placed), attempt, False)
+        if reasons is None:
             if all(h is not None and all(h) for h in held):
                 return [items[p.index] for p in placed]
             continue  # a lock was taken away (or its release unconfirmed): read again
         last = [_client_reason(reasons[p.index]) for p in placed]
+        break
+    raise TransactionCanceled(last or [_CONFLICT_SHOWN for _ in placed])
+
+
+async def _lock_all(
+    ctx: RouterContext, placed: list[Placed], attempt: str, end: float
+) -> tuple[dict[int, dict[str, Any] | None], dict[int, dict[str, Any]] | None]:
+    """Read-lock every item of ``placed`` for ``attempt``, round after round, reading each as
+    it is locked: (items, None) once all are locked, or (items so far, the last reasons) when
+    time ran out with some still held by writers. Raises 503 if a group did not answer."""
+    items: dict[int, dict[str, Any] | None] = {}
+    todo = list(placed)
+    reasons: dict[int, dict[str, Any]] = {}
+    for _ in range(100):  # bounded by time below; each round locks at least what is free
+        groups = _by_group(todo)
+        outcomes = await asyncio.gather(
+            *(_prepare(ctx, ops, attempt, {}, time.time(), True) for ops in groups.values()),
+            return_exceptions=True,
+        )
+        for ops, outcome in zip(groups.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, Unknown):  # a read changes nothing: not applied
+                    raise DynamoError.unavailable(f"the read could not lock: {outcome}")
+                raise outcome
+            _, payload = outcome
+            for p, item, reason in zip(ops, payload["items"], payload["reasons"], strict=True):
+                reasons[p.index] = reason
+                if reason.get("Code") == NONE:
+                    items[p.index] = item
+        todo = [p for p in todo if reasons[p.index].get("Code") != NONE]
+        if not todo:
+            return items, None
         if time.monotonic() > end:
             break
-        if not await _clear_conflicts(ctx, placed, reasons):
+        if not await _clear_conflicts(ctx, todo, reasons):
             # Held by a young transaction: it commits or aborts within moments.
             await asyncio.sleep(0.05)
-    raise TransactionCanceled(last or [_CONFLICT_SHOWN for _ in placed])
+    return items, {p.index: reasons.get(p.index, {"Code": NONE}) for p in placed}

@@ -7,8 +7,9 @@ with the token finds the same row whatever its items or tables are:
     {k: "tok:<sha256>", att: attempt id, dg: digest of the request's parameters, ts: claimed at,
      tbl, group: where the attempt's record lives (its home, ``txncoord.py``)}
 
-Before a tokened transaction prepares anything, its coordinator *claims* the token for its
-attempt with a conditional write: a new row if there is none, else a replacement of the row that
+While a tokened transaction prepares (in parallel: the claim costs no extra step), its
+coordinator *claims* the token for its attempt with a conditional write, and commits only an
+attempt whose claim succeeded: a new row if there is none, else a replacement of the row that
 names an attempt known to be aborted. What an existing row means for a new request with the token:
 
 - older than ``TOKEN_TTL`` (DynamoDB's 10 minutes): the token starts afresh (replaced);
@@ -89,14 +90,22 @@ def in_progress() -> DynamoError:
     )
 
 
-async def claim(ctx: RouterContext, token: str, attempt: str, digest: str, home: Partition) -> str:
+async def claim(
+    ctx: RouterContext,
+    token: str,
+    attempt: str,
+    digest: str,
+    home: Partition,
+    replacing: str | None = None,
+) -> str:
     """Claim ``token`` for ``attempt`` (whose record will live in ``home``): "claimed", or
     "done" when an earlier attempt with the token committed (the request then succeeds without
-    running). Raises IdempotentParameterMismatch, TransactionInProgress, or 503 (the token's
-    state could not be learnt: nothing was run)."""
+    running). ``replacing``: this request's own previous attempt, known aborted, that the row
+    probably names. Raises IdempotentParameterMismatch, TransactionInProgress, or 503 (the
+    token's state could not be learnt: nothing was run)."""
     meta = meta_partition(ctx)
     pk = token_pk(token)
-    prev: str | None = None
+    prev: str | None = replacing
     for _ in range(CLAIM_ROUNDS):
         if prev is None:
             cond = Condition("attribute_not_exists(#k)", {"#k": "k"})
