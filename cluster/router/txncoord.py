@@ -63,11 +63,14 @@ lock retries). A consistent GetItem that meets an intent returns the intent's im
 record says committed, else the committed item (serializable, as DynamoDB's GetItem is);
 Query and Scan return committed items (read-committed, as in DynamoDB).
 
-**Idempotency.** With a ClientRequestToken, the coordinator first claims the token's row in
-the meta group (``txntokens.py``: found by the token alone, whatever the items): a retry within
+**Idempotency.** With a ClientRequestToken, the coordinator claims the token's row while it
+prepares (``txntokens.py``: found by the token and the first table, whatever the items): a
+retry within
 10 minutes with the same parameters returns success if the attempt it names committed,
 TransactionInProgressException while it is pending, and runs again (replacing the row) once it
-is aborted; any other parameters give IdempotentParameterMismatchException.
+is aborted; any other parameters give IdempotentParameterMismatchException (a reuse whose
+first table differs is not seen: the rows live in the tables' own groups, spreading the load a
+single place could not carry on a small machine).
 
 **Garbage collection.** Records and token rows are deleted by the routers' sweeper
 (``txngc.py``) after the 10-minute window; a committed record only once its intents are proved
@@ -234,7 +237,8 @@ async def transact_write(
         claim = None
         if token is not None:
             home = placed[0].partition
-            claim = txntokens.claim(ctx, token, attempt, digest, home, previous)
+            layout = placed[0].layout
+            claim = txntokens.claim(ctx, token, attempt, digest, home, layout, previous)
         previous = attempt
         try:
             return await _attempt(ctx, placed, attempt, claim)

@@ -1,9 +1,9 @@
 """Transaction garbage collection: records and token rows go once nothing can need them.
 
 Every write transaction leaves a record (``#txn`` rows in its home group, ``txnrecords.py``)
-and every ClientRequestToken a row (``#tok`` in the meta group, ``txntokens.py``). Routers sweep
-them in the background, like Time to Live (each router takes the partitions whose index modulo
-the number of routers is its own; the first router takes the token rows):
+and every ClientRequestToken a row (``#tok`` rows in a group of its first table,
+``txntokens.py``). Routers sweep them in the background, like Time to Live (each router takes
+the partitions whose index modulo the number of routers is its own):
 
 - a token row older than ``TOKEN_TTL`` (DynamoDB's 10-minute idempotency window) is deleted,
   conditionally on its ``ts`` (a token claimed again meanwhile keeps its row);
@@ -45,7 +45,7 @@ from .context import RouterContext
 from .errors import DynamoError
 from .txncoord import decode_parts
 from .txnrecords import TXN_STALE, Key, decide, record_state, resolve, ts_of, write_command
-from .txntokens import TOKEN_TTL, TOKENS, meta_partition
+from .txntokens import TOKEN_TTL, TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ class TxnSweeper:
             for partition in layout.partitions:
                 if partition.index % len(routers) == mine:
                     await self.sweep_records(partition, now)
-        if mine == 0:
-            await self.sweep_tokens(now)
+                    await self.sweep_tokens(partition, now)
         return {k: v - before.get(k, 0) for k, v in self.counts.items() if v != before.get(k, 0)}
 
     async def _page(self, partition: Partition, tbl: str, every_page: bool) -> list[Any]:
@@ -111,15 +110,17 @@ class TxnSweeper:
                 break
         return rows
 
-    async def sweep_tokens(self, now: float, every_page: bool = False) -> None:
+    async def sweep_tokens(
+        self, partition: Partition, now: float, every_page: bool = False
+    ) -> None:
         """Delete the token rows whose idempotency window has passed (``SWEEP_PAGES`` pages
         of rows per call, resuming where the last stopped; ``every_page``: to the end)."""
-        meta = meta_partition(self.ctx)
-        for pk, sk, row in await self._page(meta, TOKENS, every_page):
+        for pk, sk, row in await self._page(partition, TOKENS, every_page):
             if now - ts_of(row) < TOKEN_TTL:
                 continue
             unchanged = Condition("#t = :t", {"#t": "ts"}, {":t": row["ts"]})
-            result = await write_command(self.ctx, meta, DeleteCommand(TOKENS, pk, sk, unchanged))
+            cmd = DeleteCommand(TOKENS, pk, sk, unchanged)
+            result = await write_command(self.ctx, partition, cmd)
             self.counts["tokens_deleted"] += int(result.ok)
 
     async def sweep_records(

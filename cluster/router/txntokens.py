@@ -1,8 +1,9 @@
 """ClientRequestToken idempotency for TransactWriteItems: one token row per token, in one place.
 
-A token's row lives in the ``meta`` replication group (3 replicas in 3 AZs, beside the
-partition map), under the reserved table ``#tok`` at the SHA-256 of the token, so every request
-with the token finds the same row whatever its items or tables are:
+A token's row lives under the reserved table ``#tok`` at the SHA-256 of the token, in the
+partition group of the transaction's first table that the token's hash falls in (not the first
+item's group), so every request with the token and the same first table finds the same row,
+whatever its items are, and the rows of a busy table spread over all its groups:
 
     {k: "tok:<sha256>", att: attempt id, dg: digest of the request's parameters, ts: claimed at,
      tbl, group: where the attempt's record lives (its home, ``txncoord.py``)}
@@ -32,7 +33,7 @@ import hashlib
 import time
 from typing import Any
 
-from cluster.metadata.partitionmap import HASH_SPACE, META_GROUP, Partition
+from cluster.metadata.partitionmap import Partition, TableLayout, partition_key_hash
 from cluster.storage.commands import Condition, PutCommand
 from cluster.storage.itemstore import encode_key_value
 
@@ -49,16 +50,15 @@ from .txnrecords import (
 )
 
 TOKENS = "#tok"
-"""The reserved table of token rows in the meta group (``#``: no user table can collide)."""
+"""The reserved table of token rows (``#``: no user table can collide)."""
 TOKEN_TTL = 600.0
 """ClientRequestToken idempotency window, as DynamoDB's: 10 minutes."""
 CLAIM_ROUNDS = 4
 
 
-def meta_partition(ctx: RouterContext) -> Partition:
-    """The meta group as a partition the storage client can write to."""
-    r = ctx.metadata.replicas
-    return Partition(META_GROUP, TOKENS, 0, 0, HASH_SPACE - 1, (r[0], r[1], r[2]))
+def token_partition(layout: TableLayout, token: str) -> Partition:
+    """The group of ``layout``'s table that holds ``token``'s row."""
+    return layout.partition_for_hash(partition_key_hash(token_pk(token)))
 
 
 def token_pk(token: str) -> bytes:
@@ -96,14 +96,16 @@ async def claim(
     attempt: str,
     digest: str,
     home: Partition,
+    layout: TableLayout,
     replacing: str | None = None,
 ) -> str:
     """Claim ``token`` for ``attempt`` (whose record will live in ``home``): "claimed", or
     "done" when an earlier attempt with the token committed (the request then succeeds without
-    running). ``replacing``: this request's own previous attempt, known aborted, that the row
-    probably names. Raises IdempotentParameterMismatch, TransactionInProgress, or 503 (the
-    token's state could not be learnt: nothing was run)."""
-    meta = meta_partition(ctx)
+    running). ``layout``: the request's first table. ``replacing``: this request's own
+    previous attempt, known aborted, that the row probably names. Raises
+    IdempotentParameterMismatch, TransactionInProgress, or 503 (the token's state could not be
+    learnt: nothing was run)."""
+    group = token_partition(layout, token)
     pk = token_pk(token)
     prev: str | None = replacing
     for _ in range(CLAIM_ROUNDS):
@@ -113,7 +115,7 @@ async def claim(
             cond = Condition("#a = :prev", {"#a": "att"}, {":prev": {"S": prev}})
         put = PutCommand(TOKENS, pk, b"", _row(token, attempt, digest, home), cond)
         try:
-            result = await write_command(ctx, meta, put)
+            result = await write_command(ctx, group, put)
         except Unknown as exc:  # the claim may or may not be there; nothing ran either way
             why = f"the ClientRequestToken could not be claimed: {exc}"
             raise DynamoError.unavailable(why) from None

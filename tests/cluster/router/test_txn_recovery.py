@@ -201,7 +201,7 @@ async def sweep_later(cluster: LocalCluster, table: str, now: float) -> dict[str
             layout = await ctx.table(table)
             for partition in layout.partitions:
                 await sweeper.sweep_records(partition, now, every_page=True)
-            await sweeper.sweep_tokens(now, every_page=True)
+                await sweeper.sweep_tokens(partition, now, every_page=True)
             left: dict[str, Any] = {"records": {}, "intents": 0, "counts": dict(sweeper.counts)}
             for partition in layout.partitions:
                 for tbl in (RECORDS, lock_table(table)):
@@ -213,11 +213,18 @@ async def sweep_later(cluster: LocalCluster, table: str, now: float) -> dict[str
                             left["records"][row["k"]["S"]] = row["st"]["S"]
                         else:
                             left["intents"] += 1
-            meta = txntokens.meta_partition(ctx)
-            reply = await ctx.storage.read(
-                meta, "scan", True, 10.0, tbl=txntokens.TOKENS, start_after=None, limit=10_000
-            )
-            left["tokens"] = [row["att"]["S"] for _, _, row in reply["items"]]
+            left["tokens"] = []
+            for partition in layout.partitions:
+                reply = await ctx.storage.read(
+                    partition,
+                    "scan",
+                    True,
+                    10.0,
+                    tbl=txntokens.TOKENS,
+                    start_after=None,
+                    limit=1000,
+                )
+                left["tokens"] += [row["att"]["S"] for _, _, row in reply["items"]]
             return left
         finally:
             await ctx.stop()
