@@ -73,7 +73,7 @@ def up(
     power_loss_layer: Annotated[
         bool,
         typer.Option(
-            help="local: storage nodes on the power-loss layer, so that power_loss faults "
+            help="local, docker: storage nodes on the power-loss layer, so that power_loss faults "
             "(gameday fault inject power_loss_node target=sn-a1) lose what was not fsynced."
         ),
     ] = False,

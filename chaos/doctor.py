@@ -103,7 +103,7 @@ def check_docker() -> Finding:
 
 
 def check_fuse() -> Finding:
-    """libfuse3 and /dev/fuse, for the power-loss layer (power_loss faults, local backend)."""
+    """libfuse3 and /dev/fuse, for the power-loss layer (power_loss faults, local and docker)."""
     import ctypes.util
 
     name = "FUSE (power_loss faults)"

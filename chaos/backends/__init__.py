@@ -44,12 +44,13 @@ def create_cluster(
 
     ``kubeconfig`` and ``namespace`` are for ``k8s`` only (default: the local Kubernetes of
     ``gameday k8s up``, and a namespace of the data dir's own). ``power_layer`` puts the storage
-    nodes on the power-loss layer that ``power_loss_*`` faults need (local only).
+    nodes on the power-loss layer that ``power_loss_*`` faults need (local and docker).
     """
-    if power_layer and backend != "local":
+    if power_layer and backend not in ("local", "docker"):
         raise ValueError(
-            f"power_loss faults need the power-loss layer under the storage nodes, which only "
-            f"the local backend has yet (not {backend}); run this scenario with --backend local"
+            f"power_loss faults need the power-loss layer under the storage nodes, which the "
+            f"local and docker backends have (not {backend}): a pod's volume has no such layer; "
+            "run this scenario with --backend local or docker"
         )
     if backend != "k8s" and (kubeconfig is not None or namespace is not None):
         raise ValueError("--kubeconfig and --namespace are options of the k8s backend")
@@ -62,7 +63,7 @@ def create_cluster(
     if backend == "docker":
         from chaos.backends.docker import DockerCluster
 
-        return DockerCluster.create(data_dir, topology, partitions)
+        return DockerCluster.create(data_dir, topology, partitions, power_layer=power_layer)
     if backend == "local":
         from chaos.backends.local import LocalCluster
 

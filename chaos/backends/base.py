@@ -223,8 +223,8 @@ class Backend(ABC):
         """
         raise PowerLossUnsupported(
             f"power loss needs the storage nodes on the power-loss layer: the {self.name} "
-            "backend has none for this cluster (local clusters get it when their scenario has "
-            "power_loss faults, or with 'gameday cluster up --power-loss-layer')"
+            "backend has none for this cluster (local and docker clusters get it when their "
+            "scenario has power_loss faults, or with 'gameday cluster up --power-loss-layer')"
         )
 
     def down_reason(self, process_id: str) -> str:

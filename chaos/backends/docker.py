@@ -12,6 +12,15 @@ on 127.0.0.1 only: those are the DynamoDB endpoints clients use.
 Faults map onto Docker: power off is ``docker kill`` (SIGKILL), power on starts the same
 container again (same volume, same address), pause is ``docker pause`` (the cgroup freezer).
 
+Power loss (``power_layer``): a storage node's data directory is then no named volume but a
+mount of the power-loss layer on this host (chaos/backends/powerlayer.py, the same FUSE layer
+as the local backend's), bind-mounted into its container. Power loss is ``docker kill``, then
+the layer puts back every file as of its last fsync and remounts; starting the container again
+binds the fresh mount. The layer sits on the host rather than in the container because a FUSE
+mount inside one needs /dev/fuse and CAP_SYS_ADMIN there (and libfuse in the image), which a
+non-root container of this project must not have; the bind mount costs nothing of the kind, and
+the node's own process still runs unprivileged (the mount is served to the image's user only).
+
     cluster = DockerCluster.create(Path(".gameday/cluster"), "3x2x1")
     cluster.up()                       # network, volumes, Toxiproxy, 13 containers; healthy
     cluster.kill("sn-a1"); cluster.start("sn-a1")
@@ -30,13 +39,14 @@ import io
 import ipaddress
 import logging
 import shutil
+import signal
 import tarfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from chaos.backends.base import (
     FIRST_PROXY_PORT,
@@ -62,9 +72,11 @@ from chaos.backends.docker_plan import (
     labels_for,
     toxiproxy_ip,
 )
+from chaos.backends.powerlayer import PowerLayer
+from chaos.backends.processes import ProcessTable
 from chaos.images import DockerClient, engine, image_exists
 from chaos.mesh import plan_links, with_mesh
-from cluster.config import ClusterConfig
+from cluster.config import ClusterConfig, UnsafeMode
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -92,24 +104,46 @@ class DockerCluster(Backend):
         self._ops = ThreadPoolExecutor(max_workers=8, thread_name_prefix="docker-power")
         self._pending: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        # The power-loss layer's daemons run on this host, as the local backend's processes do.
+        self.procs = ProcessTable(data_dir / "run", data_dir / "logs")
+        self.layer = PowerLayer(data_dir, self.procs, owner=(CLUSTER_UID, CLUSTER_UID))
 
     # -- opening --------------------------------------------------------------------------------
 
     @classmethod
     def create(
-        cls, data_dir: Path, topology: str = "3x2x1", partitions: int = 4, mesh: bool = True
+        cls,
+        data_dir: Path,
+        topology: str = "3x2x1",
+        partitions: int = 4,
+        mesh: bool = True,
+        power_layer: bool = False,
+        unsafe: tuple[UnsafeMode, ...] = (),
     ) -> DockerCluster:
-        """Open the cluster in ``data_dir``, planning it (subnet, addresses) on first use."""
+        """Open the cluster in ``data_dir``, planning it (subnet, addresses) on first use.
+
+        With ``power_layer`` each storage node's data directory is a mount of the power-loss
+        layer bind-mounted into its container (see the module docstring), which ``power_loss_*``
+        faults need. ``unsafe`` are the test-only broken modes (cluster/config.py).
+        """
         if is_docker_cluster(data_dir):
             cluster = cls.open(data_dir)
             check_reopened(data_dir, cluster.config.topology, topology)
+            if power_layer and not cluster.layer.enabled:
+                raise ValueError(
+                    f"{data_dir} holds a cluster without the power-loss layer, which power_loss "
+                    "faults need; remove it with 'gameday cluster down --wipe' first"
+                )
             return cluster
         refuse_foreign(data_dir, cls.name)
         client = engine()
         name = cluster_name(data_dir)
         subnet = free_subnet(client, name)
         data_dir.mkdir(parents=True, exist_ok=True)
+        if power_layer:
+            PowerLayer.enable(data_dir)
         config = build_docker_config(topology, subnet, partitions)
+        config = config.model_copy(update={"unsafe": unsafe})  # test-only broken modes
         routers = {p.id: _free_port() for p in config.processes_with_role("router")}
         state = DockerState(
             name=name,
@@ -152,7 +186,9 @@ class DockerCluster(Backend):
         self._start_container(TOXIPROXY)
 
     def node_data_dir(self, node_id: str) -> Path:
-        """The node's named volume, as mounted on the host."""
+        """The node's named volume, as mounted on the host (or its power-loss layer's mount)."""
+        if self.layer.enabled:
+            return self.layer.mountpoint(node_id)
         volume = self.client.volumes.get(self.state.volume(node_id))
         return Path(volume.attrs["Mountpoint"])
 
@@ -257,9 +293,13 @@ class DockerCluster(Backend):
                 "GAMEDAY_PROCESS_ID": process_id,
                 "GAMEDAY_HEALTH_URL": self.health_url(process_id),
             }
-            volume = state.volume(process_id)
-            self.client.volumes.create(volume, labels=labels_for(state, info))
-            binds = {volume: {"bind": DATA_IN_CONTAINER, "mode": "rw"}}
+            if self.layer.enabled and info.role == "storage":
+                # The node's disk is the layer's mount on this host (mounted before any start).
+                source = str(self.layer.mountpoint(process_id).resolve())
+            else:
+                source = state.volume(process_id)
+                self.client.volumes.create(source, labels=labels_for(state, info))
+            binds = {source: {"bind": DATA_IN_CONTAINER, "mode": "rw"}}
             ports = {}
             if info.role == "router":
                 ports = {ROUTER_PORT: ("127.0.0.1", state.router_ports[process_id])}
@@ -290,6 +330,8 @@ class DockerCluster(Backend):
         return container
 
     def _start_container(self, process_id: str) -> None:
+        if self.layer.enabled and process_id in self.process_ids("storage"):
+            self.layer.mount(process_id)  # power on: the disk first, holding what was synced
         container = self._container(process_id)
         if container is None:
             container = self._create_container(process_id)
@@ -361,6 +403,22 @@ class DockerCluster(Backend):
         with contextlib.suppress(Exception):  # the engine's own wait: returns once it stopped
             self.client.api.wait(container.id, timeout=10, condition="not-running")
 
+    @property
+    def supports_power_loss(self) -> bool:
+        return self.layer.enabled
+
+    def lose_unsynced(self, node_id: str, *, torn: bool, seed: int) -> dict[str, Any]:
+        """Power loss: ``docker kill``, wait until the container is down (its bind of the mount
+        goes with it), then the layer forgets every unsynced byte and mounts what was synced."""
+        if not self.layer.enabled:
+            return super().lose_unsynced(node_id, torn=torn, seed=seed)
+        self.kill(node_id)
+        self._settle(node_id)
+        return self.layer.lose(node_id, torn=torn, seed=seed)
+
+    def die_with_this_process(self) -> None:
+        self.procs.die_with = signal.SIGKILL  # the layer's daemons; containers are no children
+
     def pause(self, process_id: str) -> None:
         self._settle(process_id)
         container = self._container(process_id)
@@ -422,6 +480,7 @@ class DockerCluster(Backend):
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(stop, order))
+        self.layer.unmount_all()  # after the containers: nothing mounted stays behind
         self._remove_network()
         if wipe:
             self.remove_volumes()

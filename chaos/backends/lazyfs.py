@@ -187,12 +187,19 @@ class UndoLog:
         return summary
 
 
-def make_operations(backing: Path, undo: UndoLog, power: Power) -> Any:
+def make_operations(
+    backing: Path, undo: UndoLog, power: Power, owner: tuple[int, int] | None = None
+) -> Any:
     """The mfusepy ``Operations`` of a pass-through filesystem over ``backing`` that tells
-    ``undo`` before every change; once ``power.dead`` is set every call fails."""
+    ``undo`` before every change; once ``power.dead`` is set every call fails. With ``owner``
+    (uid, gid) everything created through the mount belongs to that user, not to the daemon."""
     import mfusepy as fuse
 
     root = str(backing)
+
+    def own(path: str) -> None:
+        if owner is not None:
+            os.lchown(path, *owner)
 
     def real(path: str) -> str:
         return root + path
@@ -231,6 +238,7 @@ def make_operations(backing: Path, undo: UndoLog, power: Power) -> Any:
         def mkdir(self, path: str, mode: int) -> int:
             alive()
             os.mkdir(real(path), mode)
+            own(real(path))
             return 0
 
         def rmdir(self, path: str) -> int:
@@ -241,6 +249,7 @@ def make_operations(backing: Path, undo: UndoLog, power: Power) -> Any:
         def symlink(self, target: str, source: str) -> int:
             alive()
             os.symlink(source, real(target))
+            own(real(target))
             return 0
 
         def link(self, target: str, source: str) -> int:
@@ -300,7 +309,10 @@ def make_operations(backing: Path, undo: UndoLog, power: Power) -> Any:
             return self._open(path, flags)
 
         def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
-            return self._open(path, flags | os.O_CREAT, mode)
+            fd = self._open(path, flags | os.O_CREAT, mode)
+            if owner is not None:
+                os.fchown(fd, *owner)
+            return fd
 
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
             alive()
@@ -415,12 +427,28 @@ def is_mounted(mountpoint: Path) -> bool:
     return False
 
 
+def parse_owner(parser: argparse.ArgumentParser, text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    uid, sep, gid = text.partition(":")
+    if not (uid.isdigit() and sep and gid.isdigit()):
+        parser.error(f"--owner {text!r}: expected UID:GID, two numbers (e.g. 10001:10001)")
+    return int(uid), int(gid)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos.backends.lazyfs", description=__doc__)
     parser.add_argument("--backing", type=Path, required=True, help="where the data really is")
     parser.add_argument("--mount", type=Path, required=True, help="the directory to mount over")
     parser.add_argument("--control", type=Path, required=True, help="the control socket")
+    parser.add_argument(
+        "--owner",
+        metavar="UID:GID",
+        help="serve the mount to this user (a container's unprivileged user on Docker): other "
+        "users may enter it, the kernel checks file modes, and what is created belongs to it",
+    )
     args = parser.parse_args(argv)
+    owner = parse_owner(parser, args.owner)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s lazyfs %(message)s")
     import mfusepy as fuse
 
@@ -431,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         unmount(args.mount)  # a dead daemon's mount ("transport endpoint is not connected")
     if stat.S_ISDIR(os.stat(args.backing).st_mode) is False:
         parser.error(f"--backing {args.backing} is not a directory")
+    # allow_other lets the owner (not the daemon's root) in; default_permissions makes the
+    # kernel check modes, so that other users get no more than the files' modes give them.
+    options: dict[str, bool] = {}
+    if owner is not None:
+        os.chown(args.backing, *owner)
+        options = {"allow_other": True, "default_permissions": True}
     undo, power = UndoLog(), Power()
     serve_control(args.control, args.mount, undo, power)
     try:
@@ -438,12 +472,13 @@ def main(argv: list[str] | None = None) -> int:
             power.generation += 1
             try:
                 fuse.FUSE(
-                    make_operations(args.backing.resolve(), undo, power),
+                    make_operations(args.backing.resolve(), undo, power, owner),
                     str(args.mount),
                     foreground=True,
                     nothreads=False,
                     fsname=FSNAME,
                     subtype=FSNAME,
+                    **options,
                 )
             except RuntimeError:
                 if not power.dead.is_set():  # a power loss ends the loop by unmounting

@@ -1,11 +1,14 @@
-"""The power-loss layer of a local cluster: one lazyfs mount per storage node, and its control.
+"""The power-loss layer of a cluster: one lazyfs mount per storage node, and its control.
 
 A cluster created with the layer keeps each storage node's files in ``<data_dir>/backing/<id>``
 and mounts chaos/backends/lazyfs.py over ``<data_dir>/nodes/<id>`` (the node's data directory)
-before the node starts. The mount daemons are supervised like the cluster's other processes
-(``run/lazyfs-<id>.pid``), so ``down``, the dead-man's switch and ``gameday clean`` stop them;
-``leftover_mounts`` finds any mount of the layer whose daemon is gone, by its type in
-/proc/mounts.
+before the node starts. The mounts live on this host, for the local backend and for Docker
+alike: a Docker storage node's container bind-mounts its ``nodes/<id>`` as its data directory
+(``owner`` serves the mount to the container's unprivileged user), and a container started
+again after a power loss binds the fresh mount. The mount daemons are supervised like a local
+cluster's processes (``run/lazyfs-<id>.pid``), so ``down``, the dead-man's switch and ``gameday
+clean`` stop them; ``leftover_mounts`` finds any mount of the layer whose daemon is gone, by its
+type in /proc/mounts.
 
     layer = PowerLayer(data_dir, procs)
     layer.mount("sn-a1")                      # before the node starts
@@ -45,9 +48,14 @@ def daemon_id(node_id: str) -> str:
 class PowerLayer:
     """The lazyfs mounts under one local cluster's storage nodes."""
 
-    def __init__(self, data_dir: Path, procs: ProcessTable) -> None:
+    def __init__(
+        self, data_dir: Path, procs: ProcessTable, owner: tuple[int, int] | None = None
+    ) -> None:
+        """``owner`` (uid, gid): serve the mounts to that user rather than to root alone (the
+        unprivileged user of a Docker container whose data directory is bind-mounted from one)."""
         self.data_dir = data_dir
         self.procs = procs
+        self.owner = owner
 
     @staticmethod
     def enable(data_dir: Path) -> None:
@@ -107,6 +115,13 @@ class PowerLayer:
         argv = [sys.executable, "-m", "chaos.backends.lazyfs"]
         argv += ["--backing", str(self.backing_dir(node_id)), "--mount", str(mountpoint)]
         argv += ["--control", str(self.control(node_id))]
+        if self.owner is not None:
+            # Only root passes the directories above the mounts (they admit other users) and
+            # above the backing files.
+            for parent in (mountpoint.parent, self.backing_dir(node_id).parent):
+                parent.mkdir(parents=True, exist_ok=True)
+                parent.chmod(0o700)
+            argv += ["--owner", f"{self.owner[0]}:{self.owner[1]}"]
         self.procs.spawn(daemon_id(node_id), argv)
 
     def ask(self, node_id: str, command: str, timeout: float = 30.0) -> dict[str, Any]:

@@ -146,3 +146,60 @@ def test_a_killed_daemon_leaves_no_mount(tmp_path: Path) -> None:
         layer.unmount_all()
     assert leftover_mounts(tmp_path) == []
     assert (layer.backing_dir(NODE) / "f").read_bytes() == b"z" * 100
+
+
+OWNER = (10001, 10001)  # the cluster image's unprivileged user (docker/Dockerfile)
+
+# Runs as another user: opens NAME in the mount through a directory descriptor the test passes
+# down (the directories above the mount admit root only, as on a Docker host, where the
+# container reaches the mount through its bind mount instead), writes and optionally fsyncs.
+AS_USER = """
+import os, sys
+fd, name, sync = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "sync"
+f = os.open(name, os.O_RDWR | os.O_CREAT, 0o644, dir_fd=fd)
+os.pwrite(f, b"u" * 6000, 0)
+if sync:
+    os.fsync(f)
+"""
+
+
+def write_as(uid: int, mount_fd: int, name: str, *, sync: bool) -> subprocess.CompletedProcess[str]:
+    argv = ["/usr/bin/python3", "-I", "-S", "-c", AS_USER, str(mount_fd), name]
+    argv.append("sync" if sync else "nosync")
+    return subprocess.run(
+        argv, user=uid, group=uid, extra_groups=[], pass_fds=(mount_fd,),
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_a_mount_served_to_an_owner_admits_that_user_and_keeps_its_modes(tmp_path: Path) -> None:
+    """The Docker backend's mounts: the container's user writes (and owns what it creates),
+    another user is refused by the files' modes, and a power loss still drops the unsynced."""
+    PowerLayer.enable(tmp_path)
+    layer = PowerLayer(tmp_path, ProcessTable(tmp_path / "run", tmp_path / "logs"), owner=OWNER)
+    try:
+        layer.mount(NODE)
+        mount_fd = os.open(layer.mountpoint(NODE), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            ok = write_as(OWNER[0], mount_fd, "wal", sync=True)
+            assert ok.returncode == 0, ok.stderr
+            assert write_as(OWNER[0], mount_fd, "tail", sync=False).returncode == 0
+            other = write_as(10002, mount_fd, "intruder", sync=True)
+            assert other.returncode != 0 and "PermissionError" in other.stderr
+            assert write_as(10002, mount_fd, "wal", sync=True).returncode != 0
+        finally:
+            os.close(mount_fd)
+        backing = layer.backing_dir(NODE)
+        for path in (backing, backing / "wal", backing / "tail"):
+            assert (path.stat().st_uid, path.stat().st_gid) == OWNER
+        assert not (backing / "intruder").exists()
+        for parent in (layer.mountpoint(NODE).parent, backing.parent):
+            assert parent.stat().st_mode & 0o777 == 0o700
+
+        layer.lose(NODE, torn=False, seed=3)
+        layer.mount(NODE)
+        assert (layer.mountpoint(NODE) / "wal").read_bytes() == b"u" * 6000
+        assert (layer.mountpoint(NODE) / "tail").read_bytes() == b""
+    finally:
+        layer.unmount_all()
+    assert leftover_mounts(tmp_path) == []
