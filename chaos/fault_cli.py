@@ -218,7 +218,12 @@ def _make(kind: str, params: dict[str, Any]) -> Fault:
 
 def faults_catalog() -> None:
     """The fault catalog: every fault kind, what it does, and its parameters."""
-    table = Table(title="fault catalog (use in scenarios, or 'gameday fault inject KIND ...')")
+    table = Table(
+        title="fault catalog (use in scenarios, or 'gameday fault inject KIND ...')",
+        caption="power_off_* keeps the page cache (SIGKILL: unsynced writes survive); "
+        "power_loss_* drops it (every byte not fsynced is lost; local and docker backends, "
+        "whose storage nodes then sit on the power-loss layer; k8s refuses it)",
+    )
     for col in ("fault", "what it does", "parameters"):
         table.add_column(col)
     for entry in describe_catalog():

@@ -659,6 +659,12 @@ def test_catalog_describes_every_fault() -> None:
     assert params["latency"]["jitter_ms"].default == 0.0
     assert params["bit_rot"]["target"].type == "data|wal"
     assert params["bridge"] == {}
+    # `gameday faults` tells power off from power loss by the page cache
+    described = {e.kind: e.description for e in entries}
+    assert "page cache survives" in described["power_off_node"]
+    assert "unsynced writes are kept" in described["power_off_node"]
+    assert "page cache dies" in described["power_loss_node"]
+    assert "every byte not fsynced" in described["power_loss_node"]
 
 
 def test_make_fault_names_missing_and_extra_parameters() -> None:
