@@ -128,7 +128,7 @@ chaos: venv toxiproxy fuse ## the nightly chaos suite: a seeded campaign of ever
 	$(RUN_ENV) $(BIN)/pytest -q -m chaos -k "not test_shipped_scenario_passes" || failed=1; \
 	exit $$failed
 
-test-docker: venv toxiproxy docker-engine ## only the docker backend's tests (images, containers, a game day)
+test-docker: venv toxiproxy fuse docker-engine ## only the docker backend's tests (images, containers, game days, power loss)
 	$(RUN_ENV) $(BIN)/pytest -q -m docker
 
 test-k8s: venv k8s-toolchain ## only the local Kubernetes' tests (cluster up, traffic, power cycle, down)
