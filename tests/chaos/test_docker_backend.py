@@ -25,7 +25,7 @@ import pytest
 from rich.console import Console
 
 from chaos.assets import asset
-from chaos.backends import open_cluster
+from chaos.backends import create_cluster, open_cluster
 from chaos.backends.base import DEFAULT_ACCESS_KEY, FIRST_PROXY_PORT
 from chaos.backends.docker import DockerCluster
 from chaos.backends.docker_plan import (
@@ -119,6 +119,12 @@ def test_open_cluster_finds_the_backend_that_made_the_data_dir(tmp_path: Path) -
     assert isinstance(open_cluster(local_dir), LocalCluster)
     with pytest.raises(ValueError, match="another backend than docker"):
         DockerCluster.create(local_dir)
+
+
+def test_power_loss_layer_is_offered_on_local_and_docker_and_refused_on_k8s(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"local and docker backends have \(not k8s\)"):
+        create_cluster("k8s", tmp_path / "cluster", power_layer=True)
+    assert not (tmp_path / "cluster").exists()  # refused before anything was made
 
 
 def test_dockerfile_is_non_root_with_a_healthcheck_from_the_local_base() -> None:
