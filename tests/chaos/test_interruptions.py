@@ -77,9 +77,16 @@ def on_local(*values: object) -> Any:
 
 @pytest.fixture
 def docker_engine(request: pytest.FixtureRequest) -> Any:
-    """The engine and the images, for a Docker case (tests/chaos/conftest.py)."""
+    """The engine and the images, for a Docker case (tests/chaos/conftest.py). An image made
+    stale by a source change since the session's build is rebuilt here, not by `gameday run`
+    inside the case, whose wait for the first fault is no bound for an image build."""
+    from chaos.images import build_images, image_is_current
+
     request.getfixturevalue("images")
-    return request.getfixturevalue("engine")
+    client = request.getfixturevalue("engine")
+    if not image_is_current(client):
+        build_images()
+    return client
 
 
 class Run:
