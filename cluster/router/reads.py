@@ -94,7 +94,9 @@ class _Page:
         if not self.count_only:
             self.items.append(v.project(item, self.projection, self.request))
 
-    def response(self, more: bool) -> dict[str, Any]:
+    def finish(self, layout: TableLayout, consistent: bool, more: bool) -> dict[str, Any]:
+        """Charge the table the read units of what was read, and answer with the page."""
+        charge(layout.spec.name, read_units(self.bytes, consistent))
         body: dict[str, Any] = {"Count": self.count, "ScannedCount": self.scanned}
         if not self.count_only:
             body["Items"] = self.items
@@ -166,8 +168,7 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
             if page.full():
                 more = more or i < len(rows) - 1
                 break
-    charge(layout.spec.name, read_units(page.bytes, consistent))
-    return page.response(more)
+    return page.finish(layout, consistent, more)
 
 
 def _sort_bounds(sort: Any, schema: Any) -> tuple[Bound, Bound]:
@@ -248,8 +249,7 @@ async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
         if page.full():
             more = part_more or n < len(partitions) - 1
             break
-    charge(layout.spec.name, read_units(page.bytes, consistent))
-    return page.response(more)
+    return page.finish(layout, consistent, more)
 
 
 @dataclass(frozen=True, slots=True)
