@@ -117,7 +117,7 @@ def main() -> None:
     for name in ("ops", "keys", "info ops", "max ops/key", "load s", "check s", "load/check"):
         table.add_column(name, justify="right")
     table.add_column("verdict")
-    for name in ("Porcupine check s", "check/Porcupine", "Porcupine verdict"):
+    for name in ("Porcupine load s", "Porcupine check s", "check/Porcupine", "Porcupine verdict"):
         table.add_column(name, justify="right")
     table.add_column("1 stale read: check s", justify="right")
     table.add_column("verdict")
@@ -154,6 +154,7 @@ def main() -> None:
                     f"{check_s:.2f}",
                     f"{load_s / check_s:.2f}",
                     result.status,
+                    f"{float(str(go['load_cpu'])):.2f}" if "load_cpu" in go else "-",
                     "-" if go_s is None else f"{go_s:.2f}",
                     "-" if go_s is None else f"{check_s / go_s:.1f}x",
                     str(go.get("result", "not run")),

@@ -173,11 +173,10 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
     if not ops:
         return True, None
     _, kinds, arg_values, new_values, calls, rets, definites = zip(*ops, strict=True)
-    ids = {initial: 0}
-    number = ids.setdefault
-    args = [number(v, len(ids)) for v in arg_values]
-    news = [number(v, len(ids)) for v in new_values]
-    values = list(ids)  # value id -> canonical value
+    values = list(dict.fromkeys([initial, *arg_values, *new_values]))  # id -> canonical value
+    number = {value: i for i, value in enumerate(values)}.__getitem__
+    args = list(map(number, arg_values))
+    news = list(map(number, new_values))
     # Entries in time order: calls (ids 0..n-1) before returns (n..2n-1) at equal times, each
     # kind by op index (a stable sort of the calls-then-returns list keeps exactly that order).
     times = calls + rets
@@ -425,7 +424,7 @@ def _check_linearizability(ops: Sequence[Operation], budget: float, initial: Any
     pruned = 0
     for key, key_ops in by_key(ops):
         try:
-            registers = [r for r in map(to_register_op, key_ops) if r is not None]
+            registers = [r for r in [to_register_op(op) for op in key_ops] if r is not None]
         except UnsupportedOp as exc:
             skipped[key] = str(exc)
             continue
