@@ -128,7 +128,8 @@ __all__ = [  # the records' primitives, re-exported for the recovery tests and t
 
 log = logging.getLogger(__name__)
 
-READ_ROUNDS = 6
+READ_ROUNDS = 6  # lock rounds of one TransactGetItems attempt (backing off between them)
+LOCK_LOST_ROUNDS = 2  # attempts of a TransactGetItems whose locks were taken away
 WRITE_ROUNDS = 3
 _CONFLICT_SHOWN = {"Code": CONFLICT, "Message": CONFLICT_MESSAGE}
 
@@ -377,7 +378,7 @@ async def transact_get(ctx: RouterContext, placed: list[Placed]) -> list[dict[st
     the writers it meets finish within moments, and the locks it holds keep new ones off."""
     last: list[dict[str, Any]] = []
     end = time.monotonic() + 2 * ctx.request_budget
-    for _ in range(READ_ROUNDS):
+    for _ in range(LOCK_LOST_ROUNDS):
         attempt = uuid.uuid4().hex
         try:
             items, reasons = await _lock_all(ctx, placed, attempt, end)
@@ -401,7 +402,7 @@ async def _lock_all(
     items: dict[int, dict[str, Any] | None] = {}
     todo = list(placed)
     reasons: dict[int, dict[str, Any]] = {}
-    for _ in range(100):  # bounded by time below; each round locks at least what is free
+    for round_ in range(READ_ROUNDS):  # each round is a Raft write per group still to lock
         groups = _by_group(todo)
         outcomes = await asyncio.gather(
             *(_prepare(ctx, ops, attempt, {}, time.time(), True) for ops in groups.values()),
@@ -424,5 +425,5 @@ async def _lock_all(
             break
         if not await _clear_conflicts(ctx, todo, reasons):
             # Held by a young transaction: it commits or aborts within moments.
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05 * 2**round_)
     return items, {p.index: reasons.get(p.index, {"Code": NONE}) for p in placed}
