@@ -176,7 +176,9 @@ def test_stalls_cannot_be_reported_as_available(responder: Responder, tmp_path: 
         assert w["intended"] > 0
         assert w["ratio"] <= w["served"] / w["intended"], w
     steady, a, b = windows["steady"], windows["stall"], windows["frozen"]
-    assert steady["ratio"] > 0.9, steady
+    # Steady state stands clearly above both stalls. (Not an absolute bar: on a starved machine
+    # the client itself misses some sends even then, and open loop counts those too.)
+    assert steady["ratio"] > max(a["ratio"], b["ratio"]) + 0.15, (steady, a, b)
     # 2.5 s of 4 s stalled: at most about half the intended ops can have been served in time
     assert a["ratio"] < 0.75, a
     # frozen for 2 s of 3: the first second of it was never sent (past its 1 s deadline)
