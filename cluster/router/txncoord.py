@@ -53,9 +53,7 @@ read lock resolve it if its attempt is decided or stale and try once more; while
 answer TransactionConflictException (``txnhooks.py``), as DynamoDB does.
 
 **Reads.** TransactGetItems takes shared read locks through Raft in every group it reads (a
-prepare with ``read``; the locks a writer holds it asks for again in the next round, keeping
-those it has, so that it needs no instant when none of its items is being written), reads the
-items under them, then releases them; the release reports
+prepare with ``read``), reads the items under them, then releases them; the release reports
 whether each lock was still held, so the items were all unchanged at one instant (after the
 last lock was taken, before the first was released): no partial transfer is ever visible.
 Locks of readers older than ``READ_STALE`` may be taken away by writers (a reader that lost a
@@ -128,8 +126,7 @@ __all__ = [  # the records' primitives, re-exported for the recovery tests and t
 
 log = logging.getLogger(__name__)
 
-READ_ROUNDS = 6  # lock rounds of one TransactGetItems attempt (backing off between them)
-LOCK_LOST_ROUNDS = 2  # attempts of a TransactGetItems whose locks were taken away
+READ_ROUNDS = 6
 WRITE_ROUNDS = 3
 _CONFLICT_SHOWN = {"Code": CONFLICT, "Message": CONFLICT_MESSAGE}
 
@@ -370,60 +367,44 @@ def _client_reason(reason: dict[str, Any], placed: Placed | None = None) -> dict
 
 
 async def transact_get(ctx: RouterContext, placed: list[Placed]) -> list[dict[str, Any] | None]:
-    """The items of ``placed``, all as they were at one instant (read locks, see above).
-
-    Locks are gathered: a round locks every item it can (a group locks its free items even when
-    others of its items are held by a writer) and the next rounds ask only for the rest, so the
-    audit of many items a busy bank needs does not wait for an instant when none is written;
-    the writers it meets finish within moments, and the locks it holds keep new ones off."""
+    """The items of ``placed``, all as they were at one instant (read locks, see above)."""
+    groups = _by_group(placed)
     last: list[dict[str, Any]] = []
     end = time.monotonic() + 2 * ctx.request_budget
-    for _ in range(LOCK_LOST_ROUNDS):
+    for _ in range(READ_ROUNDS):
         attempt = uuid.uuid4().hex
-        try:
-            items, reasons = await _lock_all(ctx, placed, attempt, end)
-        finally:
-            held = await _resolve_groups(ctx, _by_group(placed), attempt, False)
-        if reasons is None:
-            if all(h is not None and all(h) for h in held):
-                return [items[p.index] for p in placed]
-            continue  # a lock was taken away (or its release unconfirmed): read again
-        last = [_client_reason(reasons[p.index]) for p in placed]
-        break
-    raise TransactionCanceled(last or [_CONFLICT_SHOWN for _ in placed])
-
-
-async def _lock_all(
-    ctx: RouterContext, placed: list[Placed], attempt: str, end: float
-) -> tuple[dict[int, dict[str, Any] | None], dict[int, dict[str, Any]] | None]:
-    """Read-lock every item of ``placed`` for ``attempt``, round after round, reading each as
-    it is locked: (items, None) once all are locked, or (items so far, the last reasons) when
-    time ran out with some still held by writers. Raises 503 if a group did not answer."""
-    items: dict[int, dict[str, Any] | None] = {}
-    todo = list(placed)
-    reasons: dict[int, dict[str, Any]] = {}
-    for round_ in range(READ_ROUNDS):  # each round is a Raft write per group still to lock
-        groups = _by_group(todo)
         outcomes = await asyncio.gather(
             *(_prepare(ctx, ops, attempt, {}, time.time(), True) for ops in groups.values()),
             return_exceptions=True,
         )
+        items: dict[int, dict[str, Any] | None] = {}
+        reasons: dict[int, dict[str, Any]] = {}
+        failure: BaseException | None = None
         for ops, outcome in zip(groups.values(), outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                if isinstance(outcome, Unknown):  # a read changes nothing: not applied
-                    raise DynamoError.unavailable(f"the read could not lock: {outcome}")
-                raise outcome
+                failure = outcome
+                continue
             _, payload = outcome
             for p, item, reason in zip(ops, payload["items"], payload["reasons"], strict=True):
-                reasons[p.index] = reason
-                if reason.get("Code") == NONE:
-                    items[p.index] = item
-        todo = [p for p in todo if reasons[p.index].get("Code") != NONE]
-        if not todo:
-            return items, None
+                items[p.index], reasons[p.index] = item, reason
+        held = await asyncio.gather(
+            *(
+                resolve(ctx, ops[0].partition, attempt, False, [p.key for p in ops])
+                for ops in groups.values()
+            )
+        )
+        if failure is not None:
+            if isinstance(failure, Unknown):  # a read changes nothing: not applied
+                raise DynamoError.unavailable(f"the read could not lock: {failure}")
+            raise failure
+        if all(r.get("Code") == NONE for r in reasons.values()):
+            if all(h is not None and all(h) for h in held):
+                return [items[p.index] for p in placed]
+            continue  # a lock was taken away (or its release unconfirmed): read again
+        last = [_client_reason(reasons[p.index]) for p in placed]
         if time.monotonic() > end:
             break
-        if not await _clear_conflicts(ctx, todo, reasons):
+        if not await _clear_conflicts(ctx, placed, reasons):
             # Held by a young transaction: it commits or aborts within moments.
-            await asyncio.sleep(0.05 * 2**round_)
-    return items, {p.index: reasons.get(p.index, {"Code": NONE}) for p in placed}
+            await asyncio.sleep(0.05)
+    raise TransactionCanceled(last or [_CONFLICT_SHOWN for _ in placed])

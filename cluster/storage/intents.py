@@ -83,9 +83,7 @@ def prepare(cmd: TxnPrepareCommand, batch: BatchView, decide: Decide) -> tuple[b
     for a read prepare the committed item (or None) of each op as it is while locked, each op's
     item size in bytes for capacity units (the larger of before and after), and whether each of
     ``cmd.records`` (conditional puts) held (else ``{"Code": "ConditionalCheckFailed", "old":
-    the row there}``). A write prepare writes nothing unless every op and every record passes;
-    a read prepare takes the read locks of the ops that pass even when others are held by a
-    writer (the reader gathers its locks over several prepares, see ``txncoord.py``). An op whose
+    the row there}``). Nothing is written unless every op and every record passes. An op whose
     item already holds this attempt's intent passes again (a retried prepare changes nothing).
     """
     reasons: list[Item] = []
@@ -135,7 +133,7 @@ def prepare(cmd: TxnPrepareCommand, batch: BatchView, decide: Decide) -> tuple[b
         else:
             records.append({"Code": CONDITION_FAILED, "old": old})
     passed = all(r["Code"] == NONE for r in reasons + records)
-    if passed or cmd.read:  # a reader keeps the locks it got: it asks again for the rest
+    if passed:
         for key, row in staged:
             batch.write(key, row)
     return passed, {"reasons": reasons, "items": items, "sizes": sizes, "records": records}
