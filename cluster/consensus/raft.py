@@ -14,7 +14,10 @@ this loop, and the order matters:
         apply(rd.snapshot, rd.committed)                    # 3. then apply
         raft.advance(rd)                                    # 4. and acknowledge
 
-No input may be given between ``ready()`` and ``advance()``.
+No input may be given between ``ready()`` and ``advance()``. One reordering is allowed: a
+leader's AppendEntries, InstallSnapshot and TimeoutNow may be sent before step 1 (thesis
+§10.2.1), since they promise nothing about this Ready's persistence and the leader counts its own
+entries only in ``advance``; replies and votes always wait for the fsync.
 
 Beyond textbook Raft (Ongaro's thesis), this core has:
 - pre-vote (§9.6) and leader stickiness (§4.2.3): a replica that heard from a leader within the

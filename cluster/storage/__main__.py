@@ -130,6 +130,7 @@ def parse_args(argv: list[str]) -> Launch:
     groups = {g: tuple(m.split(",")) for g, m in _pairs(args.group, "--group").items()}
     memds: tuple[str, ...] = ()
     unsafe_ack = False
+    journal = True
     node_azs: dict[str, str] = {}
     meta_home: tuple[str, ...] = ()
     archive_dir: Path | None = args.archive_dir
@@ -148,6 +149,7 @@ def parse_args(argv: list[str]) -> Launch:
         unsafe_ack = "ack-before-commit" in cluster.unsafe
         if "no-fsync" in cluster.unsafe:
             unsafe_skip_fsync()
+            journal = False  # each table group's WAL "fsyncs" by itself, i.e. never
         node_azs = {p.id: p.az for p in cluster.processes_with_role("storage")}
         meta_home = meta
         memds = tuple(
@@ -173,6 +175,7 @@ def parse_args(argv: list[str]) -> Launch:
         compact_every=args.compact_every,
         memds_urls=memds,
         unsafe_ack_before_commit=unsafe_ack,
+        journal=journal,
         archive_dir=archive_dir,
         archive_seconds=healing.archive_seconds if healing is not None else 1.0,
     )

@@ -212,8 +212,8 @@ def canonical_json(item: Item) -> str:
 
 
 def synchronous_level(path: Path) -> str:
-    """FULL: every COMMIT fsynced (see ItemStore). Only the TEST-ONLY "no-fsync" mode
-    (cluster/storage/__main__.py) replaces this function."""
+    """FULL: ``make_durable`` fsyncs (see ItemStore). Only the TEST-ONLY "no-fsync" mode
+    (cluster/storage/__main__.py) replaces this function (with OFF: nothing is ever fsynced)."""
     return "FULL"
 
 
@@ -222,14 +222,16 @@ class ItemStore:
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(path, isolation_level=None)  # transactions are explicit
-        # Correctness over speed: in WAL mode with synchronous=FULL every COMMIT is fsynced
-        # before it returns, so an applied index is never ahead of what is on disk (the WAL
-        # may release log entries once they are applied; with less, a power loss could undo
-        # an apply whose entries are already gone).
+        # Commits are not fsynced one by one (synchronous=NORMAL: a power loss keeps a
+        # consistent store, possibly without its last applies). That is safe because the
+        # replica's WAL holds every entry above the store's durable applied index: the WAL
+        # only drops entries below a snapshot mark, and ``make_durable`` runs before every
+        # mark (replica.py, rebuild.py); recovery re-applies the rest from the WAL.
         (mode,) = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
         if mode != "wal":
             raise RuntimeError(f"{path}: SQLite refused WAL journal mode ({mode})")
-        self._db.execute(f"PRAGMA synchronous={synchronous_level(path)}")
+        self._durable = synchronous_level(path) != "OFF"
+        self._db.execute(f"PRAGMA synchronous={'NORMAL' if self._durable else 'OFF'}")
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
         if "crc" not in columns:  # a store from before row checksums
@@ -344,6 +346,20 @@ class ItemStore:
         The applied index is not part of it; compare digests taken at the same index.
         """
         return _digest_rows(self._db)[0]
+
+    def make_durable(self) -> None:
+        """Fsync everything committed so far: after this, a power loss keeps every apply.
+
+        One commit at synchronous=FULL fsyncs SQLite's write-ahead log, which holds (or has
+        checkpointed, fsynced) every earlier commit."""
+        if not self._durable:
+            return
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._transaction():
+                self._write_applied(self._read_applied())
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     def checkpoint(self) -> None:
         """Copy SQLite's own write-ahead log into the database file (as far as readers allow)."""

@@ -7,6 +7,7 @@ instead of spelling the paths.
 
     node_dir/
       groups.json                  the groups this node hosts
+      journal/*.jnl                the node's journal, shared by its groups' WALs (journal.py)
       groups/<group>/items.sqlite  the applied state (B-tree)
       groups/<group>/wal/*.wal     the write-ahead log, one file per segment
 
@@ -24,12 +25,18 @@ GROUPS_DIR = "groups"
 GROUPS_FILE = "groups.json"
 ITEMS_FILE = "items.sqlite"
 WAL_DIR = "wal"
+JOURNAL_DIR = "journal"
 WAL_SUFFIX = ".wal"
 
 
 def replica_dir(node_dir: Path, group: str) -> Path:
     """The directory of ``group``'s replica on the node whose data directory is ``node_dir``."""
     return node_dir / GROUPS_DIR / group
+
+
+def journal_dir(node_dir: Path) -> Path:
+    """The directory of the node's journal (group commit for every replica's WAL)."""
+    return node_dir / JOURNAL_DIR
 
 
 def groups_file(node_dir: Path) -> Path:

@@ -12,7 +12,12 @@ node's own address only.
     await node.start(); ...; await node.stop()
 
 It restarts from ``data_dir`` after ``kill -9`` with every acknowledged write: a write is
-acknowledged only after a quorum fsynced it to their WALs and this node applied it.
+acknowledged only after a quorum fsynced it and this node applied it. A node's replicas share
+one journal (journal.py): one fsync makes every group's ready WAL records durable.
+
+The admin endpoint is in adminhttp.py and the read operations in reads.py; this module keeps the
+node's lifecycle, its groups (create, drop, rebuild, reconcile) and the request dispatch (just
+over 600 lines: splitting the group management off would split the one lock that guards it).
 """
 
 from __future__ import annotations
@@ -31,21 +36,21 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from cluster.admission.partition import PartitionAdmission
-from cluster.auth import guard, http_headers
+from cluster.auth import http_headers
 from cluster.consensus.messages import Membership
 from cluster.consensus.raft import RaftConfig
 
+from . import reads
+from .adminhttp import ReplicaCollector, start_admin
 from .archive import Archiver, DirectoryArchive
 from .handshake import receive_hello
 from .host import NodeService
-from .intents import lock_table
-from .itemstore import ItemStore
-from .layout import groups_file, replace_durably, replica_dir
+from .journal import NodeJournal
+from .layout import groups_file, journal_dir, replace_durably, replica_dir
+from .reads import RequestError
 from .rebuild import check_compatible, finish_rebuild, rebuild_from, stage_store
 from .replica import (
     NotLeader,
@@ -59,7 +64,6 @@ from .transport import PeerLinks, split_address
 from .wire import FrameError, decode_message, encode_frame, read_frame
 
 log = logging.getLogger(__name__)
-SHUTDOWN_SECONDS = 2.0  # admin HTTP connections get this long to finish when stopping
 UNLIMITED_RATE = 40_000.0  # units/s for groups without a rate (on-demand, metadata)
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -82,17 +86,13 @@ class NodeConfig:
     unsafe_ack_before_commit: bool = False  # TEST-ONLY: see ClusterConfig.unsafe
     archive_dir: Path | None = None  # the WAL archive (a directory standing in for S3)
     archive_seconds: float = 1.0  # how often leaders archive newly committed entries
+    # One journal shared by every group makes their WAL records durable with one fsync
+    # (journal.py). Off: each group's WAL fsyncs by itself (the TEST-ONLY no-fsync mode).
+    journal: bool = True
 
     def unsafe_modes(self) -> list[str]:
         """The TEST-ONLY broken modes this node runs with (announced in /health and the log)."""
         return ["ack-before-commit"] if self.unsafe_ack_before_commit else []
-
-
-class RequestError(Exception):
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.extra = extra
 
 
 class StorageNode:
@@ -114,7 +114,7 @@ class StorageNode:
         self.latency = Histogram(
             "storage_request_seconds", "Client request latency", ["op"], registry=self.registry
         )
-        self.registry.register(_ReplicaCollector(self))
+        self.registry.register(ReplicaCollector(self))
         self._server: asyncio.Server | None = None
         self._admin: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,6 +126,7 @@ class StorageNode:
         self.services: list[NodeService] = []
         self.archiver: Archiver | None = None
         self.refused = 0  # connections closed for want of the cluster's key
+        self.journal: NodeJournal | None = None
 
     # --- what services see (host.NodeHost) -----------------------------------------------------
 
@@ -136,6 +137,13 @@ class StorageNode:
     @property
     def listen(self) -> str:
         return self.config.listen
+
+    @property
+    def admin_address(self) -> str:
+        return self.config.admin
+
+    def unsafe_modes(self) -> list[str]:
+        return self.config.unsafe_modes()
 
     @property
     def peers(self) -> Mapping[str, str]:
@@ -161,6 +169,10 @@ class StorageNode:
 
     async def start(self) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.journal:
+            self.journal = await asyncio.to_thread(
+                NodeJournal.open, journal_dir(self.config.data_dir)
+            )
         groups = dict(self._load_groups())
         hosted = set(groups)
         for group, members in self.config.groups.items():
@@ -171,7 +183,9 @@ class StorageNode:
             lost = group in hosted and not replica_dir(self.config.data_dir, group).exists()
             if lost:
                 log.warning("%s: replica files missing; rejoining the group empty", group)
-            await self._open_replica(group, frozenset(members), rejoin=lost)
+            await self._open_replica(group, frozenset(members), rejoin=lost, starting=True)
+        if self.journal is not None:  # before any message leaves: nothing was promised yet
+            await asyncio.to_thread(self.journal.checkpoint)
         self._save_groups()
         self.links.start()
         if self.config.archive_dir is not None:
@@ -184,7 +198,7 @@ class StorageNode:
             await service.start()
         host, port = split_address(self.config.listen)
         self._server = await asyncio.start_server(self._on_connection, host, port)
-        self._admin = await _start_admin(self)
+        self._admin = await start_admin(self)
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="ticks"))
         if self.config.memds_urls:
             self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
@@ -203,6 +217,8 @@ class StorageNode:
         if self._admin is not None:
             await self._admin.cleanup()
         await self.links.stop()
+        if self.journal is not None:  # a clean stop: the WALs stand alone again
+            await asyncio.to_thread(self.journal.close)
         for replica in self.replicas.values():
             await replica.close()
 
@@ -212,9 +228,11 @@ class StorageNode:
         members: frozenset[str] | None,
         mode: ReplicaMode | None = None,
         rejoin: bool = False,
+        starting: bool = False,
     ) -> Replica:
         """Open (or create) the replica of ``group``. ``rejoin``: it starts without the state
-        it once had (dropped, wiped): no votes, no campaign until caught up (Raft.rejoin)."""
+        it once had (dropped, wiped): no votes, no campaign until caught up (Raft.rejoin).
+        ``starting``: the node's start checkpoints the journal once for all its replicas."""
         replica = await Replica.open(
             self.config.node_id,
             group,
@@ -223,7 +241,11 @@ class StorageNode:
             self.settings,
             self.links.send,
             mode,
+            self.journal,
         )
+        if self.journal is not None:
+            journal, wal = self.journal, replica.wal
+            await asyncio.to_thread(journal.register, group, wal, checkpoint=not starting)
         if rejoin:
             replica.raft.rejoin()  # its loop has not run yet: no Ready is outstanding
         self.replicas[group] = replica
@@ -510,91 +532,13 @@ class StorageNode:
         return {"result": result.to_wire()}
 
     async def _op_get(self, request: dict[str, Any]) -> dict[str, Any]:
-        replica = self.replica(request)
-        tbl, pk, sk = str(request["tbl"]), bytes(request["pk"]), bytes(request["sk"])
-
-        def read(store: ItemStore) -> Any:
-            # A transaction's intent on the item rides along: a consistent GetItem resolves
-            # it through the transaction record (cluster/router/txncoord.py).
-            return store.get(tbl, pk, sk), store.get(lock_table(tbl), pk, sk)
-
-        if request.get("consistent"):
-            got = await replica.read_consistent(read, float(request.get("timeout", 2.0)))
-        else:
-            got = await replica.read_local(read)
-        item, lock = got
-        return {"item": item} if lock is None else {"item": item, "lock": lock}
+        return await reads.get(self.replica(request), request)
 
     async def _op_query(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One page of partition ``pk`` in sort-key order: ``{"items": [[sk, item]], "more"}``.
-
-        ``lo`` / ``hi`` are None or ``[sk, inclusive]``; ``forward`` False walks down;
-        ``start_after`` (an sk, exclusive) continues a page; ``limit`` None reads to the end.
-        ``more`` is True when an item follows the page (one more than ``limit`` is read).
-        """
-        replica = self.replica(request)
-        tbl, pk, forward = request["tbl"], request["pk"], request.get("forward", True)
-        start_after, limit = request.get("start_after"), request.get("limit")
-        bounds: list[tuple[bytes, bool] | None] = []
-        for name in ("lo", "hi"):
-            bound = request.get(name)
-            if bound is not None:
-                if not (isinstance(bound, list | tuple) and len(bound) == 2):
-                    raise RequestError("ValidationException", f"query: {name} is not [sk, bool]")
-                if not (isinstance(bound[0], bytes) and isinstance(bound[1], bool)):
-                    raise RequestError("ValidationException", f"query: {name} is not [sk, bool]")
-                bound = (bound[0], bound[1])
-            bounds.append(bound)
-        if not (isinstance(tbl, str) and isinstance(pk, bytes) and isinstance(forward, bool)):
-            raise RequestError("ValidationException", "query: tbl, pk or forward of a bad type")
-        if not (start_after is None or isinstance(start_after, bytes)):
-            raise RequestError("ValidationException", "query: start_after is not an sk")
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise RequestError("ValidationException", f"query: bad limit {limit!r}")
-        lo, hi = bounds
-        fetch = None if limit is None else limit + 1
-
-        def read(store: ItemStore) -> list[tuple[bytes, Any]]:
-            return store.query(
-                tbl, pk, lo=lo, hi=hi, forward=forward, limit=fetch, start_after=start_after
-            )
-
-        if request.get("consistent"):
-            rows = await replica.read_consistent(read, float(request.get("timeout", 2.0)))
-        else:
-            rows = await replica.read_local(read)
-        more = limit is not None and len(rows) > limit
-        return {"items": [[sk, item] for sk, item in rows[:limit]], "more": more}
+        return await reads.query(self.replica(request), request)
 
     async def _op_scan(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One page of a table in (pk, sk) order: ``{"items": [[pk, sk, item]], "more"}``.
-
-        ``start_after`` is None or ``[pk, sk]`` (exclusive); ``limit`` and ``more`` as in query.
-        """
-        replica = self.replica(request)
-        tbl, after, limit = request["tbl"], request.get("start_after"), request.get("limit")
-        if not isinstance(tbl, str):
-            raise RequestError("ValidationException", "scan: tbl is not a string")
-        start_after: tuple[bytes, bytes] | None = None
-        if after is not None:
-            if not (isinstance(after, list | tuple) and len(after) == 2):
-                raise RequestError("ValidationException", "scan: start_after is not [pk, sk]")
-            if not (isinstance(after[0], bytes) and isinstance(after[1], bytes)):
-                raise RequestError("ValidationException", "scan: start_after is not [pk, sk]")
-            start_after = (after[0], after[1])
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise RequestError("ValidationException", f"scan: bad limit {limit!r}")
-        fetch = None if limit is None else limit + 1
-
-        def read(store: ItemStore) -> list[tuple[bytes, bytes, Any]]:
-            return store.scan(tbl, start_after=start_after, limit=fetch)
-
-        if request.get("consistent"):
-            rows = await replica.read_consistent(read, float(request.get("timeout", 2.0)))
-        else:
-            rows = await replica.read_local(read)
-        more = limit is not None and len(rows) > limit
-        return {"items": [[pk, sk, item] for pk, sk, item in rows[:limit]], "more": more}
+        return await reads.scan(self.replica(request), request)
 
     async def _op_status(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.status()
@@ -690,86 +634,3 @@ _HANDLERS = {
     "quarantine": StorageNode._op_quarantine,
     "change_membership": StorageNode._op_change_membership,
 }
-
-
-class _ReplicaCollector(Collector):
-    """Per-replica gauges read at scrape time (no bookkeeping on the hot path)."""
-
-    def __init__(self, node: StorageNode) -> None:
-        self.node = node
-
-    def collect(self) -> Any:
-        labels = ["group"]
-        gauges = {
-            name: GaugeMetricFamily(f"storage_replica_{name}", help_, labels=labels)
-            for name, help_ in [
-                ("term", "Current Raft term"),
-                ("commit_index", "Commit index"),
-                ("applied_index", "Applied index"),
-                ("is_leader", "1 when this replica leads its group"),
-                ("elections_won", "Times this replica became leader"),
-            ]
-        }
-        for group, replica in self.node.replicas.items():
-            st = replica.raft.status()
-            gauges["term"].add_metric([group], st.term)
-            gauges["commit_index"].add_metric([group], st.commit)
-            gauges["applied_index"].add_metric([group], st.applied)
-            gauges["is_leader"].add_metric([group], 1 if st.leader == st.id else 0)
-            gauges["elections_won"].add_metric([group], replica.elections)
-        mode = GaugeMetricFamily(
-            "storage_replica_mode",
-            "1 for the replica's mode: full, log (log replica) or quarantined",
-            labels=["group", "mode"],
-        )
-        for group, replica in self.node.replicas.items():
-            mode.add_metric([group, replica.mode.value], 1)
-        peer = GaugeMetricFamily("storage_peer_connected", "Outbound link is up", labels=["peer"])
-        heard = GaugeMetricFamily(
-            "storage_peer_heard_seconds_ago", "Seconds since a message arrived", labels=["peer"]
-        )
-        for name, stats in self.node.links.stats().items():
-            peer.add_metric([name], 1 if stats["connected"] else 0)
-            if stats["heard_seconds_ago"] is not None:
-                heard.add_metric([name], stats["heard_seconds_ago"])
-        yield from gauges.values()
-        yield mode
-        yield peer
-        yield heard
-
-
-async def _start_admin(node: StorageNode) -> web.AppRunner:
-    async def health(_: web.Request) -> web.Response:
-        leaders = sum(1 for r in node.replicas.values() if r.raft.leader == node.config.node_id)
-        body = {"status": "ok", "node": node.config.node_id, "replicas": len(node.replicas)}
-        # Replicas refilled after losing their data: up, but not a full copy yet.
-        rejoining = sorted(g for g, r in node.replicas.items() if r.raft.status().rejoining)
-        body |= {"leaders": leaders, "rejoining": rejoining}
-        return web.json_response(body | {"unsafe": node.config.unsafe_modes()})
-
-    async def replicas(_: web.Request) -> web.Response:
-        return web.json_response(node.status())
-
-    async def digest(request: web.Request) -> web.Response:
-        group = request.query.get("group")
-        if group is not None and group not in node.replicas:
-            return web.json_response({"error": f"no group {group}"}, status=404)
-        targets = [node.replicas[group]] if group else list(node.replicas.values())
-        return web.json_response({"digests": [await r.digest() for r in targets]})
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(node.registry), content_type="text/plain")
-
-    app = web.Application(middlewares=[guard()])
-    app.router.add_get("/health", health)
-    app.router.add_get("/replicas", replicas)
-    app.router.add_get("/digest", digest)
-    app.router.add_get("/metrics", metrics)
-    for service in node.services:
-        for method, path, handler in service.routes():
-            app.router.add_route(method, path, handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
-    await runner.setup()
-    host, port = split_address(node.config.admin)
-    await web.TCPSite(runner, host, port).start()
-    return runner

@@ -64,6 +64,7 @@ def stage_store(dump: bytes, staging: Path) -> Staged:
     store = ItemStore(items_file(staging))
     try:
         store.restore(dump)
+        store.make_durable()  # the WAL written next starts after this state
         mark = store.applied()
     finally:
         store.close()

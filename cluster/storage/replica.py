@@ -1,7 +1,10 @@
 """One replica of one replication group inside a storage node: Raft core + WAL + ItemStore.
 
 This module holds no protocol logic. It runs the core's loop in the documented order —
-persist (WAL fsync), send, apply (SQLite), advance — and turns client calls into inputs:
+persist (WAL, fsynced by the node's journal together with every other group's records, or by
+itself without a journal), send, apply (SQLite), advance — and turns client calls into inputs.
+A leader's replication messages leave before the fsync (``split_messages``); replies and votes
+after it. Persist, the replies and apply make one trip to the I/O thread.
 
     replica = await Replica.open(node_id, group, members, data_dir, settings, send)
     result = await replica.propose(encode_command(cmd), timeout=5.0)   # ApplyResult
@@ -17,24 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import random
 import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cluster.consensus.messages import AnyMessage, EntryKind, Membership, Snapshot, SnapshotMeta
+from cluster.consensus.messages import (
+    AnyMessage,
+    AppendEntries,
+    EntryKind,
+    InstallSnapshot,
+    Membership,
+    SnapshotMeta,
+    TimeoutNow,
+)
 from cluster.consensus.raft import (
     NotLeaderError,
     ProposalRejectedError,
     Raft,
-    RaftConfig,
     Ready,
     Role,
 )
@@ -42,7 +50,12 @@ from cluster.tasks import cancel_and_wait
 
 from .commands import ApplyResult, CommandError, ScrubCommand, decode_command
 from .itemstore import ItemCorruption, ItemStore
-from .layout import items_file, replace_durably, wal_dir
+from .journal import NodeJournal
+
+# ReplicaMode and ReplicaSettings are re-exported: callers know them as the replica's.
+from .recovery import ReplicaMode as ReplicaMode
+from .recovery import ReplicaSettings as ReplicaSettings
+from .recovery import recover, write_mode
 from .scrub import ReplicaReport, verify_replica
 from .statemachine import StateMachine
 from .wal import WriteAheadLog
@@ -52,6 +65,24 @@ T = TypeVar("T")
 # Verifications read whole files; they run here, beside the replicas' I/O threads.
 _SCRUB_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrub")
 MAX_SCRUB_REPORTS = 32
+_EARLY = (AppendEntries, InstallSnapshot, TimeoutNow)  # see split_messages
+
+
+def split_messages(messages: list[AnyMessage]) -> tuple[list[AnyMessage], list[AnyMessage]]:
+    """The messages that may leave before their Ready is persisted, and those that must wait.
+
+    A leader's replication traffic (AppendEntries, InstallSnapshot, TimeoutNow) carries nothing
+    the Ready persists: the leader's term and vote are on disk since it campaigned, and it
+    counts its own entries towards a quorum only in ``advance``, after the fsync (thesis
+    §10.2.1: the leader writes its log in parallel with replicating it). Sending it first saves
+    a follower an fsync's wait. Replies (AppendResponse: "I have it") and votes wait for the
+    fsync: they promise what is on disk.
+    """
+    early: list[AnyMessage] = []
+    late: list[AnyMessage] = []
+    for msg in messages:
+        (early if isinstance(msg, _EARLY) else late).append(msg)
+    return early, late
 
 
 class NotLeader(Exception):
@@ -68,58 +99,6 @@ class ProposalRejected(Exception):
 
 class OutcomeUnknown(Exception):
     """The command was proposed but its fate is unknown (it may still commit)."""
-
-
-def _open_unused_store(path: Path) -> ItemStore:
-    """The store of a replica without applied state; a damaged file is set aside, not fatal."""
-    try:
-        return ItemStore(path)
-    except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.damaged-{time.time_ns()}")
-        log.warning("%s: unreadable (%s); moved to %s", path, exc, aside.name)
-        for suffix in ("", "-wal", "-shm"):
-            extra = path.with_name(path.name + suffix)
-            if extra.exists():
-                extra.replace(aside.with_name(aside.name + suffix))
-        return ItemStore(path)
-
-
-class ReplicaMode(enum.Enum):
-    """What a replica keeps (DESIGN.md "Log replicas", "Continuous verification").
-
-    FULL: WAL and applied state (the SQLite B-tree); serves reads, may lead.
-    LOG: a log replica: it persists and acknowledges WAL entries and tracks the commit index,
-    but applies nothing (its SQLite file stays empty), serves no reads and never campaigns.
-    QUARANTINED: a full replica whose data failed verification; it behaves like a log replica
-    (the log is still good for the quorum) until it is rebuilt from a healthy replica.
-    The mode is kept in a ``mode`` file next to the WAL; no file means FULL.
-    """
-
-    FULL = "full"
-    LOG = "log"
-    QUARANTINED = "quarantined"
-
-
-def read_mode(data_dir: Path) -> ReplicaMode:
-    path = data_dir / "mode"
-    return ReplicaMode(path.read_text().strip()) if path.exists() else ReplicaMode.FULL
-
-
-def write_mode(data_dir: Path, mode: ReplicaMode) -> None:
-    path = data_dir / "mode"
-    if mode is ReplicaMode.FULL:
-        path.unlink(missing_ok=True)
-        return
-    replace_durably(path, mode.value)  # a power loss leaves the old mode or the new one
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaSettings:
-    raft: RaftConfig = field(default_factory=RaftConfig)
-    tick_seconds: float = 0.05
-    unsafe_ack_before_commit: bool = False  # TEST-ONLY: see ClusterConfig.unsafe
-    compact_every: int = 2000  # applied entries between snapshots (and WAL releases)
-    segment_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass
@@ -169,6 +148,8 @@ class Replica:
         # scrub id -> this replica's verification at that mark (None while it runs)
         self.scrub_reports: dict[str, ReplicaReport | None] = {}
         self.quarantine_reason: str | None = None
+        # The node's shared journal (journal.py): None, the WAL fsyncs by itself.
+        self.journal: NodeJournal | None = None
         # How an appended proposal is answered, chosen once (not branched on per request).
         self._on_appended = self._await_commit
         if settings.unsafe_ack_before_commit:
@@ -185,6 +166,7 @@ class Replica:
         settings: ReplicaSettings,
         send: Callable[[AnyMessage], None],
         mode: ReplicaMode | None = None,
+        journal: NodeJournal | None = None,
     ) -> Replica:
         """Recover a replica from ``data_dir`` (or create it; ``members`` bootstraps a group).
 
@@ -193,57 +175,11 @@ class Replica:
         io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"io-{group}")
         loop = asyncio.get_running_loop()
 
-        def recover() -> tuple[Raft, WriteAheadLog, ItemStore, ReplicaMode]:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            if mode is not None:
-                write_mode(data_dir, mode)
-            current = read_mode(data_dir)
-            wal, state = WriteAheadLog.open(wal_dir(data_dir), settings.segment_bytes)
-            if state.truncated_bytes:
-                log.warning("%s: WAL torn tail of %d bytes truncated", group, state.truncated_bytes)
-            if current is ReplicaMode.FULL:
-                store = ItemStore(items_file(data_dir))
-            else:
-                store = _open_unused_store(items_file(data_dir))
-            if current is not ReplicaMode.FULL:
-                # No usable applied state: the WAL's snapshot mark starts the log (its data is
-                # the empty "no state" marker), as a log replica received it from the leader.
-                meta = state.snapshot or SnapshotMeta(0, 0, Membership(members or frozenset()))
-                if not meta.membership.voters and members:
-                    meta = SnapshotMeta(meta.index, meta.term, Membership(members))
-                raft = Raft(
-                    node_id,
-                    group,
-                    settings.raft,
-                    random.Random(),
-                    hard_state=state.hard_state,
-                    snapshot=Snapshot(meta),
-                    entries=state.entries,
-                )
-                return raft, wal, store, current
-            mark = store.applied()
-            if mark.membership is not None:
-                membership = Membership.decode(mark.membership)
-            elif state.snapshot is not None and state.snapshot.membership.voters:
-                membership = state.snapshot.membership
-            else:
-                membership = Membership(members or frozenset())
-            # The store is the snapshot: it holds everything up to its applied index.
-            meta = SnapshotMeta(mark.index, mark.term, membership)
-            data = store.dump() if mark.index else b""
-            raft = Raft(
-                node_id,
-                group,
-                settings.raft,
-                random.Random(),  # production randomness; the simulator passes a seeded one
-                hard_state=state.hard_state,
-                snapshot=Snapshot(meta, data),
-                entries=[e for e in state.entries if e.index > mark.index],
-            )
-            return raft, wal, store, current
-
-        raft, wal, store, current = await loop.run_in_executor(io, recover)
+        raft, wal, store, current = await loop.run_in_executor(
+            io, recover, node_id, group, members, data_dir, settings, mode, journal
+        )
         replica = cls(node_id, group, raft, wal, store, io, settings, send, data_dir, current)
+        replica.journal = journal
         replica.task = asyncio.create_task(replica._run(), name=f"replica-{group}")
         return replica
 
@@ -255,6 +191,8 @@ class Replica:
         self.io.shutdown(wait=True)
 
     def _close_files(self) -> None:
+        if self.journal is not None:
+            self.journal.forget(self.group)  # fsyncs the WAL: it stands alone from here on
         self.wal.close()
         self.store.close()
 
@@ -366,10 +304,10 @@ class Replica:
                     self.inbox.popleft()()
                 if self.raft.has_ready():
                     rd = self.raft.ready()
-                    await loop.run_in_executor(self.io, self._persist, rd)
-                    for msg in rd.messages:
+                    early, late = split_messages(rd.messages)
+                    for msg in early:
                         self.send(msg)
-                    results = await loop.run_in_executor(self.io, self._apply, rd)
+                    results = await loop.run_in_executor(self.io, self._handle_ready, rd, late)
                     self.raft.advance(rd)
                     self._hand_over()
                     self._complete(rd, results)
@@ -381,6 +319,18 @@ class Replica:
                     self._lost_leadership()
                 self._leading = leading
 
+    def _handle_ready(self, rd: Ready, late: list[AnyMessage]) -> dict[int, ApplyResult]:
+        """Persist (fsync), then send what waited for it, then apply: one trip to the I/O
+        thread. Replies and votes leave only once this Ready is on disk."""
+        self._persist(rd)
+        if late:
+            self.event_loop.call_soon_threadsafe(self._send_all, late)
+        return self._apply(rd)
+
+    def _send_all(self, messages: list[AnyMessage]) -> None:
+        for msg in messages:
+            self.send(msg)
+
     def _persist(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             if not rd.snapshot.data:
@@ -391,9 +341,19 @@ class Replica:
                 # Store first, then the WAL mark: a crash in between leaves a store that is
                 # ahead of the WAL's mark, which recovery handles (the store is the snapshot).
                 self.store.restore(rd.snapshot.data)
-            self.wal.mark_snapshot(rd.snapshot.meta)
+                self.store.make_durable()  # the mark below lets the WAL drop the old log
+            self._mark_snapshot(rd.snapshot.meta)
         if rd.entries or rd.hard_state is not None:
-            self.wal.save(rd.hard_state, rd.entries)
+            if self.journal is not None:  # one fsync for every group's ready records
+                self.journal.save(self.group, self.wal, rd.hard_state, rd.entries)
+            else:
+                self.wal.save(rd.hard_state, rd.entries)
+
+    def _mark_snapshot(self, meta: SnapshotMeta) -> None:
+        if self.journal is not None:
+            self.journal.mark_snapshot(self.group, self.wal, meta)
+        else:
+            self.wal.mark_snapshot(meta)
 
     def _set_mode(self, mode: ReplicaMode) -> None:
         """Record a new mode (I/O thread); the core learns it in ``_run``, after the Ready."""
@@ -541,8 +501,15 @@ class Replica:
         await loop.run_in_executor(self.io, self._release_wal, meta)
 
     def _release_wal(self, meta: SnapshotMeta) -> None:
-        self.wal.mark_snapshot(meta)
-        self.wal.release_before(meta.index + 1)
+        if self.mode is ReplicaMode.FULL:
+            # Store commits are not fsynced one by one (itemstore.py): before the WAL may drop
+            # the entries up to the mark, the applies that hold them must be on disk.
+            self.store.make_durable()
+        self._mark_snapshot(meta)
+        if self.journal is not None:
+            self.journal.release_before(self.group, self.wal, meta.index + 1)
+        else:
+            self.wal.release_before(meta.index + 1)
 
     def _lost_leadership(self) -> None:
         """Deposed (check-quorum, a newer term, a transfer): our uncommitted proposals may

@@ -48,7 +48,9 @@ HEADER_SIZE = _HEADER.size
 
 
 ENTRY, HARD_STATE, SNAPSHOT_MARK = 1, 2, 3  # record types
-_RECORD_TYPES = frozenset({ENTRY, HARD_STATE, SNAPSHOT_MARK})
+JOURNAL_CHECKPOINT, JOURNAL_GROUP = 11, 12  # the node journal's (journal.py), framed alike
+# Types an intact record may have: a bad record followed by one of these is damage, not a tear.
+_RECORD_TYPES = frozenset({ENTRY, HARD_STATE, SNAPSHOT_MARK, JOURNAL_CHECKPOINT, JOURNAL_GROUP})
 
 
 class WalCorruptionError(Exception):
@@ -173,13 +175,14 @@ class WriteAheadLog:
 
     def save(
         self, hard_state: HardState | None, entries: Sequence[Entry], *, sync: bool = True
-    ) -> None:
+    ) -> bytes:
         """Append ``entries`` (then ``hard_state``, when given) and, with ``sync``, fsync.
 
         Once this returns with ``sync=True``, the records and everything appended before them
         survive a crash. Entries must continue the log: each index above the snapshot index and
         at most one past the previous entry (a lower index overwrites, as in raft); otherwise
-        ``ValueError`` and nothing is written.
+        ``ValueError`` and nothing is written. Returns the records appended (for the node's
+        journal, journal.py, which makes them durable when ``sync`` is False).
         """
         self._check_usable()
         snap_index = self._snapshot.index if self._snapshot else 0
@@ -203,30 +206,72 @@ class WriteAheadLog:
                 self._hard_state = hard_state
         if sync:
             self._sync()
+        return buf
 
-    def mark_snapshot(self, meta: SnapshotMeta) -> None:
+    def mark_snapshot(self, meta: SnapshotMeta, *, sync: bool = True) -> bytes:
         """Record (fsynced) that the applied store durably holds the state up to ``meta.index``.
 
         Entries at or below ``meta.index`` are no longer returned by ``open``; entries above it
         are kept only when the entry at ``meta.index`` has ``meta.term`` (the log continues the
         snapshot); otherwise the whole old log is dropped, as Raft §7 requires.
-        ``meta.index`` must not be below the previous mark's (``ValueError``).
+        ``meta.index`` must not be below the previous mark's (``ValueError``). ``sync`` and the
+        return value are as in ``save``.
         """
         self._check_usable()
         if self._snapshot is not None and meta.index < self._snapshot.index:
             raise ValueError(f"snapshot {meta.index} is older than {self._snapshot.index}")
-        self._append(_encode(meta))
-        self._sync()
+        buf = _encode(meta)
+        self._append(buf)
+        if sync:
+            self._sync()
         self._snapshot = meta
         self._last_index = max(self._last_index, meta.index)
+        return buf
 
-    def release_before(self, index: int) -> int:
+    def replay(self, records: bytes) -> None:
+        """Append ``records`` (what ``save`` / ``mark_snapshot`` returned, concatenated) as
+        those calls did, without fsync: the node journal's recovery (journal.py). Raises
+        ``ValueError`` when they are damaged or do not continue this log."""
+        entries: list[Entry] = []
+        pos = 0
+        while pos < len(records):
+            if len(records) - pos < _FRAME.size:
+                raise ValueError(f"journal records cut short at {pos}")
+            problem = _record_problem(records, pos)
+            if problem is not None:
+                raise ValueError(f"journal record at {pos}: {problem}")
+            length = _FRAME.unpack_from(records, pos)[0]
+            start = pos + _FRAME.size
+            record = _decode(records[start : start + length])
+            pos = start + length
+            if isinstance(record, Entry):
+                entries.append(record)
+            elif isinstance(record, HardState):
+                self.save(record, entries, sync=False)
+                entries = []
+            else:
+                self.save(None, entries, sync=False)
+                entries = []
+                self.mark_snapshot(record, sync=False)
+        self.save(None, entries, sync=False)
+
+    def sync(self) -> None:
+        """Fsync what was appended with ``sync=False``."""
+        self._check_usable()
+        self._sync()
+
+    def position(self) -> tuple[int, int]:
+        """(sequence number, size) of the active segment: where the next record goes."""
+        return self._segments[-1].seq, self._size
+
+    def release_before(self, index: int, keep_from: int | None = None) -> int:
         """Delete the oldest closed segments whose entries all lie below ``index``.
 
         Only a run of oldest segments that is followed by a self-contained segment goes, so replay
         never loses a hard state, a snapshot mark or an overwrite; the active segment stays.
-        ``index`` may be at most the snapshot index + 1 (``ValueError`` otherwise). Returns the
-        number of segments deleted.
+        ``index`` may be at most the snapshot index + 1 (``ValueError`` otherwise). Segments
+        numbered ``keep_from`` or higher stay (the node journal's recovery starts from one).
+        Returns the number of segments deleted.
         """
         self._check_usable()
         snap_index = self._snapshot.index if self._snapshot else 0
@@ -234,7 +279,7 @@ class WriteAheadLog:
             raise ValueError(f"cannot release before {index}: snapshot is at {snap_index}")
         cut = 0
         for i, seg in enumerate(self._segments[:-1]):
-            if seg.max_index >= index:
+            if seg.max_index >= index or (keep_from is not None and seg.seq >= keep_from):
                 break
             if self._segments[i + 1].self_contained:
                 cut = i + 1
@@ -310,6 +355,34 @@ class WriteAheadLog:
             with self._failing_on_io_error():
                 os.fsync(self._fd)
             self._unsynced = False
+
+
+def truncate_to(directory: Path, seq: int, size: int) -> int:
+    """Cut the WAL in ``directory`` back to segment ``seq`` of ``size`` bytes, durably: later
+    segments go, that one is truncated. Returns the bytes removed.
+
+    The node journal's recovery (journal.py): everything the WAL held beyond that point was
+    also journaled, and its copy here was never fsynced, so it may be torn anywhere.
+    """
+    removed = 0
+    for path in sorted(directory.glob("*" + WAL_SUFFIX)):
+        if not path.stem.isdigit() or int(path.stem) < seq:
+            continue
+        length = path.stat().st_size
+        if int(path.stem) > seq:
+            removed += length
+            path.unlink()
+        elif length > size:
+            removed += length - size
+            with path.open("r+b") as f:
+                f.truncate(size)
+                os.fsync(f.fileno())
+        elif length < size:
+            raise WalCorruptionError(path, length, f"shorter than its journaled {size} bytes")
+    if not wal_segment(directory, seq).exists():
+        raise WalCorruptionError(wal_segment(directory, seq), 0, "journaled segment is missing")
+    _fsync_dir(directory)
+    return removed
 
 
 # --- records -------------------------------------------------------------------------------

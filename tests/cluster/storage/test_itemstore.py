@@ -330,7 +330,10 @@ def test_persists_across_reopen(tmp_path: Path) -> None:
     assert store.get("a", S("k0"), N(0)) is None
     assert store.get("a", S("k1"), N(2)) == item("k1", 2, v="2")
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    store.make_durable()  # an fsync at FULL, then back to NORMAL; the content is unchanged
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    assert store.applied() == AppliedMark(2, 1, b"n1;")
     with pytest.raises(ValueError):
         store.apply_batch(2, 1, [])
     store.close()

@@ -1,0 +1,330 @@
+"""The node's journal: one write-ahead log shared by every replica on the node (group commit).
+
+Each replica keeps its own WAL segments (wal.py: what recovery, compaction, the scrub and
+rebuilds read), but a registered replica writes them without fsync. What makes its records
+durable is this journal: the same bytes, tagged with the group, appended to one file, and one
+fsync covers every group's records that are ready (group commit: the first thread to arrive
+writes and fsyncs everything queued, the threads that arrive meanwhile wait and are covered by
+the next fsync). ``commit`` returns only after that fsync, so the rule stays what it was:
+nothing is acknowledged, voted or answered before it is fsynced (correctness over speed).
+
+    journal = NodeJournal.open(node_dir / "journal")   # recovery needs it before any replica
+    wal, state = journal.recover(group, wal_dir)       # the group's WAL, rebuilt as journaled
+    journal.register(group, wal)                       # from now on it writes through us
+    journal.save(group, wal, hard_state, entries)      # appended to both; fsynced once here
+    journal.forget(group)                              # closed, dropped or rebuilt
+
+On disk: ``<generation:020d>.jnl`` files; the newest complete one counts. A generation is a
+header (``b"GDNODEJL"``, u32 LE version), a CHECKPOINT record, then GROUP records, framed as in
+wal.py (``u32 length | u32 crc32c | payload``). CHECKPOINT (msgpack ``{group: [seq, size]}``)
+says where each registered group's WAL stood, fsynced, when the generation began; GROUP
+(u16 name length, name, WAL records) is what that group appended since, in order. Recovery
+cuts each WAL back to its checkpoint position (what was written after it was never fsynced
+there, so it may be torn anywhere) and appends the journaled records again. A checkpoint
+(every ``max_bytes`` of journal, and whenever a group is registered or forgotten) fsyncs the
+registered WALs, writes a new generation and deletes the old one.
+
+Durability comes from fsync of the files themselves (the power-loss layer,
+chaos/backends/lazyfs.py, keeps only what was fsynced). A group that is not registered (the
+TEST-ONLY no-fsync mode runs without a journal) fsyncs its own WAL as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import crc32c
+import msgpack
+
+from cluster.consensus.messages import Entry, HardState, SnapshotMeta
+
+from .layout import WAL_SUFFIX
+from .wal import (
+    HEADER_SIZE,
+    JOURNAL_CHECKPOINT,
+    JOURNAL_GROUP,
+    WalCorruptionError,
+    WalState,
+    WriteAheadLog,
+    _fsync_dir,
+    _read_records,
+    truncate_to,
+)
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"GDNODEJL"
+VERSION = 1
+SUFFIX = ".jnl"
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # journal size that triggers a checkpoint
+_HEADER = struct.Struct("<8sI")
+_FRAME = struct.Struct("<II")
+_NAME = struct.Struct("<H")
+CHECKPOINT, GROUP = JOURNAL_CHECKPOINT, JOURNAL_GROUP  # record types (not the WAL's)
+
+
+def _frame(payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), crc32c.crc32c(payload)) + payload
+
+
+def _generation_path(directory: Path, gen: int) -> Path:
+    return directory / f"{gen:020d}{SUFFIX}"
+
+
+class NodeJournal:
+    """One per storage node; thread-safe (replicas call it from their own I/O threads)."""
+
+    def __init__(self, directory: Path, gen: int, max_bytes: int) -> None:
+        self._dir = directory
+        self._gen = gen
+        self._max_bytes = max_bytes
+        self._fd = -1
+        self._size = 0
+        self._lock = threading.Lock()
+        self._synced = threading.Condition(self._lock)
+        self._queue: list[bytes] = []
+        self._queued = 0  # records ever queued
+        self._durable = 0  # records ever fsynced
+        self._syncing = False
+        self._failed: OSError | None = None
+        self._wals: dict[str, WriteAheadLog] = {}
+        self._floors: dict[str, int] = {}  # group -> WAL segment its recovery starts from
+        # What the newest generation on disk holds, until ``recover`` consumed it.
+        self._positions: dict[str, tuple[int, int]] = {}
+        self._records: dict[str, list[bytes]] = {}
+        self.commits = 0  # fsyncs of the journal (metrics: records / commits = batching)
+        self.records = 0
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> NodeJournal:
+        """Read the newest complete generation (repairing a torn tail) and keep its records for
+        ``recover``. The journal takes appends only after ``checkpoint``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        gens = sorted(int(p.stem) for p in directory.glob("*" + SUFFIX) if p.stem.isdigit())
+        journal = cls(directory, gens[-1] if gens else 0, max_bytes)
+        for gen in reversed(gens):
+            path = _generation_path(directory, gen)
+            data = path.read_bytes()
+            if len(data) < HEADER_SIZE or data.count(0) == len(data):
+                log.warning("%s: removing a generation torn at creation", path)
+                path.unlink()
+                continue
+            magic, version = _HEADER.unpack_from(data)
+            if magic != MAGIC or version != VERSION:
+                raise WalCorruptionError(path, 0, f"bad journal header {data[:HEADER_SIZE]!r}")
+            records, end = _read_records(path, data, is_last=True)
+            if not records or records[0][1][0] != CHECKPOINT:
+                log.warning("%s: removing a generation without its checkpoint", path)
+                path.unlink()
+                continue
+            if end < len(data):
+                log.warning("%s: truncating torn tail at offset %d", path, end)
+                with path.open("r+b") as f:
+                    f.truncate(end)
+                    os.fsync(f.fileno())
+            journal._load(path, records)
+            journal._gen = gen
+            break
+        _fsync_dir(directory)
+        return journal
+
+    def _load(self, path: Path, records: list[tuple[int, bytes]]) -> None:
+        for offset, payload in records:
+            try:
+                if payload[0] == CHECKPOINT:
+                    table = msgpack.unpackb(payload[1:], raw=False)
+                    self._positions = {str(g): (int(s), int(n)) for g, (s, n) in table.items()}
+                    self._records = {g: [] for g in self._positions}
+                elif payload[0] == GROUP:
+                    (n,) = _NAME.unpack_from(payload, 1)
+                    group = payload[1 + _NAME.size : 1 + _NAME.size + n].decode()
+                    if group not in self._records:
+                        raise ValueError(f"records of {group!r}, which is not checkpointed")
+                    self._records[group].append(payload[1 + _NAME.size + n :])
+                else:
+                    raise ValueError(f"unknown record type {payload[0]}")
+            except (ValueError, TypeError, UnicodeDecodeError, struct.error) as exc:
+                raise WalCorruptionError(path, offset, f"bad journal record: {exc!r}") from exc
+
+    def recover(
+        self, group: str, directory: Path, segment_bytes: int
+    ) -> tuple[WriteAheadLog, WalState]:
+        """Open ``group``'s WAL as the journal says it is: cut back to its checkpoint position,
+        then the journaled records appended again and fsynced. A group the journal does not
+        know (or whose files are gone: it rejoins empty) opens as it is on disk."""
+        position = self._positions.pop(group, None)
+        records = self._records.pop(group, [])
+        if position is not None and any(directory.glob("*" + WAL_SUFFIX)):
+            cut = truncate_to(directory, *position)
+            if cut or records:
+                log.info("%s: WAL from the journal: %d bytes cut, %d records replayed",
+                         group, cut, len(records))  # fmt: skip
+            wal, _ = WriteAheadLog.open(directory, segment_bytes)
+            try:
+                for batch in records:
+                    wal.replay(batch)
+                wal.sync()
+            except ValueError as exc:
+                raise WalCorruptionError(directory, 0, f"journal replay failed: {exc}") from exc
+            finally:
+                wal.close()
+        return WriteAheadLog.open(directory, segment_bytes)
+
+    # --- membership ----------------------------------------------------------------------------
+
+    def register(self, group: str, wal: WriteAheadLog, *, checkpoint: bool = True) -> None:
+        """From now on ``group``'s records are made durable here. With ``checkpoint`` False the
+        group stays self-syncing until the next ``checkpoint`` (batch registration)."""
+        with self._lock:
+            self._wals[group] = wal
+            if checkpoint:
+                self._checkpoint_locked()
+
+    def forget(self, group: str) -> None:
+        """``group``'s WAL is closed (fsynced) and may be replaced or deleted: it leaves the
+        journal (a checkpoint without it), so recovery never replays stale records into it."""
+        with self._lock:
+            wal = self._wals.pop(group, None)
+            if wal is not None and self._fd >= 0:
+                wal.sync()  # its records leave the journal with the checkpoint below
+                self._checkpoint_locked()
+
+    def checkpoint(self) -> None:
+        """Fsync every registered WAL and start a new generation that points at them."""
+        with self._lock:
+            self._checkpoint_locked()
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def save(
+        self,
+        group: str,
+        wal: WriteAheadLog,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+    ) -> None:
+        """``wal.save`` made durable: returns once the records are fsynced (here, or in the WAL
+        itself for a group that is not registered)."""
+        self._write(group, wal, lambda sync: wal.save(hard_state, entries, sync=sync))
+
+    def mark_snapshot(self, group: str, wal: WriteAheadLog, meta: SnapshotMeta) -> None:
+        """``wal.mark_snapshot``, durable as ``save`` is."""
+        self._write(group, wal, lambda sync: wal.mark_snapshot(meta, sync=sync))
+
+    def release_before(self, group: str, wal: WriteAheadLog, index: int) -> int:
+        """``wal.release_before``, after a checkpoint: recovery cuts a WAL back to where it
+        stood at the last checkpoint, so the snapshot mark that lets old segments go must lie
+        before that point (and the segment it starts from stays)."""
+        with self._lock:
+            if self._wals.get(group) is not wal or self._fd < 0:
+                return wal.release_before(index)
+            self._checkpoint_locked()
+            return wal.release_before(index, self._floors[group])
+
+    def _write(self, group: str, wal: WriteAheadLog, append: Callable[[bool], bytes]) -> None:
+        with self._lock:
+            if self._wals.get(group) is not wal or self._fd < 0:
+                append(True)  # not journaled: the WAL fsyncs itself
+                return
+            self._check_usable()
+            records = append(False)
+            if not records:
+                return
+            name = group.encode()
+            self._queue.append(_frame(bytes((GROUP,)) + _NAME.pack(len(name)) + name + records))
+            self._queued += 1
+            mine = self._queued
+            while self._durable < mine:
+                self._check_usable()
+                if self._syncing:
+                    self._synced.wait()
+                    continue
+                self._flush_locked(may_checkpoint=True)
+
+    def _flush_locked(self, may_checkpoint: bool = False) -> None:
+        """Write and fsync everything queued (the lock is released during the I/O)."""
+        batch, self._queue = self._queue, []
+        upto = self._queued
+        self._syncing = True
+        self._lock.release()
+        try:
+            buf = b"".join(batch)
+            view = memoryview(buf)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fdatasync(self._fd)
+        except OSError as exc:  # never retried: after a failed fsync the pages may be lost
+            self._failed = exc
+            raise
+        finally:
+            self._lock.acquire()
+            self._syncing = False
+            self._synced.notify_all()
+        self._size += len(buf)
+        self._durable = upto
+        self.commits += 1
+        self.records += len(batch)
+        if may_checkpoint and self._size >= self._max_bytes:
+            self._checkpoint_locked()
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise OSError("node journal failed earlier; restart the node") from self._failed
+
+    def _checkpoint_locked(self) -> None:
+        while self._syncing:  # let the running flush finish (it released the lock)
+            self._synced.wait()
+        self._check_usable()
+        if self._queue:
+            self._flush_locked()
+        positions: dict[str, list[int]] = {}
+        for group, wal in self._wals.items():
+            wal.sync()
+            positions[group] = list(wal.position())
+        gen = self._gen + 1
+        path = _generation_path(self._dir, gen)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            table = bytes(msgpack.packb(positions, use_bin_type=True))
+            buf = _HEADER.pack(MAGIC, VERSION) + _frame(bytes((CHECKPOINT,)) + table)
+            os.write(fd, buf)
+            os.fsync(fd)
+            _fsync_dir(self._dir)
+        except BaseException:
+            os.close(fd)
+            raise
+        old_fd, old_gen = self._fd, self._gen
+        self._fd, self._gen, self._size = fd, gen, len(buf)
+        self._floors = {g: p[0] for g, p in positions.items()}
+        if old_fd >= 0:
+            os.close(old_fd)
+        for stale in self._dir.glob("*" + SUFFIX):
+            if stale.stem.isdigit() and int(stale.stem) <= old_gen:
+                stale.unlink()
+        _fsync_dir(self._dir)
+
+    def close(self) -> None:
+        """A clean stop: every WAL fsynced and a last generation that points at none of them,
+        so they stand alone again (later appends fsync themselves). Idempotent."""
+        with self._lock:
+            if self._fd < 0:
+                return
+            while self._syncing:
+                self._synced.wait()
+            if self._failed is None:
+                if self._queue:
+                    self._flush_locked()
+                for wal in self._wals.values():
+                    wal.sync()
+                self._wals.clear()
+                self._checkpoint_locked()
+            self._wals.clear()
+            fd, self._fd = self._fd, -1
+            os.close(fd)

@@ -1,0 +1,171 @@
+"""The node journal: one fsync for every group's records, and recovery that rebuilds each WAL."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster.consensus.messages import Entry, HardState, Membership, SnapshotMeta
+from cluster.storage import journal as journal_module
+from cluster.storage.journal import NodeJournal
+from cluster.storage.layout import wal_segments
+from cluster.storage.wal import WalCorruptionError, WriteAheadLog
+
+MEMBERS = Membership(frozenset({"n1", "n2", "n3"}))
+
+
+def entries(lo: int, hi: int, term: int = 1) -> list[Entry]:
+    return [Entry(i, term, data=f"cmd{i}".encode()) for i in range(lo, hi + 1)]
+
+
+def open_wals(tmp_path: Path, groups: list[str]) -> tuple[NodeJournal, dict[str, WriteAheadLog]]:
+    journal = NodeJournal.open(tmp_path / "journal")
+    wals = {}
+    for g in groups:
+        wals[g], _ = journal.recover(g, tmp_path / g / "wal", 4096)
+        journal.register(g, wals[g], checkpoint=False)
+    journal.checkpoint()
+    return journal, wals
+
+
+def lose_unsynced(tmp_path: Path, group: str, keep: int) -> None:
+    """What a power loss may do to a WAL written without fsync: its tail is garbage."""
+    last = wal_segments(tmp_path / group)[-1]
+    data = bytearray(last.read_bytes())
+    data[keep:] = b"\xff" * (len(data) - keep)
+    last.write_bytes(bytes(data))
+
+
+def test_recovery_rebuilds_each_wal_from_the_journal(tmp_path: Path) -> None:
+    journal, wals = open_wals(tmp_path, ["p0", "p1"])
+    sizes = {g: wals[g].position()[1] for g in wals}
+    journal.save("p0", wals["p0"], HardState(1, "n1", 0), entries(1, 3))
+    journal.save("p1", wals["p1"], None, entries(1, 2))
+    journal.save("p0", wals["p0"], HardState(2, "n2", 3), entries(3, 5, term=2))  # overwrite
+    journal.mark_snapshot("p1", wals["p1"], SnapshotMeta(2, 1, MEMBERS))
+    journal.save("p1", wals["p1"], HardState(1, None, 3), entries(3, 3))
+    # Crash (no close): the WALs' own copies were never fsynced and come back damaged.
+    for g in wals:
+        lose_unsynced(tmp_path, g, sizes[g] + 5)
+    again = NodeJournal.open(tmp_path / "journal")
+    wal0, state0 = again.recover("p0", tmp_path / "p0" / "wal", 4096)
+    wal1, state1 = again.recover("p1", tmp_path / "p1" / "wal", 4096)
+    assert state0.hard_state == HardState(2, "n2", 3)
+    assert [(e.index, e.term) for e in state0.entries] == [(1, 1), (2, 1), (3, 2), (4, 2), (5, 2)]
+    assert state1.snapshot == SnapshotMeta(2, 1, MEMBERS)
+    assert [e.index for e in state1.entries] == [3]
+    assert state1.hard_state == HardState(1, None, 3)
+    wal0.close()
+    wal1.close()
+
+
+def test_a_torn_journal_tail_loses_only_what_was_never_acknowledged(tmp_path: Path) -> None:
+    journal, wals = open_wals(tmp_path, ["p0"])
+    journal.save("p0", wals["p0"], HardState(1, "n1", 0), entries(1, 2))
+    (path,) = (tmp_path / "journal").glob("*.jnl")
+    acknowledged = path.stat().st_size
+    journal.save("p0", wals["p0"], None, entries(3, 3))
+    with path.open("r+b") as f:  # the last append was torn (its fsync never returned)
+        f.truncate(acknowledged + 7)
+    again = NodeJournal.open(tmp_path / "journal")
+    assert path.stat().st_size == acknowledged
+    wal, state = again.recover("p0", tmp_path / "p0" / "wal", 4096)
+    assert [e.index for e in state.entries] == [1, 2]
+    wal.close()
+
+
+def test_damage_inside_the_journal_is_refused(tmp_path: Path) -> None:
+    journal, wals = open_wals(tmp_path, ["p0"])
+    journal.save("p0", wals["p0"], HardState(1, "n1", 0), entries(1, 2))
+    journal.save("p0", wals["p0"], None, entries(3, 4))
+    (path,) = (tmp_path / "journal").glob("*.jnl")
+    data = bytearray(path.read_bytes())
+    data[60] ^= 0x40  # a bit flip in the first group record, with intact records after it
+    path.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptionError):
+        NodeJournal.open(tmp_path / "journal")
+
+
+def test_checkpoints_bound_the_journal_and_keep_the_segment_recovery_starts_from(
+    tmp_path: Path,
+) -> None:
+    journal = NodeJournal.open(tmp_path / "journal", max_bytes=2048)
+    wal, _ = journal.recover("p0", tmp_path / "p0" / "wal", 512)
+    journal.register("p0", wal)
+    for i in range(1, 60):
+        journal.save("p0", wal, HardState(1, "n1", i - 1), entries(i, i))
+    assert len(list((tmp_path / "journal").glob("*.jnl"))) == 1
+    assert (tmp_path / "journal").stat().st_size >= 0
+    assert next((tmp_path / "journal").glob("*.jnl")).stat().st_size < 4096
+    journal.mark_snapshot("p0", wal, SnapshotMeta(50, 1, MEMBERS))
+    journal.release_before("p0", wal, 51)
+    journal.save("p0", wal, None, entries(60, 61))
+    lose_unsynced(tmp_path, "p0", wal.position()[1] - 10)
+    again = NodeJournal.open(tmp_path / "journal", max_bytes=2048)
+    wal2, state = again.recover("p0", tmp_path / "p0" / "wal", 512)
+    assert state.snapshot == SnapshotMeta(50, 1, MEMBERS)
+    assert [e.index for e in state.entries] == list(range(51, 62))
+    wal2.close()
+
+
+def test_one_fsync_covers_many_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    groups = [f"p{i}" for i in range(8)]
+    journal, wals = open_wals(tmp_path, groups)
+    real = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:  # a disk whose fsync takes a while
+        time.sleep(0.02)
+        real(fd)
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", slow_fdatasync)
+
+    def writer(g: str) -> None:
+        for i in range(1, 6):
+            journal.save(g, wals[g], HardState(1, "n1", i - 1), entries(i, i))
+
+    threads = [threading.Thread(target=writer, args=(g,)) for g in groups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert journal.records == 40
+    assert journal.commits < journal.records / 2  # group commit, not one fsync per record
+    again = NodeJournal.open(tmp_path / "journal")
+    for g in groups:
+        lose_unsynced(tmp_path, g, 40)
+        wal, state = again.recover(g, tmp_path / g / "wal", 4096)
+        assert [e.index for e in state.entries] == [1, 2, 3, 4, 5]
+        wal.close()
+
+
+def test_forgotten_and_closed_wals_stand_alone(tmp_path: Path) -> None:
+    journal, wals = open_wals(tmp_path, ["p0", "p1"])
+    journal.save("p0", wals["p0"], HardState(1, "n1", 0), entries(1, 2))
+    journal.save("p1", wals["p1"], HardState(1, "n1", 0), entries(1, 2))
+    journal.forget("p0")  # e.g. dropped and created again: nothing may be replayed into it
+    journal.save("p0", wals["p0"], None, entries(3, 3))  # no longer journaled: fsyncs itself
+    journal.close()
+    journal.save("p1", wals["p1"], None, entries(3, 3))  # after a clean stop, likewise
+    for wal in wals.values():
+        wal.close()
+    again = NodeJournal.open(tmp_path / "journal")
+    for g in ("p0", "p1"):
+        wal, state = again.recover(g, tmp_path / g / "wal", 4096)
+        assert [e.index for e in state.entries] == [1, 2, 3]
+        wal.close()
+
+
+def test_a_group_whose_files_are_gone_opens_empty(tmp_path: Path) -> None:
+    journal, wals = open_wals(tmp_path, ["p0"])
+    journal.save("p0", wals["p0"], HardState(1, "n1", 0), entries(1, 2))
+    wals["p0"].close()
+    for path in wal_segments(tmp_path / "p0"):
+        path.unlink()  # wiped while the node was down
+    again = NodeJournal.open(tmp_path / "journal")
+    wal, state = again.recover("p0", tmp_path / "p0" / "wal", 4096)
+    assert state.entries == [] and state.hard_state == HardState()
+    wal.close()
