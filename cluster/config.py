@@ -86,7 +86,7 @@ class ClusterConfig(BaseModel):
     dial: dict[str, dict[str, str]] = Field(default_factory=dict)
     default_partitions: int = 4
     tick_ms: float = 50.0  # the storage nodes' Raft tick
-    election_ticks: int = Field(default=10, ge=3)  # their minimum election timeout, in ticks
+    election_ticks: int = Field(default=8, ge=3)  # their minimum election timeout, in ticks
     # Deliberately broken behaviours, for tests only: they prove the checkers can fail.
     # "ack-before-commit" (storage leaders acknowledge writes before a quorum has them),
     # "stale-reads" (routers serve strongly consistent reads from any replica) and "no-fsync"

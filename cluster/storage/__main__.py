@@ -92,7 +92,7 @@ def parse_args(argv: list[str]) -> Launch:
     parser.add_argument(
         "--election-ticks",
         type=int,
-        help="minimum election timeout in ticks (default: the cluster config's, else 10)",
+        help="minimum election timeout in ticks (default: the cluster config's, else 8)",
     )
     parser.add_argument("--compact-every", type=int, default=2000)
     parser.add_argument("--log-level", default="INFO")
@@ -124,7 +124,7 @@ def parse_args(argv: list[str]) -> Launch:
     )
     args = parser.parse_args(argv)
     configure(args.node_id, args.log_level)
-    election, tick_ms = args.election_ticks or 10, args.tick_ms or 50.0
+    election, tick_ms = args.election_ticks or 8, args.tick_ms or 50.0
     listen, admin = args.listen, args.admin
     peers = _pairs(args.peer, "--peer")
     groups = {g: tuple(m.split(",")) for g, m in _pairs(args.group, "--group").items()}
