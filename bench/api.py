@@ -10,7 +10,8 @@ throughput and p50/p99 latency as the client sees them (SigV4-signed HTTP, poole
 while each operation is measured through one router: ``DIR/<op>-rt-a.svg`` and
 ``DIR/<op>-sn-a1.svg`` (bench output, not for git; py-spy needs ptrace, i.e. root here).
 The last lines print the issue #15 ratios of this one run: PutItem through one router against
-raw replication (bench/replication.py's figure, passed as --raw-writes), and eventual against
+raw replication (one group on 3 storage nodes written directly, as bench/replication.py does,
+measured by this run first; --raw-writes N uses a given figure instead), and eventual against
 consistent GetItem.
 """
 
@@ -34,6 +35,7 @@ from rich.table import Table
 
 from chaos.backends.base import DEFAULT_ACCESS_KEY
 from chaos.backends.local import LocalCluster
+from tests.local_nodes import LocalNodes
 from workloads.client import DynamoClient
 
 console = Console()
@@ -187,6 +189,16 @@ def main() -> None:
         help="raw 1-group replication writes/s (bench/replication.py) for the PutItem ratio",
     )
     args = parser.parse_args()
+    raw = args.raw_writes
+    if raw is None:
+        from replication import throughput  # bench/replication.py, beside this script
+
+        console.print("measuring raw replication (1 group, 3 storage nodes) ...")
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            LocalNodes(Path(tmp), {"p0": ("n1", "n2", "n3")}) as nodes,
+        ):
+            raw = asyncio.run(throughput(nodes, ["p0"], args.clients, args.seconds))["writes/s"]
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster.create(Path(tmp) / "cluster", "3x2x1")
         console.print("starting a 3x2x1 cluster ...")
@@ -203,12 +215,11 @@ def main() -> None:
             f"through {label}: eventual / consistent GetItem = {eventual / consistent:.2f} "
             "(goal >= 1)"
         )
-    if args.raw_writes:
-        put = rates[("PutItem", "1 (rt-a)")]
-        console.print(
-            f"PutItem through one router / raw replication = {put:.0f} / {args.raw_writes:.0f} "
-            f"= {put / args.raw_writes:.0%} (goal >= 50%)"
-        )
+    put = rates[("PutItem", "1 (rt-a)")]
+    console.print(
+        f"PutItem through one router / raw replication = {put:.0f} / {raw:.0f} "
+        f"= {put / raw:.0%} (goal >= 50%)"
+    )
     console.print(f"load average: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
 
 

@@ -3,18 +3,23 @@
 Starts real storage-node processes on loopback (3 nodes), then measures, side by side in one run:
   1. committed writes/s and p50/p99 commit latency with concurrent writers, one group;
   2. the same with many groups on the same 3 nodes;
-  3. the write-unavailability window after SIGKILL of the leader (median and worst of N kills).
+  3. one group again at half the throughput of 1. (paced writers): the latency at that load;
+  4. the write-unavailability window after SIGKILL of the leader (median and worst of N kills).
 
     .venv/bin/python bench/replication.py [--seconds 5] [--writers 32] [--groups 12] [--kills 10]
 
 A write's latency is measured at the client from send to acknowledgement, i.e. after a quorum
-fsynced it and the leader applied it.
+fsynced it and the leader applied it. "records/fsync" is the nodes' journal at work (group
+commit: how many groups' WAL appends one fsync covered, journal.py). The last lines print the
+issue #15 goals against this run's figures, and the load average (a busy machine measures
+itself, not the code).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -38,19 +43,41 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
+def journal_totals(cluster: LocalNodes) -> tuple[int, int]:
+    """(fsyncs, records) of every node's journal so far."""
+    fsyncs = records = 0
+    for node in cluster.nodes:
+        journal = cluster.status(node).get("journal") or {}
+        fsyncs += int(journal.get("fsyncs", 0))
+        records += int(journal.get("records", 0))
+    return fsyncs, records
+
+
 async def throughput(
-    cluster: LocalNodes, groups: list[str], writers: int, seconds: float
+    cluster: LocalNodes,
+    groups: list[str],
+    writers: int,
+    seconds: float,
+    rate: float | None = None,
 ) -> dict[str, float]:
+    """Writes from ``writers`` concurrent clients for ``seconds``; with ``rate`` (writes/s in
+    all) each writer is paced to its share, else each sends its next write at once."""
     writer = GroupClient(cluster.addresses())
     for g in groups:
-        cluster.wait_leader(g)
+        cluster.wait_leader(g, timeout=60)
     latencies: list[float] = []
     failures = 0
-    end = time.monotonic() + seconds
+    fsyncs0, records0 = journal_totals(cluster)
+    start = time.monotonic()
+    end = start + seconds
+    interval = writers / rate if rate else 0.0
 
     async def one(worker: int) -> None:
         nonlocal failures
         for i in range(1_000_000):  # bounded; the deadline ends it first
+            if interval:
+                due = start + (i + worker / writers) * interval
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
             if time.monotonic() >= end:
                 return
             group = groups[(worker + i) % len(groups)]
@@ -68,11 +95,13 @@ async def throughput(
     await asyncio.gather(*(one(w) for w in range(writers)))
     elapsed = time.monotonic() - started
     await writer.close()
+    fsyncs1, records1 = journal_totals(cluster)
     return {
         "writes/s": len(latencies) / elapsed,
         "p50 ms": percentile(latencies, 50) * 1000,
         "p99 ms": percentile(latencies, 99) * 1000,
         "failed": failures,
+        "records/fsync": (records1 - records0) / max(1, fsyncs1 - fsyncs0),
     }
 
 
@@ -81,7 +110,7 @@ async def failover(cluster: LocalNodes, kills: int) -> list[float]:
     windows: list[float] = []
     for n in range(kills):
         writer = GroupClient(cluster.addresses())
-        leader = cluster.wait_leader("p0", timeout=30)
+        leader = cluster.wait_leader("p0", timeout=60)
         killed_at: float | None = None
         window: float | None = None
         for i in range(100_000):  # bounded write loop
@@ -120,7 +149,7 @@ async def main() -> None:
         title=f"Replication on 3 local nodes ({args.writers} concurrent writers, "
         f"{args.seconds:.0f} s each)"
     )
-    for col in ("setup", "writes/s", "p50 ms", "p99 ms", "failed"):
+    for col in ("setup", "writes/s", "p50 ms", "p99 ms", "failed", "records/fsync"):
         table.add_column(col, justify="right" if col != "setup" else "left")
     with tempfile.TemporaryDirectory() as tmp:
         groups = {g: ("n1", "n2", "n3") for g in many}
@@ -129,15 +158,24 @@ async def main() -> None:
             one = await throughput(cluster, ["p0"], args.writers, args.seconds)
             console.print(f"measuring {args.groups} groups ...")
             spread = await throughput(cluster, many, args.writers, args.seconds)
+            half_rate = one["writes/s"] / 2
+            console.print(f"measuring one group at half load ({half_rate:.0f} writes/s) ...")
+            half = await throughput(cluster, ["p0"], args.writers, args.seconds, half_rate)
             console.print(f"killing the leader {args.kills} times ...")
             windows = await failover(cluster, args.kills)
-    for name, row in (("1 group", one), (f"{args.groups} groups", spread)):
+    rows = (
+        ("1 group", one),
+        (f"{args.groups} groups", spread),
+        ("1 group, half load", half),
+    )
+    for name, row in rows:
         table.add_row(
             name,
             f"{row['writes/s']:.0f}",
             f"{row['p50 ms']:.1f}",
             f"{row['p99 ms']:.1f}",
             f"{row['failed']:.0f}",
+            f"{row['records/fsync']:.1f}",
         )
     console.print(table)
     fo = Table(title=f"Write unavailability after SIGKILL of the leader ({len(windows)} kills)")
@@ -147,6 +185,16 @@ async def main() -> None:
         *(f"{v * 1000:.0f}" for v in (statistics.median(windows), max(windows), min(windows)))
     )
     console.print(fo)
+    median = statistics.median(windows)
+    goals = [
+        (f"{args.groups} groups / 1 group writes/s", spread["writes/s"] / one["writes/s"], ">= 1"),
+        ("1 group writes/s", one["writes/s"], ">= 3000"),
+        ("1 group p99 ms at half load", half["p99 ms"], "<= 10"),
+        ("failover median ms", median * 1000, "<= 500"),
+    ]
+    for name, value, goal in goals:
+        console.print(f"{name}: {value:.2f} (goal {goal})")
+    console.print(f"load average: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

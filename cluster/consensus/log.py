@@ -12,6 +12,7 @@ never acknowledged.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 
 from .messages import Entry, EntryKind, Membership, Snapshot
@@ -34,6 +35,16 @@ class RaftLog:
         self.applied = snapshot.meta.index
         # A snapshot received from the leader that the application has not installed yet.
         self.pending_snapshot: Snapshot | None = None
+        # Indexes of the CONFIG entries in ``entries``, ascending: membership lookups happen
+        # on every append, and scanning a log of thousands of entries each time is costly.
+        self._configs: list[int] = []
+        self._index_configs()
+
+    def _index_configs(self) -> None:
+        self._configs = [e.index for e in self.entries if e.kind is EntryKind.CONFIG]
+
+    def _add_configs(self, entries: Sequence[Entry]) -> None:
+        self._configs.extend(e.index for e in entries if e.kind is EntryKind.CONFIG)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -83,16 +94,13 @@ class RaftLog:
 
     def membership_at(self, index: int) -> Membership:
         """The membership in force at ``index``: the latest config entry at or before it."""
-        for entry in reversed(self.entries):
-            if entry.index <= index and entry.kind is EntryKind.CONFIG:
-                return Membership.decode(entry.data)
-        return self.snapshot.meta.membership
+        at = bisect_right(self._configs, index)
+        if at == 0:
+            return self.snapshot.meta.membership
+        return Membership.decode(self.entries[self._configs[at - 1] - self.first_index()].data)
 
     def latest_config_index(self) -> int:
-        for entry in reversed(self.entries):
-            if entry.kind is EntryKind.CONFIG:
-                return entry.index
-        return self.snapshot.meta.index
+        return self._configs[-1] if self._configs else self.snapshot.meta.index
 
     # --- changes ---------------------------------------------------------------------------
 
@@ -102,6 +110,7 @@ class RaftLog:
             return
         assert entries[0].index == self.last_index() + 1
         self.entries.extend(entries)
+        self._add_configs(entries)
 
     def merge(self, prev_index: int, entries: Sequence[Entry]) -> int:
         """Follower path: merge entries that follow ``prev_index`` (already known to match).
@@ -119,8 +128,11 @@ class RaftLog:
             if existing is not None:
                 assert entry.index > self.commit, "a committed entry can never conflict"
                 del self.entries[entry.index - self.first_index() :]
+                del self._configs[bisect_right(self._configs, entry.index - 1) :]
                 self.stable = min(self.stable, entry.index - 1)
-            self.entries.extend(e for e in entries if e.index >= entry.index)
+            added = [e for e in entries if e.index >= entry.index]
+            self.entries.extend(added)
+            self._add_configs(added)
             break
         return prev_index + len(entries)
 
@@ -151,6 +163,7 @@ class RaftLog:
         self.snapshot = snapshot
         self.commit = max(self.commit, meta.index)
         self.pending_snapshot = snapshot
+        self._index_configs()
 
     def compact(self, snapshot: Snapshot) -> None:
         """The application holds its state up to ``snapshot.meta.index``; drop older entries."""
@@ -159,3 +172,4 @@ class RaftLog:
             return
         self.entries = [e for e in self.entries if e.index > snapshot.meta.index]
         self.snapshot = snapshot
+        self._configs = [i for i in self._configs if i > snapshot.meta.index]

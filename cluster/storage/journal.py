@@ -100,6 +100,10 @@ class NodeJournal:
         self.commits = 0  # fsyncs of the journal (metrics: records / commits = batching)
         self.records = 0
 
+    def stats(self) -> dict[str, int]:
+        """Group commit at work: journal fsyncs, and the group records they covered."""
+        return {"fsyncs": self.commits, "records": self.records, "groups": len(self._wals)}
+
     # --- recovery ----------------------------------------------------------------------------
 
     @classmethod

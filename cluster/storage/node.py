@@ -610,6 +610,7 @@ class StorageNode:
             "uptime_seconds": round(time.monotonic() - self.started_at, 3),
             "replicas": [r.status() for r in self.replicas.values()],
             "peers": self.links.stats(),
+            "journal": None if self.journal is None else self.journal.stats(),
         }
 
 
