@@ -74,6 +74,7 @@ from chaos.backends.k8s_plan import (
 from chaos.helm import CHART, Helm
 from chaos.images import CLUSTER_IMAGE
 from chaos.mesh import wait_ready
+from cluster import auth
 from cluster.config import ClusterConfig
 from cluster.topology import parse_topology
 
@@ -113,6 +114,7 @@ class K8sCluster(Backend):
         if saved.exists():
             with contextlib.suppress(ValueError, OSError):
                 self.config = ClusterConfig.load(saved)
+                auth.install(self.config.internal_secret())  # the release's key
 
     # -- opening --------------------------------------------------------------------------------
 
@@ -310,6 +312,9 @@ class K8sCluster(Backend):
         )
         with self._lock:
             self.config = chart_config
+            # Signed admin GETs (/digest for the convergence check, /replicas, ...) need the
+            # release's internal key; the placeholder config installed a key of no credentials.
+            auth.install(chart_config.internal_secret())
             self._toxiproxy_ip = None
             self._update_addresses(self.pods(fresh=True), force=True)
 
