@@ -441,9 +441,12 @@ def build_images(on_event: OnEvent = _quiet, from_scratch: bool = False) -> Buil
         result.seconds["image"] = time.monotonic() - mark
     result.image_id, result.steps, result.cached_steps = image_id, steps, cached
     result.seconds["total"] = time.monotonic() - started
-    # Earlier builds' images, now untagged (containers still using one keep it).
+    # Earlier builds' cluster images, now untagged (containers still using one keep it). Only
+    # label value "cluster": the untagged output of the Dockerfile's deps stage inherits the base
+    # image's label "base", and pruning it would throw away the cached dependency layer, so every
+    # rebuild would reinstall the dependencies and every k8s node re-import them.
     with contextlib.suppress(Exception):
-        client.images.prune(filters={"dangling": True, "label": IMAGE_LABEL})
+        client.images.prune(filters={"dangling": True, "label": f"{IMAGE_LABEL}=cluster"})
     return result
 
 
