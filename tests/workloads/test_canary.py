@@ -7,50 +7,41 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from tests.workloads.conftest import StubRouter
 from workloads.canary import canary_pairs, run_canaries
 from workloads.history import describe_problems, read_ops
 
 
 @asynccontextmanager
-async def fake_routers(statuses: dict[str, int]) -> AsyncIterator[dict[str, str]]:
+async def fake_routers(
+    stub_router: StubRouter, statuses: dict[str, int]
+) -> AsyncIterator[dict[str, str]]:
     """One tiny DynamoDB-ish server per router id, answering PutItem/GetItem from a dict (or
     the given error status)."""
     items: dict[str, Any] = {}
-    runners: list[web.AppRunner] = []
-    urls: dict[str, str] = {}
-    for router, status in statuses.items():
+    async with AsyncExitStack() as stack:
+        urls: dict[str, str] = {}
+        for router, status in statuses.items():
 
-        async def handle(request: web.Request, status: int = status) -> web.Response:
-            op = request.headers["X-Amz-Target"].split(".")[-1]
-            body = json.loads(await request.read())
-            if status != 200:
-                return web.json_response({"__type": "x#ServiceUnavailable"}, status=status)
-            key = body.get("Key", body.get("Item", {})).get("k", {}).get("S")
-            if op == "PutItem":
-                items[key] = body["Item"]
-                return web.json_response({})
-            return web.json_response({"Item": items[key]} if key in items else {})
+            async def handle(request: web.Request, status: int = status) -> web.Response:
+                op = request.headers["X-Amz-Target"].split(".")[-1]
+                body = json.loads(await request.read())
+                if status != 200:
+                    return web.json_response({"__type": "x#ServiceUnavailable"}, status=status)
+                key = body.get("Key", body.get("Item", {})).get("k", {}).get("S")
+                if op == "PutItem":
+                    items[key] = body["Item"]
+                    return web.json_response({})
+                return web.json_response({"Item": items[key]} if key in items else {})
 
-        app = web.Application()
-        app.router.add_post("/", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        urls[router] = f"http://127.0.0.1:{port}"
-        runners.append(runner)
-    try:
+            urls[router] = await stack.enter_async_context(stub_router(handle))
         yield urls
-    finally:
-        for runner in runners:
-            await runner.cleanup()
 
 
 AZ_OF = {"rt-a": "az-a", "rt-b": "az-b", "rt-c": "az-c"}
@@ -61,11 +52,11 @@ def test_pairs_cover_every_az_and_router() -> None:
     assert len(pairs) == 9 and len(set(pairs)) == 9
 
 
-def test_canaries_probe_every_router_from_every_az(tmp_path: Path) -> None:
+def test_canaries_probe_every_router_from_every_az(tmp_path: Path, stub_router: StubRouter) -> None:
     out = tmp_path / "canary.jsonl"
 
     async def main() -> int:
-        async with fake_routers({"rt-a": 200, "rt-b": 200, "rt-c": 503}) as urls:
+        async with fake_routers(stub_router, {"rt-a": 200, "rt-b": 200, "rt-c": 503}) as urls:
             return await run_canaries(
                 urls, AZ_OF, "gameday", "secret", "t", 5.0, 1.0, out, time.time()
             )
@@ -93,12 +84,12 @@ def test_canaries_probe_every_router_from_every_az(tmp_path: Path) -> None:
     assert all(o["consistent"] is True and o["value"].startswith("canary-") for o in reads)
 
 
-def test_canaries_stop_on_the_event(tmp_path: Path) -> None:
+def test_canaries_stop_on_the_event(tmp_path: Path, stub_router: StubRouter) -> None:
     out = tmp_path / "canary.jsonl"
 
     async def main() -> int:
         stop = asyncio.Event()
-        async with fake_routers({"rt-a": 200}) as urls:
+        async with fake_routers(stub_router, {"rt-a": 200}) as urls:
             asyncio.get_running_loop().call_later(0.3, stop.set)
             return await run_canaries(
                 urls, {"rt-a": "az-a"}, "k", "s", "t", 5.0, 60.0, out, stop=stop

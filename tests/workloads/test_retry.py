@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from tests.workloads.conftest import StubRouter
 from workloads.retry import EndpointPool, RetryPolicy, moves_on
 
 
@@ -60,7 +61,9 @@ def test_a_failed_endpoint_is_quarantined_with_doubling_holds() -> None:
     assert everything_down.current(0.6) == "a"  # the one back soonest
 
 
-def test_the_setup_client_retries_throttling_and_5xx_until_an_answer() -> None:
+def test_the_setup_client_retries_throttling_and_5xx_until_an_answer(
+    stub_router: StubRouter,
+) -> None:
     import asyncio
 
     from aiohttp import web
@@ -77,22 +80,12 @@ def test_the_setup_client_retries_throttling_and_5xx_until_an_answer() -> None:
         return web.json_response({"__type": f"x#{kind}"} if kind else {}, status=status)
 
     async def main() -> tuple[int, int]:
-        app = web.Application()
-        app.router.add_post("/", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            async with DynamoClient(f"http://127.0.0.1:{port}", "k", "s") as ddb:
-                status, _ = await _call(ddb, "DescribeTable", {"TableName": "t"})
-                answers[:] = [(400, "ValidationException")]
-                seen.clear()
-                refused, _ = await _call(ddb, "DescribeTable", {"TableName": "t"})
-                return status, refused
-        finally:
-            await runner.cleanup()
+        async with stub_router(handle) as url, DynamoClient(url, "k", "s") as ddb:
+            status, _ = await _call(ddb, "DescribeTable", {"TableName": "t"})
+            answers[:] = [(400, "ValidationException")]
+            seen.clear()
+            refused, _ = await _call(ddb, "DescribeTable", {"TableName": "t"})
+            return status, refused
 
     status, refused = asyncio.run(main())
     assert status == 200

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 from aiohttp import web
 
+from tests.workloads.conftest import StubRouter
 from workloads.setup import SetupError, ensure_table_async
 
 NOT_LEADER = {
@@ -18,8 +18,9 @@ NOT_LEADER = {
 }
 
 
-@asynccontextmanager
-async def router(unavailable_creates: int, create_error: str = "") -> AsyncIterator[str]:
+def router(
+    stub_router: StubRouter, unavailable_creates: int, create_error: str = ""
+) -> AbstractAsyncContextManager[str]:
     """Answers DescribeTable (absent, then ACTIVE once created); CreateTable is refused with a
     503 ``unavailable_creates`` times (an election), or always with ``create_error`` (400)."""
     state = {"creates": 0, "created": False}
@@ -41,32 +42,24 @@ async def router(unavailable_creates: int, create_error: str = "") -> AsyncItera
         table = {"TableName": body["TableName"], "TableStatus": "ACTIVE", "KeySchema": schema}
         return web.json_response({"Table": table})
 
-    app = web.Application()
-    app.router.add_post("/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    return stub_router(handle)
 
 
-def test_a_table_is_created_once_the_metadata_group_has_a_leader() -> None:
+def test_a_table_is_created_once_the_metadata_group_has_a_leader(stub_router: StubRouter) -> None:
     """More 503s than one call's retries (a slow election): still created within the timeout."""
 
     async def main() -> dict[str, object]:
-        async with router(unavailable_creates=7) as url:
+        async with router(stub_router, unavailable_creates=7) as url:
             return await ensure_table_async(url, "k", "s", "t", "register", timeout=120)
 
     assert asyncio.run(main())["TableStatus"] == "ACTIVE"
 
 
-def test_a_refused_create_table_fails_at_once_naming_the_error() -> None:
+def test_a_refused_create_table_fails_at_once_naming_the_error(stub_router: StubRouter) -> None:
     async def main() -> None:
-        async with router(unavailable_creates=0, create_error="ValidationException") as url:
+        async with router(
+            stub_router, unavailable_creates=0, create_error="ValidationException"
+        ) as url:
             await ensure_table_async(url, "k", "s", "t", "register", timeout=120)
 
     with pytest.raises(SetupError, match=r"CreateTable t: HTTP 400 .*ValidationException"):
