@@ -311,7 +311,10 @@ def tear_down(cluster: Any, data_dir: Path) -> None:
     On Docker that removes every container, the network and the volumes; locally it also gives
     the loopback subnet back.
     """
+    from chaos.nemesis import forget_faults
+
     cluster.down()
+    forget_faults(cluster.state_dir)  # a SIGKILLed run's faults went with the cluster
     shutil.rmtree(data_dir / "nodes", ignore_errors=True)
     shutil.rmtree(data_dir / "backing", ignore_errors=True)  # under the power-loss layer
     if hasattr(cluster, "remove_volumes"):

@@ -295,6 +295,13 @@ class Nemesis:
         tmp.replace(self.state_file)
 
 
+def forget_faults(state_dir: Path) -> None:
+    """Drop the record of active faults of a cluster that was torn down: none of its processes
+    runs any more, so nothing of it is faulted (`gameday fault list` and a campaign's leftover
+    check would otherwise list faults of a cluster that is gone)."""
+    (state_dir / "faults.json").unlink(missing_ok=True)
+
+
 def recorded_faults(state_dir: Path) -> dict[str, Any]:
     """The active faults another process recorded (for `gameday fault list`)."""
     path = state_dir / "faults.json"

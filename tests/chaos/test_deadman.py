@@ -97,3 +97,25 @@ def test_sigkill_of_the_owner_stops_the_groups_it_registered(
         for pid in (child, watchdog):
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_torn_down_cluster_keeps_no_record_of_active_faults(tmp_path: Path) -> None:
+    """A SIGKILLed run's watchdog tears down without healing first: the faults it had recorded
+    went with the cluster, and neither `gameday fault list` nor a campaign may list them."""
+    from chaos.deadman import tear_down
+    from chaos.nemesis import recorded_faults
+
+    class Stopped:
+        state_dir = tmp_path
+        downs = 0
+
+        def down(self) -> None:
+            self.downs += 1
+
+    (tmp_path / "faults.json").write_text('{"f1": {"kind": "power_off_az"}}')
+    (tmp_path / "nodes" / "sn-a1").mkdir(parents=True)
+    cluster = Stopped()
+    tear_down(cluster, tmp_path)
+    assert cluster.downs == 1
+    assert recorded_faults(tmp_path) == {}
+    assert not (tmp_path / "nodes").exists()
