@@ -13,9 +13,12 @@ fails.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -52,3 +55,30 @@ def wait_for(
         if now - started > bound:
             raise AssertionError(f"{what}: not within {bound:.0f}s (last: {last!r})")
         time.sleep(every)
+
+
+def bytes_under(*roots: Path) -> int:
+    """Bytes in the files below ``roots``: a ``progress`` for anything that writes as it goes
+    (a log, a history), e.g. ``progress=lambda: bytes_under(tmp_path)``."""
+    total = 0
+    for root in roots:
+        paths = [root] if root.is_file() else root.rglob("*")
+        for path in paths:
+            with contextlib.suppress(OSError):
+                if path.is_file():
+                    total += path.stat().st_size
+    return total
+
+
+def wait_exit(
+    proc: subprocess.Popen[Any],
+    what: str,
+    *,
+    progress: Callable[[], object] | None = None,
+    stall: float | None = STALL,
+    bound: float = BOUND,
+) -> int:
+    """``proc``'s exit code, once it exits: it may take long while ``progress()`` moves (a
+    Locust that imports for a minute on a busy machine, then runs), not stall."""
+    wait_for(what, lambda: proc.poll() is not None, progress=progress, stall=stall, bound=bound)
+    return int(proc.returncode)

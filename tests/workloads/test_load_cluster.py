@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from chaos.backends.base import DEFAULT_ACCESS_KEY
 from chaos.backends.local import LocalCluster
 from chaos.load_cli import load_command
+from tests.waiting import bytes_under, wait_exit
 from workloads.canary import run_canaries
 from workloads.history import describe_problems, merge_histories, read_ops
 from workloads.runner import WebUI, start_locust, start_web, stop_locust
@@ -48,8 +49,8 @@ def test_register_workload_under_locust_records_a_well_formed_history(
     )
     with (tmp_path / "locust.log").open("wb") as log:
         proc = start_locust(settings, users=5, spawn_rate=5, run_time="8s", log=log)
-        try:
-            code = proc.wait(60)
+        try:  # importing Locust takes seconds, a minute on a busy machine: wait for progress
+            code = wait_exit(proc, "Locust's run", progress=lambda: bytes_under(tmp_path))
         finally:
             stop_locust(proc)
     output = (tmp_path / "locust.log").read_text()
@@ -190,8 +191,9 @@ def test_web_ui_binds_to_loopback_and_stops(tmp_path: Path) -> None:
         proc = start_web(settings, WebUI(port=port), log=log)
         try:
             page = ""
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not page:
+            # A bound for a web UI that never comes up, not for a slow import (busy machine).
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not page and proc.poll() is None:
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as resp:
                         page = resp.read().decode()
@@ -226,8 +228,8 @@ def test_processes_two_workers_merge_into_one_history_the_checker_accepts(
     )
     with (tmp_path / "locust.log").open("wb") as log:
         proc = start_locust(settings, 6, 6, "8s", processes=2, log=log)
-        try:
-            code = proc.wait(90)
+        try:  # three Locust processes import at once: slow on a busy machine, not stuck
+            code = wait_exit(proc, "Locust's run", progress=lambda: bytes_under(tmp_path))
         finally:
             stop_locust(proc)
     assert code == 0, (tmp_path / "locust.log").read_text()[-3000:]

@@ -24,6 +24,7 @@ import pytest
 
 from checks.availability import check, check_availability
 from checks.rundir import RunDir
+from tests.waiting import bytes_under, wait_exit
 from workloads.history import describe_problems, merge_histories, read_ops
 from workloads.runner import start_locust, stop_locust
 from workloads.settings import LoadSettings
@@ -214,8 +215,8 @@ def test_clients_retry_with_backoff_and_leave_a_router_that_hangs(tmp_path: Path
         )
         with (tmp_path / "locust.log").open("wb") as log:
             proc = start_locust(settings, users=4, spawn_rate=4, run_time="8s", log=log)
-            try:
-                code = proc.wait(90)
+            try:  # Locust's import is slow on a busy machine: wait for progress, not 90 s
+                code = wait_exit(proc, "Locust's run", progress=lambda: bytes_under(tmp_path))
             finally:
                 stop_locust(proc)
                 hung.released.set()
