@@ -28,7 +28,7 @@ from tests.local_nodes import free_port
 pytestmark = pytest.mark.slow
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-BOUND = 120.0  # a bound for a hang, not a deadline for slowness
+BOUND = 300.0  # a bound for a hang, not a deadline for slowness (a heal at load 20: minutes)
 
 
 def wait_for(what: str, check: Callable[[], Any], bound: float = BOUND) -> Any:
