@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from cluster.auth import guard
 
 from .host import NodeService
-from .replica import Replica
+from .replica import Replica, ReplicaClosed
 from .transport import PeerLinks, split_address
 
 SHUTDOWN_SECONDS = 2.0  # admin HTTP connections get this long to finish when stopping
@@ -118,7 +118,14 @@ async def start_admin(node: AdminNode) -> web.AppRunner:
         if group is not None and group not in node.replicas:
             return web.json_response({"error": f"no group {group}"}, status=404)
         targets = [node.replicas[group]] if group else list(node.replicas.values())
-        return web.json_response({"digests": [await r.digest() for r in targets]})
+        digests = []
+        for replica in targets:
+            try:
+                digests.append(await replica.digest())
+            except ReplicaClosed:  # rebuilt or removed meanwhile: it has no digest to give
+                if group is not None:
+                    return web.json_response({"error": f"group {group} closed"}, status=404)
+        return web.json_response({"digests": digests})
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(node.registry), content_type="text/plain")

@@ -101,6 +101,10 @@ class OutcomeUnknown(Exception):
     """The command was proposed but its fate is unknown (it may still commit)."""
 
 
+class ReplicaClosed(Exception):
+    """The replica closed (rebuilt, removed, its node stopping) while a request waited for it."""
+
+
 @dataclass
 class _Pending:
     term: int
@@ -148,6 +152,7 @@ class Replica:
         # scrub id -> this replica's verification at that mark (None while it runs)
         self.scrub_reports: dict[str, ReplicaReport | None] = {}
         self.quarantine_reason: str | None = None
+        self.closing = False  # set first thing in close(): reads of the store stop here
         # The node's shared journal (journal.py): None, the WAL fsyncs by itself.
         self.journal: NodeJournal | None = None
         # How an appended proposal is answered, chosen once (not branched on per request).
@@ -184,6 +189,7 @@ class Replica:
         return replica
 
     async def close(self) -> None:
+        self.closing = True
         await cancel_and_wait(self.task)
         self._fail_pending(OutcomeUnknown(f"{self.group}: replica closed"))
         loop = asyncio.get_running_loop()
@@ -281,8 +287,30 @@ class Replica:
         if self.mode is not ReplicaMode.FULL:
             leader = self.raft.leader if self.raft.leader != self.node_id else None
             raise NotLeader(self.group, leader)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.io, fn, self.store)
+        try:
+            return await self._on_store(fn)
+        except ReplicaClosed:  # rebuilt or removed meanwhile: the client asks another replica
+            raise NotLeader(self.group, None) from None
+
+    async def _on_store(self, fn: Callable[[ItemStore], T]) -> T:
+        """Run ``fn`` on the store on the io thread, unless the replica closes first.
+
+        The store's files close on that same single thread, after ``closing`` is set, so the
+        check there cannot race them (a digest or read of a replica being rebuilt used to hit
+        sqlite's "closed database" and fail the whole admin request).
+        """
+
+        def guarded() -> T:
+            if self.closing:
+                raise ReplicaClosed(self.group)
+            return fn(self.store)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.io, guarded)
+        except RuntimeError as exc:  # the executor shut down: the replica closed
+            if self.closing:
+                raise ReplicaClosed(self.group) from exc
+            raise
 
     def _applied(self, index: int) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -549,8 +577,7 @@ class Replica:
         if self.mode is not ReplicaMode.FULL:
             return {"group": self.group, "applied": self.raft.applied_index, "digest": None}
 
-        def take() -> dict[str, Any]:
-            return {"applied": self.store.applied().index, "digest": self.store.digest()}
+        def take(store: ItemStore) -> dict[str, Any]:
+            return {"applied": store.applied().index, "digest": store.digest()}
 
-        loop = asyncio.get_running_loop()
-        return {"group": self.group, **await loop.run_in_executor(self.io, take)}
+        return {"group": self.group, **await self._on_store(take)}
