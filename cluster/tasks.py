@@ -9,6 +9,9 @@ its ``finally`` blocks have run before the service closes what the loop used.
     ...
     await cancel_and_wait(self.task)    # None (never started) is fine
 
+Work that must not stop half-way (a storage node swapping a rebuilt replica's files) is
+awaited with ``uninterrupted``: a cancelled caller waits for it to end, then is cancelled.
+
 A periodic job (the router's TTL and transaction sweepers) is ``run_every``: one round each
 interval, an expected error skipping a round, a bug logged without ending the loop.
 """
@@ -19,7 +22,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
@@ -29,6 +34,18 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def uninterrupted(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end even when the caller is cancelled meanwhile; the cancellation
+    is raised once it has ended (nothing it does runs on unwatched, nothing stops half-way)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 async def run_every(

@@ -17,7 +17,7 @@ one journal (journal.py): one fsync makes every group's ready WAL records durabl
 
 The admin endpoint is in adminhttp.py and the read operations in reads.py; this module keeps the
 node's lifecycle, its groups (create, drop, rebuild, reconcile) and the request dispatch (just
-over 600 lines: splitting the group management off would split the one lock that guards it).
+about 670 lines: splitting the group management off would split the one lock that guards it).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from cluster.admission.partition import PartitionAdmission
 from cluster.auth import http_headers
 from cluster.consensus.messages import Membership
 from cluster.consensus.raft import RaftConfig
+from cluster.tasks import uninterrupted
 
 from . import reads
 from .adminhttp import ReplicaCollector, start_admin
@@ -51,7 +52,7 @@ from .host import NodeService
 from .journal import NodeJournal
 from .layout import groups_file, journal_dir, replace_durably, replica_dir
 from .reads import RequestError
-from .rebuild import check_compatible, finish_rebuild, rebuild_from, stage_store
+from .rebuild import Staged, check_compatible, finish_rebuild, rebuild_from, stage_store
 from .replica import (
     NotLeader,
     OutcomeUnknown,
@@ -119,6 +120,8 @@ class StorageNode:
         self._admin: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._group_lock = asyncio.Lock()
+        self._rebuild_locks: dict[str, asyncio.Lock] = {}  # one rebuild of a group at a time
+        self._rebuilds: set[asyncio.Task[int]] = set()
         # Partition-level admission; groups without a configured rate get a generous default.
         self.admission = PartitionAdmission(UNLIMITED_RATE, None, time.monotonic())
         self.limits: dict[str, tuple[float, bool]] = {}  # group -> (rate, provisioned)
@@ -216,6 +219,9 @@ class StorageNode:
             self._server.close()
         if self._admin is not None:
             await self._admin.cleanup()
+        for rebuild in self._rebuilds:  # one swapping files ends first (uninterrupted)
+            rebuild.cancel()
+        await asyncio.gather(*self._rebuilds, return_exceptions=True)
         await self.links.stop()
         if self.journal is not None:  # a clean stop: the WALs stand alone again
             await asyncio.to_thread(self.journal.close)
@@ -333,32 +339,54 @@ class StorageNode:
         replica is out of service only while its WAL is rewritten. The old files go to
         ``quarantine/`` when ``set_aside`` (evidence of corruption), else they are deleted.
         Returns the snapshot index the new replica starts from.
+
+        Rebuilds of one group run one after the other, each from a staging directory of its
+        own, and a rebuild once begun is the node's, not its caller's: a caller that goes away
+        (a healing leader that lost power or gave up, a dropped connection) does not cut it
+        short. Two rebuilds sharing one staging directory built a log after a snapshot beside
+        another rebuild's store (or none): a replica that could never be opened again.
         """
+        task = asyncio.create_task(self._rebuild(group, dump, set_aside), name=f"rebuild-{group}")
+        self._rebuilds.add(task)
+        task.add_done_callback(self._rebuilds.discard)
+        return await asyncio.shield(task)
+
+    async def _rebuild(self, group: str, dump: bytes, set_aside: bool) -> int:
         path = replica_dir(self.config.data_dir, group)
-        staging = path.with_name(f".rebuild-{group}")
-        staged = await asyncio.to_thread(stage_store, dump, staging)
-        check_compatible(staged, self.replica({"group": group}).raft)
-        async with self._group_lock:
-            replica = self.replicas.pop(group, None)
-            if replica is None:
-                raise RequestError("NoSuchGroup", f"node {self.config.node_id} has no {group}")
-            await replica.close()
+        staging = path.with_name(f".rebuild-{group}-{time.monotonic_ns()}")
+        async with self._rebuild_locks.setdefault(group, asyncio.Lock()):
             try:
-                index = await asyncio.to_thread(
-                    finish_rebuild, staged, replica.raft, self.settings.segment_bytes
-                )
-            except BaseException:
-                await self._open_replica(group, None)  # the old files are untouched
-                raise
-            if set_aside:
-                aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
-                aside.parent.mkdir(parents=True, exist_ok=True)
-            else:
-                aside = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
-            path.rename(aside)
-            staging.rename(path)
-            await self._open_replica(group, None)
-            self._save_groups()
+                staged = await uninterrupted(asyncio.to_thread(stage_store, dump, staging))
+                check_compatible(staged, self.replica({"group": group}).raft)
+                async with self._group_lock:
+                    return await uninterrupted(self._swap_rebuilt(group, staged, set_aside))
+            finally:
+                await asyncio.to_thread(shutil.rmtree, staging, True)  # gone unless swapped in
+
+    async def _swap_rebuilt(self, group: str, staged: Staged, set_aside: bool) -> int:
+        """Close the replica, write its WAL beside the staged store, swap the directories and
+        open it again (under the group lock, never interrupted half-way)."""
+        path = replica_dir(self.config.data_dir, group)
+        replica = self.replicas.pop(group, None)
+        if replica is None:
+            raise RequestError("NoSuchGroup", f"node {self.config.node_id} has no {group}")
+        await replica.close()
+        try:
+            index = await asyncio.to_thread(
+                finish_rebuild, staged, replica.raft, self.settings.segment_bytes
+            )
+        except BaseException:
+            await self._open_replica(group, None)  # the old files are untouched
+            raise
+        if set_aside:
+            aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            aside = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
+        path.rename(aside)
+        staged.path.rename(path)
+        await self._open_replica(group, None)
+        self._save_groups()
         if not set_aside:
             await asyncio.to_thread(shutil.rmtree, aside, True)
         return index
@@ -398,7 +426,10 @@ class StorageNode:
                     # The group exists (it is in the map) and this node lost or never had its
                     # copy: rejoin empty, caught up by the leader before it votes.
                     log.info("joining %s (placed here by the partition map)", group)
-                    await self.create_group(group, replicas, rejoin=True)
+                    try:
+                        await self.create_group(group, replicas, rejoin=True)
+                    except Exception:  # a bug: logged; the other groups still join
+                        log.exception("joining %s failed", group)
 
     async def _tick_loop(self) -> None:
         """Tick every replica once per tick_seconds of real time, catching up after stalls."""
@@ -503,6 +534,12 @@ class StorageNode:
         except (KeyError, TypeError, ValueError) as exc:
             response = {"error": "ValidationException", "message": f"bad request: {exc!r}"}
             outcome = "ValidationException"
+        except Exception as exc:
+            # A bug: logged, and answered as what the caller could only have concluded from
+            # silence (its timeout): the outcome is unknown (a write may have been applied).
+            log.exception("%s failed", op)
+            response = {"error": "OutcomeUnknown", "message": f"{op} failed: {exc!r}"}
+            outcome = "InternalError"
         self.requests.labels(op, outcome).inc()
         self.latency.labels(op).observe(time.monotonic() - started)
         return response

@@ -86,6 +86,8 @@ def finish_rebuild(staged: Staged, raft: Raft, segment_bytes: int) -> int:
     kept when it continues the snapshot (same term at the snapshot index), as Raft §7 requires.
     """
     check_compatible(staged, raft)
+    if not items_file(staged.path).exists():  # a log after a snapshot the store does not hold
+        raise RebuildError(f"{staged.path}: the staged store is gone")
     mark = staged.mark
     hard_state, snap, log = raft.log_state()
     last_index = log[-1].index if log else snap.index
