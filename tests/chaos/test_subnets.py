@@ -65,14 +65,16 @@ def test_same_owner_keeps_its_subnet_and_release_frees_it(tmp_path: Path) -> Non
 def test_old_unstarted_and_dead_pid_claims_are_stale(tmp_path: Path, registry: Path) -> None:
     gone = claim_subnet(f"dir:{tmp_path / 'never-created'}")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    by_child = claim_subnet(f"pid:{child.pid}")
-    mine = claim_subnet(f"pid:{os.getpid()}")
-    assert release_stale() == []
-    claim = json.loads((registry / str(gone)).read_text())
-    claim["claimed"] -= subnets.FRESH_CLAIM_S + 1  # planned long ago, never started
-    (registry / str(gone)).write_text(json.dumps(claim))
-    child.kill()
-    child.wait()
+    try:
+        by_child = claim_subnet(f"pid:{child.pid}")
+        mine = claim_subnet(f"pid:{os.getpid()}")
+        assert release_stale() == []
+        claim = json.loads((registry / str(gone)).read_text())
+        claim["claimed"] -= subnets.FRESH_CLAIM_S + 1  # planned long ago, never started
+        (registry / str(gone)).write_text(json.dumps(claim))
+    finally:  # the claimer dies here, or with a failed assertion above
+        child.kill()
+        child.wait()
     assert sorted(release_stale()) == sorted([gone, by_child])
     assert mine in subnets.claims()
 
