@@ -87,6 +87,13 @@ async def _write(
     return await txnhooks.write_item(ctx, partition, cmd)  # resolves transactions it meets
 
 
+def _written(result: ApplyResult, index: int, known: int) -> int:
+    """The size the ``index``-th item written by ``result`` is charged by: the larger of the
+    item before and after, as the storage node measured it when it applied the write;
+    ``known`` (what the request itself shows) when the node did not say."""
+    return result.sizes[index] if index < len(result.sizes) else known
+
+
 async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request = legacy.rewrite("PutItem", request)
     layout = await ctx.table(v.table_name(request))
@@ -95,7 +102,7 @@ async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
     pk, sk = v.encoded_key(layout.spec.key_schema, item)
     cmd = PutCommand(layout.spec.name, pk, sk, item, condition, returns)
     result = await _write(ctx, layout, pk, cmd, len(repr(item)))
-    charge(layout.spec.name, write_units(max(item_size(item), item_size(result.old or {}))))
+    charge(layout.spec.name, write_units(_written(result, 0, item_size(item))))
     _outcome(result, request)
     return {"Attributes": result.old} if returns == "ALL_OLD" and result.old else {}
 
@@ -108,7 +115,7 @@ async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     pk, sk = v.encoded_key(layout.spec.key_schema, key)
     cmd = DeleteCommand(layout.spec.name, pk, sk, condition, returns)
     result = await _write(ctx, layout, pk, cmd, 1)
-    charge(layout.spec.name, write_units(item_size(result.old or {})))
+    charge(layout.spec.name, write_units(_written(result, 0, item_size(result.old or {}))))
     _outcome(result, request)
     return {"Attributes": result.old} if returns == "ALL_OLD" and result.old else {}
 
@@ -143,7 +150,7 @@ async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
     )
     result = await _write(ctx, layout, pk, cmd, len(repr(values)))
     sizes = (item_size(result.old or {}), item_size(result.new or {}), item_size(key))
-    charge(layout.spec.name, write_units(max(sizes)))
+    charge(layout.spec.name, write_units(_written(result, 0, max(sizes))))
     _outcome(result, request)
     attributes = result.new if returns in ("ALL_NEW", "UPDATED_NEW") else result.old
     if attributes and update is not None and returns in ("UPDATED_OLD", "UPDATED_NEW"):
@@ -244,8 +251,9 @@ async def batch_write_item(ctx: RouterContext, request: dict[str, Any]) -> dict[
                 raise
             unprocessed[table].extend(w for w, _ in writes)
             return
-        for _, cmd in writes:
-            charge(table, write_units(item_size(cmd.item) if isinstance(cmd, PutCommand) else 1))
+        for i, (_, cmd) in enumerate(writes):  # each as its own PutItem or DeleteItem
+            known = item_size(cmd.item) if isinstance(cmd, PutCommand) else 0
+            charge(table, write_units(_written(result, i, known)))
 
     await asyncio.gather(*(run(t, g) for t, g in plan))
     return {"UnprocessedItems": dict(unprocessed)}

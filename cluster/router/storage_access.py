@@ -66,10 +66,7 @@ class StorageAccess:
             timeout=max(0.05, attempt - 0.05),
         )
         if "result" in reply:
-            r = reply["result"]
-            return ApplyResult(
-                r["ok"], r.get("error"), r.get("message"), r.get("old"), r.get("new")
-            )
+            return ApplyResult.from_wire(reply["result"])
         raise _storage_error(reply, write=True)
 
     async def read(

@@ -197,7 +197,11 @@ class ApplyResult:
 
     ``old`` / ``new`` carry what the command's ``returns`` asked for (None when nothing), except
     on ConditionalCheckFailedException, where ``old`` is the item as it is (None: missing) so
-    that the router can honour ReturnValuesOnConditionCheckFailure=ALL_OLD.
+    that the router can honour ReturnValuesOnConditionCheckFailure=ALL_OLD. ``sizes`` holds,
+    for each item a successful put, delete, update or batch wrote (in order), the size in bytes
+    its write capacity is charged by: the larger of the item before and after (DynamoDB's
+    rule; a delete: the deleted item). Empty when the command wrote no item. It is metering,
+    not outcome: results compare equal whatever their sizes.
     """
 
     ok: bool
@@ -205,6 +209,7 @@ class ApplyResult:
     message: str | None = None
     old: Item | None = None
     new: Item | None = None
+    sizes: tuple[int, ...] = field(default=(), compare=False)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -213,13 +218,15 @@ class ApplyResult:
             "message": self.message,
             "old": self.old,
             "new": self.new,
+            "sizes": list(self.sizes),
         }
 
     @classmethod
     def from_wire(cls, body: Mapping[str, Any]) -> ApplyResult:
-        """Inverse of ``to_wire``; fields it lacks (an older node's reply) are None."""
+        """Inverse of ``to_wire``; fields it lacks (an older node's reply) are None / empty."""
         get = body.get
-        return cls(bool(body["ok"]), get("error"), get("message"), get("old"), get("new"))
+        sizes = tuple(int(n) for n in get("sizes") or ())
+        return cls(bool(body["ok"]), get("error"), get("message"), get("old"), get("new"), sizes)
 
 
 # --- wire format -----------------------------------------------------------------------------

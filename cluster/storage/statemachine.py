@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from cluster.consensus.messages import Entry, EntryKind
 from cluster.dynamo import (
@@ -38,6 +39,7 @@ from cluster.dynamo import (
 )
 from cluster.dynamo.expressions import resolve_path
 from cluster.dynamo.nodes import DeleteAction, RemoveAction
+from cluster.dynamo.values import item_size
 
 from . import intents
 from .commands import (
@@ -158,10 +160,13 @@ class StateMachine:
                     lock = batch.get(intents.lock_key((write.tbl, write.pk, write.sk)))
                     if lock is not None:
                         return _conflict(lock)
+                sizes: list[int] = []
                 for write in cmd.writes:
+                    key = (write.tbl, write.pk, write.sk)
                     item = write.item if isinstance(write, PutCommand) else _DELETE
-                    batch.write((write.tbl, write.pk, write.sk), item)
-                return ApplyResult(True)
+                    sizes.append(_written_size(batch.get(key), item))
+                    batch.write(key, item)
+                return ApplyResult(True, sizes=tuple(sizes))
             case DeleteTableCommand():
                 batch.delete_table(cmd.tbl)
                 batch.delete_table(intents.lock_table(cmd.tbl))
@@ -184,7 +189,19 @@ class StateMachine:
             return ApplyResult(False, "InternalServerError", f"{type(exc).__name__}: {exc}")
         if result.ok:
             batch.write(key, new)
+            result = replace(result, sizes=(_written_size(old, new),))
         return result
+
+
+def _written_size(old: Item | None, new: Item | None) -> int:
+    """What a write of ``old`` to ``new`` is charged by: the larger item (DynamoDB's rule for
+    PutItem, UpdateItem, DeleteItem and each write of a BatchWriteItem)."""
+    try:
+        return max(item_size(old or {}), item_size(new or {}))
+    except Exception:
+        # A malformed stored value (a bug elsewhere) is met by every replica alike; metering
+        # must not stop the group's log over it: the write is charged its minimum.
+        return 0
 
 
 def _decide(

@@ -258,6 +258,45 @@ def test_return_consumed_capacity(ddb: Client, new_table: NewTable) -> None:
     assert written["ConsumedCapacity"] == [{"TableName": name, "CapacityUnits": 1.0}]
 
 
+def test_write_capacity_charges_the_larger_item(ddb: Client, new_table: NewTable) -> None:
+    """DynamoDB charges a write by the larger of the item before and after it (PutItem,
+    UpdateItem), a delete by the deleted item, and each write of a BatchWriteItem as its own
+    PutItem or DeleteItem, whatever ReturnValues asks for."""
+    name = new_table("wcu", ("pk", "S"))
+    big = {"pk": S("a"), "blob": S("x" * 3000)}  # 3 KB: three write units
+    small = {"pk": S("a")}
+
+    def units(out: dict[str, Any]) -> float:
+        consumed = out["ConsumedCapacity"]
+        entry = consumed[0] if isinstance(consumed, list) else consumed
+        assert entry["TableName"] == name
+        return float(entry["CapacityUnits"])
+
+    total = {"ReturnConsumedCapacity": "TOTAL"}
+    ddb.put_item(TableName=name, Item=big)
+    assert units(ddb.put_item(TableName=name, Item=small, **total)) == 3.0  # old was 3 KB
+    assert units(ddb.put_item(TableName=name, Item=small, **total)) == 1.0
+    ddb.put_item(TableName=name, Item=big)
+    bump = {"UpdateExpression": "SET n = :one", "ExpressionAttributeValues": {":one": N(1)}}
+    assert units(ddb.update_item(TableName=name, Key=small, **bump, **total)) == 3.0
+    assert units(ddb.delete_item(TableName=name, Key=small, **total)) == 3.0
+    assert units(ddb.delete_item(TableName=name, Key=small, **total)) == 1.0  # nothing there
+    ddb.put_item(TableName=name, Item=big)
+    ddb.put_item(TableName=name, Item={"pk": S("b"), "blob": S("y" * 2000)})
+    batch = ddb.batch_write_item(
+        RequestItems={
+            name: [
+                {"PutRequest": {"Item": small}},  # over 3 KB: 3
+                {"DeleteRequest": {"Key": {"pk": S("b")}}},  # 2 KB deleted: 2
+                {"PutRequest": {"Item": {"pk": S("c")}}},  # new and small: 1
+            ]
+        },
+        **total,
+    )
+    assert batch["UnprocessedItems"] == {}
+    assert units(batch) == 6.0
+
+
 def test_exact_validation_on_requests(ddb: Client, new_table: NewTable) -> None:
     name = new_table("exact", ("pk", "S"), ("sk", "N"))
     key = {"pk": S("a"), "sk": N(1)}

@@ -275,6 +275,27 @@ def test_batch_write_applies_its_puts_and_deletes_together(sm: Machine) -> None:
     assert follow_up.ok and check.error == CCF and check.old == item(B, n=2)
 
 
+def test_writes_report_the_larger_item_size_for_capacity(sm: Machine) -> None:
+    """Each written item is charged by the larger of its size before and after (DynamoDB's
+    rule): a small put over a big item costs the big one, a delete the deleted item."""
+    big = key(A) | {"blob": {"S": "x" * 3000}}  # id + a + blob + 3000 bytes
+    big_size = len("id") + 1 + len("blob") + 3000
+    assert sm.one(put(A, big)).sizes == (big_size,)
+    assert sm.one(put(A, item(A, n=1))).sizes == (big_size,)  # replaced: the old one counts
+    assert sm.one(update(A, "SET n = n + :one", ONE)).sizes == (len("id") + 1 + 1 + 2,)
+    sm.one(put(A, big))
+    assert sm.one(DeleteCommand("t", A, b"")).sizes == (big_size,)
+    assert sm.one(DeleteCommand("t", A, b"")).sizes == (0,)  # nothing there
+    assert sm.one(put(B, item(B), ABSENT)).ok
+    assert sm.one(put(B, item(B), ABSENT)).sizes == ()  # refused: wrote nothing
+    sm.one(put(A, big))
+    batch = BatchWriteCommand((put(A, item(A)), DeleteCommand("t", B, b""), put(B, big)))
+    batch_sizes = sm.one(batch).sizes  # in order; B's put sees the batch's own delete
+    assert batch_sizes == (big_size, len("id") + 1, big_size)
+    wire = ApplyResult.from_wire(sm.one(put(A, big)).to_wire())
+    assert wire.sizes == (big_size,)
+
+
 def test_delete_table_removes_only_that_table(sm: Machine) -> None:
     sm.apply(put(A, item(A)), put(B, item(B)), PutCommand("other", A, b"", item(A)))
     assert sm.one(DeleteTableCommand("t")) == ApplyResult(True)
