@@ -376,6 +376,18 @@ def test_exact_validation_on_requests(ddb: Client, new_table: NewTable) -> None:
             "operator: <, operand type: LIST",
         ),
         (
+            ddb.scan,
+            {"FilterExpression": "a > :m", "ExpressionAttributeValues": {":m": {"M": {}}}},
+            "Invalid FilterExpression: Incorrect operand type for operator or function; "
+            "operator: >, operand type: MAP",
+        ),
+        (
+            ddb.get_item,
+            {"Key": key, "ProjectionExpression": "a[0], a.b"},
+            "Invalid ProjectionExpression: Two document paths conflict with each other; must "
+            "remove or rewrite one of these paths; path one: [a, [0]], path two: [a, b]",
+        ),
+        (
             ddb.get_item,
             {"Key": key, "ProjectionExpression": "a" + ".b" * 32},
             "Invalid ProjectionExpression: The document path has too many nesting levels; "

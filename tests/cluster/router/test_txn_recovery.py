@@ -26,7 +26,7 @@ from cluster import auth
 from cluster.metadata.partitionmap import TableLayout
 from cluster.router import txncoord, txngc, txntokens
 from cluster.router.context import RouterContext
-from cluster.router.transact import _place_write
+from cluster.router.transact import _digest, _place_write
 from cluster.storage.intents import RECORDS, lock_table
 from cluster.storage.itemstore import encode_key_value
 from tests.conftest import client_for
@@ -97,9 +97,12 @@ def transfer_items(table: str, src: str, dst: str) -> list[dict[str, Any]]:
     return [update(src, "-"), update(dst, "+")]
 
 
-async def crash_after(cluster: LocalCluster, items: list[dict[str, Any]], commit: bool) -> str:
+async def crash_after(
+    cluster: LocalCluster, items: list[dict[str, Any]], commit: bool, token: str | None = None
+) -> str:
     """Run a transaction's prepare (and, with ``commit``, its commit point) from a coordinator
-    that then vanishes without resolving anything; returns the attempt id."""
+    that then vanishes without resolving anything; returns the attempt id. With ``token``, the
+    attempt first claims that ClientRequestToken, as the coordinator does beside its prepares."""
     auth.install(cluster.config.internal_secret())
     async with aiohttp.ClientSession() as session:
         ctx = RouterContext(cluster.config, "rt-a", session)
@@ -111,6 +114,11 @@ async def crash_after(cluster: LocalCluster, items: list[dict[str, Any]], commit
             attempt = uuid.uuid4().hex
             rec = {"tbl": placed[0].layout.spec.name, "group": home.id}
             started = time.time()
+            if token is not None:
+                claimed = await txntokens.claim(
+                    ctx, token, attempt, _digest(items), home, placed[0].layout
+                )
+                assert claimed == "claimed"
             for p in placed:
                 record = txncoord._record_put(attempt, started, placed)
                 records = (record,) if p is placed[0] else ()
@@ -187,6 +195,30 @@ def test_committed_but_unapplied_transaction_is_rolled_forward_by_another_router
         ExpressionAttributeValues={":one": {"N": "1"}},
     )
     assert audit(rt_b, table, [src, dst]) == [91, 110]
+
+
+def test_a_token_whose_attempt_is_pending_is_in_progress_until_it_is_stale(
+    local_cluster: LocalCluster, table: str
+) -> None:
+    """A retry with the ClientRequestToken of an attempt still pending gets
+    TransactionInProgressException (DynamoDB's answer); once the attempt is stale the retry
+    aborts it and runs, so the transfer is applied exactly once."""
+    rt_b = other_router(local_cluster, "rt-b")
+    src, dst = two_accounts(local_cluster, rt_b, table)
+    items, token = transfer_items(table, src, dst), uuid.uuid4().hex
+    started = time.monotonic()
+    asyncio.run(crash_after(local_cluster, items, commit=False, token=token))
+    # botocore retries TransactionInProgressException (a throttling code) with backoff, which
+    # could outlast the attempt's youth: one try shows the answer itself.
+    once = client_for(local_cluster, "rt-b", config=Config(retries={"total_max_attempts": 1}))
+    with pytest.raises(ClientError) as exc:
+        once.transact_write_items(TransactItems=items, ClientRequestToken=token)
+    assert exc.value.response["Error"]["Code"] == "TransactionInProgressException"
+    assert audit(rt_b, table, [src, dst]) == [100, 100]
+    time.sleep(max(0.0, txncoord.TXN_STALE + 0.5 - (time.monotonic() - started)))
+    rt_b.transact_write_items(TransactItems=items, ClientRequestToken=token)
+    rt_b.transact_write_items(TransactItems=items, ClientRequestToken=token)  # done: not again
+    assert audit(rt_b, table, [src, dst]) == [90, 110]
 
 
 async def sweep_later(cluster: LocalCluster, table: str, now: float) -> dict[str, Any]:
