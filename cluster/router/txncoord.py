@@ -285,12 +285,15 @@ async def _attempt(
     failure: BaseException | None = None
     all_prepared = True
     home_answered: bool | None = None
+    refused: set[str] = set()  # groups whose prepare was refused: they wrote nothing
     for (gid, ops), outcome in zip(groups.items(), outcomes, strict=True):
         if isinstance(outcome, BaseException):
             all_prepared, failure = False, outcome
             continue
         ok, payload = outcome
         all_prepared = all_prepared and ok
+        if not ok:
+            refused.add(gid)
         if gid == home.id:
             home_answered = not ok  # True: the home group definitely refused
         for p, reason in zip(ops, payload.get("reasons", []), strict=False):
@@ -312,7 +315,11 @@ async def _attempt(
         # unknown): decide abort. A home prepare that failed outright created nothing; under a
         # token the abort is written anyway (a tombstone), for the token's next request.
         await decide(ctx, home, attempt, commit=False)  # best effort: the record decides
-    await _resolve_groups(ctx, groups, attempt, False)
+    # Roll back where intents may be: a group that refused its prepare stored none (a prepare
+    # is all or none in its group), so under contention no Raft write is spent on it.
+    await _resolve_groups(
+        ctx, {g: o for g, o in groups.items() if g not in refused}, attempt, False
+    )
     if claimed == "done":
         return None  # an earlier request with the token committed: nothing runs again
     if isinstance(claimed, BaseException):
@@ -380,17 +387,21 @@ async def transact_get(ctx: RouterContext, placed: list[Placed]) -> list[dict[st
         items: dict[int, dict[str, Any] | None] = {}
         reasons: dict[int, dict[str, Any]] = {}
         failure: BaseException | None = None
+        locked: list[list[Placed]] = []  # groups that took (or may have taken) the locks
         for ops, outcome in zip(groups.values(), outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 failure = outcome
+                locked.append(ops)
                 continue
-            _, payload = outcome
+            ok, payload = outcome
+            if ok:  # a refused group took no lock at all: nothing to release there
+                locked.append(ops)
             for p, item, reason in zip(ops, payload["items"], payload["reasons"], strict=True):
                 items[p.index], reasons[p.index] = item, reason
         held = await asyncio.gather(
             *(
                 resolve(ctx, ops[0].partition, attempt, False, [p.key for p in ops])
-                for ops in groups.values()
+                for ops in locked
             )
         )
         if failure is not None:
