@@ -48,18 +48,24 @@ abort it (``P -> A``, which fails harmlessly if the coordinator committed first)
 The decision is the only step that changes an attempt's fate, and it is a Raft write in one
 group: a dead coordinator can never leave a transaction half committed.
 
-**Plain writes.** PutItem, UpdateItem, DeleteItem and BatchWriteItem that meet an intent or a
-read lock resolve it if its attempt is decided or stale and try once more; while it runs they
+**Plain writes.** PutItem, UpdateItem, DeleteItem and BatchWriteItem that meet an intent (or a
+read lock an older router left) resolve it if its attempt is decided or stale and try once more; while it runs they
 answer TransactionConflictException (``txnhooks.py``), as DynamoDB does.
 
-**Reads.** TransactGetItems takes shared read locks through Raft in every group it reads (a
-prepare with ``read``), reads the items under them, then releases them; the release reports
-whether each lock was still held, so the items were all unchanged at one instant (after the
-last lock was taken, before the first was released): no partial transfer is ever visible.
-Locks of readers older than ``READ_STALE`` may be taken away by writers (a reader that lost a
-lock retries). A consistent GetItem that meets an intent returns the intent's image if the
-record says committed, else the committed item (serializable, as DynamoDB's GetItem is);
-Query and Scan return committed items (read-committed, as in DynamoDB).
+**Reads.** TransactGetItems reads optimistically, as DynamoDB's read-only transactions do,
+and takes no Raft step: a first consistent read at each group's leader returns its items with
+any transaction intent on them and leaves a *read mark* on each for this reader
+(``cluster/storage/readmarks.py``); a second one asks whether every mark is still there. Every
+write a replica applies to an item drops its marks, so marks still held on every group (on the
+node that read them) prove that no item changed between its two reads: all of them held the
+values read at the instant between the last first read and the first second read, and no partial
+transfer is ever visible. An item under a write intent cancels the read (TransactionConflict,
+as in DynamoDB; a decided or stale intent is resolved first and the read runs again), a check
+that fails makes it run again, within the budget. Readers never block writers (DynamoDB's
+rule: a write conflicts with a TransactGetItems in progress only by making it fail). A
+consistent GetItem that meets an intent returns the intent's image if the record says
+committed, else the committed item (serializable, as DynamoDB's GetItem is); Query and Scan
+return committed items (read-committed, as in DynamoDB).
 
 **Idempotency.** With a ClientRequestToken, the coordinator claims the token's row while it
 prepares (``txntokens.py``: found by the token and the first table, whatever the items): a
@@ -92,7 +98,7 @@ from typing import Any
 
 from cluster.metadata.partitionmap import Partition, TableLayout
 from cluster.storage.commands import Condition, PutCommand, TxnOp, TxnPrepareCommand
-from cluster.storage.intents import CONFLICT, CONFLICT_MESSAGE, NONE, RECORDS
+from cluster.storage.intents import CONFLICT, CONFLICT_MESSAGE, NONE, RECORDS, conflict
 
 from . import txntokens
 from .context import RouterContext
@@ -126,7 +132,7 @@ __all__ = [  # the records' primitives, re-exported for the recovery tests and t
 
 log = logging.getLogger(__name__)
 
-READ_ROUNDS = 6
+READ_ROUNDS = 12  # cheap (two leader reads per group) and bounded by the budget too
 WRITE_ROUNDS = 3
 _CONFLICT_SHOWN = {"Code": CONFLICT, "Message": CONFLICT_MESSAGE}
 
@@ -374,48 +380,65 @@ def _client_reason(reason: dict[str, Any], placed: Placed | None = None) -> dict
 
 
 async def transact_get(ctx: RouterContext, placed: list[Placed]) -> list[dict[str, Any] | None]:
-    """The items of ``placed``, all as they were at one instant (read locks, see above)."""
+    """The items of ``placed``, all as they were at one instant (read marks, see above)."""
     groups = _by_group(placed)
     last: list[dict[str, Any]] = []
     end = time.monotonic() + 2 * ctx.request_budget
     for _ in range(READ_ROUNDS):
-        attempt = uuid.uuid4().hex
-        outcomes = await asyncio.gather(
-            *(_prepare(ctx, ops, attempt, {}, time.time(), True) for ops in groups.values()),
-            return_exceptions=True,
-        )
+        reader = uuid.uuid4().hex
+        # A group that cannot be read fails the request (503: a read changes nothing).
+        reads = await asyncio.gather(*(_read_marked(ctx, ops, reader) for ops in groups.values()))
         items: dict[int, dict[str, Any] | None] = {}
         reasons: dict[int, dict[str, Any]] = {}
-        failure: BaseException | None = None
-        locked: list[list[Placed]] = []  # groups that took (or may have taken) the locks
-        for ops, outcome in zip(groups.values(), outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                failure = outcome
-                locked.append(ops)
-                continue
-            ok, payload = outcome
-            if ok:  # a refused group took no lock at all: nothing to release there
-                locked.append(ops)
-            for p, item, reason in zip(ops, payload["items"], payload["reasons"], strict=True):
-                items[p.index], reasons[p.index] = item, reason
-        held = await asyncio.gather(
-            *(
-                resolve(ctx, ops[0].partition, attempt, False, [p.key for p in ops])
-                for ops in locked
-            )
-        )
-        if failure is not None:
-            if isinstance(failure, Unknown):  # a read changes nothing: not applied
-                raise DynamoError.unavailable(f"the read could not lock: {failure}")
-            raise failure
+        nodes: list[str] = []
+        for ops, outcome in zip(groups.values(), reads, strict=True):
+            nodes.append(str(outcome.get("node")))
+            for p, item, lock in zip(ops, outcome["items"], outcome["locks"], strict=True):
+                items[p.index] = item
+                # A write intent: the item is in a transaction that may still change it
+                # (DynamoDB cancels the read). Read locks of older routers do not matter.
+                held = lock is not None and lock.get("kind") != "read"
+                reasons[p.index] = conflict(lock) if held else {"Code": NONE}
         if all(r.get("Code") == NONE for r in reasons.values()):
-            if all(h is not None and all(h) for h in held):
+            checks = await asyncio.gather(
+                *(
+                    _check_marked(ctx, ops, reader, node)
+                    for ops, node in zip(groups.values(), nodes, strict=True)
+                )
+            )
+            if all(checks):  # no write was applied to any item between its two reads
                 return [items[p.index] for p in placed]
-            continue  # a lock was taken away (or its release unconfirmed): read again
-        last = [_client_reason(reasons[p.index]) for p in placed]
+            last = [_CONFLICT_SHOWN for _ in placed]  # changed while read: read again
+        else:
+            last = [_client_reason(reasons[p.index]) for p in placed]
+            if time.monotonic() > end:
+                break
+            if not await _clear_conflicts(ctx, placed, reasons):
+                # Held by a young transaction: it commits or aborts within moments.
+                await asyncio.sleep(0.05)
         if time.monotonic() > end:
             break
-        if not await _clear_conflicts(ctx, placed, reasons):
-            # Held by a young transaction: it commits or aborts within moments.
-            await asyncio.sleep(0.05)
     raise TransactionCanceled(last or [_CONFLICT_SHOWN for _ in placed])
+
+
+async def _read_marked(ctx: RouterContext, ops: list[Placed], reader: str) -> dict[str, Any]:
+    """One group's items and intents, read and marked for ``reader`` at its leader."""
+    keys = [list(p.key) for p in ops]
+    partition = ops[0].partition
+    return await ctx.storage.read(
+        partition, "txn_read", True, ctx.request_budget, reader=reader, keys=keys
+    )
+
+
+async def _check_marked(ctx: RouterContext, ops: list[Placed], reader: str, node: str) -> bool:
+    """Whether ``reader``'s marks in one group all held on ``node`` (False if unknown)."""
+    keys = [list(p.key) for p in ops]
+    try:
+        reply = await ctx.storage.read(
+            ops[0].partition, "txn_check", True, ctx.request_budget, reader=reader, keys=keys
+        )
+    except DynamoError as exc:
+        log.info("checking read marks in %s: %s", ops[0].partition.id, exc.message)
+        return False
+    held = reply.get("held") or []
+    return reply.get("node") == node and len(held) == len(keys) and all(held)

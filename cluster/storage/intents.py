@@ -12,9 +12,11 @@ rebuilt exactly like the items themselves:
     {"txn": attempt id, "rec": where the decision lives, "ts": coordinator's start time,
      "kind": "put" | "delete" | "check", "image": the new item (None: deleted / unchanged)}
 
-A TransactGetItems takes shared read locks instead: ``{"kind": "read", "readers": {attempt:
-ts}}``. While an item holds an intent or a read lock, every other write to it (PutItem,
-UpdateItem, DeleteItem, BatchWriteItem, another transaction) is refused with
+A read prepare takes shared read locks instead: ``{"kind": "read", "readers": {attempt:
+ts}}``. TransactGetItems no longer uses them (it reads optimistically, with the in-memory marks
+of ``readmarks.py``), but logs may hold such prepares, so they still apply, and are honoured,
+exactly as before. While an item holds an intent or a read lock, every other write to it
+(PutItem, UpdateItem, DeleteItem, BatchWriteItem, another transaction) is refused with
 TransactionConflict, so the item cannot change between prepare and resolution.
 
 *Resolve* removes the intents of one attempt: with ``commit`` it first writes each intent's

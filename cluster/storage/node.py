@@ -583,6 +583,12 @@ class StorageNode:
     async def _op_get(self, request: dict[str, Any]) -> dict[str, Any]:
         return await reads.get(self.replica(request), request)
 
+    async def _op_txn_read(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await reads.txn_read(self.replica(request), request)
+
+    async def _op_txn_check(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await reads.txn_check(self.replica(request), request)
+
     async def _op_query(self, request: dict[str, Any]) -> dict[str, Any]:
         return await reads.query(self.replica(request), request)
 
@@ -663,7 +669,7 @@ class StorageNode:
         }
 
 
-_ADMITTED = frozenset({"propose", "get", "query", "scan"})
+_ADMITTED = frozenset({"propose", "get", "query", "scan", "txn_read"})
 # Operations that change membership or hand out or destroy data: only for connections whose
 # hello proved the cluster's internal key (cluster/auth.py).
 PRIVILEGED_OPS = frozenset(
@@ -672,6 +678,8 @@ PRIVILEGED_OPS = frozenset(
 _HANDLERS = {
     "propose": StorageNode._op_propose,
     "get": StorageNode._op_get,
+    "txn_read": StorageNode._op_txn_read,
+    "txn_check": StorageNode._op_txn_check,
     "query": StorageNode._op_query,
     "scan": StorageNode._op_scan,
     "status": StorageNode._op_status,

@@ -9,6 +9,7 @@ this replica as it is.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .intents import lock_table
@@ -38,6 +39,48 @@ async def get(replica: Replica, request: dict[str, Any]) -> dict[str, Any]:
         got = await replica.read_local(read)
     item, lock = got
     return {"item": item} if lock is None else {"item": item, "lock": lock}
+
+
+def _keys(request: dict[str, Any]) -> list[tuple[str, bytes, bytes]]:
+    keys = request["keys"]
+    if not isinstance(keys, list):
+        raise RequestError("ValidationException", "keys is not a list of [tbl, pk, sk]")
+    out = []
+    for key in keys:
+        if not (isinstance(key, list | tuple) and len(key) == 3):
+            raise RequestError("ValidationException", "keys is not a list of [tbl, pk, sk]")
+        out.append((str(key[0]), bytes(key[1]), bytes(key[2])))
+    return out
+
+
+async def txn_read(replica: Replica, request: dict[str, Any]) -> dict[str, Any]:
+    """TransactGetItems' first read, at the leader: every key's item and the transaction
+    intent on it (None: none), and a read mark on each for ``reader`` (readmarks.py), all at
+    one applied index. ``{"items": [...], "locks": [...], "node": this node}``: the check must
+    reach the same node, whose marks these are."""
+    reader, keys = str(request["reader"]), _keys(request)
+
+    def read(store: ItemStore) -> Any:
+        items = [store.get(*key) for key in keys]
+        locks = [store.get(lock_table(key[0]), key[1], key[2]) for key in keys]
+        replica.marks.mark(reader, keys, time.monotonic())
+        return items, locks
+
+    items, locks = await replica.read_consistent(read, float(request.get("timeout", 2.0)))
+    return {"items": items, "locks": locks, "node": replica.node_id}
+
+
+async def txn_check(replica: Replica, request: dict[str, Any]) -> dict[str, Any]:
+    """TransactGetItems' second read, at the leader: whether each key still holds
+    ``reader``'s mark (no write applied to it since ``txn_read``); the marks are dropped.
+    ``{"held": [bool, ...], "node": this node}``"""
+    reader, keys = str(request["reader"]), _keys(request)
+
+    def check(store: ItemStore) -> list[bool]:
+        return replica.marks.check(reader, keys)
+
+    held = await replica.read_consistent(check, float(request.get("timeout", 2.0)))
+    return {"held": held, "node": replica.node_id}
 
 
 async def query(replica: Replica, request: dict[str, Any]) -> dict[str, Any]:

@@ -51,13 +51,14 @@ from cluster.tasks import cancel_and_wait
 from .commands import ApplyResult, CommandError, ScrubCommand, decode_command
 from .itemstore import ItemCorruption, ItemStore
 from .journal import NodeJournal
+from .readmarks import ReadMarks
 
 # ReplicaMode and ReplicaSettings are re-exported: callers know them as the replica's.
 from .recovery import ReplicaMode as ReplicaMode
 from .recovery import ReplicaSettings as ReplicaSettings
 from .recovery import recover, write_mode
 from .scrub import ReplicaReport, verify_replica
-from .statemachine import StateMachine
+from .statemachine import StateMachine, WriteLog
 from .wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,9 @@ class Replica:
         self.raft = raft
         self.wal = wal
         self.store = store
-        self.machine = StateMachine(store, on_scrub=self._on_scrub)
+        # TransactGetItems' read marks (readmarks.py): touched only in the I/O thread.
+        self.marks = ReadMarks()
+        self.machine = StateMachine(store, on_scrub=self._on_scrub, on_written=self._on_written)
         self.io = io
         self.settings = settings
         self.send = send
@@ -387,11 +390,20 @@ class Replica:
         """Record a new mode (I/O thread); the core learns it in ``_run``, after the Ready."""
         if mode is not self.mode:
             log.warning("%s: replica mode %s -> %s", self.group, self.mode.value, mode.value)
+            self.marks.clear()  # its store stops (or starts) being applied: marks prove nothing
             if self.data_dir is not None:
                 write_mode(self.data_dir, mode)
             self.mode = mode
 
+    def _on_written(self, written: WriteLog) -> None:
+        """(I/O thread) What an apply wrote drops the read marks on it."""
+        self.marks.written(written.keys)
+        for tbl in written.tables:
+            self.marks.dropped_table(tbl)
+
     def _apply(self, rd: Ready) -> dict[int, ApplyResult]:
+        if rd.snapshot is not None:  # the store was replaced (or is no longer applied)
+            self.marks.clear()
         if self.mode is not ReplicaMode.FULL:
             # Log replicas track the commit index (advance) but apply nothing; at a scrub
             # mark they still verify what they have: the WAL.

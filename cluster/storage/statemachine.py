@@ -25,8 +25,8 @@ false, or whose update the expression engine rejects, writes nothing and reports
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from cluster.consensus.messages import Entry, EntryKind
 from cluster.dynamo import (
@@ -74,14 +74,26 @@ ItemKey = tuple[str, bytes, bytes]
 _DELETE = None  # what _decide returns as the item to write when the command deletes it
 
 
+@dataclass(slots=True)
+class WriteLog:
+    """The items (and whole tables) one ``apply`` call wrote, for ``on_written``."""
+
+    keys: set[ItemKey] = field(default_factory=set)
+    tables: set[str] = field(default_factory=set)
+
+
+WrittenHook = Callable[[WriteLog], None]
+
+
 class _Batch:
     """The writes of one apply batch: store operations in order, and an overlay to read them."""
 
-    def __init__(self, store: ItemStore) -> None:
+    def __init__(self, store: ItemStore, written: WriteLog | None = None) -> None:
         self.store = store
         self.ops: list[StoreOp] = []
         self.items: dict[ItemKey, Item | None] = {}  # None: deleted in this batch
         self.dropped: set[str] = set()  # tables deleted in this batch
+        self.written = written if written is not None else WriteLog()
 
     def get(self, key: ItemKey) -> Item | None:
         if key in self.items:
@@ -93,18 +105,26 @@ class _Batch:
     def write(self, key: ItemKey, item: Item | None) -> None:
         self.items[key] = item
         self.ops.append(DeleteItem(*key) if item is None else PutItem(*key, item))
+        self.written.keys.add(key)
 
     def delete_table(self, tbl: str) -> None:
         self.dropped.add(tbl)
+        self.written.tables.add(tbl)
         for key in [k for k in self.items if k[0] == tbl]:
             del self.items[key]
         self.ops.append(DeleteTable(tbl))
 
 
 class StateMachine:
-    def __init__(self, store: ItemStore, on_scrub: ScrubHook | None = None) -> None:
+    def __init__(
+        self,
+        store: ItemStore,
+        on_scrub: ScrubHook | None = None,
+        on_written: WrittenHook | None = None,
+    ) -> None:
         self.store = store
         self.on_scrub = on_scrub
+        self.on_written = on_written  # told what each apply call wrote (read marks)
 
     def apply(self, entries: Sequence[Entry]) -> dict[int, ApplyResult]:
         """Apply committed entries in one transaction; returns the result per NORMAL entry.
@@ -117,7 +137,17 @@ class StateMachine:
         """
         if not entries:
             return {}
-        batch = _Batch(self.store)
+        written = WriteLog()
+        try:
+            return self._apply_entries(entries, written)
+        finally:
+            # Even a batch that failed half-way may have written: read marks must not survive
+            # it (dropping a mark only ever makes a reader read again).
+            if self.on_written is not None and (written.keys or written.tables):
+                self.on_written(written)
+
+    def _apply_entries(self, entries: Sequence[Entry], written: WriteLog) -> dict[int, ApplyResult]:
+        batch = _Batch(self.store, written)
         results: dict[int, ApplyResult] = {}
         membership: bytes | None = None
         pending = False  # entries seen since the last commit of the batch
@@ -135,7 +165,7 @@ class StateMachine:
                 continue
             if isinstance(cmd, ScrubCommand):
                 self.store.apply_batch(entry.index, entry.term, batch.ops, membership)
-                batch, membership, pending = _Batch(self.store), None, False
+                batch, membership, pending = _Batch(self.store, written), None, False
                 results[entry.index] = ApplyResult(True)
                 if self.on_scrub is not None:
                     self.on_scrub(entry.index, cmd.scrub_id)

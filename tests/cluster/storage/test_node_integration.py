@@ -309,3 +309,48 @@ def test_conditional_update_and_paged_reads_through_the_node(tmp_path: Path) -> 
             await writer.close()
 
     asyncio.run(scenario())
+
+
+def test_read_marks_prove_items_unchanged_between_two_reads(tmp_path: Path) -> None:
+    """TransactGetItems' reads: txn_read marks the items it reads at the leader, txn_check
+    says whether each is still unchanged; a write in between, or another node, says no."""
+
+    async def scenario() -> None:
+        with LocalNodes(tmp_path, GROUPS) as cluster:
+            writer = GroupClient(cluster.addresses())
+            for key in ("a", "b"):
+                reply = await writer.call_leader("p0", "propose", DEADLINE, cmd=put(key, 1))
+                assert reply["result"]["ok"], reply
+            keys = [["t", b"a", b""], ["t", b"b", b""], ["t", b"none", b""]]
+
+            async def read(reader: str) -> dict[str, Any]:
+                return await writer.call_leader(
+                    "p0", "txn_read", DEADLINE, reader=reader, keys=keys, consistent=True
+                )
+
+            async def check(reader: str) -> dict[str, Any]:
+                return await writer.call_leader(
+                    "p0", "txn_check", DEADLINE, reader=reader, keys=keys, consistent=True
+                )
+
+            first = await read("r1")
+            assert first["items"] == [{"v": {"N": "1"}}, {"v": {"N": "1"}}, None], first
+            assert first["locks"] == [None, None, None]
+            checked = await check("r1")
+            assert checked["held"] == [True, True, True] and checked["node"] == first["node"]
+            assert (await check("r1"))["held"] == [False, False, False]  # marks are one-shot
+            await read("r2")
+            reply = await writer.call_leader("p0", "propose", DEADLINE, cmd=put("b", 2))
+            assert reply["result"]["ok"], reply
+            assert (await check("r2"))["held"] == [True, False, True]
+            # Marks live on the node that read: another node has none (nor serves the check).
+            await read("r3")
+            leader = cluster.wait_leader("p0")
+            follower = next(n for n in cluster.nodes if n != leader)
+            refused = await writer.client(follower).call(
+                "txn_check", group="p0", reader="r3", keys=keys, consistent=True
+            )
+            assert refused["error"] == "NotLeader", refused
+            await writer.close()
+
+    asyncio.run(scenario())
