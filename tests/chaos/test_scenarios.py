@@ -97,6 +97,43 @@ def test_checkers_catch_a_broken_cluster(mode: str, tmp_path: Path) -> None:
     assert verdicts["linearizability"] is False, verdicts
 
 
+BANK_SMOKE = """
+name: bank-smoke
+description: A short bank game day for make test (the full one is scenarios/bank-transfers.yaml).
+cluster: {{topology: 3x2x1, partitions: 4}}
+workload: {{name: bank, users: 16, keys: 30, distribution: uniform, rate: 6}}
+duration: 30s
+steady_state: {{availability: {availability}, fault_availability: {fault}, p99_ms: 5000,
+               recovery_seconds: 15}}
+method:
+  timeline:
+    - {{at: 10s, duration: 10s, fault: power_off_node, target: sn-b1}}
+checks: [linearizability, durability, convergence, availability]
+"""
+
+
+@pytest.mark.chaos
+@pytest.mark.chaos_smoke
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a game day on a busy machine
+def test_a_short_bank_game_day_keeps_the_books(tmp_path: Path) -> None:
+    """Transfers and audits through a storage node's power-off: the bank check judged real
+    transfers and audits and the final balances, and the game day passed."""
+    scenario = tmp_path / "bank-smoke.yaml"
+    scenario.write_text(BANK_SMOKE.format(availability=0.95, fault=0.85))
+    code, run_dir = run_scenario(scenario, tmp_path / "runs")
+    checks = json.loads((run_dir / "checks.json").read_text())["checks"]
+    bank = next(c for c in checks if c["name"] == "bank")
+    assert bank["valid"] is True, bank
+    assert bank["details"]["transfers"]["ok"] > 0 and bank["details"]["audits_ok"] > 0, bank
+    assert bank["details"]["final"]["checked"], bank
+    if code != EXIT_PASS:
+        kept = Path("runs") / "failed" / run_dir.name
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(run_dir, kept, dirs_exist_ok=True)
+        pytest.fail(f"bank-smoke: {checks_of(run_dir)}; run directory kept in {kept}")
+
+
 BLACKOUT = """
 name: blackout-{name}
 duration: 50s
