@@ -35,6 +35,9 @@ THROTTLING = frozenset(
         "ThrottlingException",
         "RequestLimitExceeded",
         "TransactionConflictException",
+        # A retry of a transaction whose earlier attempt (same ClientRequestToken) still runs:
+        # botocore's standard mode retries it as throttling, so the retry learns its outcome.
+        "TransactionInProgressException",
     }
 )
 #: Transport failures and 5xx answers: the router is unreachable, stuck, or cannot reach a
