@@ -49,8 +49,9 @@ The decision is the only step that changes an attempt's fate, and it is a Raft w
 group: a dead coordinator can never leave a transaction half committed.
 
 **Plain writes.** PutItem, UpdateItem, DeleteItem and BatchWriteItem that meet an intent (or a
-read lock an older router left) resolve it if its attempt is decided or stale and try once more; while it runs they
-answer TransactionConflictException (``txnhooks.py``), as DynamoDB does.
+read lock an older router left) resolve it if its attempt is decided or stale and try once
+more; while it runs they answer TransactionConflictException (``txnhooks.py``), as DynamoDB
+does.
 
 **Reads.** TransactGetItems reads optimistically, as DynamoDB's read-only transactions do,
 and takes no Raft step: a first consistent read at each group's leader returns its items with
