@@ -37,11 +37,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chaos.k8s import host  # noqa: E402
 from chaos.k8s.localkube import CLUSTER_IMAGE, LocalKube  # noqa: E402
 from chaos.k8s.node_images import save_docker_image  # noqa: E402
-from chaos.k8s.node_runtime import KUBELET_ROOT, RUN_DIR  # noqa: E402
-from chaos.k8s.nodes import CGROUP_PARENT  # noqa: E402
+from chaos.k8s.traces import host_state, left_behind  # noqa: E402
 
 console = Console()
 GAMEDAY = [sys.executable, "-m", "chaos.cli_entry"]
@@ -132,54 +130,6 @@ def windows(checks: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if check["name"] == "availability":
             return {w["label"]: w for w in check["details"]["windows"]}
     return {}
-
-
-# --- what a local Kubernetes could leave on the host ------------------------------------------
-
-
-def host_state(state_dir: Path) -> dict[str, list[str]]:
-    """Everything of the local Kubernetes' kind on this host (compare before up / after down)."""
-
-    def lines(argv: list[str]) -> list[str]:
-        return subprocess.run(argv, capture_output=True, text=True).stdout.splitlines()
-
-    marks = (str(state_dir), str(RUN_DIR), str(KUBELET_ROOT))
-    processes = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if any(m in cmd for m in marks):
-                processes.append(f"{entry.name} {cmd[:100]}")
-    return {
-        "processes": processes,
-        "cgroup processes": [str(p) for p in sorted(host.cgroup_pids(CGROUP_PARENT))],
-        "cgroups": [str(d) for d in host.cgroup_dirs(CGROUP_PARENT) if d.exists()],
-        "mounts": host.mounts_under(RUN_DIR, KUBELET_ROOT, state_dir),
-        "links": [ln.split(": ")[1] for ln in lines(["ip", "-o", "link"]) if "gdk-" in ln],
-        "netns": lines(["ip", "netns", "list"]),
-        "iptables": [
-            line
-            for tool in ("iptables-save", "ip6tables-save")
-            for line in lines([tool])
-            if "KUBE-" in line or host.OUR_CHAIN in line
-        ],
-        "nft": host.nft_tables(),
-        "sysctls": [f"{k}={v}" for k, v in sorted(host.read_sysctls().items())],
-        "dirs": [str(p) for p in (RUN_DIR, KUBELET_ROOT) if p.exists()],
-    }
-
-
-def left_behind(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, Any]:
-    """What ``after`` has that ``before`` had not (sysctls: any value that differs)."""
-    left: dict[str, Any] = {}
-    for kind, now in after.items():
-        extra = sorted(set(now) - set(before[kind]))
-        if extra:
-            left[kind] = extra
-    return left
 
 
 # --- the toolchain ---------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import pytest
 from chaos.backends.base import DEFAULT_ACCESS_KEY
 from chaos.backends.local import LocalCluster
 from chaos.backends.subnets import release_under
+from chaos.k8s.localkube import LocalKube
+from tests import localkube_session
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -64,3 +66,29 @@ def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     finally:
         cluster.down()
         cluster.release_subnet()
+
+
+# --- the local Kubernetes (tests/localkube_session.py) -----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def local_kube() -> Iterator[LocalKube]:
+    """One local Kubernetes (3x2 + infra) for every k8s test; skipped with the reason when it
+    cannot run here (a failure on CI); torn down after the last of them, leaving nothing."""
+    yield from localkube_session.session_kube()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the local Kubernetes run last, one after the other: the session's cluster
+    then runs only while they do, instead of idling beside the rest of the suite."""
+    on_kube = [i for i in items if "local_kube" in getattr(i, "fixturenames", ())]
+    if on_kube:
+        moved = {id(i) for i in on_kube}
+        items[:] = [i for i in items if id(i) not in moved] + on_kube
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if localkube_session.REPORT:
+        terminalreporter.section("local Kubernetes")
+        for line in localkube_session.REPORT:
+            terminalreporter.write_line(line)

@@ -1,9 +1,8 @@
 """The k8s backend: its plan (no cluster needed) and, on the local Kubernetes, a real game day.
 
-The plan tests need helm only (skipped with the reason without it). Tests marked ``k8s`` need
-the local Kubernetes (chaos/k8s/localkube.py): they use the running one, else start one for the
-module and take it down afterwards; when it cannot run here (no root, toolchain or packages)
-they are skipped with the reason.
+The plan tests need helm only (skipped with the reason without it). The game day (marked
+``k8s``) runs on the session's local Kubernetes (tests/localkube_session.py): skipped with the
+reason when it cannot run here (no root, toolchain, packages or Docker engine), a failure on CI.
 """
 
 from __future__ import annotations
@@ -11,10 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,11 @@ from chaos.backends.k8s_plan import (
     placeholder_config,
     plan_power,
 )
+from chaos.backends.lifeline import tied_popen
 from chaos.helm import CHART, Helm, HelmError
+from chaos.k8s.localkube import LocalKube
 from cluster.config import ClusterConfig
+from tests import localkube_session
 
 ROOT = Path(__file__).resolve().parents[2]
 GAMEDAY = [sys.executable, "-m", "chaos.cli_entry"]
@@ -123,67 +125,85 @@ def test_create_plans_without_touching_a_cluster_and_open_finds_it(tmp_path: Pat
 # --- on the local Kubernetes -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kube(helm: Helm) -> Iterator[Any]:
-    """The local Kubernetes: the running one, or one started (and removed) for this module."""
-    try:
-        from chaos.k8s.localkube import LocalKube, unavailable_reason
-    except ImportError as exc:
-        pytest.skip(f"the local Kubernetes is not in this checkout: {exc}")
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"the local Kubernetes cannot run here: {reason}")
-    kube = LocalKube()
-    if kube.is_up():
-        yield kube
-        return
-    busy = kube.busy_reason()  # one starting or going down is nobody else's to use
-    if busy is not None:
-        pytest.skip(f"the local Kubernetes is busy: {busy}")
-    kube.up(shape="3x2", owner_pid=os.getpid())
-    try:
-        yield kube
-    finally:
-        kube.down()
-
-
-def _gameday(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*GAMEDAY, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
-    )
-
-
-def _namespaces(kube: Any) -> set[str]:
+def _namespaces(kube: LocalKube) -> set[str]:
     out = kube.kubectl("get", "namespaces", "-o", "json")
     return {item["metadata"]["name"] for item in json.loads(out)["items"]}
 
 
+def _run_game_day(kube: LocalKube, out: Path, log: Path, timeout: float) -> tuple[int, float]:
+    """``gameday run scenarios/az-outages.yaml --backend k8s``, tied to this process: if pytest
+    dies the run gets SIGTERM and stops in order (heals, tears its release down); past
+    ``timeout`` it gets SIGTERM too and ``gameday run`` reports the run as interrupted."""
+    argv = [*GAMEDAY, "run", "scenarios/az-outages.yaml", "--backend", "k8s", "--out", str(out)]
+    env = {**os.environ, "GAMEDAY_K8S_DIR": str(kube.state_dir)}
+    started = time.monotonic()
+    with log.open("wb") as sink:
+        proc = tied_popen(argv, signal.SIGTERM, cwd=ROOT, env=env, stdout=sink, stderr=sink)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = _stop(proc)
+        except BaseException:  # Ctrl-C, pytest-timeout: the run stops in order first
+            _stop(proc)
+            raise
+    return code, time.monotonic() - started
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (the run heals, reports and tears down), SIGKILL if that takes over 3 minutes
+    (its watchdog then tears down what it started)."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def _summary(checks: dict[str, Any], code: int, elapsed: float) -> list[str]:
+    """The run's verdict, every check and the availability of every window, for the session's
+    summary (printed whether the test passes or not)."""
+    lines = [f"az-outages game day on k8s: verdict {checks.get('verdict')} (exit {code}) "
+             f"in {elapsed:.0f}s"]  # fmt: skip
+    for check in checks.get("checks", []):
+        lines.append(f"  check {check['name']}: {check['valid']}  {check.get('summary', '')}"[:160])
+        if check["name"] == "availability":
+            for w in check.get("details", {}).get("windows", []):
+                ratio = "-" if w.get("ratio") is None else f"{w['ratio']:.2%}"
+                p99 = "-" if w.get("p99_ms") is None else f"{w['p99_ms']:.0f} ms"
+                lines.append(f"    window {w['label']}: available {ratio}, p99 {p99}")
+    return lines
+
+
 @pytest.mark.slow
 @pytest.mark.k8s
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)  # the session's `k8s up` (and any image build) is paid here first
 def test_az_outages_game_day_on_kubernetes_passes_and_leaves_nothing(
-    kube: Any, tmp_path: Path
+    local_kube: LocalKube, tmp_path: Path
 ) -> None:
     """A real AZ power-off (az-c's nodes lose power) and an AZ partition (Toxiproxy in the
     cluster), with Locust load and every check; then the release, its volumes' claims and its
     namespace are gone, and every node has power again."""
+    kube = local_kube
     before = _namespaces(kube)
-    started = time.monotonic()
-    done = _gameday(
-        "run", "scenarios/az-outages.yaml", "--backend", "k8s", "--out", str(tmp_path),
-        timeout=840,
-    )  # fmt: skip
-    elapsed = time.monotonic() - started
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    (run_dir,) = tmp_path.iterdir()
-    checks = json.loads((run_dir / "checks.json").read_text())
+    log = tmp_path / "gameday-run.log"
+    code, elapsed = _run_game_day(kube, tmp_path / "runs", log, timeout=900)
+    output = log.read_text(errors="replace")
+    runs = sorted((tmp_path / "runs").glob("*/checks.json"))
+    assert runs, f"the run left no checks.json (exit {code}):\n{output[-6000:]}"
+    checks = json.loads(runs[-1].read_text())
+    localkube_session.REPORT.extend(_summary(checks, code, elapsed))
+    assert code == 0, output[-6000:]
     verdicts = {c["name"]: c["valid"] for c in checks["checks"]}
     assert checks["verdict"] == "pass" and verdicts, verdicts
     assert all(v is True for n, v in verdicts.items() if n != "bank"), verdicts
     assert verdicts["bank"] is None, verdicts  # no bank traffic: not applicable
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    assert any(e.get("fault") == "power_off_az" for e in events)
+    events = [
+        json.loads(line) for line in (runs[-1].parent / "events.jsonl").read_text().splitlines()
+    ]
+    confirmed = {e["fault"] for e in events if e["event"] == "fault_confirmed"}
+    assert confirmed == {"power_off_az", "split"}, confirmed  # both outages really happened
     # Nothing left behind: no namespace of the run, every node powered and Ready.
     assert _namespaces(kube) == before
     assert all(kube.powered(n.name) for n in kube.nodes())
-    print(f"game day on k8s took {elapsed:.0f}s")
+    assert set(kube.status().nodes.values()) == {"Ready"}

@@ -1,15 +1,15 @@
 """The local Kubernetes, for real: nodes Ready with their labels, pod-to-pod traffic across node
-bridges, a Service reached by its DNS name, a node's power cut and return with its volume, and a
-`down` that leaves nothing on the host.
+bridges, a Service reached by its DNS name, a node's power cut and return with its volume.
 
-Skipped (with the reason) without root, without the toolchain (`make k8s-toolchain`), or while
-another local Kubernetes runs on this machine (only one fits).
+It runs on the session's local Kubernetes (tests/localkube_session.py: 3x2 + infra, shared with
+the k8s game day), whose teardown checks that `down` leaves nothing on the host. Skipped (with
+the reason) without root, the toolchain (`make k8s-toolchain`) or a Docker engine; a failure
+instead on CI.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import urllib.request
@@ -20,55 +20,15 @@ from typing import Any
 import pytest
 
 from chaos.k8s import host
-from chaos.k8s.localkube import (
-    KUBELET_ROOT,
-    OWNER_FILE,
-    RUN_DIR,
-    LocalKube,
-    unavailable_reason,
-)
+from chaos.k8s.localkube import LocalKube
 from chaos.k8s.manifests import STORAGE_CLASS
 from chaos.k8s.node_images import BUSYBOX_IMAGE
-from chaos.k8s.nodes import CGROUP_PARENT, INFRA_NODE, POOL_LABEL, RACK_LABEL, ZONE_LABEL
+from chaos.k8s.nodes import INFRA_NODE, POOL_LABEL, RACK_LABEL, ZONE_LABEL
 
-pytestmark = [pytest.mark.slow, pytest.mark.k8s, pytest.mark.timeout(600)]
+# The session's `k8s up` is paid by the first k8s test, its `down` by the last: both fit.
+pytestmark = [pytest.mark.slow, pytest.mark.k8s, pytest.mark.timeout(900)]
 
-
-def _skip_reason() -> str | None:
-    reason = unavailable_reason()
-    if reason:
-        return reason
-    if OWNER_FILE.exists():
-        return f"a local Kubernetes already runs on this machine ({OWNER_FILE.read_text()})"
-    return None
-
-
-def host_traces(state_dir: Path) -> dict[str, Any]:
-    """What a local Kubernetes could leave on the host."""
-    return {
-        "links": host.links_with_prefix("gdk-"),
-        "mounts": host.mounts_under(RUN_DIR, KUBELET_ROOT, state_dir) if state_dir.exists() else [],
-        "kubelet_root": KUBELET_ROOT.exists(),
-        "cgroups": [str(d) for d in host.cgroup_dirs(CGROUP_PARENT) if d.exists()],
-        "iptables": [
-            line
-            for tool in ("iptables-save", "ip6tables-save")
-            for line in subprocess.run([tool], capture_output=True, text=True).stdout.splitlines()
-            if "KUBE-" in line or host.OUR_CHAIN in line
-        ],
-        "nft": host.nft_tables(),
-        "sysctls": host.read_sysctls(),
-        "shim_sockets": sorted(os.listdir("/run/containerd/s"))
-        if os.path.isdir("/run/containerd/s")
-        else [],
-        "run_dir": RUN_DIR.exists(),
-        "cni_cache": sorted(p.name for p in Path("/var/lib/cni/results").glob("gdk-*")),
-        "container_logs": sorted(
-            p.name
-            for p in Path("/var/log/containers").glob("*.log")
-            if os.readlink(p).startswith(str(state_dir))
-        ),
-    }
+NAMESPACE = "gd-test-localkube"
 
 
 def pod_veths() -> list[str]:
@@ -81,20 +41,24 @@ def pod_veths() -> list[str]:
     )
 
 
-def node_processes(kube: LocalKube) -> list[int]:
-    return sorted(host.cgroup_pids(CGROUP_PARENT))
-
-
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[LocalKube]:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    kube = LocalKube(tmp_path / "k8s")
+def kube(local_kube: LocalKube) -> Iterator[LocalKube]:
+    """The session's local Kubernetes with a namespace of this test's own, deleted afterwards
+    (with its claim: the local volume it used is emptied and Available again) and every node
+    powered."""
+    local_kube.kubectl("create", "namespace", NAMESPACE)
     try:
-        yield kube
-    finally:
-        kube.down()
+        yield local_kube
+    finally:  # a node the test left dark would keep the namespace's pods Terminating
+        for node in local_kube.nodes():
+            if not local_kube.powered(node.name):
+                local_kube.power_on(node.name)
+        local_kube.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+        wait_for(
+            f"namespace {NAMESPACE} gone",
+            lambda: NAMESPACE not in local_kube.kubectl("get", "namespaces", "-o", "name"),
+        )
+        local_kube.recycle_volumes()
 
 
 def web_pod(name: str, node: str, claim: str | None = None) -> dict[str, Any]:
@@ -132,11 +96,13 @@ def http_get(kube: LocalKube, pod: str, host: str, port: int) -> str:
         f"h={host}; case $h in *[a-z]*) h=$({resolve});; esac; "
         f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $h {port} | tail -n 1"
     )
-    return kube.kubectl("exec", pod, "--", "sh", "-c", script)
+    return kube.kubectl("-n", NAMESPACE, "exec", pod, "--", "sh", "-c", script)
 
 
 def apply(kube: LocalKube, *objects: dict[str, Any]) -> None:
     kube.kubectl(
+        "-n",
+        NAMESPACE,
         "apply",
         "-f",
         "-",
@@ -156,7 +122,7 @@ def wait_for(what: str, check: Any, timeout: float = 120.0) -> Any:
 
 
 def pods(kube: LocalKube) -> dict[str, dict[str, Any]]:
-    items = json.loads(kube.kubectl("get", "pods", "-o", "json"))["items"]
+    items = json.loads(kube.kubectl("-n", NAMESPACE, "get", "pods", "-o", "json"))["items"]
     return {p["metadata"]["name"]: p for p in items}
 
 
@@ -171,13 +137,10 @@ def all_ready(kube: LocalKube, names: list[str]) -> bool:
     )
 
 
-def test_up_traffic_power_cycle_and_down(kube: LocalKube) -> None:
-    before = host_traces(kube.state_dir)
-    start = time.monotonic()
-    status = kube.up("3x1", cluster_image=False, owner_pid=os.getpid())
-    up_seconds = time.monotonic() - start
-    print(f"k8s up (3 nodes) to all Ready: {up_seconds:.1f}s")
-    assert status.nodes == {n: "Ready" for n in ("az-a-r1", "az-b-r1", "az-c-r1", "infra")}
+def test_nodes_pods_services_and_a_power_cycle(kube: LocalKube) -> None:
+    status = kube.status()
+    racks = [f"az-{az}-r{r}" for az in "abc" for r in (1, 2)]
+    assert status.nodes == {n: "Ready" for n in (*racks, "infra")}
     nodes = json.loads(kube.kubectl("get", "nodes", "-o", "json"))["items"]
     labels = {n["metadata"]["name"]: n["metadata"]["labels"] for n in nodes}
     assert labels["az-b-r1"][ZONE_LABEL] == "az-b"
@@ -229,7 +192,7 @@ def test_up_traffic_power_cycle_and_down(kube: LocalKube) -> None:
             assert page.strip() == other, f"{pod} fetched {ip}: {page!r}"
         seen = set()
         for _ in range(12):
-            page = http_get(kube, pod, "web.default.svc.cluster.local", 80)
+            page = http_get(kube, pod, f"web.{NAMESPACE}.svc.cluster.local", 80)
             seen.add(page.strip())
         assert seen <= set(names), seen
         assert len(seen) >= 2, f"the Service answered only from {seen}"
@@ -238,7 +201,7 @@ def test_up_traffic_power_cycle_and_down(kube: LocalKube) -> None:
 
     # Power cut of az-c-r1: its kubelet, containerd, shims and pod processes die; the Node
     # goes NotReady; power-on brings the same pod back with its volume's content.
-    kube.kubectl("exec", "web-c", "--", "sh", "-c", "echo kept > /data/proof")
+    kube.kubectl("-n", NAMESPACE, "exec", "web-c", "--", "sh", "-c", "echo kept > /data/proof")
     old_pids = host.cgroup_pids(kube.node("az-c-r1").cgroup)
     assert len(old_pids) >= 4  # kubelet, containerd, a shim or two, pause, httpd
     killed = kube.power_off("az-c-r1")
@@ -250,18 +213,8 @@ def test_up_traffic_power_cycle_and_down(kube: LocalKube) -> None:
     kube.power_on("az-c-r1")
     kube.wait_ready(["az-c-r1"], timeout=90)
     wait_for("web-c Ready again", lambda: all_ready(kube, ["web-c"]))
-    assert kube.kubectl("exec", "web-c", "--", "cat", "/data/proof").strip() == "kept"
-
-    left = kube.down()
-    assert left == []
-    after = host_traces(kube.state_dir)
-    assert after == before
-    assert not node_processes(kube)
-    assert not OWNER_FILE.exists()
-    assert not [v for v in veths if host.link_exists(v)], "pod veths left behind"
-    for tool in ("iptables-save", "ip6tables-save"):
-        dump = subprocess.run([tool], capture_output=True, text=True).stdout
-        assert not host.our_chains(dump), f"{tool}: chains left behind"
+    proof = kube.kubectl("-n", NAMESPACE, "exec", "web-c", "--", "cat", "/data/proof")
+    assert proof.strip() == "kept"
 
 
 def _same_process(pid: int) -> bool:
