@@ -16,9 +16,11 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tarfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -28,6 +30,7 @@ BUSYBOX_BINARY = Path("/bin/busybox")  # Debian's busybox-static
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"  # uncompressed, as docker save writes it
+KEEP_REPO = "gameday.local/import-keep"  # an image being replaced, named while the import runs
 
 
 class ImageLoadError(RuntimeError):
@@ -146,6 +149,13 @@ def import_archive(
     top layers (a few MB), not the whole image. Returns the bytes of layers sent. ``started``
     gets the ``ctr`` process as soon as it runs (so a caller can kill it).
     """
+    with _old_image_kept(socket, archive_ref(archive)):
+        return _import(socket, archive, started)
+
+
+def _import(
+    socket: Path, archive: Path, started: Callable[[subprocess.Popen[bytes]], None] | None
+) -> int:
     have = content_digests(socket)
     proc = subprocess.Popen(
         ["ctr", "-a", str(socket), "-n", "k8s.io", "images", "import", "--all-platforms", "-"],
@@ -173,6 +183,33 @@ def import_archive(
             f"ctr import of {archive.name} failed: {err.decode(errors='replace').strip()[-400:]}"
         )
     return sent
+
+
+def archive_ref(archive: Path) -> str:
+    """The name containerd gives the image of a Docker archive (its one RepoTag, normalized)."""
+    with tarfile.open(archive) as src:
+        manifest_file = src.extractfile("manifest.json")
+        if manifest_file is None:
+            raise ImageLoadError(f"{archive} has no manifest.json (not a Docker image archive)")
+        (entry,) = json.loads(manifest_file.read())
+        (ref,) = entry["RepoTags"]
+    return normalize_ref(ref)
+
+
+@contextlib.contextmanager
+def _old_image_kept(socket: Path, ref: str) -> Iterator[None]:
+    """While an import moves ``ref`` to a new image, the image it named stays referenced under a
+    temporary name. The layers the import leaves out are the old image's: once the name moves,
+    nothing references them until the new image is unpacked, and containerd's garbage collector
+    removed them in between ("parent snapshot ... does not exist", seen on a loaded machine)."""
+    ctr = ["ctr", "-a", str(socket), "-n", "k8s.io", "images"]
+    keep = f"{KEEP_REPO}:{os.getpid()}-{time.monotonic_ns()}"
+    kept = subprocess.run([*ctr, "tag", ref, keep], capture_output=True, check=False)
+    try:
+        yield
+    finally:
+        if kept.returncode == 0:  # else there was no old image to keep
+            subprocess.run([*ctr, "rm", keep], capture_output=True, check=False)
 
 
 def content_digests(socket: Path) -> set[str]:

@@ -149,3 +149,5 @@ def test_a_rebuilt_image_sends_only_its_changed_layer(containerd: Path, tmp_path
     assert "complete" in row and row[-1] == "true", row
     # Importing the same image again sends no layer at all.
     assert import_archive(containerd, tmp_path / "v2.tar") == 0
+    # The old image, kept under a temporary name while the name moved, is not kept after.
+    assert set(_images(containerd)) == {name}
