@@ -10,7 +10,7 @@ partition, a power-off and a pause. Every case asserts the same three promises:
 - **nothing left**: no process the run started (its process tree, sessions and process groups
   as seen just before the interruption, and anything naming the run directory), nothing
   listening on its loopback subnet, no subnet claim, no mount under it (the power-loss layer's
-  FUSE mounts included), and on Docker no container, network or volume of its cluster;
+  FUSE mounts included), and on Docker no container, network, volume or network namespace;
 - **never a pass**: an interrupted or aborted run exits with neither 0 nor a kinder code than
   what happened (128 + signal, 3 aborted, 1 when a check failed on the partial history).
 
@@ -193,6 +193,7 @@ class Run:
         self.backend = backend
         self.keep = "--keep" in args
         self.tree: list[Task] = []  # what the run had started, as seen before it was cut short
+        self.netns_before = docker_netns() if backend == "docker" else set()
         self.log = (tmp_path / "gameday.out").open("wb")
         argv = [sys.executable, "-m", "chaos.cli_entry", "run", str(scenario_path)]
         self.proc = subprocess.Popen(
@@ -298,6 +299,7 @@ class Run:
             return found
         found += [f"mount {m}" for m in mounts_under(self.run_dir)]
         if self.backend == "docker":
+            found += [f"network namespace {n}" for n in sorted(docker_netns() - self.netns_before)]
             return found + docker_objects(cluster_name(self.data_dir))
         if (self.data_dir / "cluster.json").exists():  # Toxiproxy's argv does not name the run
             octet = LocalCluster.open(self.data_dir).config.process("sn-a1").listen
@@ -329,6 +331,14 @@ class Run:
             self.proc.kill()
             self.proc.wait(30)
         self.log.close()
+
+
+def docker_netns() -> set[str]:
+    """The engine's network namespaces (one per container sandbox), bar its own ``default``:
+    a namespace that outlives its container is left behind. Docker runs are serialized (the
+    heavy-run queue), so new ones during a case are the case's."""
+    root = Path("/var/run/docker/netns")
+    return {p.name for p in root.iterdir()} - {"default"} if root.is_dir() else set()
 
 
 def docker_objects(name: str) -> list[str]:
