@@ -386,18 +386,22 @@ def wait_gone(run: Run) -> None:
     )
 
 
+def record(request: pytest.FixtureRequest, **figures: object) -> None:
+    """A case's figures, printed (`pytest -rP` shows them) and kept as the test item's
+    user_properties (a plugin can gather them; --junitxml writes them with junit_family=xunit1)."""
+    request.node.user_properties.extend(figures.items())
+    print("matrix:", " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
 @pytest.fixture
-def matrix(record_property: Callable[[str, object], None]) -> Callable[..., None]:
+def matrix(request: pytest.FixtureRequest) -> Callable[..., None]:
     """Asserts a case's three promises and records them for the matrix's table."""
 
     def finish(run: Run, code: int, *, verdict: str | None, healed: str) -> None:
-        record_property("exit_code", code)
-        record_property("verdict", verdict or "-")
-        record_property("healed", healed)
         with contextlib.suppress(AssertionError):  # the assertion below says what is left
             wait_gone(run)
         left = run.leftovers()
-        record_property("leftovers", len(left))
+        record(request, exit_code=code, verdict=verdict or "-", healed=healed, leftovers=len(left))
         assert left == [], left
         assert code != 0, "an interrupted run exited 0"
 
@@ -485,7 +489,11 @@ def test_sigkill_mid_fault_tears_down_everything_the_run_started(
     [on_local("partition", nightly=True), on_local("power-off"), on_local("pause", nightly=True)],
 )
 def test_sigkill_with_keep_heals_the_kept_cluster_and_stops_the_load(
-    backend: str, fault: str, tmp_path: Path, runs: Callable[..., Run], record_property: Any
+    backend: str,
+    fault: str,
+    tmp_path: Path,
+    runs: Callable[..., Run],
+    request: pytest.FixtureRequest,
 ) -> None:
     run = runs(scenario(tmp_path, FAULTS[fault]), "--keep")
     run.wait_confirmed()
@@ -512,10 +520,7 @@ def test_sigkill_with_keep_heals_the_kept_cluster_and_stops_the_load(
         bound=300,
         every=1.0,
     )
-    record_property("exit_code", code)
-    record_property("verdict", "-")
-    record_property("healed", "kept, healed live")
-    record_property("leftovers", 0)
+    record(request, exit_code=code, verdict="-", healed="kept, healed live", leftovers=0)
     assert code != 0
 
 
