@@ -122,6 +122,7 @@ class StorageNode:
         self._group_lock = asyncio.Lock()
         self._rebuild_locks: dict[str, asyncio.Lock] = {}  # one rebuild of a group at a time
         self._rebuilds: set[asyncio.Task[int]] = set()
+        self._stopping = False
         # Partition-level admission; groups without a configured rate get a generous default.
         self.admission = PartitionAdmission(UNLIMITED_RATE, None, time.monotonic())
         self.limits: dict[str, tuple[float, bool]] = {}  # group -> (rate, provisioned)
@@ -222,11 +223,18 @@ class StorageNode:
         for rebuild in self._rebuilds:  # one swapping files ends first (uninterrupted)
             rebuild.cancel()
         await asyncio.gather(*self._rebuilds, return_exceptions=True)
-        await self.links.stop()
-        if self.journal is not None:  # a clean stop: the WALs stand alone again
-            await asyncio.to_thread(self.journal.close)
-        for replica in self.replicas.values():
-            await replica.close()
+        async with self._group_lock:  # no group is created, dropped or swapped while closing
+            self._stopping = True
+            await self.links.stop()
+            if self.journal is not None:  # a clean stop: the WALs stand alone again
+                await asyncio.to_thread(self.journal.close)
+            for replica in list(self.replicas.values()):
+                await replica.close()
+
+    def _check_running(self) -> None:
+        """Under the group lock: groups change only while the node runs (not once stopped)."""
+        if self._stopping:
+            raise RequestError("Unavailable", f"node {self.config.node_id} is stopping")
 
     async def _open_replica(
         self,
@@ -305,6 +313,7 @@ class StorageNode:
         if not GROUP_NAME.match(group):
             raise RequestError("ValidationException", f"bad group name {group!r}")
         async with self._group_lock:
+            self._check_running()
             if rate is not None:
                 self.limits[group] = (rate, provisioned)
                 self.admission.set_rate(group, rate, time.monotonic())
@@ -320,6 +329,7 @@ class StorageNode:
     async def drop_group(self, group: str) -> bool:
         """Stop hosting ``group`` and delete its data (idempotent). True when it was hosted."""
         async with self._group_lock:
+            self._check_running()
             replica = self.replicas.pop(group, None)
             if replica is None:
                 return False
@@ -366,6 +376,7 @@ class StorageNode:
     async def _swap_rebuilt(self, group: str, staged: Staged, set_aside: bool) -> int:
         """Close the replica, write its WAL beside the staged store, swap the directories and
         open it again (under the group lock, never interrupted half-way)."""
+        self._check_running()
         path = replica_dir(self.config.data_dir, group)
         replica = self.replicas.pop(group, None)
         if replica is None:

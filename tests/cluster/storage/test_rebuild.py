@@ -166,3 +166,24 @@ def test_a_rebuild_whose_caller_goes_away_still_ends_with_the_group_open(
             await node.stop()
 
     asyncio.run(scenario())
+
+
+def test_groups_do_not_change_once_the_node_stops(tmp_path: Path) -> None:
+    """A create, drop or rebuild that reaches the node while it stops is refused: stop closes
+    the replicas under the group lock (one dropped meanwhile broke stop's loop over them)."""
+
+    async def scenario() -> None:
+        node = make_node(tmp_path)
+        await node.start()
+        await write(node, range(0, 5))
+        snapshot = await dump(node)
+        await node.stop()
+        for attempt in (
+            node.create_group("p1", ["n1"]),
+            node.drop_group(GROUP),
+            node.rebuild_group(GROUP, snapshot, False),
+        ):
+            with pytest.raises(node_module.RequestError, match="stopping"):
+                await attempt
+
+    asyncio.run(scenario())
