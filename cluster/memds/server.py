@@ -65,9 +65,8 @@ class MemDS:
     def lookup(self, tables: list[str]) -> dict[str, Any]:
         self.requests.inc()
         self.lookups.inc(len(tables))
-        found = {  # each table once, however often the batch names it
-            t: (self.map.tables[t].to_dict() if t in self.map.tables else None)
-            for t in dict.fromkeys(tables)
+        found = {
+            t: (self.map.tables[t].to_dict() if t in self.map.tables else None) for t in tables
         }
         return {"version": self.map.version, "tables": found}
 

@@ -2,10 +2,7 @@
 
 ``PartitionResolver`` implements the constant-work cache of the DynamoDB paper: every lookup is
 sent to MemDS, batched, whether or not the local cache answered it, so MemDS load is a function
-of router traffic alone and a cold cache cannot multiply it. A batch collects for
-``BATCH_SECONDS`` (a cache hit does not wait for it; a miss does, once per table): one MemDS
-round trip costs both processes far more CPU than a request's lookup, so under load a router
-sends at most a few dozen batches a second instead of one every couple of milliseconds.
+of router traffic alone and a cold cache cannot multiply it.
 
     ctx = RouterContext(config, "rt-a", session)
     layout = await ctx.table("orders")            # ResourceNotFoundException if absent
@@ -34,7 +31,6 @@ from .errors import DynamoError
 from .storage_access import StorageAccess
 
 log = logging.getLogger(__name__)
-BATCH_SECONDS = 0.02  # how long lookups gather before they go to MemDS as one request
 
 
 @dataclass
@@ -101,7 +97,7 @@ class PartitionResolver:
     async def _flush_loop(self) -> None:
         while True:
             await self.wake.wait()
-            await asyncio.sleep(BATCH_SECONDS)  # let concurrent requests join this batch
+            await asyncio.sleep(0.002)  # let concurrent requests join this batch
             self.wake.clear()
             batch, self.queue = self.queue, []
             if batch:
