@@ -1,8 +1,6 @@
 """An asyncio client for a storage node's client port (used by routers, tests and benches).
 
-Requests are pipelined on one connection and matched to responses by id. Requests made in the
-same event-loop iteration leave in one write (one send syscall instead of one each: under
-concurrency the syscalls were a large share of a router's CPU).
+Requests are pipelined on one connection and matched to responses by id.
 
     async with NodeClient("127.0.1.1:7100") as node:
         reply = await node.call("propose", group="p0", cmd=encode_command(cmd), timeout=5.0)
@@ -53,7 +51,6 @@ class NodeClient:
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._connecting = asyncio.Lock()
-        self._outbox: list[bytes] = []  # frames to send at the end of this loop iteration
 
     async def __aenter__(self) -> NodeClient:
         await self.connect()
@@ -101,8 +98,8 @@ class NodeClient:
                 await self.connect()
                 assert self._writer is not None
                 self._waiting[request_id] = future
-                self._send(encode_frame({"id": request_id, "op": op, **fields}))
-                sent = True  # (a frame still in the outbox counts as sent: the safe side)
+                self._writer.write(encode_frame({"id": request_id, "op": op, **fields}))
+                sent = True
                 # Bounded too: a node that stopped reading (paused) fills the socket buffer.
                 await self._writer.drain()
                 return await future
@@ -118,17 +115,6 @@ class NodeClient:
         finally:
             self._waiting.pop(request_id, None)
 
-    def _send(self, frame: bytes) -> None:
-        """Queue ``frame``; the first frame of a loop iteration schedules the one write."""
-        self._outbox.append(frame)
-        if len(self._outbox) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        frames, self._outbox = self._outbox, []
-        if frames and self._writer is not None and not self._writer.is_closing():
-            self._writer.write(b"".join(frames))
-
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
@@ -143,7 +129,6 @@ class NodeClient:
         if self._writer is not None:
             self._writer.close()
         self._writer = None
-        self._outbox = []  # their callers fail below; a new connection must not carry them
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(exc)

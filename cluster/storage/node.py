@@ -492,16 +492,6 @@ class StorageNode:
     ) -> None:
         lock = asyncio.Lock()
         tasks: set[asyncio.Task[None]] = set()
-        # Replies ready in the same loop iteration (a commit resolves a batch of proposals at
-        # once) leave in one write: one send syscall, not one per reply.
-        outbox: list[bytes] = []
-        loop = asyncio.get_running_loop()
-
-        def flush() -> None:
-            data = b"".join(outbox)
-            outbox.clear()
-            if data and not writer.is_closing():
-                writer.write(data)
 
         async def answer(request: dict[str, Any]) -> None:
             response: dict[str, Any]
@@ -513,11 +503,9 @@ class StorageNode:
             else:
                 response = await self.handle_request(request)
             response["id"] = request.get("id")
-            outbox.append(encode_frame(response))
-            if len(outbox) == 1:
-                loop.call_soon(flush)
             async with lock:
-                await writer.drain()  # a client that stops reading holds its answers here
+                writer.write(encode_frame(response))
+                await writer.drain()
 
         try:
             while True:

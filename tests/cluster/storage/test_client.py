@@ -126,35 +126,3 @@ def test_a_node_silent_on_one_group_still_serves_the_others() -> None:
             assert "result" in reply and client.leaders["h"] == "n1"
 
     asyncio.run(scenario())
-
-
-def test_requests_made_together_leave_in_one_write_and_get_their_own_replies() -> None:
-    """Calls made in one event-loop iteration share one write (one send syscall); each still
-    gets the reply with its own id, and the node sees the requests in the order they were made."""
-
-    async def scenario() -> None:
-        async with nodes(n={"g": True}) as (client, started):
-            node = client.client("n")
-            await node.connect()
-            writer = node._writer
-            assert writer is not None
-            writes: list[bytes] = []
-            real_write = writer.write
-
-            def counting_write(data: bytes) -> None:
-                writes.append(data)
-                real_write(data)
-
-            writer.write = counting_write  # type: ignore[method-assign]
-            replies = await asyncio.gather(
-                *(node.call("get", group="g", deadline=5.0, k=i) for i in range(40))
-            )
-            assert all(r["result"] == {"ok": True} for r in replies)
-            assert len({r["id"] for r in replies}) == 40
-            assert [r["k"] for r in started["n"].requests] == list(range(40))
-            assert len(writes) == 1
-            # A lone call is not held back waiting for company.
-            reply = await node.call("get", group="g", deadline=5.0, k=40)
-            assert "result" in reply and len(writes) == 2
-
-    asyncio.run(scenario())
