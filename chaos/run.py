@@ -26,7 +26,7 @@ import signal
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -45,6 +45,7 @@ from chaos.orchestrator import Orchestrator, RunOutcome
 from chaos.scenario import Scenario, load_scenario
 from chaos.schedule import TimedFault, load_game_day, timeline_to_json
 from cluster import auth
+from cluster.tasks import uninterrupted
 from workloads import bank
 from workloads.canary import run_canaries
 from workloads.catalog import workload
@@ -194,7 +195,7 @@ async def _run_game_day(
             if tear:  # what the run starts dies with it, even on SIGKILL (the watchdog also acts)
                 cluster.die_with_this_process()
             with console.status(f"starting the cluster ({cluster.name}) ..."):
-                await _finish_even_if_cancelled(asyncio.to_thread(cluster.up))
+                await uninterrupted(asyncio.to_thread(cluster.up))
         except (FileNotFoundError, ValueError, RuntimeError, TimeoutError, OSError) as exc:
             console.print(f"[red]infrastructure error:[/red] {exc}")
             return control.exit_code(EXIT_INFRA)
@@ -216,18 +217,6 @@ async def _run_game_day(
         console.print(f"[magenta]aborted:[/magenta] {outcome.aborted}")
         return control.exit_code(EXIT_ABORTED)
     return control.exit_code(exit_code(verdict))
-
-
-async def _finish_even_if_cancelled(work: Awaitable[Any]) -> Any:
-    """Await ``work`` (a thread); on cancellation let it finish first, so what it starts is
-    there to be torn down, then re-raise."""
-    future = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await future
-        raise
 
 
 def needs_power_layer(scenario: Scenario, timeline: list[TimedFault]) -> bool:
