@@ -356,10 +356,12 @@ def docker_objects(name: str) -> list[str]:
 
 
 @pytest.fixture
-def runs(tmp_path: Path) -> Iterator[Callable[..., Run]]:
+def runs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Run]]:
     started: list[Run] = []
 
     def start(scenario_path: Path, *args: str, backend: str = "local") -> Run:
+        if backend == "docker":  # started if possible, else the case skips with the reason
+            request.getfixturevalue("docker_engine")
         run = Run(tmp_path, scenario_path, *args, backend=backend)
         started.append(run)
         return run
@@ -463,10 +465,7 @@ def test_sigkill_mid_fault_tears_down_everything_the_run_started(
     tmp_path: Path,
     runs: Callable[..., Run],
     matrix: Callable[..., None],
-    request: Any,
 ) -> None:
-    if backend == "docker":
-        request.getfixturevalue("docker_engine")
     run = runs(scenario(tmp_path, FAULTS[fault]), backend=backend)
     run.wait_confirmed()
     if fault == "power-loss":
@@ -544,10 +543,7 @@ def test_a_signal_stops_in_order_heals_reports_and_exits_128_plus_signal(
     tmp_path: Path,
     runs: Callable[..., Run],
     matrix: Callable[..., None],
-    request: Any,
 ) -> None:
-    if backend == "docker":
-        request.getfixturevalue("docker_engine")
     run = runs(scenario(tmp_path, FAULTS[fault]), backend=backend)
     run.wait_confirmed()
     run.interrupt(sig)
@@ -582,10 +578,7 @@ def test_sigstop_past_the_lease_heals_then_the_woken_run_ends_aborted(
     tmp_path: Path,
     runs: Callable[..., Run],
     matrix: Callable[..., None],
-    request: Any,
 ) -> None:
-    if backend == "docker":
-        request.getfixturevalue("docker_engine")
     run = runs(scenario(tmp_path, FAULTS[fault]), backend=backend)
     run.wait_confirmed()
     cluster = run.cluster()
@@ -623,10 +616,7 @@ def test_a_stop_condition_aborts_the_run_and_the_faults_it_skipped_are_named(
     tmp_path: Path,
     runs: Callable[..., Run],
     matrix: Callable[..., None],
-    request: Any,
 ) -> None:
-    if backend == "docker":
-        request.getfixturevalue("docker_engine")
     # Canaries probe every router, so each of these faults fails some probes at once: with a
     # threshold of 100% the stop condition must fire, and the second fault must never run.
     # (Not 90%: a probe through a paused router or a cut link waits its 2 s timeout, so only
