@@ -41,6 +41,10 @@ BINARY = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "toxiproxy-serv
 API_HOST = "127.0.0.1"
 UPSTREAM_HOST = "127.0.0.2"
 CUT_PROBE = 0.5  # seconds a probe waits for an answer through a cut link
+# Bounds for what should arrive through a working link: a reply comes at once on a quiet machine,
+# and later beside CPU hogs; a wait returns when it arrives, so these only bound a hang.
+REACH = 30.0
+HANG = 5.0  # a cut link's probe returns after CUT_PROBE; this much later means it hung
 
 
 def start_toxiproxy(
@@ -271,7 +275,7 @@ def link_to(upstream: str, dst_role: Role = "storage", name: str = "a>b") -> Lin
 
 def connect(link: Link) -> socket.socket:
     host, port = link.listen.rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=2)
+    return socket.create_connection((host, int(port)), timeout=REACH)
 
 
 def recv_some(sock: socket.socket, timeout: float) -> bytes:
@@ -314,6 +318,12 @@ def echo_round_trip(sock: socket.socket, payload: bytes = b"ping") -> float:
     return time.monotonic() - started
 
 
+def best_round_trip(sock: socket.socket, tries: int = 5) -> float:
+    """The fastest of a few echo round trips: what the link adds, without the moments a busy
+    machine did not schedule the test, Toxiproxy or the echo server (that only adds time)."""
+    return min(echo_round_trip(sock) for _ in range(tries))
+
+
 # --- on a real toxiproxy-server ----------------------------------------------------------------
 
 slow = pytest.mark.slow
@@ -338,7 +348,7 @@ def test_ensure_is_idempotent_and_repairs(mesh: LinkMesh, upstreams: Upstreams) 
     assert sorted(second.unchanged) == ["n1>n2", "n2>n1"] and not second.created
     proxies = mesh.proxies()
     assert (proxies["n1>n2"].listen, proxies["n1>n2"].upstream) == (a.listen, a.upstream)
-    assert probe(a).reachable
+    assert probe(a, timeout=REACH).reachable
 
     moved = Link(a.src, a.dst, a.name, a.listen, upstreams.echo, "storage")
     mesh.disable([b])
@@ -392,8 +402,8 @@ def test_cut_makes_probe_unreachable_and_removing_it_restores(
     node = link_to(upstreams.frames, "storage", "sn-a1>sn-b1")
     router = link_to(upstreams.http, "router", "md-a>rt-a")
     mesh.ensure([node, router])
-    assert probe(node).reachable, probe(node).detail
-    assert probe(router).detail == "HTTP 200"
+    assert probe(node, timeout=REACH).reachable, probe(node).detail
+    assert probe(router, timeout=REACH).detail == "HTTP 200"
 
     added = mesh.cut([node, router], toxic_name="f1")
 
@@ -403,9 +413,9 @@ def test_cut_makes_probe_unreachable_and_removing_it_restores(
     for link in (node, router):
         result = probe(link, timeout=CUT_PROBE)
         assert not result.reachable and "no reply" in result.detail
-        assert result.elapsed < CUT_PROBE + 0.5
+        assert result.elapsed < CUT_PROBE + HANG
     mesh.remove_toxics(added)
-    assert probe(node).reachable and probe(router).reachable
+    assert probe(node, timeout=REACH).reachable and probe(router, timeout=REACH).reachable
     assert mesh.toxics(node) == [] and mesh.toxics(router) == []
 
 
@@ -421,10 +431,10 @@ def test_a_cut_keeps_connections_open_until_it_heals(mesh: LinkMesh, upstreams: 
         with pytest.raises(TimeoutError):
             sock.recv(4096)  # swallowed, yet neither reset nor closed
         mesh.remove([link], "f1")
-        sock.settimeout(2)
+        sock.settimeout(REACH)
         assert sock.recv(4096) == b""  # Toxiproxy closes connections when a timeout toxic goes
     with connect(link) as sock:
-        assert echo_round_trip(sock) < 0.5  # new connections work again
+        assert best_round_trip(sock) < 0.5  # new connections work again
 
 
 @slow
@@ -436,7 +446,7 @@ def test_one_way_cut_stops_only_that_direction(mesh: LinkMesh, upstreams: Upstre
     up = mesh.cut([push, sink], "upstream", toxic_name="up")
     assert {r.stream for r in up} == {"upstream"}
     with connect(push) as sock:
-        assert recv_some(sock, 2) == b"pushed"  # downstream still flows
+        assert recv_some(sock, REACH) == b"pushed"  # downstream still flows
     with connect(sink) as sock:
         sock.sendall(b"marker-1")
         assert not sink_got(upstreams, b"marker-1", 0.5)  # upstream swallowed
@@ -447,7 +457,7 @@ def test_one_way_cut_stops_only_that_direction(mesh: LinkMesh, upstreams: Upstre
         assert recv_some(sock, 0.5) == b""  # downstream swallowed
     with connect(sink) as sock:
         sock.sendall(b"marker-2")
-        assert sink_got(upstreams, b"marker-2", 2)  # upstream flows
+        assert sink_got(upstreams, b"marker-2", REACH)  # upstream flows
     mesh.remove([push, sink], "down")
 
 
@@ -469,7 +479,7 @@ def test_two_faults_on_one_link_heal_independently(mesh: LinkMesh, upstreams: Up
 
     mesh.degrade([link], latency_ms=100, toxic_name="f3", direction="downstream")
     mesh.remove([link], "f2")
-    result = probe(link)
+    result = probe(link, timeout=REACH)
     assert result.reachable and result.elapsed >= 0.08  # f3 still slows it down
     assert [t.name for t in mesh.toxics(link)] == ["f3:latency:downstream"]
 
@@ -479,14 +489,14 @@ def test_degrade_adds_latency_and_other_toxics(mesh: LinkMesh, upstreams: Upstre
     link = link_to(upstreams.echo)
     mesh.ensure([link])
     with connect(link) as sock:
-        assert echo_round_trip(sock) < 0.15
+        assert best_round_trip(sock) < 0.15
 
         added = mesh.degrade([link], latency_ms=200, toxic_name="slow", direction="upstream")
         assert [(r.type, r.stream) for r in added] == [("latency", "upstream")]
         assert echo_round_trip(sock) >= 0.15
 
         mesh.remove_toxics(added)
-        assert echo_round_trip(sock) < 0.15
+        assert best_round_trip(sock) < 0.15
 
     added = mesh.degrade(
         [link],
@@ -504,7 +514,7 @@ def test_degrade_adds_latency_and_other_toxics(mesh: LinkMesh, upstreams: Upstre
     assert toxics["all:slicer:upstream"].attributes["average_size"] == 8
     assert toxics["all:slow_close:downstream"].attributes == {"delay": 10}
     with connect(link) as sock:
-        assert echo_round_trip(sock, b"x" * 64) < 2  # slow but working
+        assert echo_round_trip(sock, b"x" * 64) < REACH  # slow but working
 
 
 @slow
@@ -518,7 +528,7 @@ def test_reset_peer_resets_connections(mesh: LinkMesh, upstreams: Upstreams) -> 
     assert not result.reachable
     assert "reset" in result.detail or "closed" in result.detail, result.detail
     mesh.remove([link], "rst")
-    assert probe(link).reachable
+    assert probe(link, timeout=REACH).reachable
 
 
 @slow
@@ -531,7 +541,7 @@ def test_disable_and_enable(mesh: LinkMesh, upstreams: Upstreams) -> None:
     result = probe(link)
     assert not result.reachable and "refused" in result.detail
     assert mesh.enable([link]) == [link.name]
-    assert probe(link).reachable
+    assert probe(link, timeout=REACH).reachable
     with pytest.raises(MeshNotFound):
         mesh.cut(["no>such"], toxic_name="f1")
 
@@ -549,4 +559,4 @@ def test_reset_clears_everything(mesh: LinkMesh, upstreams: Upstreams) -> None:
 
     proxies = mesh.proxies()
     assert all(p.enabled and not p.toxics for p in proxies.values())
-    assert all(probe(link).reachable for link in links)
+    assert all(probe(link, timeout=REACH).reachable for link in links)
