@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chaos.backends.local import LocalCluster
 from cluster import auth
@@ -64,6 +64,10 @@ class Writers:
                 code = exc.response["Error"]["Code"]
                 with self.lock:
                     self.errors[code] = self.errors.get(code, 0) + 1
+                continue
+            except BotoCoreError as exc:  # a read timeout on a busy machine: the writer goes on
+                with self.lock:
+                    self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
                 continue
             with self.lock:
                 self.acked[key] = i
@@ -188,7 +192,7 @@ def test_kill_9_under_write_load_heals_with_log_replicas_then_full_ones(
     reporters = {e["reporter"] for e in timeline if e["kind"] == "log_replica_added"}
     for node in reporters:
         admin = cluster.config.process(node).admin
-        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=30) as resp:
             text = resp.read().decode()
         assert 'healing_events_total{kind="log_replica_added"}' in text
 
@@ -197,8 +201,11 @@ def test_kill_9_under_write_load_heals_with_log_replicas_then_full_ones(
         md = cluster.config.process("md-a").listen
         url = f"http://{md}/map"
         signed = urllib.request.Request(url, headers=auth.url_headers("GET", url))
-        with urllib.request.urlopen(signed, timeout=2) as resp:
-            body = json.loads(resp.read())
+        try:  # a busy MemDS may answer late: the wait goes on
+            with urllib.request.urlopen(signed, timeout=30) as resp:
+                body = json.loads(resp.read())
+        except OSError:
+            return False
         found = leaders(cluster)
         parts = body["tables"]["healing"]["partitions"]
         return all(sorted(p["replicas"]) == found[p["id"]]["members"] for p in parts)

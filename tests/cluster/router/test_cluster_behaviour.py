@@ -12,15 +12,17 @@ import uuid
 
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from typer.testing import CliRunner
 
 from chaos.backends.local import LocalCluster
 from chaos.cli import app
 from tests.conftest import client_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=10)
+ADMIN_BOUND = 30.0  # an admin request answers at once, later beside CPU hogs: a bound only
 
 
 def make_table(client, name: str, **capacity) -> None:  # type: ignore[no-untyped-def]
@@ -35,7 +37,7 @@ def make_table(client, name: str, **capacity) -> None:  # type: ignore[no-untype
 
 
 def scrape(url: str, metric: str) -> float:
-    with urllib.request.urlopen(url, timeout=2) as resp:
+    with urllib.request.urlopen(url, timeout=ADMIN_BOUND) as resp:
         text = resp.read().decode()
     total = 0.0
     for line in text.splitlines():
@@ -108,6 +110,8 @@ def test_hot_table_is_throttled_while_another_keeps_its_throughput(
                 code = "ok"
             except ClientError as exc:
                 code = exc.response["Error"]["Code"]
+            except BotoCoreError as exc:  # a read timeout on a busy machine: hammer on
+                code = type(exc).__name__
             outcomes[table][code] = outcomes[table].get(code, 0) + 1
 
     threads = [threading.Thread(target=hammer, args=(hot, 180.0)) for _ in range(3)]
@@ -189,8 +193,9 @@ def test_every_process_serves_health_and_metrics(local_cluster: LocalCluster) ->
     client_for(local_cluster).list_tables()  # so the router has counted something
     for process_id in local_cluster.process_ids():
         info = local_cluster.config.process(process_id)
-        assert local_cluster.health(process_id) is not None, process_id
-        with urllib.request.urlopen(f"http://{info.admin}/metrics", timeout=2) as resp:
+        # /health answers within 1 s or counts as down; under load, ask again (bounded).
+        wait_for(f"{process_id} healthy", lambda p=process_id: local_cluster.health(p), stall=None)
+        with urllib.request.urlopen(f"http://{info.admin}/metrics", timeout=ADMIN_BOUND) as resp:
             assert expected[info.role] in resp.read().decode(), process_id
 
 

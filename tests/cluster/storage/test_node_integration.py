@@ -19,7 +19,7 @@ from cluster.storage.commands import (
     encode_command,
 )
 from cluster.storage.itemstore import encode_key_value
-from tests.local_nodes import LocalNodes
+from tests.local_nodes import ADMIN_BOUND, LocalNodes
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -119,7 +119,7 @@ def test_admin_endpoints(tmp_path: Path) -> None:
         assert all(r["members"] == ["n1", "n2", "n3"] for r in replicas)
         digests = node.get_json("/digest")["digests"]
         assert {d["group"] for d in digests} == {"p0", "p1"}
-        with urllib.request.urlopen(node.admin + "/metrics", timeout=2) as resp:
+        with urllib.request.urlopen(node.admin + "/metrics", timeout=ADMIN_BOUND) as resp:
             metrics = resp.read().decode()
         assert 'storage_replica_commit_index{group="p0"}' in metrics
         assert "storage_peer_connected" in metrics
