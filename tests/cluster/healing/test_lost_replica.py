@@ -14,7 +14,7 @@ from chaos.backends.local import LocalCluster
 from cluster.storage.client import ask
 
 from .conftest import events, leaders, wait_for
-from .test_scrub_cluster import TABLE, follower_of, make_table, scrub
+from .test_scrub_cluster import follower_of, make_table, scrub, table_groups
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_dropped_and_wiped_replicas_are_refilled_and_scrub_agrees(
 ) -> None:
     cluster = healing_cluster
     make_table(cluster)
-    first, second = sorted(g for g in leaders(cluster) if g.startswith(TABLE + ".p"))
+    first, second = table_groups(cluster)
 
     # 1. drop_group on a follower: the group's leader sees it lost what it acknowledged and
     # refills it; it holds every committed entry again and scrubs clean.
@@ -94,7 +94,7 @@ def test_dropped_and_wiped_replicas_are_refilled_and_scrub_agrees(
 def test_scrub_with_a_silent_replica_is_incomplete_not_ok(healing_cluster: LocalCluster) -> None:
     cluster = healing_cluster
     make_table(cluster)
-    group = sorted(g for g in leaders(cluster) if g.startswith(TABLE + ".p"))[0]
+    group = table_groups(cluster)[0]
     silent = follower_of(cluster, group)
     cluster.pause(silent)  # SIGSTOP: its node neither answers nor reports
     try:
