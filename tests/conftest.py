@@ -29,6 +29,7 @@ def subnet_claims_die_with_the_session(
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One full cluster (3x2x1) for the whole session; tests create their own tables."""
     cluster = LocalCluster.create(tmp_path_factory.mktemp("cluster"), "3x2x1", partitions=4)
+    cluster.die_with_this_process()  # even a SIGKILLed pytest leaves none of it behind
     try:  # a cluster that fails to come up is stopped too
         cluster.up(timeout=120)
         yield cluster
@@ -60,6 +61,7 @@ def dynamodb(local_cluster: LocalCluster):  # type: ignore[no-untyped-def]
 def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """A cluster of its own, for tests that kill or pause processes."""
     cluster = LocalCluster.create(tmp_path / "cluster", "3x2x1", partitions=2)
+    cluster.die_with_this_process()  # even a SIGKILLed pytest leaves none of it behind
     try:  # a cluster that fails to come up is stopped too
         cluster.up(timeout=120)
         yield cluster

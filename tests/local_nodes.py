@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from chaos.backends.lifeline import tied_popen
 from chaos.backends.subnets import claim_subnet
 from cluster import auth
 from tests.waiting import STALL
@@ -91,7 +92,8 @@ class NodeProcess:
             args += ["--group", f"{group}={','.join(members)}"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            # Tied to this process: even a SIGKILLed pytest (or bench) leaves no node behind.
+            self.proc = tied_popen(args, signal.SIGKILL, stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -40,6 +40,7 @@ WRITES_BOUND = 180.0
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c = LocalCluster.create(tmp_path_factory.mktemp("faults") / "cluster", "3x2x1", partitions=4)
+    c.die_with_this_process()  # even a SIGKILLed pytest leaves none of it behind
     try:  # stopped even when it never came up
         c.up(timeout=120)
         client = client_for(c)

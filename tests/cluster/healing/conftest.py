@@ -21,6 +21,7 @@ def healing_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv("GAMEDAY_HEALING", "on")
     monkeypatch.setenv("GAMEDAY_SCRUB_SECONDS", "0")  # scrubs run when a test asks
     cluster = LocalCluster.create(tmp_path / "cluster", "3x2x1", partitions=2)
+    cluster.die_with_this_process()  # even a SIGKILLed pytest leaves none of it behind
     try:  # a cluster that fails to come up is stopped too
         cluster.up(timeout=120)
         yield cluster
