@@ -43,8 +43,9 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any, NamedTuple
 
 from checks.history import (
@@ -52,7 +53,6 @@ from checks.history import (
     READ_FS,
     WRITE_FS,
     Operation,
-    by_key,
     canon,
     paused_gc,
     uncanon,
@@ -65,6 +65,8 @@ DEFAULT_BUDGET = 5.0
 WINDOW_MAX = 10
 
 READ, WRITE, CAS, MISMATCH = range(4)
+_OBSERVES = (True, False, False, True)  # by kind: a read or a cas mismatch observes
+_NEEDS = (READ, CAS)  # kinds whose definite ops need their arg to be the register's value
 
 
 class UnsupportedOp(Exception):
@@ -74,8 +76,8 @@ class UnsupportedOp(Exception):
 class RegisterOp(NamedTuple):
     """An operation as the register model sees it; `arg` and `new` are canonical values.
 
-    (A NamedTuple rather than a frozen dataclass: one is built per operation, and this is the
-    cheapest immutable value to build.)
+    The search itself takes plain tuples of these fields, values as keys (`_value_key`): see
+    `register_ops_by_key`. This named view is for reports and tests.
     """
 
     op: Operation
@@ -85,6 +87,10 @@ class RegisterOp(NamedTuple):
     call: float
     ret: float
     definite: bool
+
+
+#: What the search takes: RegisterOp's fields in its order, values as keys (`_value_key`).
+Register = tuple[Operation, int, Any, Any, float, float, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,134 +103,192 @@ class KeyOutcome:
 
 
 def to_register_op(op: Operation) -> RegisterOp | None:
-    """The register view of `op`, or None when it takes no part in the search."""
-    f, kind = op.f, op.type
-    call = op.invoke_time
-    if f in READ_FS:  # the most common op first, with the fewest steps
-        if kind == "ok" and op.consistent:
+    """The register view of `op`, or None when it takes no part in the search (or has no key)."""
+    per_key, skipped, _ = register_ops_by_key([op])
+    if skipped:
+        raise UnsupportedOp(*skipped.values())
+    return next((_named(r) for rs in per_key.values() for r in rs), None)
+
+
+def register_ops_by_key(
+    ops: Iterable[Operation],
+) -> tuple[dict[str, list[Register]], dict[str, str], set[str]]:
+    """The register view of every key's ops (ops in their order, leaving out those that take no
+    part), the keys skipped with why (a malformed cas), and the keys with info ops (all others
+    hold only definite ops): one pass over the history.
+
+    One pass in the history's order, the rules inline and tuple displays: a pass per key touched
+    each op again in an order the memory caches could not follow, and a call per operation or
+    RegisterOp's construction cost more than the rules. The tuples hold RegisterOp's fields in
+    its order, with values as keys (`_value_key`; `_named` gives the RegisterOp with canonical
+    text, as describe_failure does); the hot paths index them.
+    """
+    per_key: dict[str, list[Register]] = {}
+    skipped: dict[str, str] = {}
+    uncertain: set[str] = set()
+    lists = per_key.get
+    inf = math.inf
+    for op in ops:
+        key = op.key
+        if key is None:
+            continue
+        f = op.f
+        kind = op.type
+        call = op.invoke_time
+        if f in READ_FS:  # the most common op first, with the fewest steps
+            if kind != "ok" or not op.consistent:
+                continue
             ret = op.complete_time or call
             value = op.result  # canon's common cases inline: one call less per read
-            arg = (
-                "null"
-                if value is None
-                else _int_repr(value)
-                if type(value) is int
-                else canon(value)
-            )
-            return _register(RegisterOp, (op, READ, arg, "null", call, max(call, ret), True))
-        return None
-    if kind == "info":
-        ret, definite = math.inf, False
-    else:
-        ret, definite = op.complete_time or call, True
-        if ret < call:
-            ret = call
-        if kind == "fail":
-            if f == "cas" and (op.error is None or CONDITIONAL_FAILED in op.error):
-                arg = canon(_cas_args(op)[0])
-                return _register(RegisterOp, (op, MISMATCH, arg, "null", call, ret, True))
-            return None
-    if f in WRITE_FS:
-        return _register(RegisterOp, (op, WRITE, canon(op.value), "null", call, ret, definite))
-    if f == "delete":
-        return _register(RegisterOp, (op, WRITE, "null", "null", call, ret, definite))
-    if f == "cas":
-        expected, new = _cas_args(op)
-        return _register(RegisterOp, (op, CAS, canon(expected), canon(new), call, ret, definite))
-    return None
+            arg = value if value is None or type(value) is int else _value_key(value)
+            register = (op, READ, arg, None, call, ret if ret > call else call, True)
+        else:
+            if kind == "info":
+                ret, definite = inf, False
+                uncertain.add(key)
+            else:
+                ret, definite = op.complete_time or call, True
+                if ret < call:
+                    ret = call
+            if f == "cas":
+                failed = kind == "fail"
+                if failed and op.error is not None and CONDITIONAL_FAILED not in op.error:
+                    continue  # definitely did not happen
+                value = op.value
+                if not (isinstance(value, list) and len(value) == 2):
+                    skipped.setdefault(key, f"cas value must be [expected, new] (index {op.index})")
+                    continue
+                if failed:
+                    register = (op, MISMATCH, _value_key(value[0]), None, call, ret, True)
+                else:
+                    expected, new = _value_key(value[0]), _value_key(value[1])
+                    register = (op, CAS, expected, new, call, ret, definite)
+            elif kind == "fail":
+                continue
+            elif f in WRITE_FS:
+                value = op.value
+                arg = value if value is None or type(value) is int else _value_key(value)
+                register = (op, WRITE, arg, None, call, ret, definite)
+            elif f == "delete":
+                register = (op, WRITE, None, None, call, ret, definite)
+            else:
+                continue
+        registers = lists(key)
+        if registers is None:
+            per_key[key] = [register]
+        else:
+            registers.append(register)
+    for key in skipped:
+        del per_key[key]
+    return per_key, skipped, uncertain
 
 
-#: ``RegisterOp(...)`` without the Python-level ``__new__`` NamedTuple generates: one is built
-#: per operation checked. The same fields, in the same order (tests/checks/test_oracle.py).
-_register = tuple.__new__
-_int_repr = int.__repr__
+def _value_key(value: Any) -> Any:
+    """A JSON value as the search compares it: None, an int (integral floats too: JSON's 1.0 is
+    1) or else its canonical text; two values are equal in JSON exactly when their keys are.
+
+    Ints, the values workloads write, are their own keys: no text is built per operation.
+    """
+    if value is None or type(value) is int:
+        return value
+    if type(value) is float and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return canon(value)
 
 
-def _cas_args(op: Operation) -> tuple[Any, Any]:
-    if not (isinstance(op.value, list) and len(op.value) == 2):
-        raise UnsupportedOp(f"cas value must be [expected, new] (index {op.index})")
-    return op.value[0], op.value[1]
+def _key_text(key: Any) -> str:
+    """The canonical text (checks.history.canon) of a value's key."""
+    return "null" if key is None else int.__repr__(key) if type(key) is int else key
 
 
-def prune_unobservable(ops: list[RegisterOp]) -> list[RegisterOp]:
+def _named(register: Any) -> RegisterOp:
+    """A register tuple as a RegisterOp, its values as canonical text."""
+    op, kind, arg, new, call, ret, definite = register
+    return RegisterOp(op, kind, _key_text(arg), _key_text(new), call, ret, definite)
+
+
+#: RegisterOp's fields by position, for the hot paths that take plain tuples.
+_KIND, _ARG, _NEW, _DEFINITE = 1, 2, 3, 6
+
+
+def prune_unobservable(ops: list[Register]) -> list[Register]:
     """Drop info writes and info cas whose new value nothing ever observed.
 
     Sound when the key has no cas-mismatch observations: applying such an op leaves a value that
     no later read or cas can see, so only a later write can follow it, and the same linearization
     without the op is legal too. Removing them spares the search their 2^k placements.
     """
-    if any(r.kind == MISMATCH for r in ops):
+    if all(r[_DEFINITE] for r in ops) or any(r[_KIND] == MISMATCH for r in ops):
         return ops
-    observed = {r.arg for r in ops if r.kind in (READ, CAS)}
-    return [r for r in ops if r.definite or (r.new if r.kind == CAS else r.arg) in observed]
+    observed = {r[_ARG] for r in ops if r[_KIND] in (READ, CAS)}
+    return [r for r in ops if r[_DEFINITE] or (r[_NEW] if r[_KIND] == CAS else r[_ARG]) in observed]
 
 
-def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Validity, Any]:
+def search(ops: Sequence[Register], initial: Any, deadline: float) -> tuple[Validity, Any]:
     """Is there a linearization of `ops` from `initial`? Returns (True | False | "unknown" when
     `deadline` (time.monotonic) passes, evidence); on False the evidence describes the deepest
     point the search reached, for `describe_failure`.
 
     Values are numbered (0 is `initial`) so that states compare and hash as small ints, and the
-    memo is one set of linearized-op bitmasks per state: no tuple per configuration.
+    memo is one set of linearized-op bitmasks per state: no tuple per configuration. On
+    histories where the search seldom backtracks the set-up costs more than the walk, so it is
+    built from whole columns (sorts, maps, slices) where it can be.
     """
     n = len(ops)
     m = 2 * n
     tail = m + 1
     if not ops:
         return True, None
-    _, kinds, arg_values, new_values, calls, rets, definites = zip(*ops, strict=True)
-    values = list(dict.fromkeys([initial, *arg_values, *new_values]))  # id -> canonical value
-    number = {value: i for i, value in enumerate(values)}.__getitem__
+    _, kinds, arg_values, new_values, calls, rets, definite = zip(*ops, strict=True)
+    values = list(dict.fromkeys([initial, *arg_values, *new_values]))  # id -> value key
+    number = dict(zip(values, range(len(values)), strict=True)).__getitem__
     args = list(map(number, arg_values))
     news = list(map(number, new_values))
     # Entries in time order: calls (ids 0..n-1) before returns (n..2n-1) at equal times, each
     # kind by op index (a stable sort of the calls-then-returns list keeps exactly that order).
-    times = calls + rets
+    # Positions 1..m hold them; 0 is the head and m + 1 the tail of the linked list.
+    order = sorted(range(m), key=(calls + rets).__getitem__)
+    entry_at = [m, *order, m]  # position -> entry id (the sentinels read as returns)
+    position = sorted(range(m), key=order.__getitem__)  # entry id -> position - 1
+    ret_pos = list(map((1).__add__, position[n:]))  # op -> the position of its return
     nxt = [*range(1, m + 2), tail]
     prv = [0, *range(0, m + 1)]
-    call_op = [-1] * (m + 2)  # the op whose call is at a position; -1 at returns and sentinels
-    op_at = [0] * (m + 2)
-    match = [0] * (m + 2)  # a call's position -> its return's position
-    call_pos = [0] * n
-    for pos, e in enumerate(sorted(range(m), key=times.__getitem__), start=1):
-        if e < n:
-            call_op[pos] = op_at[pos] = e
-            call_pos[e] = pos
-        else:
-            op_at[pos] = e - n
-            match[call_pos[e - n]] = pos
-    definite = [1 if d else 0 for d in definites]
     bits = [1 << i for i in range(n)]
-    observes = [kind in (READ, MISMATCH) for kind in kinds]
+    observes = list(map(_OBSERVES.__getitem__, kinds))
     # Values only one source can produce (the initial state, or a single write or cas): once the
     # register leaves such a value it never holds it again, so leaving it while a definite op
     # still needs it (an ok read of it, an ok cas from it) cannot lead to a linearization.
+    # (Counted in loops: most keys are small, and a Counter costs microseconds to set up.)
     sources = [0] * len(values)
     sources[0] = 1
+    for v in compress(args, map(WRITE.__eq__, kinds)):
+        sources[v] += 1
+    for v in compress(news, map(CAS.__eq__, kinds)):
+        sources[v] += 1
+    once = list(map((1).__eq__, sources))
+    need_of = [
+        a if d and k in _NEEDS else -1 for a, d, k in zip(args, definite, kinds, strict=True)
+    ]
     needs = [0] * len(values)
-    need_of = [-1] * n
-    for i, kind in enumerate(kinds):
-        if kind == WRITE:
-            sources[args[i]] += 1
-        elif kind == CAS:
-            sources[news[i]] += 1
-        if definites[i] and kind in (READ, CAS):
-            need_of[i] = args[i]
-            needs[args[i]] += 1
-    once = [count == 1 for count in sources]
+    for v in need_of:
+        if v >= 0:
+            needs[v] += 1
 
-    seen: list[set[int]] = [set() for _ in values]  # per state: the linearized sets tried
+    # Per state, the linearized sets tried; built at the first backtrack (_memo_of_path): until
+    # then the configurations tried are exactly the path on the stack, all distinct, and most
+    # keys never backtrack (a set entry per op and its freeing cost a tenth of the check).
+    seen: list[set[int]] | None = None
     stack: list[tuple[int, int]] = []
     linearized = 0
     state = 0
     remaining = sum(definite)
     entry = nxt[0]
     best_pos = -1
-    best: tuple[int, list[int], int | None, str, int, bool] | None = None
+    best: tuple[int, list[int], int | None, Any, int, bool] | None = None
     configurations = backtracks = 0
     while remaining:
-        i = call_op[entry]
-        if i >= 0:
+        i = entry_at[entry]
+        if i < n:
             kind = kinds[i]
             if kind == WRITE:
                 new = args[i]
@@ -242,15 +306,15 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
                 entry = nxt[entry]  # would abandon, forever, a value some op must still see
                 continue
             marked = linearized | bits[i]
-            tried = seen[new]
-            if marked not in tried:
-                tried.add(marked)
+            if seen is None or marked not in seen[new]:
+                if seen is not None:
+                    seen[new].add(marked)
                 configurations += 1
                 if not configurations & 0xFF and time.monotonic() > deadline:
                     return UNKNOWN, configurations
                 stack.append((entry, state))
                 state, linearized = new, marked
-                ret = match[entry]  # lift the call and its return out of the list
+                ret = ret_pos[i]  # lift the call and its return out of the list
                 nxt[prv[entry]] = nxt[entry]
                 prv[nxt[entry]] = prv[entry]
                 nxt[prv[ret]] = nxt[ret]
@@ -269,12 +333,14 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
         elif entry > best_pos and entry != tail:
             best_pos = entry
             best = (
-                op_at[entry],
-                *_recent(stack, op_at, observes),
+                i - n,
+                *_recent(stack, entry_at, observes),
                 values[state],
                 linearized,
                 once[state] and needs[state] > 0,
             )
+        if seen is None:
+            seen = _memo_of_path(stack, entry_at, bits, state, len(values))
         while True:
             if not stack:
                 return False, best
@@ -282,9 +348,9 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
             if not backtracks & 0x3F and time.monotonic() > deadline:
                 return UNKNOWN, configurations
             entry, state = stack.pop()
-            i = op_at[entry]
+            i = entry_at[entry]
             linearized ^= bits[i]
-            ret = match[entry]  # unlift: put the return back, then the call
+            ret = ret_pos[i]  # unlift: put the return back, then the call
             nxt[prv[ret]] = ret
             prv[nxt[ret]] = ret
             nxt[prv[entry]] = entry
@@ -298,6 +364,20 @@ def search(ops: Sequence[RegisterOp], initial: str, deadline: float) -> tuple[Va
     return True, None
 
 
+def _memo_of_path(
+    stack: list[tuple[int, int]], entry_at: list[int], bits: list[int], state: int, count: int
+) -> list[set[int]]:
+    """The memo of a search that has not backtracked yet: per state, the linearized sets of the
+    configurations on the path (``stack`` holds each step's call entry and the state before it;
+    ``state`` is the state after the last step)."""
+    seen: list[set[int]] = [set() for _ in range(count)]
+    marked = 0
+    for step, (entry, _) in enumerate(stack):
+        marked |= bits[entry_at[entry]]
+        seen[stack[step + 1][1] if step + 1 < len(stack) else state].add(marked)
+    return seen
+
+
 def _recent(
     stack: list[tuple[int, int]], op_of: list[int], observes: list[bool]
 ) -> tuple[list[int], int | None]:
@@ -307,11 +387,13 @@ def _recent(
     return last, setter
 
 
-def describe_failure(ops: Sequence[RegisterOp], evidence: Any) -> dict[str, Any]:
+def describe_failure(registers: Sequence[Register], evidence: Any) -> dict[str, Any]:
     """The op the search got stuck on (its return came and it could not be linearized before),
     the op that set the register's value then, the ops that still had to observe that value,
     the last ops linearized and those concurrent with the stuck one: at most WINDOW_MAX."""
     stuck, prefix, setter, state, linearized, blocked = evidence
+    ops = [_named(r) for r in registers]  # the search's tuples, values as canonical text
+    state = _key_text(state)
     s = ops[stuck]
     concurrent = [j for j, r in enumerate(ops) if j != stuck and r.call < s.ret and r.ret > s.call]
     concurrent.sort(key=lambda j: abs(ops[j].call - s.call))
@@ -364,11 +446,9 @@ def brief(op: Operation) -> str:
     return f"{op.process} {what} {op.type} @{op.invoke_time:.3f}"
 
 
-def check_key(
-    key: str, ops: list[RegisterOp], *, budget: float, initial: str = "null"
-) -> KeyOutcome:
+def check_key(key: str, ops: list[Register], *, budget: float, initial: Any = None) -> KeyOutcome:
     started = time.monotonic()
-    if not any(r.definite for r in ops):
+    if not any(r[_DEFINITE] for r in ops):
         return KeyOutcome(key, True, len(ops), 0.0)
     valid, evidence = search(ops, initial, started + budget)
     seconds = time.monotonic() - started
@@ -419,21 +499,18 @@ def check_linearizability(
 def _check_linearizability(ops: Sequence[Operation], budget: float, initial: Any) -> CheckResult:
     started = time.monotonic()
     ec = eventual_read_violations(ops)
-    per_key: dict[str, list[RegisterOp]] = {}
-    skipped: dict[str, str] = {}
+    per_key, skipped, uncertain = register_ops_by_key(ops)
     pruned = 0
-    for key, key_ops in by_key(ops):
-        try:
-            registers = [r for r in [to_register_op(op) for op in key_ops] if r is not None]
-        except UnsupportedOp as exc:
-            skipped[key] = str(exc)
-            continue
+    for key in uncertain.intersection(per_key):  # the other keys hold definite ops only
+        registers = per_key[key]
         kept = prune_unobservable(registers)
         pruned += len(registers) - len(kept)
         if kept:
             per_key[key] = kept
+        else:
+            del per_key[key]
     outcomes = [
-        check_key(key, kops, budget=budget, initial=canon(initial))
+        check_key(key, kops, budget=budget, initial=_value_key(initial))
         for key, kops in sorted(per_key.items(), key=lambda kv: (len(kv[1]), kv[0]))
     ]
     invalid = [o for o in outcomes if o.valid is False]

@@ -15,6 +15,8 @@ from checks.linearizability import (
     MISMATCH,
     READ,
     RegisterOp,
+    _key_text,
+    _value_key,
     check_linearizability,
     to_register_op,
 )
@@ -107,3 +109,14 @@ def test_search_agrees_with_brute_force_on_mixed_json_values() -> None:
         assert check_linearizability(ops, budget=5.0).valid is expected, records
         seen[expected] += 1
     assert min(seen.values()) > 50, seen
+
+
+def test_value_keys_are_equal_exactly_when_canonical_json_is() -> None:
+    # The search compares values by key (ints as themselves, no text per op): keys must agree
+    # with canon on every pair, and give canon's text back.
+    values: list[object] = [None, 0, 1, -1, 1.0, -1.0, 1.5, 2**70, float(2**70), True, False]
+    values += ["1", "null", "true", "", [1, 1.0], [1, 1], {"a": 1.0}, {"a": 1}, float("inf")]
+    for a in values:
+        assert _key_text(_value_key(a)) == canon(a), a
+        for b in values:
+            assert (_value_key(a) == _value_key(b)) == (canon(a) == canon(b)), (a, b)
