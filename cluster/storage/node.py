@@ -450,7 +450,7 @@ class StorageNode:
             now = time.monotonic()
             while next_at <= now:
                 for replica in self.replicas.values():
-                    replica.tick()
+                    replica.tick(next_at)
                 next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
