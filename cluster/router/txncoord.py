@@ -19,7 +19,9 @@ a conditional update of an existing ``P`` record), and whoever finds one missing
      pass, stores an intent (the new image) beside each item (cluster/storage/intents.py); the
      home group's prepare also creates the record ``P`` in the same log entry, naming every
      participant (group and key) for the sweeper. Intents block every other write to their
-     item.
+     item. A prepare whose outcome is unknown (no reply within a write attempt: a busy or
+     cut-off leader) is never sent again; it is *learnt* by consistent reads of its items for
+     up to one ``request_budget``: this attempt's intent on every one of them means it applied.
   2. Decide: if every group prepared, ``P -> C`` in the record; that Raft commit is the
      transaction's commit point. Otherwise ``P -> A`` and the cancellation reasons go back.
   3. Resolve: ``TxnResolveCommand`` per group writes the images (commit) or drops the intents
@@ -97,6 +99,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.dynamo.values import item_size
 from cluster.metadata.partitionmap import Partition, TableLayout
 from cluster.storage.commands import Condition, PutCommand, TxnOp, TxnPrepareCommand
 from cluster.storage.intents import CONFLICT, CONFLICT_MESSAGE, NONE, RECORDS, conflict
@@ -287,6 +290,7 @@ async def _attempt(
     ]
     outcomes = await asyncio.gather(*steps, *([claim] if claim else []), return_exceptions=True)
     claimed: str | BaseException = outcomes.pop() if claim else "claimed"
+    outcomes = await _learn_unknown_prepares(ctx, list(groups.values()), outcomes, attempt)
     reasons: dict[int, dict[str, Any]] = {p.index: {"Code": NONE} for p in placed}
     sizes: dict[int, int] = {p.index: 0 for p in placed}
     failure: BaseException | None = None
@@ -341,6 +345,62 @@ async def _attempt(
     if codes <= {NONE, CONFLICT}:
         raise _Conflicted(canceled, cleared)
     raise canceled
+
+
+async def _learn_unknown_prepares(
+    ctx: RouterContext, groups: list[list[Placed]], outcomes: list[Any], attempt: str
+) -> list[Any]:
+    """``outcomes`` with each prepare whose outcome was unknown replaced by "prepared" where
+    the group is found to hold this attempt's intent on every one of its items.
+
+    A prepare's Raft step may take longer than a write attempt (a busy leader answers
+    OutcomeUnknown after ``write_attempt``), or its reply may be lost with a leader that was
+    cut off after replicating it. The command is never sent again (a duplicate could apply
+    after the attempt was resolved, and lock the items afresh): its outcome is *learnt*, by
+    consistent reads of the group's items for up to one ``request_budget``. A prepare is all
+    or none in its group, so intents of this attempt on every item prove it applied (and,
+    in the home group, the record with it); none seen in time -> the outcome stays unknown
+    and the attempt is aborted as before (a prepare applied later only leaves intents of an
+    aborted attempt, which whoever meets them rolls back)."""
+    unknown = [i for i, o in enumerate(outcomes) if isinstance(o, Unknown) and i < len(groups)]
+    if not unknown:
+        return outcomes
+    learnt = await asyncio.gather(*(_prepared_intents(ctx, groups[i], attempt) for i in unknown))
+    out = list(outcomes)
+    for i, sizes in zip(unknown, learnt, strict=True):
+        if sizes is not None:
+            out[i] = (True, {"reasons": [{"Code": NONE} for _ in groups[i]], "sizes": sizes})
+    return out
+
+
+async def _prepared_intents(
+    ctx: RouterContext, ops: list[Placed], attempt: str
+) -> list[int] | None:
+    """The items' sizes once every item of ``ops`` holds ``attempt``'s intent; None if that
+    was not seen within one request budget."""
+    end = time.monotonic() + ctx.request_budget
+    partition = ops[0].partition
+    while (remaining := end - time.monotonic()) > 0:
+        try:
+            replies = await asyncio.gather(
+                *(
+                    ctx.storage.read(
+                        partition, "get", True, remaining, tbl=p.op.tbl, pk=p.op.pk, sk=p.op.sk
+                    )
+                    for p in ops
+                )
+            )
+        except DynamoError as exc:
+            log.info("learning a prepare of %s in %s: %s", attempt, partition.id, exc.message)
+        else:
+            locks = [r.get("lock") or {} for r in replies]
+            if all(lock.get("txn") == attempt for lock in locks):
+                return [
+                    max(item_size(r.get("item") or {}), item_size(lock.get("image") or {}))
+                    for r, lock in zip(replies, locks, strict=True)
+                ]
+        await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
+    return None
 
 
 async def _resolve_groups(

@@ -26,6 +26,7 @@ from cluster import auth
 from cluster.metadata.partitionmap import TableLayout
 from cluster.router import txncoord, txngc, txntokens
 from cluster.router.context import RouterContext
+from cluster.router.errors import DynamoError
 from cluster.router.transact import _digest, _place_write
 from cluster.storage.intents import RECORDS, lock_table
 from cluster.storage.itemstore import encode_key_value
@@ -176,6 +177,33 @@ def test_prepared_but_undecided_transaction_is_rolled_back_by_another_router(
     time.sleep(max(0.0, txncoord.TXN_STALE + 0.5 - (time.monotonic() - started)))
     assert rt_b.batch_write_item(RequestItems={table: [put_src]})["UnprocessedItems"] == {}
     assert audit(rt_c, table, [src, dst]) == [7, 100]
+
+
+def test_a_prepare_whose_outcome_was_unknown_is_learnt_from_its_intents(
+    local_cluster: LocalCluster, table: str
+) -> None:
+    """The coordinator never sends a prepare again: it reads whether the group holds the
+    attempt's intents (txncoord._learn_unknown_prepares), here after a real prepare."""
+    rt_b = other_router(local_cluster, "rt-b")
+    src, dst = two_accounts(local_cluster, rt_b, table)
+    items = transfer_items(table, src, dst)
+    attempt = asyncio.run(crash_after(local_cluster, items, commit=False))
+
+    async def learn(attempt: str) -> list[Any]:
+        auth.install(local_cluster.config.internal_secret())
+        async with aiohttp.ClientSession() as session:
+            ctx = RouterContext(local_cluster.config, "rt-b", session)
+            await ctx.start()
+            try:
+                groups = [[await _place_write(ctx, i, item)] for i, item in enumerate(items)]
+                unknown = [txncoord.Unknown(DynamoError.internal("lost")) for _ in groups]
+                return await txncoord._learn_unknown_prepares(ctx, groups, unknown, attempt)
+            finally:
+                await ctx.stop()
+
+    learnt = asyncio.run(learn(attempt))
+    assert [ok for ok, _ in learnt] == [True, True], learnt
+    assert all(isinstance(o, txncoord.Unknown) for o in asyncio.run(learn(uuid.uuid4().hex)))
 
 
 def test_committed_but_unapplied_transaction_is_rolled_forward_by_another_router(
