@@ -344,6 +344,7 @@ def test_aws_cli_capacity_validation_and_remaining_legacy(aws: AwsCli) -> None:
         _cli_validation(aws, name)
         table = aws("describe-table", "--table-name", name)["Table"]
         assert table["ItemCount"] == 3
+        assert table["TableSizeBytes"] > 0
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     finally:
         aws("delete-table", "--table-name", name)
@@ -360,7 +361,10 @@ def _cli_capacity_and_legacy(aws: AwsCli, name: str) -> None:
         json.dumps(items[0]),
         "--return-consumed-capacity",
         "INDEXES",
+        "--return-item-collection-metrics",  # accepted; metrics exist only with an LSI
+        "SIZE",
     )
+    assert "ItemCollectionMetrics" not in put
     assert put["ConsumedCapacity"] == {
         "TableName": name,
         "CapacityUnits": 1.0,
@@ -458,7 +462,104 @@ def _cli_validation(aws: AwsCli, name: str) -> None:
         )
         assert failed.returncode != 0 and "(ValidationException)" in failed.stderr, failed.stderr
         assert message in failed.stderr, failed.stderr
+    _cli_exact_validation(aws, name, key)
     # A REMOVE-only update of a missing item creates nothing.
     ghost = json.dumps({"pk": S("ghost"), "sk": N(1)})
     aws("update-item", "--table-name", name, "--key", ghost, "--update-expression", "REMOVE tag")
     assert aws("get-item", "--table-name", name, "--key", ghost, "--consistent-read") is None
+
+
+def _cli_exact_validation(aws: AwsCli, name: str, key: str) -> None:
+    """DynamoDB's validation, exactly, as the AWS CLI shows it (constants type-checked at
+    parse time, syntax errors first, names starting with ``_``, projection paths)."""
+
+    def values(**v: Any) -> list[str]:
+        return ["--expression-attribute-values", json.dumps({f":{k}": x for k, x in v.items()})]
+
+    def invalid(kind: str) -> str:
+        return f"Invalid {kind}: Incorrect operand type for operator or function; "
+
+    cases: list[tuple[list[str], str]] = [
+        (
+            ["scan", "--filter-expression", "begins_with(tag, :v)", *values(v=N(1))],
+            invalid("FilterExpression") + "operator or function: begins_with, operand type: N",
+        ),
+        (
+            ["scan", "--filter-expression", "tag < :l", *values(l={"L": []})],
+            invalid("FilterExpression") + "operator: <, operand type: LIST",
+        ),
+        (  # the syntax error comes before the undefined value
+            ["scan", "--filter-expression", "w = = :undefined"],
+            'Invalid FilterExpression: Syntax error; token: "=", near: "= = :undefined"',
+        ),
+        (
+            ["scan", "--filter-expression", "pk = :v AND __kind = :v", *values(v=N(1))],
+            'Invalid FilterExpression: Syntax error; token: "_", near: "AND __"',
+        ),
+        (
+            [
+                "put-item",
+                "--item",
+                key,
+                "--condition-expression",
+                "w BETWEEN :hi AND :lo",
+                *values(hi=N(5), lo=N(1)),
+            ],
+            "Invalid ConditionExpression: The BETWEEN operator requires upper bound to be "
+            "greater than or equal to lower bound; lower bound operand: AttributeValue: {N:5}, "
+            "upper bound operand: AttributeValue: {N:1}",
+        ),
+        (
+            ["update-item", "--key", key, "--update-expression", "ADD m :m", *values(m={"M": {}})],
+            invalid("UpdateExpression") + "operator: ADD, operand type: MAP, typeSet: "
+            "ALLOWED_FOR_ADD_OPERAND",
+        ),
+        (
+            ["get-item", "--key", key, "--projection-expression", "a, a.b"],
+            "Invalid ProjectionExpression: Two document paths overlap with each other; must "
+            "remove or rewrite one of these paths; path one: [a], path two: [a, b]",
+        ),
+        (
+            ["get-item", "--key", key, "--projection-expression", "a[0], a.b"],
+            "Invalid ProjectionExpression: Two document paths conflict with each other; must "
+            "remove or rewrite one of these paths; path one: [a, [0]], path two: [a, b]",
+        ),
+        (
+            ["get-item", "--key", key, "--projection-expression", "a" + ".b" * 32],
+            "Invalid ProjectionExpression: The document path has too many nesting levels; "
+            "nesting levels: 33",
+        ),
+    ]
+    for args, message in cases:
+        failed = aws.run(*args, "--table-name", name, ok=False)
+        assert failed.returncode != 0 and "(ValidationException)" in failed.stderr, failed.stderr
+        assert message in failed.stderr, (args, failed.stderr)
+    # size() takes a name placeholder (a reserved word here); list indexes past the end
+    # append in index order.
+    listed = json.dumps({"pk": S("list"), "sk": N(1), "status": S("ok"), "l": {"L": [N(0)]}})
+    aws(
+        "put-item",
+        "--table-name",
+        name,
+        "--item",
+        listed,
+        "--condition-expression",
+        "attribute_not_exists(#s) OR size(#s) < :n",
+        "--expression-attribute-names",
+        json.dumps({"#s": "status"}),
+        *values(n=N(1)),
+    )
+    new = aws(
+        "update-item",
+        "--table-name",
+        name,
+        "--key",
+        json.dumps({"pk": S("list"), "sk": N(1)}),
+        "--update-expression",
+        "SET l[9] = :nine, l[5] = :five, l[7] = :seven",
+        *values(nine=N(9), five=N(5), seven=N(7)),
+        "--return-values",
+        "ALL_NEW",
+    )["Attributes"]
+    assert new["l"] == {"L": [N(0), N(5), N(7), N(9)]}
+    aws("delete-item", "--table-name", name, "--key", json.dumps({"pk": S("list"), "sk": N(1)}))
