@@ -44,7 +44,7 @@ def table_groups(cluster: LocalCluster) -> list[str]:
     its status: on a busy machine a 1 s status call may time out, and a group seem missing."""
 
     def both() -> list[str] | None:
-        groups = table_groups(cluster)
+        groups = sorted(g for g in leaders(cluster) if g.startswith(TABLE + ".p"))
         return groups if len(groups) == 2 else None
 
     found: list[str] = wait_for("a leader of each partition", both)
