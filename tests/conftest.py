@@ -13,6 +13,7 @@ from chaos.backends.local import LocalCluster
 from chaos.backends.subnets import release_under
 from chaos.k8s.localkube import LocalKube
 from tests import localkube_session
+from tests.local_nodes import release_fixture_subnet
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,9 +21,11 @@ def subnet_claims_die_with_the_session(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[None]:
     """Every loopback subnet a test claimed for a cluster in its tmp_path (planned, started, or
-    left by a failed test) goes back to the machine-wide registry when the session ends."""
+    left by a failed test), and LocalNodes' subnet of this process, go back to the machine-wide
+    registry when the session ends."""
     yield
     release_under(tmp_path_factory.getbasetemp())
+    release_fixture_subnet()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from chaos.backends.lifeline import tied_popen
-from chaos.backends.subnets import claim_subnet
+from chaos.backends.subnets import claim_subnet, release_subnet
 from cluster import auth
 from tests.waiting import STALL
 
@@ -38,11 +38,21 @@ _fixture_subnet: int | None = None
 
 
 def fixture_subnet() -> int:
-    """This process's own 127.X.0.0/16 for LocalNodes, claimed until the process ends."""
+    """This process's own 127.X.0.0/16 for LocalNodes, claimed until the process ends (or
+    ``release_fixture_subnet``)."""
     global _fixture_subnet
     if _fixture_subnet is None:
         _fixture_subnet = claim_subnet(f"pid:{os.getpid()}")
     return _fixture_subnet
+
+
+def release_fixture_subnet() -> None:
+    """Give this process's LocalNodes subnet back (at the end of a test session): a claim left
+    to go stale is something for `gameday clean` to find."""
+    global _fixture_subnet
+    if _fixture_subnet is not None:
+        release_subnet(_fixture_subnet, f"pid:{os.getpid()}")
+        _fixture_subnet = None
 
 
 def free_port(host: str) -> int:
