@@ -290,7 +290,8 @@ async def _attempt(
     ]
     outcomes = await asyncio.gather(*steps, *([claim] if claim else []), return_exceptions=True)
     claimed: str | BaseException = outcomes.pop() if claim else "claimed"
-    outcomes = await _learn_unknown_prepares(ctx, list(groups.values()), outcomes, attempt)
+    if claimed == "claimed":  # else the attempt cannot commit: nothing worth learning
+        outcomes = await _learn_unknown_prepares(ctx, list(groups.values()), outcomes, attempt)
     reasons: dict[int, dict[str, Any]] = {p.index: {"Code": NONE} for p in placed}
     sizes: dict[int, int] = {p.index: 0 for p in placed}
     failure: BaseException | None = None
@@ -361,9 +362,12 @@ async def _learn_unknown_prepares(
     or none in its group, so intents of this attempt on every item prove it applied (and,
     in the home group, the record with it); none seen in time -> the outcome stays unknown
     and the attempt is aborted as before (a prepare applied later only leaves intents of an
-    aborted attempt, which whoever meets them rolls back)."""
-    unknown = [i for i, o in enumerate(outcomes) if isinstance(o, Unknown) and i < len(groups)]
-    if not unknown:
+    aborted attempt, which whoever meets them rolls back). Only while the attempt can still
+    commit: a group that refused, or failed otherwise, aborts it whatever is learnt, and the
+    abort should not wait."""
+    unknown = [i for i, o in enumerate(outcomes) if isinstance(o, Unknown)]
+    known = [o for o in outcomes if not isinstance(o, Unknown)]
+    if not unknown or not all(isinstance(o, tuple) and o[0] for o in known):
         return outcomes
     learnt = await asyncio.gather(*(_prepared_intents(ctx, groups[i], attempt) for i in unknown))
     out = list(outcomes)

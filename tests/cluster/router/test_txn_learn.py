@@ -70,3 +70,14 @@ def test_known_outcomes_are_left_as_they_are() -> None:
     outcomes = [(False, {"reasons": [{"Code": "TransactionConflict"}]})]
     got = asyncio.run(txncoord._learn_unknown_prepares(ctx, [[placed(b"a")]], outcomes, "t1"))  # type: ignore[arg-type]
     assert got == outcomes
+
+
+def test_nothing_is_learnt_when_another_group_refused() -> None:
+    """The attempt aborts anyway: its abort must not wait on reads."""
+    storage = FakeStorage({b"a": intent("t1"), b"b": intent("t1")})
+    ctx = SimpleNamespace(storage=storage, request_budget=0.3)
+    unknown = Unknown(DynamoError.internal("no outcome within 0.59s"))
+    refused = (False, {"reasons": [{"Code": "TransactionConflict"}]})
+    groups = [[placed(b"a"), placed(b"b")], [placed(b"c")]]
+    got = asyncio.run(txncoord._learn_unknown_prepares(ctx, groups, [unknown, refused], "t1"))  # type: ignore[arg-type]
+    assert got == [unknown, refused] and storage.reads == 0
