@@ -52,6 +52,13 @@ CANNOT_START = frozenset(
     }
 )
 KILL_GATHER_SECONDS = 0.05  # kills of one fault arrive back to back: power off nodes as a whole
+#: The mesh pod's kernel settings on the local Kubernetes, whose kubelets allow them
+#: (chaos/k8s/manifests.py). Toxiproxy dials a link's upstream in its accept loop without a
+#: timeout, and a pod on a powered-off node keeps its IP in DNS until it comes back elsewhere:
+#: a dial to it hung until the kernel gave up the SYN (measured: 3 s to 39 s; up to ~2 min by
+#: default), and the link took no connection meanwhile, even after the node was back (the az-b
+#: split of az-outages lost links a->c that way: 33% available). One SYN retry: 3 s at most.
+MESH_SYSCTLS = {"net.ipv4.tcp_syn_retries": "1"}
 
 
 class K8sError(RuntimeError):
@@ -120,6 +127,7 @@ def chart_values(state: K8sState) -> dict[str, Any]:
         # AZ or rack power-off takes the whole mesh down (as the Toxiproxy container on Docker).
         infra = {"nodeSelector": {POOL_LABEL: INFRA_POOL}, "tolerations": [INFRA_TOLERATION]}
         values["mesh"].update(infra)
+        values["mesh"]["sysctls"] = [{"name": k, "value": v} for k, v in MESH_SYSCTLS.items()]
         values["test"] = infra
     return values
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from chaos.backends.k8s_plan import MESH_SYSCTLS
+
 if TYPE_CHECKING:
     from chaos.k8s.nodes import KubeNode
     from chaos.k8s.pki import Pki
@@ -154,6 +156,8 @@ def kubelet_config(
         "fileCheckFrequency": "20s",
         "serializeImagePulls": False,
         "registerWithTaints": node.taints,
+        # The k8s backend's mesh pod bounds its upstream dials (k8s_plan.MESH_SYSCTLS).
+        "allowedUnsafeSysctls": sorted(MESH_SYSCTLS),
     }
     return yaml.safe_dump(config, sort_keys=False)
 

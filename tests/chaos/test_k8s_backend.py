@@ -90,6 +90,12 @@ def test_local_values_render_valid_manifests_placed_for_the_local_kubernetes(hel
     toxiproxy = specs["gameday-toxiproxy"]
     assert toxiproxy["nodeSelector"] == {POOL_LABEL: INFRA_POOL}
     assert toxiproxy["tolerations"][0]["key"] == POOL_LABEL
+    # Its dials to a powered-off node's pod give up within 3 s (k8s_plan.MESH_SYSCTLS); the
+    # pod keeps the chart's security settings beside them.
+    security = toxiproxy["securityContext"]
+    assert security["sysctls"] == [{"name": "net.ipv4.tcp_syn_retries", "value": "1"}]
+    assert security["runAsNonRoot"] is True
+    assert "sysctls" not in specs["gameday-sn-c2"].get("securityContext", {})
     sn = specs["gameday-sn-c2"]
     assert sn["containers"][0]["imagePullPolicy"] == "Never"
     exprs = sn["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][

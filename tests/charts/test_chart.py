@@ -221,6 +221,8 @@ def test_every_pod_runs_non_root_and_every_process_is_probed_on_health(
     for name, spec in specs.items():
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["runAsUser"] != 0, name
+        # No unsafe sysctl by default: a cluster's kubelets refuse the pod unless they allow it.
+        assert "sysctls" not in spec["securityContext"], name
         assert spec["automountServiceAccountToken"] is False, name
         for container in spec["containers"]:
             ctx = container["securityContext"]

@@ -69,6 +69,8 @@ def test_kubelet_config_pins_the_node(tmp_path: Path) -> None:
     assert config["clusterDNS"] == ["10.96.0.10"]
     assert config["authentication"]["anonymous"]["enabled"] is False
     assert config["registerWithTaints"] == []
+    # The k8s backend's mesh pod sets it (chart value mesh.sysctls): the kubelet must allow it.
+    assert config["allowedUnsafeSysctls"] == ["net.ipv4.tcp_syn_retries"]
 
 
 def test_cni_config_keeps_pods_on_their_node_subnet(tmp_path: Path) -> None:
