@@ -9,6 +9,12 @@ So the link "n1 -> n2" is exactly one TCP stream, and cutting it cuts only that 
     links.stats()            # {"n2": {"connected": True, "sent": 10, "dropped": 0, ...}}
 
 Raft tolerates loss, so a full queue drops its oldest message rather than blocking the node.
+
+A link notices at once when the peer (or a proxy in between) closes it, and reconnects within
+RECONNECT_MAX seconds once the peer listens again: a link with nothing to send (a follower's
+to another follower) used to learn that its peer had restarted only when a write failed, so the
+first message after a restart (a pre-vote, when the leader has just died) was lost, and links
+to a peer that was down for a second waited up to a second more to reconnect.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from .handshake import send_hello
 from .wire import FrameError, encode_frame, encode_message
 
 log = logging.getLogger(__name__)
+
+RECONNECT_MAX = 0.2  # the longest wait between connection attempts to a peer, seconds
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -46,6 +54,7 @@ class _Link:
     connects: int = 0
     last_error: str | None = None
     task: asyncio.Task[None] | None = None
+    closed_by_peer: bool = False  # set by _watch_for_close; the pump reconnects
 
 
 class PeerLinks:
@@ -102,6 +111,7 @@ class PeerLinks:
     async def _pump(self, link: _Link) -> None:
         backoff = 0.05
         host, port = split_address(link.address)
+        watcher: asyncio.Task[None] | None = None
         while True:
             writer: asyncio.StreamWriter | None = None
             try:
@@ -111,10 +121,15 @@ class PeerLinks:
                 assert writer is not None
                 await send_hello(reader, writer, "peer", node=self.node_id)  # cluster/auth.py
                 link.connected, link.connects, backoff = True, link.connects + 1, 0.05
+                link.closed_by_peer = False
+                watcher = asyncio.create_task(self._watch_for_close(link, reader))
                 while True:
                     frames = [await link.queue.get()]
                     while not link.queue.empty():
                         frames.append(link.queue.get_nowait())
+                    if link.closed_by_peer:
+                        link.dropped += sum(1 for frame in frames if frame)
+                        raise ConnectionResetError("closed by the peer")
                     writer.write(b"".join(frames))
                     await writer.drain()
                     link.sent += len(frames)
@@ -122,7 +137,21 @@ class PeerLinks:
                 link.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 link.connected = False
+                if watcher is not None:
+                    watcher.cancel()
+                    watcher = None
                 if writer is not None:
                     writer.close()
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            backoff = min(backoff * 2, RECONNECT_MAX)
+
+    @staticmethod
+    async def _watch_for_close(link: _Link, reader: asyncio.StreamReader) -> None:
+        """The peer never writes on a link: a read returns only when it is closed (the peer's
+        process died, or the peer or a proxy closed it). Wake the pump to reconnect."""
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while await reader.read(4096):
+                pass
+        link.closed_by_peer = True
+        with contextlib.suppress(asyncio.QueueFull):
+            link.queue.put_nowait(b"")  # an empty frame: wakes the pump, sends nothing
