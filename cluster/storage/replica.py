@@ -59,6 +59,7 @@ from .recovery import ReplicaSettings as ReplicaSettings
 from .recovery import recover, write_mode
 from .scrub import ReplicaReport, verify_replica
 from .statemachine import StateMachine, WriteLog
+from .tickclock import TickClock
 from .wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -146,9 +147,7 @@ class Replica:
         self.task: asyncio.Task[None] | None = None
         self.elections = 0  # times this replica became leader (metrics)
         self._leading = False  # whether it led when the loop last looked
-        self.last_tick_at = time.monotonic()
-        # Consistent reads that found the tick late wait here for the next tick (``_caught_up``).
-        self.tick_waiters: list[asyncio.Future[None]] = []
+        self.clock = TickClock(settings.tick_seconds)  # the lease's view of real time
         self.raft.set_can_lead(mode is ReplicaMode.FULL)
         self.event_loop = asyncio.get_running_loop()
         # Compaction never passes this index (the WAL archive's progress; None: no archive), so
@@ -217,20 +216,13 @@ class Replica:
         self._submit(lambda: self.raft.step(msg))
 
     def tick(self, at: float | None = None) -> None:
-        """One tick of the core, standing for the instant ``at`` (monotonic; default now).
-
-        ``last_tick_at`` is the instant the newest processed tick stands for, not when the
-        inbox got to it: a tick submitted on time but processed after a stall still leaves the
-        tick count behind real time, and lease reads must see that (``_tick_late``)."""
+        """One tick of the core, standing for the instant ``at`` (monotonic; default now):
+        the clock records that instant, not when the inbox got to it (``TickClock``)."""
         instant = time.monotonic() if at is None else at
 
         def do_tick() -> None:
             self.raft.tick()
-            self.last_tick_at = max(self.last_tick_at, instant)
-            waiters, self.tick_waiters = self.tick_waiters, []
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
+            self.clock.ticked(instant)
 
         self._submit(do_tick)
 
@@ -284,34 +276,15 @@ class Replica:
 
     async def read_consistent(self, fn: Callable[[ItemStore], T], timeout: float) -> T:
         """Run ``fn`` on the store under the leader's lease, after applying up to commit."""
-        # The lease is counted in ticks; if the event loop stalled, our tick count lags real
-        # time and the lease would look longer than it is. Never judge it then: wait for the
-        # tick loop to catch up (it ticks every elapsed interval at once, and the inbox
-        # applies them together), then look again; still late -> refuse.
-        await self._caught_up(min(timeout, self.settings.tick_seconds * 4))
-        read_index = None if self._tick_late() else self.raft.lease_read_index()
+        # Never judge the lease while the tick count lags real time (``TickClock``): wait for
+        # the tick loop to catch up, then look again; still late -> refuse.
+        await self.clock.caught_up(min(timeout, self.settings.tick_seconds * 4))
+        read_index = None if self.clock.late() else self.raft.lease_read_index()
         if read_index is None:
             leader = self.raft.leader if self.raft.leader != self.node_id else None
             raise NotLeader(self.group, leader)
         await asyncio.wait_for(self._applied(read_index), timeout)
         return await self.read_local(fn)
-
-    def _tick_late(self) -> bool:
-        return time.monotonic() - self.last_tick_at > self.settings.tick_seconds * 1.5
-
-    async def _caught_up(self, timeout: float) -> None:
-        """Wait (at most ``timeout``) while the processed ticks lag real time."""
-        end = time.monotonic() + timeout
-        while self._tick_late() and (remaining := end - time.monotonic()) > 0:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.tick_waiters.append(future)
-            try:
-                await asyncio.wait_for(future, remaining)
-            except TimeoutError:
-                return
-            finally:
-                if future in self.tick_waiters:
-                    self.tick_waiters.remove(future)
 
     async def read_local(self, fn: Callable[[ItemStore], T]) -> T:
         """Run ``fn`` on this replica's store as it is (an eventually consistent read).
