@@ -514,6 +514,19 @@ def _cli_exact_validation(aws: AwsCli, name: str, key: str) -> None:
             invalid("UpdateExpression") + "operator: ADD, operand type: MAP, typeSet: "
             "ALLOWED_FOR_ADD_OPERAND",
         ),
+        (  # legacy and expression parameters never mix
+            [
+                "delete-item",
+                "--key",
+                key,
+                "--expected",
+                json.dumps({"tag": {"Exists": True}}),
+                "--condition-expression",
+                "attribute_exists(tag)",
+            ],
+            "Can not use both expression and non-expression parameters in the same request: "
+            "Non-expression parameters: {Expected} Expression parameters: {ConditionExpression}",
+        ),
         (
             ["get-item", "--key", key, "--projection-expression", "a, a.b"],
             "Invalid ProjectionExpression: Two document paths overlap with each other; must "
