@@ -1225,7 +1225,9 @@ def test_key_and_item_validation_errors(ddb: Client, raw: Client, new_table: New
     # Attribute values with no type, two types or an unknown type (sent past boto3's checks).
     for value in ({}, {"S": "a", "N": "1"}):
         expect_error("ValidationException", raw.put_item, TableName=name, Item={**good, "v": value})
-    # A value of the wrong JSON type inside one ({"N": 123}) is a SerializationException.
+    # A value of the wrong JSON type inside one ({"N": 123}) is a SerializationException. The
+    # AWS CLI cannot send one (botocore's parameter validation refuses it client-side: "Invalid
+    # type for parameter Item.v.N"); PynamoDB's connection can (test_clients.py).
     for value in ({"BOOL": "yes"}, {"S": 5}, {"N": 123}):
         err = expect_error(
             "SerializationException", raw.put_item, TableName=name, Item={**good, "v": value}

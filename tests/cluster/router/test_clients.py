@@ -7,17 +7,21 @@ The AWS CLI gets its endpoint and credentials from the command line and the envi
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from pynamodb.attributes import (
+    BinaryAttribute,
     ListAttribute,
     NumberAttribute,
     NumberSetAttribute,
@@ -210,6 +214,71 @@ def test_pynamodb_model_round_trip(thing: Any) -> None:
     assert thing.count("ann", consistent_read=True) == 0
 
 
+def test_pynamodb_time_to_live_expires_items(thing: Any) -> None:
+    # create_table sent UpdateTimeToLive for the TTLAttribute (PynamoDB has no
+    # DescribeTimeToLive: boto3 describes it below); sent again, DynamoDB refuses it.
+    with pytest.raises(TableError) as err:
+        thing.update_ttl(ignore_update_ttl_errors=False)
+    assert err.value.cause_response_message == "TimeToLive is already enabled"
+    thing("ttl", 1, expires=timedelta(minutes=-1)).save()
+    thing("ttl", 2, expires=timedelta(hours=1)).save()
+    # Routers sweep every 2 s (cluster/router/ttl.py), rereading TTL settings every 6 s.
+    deadline = time.monotonic() + 180  # a bound for a sweeper that never runs, not its pace
+    while thing.count("ttl", consistent_read=True) > 1:
+        assert time.monotonic() < deadline, "the expired item was not deleted within 180 s"
+        time.sleep(0.5)
+    assert [t.seq for t in thing.query("ttl", consistent_read=True)] == [2]
+    thing("ttl", 2).delete()
+
+
+def test_binary_key_sizes_through_the_cli_and_pynamodb(
+    aws: AwsCli, new_table: NewTable, local_cluster: LocalCluster
+) -> None:
+    """Key size limits count a binary key's raw bytes, not its base64 text."""
+    name = new_table("bin", ("pk", "B"), ("sk", "B"))
+    # The AWS CLI v1 sends a B value's text as raw UTF-8 bytes, base64-encoding them itself (v2
+    # expects base64 unless cli_binary_format is raw-in-base64-out). "é" is 2 bytes: 1024 of
+    # them are the 2048-byte hash key limit exactly, 2732 characters of base64 on the wire.
+    at_limit = {"pk": {"B": "é" * 1024}, "sk": {"B": "é" * 512}}
+    aws("put-item", "--table-name", name, "--item", json.dumps(at_limit))
+    got = aws("get-item", "--table-name", name, "--key", json.dumps(at_limit), "--consistent-read")
+    assert base64.b64decode(got["Item"]["pk"]["B"]) == "é".encode() * 1024
+    prefix = "One or more parameter values were invalid: Size of "
+    for item, message in [
+        (
+            {"pk": {"B": "é" * 1024 + "x"}, "sk": {"B": "r"}},
+            "hash key attribute pk exceeds the limit of 2048 bytes",
+        ),
+        (
+            {"pk": {"B": "h"}, "sk": {"B": "é" * 512 + "x"}},
+            "range key attribute sk exceeds the limit of 1024 bytes",
+        ),
+    ]:
+        failed = aws.run("put-item", "--table-name", name, "--item", json.dumps(item), ok=False)
+        assert "(ValidationException)" in failed.stderr, failed.stderr
+        assert prefix + message in failed.stderr, failed.stderr
+
+    class Blob(Model):
+        class Meta:
+            table_name = name
+            host = local_cluster.endpoints()["rt-a"]
+            region = REGION
+            aws_access_key_id = DEFAULT_ACCESS_KEY
+            aws_secret_access_key = local_cluster.config.credentials[DEFAULT_ACCESS_KEY]
+            max_retry_attempts = 2
+
+        pk = BinaryAttribute(hash_key=True, legacy_encoding=False)
+        sk = BinaryAttribute(range_key=True, legacy_encoding=False)
+
+    Blob(b"\xff" * 2048, b"\x00" * 1024).save()
+    assert Blob.get(b"\xff" * 2048, b"\x00" * 1024, consistent_read=True).sk == b"\x00" * 1024
+    with pytest.raises(PutError) as err:
+        Blob(b"\xff" * 2049, b"r").save()
+    assert err.value.cause_response_message == prefix + (
+        "hash key attribute pk exceeds the limit of 2048 bytes"
+    )
+
+
 def test_aws_cli_table_settings(aws: AwsCli, new_table: NewTable) -> None:
     name = new_table("clis")
     arn = aws("describe-table", "--table-name", name)["Table"]["TableArn"]
@@ -228,6 +297,26 @@ def test_aws_cli_table_settings(aws: AwsCli, new_table: NewTable) -> None:
     assert aws("describe-time-to-live", "--table-name", name)["TimeToLiveDescription"] == {
         "TimeToLiveStatus": "ENABLED",
         "AttributeName": "expires",
+    }
+    again = aws.run(
+        "update-time-to-live",
+        "--table-name",
+        name,
+        "--time-to-live-specification",
+        "Enabled=true,AttributeName=expires",
+        ok=False,
+    )
+    assert "(ValidationException)" in again.stderr, again.stderr
+    assert "TimeToLive is already enabled" in again.stderr, again.stderr
+    aws(
+        "update-time-to-live",
+        "--table-name",
+        name,
+        "--time-to-live-specification",
+        "Enabled=false,AttributeName=expires",
+    )
+    assert aws("describe-time-to-live", "--table-name", name)["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "DISABLED"
     }
     table = aws(
         "update-table",
@@ -287,6 +376,11 @@ def test_pynamodb_table_settings_capacity_and_validation(thing: Any, ddb: Client
     # Attributes, which Model.update's ALL_NEW cannot take: the connection call it is).
     conn.update_item("ghost", "1", actions=[thing.title.remove()])
     assert thing.count("ghost", consistent_read=True) == 0
+    # The connection passes raw AttributeValues through with botocore's parameter validation
+    # off, so PynamoDB (unlike boto3 and the AWS CLI) can send {"N": 123}.
+    with pytest.raises(PutError) as bad:
+        conn.put_item("cy", "2", attributes={"hits": {"N": 123}})
+    assert bad.value.cause_response_code == "SerializationException"
     # DynamoDB's validation reaches PynamoDB as its errors, with DynamoDB's words.
     with pytest.raises(QueryError, match="BETWEEN operator requires upper bound"):
         list(thing.query("cy", thing.seq.between(5, 1)))
