@@ -61,6 +61,7 @@ from .replica import (
     ReplicaMode,
     ReplicaSettings,
 )
+from .tickclock import TickSchedule
 from .transport import PeerLinks, split_address
 from .wire import FrameError, decode_message, encode_frame, read_frame
 
@@ -108,6 +109,7 @@ class StorageNode:
         self.links = PeerLinks(config.node_id, config.peers)
         self.replicas: dict[str, Replica] = {}
         self.started_at = time.monotonic()
+        self.ticks = TickSchedule(config.tick_seconds, self.started_at)  # see _tick_due
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "storage_requests", "Client requests", ["op", "outcome"], registry=self.registry
@@ -201,6 +203,9 @@ class StorageNode:
         for service in self.services:
             await service.start()
         host, port = split_address(self.config.listen)
+        # Ticks stand for instants from here on: the replicas opened above (a restarted one
+        # refuses votes for its first election_ticks) get no burst for the time start took.
+        self.ticks = TickSchedule(self.config.tick_seconds, time.monotonic())
         self._server = await asyncio.start_server(self._on_connection, host, port)
         self._admin = await start_admin(self)
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="ticks"))
@@ -444,15 +449,17 @@ class StorageNode:
 
     async def _tick_loop(self) -> None:
         """Tick every replica once per tick_seconds of real time, catching up after stalls."""
-        interval = self.config.tick_seconds
-        next_at = time.monotonic()
         while True:
-            now = time.monotonic()
-            while next_at <= now:
-                for replica in self.replicas.values():
-                    replica.tick(next_at)
-                next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            self._tick_due()
+            await asyncio.sleep(max(0.0, self.ticks.next_at - time.monotonic()))
+
+    def _tick_due(self) -> None:
+        """Submit every tick whose instant has come. Also called before each peer message:
+        after a stall the messages that waited are read before the tick loop wakes, and their
+        catch-up ticks must not reach a follower after a heartbeat (``TickSchedule``)."""
+        for instant in self.ticks.due(time.monotonic()):
+            for replica in self.replicas.values():
+                replica.tick(instant)
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -485,6 +492,7 @@ class StorageNode:
             self.links.heard_from(peer)
             replica = self.replicas.get(msg.group)
             if replica is not None:  # groups we do not host are created explicitly first
+                self._tick_due()  # the ticks of instants before it arrived go first
                 replica.step(msg)
 
     async def _serve_client(

@@ -11,12 +11,25 @@ queued before a stall does not make a lagging count look current.
     clock.ticked(time.monotonic())           # from the inbox, after raft.tick()
     await clock.caught_up(timeout=0.2)       # a lease read: wait while late ...
     clock.late()                             # ... then refuse if still late
+
+A follower's side of the same lease is its stickiness: it refuses votes until election_ticks of
+its ticks have passed since it last heard the leader. Ticks must therefore reach its core in
+real-time order with the messages: a tick that stands for an instant before a heartbeat arrived,
+processed after it, would count time that passed *before* the heartbeat, and after a stall the
+catch-up ticks could end the stickiness the moment the heartbeat is processed, while the leader
+holds a lease from that very heartbeat for lease_ticks more. ``TickSchedule`` hands out the due
+instants; the node submits them before every peer message as well as from its tick loop:
+
+    schedule = TickSchedule(tick_seconds=0.05, start=time.monotonic())
+    for instant in schedule.due(time.monotonic()):  # before stepping a message, and each loop
+        for replica in replicas: replica.tick(instant)
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 LATE_AFTER_TICKS = 1.5
 """The newest processed tick may stand this many tick intervals in the past before it is late."""
@@ -52,3 +65,18 @@ class TickClock:
             finally:
                 if future in self._waiters:
                     self._waiters.remove(future)
+
+
+class TickSchedule:
+    """The tick instants, ``start + k * tick_seconds``, each handed out once and in order."""
+
+    def __init__(self, tick_seconds: float, start: float) -> None:
+        self.tick_seconds = tick_seconds
+        self.next_at = start
+
+    def due(self, now: float) -> Iterator[float]:
+        """Every instant not handed out yet that is at or before ``now`` (monotonic)."""
+        while self.next_at <= now:
+            instant = self.next_at
+            self.next_at += self.tick_seconds
+            yield instant
