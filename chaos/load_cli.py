@@ -170,16 +170,17 @@ def load(
     # Locust's whole process group (chaos/deadman.py): no load keeps running without us.
     signal.signal(signal.SIGTERM, _interrupt)
     guard_file = cluster.data_dir / "run" / f"load-{os.getpid()}.guard.json"
-    # The watchdog also heals the cluster if the Game day tab's orchestrator stalls or dies.
-    guard = Guard.spawn(
-        guard_file,
-        cluster.data_dir / "logs" / "load-guard.log",
-        backend=cluster.name,
-        data_dir=str(cluster.data_dir.resolve()),
-    )
+    guard: Guard | None = None
     control: GameDayControl | None = None
     proc: subprocess.Popen[bytes] | None = None
-    try:
+    try:  # from the watchdog's start: a SIGTERM or Ctrl-C while it starts stops in order too
+        # The watchdog also heals the cluster if the Game day tab's orchestrator stalls or dies.
+        guard = Guard.spawn(
+            guard_file,
+            cluster.data_dir / "logs" / "load-guard.log",
+            backend=cluster.name,
+            data_dir=str(cluster.data_dir.resolve()),
+        )
         if web:
             control_env = None
             if gameday_tab:
@@ -216,7 +217,8 @@ def load(
         if control is not None:
             with console.status("healing the Game day tab's faults ..."):
                 control.stop()
-        guard.finish()
+        if guard is not None:
+            guard.finish()
         guard_file.unlink(missing_ok=True)
         guard_file.with_name(guard_file.name + ".lock").unlink(missing_ok=True)
 

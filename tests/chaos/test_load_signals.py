@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 def locust_children(parent: int) -> list[int]:
-    return [p.pid for p in processes() if p.ppid == parent and "locust" in " ".join(p.argv)]
+    """``parent``'s Locust children (python -m locust), not any child whose arguments merely
+    mention "locust": the watchdog's guard file lies under this test's tmp_path, whose name
+    does, and a SIGTERM sent on seeing the watchdog came before Locust even started."""
+    return [p.pid for p in processes() if p.ppid == parent and p.argv[1:3] == ("-m", "locust")]
 
 
 def wait(predicate, what: str, timeout: float = 300.0) -> None:  # type: ignore[no-untyped-def]
