@@ -340,7 +340,10 @@ class Orchestrator:
         if tf.fault_id not in self.active_plans:
             return
         self.nemesis.heal(tf.fault_id)
-        del self.active_plans[tf.fault_id]
+        # The run's end may have healed everything meanwhile (a fault due then, a heal slow
+        # beside CPU hogs): it took the plan and writes the fault's end, once.
+        if self.active_plans.pop(tf.fault_id, None) is None:
+            return
         record.ended = time.time() - self.run_start
         self._fault_event("fault_end", record, record.ended, record.planned_end)
 
