@@ -25,6 +25,16 @@ def locust_children(parent: int) -> list[int]:
     return [p.pid for p in processes() if p.ppid == parent and p.argv[1:3] == ("-m", "locust")]
 
 
+def watchdogs_of(cluster: LocalCluster) -> list[int]:
+    """Watchdogs (python -m chaos.deadman) guarding a command on ``cluster``."""
+    under = str(cluster.data_dir.resolve()) + "/"
+    return [
+        p.pid
+        for p in processes()
+        if p.argv[1:3] == ("-m", "chaos.deadman") and any(a.startswith(under) for a in p.argv)
+    ]
+
+
 def wait(predicate, what: str, timeout: float = 300.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout  # a bound for a hang, not a deadline for slowness
     while not predicate():
@@ -54,6 +64,10 @@ def test_load_web_stops_locust_when_it_is_stopped(
         wait(lambda: not any(pid_alive(c) for c in children), "Locust exit", 120)
     finally:
         load.kill()
+        # Its watchdog heals the cluster when it finds the command gone (restarting what is
+        # down): let it finish before the fixture stops the cluster, or it restarts processes
+        # after the teardown (beside CPU hogs two routers outlived the test that way).
+        wait(lambda: not watchdogs_of(fresh_cluster), "the watchdog's exit", 300)
         for child in children:
             if pid_alive(child):
                 subprocess.run(["kill", "-9", str(child)], check=False)
