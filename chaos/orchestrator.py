@@ -7,6 +7,11 @@ duration. Everything that happens is appended to ``events.jsonl``. Whatever ends
 end, a stop condition, Ctrl-C, SIGTERM, an exception — heals everything before returning, and a
 dead-man's switch heals it if this process is SIGKILLed.
 
+The run's end stops the workload (``stop_load``, event ``load_stop``) before it heals anything:
+a fault due to end with the run is healed by the run's end, not by its own timer, so no write
+made after the cluster came back (a slow power-on beside CPU hogs) can overwrite, and hide from
+the final reads, a value that the fault lost.
+
     orch = Orchestrator(backend, timeline, run_dir, radius)
     outcome = await orch.run(duration_s=90)     # RunOutcome(stopped_by=None, faults=[...])
 """
@@ -19,7 +24,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +94,7 @@ PLAN_AHEAD_S = 2.0  # plan each fault this long before it is due
 CUT_SHORT_S = 0.5  # a fault healed earlier than this before its planned end was cut short
 
 StopCheck = Callable[[], str | None]  # returns a reason to stop the run, or None
+StopLoad = Callable[[], Awaitable[object]]  # stops the workload and closes its history
 
 
 class Orchestrator:
@@ -103,6 +109,7 @@ class Orchestrator:
         seed: int = 0,
         lease_ttl: float = DEFAULT_TTL,
         guard: Guard | None = None,
+        stop_load: StopLoad | None = None,
     ) -> None:
         self.backend = backend
         self.timeline = sorted(timeline, key=lambda t: t.at_s)
@@ -120,6 +127,9 @@ class Orchestrator:
         self._stop_reason: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._finished = False
+        self.stop_load = stop_load  # the run's end calls it once, before any heal of the end
+        self._load_stopped = False
+        self._end_s = float("inf")  # the run's planned end, from its start
 
     def add_fault(self, tf: TimedFault) -> asyncio.Task[None]:
         """Run one more fault on the live run (an inject from the web UI's Game day tab): it is
@@ -147,6 +157,7 @@ class Orchestrator:
     # --- the run -----------------------------------------------------------------------------
 
     async def run(self, duration_s: float) -> RunOutcome:
+        self._end_s = duration_s
         lease = Lease(self.backend.state_dir / "deadman.lease", ttl=self.lease_ttl)
         self.lease = lease
         watchdog = None
@@ -169,6 +180,7 @@ class Orchestrator:
             if self.outcome.aborted is None and not lease.held():  # stalled past the deadline
                 self._abort(f"lease lapsed: {lease.lapsed}; the watchdog healed the cluster")
                 self.events.write("lease_lapsed", reason=lease.lapsed)
+            await asyncio.shield(self._stop_the_load())  # if the timeline did not get to it
             await asyncio.shield(self._heal_everything())
             self._account_for_the_plan(duration_s)
             if lease.lapsed is not None:
@@ -221,9 +233,27 @@ class Orchestrator:
                     break
                 await asyncio.sleep(min(0.1, max(0.0, deadline - time.time())))
         finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            try:  # the load stops first: the faults still active are healed below, and after
+                await asyncio.shield(self._stop_the_load())
+            finally:
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _stop_the_load(self) -> None:
+        """Stop the workload once, before the run's end heals anything; ``load_stop`` records
+        when it was asked and ``load_stopped`` when the workload had stopped."""
+        if self._load_stopped or self.stop_load is None:
+            return
+        self._load_stopped = True
+        self.events.write("load_stop")
+        try:
+            await self.stop_load()
+        except Exception as exc:  # the heal must still run; the run directory says why
+            log.exception("stopping the workload failed")
+            self.events.write("load_stopped", error=str(exc))
+        else:
+            self.events.write("load_stopped")
 
     def _why_stop(self) -> str | None:
         """A reason to end the timeline now (recorded as the run's abort), or None."""
@@ -317,8 +347,15 @@ class Orchestrator:
             self.events.write(
                 "fault_confirmed", fault_id=tf.fault_id, fault=tf.fault.kind, detail=evidence
             )
+        # A fault due to end with the run (or after it) is the run's end's to heal, once the
+        # load has stopped: its own heal at the same instant would let writes after power-on
+        # overwrite what it lost. Cancelling this task heals it below.
+        own_heal = planned_end < self._end_s - CUT_SHORT_S
         try:
-            await asyncio.sleep(max(0.0, self.run_start + planned_end - time.time()))
+            if own_heal:
+                await asyncio.sleep(max(0.0, self.run_start + planned_end - time.time()))
+            else:
+                await asyncio.get_running_loop().create_future()  # until the run's end
         finally:
             await asyncio.shield(asyncio.to_thread(self._heal_one, tf, record))
 

@@ -11,9 +11,11 @@ elapsed time, the active faults and what the canaries see.
     # 3: aborted (the plan did not fully execute: a stop condition, a lapsed lease, faults that
     # never ran); 130 / 143: interrupted by SIGINT / SIGTERM (healed, reported, torn down)
 
-SIGINT or SIGTERM stops the run in order: the orchestrator stops injecting and heals, the
-workload stops, the final reads and checks run and the reports are written (the verdict is
-aborted), the cluster is torn down; a second signal skips straight to the teardown. A watchdog
+The workload stops when the timeline ends, before the run's end heals the faults still active
+(a write after power-on could hide a lost one from the final reads). SIGINT or SIGTERM stops the
+run in order: the orchestrator stops injecting, the workload stops, the faults are healed, the
+final reads and checks run and the reports are written (the verdict is aborted), the cluster
+is torn down; a second signal skips straight to the teardown. A watchdog
 process (chaos/deadman.py) heals and tears down everything the run started if it is SIGKILLed.
 """
 
@@ -315,6 +317,9 @@ async def _game_day(
         stop_check=_stop_check(scenario, monitor, run_start),
         run_start=run_start,
         guard=guard,
+        # The load stops (its history closed) before the run's end heals anything: writes after
+        # a slow power-on would overwrite what the fault lost, and hide it from the final reads.
+        stop_load=partial(asyncio.to_thread, stop_locust, locust),
     )
     active: dict[str, str] = {}
     recent: deque[str] = deque(maxlen=6)

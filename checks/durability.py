@@ -12,6 +12,12 @@ Rules, per key (a register; `delete` writes null, `cas` writes its new value):
   write/cas (it may have taken effect at any time after its invoke). With no acknowledged write
   at all, null (never written) is possible too. Otherwise the acknowledged writes that should
   have been last are reported as lost.
+- The reads speak too, for writes that later writes overwrote (the final read cannot tell
+  whether those survived): an acknowledged write W is lost when a consistent read (or an ok
+  cas, which found its expected value) invoked after W completed returned a value that only
+  writes strictly before W wrote (or null, never written), and no read that ended after that
+  read began returned W's value again. Writes that may have taken effect at any time (info)
+  never count as strictly before.
 - No read (consistent or not, in the history or final) returns a value that no ok or info
   write tried to write, and no ok cas found a value never written.
 """
@@ -19,6 +25,7 @@ Rules, per key (a register; `delete` writes null, `cas` writes its new value):
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +48,71 @@ def could_be_last(writes: Sequence[Operation]) -> list[Operation]:
     acked = [w for w in writes if w.type == "ok"]
     latest_invoke = max((w.invoke_time for w in acked), default=-math.inf)
     return [w for w in writes if _ended(w) >= latest_invoke]
+
+
+def _observed(op: Operation) -> tuple[bool, Any]:
+    """(observes, value): whether an ok op saw its key's value at an instant within it, and
+    which: a consistent read its result, a cas that succeeded its expected value."""
+    if op.type != "ok":
+        return False, None
+    if op.is_read:
+        return op.consistent, op.result
+    if op.f == "cas" and isinstance(op.value, list) and len(op.value) == 2:
+        return True, op.value[0]
+    return False, None
+
+
+def missed_by_reads(
+    key_ops: Sequence[Operation], writes: Sequence[Operation], finals: Sequence[Any] = ()
+) -> list[tuple[Operation, Operation]]:
+    """(write, read): acknowledged writes of one key that a later consistent read did not see
+    (it returned a value only writes strictly before the write had written) and that no read
+    saw again after that read began (nor the final read, whose value ``finals`` holds if it
+    was taken); in invoke order.
+    O(n log n): per write, the reads invoked after it (and after its value was last seen) are
+    a suffix of the reads in invoke order; the suffix's earliest-written value decides."""
+    # The latest moment each value's writers may have taken effect (never written: -inf).
+    written_until: dict[str, float] = {canon(None): -math.inf}
+    for w in writes:
+        value = canon(w.written_value()[1])
+        written_until[value] = max(written_until.get(value, -math.inf), _ended(w))
+    last_seen: dict[str, float] = {canon(value): math.inf for value in finals}
+    observations: list[tuple[float, float, Operation]] = []  # (invoke, written until, read)
+    for op in key_ops:
+        if op.type == "ok" and op.is_read:  # any read that saw a value, consistent or not
+            seen = canon(op.result)
+            complete = op.complete_time if op.complete_time is not None else math.inf
+            last_seen[seen] = max(last_seen.get(seen, -math.inf), complete)
+        observes, got = _observed(op)
+        if not observes:
+            continue
+        seen = canon(got)
+        complete = op.complete_time if op.complete_time is not None else math.inf
+        last_seen[seen] = max(last_seen.get(seen, -math.inf), complete)
+        if seen in written_until:  # (a value never written is a phantom, reported as such)
+            observations.append((op.invoke_time, written_until[seen], op))
+    if not observations:
+        return []
+    observations.sort(key=lambda o: o[0])
+    invokes = [o[0] for o in observations]
+    # suffix_min[i]: the observation from i on whose value was written earliest
+    suffix_min: list[int] = [0] * len(observations)
+    best = len(observations) - 1
+    for i in range(len(observations) - 1, -1, -1):
+        if observations[i][1] < observations[best][1]:
+            best = i
+        suffix_min[i] = best
+    missed = []
+    for w in writes:
+        if w.type != "ok" or w.complete_time is None:
+            continue
+        after = max(w.complete_time, last_seen.get(canon(w.written_value()[1]), -math.inf))
+        i = bisect_right(invokes, after)
+        if i < len(observations):
+            _, until, read = observations[suffix_min[i]]
+            if until < w.invoke_time:
+                missed.append((w, read))
+    return missed
 
 
 def _lost(op: Operation, final: Any, why: str) -> dict[str, Any]:
@@ -90,25 +162,34 @@ def check_durability(ops: Sequence[Operation], final_reads: dict[str, Any] | Non
         keys += 1
         acked = [w for w in writes if w.type == "ok"]
         acknowledged += len(acked)
-        if final_reads is None:
-            continue
-        if key not in final_reads:
-            if acked:
-                unverified.append(key)
-            continue
-        final = final_reads[key]
-        last = could_be_last(writes)
-        possible = {canon(w.written_value()[1]) for w in last}
-        if not acked:
-            possible.add(canon(None))
-        if canon(final) in possible:
-            continue
-        if canon(final) not in attempted:
-            why = "final read returned " + _phantom_why(final, failed)
-        else:
-            why = "acknowledged write not reflected in the final read"
-        reported = [w for w in last if w.type == "ok"] or acked[-1:]
-        lost.extend(_lost(w, final, why) for w in reported)
+        final = None if final_reads is None else final_reads.get(key)
+        known_final = final_reads is not None and key in final_reads
+        reported: list[Operation] = []
+        if known_final:
+            last = could_be_last(writes)
+            possible = {canon(w.written_value()[1]) for w in last}
+            if not acked:
+                possible.add(canon(None))
+            if canon(final) not in possible:
+                if canon(final) not in attempted:
+                    why = "final read returned " + _phantom_why(final, failed)
+                else:
+                    why = "acknowledged write not reflected in the final read"
+                reported = [w for w in last if w.type == "ok"] or acked[-1:]
+                lost.extend(_lost(w, final, why) for w in reported)
+        elif acked and final_reads is not None:
+            unverified.append(key)
+        # What the final read cannot show (writes overwritten since), the reads may.
+        for w, read in missed_by_reads(key_ops, writes, [final] if known_final else []):
+            if any(w is r for r in reported):
+                continue
+            _, got = _observed(read)
+            why = (
+                f"acknowledged write missed by a consistent {read.f} invoked at"
+                f" {read.invoke_time} (it found {canon(got)}, written before this write)"
+                " and never read again"
+            )
+            lost.append({**_lost(w, final, why), "missed_by": read.describe()})
     for key, final in (final_reads or {}).items():
         if key not in seen and final is not None:
             phantoms.append(
@@ -136,6 +217,14 @@ def check_durability(ops: Sequence[Operation], final_reads: dict[str, Any] | Non
     return CheckResult(NAME, compose_validity(verdicts), _summary(details), details)
 
 
+def _observed_value(read: dict[str, Any]) -> Any:
+    """What a described read (or cas) found."""
+    if "result" in read:
+        return read["result"]
+    value = read.get("value")
+    return value[0] if isinstance(value, list) and value else None
+
+
 def _phantom_why(value: Any, failed: set[str]) -> str:
     if canon(value) in failed:
         return f"{canon(value)}, the value of a write that failed"
@@ -148,8 +237,13 @@ def _summary(d: dict[str, Any]) -> str:
         first = d["lost_writes"][0]
         parts.append(
             f"{d['lost_write_count']} acknowledged writes lost (key {first['key']!r}: wrote"
-            f" {canon(first['value'])} at {first['time']},"
-            f" final read {canon(first['final_value'])})"
+            f" {canon(first['value'])} at {first['time']}, "
+            + (
+                f"a consistent read at {first['missed_by']['invoke_time']} found"
+                f" {canon(_observed_value(first['missed_by']))})"
+                if "missed_by" in first
+                else f"final read {canon(first['final_value'])})"
+            )
         )
     if d["phantom_read_count"]:
         first = d["phantom_reads"][0]

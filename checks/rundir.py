@@ -100,7 +100,7 @@ class FaultWindow:
     targets: tuple[str, ...]
     start: float
     end: float
-    ended: bool
+    ended: bool  # it ended while the load ran: the recovery after it can be measured
 
     @property
     def label(self) -> str:
@@ -237,11 +237,16 @@ class RunDir:
 
     def fault_windows(self) -> list[FaultWindow]:
         """Every fault's window, in start order. A fault without fault_end lasts until its heal
-        event, else until the end of the run."""
+        event, else until the end of the run. A fault healed after the workload stopped (the
+        run's end heals what is still active once ``load_stop`` stopped the load) lasts until
+        its heal too, but did not end while anyone measured: ``ended`` is False."""
         starts: dict[str, JsonDict] = {}
         ends: dict[str, float] = {}
         heals: dict[str, float] = {}
+        load_stop = math.inf
         for event in self.events:
+            if event.get("event") == "load_stop":
+                load_stop = min(load_stop, _event_time(event))
             fault_id = event.get("fault_id")
             if fault_id is None:
                 continue
@@ -264,7 +269,7 @@ class RunDir:
                     targets=tuple(str(t) for t in event.get("targets") or ()),
                     start=start,
                     end=max(start, end if end is not None else run_end),
-                    ended=end is not None,
+                    ended=end is not None and end < load_stop,
                 )
             )
         windows.sort(key=lambda w: (w.start, w.fault_id))
