@@ -17,7 +17,8 @@ Rules, per key (a register; `delete` writes null, `cas` writes its new value):
   cas, which found its expected value) invoked after W completed returned a value that only
   writes strictly before W wrote (or null, never written), and no read that ended after that
   read began returned W's value again. Writes that may have taken effect at any time (info)
-  never count as strictly before.
+  never count as strictly before. (A stale read that no later read contradicts reads the same
+  way; linearizability fails it too.)
 - No read (consistent or not, in the history or final) returns a value that no ok or info
   write tried to write, and no ok cas found a value never written.
 """
