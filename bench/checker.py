@@ -12,8 +12,14 @@ with `go` from the Go module proxy when Go is installed; the table says so when 
 the same register rules, on one core (GOMAXPROCS=1), its CPU seconds measured the same way.
 Goals (issue #15): load <= check, and check <= 1.5 x Porcupine's.
 
+With --baseline REV, the checks/ package of that git revision (e.g. main) is timed on the same
+files in the same run, for a before/after table side by side. Each tree's load and checks are
+timed in a fresh subprocess (python bench/checker.py --measure TREE ...), this tree and the
+baseline's taking turns, so that neither inherits the other's heap.
+
     .venv/bin/python bench/checker.py [--clients 50] [--seed 1] [--budget 60]
     .venv/bin/python bench/checker.py --sizes 10000 --keys 100     # one row
+    .venv/bin/python bench/checker.py --sizes 100000 --baseline main
 """
 
 from __future__ import annotations
@@ -30,15 +36,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# --measure TREE: a subprocess timing the checks/ package of TREE (another git revision's)
+sys.path.insert(0, sys.argv[2] if sys.argv[1:2] == ["--measure"] else str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console
 from rich.table import Table
 
-from checks.history import load_operations, pair_operations
+from checks.history import load_operations
 from checks.linearizability import check_linearizability
 from checks.synth import corrupt_stale_read, register_history
 
+ROOT = Path(__file__).resolve().parents[1]
 console = Console(width=max(170, Console().width))
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -61,6 +70,76 @@ def timed(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[T, flo
         best = min(best, time.process_time() - started)
     assert value is not None
     return value, best
+
+
+def measure(history: Path, stale: Path, budget: float) -> dict[str, object]:
+    """CPU seconds (best of REPEAT) to load ``history``, to check it, and to check ``stale`` (the
+    same history with one read made stale), with the checks package this process imported."""
+    ops, load_s = timed(load_operations, history)
+    result, check_s = timed(check_linearizability, ops, budget=budget)
+    bad_ops = load_operations(stale)
+    bad, bad_s = timed(check_linearizability, bad_ops, budget=budget)
+    per_key: dict[str, int] = {}
+    for op in ops:
+        per_key[op.key or ""] = per_key.get(op.key or "", 0) + 1
+    return {
+        "tree": str(Path(sys.modules["checks"].__file__ or "").parent.parent),
+        "info": sum(1 for op in ops if op.type == "info"),
+        "max_per_key": max(per_key.values()),
+        "load": load_s,
+        "check": check_s,
+        "verdict": result.status,
+        "summary": result.summary,
+        "stale_check": bad_s,
+        "stale_verdict": bad.status,
+    }
+
+
+def measure_in(tree: Path, history: Path, stale: Path, budget: float) -> dict[str, object]:
+    """``measure`` run in a fresh subprocess with ``tree``'s checks package."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--measure",
+            str(tree),
+            str(history),
+            str(stale),
+            *(
+                str(budget),
+                str(REPEAT),
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {tree} failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, object] = json.loads(done.stdout)
+    if Path(str(result["tree"])).resolve() != tree.resolve():
+        raise RuntimeError(f"measured {result['tree']}, not {tree}")
+    return result
+
+
+def extract_checks(rev: str, out_dir: Path) -> str:
+    """The checks/ package of git revision ``rev``, unpacked under out_dir; its short hash."""
+    short = subprocess.run(
+        ["git", "rev-parse", "--short", f"{rev}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", short, "checks"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out_dir)], input=archive, check=True)
+    return short
 
 
 def build_porcupine(out_dir: Path) -> tuple[Path | None, str]:
@@ -110,6 +189,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--budget", type=float, default=60.0, help="per-key search budget, s")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="report the best of N runs")
+    parser.add_argument("--baseline", metavar="REV", help="also time checks/ of this git revision")
     args = parser.parse_args()
     globals()["REPEAT"] = max(1, args.repeat)
 
@@ -117,8 +197,9 @@ def main() -> None:
         title=f"Linearizability check, {args.clients} clients (seed {args.seed}); "
         f"CPU seconds, best of {REPEAT}"
     )
-    for name in ("ops", "keys", "info ops", "max ops/key", "load s", "check s", "load/check"):
+    for name in ("ops", "keys", "info ops", "max ops/key", "tree", "load s", "check s"):
         table.add_column(name, justify="right")
+    table.add_column("load/check", justify="right")
     table.add_column("verdict")
     for name in ("Porcupine load s", "Porcupine check s", "check/Porcupine", "Porcupine verdict"):
         table.add_column(name, justify="right")
@@ -126,8 +207,15 @@ def main() -> None:
     table.add_column("verdict")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "history.jsonl"
+        stale = Path(tmp) / "stale.jsonl"
         porcupine, how = build_porcupine(Path(tmp))
         console.print(how)
+        trees = [(ROOT, "this")]
+        if args.baseline:
+            (Path(tmp) / "baseline").mkdir()
+            short = extract_checks(args.baseline, Path(tmp) / "baseline")
+            trees.append((Path(tmp) / "baseline", f"{args.baseline} ({short})"))
+            console.print(f"baseline: checks/ of {args.baseline} = {short}")
         for size in args.sizes:
             for keys in args.keys:
                 records = register_history(
@@ -138,35 +226,52 @@ def main() -> None:
                     info_rate=args.info_rate,
                 )
                 path.write_text("".join(json.dumps(r) + "\n" for r in records))
-                ops, load_s = timed(load_operations, path)
-                result, check_s = timed(check_linearizability, ops, budget=args.budget)
                 corrupted, _ = corrupt_stale_read(records, args.seed)
-                bad_ops = pair_operations(corrupted)
-                bad, bad_s = timed(check_linearizability, bad_ops, budget=args.budget)
+                stale.write_text("".join(json.dumps(r) + "\n" for r in corrupted))
+                del records, corrupted
                 go = run_porcupine(porcupine, path) if porcupine else {}
                 go_s = float(str(go["check_cpu"])) if "check_cpu" in go else None
-                per_key: dict[str, int] = {}
-                for op in ops:
-                    per_key[op.key or ""] = per_key.get(op.key or "", 0) + 1
-                table.add_row(
-                    f"{size:,}",
-                    f"{keys:,}",
-                    str(sum(1 for op in ops if op.type == "info")),
-                    str(max(per_key.values())),
-                    f"{load_s:.2f}",
-                    f"{check_s:.2f}",
-                    f"{load_s / check_s:.2f}",
-                    result.status,
-                    f"{float(str(go['load_cpu'])):.2f}" if "load_cpu" in go else "-",
-                    "-" if go_s is None else f"{go_s:.2f}",
-                    "-" if go_s is None else f"{check_s / go_s:.1f}x",
-                    str(go.get("result", "not run")),
-                    f"{bad_s:.2f}",
-                    bad.status,
-                )
-                console.log(f"{size:,} ops over {keys:,} keys: {result.summary}")
+                # Trees take turns, twice each when there is a baseline (this, base, base, this):
+                # each tree's figures are the better of its two subprocesses.
+                order = [0, 1, 1, 0] if len(trees) > 1 else [0]
+                results: dict[int, dict[str, object]] = {}
+                for t in order:
+                    got = measure_in(trees[t][0], path, stale, args.budget)
+                    kept = results.get(t)
+                    for field in ("load", "check", "stale_check"):
+                        if kept is not None:
+                            got[field] = min(float(str(got[field])), float(str(kept[field])))
+                    results[t] = got
+                for t, (_, label) in enumerate(trees):
+                    m = results[t]
+                    load_s, check_s = float(str(m["load"])), float(str(m["check"]))
+                    table.add_row(
+                        f"{size:,}",
+                        f"{keys:,}",
+                        str(m["info"]),
+                        str(m["max_per_key"]),
+                        label,
+                        f"{load_s:.3f}",
+                        f"{check_s:.3f}",
+                        f"{load_s / check_s:.2f}",
+                        str(m["verdict"]),
+                        f"{float(str(go['load_cpu'])):.3f}" if "load_cpu" in go else "-",
+                        "-" if go_s is None else f"{go_s:.3f}",
+                        "-" if go_s is None else f"{check_s / go_s:.2f}x",
+                        str(go.get("result", "not run")),
+                        f"{float(str(m['stale_check'])):.3f}",
+                        str(m["stale_verdict"]),
+                    )
+                    console.log(f"{size:,} ops over {keys:,} keys ({label}): {m['summary']}")
     console.print(table)
 
 
+def measure_main() -> None:
+    """bench/checker.py --measure TREE HISTORY STALE BUDGET REPEAT: one JSON line."""
+    _, _, history, stale, budget, repeat = sys.argv[1:]
+    globals()["REPEAT"] = int(repeat)
+    print(json.dumps(measure(Path(history), Path(stale), float(budget))))
+
+
 if __name__ == "__main__":
-    main()
+    measure_main() if sys.argv[1:2] == ["--measure"] else main()
