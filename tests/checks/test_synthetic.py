@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from checks.history import pair_operations
-from checks.linearizability import check_linearizability
+from checks.linearizability import BITS_CACHED, check_linearizability, register_ops_by_key
 from checks.synth import corrupt_stale_read, register_history
 
 
@@ -39,3 +39,20 @@ def test_same_history_with_one_stale_read_fails(seed: int) -> None:
 def test_hot_key_with_many_clients_still_checks_quickly() -> None:
     records = register_history(ops=2000, clients=30, keys=1, seed=5, info_rate=0.01)
     assert check_linearizability(pair_operations(records), budget=5.0).valid is True
+
+
+def test_keys_beyond_the_shared_bits_are_checked_the_same() -> None:
+    """A key of more ops than the searches share bits for (BITS_CACHED) builds its own; keys
+    checked before and after it use the shared ones: every verdict and failure is unchanged."""
+    big = BITS_CACHED + 500
+    hot = register_history(ops=big, clients=12, keys=1, seed=4, info_rate=0.002)
+    small = register_history(ops=600, clients=12, keys=3, seed=4, info_rate=0.01)
+    for records in (small, hot, small):
+        ops = pair_operations(records)
+        searched = max(len(r) for r in register_ops_by_key(ops)[0].values())
+        assert (searched > BITS_CACHED) is (records is hot)
+        assert check_linearizability(ops).valid is True
+        corrupted, record = corrupt_stale_read(records, 4)
+        result = check_linearizability(pair_operations(corrupted))
+        assert result.valid is False
+        assert [k["key"] for k in result.details["invalid_keys"]] == [record["key"]]
