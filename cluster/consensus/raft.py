@@ -42,6 +42,10 @@ Beyond textbook Raft (Ongaro's thesis), this core has:
   records the loss in ``status()`` and refills it (with a snapshot if the log is compacted).
   A replica that knows it starts without its state (``rejoin``) neither votes nor campaigns
   until a leader has brought it up to that leader's commit index: its vote record is gone.
+- replicas without applied state (log replicas, quarantined: ``set_can_lead(False)``) do not
+  campaign, except as a stand-in when a voter they refused lacks entries they hold (otherwise
+  a full member and a log replica ahead of it could never elect anyone); the driver hands a
+  stand-in's leadership to a full member.
 """
 
 from __future__ import annotations
@@ -212,6 +216,9 @@ class Raft:
         # Set by ``rejoin``: the commit index to reach before voting again (-1: not known
         # until a leader tells us); None for a replica that kept its state.
         self.rejoin_until: int | None = None
+        # When (``now``) we last refused a voter's (pre-)vote because its log lacks entries
+        # ours holds; None once a leader is heard. See ``_stands_in``.
+        self.refused_behind_at: int | None = None
         self._prev_hard_state = self._hard_state()
 
     # --- public inputs ---------------------------------------------------------------------
@@ -235,6 +242,10 @@ class Raft:
 
     def propose(self, data: bytes) -> tuple[int, int]:
         """Append a command; returns (index, term) under which it will commit if it commits."""
+        if self.role is Role.LEADER and not self.can_lead:
+            # A leader without applied state (a stand-in, see ``_stands_in``, or quarantined
+            # since) could never give the result; the full member it hands over to can.
+            raise ProposalRejectedError("this leader holds no state: it hands leadership over")
         return self._propose_entry(EntryKind.NORMAL, data)
 
     def propose_membership(self, new: Membership) -> tuple[int, int]:
@@ -439,12 +450,27 @@ class Raft:
         return self.leader_contact_elapsed < self.config.election_ticks
 
     def _may_campaign(self, ignore_log_only: bool = True) -> bool:
-        if self.id not in self.membership.voters or not self.can_lead:
+        if self.id not in self.membership.voters or self.rejoin_until is not None:
             return False
-        if self.rejoin_until is not None:
-            return False
-        # A log replica cannot serve reads, so it never seeks leadership on its own.
-        return not (ignore_log_only and self.id in self.membership.log_only)
+        # A log replica cannot serve reads, so it never seeks leadership on its own...
+        if self.can_lead and not (ignore_log_only and self.id in self.membership.log_only):
+            return True
+        return self._stands_in()  # ... unless only it can end the election
+
+    def _stands_in(self) -> bool:
+        """A replica that may not lead (log replica, quarantined) campaigns all the same when
+        it refused a voter, within the last two election timeouts, because that voter's log
+        lacks entries ours holds. Without it, a group whose live voters are one full member
+        and one log replica that holds more of the log (the last entries the cut-off leader
+        sent reached only the log replica) would stay leaderless as long as the cut lasts: the
+        full member cannot win our vote, and we would never campaign. As leader we bring the
+        full member up to date; the driver hands leadership to it then (a transfer, §3.10), as
+        it does for any leader without applied state. Campaigning is always safe; the rule
+        only keeps a replica without state from leading when another can."""
+        return (
+            self.refused_behind_at is not None
+            and self.now - self.refused_behind_at <= 2 * self.config.election_ticks
+        )
 
     def _campaign(self, pre: bool, transfer: bool = False) -> None:
         self.election_elapsed = 0
@@ -487,7 +513,10 @@ class Raft:
             or (self.vote is None and self.leader is None)
             or (msg.pre and msg.term > self.term)
         )
-        granted = can_vote and self.log.is_up_to_date(msg.last_index, msg.last_term)
+        up_to_date = self.log.is_up_to_date(msg.last_index, msg.last_term)
+        granted = can_vote and up_to_date
+        if can_vote and not up_to_date and msg.src in self.membership.voters:
+            self.refused_behind_at = self.now  # we may have to stand in (``_stands_in``)
         if self.rejoin_until is not None:
             granted = False  # our vote record went with our data (``rejoin``)
         if granted and msg.pre and self._yield_to_self(msg):
@@ -757,6 +786,7 @@ class Raft:
         self.leader = leader
         self.election_elapsed = 0
         self.leader_contact_elapsed = 0
+        self.refused_behind_at = None  # a leader exists: nobody needs a stand-in
 
     def _caught_up_to(self, leader_commit: int) -> None:
         """A rejoining replica learns how far it must get; once there, it votes again."""

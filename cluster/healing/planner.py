@@ -32,7 +32,8 @@ Rules, in order (the first that applies wins):
 6. A log replica in the wrong place (sharing an AZ while another AZ is up and has a candidate;
    for the metadata group, outside its home nodes while a home node is back) is moved: a log
    replica is added in the right place (rule 4 then removes the misplaced one). Otherwise it is
-   turned into a full replica.
+   turned into a full replica. (Not while it leads: it does so only as a stand-in, and hands
+   leadership to a full member by itself.)
 7. Three full members on fewer than 3 AZs while 3 AZs are up: move one (as in rule 6).
 8. A node that hosts the group but is not a member (it came back after being replaced) has
    its copy dropped.
@@ -166,8 +167,8 @@ def plan(
             return BuildFullReplica(m, f"member's replica is {mode}")
     # 6. log replicas: move them, or make them full
     for m in sorted(g.log_only & voters):
-        if m not in healthy or g.group not in nodes[m].groups:
-            continue
+        if m not in healthy or g.group not in nodes[m].groups or m == g.leader:
+            continue  # (a log replica leads only as a stand-in, and hands over by itself)
         better = _better_place(g, nodes, m)
         if better is not None:
             return AddLogReplica(better, f"move the log replica off {m}")

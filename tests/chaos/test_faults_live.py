@@ -104,7 +104,28 @@ def write_all_partitions(cluster: LocalCluster, router: str, keys: int = 40) -> 
                 time.sleep(0.5)
     if errors:
         print("write errors:", *errors, sep="\n  ")
+    if ok < keys:
+        print(placement(cluster))
     return ok
+
+
+def placement(cluster: LocalCluster) -> str:
+    """Every storage node's replicas (role, term, leader, members, mode, indexes): where the
+    groups are and who leads them, for a failure's diagnosis."""
+    lines = ["replicas by node:"]
+    for node in cluster.process_ids("storage"):
+        status = cluster.storage_status(node)
+        if status is None:
+            lines.append(f"  {node}: not answering")
+            continue
+        for r in sorted(status.get("replicas", []), key=lambda r: r["group"]):
+            lines.append(
+                f"  {node} {r['group']}: {r['role']} term {r['term']} leader {r['leader']} "
+                f"members {','.join(r['members'])} log_only {','.join(r['log_only']) or '-'} "
+                f"mode {r['mode']} commit {r['commit']} last {r['last_index']}"
+                f"{' rejoining' if r.get('rejoining') else ''}"
+            )
+    return "\n".join(lines)
 
 
 def leaders(cluster: LocalCluster) -> dict[str, str | None]:
@@ -169,6 +190,7 @@ def test_az_split_cuts_exactly_the_crossing_links(cluster: LocalCluster) -> None
         stall=None,
         bound=120.0,
     )
+    print("before the split:", placement(cluster), sep="\n")  # shown when the test fails
     nemesis, fault_id = inject(cluster, "split", sides="az-a|az-b,az-c")
     links = cluster.links()
     try:

@@ -4,8 +4,16 @@ replica the application marks as holding no state never campaigns, not even when
 
 from __future__ import annotations
 
-from cluster.consensus.messages import InstallSnapshot, Membership, RequestVote, TimeoutNow
-from cluster.consensus.raft import RaftConfig, Role
+import pytest
+
+from cluster.consensus.messages import (
+    AppendEntries,
+    InstallSnapshot,
+    Membership,
+    RequestVote,
+    TimeoutNow,
+)
+from cluster.consensus.raft import ProposalRejectedError, RaftConfig, Role
 from tests.cluster.consensus.network import GROUP, Network
 
 CONFIG = RaftConfig()
@@ -58,3 +66,47 @@ def test_replica_that_may_not_lead_never_campaigns_even_on_timeout_now() -> None
     net.tick(times=5 * CONFIG.election_ticks)
     assert not [m for m in net.sent if isinstance(m, RequestVote) and m.src == "n2"]
     assert net.leader() == "n3" and n2.role is Role.FOLLOWER
+
+
+def test_log_replica_holding_entries_a_full_member_lacks_stands_in_then_hands_over() -> None:
+    """An AZ split leaves a full member and a log replica on the majority side, and the last
+    entry the cut-off leader sent reached only the log replica. The full member cannot win its
+    vote (its log is behind) and the log replica may not lead: without a stand-in the group
+    stays leaderless for as long as the split lasts (CI: 180 s of 'leader hint: None'). The log
+    replica campaigns once it has refused a voter for that reason, and its leadership goes to
+    the full member as soon as that one holds every entry (a transfer, as the storage replica's
+    hand-over does for any leader without state)."""
+    net = Network.bootstrap(N3, log_only=["n3"])
+    n2, n3 = net.raft("n2"), net.raft("n3")
+    n3.can_lead = False  # as the storage replica sets it for a log replica
+    net.run_until(lambda: net.leader() == "n1")
+    net.stabilize()
+    net.drop(lambda m: isinstance(m, AppendEntries) and m.dst == "n2" and bool(m.entries))
+    index, _ = net.propose("n1", b"acknowledged by n1 and the log replica only")
+    net.stabilize()
+    assert n3.log.last_index() == index > n2.log.last_index()
+    net.recover()
+    net.isolate("n1")
+    net.run_until(lambda: n3.role is Role.LEADER, max_ticks=5 * CONFIG.election_ticks)
+    assert n2.log.last_index() >= index  # the stand-in's no-op brought n2 up to date
+    with pytest.raises(ProposalRejectedError):  # it could not apply it: no result to give
+        n3.propose(b"to the stand-in")
+    # The storage replica hands a stateless leader's leadership to its best full member.
+    n3.transfer_leadership("n2")
+    net.run_until(lambda: n2.role is Role.LEADER, max_ticks=2 * CONFIG.election_ticks)
+    assert n2.log.commit >= index  # the entry the old leader may have acknowledged survives
+    net.propose("n2", b"the group takes writes again")
+    net.stabilize()
+
+
+def test_a_replica_that_may_not_lead_still_does_not_campaign_while_a_full_member_can_win() -> None:
+    """The stand-in is for a deadlock only: with logs equal, the full member wins the vote and
+    the log replica never campaigns."""
+    net = Network.bootstrap(N3, log_only=["n3"])
+    n3 = net.raft("n3")
+    n3.can_lead = False
+    net.run_until(lambda: net.leader() == "n1")
+    net.stabilize()
+    net.isolate("n1")
+    net.run_until(lambda: net.raft("n2").role is Role.LEADER, max_ticks=5 * CONFIG.election_ticks)
+    assert not [m for m in net.sent if isinstance(m, RequestVote) and m.src == "n3"]

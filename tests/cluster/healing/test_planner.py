@@ -97,6 +97,14 @@ def test_log_replica_in_place_becomes_full() -> None:
     assert isinstance(step, BuildFullReplica) and step.node == "c2"
 
 
+def test_a_log_replica_standing_in_as_leader_is_left_to_hand_over() -> None:
+    # It leads only to bring a full member up to date (raft.py, stand-in); rebuilding or
+    # moving the leader's own replica under it would only end that leadership the hard way.
+    hosts = {"a1": "full", "b1": "full", "c2": "log"}
+    voters = ["a1", "b1", "c2"]
+    assert plan(view(voters, log_only=["c2"], leader="c2"), nodes(hosts=hosts), GRACE) is None
+
+
 def test_misplaced_log_replica_moves_back_when_its_az_returns() -> None:
     hosts = {"a1": "full", "b1": "full", "b2": "log"}
     g = view(voters=["a1", "b1", "b2"], log_only=["b2"])
