@@ -23,9 +23,9 @@ Rules, in order (the first that applies wins):
    otherwise in the AZ with the fewest members; the least loaded node wins ties. (For the
    metadata group any node will do: a log replica there never leads, and rule 6 moves it back
    to a home node when one is up.)
-4. More than 3 members (the middle of a move): remove one: an unhealthy one, else one sharing
-   its AZ with another member, preferring log replicas and (for the metadata group) members
-   outside its home nodes.
+4. More than 3 members (the middle of a move): remove one: one down or silent for the grace
+   period, else one sharing its AZ with another member, preferring log replicas and (for the
+   metadata group) members outside its home nodes.
 5. A member whose replica holds no trustworthy data although the membership says it is full
    (quarantined, or interrupted while being built) is rebuilt; if it is the leader itself,
    leadership goes to a healthy full member first.
@@ -151,7 +151,7 @@ def plan(
         return None
     # 4. too many members (a move half done)
     if len(voters) > TARGET_MEMBERS:
-        extra = _surplus_member(g, nodes, healthy)
+        extra = _surplus_member(g, nodes, healthy, grace)
         if extra is not None:
             return RemoveMember(extra, "one member too many after a move")
         return None
@@ -257,14 +257,24 @@ def _better_place(g: GroupView, nodes: Mapping[str, NodeView], m: str) -> str | 
     return choose_candidate(g, nodes, new_az_only=True)
 
 
-def _surplus_member(g: GroupView, nodes: Mapping[str, NodeView], healthy: set[str]) -> str | None:
-    """The member to drop from a group of 4: never the leader."""
+def _surplus_member(
+    g: GroupView, nodes: Mapping[str, NodeView], healthy: set[str], grace: float
+) -> str | None:
+    """The member to drop from a group of 4: never the leader.
+
+    A member down or silent for the grace period goes first; one that only missed the latest
+    probe (a busy node) does not count as down here: dropping it instead of a member sharing an
+    AZ left a group on two AZs (one outage from losing its quorum) for another whole move.
+    """
     counts = _az_counts(nodes, g.voters)
 
     def keep_score(m: str) -> tuple[bool, bool, bool, bool, str]:
         shared = m in nodes and counts[nodes[m].az] > 1
         outside_home = g.home is not None and m not in g.home
-        return (m in healthy, not shared, not outside_home, m not in g.log_only, m)
+        down = m not in healthy and (
+            g.silent_for.get(m, 0.0) >= grace or m not in nodes or nodes[m].down_for >= grace
+        )
+        return (not down, not shared, not outside_home, m not in g.log_only, m)
 
     choices = sorted(g.voters - {g.leader}, key=keep_score)
     if not choices:

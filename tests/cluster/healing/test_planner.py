@@ -126,6 +126,22 @@ def test_whole_group_on_two_azs_is_spread_again() -> None:
     assert isinstance(step, AddLogReplica) and AZ[step.node] == "az-c"
 
 
+def test_a_move_removes_the_member_sharing_an_az_not_one_that_missed_a_probe() -> None:
+    # After an AZ split healed, a1's log replica made four members; c1's node had missed one
+    # probe (0.5 s, under load). Removing c1 left b1 and b2 in az-b and no member in az-c,
+    # one AZ outage from losing the quorum, while c1 was fine (CI: test_faults_live).
+    hosts = {"a1": "log", "b1": "full", "b2": "full", "c1": "full"}
+    ns = nodes(hosts=hosts)
+    ns["c1"] = NodeView("c1", "az-c", up=False, down_for=0.5, groups={G: "full"}, load=1)
+    g4 = view(voters=["a1", "b1", "b2", "c1"], log_only=["a1"], leader="b2")
+    step = plan(g4, ns, GRACE)
+    assert isinstance(step, RemoveMember) and step.node == "b1"
+    # Down past the grace period, it is the one to go.
+    ns["c1"] = NodeView("c1", "az-c", up=False, down_for=10.0, groups={G: "full"}, load=1)
+    step = plan(view(["a1", "b1", "b2", "c1"], ["a1"], silent=["c1"], leader="b2"), ns, GRACE)
+    assert isinstance(step, RemoveMember) and step.node == "c1"
+
+
 def test_orphan_copy_on_a_returning_node_is_dropped() -> None:
     hosts = {"a1": "full", "b1": "full", "c2": "full", "c1": "full"}
     step = plan(view(voters=["a1", "b1", "c2"]), nodes(hosts=hosts), GRACE)
