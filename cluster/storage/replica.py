@@ -488,7 +488,7 @@ class Replica:
             return 0 if follower is None else follower.match
 
         ranked = sorted(members, key=lambda m: (-match(m), m))
-        if ranked:
+        if ranked and match(ranked[0]) > 0:  # a new (stand-in) leader waits for answers first
             with contextlib.suppress(NotLeaderError):
                 raft.transfer_leadership(ranked[0])
 
