@@ -274,6 +274,23 @@ class Raft:
         self.lease_forfeited = True
         self._maybe_send_timeout_now()
 
+    def successor(self) -> str | None:
+        """Whom a leader without applied state (``set_can_lead(False)``) should hand over to:
+        the full voter holding the most of the log among those that answered this term within
+        the last election timeout (a member cut off since would never take it); None while
+        none has."""
+        if self.role is not Role.LEADER:
+            return None
+        live = [
+            (pr.match, node)
+            for node, pr in self.progress.items()
+            if node != self.id
+            and node in self.membership.voters - self.membership.log_only
+            and pr.match > 0
+            and self.now - pr.last_active < self.config.election_ticks
+        ]
+        return max(live)[1] if live else None
+
     def set_can_lead(self, can_lead: bool) -> None:
         """Whether this replica may campaign (the application knows if it has usable state)."""
         self.can_lead = can_lead
@@ -670,6 +687,10 @@ class Raft:
         """
         pr = self._progress(peer)
         if pr.next <= self.log.snapshot.meta.index:
+            if not self.can_lead and peer not in self.membership.log_only:
+                # A stand-in's snapshot holds no state: a full member that got it would become
+                # a log replica too. What it lacks is only on the full members.
+                return
             if heartbeat or not pr.probing:
                 snap = self.log.snapshot
                 if peer in self.membership.log_only:

@@ -478,19 +478,10 @@ class Replica:
         raft.set_can_lead(full)
         if full or raft.role is not Role.LEADER:
             return
-        st = raft.status()
-        if st.transfer_target is not None:
-            return
-        members = st.membership.voters - st.membership.log_only - {self.node_id}
-
-        def match(member: str) -> int:
-            follower = st.followers.get(member)
-            return 0 if follower is None else follower.match
-
-        ranked = sorted(members, key=lambda m: (-match(m), m))
-        if ranked and match(ranked[0]) > 0:  # a new (stand-in) leader waits for answers first
+        target = raft.successor()
+        if target is not None and raft.transfer_target is None:
             with contextlib.suppress(NotLeaderError):
-                raft.transfer_leadership(ranked[0])
+                raft.transfer_leadership(target)
 
     def _complete(self, rd: Ready, results: dict[int, ApplyResult]) -> None:
         for entry in rd.committed:

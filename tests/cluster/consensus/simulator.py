@@ -59,6 +59,10 @@ class SimConfig:
     partition_rate: float = 0.02  # per step: start a new cut
     partition_length: tuple[int, int] = (10, 80)
     compact_every: int = 25  # applied entries between snapshots
+    # n3 holds a log replica of every group (never leads but as a stand-in; the driver hands
+    # its leadership to a full member, as cluster/storage/replica.py does), and after the
+    # chaos one full member stays cut off: the other and the log replica must make progress.
+    log_replica: bool = False
 
 
 @dataclass
@@ -98,7 +102,9 @@ class Simulation:
         self.rng = random.Random(seed)
         self.raft_config = RaftConfig()
         self.groups = [f"g{i}" for i in range(self.config.groups)]
-        self.membership = Membership(frozenset(NODES))
+        log_only = frozenset({"n3"}) if self.config.log_replica else frozenset()
+        self.membership = Membership(frozenset(NODES), log_only)
+        self.isolated: str | None = None  # a full member left cut off after the chaos
         self.disks = {(n, g): Disk() for n in NODES for g in self.groups}
         self.replicas: dict[tuple[str, str], Replica] = {}
         self.down_until: dict[str, int] = {}
@@ -186,6 +192,10 @@ class Simulation:
         self.cut = set()
         for node in list(self.down_until):
             self.start(node)
+        if self.config.log_replica:
+            self.isolated = self.rng.choice(("n1", "n2"))
+            self.cut = {(a, b) for a in NODES for b in NODES if a != b and self.isolated in (a, b)}
+            self.trace.append(f"t={self.now} but {self.isolated} stays cut off")
 
     # --- nodes -----------------------------------------------------------------------------
 
@@ -203,6 +213,7 @@ class Simulation:
                 entries=list(disk.entries),
                 membership=self.membership,
             )
+            raft.set_can_lead(node not in self.membership.log_only)
             applied: list[tuple[int, bytes]] = []
             applied_index = 0
             if disk.snapshot is not None:
@@ -236,9 +247,19 @@ class Simulation:
                     self.send(msg)
                 self.apply(key, replica, rd)
                 replica.raft.advance(rd)
+                self.hand_over(replica.raft)
                 self.maybe_compact(key, replica)
                 if replica.raft.role is Role.LEADER:
                     self.note_leader(replica.raft)
+
+    def hand_over(self, raft: Raft) -> None:
+        """A leader that may not lead passes leadership on (the storage replica's
+        ``_hand_over``)."""
+        if raft.role is not Role.LEADER or raft.can_lead or raft.transfer_target is not None:
+            return
+        target = raft.successor()
+        if target is not None:
+            raft.transfer_leadership(target)
 
     def apply(self, key: tuple[str, str], replica: Replica, rd: Ready) -> None:
         node, group = key
@@ -260,6 +281,8 @@ class Simulation:
 
     def maybe_compact(self, key: tuple[str, str], replica: Replica) -> None:
         raft = replica.raft
+        if key[0] in self.membership.log_only:
+            return  # a log replica keeps a long tail (1,000 entries in production): all, here
         if raft.log.applied - raft.log.snapshot.meta.index >= self.config.compact_every:
             index = raft.log.applied
             state = encode_state([(i, d) for i, d in replica.applied if i <= index])
@@ -437,13 +460,15 @@ class Simulation:
     def leader_of(self, group: str) -> str | None:
         for node in NODES:
             raft = self.replicas[(node, group)].raft
-            if raft.role is Role.LEADER and node not in self.down_until:
+            if raft.role is Role.LEADER and node not in self.down_until and node != self.isolated:
                 return node
         return None
 
     def applied_everywhere(self, group: str, value: bytes) -> bool:
         return all(
-            any(d == value for _, d in self.replicas[(node, group)].applied) for node in NODES
+            any(d == value for _, d in self.replicas[(node, group)].applied)
+            for node in NODES
+            if node != self.isolated
         )
 
     def check_final(self) -> None:
@@ -455,7 +480,12 @@ class Simulation:
             for node in NODES:
                 replica = self.replicas[(node, group)]
                 self.check_applied_prefix((node, group), replica)
-            sequences = [self.replicas[(n, group)].applied for n in NODES]
+            # (A log replica's applied entries start after the snapshot it joined with.)
+            sequences = [
+                self.replicas[(n, group)].applied
+                for n in NODES
+                if n not in self.membership.log_only
+            ]
             longest = max(sequences, key=len)
             if not all(s == longest[: len(s)] for s in sequences):
                 raise SimulationFailure(f"replicas of {group} applied diverging sequences")
@@ -466,4 +496,5 @@ def encode_state(applied: list[tuple[int, bytes]]) -> bytes:
 
 
 def decode_state(data: bytes) -> list[tuple[int, bytes]]:
-    return [(i, d) for i, d in msgpack.unpackb(data)]
+    """The applied entries a snapshot holds (none in a log replica's metadata-only one)."""
+    return [(i, d) for i, d in msgpack.unpackb(data)] if data else []

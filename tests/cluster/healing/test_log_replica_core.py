@@ -110,3 +110,25 @@ def test_a_replica_that_may_not_lead_still_does_not_campaign_while_a_full_member
     net.isolate("n1")
     net.run_until(lambda: net.raft("n2").role is Role.LEADER, max_ticks=5 * CONFIG.election_ticks)
     assert not [m for m in net.sent if isinstance(m, RequestVote) and m.src == "n3"]
+
+
+def test_a_stand_in_never_sends_its_stateless_snapshot_to_a_full_member() -> None:
+    """A full member that lags behind the stand-in's compacted log can only be refilled from a
+    full member: the stand-in's snapshot has no data, and a full replica that installed it would
+    turn into a log replica (cluster/storage/replica.py) and the group would have no state."""
+    net = Network.bootstrap(N3, log_only=["n3"])
+    n3 = net.raft("n3")
+    n3.can_lead = False
+    net.run_until(lambda: net.leader() == "n1")
+    net.stabilize()
+    net.isolate("n2")
+    for i in range(30):
+        net.propose("n1", f"v{i}".encode())
+    net.stabilize()
+    n3.compact(n3.log.applied, b"")  # as a log replica compacts: metadata only
+    net.recover()
+    net.isolate("n1")
+    net.run_until(lambda: n3.role is Role.LEADER, max_ticks=5 * CONFIG.election_ticks)
+    net.tick(times=3 * CONFIG.heartbeat_ticks)
+    assert not [m for m in net.sent if isinstance(m, InstallSnapshot) and m.src == "n3"]
+    assert net.raft("n2").log.snapshot.meta.index == 0
