@@ -173,6 +173,10 @@ class GroupClient:
             or self.timed_out_at.get((group, node), 0.0) > since
         )
 
+    def _knows(self, node: str, group: str) -> bool:
+        """Whether ``node`` is a storage node we can call and it has not failed us lately."""
+        return node in self.addresses and not self._suspect(node, group)
+
     def suspect(self, node: str, group: str) -> bool:
         """Whether ``node`` failed us recently: a broken connection, or silence on ``group``."""
         return self._suspect(node, group)
@@ -220,7 +224,13 @@ class GroupClient:
             # a proxy a dead node accepts the connection and then resets it, which for a write
             # means "outcome unknown" — walking into it again would fail the write for nothing.
             pool = [n for n in order if not self._suspect(n, group)] or order
-            node = hint if hint in pool else pool[i % len(pool)]
+            # A named leader is tried even if the caller did not list it: the map the
+            # candidates come from lags behind healing (and cannot follow at all while the
+            # metadata group is out of reach); the node itself says if it does not lead.
+            if hint is not None and (hint in pool or self._knows(hint, group)):
+                node = hint
+            else:
+                node = pool[i % len(pool)]
             i += 1
             wait = remaining if attempt_timeout is None else min(remaining, attempt_timeout)
             try:

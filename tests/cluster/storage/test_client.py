@@ -82,6 +82,21 @@ def test_a_silent_leader_is_left_for_the_leader_a_follower_names() -> None:
     asyncio.run(scenario())
 
 
+def test_a_leader_a_follower_names_is_tried_even_when_the_map_does_not_list_it() -> None:
+    """Healing moved the group while the metadata group was out of reach (an AZ split with its
+    full replicas on the other side): the router's map still lists the old members. The
+    follower's hint is followed to the new leader; before, only listed nodes were tried, and
+    writes failed for the whole split (the faults test: 180 s of 'not the leader')."""
+
+    async def scenario() -> None:
+        async with nodes(f={"g": "new"}, new={"g": True}) as (client, started):
+            reply = await client.call_leader("g", "propose", 2.0, candidates=["f"])
+            assert reply == {"result": {"ok": True}, "id": reply["id"]}
+            assert client.leaders["g"] == "new" and len(started["new"].requests) == 1
+
+    asyncio.run(scenario())
+
+
 def test_without_an_attempt_timeout_a_silent_leader_takes_the_whole_deadline() -> None:
     """The counterpart: waiting on the silent node for the whole deadline finds nobody."""
 
