@@ -211,7 +211,7 @@ def _named(register: Any) -> RegisterOp:
 _KIND, _ARG, _NEW, _DEFINITE = 1, 2, 3, 6
 #: 1 << i at index i: the linearized sets' bits, shared by the searches of keys of at most
 #: BITS_CACHED ops (a list per key cost 4% of a check); their size grows as the square of the
-#: count (n^2/16 bytes: 1 MiB for 4,096), so a larger key's search builds its own, as before.
+#: count (n^2/16 bytes: 1 MiB for 4,096), so a larger key's search extends a copy it drops.
 BITS_CACHED = 4096
 _BITS: list[int] = []
 
@@ -239,6 +239,7 @@ def search(ops: Sequence[Register], initial: Any, deadline: float) -> tuple[Vali
     histories where the search seldom backtracks the set-up costs more than the walk, so it is
     built from whole columns (sorts, maps, slices) where it can be.
     """
+    global _BITS
     n = len(ops)
     m = 2 * n
     tail = m + 1
@@ -260,9 +261,11 @@ def search(ops: Sequence[Register], initial: Any, deadline: float) -> tuple[Vali
             ret_pos[e - n] = at
     nxt = [*range(1, m + 2), tail]
     prv = [0, *range(0, m + 1)]
-    if len(_BITS) < n <= BITS_CACHED:  # op -> its bit in the linearized set
-        _BITS.extend([1 << i for i in range(len(_BITS), n)])
-    bits = _BITS if n <= len(_BITS) else [1 << i for i in range(n)]
+    bits = _BITS  # op -> its bit in the linearized set
+    if len(bits) < n:  # grown into a new list, never in place: another thread may be reading
+        bits = bits + [1 << i for i in range(len(bits), n)]
+        if n <= BITS_CACHED:
+            _BITS = bits
     observes = list(map(_OBSERVES.__getitem__, kinds))
     # Values only one source can produce (the initial state, or a single write or cas): once the
     # register leaves such a value it never holds it again, so leaving it while a definite op

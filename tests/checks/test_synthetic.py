@@ -4,8 +4,11 @@ only when the value was never written)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+from checks import linearizability
 from checks.history import pair_operations
 from checks.linearizability import BITS_CACHED, check_linearizability, register_ops_by_key
 from checks.synth import corrupt_stale_read, register_history
@@ -56,3 +59,18 @@ def test_keys_beyond_the_shared_bits_are_checked_the_same() -> None:
         result = check_linearizability(pair_operations(corrupted))
         assert result.valid is False
         assert [k["key"] for k in result.details["invalid_keys"]] == [record["key"]]
+
+
+def test_searches_in_threads_share_the_bits_safely(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks run in threads (gameday runs them with asyncio.to_thread): the shared bits only
+    ever grow into a new list, so no search sees another's half-made one."""
+    monkeypatch.setattr(linearizability, "_BITS", [])
+    histories = [
+        register_history(ops=400 * (1 + i % 4), clients=8, keys=2, seed=i, info_rate=0.01)
+        for i in range(8)
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda h: check_linearizability(pair_operations(h)), histories))
+    assert [r.valid for r in results] == [True] * len(histories)
+    shared = linearizability._BITS
+    assert shared and all(bit == 1 << i for i, bit in enumerate(shared))
