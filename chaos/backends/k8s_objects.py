@@ -69,7 +69,9 @@ def delete_claims(core: Any, namespace: str, selector: str, timeout: float = 60.
 
 
 def save_pod_logs(core: Any, namespace: str, pods: dict[str, Any], logs: Path) -> None:
-    """Each pod's output into ``logs/<process>.log`` (a pod on a dark node has none to give)."""
+    """Each pod's output into ``logs/<process>.log`` (a pod on a dark node has none to give),
+    and a restarted container's output before its restart (a power cycle) into
+    ``logs/<process>.previous.log``: without it a powered-off node's story ends at power-on."""
     logs.mkdir(parents=True, exist_ok=True)
 
     def save(item: tuple[str, Any]) -> None:
@@ -77,6 +79,12 @@ def save_pod_logs(core: Any, namespace: str, pods: dict[str, Any], logs: Path) -
         with contextlib.suppress(Exception):
             text = core.read_namespaced_pod_log(pod.metadata.name, namespace, _request_timeout=5)
             (logs / f"{process_id}.log").write_text(text)
+        if any(c.restart_count for c in (pod.status.container_statuses or [])):
+            with contextlib.suppress(Exception):
+                text = core.read_namespaced_pod_log(
+                    pod.metadata.name, namespace, previous=True, _request_timeout=5
+                )
+                (logs / f"{process_id}.previous.log").write_text(text)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(save, pods.items()))

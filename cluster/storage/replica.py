@@ -57,6 +57,7 @@ from .readmarks import ReadMarks
 from .recovery import ReplicaMode as ReplicaMode
 from .recovery import ReplicaSettings as ReplicaSettings
 from .recovery import recover, write_mode
+from .rolelog import RoleWatch
 from .scrub import ReplicaReport, verify_replica
 from .statemachine import StateMachine, WriteLog
 from .tickclock import TickClock
@@ -146,7 +147,7 @@ class Replica:
         self.applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.task: asyncio.Task[None] | None = None
         self.elections = 0  # times this replica became leader (metrics)
-        self._leading = False  # whether it led when the loop last looked
+        self.roles = RoleWatch(group)  # whether it led when the loop last looked
         self.clock = TickClock(settings.tick_seconds)  # the lease's view of real time
         self.raft.set_can_lead(mode is ReplicaMode.FULL)
         self.event_loop = asyncio.get_running_loop()
@@ -348,12 +349,11 @@ class Replica:
                     self._hand_over()
                     self._complete(rd, results)
                     await self._maybe_compact()
-                leading = self.raft.role is Role.LEADER
-                if leading and not self._leading:
+                change = self.roles.note(self.raft)  # logs role/term changes
+                if change == "won":
                     self.elections += 1
-                elif self._leading and not leading:
+                elif change == "lost":
                     self._lost_leadership()
-                self._leading = leading
 
     def _handle_ready(self, rd: Ready, late: list[AnyMessage]) -> dict[int, ApplyResult]:
         """Persist (fsync), then send what waited for it, then apply: one trip to the I/O

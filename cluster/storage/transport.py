@@ -32,6 +32,7 @@ from .handshake import send_hello
 from .wire import FrameError, encode_frame, encode_message
 
 log = logging.getLogger(__name__)
+log.setLevel(logging.INFO)  # a link lost or back: one line per change, even at WARNING
 
 RECONNECT_MAX = 0.2  # the longest wait between connection attempts to a peer, seconds
 
@@ -121,6 +122,8 @@ class PeerLinks:
                 assert writer is not None
                 await send_hello(reader, writer, "peer", node=self.node_id)  # cluster/auth.py
                 link.connected, link.connects, backoff = True, link.connects + 1, 0.05
+                if link.connects > 1:
+                    log.info("link to %s up again (connect %d)", link.peer, link.connects)
                 link.closed_by_peer = False
                 watcher = asyncio.create_task(self._watch_for_close(link, reader))
                 while True:
@@ -135,6 +138,8 @@ class PeerLinks:
                     link.sent += len(frames)
             except (OSError, TimeoutError, FrameError, asyncio.IncompleteReadError) as exc:
                 link.last_error = f"{type(exc).__name__}: {exc}"
+                if link.connected:
+                    log.info("link to %s lost: %s", link.peer, link.last_error)
             finally:
                 link.connected = False
                 if watcher is not None:
