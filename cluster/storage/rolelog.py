@@ -45,16 +45,16 @@ class RoleWatch:
         ):
             why = " (stepped down: check-quorum or transfer)"
         log.info(
-            "%s: %s term %d leader %s%s (was %s) voters %s last %d commit %d",
+            "%s: %s term %d leader %s (was %s) voters %s last %d commit %d%s",
             self.group,
             st.role.value,
             st.term,
             st.leader,
-            why,
             "-" if before is None else f"{before[0].value} term {before[1]} leader {before[2]}",
             ",".join(sorted(st.membership.voters)),
             st.last_index,
             st.commit,
+            why,
         )
         if st.role is Role.LEADER and not was_leader:
             return "won"
