@@ -26,6 +26,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+# One line per healing event even when the process logs WARNING (a suspected node, an action
+# started or done): with the Raft role lines (storage/rolelog.py) they tell a run's story.
+log.setLevel(logging.INFO)
 
 
 class EventKind(enum.StrEnum):
