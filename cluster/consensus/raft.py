@@ -71,6 +71,10 @@ from .messages import (
     VoteResponse,
 )
 
+# A catch-up tick (``Raft.tick``) starts an election or steps a leader down only once the
+# silence it reveals lasts this many times the usual timeout.
+CATCH_UP_PATIENCE = 3
+
 
 class RandomSource(Protocol):
     def randrange(self, start: int, stop: int) -> int: ...
@@ -223,14 +227,22 @@ class Raft:
 
     # --- public inputs ---------------------------------------------------------------------
 
-    def tick(self) -> None:
+    def tick(self, catch_up: bool = False) -> None:
+        """One tick of time. ``catch_up``: the driver could not tick at this tick's instant (its
+        event loop stalled) and the messages that arrived meanwhile are not stepped yet. Such a
+        tick counts time like any other (leases, stickiness), but a silence it reveals starts
+        nothing (no campaign, no check-quorum step-down) until it lasts CATCH_UP_PATIENCE times
+        as long: the next on-time tick decides, after those messages. Otherwise a stall of
+        election_ticks (0.5 s) made every leader of the node step down and its followers
+        campaign, all at once, whenever the machine was starved for CPU."""
         self.now += 1
         self.leader_contact_elapsed += 1
         if self.role is Role.LEADER:
-            self._tick_leader()
+            self._tick_leader(catch_up)
         else:
             self.election_elapsed += 1
-            if self.election_elapsed >= self.randomized_timeout and self._may_campaign():
+            timeout = self.randomized_timeout * (CATCH_UP_PATIENCE if catch_up else 1)
+            if self.election_elapsed >= timeout and self._may_campaign():
                 self._campaign(pre=True)
             elif self.role is Role.PRE_CANDIDATE:
                 # Voters that heard from the old leader a little later than we did ignore us
@@ -613,10 +625,11 @@ class Raft:
 
     # --- replication (leader) --------------------------------------------------------------
 
-    def _tick_leader(self) -> None:
+    def _tick_leader(self, catch_up: bool = False) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
-        if not self._check_quorum():
+        window = self.config.election_ticks * (CATCH_UP_PATIENCE if catch_up else 1)
+        if not self._check_quorum(window):
             self._become_follower(self.term, None)
             return
         if self.election_elapsed >= self.config.election_ticks:
@@ -626,8 +639,8 @@ class Raft:
             self.heartbeat_elapsed = 0
             self._broadcast(heartbeat=True)
 
-    def _check_quorum(self) -> bool:
-        """Has a quorum of voters been heard from within the last election_ticks (§6.2)?
+    def _check_quorum(self, window: int) -> bool:
+        """Has a quorum of voters been heard from within the last ``window`` ticks (§6.2)?
 
         Checked on every tick, so a leader cut off from a quorum steps down election_ticks
         after it last heard from one, not up to twice that (as a fixed check window would).
@@ -636,7 +649,7 @@ class Raft:
             1
             for node, pr in self.progress.items()
             if node in self.membership.voters
-            and (node == self.id or self.now - pr.last_active < self.config.election_ticks)
+            and (node == self.id or self.now - pr.last_active < window)
         )
         return active >= self.membership.quorum()
 

@@ -456,10 +456,13 @@ class StorageNode:
     def _tick_due(self) -> None:
         """Submit every tick whose instant has come. Also called before each peer message:
         after a stall the messages that waited are read before the tick loop wakes, and their
-        catch-up ticks must not reach a follower after a heartbeat (``TickSchedule``)."""
-        for instant in self.ticks.due(time.monotonic()):
+        catch-up ticks must not reach a follower after a heartbeat (``TickSchedule``). More
+        than one due at once means the loop stalled: they are catch-up ticks (``Raft.tick``),
+        which elect nobody and depose nobody before the waiting messages are stepped."""
+        instants = list(self.ticks.due(time.monotonic()))
+        for instant in instants:
             for replica in self.replicas.values():
-                replica.tick(instant)
+                replica.tick(instant, catch_up=len(instants) > 1)
 
     # --- connections ---------------------------------------------------------------------------
 

@@ -216,13 +216,13 @@ class Replica:
     def step(self, msg: AnyMessage) -> None:
         self._submit(lambda: self.raft.step(msg))
 
-    def tick(self, at: float | None = None) -> None:
+    def tick(self, at: float | None = None, catch_up: bool = False) -> None:
         """One tick of the core, standing for the instant ``at`` (monotonic; default now):
         the clock records that instant, not when the inbox got to it (``TickClock``)."""
         instant = time.monotonic() if at is None else at
 
         def do_tick() -> None:
-            self.raft.tick()
+            self.raft.tick(catch_up)  # see Raft.tick: a stall's ticks start no election
             self.clock.ticked(instant)
 
         self._submit(do_tick)

@@ -153,7 +153,9 @@ class Simulation:
         self.deliver_due()
         for (node, _group), replica in sorted(self.replicas.items()):
             if node not in self.down_until:
-                replica.raft.tick()
+                # Some ticks are catch-up ticks (a stalled driver): they may only delay
+                # elections and step-downs, never break safety.
+                replica.raft.tick(catch_up=chaos and self.rng.random() < 0.1)
         if self.rng.random() < self.config.propose_rate:
             self.propose()
         self.process_readies(chaos)

@@ -24,7 +24,13 @@ from cluster.consensus.messages import (
     TimeoutNow,
     VoteResponse,
 )
-from cluster.consensus.raft import ProposalRejectedError, Raft, RaftConfig, Role
+from cluster.consensus.raft import (
+    CATCH_UP_PATIENCE,
+    ProposalRejectedError,
+    Raft,
+    RaftConfig,
+    Role,
+)
 
 from .network import GROUP, Disk, Network
 
@@ -401,6 +407,54 @@ def test_leader_that_hears_from_a_quorum_keeps_leading() -> None:
     net.isolate("n3")
     net.tick(times=5 * ELECTION)
     assert net.leaders() == ["n1"] and net.raft("n1").term == 1
+
+
+def stall(net: Network, ticks: int) -> list[AnyMessage]:
+    """Every node's event loop stalls for ``ticks`` ticks (the machine starved for CPU): the
+    messages sent meanwhile wait unread, then every node gets its ticks as one catch-up batch
+    (cluster/storage/node.py) before it steps them. Returns what the nodes sent."""
+    waiting: list[AnyMessage] = []
+    for _ in range(ticks):
+        net.process()
+        waiting += net.inflight
+        net.inflight = []
+        for id in net.up():
+            net.raft(id).tick(catch_up=True)
+    net.process()
+    net.inflight = waiting + net.inflight
+    sent = list(net.inflight)
+    net.stabilize()
+    return sent
+
+
+def test_a_stall_of_an_election_timeout_deposes_nobody_and_starts_no_election() -> None:
+    """Raft.tick(catch_up=True): a leader whose loop stalled past election_ticks counts the
+    time (its lease lapses) but keeps leading: the acknowledgements that waited through the
+    stall are stepped after the catch-up ticks, and the next on-time tick finds its quorum.
+    Its followers, whose stickiness ran out in the same stall, start no election either."""
+    net = stable_cluster()
+    sent = stall(net, 2 * ELECTION)
+    assert not [m for m in sent if isinstance(m, RequestVote)]
+    net.tick(times=2 * ELECTION)
+    assert net.leaders() == ["n1"] and {net.raft(n).term for n in N3} == {1}
+    assert net.raft("n1").lease_read_index() is not None
+
+
+def test_a_leader_cut_off_during_a_stall_still_steps_down() -> None:
+    """The other side: a catch-up tick steps a leader down once the silence lasts
+    CATCH_UP_PATIENCE election timeouts, and the first on-time tick at once after that."""
+    net = stable_cluster()
+    net.isolate("n1")
+    n1 = net.raft("n1")
+    stall(net, CATCH_UP_PATIENCE * ELECTION)
+    assert n1.role is not Role.LEADER and n1.term == 1
+    net = stable_cluster()
+    net.isolate("n1")
+    n1 = net.raft("n1")
+    stall(net, 2 * ELECTION)
+    assert n1.role is Role.LEADER and n1.lease_read_index() is None
+    net.tick("n1")
+    assert n1.role is not Role.LEADER and n1.term == 1
 
 
 # --- 7. snapshots (thesis chapter 5, paper §7) -----------------------------------------------
