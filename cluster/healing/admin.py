@@ -33,7 +33,7 @@ from cluster.consensus.messages import Membership
 from cluster.consensus.raft import Role
 from cluster.metadata.partitionmap import META_GROUP, PartitionMap
 from cluster.metadata.store import MetadataStore, MetadataUnavailable
-from cluster.storage.client import ASK_FAILURES, GroupClient, NodeUnavailable, ask
+from cluster.storage.client import ASK_FAILURES, GroupClient, NodeClient, NodeUnavailable
 from cluster.storage.host import NodeHost, Route
 from cluster.storage.replica import (
     NotLeader,
@@ -95,6 +95,7 @@ class Admin:
         # metadata group's leader.
         self.client = GroupClient({**node.peers, self.me: node.listen})
         self.peers = {p: _Peer(p, self.node_azs.get(p, "?")) for p in node.peers}
+        self.probes: dict[str, NodeClient] = {}  # peer -> the connection its probes use
         self.home = frozenset(meta_home) if meta_home else None
         self.busy: set[str] = set()
         self.backoff: dict[str, float] = {}  # group -> no new action before this time
@@ -127,6 +128,8 @@ class Admin:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.client.close()
+        for client in self.probes.values():
+            await client.close()
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -169,11 +172,19 @@ class Admin:
                 )
 
     async def _probe(self, peer: _Peer) -> None:
-        address = self.node.peers[peer.id]
+        """A status probe on the connection kept for this peer (not one per probe: 60/s in the
+        mesh for 6 nodes). A failed probe drops it: a power-cycled peer may be back elsewhere."""
+        timeout = self.settings.probe_timeout
+        client = self.probes.get(peer.id)
+        if client is None:
+            client = self.probes[peer.id] = NodeClient(self.node.peers[peer.id], timeout)
         try:
-            reply = await ask(address, {"op": "status"}, self.settings.probe_timeout)
+            reply = await client.call("status", deadline=timeout)
             groups = {str(r["group"]): str(r.get("mode", "full")) for r in reply["replicas"]}
         except ASK_FAILURES:
+            if self.probes.get(peer.id) is client:
+                del self.probes[peer.id]
+            await client.close()
             if peer.up:
                 peer.up = False
                 peer.down_since = peer.last_ok
