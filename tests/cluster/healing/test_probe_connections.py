@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -18,8 +18,8 @@ from cluster.healing.settings import HealingSettings
 class FakeClient:
     """Stands in for NodeClient: counts how many were made, answers or fails on demand."""
 
-    made: list[FakeClient] = []
-    fail = False
+    made: ClassVar[list[FakeClient]] = []
+    fail: ClassVar[bool] = False
 
     def __init__(self, address: str, connect_timeout: float = 1.0) -> None:
         self.address, self.calls, self.closed = address, 0, False
