@@ -209,9 +209,7 @@ def _named(register: Any) -> RegisterOp:
 
 #: RegisterOp's fields by position, for the hot paths that take plain tuples.
 _KIND, _ARG, _NEW, _DEFINITE = 1, 2, 3, 6
-#: 1 << i at index i: the linearized sets' bits, shared by the searches of keys of at most
-#: BITS_CACHED ops (a list per key cost 4% of a check); their size grows as the square of the
-#: count (n^2/16 bytes: 1 MiB for 4,096), so a larger key's search extends a copy it drops.
+#: 1 << i at i, shared by keys of <= BITS_CACHED ops (n^2/16 bytes), replaced, never extended.
 BITS_CACHED = 4096
 _BITS: list[int] = []
 
@@ -256,16 +254,14 @@ def search(ops: Sequence[Register], initial: Any, deadline: float) -> tuple[Vali
     order = sorted(range(m), key=(calls + rets).__getitem__)
     entry_at = [m, *order, m]  # position -> entry id (the sentinels read as returns)
     ret_pos = [0] * n  # op -> the position of its return (one loop: cheaper than a sort)
-    for at, e in enumerate(order, 1):
-        if e >= n:
-            ret_pos[e - n] = at
+    for at, e in compress(enumerate(order, 1), map(n.__le__, order)):
+        ret_pos[e - n] = at
     nxt = [*range(1, m + 2), tail]
     prv = [0, *range(0, m + 1)]
     bits = _BITS  # op -> its bit in the linearized set
     if len(bits) < n:  # grown into a new list, never in place: another thread may be reading
         bits = bits + [1 << i for i in range(len(bits), n)]
-        if n <= BITS_CACHED:
-            _BITS = bits
+        _BITS = bits if n <= BITS_CACHED else _BITS
     observes = list(map(_OBSERVES.__getitem__, kinds))
     # Values only one source can produce (the initial state, or a single write or cas): once the
     # register leaves such a value it never holds it again, so leaving it while a definite op
