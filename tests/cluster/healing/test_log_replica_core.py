@@ -27,6 +27,16 @@ def stable(ids: list[str]) -> Network:
     return net
 
 
+def with_log_replica_n3() -> Network:
+    """Three voters led by n1, n3 a log replica that may not lead (as the storage replica sets
+    it for a log replica), every entry everywhere."""
+    net = Network.bootstrap(N3, log_only=["n3"])
+    net.raft("n3").can_lead = False
+    net.run_until(lambda: net.leader() == "n1")
+    net.stabilize()
+    return net
+
+
 def test_log_replica_joins_with_snapshot_metadata_only_and_acks_the_log_tail() -> None:
     net = stable(N3)
     for i in range(30):
@@ -76,11 +86,8 @@ def test_log_replica_holding_entries_a_full_member_lacks_stands_in_then_hands_ov
     replica campaigns once it has refused a voter for that reason, and its leadership goes to
     the full member as soon as that one holds every entry (a transfer, as the storage replica's
     hand-over does for any leader without state)."""
-    net = Network.bootstrap(N3, log_only=["n3"])
+    net = with_log_replica_n3()
     n2, n3 = net.raft("n2"), net.raft("n3")
-    n3.can_lead = False  # as the storage replica sets it for a log replica
-    net.run_until(lambda: net.leader() == "n1")
-    net.stabilize()
     net.drop(lambda m: isinstance(m, AppendEntries) and m.dst == "n2" and bool(m.entries))
     index, _ = net.propose("n1", b"acknowledged by n1 and the log replica only")
     net.stabilize()
@@ -102,11 +109,7 @@ def test_log_replica_holding_entries_a_full_member_lacks_stands_in_then_hands_ov
 def test_a_replica_that_may_not_lead_still_does_not_campaign_while_a_full_member_can_win() -> None:
     """The stand-in is for a deadlock only: with logs equal, the full member wins the vote and
     the log replica never campaigns."""
-    net = Network.bootstrap(N3, log_only=["n3"])
-    n3 = net.raft("n3")
-    n3.can_lead = False
-    net.run_until(lambda: net.leader() == "n1")
-    net.stabilize()
+    net = with_log_replica_n3()
     net.isolate("n1")
     net.run_until(lambda: net.raft("n2").role is Role.LEADER, max_ticks=5 * CONFIG.election_ticks)
     assert not [m for m in net.sent if isinstance(m, RequestVote) and m.src == "n3"]
@@ -116,11 +119,8 @@ def test_a_stand_in_never_sends_its_stateless_snapshot_to_a_full_member() -> Non
     """A full member that lags behind the stand-in's compacted log can only be refilled from a
     full member: the stand-in's snapshot has no data, and a full replica that installed it would
     turn into a log replica (cluster/storage/replica.py) and the group would have no state."""
-    net = Network.bootstrap(N3, log_only=["n3"])
+    net = with_log_replica_n3()
     n3 = net.raft("n3")
-    n3.can_lead = False
-    net.run_until(lambda: net.leader() == "n1")
-    net.stabilize()
     net.isolate("n2")
     for i in range(30):
         net.propose("n1", f"v{i}".encode())
