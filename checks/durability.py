@@ -80,17 +80,13 @@ def missed_by_reads(
     last_seen: dict[str, float] = {canon(value): math.inf for value in finals}
     observations: list[tuple[float, float, Operation]] = []  # (invoke, written until, read)
     for op in key_ops:
-        if op.type == "ok" and op.is_read:  # any read that saw a value, consistent or not
-            seen = canon(op.result)
-            complete = op.complete_time if op.complete_time is not None else math.inf
-            last_seen[seen] = max(last_seen.get(seen, -math.inf), complete)
         observes, got = _observed(op)
-        if not observes:
-            continue
-        seen = canon(got)
+        if not observes and not (op.type == "ok" and op.is_read):
+            continue  # (any ok read saw a value, consistent or not; only some observe)
+        seen = canon(op.result if op.is_read else got)
         complete = op.complete_time if op.complete_time is not None else math.inf
         last_seen[seen] = max(last_seen.get(seen, -math.inf), complete)
-        if seen in written_until:  # (a value never written is a phantom, reported as such)
+        if observes and seen in written_until:  # (a value never written: a phantom, reported)
             observations.append((op.invoke_time, written_until[seen], op))
     if not observations:
         return []
