@@ -159,6 +159,12 @@ def _validate_set(kind: str, payload: Any, path: str) -> None:
         )
 
 
+def not_a_string(payload: Any) -> SerializationError:
+    """DynamoDB's words for a JSON value that is not a string where its model wants one
+    (an ExpressionAttributeNames value, an S attribute value)."""
+    return _wrong_json(payload, "an String")
+
+
 def _wrong_json(payload: Any, wanted: str) -> SerializationError:
     """DynamoDB's words for a JSON value of the wrong type inside an attribute value."""
     if isinstance(payload, list):

@@ -26,7 +26,7 @@ from cluster.dynamo import (
     validate_key_value,
 )
 from cluster.dynamo.checks import check_condition_operands, check_projection
-from cluster.dynamo.values import check_item_size, decode_binary
+from cluster.dynamo.values import check_item_size, decode_binary, not_a_string
 from cluster.metadata.partitionmap import KeySchema
 from cluster.storage.itemstore import encode_key_value
 
@@ -188,6 +188,9 @@ def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
     }
     names = field(request, "ExpressionAttributeNames", dict)
     values = field(request, "ExpressionAttributeValues", dict)
+    for entry in (names or {}).values():
+        if not isinstance(entry, str):  # the JSON is wrong: before any check of meaning
+            raise DynamoError("SerializationException", not_a_string(entry).message)
     guarded(check_placeholders_used, names, values, texts)
     for name, ast in asts.items():
         if name == "ProjectionExpression":

@@ -81,6 +81,10 @@ def balances(ddb: Client, table: str, ids: list[str]) -> list[int | None]:
     return [int(r["Item"]["bal"]["N"]) if "Item" in r else None for r in got["Responses"]]
 
 
+def S(text: str) -> dict[str, str]:
+    return {"S": text}
+
+
 def error_of(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, dict[str, Any]]:
     err = exc.value.response
     return err["Error"]["Code"], err["Error"]["Message"], err
@@ -252,3 +256,153 @@ def test_update_error_at_apply_time_is_a_validation_reason(ddb: Client, table: s
     code, _, err = error_of(exc)
     assert code == "TransactionCanceledException"
     assert err["CancellationReasons"][0]["Code"] == "ValidationError"
+
+
+def test_an_items_bad_data_cancels_with_a_validation_reason(ddb: Client, table: str) -> None:
+    """A key of the wrong type or size is the item's cancellation reason (ValidationError), not
+    a ValidationException; DynamoDB names the first such item only, every other one is None
+    (even a false condition: nothing was evaluated)."""
+    fresh = f"new-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ClientError) as exc:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": {"id": {"N": "7"}}}},
+                {"Put": {"TableName": table, "Item": {"id": {"N": "8"}}}},
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": {"id": {"S": fresh}},
+                        "ConditionExpression": "attribute_exists(id)",
+                    }
+                },
+            ]
+        )
+    code, message, err = error_of(exc)
+    assert code == "TransactionCanceledException"
+    assert message.endswith("[ValidationError, None, None]")
+    assert err["CancellationReasons"] == [
+        {
+            "Code": "ValidationError",
+            "Message": "One or more parameter values were invalid: Type mismatch for key id "
+            "expected: S actual: N",
+        },
+        {"Code": "None"},
+        {"Code": "None"},
+    ]
+    for bad in (
+        {"Delete": {"TableName": table, "Key": {"id": {"B": "AAE="}}}},
+        {"Put": {"TableName": table, "Item": {"id": {"S": "k" * 2049}}}},
+    ):
+        with pytest.raises(ClientError) as exc:
+            ddb.transact_write_items(
+                TransactItems=[{"Put": {"TableName": table, "Item": {"id": {"S": fresh}}}}, bad]
+            )
+        code, _, err = error_of(exc)
+        assert code == "TransactionCanceledException"
+        assert [r["Code"] for r in err["CancellationReasons"]] == ["None", "ValidationError"]
+    assert balances(ddb, table, [fresh]) == [None]  # nothing was written
+
+
+def test_shape_errors_name_each_members_path(ddb: Client, table: str) -> None:
+    raw = client_for_unvalidated(ddb)
+    key = {"id": {"S": "x"}}
+    with pytest.raises(ClientError) as exc:
+        raw.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": key}},
+                {"Update": {"TableName": table}},
+                {"ConditionCheck": {"TableName": table, "Key": key}},
+            ]
+        )
+    code, message, _ = error_of(exc)
+    assert code == "ValidationException"
+    assert message == (
+        "3 validation errors detected: "
+        "Value null at 'transactItems.2.member.update.key' failed to satisfy constraint: "
+        "Member must not be null; "
+        "Value null at 'transactItems.2.member.update.updateExpression' failed to satisfy "
+        "constraint: Member must not be null; "
+        "Value null at 'transactItems.3.member.conditionCheck.conditionExpression' failed to "
+        "satisfy constraint: Member must not be null"
+    )
+    with pytest.raises(ClientError) as exc:
+        raw.transact_write_items(
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": table,
+                        "Key": key,
+                        "ReturnValuesOnConditionCheckFailure": "none",
+                    }
+                }
+            ]
+        )
+    assert error_of(exc)[:2] == (
+        "ValidationException",
+        "1 validation error detected: Value 'none' at "
+        "'transactItems.1.member.delete.returnValuesOnConditionCheckFailure' failed to satisfy "
+        "constraint: Member must satisfy enum value set: [ALL_OLD, NONE]",
+    )
+    with pytest.raises(ClientError) as exc:
+        raw.transact_get_items(TransactItems=[{"Get": {"TableName": table}}])
+    assert error_of(exc)[1] == (
+        "1 validation error detected: Value null at 'transactItems.1.member.get.key' failed to "
+        "satisfy constraint: Member must not be null"
+    )
+    with pytest.raises(ClientError) as exc:
+        raw.transact_write_items(TransactItems=[])
+    assert error_of(exc)[1] == (
+        "1 validation error detected: Value '[]' at 'transactItems' failed to satisfy "
+        "constraint: Member must have length greater than or equal to 1"
+    )
+
+
+def test_token_length_request_size_and_name_types(ddb: Client, table: str) -> None:
+    raw = client_for_unvalidated(ddb)
+    fresh = f"tok-{uuid.uuid4().hex[:8]}"
+    put = [{"Put": {"TableName": table, "Item": {"id": {"S": fresh}}}}]
+    for token, bound in (
+        ("t" * 37, "less than or equal to 36"),
+        ("", "greater than or equal to 1"),
+    ):
+        with pytest.raises(ClientError) as exc:
+            raw.transact_write_items(TransactItems=put, ClientRequestToken=token)
+        assert error_of(exc)[:2] == (
+            "ValidationException",
+            f"1 validation error detected: Value '{token}' at 'clientRequestToken' failed to "
+            f"satisfy constraint: Member must have length {bound}",
+        )
+    raw.transact_write_items(TransactItems=put, ClientRequestToken=uuid.uuid4().hex[:36])
+    # The limit is on the request's size (its payload), not on the items it touches.
+    big = "x" * 100_000
+    with pytest.raises(ClientError) as exc:
+        raw.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": {"id": {"S": f"{fresh}-{i}"}, "x": {"S": big}},
+                    }
+                }
+                for i in range(50)
+            ]
+        )
+    assert error_of(exc)[:2] == (
+        "ValidationException",
+        "Transaction payload size cannot exceed 4 MB",
+    )
+    # A name that is not a string is wrong JSON: SerializationException, for the whole request.
+    with pytest.raises(ClientError) as exc:
+        raw.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        **put[0]["Put"],
+                        "ConditionExpression": "attribute_exists(#n)",
+                        "ExpressionAttributeNames": {"#n": 7},
+                    }
+                }
+            ]
+        )
+    assert error_of(exc)[0] == "SerializationException"
+    assert balances(ddb, table, [f"{fresh}-0"]) == [None]
