@@ -18,6 +18,7 @@ from cluster.dynamo.evaluate import (
     validate_update,
 )
 from cluster.dynamo.expressions import (
+    check_placeholder_maps,
     check_placeholders_used,
     parse_condition,
     parse_projection,
@@ -72,6 +73,7 @@ __all__ = [
     "apply_projection",
     "apply_update",
     "check_item_size",
+    "check_placeholder_maps",
     "check_placeholders_used",
     "compare_values",
     "evaluate_condition",

@@ -3,9 +3,9 @@
 Parsing (``cluster.dynamo.expressions``) looks at the text alone; these checks also look at the
 request's placeholder maps and the table's key, so a request DynamoDB refuses is refused up
 front, whatever the items hold: constant operands of the wrong type (``a < :list``,
-``begins_with(a, :number)``), BETWEEN with its bounds the wrong way round, an unknown
-``attribute_type`` name, a FilterExpression of a Query on a key attribute, and projections whose
-paths overlap, conflict or nest too deep.
+``begins_with(a, :number)``), BETWEEN with bounds of two types or the wrong way round, an IN
+of more than 100 operands, an unknown ``attribute_type`` name, a FilterExpression of a Query on
+a key attribute, and projections whose paths overlap, conflict or nest too deep.
 
     check_condition_operands(parse_condition("a BETWEEN :lo AND :hi"), {":lo": {"N": "5"},
                              ":hi": {"N": "1"}}, "ConditionExpression")   # ValidationError
@@ -25,6 +25,7 @@ from cluster.dynamo.nodes import (
     Between,
     Compare,
     Condition,
+    In,
     Operand,
     Projection,
     ValueRef,
@@ -42,6 +43,7 @@ from cluster.dynamo.values import (
 )
 
 _ORDERED = frozenset({"S", "N", "B"})
+MAX_IN_OPERANDS = 100  # DynamoDB's limit on the list of an IN
 
 
 def check_condition_operands(
@@ -59,6 +61,11 @@ def check_condition_operands(
                 for bound in bounds:
                     _check_ordered(bound, "BETWEEN", kind)
                 _check_bounds(bounds[0], bounds[1], kind)
+            case In(_, choices) if len(choices) > MAX_IN_OPERANDS:
+                raise ValidationError(
+                    f"Invalid {kind}: Too many operands for the operator or function; operator "
+                    f"or function: IN, number of operands: {len(choices)}"
+                )
             case BeginsWith(_, prefix):
                 av = _constant(prefix, values)
                 if av is not None and type_of(av) not in ("S", "B"):
@@ -122,6 +129,12 @@ def _check_ordered(av: AttributeValue | None, op: str, kind: str) -> None:
 def _check_bounds(low: AttributeValue | None, high: AttributeValue | None, kind: str) -> None:
     if low is None or high is None:
         return
+    if type_of(low) != type_of(high):
+        raise ValidationError(
+            f"Invalid {kind}: The BETWEEN operator requires same data type for lower and upper "
+            f"bounds; lower bound operand: AttributeValue: {show_value(low)}, upper bound "
+            f"operand: AttributeValue: {show_value(high)}"
+        )
     try:
         inverted = compare_values(low, high) > 0
     except TypeMismatchError:

@@ -449,22 +449,12 @@ def check_placeholders_used(
 ) -> None:
     """Validate one request's placeholder maps against all of its expressions.
 
-    In DynamoDB's order: maps given but empty or without any expression, malformed keys or
-    values, placeholders used but not defined, then placeholders defined but used by none of
-    ``expressions`` (``None`` entries are expressions the request does not carry).
+    In DynamoDB's order: the maps themselves (``check_placeholder_maps``), placeholders used
+    but not defined, then placeholders defined but used by none of ``expressions`` (``None``
+    entries are expressions the request does not carry).
     """
+    check_placeholder_maps(names, values, expressions)
     texts = [t for t in expressions if t is not None]
-    for label, given, pattern in (("Names", names, _NAME_REF), ("Values", values, _VALUE_REF)):
-        if given is None:
-            continue
-        if not given:
-            raise ValidationError(f"ExpressionAttribute{label} must not be empty")
-        if not texts:
-            raise ValidationError(
-                f"ExpressionAttribute{label} can only be specified when using expressions"
-            )
-        for key, entry in given.items():
-            _check_entry(label, pattern, key, entry)
     used_names = {m for t in texts for m in _NAME_REF.findall(t)}
     used_values = {m for t in texts for m in _VALUE_REF.findall(t)}
     for name in sorted(used_names - set(names or ())):
@@ -478,6 +468,27 @@ def check_placeholders_used(
                 f"Value provided in ExpressionAttribute{label} unused in expressions: "
                 f"keys: {{{', '.join(unused)}}}"
             )
+
+
+def check_placeholder_maps(
+    names: Mapping[str, str] | None,
+    values: Mapping[str, AttributeValue] | None,
+    expressions: Sequence[str | None],
+) -> None:
+    """The placeholder maps on their own: given but empty or without any expression, malformed
+    keys or values. DynamoDB reports these before it parses the expressions."""
+    texts = [t for t in expressions if t is not None]
+    for label, given, pattern in (("Names", names, _NAME_REF), ("Values", values, _VALUE_REF)):
+        if given is None:
+            continue
+        if not given:
+            raise ValidationError(f"ExpressionAttribute{label} must not be empty")
+        if not texts:
+            raise ValidationError(
+                f"ExpressionAttribute{label} can only be specified when using expressions"
+            )
+        for key, entry in given.items():
+            _check_entry(label, pattern, key, entry)
 
 
 def _check_entry(label: str, pattern: re.Pattern[str], key: str, entry: Any) -> None:

@@ -96,9 +96,11 @@ def _written(result: ApplyResult, index: int, known: int) -> int:
 
 async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request = legacy.rewrite("PutItem", request)
-    layout = await ctx.table(v.table_name(request))
-    item = v.item(request, layout.spec.key_schema)
+    name = v.table_name(request)
+    v.attribute_map(request, "Item")  # DynamoDB checks the request before it finds the table
     condition, returns = _condition_and_returns(request)
+    layout = await ctx.table(name)
+    item = v.item(request, layout.spec.key_schema)
     pk, sk = v.encoded_key(layout.spec.key_schema, item)
     cmd = PutCommand(layout.spec.name, pk, sk, item, condition, returns)
     result = await _write(ctx, layout, pk, cmd, len(repr(item)))
@@ -109,9 +111,11 @@ async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
 
 async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request = legacy.rewrite("DeleteItem", request)
-    layout = await ctx.table(v.table_name(request))
-    key = v.key(request, layout.spec.key_schema)
+    name = v.table_name(request)
+    v.attribute_map(request, "Key")
     condition, returns = _condition_and_returns(request)
+    layout = await ctx.table(name)
+    key = v.key(request, layout.spec.key_schema)
     pk, sk = v.encoded_key(layout.spec.key_schema, key)
     cmd = DeleteCommand(layout.spec.name, pk, sk, condition, returns)
     result = await _write(ctx, layout, pk, cmd, 1)
@@ -122,12 +126,14 @@ async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
 
 async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request = legacy.rewrite("UpdateItem", request)
-    layout = await ctx.table(v.table_name(request))
-    schema = layout.spec.key_schema
-    key = v.key(request, schema)
+    name = v.table_name(request)
+    v.attribute_map(request, "Key")
     names, values = v.expression_inputs(request)
     update_text = v.field(request, "UpdateExpression", str)
     v.placeholders(request, ["UpdateExpression", "ConditionExpression"])
+    layout = await ctx.table(name)
+    schema = layout.spec.key_schema
+    key = v.key(request, schema)
     values = normalize_item(values)  # SET n = :v stores :v's number as DynamoDB does: by value
     update: UpdateExpression | None = None
     if update_text is not None:
@@ -163,10 +169,12 @@ async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
 
 async def get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request = legacy.rewrite("GetItem", request)
-    layout = await ctx.table(v.table_name(request))
-    key = v.key(request, layout.spec.key_schema)
+    name = v.table_name(request)
+    v.attribute_map(request, "Key")
     consistent = bool(v.field(request, "ConsistentRead", bool))
     projection = v.projection(request)
+    layout = await ctx.table(name)
+    key = v.key(request, layout.spec.key_schema)
     pk, sk = v.encoded_key(layout.spec.key_schema, key)
     item = await _get(ctx, layout, layout.partition_for(pk), pk, sk, consistent)
     if item is None:

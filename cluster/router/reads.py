@@ -116,9 +116,7 @@ def _no_index(request: dict[str, Any]) -> None:
 async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     filter_label = "Filter Expression" if request.get("QueryFilter") is None else "QueryFilter"
     request = legacy.rewrite("Query", request)
-    layout = await ctx.table(v.table_name(request))
-    _no_index(request)
-    schema = layout.spec.key_schema
+    name = v.table_name(request)
     text = v.field(request, "KeyConditionExpression", str)
     if text is None:
         raise DynamoError.validation(
@@ -126,7 +124,11 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
             "the request."
         )
     names, values = v.expression_inputs(request)
+    # The request's own expressions are checked before the table is looked up, as DynamoDB does.
     v.placeholders(request, ["ProjectionExpression", "FilterExpression", "KeyConditionExpression"])
+    layout = await ctx.table(name)
+    _no_index(request)
+    schema = layout.spec.key_schema
     condition = v.guarded(
         parse_key_condition, text, names, values, schema.hash_name, schema.range_name
     )
@@ -214,9 +216,10 @@ def _start_key(request: dict[str, Any], layout: TableLayout) -> tuple[bytes, byt
 async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request = legacy.rewrite("Scan", request)
     segment = _segment(request)
-    layout = await ctx.table(v.table_name(request))
-    _no_index(request)
+    name = v.table_name(request)
     v.placeholders(request, ["FilterExpression", "ProjectionExpression"])
+    layout = await ctx.table(name)
+    _no_index(request)
     consistent = bool(v.field(request, "ConsistentRead", bool))
     page = _Page(request, v.limit(request), _select(request))
     start = _start_key(request, layout)

@@ -17,6 +17,7 @@ from cluster.dynamo import (
     SerializationError,
     ValidationError,
     apply_projection,
+    check_placeholder_maps,
     check_placeholders_used,
     normalize_item,
     parse_condition,
@@ -86,6 +87,13 @@ def limit(request: Mapping[str, Any]) -> int | None:
             "constraint: Member must have value greater than or equal to 1"
         )
     return value
+
+
+def attribute_map(request: Mapping[str, Any], name: str) -> None:
+    """Check the request's ``Item`` or ``Key`` on its own: present, a map, every value well
+    formed. DynamoDB does this before it looks the table up, so a malformed key sent to a
+    table that does not exist is a ValidationException, not a ResourceNotFoundException."""
+    guarded(validate_item, field(request, name, dict, required=True))
 
 
 def item(request: Mapping[str, Any], schema: KeySchema) -> dict[str, Any]:
@@ -176,21 +184,23 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 
 def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
     """Check the request's expressions, named by field (``["ConditionExpression"]``), in
-    DynamoDB's order: each must be a string if present and parse (syntax errors first); then
-    the placeholder maps (as sent: absent is not empty): malformed, undefined and unused
+    DynamoDB's order: each must be a string if present; the placeholder maps (as sent: absent
+    is not empty) must not be empty and hold well-formed keys and values; each expression must
+    parse (syntax errors before undefined or unused placeholders); then undefined and unused
     placeholders; then the constants the expressions use (operand types, BETWEEN bounds) and
     the projection's paths. Every problem is a ValidationException."""
     texts: list[str | None] = [field(request, name, str) for name in expressions]
-    asts = {
-        name: guarded(_PARSERS[name], text)
-        for name, text in zip(expressions, texts, strict=True)
-        if text is not None
-    }
     names = field(request, "ExpressionAttributeNames", dict)
     values = field(request, "ExpressionAttributeValues", dict)
     for entry in (names or {}).values():
         if not isinstance(entry, str):  # the JSON is wrong: before any check of meaning
             raise DynamoError("SerializationException", not_a_string(entry).message)
+    guarded(check_placeholder_maps, names, values, texts)
+    asts = {
+        name: guarded(_PARSERS[name], text)
+        for name, text in zip(expressions, texts, strict=True)
+        if text is not None
+    }
     guarded(check_placeholders_used, names, values, texts)
     for name, ast in asts.items():
         if name == "ProjectionExpression":

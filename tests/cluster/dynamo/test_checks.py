@@ -65,6 +65,19 @@ def test_single_parentheses_and_size_with_a_name_placeholder_parse() -> None:
             "upper bound operand: AttributeValue: {N:1}",
         ),
         (
+            "a BETWEEN :v AND :w",
+            {":v": N1, ":w": {"S": "2"}},
+            "Invalid ConditionExpression: The BETWEEN operator requires same data type for lower "
+            "and upper bounds; lower bound operand: AttributeValue: {N:1}, upper bound operand: "
+            "AttributeValue: {S:2}",
+        ),
+        (
+            "a IN (" + ", ".join(f":v{i}" for i in range(101)) + ")",
+            {},
+            "Invalid ConditionExpression: Too many operands for the operator or function; "
+            "operator or function: IN, number of operands: 101",
+        ),
+        (
             "begins_with(a, :v)",
             {":v": N5},
             "Incorrect operand type for operator or function; operator or function: "
@@ -86,6 +99,8 @@ def test_fine_constants_pass() -> None:
     text = "a = :l AND b BETWEEN :lo AND :hi AND begins_with(c, :s) AND attribute_type(d, :t)"
     check_condition_operands(parse_condition(text), values, "ConditionExpression")
     check_condition_operands(parse_condition("a < :undefined"), {}, "ConditionExpression")
+    in_100 = "a IN (" + ", ".join(f":v{i}" for i in range(100)) + ")"
+    check_condition_operands(parse_condition(in_100), {}, "ConditionExpression")
     assert show_value({"S": "abc"}) == "{S:abc}"
 
 
