@@ -125,7 +125,13 @@ async def delete_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
 
 
 async def update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    request = legacy.rewrite("UpdateItem", request)
+    try:
+        return await _update_item(ctx, legacy.rewrite("UpdateItem", request))
+    except DynamoError as exc:
+        raise legacy.update_error(request, exc) from None
+
+
+async def _update_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     name = v.table_name(request)
     v.attribute_map(request, "Key")
     names, values = v.expression_inputs(request)

@@ -148,6 +148,14 @@ def rewrite(operation: str, request: dict[str, Any]) -> dict[str, Any]:
     for name in legacy:
         out.pop(name, None)
     operator = _conditional_operator(request)
+    if (
+        "Expected" in legacy
+        and _present(request, "ConditionalOperator")
+        and not request.get("Expected")
+    ):
+        raise DynamoError.validation(
+            "ConditionalOperator cannot be used without Expected or with an empty Expected"
+        )
     if _present(request, "Expected"):
         condition = _expected(_map(request, "Expected"), operator, marks)
         if condition:
@@ -170,6 +178,19 @@ def rewrite(operation: str, request: dict[str, Any]) -> dict[str, Any]:
     if marks.values:
         out["ExpressionAttributeValues"] = marks.values
     return out
+
+
+def update_error(request: Mapping[str, Any], exc: DynamoError) -> DynamoError:
+    """The error an UpdateItem met while applying, worded for the request's style: an
+    AttributeUpdates ADD or DELETE whose value does not fit the attribute's type is a "Type
+    mismatch" in DynamoDB, where the same update as an expression has an operand of an
+    incorrect type."""
+    if _present(request, "AttributeUpdates") and exc.message == _OPERAND_TYPE:
+        return _invalid("Type mismatch for attribute to update")
+    return exc
+
+
+_OPERAND_TYPE = "An operand in the update expression has an incorrect data type"
 
 
 def _map(request: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -312,8 +333,8 @@ def _comparison(attribute: str, op: Any, values: Any, marks: _Placeholders) -> s
             return f"attribute_exists({path})"
         case "CONTAINS":
             return f"contains({path}, {refs[0]})"
-        case "NOT_CONTAINS":
-            return f"NOT contains({path}, {refs[0]})"
+        case "NOT_CONTAINS":  # false on a missing attribute, as CONTAINS is (DynamoDB's rule)
+            return f"attribute_exists({path}) AND NOT contains({path}, {refs[0]})"
         case "BEGINS_WITH":
             return f"begins_with({path}, {refs[0]})"
         case "IN":

@@ -241,7 +241,8 @@ def test_key_conditions_query_filter_and_scan_filter(ddb: Client, events: str) -
             "kind": {"ComparisonOperator": "NE", "AttributeValueList": [S("odd")]},
         },
     )
-    assert sorted(_ts(not_contains["Items"])) == [0, 2, 4, 6, 8]
+    # NOT_CONTAINS is false where tags is missing (as in DynamoDB): even items with tags only.
+    assert sorted(_ts(not_contains["Items"])) == [0, 6]
 
 
 def test_legacy_validation_messages(ddb: Client, events: str) -> None:
@@ -350,3 +351,81 @@ def test_legacy_validation_messages(ddb: Client, events: str) -> None:
     for call, request, message in cases:
         err = expect_error("ValidationException", call, TableName=events, **request)
         assert err.response["Error"]["Message"] == message, request
+
+
+def test_not_contains_is_false_on_a_missing_attribute(ddb: Client, events: str) -> None:
+    """CONTAINS and NOT_CONTAINS are both false where the attribute is missing (NE is true)."""
+    key = {"pk": S("u1"), "ts": N(1)}  # an item without tags
+    expect_error(
+        "ConditionalCheckFailedException",
+        ddb.update_item,
+        TableName=events,
+        Key=key,
+        AttributeUpdates={"z": {"Value": N(1)}},
+        Expected={"tags": {"ComparisonOperator": "NOT_CONTAINS", "AttributeValueList": [S("x")]}},
+    )
+    ddb.update_item(
+        TableName=events,
+        Key=key,
+        AttributeUpdates={"z": {"Value": N(1)}},
+        Expected={"tags": {"ComparisonOperator": "NE", "AttributeValueList": [S("x")]}},
+    )
+    scan = ddb.scan(
+        TableName=events,
+        ConsistentRead=True,
+        ScanFilter={
+            "tags": {"ComparisonOperator": "NOT_CONTAINS", "AttributeValueList": [S("t3")]}
+        },
+    )
+    assert sorted(_ts(scan["Items"])) == [0, 6, 9]  # the items with tags, but not t3
+
+
+def test_conditional_operator_needs_expected(ddb: Client, new_table: NewTable) -> None:
+    name = new_table("lcop")
+    for request in ({"Expected": {}}, {}):
+        err = expect_error(
+            "ValidationException",
+            ddb.put_item,
+            TableName=name,
+            Item={"pk": S("a")},
+            ConditionalOperator="OR",
+            **request,
+        )
+        assert err.response["Error"]["Message"] == (
+            "ConditionalOperator cannot be used without Expected or with an empty Expected"
+        )
+    ddb.put_item(TableName=name, Item={"pk": S("a")}, Expected={})  # empty: no condition
+    assert "Item" in ddb.get_item(TableName=name, Key={"pk": S("a")}, ConsistentRead=True)
+
+
+def test_attribute_updates_type_mismatch_and_missing_items(
+    ddb: Client, new_table: NewTable
+) -> None:
+    name = new_table("lmis")
+    key = {"pk": S("a")}
+    ddb.put_item(TableName=name, Item={**key, "s": S("dog"), "ns": {"NS": ["1"]}, "l": {"L": []}})
+    for update in (
+        {"s": {"Action": "DELETE", "Value": {"NS": ["1"]}}},
+        {"ns": {"Action": "DELETE", "Value": {"SS": ["a"]}}},
+        {"ns": {"Action": "ADD", "Value": N(2)}},
+        {"l": {"Action": "ADD", "Value": {"SS": ["a"]}}},
+        {"s": {"Action": "ADD", "Value": {"L": [S("a")]}}},
+    ):
+        err = expect_error(
+            "ValidationException", ddb.update_item, TableName=name, Key=key, AttributeUpdates=update
+        )
+        assert err.response["Error"]["Message"] == (
+            "One or more parameter values were invalid: Type mismatch for attribute to update"
+        ), update
+    # On a missing item: deleting creates nothing, an empty update creates the key alone.
+    for update in (
+        {"x": {"Action": "DELETE"}},
+        {"x": {"Action": "DELETE", "Value": {"NS": ["4"]}}},
+    ):
+        ddb.update_item(TableName=name, Key={"pk": S("gone")}, AttributeUpdates=update)
+        assert "Item" not in ddb.get_item(
+            TableName=name, Key={"pk": S("gone")}, ConsistentRead=True
+        )
+    ddb.update_item(TableName=name, Key={"pk": S("empty")}, AttributeUpdates={})
+    got = ddb.get_item(TableName=name, Key={"pk": S("empty")}, ConsistentRead=True)
+    assert got["Item"] == {"pk": S("empty")}
