@@ -26,7 +26,15 @@ from cluster.metadata.store import MetadataUnavailable
 from . import validate as v
 from .context import RouterContext
 from .errors import DynamoError
-from .tables import capacity_units, describe, merge_tags, pay_per_request_since
+from .tables import (
+    MAX_TAGS,
+    TAG_LIMIT,
+    capacity_units,
+    check_tag_key,
+    describe,
+    merge_tags,
+    pay_per_request_since,
+)
 
 ACCOUNT = "000000000000"
 REGION = "local"
@@ -139,37 +147,66 @@ async def update_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
 # --- tags ------------------------------------------------------------------------------------
 
 
-def _arn_table(request: dict[str, Any]) -> str:
+def _arn_table(request: dict[str, Any]) -> tuple[str, str]:
+    """(table name, ARN) of the request's ResourceArn."""
     arn: str = v.field(request, "ResourceArn", str, required=True)
     match = _ARN.match(arn)
     if match is None:
         raise DynamoError.validation(
             f"Invalid TableArn: Invalid ResourceArn provided as input {arn}"
         )
-    return match["name"]
+    return match["name"], arn
+
+
+def _arn_not_found(arn: str) -> DynamoError:
+    return DynamoError(
+        "ResourceNotFoundException", f"Requested resource not found: ResourceArn: {arn} not found"
+    )
+
+
+async def _change_tags(
+    ctx: RouterContext, name: str, arn: str, change: Callable[[TableSpec], TableSpec]
+) -> None:
+    try:
+        await change_spec(ctx, name, change)
+    except DynamoError as exc:
+        if exc.type == "ResourceNotFoundException":
+            raise _arn_not_found(arn) from None
+        raise
 
 
 async def tag_resource(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    name = _arn_table(request)
+    name, arn = _arn_table(request)
     tags = v.field(request, "Tags", list, required=True)
+    if not tags:
+        raise DynamoError.validation("Atleast one Tag needs to be provided as Input.")
     merge_tags((), tags)  # refuse a bad tag before touching the map
-    await change_spec(ctx, name, lambda spec: replace(spec, tags=merge_tags(spec.tags, tags)))
+    await _change_tags(ctx, name, arn, lambda s: replace(s, tags=merge_tags(s.tags, tags)))
     return {}
 
 
 async def untag_resource(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    name = _arn_table(request)
+    name, arn = _arn_table(request)
     keys = v.field(request, "TagKeys", list, required=True)
-    gone = {str(k) for k in keys}
-    await change_spec(
-        ctx, name, lambda spec: replace(spec, tags=tuple(t for t in spec.tags if t[0] not in gone))
+    if not keys:
+        raise DynamoError.validation("Atleast one Tag Key needs to be provided as Input.")
+    gone = {check_tag_key(k) for k in keys}
+    if len(keys) > MAX_TAGS:
+        raise DynamoError.validation(TAG_LIMIT)
+    await _change_tags(
+        ctx, name, arn, lambda s: replace(s, tags=tuple(t for t in s.tags if t[0] not in gone))
     )
     return {}
 
 
 async def list_tags_of_resource(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    name = _arn_table(request)
-    layout = await ctx.table(name, active=False)
+    name, arn = _arn_table(request)
+    try:
+        layout = await ctx.table(name, active=False)
+    except DynamoError as exc:
+        if exc.type == "ResourceNotFoundException":
+            raise _arn_not_found(arn) from None
+        raise
     return {"Tags": [{"Key": k, "Value": value} for k, value in layout.spec.tags]}
 
 
@@ -190,26 +227,37 @@ async def describe_time_to_live(ctx: RouterContext, request: dict[str, Any]) -> 
 async def update_time_to_live(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     name = v.table_name(request)
     spec = v.field(request, "TimeToLiveSpecification", dict, required=True)
-    enabled = v.field(spec, "Enabled", bool, required=True)
-    attribute = v.field(spec, "AttributeName", str, required=True)
+    enabled = _ttl_member(spec, "Enabled", bool)
+    attribute = _ttl_member(spec, "AttributeName", str)
     if not 1 <= len(attribute) <= 255:
+        bound = "less than or equal to 255" if attribute else "greater than or equal to 1"
         raise DynamoError.validation(
             f"1 validation error detected: Value '{attribute}' at "
             "'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must "
-            "have length between 1 and 255"
+            f"have length {bound}"
         )
     layout = await ctx.table(name, active=False)
     current = layout.spec.ttl_attribute
+    if current is not None and current != attribute:
+        raise DynamoError.validation(
+            f"TimeToLive is active on a different AttributeName: current AttributeName is {current}"
+        )
     if enabled and current is not None:
         raise DynamoError.validation("TimeToLive is already enabled")
     if not enabled and current is None:
         raise DynamoError.validation("TimeToLive is already disabled")
-    if not enabled and current != attribute:
-        raise DynamoError.validation(
-            f"TimeToLive attribute name does not match the one currently enabled: {current}"
-        )
     await change_spec(ctx, name, lambda s: replace(s, ttl_attribute=attribute if enabled else None))
     return {"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": attribute}}
+
+
+def _ttl_member(spec: dict[str, Any], member: str, kind: type) -> Any:
+    if spec.get(member) is None:
+        raise DynamoError.validation(
+            f"1 validation error detected: Value null at 'timeToLiveSpecification."
+            f"{member[0].lower()}{member[1:]}' failed to satisfy constraint: Member must not be "
+            "null"
+        )
+    return v.field(spec, member, kind)
 
 
 # --- account-wide facts ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import unicodedata
 import uuid
 from dataclasses import replace
 from typing import Any, cast
@@ -136,40 +137,59 @@ def capacity_units(throughput: dict[str, Any]) -> tuple[int, int]:
     return units[0], units[1]
 
 
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+TAG_LIMIT = "Number of Tags exceed the current limit for the provided ResourceArn"
+
+
+def _tag_text(text: str, longest: int, shortest: int) -> bool:
+    """Tag keys and values: Unicode letters, numbers and spaces, and ``_ . : / = + - @``."""
+    return shortest <= len(text) <= longest and all(
+        ch in _TAG_PUNCTUATION or unicodedata.category(ch)[0] in "LNZ" for ch in text
+    )
+
+
+def check_tag_key(key: Any) -> str:
+    """A tag key as TagResource and UntagResource take it, refused in DynamoDB's words."""
+    if not isinstance(key, str) or not _tag_text(key, 128, 1):
+        shown = key if isinstance(key, str) else "null"
+        raise DynamoError.validation(f"The Tag Key provided is invalid, Key: {shown}")
+    if key[:4].lower() == "aws:":
+        raise DynamoError.validation(f"Tag Key cannot be prefixed with aws:, Key: {key}")
+    return key
+
+
 def _check_tag(tag: Any) -> tuple[str, str]:
-    if not isinstance(tag, dict) or not isinstance(tag.get("Key"), str):
-        raise DynamoError.validation(
-            "1 validation error detected: Value null at 'tags.member.key' failed to satisfy "
-            "constraint: Member must not be null"
-        )
-    key, value = tag["Key"], tag.get("Value")
-    if not isinstance(value, str):
-        raise DynamoError.validation(
-            "1 validation error detected: Value null at 'tags.member.value' failed to satisfy "
-            "constraint: Member must not be null"
-        )
-    if not 1 <= len(key) <= 128 or len(value) > 256:
-        raise DynamoError.validation(
-            "One or more parameter values were invalid: tag keys are 1-128 characters and tag "
-            f"values at most 256: {key!r}"
-        )
-    if key.startswith("aws:"):
-        raise DynamoError.validation(
-            "One or more parameter values were invalid: tag keys starting with aws: are "
-            "reserved for AWS use"
-        )
+    tag = tag if isinstance(tag, dict) else {}
+    key = check_tag_key(tag.get("Key"))
+    value = tag.get("Value")
+    if not isinstance(value, str) or not _tag_text(value, 256, 0):
+        shown = value if isinstance(value, str) else "null"
+        raise DynamoError.validation(f"The Tag Value provided is invalid, Value: {shown}")
     return key, value
 
 
-def merge_tags(old: tuple[tuple[str, str], ...], tags: list[Any]) -> tuple[tuple[str, str], ...]:
+def merge_tags(
+    old: tuple[tuple[str, str], ...], tags: list[Any], creating: bool = False
+) -> tuple[tuple[str, str], ...]:
+    """``old`` with ``tags`` set on it (a key already there takes the new value). A request
+    may name a key once, and the table may end with at most 50 tags; nothing is applied when
+    any tag is refused."""
     merged = dict(old)
+    seen: set[str] = set()
     for tag in tags:
         key, value = _check_tag(tag)
+        if key in seen:
+            raise DynamoError.validation(
+                f"Duplicate Tag Keys provided as input: Duplicate Tag Key found {key}"
+            )
+        seen.add(key)
         merged[key] = value
     if len(merged) > MAX_TAGS:
         raise DynamoError.validation(
             f"One or more parameter values were invalid: The number of tags exceeds the limit "
             f"of {MAX_TAGS}"
+            if creating
+            else TAG_LIMIT
         )
     return tuple(merged.items())
 
@@ -265,7 +285,7 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
     mode, rcu, wcu = _capacity(request)
     sse = v.field(request, "SSESpecification", dict) or {}
     sse_enabled = v.field(sse, "Enabled", bool)
-    tags = merge_tags((), v.field(request, "Tags", list) or [])
+    tags = merge_tags((), v.field(request, "Tags", list) or [], creating=True)
     topology = parse_topology(ctx.config.topology)
     try:
         current = await ctx.metadata.read_map()
