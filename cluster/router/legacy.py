@@ -170,7 +170,7 @@ def rewrite(operation: str, request: dict[str, Any]) -> dict[str, Any]:
         out["KeyConditionExpression"] = _key_conditions(_map(request, "KeyConditions"), marks)
     for name in ("QueryFilter", "ScanFilter"):
         if _present(request, name):
-            text = _filter(_map(request, name), operator, marks)
+            text = _filter(_map(request, name), operator, marks, name)
             if text:
                 out["FilterExpression"] = text
     if marks.names:
@@ -251,7 +251,8 @@ def _expected(expected: dict[str, Any], operator: str, marks: _Placeholders) -> 
                     f"Value or AttributeValueList must be used with ComparisonOperator: {op} "
                     f"for Attribute: {attribute}"
                 )
-            terms.append(_comparison(attribute, op, values or [], marks))
+            where = f"expected.{attribute}"
+            terms.append(_comparison(attribute, op, values or [], marks, where))
             continue
         if "AttributeValueList" in condition:
             raise _invalid(
@@ -277,25 +278,28 @@ def _expected(expected: dict[str, Any], operator: str, marks: _Placeholders) -> 
     return _join(terms, operator)
 
 
-def _filter(conditions: dict[str, Any], operator: str, marks: _Placeholders) -> str:
+def _filter(conditions: dict[str, Any], operator: str, marks: _Placeholders, field: str) -> str:
     terms = []
     for attribute, condition in conditions.items():
         op = condition.get("ComparisonOperator")
+        where = f"{field[:1].lower()}{field[1:]}.{attribute}"
         if op is None:
             raise DynamoError.validation(
-                "1 validation error detected: Value null at 'comparisonOperator' failed to "
-                "satisfy constraint: Member must not be null"
+                f"1 validation error detected: Value null at '{where}.member.comparisonOperator' "
+                "failed to satisfy constraint: Member must not be null"
             )
-        terms.append(_comparison(attribute, op, condition.get("AttributeValueList") or [], marks))
+        values = condition.get("AttributeValueList") or []
+        terms.append(_comparison(attribute, op, values, marks, where))
     return _join(terms, operator)
 
 
-def _comparison(attribute: str, op: Any, values: Any, marks: _Placeholders) -> str:
-    """One legacy condition as an expression, after DynamoDB's checks of its values."""
+def _comparison(attribute: str, op: Any, values: Any, marks: _Placeholders, where: str) -> str:
+    """One legacy condition as an expression, after DynamoDB's checks of its values; ``where``
+    names the map it is in for messages (``expected``, ``scanFilter.x``, ...)."""
     if op not in _ARITY:
         raise DynamoError.validation(
-            f"1 validation error detected: Value '{op}' at 'comparisonOperator' failed to "
-            "satisfy constraint: Member must satisfy enum value set: "
+            f"1 validation error detected: Value '{op}' at '{where}.member.comparisonOperator' "
+            "failed to satisfy constraint: Member must satisfy enum value set: "
             "[IN, NULL, BETWEEN, LT, NOT_CONTAINS, EQ, GT, NOT_NULL, NE, LE, BEGINS_WITH, GE, "
             "CONTAINS]"
         )
@@ -354,7 +358,8 @@ def _key_conditions(conditions: dict[str, Any], marks: _Placeholders) -> str:
             raise DynamoError.validation(
                 "Attempted conditional constraint is not an indexable operation"
             )
-        terms.append(_comparison(attribute, op, condition.get("AttributeValueList") or [], marks))
+        values = condition.get("AttributeValueList") or []
+        terms.append(_comparison(attribute, op, values, marks, f"keyConditions.{attribute}"))
     return " AND ".join(terms)
 
 

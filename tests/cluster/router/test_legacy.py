@@ -429,3 +429,43 @@ def test_attribute_updates_type_mismatch_and_missing_items(
     ddb.update_item(TableName=name, Key={"pk": S("empty")}, AttributeUpdates={})
     got = ddb.get_item(TableName=name, Key={"pk": S("empty")}, ConsistentRead=True)
     assert got["Item"] == {"pk": S("empty")}
+
+
+def test_comparison_operator_errors_name_their_path(ddb: Client, raw: Client, events: str) -> None:
+    enum = (
+        "failed to satisfy constraint: Member must satisfy enum value set: [IN, NULL, BETWEEN, "
+        "LT, NOT_CONTAINS, EQ, GT, NOT_NULL, NE, LE, BEGINS_WITH, GE, CONTAINS]"
+    )
+    user = {"ComparisonOperator": "EQ", "AttributeValueList": [S("u1")]}
+    cases: list[tuple[Any, dict[str, Any], str]] = [
+        (
+            ddb.delete_item,
+            {
+                "Key": {"pk": S("u1"), "ts": N(1)},
+                "Expected": {"kind": {"ComparisonOperator": "eq", "AttributeValueList": [S("x")]}},
+            },
+            f"1 validation error detected: Value 'eq' at 'expected.kind.member.comparisonOperator' "
+            f"{enum}",
+        ),
+        (
+            ddb.query,
+            {"KeyConditions": {"pk": {**user, "ComparisonOperator": "DOG"}}},
+            f"1 validation error detected: Value 'DOG' at 'keyConditions.pk.member."
+            f"comparisonOperator' {enum}",
+        ),
+        (
+            ddb.query,
+            {"KeyConditions": {"pk": user}, "QueryFilter": {"kind": {"ComparisonOperator": "ne"}}},
+            f"1 validation error detected: Value 'ne' at 'queryFilter.kind.member."
+            f"comparisonOperator' {enum}",
+        ),
+        (
+            raw.scan,  # botocore refuses to send it
+            {"ScanFilter": {"kind": {"AttributeValueList": [S("odd")]}}},
+            "1 validation error detected: Value null at 'scanFilter.kind.member."
+            "comparisonOperator' failed to satisfy constraint: Member must not be null",
+        ),
+    ]
+    for call, request, message in cases:
+        err = expect_error("ValidationException", call, TableName=events, **request)
+        assert err.response["Error"]["Message"] == message, request
