@@ -160,6 +160,8 @@ class TableSpec:
     ttl_attribute: str | None = None  # Time to Live enabled on this attribute, or disabled
     sse: bool = False  # SSESpecification Enabled (KMS) asked for at creation
     billing_changed_at: float = 0.0  # the last UpdateTable that made the table PAY_PER_REQUEST
+    table_class: str = "STANDARD"  # or STANDARD_INFREQUENT_ACCESS; only reported
+    deletion_protection: bool = False  # DeleteTable refuses the table while it is set
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TABLE_NAME.fullmatch(self.name):
@@ -188,6 +190,8 @@ class TableSpec:
             "ttl_attribute": self.ttl_attribute,
             "sse": self.sse,
             "billing_changed_at": self.billing_changed_at,
+            "table_class": self.table_class,
+            "deletion_protection": self.deletion_protection,
         }
 
     @classmethod
@@ -207,6 +211,8 @@ class TableSpec:
             ttl_attribute=d.get("ttl_attribute"),
             sse=bool(d.get("sse", False)),
             billing_changed_at=float(d.get("billing_changed_at") or 0.0),
+            table_class=str(d.get("table_class") or "STANDARD"),
+            deletion_protection=bool(d.get("deletion_protection", False)),
         )
 
 

@@ -122,6 +122,10 @@ async def update_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
                 "higher limits."
             )
     now = time.time()
+    table_class = v.field(request, "TableClass", str)
+    protect = v.field(request, "DeletionProtectionEnabled", bool)
+    sse = v.field(request, "SSESpecification", dict)
+    sse_enabled = None if sse is None else v.field(sse, "Enabled", bool)
 
     def apply(spec: TableSpec) -> TableSpec:
         # billing_changed_at: when the table last became on-demand by UpdateTable, kept when it
@@ -136,6 +140,9 @@ async def update_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
             read_capacity=rcu,
             write_capacity=wcu,
             billing_changed_at=changed,
+            table_class=table_class or spec.table_class,
+            deletion_protection=spec.deletion_protection if protect is None else protect,
+            sse=spec.sse if sse_enabled is None else sse_enabled,
         )
 
     updated = await change_spec(ctx, name, apply)

@@ -220,8 +220,8 @@ def describe(layout: TableLayout, count: tuple[int, int] = (0, 0)) -> dict[str, 
             "WriteCapacityUnits": spec.write_capacity,
             "NumberOfDecreasesToday": 0,
         },
-        "TableClassSummary": {"TableClass": "STANDARD"},
-        "DeletionProtectionEnabled": False,
+        "TableClassSummary": {"TableClass": spec.table_class},
+        "DeletionProtectionEnabled": spec.deletion_protection,
     }
     on_demand_since = pay_per_request_since(spec)
     if on_demand_since:
@@ -303,6 +303,8 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         table_id=str(uuid.uuid4()),
         tags=tags,
         sse=bool(sse_enabled),
+        table_class=v.field(request, "TableClass", str) or "STANDARD",
+        deletion_protection=bool(v.field(request, "DeletionProtectionEnabled", bool)),
     )
     layout = build_layout(topology, spec, current.replicas_per_node())
     version = max(int(time.time() * 1000), current.version + 1)
@@ -434,6 +436,11 @@ async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
     layout = current.tables.get(name)
     if layout is None:
         raise DynamoError.not_found(name)
+    if layout.spec.deletion_protection:
+        raise DynamoError.validation(
+            "Resource cannot be deleted as it is currently protected against deletion. Disable "
+            "deletion protection first."
+        )
     deleting = TableLayout(replace(layout.spec, status="DELETING"), layout.partitions)
     version = max(int(time.time() * 1000), current.version + 1)
     try:

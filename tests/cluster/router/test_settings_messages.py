@@ -1,4 +1,5 @@
-"""Tags and Time to Live refused in DynamoDB's words, through boto3 against the session cluster.
+"""Tags, Time to Live and deletion protection in DynamoDB's words, through boto3 against the session
+cluster.
 
 The messages are the ones DynamoDB answers (TagResource's 'The Tag Key provided is invalid',
 'Atleast one Tag ...', UpdateTimeToLive's 'TimeToLive is active on a different AttributeName');
@@ -113,3 +114,26 @@ def test_update_time_to_live_refusals(raw: Client, new_table: NewTable) -> None:
         assert _message(err) == message, spec
     described = raw.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     assert described == {"TimeToLiveStatus": "ENABLED", "AttributeName": "e"}
+
+
+def test_deletion_protection_and_table_class(raw: Client, new_table: NewTable) -> None:
+    name = new_table("protect", DeletionProtectionEnabled=True)
+    described = raw.describe_table(TableName=name)["Table"]
+    assert described["DeletionProtectionEnabled"] is True
+    assert described["TableClassSummary"] == {"TableClass": "STANDARD"}
+    err = expect_error("ValidationException", raw.delete_table, TableName=name)
+    assert _message(err) == (
+        "Resource cannot be deleted as it is currently protected against deletion. Disable "
+        "deletion protection first."
+    )
+    assert raw.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE"
+    raw.put_item(TableName=name, Item={"pk": {"S": "still here"}})
+    updated = raw.update_table(
+        TableName=name, TableClass="STANDARD_INFREQUENT_ACCESS", DeletionProtectionEnabled=False
+    )["TableDescription"]
+    assert updated["TableClassSummary"] == {"TableClass": "STANDARD_INFREQUENT_ACCESS"}
+    assert updated["DeletionProtectionEnabled"] is False
+    described = raw.describe_table(TableName=name)["Table"]
+    assert described["TableClassSummary"] == {"TableClass": "STANDARD_INFREQUENT_ACCESS"}
+    assert described["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert raw.delete_table(TableName=name)["TableDescription"]["TableStatus"] == "DELETING"
