@@ -180,6 +180,18 @@ def rewrite(operation: str, request: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_key_attributes(
+    request: Mapping[str, Any], hash_name: str, range_name: str | None
+) -> None:
+    """KeyConditions naming a non-key attribute beside the partition key and without the sort
+    key: DynamoDB reports the sort key as missed (a KeyConditionExpression does not)."""
+    conditions = request.get("KeyConditions")
+    if not isinstance(conditions, dict) or range_name is None:
+        return
+    if hash_name in conditions and range_name not in conditions and len(conditions) > 1:
+        raise DynamoError.validation(f"Query condition missed key schema element: {range_name}")
+
+
 def update_error(request: Mapping[str, Any], exc: DynamoError) -> DynamoError:
     """The error an UpdateItem met while applying, worded for the request's style: an
     AttributeUpdates ADD or DELETE whose value does not fit the attribute's type is a "Type

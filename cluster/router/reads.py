@@ -115,6 +115,7 @@ def _no_index(request: dict[str, Any]) -> None:
 
 async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     filter_label = "Filter Expression" if request.get("QueryFilter") is None else "QueryFilter"
+    sent = request
     request = legacy.rewrite("Query", request)
     name = v.table_name(request)
     text = v.field(request, "KeyConditionExpression", str)
@@ -129,6 +130,7 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     layout = await ctx.table(name)
     _no_index(request)
     schema = layout.spec.key_schema
+    legacy.check_key_attributes(sent, schema.hash_name, schema.range_name)
     condition = v.guarded(
         parse_key_condition, text, names, values, schema.hash_name, schema.range_name
     )

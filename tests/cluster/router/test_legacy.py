@@ -459,6 +459,11 @@ def test_comparison_operator_errors_name_their_path(ddb: Client, raw: Client, ev
             f"1 validation error detected: Value 'ne' at 'queryFilter.kind.member."
             f"comparisonOperator' {enum}",
         ),
+        (  # a non-key attribute instead of the sort key: DynamoDB names the sort key
+            ddb.query,
+            {"KeyConditions": {"pk": user, "kind": {**user, "AttributeValueList": [S("odd")]}}},
+            "Query condition missed key schema element: ts",
+        ),
         (
             raw.scan,  # botocore refuses to send it
             {"ScanFilter": {"kind": {"AttributeValueList": [S("odd")]}}},
