@@ -227,15 +227,25 @@ def ttl_description(spec: TableSpec) -> dict[str, Any]:
 
 
 async def describe_time_to_live(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    layout = await ctx.table(v.table_name(request), active=False)
+    layout = await ctx.table(v.table_name(request, "DescribeTimeToLive"), active=False)
     return {"TimeToLiveDescription": ttl_description(layout.spec)}
 
 
 async def update_time_to_live(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    name = v.table_name(request)
+    name = v.table_name(request, "UpdateTimeToLive")
     spec = v.field(request, "TimeToLiveSpecification", dict, required=True)
-    enabled = _ttl_member(spec, "Enabled", bool)
-    attribute = _ttl_member(spec, "AttributeName", str)
+    missing = [m for m in ("Enabled", "AttributeName") if spec.get(m) is None]
+    if missing:  # both missing: DynamoDB lists both, Enabled first
+        raise DynamoError.validation(
+            f"{len(missing)} validation error{'s' if len(missing) > 1 else ''} detected: "
+            + "; ".join(
+                f"Value null at 'timeToLiveSpecification.{m[0].lower()}{m[1:]}' failed to "
+                "satisfy constraint: Member must not be null"
+                for m in missing
+            )
+        )
+    enabled = v.field(spec, "Enabled", bool)
+    attribute: str = v.field(spec, "AttributeName", str)
     if not 1 <= len(attribute) <= 255:
         bound = "less than or equal to 255" if attribute else "greater than or equal to 1"
         raise DynamoError.validation(
@@ -255,16 +265,6 @@ async def update_time_to_live(ctx: RouterContext, request: dict[str, Any]) -> di
         raise DynamoError.validation("TimeToLive is already disabled")
     await change_spec(ctx, name, lambda s: replace(s, ttl_attribute=attribute if enabled else None))
     return {"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": attribute}}
-
-
-def _ttl_member(spec: dict[str, Any], member: str, kind: type) -> Any:
-    if spec.get(member) is None:
-        raise DynamoError.validation(
-            f"1 validation error detected: Value null at 'timeToLiveSpecification."
-            f"{member[0].lower()}{member[1:]}' failed to satisfy constraint: Member must not be "
-            "null"
-        )
-    return v.field(spec, member, kind)
 
 
 # --- account-wide facts ----------------------------------------------------------------------

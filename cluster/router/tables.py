@@ -401,7 +401,7 @@ def _partition_rate(layout: TableLayout) -> float | None:
 
 
 async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    layout = await ctx.table(v.table_name(request), active=False)
+    layout = await ctx.table(v.table_name(request, "DescribeTable"), active=False)
     count = await count_items(ctx, layout) if layout.spec.status == "ACTIVE" else (0, 0)
     return {"Table": describe(layout, count)}
 
@@ -428,7 +428,7 @@ async def list_tables(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
 
 
 async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    name = v.table_name(request)
+    name = v.table_name(request, "DeleteTable")
     try:
         current = await ctx.metadata.read_map()
     except MetadataUnavailable as exc:

@@ -58,13 +58,44 @@ def _camel(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
-def table_name(request: Mapping[str, Any]) -> str:
+_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_.-]*$")
+# Operations on a table as a whole word a missing or mis-sized name by hand, as DynamoDB does
+# (its "paramater" spelling included); item operations list each broken constraint.
+_MISSING_NAME = {
+    "DescribeTable": "The paramater 'tableName' is required but was not present in the request",
+    "DeleteTable": "The paramater 'tableName' is required but was not present in the request",
+    "UpdateTimeToLive": "The parameter 'TableName' is required but was not present in the request",
+    "DescribeTimeToLive": (
+        "The parameter 'TableName' is required but was not present in the request"
+    ),
+}
+
+
+def table_name(request: Mapping[str, Any], operation: str | None = None) -> str:
+    """The request's TableName: 3-255 characters of [a-zA-Z0-9_.-], refused in the words the
+    ``operation`` (DescribeTable, DeleteTable, the Time to Live pair) or any other uses."""
+    whole_table = operation in _MISSING_NAME
+    if whole_table and request.get("TableName") is None:
+        raise DynamoError.validation(_MISSING_NAME[str(operation)])
     name: str = field(request, "TableName", str, required=True)
-    if not TABLE_NAME.match(name):
+    if whole_table and not 3 <= len(name) <= 255:
         raise DynamoError.validation(
-            f"1 validation error detected: Value '{name}' at 'tableName' failed to satisfy "
-            "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+ and "
-            "have length between 3 and 255"
+            "TableName must be at least 3 characters long and at most 255 characters long"
+        )
+    broken = []
+    if not _NAME_PATTERN.match(name) or not name:
+        broken.append("Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+")
+    if len(name) < 3:
+        broken.append("Member must have length greater than or equal to 3")
+    elif len(name) > 255:
+        broken.append("Member must have length less than or equal to 255")
+    if broken:
+        count = f"{len(broken)} validation error{'s' if len(broken) > 1 else ''} detected"
+        raise DynamoError.validation(
+            f"{count}: "
+            + "; ".join(
+                f"Value '{name}' at 'tableName' failed to satisfy constraint: {b}" for b in broken
+            )
         )
     return name
 

@@ -124,3 +124,42 @@ def test_a_sound_request_to_a_missing_table_is_resource_not_found(raw: Client) -
         "ResourceNotFoundException", raw.get_item, TableName=unique("gone"), Key={"pk": N1}
     )
     assert "Requested resource not found" in str(err.response["Error"]["Message"])
+
+
+def test_table_name_refusals_worded_per_operation(raw: Client) -> None:
+    def message(call: Any, **kwargs: Any) -> str:
+        return str(expect_error("ValidationException", call, **kwargs).response["Error"]["Message"])
+
+    pattern = "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+    # Item operations list every constraint the name breaks.
+    assert message(raw.get_item, TableName="a;", Key={"pk": N1}) == (
+        f"2 validation errors detected: Value 'a;' at 'tableName' failed to satisfy constraint: "
+        f"{pattern}; Value 'a;' at 'tableName' failed to satisfy constraint: Member must have "
+        "length greater than or equal to 3"
+    )
+    assert message(raw.scan, TableName="abc;") == (
+        f"1 validation error detected: Value 'abc;' at 'tableName' failed to satisfy "
+        f"constraint: {pattern}"
+    )
+    long = "a" * 256
+    assert message(raw.put_item, TableName=long, Item={"pk": N1}) == (
+        f"1 validation error detected: Value '{long}' at 'tableName' failed to satisfy "
+        "constraint: Member must have length less than or equal to 255"
+    )
+    # Operations on the table as a whole word the length by hand.
+    sized = "TableName must be at least 3 characters long and at most 255 characters long"
+    for call in (raw.describe_table, raw.delete_table, raw.describe_time_to_live):
+        assert message(call, TableName="a;") == sized
+        assert message(call, TableName="abc;").endswith(pattern)
+    assert message(raw.describe_table) == (
+        "The paramater 'tableName' is required but was not present in the request"
+    )
+    assert message(raw.describe_time_to_live) == (
+        "The parameter 'TableName' is required but was not present in the request"
+    )
+    assert message(raw.update_time_to_live, TableName="abc", TimeToLiveSpecification={}) == (
+        "2 validation errors detected: Value null at 'timeToLiveSpecification.enabled' failed "
+        "to satisfy constraint: Member must not be null; Value null at "
+        "'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must not "
+        "be null"
+    )
