@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
+from checks import history
 from checks.history import Operation, load_operations, pair_operations, read_jsonl
+from checks.synth import register_history
+from workloads.history import OpF
 
 
 def test_operations_are_immutable_values() -> None:
@@ -114,3 +117,149 @@ def test_absent_and_null_fields_pair_as_before() -> None:
     assert (first.key, first.value, first.result, first.latency) == (None, 3, 3, 1.0)
     assert (second.f, second.process, second.consistent, second.latency) == ("get", "9", True, 1.0)
     assert type(second.invoke_time) is float and type(second.latency) is float
+
+
+def _write(path: Path, records: list[dict[str, Any]], end: str = "\n") -> Path:
+    path.write_text("".join(json.dumps(r) + end for r in records))
+    return path
+
+
+def _general_path_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path: Path) -> None:
+        raise AssertionError(f"{path.name} took the general path")
+
+    monkeypatch.setattr(history, "read_records", refuse)
+
+
+def test_the_workloads_shape_loads_by_the_fast_path_as_the_general_one_pairs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 20,000 ops (2.7 MB: lines cross many blocks) with info, fail, cas, eventual reads and
+    # open invokes; then every optional field the workloads write, on invoke or completion only
+    records = register_history(ops=20_000, clients=30, keys=50, seed=5, info_rate=0.01)
+    records[0:0] = [
+        {"type": "schedule", "process": "o.0", "rate": 5.0, "first": 0.0, "deadline": 9.0},
+        {
+            "type": "invoke",
+            "f": "get",
+            "key": "c",
+            "value": None,
+            "process": "c0",
+            "time": 0.0,
+            "consistent": False,
+            "az": "az-a",
+            "router": "rt-a",
+            "intended": 0.0,
+            "attempt": 2,
+        },
+        {
+            "type": "ok",
+            "f": "get",
+            "key": "c",
+            "value": {"v": [1.5, "x"]},
+            "process": "c0",
+            "time": 0.01,
+            "latency": 0.01,
+            "consistent": True,
+            "az": "az-b",
+            "attempt": 2,
+        },
+        {
+            "type": "invoke",
+            "f": "put",
+            "key": "d",
+            "process": "c1",
+            "time": 0.02,
+            "consistent": False,
+        },
+        {
+            "type": "fail",
+            "process": "c1",
+            "time": 0.03,
+            "error": "Throttling",
+            "router": "rt-c",
+            "az": "az-c",
+            "value": 5,
+        },
+        {"type": "invoke", "f": "delete", "key": "e", "value": None, "process": "c2", "time": 1},
+        {"type": "invoke", "f": "query", "key": "e", "value": [0, 9], "process": "c2", "time": 2},
+        {"type": "info", "f": "query", "key": "e", "process": "c2", "time": 1.5},
+        {"type": "ok", "f": "write", "key": "e", "value": 1, "process": "nobody", "time": 3.0},
+        {
+            "type": "invoke",
+            "f": "audit",
+            "key": "",
+            "value": {"a": 1},
+            "process": "c3",
+            "time": 0.5,
+        },
+        {"type": "schedule_end", "process": "o.0", "time": 9.0},
+    ]
+    path = _write(tmp_path / "history.jsonl", records)
+    expected = pair_operations(records)
+    _general_path_is_an_error(monkeypatch)
+    loaded = load_operations(path)
+    assert loaded == expected
+    assert [(type(o.invoke_time), type(o.latency)) for o in loaded[:2]] == [(float, float)] * 2
+    assert {o.type for o in loaded} == {"ok", "fail", "info"}
+    assert loaded[0].consistent and loaded[0].az == "az-a" and loaded[1].az == "az-c"
+    assert (loaded[1].value, loaded[1].result, loaded[1].router) == (5, 5, "rt-c")
+    assert not loaded[1].consistent  # the invoke's: its completion has none
+    path.write_text(path.read_text().replace("\n", "\r\n\n"))  # CRLF and blank lines
+    assert load_operations(path) == expected
+
+
+def test_a_line_longer_than_a_block_and_a_last_line_without_newline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [
+        *RECORDS[:4],
+        {
+            "type": "invoke",
+            "f": "write",
+            "key": "k",
+            "value": "x" * 300_000,
+            "process": "a",
+            "time": 4.0,
+        },
+        {
+            "type": "ok",
+            "f": "write",
+            "key": "k",
+            "value": "x" * 300_000,
+            "process": "a",
+            "time": 5.0,
+        },
+    ]
+    path = _write(tmp_path / "history.jsonl", records)
+    path.write_text(path.read_text().rstrip("\n"))
+    _general_path_is_an_error(monkeypatch)
+    assert load_operations(path) == pair_operations(records)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"process": 7},  # an int process ("7", paired with invokes of 7 only)
+        {"key": 7},  # an int key ("7")
+        {"key": None},
+        {"f": "increment"},  # an f no workload writes
+        {"f": None},
+        {"time": None},
+        {"type": "custom"},  # a type no workload writes: not an operation
+    ],
+)
+def test_other_shapes_load_as_the_general_rules_pair_them(
+    tmp_path: Path, odd: dict[str, Any]
+) -> None:
+    # a's write invoked again (the first left open) and completed, both lines with the odd field;
+    # b's read completed by process "7" (pairs with nothing, not even an int process 7)
+    common = [*RECORDS[:4], {**RECORDS[4], "key": "7"}, RECORDS[5]]  # RECORDS[4]: an int key
+    records = [*common[:2], {**common[2], "process": "7"}, {**common[3], **odd}, *common[4:]]
+    records.insert(3, {**common[0], **odd})
+    path = _write(tmp_path / "history.jsonl", records)
+    assert load_operations(path) == pair_operations(records)
+
+
+def test_every_f_the_workloads_write_takes_the_fast_path() -> None:
+    assert {str(f) for f in OpF} <= set(get_args(history._KnownF))
