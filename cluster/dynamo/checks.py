@@ -28,6 +28,7 @@ from cluster.dynamo.nodes import (
     In,
     Operand,
     Projection,
+    Size,
     ValueRef,
     paths_in,
     walk,
@@ -44,6 +45,7 @@ from cluster.dynamo.values import (
 
 _ORDERED = frozenset({"S", "N", "B"})
 MAX_IN_OPERANDS = 100  # DynamoDB's limit on the list of an IN
+_SIZED = frozenset({"S", "B", "SS", "NS", "BS", "L", "M"})  # what size() measures
 
 
 def check_condition_operands(
@@ -52,6 +54,7 @@ def check_condition_operands(
     """Refuse constant operands DynamoDB refuses at parse time (undefined ones are skipped:
     the placeholder check reports those)."""
     for node in walk(ast):
+        _check_sized_constants(node, values, kind)
         match node:
             case Compare(op, left, right) if op not in ("=", "<>"):
                 for operand in (left, right):
@@ -81,6 +84,28 @@ def check_condition_operands(
                         f"Invalid {kind}: Invalid attribute type name found; type: "
                         f"{name or type_of(av)}, valid types: {{ B,NULL,SS,BOOL,L,BS,N,NS,S,M }}"
                     )
+
+
+def _check_sized_constants(
+    node: Condition, values: Mapping[str, AttributeValue] | None, kind: str
+) -> None:
+    """``size(:v)`` measures a constant: it must be a string, binary, set, list or map."""
+    operands: tuple[Operand, ...] = ()
+    match node:
+        case Compare(_, left, right):
+            operands = (left, right)
+        case Between(subject, low, high):
+            operands = (subject, low, high)
+        case In(subject, choices):
+            operands = (subject, *choices)
+    for operand in operands:
+        if isinstance(operand, Size) and isinstance(operand.path, ValueRef):
+            av = _constant(operand.path, values)
+            if av is not None and type_of(av) not in _SIZED:
+                raise ValidationError(
+                    f"Invalid {kind}: Incorrect operand type for operator or function; "
+                    f"operator or function: size, operand type: {type_of(av)}"
+                )
 
 
 def check_filter_keys(

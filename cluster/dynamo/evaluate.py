@@ -178,6 +178,8 @@ def _operand(operand: Operand, scope: _Scope) -> AttributeValue | None:
         return scope.lookup(operand)
     if isinstance(operand, ValueRef):
         return scope.value(operand)
+    if isinstance(operand.path, ValueRef):
+        return _size(scope.value(operand.path))
     return _size(scope.lookup(operand.path))
 
 

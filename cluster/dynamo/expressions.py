@@ -282,6 +282,8 @@ def _build_operand(node: _Node) -> Operand:
     if (ref := _path_or_value(tree)) is not None:
         return ref
     name, args = _call(tree, {"size": 1}, _MISUSED)
+    if _tree(args[0]).data == "value":  # size(:v): DynamoDB takes a placeholder here
+        return Size(_value(args[0]))
     return Size(_path_argument(name, args[0]))
 
 

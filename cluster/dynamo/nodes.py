@@ -41,9 +41,9 @@ class ValueRef:
 
 @dataclass(frozen=True, slots=True)
 class Size:
-    """``size(path)`` as an operand."""
+    """``size(path)`` as an operand; ``size(:v)``, the size of a constant, parses too."""
 
-    path: Path
+    path: Path | ValueRef
 
 
 Operand = Path | ValueRef | Size
@@ -236,5 +236,5 @@ def paths_in(ast: Condition) -> Iterator[Path]:
         for operand in operands:
             if isinstance(operand, Path):
                 yield operand
-            elif isinstance(operand, Size):
+            elif isinstance(operand, Size) and isinstance(operand.path, Path):
                 yield operand.path

@@ -125,7 +125,9 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
             "the request."
         )
     names, values = v.expression_inputs(request)
-    # The request's own expressions are checked before the table is looked up, as DynamoDB does.
+    # The request's own values and expressions are checked before the table is looked up, as
+    # DynamoDB does.
+    _check_start_values(request)
     v.placeholders(request, ["ProjectionExpression", "FilterExpression", "KeyConditionExpression"])
     layout = await ctx.table(name)
     _no_index(request)
@@ -211,14 +213,33 @@ def _start_key(request: dict[str, Any], layout: TableLayout) -> tuple[bytes, byt
         return None
     try:
         return v.encoded_key(layout.spec.key_schema, v.key_map(start, layout.spec.key_schema))
-    except DynamoError:
-        raise DynamoError.validation("The provided starting key is invalid") from None
+    except DynamoError as exc:
+        raise _bad_start(exc) from None
+
+
+def _check_start_values(request: dict[str, Any]) -> None:
+    """ExclusiveStartKey's values on their own, before the table is looked up."""
+    if v.field(request, "ExclusiveStartKey", dict) is None:
+        return
+    try:
+        v.attribute_map(request, "ExclusiveStartKey")
+    except DynamoError as exc:
+        raise _bad_start(exc) from None
+
+
+def _bad_start(exc: DynamoError) -> DynamoError:
+    """DynamoDB prefixes what is wrong with the key: 'The provided starting key is invalid: The
+    provided key element does not match the schema'."""
+    if exc.type != "ValidationException":
+        return exc
+    return DynamoError.validation(f"The provided starting key is invalid: {exc.message}")
 
 
 async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request = legacy.rewrite("Scan", request)
     segment = _segment(request)
     name = v.table_name(request)
+    _check_start_values(request)
     v.placeholders(request, ["FilterExpression", "ProjectionExpression"])
     layout = await ctx.table(name)
     _no_index(request)
@@ -305,6 +326,6 @@ def _segment(request: dict[str, Any]) -> _Segment | None:
     if segment >= total:
         raise DynamoError.validation(
             "The Segment parameter is zero-based and must be less than parameter TotalSegments: "
-            f"Segment: {segment} is out of bounds of TotalSegments: {total}"
+            f"Segment: {segment} is not less than TotalSegments: {total}"
         )
     return _Segment(segment * HASH_SPACE // total, (segment + 1) * HASH_SPACE // total)

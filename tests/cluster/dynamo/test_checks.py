@@ -84,6 +84,12 @@ def test_single_parentheses_and_size_with_a_name_placeholder_parse() -> None:
             "begins_with, operand type: N",
         ),
         ("NOT attribute_type(a, :t)", {":t": {"S": "STRING"}}, "Invalid attribute type name"),
+        (
+            "size(:v) > a",
+            {":v": {"BOOL": True}},
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; "
+            "operator or function: size, operand type: BOOL",
+        ),
     ],
 )
 def test_constant_operands_checked_at_parse_time(

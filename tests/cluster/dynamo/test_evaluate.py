@@ -68,6 +68,8 @@ def holds(text: str, item: Item | None = ITEM, names: dict[str, str] | None = No
     [
         # comparisons on numbers, strings, binary
         ("n = :5", True),
+        ("size(:hello) = :5", True),  # the size of a constant: 5 characters
+        ("size(:ss) > :5", False),
         ("n = :5p0", True),
         ("n <> :5", False),
         ("n <> :4", True),

@@ -123,7 +123,7 @@ def test_keywords_are_case_insensitive() -> None:
         ),
         ("begins_with(a)", "operator or function: begins_with, number of operands: 1"),
         ("attribute_type(a, b)", "operator or function: attribute_type"),
-        ("a = size(:v)", "requires a document path; operator or function: size"),
+        ("a = size(size(b))", "requires a document path; operator or function: size"),
         ("a = :v SET b = :v", 'Syntax error; token: "SET"'),
     ],
 )

@@ -194,7 +194,7 @@ def test_parallel_scan_segments_partition_the_table(ddb: Client, new_table: NewT
         (
             {"Segment": 3, "TotalSegments": 3},
             "The Segment parameter is zero-based and must be "
-            "less than parameter TotalSegments: Segment: 3 is out of bounds of TotalSegments: 3",
+            "less than parameter TotalSegments: Segment: 3 is not less than TotalSegments: 3",
         ),
         (
             {"Segment": 0},

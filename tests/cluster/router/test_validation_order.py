@@ -94,6 +94,20 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     (
         "scan",
+        "bad ExclusiveStartKey value",
+        {"ExclusiveStartKey": {"pk": {"S": "a", "N": "1"}}},
+        "The provided starting key is invalid: Supplied AttributeValue has more than one "
+        "datatypes set, must contain exactly one of the supported datatypes",
+    ),
+    (
+        "scan",
+        "size of a number constant",
+        {"FilterExpression": "size(:n) > a", "ExpressionAttributeValues": {":n": N1}},
+        "Invalid FilterExpression: Incorrect operand type for operator or function; operator or "
+        "function: size, operand type: N",
+    ),
+    (
+        "scan",
         "ExpressionAttributeNames empty",
         {"FilterExpression": "a = :a", "ExpressionAttributeNames": {}},
         "ExpressionAttributeNames must not be empty",
@@ -162,4 +176,23 @@ def test_table_name_refusals_worded_per_operation(raw: Client) -> None:
         "to satisfy constraint: Member must not be null; Value null at "
         "'timeToLiveSpecification.attributeName' failed to satisfy constraint: Member must not "
         "be null"
+    )
+
+
+def test_size_of_a_placeholder_and_a_starting_key_off_the_schema(
+    raw: Client, new_table: NewTable
+) -> None:
+    name = new_table("sizev")
+    raw.put_item(TableName=name, Item={"pk": {"S": "a"}, "n": {"N": "5"}})
+    got = raw.scan(
+        TableName=name,
+        FilterExpression="size(:s) = n",
+        ExpressionAttributeValues={":s": {"S": "hello"}},
+    )
+    assert got["Items"] == [{"pk": {"S": "a"}, "n": {"N": "5"}}]
+    err = expect_error(
+        "ValidationException", raw.scan, TableName=name, ExclusiveStartKey={"x": {"S": "a"}}
+    )
+    assert err.response["Error"]["Message"] == (
+        "The provided starting key is invalid: The provided key element does not match the schema"
     )
