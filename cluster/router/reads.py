@@ -140,7 +140,7 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     if filter_text is not None:
         filter_ast = v.guarded(parse_condition, filter_text, "FilterExpression")
         v.guarded(check_filter_keys, filter_ast, names, schema.names(), filter_label)
-    v.check_key_types(schema, {schema.hash_name: condition.partition_value})
+    _check_operand(schema.hash_name, schema.hash_type, condition.partition_value, schema)
     pk = encode_key_value(condition.partition_value)
     lo, hi = _sort_bounds(condition.sort, schema)
     forward = v.field(request, "ScanIndexForward", bool)
@@ -177,11 +177,21 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     return page.finish(layout, consistent, more)
 
 
+def _check_operand(name: str, expected: str | None, value: Any, schema: Any) -> None:
+    """A key condition's value: of another type than the key's, DynamoDB's words are its
+    own (both for KeyConditions and a KeyConditionExpression); then the key's other rules."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) != expected:
+        raise DynamoError.validation(
+            f"{v.INVALID}: Condition parameter type does not match schema type"
+        )
+    v.check_key_types(schema, {name: value})
+
+
 def _sort_bounds(sort: Any, schema: Any) -> tuple[Bound, Bound]:
     if sort is None:
         return None, None
     for value in sort.values:
-        v.check_key_types(schema, {schema.range_name: value})
+        _check_operand(schema.range_name, schema.range_type, value, schema)
     encoded = [encode_key_value(value) for value in sort.values]
     match sort.op:
         case "=":

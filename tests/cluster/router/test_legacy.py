@@ -459,6 +459,21 @@ def test_comparison_operator_errors_name_their_path(ddb: Client, raw: Client, ev
             f"1 validation error detected: Value 'ne' at 'queryFilter.kind.member."
             f"comparisonOperator' {enum}",
         ),
+        (
+            ddb.query,
+            {"KeyConditions": {"pk": {**user, "AttributeValueList": [N(1)]}}},
+            "One or more parameter values were invalid: Condition parameter type does not match "
+            "schema type",
+        ),
+        (  # the same words for a KeyConditionExpression (on the sort key here)
+            ddb.query,
+            {
+                "KeyConditionExpression": "pk = :p AND ts > :t",
+                "ExpressionAttributeValues": {":p": S("u1"), ":t": S("1")},
+            },
+            "One or more parameter values were invalid: Condition parameter type does not match "
+            "schema type",
+        ),
         (  # a non-key attribute instead of the sort key: DynamoDB names the sort key
             ddb.query,
             {"KeyConditions": {"pk": user, "kind": {**user, "AttributeValueList": [S("odd")]}}},
