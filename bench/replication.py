@@ -10,21 +10,33 @@ Starts real storage-node processes on loopback (3 nodes), then measures, side by
 
 A write's latency is measured at the client from send to acknowledgement, i.e. after a quorum
 fsynced it and the leader applied it. "records/fsync" is the nodes' journal at work (group
-commit: how many groups' WAL appends one fsync covered, journal.py). The last lines print the
-issue #15 goals against this run's figures, and the load average (a busy machine measures
-itself, not the code).
+commit: how many groups' WAL appends one fsync covered, journal.py), "fsyncs/write" the journal
+fsyncs of all 3 nodes per acknowledged write, and "CPU ms/write" the CPU time (user + system)
+of all 3 node processes per acknowledged write: on a busy machine writes/s measures the machine,
+CPU per write still mostly the code. The last lines print the issue #15 goals against this
+run's figures, and the load average (a busy machine measures itself, not the code).
+
+``--profile DIR`` records py-spy flame graphs of every node during the one-group and the
+many-group runs, of the thread holding the GIL (where the node's Python CPU time goes; threads
+waiting for an fsync or a socket are left out): ``DIR/<setup>-<node>.svg``, and the same samples
+as collapsed stacks (``.txt``, one ``frame;frame;... count`` line each, to grep or diff). Bench
+output, not for git; py-spy needs ptrace (root here).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,7 +47,7 @@ from cluster.storage.client import GroupClient
 from cluster.storage.commands import PutCommand, encode_command
 from tests.local_nodes import LocalNodes
 
-console = Console()
+console = Console(width=120)  # the table stays whole when the output is a file
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -53,21 +65,55 @@ def journal_totals(cluster: LocalNodes) -> tuple[int, int]:
     return fsyncs, records
 
 
+def nodes_cpu(cluster: LocalNodes) -> float:
+    """CPU seconds the node processes used so far (user + system, from /proc)."""
+    total = 0
+    for process in cluster.nodes.values():
+        if process.proc is not None:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{process.proc.pid}/stat").read_text().rpartition(")")[2]
+                total += sum(int(f) for f in fields.split()[11:13])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def start_profiles(cluster: LocalNodes, out: Path, label: str, seconds: float) -> list[Any]:
+    """py-spy on every node for ``seconds`` (an SVG and collapsed stacks each); the recorders
+    end by themselves."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for node, process in cluster.nodes.items():
+        if process.proc is None:
+            continue
+        for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):
+            args = ["record", "--pid", str(process.proc.pid), "--duration", str(int(seconds))]
+            args += ["--rate", "100", "--nonblocking", "--gil", "--format", fmt]
+            args += ["--output", str(out / f"{label}-{node}.{suffix}")]
+            procs.append(
+                subprocess.Popen([spy, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+    return procs
+
+
 async def throughput(
     cluster: LocalNodes,
     groups: list[str],
     writers: int,
     seconds: float,
     rate: float | None = None,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     """Writes from ``writers`` concurrent clients for ``seconds``; with ``rate`` (writes/s in
-    all) each writer is paced to its share, else each sends its next write at once."""
+    all) each writer is paced to its share, else each sends its next write at once. With
+    ``profile``, py-spy records every node meanwhile (``start_profiles``)."""
     writer = GroupClient(cluster.addresses())
     for g in groups:
         cluster.wait_leader(g, timeout=60)
+    spies = [] if profile is None else start_profiles(cluster, profile, f"{len(groups)}g", seconds)
     latencies: list[float] = []
     failures = 0
     fsyncs0, records0 = journal_totals(cluster)
+    cpu0 = nodes_cpu(cluster)
     start = time.monotonic()
     end = start + seconds
     interval = writers / rate if rate else 0.0
@@ -95,6 +141,9 @@ async def throughput(
     await asyncio.gather(*(one(w) for w in range(writers)))
     elapsed = time.monotonic() - started
     await writer.close()
+    for spy in spies:
+        await asyncio.to_thread(spy.wait)
+    cpu1 = nodes_cpu(cluster)
     fsyncs1, records1 = journal_totals(cluster)
     return {
         "writes/s": len(latencies) / elapsed,
@@ -102,6 +151,8 @@ async def throughput(
         "p99 ms": percentile(latencies, 99) * 1000,
         "failed": failures,
         "records/fsync": (records1 - records0) / max(1, fsyncs1 - fsyncs0),
+        "fsyncs/write": (fsyncs1 - fsyncs0) / max(1, len(latencies)),
+        "CPU ms/write": (cpu1 - cpu0) * 1000 / max(1, len(latencies)),
     }
 
 
@@ -142,6 +193,7 @@ async def main() -> None:
     parser.add_argument("--writers", type=int, default=32)
     parser.add_argument("--groups", type=int, default=12)
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--profile", type=Path, help="write py-spy flame graphs here")
     args = parser.parse_args()
 
     many = [f"p{i}" for i in range(args.groups)]
@@ -149,15 +201,20 @@ async def main() -> None:
         title=f"Replication on 3 local nodes ({args.writers} concurrent writers, "
         f"{args.seconds:.0f} s each)"
     )
-    for col in ("setup", "writes/s", "p50 ms", "p99 ms", "failed", "records/fsync"):
+    cols = ("writes/s", "p50 ms", "p99 ms", "failed", "records/fsync", "fsyncs/write")
+    for col in ("setup", *cols, "CPU ms/write"):
         table.add_column(col, justify="right" if col != "setup" else "left")
     with tempfile.TemporaryDirectory() as tmp:
         groups = {g: ("n1", "n2", "n3") for g in many}
         with LocalNodes(Path(tmp), groups) as cluster:
             console.print("measuring one group ...")
-            one = await throughput(cluster, ["p0"], args.writers, args.seconds)
+            one = await throughput(
+                cluster, ["p0"], args.writers, args.seconds, profile=args.profile
+            )
             console.print(f"measuring {args.groups} groups ...")
-            spread = await throughput(cluster, many, args.writers, args.seconds)
+            spread = await throughput(
+                cluster, many, args.writers, args.seconds, profile=args.profile
+            )
             half_rate = one["writes/s"] / 2
             console.print(f"measuring one group at half load ({half_rate:.0f} writes/s) ...")
             half = await throughput(cluster, ["p0"], args.writers, args.seconds, half_rate)
@@ -176,6 +233,8 @@ async def main() -> None:
             f"{row['p99 ms']:.1f}",
             f"{row['failed']:.0f}",
             f"{row['records/fsync']:.1f}",
+            f"{row['fsyncs/write']:.2f}",
+            f"{row['CPU ms/write']:.2f}",
         )
     console.print(table)
     fo = Table(title=f"Write unavailability after SIGKILL of the leader ({len(windows)} kills)")
