@@ -123,6 +123,11 @@ class Ready:
     entries: list[Entry] = field(default_factory=list)  # persist; may overwrite a suffix
     messages: list[AnyMessage] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)  # apply, in order
+    # False when persisting this Ready promises nothing (no entries, no snapshot, term and vote
+    # unchanged: at most the commit index moved, which a restart learns again from a leader):
+    # its messages may leave at once and its hard state need not be fsynced before them
+    # (etcd's MustSync). Entries, snapshots, terms and votes always wait for the fsync.
+    must_sync: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,8 +400,8 @@ class Raft:
 
     def ready(self) -> Ready:
         rd = Ready()
-        hs = self._hard_state()
-        if hs != self._prev_hard_state:
+        hs, prev = self._hard_state(), self._prev_hard_state
+        if hs != prev:
             rd.hard_state = hs
         if self.log.pending_snapshot is not None:
             rd.snapshot = self.log.pending_snapshot
@@ -404,6 +409,9 @@ class Raft:
         rd.entries = self.log.unstable()
         rd.messages, self.messages = self.messages, []
         rd.committed = self.log.committable()
+        rd.must_sync = bool(
+            rd.entries or rd.snapshot is not None or hs.term != prev.term or hs.vote != prev.vote
+        )
         return rd
 
     def advance(self, rd: Ready) -> None:

@@ -213,9 +213,16 @@ class NodeJournal:
         wal: WriteAheadLog,
         hard_state: HardState | None,
         entries: Sequence[Entry],
+        *,
+        wait: bool = True,
     ) -> None:
         """``wal.save`` made durable: returns once the records are fsynced (here, or in the WAL
-        itself for a group that is not registered)."""
+        itself for a group that is not registered). ``wait`` False (only for what a crash may
+        lose: a hard state whose commit index alone moved, ``Ready.must_sync``): the records
+        are queued for the next fsync, in order, and this returns at once."""
+        if not wait:
+            self._write_later(group, wal, lambda sync: wal.save(hard_state, entries, sync=sync))
+            return
         self._write(group, wal, lambda sync: wal.save(hard_state, entries, sync=sync))
 
     def mark_snapshot(self, group: str, wal: WriteAheadLog, meta: SnapshotMeta) -> None:
@@ -237,20 +244,33 @@ class NodeJournal:
             if self._wals.get(group) is not wal or self._fd < 0:
                 append(True)  # not journaled: the WAL fsyncs itself
                 return
-            self._check_usable()
-            records = append(False)
-            if not records:
-                return
-            name = group.encode()
-            self._queue.append(_frame(bytes((GROUP,)) + _NAME.pack(len(name)) + name + records))
-            self._queued += 1
-            mine = self._queued
+            mine = self._enqueue_locked(group, append)
             while self._durable < mine:
                 self._check_usable()
                 if self._syncing:
                     self._synced.wait()
                     continue
                 self._flush_locked(may_checkpoint=True)
+
+    def _write_later(self, group: str, wal: WriteAheadLog, append: Callable[[bool], bytes]) -> None:
+        """Queue the records for the next fsync (whoever's it is) without waiting for it."""
+        with self._lock:
+            if self._wals.get(group) is not wal or self._fd < 0:
+                append(False)  # not journaled: the WAL's next fsync covers it
+                return
+            self._enqueue_locked(group, append)
+
+    def _enqueue_locked(self, group: str, append: Callable[[bool], bytes]) -> int:
+        """Append to the WAL (unsynced) and queue the same records here; the number the
+        records' fsync will reach (``_durable``)."""
+        self._check_usable()
+        records = append(False)
+        if not records:
+            return self._durable
+        name = group.encode()
+        self._queue.append(_frame(bytes((GROUP,)) + _NAME.pack(len(name)) + name + records))
+        self._queued += 1
+        return self._queued
 
     def _flush_locked(self, may_checkpoint: bool = False) -> None:
         """Write and fsync everything queued (the lock is released during the I/O)."""

@@ -341,10 +341,13 @@ class Replica:
                     self.inbox.popleft()()
                 if self.raft.has_ready():
                     rd = self.raft.ready()
-                    early, late = split_messages(rd.messages)
+                    early, late = split_messages(rd.messages) if rd.must_sync else (rd.messages, [])
                     for msg in early:
                         self.send(msg)
-                    results = await loop.run_in_executor(self.io, self._handle_ready, rd, late)
+                    results: dict[int, ApplyResult] = {}
+                    if rd.must_sync or rd.hard_state is not None or rd.committed:
+                        results = await loop.run_in_executor(self.io, self._handle_ready, rd, late)
+                    # else only messages (heartbeats, answers): no trip to the I/O thread
                     self.raft.advance(rd)
                     self._hand_over()
                     self._complete(rd, results)
@@ -380,10 +383,16 @@ class Replica:
                 self.store.make_durable()  # the mark below lets the WAL drop the old log
             self._mark_snapshot(rd.snapshot.meta)
         if rd.entries or rd.hard_state is not None:
+            # A Ready that only moved the commit index (not must_sync) is written but not
+            # waited for: a crash may lose it, and a restarted replica then starts from an
+            # older commit index, which Raft allows (the leader tells it again). Entries,
+            # terms and votes are fsynced before the replies and votes that promise them.
             if self.journal is not None:  # one fsync for every group's ready records
-                self.journal.save(self.group, self.wal, rd.hard_state, rd.entries)
+                self.journal.save(
+                    self.group, self.wal, rd.hard_state, rd.entries, wait=rd.must_sync
+                )
             else:
-                self.wal.save(rd.hard_state, rd.entries)
+                self.wal.save(rd.hard_state, rd.entries, sync=rd.must_sync)
 
     def _mark_snapshot(self, meta: SnapshotMeta) -> None:
         if self.journal is not None:

@@ -72,10 +72,15 @@ class Disk:
     hard_state: HardState = field(default_factory=HardState)
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
+    # The hard state as of the last fsync: a Ready that is not ``must_sync`` (only the commit
+    # index moved) is written but not fsynced, and a crash loses it (``lose_unsynced``).
+    synced_hard_state: HardState = field(default_factory=HardState)
 
     def persist(self, rd: Ready, entries: list[Entry]) -> None:
         if rd.hard_state is not None:
             self.hard_state = rd.hard_state
+        if rd.must_sync:
+            self.synced_hard_state = self.hard_state  # the fsync covers earlier writes too
         if rd.snapshot is not None:
             # Raft §7, as the real WAL does: keep the tail only if the log continues the snapshot.
             meta = rd.snapshot.meta
@@ -227,6 +232,9 @@ class Simulation:
     def crash(self, node: str, torn: bool) -> None:
         lo, hi = self.config.restart_after
         self.down_until[node] = self.now + self.rng.randint(lo, hi)
+        for group in self.groups:  # the worst case: every unsynced hard state is lost
+            disk = self.disks[(node, group)]
+            disk.hard_state = disk.synced_hard_state
         self.trace.append(f"t={self.now} crash {node}{' (torn write)' if torn else ''}")
 
     def process_readies(self, chaos: bool) -> None:

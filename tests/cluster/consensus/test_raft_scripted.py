@@ -846,3 +846,36 @@ def test_rejoining_replica_neither_votes_nor_campaigns_until_caught_up() -> None
     net.run_until(lambda: net.leader() is not None and net.nodes["n3"].applied == [b"a", b"b"])
     net.run_until(lambda: not net.raft("n3").status().rejoining)
     assert n3.log.commit >= 3
+
+
+def test_only_a_moved_commit_index_may_skip_the_fsync() -> None:
+    """Figure 2: commitIndex is volatile state, so a Ready that only moves it need not be
+    fsynced before its messages (``Ready.must_sync`` False, etcd's MustSync); new entries, a
+    new term and a vote are durable before any message that depends on them."""
+    net = stable_cluster()
+    for n in N3:
+        net.nodes[n].readies.clear()
+    index, _ = net.propose("n1", b"x")
+    net.run_until(lambda: all(net.raft(n).log.commit >= index for n in N3))
+    for n in N3:
+        readies = net.nodes[n].readies
+        assert any(rd.entries and rd.must_sync for rd in readies), n
+        commit_only = [rd for rd in readies if rd.hard_state and rd.hard_state.commit == index]
+        assert commit_only and not any(rd.must_sync for rd in commit_only), n
+        if n != "n1":  # its answer to the commit's heartbeat leaves with that Ready, at once
+            assert any(isinstance(m, AppendResponse) for rd in commit_only for m in rd.messages)
+    for n in N3:
+        net.nodes[n].readies.clear()
+    net.crash("n1")
+    net.run_until(lambda: net.leader() not in (None, "n1"))
+    changes = 0
+    for n in ("n2", "n3"):
+        before = (1, "n1")
+        for rd in net.nodes[n].readies:
+            if rd.hard_state is not None:
+                now = (rd.hard_state.term, rd.hard_state.vote)
+                if now != before:  # a new term or a vote: fsynced before the messages
+                    assert rd.must_sync, (n, rd)
+                    changes += 1
+                before = now
+    assert changes >= 2  # both moved to the new term, and at least one voted in it

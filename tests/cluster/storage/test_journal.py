@@ -169,3 +169,34 @@ def test_a_group_whose_files_are_gone_opens_empty(tmp_path: Path) -> None:
     wal, state = again.recover("p0", tmp_path / "p0" / "wal", 4096)
     assert state.entries == [] and state.hard_state == HardState()
     wal.close()
+
+
+def test_a_save_without_wait_is_fsynced_by_the_next_one_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wait=False`` (a Ready that only moved the commit index) costs no fsync of its own: the
+    record is lost in a crash before the next fsync, and made durable, in order, by it."""
+    journal, wals = open_wals(tmp_path, ["p0", "p1"])
+    fsyncs: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(journal_module.os, "fdatasync", lambda fd: fsyncs.append(fd) or real(fd))
+    sizes = {g: wals[g].position()[1] for g in wals}
+    journal.save("p0", wals["p0"], HardState(1, "n1", 0), entries(1, 2))
+    assert len(fsyncs) == 1
+    journal.save("p0", wals["p0"], HardState(1, "n1", 2), [], wait=False)
+    assert len(fsyncs) == 1  # returned without an fsync
+    # A crash now: the commit index 2 was never fsynced anywhere, so it is gone.
+    for g in wals:
+        lose_unsynced(tmp_path, g, sizes[g] + 5)
+    wal, state = NodeJournal.open(tmp_path / "journal").recover("p0", tmp_path / "p0" / "wal", 4096)
+    assert state.hard_state == HardState(1, "n1", 0)
+    assert [e.index for e in state.entries] == [1, 2]
+    wal.close()
+    # Another group's fsync covers it (the queue is the node's, in order).
+    journal.save("p1", wals["p1"], HardState(1, "n1", 0), entries(1, 1))
+    assert len(fsyncs) == 2
+    for g in wals:
+        lose_unsynced(tmp_path, g, sizes[g] + 5)
+    wal, state = NodeJournal.open(tmp_path / "journal").recover("p0", tmp_path / "p0" / "wal", 4096)
+    assert state.hard_state == HardState(1, "n1", 2)
+    wal.close()
