@@ -16,11 +16,11 @@ of all 3 node processes per acknowledged write: on a busy machine writes/s measu
 CPU per write still mostly the code. The last lines print the issue #15 goals against this
 run's figures, and the load average (a busy machine measures itself, not the code).
 
-``--profile DIR`` records py-spy flame graphs of every node during the one-group and the
-many-group runs, of the thread holding the GIL (where the node's Python CPU time goes; threads
-waiting for an fsync or a socket are left out): ``DIR/<setup>-<node>.svg``, and the same samples
-as collapsed stacks (``.txt``, one ``frame;frame;... count`` line each, to grep or diff). Bench
-output, not for git; py-spy needs ptrace (root here).
+``--profile DIR`` records py-spy flame graphs of every node during each run (1g, 12g, 1g-paced),
+of the thread holding the GIL (where the node's Python CPU time goes; threads waiting for an
+fsync or a socket are left out): ``DIR/<setup>-<node>.svg``, and the same samples as collapsed
+stacks (``.txt``, one ``frame;frame;... count`` line each, to grep or diff). Bench output, not
+for git; py-spy needs ptrace (root here).
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ async def throughput(
     writer = GroupClient(cluster.addresses())
     for g in groups:
         cluster.wait_leader(g, timeout=60)
-    spies = [] if profile is None else start_profiles(cluster, profile, f"{len(groups)}g", seconds)
+    label = f"{len(groups)}g" + ("-paced" if rate else "")
+    spies = [] if profile is None else start_profiles(cluster, profile, label, seconds)
     latencies: list[float] = []
     failures = 0
     fsyncs0, records0 = journal_totals(cluster)
@@ -217,7 +218,9 @@ async def main() -> None:
             )
             half_rate = one["writes/s"] / 2
             console.print(f"measuring one group at half load ({half_rate:.0f} writes/s) ...")
-            half = await throughput(cluster, ["p0"], args.writers, args.seconds, half_rate)
+            half = await throughput(
+                cluster, ["p0"], args.writers, args.seconds, half_rate, args.profile
+            )
             console.print(f"killing the leader {args.kills} times ...")
             windows = await failover(cluster, args.kills)
     rows = (
