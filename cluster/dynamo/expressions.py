@@ -448,21 +448,32 @@ def check_placeholders_used(
     names: Mapping[str, str] | None,
     values: Mapping[str, AttributeValue] | None,
     expressions: Sequence[str | None],
+    kinds: Sequence[str] | None = None,
 ) -> None:
     """Validate one request's placeholder maps against all of its expressions.
 
     In DynamoDB's order: the maps themselves (``check_placeholder_maps``), placeholders used
-    but not defined, then placeholders defined but used by none of ``expressions`` (``None``
-    entries are expressions the request does not carry).
+    but not defined (expression by expression, names before values, in the order they are
+    written; the message starts "Invalid <kind>: " when ``kinds`` names the expressions, as
+    "ConditionExpression"), then placeholders defined but used by none of ``expressions``
+    (``None`` entries are expressions the request does not carry).
     """
     check_placeholder_maps(names, values, expressions)
     texts = [t for t in expressions if t is not None]
+    labels = list(kinds) if kinds is not None else [""] * len(expressions)
+    for kind, text in zip(labels, expressions, strict=True):
+        if text is None:
+            continue
+        prefix = f"Invalid {kind}: " if kind else ""
+        try:
+            for name in _NAME_REF.findall(text):
+                resolve_name(name, names)
+            for value in _VALUE_REF.findall(text):
+                resolve_value(ValueRef(value), values)
+        except ValidationError as exc:
+            raise ValidationError(prefix + exc.message) from None
     used_names = {m for t in texts for m in _NAME_REF.findall(t)}
     used_values = {m for t in texts for m in _VALUE_REF.findall(t)}
-    for name in sorted(used_names - set(names or ())):
-        resolve_name(name, names)
-    for value in sorted(used_values - set(values or ())):
-        resolve_value(ValueRef(value), values)
     for label, defined, used in (("Names", names, used_names), ("Values", values, used_values)):
         unused = sorted(set(defined or ()) - used)
         if unused:

@@ -232,7 +232,7 @@ def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
         for name, text in zip(expressions, texts, strict=True)
         if text is not None
     }
-    guarded(check_placeholders_used, names, values, texts)
+    guarded(check_placeholders_used, names, values, texts, expressions)
     for name, ast in asts.items():
         if name == "ProjectionExpression":
             guarded(check_projection, ast, names)

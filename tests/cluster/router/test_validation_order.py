@@ -65,6 +65,20 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
         "Value provided in ExpressionAttributeValues unused in expressions: keys: {:b}",
     ),
     (
+        "update_item",
+        "undefined value",
+        {"Key": {"pk": {"S": "x"}}, "UpdateExpression": "SET a = :a, b = :b"},
+        "Invalid UpdateExpression: An expression attribute value used in expression is not "
+        "defined; attribute value: :a",
+    ),
+    (
+        "get_item",
+        "undefined name",
+        {"Key": {"pk": {"S": "x"}}, "ProjectionExpression": "a, #x.y"},
+        "Invalid ProjectionExpression: An expression attribute name used in the document path "
+        "is not defined; attribute name: #x",
+    ),
+    (
         "get_item",
         "ProjectionExpression syntax",
         {"Key": {"pk": {"S": "x"}}, "ProjectionExpression": "a,,b"},
