@@ -78,7 +78,7 @@ async def change_spec(
 
 
 async def update_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
-    name = v.table_name(request)
+    name = v.table_name(request, "UpdateTable")
     for member in ("GlobalSecondaryIndexUpdates", "ReplicaUpdates", "StreamSpecification"):
         if request.get(member):
             raise DynamoError.validation(f"{member} is not supported by this cluster")
@@ -90,6 +90,7 @@ async def update_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
             "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, "
             "GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required"
         )
+    asked = None if throughput is None else capacity_units(throughput)  # before the lookup
     layout = await ctx.table(name, active=False)
     if layout.spec.status != "ACTIVE":
         raise DynamoError.in_use(f"Attempt to change a resource which is still in use: {name}")
@@ -101,7 +102,7 @@ async def update_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
                 "WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST"
             )
         rcu, wcu = 0, 0
-    elif throughput is None:
+    elif asked is None:
         if layout.spec.billing_mode == "PROVISIONED":
             rcu, wcu = layout.spec.read_capacity, layout.spec.write_capacity
         else:
@@ -110,7 +111,7 @@ async def update_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
                 "specified when BillingMode is PROVISIONED"
             )
     else:
-        rcu, wcu = capacity_units(throughput)
+        rcu, wcu = asked
         spec = layout.spec
         if mode is None and (rcu, wcu) == (spec.read_capacity, spec.write_capacity):
             raise DynamoError.validation(

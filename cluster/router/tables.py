@@ -122,19 +122,31 @@ def _capacity(request: dict[str, Any]) -> tuple[str, int, int]:
     return mode, rcu, wcu
 
 
+MAX_UNITS = 1_000_000_000_000  # the most ProvisionedThroughput DynamoDB takes at all
+
+
 def capacity_units(throughput: dict[str, Any]) -> tuple[int, int]:
-    """(ReadCapacityUnits, WriteCapacityUnits) of a ProvisionedThroughput, validated."""
-    units = []
-    for name in ("ReadCapacityUnits", "WriteCapacityUnits"):
-        value = v.field(throughput, name, int, required=True)
-        if value < 1:
-            raise DynamoError.validation(
-                f"1 validation error detected: Value '{value}' at 'provisionedThroughput."
-                f"{name[0].lower() + name[1:]}' failed to satisfy constraint: Member must have "
-                "value greater than or equal to 1"
+    """(ReadCapacityUnits, WriteCapacityUnits) of a ProvisionedThroughput, validated as
+    DynamoDB does: every missing or non-positive member listed (WriteCapacityUnits first),
+    then a value past the bound named (ReadCapacityUnits first)."""
+    read = v.field(throughput, "ReadCapacityUnits", int)
+    write = v.field(throughput, "WriteCapacityUnits", int)
+    broken = []
+    for name, value in (("writeCapacityUnits", write), ("readCapacityUnits", read)):
+        at = f"at 'provisionedThroughput.{name}' failed to satisfy constraint"
+        if value is None:
+            broken.append(f"Value null {at}: Member must not be null")
+        elif value < 1:
+            broken.append(
+                f"Value '{value}' {at}: Member must have value greater than or equal to 1"
             )
-        units.append(value)
-    return units[0], units[1]
+    if broken:
+        count = f"{len(broken)} validation error{'s' if len(broken) > 1 else ''} detected"
+        raise DynamoError.validation(f"{count}: {'; '.join(broken)}")
+    for name, value in (("ReadCapacityUnits", read), ("WriteCapacityUnits", write)):
+        if value > MAX_UNITS:
+            raise DynamoError.validation(f"Given value {value} for {name} is out of bounds")
+    return read, write
 
 
 _TAG_PUNCTUATION = frozenset("_.:/=+-@")

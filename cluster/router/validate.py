@@ -68,6 +68,7 @@ _MISSING_NAME = {
     "DescribeTimeToLive": (
         "The parameter 'TableName' is required but was not present in the request"
     ),
+    "UpdateTable": "The parameter 'TableName' is required but was not present in the request",
 }
 
 

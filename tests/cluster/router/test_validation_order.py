@@ -210,3 +210,30 @@ def test_size_of_a_placeholder_and_a_starting_key_off_the_schema(
     assert err.response["Error"]["Message"] == (
         "The provided starting key is invalid: The provided key element does not match the schema"
     )
+
+
+def test_update_table_refusals(raw: Client) -> None:
+    def message(**kwargs: Any) -> str:
+        err = expect_error("ValidationException", raw.update_table, **kwargs)
+        return str(err.response["Error"]["Message"])
+
+    missing = unique("nope")  # throughput is checked before the table is looked up
+    assert message(ProvisionedThroughput={"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}) == (
+        "The parameter 'TableName' is required but was not present in the request"
+    )
+    assert message(TableName=missing, ProvisionedThroughput={}) == (
+        "2 validation errors detected: Value null at 'provisionedThroughput.writeCapacityUnits' "
+        "failed to satisfy constraint: Member must not be null; Value null at "
+        "'provisionedThroughput.readCapacityUnits' failed to satisfy constraint: Member must "
+        "not be null"
+    )
+    too_many = 1_000_000_000_001
+    pt = {"ReadCapacityUnits": too_many, "WriteCapacityUnits": -1}
+    assert message(TableName=missing, ProvisionedThroughput=pt) == (
+        "1 validation error detected: Value '-1' at 'provisionedThroughput.writeCapacityUnits' "
+        "failed to satisfy constraint: Member must have value greater than or equal to 1"
+    )
+    pt = {"ReadCapacityUnits": too_many, "WriteCapacityUnits": too_many}
+    assert message(TableName=missing, ProvisionedThroughput=pt) == (
+        f"Given value {too_many} for ReadCapacityUnits is out of bounds"
+    )
