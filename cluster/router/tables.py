@@ -52,18 +52,25 @@ COUNT_SECONDS = 3.0  # the longest DescribeTable spends counting items
 def _key_schema(request: dict[str, Any]) -> KeySchema:
     schema = v.field(request, "KeySchema", list, required=True)
     definitions = v.field(request, "AttributeDefinitions", list, required=True)
+    broken = []
+    for i, d in enumerate(definitions, 1):
+        d = d if isinstance(d, dict) else {}
+        for member in ("AttributeName", "AttributeType"):
+            at = f"at 'attributeDefinitions.{i}.member.{member[0].lower()}{member[1:]}'"
+            if d.get(member) is None:
+                broken.append(
+                    f"Value null {at} failed to satisfy constraint: Member must not be null"
+                )
+            elif member == "AttributeType" and d[member] not in v.KEY_TYPES:
+                broken.append(
+                    f"Value '{d[member]}' {at} failed to satisfy constraint: Member must satisfy "
+                    "enum value set: [B, N, S]"
+                )
+    if broken:
+        count = f"{len(broken)} validation error{'s' if len(broken) > 1 else ''} detected"
+        raise DynamoError.validation(f"{count}: {'; '.join(broken)}")
     types: dict[str, str] = {}
     for d in definitions:
-        if not isinstance(d, dict) or set(d) != {"AttributeName", "AttributeType"}:
-            raise DynamoError.validation(
-                "Each AttributeDefinition needs AttributeName and AttributeType"
-            )
-        if d["AttributeType"] not in v.KEY_TYPES:
-            raise DynamoError.validation(
-                f"1 validation error detected: Value '{d['AttributeType']}' at "
-                "'attributeDefinitions.member.attributeType' failed to satisfy constraint: "
-                "Member must satisfy enum value set: [B, N, S]"
-            )
         if str(d["AttributeName"]) in types:
             raise DynamoError.validation(
                 "Cannot have two attributes with the same name: "
@@ -71,19 +78,28 @@ def _key_schema(request: dict[str, Any]) -> KeySchema:
             )
         types[str(d["AttributeName"])] = str(d["AttributeType"])
     roles = [(e.get("KeyType"), e.get("AttributeName")) for e in schema if isinstance(e, dict)]
-    if (
-        len(roles) != len(schema)
-        or not 1 <= len(roles) <= 2
-        or roles[0][0] != "HASH"
-        or (len(roles) == 2 and roles[1][0] != "RANGE")
-    ):
+    if len(roles) != len(schema) or not 1 <= len(roles) <= 2:
         raise DynamoError.validation(
             "Invalid KeySchema: it must hold one HASH key, optionally followed by one RANGE key"
         )
     names = [str(name) for _, name in roles]
-    if len(set(names)) != len(names):
+    # DynamoDB's order: a two-element schema naming an undefined attribute, one name twice,
+    # then the key types; a one-element schema's undefined name is reported with both lists.
+    if len(names) == 2 and (len(types) < 2 or any(name not in types for name in names)):
         raise DynamoError.validation(
-            "Invalid KeySchema: Some index key attribute have no definition or are used twice"
+            "Invalid KeySchema: Some index key attribute have no definition"
+        )
+    if len(names) == 2 and names[0] == names[1]:
+        raise DynamoError.validation(
+            "Both the Hash Key and the Range Key element in the KeySchema have the same name"
+        )
+    if roles[0][0] != "HASH":
+        raise DynamoError.validation(
+            "Invalid KeySchema: The first KeySchemaElement is not a HASH key type"
+        )
+    if len(roles) == 2 and roles[1][0] != "RANGE":
+        raise DynamoError.validation(
+            "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type"
         )
     undefined = [name for name in names if name not in types]
     if undefined:

@@ -237,3 +237,48 @@ def test_update_table_refusals(raw: Client) -> None:
     assert message(TableName=missing, ProvisionedThroughput=pt) == (
         f"Given value {too_many} for ReadCapacityUnits is out of bounds"
     )
+
+
+def test_create_table_key_schema_refusals(raw: Client) -> None:
+    def message(definitions: list[Any], schema: list[tuple[str, str]]) -> str:
+        err = expect_error(
+            "ValidationException",
+            raw.create_table,
+            TableName=unique("ks"),
+            AttributeDefinitions=definitions,
+            KeySchema=[{"KeyType": kind, "AttributeName": name} for kind, name in schema],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        return str(err.response["Error"]["Message"])
+
+    a, b = (
+        {"AttributeName": "a", "AttributeType": "S"},
+        {"AttributeName": "b", "AttributeType": "S"},
+    )
+    assert message([{}], [("HASH", "a")]) == (
+        "2 validation errors detected: Value null at 'attributeDefinitions.1.member."
+        "attributeName' failed to satisfy constraint: Member must not be null; Value null at "
+        "'attributeDefinitions.1.member.attributeType' failed to satisfy constraint: Member "
+        "must not be null"
+    )
+    assert message([{"AttributeName": "b", "AttributeType": "SS"}], [("HASH", "a")]) == (
+        "1 validation error detected: Value 'SS' at 'attributeDefinitions.1.member."
+        "attributeType' failed to satisfy constraint: Member must satisfy enum value set: "
+        "[B, N, S]"
+    )
+    no_definition = "Invalid KeySchema: Some index key attribute have no definition"
+    assert message([b], [("HASH", "a"), ("RANGE", "b")]) == no_definition
+    assert message([a], [("HASH", "a"), ("HASH", "a")]) == no_definition
+    assert message([a, b], [("HASH", "a"), ("HASH", "a")]) == (
+        "Both the Hash Key and the Range Key element in the KeySchema have the same name"
+    )
+    assert message([a, b], [("HASH", "a"), ("HASH", "b")]) == (
+        "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type"
+    )
+    assert message([a, b], [("RANGE", "a"), ("HASH", "b")]) == (
+        "Invalid KeySchema: The first KeySchemaElement is not a HASH key type"
+    )
+    assert message([b], [("HASH", "a")]) == (
+        "One or more parameter values were invalid: Some index key attributes are not defined "
+        "in AttributeDefinitions. Keys: [a], AttributeDefinitions: [b]"
+    )
