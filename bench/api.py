@@ -2,7 +2,9 @@
 
 Starts a full local cluster (3x2x1: 6 storage nodes, 3 MemDS, GAC, 3 routers), creates an
 on-demand table, and measures each operation with concurrent clients side by side in one run:
-throughput and p50/p99 latency as the client sees them (SigV4-signed HTTP, pooled).
+throughput and p50/p99 latency as the client sees them (SigV4-signed HTTP, pooled), and the
+CPU each operation cost the routers, the storage nodes and the other cluster processes (MemDS
+and GAC): a busy machine lowers the rates, not the CPU per operation.
 
     .venv/bin/python bench/api.py [--seconds 5] [--clients 32] [--profile DIR]
 
@@ -38,7 +40,7 @@ from chaos.backends.local import LocalCluster
 from tests.local_nodes import LocalNodes
 from workloads.client import DynamoClient
 
-console = Console()
+console = Console(width=120)  # the table is wider than a pipe's default 80
 TABLE = "bench"
 KEYS = 1000
 
@@ -56,8 +58,32 @@ def request_for(op: str, i: int) -> tuple[str, dict[str, object]]:
     return "GetItem", {"TableName": TABLE, "Key": key, "ConsistentRead": consistent}
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds ``pid`` used so far (0.0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu(cluster: LocalCluster | None) -> dict[str, float]:
+    """CPU seconds so far of the routers, the storage nodes and every other process."""
+    spent = {"router": 0.0, "storage": 0.0, "other": 0.0}
+    if cluster is None:
+        return spent
+    for process in cluster.config.processes.values():
+        kind = process.role if process.role in ("router", "storage") else "other"
+        spent[kind] += cpu_seconds(cluster.procs.pid(process.id))
+    return spent
+
+
 async def measure(
-    clients: list[DynamoClient], op: str, concurrency: int, seconds: float
+    clients: list[DynamoClient],
+    op: str,
+    concurrency: int,
+    seconds: float,
+    cluster: LocalCluster | None = None,
 ) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
@@ -80,10 +106,14 @@ async def measure(
             else:
                 errors += 1
 
+    cpu0 = cluster_cpu(cluster)
     started = time.monotonic()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.monotonic() - started
+    cpu1 = cluster_cpu(cluster)
+    ops = max(1, len(latencies))
     return {
+        **{f"{kind} CPU": (cpu1[kind] - cpu0[kind]) * 1000 / ops for kind in cpu0},
         "ops/s": len(latencies) / elapsed,
         "p50": percentile(latencies, 50) * 1000,
         "p99": percentile(latencies, 99) * 1000,
@@ -132,7 +162,8 @@ async def run(
         title=f"DynamoDB API on a local 3x2x1 cluster ({concurrency} concurrent clients, "
         f"{seconds:.0f} s each)"
     )
-    for col in ("operation", "routers", "ops/s", "p50 ms", "p99 ms", "errors"):
+    columns = ("ops/s", "p50 ms", "p99 ms", "errors", "router CPU", "storage CPU", "other CPU")
+    for col in ("operation", "routers", *columns):
         table.add_column(col, justify="left" if col in ("operation", "routers") else "right")
     clients = [DynamoClient(url, DEFAULT_ACCESS_KEY, secret) for url in endpoints]
     rates: dict[tuple[str, str], float] = {}
@@ -158,7 +189,7 @@ async def run(
                 if profile is not None and len(pool) == 1:
                     name = op.replace(" ", "").replace("(", "-").replace(")", "")
                     spies = start_profiles(cluster, profile, name, seconds)
-                row = await measure(pool, op, concurrency, seconds)
+                row = await measure(pool, op, concurrency, seconds, cluster)
                 for spy in spies:
                     await asyncio.to_thread(spy.wait, 30)
                 rates[(op, label)] = row["ops/s"]
@@ -169,6 +200,7 @@ async def run(
                     f"{row['p50']:.1f}",
                     f"{row['p99']:.1f}",
                     f"{row['errors']:.0f}",
+                    *(f"{row[f'{kind} CPU']:.2f}" for kind in ("router", "storage", "other")),
                 )
     finally:
         for c in clients:
@@ -208,6 +240,7 @@ def main() -> None:
         finally:
             cluster.down()
     console.print(table)
+    console.print("CPU columns: milliseconds of CPU per operation, summed over the processes")
     for label in sorted({label for _, label in rates}):
         eventual = rates[("GetItem (eventual)", label)]
         consistent = rates[("GetItem (consistent)", label)]

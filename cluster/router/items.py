@@ -104,7 +104,9 @@ async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
     pk, sk = v.encoded_key(layout.spec.key_schema, item)
     cmd = PutCommand(layout.spec.name, pk, sk, item, condition, returns)
     result = await _write(ctx, layout, pk, cmd, len(repr(item)))
-    charge(layout.spec.name, write_units(_written(result, 0, item_size(item))))
+    # The node measured the write (old and new item); the request's item only if it did not.
+    written = result.sizes[0] if result.sizes else item_size(item)
+    charge(layout.spec.name, write_units(written))
     _outcome(result, request)
     return {"Attributes": result.old} if returns == "ALL_OLD" and result.old else {}
 

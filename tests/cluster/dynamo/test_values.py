@@ -16,6 +16,7 @@ from cluster.dynamo.values import (
     compare_values,
     item_size,
     normalize_number,
+    parse_number,
     subtract_numbers,
     validate_item,
     validate_key_value,
@@ -150,6 +151,36 @@ def test_sizes() -> None:
     assert value_size({"L": [{"S": "ab"}]}) == 3 + 2 + 1
     assert value_size({"M": {"k": {"S": "ab"}}}) == 3 + 1 + 2 + 1
     assert item_size({"id": {"S": "abc"}, "n": {"N": "1"}}) == 2 + 3 + 1 + 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("0", "-0", "0.000", "007", "1.50", "100.00", "0.0012", "-12.5", "5"),
+        "9" * 38,  # 38 significant digits: the most a number may have
+        "1" * 38 + ".5",  # 39: not a valid number, whichever way it is measured
+        "0." + "0" * 37 + "1",
+        "1" * 39,  # more than 38 digits before the point: the Decimal path decides
+        *("1e5", "+5", ".5", "1.", "1E-130", "-1.5e3"),  # not plain: the Decimal path
+    ],
+)
+def test_number_size_of_plain_numbers_agrees_with_decimal(text: str) -> None:
+    """Numbers in plain notation are measured from their text (no Decimal); what that gives,
+    or raises, is what measuring the Decimal gives."""
+
+    def by_decimal() -> int:
+        digits = "".join(map(str, parse_number(text).as_tuple().digits)).strip("0")
+        return (max(len(digits), 1) + 1) // 2 + 1
+
+    try:
+        expected: int | type[Exception] = by_decimal()
+    except ValidationError:
+        expected = ValidationError
+    if expected is ValidationError:
+        with pytest.raises(ValidationError):
+            value_size({"N": text})
+    else:
+        assert value_size({"N": text}) == expected
 
 
 def test_item_size_limit() -> None:
