@@ -59,9 +59,8 @@ def parse_key_condition(
     for term in terms:
         condition = _key_term(term, names, values)
         if condition.name in found:
-            raise ValidationError(
-                "Invalid KeyConditionExpression: KeyConditionExpressions must only contain "
-                "one condition per key"
+            raise ValidationError(  # DynamoDB's words, without the "Invalid ...:" prefix
+                "KeyConditionExpressions must only contain one condition per key"
             )
         found[condition.name] = condition
     partition = found.pop(partition_key, None)

@@ -205,6 +205,16 @@ def test_size_of_a_placeholder_and_a_starting_key_off_the_schema(
     )
     assert got["Items"] == [{"pk": {"S": "a"}, "n": {"N": "5"}}]
     err = expect_error(
+        "ValidationException",
+        raw.query,
+        TableName=name,
+        KeyConditionExpression="pk = :a AND pk = :a",
+        ExpressionAttributeValues={":a": {"S": "a"}},
+    )
+    assert err.response["Error"]["Message"] == (
+        "KeyConditionExpressions must only contain one condition per key"
+    )
+    err = expect_error(
         "ValidationException", raw.scan, TableName=name, ExclusiveStartKey={"x": {"S": "a"}}
     )
     assert err.response["Error"]["Message"] == (
