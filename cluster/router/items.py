@@ -56,6 +56,10 @@ def _condition(
 def _returns(request: dict[str, Any], allowed: tuple[str, ...]) -> str:
     """ReturnValues (checked against ``allowed``); ReturnValuesOnConditionCheckFailure too."""
     v.choice(request, "ReturnValuesOnConditionCheckFailure", ("NONE", "ALL_OLD"), "NONE")
+    value = v.field(request, "ReturnValues", str)
+    if value in ("UPDATED_OLD", "ALL_NEW", "UPDATED_NEW") and value not in allowed:
+        # One of DynamoDB's values, but not one this operation returns (PutItem's ALL_NEW).
+        raise DynamoError.validation("Return values set to invalid value")
     return v.choice(request, "ReturnValues", allowed, "NONE")
 
 

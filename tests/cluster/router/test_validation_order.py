@@ -292,3 +292,14 @@ def test_create_table_key_schema_refusals(raw: Client) -> None:
         "One or more parameter values were invalid: Some index key attributes are not defined "
         "in AttributeDefinitions. Keys: [a], AttributeDefinitions: [b]"
     )
+
+
+def test_return_values_the_operation_does_not_have(raw: Client, new_table: NewTable) -> None:
+    name = new_table("retval")
+    for call, request in [
+        (raw.put_item, {"Item": {"pk": {"S": "a"}}, "ReturnValues": "ALL_NEW"}),
+        (raw.delete_item, {"Key": {"pk": {"S": "a"}}, "ReturnValues": "UPDATED_OLD"}),
+    ]:
+        err = expect_error("ValidationException", call, TableName=name, **request)
+        assert err.response["Error"]["Message"] == "Return values set to invalid value"
+    assert "Item" not in raw.get_item(TableName=name, Key={"pk": {"S": "a"}})
