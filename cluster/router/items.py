@@ -229,7 +229,7 @@ async def batch_write_item(ctx: RouterContext, request: dict[str, Any]) -> dict[
     for table, writes in request_items.items():
         if not isinstance(writes, list):
             raise DynamoError.validation(f"RequestItems[{table}] must be a list of write requests")
-        layout = layouts[table] = await ctx.table(v.table_name({"TableName": table}))
+        layout = layouts[table] = await _batch_table(ctx, table)
         schema = layout.spec.key_schema
         seen: set[tuple[bytes, bytes]] = set()
         for write in writes:
@@ -286,7 +286,7 @@ async def batch_get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[st
     request_items: dict[str, Any] = v.field(request, "RequestItems", dict, required=True)
     gets: list[tuple[str, TableLayout, dict[str, Any], bool, Any, dict[str, Any]]] = []
     for table, spec in request_items.items():
-        layout = await ctx.table(v.table_name({"TableName": table}))
+        layout = await _batch_table(ctx, table)
         spec = legacy.rewrite("BatchGetItem", _as_dict(spec))
         keys = v.field(spec, "Keys", list, required=True)
         consistent = bool(v.field(spec, "ConsistentRead", bool))
@@ -326,6 +326,17 @@ async def batch_get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[st
 
     await asyncio.gather(*(fetch(g) for g in gets))
     return {"Responses": responses, "UnprocessedKeys": unprocessed}
+
+
+async def _batch_table(ctx: RouterContext, table: str) -> TableLayout:
+    """A batch's table; one that does not exist is DynamoDB's bare 'Requested resource not
+    found' (the batch operations do not name the table)."""
+    try:
+        return await ctx.table(v.table_name({"TableName": table}))
+    except DynamoError as exc:
+        if exc.type == "ResourceNotFoundException":
+            raise DynamoError.not_found() from None
+        raise
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -85,7 +85,13 @@ def test_describe_table_ids_counts_and_sse(ddb: Client) -> None:
         assert uuid.UUID(created["TableId"]).version == 4
         for i in range(7):
             ddb.put_item(TableName=name, Item={"pk": S(f"k{i}"), "pad": S("x" * 100)})
+        # ItemCount is counted from eventually consistent reads: a replica may still be a
+        # write behind on a busy machine, so wait for the count (a bound, not a pace).
+        deadline = time.monotonic() + 30
         table = ddb.describe_table(TableName=name)["Table"]
+        while table["ItemCount"] != 7 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            table = ddb.describe_table(TableName=name)["Table"]
         assert table["TableId"] == created["TableId"]
         assert table["BillingModeSummary"] == {  # on-demand since it was created
             "BillingMode": "PAY_PER_REQUEST",

@@ -148,10 +148,18 @@ def test_request_is_checked_before_the_table_is_looked_up(
 
 
 def test_a_sound_request_to_a_missing_table_is_resource_not_found(raw: Client) -> None:
-    err = expect_error(
-        "ResourceNotFoundException", raw.get_item, TableName=unique("gone"), Key={"pk": N1}
+    gone = unique("gone")
+    err = expect_error("ResourceNotFoundException", raw.get_item, TableName=gone, Key={"pk": N1})
+    assert (
+        err.response["Error"]["Message"] == f"Requested resource not found: Table: {gone} not found"
     )
-    assert "Requested resource not found" in str(err.response["Error"]["Message"])
+    # The batch operations do not name the table.
+    for call, items in [
+        (raw.batch_get_item, {gone: {"Keys": [{"pk": N1}]}}),
+        (raw.batch_write_item, {gone: [{"PutRequest": {"Item": {"pk": N1}}}]}),
+    ]:
+        err = expect_error("ResourceNotFoundException", call, RequestItems=items)
+        assert err.response["Error"]["Message"] == "Requested resource not found"
 
 
 def test_table_name_refusals_worded_per_operation(raw: Client) -> None:
