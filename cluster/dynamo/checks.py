@@ -69,13 +69,14 @@ def check_condition_operands(
                     f"Invalid {kind}: Too many operands for the operator or function; operator "
                     f"or function: IN, number of operands: {len(choices)}"
                 )
-            case BeginsWith(_, prefix):
-                av = _constant(prefix, values)
-                if av is not None and type_of(av) not in ("S", "B"):
-                    raise ValidationError(
-                        f"Invalid {kind}: Incorrect operand type for operator or function; "
-                        f"operator or function: begins_with, operand type: {type_of(av)}"
-                    )
+            case BeginsWith(subject, prefix):
+                for operand in (subject, prefix):
+                    av = _constant(operand, values)
+                    if av is not None and type_of(av) not in ("S", "B"):
+                        raise ValidationError(
+                            f"Invalid {kind}: Incorrect operand type for operator or function; "
+                            f"operator or function: begins_with, operand type: {type_of(av)}"
+                        )
             case AttributeType(_, ref):
                 av = _constant(ref, values)
                 name = av.get("S") if av is not None else None

@@ -167,9 +167,9 @@ def _holds(ast: Condition, scope: _Scope) -> bool:
         case AttributeType(path, ref):
             return _has_type(scope.lookup(path), scope.value(ref))
         case BeginsWith(path, prefix):
-            return _begins_with(scope.lookup(path), _operand(prefix, scope))
+            return _begins_with(_operand(path, scope), _operand(prefix, scope))
         case Contains(path, needle):
-            return _contains(scope.lookup(path), _operand(needle, scope))
+            return _contains(_operand(path, scope), _operand(needle, scope))
     raise AssertionError(f"not a condition: {ast!r}")
 
 

@@ -303,6 +303,10 @@ def _build_path(node: _Node) -> Path:
 
 def _build_condition_function(tree: Tree[Token]) -> Condition:
     name, args = _call(tree, _CONDITION_FUNCTIONS, _MISUSED)
+    if name in ("begins_with", "contains") and _tree(args[0]).data == "value":
+        first = _value(args[0])  # a constant subject parses; its type is checked with values
+        second = _build_operand(args[1])
+        return BeginsWith(first, second) if name == "begins_with" else Contains(first, second)
     path = _path_argument(name, args[0])
     if name == "attribute_exists":
         return AttributeExists(path)

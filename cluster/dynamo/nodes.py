@@ -104,13 +104,13 @@ class AttributeType:
 
 @dataclass(frozen=True, slots=True)
 class BeginsWith:
-    path: Path
+    path: Path | ValueRef  # DynamoDB also parses a constant here: begins_with(:v, a)
     prefix: Operand
 
 
 @dataclass(frozen=True, slots=True)
 class Contains:
-    path: Path
+    path: Path | ValueRef
     operand: Operand
 
 

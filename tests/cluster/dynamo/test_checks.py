@@ -85,6 +85,12 @@ def test_single_parentheses_and_size_with_a_name_placeholder_parse() -> None:
         ),
         ("NOT attribute_type(a, :t)", {":t": {"S": "STRING"}}, "Invalid attribute type name"),
         (
+            "begins_with(:v, a)",
+            {":v": N5},
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; "
+            "operator or function: begins_with, operand type: N",
+        ),
+        (
             "size(:v) > a",
             {":v": {"BOOL": True}},
             "Invalid ConditionExpression: Incorrect operand type for operator or function; "

@@ -69,6 +69,9 @@ def holds(text: str, item: Item | None = ITEM, names: dict[str, str] | None = No
         # comparisons on numbers, strings, binary
         ("n = :5", True),
         ("size(:hello) = :5", True),  # the size of a constant: 5 characters
+        ("begins_with(:hello, s)", True),  # a constant subject: 'hello' starts with s
+        ("contains(:ss, l[1])", False),
+        ("contains(:ss, :red)", True),
         ("size(:ss) > :5", False),
         ("n = :5p0", True),
         ("n <> :5", False),

@@ -212,6 +212,12 @@ def test_size_of_a_placeholder_and_a_starting_key_off_the_schema(
         ExpressionAttributeValues={":s": {"S": "hello"}},
     )
     assert got["Items"] == [{"pk": {"S": "a"}, "n": {"N": "5"}}]
+    got = raw.scan(  # a constant subject: "abc" begins with the item's pk, "a"
+        TableName=name,
+        FilterExpression="begins_with(:s, pk)",
+        ExpressionAttributeValues={":s": {"S": "abc"}},
+    )
+    assert got["Count"] == 1
     err = expect_error(
         "ValidationException",
         raw.query,
