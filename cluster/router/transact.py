@@ -33,7 +33,7 @@ from cluster.dynamo import (
     parse_update,
     validate_update,
 )
-from cluster.dynamo.values import item_size
+from cluster.dynamo.values import item_size, not_a_string
 from cluster.storage.commands import (
     CheckCommand,
     Condition,
@@ -96,7 +96,7 @@ def _check_shapes(items: list[Any], kinds: tuple[str, ...]) -> None:
             spec = entry.get(kind)
             if not isinstance(spec, dict):
                 continue
-            path = f"transactItems.{number}.member.{kind[:1].lower()}{kind[1:]}"
+            path = f"transactItems.{number}.member.{_camel(kind)}"
             for name in REQUIRED[kind]:
                 if spec.get(name) is None:
                     errors.append(
@@ -104,6 +104,8 @@ def _check_shapes(items: list[Any], kinds: tuple[str, ...]) -> None:
                         "Member must not be null"
                     )
             mode = spec.get("ReturnValuesOnConditionCheckFailure")
+            if mode is not None and not isinstance(mode, str):  # wrong JSON: before the rest
+                raise DynamoError("SerializationException", not_a_string(mode).message)
             if mode is not None and mode not in ON_FAILURE:
                 errors.append(
                     f"Value '{mode}' at '{path}.returnValuesOnConditionCheckFailure' failed to "

@@ -343,6 +343,19 @@ def test_shape_errors_name_each_members_path(ddb: Client, table: str) -> None:
         "'transactItems.1.member.delete.returnValuesOnConditionCheckFailure' failed to satisfy "
         "constraint: Member must satisfy enum value set: [ALL_OLD, NONE]",
     )
+    with pytest.raises(ClientError) as exc:  # not a string at all: the JSON is wrong
+        raw.transact_write_items(
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": table,
+                        "Key": key,
+                        "ReturnValuesOnConditionCheckFailure": 5,
+                    }
+                }
+            ]
+        )
+    assert error_of(exc)[0] == "SerializationException"
     with pytest.raises(ClientError) as exc:
         raw.transact_get_items(TransactItems=[{"Get": {"TableName": table}}])
     assert error_of(exc)[1] == (
