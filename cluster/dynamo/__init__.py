@@ -19,6 +19,7 @@ from cluster.dynamo.evaluate import (
 )
 from cluster.dynamo.expressions import (
     check_placeholder_maps,
+    check_placeholders_defined,
     check_placeholders_used,
     parse_condition,
     parse_projection,
@@ -74,6 +75,7 @@ __all__ = [
     "apply_update",
     "check_item_size",
     "check_placeholder_maps",
+    "check_placeholders_defined",
     "check_placeholders_used",
     "compare_values",
     "evaluate_condition",

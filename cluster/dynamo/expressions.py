@@ -466,16 +466,8 @@ def check_placeholders_used(
     texts = [t for t in expressions if t is not None]
     labels = list(kinds) if kinds is not None else [""] * len(expressions)
     for kind, text in zip(labels, expressions, strict=True):
-        if text is None:
-            continue
-        prefix = f"Invalid {kind}: " if kind else ""
-        try:
-            for name in _NAME_REF.findall(text):
-                resolve_name(name, names)
-            for value in _VALUE_REF.findall(text):
-                resolve_value(ValueRef(value), values)
-        except ValidationError as exc:
-            raise ValidationError(prefix + exc.message) from None
+        if text is not None:
+            check_placeholders_defined(names, values, text, kind)
     used_names = {m for t in texts for m in _NAME_REF.findall(t)}
     used_values = {m for t in texts for m in _VALUE_REF.findall(t)}
     for label, defined, used in (("Names", names, used_names), ("Values", values, used_values)):
@@ -485,6 +477,23 @@ def check_placeholders_used(
                 f"Value provided in ExpressionAttribute{label} unused in expressions: "
                 f"keys: {{{', '.join(unused)}}}"
             )
+
+
+def check_placeholders_defined(
+    names: Mapping[str, str] | None,
+    values: Mapping[str, AttributeValue] | None,
+    text: str,
+    kind: str = "",
+) -> None:
+    """Every ``#name`` and ``:value`` of one expression is defined: the first that is not,
+    names before values, in written order ("Invalid <kind>: " first when ``kind`` is given)."""
+    try:
+        for name in _NAME_REF.findall(text):
+            resolve_name(name, names)
+        for value in _VALUE_REF.findall(text):
+            resolve_value(ValueRef(value), values)
+    except ValidationError as exc:
+        raise ValidationError((f"Invalid {kind}: " if kind else "") + exc.message) from None
 
 
 def check_placeholder_maps(

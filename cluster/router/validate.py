@@ -18,6 +18,7 @@ from cluster.dynamo import (
     ValidationError,
     apply_projection,
     check_placeholder_maps,
+    check_placeholders_defined,
     check_placeholders_used,
     normalize_item,
     parse_condition,
@@ -214,6 +215,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+# Problems with a function's operands, which DynamoDB reports only after an expression's
+# undefined placeholders (syntax, function names and reserved words come before them).
+_AFTER_PLACEHOLDERS = (
+    "Incorrect number of operands",
+    "Incorrect operand type",
+    "requires a document path",
+)
+
+
 def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
     """Check the request's expressions, named by field (``["ConditionExpression"]``), in
     DynamoDB's order: each must be a string if present; the placeholder maps (as sent: absent
@@ -228,11 +238,17 @@ def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
         if not isinstance(entry, str):  # the JSON is wrong: before any check of meaning
             raise DynamoError("SerializationException", not_a_string(entry).message)
     guarded(check_placeholder_maps, names, values, texts)
-    asts = {
-        name: guarded(_PARSERS[name], text)
-        for name, text in zip(expressions, texts, strict=True)
-        if text is not None
-    }
+    asts = {}
+    for name, text in zip(expressions, texts, strict=True):
+        if text is None:
+            continue
+        try:
+            asts[name] = guarded(_PARSERS[name], text)
+        except DynamoError as exc:
+            if any(problem in exc.message for problem in _AFTER_PLACEHOLDERS):
+                # DynamoDB reports this expression's undefined placeholders before these.
+                guarded(check_placeholders_defined, names, values, text, name)
+            raise
     guarded(check_placeholders_used, names, values, texts, expressions)
     for name, ast in asts.items():
         if name == "ProjectionExpression":

@@ -122,6 +122,23 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     (
         "scan",
+        "undefined name before operand count",
+        {"FilterExpression": "attribute_exists(#Pictures.RearView, :a) and a = a"},
+        "Invalid FilterExpression: An expression attribute name used in the document path is "
+        "not defined; attribute name: #Pictures",
+    ),
+    (
+        "scan",
+        "operand count once names are defined",
+        {
+            "FilterExpression": "begins_with(#p)",
+            "ExpressionAttributeNames": {"#p": "p"},
+        },
+        "Invalid FilterExpression: Incorrect number of operands for operator or function; "
+        "operator or function: begins_with, number of operands: 1",
+    ),
+    (
+        "scan",
         "ExpressionAttributeNames empty",
         {"FilterExpression": "a = :a", "ExpressionAttributeNames": {}},
         "ExpressionAttributeNames must not be empty",
