@@ -168,11 +168,11 @@ async def query(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
         )
         rows = reply["items"]
         more = bool(reply["more"])
-        for i, (sk, item) in enumerate(rows):
+        for sk, item in rows:
             page.add(item, v.key_of(schema, item))
             start_after = sk
-            if page.full():
-                more = more or i < len(rows) - 1
+            if page.full():  # stopped by Limit or 1 MB: DynamoDB gives the key even if no
+                more = True  # item follows (an empty last page), it does not look ahead
                 break
     return page.finish(layout, consistent, more)
 
@@ -265,7 +265,7 @@ async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
         partitions = partitions[partitions.index(first) :]
         cursor = [start[0], start[1]]
     more = False
-    for n, partition in enumerate(partitions):
+    for partition in partitions:
         part_more = True
         while part_more and not page.full():
             reply = await ctx.read(
@@ -273,17 +273,16 @@ async def scan(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
             )
             rows = reply["items"]
             part_more = bool(reply["more"])
-            for i, (pk, sk, item) in enumerate(rows):
+            for pk, sk, item in rows:
                 cursor = [pk, sk]
                 if segment is not None and not segment.holds(pk):
                     continue  # another segment's item
                 page.add(item, v.key_of(layout.spec.key_schema, item))
                 if page.full():
-                    part_more = part_more or i < len(rows) - 1
                     break
         cursor = None
         if page.full():
-            more = part_more or n < len(partitions) - 1
+            more = True  # as Query: a page stopped by Limit or 1 MB always has a key
             break
     return page.finish(layout, consistent, more)
 

@@ -489,3 +489,34 @@ def test_comparison_operator_errors_name_their_path(ddb: Client, raw: Client, ev
     for call, request, message in cases:
         err = expect_error("ValidationException", call, TableName=events, **request)
         assert err.response["Error"]["Message"] == message, request
+
+
+def test_query_filter_paging_counts_what_was_read(ddb: Client, events: str) -> None:
+    """Limit counts items read before the QueryFilter, and a page that Limit stopped always has
+    a LastEvaluatedKey, even after the last item (DynamoDB does not look ahead): 10 items at
+    Limit=1 take 11 pages, the last one empty."""
+    pages: list[tuple[int, int]] = []
+    found: list[dict[str, Any]] = []
+    start: dict[str, Any] | None = None
+    while True:
+        page = ddb.query(
+            TableName=events,
+            ConsistentRead=True,
+            Limit=1,
+            KeyConditions={"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [S("u1")]}},
+            QueryFilter={"kind": {"ComparisonOperator": "EQ", "AttributeValueList": [S("even")]}},
+            **({"ExclusiveStartKey": start} if start else {}),
+        )
+        pages.append((page["Count"], page["ScannedCount"]))
+        found += page["Items"]
+        start = page.get("LastEvaluatedKey")
+        if start is None:
+            break
+    assert _ts(found) == [0, 2, 4, 6, 8]
+    assert pages == [(1, 1), (0, 1)] * 5 + [(0, 0)]
+    scan = ddb.scan(TableName=events, ConsistentRead=True, Limit=11)  # all 11 items: a key still
+    assert scan["Count"] == 11 and "LastEvaluatedKey" in scan
+    rest = ddb.scan(
+        TableName=events, ConsistentRead=True, Limit=11, ExclusiveStartKey=scan["LastEvaluatedKey"]
+    )
+    assert rest["Count"] == 0 and "LastEvaluatedKey" not in rest
