@@ -409,7 +409,9 @@ def _number_size(text: str) -> int:
     return (_significant_digits(parse_number(text)) + 1) // 2 + 1
 
 
-def check_item_size(item: Mapping[str, Any]) -> None:
-    """Raise ``ValidationError`` when an item exceeds DynamoDB's 400 KB limit."""
+def check_item_size(item: Mapping[str, Any], updated: bool = False) -> None:
+    """Raise ``ValidationError`` when an item exceeds DynamoDB's 400 KB limit (``updated``:
+    the item an update would leave, which DynamoDB words as such)."""
     if item_size(item) > MAX_ITEM_BYTES:
-        raise ValidationError("Item size has exceeded the maximum allowed size")
+        what = "Item size to update" if updated else "Item size"
+        raise ValidationError(f"{what} has exceeded the maximum allowed size")

@@ -259,7 +259,7 @@ def _decide(
             return ApplyResult(True), _DELETE
         new = apply_update(ast, new, cmd.names, cmd.values, cmd.key_names)
         touched = {resolve_path(action.path, cmd.names)[0] for action in ast.actions}
-        check_item_size(new)
+        check_item_size(new, updated=True)
     match cmd.returns:
         case "UPDATED_OLD":
             return ApplyResult(True, old=_pick(old, touched)), new

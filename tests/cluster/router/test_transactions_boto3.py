@@ -419,3 +419,30 @@ def test_token_length_request_size_and_name_types(ddb: Client, table: str) -> No
         )
     assert error_of(exc)[0] == "SerializationException"
     assert balances(ddb, table, [f"{fresh}-0"]) == [None]
+
+
+def test_update_past_the_size_limit_is_its_items_reason(ddb: Client, table: str) -> None:
+    (a,) = accounts(ddb, table, 1)
+    ddb.put_item(TableName=table, Item={"id": {"S": a}, "x": S("x" * 300_000)})
+    grow = {
+        "TableName": table,
+        "Key": {"id": {"S": a}},
+        "UpdateExpression": "SET y = :y",
+        "ExpressionAttributeValues": {":y": S("y" * 200_000)},
+    }
+    with pytest.raises(ClientError) as exc:
+        ddb.transact_write_items(TransactItems=[{"Update": grow}])
+    code, _, err = error_of(exc)
+    assert code == "TransactionCanceledException"
+    assert err["CancellationReasons"] == [
+        {
+            "Code": "ValidationError",
+            "Message": "Item size to update has exceeded the maximum allowed size",
+        }
+    ]
+    with pytest.raises(ClientError) as exc:  # UpdateItem words it the same way
+        ddb.update_item(**grow)
+    assert error_of(exc)[:2] == (
+        "ValidationException",
+        "Item size to update has exceeded the maximum allowed size",
+    )

@@ -220,7 +220,7 @@ def test_update_past_the_item_size_limit_is_refused(sm: Machine) -> None:
     assert sm.one(update(A, "SET a = :half", half)).ok
     result = sm.one(update(A, "SET b = :half", half))
     assert result.error == "ValidationException"
-    assert result.message == "Item size has exceeded the maximum allowed size"
+    assert result.message == "Item size to update has exceeded the maximum allowed size"
     assert set(sm.get(A) or {}) == {"id", "a"}
 
 
