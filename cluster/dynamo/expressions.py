@@ -284,6 +284,9 @@ def _build_operand(node: _Node) -> Operand:
     name, args = _call(tree, {"size": 1}, _MISUSED)
     if _tree(args[0]).data == "value":  # size(:v): DynamoDB takes a placeholder here
         return Size(_value(args[0]))
+    inner = _tree(args[0])
+    if inner.data == "call" and str(inner.children[0]) != "size":
+        _call(inner, {}, _MISUSED)  # size(contains(a, b)): contains is the misused one
     return Size(_path_argument(name, args[0]))
 
 

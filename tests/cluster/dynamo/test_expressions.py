@@ -124,6 +124,11 @@ def test_keywords_are_case_insensitive() -> None:
         ("begins_with(a)", "operator or function: begins_with, number of operands: 1"),
         ("attribute_type(a, b)", "operator or function: attribute_type"),
         ("a = size(size(b))", "requires a document path; operator or function: size"),
+        (
+            "size(contains(a, b)) > a",
+            "The function is not allowed to be used this way in an expression; function: contains",
+        ),
+        ("size(whatever(a)) > a", "Invalid function name; function: whatever"),
         ("a = :v SET b = :v", 'Syntax error; token: "SET"'),
     ],
 )
