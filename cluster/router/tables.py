@@ -350,7 +350,9 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         raise DynamoError.unavailable(str(exc)) from None
     ctx.resolver.learn(name, active, version + 1)  # served here before MemDS refreshes
     await _until_routable(ctx, name)
-    return {"TableDescription": describe(active)}
+    # DynamoDB answers CreateTable with the table CREATING (clients wait for ACTIVE through
+    # DescribeTable); here it is already usable, which a client waiting that way cannot tell.
+    return {"TableDescription": describe(layout)}
 
 
 async def _until_routable(ctx: RouterContext, name: str, timeout: float = 3.0) -> None:

@@ -81,6 +81,7 @@ def test_describe_table_ids_counts_and_sse(ddb: Client) -> None:
         Tags=[{"Key": "team", "Value": "sre"}],
     )["TableDescription"]
     try:
+        assert created["TableStatus"] == "CREATING"  # DynamoDB's reply to CreateTable
         ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig=WAIT)
         assert uuid.UUID(created["TableId"]).version == 4
         for i in range(7):
