@@ -147,16 +147,21 @@ def _validate_scalar(kind: str, payload: Any, path: str) -> None:
 def _validate_set(kind: str, payload: Any, path: str) -> None:
     if not isinstance(payload, list):
         raise SerializationError("Expected list or null")
-    if not payload:
+    if not payload:  # DynamoDB's words, its two spaces included
         raise ValidationError(
-            f"{_INVALID}: An {_SET_NAMES[kind]} set may not be empty{_where(path)}"
+            f"{_INVALID}: Binary sets should not be empty"
+            if kind == "BS"
+            else f"{_INVALID}: An {_SET_NAMES[kind]} set  may not be empty"
         )
     member_type = SET_TYPES[kind]
     for member in payload:
         _validate_scalar(member_type, member, path)
     if len(set_members(kind, payload)) != len(payload):
+        if kind == "NS":
+            raise ValidationError("Input collection contains duplicates")
+        of_type = "of type BS" if kind == "BS" else ""
         raise ValidationError(
-            f"{_INVALID}: Input collection [{', '.join(payload)}] contains duplicates."
+            f"{_INVALID}: Input collection [{', '.join(payload)}]{of_type} contains duplicates."
         )
 
 
@@ -187,7 +192,8 @@ def _invalid(what: str, path: str) -> ValidationError:
 
 
 def _where(path: str) -> str:
-    return f" (attribute: {path})" if path else ""
+    """Where a bad value sits: DynamoDB's messages do not say (``path`` is kept for callers)."""
+    return ""
 
 
 # --- numbers and binary --------------------------------------------------------------------

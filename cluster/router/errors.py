@@ -11,6 +11,7 @@ from typing import Any
 
 _PREFIX = "com.amazonaws.dynamodb.v20120810#"
 _CORAL = "com.amazon.coral.service#"
+_VALIDATE = "com.amazon.coral.validate#"
 # Types that DynamoDB reports under the Coral service namespace rather than its own.
 _CORAL_TYPES = {
     "ValidationException",
@@ -35,6 +36,8 @@ class DynamoError(Exception):
 
     def body(self) -> dict[str, Any]:
         prefix = _CORAL if self.type in _CORAL_TYPES else _PREFIX
+        if self.type == "ValidationException":
+            prefix = _VALIDATE  # DynamoDB's own wire form for request validation
         return {"__type": prefix + self.type, "message": self.message, **self.extra}
 
     @classmethod

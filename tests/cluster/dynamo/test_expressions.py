@@ -394,7 +394,7 @@ def test_placeholders_used_across_expressions() -> None:
             {":v": {"SS": []}},
             ["a = :v"],
             "ExpressionAttributeValues contains invalid value: One or more parameter values "
-            "were invalid: An string set may not be empty",
+            "were invalid: An string set  may not be empty",
         ),
         ({"#a": ""}, None, ["#a = b"], "ExpressionAttributeNames contains invalid value"),
     ],

@@ -71,12 +71,14 @@ def test_valid_values(av: dict[str, Any]) -> None:
         ({"N": "1e-131"}, "Number underflow"),
         ({"N": "1" * 39}, "more than 38 significant digits"),
         ({"B": "not base64!"}, "Invalid base64"),
-        ({"SS": []}, "An string set may not be empty"),
-        ({"NS": []}, "An number set may not be empty"),
+        ({"SS": []}, "One or more parameter values were invalid: An string set  may not be empty"),
+        ({"NS": []}, "An number set  may not be empty"),
+        ({"BS": []}, "One or more parameter values were invalid: Binary sets should not be empty"),
         ({"SS": ["a", "a"]}, "Input collection [a, a] contains duplicates."),
-        ({"NS": ["1", "1.0"]}, "Input collection [1, 1.0] contains duplicates."),
+        ({"NS": ["1", "1.0"]}, "Input collection contains duplicates"),
+        ({"BS": ["Yg==", "Yg=="]}, "Input collection [Yg==, Yg==]of type BS contains duplicates."),
         ({"L": [{"N": "x"}]}, "cannot be converted to a numeric value"),
-        ({"M": {"a": {"SS": []}}}, "(attribute: attr.a)"),
+        ({"M": {"a": {"SS": []}}}, "An string set  may not be empty"),
     ],
 )
 def test_invalid_values(av: dict[str, Any], message: str) -> None:

@@ -1403,6 +1403,9 @@ def test_raw_requests_signed_with_botocore(local_cluster: LocalCluster) -> None:
         status, body, _ = _send(local_cluster, payload, target)
         assert (status, _type(body)) == (400, expected), (payload[:40], target, body)
         assert isinstance(body.get("message") or body.get("Message"), str)
+    # DynamoDB's wire form of a request validation error, as real responses carry it.
+    _, body, _ = _send(local_cluster, b'{"TableName": "x"}', "DynamoDB_20120810.DescribeTable")
+    assert body["__type"] == "com.amazon.coral.validate#ValidationException"
     # Unsigned requests are refused, never served.
     status, body, _ = _send(local_cluster, b"{}", sign=False)
     assert status == 400 and _type(body) == "MissingAuthenticationTokenException"

@@ -28,7 +28,7 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
         "delete_item",
         "empty string set in Key",
         {"Key": {"pk": {"SS": []}}},
-        "One or more parameter values were invalid: An string set may not be empty",
+        "One or more parameter values were invalid: An string set  may not be empty",
     ),
     (
         "put_item",
