@@ -100,6 +100,22 @@ class RouterMetrics:
         latency.observe(seconds)
 
 
+_ERROR_LOG_SECONDS = 1.0
+_error_logged_at: dict[tuple[str, str], float] = {}
+
+
+def _note_server_error(operation: str, exc: DynamoError) -> None:
+    """Log why a request got a 5xx (the client sees only the type; the message says which
+    group or step failed): at most once a second per operation and message, with a count."""
+    key = (operation, exc.message[:80])
+    now = time.monotonic()
+    if now - _error_logged_at.get(key, -_ERROR_LOG_SECONDS) >= _ERROR_LOG_SECONDS:
+        _error_logged_at[key] = now
+        if len(_error_logged_at) > 1000:
+            _error_logged_at.clear()
+        log.warning("%s answered %s %s: %s", operation, exc.status, exc.type, exc.message)
+
+
 def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
     metrics = RouterMetrics()
 
@@ -131,6 +147,8 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
             outcome = exc.type
             if exc.type in ("ProvisionedThroughputExceededException", "ThrottlingException"):
                 metrics.throttled.labels(str(_table_of(request))).inc()
+            if exc.status >= 500:
+                _note_server_error(operation, exc)
             response = _error(exc)
         except Exception:  # a bug must not take the router down; say so, and log it
             log.exception("internal error in %s", operation)
