@@ -439,13 +439,17 @@ async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[st
 async def list_tables(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     limit = v.field(request, "Limit", int)
     limit = 100 if limit is None else limit
-    if not 1 <= limit <= 100:
-        raise DynamoError.validation(
-            f"1 validation error detected: Value '{limit}' at 'limit' failed to satisfy "
-            "constraint: Member must have value less than or equal to 100 and greater than or "
-            "equal to 1"
-        )
     start = v.field(request, "ExclusiveStartTableName", str)
+    problems = []
+    if not 1 <= limit <= 100:
+        bound = "greater than or equal to 1" if limit < 1 else "less than or equal to 100"
+        problems.append(
+            f"Value '{limit}' at 'limit' failed to satisfy constraint: Member must have value "
+            f"{bound}"
+        )
+    if start is not None:
+        problems += v.name_problems(start, "exclusiveStartTableName")
+    v.refuse(problems)
     try:
         current = await ctx.metadata.read_map()
     except MetadataUnavailable as exc:

@@ -84,6 +84,13 @@ def table_name(request: Mapping[str, Any], operation: str | None = None) -> str:
         raise DynamoError.validation(
             "TableName must be at least 3 characters long and at most 255 characters long"
         )
+    refuse(name_problems(name, "tableName"))
+    return name
+
+
+def name_problems(name: str, at: str) -> list[str]:
+    """What is wrong with a table name member (``at``: 'tableName'), in DynamoDB's words and
+    order: the character pattern, then the length."""
     broken = []
     if not _NAME_PATTERN.match(name) or not name:
         broken.append("Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+")
@@ -91,15 +98,15 @@ def table_name(request: Mapping[str, Any], operation: str | None = None) -> str:
         broken.append("Member must have length greater than or equal to 3")
     elif len(name) > 255:
         broken.append("Member must have length less than or equal to 255")
-    if broken:
-        count = f"{len(broken)} validation error{'s' if len(broken) > 1 else ''} detected"
-        raise DynamoError.validation(
-            f"{count}: "
-            + "; ".join(
-                f"Value '{name}' at 'tableName' failed to satisfy constraint: {b}" for b in broken
-            )
-        )
-    return name
+    return [f"Value '{name}' at '{at}' failed to satisfy constraint: {b}" for b in broken]
+
+
+def refuse(problems: list[str]) -> None:
+    """One ValidationException listing every problem, as DynamoDB words several: 'N validation
+    errors detected: A; B'."""
+    if problems:
+        count = f"{len(problems)} validation error{'s' if len(problems) > 1 else ''} detected"
+        raise DynamoError.validation(f"{count}: {'; '.join(problems)}")
 
 
 def choice(request: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:

@@ -334,3 +334,21 @@ def test_return_values_the_operation_does_not_have(raw: Client, new_table: NewTa
         err = expect_error("ValidationException", call, TableName=name, **request)
         assert err.response["Error"]["Message"] == "Return values set to invalid value"
     assert "Item" not in raw.get_item(TableName=name, Key={"pk": {"S": "a"}})
+
+
+def test_list_tables_refusals_in_order(raw: Client) -> None:
+    def message(**kwargs: Any) -> str:
+        err = expect_error("ValidationException", raw.list_tables, **kwargs)
+        return str(err.response["Error"]["Message"])
+
+    assert message(Limit=0) == (
+        "1 validation error detected: Value '0' at 'limit' failed to satisfy constraint: "
+        "Member must have value greater than or equal to 1"
+    )
+    assert message(ExclusiveStartTableName="a;", Limit=500) == (
+        "3 validation errors detected: Value '500' at 'limit' failed to satisfy constraint: "
+        "Member must have value less than or equal to 100; Value 'a;' at "
+        "'exclusiveStartTableName' failed to satisfy constraint: Member must satisfy regular "
+        "expression pattern: [a-zA-Z0-9_.-]+; Value 'a;' at 'exclusiveStartTableName' failed "
+        "to satisfy constraint: Member must have length greater than or equal to 3"
+    )
