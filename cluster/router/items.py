@@ -22,7 +22,7 @@ from cluster.dynamo import (
     parse_update,
     validate_update,
 )
-from cluster.dynamo.values import item_size
+from cluster.dynamo.values import check_item_size, item_size
 from cluster.metadata.partitionmap import Partition, TableLayout
 from cluster.storage.commands import (
     ApplyResult,
@@ -214,13 +214,18 @@ async def _get(
 
 async def batch_write_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request_items: dict[str, Any] = v.field(request, "RequestItems", dict, required=True)
+    _check_request_items(request_items, MAX_BATCH_WRITE)
     total = sum(len(w) if isinstance(w, list) else 0 for w in request_items.values())
-    if not request_items or total == 0 or total > MAX_BATCH_WRITE:
-        raise DynamoError.validation(
-            "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: "
-            f"Map value must satisfy constraint: [Member must have length less than or equal "
-            f"to {MAX_BATCH_WRITE}, Member must have length greater than or equal to 1]"
-        )
+    if total > MAX_BATCH_WRITE:
+        raise DynamoError.validation("Too many items requested for the BatchWriteItem call")
+    # Every write's values on their own before any table is looked up, as DynamoDB does.
+    for writes in request_items.values():
+        for write in writes if isinstance(writes, list) else ():
+            if isinstance(write, dict) and isinstance(write.get("PutRequest"), dict):
+                v.attribute_map(write["PutRequest"], "Item")
+                v.guarded(check_item_size, write["PutRequest"]["Item"])
+            elif isinstance(write, dict) and isinstance(write.get("DeleteRequest"), dict):
+                v.attribute_map(write["DeleteRequest"], "Key")
     # Validate everything first: a bad request writes nothing.
     plan: dict[tuple[str, str], list[tuple[dict[str, Any], PutCommand | DeleteCommand]]] = (
         defaultdict(list)
@@ -284,6 +289,7 @@ _RETRYABLE = {"ProvisionedThroughputExceededException", "ThrottlingException"}
 
 async def batch_get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     request_items: dict[str, Any] = v.field(request, "RequestItems", dict, required=True)
+    _check_request_items(request_items, None)
     gets: list[tuple[str, TableLayout, dict[str, Any], bool, Any, dict[str, Any]]] = []
     for table, spec in request_items.items():
         layout = await _batch_table(ctx, table)
@@ -326,6 +332,34 @@ async def batch_get_item(ctx: RouterContext, request: dict[str, Any]) -> dict[st
 
     await asyncio.gather(*(fetch(g) for g in gets))
     return {"Responses": responses, "UnprocessedKeys": unprocessed}
+
+
+def _check_request_items(request_items: dict[str, Any], most: int | None) -> None:
+    """RequestItems as a whole, in DynamoDB's words: not empty, every table name 3-255 of
+    [a-zA-Z0-9_.-], and (``most`` given) every table's list 1-``most`` long."""
+    if not request_items:
+        v.refuse(
+            [
+                "Value '{}' at 'requestItems' failed to satisfy constraint: Member must have "
+                "length greater than or equal to 1"
+            ]
+        )
+    shown = "{" + ", ".join(f"{t}=[...]" for t in request_items) + "}"  # Java's Map.toString
+    at = f"Value '{shown}' at 'requestItems' failed to satisfy constraint"
+    problems = []
+    if any(v.name_problems(str(t), "t") for t in request_items):
+        problems.append(
+            f"{at}: Map keys must satisfy constraint: [Member must have length less than or "
+            "equal to 255, Member must have length greater than or equal to 3, Member must "
+            "satisfy regular expression pattern: [a-zA-Z0-9_.-]+]"
+        )
+    lengths = [len(w) if isinstance(w, list) else 0 for w in request_items.values()]
+    if most is not None and any(not 1 <= n <= most for n in lengths):
+        problems.append(
+            f"{at}: Map value must satisfy constraint: [Member must have length less than or "
+            f"equal to {most}, Member must have length greater than or equal to 1]"
+        )
+    v.refuse(problems)
 
 
 async def _batch_table(ctx: RouterContext, table: str) -> TableLayout:

@@ -352,3 +352,40 @@ def test_list_tables_refusals_in_order(raw: Client) -> None:
         "expression pattern: [a-zA-Z0-9_.-]+; Value 'a;' at 'exclusiveStartTableName' failed "
         "to satisfy constraint: Member must have length greater than or equal to 3"
     )
+
+
+def test_batch_request_items_refusals(raw: Client) -> None:
+    def message(call: Any, items: Any) -> str:
+        err = expect_error("ValidationException", call, RequestItems=items)
+        return str(err.response["Error"]["Message"])
+
+    missing = unique("nobatch")
+    put = {"PutRequest": {"Item": {"pk": {"S": "a"}}}}
+    for call in (raw.batch_write_item, raw.batch_get_item):
+        assert message(call, {}) == (
+            "1 validation error detected: Value '{}' at 'requestItems' failed to satisfy "
+            "constraint: Member must have length greater than or equal to 1"
+        )
+    got = message(raw.batch_write_item, {"a": [put]})
+    assert got.startswith("1 validation error detected: Value '{a=")
+    assert got.endswith(
+        "at 'requestItems' failed to satisfy constraint: Map keys must satisfy constraint: "
+        "[Member must have length less than or equal to 255, Member must have length greater "
+        "than or equal to 3, Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+]"
+    )
+    got = message(raw.batch_write_item, {missing: [put] * 26})
+    assert got.endswith(
+        "Map value must satisfy constraint: [Member must have length less than or equal to 25, "
+        "Member must have length greater than or equal to 1]"
+    )
+    # A bad value is found before the (missing) table is looked up.
+    assert message(raw.batch_write_item, {missing: [{"PutRequest": {"Item": {"pk": {}}}}]}) == (
+        "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"
+    )
+    assert (
+        message(
+            raw.batch_write_item, {missing: [{"DeleteRequest": {"Key": {"pk": {"NULL": False}}}}]}
+        )
+        == "One or more parameter values were invalid: Null attribute value types must have the "
+        "value of true"
+    )
