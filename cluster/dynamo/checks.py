@@ -71,7 +71,7 @@ def check_condition_operands(
                 )
             case BeginsWith(subject, prefix):
                 for operand in (subject, prefix):
-                    av = _constant(operand, values)
+                    av = {"N": "0"} if isinstance(operand, Size) else _constant(operand, values)
                     if av is not None and type_of(av) not in ("S", "B"):
                         raise ValidationError(
                             f"Invalid {kind}: Incorrect operand type for operator or function; "
@@ -79,6 +79,11 @@ def check_condition_operands(
                         )
             case AttributeType(_, ref):
                 av = _constant(ref, values)
+                if av is not None and type_of(av) != "S":  # the type's name is a string
+                    raise ValidationError(
+                        f"Invalid {kind}: Incorrect operand type for operator or function; "
+                        f"operator or function: attribute_type, operand type: {type_of(av)}"
+                    )
                 name = av.get("S") if av is not None else None
                 if av is not None and name not in ALL_TYPES:
                     raise ValidationError(

@@ -321,9 +321,10 @@ def _build_condition_function(tree: Tree[Token]) -> Condition:
     if name == "contains":
         return Contains(path, second)
     if not isinstance(second, ValueRef):
-        raise _Invalid(
+        shown = "N" if isinstance(second, Size) else "expected an expression attribute value"
+        raise _Invalid(  # size() is a number: DynamoDB names its type
             "Incorrect operand type for operator or function; operator or function: "
-            f"{name}, operand type: expected an expression attribute value"
+            f"{name}, operand type: {shown}"
         )
     return AttributeType(path, second)
 

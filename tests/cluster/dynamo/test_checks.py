@@ -85,6 +85,18 @@ def test_single_parentheses_and_size_with_a_name_placeholder_parse() -> None:
         ),
         ("NOT attribute_type(a, :t)", {":t": {"S": "STRING"}}, "Invalid attribute type name"),
         (
+            "attribute_type(a, :t)",
+            {":t": N1},
+            "Invalid ConditionExpression: Incorrect operand type for operator or function; "
+            "operator or function: attribute_type, operand type: N",
+        ),
+        (
+            "begins_with(a, size(a)) and a = :t",
+            {":t": N1},
+            "Incorrect operand type for operator or function; operator or function: "
+            "begins_with, operand type: N",
+        ),
+        (
             "begins_with(:v, a)",
             {":v": N5},
             "Invalid ConditionExpression: Incorrect operand type for operator or function; "

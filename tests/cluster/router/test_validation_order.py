@@ -139,6 +139,13 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     (
         "scan",
+        "attribute_type of a number",
+        {"FilterExpression": "attribute_type(a, :t)", "ExpressionAttributeValues": {":t": N1}},
+        "Invalid FilterExpression: Incorrect operand type for operator or function; operator or "
+        "function: attribute_type, operand type: N",
+    ),
+    (
+        "scan",
         "ExpressionAttributeNames empty",
         {"FilterExpression": "a = :a", "ExpressionAttributeNames": {}},
         "ExpressionAttributeNames must not be empty",
