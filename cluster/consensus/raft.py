@@ -228,6 +228,9 @@ class Raft:
         # When (``now``) we last refused a voter's (pre-)vote because its log lacks entries
         # ours holds; None once a leader is heard. See ``_stands_in``.
         self.refused_behind_at: int | None = None
+        # A leader's broadcasts owed since the last ``ready`` (see ``_flush_broadcasts``).
+        self._append_due = False
+        self._commit_due = False
         self._prev_hard_state = self._hard_state()
 
     # --- public inputs ---------------------------------------------------------------------
@@ -392,6 +395,8 @@ class Raft:
     def has_ready(self) -> bool:
         return bool(
             self.messages
+            or self._append_due
+            or self._commit_due
             or self.log.unstable()
             or self.log.pending_snapshot
             or self._hard_state() != self._prev_hard_state
@@ -399,6 +404,7 @@ class Raft:
         )
 
     def ready(self) -> Ready:
+        self._flush_broadcasts()
         rd = Ready()
         hs, prev = self._hard_state(), self._prev_hard_state
         if hs != prev:
@@ -675,7 +681,7 @@ class Raft:
         self.log.append([entry])
         if kind is EntryKind.CONFIG:
             self._apply_membership()
-        self._broadcast(heartbeat=False)
+        self._append_due = True  # sent with the others proposed before the next ready()
         return entry.index, entry.term
 
     def _apply_membership(self) -> None:
@@ -783,7 +789,23 @@ class Raft:
         # Only entries of the current term commit by counting replicas (§5.4.2).
         if candidate > self.log.commit and self.log.term_at(candidate) == self.term:
             self.log.commit = candidate
-            self._broadcast(heartbeat=True)  # followers learn the commit index now
+            self._commit_due = True  # followers learn the commit index at the next ready()
+
+    def _flush_broadcasts(self) -> None:
+        """Send what proposals and commit steps since the last ``ready`` owe the followers:
+        one AppendEntries per follower for all of them, not one per proposal and a heartbeat
+        round per acknowledgement that moved the commit index (32 writes proposed together
+        cost a follower 32 messages to step and answer, and the leader 32 answers). Only when
+        messages leave changes, not what they say: each still carries every entry the
+        follower lacks (within the in-flight window) and the commit index as of now."""
+        commit, self._commit_due = self._commit_due, False
+        append, self._append_due = self._append_due, False
+        if self.role is not Role.LEADER:
+            return
+        if commit:
+            self._broadcast(heartbeat=True)  # carries new entries too (_send_append)
+        elif append:
+            self._broadcast(heartbeat=False)
 
     def _update_lease(self) -> None:
         voters = self.membership.voters

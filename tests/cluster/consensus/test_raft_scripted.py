@@ -749,11 +749,12 @@ def test_duplicated_and_reordered_append_entries_are_idempotent() -> None:
     assert n1.progress["n2"].match == 6
     assert net.nodes["n2"].applied == [b"a", b"b", b"c", b"d", b"e"]
 
-    # Uncommitted entries sent one by one arrive last-first, then in order, then the first one
-    # once more: gaps are refused, and the stale copy must not cut off the entries after it.
+    # Uncommitted entries sent one by one (each proposal in a Ready of its own) arrive
+    # last-first, then in order, then the first one once more: gaps are refused, and the stale
+    # copy must not cut off the entries after it.
     for value in (b"f", b"g", b"h"):
         net.propose("n1", value)
-    net.process()
+        net.process()
     singles = [m for m in net.inflight if isinstance(m, AppendEntries) and m.dst == "n2"]
     assert [(m.prev_index, len(m.entries), m.commit) for m in singles] == [
         (6, 1, 6),
@@ -879,3 +880,34 @@ def test_only_a_moved_commit_index_may_skip_the_fsync() -> None:
                     changes += 1
                 before = now
     assert changes >= 2  # both moved to the new term, and at least one voted in it
+
+
+def test_proposals_and_commit_steps_between_readies_leave_as_one_message_per_follower() -> None:
+    """The leader sends what it owes each follower once per Ready: proposals made together go
+    in one AppendEntries (not one each), and acknowledgements that move the commit index
+    together cause one heartbeat round (not one per acknowledgement). What the messages say is
+    unchanged: every entry the follower lacks, and the commit index as of the Ready."""
+    net = stable_cluster()
+    net.inflight.clear()
+    values = [b"a", b"b", b"c", b"d"]
+    for value in values:
+        net.propose("n1", value)
+    net.process()
+    sent = [m for m in net.inflight if isinstance(m, AppendEntries)]
+    assert sorted(m.dst for m in sent) == ["n2", "n3"]
+    assert all([e.data for e in m.entries] == values and m.commit == 1 for m in sent)
+
+    net.deliver()  # the followers take the batch ...
+    net.process()  # ... and answer once each, after persisting it
+    answers = [m for m in net.inflight if isinstance(m, AppendResponse)]
+    assert sorted((m.src, m.match_index) for m in answers) == [("n2", 5), ("n3", 5)]
+    net.deliver()  # both answers reach n1 before its next Ready: the commit moves to 5 ...
+    net.process()
+    heartbeats = [m for m in net.inflight if isinstance(m, AppendEntries)]
+    # ... and one heartbeat per follower tells it so (not one round per answer)
+    assert sorted((m.dst, m.commit, len(m.entries)) for m in heartbeats) == [
+        ("n2", 5, 0),
+        ("n3", 5, 0),
+    ]
+    net.stabilize()
+    assert all(net.nodes[n].applied[-4:] == values for n in N3)
