@@ -118,6 +118,8 @@ class StorageNode:
             "storage_request_seconds", "Client request latency", ["op"], registry=self.registry
         )
         self.registry.register(ReplicaCollector(self))
+        self._counts: dict[tuple[str, str], Any] = {}  # see _observe
+        self._latencies: dict[str, Any] = {}
         self._server: asyncio.Server | None = None
         self._admin: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -562,9 +564,24 @@ class StorageNode:
             log.exception("%s failed", op)
             response = {"error": "OutcomeUnknown", "message": f"{op} failed: {exc!r}"}
             outcome = "InternalError"
-        self.requests.labels(op, outcome).inc()
-        self.latency.labels(op).observe(time.monotonic() - started)
+        self._observe(op, outcome, time.monotonic() - started)
         return response
+
+    def _observe(self, op: str, outcome: str, seconds: float) -> None:
+        """Count a request and its latency; the labelled children of known operations are
+        looked up once (``labels`` locks and checks its arguments on every call)."""
+        if op not in _HANDLERS:
+            self.requests.labels(op, outcome).inc()
+            self.latency.labels(op).observe(seconds)
+            return
+        counter = self._counts.get((op, outcome))
+        if counter is None:
+            counter = self._counts[(op, outcome)] = self.requests.labels(op, outcome)
+        counter.inc()
+        latency = self._latencies.get(op)
+        if latency is None:
+            latency = self._latencies[op] = self.latency.labels(op)
+        latency.observe(seconds)
 
     def _admit(self, request: dict[str, Any]) -> None:
         """The partition-level bucket, applied where the work lands: at the group's leader."""
