@@ -2,11 +2,19 @@
 
 Starts a full local cluster (3x2x1: 6 storage nodes, 3 MemDS, GAC, 3 routers), creates an
 on-demand table, and measures each operation with concurrent clients side by side in one run:
-throughput and p50/p99 latency as the client sees them (SigV4-signed HTTP, pooled), and the
-CPU each operation cost the routers, the storage nodes and the other cluster processes (MemDS
-and GAC): a busy machine lowers the rates, not the CPU per operation.
+throughput and p50/p99 latency as the client sees them (SigV4-signed HTTP on kept-alive
+connections, bench/leanclient.py: the client shares the cores with the cluster, and aiohttp's
+client cost about as much CPU per request as the router; --aiohttp-client sends with
+workloads/client.py instead), and the CPU each operation cost the routers, the storage nodes,
+the other cluster processes (MemDS and GAC) and this client: a busy machine lowers the rates,
+not the CPU per operation.
 
-    .venv/bin/python bench/api.py [--seconds 5] [--clients 32] [--profile DIR]
+    .venv/bin/python bench/api.py [--seconds 5] [--clients 32] [--profile DIR] [--aiohttp-client]
+        [--mesh]
+
+The cluster runs without the Toxiproxy mesh unless ``--mesh``: the mesh is the game days'
+network-fault layer (every link through a proxy process), not part of the request path, and
+the raw replication row has none either.
 
 ``--profile DIR`` records py-spy flame graphs (SVG) of the router rt-a and of one storage node
 while each operation is measured through one router: ``DIR/<op>-rt-a.svg`` and
@@ -32,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from leanclient import LeanClient  # bench/leanclient.py, beside this script
 from rich.console import Console
 from rich.table import Table
 
@@ -40,8 +49,11 @@ from chaos.backends.local import LocalCluster
 from tests.local_nodes import LocalNodes
 from workloads.client import DynamoClient
 
+Client = DynamoClient | LeanClient
+
 console = Console(width=120)  # the table is wider than a pipe's default 80
 TABLE = "bench"
+CPU_KINDS = ("router", "storage", "other", "client")
 KEYS = 1000
 
 
@@ -79,7 +91,7 @@ def cluster_cpu(cluster: LocalCluster | None) -> dict[str, float]:
 
 
 async def measure(
-    clients: list[DynamoClient],
+    clients: list[Client],
     op: str,
     concurrency: int,
     seconds: float,
@@ -106,13 +118,14 @@ async def measure(
             else:
                 errors += 1
 
-    cpu0 = cluster_cpu(cluster)
+    cpu0, client0 = cluster_cpu(cluster), time.process_time()
     started = time.monotonic()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.monotonic() - started
-    cpu1 = cluster_cpu(cluster)
+    cpu1, client1 = cluster_cpu(cluster), time.process_time()
     ops = max(1, len(latencies))
     return {
+        "client CPU": (client1 - client0) * 1000 / ops,
         **{f"{kind} CPU": (cpu1[kind] - cpu0[kind]) * 1000 / ops for kind in cpu0},
         "ops/s": len(latencies) / elapsed,
         "p50": percentile(latencies, 50) * 1000,
@@ -154,7 +167,11 @@ def start_profiles(cluster: LocalCluster, out: Path, label: str, seconds: float)
 
 
 async def run(
-    cluster: LocalCluster, seconds: float, concurrency: int, profile: Path | None = None
+    cluster: LocalCluster,
+    seconds: float,
+    concurrency: int,
+    profile: Path | None = None,
+    aiohttp_client: bool = False,
 ) -> tuple[Table, dict[tuple[str, str], float]]:
     secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
     endpoints = list(cluster.endpoints().values())
@@ -162,10 +179,11 @@ async def run(
         title=f"DynamoDB API on a local 3x2x1 cluster ({concurrency} concurrent clients, "
         f"{seconds:.0f} s each)"
     )
-    columns = ("ops/s", "p50 ms", "p99 ms", "errors", "router CPU", "storage CPU", "other CPU")
+    columns = ("ops/s", "p50 ms", "p99 ms", "errors", *(f"{kind} CPU" for kind in CPU_KINDS))
     for col in ("operation", "routers", *columns):
         table.add_column(col, justify="left" if col in ("operation", "routers") else "right")
-    clients = [DynamoClient(url, DEFAULT_ACCESS_KEY, secret) for url in endpoints]
+    kind = DynamoClient if aiohttp_client else LeanClient
+    clients: list[Client] = [kind(url, DEFAULT_ACCESS_KEY, secret) for url in endpoints]
     rates: dict[tuple[str, str], float] = {}
     for c in clients:
         await c.__aenter__()
@@ -200,7 +218,7 @@ async def run(
                     f"{row['p50']:.1f}",
                     f"{row['p99']:.1f}",
                     f"{row['errors']:.0f}",
-                    *(f"{row[f'{kind} CPU']:.2f}" for kind in ("router", "storage", "other")),
+                    *(f"{row[f'{kind} CPU']:.2f}" for kind in CPU_KINDS),
                 )
     finally:
         for c in clients:
@@ -215,6 +233,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--profile", type=Path, help="write py-spy flame graphs here")
+    parser.add_argument("--mesh", action="store_true", help="links through Toxiproxy proxies")
+    parser.add_argument(
+        "--aiohttp-client",
+        action="store_true",
+        help="send with workloads/client.py (aiohttp) instead of bench/leanclient.py",
+    )
     parser.add_argument(
         "--raw-writes",
         type=float,
@@ -232,15 +256,20 @@ def main() -> None:
         ):
             raw = asyncio.run(throughput(nodes, ["p0"], args.clients, args.seconds))["writes/s"]
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = LocalCluster.create(Path(tmp) / "cluster", "3x2x1")
+        cluster = LocalCluster.create(Path(tmp) / "cluster", "3x2x1", mesh=args.mesh)
         console.print("starting a 3x2x1 cluster ...")
         cluster.up()
         try:
-            table, rates = asyncio.run(run(cluster, args.seconds, args.clients, args.profile))
+            table, rates = asyncio.run(
+                run(cluster, args.seconds, args.clients, args.profile, args.aiohttp_client)
+            )
         finally:
             cluster.down()
     console.print(table)
-    console.print("CPU columns: milliseconds of CPU per operation, summed over the processes")
+    console.print(
+        "CPU columns: milliseconds of CPU per operation, summed over the processes (client: "
+        "this bench's own, signing and HTTP)"
+    )
     for label in sorted({label for _, label in rates}):
         eventual = rates[("GetItem (eventual)", label)]
         consistent = rates[("GetItem (consistent)", label)]
