@@ -127,6 +127,7 @@ _OPERATOR_NODES = frozenset(
 _PARSER = Lark(GRAMMAR, parser="lalr", start=["condition", "update", "projection"])
 _NAME_REF = re.compile(r"#[A-Za-z0-9_]+")
 _VALUE_REF = re.compile(r":[A-Za-z0-9_]+")
+_ANY_REF = re.compile(r"[#:][A-Za-z0-9_]+")
 # Tokens as DynamoDB's messages show them: "_" cannot start a name, so it is a token of its own
 # ("__x" -> token "_", near "AND __").
 _DISPLAY_TOKEN = re.compile(r"[#:][A-Za-z0-9_]+|[A-Za-z][A-Za-z0-9_]*|[0-9]+|<>|<=|>=|\S")
@@ -461,7 +462,7 @@ def check_placeholders_used(
     """Validate one request's placeholder maps against all of its expressions.
 
     In DynamoDB's order: the maps themselves (``check_placeholder_maps``), placeholders used
-    but not defined (expression by expression, names before values, in the order they are
+    but not defined (expression by expression, names and values alike, in the order they are
     written; the message starts "Invalid <kind>: " when ``kinds`` names the expressions, as
     "ConditionExpression"), then placeholders defined but used by none of ``expressions``
     (``None`` entries are expressions the request does not carry).
@@ -489,13 +490,14 @@ def check_placeholders_defined(
     text: str,
     kind: str = "",
 ) -> None:
-    """Every ``#name`` and ``:value`` of one expression is defined: the first that is not,
-    names before values, in written order ("Invalid <kind>: " first when ``kind`` is given)."""
+    """Every ``#name`` and ``:value`` of one expression is defined: the first that is not, in
+    written order, names and values alike ("Invalid <kind>: " first when ``kind`` is given)."""
     try:
-        for name in _NAME_REF.findall(text):
-            resolve_name(name, names)
-        for value in _VALUE_REF.findall(text):
-            resolve_value(ValueRef(value), values)
+        for ref in _ANY_REF.findall(text):
+            if ref.startswith("#"):
+                resolve_name(ref, names)
+            else:
+                resolve_value(ValueRef(ref), values)
     except ValidationError as exc:
         raise ValidationError((f"Invalid {kind}: " if kind else "") + exc.message) from None
 

@@ -129,6 +129,13 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     (
         "scan",
+        "first undefined placeholder in written order",
+        {"FilterExpression": "begins_with(:hello, #a, #b)"},
+        "Invalid FilterExpression: An expression attribute value used in expression is not "
+        "defined; attribute value: :hello",
+    ),
+    (
+        "scan",
         "operand count once names are defined",
         {
             "FilterExpression": "begins_with(#p)",
