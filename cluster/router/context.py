@@ -184,7 +184,9 @@ class RouterContext:
         except TimeoutError:
             raise DynamoError.unavailable("metadata lookup timed out") from None
         if layout is None or (active and layout.spec.status != "ACTIVE"):
-            raise DynamoError.not_found(name)
+            # DynamoDB's item operations say only "Requested resource not found"; operations
+            # on the table itself (active=False: DescribeTable, UpdateTable, ...) name it.
+            raise DynamoError.not_found(None if active else name)
         if layout.spec.name not in self.registered and self.gac is not None:
             await self.register_capacity(layout)
         return layout

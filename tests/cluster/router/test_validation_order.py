@@ -180,11 +180,20 @@ def test_request_is_checked_before_the_table_is_looked_up(
 
 def test_a_sound_request_to_a_missing_table_is_resource_not_found(raw: Client) -> None:
     gone = unique("gone")
-    err = expect_error("ResourceNotFoundException", raw.get_item, TableName=gone, Key={"pk": N1})
+    # Item operations do not name the table; DescribeTable does.
+    err = expect_error("ResourceNotFoundException", raw.describe_table, TableName=gone)
     assert (
         err.response["Error"]["Message"] == f"Requested resource not found: Table: {gone} not found"
     )
-    # The batch operations do not name the table.
+    for call, request in [
+        (raw.get_item, {"Key": {"pk": N1}}),
+        (raw.put_item, {"Item": {"pk": N1}}),
+        (raw.update_item, {"Key": {"pk": N1}}),
+        (raw.query, {"KeyConditionExpression": "pk = :v", "ExpressionAttributeValues": {":v": N1}}),
+        (raw.scan, {}),
+    ]:
+        err = expect_error("ResourceNotFoundException", call, TableName=gone, **request)
+        assert err.response["Error"]["Message"] == "Requested resource not found"
     for call, items in [
         (raw.batch_get_item, {gone: {"Keys": [{"pk": N1}]}}),
         (raw.batch_write_item, {gone: [{"PutRequest": {"Item": {"pk": N1}}}]}),
