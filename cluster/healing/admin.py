@@ -105,6 +105,7 @@ class Admin:
         self.log_added: dict[tuple[str, str], float] = {}  # (group, node) -> when added
         self.tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
+        self._map_task: asyncio.Task[None] | None = None  # the partition map being read
         self.next_scrub: dict[str, float] = {}  # group -> when to scrub it next
         self.quarantined: set[str] = set()  # local groups whose quarantine was recorded
         self.losses: dict[tuple[str, str], int] = {}  # (group, member) -> lost_data seen
@@ -122,7 +123,7 @@ class Admin:
         self._loop = asyncio.create_task(self._run(), name="healing-admin")
 
     async def stop(self) -> None:
-        for task in [self._loop, *self.tasks]:
+        for task in [self._loop, self._map_task, *self.tasks]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -140,7 +141,7 @@ class Admin:
                 self._note_quarantines()
                 self._note_lost_data()
                 self._plan_all()
-                await self._maybe_refresh_map()
+                self._maybe_refresh_map()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the admin must outlive any one bad round
@@ -273,12 +274,8 @@ class Admin:
             if replica.mode is ReplicaMode.QUARANTINED:
                 if group not in self.quarantined:
                     self.quarantined.add(group)
-                    self.events.record(
-                        EventKind.REPLICA_QUARANTINED,
-                        group,
-                        self.me,
-                        reason=replica.quarantine_reason or "unknown",
-                    )
+                    reason = replica.quarantine_reason or "unknown"
+                    self.events.record(EventKind.REPLICA_QUARANTINED, group, self.me, reason=reason)
             else:
                 self.quarantined.discard(group)
 
@@ -292,12 +289,8 @@ class Admin:
                 key = (replica.group, member)
                 if follower.lost_data > self.losses.get(key, 0):
                     self.refilling.setdefault(key, now)
-                    self.events.record(
-                        EventKind.REPLICA_LOST_DATA,
-                        replica.group,
-                        member,
-                        commit=st.commit,
-                    )
+                    kind = EventKind.REPLICA_LOST_DATA
+                    self.events.record(kind, replica.group, member, commit=st.commit)
                 self.losses[key] = follower.lost_data
                 since = self.refilling.get(key)
                 if since is not None and follower.match >= st.commit:
@@ -498,16 +491,23 @@ class Admin:
 
     # --- the partition map ---------------------------------------------------------------------
 
-    async def _maybe_refresh_map(self) -> None:
-        if self.home is None or time.monotonic() - self.map_read_at < self.settings.map_seconds:
+    def _maybe_refresh_map(self) -> None:
+        """Read the map again in a task of its own, if due and none runs: with meta cut off a
+        read takes its whole deadline, and the loop that awaited it planned nothing (8 s, not 3)."""
+        due = time.monotonic() - self.map_read_at >= self.settings.map_seconds
+        if self.home is None or not due or not (self._map_task is None or self._map_task.done()):
             return
-        if not any(r.group != META_GROUP for r in self._led()):
-            return
-        self.map_read_at = time.monotonic()
+        if any(r.group != META_GROUP for r in self._led()):
+            self.map_read_at = time.monotonic()
+            self._map_task = asyncio.create_task(self._refresh_map(), name="heal-map")
+
+    async def _refresh_map(self) -> None:
         try:
-            self.map = await MetadataStore(self.client, tuple(self.home)).read_map()
+            self.map = await MetadataStore(self.client, tuple(self.home or ())).read_map()
         except (MetadataUnavailable, KeyError, ValueError) as exc:
             log.info("partition map unavailable: %s", exc)
+        except Exception:  # the loop's catch-all used to log these
+            log.exception("reading the partition map failed")
 
     def _map_differs(self, view: planner.GroupView) -> bool:
         """Does the map list other replicas than this whole group's members?"""
