@@ -106,9 +106,9 @@ def validate_key_value(av: Any, name: str, expected_type: str | None = None) -> 
         )
     _validate_scalar(kind, payload, name)
     if payload == "":
-        raise ValidationError(
-            f"{_INVALID}: The AttributeValue for a key attribute cannot contain an empty "
-            f"{'string' if kind == 'S' else 'binary'} value. Key: {name}"
+        raise ValidationError(  # DynamoDB's words: "are not valid." here, not "were invalid:"
+            "One or more parameter values are not valid. The AttributeValue for a key attribute "
+            f"cannot contain an empty {'string' if kind == 'S' else 'binary'} value. Key: {name}"
         )
 
 

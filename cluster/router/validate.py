@@ -174,7 +174,9 @@ def check_key_types(schema: KeySchema, value: Mapping[str, Any]) -> None:
             raise DynamoError("SerializationException", exc.message) from None
         except ValidationError as exc:
             prefixed = (
-                exc.message if exc.message.startswith(INVALID) else f"{INVALID}: {exc.message}"
+                exc.message
+                if exc.message.startswith("One or more parameter values")
+                else f"{INVALID}: {exc.message}"
             )
             raise DynamoError.validation(prefixed) from None
         raw = next(iter(av.values())) if isinstance(av, dict) and av else ""

@@ -202,6 +202,15 @@ def test_a_sound_request_to_a_missing_table_is_resource_not_found(raw: Client) -
         assert err.response["Error"]["Message"] == "Requested resource not found"
 
 
+def test_empty_key_value_worded_as_dynamodb(raw: Client, new_table: NewTable) -> None:
+    name = new_table("emptykey")
+    err = expect_error("ValidationException", raw.put_item, TableName=name, Item={"pk": {"S": ""}})
+    assert err.response["Error"]["Message"] == (
+        "One or more parameter values are not valid. The AttributeValue for a key attribute "
+        "cannot contain an empty string value. Key: pk"
+    )
+
+
 def test_table_name_refusals_worded_per_operation(raw: Client) -> None:
     def message(call: Any, **kwargs: Any) -> str:
         return str(expect_error("ValidationException", call, **kwargs).response["Error"]["Message"])
