@@ -11,7 +11,8 @@ Starts real storage-node processes on loopback (3 nodes), then measures, side by
 A write's latency is measured at the client from send to acknowledgement, i.e. after a quorum
 fsynced it and the leader applied it. "records/fsync" is the nodes' journal at work (group
 commit: how many groups' WAL appends one fsync covered, journal.py), "fsyncs/write" the journal
-fsyncs of all 3 nodes per acknowledged write, and "CPU ms/write" the CPU time (user + system)
+fsyncs of all 3 nodes per acknowledged write, "readies/trip" how many replicas' Readies one
+trip to a node's I/O thread handled (readyio.py), and "CPU ms/write" the CPU time (user + system)
 of all 3 node processes per acknowledged write: on a busy machine writes/s measures the machine,
 CPU per write still mostly the code. The last lines print the issue #15 goals against this
 run's figures, and the load average (a busy machine measures itself, not the code).
@@ -55,14 +56,19 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
-def journal_totals(cluster: LocalNodes) -> tuple[int, int]:
-    """(fsyncs, records) of every node's journal so far."""
-    fsyncs = records = 0
+def journal_totals(cluster: LocalNodes) -> tuple[int, int, int, int]:
+    """(fsyncs, records) of every node's journal so far, and (trips, readies) of their I/O
+    threads (readyio.py; 0 from a node without one)."""
+    fsyncs = records = trips = readies = 0
     for node in cluster.nodes:
-        journal = cluster.status(node).get("journal") or {}
+        status = cluster.status(node)
+        journal = status.get("journal") or {}
         fsyncs += int(journal.get("fsyncs", 0))
         records += int(journal.get("records", 0))
-    return fsyncs, records
+        io = status.get("ready_io") or {}
+        trips += int(io.get("batches", 0))
+        readies += int(io.get("readies", 0))
+    return fsyncs, records, trips, readies
 
 
 def nodes_cpu(cluster: LocalNodes) -> float:
@@ -113,7 +119,7 @@ async def throughput(
     spies = [] if profile is None else start_profiles(cluster, profile, label, seconds)
     latencies: list[float] = []
     failures = 0
-    fsyncs0, records0 = journal_totals(cluster)
+    fsyncs0, records0, trips0, readies0 = journal_totals(cluster)
     cpu0 = nodes_cpu(cluster)
     start = time.monotonic()
     end = start + seconds
@@ -145,7 +151,7 @@ async def throughput(
     for spy in spies:
         await asyncio.to_thread(spy.wait)
     cpu1 = nodes_cpu(cluster)
-    fsyncs1, records1 = journal_totals(cluster)
+    fsyncs1, records1, trips1, readies1 = journal_totals(cluster)
     return {
         "writes/s": len(latencies) / elapsed,
         "p50 ms": percentile(latencies, 50) * 1000,
@@ -153,6 +159,7 @@ async def throughput(
         "failed": failures,
         "records/fsync": (records1 - records0) / max(1, fsyncs1 - fsyncs0),
         "fsyncs/write": (fsyncs1 - fsyncs0) / max(1, len(latencies)),
+        "readies/trip": (readies1 - readies0) / max(1, trips1 - trips0),
         "CPU ms/write": (cpu1 - cpu0) * 1000 / max(1, len(latencies)),
     }
 
@@ -203,7 +210,7 @@ async def main() -> None:
         f"{args.seconds:.0f} s each)"
     )
     cols = ("writes/s", "p50 ms", "p99 ms", "failed", "records/fsync", "fsyncs/write")
-    for col in ("setup", *cols, "CPU ms/write"):
+    for col in ("setup", *cols, "readies/trip", "CPU ms/write"):
         table.add_column(col, justify="right" if col != "setup" else "left")
     with tempfile.TemporaryDirectory() as tmp:
         groups = {g: ("n1", "n2", "n3") for g in many}
@@ -237,6 +244,7 @@ async def main() -> None:
             f"{row['failed']:.0f}",
             f"{row['records/fsync']:.1f}",
             f"{row['fsyncs/write']:.2f}",
+            f"{row['readies/trip']:.1f}",
             f"{row['CPU ms/write']:.2f}",
         )
     console.print(table)

@@ -218,12 +218,23 @@ class NodeJournal:
     ) -> None:
         """``wal.save`` made durable: returns once the records are fsynced (here, or in the WAL
         itself for a group that is not registered). ``wait`` False (only for what a crash may
-        lose: a hard state whose commit index alone moved, ``Ready.must_sync``): the records
-        are queued for the next fsync, in order, and this returns at once."""
+        lose: a hard state whose commit index alone moved, ``Ready.must_sync``; or records
+        that a ``sync`` makes durable later, readyio.py): the records are queued for the next
+        fsync, in order, and this returns at once."""
         if not wait:
             self._write_later(group, wal, lambda sync: wal.save(hard_state, entries, sync=sync))
             return
         self._write(group, wal, lambda sync: wal.save(hard_state, entries, sync=sync))
+
+    def sync(self, wals: Sequence[tuple[str, WriteAheadLog]]) -> None:
+        """Make durable everything saved so far with ``wait=False`` into ``wals``: one fsync of
+        the journal for the registered groups, and the WAL's own for any that is not."""
+        with self._lock:
+            for group, wal in wals:
+                if self._wals.get(group) is not wal or self._fd < 0:
+                    wal.sync()  # not journaled: its records went to its WAL unsynced
+            if self._fd >= 0:
+                self._wait_durable_locked(self._queued)
 
     def mark_snapshot(self, group: str, wal: WriteAheadLog, meta: SnapshotMeta) -> None:
         """``wal.mark_snapshot``, durable as ``save`` is."""
@@ -244,13 +255,17 @@ class NodeJournal:
             if self._wals.get(group) is not wal or self._fd < 0:
                 append(True)  # not journaled: the WAL fsyncs itself
                 return
-            mine = self._enqueue_locked(group, append)
-            while self._durable < mine:
-                self._check_usable()
-                if self._syncing:
-                    self._synced.wait()
-                    continue
-                self._flush_locked(may_checkpoint=True)
+            self._wait_durable_locked(self._enqueue_locked(group, append))
+
+    def _wait_durable_locked(self, mine: int) -> None:
+        """Until the records queued up to number ``mine`` are fsynced (group commit: flush
+        what is queued, or wait for the flush that is running)."""
+        while self._durable < mine:
+            self._check_usable()
+            if self._syncing:
+                self._synced.wait()
+                continue
+            self._flush_locked(may_checkpoint=True)
 
     def _write_later(self, group: str, wal: WriteAheadLog, append: Callable[[bool], bytes]) -> None:
         """Queue the records for the next fsync (whoever's it is) without waiting for it."""

@@ -52,6 +52,7 @@ from .host import NodeService
 from .journal import NodeJournal
 from .layout import groups_file, journal_dir, replace_durably, replica_dir
 from .reads import RequestError
+from .readyio import ReadyIO
 from .rebuild import Staged, check_compatible, finish_rebuild, rebuild_from, stage_store
 from .replica import (
     NotLeader,
@@ -135,6 +136,7 @@ class StorageNode:
         self.archiver: Archiver | None = None
         self.refused = 0  # connections closed for want of the cluster's key
         self.journal: NodeJournal | None = None
+        self.ready_io = ReadyIO()  # the node's one I/O thread: Readies in batches (readyio.py)
 
     # --- what services see (host.NodeHost) -----------------------------------------------------
 
@@ -237,6 +239,7 @@ class StorageNode:
                 await asyncio.to_thread(self.journal.close)
             for replica in list(self.replicas.values()):
                 await replica.close()
+            await asyncio.to_thread(self.ready_io.close)
 
     def _check_running(self) -> None:
         """Under the group lock: groups change only while the node runs (not once stopped)."""
@@ -263,6 +266,7 @@ class StorageNode:
             self.links.send,
             mode,
             self.journal,
+            self.ready_io,
         )
         if self.journal is not None:
             journal, wal = self.journal, replica.wal
@@ -693,6 +697,7 @@ class StorageNode:
             "replicas": [r.status() for r in self.replicas.values()],
             "peers": self.links.stats(),
             "journal": None if self.journal is None else self.journal.stats(),
+            "ready_io": self.ready_io.stats(),
         }
 
 

@@ -4,16 +4,17 @@ This module holds no protocol logic. It runs the core's loop in the documented o
 persist (WAL, fsynced by the node's journal together with every other group's records, or by
 itself without a journal), send, apply (SQLite), advance — and turns client calls into inputs.
 A leader's replication messages leave before the fsync (``split_messages``); replies and votes
-after it. Persist, the replies and apply make one trip to the I/O thread.
+after it. Persist, the replies and apply make one trip to the I/O thread, batched with the
+other replicas' Readies on a node (readyio.py: one trip and one fsync for all of them).
 
     replica = await Replica.open(node_id, group, members, data_dir, settings, send)
     result = await replica.propose(encode_command(cmd), timeout=5.0)   # ApplyResult
     item = await replica.read_consistent(lambda store: store.get(tbl, pk, sk), timeout=2.0)
 
-All file and SQLite work runs on the replica's own single I/O thread (SQLite connections belong
-to one thread), in order; the asyncio loop only moves Readies along. Inputs that arrive while a
-Ready is being handled wait in an inbox, because the core must not be stepped between ready()
-and advance().
+All file and SQLite work runs on one I/O thread (SQLite connections belong to one thread): the
+node's (readyio.py), or the replica's own; in order; the asyncio loop only moves Readies along.
+Inputs that arrive while a Ready is being handled wait in an inbox, because the core must not
+be stepped between ready() and advance().
 """
 
 from __future__ import annotations
@@ -32,12 +33,9 @@ from typing import Any, TypeVar
 
 from cluster.consensus.messages import (
     AnyMessage,
-    AppendEntries,
     EntryKind,
-    InstallSnapshot,
     Membership,
     SnapshotMeta,
-    TimeoutNow,
 )
 from cluster.consensus.raft import (
     NotLeaderError,
@@ -52,6 +50,7 @@ from .commands import ApplyResult, CommandError, ScrubCommand, decode_command
 from .itemstore import ItemCorruption, ItemStore
 from .journal import NodeJournal
 from .readmarks import ReadMarks
+from .readyio import ReadyIO, split_messages
 
 # ReplicaMode and ReplicaSettings are re-exported: callers know them as the replica's.
 from .recovery import ReplicaMode as ReplicaMode
@@ -68,24 +67,6 @@ T = TypeVar("T")
 # Verifications read whole files; they run here, beside the replicas' I/O threads.
 _SCRUB_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrub")
 MAX_SCRUB_REPORTS = 32
-_EARLY = (AppendEntries, InstallSnapshot, TimeoutNow)  # see split_messages
-
-
-def split_messages(messages: list[AnyMessage]) -> tuple[list[AnyMessage], list[AnyMessage]]:
-    """The messages that may leave before their Ready is persisted, and those that must wait.
-
-    A leader's replication traffic (AppendEntries, InstallSnapshot, TimeoutNow) carries nothing
-    the Ready persists: the leader's term and vote are on disk since it campaigned, and it
-    counts its own entries towards a quorum only in ``advance``, after the fsync (thesis
-    §10.2.1: the leader writes its log in parallel with replicating it). Sending it first saves
-    a follower an fsync's wait. Replies (AppendResponse: "I have it") and votes wait for the
-    fsync: they promise what is on disk.
-    """
-    early: list[AnyMessage] = []
-    late: list[AnyMessage] = []
-    for msg in messages:
-        (early if isinstance(msg, _EARLY) else late).append(msg)
-    return early, late
 
 
 class NotLeader(Exception):
@@ -158,8 +139,11 @@ class Replica:
         self.scrub_reports: dict[str, ReplicaReport | None] = {}
         self.quarantine_reason: str | None = None
         self.closing = False  # set first thing in close(): reads of the store stop here
-        # The node's shared journal (journal.py): None, the WAL fsyncs by itself.
+        # The node's shared journal (journal.py): None, the WAL fsyncs by itself; its I/O
+        # thread (readyio.py), which handles Readies in batches: None, one trip each.
         self.journal: NodeJournal | None = None
+        self.ready_io: ReadyIO | None = None
+        self.owns_io = True  # ``io`` is this replica's own (shut down at close)
         # How an appended proposal is answered, chosen once (not branched on per request).
         self._on_appended = self._await_commit
         if settings.unsafe_ack_before_commit:
@@ -177,19 +161,22 @@ class Replica:
         send: Callable[[AnyMessage], None],
         mode: ReplicaMode | None = None,
         journal: NodeJournal | None = None,
+        ready_io: ReadyIO | None = None,
     ) -> Replica:
         """Recover a replica from ``data_dir`` (or create it; ``members`` bootstraps a group).
 
         ``mode`` (for a new replica) is recorded in ``data_dir``; None keeps the recorded one.
+        ``ready_io``: the node's I/O thread (readyio.py); None, the replica has its own.
         """
-        io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"io-{group}")
+        own = ready_io is None
+        io = ThreadPoolExecutor(1, f"io-{group}") if ready_io is None else ready_io.executor
         loop = asyncio.get_running_loop()
 
         raft, wal, store, current = await loop.run_in_executor(
             io, recover, node_id, group, members, data_dir, settings, mode, journal
         )
         replica = cls(node_id, group, raft, wal, store, io, settings, send, data_dir, current)
-        replica.journal = journal
+        replica.journal, replica.ready_io, replica.owns_io = journal, ready_io, own
         replica.task = asyncio.create_task(replica._run(), name=f"replica-{group}")
         return replica
 
@@ -199,7 +186,8 @@ class Replica:
         self._fail_pending(OutcomeUnknown(f"{self.group}: replica closed"))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.io, self._close_files)
-        self.io.shutdown(wait=True)
+        if self.owns_io:
+            self.io.shutdown(wait=True)
 
     def _close_files(self) -> None:
         if self.journal is not None:
@@ -345,9 +333,12 @@ class Replica:
                     for msg in early:
                         self.send(msg)
                     results: dict[int, ApplyResult] = {}
-                    if rd.must_sync or rd.hard_state is not None or rd.committed:
+                    if not (rd.must_sync or rd.hard_state is not None or rd.committed):
+                        pass  # only messages (heartbeats, answers): no trip to the I/O thread
+                    elif self.ready_io is not None:
+                        results = await self.ready_io.handle(self, rd, late)
+                    else:
                         results = await loop.run_in_executor(self.io, self._handle_ready, rd, late)
-                    # else only messages (heartbeats, answers): no trip to the I/O thread
                     self.raft.advance(rd)
                     self._hand_over()
                     self._complete(rd, results)
@@ -370,7 +361,8 @@ class Replica:
         for msg in messages:
             self.send(msg)
 
-    def _persist(self, rd: Ready) -> None:
+    def _persist(self, rd: Ready, batched: bool = False) -> None:
+        """``batched``: the caller fsyncs every replica's records at once (readyio.py)."""
         if rd.snapshot is not None:
             if not rd.snapshot.data:
                 # Metadata only: the leader counts us as a log replica. The log now starts
@@ -388,9 +380,8 @@ class Replica:
             # older commit index, which Raft allows (the leader tells it again). Entries,
             # terms and votes are fsynced before the replies and votes that promise them.
             if self.journal is not None:  # one fsync for every group's ready records
-                self.journal.save(
-                    self.group, self.wal, rd.hard_state, rd.entries, wait=rd.must_sync
-                )
+                wait = rd.must_sync and not batched
+                self.journal.save(self.group, self.wal, rd.hard_state, rd.entries, wait=wait)
             else:
                 self.wal.save(rd.hard_state, rd.entries, sync=rd.must_sync)
 
