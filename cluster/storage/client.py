@@ -177,6 +177,23 @@ class GroupClient:
         """Whether ``node`` is a storage node we can call and it has not failed us lately."""
         return node in self.addresses and not self._suspect(node, group)
 
+    def _vouched(self, node: str, group: str, attempt_timeout: float | None) -> bool:
+        """A follower names ``node``, which only timed out on ``group`` (its connection did not
+        fail), two attempts ago or more: the follower has heard from it since (a follower drops
+        a leader silent for an election timeout, about one attempt), so it is slow, not gone.
+        Its suspicion is lifted: a live leader's one slow reply (a CPU-starved node, 0.5 s) made
+        it suspect for SUSPECT_SECONDS, and every call on the group failed meanwhile (503s for
+        2 s per router after each hiccup). Liveness only: the node still has to lead to answer.
+        Reads only: a write it swallows again has an unknown outcome (500), worse than a 503.
+        """
+        wait = SUSPECT_SECONDS if attempt_timeout is None else 2 * attempt_timeout
+        if self.failed_at.get(node, 0.0) > time.monotonic() - SUSPECT_SECONDS:
+            return False
+        if self.timed_out_at.get((group, node), 0.0) > time.monotonic() - wait:
+            return False
+        self.timed_out_at.pop((group, node), None)
+        return True
+
     def suspect(self, node: str, group: str) -> bool:
         """Whether ``node`` failed us recently: a broken connection, or silence on ``group``."""
         return self._suspect(node, group)
@@ -252,7 +269,11 @@ class GroupClient:
                 continue
             if reply.get("error") in ("NotLeader", "Rejected"):
                 hint = reply.get("leader")
-                if hint is not None and self._suspect(hint, group):
+                if (
+                    hint is not None
+                    and self._suspect(hint, group)
+                    and not (retry_unknown and self._vouched(hint, group, attempt_timeout))
+                ):
                     hint = None  # a follower still names the leader that just failed us
                 if hint is None:
                     await asyncio.sleep(0.02)

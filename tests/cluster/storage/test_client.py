@@ -141,3 +141,46 @@ def test_a_node_silent_on_one_group_still_serves_the_others() -> None:
             assert "result" in reply and client.leaders["h"] == "n1"
 
     asyncio.run(scenario())
+
+
+def test_a_leader_that_was_slow_once_is_tried_again_once_its_followers_vouch_for_it() -> None:
+    """A live leader's one slow reply (a CPU-starved node) made it suspect for 2 s, and as its
+    followers named it, every call on the group failed until then (the suspected amplifier of
+    the bank game day's 503 burst at load 12). Two attempts after it timed out,
+    a follower that still names it has heard from it since: it is asked again."""
+
+    async def scenario() -> None:
+        async with nodes(lead={"g": SILENT}, f1={"g": "lead"}, f2={"g": "lead"}) as (client, n):
+            client.leaders["g"] = "lead"
+            kw: dict[str, Any] = {"candidates": ["lead", "f1", "f2"], "attempt_timeout": 0.3}
+            first = await client.call_leader("g", "get", 0.5, **kw)
+            assert first.get("error") == "NotLeader"  # it timed out; the followers name it
+            n["lead"].answers["g"] = True  # the stall is over
+            # Ends before the 2 s suspicion would (the old client failed it with NotLeader).
+            reply = await client.call_leader("g", "get", 1.5, **kw)
+            assert reply.get("result") == {"ok": True}
+            assert client.leaders["g"] == "lead"
+            # Writes do not take the follower's word: one more silence would leave a write's
+            # outcome unknown (a 500), where waiting out the suspicion answers a clean 503.
+            n["lead"].answers["g"] = SILENT
+            await client.call_leader("g", "get", 0.5, **kw)
+            n["lead"].answers["g"] = True
+            write = await client.call_leader("g", "propose", 0.5, retry_unknown=False, **kw)
+            assert write.get("error") == "NotLeader"
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_whose_connection_failed_is_not_vouched_for() -> None:
+    """A refused connection (a dead node) stays suspect for its 2 s whatever followers say."""
+
+    async def scenario() -> None:
+        async with nodes(f1={"g": "dead"}, f2={"g": "dead"}) as (client, _):
+            client.addresses["dead"] = "127.0.0.1:9"  # nothing listens there
+            kw: dict[str, Any] = {"candidates": ["dead", "f1", "f2"], "attempt_timeout": 0.2}
+            client.leaders["g"] = "dead"
+            reply = await client.call_leader("g", "get", 1.0, **kw)
+            assert reply.get("error") == "NotLeader"
+            assert client.suspect("dead", "g")
+
+    asyncio.run(scenario())
