@@ -248,7 +248,10 @@ class Simulation:
                     # Die while persisting: a random prefix of the entries reaches the disk.
                     if self.rng.random() < self.config.torn_write_rate:
                         cut = self.rng.randint(0, len(rd.entries))
-                        keep_hs = Ready(self.rng.choice([rd.hard_state, None]))
+                        # The WAL writes the hard state after the entries and recovery stops at
+                        # the first torn record, so a hard state survives only with all of them.
+                        whole = cut == len(rd.entries)
+                        keep_hs = Ready(self.rng.choice([rd.hard_state, None]) if whole else None)
                         disk.persist(keep_hs, rd.entries[:cut])
                     self.crash(node, torn=True)
                     break
