@@ -54,6 +54,7 @@ from cluster.dynamo.nodes import (
     UpdateOperand,
     ValueRef,
 )
+from cluster.dynamo.parens import Misplaced, strip_parentheses
 from cluster.dynamo.reserved import is_reserved
 from cluster.dynamo.values import (
     AttributeValue,
@@ -78,12 +79,13 @@ GRAMMAR = r"""
     ?predicate: operand comparator operand                      -> compare
               | operand _BETWEEN operand _AND operand           -> between
               | operand _IN "(" operand ("," operand)* ")"       -> in_
-              | call
-              | "(" condition ")"                               -> paren
+              | operand
     !comparator: "=" | "<>" | "<" | "<=" | ">" | ">="
 
-    // Operands, shared by every kind. Which functions may appear where is checked afterwards.
-    ?operand: path | value | call
+    // Operands, shared by every kind. Which functions may appear where is checked afterwards,
+    // and so is what a parenthesis holds (cluster.dynamo.parens): one "paren" node for
+    // "(a = :v)" and "(a)" keeps the grammar LALR.
+    ?operand: path | value | call | "(" condition ")"         -> paren
     call: NAME "(" [operand ("," operand)*] ")"
     path: (NAME | NAME_REF) ("." (NAME | NAME_REF) | "[" INDEX "]")*
     value: VALUE_REF
@@ -124,7 +126,9 @@ _OPERATOR_NODES = frozenset(
     {"or_", "and_", "not_", "compare", "between", "in_", "call", "plus", "minus"}
 )
 
-_PARSER = Lark(GRAMMAR, parser="lalr", start=["condition", "update", "projection"])
+_PARSER = Lark(
+    GRAMMAR, parser="lalr", start=["condition", "update", "projection"], propagate_positions=True
+)
 _NAME_REF = re.compile(r"#[A-Za-z0-9_]+")
 _VALUE_REF = re.compile(r":[A-Za-z0-9_]+")
 _ANY_REF = re.compile(r"[#:][A-Za-z0-9_]+")
@@ -190,6 +194,11 @@ def _parse_tree(start: str, text: str, kind: str) -> Tree[Token]:
     except UnexpectedInput as e:
         at_end = isinstance(e, UnexpectedToken) and e.token.type == "$END"
         raise _syntax_error(kind, text, None if at_end else e.pos_in_stream) from None
+    try:
+        tree = strip_parentheses(tree, kind)
+    except Misplaced as e:
+        after = [m.start() for m in _DISPLAY_TOKEN.finditer(text) if m.start() >= e.pos]
+        raise _syntax_error(kind, text, after[0] if after else None) from None
     # DynamoDB allows at most 300 operators and functions in an expression. The limit also
     # bounds how deeply an AST nests, so building and evaluating it (both recursive) cannot
     # exhaust the stack: "NOT NOT ... NOT a = :v" in 4 KB would otherwise nest 1000 deep.
@@ -257,10 +266,6 @@ def _build_condition(node: _Node) -> Condition:
     """The condition AST for a ``condition`` parse tree."""
     tree = _tree(node)
     kids = tree.children
-    if tree.data == "paren":
-        if _tree(kids[0]).data == "paren":
-            raise _Invalid("The expression has redundant parentheses;")
-        return _build_condition(kids[0])
     if tree.data == "or_":
         return Or(_build_condition(kids[0]), _build_condition(kids[1]))
     if tree.data == "and_":
