@@ -97,9 +97,10 @@ GRAMMAR = r"""
            | _ADD path value ("," path value)*                  -> add_clause
            | _DELETE path value ("," path value)*               -> delete_clause
     set_action: path "=" set_value
-    ?set_value: operand
-              | operand "+" operand                             -> plus
-              | operand "-" operand                             -> minus
+    ?set_value: set_operand
+              | set_operand "+" set_operand                     -> plus
+              | set_operand "-" set_operand                     -> minus
+    ?set_operand: path | value | call | "(" set_value ")"      -> paren
 
     // ProjectionExpression
     projection: path ("," path)*

@@ -1,9 +1,10 @@
-"""Parentheses in condition expressions: which DynamoDB accepts, and removing them from a tree.
+"""Parentheses in condition and update expressions: which DynamoDB accepts, and removing them.
 
 The grammar (``cluster.dynamo.expressions``) has one ``paren`` node for both a parenthesised
-condition and a parenthesised operand, so it stays LALR without conflicts: a bare operand
-parses as a predicate and a whole condition parses as an operand. ``strip_parentheses`` checks
-each parenthesis is used the way DynamoDB allows and returns the tree without ``paren`` nodes:
+condition and a parenthesised operand (and one for a SET value), so it stays LALR without
+conflicts: a bare operand parses as a predicate and a whole condition parses as an operand.
+``strip_parentheses`` checks each parenthesis is used the way DynamoDB allows and returns the
+tree without ``paren`` nodes:
 
     (a) = :v              ok: an operand in parentheses
     a BETWEEN (:lo) AND (:hi), attribute_exists((a)), size((a))   ok
@@ -16,7 +17,11 @@ Evidence (dynalite's tests, checked against DynamoDB): "(a)between(b.c[45].#d)an
 "attribute_exists((views), (#a)) > b" parse; "a=a and a > ((views))" and
 "a > whatever((:things), ((a)))" are redundant parentheses (before the reserved word and the
 unknown function are reported); "whatever((:things)) > a" is not (a call's own parentheses do
-not count). UpdateExpressions take no parentheses: one there is a syntax error at its "(".
+not count). In an UpdateExpression a SET value and each of its operands (around "+" and "-",
+function arguments) may be parenthesised: dynalite's tests take "set a = (b + c)" and
+"set a = ((b.c.d)+(e))" off their syntax-error list and keep "set (a = (b + c))",
+"set a = (b.c).d + e" and "set a = b + c + d" on it. Doubled parentheses there are reported as
+redundant, as in conditions (not evidenced for updates).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from lark import Token, Tree
 from cluster.dynamo.values import ValidationError
 
 _CONDITIONS = frozenset({"or_", "and_", "not_", "compare", "between", "in_"})
-_Want = Literal["condition", "operand"]
+_Want = Literal["condition", "operand", "set_value"]
+_Node = Tree[Token] | Token
 
 
 class Misplaced(Exception):
@@ -44,14 +50,24 @@ def strip_parentheses(tree: Tree[Token], kind: str) -> Tree[Token]:
     if tree.data == "projection":
         return tree
     if tree.data == "update":
-        parens = [t for t in tree.iter_subtrees() if t.data == "paren"]
-        if parens:
-            raise Misplaced(min(t.meta.start_pos for t in parens))
-        return tree
-    stripped = _strip(tree, "condition")
+        stripped = Tree("update", [_strip_clause(c) for c in tree.children], tree.meta)
+    else:
+        stripped = _strip(tree, "condition")
     if any(t.data == "paren" and _is_paren(t.children[0]) for t in tree.iter_subtrees()):
         raise ValidationError(f"Invalid {kind}: The expression has redundant parentheses;")
     return stripped
+
+
+def _strip_clause(clause: _Node) -> _Node:
+    if not isinstance(clause, Tree) or clause.data != "set_clause":
+        return clause
+    actions = []
+    for action in clause.children:
+        assert isinstance(action, Tree)
+        path, value = action.children
+        assert isinstance(value, Tree)
+        actions.append(Tree("set_action", [path, _strip(value, "set_value")], action.meta))
+    return Tree("set_clause", list[_Node](actions), clause.meta)
 
 
 def _strip(node: Tree[Token], want: _Want) -> Tree[Token]:
@@ -65,6 +81,10 @@ def _strip(node: Tree[Token], want: _Want) -> Tree[Token]:
         raise Misplaced(node.meta.end_pos)  # "(a = :v) = :w": the token after the ")"
     if want == "condition" and not is_condition and inner.data != "call":
         raise Misplaced(node.meta.end_pos)  # "(a) AND ...": an operand where a condition goes
+    if want == "operand" and inner.data in ("plus", "minus"):
+        left = inner.children[0]
+        assert isinstance(left, Tree)
+        raise Misplaced(left.meta.end_pos)  # "SET a = b + (c + d)": at the second "+"
     if inner.data in ("or_", "and_", "not_"):
         kids_want: _Want = "condition"
     elif inner.data in ("path", "value"):

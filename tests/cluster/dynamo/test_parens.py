@@ -107,14 +107,35 @@ def test_misplaced_parentheses_are_syntax_errors(text: str, message: str) -> Non
 
 
 @pytest.mark.parametrize(
-    ("text", "near"),
+    ("text", "same_as"),
     [
-        ("SET a = (b)", "= (b"),
-        ("SET a = b + (:v)", "+ (:v"),
-        ("SET a = list_append((b), :v)", "((b"),
+        ("SET a = (b)", "SET a = b"),
+        ("SET a = (b + :v)", "SET a = b + :v"),
+        ("SET a = (b) - (:v)", "SET a = b - :v"),
+        ("SET a = ((b.c.d)+(e))", "SET a = b.c.d + e"),  # dynalite: not a syntax error
+        ("SET a = list_append((b), :v), c = (:v)", "SET a = list_append(b, :v), c = :v"),
+        ("SET a = if_not_exists((a), (:v)) REMOVE c", "SET a = if_not_exists(a, :v) REMOVE c"),
     ],
 )
-def test_update_expressions_take_no_parentheses(text: str, near: str) -> None:
+def test_update_operands_take_parentheses(text: str, same_as: str) -> None:
+    assert parse_update(text) == parse_update(same_as)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("SET a = ((b))", "The expression has redundant parentheses;"),
+        ("SET a = b + ((:v))", "The expression has redundant parentheses;"),
+        ("SET a = b + (c + d)", 'Syntax error; token: "+", near: "c + d"'),
+        ("SET a = b + c + d", 'Syntax error; token: "+", near: "c + d"'),
+        ("SET (a = (b + c))", 'Syntax error; token: "(", near: "SET (a"'),
+        ("SET a = (b.c).d + e", 'Syntax error; token: ".", near: ").d"'),
+        ("SET a = (b.c)[0] + e", 'Syntax error; token: "[", near: ")[0"'),
+        ("SET a = list_append((a = b), c)", 'Syntax error; token: ",", near: "), c"'),
+        ("REMOVE (a)", 'Syntax error; token: "(", near: "REMOVE (a"'),
+    ],
+)
+def test_update_parentheses_refused(text: str, message: str) -> None:
     with pytest.raises(ValidationError) as e:
         parse_update(text)
-    assert e.value.message == f'Invalid UpdateExpression: Syntax error; token: "(", near: "{near}"'
+    assert e.value.message == f"Invalid UpdateExpression: {message}"
