@@ -195,11 +195,6 @@ def _parse_tree(start: str, text: str, kind: str) -> Tree[Token]:
     except UnexpectedInput as e:
         at_end = isinstance(e, UnexpectedToken) and e.token.type == "$END"
         raise _syntax_error(kind, text, None if at_end else e.pos_in_stream) from None
-    try:
-        tree = strip_parentheses(tree, kind)
-    except Misplaced as e:
-        after = [m.start() for m in _DISPLAY_TOKEN.finditer(text) if m.start() >= e.pos]
-        raise _syntax_error(kind, text, after[0] if after else None) from None
     # DynamoDB allows at most 300 operators and functions in an expression. The limit also
     # bounds how deeply an AST nests, so building and evaluating it (both recursive) cannot
     # exhaust the stack: "NOT NOT ... NOT a = :v" in 4 KB would otherwise nest 1000 deep.
@@ -209,6 +204,12 @@ def _parse_tree(start: str, text: str, kind: str) -> Tree[Token]:
             f"Invalid {kind}: The expression contains too many operators; "
             f"operator count: {operators}"
         )
+    # Parentheses are checked and dropped once the operator limit bounds the depth (recursive).
+    try:
+        tree = strip_parentheses(tree, kind)
+    except Misplaced as e:
+        after = [m.start() for m in _DISPLAY_TOKEN.finditer(text) if m.start() >= e.pos]
+        raise _syntax_error(kind, text, after[0] if after else None) from None
     # A reserved word used literally as an attribute name; the first one in the text is named.
     reserved = [
         t for p in tree.find_data("path") for t in _tokens(p) if t.type == "NAME" and is_reserved(t)

@@ -139,3 +139,12 @@ def test_update_parentheses_refused(text: str, message: str) -> None:
     with pytest.raises(ValidationError) as e:
         parse_update(text)
     assert e.value.message == f"Invalid UpdateExpression: {message}"
+
+
+def test_deep_nesting_is_refused_by_the_operator_limit_before_parentheses_are_checked() -> None:
+    # Checking parentheses recurses: 1000 NOTs must meet the 300-operator limit first (they
+    # once hit Python's recursion limit there).
+    with pytest.raises(ValidationError, match="too many operators; operator count: 1001"):
+        parse_condition("NOT " * 1000 + "a = :v")
+    with pytest.raises(ValidationError, match="too many operators"):
+        parse_condition("NOT (" * 600 + "a = :v" + ")" * 600)
