@@ -368,6 +368,39 @@ def test_return_values_the_operation_does_not_have(raw: Client, new_table: NewTa
     assert "Item" not in raw.get_item(TableName=name, Key={"pk": {"S": "a"}})
 
 
+def test_item_operations_list_every_broken_member(raw: Client) -> None:
+    # dynalite's case (checked against DynamoDB): five problems in one message, the missing Key
+    # among them; before, only the first enum member was reported.
+    err = expect_error(
+        "ValidationException",
+        raw.delete_item,
+        TableName="abc;",
+        ReturnConsumedCapacity="hi",
+        ReturnItemCollectionMetrics="hi",
+        ReturnValues="hi",
+    )
+    message = str(err.response["Error"]["Message"])
+    assert message.startswith(
+        "5 validation errors detected: Value 'hi' at 'returnConsumedCapacity'"
+    )
+    for part in (
+        "Value 'abc;' at 'tableName' failed to satisfy constraint: Member must satisfy regular "
+        "expression pattern: [a-zA-Z0-9_.-]+",
+        "Value 'hi' at 'returnValues' failed to satisfy constraint: Member must satisfy enum "
+        "value set: [ALL_NEW, UPDATED_OLD, ALL_OLD, NONE, UPDATED_NEW]",
+        "Value 'hi' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must "
+        "satisfy enum value set: [SIZE, NONE]",
+        "Value null at 'key' failed to satisfy constraint: Member must not be null",
+    ):
+        assert part in message
+    err = expect_error("ValidationException", raw.put_item)
+    assert err.response["Error"]["Message"] == (
+        "2 validation errors detected: Value null at 'tableName' failed to satisfy constraint: "
+        "Member must not be null; Value null at 'item' failed to satisfy constraint: Member "
+        "must not be null"
+    )
+
+
 def test_list_tables_refusals_in_order(raw: Client) -> None:
     def message(**kwargs: Any) -> str:
         err = expect_error("ValidationException", raw.list_tables, **kwargs)
