@@ -30,6 +30,7 @@ from cluster.dynamo.nodes import (
     Projection,
     Size,
     ValueRef,
+    compared_operands,
     paths_in,
     walk,
 )
@@ -96,15 +97,7 @@ def _check_sized_constants(
     node: Condition, values: Mapping[str, AttributeValue] | None, kind: str
 ) -> None:
     """``size(:v)`` measures a constant: it must be a string, binary, set, list or map."""
-    operands: tuple[Operand, ...] = ()
-    match node:
-        case Compare(_, left, right):
-            operands = (left, right)
-        case Between(subject, low, high):
-            operands = (subject, low, high)
-        case In(subject, choices):
-            operands = (subject, *choices)
-    for operand in operands:
+    for operand in compared_operands(node):
         if isinstance(operand, Size) and isinstance(operand.path, ValueRef):
             av = _constant(operand.path, values)
             if av is not None and type_of(av) not in _SIZED:

@@ -218,17 +218,23 @@ def walk(ast: Condition) -> Iterator[Condition]:
             yield from walk(inner)
 
 
+def compared_operands(node: Condition) -> tuple[Operand, ...]:
+    """The operands of a comparison, BETWEEN or IN node (none for any other node)."""
+    match node:
+        case Compare(_, left, right):
+            return (left, right)
+        case Between(subject, low, high):
+            return (subject, low, high)
+        case In(subject, choices):
+            return (subject, *choices)
+    return ()
+
+
 def paths_in(ast: Condition) -> Iterator[Path]:
     """Every document path a condition reads (``size(path)`` included), in order."""
     for node in walk(ast):
-        operands: tuple[Operand, ...] = ()
+        operands = compared_operands(node)
         match node:
-            case Compare(_, left, right):
-                operands = (left, right)
-            case Between(subject, low, high):
-                operands = (subject, low, high)
-            case In(subject, choices):
-                operands = (subject, *choices)
             case AttributeExists(path) | AttributeNotExists(path) | AttributeType(path, _):
                 operands = (path,)
             case BeginsWith(path, other) | Contains(path, other):

@@ -128,7 +128,7 @@ class Replica:
         self.applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.task: asyncio.Task[None] | None = None
         self.elections = 0  # times this replica became leader (metrics)
-        self.roles = RoleWatch(group)  # whether it led when the loop last looked
+        self.roles = RoleWatch(group)  # logs role/term/leader changes; says when it won or lost
         self.clock = TickClock(settings.tick_seconds)  # the lease's view of real time
         self.raft.set_can_lead(mode is ReplicaMode.FULL)
         self.event_loop = asyncio.get_running_loop()
