@@ -326,7 +326,9 @@ async def _attempt(
         # The record exists (home prepared) or may yet be created (its prepare's fate is
         # unknown): decide abort. A home prepare that failed outright created nothing; under a
         # token the abort is written anyway (a tombstone), for the token's next request.
-        await decide(ctx, home, attempt, commit=False)  # best effort: the record decides
+        decided = await decide(ctx, home, attempt, commit=False)  # the record decides
+        if decided is None:
+            _abort_in_background(ctx, home, attempt, started)
     # Roll back where intents may be: a group that refused its prepare stored none (a prepare
     # is all or none in its group), so under contention no Raft write is spent on it.
     await _resolve_groups(
@@ -346,6 +348,29 @@ async def _attempt(
     if codes <= {NONE, CONFLICT}:
         raise _Conflicted(canceled, cleared)
     raise canceled
+
+
+_abandoned: set[asyncio.Task[None]] = set()  # strong references to the tasks below
+
+
+def _abort_in_background(ctx: RouterContext, home: Partition, attempt: str, started: float) -> None:
+    """Keep trying to abort an attempt this coordinator gave up on (its home group had no
+    reachable leader within the budget, as in a split), until it is decided or ``TXN_STALE``
+    has passed (then whoever meets its intents aborts it anyway). A retry with the same
+    ClientRequestToken, and every transaction meeting its intents, then find it aborted as
+    soon as the home group elects a leader, instead of waiting for it to go stale. Safe at
+    any time: the abort is conditional on the record still pending, and this coordinator
+    never commits the attempt (its client was told it was not applied)."""
+
+    async def run() -> None:
+        while time.time() - started < TXN_STALE:
+            if await decide(ctx, home, attempt, commit=False) is not None:
+                return
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(run(), name=f"txn-abort-{attempt}")
+    _abandoned.add(task)
+    task.add_done_callback(_abandoned.discard)
 
 
 async def _learn_unknown_prepares(

@@ -5,6 +5,7 @@ attempt's intent (fake storage; the protocol is in cluster/router/txncoord.py)."
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -81,3 +82,44 @@ def test_nothing_is_learnt_when_another_group_refused() -> None:
     groups = [[placed(b"a"), placed(b"b")], [placed(b"c")]]
     got = asyncio.run(txncoord._learn_unknown_prepares(ctx, groups, [unknown, refused], "t1"))  # type: ignore[arg-type]
     assert got == [unknown, refused] and storage.reads == 0
+
+
+def abort_in_background(answers: list[str | None], age: float) -> list[str]:
+    """Run ``_abort_in_background`` for an attempt started ``age`` seconds ago against a
+    ``decide`` that answers ``answers`` in turn; the attempts it made."""
+    calls: list[str] = []
+
+    async def fake_decide(ctx: Any, home: Any, attempt: str, commit: bool) -> str | None:
+        assert not commit  # it only ever aborts
+        calls.append(attempt)
+        return answers.pop(0) if answers else None
+
+    async def main() -> None:
+        original = txncoord.decide
+        txncoord.decide = fake_decide  # type: ignore[assignment]
+        try:
+            txncoord._abort_in_background(
+                SimpleNamespace(),
+                SimpleNamespace(),
+                "t1",
+                time.time() - age,  # type: ignore[arg-type]
+            )
+            while txncoord._abandoned:
+                await asyncio.sleep(0.01)
+        finally:
+            txncoord.decide = original
+
+    asyncio.run(main())
+    return calls
+
+
+def test_a_given_up_attempt_is_aborted_once_its_home_group_answers() -> None:
+    assert abort_in_background([None, None, "A", "A"], age=1.0) == ["t1", "t1", "t1"]
+
+
+def test_a_given_up_attempt_that_committed_meanwhile_is_left_alone() -> None:
+    assert abort_in_background([None, "C", "A"], age=1.0) == ["t1", "t1"]
+
+
+def test_nothing_is_tried_once_the_attempt_is_stale() -> None:
+    assert abort_in_background([None], age=txncoord.TXN_STALE + 1) == []
