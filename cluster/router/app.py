@@ -28,6 +28,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from cluster.requestmetrics import RequestMetrics
+
 from . import items, reads, settings, tables, transact
 from .body import check_declared_length, parse_json, read_body
 from .capacity import metering, report
@@ -79,25 +81,7 @@ class RouterMetrics:
         self.throttled = Counter(
             "router_throttled", "Throttled requests", ["table"], registry=self.registry
         )
-        # The labelled children of the known operations, looked up once (``labels`` takes a
-        # lock and checks its arguments on every call: a visible share of a request's CPU).
-        self._counts: dict[tuple[str, str], Any] = {}
-        self._latencies: dict[str, Any] = {}
-
-    def observe(self, operation: str, outcome: str, seconds: float) -> None:
-        """Count one request and its latency."""
-        if operation not in OPERATIONS:  # a client's made-up name: not worth keeping
-            self.requests.labels(operation, outcome).inc()
-            self.latency.labels(operation).observe(seconds)
-            return
-        counter = self._counts.get((operation, outcome))
-        if counter is None:
-            counter = self._counts[(operation, outcome)] = self.requests.labels(operation, outcome)
-        counter.inc()
-        latency = self._latencies.get(operation)
-        if latency is None:
-            latency = self._latencies[operation] = self.latency.labels(operation)
-        latency.observe(seconds)
+        self.calls = RequestMetrics(self.requests, self.latency, OPERATIONS)
 
 
 _ERROR_LOG_SECONDS = 1.0
@@ -158,7 +142,7 @@ def make_app(ctx: RouterContext, verifier: SigV4Verifier) -> web.Application:
             # Refused before its body was read: the rest of it must not be parsed as the next
             # request on this connection, so the connection ends with this reply.
             response.force_close()
-        metrics.observe(operation, outcome, time.monotonic() - started)
+        metrics.calls.observe(operation, outcome, time.monotonic() - started)
         return response
 
     async def health(_: web.Request) -> web.Response:

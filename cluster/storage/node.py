@@ -42,6 +42,7 @@ from cluster.admission.partition import PartitionAdmission
 from cluster.auth import http_headers
 from cluster.consensus.messages import Membership
 from cluster.consensus.raft import RaftConfig
+from cluster.requestmetrics import RequestMetrics
 from cluster.tasks import uninterrupted
 
 from . import reads
@@ -119,8 +120,7 @@ class StorageNode:
             "storage_request_seconds", "Client request latency", ["op"], registry=self.registry
         )
         self.registry.register(ReplicaCollector(self))
-        self._counts: dict[tuple[str, str], Any] = {}  # see _observe
-        self._latencies: dict[str, Any] = {}
+        self.calls = RequestMetrics(self.requests, self.latency, _HANDLERS)
         self._server: asyncio.Server | None = None
         self._admin: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -568,24 +568,8 @@ class StorageNode:
             log.exception("%s failed", op)
             response = {"error": "OutcomeUnknown", "message": f"{op} failed: {exc!r}"}
             outcome = "InternalError"
-        self._observe(op, outcome, time.monotonic() - started)
+        self.calls.observe(op, outcome, time.monotonic() - started)
         return response
-
-    def _observe(self, op: str, outcome: str, seconds: float) -> None:
-        """Count a request and its latency; the labelled children of known operations are
-        looked up once (``labels`` locks and checks its arguments on every call)."""
-        if op not in _HANDLERS:
-            self.requests.labels(op, outcome).inc()
-            self.latency.labels(op).observe(seconds)
-            return
-        counter = self._counts.get((op, outcome))
-        if counter is None:
-            counter = self._counts[(op, outcome)] = self.requests.labels(op, outcome)
-        counter.inc()
-        latency = self._latencies.get(op)
-        if latency is None:
-            latency = self._latencies[op] = self.latency.labels(op)
-        latency.observe(seconds)
 
     def _admit(self, request: dict[str, Any]) -> None:
         """The partition-level bucket, applied where the work lands: at the group's leader."""
