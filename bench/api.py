@@ -10,7 +10,13 @@ the other cluster processes (MemDS and GAC) and this client: a busy machine lowe
 not the CPU per operation.
 
     .venv/bin/python bench/api.py [--seconds 5] [--clients 32] [--profile DIR] [--aiohttp-client]
-        [--mesh]
+        [--mesh] [--busy N]
+
+``--busy N`` makes the machine busy in a way that can be repeated: N processes that each burn
+one core's worth of CPU (a plain Python loop, at the cluster's priority) run beside the cluster
+for the whole run, raw replication row included, and the table's title says so. They stop when
+the bench ends, however it ends (and by themselves after --busy-limit seconds, or when this
+process is gone).
 
 The cluster runs without the Toxiproxy mesh unless ``--mesh``: the mesh is the game days'
 network-fault layer (every link through a proxy process), not part of the request path, and
@@ -29,12 +35,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +63,33 @@ console = Console(width=120)  # the table is wider than a pipe's default 80
 TABLE = "bench"
 CPU_KINDS = ("router", "storage", "other", "client")
 KEYS = 1000
+
+
+BURN = """
+import os, sys, time
+parent, end = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end and os.getppid() == parent:
+    for _ in range(100_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def burners(count: int, limit: float) -> Iterator[None]:
+    """``count`` CPU-burning processes for the duration of the block (each stops by itself
+    after ``limit`` seconds or when this process is gone, should the block not end them)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(count):
+            procs.append(
+                subprocess.Popen([sys.executable, "-c", BURN, str(os.getpid()), str(limit)])
+            )
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -172,12 +207,13 @@ async def run(
     concurrency: int,
     profile: Path | None = None,
     aiohttp_client: bool = False,
+    busy: int = 0,
 ) -> tuple[Table, dict[tuple[str, str], float]]:
     secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
     endpoints = list(cluster.endpoints().values())
     table = Table(
         title=f"DynamoDB API on a local 3x2x1 cluster ({concurrency} concurrent clients, "
-        f"{seconds:.0f} s each)"
+        f"{seconds:.0f} s each" + (f"; busy: {busy} CPU burners beside it)" if busy else ")")
     )
     columns = ("ops/s", "p50 ms", "p99 ms", "errors", *(f"{kind} CPU" for kind in CPU_KINDS))
     for col in ("operation", "routers", *columns):
@@ -240,11 +276,31 @@ def main() -> None:
         help="send with workloads/client.py (aiohttp) instead of bench/leanclient.py",
     )
     parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N CPU-burning processes beside the cluster (a busy machine)",
+    )
+    parser.add_argument(
+        "--busy-limit",
+        type=float,
+        default=300.0,
+        help="seconds after which the burners stop by themselves (default 300)",
+    )
+    parser.add_argument(
         "--raw-writes",
         type=float,
         help="raw 1-group replication writes/s (bench/replication.py) for the PutItem ratio",
     )
     args = parser.parse_args()
+    with burners(args.busy, args.busy_limit):
+        if args.busy:
+            console.print(f"busy machine: {args.busy} CPU-burning processes beside the cluster")
+        bench(args)
+
+
+def bench(args: argparse.Namespace) -> None:
     raw = args.raw_writes
     if raw is None:
         from replication import throughput  # bench/replication.py, beside this script
@@ -261,7 +317,14 @@ def main() -> None:
         cluster.up()
         try:
             table, rates = asyncio.run(
-                run(cluster, args.seconds, args.clients, args.profile, args.aiohttp_client)
+                run(
+                    cluster,
+                    args.seconds,
+                    args.clients,
+                    args.profile,
+                    args.aiohttp_client,
+                    args.busy,
+                )
             )
         finally:
             cluster.down()
@@ -282,7 +345,8 @@ def main() -> None:
         f"PutItem through one router / raw replication = {put:.0f} / {raw:.0f} "
         f"= {put / raw:.0%} (goal >= 50%)"
     )
-    console.print(f"load average: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
+    busy = f", with {args.busy} CPU burners of this bench" if args.busy else ""
+    console.print(f"load average: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores{busy}")
 
 
 if __name__ == "__main__":
