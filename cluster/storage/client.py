@@ -23,6 +23,7 @@ from typing import Any
 
 from cluster.tasks import cancel_and_wait
 
+from .coalesce import Coalescer
 from .handshake import send_hello
 from .transport import split_address
 from .wire import FrameError, encode_frame, read_frame
@@ -47,6 +48,7 @@ class NodeClient:
         self.address = address
         self.connect_timeout = connect_timeout
         self._writer: asyncio.StreamWriter | None = None
+        self._out: Coalescer | None = None  # requests of one loop pass leave in one send
         self._reader_task: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
@@ -78,6 +80,7 @@ class NodeClient:
                 reason = str(exc) or "connect timed out"
                 raise NodeUnavailable(f"{self.address}: {reason}", sent=False) from exc
             self._writer = writer
+            self._out = Coalescer(writer)
             self._reader_task = asyncio.create_task(self._read_replies(reader))
 
     async def close(self) -> None:
@@ -96,12 +99,13 @@ class NodeClient:
         try:
             async with asyncio.timeout(max(0.0, deadline)):
                 await self.connect()
-                assert self._writer is not None
+                out = self._out
+                assert out is not None
                 self._waiting[request_id] = future
-                self._writer.write(encode_frame({"id": request_id, "op": op, **fields}))
-                sent = True
+                out.write(encode_frame({"id": request_id, "op": op, **fields}))
+                sent = True  # may have been: from here a write's outcome is unknown
                 # Bounded too: a node that stopped reading (paused) fills the socket buffer.
-                await self._writer.drain()
+                await out.drain()
                 return await future
         except NodeUnavailable:
             raise
@@ -129,6 +133,7 @@ class NodeClient:
         if self._writer is not None:
             self._writer.close()
         self._writer = None
+        self._out = None
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(exc)

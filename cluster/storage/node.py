@@ -48,6 +48,7 @@ from cluster.tasks import uninterrupted
 from . import reads
 from .adminhttp import ReplicaCollector, start_admin
 from .archive import Archiver, DirectoryArchive
+from .coalesce import Coalescer
 from .handshake import receive_hello
 from .host import NodeService
 from .journal import NodeJournal
@@ -507,7 +508,7 @@ class StorageNode:
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trusted: bool
     ) -> None:
-        lock = asyncio.Lock()
+        out = Coalescer(writer)  # replies finished in one loop pass leave in one send
         tasks: set[asyncio.Task[None]] = set()
 
         async def answer(request: dict[str, Any]) -> None:
@@ -520,9 +521,8 @@ class StorageNode:
             else:
                 response = await self.handle_request(request)
             response["id"] = request.get("id")
-            async with lock:
-                writer.write(encode_frame(response))
-                await writer.drain()
+            out.write(encode_frame(response))
+            await out.drain()
 
         try:
             while True:
