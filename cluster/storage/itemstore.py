@@ -237,12 +237,20 @@ class ItemStore:
         if "crc" not in columns:  # a store from before row checksums
             self._db.execute("ALTER TABLE items ADD COLUMN crc INTEGER")
         self.path = path
+        # The applied mark as last committed through this connection (the only writer of the
+        # file), so that applying does not read it back from SQLite twice per Ready. Set only
+        # after a COMMIT succeeded and dropped on any failed transaction (the next read asks
+        # SQLite again): a commit whose outcome is unknown must not leave a stale mark that
+        # would let an entry be applied twice (correctness over speed).
+        self._mark: AppliedMark | None = None
 
     def close(self) -> None:
         self._db.close()
 
     def applied(self) -> AppliedMark:
-        return self._read_applied()
+        if self._mark is None:
+            self._mark = self._read_applied()
+        return self._mark
 
     def get(self, tbl: str, pk: bytes, sk: bytes) -> Item | None:
         row = self._db.execute(
@@ -315,10 +323,13 @@ class ItemStore:
         so a replayed entry is never applied twice. ``membership``, when given, is recorded as
         the current one; otherwise the recorded membership stays.
         """
+        current = self.applied()
+        if index <= current.index:
+            raise ValueError(f"entry {index} is not after the applied index {current.index}")
+        if membership is None:
+            membership = current.membership
+        mark = AppliedMark(index, term, membership)
         with self._transaction() as db:
-            current = self._read_applied()
-            if index <= current.index:
-                raise ValueError(f"entry {index} is not after the applied index {current.index}")
             for op in ops:
                 if isinstance(op, PutItem):
                     text = canonical_json(op.item)
@@ -336,9 +347,8 @@ class ItemStore:
                     db.execute("DELETE FROM items WHERE tbl = ?", (op.tbl,))
                 else:
                     raise TypeError(f"not a store operation: {op!r}")
-            if membership is None:
-                membership = current.membership
-            self._write_applied(AppliedMark(index, term, membership))
+            self._write_applied(mark)
+        self._mark = mark
 
     def digest(self) -> str:
         """Hex SHA-256 of every item in key order: replicas with equal data have equal digests.
@@ -357,7 +367,7 @@ class ItemStore:
         self._db.execute("PRAGMA synchronous=FULL")
         try:
             with self._transaction():
-                self._write_applied(self._read_applied())
+                self._write_applied(self.applied())
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
 
@@ -404,6 +414,7 @@ class ItemStore:
                 "INSERT INTO items (tbl, pk, sk, item, crc) VALUES (?, ?, ?, ?, ?)", rows
             )
             self._write_applied(mark)
+        self._mark = mark
 
     @contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
@@ -412,6 +423,7 @@ class ItemStore:
             yield self._db
             self._db.execute("COMMIT")
         except BaseException:
+            self._mark = None  # whatever SQLite holds now, the next applied() reads it
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise

@@ -337,3 +337,34 @@ def test_persists_across_reopen(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         store.apply_batch(2, 1, [])
     store.close()
+
+
+def test_applied_mark_is_what_sqlite_holds_after_every_kind_of_change(tmp_path: Path) -> None:
+    """applied() is kept in memory; a reader of the file must always see the same mark,
+    also after a batch that failed half-way (rolled back) and after a restore."""
+    store = ItemStore(tmp_path / "items.sqlite")
+
+    def on_disk() -> AppliedMark:
+        other = ItemStore(tmp_path / "items.sqlite")
+        try:
+            return other.applied()
+        finally:
+            other.close()
+
+    store.apply_batch(3, 1, rows(1), membership=b"n1;")
+    assert store.applied() == on_disk() == AppliedMark(3, 1, b"n1;")
+    with pytest.raises(TypeError):
+        store.apply_batch(4, 2, [PutItem("t", S("x"), b"", {"x": object()})])  # type: ignore[dict-item]
+    assert store.applied() == on_disk() == AppliedMark(3, 1, b"n1;")
+    store.apply_batch(4, 2, [])
+    assert store.applied() == on_disk() == AppliedMark(4, 2, b"n1;")
+    source = ItemStore(tmp_path / "source.sqlite")
+    source.apply_batch(9, 5, rows(2), membership=b"n2;")
+    store.restore(source.dump())
+    assert store.applied() == on_disk() == AppliedMark(9, 5, b"n2;")
+    with pytest.raises(ValueError):
+        store.apply_batch(9, 5, [])  # the restored mark refuses a replay
+    store.make_durable()
+    assert store.applied() == on_disk() == AppliedMark(9, 5, b"n2;")
+    source.close()
+    store.close()
