@@ -26,6 +26,7 @@ import json
 import re
 import sqlite3
 import struct
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -383,6 +384,12 @@ class ItemStore:
         """
         return StoreSnapshot(self.path)
 
+    def pin_view(self) -> DumpView:
+        """A read transaction on a connection of its own, pinned to the store as it is now
+        (its applied mark included): ``DumpView.dump`` reads it from another thread, later,
+        while this store goes on applying, and gets exactly this point in time."""
+        return DumpView(self.path)
+
     def dump(self) -> bytes:
         """All items and the applied mark, as one msgpack document (a snapshot's data)."""
         with self._transaction("DEFERRED"):  # one consistent view
@@ -445,6 +452,73 @@ class ItemStore:
         if mark.membership is not None:
             values.append(("membership", mark.membership))
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values)
+
+
+class DumpView:
+    """A pinned read transaction on a separate, read-only connection; ``dump`` reads it once.
+
+    SQLite's WAL mode gives the reader the database as of its first read: later commits of
+    the store are invisible to it, so the dump is one consistent point in time, the one whose
+    applied mark ``applied`` holds (read in the same transaction). Compaction dumps through a
+    view in a thread of its own, so that the node's I/O thread never stalls for a whole-store
+    read (6.6 ms at 5k items, 30 ms at 20k): it only opens the view.
+    """
+
+    CHUNK = 512  # rows fetched between GIL pauses (see dump)
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._db.execute("BEGIN")
+            meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())  # pins it
+        except BaseException:
+            self._db.close()
+            raise
+        membership = meta.get("membership")
+        self.applied = AppliedMark(
+            int(meta.get("applied_index", 0)),
+            int(meta.get("applied_term", 0)),
+            None if membership is None else bytes(membership),
+        )
+
+    def dump(self, pause: float = 0.0) -> bytes:
+        """What ``ItemStore.dump`` returns for the pinned point in time; closes the view.
+
+        ``pause``: seconds to sleep (GIL released) after every ``CHUNK`` rows, so that a dump
+        in a background thread leaves the node's event loop and I/O thread their turns
+        instead of holding the GIL for up to a switch interval at a time."""
+        try:
+            packer = msgpack.Packer()
+            (count,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
+            mark = self.applied
+            parts = [
+                packer.pack_map_header(3),
+                packer.pack("version"),
+                packer.pack(_DUMP_VERSION),
+                packer.pack("applied"),
+                packer.pack([mark.index, mark.term, mark.membership]),
+                packer.pack("rows"),
+                packer.pack_array_header(count),
+            ]
+            cursor = self._db.execute("SELECT tbl, pk, sk, item FROM items ORDER BY tbl, pk, sk")
+            seen = 0
+            while rows := cursor.fetchmany(self.CHUNK):
+                parts.extend(map(packer.pack, rows))  # a row packs as [tbl, pk, sk, item]
+                seen += len(rows)
+                if pause:
+                    time.sleep(pause)
+            if seen != count:  # cannot happen in one read transaction; never send a bad dump
+                raise RuntimeError(f"dump read {seen} rows of {count}")
+            return b"".join(parts)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+        self._db.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from cluster.consensus.raft import (
 from cluster.tasks import cancel_and_wait
 
 from .commands import ApplyResult, CommandError, ScrubCommand, decode_command
+from .compaction import Compaction
 from .itemstore import ItemCorruption, ItemStore
 from .journal import NodeJournal
 from .readmarks import ReadMarks
@@ -135,6 +136,7 @@ class Replica:
         # Compaction never passes this index (the WAL archive's progress; None: no archive), so
         # a leader's log still holds every entry that was not archived yet.
         self.compact_floor: int | None = None
+        self.compaction = Compaction(self)  # compacts the log every compact_every entries
         # scrub id -> this replica's verification at that mark (None while it runs)
         self.scrub_reports: dict[str, ReplicaReport | None] = {}
         self.quarantine_reason: str | None = None
@@ -342,12 +344,14 @@ class Replica:
                     self.raft.advance(rd)
                     self._hand_over()
                     self._complete(rd, results)
-                    await self._maybe_compact()
+                    await self.compaction.maybe_compact()
                 change = self.roles.note(self.raft)  # logs role/term changes
                 if change == "won":
                     self.elections += 1
                 elif change == "lost":
                     self._lost_leadership()
+            if self.compaction.dump_done():  # woken by the dump's end: finish the compaction
+                await self.compaction.maybe_compact()
 
     def _handle_ready(self, rd: Ready, late: list[AnyMessage]) -> dict[int, ApplyResult]:
         """Persist (fsync), then send what waited for it, then apply: one trip to the I/O
@@ -510,33 +514,8 @@ class Replica:
                 still_waiting.append((index, future))
         self.applied_waiters = still_waiting
 
-    async def _maybe_compact(self) -> None:
-        raft = self.raft
-        index = raft.applied_index
-        if index - raft.snapshot().meta.index < self.settings.compact_every:
-            return
-        loop = asyncio.get_running_loop()
-        if self.mode is not ReplicaMode.FULL:
-            # No state to snapshot: drop old entries but keep a tail, so that a full replica
-            # can be built here from another replica's snapshot plus this log (rebuild).
-            index -= self.settings.compact_every // 2
-            raft.compact(index, b"")
-            await loop.run_in_executor(self.io, self._release_wal, raft.snapshot().meta)
-            return
-        floor = self.compact_floor
-        if floor is not None and floor < index:
-            # Entries not archived yet stay in the log, unless the archive is far behind (it
-            # then restarts from a snapshot rather than holding the log forever).
-            if index - floor < 10 * self.settings.compact_every:
-                index = floor
-            if index - raft.snapshot().meta.index < self.settings.compact_every // 2:
-                return
-        data = await loop.run_in_executor(self.io, self.store.dump)
-        raft.compact(index, data)
-        meta = raft.snapshot().meta
-        await loop.run_in_executor(self.io, self._release_wal, meta)
-
-    def _release_wal(self, meta: SnapshotMeta) -> None:
+    def release_wal(self, meta: SnapshotMeta) -> None:
+        """(I/O thread) The log up to ``meta`` is compacted: let the WAL drop it."""
         if self.mode is ReplicaMode.FULL:
             # Store commits are not fsynced one by one (itemstore.py): before the WAL may drop
             # the entries up to the mark, the applies that hold them must be on disk.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -367,4 +368,27 @@ def test_applied_mark_is_what_sqlite_holds_after_every_kind_of_change(tmp_path: 
     store.make_durable()
     assert store.applied() == on_disk() == AppliedMark(9, 5, b"n2;")
     source.close()
+    store.close()
+
+
+def test_a_pinned_view_dumps_the_point_in_time_it_was_pinned(tmp_path: Path) -> None:
+    """Compaction dumps through a view in another thread while the store goes on applying:
+    the dump is exactly the store as it was when pinned, mark included, in dump()'s format."""
+    store = ItemStore(tmp_path / "items.sqlite")
+    store.apply_batch(7, 3, rows(1), membership=b"n1,n2;n2")
+    expected = store.dump()
+    view = store.pin_view()
+    assert view.applied == AppliedMark(7, 3, b"n1,n2;n2")
+    store.apply_batch(8, 3, [PutItem("t", S("later"), b"", item("later"))])
+    store.apply_batch(9, 3, [DeleteItem("a", S("k0"), N(0)), DeleteTable("b")])
+    store.checkpoint()  # a checkpoint cannot take the view's pages away either
+    with ThreadPoolExecutor(1) as pool:
+        dumped = pool.submit(view.dump, 0.0001).result()
+    assert dumped == expected
+    copy = ItemStore(tmp_path / "copy.sqlite")
+    copy.restore(dumped)
+    assert copy.applied() == AppliedMark(7, 3, b"n1,n2;n2")
+    assert copy.count() == 40 and copy.get("t", S("later"), b"") is None
+    assert store.pin_view().dump() == store.dump()  # and a fresh view sees everything
+    copy.close()
     store.close()

@@ -1,0 +1,129 @@
+"""Log compaction of one replica: every ``compact_every`` applied entries, a snapshot.
+
+A full replica's snapshot is its store's dump. The dump is read through a pinned read view
+(itemstore.DumpView) in a thread of its own, while the replica goes on replicating and
+applying: read on the node's one I/O thread, a 20k-item store stalled every group's writes
+for 30 ms (bench/replication.py's p99 at half load: 55 ms with compaction, 14-18 ms without).
+The view is opened on the I/O thread between this replica's applies, so it holds exactly the
+entries up to the compaction index; the core compacts when the dump is done, from the
+replica's loop (never between ready() and advance()), and only then may the WAL drop entries.
+
+    compaction = Compaction(replica)
+    await compaction.maybe_compact()     # in the replica's loop, after each Ready
+    compaction.dump_done()               # True: call maybe_compact to finish it
+
+A log replica has no state to dump: it compacts at once, keeping a tail of the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from cluster.consensus.messages import Snapshot, SnapshotMeta
+from cluster.consensus.raft import Raft
+
+from .itemstore import ItemStore
+from .recovery import ReplicaMode, ReplicaSettings
+
+log = logging.getLogger(__name__)
+
+# Whole-store dumps run here, one at a time per process. DUMP_PAUSE: see DumpView.dump.
+_DUMP_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump")
+DUMP_PAUSE = 0.0005
+
+
+class Compactable(Protocol):
+    """What compaction needs of a replica (replica.Replica)."""
+
+    group: str
+    raft: Raft
+    settings: ReplicaSettings
+    mode: ReplicaMode
+    store: ItemStore
+    io: ThreadPoolExecutor
+    compact_floor: int | None
+    event_loop: asyncio.AbstractEventLoop
+    wake: asyncio.Event
+
+    def release_wal(self, meta: SnapshotMeta) -> None: ...
+
+
+@dataclass
+class _Dumping:
+    """A compaction under way: the store's dump at ``index`` being read in _DUMP_POOL."""
+
+    index: int
+    base: Snapshot  # the core's snapshot when it started: another one since voids the dump
+    future: Future[bytes]
+
+
+class Compaction:
+    def __init__(self, replica: Compactable) -> None:
+        self.replica = replica
+        self._dumping: _Dumping | None = None
+
+    def dump_done(self) -> bool:
+        return self._dumping is not None and self._dumping.future.done()
+
+    async def maybe_compact(self) -> None:
+        """Compact if ``compact_every`` entries were applied since the snapshot (a full
+        replica: start the dump; the call after it is done compacts)."""
+        r = self.replica
+        raft = r.raft
+        if self._dumping is not None:
+            if self._dumping.future.done():
+                await self._finish(self._dumping)
+            return
+        index = raft.applied_index
+        every = r.settings.compact_every
+        if index - raft.snapshot().meta.index < every:
+            return
+        loop = asyncio.get_running_loop()
+        if r.mode is not ReplicaMode.FULL:
+            # No state to snapshot: drop old entries but keep a tail, so that a full replica
+            # can be built here from another replica's snapshot plus this log (rebuild).
+            index -= every // 2
+            raft.compact(index, b"")
+            await loop.run_in_executor(r.io, r.release_wal, raft.snapshot().meta)
+            return
+        floor = r.compact_floor
+        if floor is not None and floor < index:
+            # Entries not archived yet stay in the log, unless the archive is far behind (it
+            # then restarts from a snapshot rather than holding the log forever).
+            if index - floor < 10 * every:
+                index = floor
+            if index - raft.snapshot().meta.index < every // 2:
+                return
+        view = await loop.run_in_executor(r.io, r.store.pin_view)
+        # Never claim a snapshot at an index its data does not reach (correctness guard: the
+        # store is at raft's applied index here, so this changes nothing unless that breaks).
+        # A store ahead of ``index`` (the archive floor above) was so before views existed:
+        # recovery and receivers skip the entries the dump already holds.
+        index = min(index, view.applied.index)
+        future = _DUMP_POOL.submit(view.dump, DUMP_PAUSE)
+        future.add_done_callback(self._wake)
+        self._dumping = _Dumping(index, raft.snapshot(), future)
+
+    def _wake(self, _: Future[bytes]) -> None:
+        """(dump thread) The replica's loop finishes the compaction (unless it is gone)."""
+        with contextlib.suppress(RuntimeError):  # the event loop closed meanwhile
+            self.replica.event_loop.call_soon_threadsafe(self.replica.wake.set)
+
+    async def _finish(self, dumping: _Dumping) -> None:
+        r = self.replica
+        self._dumping = None
+        try:
+            data = dumping.future.result()
+        except Exception as exc:  # e.g. a damaged file: scrub judges it; try again next time
+            log.error("%s: compaction dump at %d failed: %r", r.group, dumping.index, exc)
+            return
+        if r.mode is not ReplicaMode.FULL or r.raft.snapshot() is not dumping.base:
+            return  # a snapshot was installed, or the store stopped being applied, meanwhile
+        r.raft.compact(dumping.index, data)
+        meta = r.raft.snapshot().meta
+        await asyncio.get_running_loop().run_in_executor(r.io, r.release_wal, meta)

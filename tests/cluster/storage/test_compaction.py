@@ -1,0 +1,75 @@
+"""Compaction dumps the store through a pinned view in another thread: the replica goes on
+writing meanwhile, and the snapshot is exactly the store at its index."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from cluster.consensus.raft import Role
+from cluster.storage import itemstore
+from cluster.storage.commands import PutCommand, encode_command
+from cluster.storage.itemstore import AppliedMark, ItemStore, encode_key_value
+from cluster.storage.replica import Replica, ReplicaSettings
+
+
+def put(i: int) -> bytes:
+    key = f"k{i}"
+    return encode_command(PutCommand("t", encode_key_value({"S": key}), b"", {"id": {"S": key}}))
+
+
+def test_writes_go_on_while_the_dump_runs_and_the_snapshot_is_its_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    dump = itemstore.DumpView.dump
+
+    def held_dump(view: itemstore.DumpView, pause: float = 0.0) -> bytes:
+        assert gate.wait(10), "the test never opened the gate"
+        return dump(view, pause)
+
+    monkeypatch.setattr(itemstore.DumpView, "dump", held_dump)
+
+    async def scenario() -> None:
+        settings = ReplicaSettings(compact_every=20)
+        replica = await Replica.open(
+            "n1", "g", frozenset({"n1"}), tmp_path / "g", settings, lambda _: None
+        )
+        try:
+            for _ in range(400):  # ticks elect the single member
+                if replica.raft.role is Role.LEADER:
+                    break
+                replica.tick()
+                await asyncio.sleep(0.01)
+            for i in range(25):  # past compact_every: a dump starts, held at the gate
+                assert (await replica.propose(put(i), timeout=5.0)).ok
+            for i in range(25, 35):  # the replica does not wait for the dump
+                assert (await replica.propose(put(i), timeout=5.0)).ok
+            assert replica.raft.snapshot().meta.index == 0  # not compacted before it is done
+            gate.set()
+            for _ in range(200):
+                if replica.raft.snapshot().meta.index:
+                    break
+                await asyncio.sleep(0.02)
+            snapshot = replica.raft.snapshot()
+            assert 20 <= snapshot.meta.index < replica.raft.applied_index
+            copy = ItemStore(tmp_path / "copy.sqlite")
+            copy.restore(snapshot.data)
+            assert copy.applied().index == snapshot.meta.index
+            assert copy.applied().term == snapshot.meta.term
+            present = [i for i in range(35) if copy.get("t", encode_key_value({"S": f"k{i}"}), b"")]
+            # Exactly the puts up to the snapshot's index (the first entry is the leader's no-op).
+            assert present == list(range(snapshot.meta.index - 1))
+            live = await replica.read_local(lambda store: store.applied())
+            assert live == AppliedMark(
+                replica.raft.applied_index, snapshot.meta.term, live.membership
+            )
+            copy.close()
+        finally:
+            gate.set()
+            await replica.close()
+
+    asyncio.run(scenario())
