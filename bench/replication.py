@@ -9,13 +9,15 @@ Starts real storage-node processes on loopback (3 nodes), then measures, side by
     .venv/bin/python bench/replication.py [--seconds 5] [--writers 32] [--groups 12] [--kills 10]
 
 A write's latency is measured at the client from send to acknowledgement, i.e. after a quorum
-fsynced it and the leader applied it. "records/fsync" is the nodes' journal at work (group
-commit: how many groups' WAL appends one fsync covered, journal.py), "fsyncs/write" the journal
-fsyncs of all 3 nodes per acknowledged write, "readies/trip" how many replicas' Readies one
-trip to a node's I/O thread handled (readyio.py), and "CPU ms/write" the CPU time (user + system)
-of all 3 node processes per acknowledged write: on a busy machine writes/s measures the machine,
-CPU per write still mostly the code. The last lines print the issue #15 goals against this
-run's figures, and the load average (a busy machine measures itself, not the code).
+fsynced it and the leader applied it; at half load (paced writers) from the instant it was due
+to be sent, so that a stall also counts in the writes that queued behind it. "records/fsync" is
+the nodes' journal at work (group commit: how many groups' WAL appends one fsync covered,
+journal.py), "fsyncs/write" the journal fsyncs of all 3 nodes per acknowledged write,
+"readies/trip" how many replicas' Readies one trip to a node's I/O thread handled
+(readyio.py), and "CPU ms/write" the CPU time (user + system) of all 3 node processes per
+acknowledged write: on a busy machine writes/s measures the machine, CPU per write still
+mostly the code. The last lines print the issue #15 goals against this run's figures, and the
+load average (a busy machine measures itself, not the code).
 
 ``--profile DIR`` records py-spy flame graphs of every node during each run (1g, 12g, 1g-paced),
 of the thread holding the GIL (where the node's Python CPU time goes; threads waiting for an
@@ -128,6 +130,7 @@ async def throughput(
     async def one(worker: int) -> None:
         nonlocal failures
         for i in range(1_000_000):  # bounded; the deadline ends it first
+            due = 0.0
             if interval:
                 due = start + (i + worker / writers) * interval
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
@@ -137,7 +140,10 @@ async def throughput(
             cmd = encode_command(
                 PutCommand("bench", f"w{worker}-{i}".encode(), b"", {"v": {"N": str(i)}})
             )
-            started = time.monotonic()
+            # Paced: from the instant the write was due, not when this writer got to send it
+            # (a writer still waiting for a stalled write sends late; its users would not have
+            # waited to ask): a stall shows in every write it delays (no coordinated omission).
+            started = due if interval else time.monotonic()
             reply = await writer.call_leader(group, "propose", deadline=5.0, cmd=cmd, timeout=5.0)
             if "result" in reply:
                 latencies.append(time.monotonic() - started)
@@ -259,7 +265,7 @@ async def main() -> None:
     goals = [
         (f"{args.groups} groups / 1 group writes/s", spread["writes/s"] / one["writes/s"], ">= 1"),
         ("1 group writes/s", one["writes/s"], ">= 3000"),
-        ("1 group p99 ms at half load", half["p99 ms"], "<= 10"),
+        ("1 group p99 ms at half load (from when due)", half["p99 ms"], "<= 10"),
         ("failover median ms", median * 1000, "<= 500"),
     ]
     for name, value, goal in goals:
