@@ -3,9 +3,14 @@
 Locust's FastHttpSession wraps geventhttpclient in a user agent, a compatibility response and a
 catch-response context: about half of a Locust user's CPU per request went there. A DynamoDB
 request is one POST with a small body and a small JSON answer, so this client does just that:
-one ``sendall`` of the whole request and as few ``recv`` as the answer needs, parsing the status,
-``Content-Length`` or chunked bodies and ``Connection: close``. It uses the blocking socket API,
-so under Locust (gevent's monkey-patched sockets) a request yields to the other users.
+one ``send`` of the whole request and as few ``recv`` as the answer needs, parsing the status,
+``Content-Length`` or chunked bodies and ``Connection: close``. The socket is non-blocking; a
+request waits for its answer on the gevent hub when gevent has patched sockets (Locust: the
+other users run meanwhile) and in poll(2) otherwise (``green=`` chooses). Waiting on the hub
+directly (one I/O watcher per connection, one timer per wait), rather than through gevent's
+socket (a recv that fails with EAGAIN first, then a Timeout object and a Waiter per wait),
+cut the Locust process's CPU per request by ~15% when answers come one at a time, as from the
+cluster (issue #15; bench/loadgen.py).
 
     conn = Connection("http://127.20.1.100:8000", timeout=2.0, connect_timeout=1.0)
     status, body = conn.post(signed_headers, body)
@@ -20,8 +25,12 @@ request never races the server's own idle close (the router closes after 4 s).
 
 from __future__ import annotations
 
+import _socket
+import select
 import socket
+import sys
 import time
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from workloads.sigv4 import host_header
@@ -34,6 +43,84 @@ class BadResponse(ConnectionError):
     """The peer's answer is not well-formed HTTP/1.1."""
 
 
+def gevent_patched() -> bool:
+    """Whether gevent has monkey-patched sockets in this process (Locust has)."""
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("socket"))
+
+
+class Readiness(Protocol):
+    def wait(self, write: bool, deadline: float) -> None:
+        """Return once the socket is readable (``write``: writable), or raise TimeoutError
+        at ``deadline`` (``time.monotonic()``)."""
+
+    def close(self) -> None: ...
+
+
+class PollReadiness:
+    """Blocks the thread in poll(2): for plain threaded callers."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.fd = sock.fileno()
+        self.poll = select.poll()
+
+    def wait(self, write: bool, deadline: float) -> None:
+        self.poll.register(self.fd, select.POLLOUT if write else select.POLLIN)
+        for _ in range(1_000_000):  # bounded: each pass sleeps until ready or the deadline
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            if self.poll.poll(max(remaining * 1000.0, 1.0)):
+                return  # readable, writable, closed or failed: the next recv/send says which
+        raise TimeoutError("timed out")
+
+    def close(self) -> None:
+        pass
+
+
+class GreenReadiness:
+    """Parks the greenlet on the gevent hub: one libev I/O watcher per connection and direction,
+    kept for the connection's life, and one timer per wait.
+
+    Leaner per request than gevent's socket (its recv tries first, fails with EAGAIN, then
+    builds a Timeout object and a Waiter for every wait), which matters when answers arrive
+    one at a time and every request is its own wake-up (issue #15)."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        from gevent import get_hub
+        from gevent.hub import Waiter
+
+        self.hub = get_hub()
+        self.waiter = Waiter
+        fd = sock.fileno()
+        self.watchers = (self.hub.loop.io(fd, 1), self.hub.loop.io(fd, 2))  # read, write
+
+    def wait(self, write: bool, deadline: float) -> None:
+        watcher = self.watchers[write]
+        for _ in range(1_000_000):  # bounded: a timer that fired early waits for the rest
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            waiter: Any = self.waiter(self.hub)
+            timer = self.hub.loop.timer(remaining)
+            watcher.start(waiter.switch, True)
+            timer.start(waiter.switch, False)
+            try:
+                if waiter.get():
+                    return
+            finally:
+                watcher.stop()
+                timer.close()
+        raise TimeoutError("timed out")
+
+    def close(self) -> None:
+        for watcher in self.watchers:
+            watcher.close()
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection to ``endpoint`` (scheme http only)."""
 
@@ -43,6 +130,7 @@ class Connection:
         timeout: float = 2.0,
         connect_timeout: float = 1.0,
         idle_limit: float = 2.0,
+        green: bool | None = None,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme != "http" or not parts.hostname:
@@ -52,17 +140,22 @@ class Connection:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.idle_limit = idle_limit
+        self.green = gevent_patched() if green is None else green
         self._prefix = f"POST {self.path} HTTP/1.1\r\nHost: {host_header(endpoint)}\r\n".encode()
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
+        self._ready: Readiness | None = None
         self._buffer = bytearray()
         self._last_used = 0.0
 
     def close(self) -> None:
         if self._sock is not None:
             try:
+                if self._ready is not None:
+                    self._ready.close()
                 self._sock.close()
             finally:
                 self._sock = None
+                self._ready = None
                 self._buffer.clear()
 
     def post(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
@@ -75,20 +168,32 @@ class Connection:
             self.close()  # mid-request: its state is unknown; GreenletExit lands here too
             raise
 
+    def _connect(self) -> tuple[_socket.socket, Readiness]:
+        # connect (and resolve) through the socket module: cooperative under gevent
+        with socket.create_connection(self.address, timeout=self.connect_timeout) as made:
+            made.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            family, kind, proto = made.family, made.type, made.proto
+            sock = _socket.socket(family, kind, proto, fileno=made.detach())
+        sock.setblocking(False)
+        self._sock, self._ready = sock, (GreenReadiness if self.green else PollReadiness)(sock)
+        return self._sock, self._ready
+
     def _exchange(self, headers: dict[str, str], body: bytes, deadline: float) -> tuple[int, bytes]:
         now = time.monotonic()
         if self._sock is not None and now - self._last_used > self.idle_limit:
             self.close()
-        if self._sock is None:
-            self._sock = socket.create_connection(self.address, timeout=self.connect_timeout)
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock = self._sock
-        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        if self._sock is None or self._ready is None:
+            sock, ready = self._connect()
+        else:
+            sock, ready = self._sock, self._ready
+        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
         request = b"".join(
             (self._prefix, f"{lines}Content-Length: {len(body)}\r\n\r\n".encode(), body)
         )
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        sock.sendall(request)
+        self._send(sock, ready, request, deadline)
+        # The answer cannot be there yet: wait for it before the first recv (one syscall and
+        # one BlockingIOError fewer per request than try-recv-then-wait).
+        ready.wait(False, deadline)
         status, answer, keep = self._read_response(sock, deadline)
         if keep:
             self._last_used = time.monotonic()
@@ -96,17 +201,37 @@ class Connection:
             self.close()
         return status, answer
 
-    def _fill(self, sock: socket.socket, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("timed out")
-        sock.settimeout(remaining)
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionResetError("connection closed by the server before the answer ended")
-        self._buffer += data
+    def _send(self, sock: _socket.socket, ready: Readiness, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        for _ in range(len(data) + 1):  # bounded: every pass sends a byte or waits (or raises)
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(view):
+                return
+            view = view[sent:]
+            ready.wait(True, deadline)
+        raise TimeoutError("timed out")
 
-    def _read_response(self, sock: socket.socket, deadline: float) -> tuple[int, bytes, bool]:
+    def _fill(self, sock: _socket.socket, deadline: float) -> None:
+        ready = self._ready
+        assert ready is not None
+        for _ in range(1_000_000):  # bounded: each pass reads or waits until the deadline
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                ready.wait(False, deadline)
+                continue
+            if not data:
+                raise ConnectionResetError(
+                    "connection closed by the server before the answer ended"
+                )
+            self._buffer += data
+            return
+        raise TimeoutError("timed out")
+
+    def _read_response(self, sock: _socket.socket, deadline: float) -> tuple[int, bytes, bool]:
         buf = self._buffer
         for _ in range(MAX_HEAD):  # bounded: every pass adds at least one byte or raises
             end = buf.find(b"\r\n\r\n")
@@ -161,7 +286,7 @@ class Connection:
         del buf[:length]
         return status, answer, keep
 
-    def _read_chunked(self, sock: socket.socket, deadline: float) -> bytes:
+    def _read_chunked(self, sock: _socket.socket, deadline: float) -> bytes:
         buf = self._buffer
         out = bytearray()
         for _ in range(MAX_BODY):  # bounded: each pass consumes a chunk or reads a byte

@@ -1,5 +1,6 @@
 """workloads/lean_http.py against a scripted HTTP server on loopback: keep-alive, chunked and
-close-delimited answers, and every transport failure named as the retry rules expect."""
+close-delimited answers, and every transport failure named as the retry rules expect. Every test
+runs twice: waiting in poll(2) (plain threads) and on a gevent hub (how Locust runs it)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,11 @@ class ScriptedServer:
         self.listener.close()
 
 
+@pytest.fixture(params=[False, True], ids=["poll", "gevent"])
+def green(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[[list[Reply]], ScriptedServer]]:
     servers: list[ScriptedServer] = []
@@ -93,9 +99,11 @@ def ok(body: bytes = b'{"Item":{}}', extra: bytes = b"") -> Reply:
     return lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
 
-def test_keep_alive_sends_exactly_the_signed_request(serve: Callable[..., ScriptedServer]) -> None:
+def test_keep_alive_sends_exactly_the_signed_request(
+    serve: Callable[..., ScriptedServer], green: bool
+) -> None:
     server = serve([ok()])
-    conn = Connection(server.endpoint)
+    conn = Connection(server.endpoint, green=green)
     for i in range(3):
         body = b'{"n":%d}' % i
         assert conn.post({"X-Amz-Target": "DynamoDB_20120810.GetItem"}, body) == (
@@ -110,19 +118,21 @@ def test_keep_alive_sends_exactly_the_signed_request(serve: Callable[..., Script
     conn.close()
 
 
-def test_chunked_answer_with_trailers(serve: Callable[..., ScriptedServer]) -> None:
+def test_chunked_answer_with_trailers(serve: Callable[..., ScriptedServer], green: bool) -> None:
     chunked = (
         b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
         b'5\r\n{"a":\r\n3;ext=1\r\n12}\r\n0\r\nX-Trailer: t\r\n\r\n'
     )
     server = serve([lambda _: chunked, ok(b"{}")])
-    conn = Connection(server.endpoint)
+    conn = Connection(server.endpoint, green=green)
     assert conn.post({}, b"x") == (400, b'{"a":12}')
     assert conn.post({}, b"y") == (200, b"{}")  # the same connection, left clean
     assert server.connections == 1
 
 
-def test_connection_close_and_close_delimited_bodies(serve: Callable[..., ScriptedServer]) -> None:
+def test_connection_close_and_close_delimited_bodies(
+    serve: Callable[..., ScriptedServer], green: bool
+) -> None:
     server = serve(
         [
             ok(b"{}", b"Connection: close\r\n"),
@@ -130,7 +140,7 @@ def test_connection_close_and_close_delimited_bodies(serve: Callable[..., Script
             ok(b"{}"),
         ]
     )
-    conn = Connection(server.endpoint)
+    conn = Connection(server.endpoint, green=green)
     assert conn.post({}, b"") == (200, b"{}")
     assert conn.post({}, b"") == (503, b'{"late":1}')  # HTTP/1.0 without length: read to close
     assert conn.post({}, b"") == (200, b"{}")
@@ -138,10 +148,10 @@ def test_connection_close_and_close_delimited_bodies(serve: Callable[..., Script
 
 
 def test_a_silent_close_is_a_reset_and_the_next_request_reconnects(
-    serve: Callable[..., ScriptedServer],
+    serve: Callable[..., ScriptedServer], green: bool
 ) -> None:
     server = serve([lambda _: None, ok()])
-    conn = Connection(server.endpoint)
+    conn = Connection(server.endpoint, green=green)
     with pytest.raises(ConnectionResetError) as info:
         conn.post({}, b"")
     assert moves_on(type(info.value).__name__)
@@ -149,7 +159,9 @@ def test_a_silent_close_is_a_reset_and_the_next_request_reconnects(
     assert server.connections == 2
 
 
-def test_no_answer_times_out_within_the_timeout(serve: Callable[..., ScriptedServer]) -> None:
+def test_no_answer_times_out_within_the_timeout(
+    serve: Callable[..., ScriptedServer], green: bool
+) -> None:
     released = threading.Event()
 
     def hang(_: bytes) -> bytes:
@@ -157,7 +169,7 @@ def test_no_answer_times_out_within_the_timeout(serve: Callable[..., ScriptedSer
         return b""
 
     server = serve([hang])
-    conn = Connection(server.endpoint, timeout=0.3)
+    conn = Connection(server.endpoint, timeout=0.3, green=green)
     started = time.monotonic()
     try:
         with pytest.raises(TimeoutError) as info:
@@ -168,25 +180,27 @@ def test_no_answer_times_out_within_the_timeout(serve: Callable[..., ScriptedSer
     assert moves_on(f"{type(info.value).__name__}: {info.value}")
 
 
-def test_refused_and_garbage_are_named() -> None:
+def test_refused_and_garbage_are_named(green: bool) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: refused
         with pytest.raises(ConnectionRefusedError):
-            Connection(f"http://127.0.0.1:{port}").post({}, b"")
+            Connection(f"http://127.0.0.1:{port}", green=green).post({}, b"")
 
 
-def test_garbage_is_a_bad_response(serve: Callable[..., ScriptedServer]) -> None:
+def test_garbage_is_a_bad_response(serve: Callable[..., ScriptedServer], green: bool) -> None:
     server = serve([lambda _: b"SSH-2.0-OpenSSH\r\n\r\n", ok()])
-    conn = Connection(server.endpoint)
+    conn = Connection(server.endpoint, green=green)
     with pytest.raises(BadResponse):
         conn.post({}, b"")
     assert conn.post({}, b"")[0] == 200
 
 
-def test_an_idle_connection_is_replaced_before_use(serve: Callable[..., ScriptedServer]) -> None:
+def test_an_idle_connection_is_replaced_before_use(
+    serve: Callable[..., ScriptedServer], green: bool
+) -> None:
     server = serve([ok()])
-    conn = Connection(server.endpoint, idle_limit=0.2)
+    conn = Connection(server.endpoint, idle_limit=0.2, green=green)
     conn.post({}, b"")
     time.sleep(0.3)
     conn.post({}, b"")
@@ -196,3 +210,29 @@ def test_an_idle_connection_is_replaced_before_use(serve: Callable[..., Scripted
 def test_only_http_endpoints() -> None:
     with pytest.raises(ValueError, match="http://host:port"):
         Connection("https://127.0.0.1:8000")
+
+
+def test_a_killed_greenlet_closes_its_connection(serve: Callable[..., ScriptedServer]) -> None:
+    gevent = pytest.importorskip("gevent")
+    released = threading.Event()
+
+    def hang(_: bytes) -> bytes | None:
+        released.wait(30)
+        return None
+
+    server = serve([hang, ok()])
+    conn = Connection(server.endpoint, green=True)
+    try:
+        waiting = gevent.spawn(conn.post, {}, b"")
+        gevent.sleep(0.2)  # it sent and waits for the answer
+        assert conn._sock is not None
+        waiting.kill()  # Locust stopping a user mid-request
+        assert conn._sock is None  # its state unknown: closed, the next request reconnects
+    finally:
+        released.set()
+    assert conn.post({}, b"")[0] == 200
+    assert server.connections == 2
+
+
+def test_the_default_follows_gevent_patching() -> None:
+    assert Connection("http://127.0.0.1:1").green is False  # pytest: plain threads
