@@ -102,29 +102,21 @@ class Op:
     attempt: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "type": str(self.type),
-            "f": str(self.f),
-            "key": self.key,
-            "value": self.value,
-            "process": self.process,
-            "time": round(self.time, 6),
-        }
-        if self.latency is not None:
-            out["latency"] = round(self.latency, 6)
-        if self.error is not None:
-            out["error"] = self.error
-        if self.consistent is not None:
-            out["consistent"] = self.consistent
-        if self.az is not None:
-            out["az"] = self.az
-        if self.router is not None:
-            out["router"] = self.router
-        if self.intended is not None:
-            out["intended"] = round(self.intended, 6)
-        if self.attempt is not None:
-            out["attempt"] = self.attempt
-        return out
+        return op_record(
+            self.type,
+            self.f,
+            self.key,
+            self.value,
+            self.process,
+            self.time,
+            self.latency,
+            self.error,
+            self.consistent,
+            self.az,
+            self.router,
+            self.intended,
+            self.attempt,
+        )
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Op:
@@ -143,6 +135,48 @@ class Op:
             intended=obj.get("intended"),
             attempt=obj.get("attempt"),
         )
+
+
+def op_record(
+    type_: OpType,
+    f: OpF,
+    key: str,
+    value: Any,
+    process: str,
+    time: float,
+    latency: float | None = None,
+    error: str | None = None,
+    consistent: bool | None = None,
+    az: str | None = None,
+    router: str | None = None,
+    intended: float | None = None,
+    attempt: int | None = None,
+) -> dict[str, Any]:
+    """The history line of an op with these fields (``Op.to_json``; the recorder writes it
+    without building an ``Op``: 4 us of CPU each in the load generator's hot path)."""
+    out: dict[str, Any] = {
+        "type": str(type_),
+        "f": str(f),
+        "key": key,
+        "value": value,
+        "process": process,
+        "time": round(time, 6),
+    }
+    if latency is not None:
+        out["latency"] = round(latency, 6)
+    if error is not None:
+        out["error"] = error
+    if consistent is not None:
+        out["consistent"] = consistent
+    if az is not None:
+        out["az"] = az
+    if router is not None:
+        out["router"] = router
+    if intended is not None:
+        out["intended"] = round(intended, 6)
+    if attempt is not None:
+        out["attempt"] = attempt
+    return out
 
 
 class RunClock:
@@ -252,26 +286,29 @@ class OpRecorder:
         now = self.clock.now()
         pending = Pending(OpF(f), key, value, self.process, now, consistent, intended, attempt)
         if self.writer is not None:
-            self.writer.append(
-                Op(
+            self.writer.append_record(
+                op_record(
                     OpType.INVOKE,
                     pending.f,
                     key,
                     value,
                     pending.process,
-                    pending.time,
-                    consistent=consistent,
-                    az=self.az,
-                    router=self.router,
-                    intended=intended,
-                    attempt=attempt,
+                    now,
+                    None,
+                    None,
+                    consistent,
+                    self.az,
+                    self.router,
+                    intended,
+                    attempt,
                 )
             )
         return pending
 
     def complete(self, pending: Pending, type_: OpType, value: Any, error: str | None = None) -> Op:
-        now = self.clock.now()
-        op = Op(
+        """Record the completion now and return it as an ``Op``."""
+        now = self._finish(pending, type_, value, error)
+        return Op(
             type_,
             pending.f,
             pending.key,
@@ -285,11 +322,34 @@ class OpRecorder:
             router=self.router,
             attempt=pending.attempt,
         )
+
+    def finish(self, pending: Pending, type_: OpType, value: Any, error: str | None = None) -> None:
+        """``complete`` without building the ``Op`` (the same line in the history)."""
+        self._finish(pending, type_, value, error)
+
+    def _finish(self, pending: Pending, type_: OpType, value: Any, error: str | None) -> float:
+        now = self.clock.now()
         if self.writer is not None:
-            self.writer.append(op)
+            self.writer.append_record(
+                op_record(
+                    type_,
+                    pending.f,
+                    pending.key,
+                    value,
+                    pending.process,
+                    now,
+                    now - pending.time,
+                    error,
+                    pending.consistent,
+                    self.az,
+                    self.router,
+                    None,
+                    pending.attempt,
+                )
+            )
         if type_ is OpType.INFO:
             self.generation += 1  # the old process may still have an op in flight
-        return op
+        return now
 
 
 def read_ops(path: Path) -> Iterator[dict[str, Any]]:

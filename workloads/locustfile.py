@@ -309,7 +309,7 @@ class DynamoUser(User):
             )
         finally:
             done = final if outcome is OpType.OK else value
-            self.recorder.complete(pending, outcome, done, None if outcome is OpType.OK else error)
+            self.recorder.finish(pending, outcome, done, None if outcome is OpType.OK else error)
         return Outcome(outcome, error, answer, value)
 
 

@@ -66,6 +66,50 @@ def test_canary_ops_add_az_and_router() -> None:
     assert op.to_json()["az"] == "az-a" and op.to_json()["router"] == "rt-b"
 
 
+def test_recorded_lines_are_the_ops_lines(tmp_path: Path) -> None:
+    """The recorder writes its lines without building Ops: the same bytes as Op.to_json."""
+    writer = HistoryWriter(tmp_path / "h.jsonl")
+    clock = FakeClock()
+    rec = OpRecorder(writer, clock, "h-1-u0", az="az-a", router="rt-b")
+    where = {"az": "az-a", "router": "rt-b"}
+    first = rec.invoke(OpF.CAS, "r1", ["a", "b"], True, intended=0.0004, attempt=2)
+    ops = [
+        Op(
+            OpType.INVOKE,
+            OpF.CAS,
+            "r1",
+            ["a", "b"],
+            "h-1-u0.0",
+            first.time,
+            consistent=True,
+            intended=0.0004,
+            attempt=2,
+            **where,
+        ),
+        rec.complete(first, OpType.INFO, ["a", "b"], "TimeoutError: timed out"),
+    ]
+    second = rec.invoke("read", "r2", consistent=False)
+    rec.finish(second, OpType.OK, "v")
+    ops += [
+        Op(OpType.INVOKE, OpF.READ, "r2", None, "h-1-u0.1", second.time, consistent=False, **where),
+        Op(
+            OpType.OK,
+            OpF.READ,
+            "r2",
+            "v",
+            "h-1-u0.1",
+            clock.t,
+            clock.t - second.time,
+            consistent=False,
+            **where,
+        ),
+    ]
+    writer.flush()
+    lines = (tmp_path / "h.jsonl").read_bytes().splitlines()
+    assert [json.loads(line) for line in lines] == [op.to_json() for op in ops]
+    assert [list(json.loads(line)) for line in lines] == [list(op.to_json()) for op in ops]
+
+
 def test_run_clock_counts_from_the_run_start_and_never_goes_back() -> None:
     import time
 
