@@ -10,7 +10,11 @@ the other cluster processes (MemDS and GAC) and this client: a busy machine lowe
 not the CPU per operation.
 
     .venv/bin/python bench/api.py [--seconds 5] [--clients 32] [--profile DIR] [--aiohttp-client]
-        [--mesh] [--busy N]
+        [--mesh] [--busy N] [--rounds 4]
+
+Consistent and eventual GetItem are measured taking turns, ``--rounds`` slices of each (a
+second or so), so that what else the machine does meanwhile falls on both alike (measured one
+after the other, the second one met whatever came later); their rows add the slices up.
 
 ``--busy N`` makes the machine busy in a way that can be repeated: N processes that each burn
 one core's worth of CPU (a plain Python loop, at the cluster's priority) run beside the cluster
@@ -63,6 +67,7 @@ console = Console(width=120)  # the table is wider than a pipe's default 80
 TABLE = "bench"
 CPU_KINDS = ("router", "storage", "other", "client")
 KEYS = 1000
+READS = ("GetItem (consistent)", "GetItem (eventual)")
 
 
 BURN = """
@@ -132,6 +137,18 @@ async def measure(
     seconds: float,
     cluster: LocalCluster | None = None,
 ) -> dict[str, float]:
+    return summarize([await sample(clients, op, concurrency, seconds, cluster)])
+
+
+async def sample(
+    clients: list[Client],
+    op: str,
+    concurrency: int,
+    seconds: float,
+    cluster: LocalCluster | None = None,
+) -> dict[str, Any]:
+    """``op`` from ``concurrency`` workers for ``seconds``: latencies of the successes, errors,
+    elapsed seconds and the CPU seconds spent by each kind of process meanwhile."""
     latencies: list[float] = []
     errors = 0
     end = time.monotonic() + seconds
@@ -158,14 +175,22 @@ async def measure(
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.monotonic() - started
     cpu1, client1 = cluster_cpu(cluster), time.process_time()
+    cpu = {kind: cpu1[kind] - cpu0[kind] for kind in cpu0}
+    cpu["client"] = client1 - client0
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed, "cpu": cpu}
+
+
+def summarize(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """One table row from the samples of one operation (slices measured apart add up)."""
+    latencies = [x for s in samples for x in s["latencies"]]
     ops = max(1, len(latencies))
+    elapsed = sum(s["elapsed"] for s in samples)
     return {
-        "client CPU": (client1 - client0) * 1000 / ops,
-        **{f"{kind} CPU": (cpu1[kind] - cpu0[kind]) * 1000 / ops for kind in cpu0},
+        **{f"{kind} CPU": sum(s["cpu"][kind] for s in samples) * 1000 / ops for kind in CPU_KINDS},
         "ops/s": len(latencies) / elapsed,
         "p50": percentile(latencies, 50) * 1000,
         "p99": percentile(latencies, 99) * 1000,
-        "errors": errors,
+        "errors": sum(s["errors"] for s in samples),
     }
 
 
@@ -208,6 +233,7 @@ async def run(
     profile: Path | None = None,
     aiohttp_client: bool = False,
     busy: int = 0,
+    rounds: int = 4,
 ) -> tuple[Table, dict[tuple[str, str], float]]:
     secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
     endpoints = list(cluster.endpoints().values())
@@ -236,16 +262,40 @@ async def run(
         assert status == 200, body
         await asyncio.sleep(1.0)  # let every router's MemDS see the table
         await measure(clients, "PutItem", concurrency, 1.0)  # fill the keys, warm up
-        for op in ("PutItem", "GetItem (consistent)", "GetItem (eventual)"):
-            for label, pool in (("1 (rt-a)", clients[:1]), (f"all {len(clients)}", clients)):
-                console.print(f"measuring {op} through {label} ...")
-                spies: list[Any] = []
-                if profile is not None and len(pool) == 1:
-                    name = op.replace(" ", "").replace("(", "-").replace(")", "")
-                    spies = start_profiles(cluster, profile, name, seconds)
-                row = await measure(pool, op, concurrency, seconds, cluster)
-                for spy in spies:
-                    await asyncio.to_thread(spy.wait, 30)
+        pools = (("1 (rt-a)", clients[:1]), (f"all {len(clients)}", clients))
+        rows: dict[tuple[str, str], dict[str, float]] = {}
+
+        async def whole(op: str, label: str, pool: list[Client]) -> dict[str, float]:
+            console.print(f"measuring {op} through {label} ...")
+            spies: list[Any] = []
+            if profile is not None and len(pool) == 1:
+                name = op.replace(" ", "").replace("(", "-").replace(")", "")
+                spies = start_profiles(cluster, profile, name, seconds)
+            row = await measure(pool, op, concurrency, seconds, cluster)
+            for spy in spies:
+                await asyncio.to_thread(spy.wait, 30)
+            return row
+
+        for label, pool in pools:
+            rows[("PutItem", label)] = await whole("PutItem", label, pool)
+        for label, pool in pools:
+            if profile is not None or rounds <= 1:
+                for op in READS:
+                    rows[(op, label)] = await whole(op, label, pool)
+                continue
+            # The two kinds take turns in short slices, so that the machine's drift (other
+            # processes, the cluster's own background work) falls on both alike.
+            console.print(f"measuring {' and '.join(READS)} through {label}, {rounds} turns ...")
+            samples: dict[str, list[dict[str, Any]]] = {op: [] for op in READS}
+            for _ in range(rounds):
+                for op in READS:
+                    got = await sample(pool, op, concurrency, seconds / rounds, cluster)
+                    samples[op].append(got)
+            for op in READS:
+                rows[(op, label)] = summarize(samples[op])
+        for op in ("PutItem", *READS):
+            for label, _ in pools:
+                row = rows[(op, label)]
                 rates[(op, label)] = row["ops/s"]
                 table.add_row(
                     op,
@@ -274,6 +324,12 @@ def main() -> None:
         "--aiohttp-client",
         action="store_true",
         help="send with workloads/client.py (aiohttp) instead of bench/leanclient.py",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="consistent and eventual GetItem take turns in this many slices (1: one each)",
     )
     parser.add_argument(
         "--busy",
@@ -324,6 +380,7 @@ def bench(args: argparse.Namespace) -> None:
                     args.profile,
                     args.aiohttp_client,
                     args.busy,
+                    args.rounds,
                 )
             )
         finally:
