@@ -66,7 +66,7 @@ from .replica import (
 )
 from .tickclock import TickSchedule
 from .transport import PeerLinks, split_address
-from .wire import FrameError, decode_message, encode_frame, read_frame
+from .wire import FrameError, decode_frame_messages, encode_frame, read_frame
 
 log = logging.getLogger(__name__)
 UNLIMITED_RATE = 40_000.0  # units/s for groups without a rate (on-demand, metadata)
@@ -496,14 +496,16 @@ class StorageNode:
             writer.close()
 
     async def _serve_peer(self, peer: str, reader: asyncio.StreamReader) -> None:
+        """Step the Raft messages a peer sends; a frame carries all that waited for its link
+        (transport.py), often one per group: read and decoded as one batch."""
         while True:
-            frame = await read_frame(reader)
-            msg = decode_message(frame["raft"])
+            msgs = decode_frame_messages(await read_frame(reader))
             self.links.heard_from(peer)
-            replica = self.replicas.get(msg.group)
-            if replica is not None:  # groups we do not host are created explicitly first
-                self._tick_due()  # the ticks of instants before it arrived go first
-                replica.step(msg)
+            self._tick_due()  # the ticks of instants before they arrived go first
+            for msg in msgs:
+                replica = self.replicas.get(msg.group)
+                if replica is not None:  # groups we do not host are created explicitly first
+                    replica.step(msg)
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trusted: bool

@@ -10,6 +10,11 @@ So the link "n1 -> n2" is exactly one TCP stream, and cutting it cuts only that 
 
 Raft tolerates loss, so a full queue drops its oldest message rather than blocking the node.
 
+Every message waiting for a peer when its link's task runs leaves in ONE frame (wire.py
+``encode_batch``): with many groups on a node, one I/O trip's Readies (readyio.py) send about one
+message per group to each peer, and the receiver reads, decodes and steps them as one batch
+instead of framing, writing and reading each on its own.
+
 A link notices at once when the peer (or a proxy in between) closes it, and reconnects within
 RECONNECT_MAX seconds once the peer listens again: a link with nothing to send (a follower's
 to another follower) used to learn that its peer had restarted only when a write failed, so the
@@ -23,18 +28,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.consensus.messages import AnyMessage
 
 from .handshake import send_hello
-from .wire import FrameError, encode_frame, encode_message
+from .wire import FrameError, encode_batch
 
 log = logging.getLogger(__name__)
 log.setLevel(logging.INFO)  # a link lost or back: one line per change, even at WARNING
 
 RECONNECT_MAX = 0.2  # the longest wait between connection attempts to a peer, seconds
+QUEUE_LIMIT = 4096  # messages waiting for one peer; beyond it the oldest is dropped
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -48,7 +55,8 @@ def split_address(address: str) -> tuple[str, int]:
 class _Link:
     peer: str
     address: str
-    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(maxsize=4096))
+    waiting: deque[AnyMessage] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set: waiting or closed
     connected: bool = False
     sent: int = 0
     dropped: int = 0
@@ -81,11 +89,11 @@ class PeerLinks:
         link = self.links.get(msg.dst)
         if link is None:
             return  # not a peer we know of (e.g. removed from the group)
-        frame = encode_frame({"raft": encode_message(msg)})
-        if link.queue.full():
-            link.queue.get_nowait()
+        if len(link.waiting) >= QUEUE_LIMIT:
+            link.waiting.popleft()
             link.dropped += 1
-        link.queue.put_nowait(frame)
+        link.waiting.append(msg)
+        link.wake.set()
 
     def heard_from(self, peer: str) -> None:
         self.last_heard[peer] = time.monotonic()
@@ -127,15 +135,19 @@ class PeerLinks:
                 link.closed_by_peer = False
                 watcher = asyncio.create_task(self._watch_for_close(link, reader))
                 while True:
-                    frames = [await link.queue.get()]
-                    while not link.queue.empty():
-                        frames.append(link.queue.get_nowait())
+                    await link.wake.wait()
+                    link.wake.clear()
+                    batch = list(link.waiting)
+                    link.waiting.clear()
                     if link.closed_by_peer:
-                        link.dropped += sum(1 for frame in frames if frame)
+                        link.dropped += len(batch)
                         raise ConnectionResetError("closed by the peer")
+                    if not batch:
+                        continue
+                    frames = self._frames(link, batch)
                     writer.write(b"".join(frames))
                     await writer.drain()
-                    link.sent += len(frames)
+                    link.sent += len(batch)
             except (OSError, TimeoutError, FrameError, asyncio.IncompleteReadError) as exc:
                 link.last_error = f"{type(exc).__name__}: {exc}"
                 if link.connected:
@@ -151,6 +163,23 @@ class PeerLinks:
             backoff = min(backoff * 2, RECONNECT_MAX)
 
     @staticmethod
+    def _frames(link: _Link, batch: list[AnyMessage]) -> list[bytes]:
+        """``batch`` framed; a message too large for any frame is dropped (removed from
+        ``batch``), the others still leave."""
+        try:
+            return encode_batch(batch)
+        except FrameError:
+            frames: list[bytes] = []
+            for msg in list(batch):
+                try:
+                    frames += encode_batch([msg])
+                except FrameError as exc:
+                    batch.remove(msg)
+                    link.dropped += 1
+                    log.error("dropped a message to %s: %s", link.peer, exc)
+            return frames
+
+    @staticmethod
     async def _watch_for_close(link: _Link, reader: asyncio.StreamReader) -> None:
         """The peer never writes on a link: a read returns only when it is closed (the peer's
         process died, or the peer or a proxy closed it). Wake the pump to reconnect."""
@@ -158,5 +187,4 @@ class PeerLinks:
             while await reader.read(4096):
                 pass
         link.closed_by_peer = True
-        with contextlib.suppress(asyncio.QueueFull):
-            link.queue.put_nowait(b"")  # an empty frame: wakes the pump, sends nothing
+        link.wake.set()  # wakes the pump, which reconnects

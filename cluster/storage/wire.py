@@ -7,6 +7,8 @@ length followed by a msgpack map.
     writer.write(encode_frame({"hello": "peer", "node": "n1"}))
     frame = await read_frame(reader)            # -> dict
     msg = decode_message(encode_message(msg))   # Raft messages round-trip
+    frames = encode_batch([msg1, msg2])         # a peer link's waiting messages: one frame
+    decode_frame_messages(frame)                # -> [msg1, msg2]
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
 
 
 # --- Raft messages ---------------------------------------------------------------------------
+#
+# A message is a list, [kind, group, src, dst, term, *fields]: positional, so that packing and
+# unpacking thousands of small messages a second costs no map keys. A peer link sends every
+# message waiting for a peer in ONE frame, {"rafts": [message, ...]} (``encode_batch``); a frame
+# {"raft": message} carries one.
 
 
 def _entry(e: messages.Entry) -> list[Any]:
@@ -62,51 +69,70 @@ def _snapshot(s: messages.Snapshot) -> list[Any]:
     return [m.index, m.term, m.membership.encode(), s.data]
 
 
-def encode_message(msg: messages.AnyMessage) -> dict[str, Any]:
-    head: dict[str, Any] = {"g": msg.group, "s": msg.src, "d": msg.dst, "t": msg.term}
+def encode_message(msg: messages.AnyMessage) -> list[Any]:
+    head: list[Any] = [msg.group, msg.src, msg.dst, msg.term]
     match msg:
-        case messages.RequestVote():
-            head |= {"k": "vote", "li": msg.last_index, "lt": msg.last_term, "p": msg.pre}
-            head["x"] = msg.transfer
-        case messages.VoteResponse():
-            head |= {"k": "vote_resp", "ok": msg.granted, "p": msg.pre}
         case messages.AppendEntries():
-            head |= {"k": "append", "pi": msg.prev_index, "pt": msg.prev_term, "c": msg.commit}
-            head |= {"e": [_entry(e) for e in msg.entries], "q": msg.seq}
+            entries = [_entry(e) for e in msg.entries]
+            return ["append", *head, msg.prev_index, msg.prev_term, msg.commit, msg.seq, entries]
         case messages.AppendResponse():
-            head |= {"k": "append_resp", "ok": msg.success, "m": msg.match_index, "q": msg.seq}
+            return ["append_resp", *head, msg.success, msg.match_index, msg.seq]
+        case messages.RequestVote():
+            return ["vote", *head, msg.last_index, msg.last_term, msg.pre, msg.transfer]
+        case messages.VoteResponse():
+            return ["vote_resp", *head, msg.granted, msg.pre]
         case messages.InstallSnapshot():
-            head |= {"k": "snapshot", "snap": _snapshot(msg.snapshot), "q": msg.seq}
+            return ["snapshot", *head, _snapshot(msg.snapshot), msg.seq]
         case messages.TimeoutNow():
-            head |= {"k": "timeout_now"}
-    return head
+            return ["timeout_now", *head]
+    raise TypeError(f"not a raft message: {msg!r}")
 
 
-def decode_message(body: dict[str, Any]) -> messages.AnyMessage:
+def encode_batch(batch: list[messages.AnyMessage]) -> list[bytes]:
+    """Frames carrying ``batch`` in order: one, unless it would exceed MAX_FRAME (then it is
+    split; a single message too large for a frame raises FrameError)."""
+    try:
+        return [encode_frame({"rafts": [encode_message(m) for m in batch]})]
+    except FrameError:
+        if len(batch) == 1:
+            raise
+        half = len(batch) // 2
+        return encode_batch(batch[:half]) + encode_batch(batch[half:])
+
+
+def decode_frame_messages(frame: dict[str, Any]) -> list[messages.AnyMessage]:
+    """The Raft messages a peer frame carries ({"rafts": [...]} or {"raft": ...}), in order."""
+    bodies = frame.get("rafts")
+    if bodies is None:
+        bodies = [frame.get("raft")]
+    if not isinstance(bodies, list):
+        raise FrameError("malformed raft batch")
+    return [decode_message(body) for body in bodies]
+
+
+def decode_message(body: Any) -> messages.AnyMessage:
     """Inverse of encode_message; raises FrameError on anything malformed."""
     try:
-        common = (str(body["g"]), str(body["s"]), str(body["d"]), int(body["t"]))
-        kind = body["k"]
-        if kind == "vote":
-            return messages.RequestVote(
-                *common, body["li"], body["lt"], bool(body["p"]), bool(body["x"])
-            )
-        if kind == "vote_resp":
-            return messages.VoteResponse(*common, bool(body["ok"]), bool(body["p"]))
+        kind, group, src, dst, term, *rest = body
+        common = (str(group), str(src), str(dst), int(term))
         if kind == "append":
-            entries = tuple(
-                messages.Entry(i, t, messages.EntryKind(k), d) for i, t, k, d in body["e"]
-            )
-            return messages.AppendEntries(
-                *common, body["pi"], body["pt"], entries, body["c"], body["q"]
-            )
+            prev_index, prev_term, commit, seq, raw = rest
+            entries = tuple(messages.Entry(i, t, messages.EntryKind(k), d) for i, t, k, d in raw)
+            return messages.AppendEntries(*common, prev_index, prev_term, entries, commit, seq)
         if kind == "append_resp":
-            return messages.AppendResponse(*common, bool(body["ok"]), body["m"], body["q"])
+            ok, match_index, seq = rest
+            return messages.AppendResponse(*common, bool(ok), match_index, seq)
+        if kind == "vote":
+            last_index, last_term, pre, transfer = rest
+            return messages.RequestVote(*common, last_index, last_term, bool(pre), bool(transfer))
+        if kind == "vote_resp":
+            granted, pre = rest
+            return messages.VoteResponse(*common, bool(granted), bool(pre))
         if kind == "snapshot":
-            index, term, membership, data = body["snap"]
+            (index, term, membership, data), seq = rest
             meta = messages.SnapshotMeta(index, term, messages.Membership.decode(membership))
-            return messages.InstallSnapshot(*common, messages.Snapshot(meta, data), body["q"])
-        if kind == "timeout_now":
+            return messages.InstallSnapshot(*common, messages.Snapshot(meta, data), seq)
+        if kind == "timeout_now" and not rest:
             return messages.TimeoutNow(*common)
     except (KeyError, TypeError, ValueError) as exc:
         raise FrameError(f"malformed raft message: {exc}") from exc

@@ -1,4 +1,5 @@
-"""Peer links on loopback: a link notices at once that its peer closed it, and reconnects.
+"""Peer links on loopback: a link notices at once that its peer closed it, and reconnects; the
+messages waiting for a peer leave in one frame.
 
 The scripted peer speaks the real wire protocol (a challenge, the dialer's ``peer`` hello, then
 Raft frames one way) and can drop every connection it holds, as a killed node does.
@@ -9,9 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from cluster.consensus.messages import RequestVote
+import msgpack
+import pytest
+
+from cluster.consensus.messages import (
+    AnyMessage,
+    AppendEntries,
+    AppendResponse,
+    Entry,
+    EntryKind,
+    InstallSnapshot,
+    Membership,
+    RequestVote,
+    Snapshot,
+    SnapshotMeta,
+    TimeoutNow,
+    VoteResponse,
+)
+from cluster.storage import wire
 from cluster.storage.transport import PeerLinks
-from cluster.storage.wire import encode_frame, read_frame
+from cluster.storage.wire import decode_frame_messages, encode_frame, read_frame
 
 
 class ScriptedPeer:
@@ -75,3 +93,58 @@ def test_a_link_closed_by_its_peer_reconnects_before_the_next_message() -> None:
             peer.server.close()
 
     asyncio.run(scenario())
+
+
+def test_the_messages_waiting_for_a_peer_leave_in_one_frame_and_decode_as_sent() -> None:
+    """One I/O trip's Readies send about one message per group to each peer: they go out as one
+    frame (read, decoded and stepped as a batch), each message as it was."""
+    entry = Entry(7, 2, EntryKind.NORMAL, b"cmd")
+    meta = SnapshotMeta(5, 2, Membership(frozenset({"n1", "n2"}), frozenset({"n2"})))
+    batch: list[AnyMessage] = [
+        vote(1),
+        VoteResponse("g", "n1", "n2", 3, True, pre=True),
+        AppendEntries("g1", "n1", "n2", 2, 6, 2, (entry,), 6, seq=9),
+        AppendResponse("g2", "n1", "n2", 2, False, 4, seq=3),
+        InstallSnapshot("g3", "n1", "n2", 2, Snapshot(meta, b"data"), seq=1),
+        TimeoutNow("g4", "n1", "n2", 2),
+    ]
+
+    async def scenario() -> None:
+        peer = ScriptedPeer()
+        await peer.start()
+        links = PeerLinks("n1", {"n2": peer.address})
+        links.start()
+        try:
+            await wait_for(lambda: links.stats()["n2"]["connected"])
+            for msg in batch:  # in one step of the event loop, as a Ready's messages are
+                links.send(msg)
+            await wait_for(lambda: links.stats()["n2"]["sent"] == len(batch))
+            await wait_for(lambda: len(peer.frames) == 1)
+            assert decode_frame_messages(peer.frames[0]) == batch
+        finally:
+            await links.stop()
+            assert peer.server is not None
+            peer.server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_too_large_for_one_frame_is_split_and_a_single_frame_message_still_decodes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire, "MAX_FRAME", 200)
+    big = [
+        AppendEntries("g", "n1", "n2", 1, i, 1, (Entry(i + 1, 1, data=b"x" * 60),), i)
+        for i in range(6)
+    ]
+    frames = wire.encode_batch(big)
+    assert len(frames) > 1
+    decoded = []
+    for frame in frames:
+        decoded += decode_frame_messages(msgpack.unpackb(frame[4:]))
+    assert decoded == big
+    assert decode_frame_messages({"raft": wire.encode_message(big[0])}) == big[:1]
+    with pytest.raises(wire.FrameError):
+        wire.encode_batch(
+            [AppendEntries("g", "n1", "n2", 1, 0, 0, (Entry(1, 1, data=b"x" * 300),), 0)]
+        )
