@@ -136,6 +136,10 @@ class RaftLog:
             break
         return prev_index + len(entries)
 
+    def has_unstable(self) -> bool:
+        """``bool(unstable())`` without building the list (``Raft.has_ready`` runs often)."""
+        return self.stable < self.last_index()
+
     def unstable(self) -> list[Entry]:
         return self.entries[self.stable + 1 - self.first_index() :] if self.entries else []
 
@@ -143,6 +147,10 @@ class RaftLog:
         # Only if the entry is still the one that was persisted (it may have been replaced).
         if index > self.stable and self.matches(index, term):
             self.stable = index
+
+    def has_committable(self) -> bool:
+        """``bool(committable())`` without building the list."""
+        return min(self.commit, self.stable) > self.applied
 
     def committable(self) -> list[Entry]:
         """Committed, persisted entries not yet handed out for applying."""

@@ -230,7 +230,9 @@ class Raft:
         self.refused_behind_at: int | None = None
         # A leader's broadcasts owed since the last ``ready`` (see ``_flush_broadcasts``).
         self._append_due = False
-        self._commit_due = False
+        # The commit index moved since followers were last sent it; told by the next append
+        # or, at the latest, the next tick (see ``_maybe_commit``).
+        self._commit_untold = False
         self._prev_hard_state = self._hard_state()
 
     # --- public inputs ---------------------------------------------------------------------
@@ -393,14 +395,17 @@ class Raft:
     # --- outputs ---------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
+        # Asked after every input of every group: compared field by field, no lists built.
+        log, prev = self.log, self._prev_hard_state
         return bool(
             self.messages
             or self._append_due
-            or self._commit_due
-            or self.log.unstable()
-            or self.log.pending_snapshot
-            or self._hard_state() != self._prev_hard_state
-            or self.log.committable()
+            or log.has_unstable()
+            or log.pending_snapshot
+            or self.term != prev.term
+            or self.vote != prev.vote
+            or log.commit != prev.commit
+            or log.has_committable()
         )
 
     def ready(self) -> Ready:
@@ -649,7 +654,7 @@ class Raft:
         if self.election_elapsed >= self.config.election_ticks:
             self.election_elapsed = 0
             self.transfer_target = None  # a transfer that did not finish in time is abandoned
-        if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks or self._commit_untold:
             self.heartbeat_elapsed = 0
             self._broadcast(heartbeat=True)
 
@@ -702,6 +707,7 @@ class Raft:
         for peer in sorted(self.progress):
             if peer != self.id:
                 self._send_append(peer, heartbeat)
+        self._commit_untold = False  # what is sent carries the commit index
         if heartbeat:
             self._update_lease()  # a group of one holds its own lease
 
@@ -789,22 +795,22 @@ class Raft:
         # Only entries of the current term commit by counting replicas (§5.4.2).
         if candidate > self.log.commit and self.log.term_at(candidate) == self.term:
             self.log.commit = candidate
-            self._commit_due = True  # followers learn the commit index at the next ready()
+            # Followers learn it from the next AppendEntries (the next proposal's), or from
+            # the next tick's heartbeat (within tick_seconds): not from a round of its own.
+            # Only they apply later; nothing waits on it (the leader answers its clients once
+            # it applied, reads on followers are eventually consistent, a new leader commits
+            # everything before its own first entry). A round per commit step cost each write,
+            # with many groups, 2 more messages out and 2 back and a Ready on each follower.
+            self._commit_untold = True
 
     def _flush_broadcasts(self) -> None:
-        """Send what proposals and commit steps since the last ``ready`` owe the followers:
-        one AppendEntries per follower for all of them, not one per proposal and a heartbeat
-        round per acknowledgement that moved the commit index (32 writes proposed together
-        cost a follower 32 messages to step and answer, and the leader 32 answers). Only when
+        """Send what proposals since the last ``ready`` owe the followers: one AppendEntries
+        per follower for all of them, not one per proposal (32 writes proposed together cost
+        a follower 32 messages to step and answer, and the leader 32 answers). Only when
         messages leave changes, not what they say: each still carries every entry the
         follower lacks (within the in-flight window) and the commit index as of now."""
-        commit, self._commit_due = self._commit_due, False
         append, self._append_due = self._append_due, False
-        if self.role is not Role.LEADER:
-            return
-        if commit:
-            self._broadcast(heartbeat=True)  # carries new entries too (_send_append)
-        elif append:
+        if append and self.role is Role.LEADER:
             self._broadcast(heartbeat=False)
 
     def _update_lease(self) -> None:

@@ -730,6 +730,7 @@ def test_duplicated_and_reordered_append_entries_are_idempotent() -> None:
     assert isinstance(batch, AppendEntries) and [e.index for e in batch.entries] == [2, 3, 4]
     net.stabilize()
     propose_all(net, "n1", [b"d", b"e"])
+    net.tick("n1")  # the next tick tells the followers the commit index (Raft._maybe_commit)
     assert n2.log.last_index() == 6
 
     written = sum(len(rd.entries) for rd in net.nodes["n2"].readies)
@@ -885,8 +886,9 @@ def test_only_a_moved_commit_index_may_skip_the_fsync() -> None:
 def test_proposals_and_commit_steps_between_readies_leave_as_one_message_per_follower() -> None:
     """The leader sends what it owes each follower once per Ready: proposals made together go
     in one AppendEntries (not one each), and acknowledgements that move the commit index
-    together cause one heartbeat round (not one per acknowledgement). What the messages say is
-    unchanged: every entry the follower lacks, and the commit index as of the Ready."""
+    cause no round of their own: the next AppendEntries, or the next tick's heartbeat, tells
+    the followers. What the messages say is unchanged: every entry the follower lacks, and the
+    commit index as of the Ready."""
     net = stable_cluster()
     net.inflight.clear()
     values = [b"a", b"b", b"c", b"d"]
@@ -903,11 +905,24 @@ def test_proposals_and_commit_steps_between_readies_leave_as_one_message_per_fol
     assert sorted((m.src, m.match_index) for m in answers) == [("n2", 5), ("n3", 5)]
     net.deliver()  # both answers reach n1 before its next Ready: the commit moves to 5 ...
     net.process()
-    heartbeats = [m for m in net.inflight if isinstance(m, AppendEntries)]
-    # ... and one heartbeat per follower tells it so (not one round per answer)
-    assert sorted((m.dst, m.commit, len(m.entries)) for m in heartbeats) == [
-        ("n2", 5, 0),
-        ("n3", 5, 0),
+    assert net.raft("n1").log.commit == 5
+    assert not [m for m in net.inflight if isinstance(m, AppendEntries)]  # ... nothing of its own
+    net.propose("n1", b"e")
+    net.process()
+    appends = [m for m in net.inflight if isinstance(m, AppendEntries)]
+    # ... the next proposal's AppendEntries carries it ...
+    assert sorted((m.dst, m.commit, len(m.entries)) for m in appends) == [
+        ("n2", 5, 1),
+        ("n3", 5, 1),
     ]
     net.stabilize()
-    assert all(net.nodes[n].applied[-4:] == values for n in N3)
+    assert net.raft("n1").log.commit == 6 and net.raft("n2").log.commit == 5
+    net.raft("n1").tick()  # ... or, at the latest, the next tick's heartbeat, once per follower
+    net.process()
+    heartbeats = [m for m in net.inflight if isinstance(m, AppendEntries)]
+    assert sorted((m.dst, m.commit, len(m.entries)) for m in heartbeats) == [
+        ("n2", 6, 0),
+        ("n3", 6, 0),
+    ]
+    net.stabilize()
+    assert all(net.nodes[n].applied[-5:] == [*values, b"e"] for n in N3)
