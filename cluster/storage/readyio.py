@@ -150,17 +150,25 @@ class ReadyIO:
             for item in appended:
                 item.error = exc
             return
+        # Every reply and vote the fsync covered leaves now, in one hand-over to the event loop
+        # (one wake-up of it, not one per group), before the applies.
+        late = [(item.replica, item.late) for item in appended if item.late]
+        if late:
+            late[0][0].event_loop.call_soon_threadsafe(_send_late, late)
         for item in appended:
-            replica = item.replica
             try:
-                if item.late:
-                    replica.event_loop.call_soon_threadsafe(replica._send_all, item.late)
-                item.result = replica._apply(item.rd)
+                item.result = item.replica._apply(item.rd)
             except Exception as exc:
                 item.error = exc
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+
+
+def _send_late(late: list[tuple[Batched, list[AnyMessage]]]) -> None:
+    """(event loop) Send what waited for a batch's fsync, in the batch's order."""
+    for replica, messages in late:
+        replica._send_all(messages)
 
 
 def _settle(item: _Item) -> None:
