@@ -14,7 +14,9 @@ to be sent, so that a stall also counts in the writes that queued behind it. "re
 the nodes' journal at work (group commit: how many groups' WAL appends one fsync covered,
 journal.py), "fsyncs/write" the journal fsyncs of all 3 nodes per acknowledged write,
 "readies/trip" how many replicas' Readies one trip to a node's I/O thread handled
-(readyio.py), and "CPU ms/write" the CPU time (user + system) of all 3 node processes per
+(readyio.py), "msgs/write" the Raft messages all 3 nodes sent each other per acknowledged write
+(heartbeats included; like fsyncs/write it counts work, not time, so it holds on a busy
+machine), and "CPU ms/write" the CPU time (user + system) of all 3 node processes per
 acknowledged write: on a busy machine writes/s measures the machine, CPU per write still
 mostly the code. The last lines print the issue #15 goals against this run's figures, and the
 load average (a busy machine measures itself, not the code).
@@ -50,7 +52,7 @@ from cluster.storage.client import GroupClient
 from cluster.storage.commands import PutCommand, encode_command
 from tests.local_nodes import LocalNodes
 
-console = Console(width=120)  # the table stays whole when the output is a file
+console = Console(width=132)  # the table stays whole when the output is a file
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -58,19 +60,20 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
-def journal_totals(cluster: LocalNodes) -> tuple[int, int, int, int]:
-    """(fsyncs, records) of every node's journal so far, and (trips, readies) of their I/O
-    threads (readyio.py; 0 from a node without one)."""
-    fsyncs = records = trips = readies = 0
+def journal_totals(cluster: LocalNodes) -> tuple[int, int, int, int, int]:
+    """(fsyncs, records) of every node's journal so far, (trips, readies) of their I/O
+    threads (readyio.py; 0 from a node without one), and the Raft messages they sent."""
+    fsyncs = records = trips = readies = sent = 0
     for node in cluster.nodes:
         status = cluster.status(node)
+        sent += sum(int(link.get("sent", 0)) for link in (status.get("peers") or {}).values())
         journal = status.get("journal") or {}
         fsyncs += int(journal.get("fsyncs", 0))
         records += int(journal.get("records", 0))
         io = status.get("ready_io") or {}
         trips += int(io.get("batches", 0))
         readies += int(io.get("readies", 0))
-    return fsyncs, records, trips, readies
+    return fsyncs, records, trips, readies, sent
 
 
 def nodes_cpu(cluster: LocalNodes) -> float:
@@ -121,7 +124,7 @@ async def throughput(
     spies = [] if profile is None else start_profiles(cluster, profile, label, seconds)
     latencies: list[float] = []
     failures = 0
-    fsyncs0, records0, trips0, readies0 = journal_totals(cluster)
+    fsyncs0, records0, trips0, readies0, sent0 = journal_totals(cluster)
     cpu0 = nodes_cpu(cluster)
     start = time.monotonic()
     end = start + seconds
@@ -157,7 +160,7 @@ async def throughput(
     for spy in spies:
         await asyncio.to_thread(spy.wait)
     cpu1 = nodes_cpu(cluster)
-    fsyncs1, records1, trips1, readies1 = journal_totals(cluster)
+    fsyncs1, records1, trips1, readies1, sent1 = journal_totals(cluster)
     return {
         "writes/s": len(latencies) / elapsed,
         "p50 ms": percentile(latencies, 50) * 1000,
@@ -166,6 +169,7 @@ async def throughput(
         "records/fsync": (records1 - records0) / max(1, fsyncs1 - fsyncs0),
         "fsyncs/write": (fsyncs1 - fsyncs0) / max(1, len(latencies)),
         "readies/trip": (readies1 - readies0) / max(1, trips1 - trips0),
+        "msgs/write": (sent1 - sent0) / max(1, len(latencies)),
         "CPU ms/write": (cpu1 - cpu0) * 1000 / max(1, len(latencies)),
     }
 
@@ -216,7 +220,7 @@ async def main() -> None:
         f"{args.seconds:.0f} s each)"
     )
     cols = ("writes/s", "p50 ms", "p99 ms", "failed", "records/fsync", "fsyncs/write")
-    for col in ("setup", *cols, "readies/trip", "CPU ms/write"):
+    for col in ("setup", *cols, "readies/trip", "msgs/write", "CPU ms/write"):
         table.add_column(col, justify="right" if col != "setup" else "left")
     with tempfile.TemporaryDirectory() as tmp:
         groups = {g: ("n1", "n2", "n3") for g in many}
@@ -251,6 +255,7 @@ async def main() -> None:
             f"{row['records/fsync']:.1f}",
             f"{row['fsyncs/write']:.2f}",
             f"{row['readies/trip']:.1f}",
+            f"{row['msgs/write']:.1f}",
             f"{row['CPU ms/write']:.2f}",
         )
     console.print(table)
