@@ -5,7 +5,9 @@ four HMACs and formats the date for every request: about 180 us of CPU, most of 
 generator's budget. This signer does exactly what botocore does for these requests, with what
 never changes worked out once: the host and canonical URI at construction, the timestamp once
 per second and the signing key once per UTC day (and region). Per request it hashes the body,
-the canonical request and the string to sign: two SHA-256 and one HMAC. The signatures are
+the canonical request and the string to sign: two SHA-256 and one HMAC, whose key pads are
+hashed once per key (RFC 2104: the HMAC is two SHA-256 continued from those states; OpenSSL's
+one-shot HMAC looks its algorithm up on every call and cost twice as much). The signatures are
 byte-identical to botocore's (tests/workloads/test_sigv4.py compares the two on many requests).
 
     signer = SigV4Signer("http://127.20.1.100:8000", "gameday", "secret")
@@ -16,7 +18,6 @@ byte-identical to botocore's (tests/workloads/test_sigv4.py compares the two on 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import time
 from urllib.parse import urlsplit
 
@@ -26,6 +27,9 @@ CONTENT_TYPE = "application/x-amz-json-1.0"
 TARGET_PREFIX = "DynamoDB_20120810."
 SIGNED_HEADERS = "content-type;host;x-amz-date;x-amz-target"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_BLOCK = 64  # SHA-256's block size
 
 
 def host_header(endpoint: str) -> str:
@@ -67,6 +71,8 @@ class SigV4Signer:
         self._amz_date = ""
         self._date = ""
         self._key = b""
+        self._inner = hashlib.sha256()
+        self._outer = hashlib.sha256()
         self._credential = ""
         self._scope = ""
         self._targets: dict[str, tuple[str, str]] = {}
@@ -81,6 +87,9 @@ class SigV4Signer:
         if date != self._date:  # a new UTC day: a new signing key
             self._date = date
             self._key = derive_signing_key(self._secret, date, self.region, self.service)
+            block = self._key.ljust(_BLOCK, b"\0")  # a 32-byte key: no pre-hashing
+            self._inner = hashlib.sha256(block.translate(_IPAD))
+            self._outer = hashlib.sha256(block.translate(_OPAD))
             scope = f"{date}/{self.region}/{self.service}/aws4_request"
             self._credential = f"{ALGORITHM} Credential={self.access_key}/{scope}, "
             self._scope = scope
@@ -108,7 +117,11 @@ class SigV4Signer:
             f"{ALGORITHM}\n{amz_date}\n{self._scope}\n"
             f"{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
         )
-        signature = hmac.digest(self._key, to_sign.encode("utf-8"), "sha256").hex()
+        inner = self._inner.copy()
+        inner.update(to_sign.encode("utf-8"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        signature = outer.hexdigest()  # = hmac.digest(self._key, to_sign, "sha256").hex()
         return {
             "Content-Type": CONTENT_TYPE,
             "X-Amz-Target": sent_target,
