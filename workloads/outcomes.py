@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from workloads.client import error_code
 from workloads.history import OpType
 
@@ -67,3 +69,23 @@ def classify_exception(exc: BaseException) -> tuple[OpType, str]:
 def is_expected(error: str | None) -> bool:
     """A refusal that is a normal answer of the workload, not a failure of the service."""
     return error is not None and "ConditionalCheckFailed" in error  # also a cancelled transaction
+
+
+def judge(
+    status: int, content: bytes, failure: BaseException | None
+) -> tuple[OpType, str | None, dict[str, Any]]:
+    """An HTTP answer (or the transport error instead of one) -> (outcome, error, body)."""
+    if failure is not None or status == 0:
+        kind, reason = classify_exception(failure or ConnectionError())
+        return kind, reason, {}
+    try:
+        answer = orjson.loads(content) if content else {}
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        outcome, error = classify(status, None)
+        if outcome is OpType.OK:  # applied, but we cannot tell what it said
+            return OpType.INFO, "MalformedResponse", {}
+        return outcome, error, {}
+    outcome, error = classify(status, answer)
+    return outcome, error, answer

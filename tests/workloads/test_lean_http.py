@@ -130,6 +130,18 @@ def test_chunked_answer_with_trailers(serve: Callable[..., ScriptedServer], gree
     assert server.connections == 1
 
 
+def test_header_names_in_any_case_and_only_at_line_starts(
+    serve: Callable[..., ScriptedServer], green: bool
+) -> None:
+    odd = b"HTTP/1.1 200 OK\r\nX-Note: content-length: 99\r\nCONTENT-length: 2\r\n\r\n{}"
+    server = serve([lambda _: odd, ok(b"{}", b"connection: CLOSE\r\n"), ok(b"{}")])
+    conn = Connection(server.endpoint, green=green)
+    assert conn.post({}, b"") == (200, b"{}")
+    assert conn.post({}, b"") == (200, b"{}")  # the same connection, which it then closes
+    assert conn.post({}, b"") == (200, b"{}")
+    assert server.connections == 2
+
+
 def test_connection_close_and_close_delimited_bodies(
     serve: Callable[..., ScriptedServer], green: bool
 ) -> None:
