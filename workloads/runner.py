@@ -49,8 +49,11 @@ def locust_env(settings: LoadSettings, base: Mapping[str, str] | None = None) ->
     base = os.environ if base is None else base
     env = {k: v for k, v in base.items() if not k.startswith(PREFIX)}
     env.update(settings.to_env())
-    # the locustfile imports the workloads package; make that work from a source tree too
+    # the locustfile imports the workloads package; make that work from a source tree too, and
+    # keep ``python -m locust`` from putting the working directory first on sys.path: started
+    # from another checkout, Locust ran that checkout's workloads (Python >= 3.11)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONSAFEPATH"] = "1"
     return env
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,19 @@ def test_environment_drops_stale_gameday_variables() -> None:
     assert env["PATH"] == "/bin"
     assert "GAMEDAY_TABLE" not in env and "GAMEDAY_HISTORY_DIR" not in env
     assert str(LOCUSTFILE.parents[1]) in env["PYTHONPATH"]
+
+
+def test_locust_runs_this_checkouts_workloads_from_any_directory(tmp_path: Path) -> None:
+    """``python -m locust`` puts its working directory first on sys.path: started from another
+    checkout, it imported that checkout's workloads (and a bench measured the wrong code)."""
+    (tmp_path / "workloads").mkdir()
+    (tmp_path / "workloads" / "__init__.py").write_text("")
+    env = locust_env(LoadSettings(endpoints=("http://127.0.0.1:1",)))
+    probe = "import workloads; print(workloads.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, timeout=60
+    )
+    assert out.stdout.decode().strip() == str(LOCUSTFILE.with_name("__init__.py"))
 
 
 def test_headless_command_line() -> None:
