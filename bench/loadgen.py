@@ -1,17 +1,21 @@
 """Load-generator benchmark: signed requests per CPU-second of the Locust process, history on.
 
 Runs gameday's own Locust users (one process, closed loop, no think time, history recorded to
-a temporary run directory) twice, side by side in one run:
+a temporary run directory) three times, side by side in one run:
   1. against a trivial local responder (canned DynamoDB answers, its own process), which shows
      what the load generator alone can do;
-  2. against a local 3x2x1 cluster (all routers), which shows it outruns the cluster.
+  2. against the same responder answering each request after 20-60 ms (``--slow-ms 40``): as
+     from the cluster, answers then arrive one at a time and each costs a wake-up of its own,
+     which is the load generator's dearest case (the cluster's own rate decides how bunched its
+     answers are, so this row stays comparable while the cluster gets faster);
+  3. against a local 3x2x1 cluster (all routers), which shows it outruns the cluster.
 
 The figure that matters is requests per CPU-second of the Locust process (its user + system
 time, measured inside it after a warm-up, so start-up and spawning do not count): the machine
 is shared, so wall-clock rates depend on who else runs. The goal (issue #15) is >= 6,000.
 
     .venv/bin/python bench/loadgen.py [--users 32] [--seconds 5] [--workload register]
-                                      [--skip-cluster]
+                                      [--slow-ms 40] [--skip-cluster]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -47,11 +52,42 @@ _RESPONSE = canned(_ITEM)
 # --- the trivial responder (python bench/loadgen.py responder PORT) ----------------------------
 
 
-async def _serve(port: int, seconds: float) -> None:
+class _Later:
+    """A transport whose writes leave after ``delay`` s times 0.5-1.5 (seeded)."""
+
+    def __init__(self, transport: asyncio.Transport, delay: float, rng: random.Random) -> None:
+        self.transport, self.delay, self.rng = transport, delay, rng
+
+    def write(self, data: bytes) -> None:
+        later = self.delay * self.rng.uniform(0.5, 1.5)
+        asyncio.get_running_loop().call_later(later, self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+
+class SlowResponder(CannedResponder):
+    """The canned answer, ``delay`` s (0.5-1.5x) after each request (one at a time per
+    connection, as Locust's users send them)."""
+
+    def __init__(self, answer: bytes, delay: float, rng: random.Random) -> None:
+        super().__init__(answer)
+        self.delay, self.rng = delay, rng
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport = _Later(self.transport, self.delay, self.rng)  # type: ignore[assignment]
+
+
+async def _serve(port: int, seconds: float, delay: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: CannedResponder(_RESPONSE), "127.0.0.1", port, backlog=256
-    )
+    rng = random.Random(port)
+
+    def protocol() -> CannedResponder:
+        return SlowResponder(_RESPONSE, delay, rng) if delay > 0 else CannedResponder(_RESPONSE)
+
+    server = await loop.create_server(protocol, "127.0.0.1", port, backlog=256)
     async with server:
         await asyncio.sleep(seconds)  # bounded: the bench stops it sooner
 
@@ -127,15 +163,17 @@ def add_row(table: Table, label: str, r: dict[str, float]) -> float:
     return per_core
 
 
-def bench_responder(args: argparse.Namespace) -> dict[str, float]:
+def bench_responder(args: argparse.Namespace, delay_ms: float = 0.0) -> dict[str, float]:
     port = _free_port()
+    lifetime = str(WARMUP + args.seconds + 90)
     server = subprocess.Popen(
-        [sys.executable, __file__, "responder", str(port), str(WARMUP + args.seconds + 90)],
+        [sys.executable, __file__, "responder", str(port), lifetime, str(delay_ms)],
         stdin=subprocess.DEVNULL,
     )
     try:
         _wait_port(port)
-        console.print("Locust against the trivial responder ...")
+        late = f" answering after {delay_ms / 2:g}-{delay_ms * 1.5:g} ms" if delay_ms else ""
+        console.print(f"Locust against the trivial responder{late} ...")
         return run_locust(
             (f"http://127.0.0.1:{port}",), "secret", args.workload, args.users, args.seconds
         )
@@ -198,8 +236,8 @@ def signing_rates(n: int = 20_000) -> tuple[float, float]:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "responder":
-        asyncio.run(_serve(int(sys.argv[2]), float(sys.argv[3])))
+    if len(sys.argv) == 5 and sys.argv[1] == "responder":
+        asyncio.run(_serve(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]) / 1000.0))
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -207,7 +245,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=32, help="Locust users (default 32)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per target")
     parser.add_argument("--workload", default="register", help="gameday workload (register)")
-    parser.add_argument("--skip-cluster", action="store_true", help="only the responder")
+    parser.add_argument(
+        "--slow-ms",
+        type=float,
+        default=40.0,
+        help="the slow responder answers after 0.5-1.5x this (default 40; 0: no such row)",
+    )
+    parser.add_argument("--skip-cluster", action="store_true", help="only the responder(s)")
     args = parser.parse_args()
     table = Table(
         title=f"Load generator: Locust, 1 process, {args.users} users, no think time, "
@@ -216,6 +260,9 @@ def main() -> None:
     for col in ("target", "req/s", "loadgen CPU", "req per CPU-s", "vs 6,000", "history lines"):
         table.add_column(col, justify="left" if col == "target" else "right")
     rows = [("trivial responder", bench_responder(args))]
+    if args.slow_ms > 0:
+        slow = f"responder, {args.slow_ms / 2:g}-{args.slow_ms * 1.5:g} ms"
+        rows.append((slow, bench_responder(args, args.slow_ms)))
     if not args.skip_cluster:
         rows.append(("3x2x1 cluster, all routers", bench_cluster(args)))
     for label, result in rows:
