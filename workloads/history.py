@@ -229,8 +229,29 @@ class HistoryWriter:
         lines, self.buffer = self.buffer, []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("ab") as out:  # one write per batch; orjson emits UTF-8
-            out.write(b"\n".join(map(orjson.dumps, lines)) + b"\n")
+            out.write(jsonl(lines))
         self.written += len(lines)
+
+
+_BETWEEN = b'},{"'
+
+
+def jsonl(records: list[dict[str, Any]]) -> bytes:
+    """``records`` as JSON lines, the same bytes as one ``orjson.dumps`` per record.
+
+    One orjson call for the whole batch costs a tenth of one call per record (~0.1 vs ~1 us a
+    record). Its array ``[{..},{"..},{"..}]`` becomes lines by cutting at each ``},{"``: between
+    n non-empty objects that sequence occurs n - 1 times, and elsewhere only inside a record (a
+    list of objects, or a string ending in ``},{`` before its closing quote; no string holds an
+    unescaped quote of its own). So exactly n - 1 occurrences are exactly the boundaries; any
+    other count falls back to one call per record.
+    """
+    if not records:
+        return b""
+    data = orjson.dumps(records)
+    if data.count(_BETWEEN) == len(records) - 1 and all(records):  # dicts (typed), none empty
+        return data[1:-1].replace(_BETWEEN, b'}\n{"') + b"\n"
+    return b"\n".join(map(orjson.dumps, records)) + b"\n"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from workloads.history import (
@@ -108,6 +109,31 @@ def test_recorded_lines_are_the_ops_lines(tmp_path: Path) -> None:
     lines = (tmp_path / "h.jsonl").read_bytes().splitlines()
     assert [json.loads(line) for line in lines] == [op.to_json() for op in ops]
     assert [list(json.loads(line)) for line in lines] == [list(op.to_json()) for op in ops]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        "ends in },{",
+        'quoted },{" inside',
+        [{"a": 1}, {"b": 2}],
+        {"accounts": [{"x": "},{"}], "initial": 1},
+        "\u00e9\n\\",
+    ],
+)
+def test_a_batch_is_written_as_one_dumps_per_record(value: Any) -> None:
+    from workloads.history import jsonl
+
+    records = [
+        {"type": "invoke", "f": "read", "key": "k", "value": None},
+        {"type": "ok", "f": "read", "key": "k", "value": value, "latency": 0.5},
+        {"type": "schedule", "process": "p", "rate": 2.0},
+    ]
+    expected = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    assert jsonl(records) == expected
+    assert jsonl(records[1:2]) == orjson.dumps(records[1]) + b"\n"
+    assert jsonl([]) == b""
 
 
 def test_run_clock_counts_from_the_run_start_and_never_goes_back() -> None:
