@@ -60,6 +60,7 @@ from .recovery import recover, write_mode
 from .rolelog import RoleWatch
 from .scrub import ReplicaReport, verify_replica
 from .statemachine import StateMachine, WriteLog
+from .storecalls import StoreCalls
 from .tickclock import TickClock
 from .wal import WriteAheadLog
 
@@ -121,6 +122,7 @@ class Replica:
         self.marks = ReadMarks()
         self.machine = StateMachine(store, on_scrub=self._on_scrub, on_written=self._on_written)
         self.io = io
+        self.store_calls = StoreCalls(io)  # reads and status: batched trips to ``io``
         self.settings = settings
         self.send = send
         self.inbox: deque[Callable[[], None]] = deque()
@@ -305,7 +307,7 @@ class Replica:
             return fn(self.store)
 
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.io, guarded)
+            return await self.store_calls.run(guarded)  # one I/O-thread trip per loop pass
         except RuntimeError as exc:  # the executor shut down: the replica closed
             if self.closing:
                 raise ReplicaClosed(self.group) from exc
