@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,16 @@ def put(i: int) -> bytes:
     return encode_command(PutCommand("t", encode_key_value({"S": key}), b"", {"id": {"S": key}}))
 
 
+async def until(done: Callable[[], bool], step: Callable[[], None] = lambda: None) -> None:
+    """Wait for ``done`` (a busy machine is slow: generous bound, no timing assert)."""
+    for _ in range(3000):
+        if done():
+            return
+        step()
+        await asyncio.sleep(0.02)
+    raise AssertionError("never happened")
+
+
 def test_writes_go_on_while_the_dump_runs_and_the_snapshot_is_its_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -28,7 +39,7 @@ def test_writes_go_on_while_the_dump_runs_and_the_snapshot_is_its_index(
     dump = itemstore.DumpView.dump
 
     def held_dump(view: itemstore.DumpView, pause: float = 0.0) -> bytes:
-        assert gate.wait(10), "the test never opened the gate"
+        assert gate.wait(120), "the test never opened the gate"
         return dump(view, pause)
 
     monkeypatch.setattr(itemstore.DumpView, "dump", held_dump)
@@ -39,21 +50,14 @@ def test_writes_go_on_while_the_dump_runs_and_the_snapshot_is_its_index(
             "n1", "g", frozenset({"n1"}), tmp_path / "g", settings, lambda _: None
         )
         try:
-            for _ in range(400):  # ticks elect the single member
-                if replica.raft.role is Role.LEADER:
-                    break
-                replica.tick()
-                await asyncio.sleep(0.01)
+            await until(lambda: replica.raft.role is Role.LEADER, replica.tick)  # ticks elect it
             for i in range(25):  # past compact_every: a dump starts, held at the gate
                 assert (await replica.propose(put(i), timeout=5.0)).ok
             for i in range(25, 35):  # the replica does not wait for the dump
                 assert (await replica.propose(put(i), timeout=5.0)).ok
             assert replica.raft.snapshot().meta.index == 0  # not compacted before it is done
             gate.set()
-            for _ in range(200):
-                if replica.raft.snapshot().meta.index:
-                    break
-                await asyncio.sleep(0.02)
+            await until(lambda: replica.raft.snapshot().meta.index > 0)
             snapshot = replica.raft.snapshot()
             assert 20 <= snapshot.meta.index < replica.raft.applied_index
             copy = ItemStore(tmp_path / "copy.sqlite")
