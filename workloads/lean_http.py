@@ -26,6 +26,7 @@ request never races the server's own idle close (the router closes after 4 s).
 from __future__ import annotations
 
 import _socket
+import ipaddress
 import select
 import socket
 import sys
@@ -50,6 +51,54 @@ def gevent_patched() -> bool:
     from gevent import monkey
 
     return bool(monkey.is_module_patched("socket"))
+
+
+def _open(address: tuple[str, int], timeout: float) -> socket.socket:
+    """``socket.create_connection``, without its getaddrinfo for an IP literal (under gevent
+    that is a trip through a thread pool: most of a health probe's CPU)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(address[0]).version == 6 else 0
+    except ValueError:
+        return socket.create_connection(address, timeout=timeout)  # a name: resolve it
+    sock = socket.socket(family or socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def get_status(endpoint: str, path: str, timeout: float) -> int:
+    """``GET path`` on a fresh connection to ``endpoint`` (http); the answer's status code.
+
+    For health probes: under gevent ~190 us of CPU against urllib's ~400-580 (3 routers probed
+    every second: 1-2% of the load generator's CPU). ``timeout`` bounds each connect, send and
+    recv, as urllib's does; redirects are not followed; an IP literal is not resolved. Raises
+    OSError (BadResponse: not HTTP)."""
+    parts = urlsplit(endpoint)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"lean_http needs an http://host:port endpoint, not {endpoint!r}")
+    base = parts.path.rstrip("/")
+    request = (
+        f"GET {base}{path} HTTP/1.1\r\nHost: {host_header(endpoint)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with _open((parts.hostname, parts.port or 80), timeout) as sock:
+        sock.sendall(request)
+        head = b""
+        for _ in range(MAX_HEAD):  # bounded: every pass adds at least one byte or raises
+            if b"\r\n" in head or len(head) > MAX_HEAD:
+                break
+            data = sock.recv(4096)
+            if not data:
+                raise ConnectionResetError("connection closed before the status line")
+            head += data
+    version, _, rest = head.partition(b"\r\n")[0].partition(b" ")
+    code = rest[:3]
+    if not version.startswith(b"HTTP/1.") or not code.isdigit():
+        raise BadResponse(f"not an HTTP/1.x status line: {head[:80]!r}")
+    return int(code)
 
 
 class Readiness(Protocol):
@@ -170,7 +219,7 @@ class Connection:
 
     def _connect(self) -> tuple[_socket.socket, Readiness]:
         # connect (and resolve) through the socket module: cooperative under gevent
-        with socket.create_connection(self.address, timeout=self.connect_timeout) as made:
+        with _open(self.address, self.connect_timeout) as made:
             made.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             family, kind, proto = made.family, made.type, made.proto
             sock = _socket.socket(family, kind, proto, fileno=made.detach())

@@ -41,7 +41,6 @@ import random
 import re
 import socket
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -56,7 +55,7 @@ from workloads.catalog import QUERY_SORT_KEYS
 from workloads.catalog import workload as workload_spec
 from workloads.history import HistoryWriter, OpF, OpRecorder, OpType, RunClock
 from workloads.keys import key_chooser, key_name
-from workloads.lean_http import Connection
+from workloads.lean_http import Connection, get_status
 from workloads.outcomes import is_expected, judge
 from workloads.retry import EndpointPool, RetryPolicy, moves_on
 from workloads.schedule import Pacer, schedule_end_record, schedule_record
@@ -126,8 +125,7 @@ class EndpointHealth:
         for _ in range(10**7):  # bounded; the process ends it first
             for endpoint in self.endpoints:
                 try:  # cooperative: Locust has monkey-patched sockets for gevent
-                    with urllib.request.urlopen(endpoint + "/health", timeout=0.5) as resp:
-                        healthy = resp.status == 200
+                    healthy = get_status(endpoint, "/health", 0.5) == 200
                 except (OSError, ValueError):
                     healthy = False
                 (self.down.discard if healthy else self.down.add)(endpoint)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from workloads.lean_http import BadResponse, Connection
+from workloads.lean_http import BadResponse, Connection, get_status
 from workloads.retry import moves_on
 
 Reply = Callable[[bytes], bytes | None]  # request -> bytes to send, or None: close silently
@@ -248,3 +248,18 @@ def test_a_killed_greenlet_closes_its_connection(serve: Callable[..., ScriptedSe
 
 def test_the_default_follows_gevent_patching() -> None:
     assert Connection("http://127.0.0.1:1").green is False  # pytest: plain threads
+
+
+def test_health_status_on_a_fresh_connection(serve: Callable[..., ScriptedServer]) -> None:
+    unavailable = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+    server = serve([ok(b'{"status":"ok"}'), lambda _: unavailable, lambda _: b"SSH-2.0\r\n\r\n"])
+    assert get_status(server.endpoint, "/health", 1.0) == 200
+    assert server.requests[0].startswith(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert get_status(server.endpoint + "/", "/health", 1.0) == 503
+    with pytest.raises(BadResponse):
+        get_status(server.endpoint, "/health", 1.0)
+    assert server.connections == 3
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        with pytest.raises(ConnectionRefusedError):
+            get_status(f"http://127.0.0.1:{s.getsockname()[1]}", "/health", 1.0)
