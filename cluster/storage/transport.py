@@ -152,6 +152,11 @@ class PeerLinks:
                 link.last_error = f"{type(exc).__name__}: {exc}"
                 if link.connected:
                     log.info("link to %s lost: %s", link.peer, link.last_error)
+            except Exception as exc:  # a dead pump would silence the peer for good
+                # One link carries every group's traffic to this peer: whatever went wrong, the
+                # pump logs it and reconnects rather than ending (Raft resends what was lost).
+                link.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("link to %s failed unexpectedly; reconnecting", link.peer)
             finally:
                 link.connected = False
                 if watcher is not None:
@@ -164,19 +169,20 @@ class PeerLinks:
 
     @staticmethod
     def _frames(link: _Link, batch: list[AnyMessage]) -> list[bytes]:
-        """``batch`` framed; a message too large for any frame is dropped (removed from
-        ``batch``), the others still leave."""
+        """``batch`` framed; a message that cannot be framed (too large for any frame, or
+        not encodable at all: a bug, logged) is dropped (removed from ``batch``), the others
+        still leave: one bad message must not hold back every group's traffic to the peer."""
         try:
             return encode_batch(batch)
-        except FrameError:
+        except Exception:  # find the culprit one message at a time
             frames: list[bytes] = []
             for msg in list(batch):
                 try:
                     frames += encode_batch([msg])
-                except FrameError as exc:
+                except Exception as exc:
                     batch.remove(msg)
                     link.dropped += 1
-                    log.error("dropped a message to %s: %s", link.peer, exc)
+                    log.error("dropped a message to %s: %s: %s", link.peer, type(exc).__name__, exc)
             return frames
 
     @staticmethod

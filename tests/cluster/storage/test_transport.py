@@ -148,3 +148,33 @@ def test_a_batch_too_large_for_one_frame_is_split_and_a_single_frame_message_sti
         wire.encode_batch(
             [AppendEntries("g", "n1", "n2", 1, 0, 0, (Entry(1, 1, data=b"x" * 300),), 0)]
         )
+
+
+def test_a_message_that_cannot_be_encoded_is_dropped_and_the_link_keeps_carrying_the_rest() -> None:
+    """One link carries every group's traffic to a peer: a message the encoder chokes on (a
+    bug, not a frame too large) must cost that message only, not end the link's task."""
+
+    async def scenario() -> None:
+        peer = ScriptedPeer()
+        await peer.start()
+        links = PeerLinks("n1", {"n2": peer.address})
+        links.start()
+        try:
+            await wait_for(lambda: links.stats()["n2"]["connected"])
+            unencodable = AppendEntries(
+                "g", "n1", "n2", 1, 0, 0, (Entry(1, 1, EntryKind.NORMAL, object()),), 0, seq=1
+            )
+            links.send(unencodable)
+            links.send(vote(2))  # same batch as the bad one
+            await wait_for(lambda: peer.frames)
+            links.send(vote(3))  # a later batch: the link is still alive
+            await wait_for(lambda: len(peer.frames) >= 2)
+            terms = [m.term for f in peer.frames for m in decode_frame_messages(f)]
+            assert terms == [2, 3]
+            assert links.stats()["n2"]["dropped"] == 1
+        finally:
+            await links.stop()
+            assert peer.server is not None
+            peer.server.close()
+
+    asyncio.run(scenario())
