@@ -186,7 +186,6 @@ class DynamoUser(User):
         }
         self.recorder = OpRecorder(history_writer(), CLOCK, f"{HOST}-{os.getpid()}-u{self.number}")
         self.writes = itertools.count(1)
-        self.yielded = False  # since the last task: this user waited on the hub at least once
         self.pacer: Pacer | None = None
         if SETTINGS.user_rate:
             # a random phase, so that users spread their ops over the period instead of in step
@@ -194,19 +193,6 @@ class DynamoUser(User):
             self.pacer = Pacer(SETTINGS.user_rate, first, SETTINGS.timeout)
             if self.recorder.writer is not None:
                 self.recorder.writer.append_record(schedule_record(self.recorder.base, self.pacer))
-
-    def on_start(self) -> None:
-        # Between tasks Locust sleeps wait_time(): gevent.sleep(0), a trip through the hub, when
-        # it is 0. After an op that waited on the network anyway that trip is skipped (~3% of
-        # this process's CPU against the cluster, #15); wait() still handles stopping as before.
-        taskset = getattr(self, "_taskset_instance", None)
-        if taskset is not None and hasattr(taskset, "_sleep"):
-            taskset._sleep = self._sleep_between_tasks
-
-    def _sleep_between_tasks(self, seconds: float) -> None:
-        if seconds > 0 or not self.yielded:
-            gevent.sleep(seconds)
-        self.yielded = False
 
     def on_stop(self) -> None:
         for connection in self.connections.values():
@@ -269,7 +255,6 @@ class DynamoUser(User):
             if not RETRY.retryable(outcome.type, outcome.error) or remaining <= 0:
                 break
             gevent.sleep(RETRY.delay(attempt, self.rng, remaining))
-            self.yielded = True
             if CLOCK.now() >= deadline:
                 break
         return outcome
@@ -304,7 +289,6 @@ class DynamoUser(User):
             except Exception as exc:  # any transport error: no answer, an unknown outcome
                 failure = exc
             elapsed_ms = (time.perf_counter() - started) * 1000.0
-            self.yielded |= status > 0  # an answer came: this user waited for it on the hub
             outcome, error, answer = judge(status, content, failure)
             if outcome is OpType.OK and result is not None:
                 try:
