@@ -337,12 +337,14 @@ class Replica:
                     for msg in early:
                         self.send(msg)
                     results: dict[int, ApplyResult] = {}
-                    if not (rd.must_sync or rd.hard_state is not None or rd.committed):
-                        pass  # only messages (heartbeats, answers): no trip to the I/O thread
-                    elif self.ready_io is not None:
-                        results = await self.ready_io.handle(self, rd, late)
-                    else:
-                        results = await loop.run_in_executor(self.io, self._handle_ready, rd, late)
+                    # A Ready of messages only (heartbeats, answers) needs no I/O-thread trip.
+                    if rd.must_sync or rd.hard_state is not None or rd.committed:
+                        if self.ready_io is not None:
+                            results = await self.ready_io.handle(self, rd, late)
+                        else:
+                            results = await loop.run_in_executor(
+                                self.io, self._handle_ready, rd, late
+                            )
                     self.raft.advance(rd)
                     self._hand_over()
                     self._complete(rd, results)
