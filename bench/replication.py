@@ -229,7 +229,7 @@ async def main() -> None:
     for col in ("setup", *cols):
         table.add_column(col, justify="right" if col != "setup" else "left")
     with tempfile.TemporaryDirectory() as tmp:
-        groups = {g: ("n1", "n2", "n3") for g in many}
+        groups: dict[str, tuple[str, ...]] = {g: ("n1", "n2", "n3") for g in many}
         with LocalNodes(Path(tmp), groups) as cluster:
             console.print("measuring one group ...")
             one = await throughput(

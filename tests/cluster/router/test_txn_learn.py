@@ -9,6 +9,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from cluster.router import txncoord
 from cluster.router.errors import DynamoError
 from cluster.router.txncoord import Placed, Unknown
@@ -84,7 +86,9 @@ def test_nothing_is_learnt_when_another_group_refused() -> None:
     assert got == [unknown, refused] and storage.reads == 0
 
 
-def abort_in_background(answers: list[str | None], age: float) -> list[str]:
+def abort_in_background(
+    monkeypatch: pytest.MonkeyPatch, answers: list[str | None], age: float
+) -> list[str]:
     """Run ``_abort_in_background`` for an attempt started ``age`` seconds ago against a
     ``decide`` that answers ``answers`` in turn; the attempts it made."""
     calls: list[str] = []
@@ -94,32 +98,33 @@ def abort_in_background(answers: list[str | None], age: float) -> list[str]:
         calls.append(attempt)
         return answers.pop(0) if answers else None
 
+    monkeypatch.setattr(txncoord, "decide", fake_decide)
+
     async def main() -> None:
-        original = txncoord.decide
-        txncoord.decide = fake_decide  # type: ignore[assignment]
-        try:
-            txncoord._abort_in_background(
-                SimpleNamespace(),
-                SimpleNamespace(),
-                "t1",
-                time.time() - age,  # type: ignore[arg-type]
-            )
-            while txncoord._abandoned:
-                await asyncio.sleep(0.01)
-        finally:
-            txncoord.decide = original
+        txncoord._abort_in_background(
+            SimpleNamespace(),
+            SimpleNamespace(),
+            "t1",
+            time.time() - age,  # type: ignore[arg-type]
+        )
+        while txncoord._abandoned:
+            await asyncio.sleep(0.01)
 
     asyncio.run(main())
     return calls
 
 
-def test_a_given_up_attempt_is_aborted_once_its_home_group_answers() -> None:
-    assert abort_in_background([None, None, "A", "A"], age=1.0) == ["t1", "t1", "t1"]
+def test_a_given_up_attempt_is_aborted_once_its_home_group_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert abort_in_background(monkeypatch, [None, None, "A", "A"], age=1.0) == ["t1", "t1", "t1"]
 
 
-def test_a_given_up_attempt_that_committed_meanwhile_is_left_alone() -> None:
-    assert abort_in_background([None, "C", "A"], age=1.0) == ["t1", "t1"]
+def test_a_given_up_attempt_that_committed_meanwhile_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert abort_in_background(monkeypatch, [None, "C", "A"], age=1.0) == ["t1", "t1"]
 
 
-def test_nothing_is_tried_once_the_attempt_is_stale() -> None:
-    assert abort_in_background([None], age=txncoord.TXN_STALE + 1) == []
+def test_nothing_is_tried_once_the_attempt_is_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert abort_in_background(monkeypatch, [None], age=txncoord.TXN_STALE + 1) == []
