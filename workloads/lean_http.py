@@ -199,9 +199,11 @@ class Connection:
     def close(self) -> None:
         if self._sock is not None:
             try:
-                if self._ready is not None:
-                    self._ready.close()
-                self._sock.close()
+                try:
+                    if self._ready is not None:
+                        self._ready.close()
+                finally:
+                    self._sock.close()
             finally:
                 self._sock = None
                 self._ready = None
@@ -223,8 +225,13 @@ class Connection:
             made.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             family, kind, proto = made.family, made.type, made.proto
             sock = _socket.socket(family, kind, proto, fileno=made.detach())
-        sock.setblocking(False)
-        self._sock, self._ready = sock, (GreenReadiness if self.green else PollReadiness)(sock)
+        try:
+            sock.setblocking(False)
+            ready = (GreenReadiness if self.green else PollReadiness)(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock, self._ready = sock, ready
         return self._sock, self._ready
 
     def _exchange(self, headers: dict[str, str], body: bytes, deadline: float) -> tuple[int, bytes]:

@@ -707,7 +707,9 @@ class Raft:
         for peer in sorted(self.progress):
             if peer != self.id:
                 self._send_append(peer, heartbeat)
-        self._commit_untold = False  # what is sent carries the commit index
+        # Told: what was sent carries the commit index. A follower that was sent nothing (a
+        # probe in flight, a full window) learns it at the next heartbeat at the latest.
+        self._commit_untold = False
         if heartbeat:
             self._update_lease()  # a group of one holds its own lease
 

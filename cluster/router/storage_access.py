@@ -144,8 +144,9 @@ class StorageAccess:
                 continue
             if "error" not in reply:
                 return reply
-            # It cannot serve the group (a log replica, quarantined, moved away): not first
-            # for a while, or every read would ask it again before its own replica.
+            # It answered with an error (e.g. it cannot serve the group: a log replica,
+            # quarantined, moved away): not first for a while, or every read would ask it
+            # again before another replica. Only the order of the replicas tried changes.
             self._refused[(group, node)] = time.monotonic()
         # Every replica failed: the leader path has the best chance (and retries).
         return await self.nodes.call_leader(

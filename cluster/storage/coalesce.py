@@ -10,7 +10,8 @@ takes to get round once.
 
     out = Coalescer(writer)
     out.write(encode_frame(reply))
-    await out.drain()          # back-pressure of the frames written so far, as StreamWriter's
+    await out.drain()          # back-pressure, as StreamWriter's (frames still pending count
+                               # from the next pass, when they reach the transport)
 """
 
 from __future__ import annotations

@@ -105,7 +105,11 @@ class Compaction:
         # A store ahead of ``index`` (the archive floor above) was so before views existed:
         # recovery and receivers skip the entries the dump already holds.
         index = min(index, view.applied.index)
-        future = _DUMP_POOL.submit(view.dump, DUMP_PAUSE)
+        try:
+            future = _DUMP_POOL.submit(view.dump, DUMP_PAUSE)
+        except BaseException:
+            view.close()  # its open read transaction would hold back the store's checkpoints
+            raise
         future.add_done_callback(self._wake)
         self._dumping = _Dumping(index, raft.snapshot(), future)
 

@@ -153,7 +153,7 @@ class ReadyIO:
         # Every reply and vote the fsync covered leaves now, in one hand-over to the event loop
         # (one wake-up of it, not one per group), before the applies.
         late = [(item.replica, item.late) for item in appended if item.late]
-        if late:
+        if late:  # one ReadyIO per node: its replicas share the node's one event loop
             late[0][0].event_loop.call_soon_threadsafe(_send_late, late)
         for item in appended:
             try:

@@ -155,8 +155,10 @@ class PeerLinks:
             except Exception as exc:  # a dead pump would silence the peer for good
                 # One link carries every group's traffic to this peer: whatever went wrong, the
                 # pump logs it and reconnects rather than ending (Raft resends what was lost).
-                link.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("link to %s failed unexpectedly; reconnecting", link.peer)
+                error = f"{type(exc).__name__}: {exc}"
+                if error != link.last_error:  # the traceback once, not every reconnect
+                    log.exception("link to %s failed unexpectedly; reconnecting", link.peer)
+                link.last_error = error
             finally:
                 link.connected = False
                 if watcher is not None:
