@@ -94,11 +94,16 @@ def get_status(endpoint: str, path: str, timeout: float) -> int:
             if not data:
                 raise ConnectionResetError("connection closed before the status line")
             head += data
-    version, _, rest = head.partition(b"\r\n")[0].partition(b" ")
+    return _status_line(head.partition(b"\r\n")[0])[1]
+
+
+def _status_line(line: bytes) -> tuple[bytes, int]:
+    """(HTTP version, status code) of a response's status line; BadResponse if it is none."""
+    version, _, rest = line.partition(b" ")
     code = rest[:3]
     if not version.startswith(b"HTTP/1.") or not code.isdigit():
-        raise BadResponse(f"not an HTTP/1.x status line: {head[:80]!r}")
-    return int(code)
+        raise BadResponse(f"not an HTTP/1.x status line: {line[:80]!r}")
+    return version, int(code)
 
 
 class Readiness(Protocol):
@@ -298,11 +303,7 @@ class Connection:
             self._fill(sock, deadline)
         head = bytes(buf[:end]).split(b"\r\n")
         del buf[: end + 4]
-        version, _, rest = head[0].partition(b" ")
-        code = rest[:3]
-        if not version.startswith(b"HTTP/1.") or not code.isdigit():
-            raise BadResponse(f"not an HTTP/1.x status line: {head[0][:80]!r}")
-        status = int(code)
+        version, status = _status_line(head[0])
         length: int | None = None
         chunked = False
         keep = version == b"HTTP/1.1"
