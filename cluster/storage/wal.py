@@ -529,11 +529,22 @@ def _replay_segment(seg: _Segment, records: list[tuple[int, bytes]], rep: _Repla
 def _entries_after_snapshot(entries: list[Entry], mark: SnapshotMeta) -> list[Entry]:
     """Raft §7: keep the entries after a snapshot only if the log continues it.
 
-    A compaction mark sits on an entry we hold (same index and term), or right before the
-    first entry when older ones were released. A snapshot installed from the leader because
-    our log diverged sits on nothing we hold: the whole old log is discarded.
+    A compaction mark sits on an entry we hold (same index and term), or before the first
+    entry when older ones were released. A snapshot installed from the leader because our log
+    diverged sits on nothing we hold: the whole old log is discarded.
+
+    "Before the first entry" is not only "right before": a mark recorded when the log had
+    already grown into a later segment (a compaction's mark, written once its dump is done,
+    or a new segment's copy of the latest mark) sits below that segment's first entry once
+    the segments before it are released. Dropping the log there lost acknowledged entries on
+    the next start (a clean one too) when segments hold fewer entries than a compaction
+    interval (large items). Keeping it cannot keep a diverged log alive: segments go only
+    after a compaction mark (replica.release_wal), which sits on an entry of the live log; so
+    if this mark was installed over a diverged log, the release came later (marks only grow),
+    after entries appended since this mark, and those (starting at or below the kept first
+    entry) overwrite the kept ones in replay, or a later installed snapshot drops them.
     """
-    if entries and entries[0].index == mark.index + 1:
+    if entries and entries[0].index > mark.index:
         return entries
     for e in entries:
         if e.index == mark.index:

@@ -408,3 +408,49 @@ def test_compaction_mark_keeps_the_tail(tmp_path: Path) -> None:
     wal.close()
     _, state = WriteAheadLog.open(tmp_path)
     assert [e.index for e in state.entries] == [3]
+
+
+@pytest.mark.parametrize("lag", [0, 3, 7])
+def test_release_keeps_every_entry_when_segments_are_smaller_than_a_compaction(
+    tmp_path: Path, lag: int
+) -> None:
+    """Large items: a segment holds a few entries, a compaction covers many, and its mark is
+    recorded ``lag`` entries later (when its dump is done). Once old segments are released,
+    the kept segments start with marks below their first entry (a late mark, or a new
+    segment's copy of the latest one): replay took those for snapshots installed over a
+    diverged log and dropped acknowledged entries, on a clean restart too."""
+    wal, _ = WriteAheadLog.open(tmp_path, 4096)
+    released = 0
+    for i in range(1, 61):
+        wal.save(HardState(1, "n1", i - 1), entries(i, i, size=1500))
+        if i % 10 == 0:  # a compaction every 10 entries
+            wal.mark_snapshot(SnapshotMeta(i - lag, 1, MEMBERS))
+            released += wal.release_before(i - lag + 1)
+    wal.close()
+    assert released > 10
+    wal, state = WriteAheadLog.open(tmp_path, 4096)
+    assert state.snapshot is not None and state.snapshot.index == 60 - lag
+    assert [e.index for e in state.entries] == list(range(61 - lag, 61))
+    assert state.hard_state == HardState(1, "n1", 59)
+    wal.save(None, entries(61, 61))  # and the log goes on
+    wal.close()
+
+
+def test_a_snapshot_installed_over_a_diverged_log_after_a_release_still_drops_it(
+    tmp_path: Path,
+) -> None:
+    """The other side of the rule above: a mark below our first entry keeps the log, so a
+    diverged log must still go once the leader's entries after the installed snapshot come."""
+    wal, _ = WriteAheadLog.open(tmp_path, 256)
+    for i in range(1, 21):
+        wal.save(HardState(1, "n1", 12), entries(i, i))
+    wal.mark_snapshot(SnapshotMeta(12, 1, MEMBERS))  # compaction on our entry 12
+    assert wal.release_before(13) > 0
+    for i in range(21, 27):
+        wal.save(HardState(2, "n1", 12), entries(i, i, term=2))
+    wal.mark_snapshot(SnapshotMeta(22, 3, MEMBERS))  # the leader's: our 22 (term 2) diverged
+    wal.save(HardState(3, "n2", 23), entries(23, 24, term=3))
+    wal.close()
+    _, state = WriteAheadLog.open(tmp_path, 256)
+    assert state.snapshot is not None and state.snapshot.index == 22
+    assert [(e.index, e.term) for e in state.entries] == [(23, 3), (24, 3)]
