@@ -22,7 +22,8 @@ says where each registered group's WAL stood, fsynced, when the generation began
 cuts each WAL back to its checkpoint position (what was written after it was never fsynced
 there, so it may be torn anywhere) and appends the journaled records again. A checkpoint
 (every ``max_bytes`` of journal, and whenever a group is registered or forgotten) fsyncs the
-registered WALs, writes a new generation and deletes the old one.
+registered WALs, writes a new generation and deletes the old one; releasing a WAL's old
+segments takes one only when it lets a segment go (``release_before``).
 
 Durability comes from fsync of the files themselves (the power-loss layer,
 chaos/backends/lazyfs.py, keeps only what was fsynced). A group that is not registered (the
@@ -94,6 +95,7 @@ class NodeJournal:
         self._failed: OSError | None = None
         self._wals: dict[str, WriteAheadLog] = {}
         self._floors: dict[str, int] = {}  # group -> WAL segment its recovery starts from
+        self._floor_marks: dict[str, int] = {}  # group -> its WAL's snapshot index there
         # What the newest generation on disk holds, until ``recover`` consumed it.
         self._positions: dict[str, tuple[int, int]] = {}
         self._records: dict[str, list[bytes]] = {}
@@ -241,14 +243,27 @@ class NodeJournal:
         self._write(group, wal, lambda sync: wal.mark_snapshot(meta, sync=sync))
 
     def release_before(self, group: str, wal: WriteAheadLog, index: int) -> int:
-        """``wal.release_before``, after a checkpoint: recovery cuts a WAL back to where it
-        stood at the last checkpoint, so the snapshot mark that lets old segments go must lie
-        before that point (and the segment it starts from stays)."""
+        """``wal.release_before`` as recovery allows it. Recovery cuts a WAL back to where it
+        stood at the last checkpoint and opens it there, then replays the journal: a segment
+        may go only if it lies before the segment recovery starts from, and if all its entries
+        lie at or below the snapshot mark the WAL held at that point (else the WAL opened there
+        would start after a gap: refused as corruption, correctness over speed).
+
+        A checkpoint moves that point to now, but costs an fsync of every registered WAL and of
+        a new generation (4-11 ms on the node's one I/O thread at bench/replication.py's half
+        load; it was taken at every compaction, ~1/s per group). Segments go a whole segment
+        at a time, so most compactions free none: the checkpoint is taken only when it lets a
+        segment go that may not go without it; otherwise what may go now goes."""
         with self._lock:
             if self._wals.get(group) is not wal or self._fd < 0:
                 return wal.release_before(index)
+            if group in self._floors:
+                floor, safe = self._floors[group], min(index, self._floor_marks[group] + 1)
+                if wal.releasable(index) <= wal.releasable(safe, floor):
+                    return wal.release_before(safe, floor)
             self._checkpoint_locked()
-            return wal.release_before(index, self._floors[group])
+            floor, safe = self._floors[group], min(index, self._floor_marks[group] + 1)
+            return wal.release_before(safe, floor)
 
     def _write(self, group: str, wal: WriteAheadLog, append: Callable[[bool], bytes]) -> None:
         with self._lock:
@@ -342,6 +357,7 @@ class NodeJournal:
         old_fd, old_gen = self._fd, self._gen
         self._fd, self._gen, self._size = fd, gen, len(buf)
         self._floors = {g: p[0] for g, p in positions.items()}
+        self._floor_marks = {g: wal.snapshot_index() for g, wal in self._wals.items()}
         if old_fd >= 0:
             os.close(old_fd)
         for stale in self._dir.glob("*" + SUFFIX):

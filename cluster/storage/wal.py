@@ -274,20 +274,29 @@ class WriteAheadLog:
         Returns the number of segments deleted.
         """
         self._check_usable()
-        snap_index = self._snapshot.index if self._snapshot else 0
+        snap_index = self.snapshot_index()
         if index > snap_index + 1:
             raise ValueError(f"cannot release before {index}: snapshot is at {snap_index}")
+        cut = self.releasable(index, keep_from)
+        for seg in self._segments[:cut]:  # oldest first, durably, so a crash leaves a suffix
+            seg.path.unlink()
+            _fsync_dir(self._dir)
+        del self._segments[:cut]
+        return cut
+
+    def releasable(self, index: int, keep_from: int | None = None) -> int:
+        """How many segments ``release_before(index, keep_from)`` would delete (none yet)."""
         cut = 0
         for i, seg in enumerate(self._segments[:-1]):
             if seg.max_index >= index or (keep_from is not None and seg.seq >= keep_from):
                 break
             if self._segments[i + 1].self_contained:
                 cut = i + 1
-        for seg in self._segments[:cut]:  # oldest first, durably, so a crash leaves a suffix
-            seg.path.unlink()
-            _fsync_dir(self._dir)
-        del self._segments[:cut]
         return cut
+
+    def snapshot_index(self) -> int:
+        """The index of the latest snapshot mark appended, 0 without one."""
+        return self._snapshot.index if self._snapshot else 0
 
     def segment_paths(self) -> list[Path]:
         """The segment files, oldest first; the last one takes the appends."""
