@@ -20,8 +20,11 @@ machine), and "CPU ms/write" the CPU time (user + system) of all 3 node processe
 acknowledged write: on a busy machine writes/s measures the machine, CPU per write still
 mostly the code. "client ms/write" is this process's own CPU per write (the writers share the
 2 cores with the nodes: a client that cost more per write at 12 groups would lower that row by
-itself). The last lines print the issue #15 goals against this run's figures, and the load
-average (a busy machine measures itself, not the code).
+itself). The last lines print the issue #15 goals against this run's figures, the load
+average (a busy machine measures itself, not the code), and for information what one fsync
+costs this disk alone (a process appending 700 B + fdatasync 400 times/s with the nodes idle):
+the floor under every commit (which waits for the leader's and a follower's, made in
+parallel).
 
 ``--profile DIR`` records py-spy flame graphs of every node during each run (1g, 12g, 1g-paced),
 of the thread holding the GIL (where the node's Python CPU time goes; threads waiting for an
@@ -179,6 +182,41 @@ async def throughput(
     }
 
 
+# What one fsync costs this disk, alone: a journal-sized append (700 B) and fdatasync, paced,
+# in a process of its own (no GIL to wait for), with the nodes idle. A floor for the nodes'
+# commit latency, printed for information beside the half-load goal.
+FSYNC_PROBE = """
+import os, sys, time
+path, seconds, rate = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+lat, start, i = [], time.monotonic(), 0
+while (due := start + i / rate) < start + seconds:
+    time.sleep(max(0.0, due - time.monotonic()))
+    i += 1
+    os.write(fd, b"x" * 700)
+    t = time.monotonic()
+    os.fdatasync(fd)
+    lat.append(time.monotonic() - t)
+os.close(fd)
+os.unlink(path)
+lat.sort()
+print(lat[len(lat) // 2] * 1000, lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000)
+"""
+
+
+async def fsync_floor(
+    directory: Path, seconds: float = 3.0, rate: float = 400
+) -> tuple[float, float]:
+    """(p50, p99) ms of FSYNC_PROBE in ``directory``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FSYNC_PROBE, str(directory / "fsync-probe"), str(seconds), str(rate),
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    p50, p99 = (float(v) for v in out.split())
+    return p50, p99
+
+
 async def failover(cluster: LocalNodes, kills: int) -> list[float]:
     """Kill the leader of p0 under a steady write loop; measure kill -> next acknowledged write."""
     windows: list[float] = []
@@ -246,6 +284,7 @@ async def main() -> None:
             )
             console.print(f"killing the leader {args.kills} times ...")
             windows = await failover(cluster, args.kills)
+            disk = await fsync_floor(Path(tmp))
     rows = (
         ("1 group", one),
         (f"{args.groups} groups", spread),
@@ -282,6 +321,10 @@ async def main() -> None:
     ]
     for name, value, goal in goals:
         console.print(f"{name}: {value:.2f} (goal {goal})")
+    console.print(
+        f"for information: this disk's fsync alone (700 B append + fdatasync, 400/s, own "
+        f"process, nodes idle): p50 {disk[0]:.2f} ms, p99 {disk[1]:.2f} ms"
+    )
     console.print(f"load average: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
 
 
