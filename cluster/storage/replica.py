@@ -236,7 +236,20 @@ class Replica:
 
         self._submit(do_transfer)
 
+    def start_propose(self, data: bytes) -> asyncio.Future[ApplyResult]:
+        """``propose`` without the wait: the future settles as ``propose`` returns or raises,
+        and never times out (the caller bounds its wait; the node's client requests do, with
+        a timer instead of a task each: node.py)."""
+        return self._proposal(lambda: self.raft.propose(data))
+
     async def _propose(self, append: Callable[[], tuple[int, int]], timeout: float) -> ApplyResult:
+        future = self._proposal(append)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise OutcomeUnknown(f"{self.group}: no outcome within {timeout}s") from None
+
+    def _proposal(self, append: Callable[[], tuple[int, int]]) -> asyncio.Future[ApplyResult]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ApplyResult] = loop.create_future()
         # The outcome may arrive after the caller gave up: consume it so it is not reported.
@@ -253,10 +266,7 @@ class Replica:
                 self._on_appended(index, term, future)
 
         self._submit(do_propose)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            raise OutcomeUnknown(f"{self.group}: no outcome within {timeout}s") from None
+        return future
 
     def _await_commit(self, index: int, term: int, future: asyncio.Future[ApplyResult]) -> None:
         self.pending[index] = _Pending(term, future)  # answered by _complete once applied
@@ -429,7 +439,7 @@ class Replica:
             return {}
         try:
             committed = [e for e in rd.committed if e.index > self.store.applied().index]
-            return self.machine.apply(committed)
+            return self.machine.apply(committed, self.pending)  # results only for waiters
         except (sqlite3.DatabaseError, ItemCorruption) as exc:
             # Our data is damaged: stop applying and serving it; the leader rebuilds us.
             self.quarantine_reason = f"applying failed: {exc}"

@@ -25,7 +25,7 @@ false, or whose update the expression engine rejects, writes nothing and reports
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
 from cluster.consensus.messages import Entry, EntryKind
@@ -126,8 +126,15 @@ class StateMachine:
         self.on_scrub = on_scrub
         self.on_written = on_written  # told what each apply call wrote (read marks)
 
-    def apply(self, entries: Sequence[Entry]) -> dict[int, ApplyResult]:
+    def apply(
+        self, entries: Sequence[Entry], wanted: Container[int] | None = None
+    ) -> dict[int, ApplyResult]:
         """Apply committed entries in one transaction; returns the result per NORMAL entry.
+
+        ``wanted`` names the indexes whose results someone reads (a leader's waiting
+        proposals; None: all). The others are applied alike, but what only their result needs
+        is skipped (``_apply_one``): followers, which every write reaches twice, compute no
+        answer nobody reads. The items written never depend on it.
 
         NOOP and CONFIG entries only advance the applied index (the membership of the last
         CONFIG entry is recorded with it). A command that cannot be decoded is a bug elsewhere,
@@ -139,14 +146,16 @@ class StateMachine:
             return {}
         written = WriteLog()
         try:
-            return self._apply_entries(entries, written)
+            return self._apply_entries(entries, written, wanted)
         finally:
             # Even a batch that failed half-way may have written: read marks must not survive
             # it (dropping a mark only ever makes a reader read again).
             if self.on_written is not None and (written.keys or written.tables):
                 self.on_written(written)
 
-    def _apply_entries(self, entries: Sequence[Entry], written: WriteLog) -> dict[int, ApplyResult]:
+    def _apply_entries(
+        self, entries: Sequence[Entry], written: WriteLog, wanted: Container[int] | None
+    ) -> dict[int, ApplyResult]:
         batch = _Batch(self.store, written)
         results: dict[int, ApplyResult] = {}
         membership: bytes | None = None
@@ -170,13 +179,21 @@ class StateMachine:
                 if self.on_scrub is not None:
                     self.on_scrub(entry.index, cmd.scrub_id)
                 continue
-            results[entry.index] = self._apply_one(entry.index, cmd, batch)
+            answer = wanted is None or entry.index in wanted
+            results[entry.index] = self._apply_one(entry.index, cmd, batch, answer)
         if pending:
             last = entries[-1]
             self.store.apply_batch(last.index, last.term, batch.ops, membership)
         return results
 
-    def _apply_one(self, index: int, cmd: Command, batch: _Batch) -> ApplyResult:
+    def _apply_one(
+        self, index: int, cmd: Command, batch: _Batch, answer: bool = True
+    ) -> ApplyResult:
+        """Apply ``cmd``; with ``answer`` False nobody reads the result: the store reads and
+        sizes that only the result needs are skipped. Correctness: every item written is the
+        same either way; an unconditional Put or Delete writes its item (or deletes) whatever
+        the old one was, so only those skip reading it (a condition or an update reads it
+        always, and the transaction lock is checked always: it decides whether to write)."""
         match cmd:
             case TxnPrepareCommand():
                 passed, payload = intents.prepare(cmd, batch, _decide_txn_op)
@@ -194,9 +211,10 @@ class StateMachine:
                 for write in cmd.writes:
                     key = (write.tbl, write.pk, write.sk)
                     item = write.item if isinstance(write, PutCommand) else _DELETE
-                    sizes.append(_written_size(batch.get(key), item))
+                    if answer:
+                        sizes.append(_written_size(batch.get(key), item))
                     batch.write(key, item)
-                return ApplyResult(True, sizes=tuple(sizes))
+                return ApplyResult(True, sizes=tuple(sizes)) if answer else _UNREAD
             case DeleteTableCommand():
                 batch.delete_table(cmd.tbl)
                 batch.delete_table(intents.lock_table(cmd.tbl))
@@ -207,6 +225,10 @@ class StateMachine:
         lock = batch.get(intents.lock_key(key))
         if lock is not None:  # an item in a transaction changes only through its resolution
             return _conflict(lock)
+        if not answer and cmd.condition is None and isinstance(cmd, PutCommand | DeleteCommand):
+            # Its item does not depend on the old one; only the unread result would.
+            batch.write(key, cmd.item if isinstance(cmd, PutCommand) else _DELETE)
+            return _UNREAD
         old = batch.get(key)  # store errors propagate: they are this replica's, not the log's
         try:
             result, new = _decide(cmd, old)
@@ -219,11 +241,16 @@ class StateMachine:
             return ApplyResult(False, "InternalServerError", f"{type(exc).__name__}: {exc}")
         if result.ok:
             batch.write(key, new)
+            if not answer:
+                return result
             size = _written_size(old, new)  # (dataclasses.replace costs 3x this construction)
             result = ApplyResult(
                 result.ok, result.error, result.message, result.old, result.new, (size,)
             )
         return result
+
+
+_UNREAD = ApplyResult(True)  # the result of an applied write whose result nobody reads
 
 
 def _written_size(old: Item | None, new: Item | None) -> int:

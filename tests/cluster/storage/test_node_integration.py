@@ -109,6 +109,46 @@ def test_group_accepts_writes_and_serves_consistent_reads(tmp_path: Path) -> Non
     asyncio.run(scenario())
 
 
+def test_propose_replies_match_handle_request(tmp_path: Path) -> None:
+    """Proposals are answered by callbacks (node.py ``_answer_propose``), not a task each:
+    pipelined ones each get their own reply, with the results, sizes and errors that
+    ``handle_request`` gives (ApplyResult sizes come from the leader, which computes results
+    for its waiting proposals: statemachine.py skips them only where nobody waits)."""
+
+    async def scenario() -> None:
+        with LocalNodes(tmp_path, GROUPS) as cluster:
+            writer = GroupClient(cluster.addresses())
+            first = await writer.call_leader("p0", "propose", DEADLINE, cmd=put("a", 1))
+            assert first["result"]["ok"], first
+            leader = cluster.wait_leader("p0")
+            node = writer.client(leader)
+            calls = [node.call("propose", group="p0", cmd=put(f"p{i}", i)) for i in range(30)]
+            replies = await asyncio.gather(*calls)
+            assert all(r["result"]["ok"] and r["result"]["sizes"] for r in replies), replies
+            returns = PutCommand("t", b"a", b"", {"v": {"N": "2"}}, returns="ALL_OLD")
+            old = await node.call("propose", group="p0", cmd=encode_command(returns))
+            assert old["result"]["old"] == {"v": {"N": "1"}}, old
+            no_group = await node.call("propose", group="nope", cmd=put("x", 1))
+            assert no_group["error"] == "NoSuchGroup", no_group
+            no_cmd = await node.call("propose", group="p0")
+            assert no_cmd["error"] == "ValidationException", no_cmd
+            bad_timeout = await node.call("propose", group="p0", cmd=put("x", 1), timeout="x")
+            assert bad_timeout["error"] == "ValidationException", bad_timeout
+            follower = next(n for n in cluster.nodes if n != leader)
+            refused = await writer.client(follower).call("propose", group="p0", cmd=put("x", 1))
+            assert refused["error"] == "NotLeader" and refused["leader"] == leader, refused
+            # No outcome within the request's timeout: OutcomeUnknown, and only that answer
+            # (the write itself may still commit later: its reply is dropped).
+            late = await node.call("propose", group="p0", cmd=put("late", 1), timeout=0.0)
+            assert late["error"] == "OutcomeUnknown", late
+            assert "no outcome within" in late["message"], late
+            after = await node.call("propose", group="p0", cmd=put("after", 1))
+            assert after["result"]["ok"], after
+            await writer.close()
+
+    asyncio.run(scenario())
+
+
 def test_admin_endpoints(tmp_path: Path) -> None:
     with LocalNodes(tmp_path, GROUPS) as cluster:
         cluster.wait_leader("p0")
