@@ -317,7 +317,22 @@ def decode_command(data: bytes) -> Command:
         raise CommandError(f"invalid command: {exc}") from exc
 
 
+_PLAIN_PUT = frozenset({"op", "tbl", "pk", "sk", "item"})
+
+
 def _decode_body(body: Any, *, batched: bool) -> Command:
+    if isinstance(body, dict) and body.keys() == _PLAIN_PUT and body["op"] == "put":
+        # Most entries: a put without condition or ReturnValues. The same checks as the
+        # general path below, without its per-field bookkeeping (every replica decodes each).
+        tbl, pk, sk, item = body["tbl"], body["pk"], body["sk"], body["item"]
+        if (
+            type(tbl) is str
+            and type(pk) is bytes
+            and type(sk) is bytes
+            and type(item) is dict
+            and all(type(k) is str and type(v) is dict for k, v in item.items())
+        ):
+            return PutCommand(tbl, pk, sk, item)
     fields = _Fields(body, "command")
     op = fields.take("op", str)
     if batched and op not in ("put", "delete"):

@@ -372,6 +372,8 @@ UNDECODABLE = {
     "unknown field": body(**PUT, ttl=5),
     "missing field": body(op="delete", tbl="t", pk=A),
     "pk not bytes": body(**PUT | {"pk": "a"}),
+    "tbl not a string": body(**PUT | {"tbl": 1}),
+    "attribute name not a string": body(**PUT | {"item": {1: {"S": "a"}}}),
     "sk an int": body(**PUT | {"sk": 3}),
     "item not a map": body(**PUT | {"item": [1]}),
     "attribute not a map": body(**PUT | {"item": {"id": "a"}}),
