@@ -10,7 +10,7 @@ the other cluster processes (MemDS and GAC) and this client: a busy machine lowe
 not the CPU per operation.
 
     .venv/bin/python bench/api.py [--seconds 5] [--clients 32] [--profile DIR] [--aiohttp-client]
-        [--mesh] [--busy N] [--rounds 4]
+        [--mesh] [--busy N] [--rounds 4] [--no-paced-raw]
 
 Consistent and eventual GetItem are measured taking turns, ``--rounds`` slices of each (a
 second or so), so that what else the machine does meanwhile falls on both alike (measured one
@@ -32,7 +32,11 @@ while each operation is measured through one router: ``DIR/<op>-rt-a.svg`` and
 The last lines print the issue #15 ratios of this one run: PutItem through one router against
 raw replication (one group on 3 storage nodes written directly, as bench/replication.py does,
 measured by this run first; --raw-writes N uses a given figure instead), and eventual against
-consistent GetItem.
+consistent GetItem. Two information lines follow (they measure nothing the ratios use): the
+CPU per PutItem of each process, and raw replication again, paced at the rate PutItem reached
+(``--no-paced-raw`` skips it): a storage node's CPU per write follows the rate it is written at
+(fewer writes per Raft Ready, fsync and message when slower), so that line tells what the
+storage side of a PutItem costs against what any write costs at that rate.
 """
 
 from __future__ import annotations
@@ -120,15 +124,11 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cluster_cpu(cluster: LocalCluster | None) -> dict[str, float]:
-    """CPU seconds so far of the routers, the storage nodes and every other process."""
-    spent = {"router": 0.0, "storage": 0.0, "other": 0.0}
+def process_cpu(cluster: LocalCluster | None) -> dict[str, float]:
+    """CPU seconds so far of each cluster process, by its id."""
     if cluster is None:
-        return spent
-    for process in cluster.config.processes.values():
-        kind = process.role if process.role in ("router", "storage") else "other"
-        spent[kind] += cpu_seconds(cluster.procs.pid(process.id))
-    return spent
+        return {}
+    return {p: cpu_seconds(cluster.procs.pid(p)) for p in cluster.config.processes}
 
 
 async def measure(
@@ -171,14 +171,23 @@ async def sample(
             else:
                 errors += 1
 
-    cpu0, client0 = cluster_cpu(cluster), time.process_time()
+    procs0, client0 = process_cpu(cluster), time.process_time()
     started = time.monotonic()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.monotonic() - started
-    cpu1, client1 = cluster_cpu(cluster), time.process_time()
-    cpu = {kind: cpu1[kind] - cpu0[kind] for kind in cpu0}
-    cpu["client"] = client1 - client0
-    return {"latencies": latencies, "errors": errors, "elapsed": elapsed, "cpu": cpu}
+    procs1, client1 = process_cpu(cluster), time.process_time()
+    spent = {p: procs1[p] - procs0[p] for p in procs0}
+    cpu = {"router": 0.0, "storage": 0.0, "other": 0.0, "client": client1 - client0}
+    for process, seconds in spent.items():
+        role = cluster.config.processes[process].role if cluster is not None else ""
+        cpu[role if role in ("router", "storage") else "other"] += seconds
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "elapsed": elapsed,
+        "cpu": cpu,
+        "processes": spent,
+    }
 
 
 def summarize(samples: list[dict[str, Any]]) -> dict[str, float]:
@@ -186,8 +195,13 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, float]:
     latencies = [x for s in samples for x in s["latencies"]]
     ops = max(1, len(latencies))
     elapsed = sum(s["elapsed"] for s in samples)
+    processes = {p for s in samples for p in s.get("processes", {})}
     return {
         **{f"{kind} CPU": sum(s["cpu"][kind] for s in samples) * 1000 / ops for kind in CPU_KINDS},
+        **{
+            f"process {p}": sum(s["processes"].get(p, 0.0) for s in samples) * 1000 / ops
+            for p in processes
+        },
         "ops/s": len(latencies) / elapsed,
         "p50": percentile(latencies, 50) * 1000,
         "p99": percentile(latencies, 99) * 1000,
@@ -235,7 +249,7 @@ async def run(
     aiohttp_client: bool = False,
     busy: int = 0,
     rounds: int = 4,
-) -> tuple[Table, dict[tuple[str, str], float]]:
+) -> tuple[Table, dict[tuple[str, str], float], dict[str, float]]:
     secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
     endpoints = list(cluster.endpoints().values())
     table = Table(
@@ -312,7 +326,7 @@ async def run(
     finally:
         for c in clients:
             await c.__aexit__(None, None, None)
-    return table, rates
+    return table, rates, rows[("PutItem", "1 (rt-a)")]
 
 
 def main() -> None:
@@ -352,6 +366,12 @@ def main() -> None:
         type=float,
         help="raw 1-group replication writes/s (bench/replication.py) for the PutItem ratio",
     )
+    parser.add_argument(
+        "--no-paced-raw",
+        dest="paced_raw",
+        action="store_false",
+        help="skip the information line: raw replication paced at PutItem's rate",
+    )
     args = parser.parse_args()
     limit = args.busy_limit if args.busy_limit is not None else 20 * args.seconds + 600
     with burners(args.busy, limit) as procs:
@@ -367,23 +387,31 @@ def main() -> None:
         sys.exit(1)
 
 
+def raw_replication(clients: int, seconds: float, rate: float | None = None) -> dict[str, float]:
+    """bench/replication.py's one-group row: writes straight to a group on 3 storage nodes,
+    ``clients`` writers, each sending its next at once (or paced to ``rate`` writes/s in all)."""
+    from replication import throughput  # bench/replication.py, beside this script
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalNodes(Path(tmp), {"p0": ("n1", "n2", "n3")}) as nodes,
+    ):
+        return asyncio.run(throughput(nodes, ["p0"], clients, seconds, rate))
+
+
 def bench(args: argparse.Namespace) -> None:
     raw = args.raw_writes
+    raw_cpu = float("nan")
     if raw is None:
-        from replication import throughput  # bench/replication.py, beside this script
-
         console.print("measuring raw replication (1 group, 3 storage nodes) ...")
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            LocalNodes(Path(tmp), {"p0": ("n1", "n2", "n3")}) as nodes,
-        ):
-            raw = asyncio.run(throughput(nodes, ["p0"], args.clients, args.seconds))["writes/s"]
+        row = raw_replication(args.clients, args.seconds)
+        raw, raw_cpu = row["writes/s"], row["CPU ms/write"]
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster.create(Path(tmp) / "cluster", "3x2x1", mesh=args.mesh)
         console.print("starting a 3x2x1 cluster ...")
         cluster.up()
         try:
-            table, rates = asyncio.run(
+            table, rates, put_row = asyncio.run(
                 run(
                     cluster,
                     args.seconds,
@@ -396,6 +424,10 @@ def bench(args: argparse.Namespace) -> None:
             )
         finally:
             cluster.down()
+    paced = None
+    if args.paced_raw:
+        console.print("measuring raw replication paced at PutItem's rate (information) ...")
+        paced = raw_replication(args.clients, args.seconds, rates[("PutItem", "1 (rt-a)")])
     console.print(table)
     console.print(
         "CPU columns: milliseconds of CPU per operation, summed over the processes (client: "
@@ -413,6 +445,22 @@ def bench(args: argparse.Namespace) -> None:
         f"PutItem through one router / raw replication = {put:.0f} / {raw:.0f} "
         f"= {put / raw:.0%} (goal >= 50%)"
     )
+    by_process = sorted(
+        ((k.removeprefix("process "), v) for k, v in put_row.items() if k.startswith("process ")),
+        key=lambda kv: -kv[1],
+    )
+    console.print(
+        "information: PutItem through rt-a, CPU ms per PutItem by process: "
+        + ", ".join(f"{p} {v:.2f}" for p, v in by_process if v >= 0.005)
+    )
+    if paced is not None:
+        console.print(
+            f"information: raw replication paced at PutItem's rate ({paced['writes/s']:.0f} "
+            f"writes/s, 1 group): CPU {paced['CPU ms/write']:.2f} ms/write, "
+            f"{paced['fsyncs/write']:.2f} fsyncs and {paced['msgs/write']:.1f} Raft messages "
+            f"per write (unpaced: CPU {raw_cpu:.2f} ms/write): storage CPU per write "
+            "follows the rate (batching), whatever the API does"
+        )
     busy = f", with {args.busy} CPU burners of this bench" if args.busy else ""
     console.print(f"load average: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores{busy}")
 
