@@ -54,6 +54,8 @@ class ReadMarks:
 
     def written(self, keys: Iterable[ItemKey]) -> None:
         """Items written by an applied batch (intent rows count for their items)."""
+        if not self._marks:  # nearly always: marks live only between a transaction's reads
+            return
         for tbl, pk, sk in keys:
             item = (tbl.removeprefix(LOCK_PREFIX), pk, sk)
             self._marks.pop(item, None)
