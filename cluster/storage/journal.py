@@ -190,6 +190,10 @@ class NodeJournal:
         group stays self-syncing until the next ``checkpoint`` (batch registration)."""
         with self._lock:
             self._wals[group] = wal
+            # Where the last checkpoint put another WAL of this group says nothing about this
+            # one: until the next checkpoint, ``release_before`` takes one first.
+            self._floors.pop(group, None)
+            self._floor_marks.pop(group, None)
             if checkpoint:
                 self._checkpoint_locked()
 

@@ -325,3 +325,31 @@ def test_power_loss_after_random_saves_marks_releases_and_checkpoints(
         assert state.snapshot == mark[g]
         assert [e.index for e in state.entries] == list(range(low + 1, last[g] + 1))
         wal.close()
+
+
+def test_a_wal_registered_again_without_a_checkpoint_is_released_only_after_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor the last checkpoint recorded belongs to the WAL registered then: a new WAL
+    registered for the group without a checkpoint (a node's start registers all at once)
+    gets one before any of its segments go."""
+    power = PowerLoss(tmp_path, monkeypatch)
+    journal = NodeJournal.open(tmp_path / "journal")
+    old, _ = journal.recover("p0", tmp_path / "old" / "wal", 512)
+    journal.register("p0", old)
+    for i in range(1, 41):
+        journal.save("p0", old, HardState(1, "n1", i - 1), entries(i, i))
+    journal.mark_snapshot("p0", old, SnapshotMeta(40, 1, MEMBERS))
+    journal.checkpoint()  # old's floor: its last segment, mark 40
+    new, _ = journal.recover("p0", tmp_path / "p0" / "wal", 512)
+    journal.register("p0", new, checkpoint=False)
+    for i in range(1, 41):
+        journal.save("p0", new, HardState(1, "n1", i - 1), entries(i, i))
+    journal.mark_snapshot("p0", new, SnapshotMeta(38, 1, MEMBERS))
+    assert journal.release_before("p0", new, 39) > 0
+    power.lose()
+    wal, state = NodeJournal.open(tmp_path / "journal").recover("p0", tmp_path / "p0" / "wal", 512)
+    assert state.snapshot == SnapshotMeta(38, 1, MEMBERS)
+    assert [e.index for e in state.entries] == [39, 40]
+    wal.close()
+    old.close()
