@@ -451,7 +451,8 @@ def bench(args: argparse.Namespace) -> None:
     )
     console.print(
         "information: PutItem through rt-a, CPU ms per PutItem by process: "
-        + ", ".join(f"{p} {v:.2f}" for p, v in by_process if v >= 0.005)
+        + ", ".join(f"{p} {v:.2f}" for p, v in by_process if v >= 0.005),
+        soft_wrap=True,  # one line, for grep
     )
     if paced is not None:
         console.print(
@@ -459,7 +460,8 @@ def bench(args: argparse.Namespace) -> None:
             f"writes/s, 1 group): CPU {paced['CPU ms/write']:.2f} ms/write, "
             f"{paced['fsyncs/write']:.2f} fsyncs and {paced['msgs/write']:.1f} Raft messages "
             f"per write (unpaced: CPU {raw_cpu:.2f} ms/write): storage CPU per write "
-            "follows the rate (batching), whatever the API does"
+            "follows the rate (batching), whatever the API does",
+            soft_wrap=True,
         )
     busy = f", with {args.busy} CPU burners of this bench" if args.busy else ""
     console.print(f"load average: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores{busy}")
