@@ -1,4 +1,5 @@
-"""Log compaction of one replica: every ``compact_every`` applied entries, a snapshot.
+"""Log compaction of one replica: every ``compact_every`` applied entries, a snapshot (each
+replica of a group at its own phase: ``compaction_due``).
 
 A full replica's snapshot is its store's dump. The dump is read through a pinned read view
 (itemstore.DumpView) in a thread of its own, while the replica goes on replicating and
@@ -24,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from cluster.consensus.messages import Snapshot, SnapshotMeta
+from cluster.consensus.messages import Membership, Snapshot, SnapshotMeta
 from cluster.consensus.raft import Raft
 
 from .itemstore import ItemStore
@@ -35,6 +36,21 @@ log = logging.getLogger(__name__)
 # Whole-store dumps run here, one at a time per process. DUMP_PAUSE: see DumpView.dump.
 _DUMP_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump")
 DUMP_PAUSE = 0.0005
+
+
+def compaction_due(snapshot: int, every: int, me: str, members: Membership) -> int:
+    """The applied index at which a replica whose snapshot is at ``snapshot`` compacts next.
+
+    About every ``every`` entries, but each replica of a group at its own phase (its rank
+    among the voters, times ``every`` / their number): replicas of one group apply the same
+    entries at about the same time, so with one threshold all of them dumped at once, and on
+    a busy box those dumps together made bench/replication.py's half-load bursts (p99 from
+    due 28-35 -> 18-20 ms staggered, writes over 15 ms 620-870 -> 210-400 per 5 s). At
+    least 3/4 ``every`` after the snapshot (a log replica compacts ``every`` / 2 below it)."""
+    voters = sorted(members.voters)
+    phase = voters.index(me) * every // len(voters) if me in voters else 0
+    due = ((snapshot + phase) // every + 1) * every - phase
+    return max(due, snapshot + every - every // 4)
 
 
 class Compactable(Protocol):
@@ -81,7 +97,7 @@ class Compaction:
             return
         index = raft.applied_index
         every = r.settings.compact_every
-        if index - raft.snapshot().meta.index < every:
+        if index < compaction_due(raft.snapshot().meta.index, every, raft.id, raft.membership):
             return
         loop = asyncio.get_running_loop()
         if r.mode is not ReplicaMode.FULL:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from cluster.consensus.messages import Membership
 from cluster.consensus.raft import Role
 from cluster.storage import itemstore
 from cluster.storage.commands import PutCommand, encode_command
+from cluster.storage.compaction import compaction_due
 from cluster.storage.itemstore import AppliedMark, ItemStore, encode_key_value
 from cluster.storage.replica import Replica, ReplicaSettings
 
@@ -77,3 +80,23 @@ def test_writes_go_on_while_the_dump_runs_and_the_snapshot_is_its_index(
             await replica.close()
 
     asyncio.run(scenario())
+
+
+def test_replicas_of_a_group_compact_at_their_own_phase() -> None:
+    """Every ``every`` entries, but not all replicas at once (their dumps together stalled a
+    busy node's writes), and never sooner than 3/4 ``every`` after the snapshot."""
+    members = Membership(frozenset({"n1", "n2", "n3"}))
+    every = 2000
+    points: dict[str, list[int]] = {}
+    for me in ("n1", "n2", "n3"):
+        snap, seen = 0, []
+        for _ in range(6):
+            snap = compaction_due(snap, every, me, members)
+            seen.append(snap)
+        points[me] = seen
+        assert all(b - a >= every * 3 // 4 for a, b in pairwise([0, *seen]))
+        assert [b - a for a, b in pairwise(seen[2:])] == [every] * 3
+    steady = sorted(points[me][-1] % every for me in points)
+    assert steady == [0, 667, 1334]  # a third of the interval apart
+    # A node that is not a voter (yet) compacts at phase 0.
+    assert compaction_due(0, every, "n9", members) == every
