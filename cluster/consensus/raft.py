@@ -46,10 +46,14 @@ Beyond textbook Raft (Ongaro's thesis), this core has:
   campaign, except as a stand-in when a voter they refused lacks entries they hold (otherwise
   a full member and a log replica ahead of it could never elect anyone); the driver hands a
   stand-in's leadership to a full member.
+- first leaders in turns (``RaftConfig.spread_first_leaders``; storage nodes): a brand-new
+  group's members first campaign one after the other, rotated by the group's number, so that
+  many groups' first leaders spread over the members (``_first_leader_rank``).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -106,6 +110,11 @@ class RaftConfig:
     lease_ticks: int = 8  # must be < election_ticks: the margin absorbs clock drift
     max_entries_per_message: int = 64
     max_inflight_entries: int = 512  # pipelined but unacknowledged entries per follower
+    # A brand-new group's voters first campaign one after the other, in an order rotated by
+    # the group's number, so that the first leaders of many groups spread over the members
+    # (see Raft._first_leader_rank). Off: the first replica to time out leads (the simulator
+    # and scripted tests keep it off; storage nodes turn it on).
+    spread_first_leaders: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.lease_ticks < self.election_ticks:
@@ -490,7 +499,29 @@ class Raft:
         campaign of our own that did not end the election, [e, 1.5e), so that two rivals whose
         campaigns collided (each asking when the other already asks) drift apart."""
         e = self.config.election_ticks
-        return self.rng.randrange(e, e + (max(2, e // 2) if after_campaign else 2))
+        ticks = self.rng.randrange(e, e + (max(2, e // 2) if after_campaign else 2))
+        if self.config.spread_first_leaders and self.term == 0 and not after_campaign:
+            ticks += 2 * e * self._first_leader_rank()
+        return ticks
+
+    def _first_leader_rank(self) -> int:
+        """This replica's turn (0: first) to campaign in a brand-new group (term 0).
+
+        The voters sorted, rotated by the group's number: the trailing digits of its id
+        ("orders.p3" -> 3), or a stable checksum of the id when it has none. Without it, the
+        member that started first times out first in every group and leads all of them (all
+        twelve of bench/replication.py's groups on one node): every leader's work then queues
+        on that one node while the others idle. With it, partition i of a table is first led
+        by the i-th member in turn. Each turn is two election timeouts later than the one
+        before, so a member that is down delays the first election by that much, and only
+        that: liveness only; any member may still campaign and win (safety is unchanged).
+        """
+        voters = sorted(self.membership.voters - self.membership.log_only)  # who may lead
+        if self.id not in voters:
+            return 0
+        digits = len(self.group) - len(self.group.rstrip("0123456789"))
+        number = int(self.group[-digits:]) if digits else zlib.crc32(self.group.encode())
+        return (voters.index(self.id) - number) % len(voters)
 
     def _in_lease(self) -> bool:
         if self.role is Role.LEADER:

@@ -172,7 +172,11 @@ def parse_args(argv: list[str]) -> Launch:
         peers=peers,
         groups=groups,
         tick_seconds=tick_ms / 1000.0,
-        raft=RaftConfig(election_ticks=election, lease_ticks=max(1, election * 4 // 5)),
+        raft=RaftConfig(
+            election_ticks=election,
+            lease_ticks=max(1, election * 4 // 5),
+            spread_first_leaders=True,  # the first leaders of many groups spread over nodes
+        ),
         compact_every=args.compact_every,
         memds_urls=memds,
         unsafe_ack_before_commit=unsafe_ack,

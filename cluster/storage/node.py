@@ -83,7 +83,7 @@ class NodeConfig:
     peers: dict[str, str] = field(default_factory=dict)  # node id -> address to dial
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # bootstrap membership
     tick_seconds: float = 0.05
-    raft: RaftConfig = field(default_factory=RaftConfig)
+    raft: RaftConfig = field(default_factory=lambda: RaftConfig(spread_first_leaders=True))
     compact_every: int = 2000
     # MemDS servers to reconcile hosted groups against (the partition map): a node that was
     # down when a table was created joins its groups when it comes back.

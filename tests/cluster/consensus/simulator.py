@@ -63,6 +63,8 @@ class SimConfig:
     # its leadership to a full member, as cluster/storage/replica.py does), and after the
     # chaos one full member stays cut off: the other and the log replica must make progress.
     log_replica: bool = False
+    # RaftConfig.spread_first_leaders: new groups' first elections take turns (storage nodes).
+    spread_first_leaders: bool = False
 
 
 @dataclass
@@ -105,7 +107,7 @@ class Simulation:
         self.seed = seed
         self.config = config or SimConfig()
         self.rng = random.Random(seed)
-        self.raft_config = RaftConfig()
+        self.raft_config = RaftConfig(spread_first_leaders=self.config.spread_first_leaders)
         self.groups = [f"g{i}" for i in range(self.config.groups)]
         log_only = frozenset({"n3"}) if self.config.log_replica else frozenset()
         self.membership = Membership(frozenset(NODES), log_only)

@@ -56,3 +56,12 @@ def test_a_full_member_and_a_log_replica_elect_while_the_other_stays_cut_off() -
     leaderless (60 of the first 200)."""
     for seed in range(20):
         Simulation(seed, SimConfig(log_replica=True)).run()
+
+
+def test_first_leaders_taking_turns_stays_safe_and_live() -> None:
+    """RaftConfig.spread_first_leaders (storage nodes run with it) changes only when new
+    groups' replicas first campaign: the same safety and liveness checks hold."""
+    for seed in range(30):
+        Simulation(seed, SimConfig(spread_first_leaders=True)).run()
+    for seed in range(10):
+        Simulation(seed, SimConfig(spread_first_leaders=True, log_replica=True)).run()
