@@ -365,9 +365,7 @@ class DumpView:
     CHUNK = 512  # rows fetched between GIL pauses (see dump)
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
+        self._db = _connect_read_only(path)
         try:
             self._db.execute("BEGIN")
             meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())  # pins it
@@ -432,9 +430,7 @@ class StoreSnapshot:
     """A pinned read transaction on a separate connection; ``verify`` reads every row."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
+        self._db = _connect_read_only(path)
         try:
             self._db.execute("BEGIN")
             self._db.execute("SELECT COUNT(*) FROM meta").fetchone()  # pins the snapshot
@@ -461,6 +457,14 @@ class StoreSnapshot:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
         self._db.close()
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to ``path``, usable from another thread. The path goes into a
+    percent-encoded file URI: written into the URI as it is, a ``?`` or ``#`` in a directory's
+    name would end the path there (and a ``%`` be decoded)."""
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
 
 def _digest_rows(

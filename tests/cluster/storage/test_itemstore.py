@@ -416,3 +416,20 @@ def test_row_checksum_is_the_chained_per_field_crc_rows_on_disk_carry() -> None:
             {"v": {"S": "".join(rng.choice("xyzé") for _ in range(rng.randint(0, 40)))}}
         )
         assert row_crc(tbl, pk, sk, text) == chained(tbl, pk, sk, text)
+
+
+@pytest.mark.parametrize("name", ["data?mode=rw", "data#1", "100% data", "dé jà"])
+def test_views_and_scrub_snapshots_open_any_directory_name(tmp_path: Path, name: str) -> None:
+    """The read-only connections (compaction's dump view, the scrub's snapshot) reach the store
+    through a file URI: a ``?``, ``#`` or ``%`` in the data directory's name must not change
+    which file they open."""
+    directory = tmp_path / name
+    directory.mkdir()
+    store = ItemStore(directory / "items.sqlite")
+    store.apply_batch(7, 3, rows(1))
+    assert store.pin_view().dump() == store.dump()
+    snapshot = store.open_snapshot()
+    verified = snapshot.verify()
+    snapshot.close()
+    assert verified.problems == () and verified.items == store.count() > 0
+    store.close()
