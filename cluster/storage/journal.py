@@ -259,8 +259,16 @@ class NodeJournal:
         at a time, so most compactions free none: the checkpoint is taken only when it lets a
         segment go that may not go without it; otherwise what may go now goes."""
         with self._lock:
-            if self._wals.get(group) is not wal or self._fd < 0:
+            if self._wals.get(group) is not wal:
                 return wal.release_before(index)
+            if self._fd < 0:
+                # The node is starting: no generation of this run yet (node.start takes the
+                # first checkpoint), but replicas already apply and may compact. The newest
+                # generation on disk is the last run's: a power loss now makes recovery cut
+                # the WAL back to that run's checkpoint and replay from there, so a segment
+                # released now may be one it needs (the node would refuse to start). Release
+                # nothing until this run's first checkpoint: correctness over disk space.
+                return 0
             if group in self._floors:
                 floor, safe = self._floors[group], min(index, self._floor_marks[group] + 1)
                 if wal.releasable(index) <= wal.releasable(safe, floor):

@@ -353,3 +353,45 @@ def test_a_wal_registered_again_without_a_checkpoint_is_released_only_after_one(
     assert [e.index for e in state.entries] == [39, 40]
     wal.close()
     old.close()
+
+
+@pytest.mark.parametrize(("checkpoint_at", "compact_at"), [(20, 35), (30, 25)])
+def test_nothing_is_released_while_the_node_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_at: int, compact_at: int
+) -> None:
+    """Until node.start's first checkpoint the generation on disk is the last run's, yet
+    replicas already apply and may compact: a segment released then may be one recovery needs
+    after a power loss (found by the session 9 safety review: the node refused to start)."""
+    power = PowerLoss(tmp_path, monkeypatch)
+    wal_dir = tmp_path / "p0" / "wal"
+    # Run 1: entries over several segments, a mark at 10, a checkpoint, more (journaled).
+    journal = NodeJournal.open(tmp_path / "journal")
+    wal, _ = journal.recover("p0", wal_dir, 512)
+    journal.register("p0", wal)
+    for i in range(1, checkpoint_at + 1):
+        journal.save("p0", wal, HardState(1, "n1", i - 1), entries(i, i))
+    journal.mark_snapshot("p0", wal, SnapshotMeta(10, 1, MEMBERS))
+    journal.checkpoint()
+    for i in range(checkpoint_at + 1, 41):
+        journal.save("p0", wal, HardState(1, "n1", i - 1), entries(i, i))
+    power.lose()
+    # Run 2, as node.start does it: recovered, registered without a checkpoint; before start's
+    # checkpoint the replica compacts (its store made durable) and releases.
+    journal = NodeJournal.open(tmp_path / "journal")
+    wal, state = journal.recover("p0", wal_dir, 512)
+    assert [e.index for e in state.entries][-1] == 40
+    journal.register("p0", wal, checkpoint=False)
+    journal.mark_snapshot("p0", wal, SnapshotMeta(compact_at, 1, MEMBERS))
+    assert journal.release_before("p0", wal, compact_at + 1) == 0
+    power.lose()  # before start's checkpoint
+    # Run 3 starts, its log whole from its snapshot mark on.
+    journal = NodeJournal.open(tmp_path / "journal")
+    wal, state = journal.recover("p0", wal_dir, 512)
+    assert state.snapshot is not None
+    assert [e.index for e in state.entries] == list(range(state.snapshot.index + 1, 41))
+    wal.close()
+    # Once this run has checkpointed, releasing works again.
+    journal.register("p0", wal := journal.recover("p0", wal_dir, 512)[0])
+    journal.mark_snapshot("p0", wal, SnapshotMeta(35, 1, MEMBERS))
+    assert journal.release_before("p0", wal, 36) > 0
+    journal.close()
