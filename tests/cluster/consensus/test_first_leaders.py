@@ -58,7 +58,10 @@ def test_only_a_brand_new_group_takes_turns(monkeypatch: pytest.MonkeyPatch) -> 
     net = Network.bootstrap(N3, SPREAD)
     net.run_until(lambda: net.leader() == "n3", max_ticks=300)
     net.down.add("n3")  # the leader goes: the next election is the first to time out's
-    net.run_until(lambda: net.leader() in {"n1", "n2"}, max_ticks=100)
+    ticks = net.run_until(lambda: net.leader() in {"n1", "n2"}, max_ticks=100)
+    # Within the usual timeouts (at most two election timeouts and a vote round), not after a
+    # turn (n1's would come two election timeouts later than that).
+    assert ticks <= 2 * SPREAD.election_ticks + 5, ticks
 
 
 def test_a_log_replica_takes_no_turn(monkeypatch: pytest.MonkeyPatch) -> None:
