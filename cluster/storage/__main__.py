@@ -69,6 +69,16 @@ class Launch:
     meta_home: tuple[str, ...] = ()
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str]) -> Launch:
     parser = argparse.ArgumentParser(
         prog="python -m cluster.storage",
@@ -95,7 +105,12 @@ def parse_args(argv: list[str]) -> Launch:
         type=int,
         help="minimum election timeout in ticks (default: the cluster config's, else 8)",
     )
-    parser.add_argument("--compact-every", type=int, default=2000)
+    parser.add_argument(
+        "--compact-every",
+        type=_at_least_one,
+        default=2000,
+        help="applied entries between log compactions (snapshots) of a replica (default 2000)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--healing",
