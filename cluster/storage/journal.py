@@ -392,6 +392,9 @@ class NodeJournal:
                     wal.sync()
                 self._wals.clear()
                 self._checkpoint_locked()
-            self._wals.clear()
+            # After a failure no last generation was written: the newest one on disk still
+            # lists the WALs at their checkpoint positions, so they stay registered, and
+            # release_before (fd -1) then releases nothing that recovery would need; their
+            # writes fsync themselves as unregistered ones do.
             fd, self._fd = self._fd, -1
             os.close(fd)

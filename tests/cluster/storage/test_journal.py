@@ -395,3 +395,36 @@ def test_nothing_is_released_while_the_node_starts(
     journal.mark_snapshot("p0", wal, SnapshotMeta(35, 1, MEMBERS))
     assert journal.release_before("p0", wal, 36) > 0
     journal.close()
+
+
+def test_a_journal_closed_after_a_failure_keeps_its_wals_from_releasing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal whose fsync failed closes without a last generation: the newest one on disk
+    still lists each WAL at its checkpoint position. node.stop closes the journal before the
+    replicas, so a compaction ending in between must not release what the next start's
+    recovery needs (it refused to start: "journaled segment is missing"; session 9 review)."""
+    wal_dir = tmp_path / "p0" / "wal"
+    journal = NodeJournal.open(tmp_path / "journal")
+    wal, _ = journal.recover("p0", wal_dir, 512)
+    journal.register("p0", wal)
+    for i in range(1, 31):
+        journal.save("p0", wal, HardState(1, "n1", i - 1), entries(i, i))
+    assert len(wal.segment_paths()) >= 3
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as m:  # the journal's fsync fails once: unusable from now on
+        m.setattr(os, "fdatasync", eio)
+        with pytest.raises(OSError):
+            journal.save("p0", wal, HardState(1, "n1", 30), entries(31, 31))
+    journal.close()
+    journal.mark_snapshot("p0", wal, SnapshotMeta(25, 1, MEMBERS))
+    assert journal.release_before("p0", wal, 26) == 0
+    wal.close()
+    journal = NodeJournal.open(tmp_path / "journal")  # the next start
+    wal, state = journal.recover("p0", wal_dir, 512)
+    low = state.snapshot.index if state.snapshot else 0
+    assert [e.index for e in state.entries][: 30 - low] == list(range(low + 1, 31))
+    wal.close()
