@@ -514,6 +514,10 @@ class StorageNode:
         out = Coalescer(writer)  # replies finished in one loop pass leave in one send
         tasks: set[asyncio.Task[None]] = set()
 
+        def send(request: dict[str, Any], response: dict[str, Any]) -> None:
+            response["id"] = request.get("id")
+            out.write(encode_frame(response))
+
         async def answer(request: dict[str, Any]) -> None:
             response: dict[str, Any]
             if not trusted and request.get("op") in PRIVILEGED_OPS:
@@ -523,13 +527,8 @@ class StorageNode:
                 }
             else:
                 response = await self.handle_request(request)
-            response["id"] = request.get("id")
-            out.write(encode_frame(response))
+            send(request, response)
             await out.drain()
-
-        def send(request: dict[str, Any], response: dict[str, Any]) -> None:
-            response["id"] = request.get("id")
-            out.write(encode_frame(response))
 
         try:
             while True:
