@@ -262,20 +262,25 @@ class NodeJournal:
             if self._wals.get(group) is not wal:
                 return wal.release_before(index)
             if self._fd < 0:
-                # The node is starting: no generation of this run yet (node.start takes the
-                # first checkpoint), but replicas already apply and may compact. The newest
-                # generation on disk is the last run's: a power loss now makes recovery cut
-                # the WAL back to that run's checkpoint and replay from there, so a segment
-                # released now may be one it needs (the node would refuse to start). Release
-                # nothing until this run's first checkpoint: correctness over disk space.
+                # No generation of this run is open: the node is starting (node.start takes
+                # the first checkpoint) or the journal closed after a failure. The newest
+                # generation on disk then still lists this WAL at an older checkpoint, and
+                # recovery would cut it back there and replay from it, so a segment released
+                # now may be one it needs (the node would refuse to start). Release nothing
+                # until a checkpoint of this run: correctness over disk space.
                 return 0
-            if group in self._floors:
-                floor, safe = self._floors[group], min(index, self._floor_marks[group] + 1)
-                if wal.releasable(index) <= wal.releasable(safe, floor):
-                    return wal.release_before(safe, floor)
-            self._checkpoint_locked()
-            floor, safe = self._floors[group], min(index, self._floor_marks[group] + 1)
-            return wal.release_before(safe, floor)
+            # A checkpoint only when it lets go what may not go without it.
+            needs_checkpoint = group not in self._floors or (
+                wal.releasable(index) > wal.releasable(*self._allowed(group, index))
+            )
+            if needs_checkpoint:
+                self._checkpoint_locked()
+            return wal.release_before(*self._allowed(group, index))
+
+    def _allowed(self, group: str, index: int) -> tuple[int, int]:
+        """``release_before``'s arguments (index, keep_from) that recovery from the last
+        checkpoint allows: segments before the one it starts from, none above its mark."""
+        return min(index, self._floor_marks[group] + 1), self._floors[group]
 
     def _write(self, group: str, wal: WriteAheadLog, append: Callable[[bool], bytes]) -> None:
         with self._lock:
