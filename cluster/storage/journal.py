@@ -27,7 +27,8 @@ segments takes one only when it lets a segment go (``release_before``).
 
 Durability comes from fsync of the files themselves (the power-loss layer,
 chaos/backends/lazyfs.py, keeps only what was fsynced). A group that is not registered (the
-TEST-ONLY no-fsync mode runs without a journal) fsyncs its own WAL as before.
+TEST-ONLY no-fsync mode runs without a journal) fsyncs its own WAL as before, and so does one
+registered without a checkpoint until the next checkpoint lists it.
 """
 
 from __future__ import annotations
@@ -93,7 +94,11 @@ class NodeJournal:
         self._durable = 0  # records ever fsynced
         self._syncing = False
         self._failed: OSError | None = None
-        self._wals: dict[str, WriteAheadLog] = {}
+        self._wals: dict[str, WriteAheadLog] = {}  # registered: the next checkpoint lists them
+        # What the open generation's checkpoint lists: only these WALs' records may go to the
+        # journal (recovery refuses records of a group it does not list). A WAL registered
+        # since, without a checkpoint, fsyncs itself until the next one (``_journaled``).
+        self._listed: dict[str, WriteAheadLog] = {}
         self._floors: dict[str, int] = {}  # group -> WAL segment its recovery starts from
         self._floor_marks: dict[str, int] = {}  # group -> its WAL's snapshot index there
         # What the newest generation on disk holds, until ``recover`` consumed it.
@@ -187,14 +192,21 @@ class NodeJournal:
 
     def register(self, group: str, wal: WriteAheadLog, *, checkpoint: bool = True) -> None:
         """From now on ``group``'s records are made durable here. With ``checkpoint`` False the
-        group stays self-syncing until the next ``checkpoint`` (batch registration)."""
+        group stays self-syncing until the next ``checkpoint`` (batch registration), unless
+        the open generation lists ``group`` (another WAL of it, or this one registered again):
+        then the checkpoint is taken now, whatever ``checkpoint`` says."""
         with self._lock:
             self._wals[group] = wal
             # Where the last checkpoint put another WAL of this group says nothing about this
             # one: until the next checkpoint, ``release_before`` takes one first.
             self._floors.pop(group, None)
             self._floor_marks.pop(group, None)
-            if checkpoint:
+            # The open generation lists this group at a position of the WAL it listed:
+            # recovery would cut the group's directory back there and replay the journal, so
+            # neither the journal (records of a WAL it does not list) nor the WAL's own fsync
+            # (cut away) would keep this WAL's writes. Only a checkpoint that lists this WAL
+            # makes them durable: taken now (correctness over the caller's batching).
+            if checkpoint or (self._fd >= 0 and group in self._listed):
                 self._checkpoint_locked()
 
     def forget(self, group: str) -> None:
@@ -237,7 +249,7 @@ class NodeJournal:
         the journal for the registered groups, and the WAL's own for any that is not."""
         with self._lock:
             for group, wal in wals:
-                if self._wals.get(group) is not wal or self._fd < 0:
+                if not self._journaled(group, wal):
                     wal.sync()  # not journaled: its records went to its WAL unsynced
             if self._fd >= 0:
                 self._wait_durable_locked(self._queued)
@@ -284,10 +296,17 @@ class NodeJournal:
 
     def _write(self, group: str, wal: WriteAheadLog, append: Callable[[bool], bytes]) -> None:
         with self._lock:
-            if self._wals.get(group) is not wal or self._fd < 0:
+            if not self._journaled(group, wal):
                 append(True)  # not journaled: the WAL fsyncs itself
                 return
             self._wait_durable_locked(self._enqueue_locked(group, append))
+
+    def _journaled(self, group: str, wal: WriteAheadLog) -> bool:
+        """Under the lock: ``wal``'s records go to the journal (else the WAL fsyncs itself).
+        Only while a generation of this run is open and its checkpoint lists this very WAL:
+        recovery refuses a generation holding records of a group its checkpoint does not list
+        (correctness: a group registered since, without a checkpoint, fsyncs itself)."""
+        return self._fd >= 0 and self._listed.get(group) is wal and self._wals.get(group) is wal
 
     def _wait_durable_locked(self, mine: int) -> None:
         """Until the records queued up to number ``mine`` are fsynced (group commit: flush
@@ -302,7 +321,7 @@ class NodeJournal:
     def _write_later(self, group: str, wal: WriteAheadLog, append: Callable[[bool], bytes]) -> None:
         """Queue the records for the next fsync (whoever's it is) without waiting for it."""
         with self._lock:
-            if self._wals.get(group) is not wal or self._fd < 0:
+            if not self._journaled(group, wal):
                 append(False)  # not journaled: the WAL's next fsync covers it
                 return
             self._enqueue_locked(group, append)
@@ -373,6 +392,7 @@ class NodeJournal:
             raise
         old_fd, old_gen = self._fd, self._gen
         self._fd, self._gen, self._size = fd, gen, len(buf)
+        self._listed = dict(self._wals)
         self._floors = {g: p[0] for g, p in positions.items()}
         self._floor_marks = {g: wal.snapshot_index() for g, wal in self._wals.items()}
         if old_fd >= 0:
