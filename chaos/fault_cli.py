@@ -13,7 +13,6 @@ long under a dead-man's switch and heals it itself, also on Ctrl-C.
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +25,7 @@ from rich.table import Table
 
 from chaos.backends import open_cluster
 from chaos.backends.base import Backend
-from chaos.cli_common import DEFAULT_DATA_DIR
+from chaos.cli_common import DEFAULT_DATA_DIR, sigterm_interrupts
 from chaos.deadman import Lease, spawn_watchdog
 from chaos.faults import ClusterView, Fault, PlanError, describe_catalog, groups_from_status
 from chaos.faults import make_fault as build_fault
@@ -90,16 +89,16 @@ def inject(data_dir: Path, fault: Fault, duration: str | None) -> None:
         console.print("active until [cyan]gameday heal[/cyan]")
         return
     assert lease is not None and watchdog is not None
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        with console.status(f"holding for {hold:g}s (Ctrl-C heals now) ..."):
-            time.sleep(hold)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-    finally:
-        nemesis.heal(fault_id)
-        lease.release()
-        watchdog.wait(timeout=5)
+    with sigterm_interrupts():  # SIGTERM heals now too, as Ctrl-C does
+        try:
+            with console.status(f"holding for {hold:g}s (Ctrl-C heals now) ..."):
+                time.sleep(hold)
+        except KeyboardInterrupt:
+            console.print("interrupted")
+        finally:
+            nemesis.heal(fault_id)
+            lease.release()
+            watchdog.wait(timeout=5)
     console.print(f"[green]healed[/green] {fault_id}")
 
 

@@ -39,7 +39,7 @@ from rich.table import Table
 from chaos.backends import open_cluster
 from chaos.backends.base import DEFAULT_ACCESS_KEY
 from chaos.backends.lifeline import tied_popen
-from chaos.cli_common import DEFAULT_DATA_DIR
+from chaos.cli_common import DEFAULT_DATA_DIR, sigterm_interrupts
 from chaos.control import GameDayControl
 from chaos.deadman import Guard
 from chaos.faults import BlastRadius
@@ -126,6 +126,7 @@ def load(
     canaries, the events, and faults injected and healed through the orchestrator.
     Exit code: Locust's (0 when no request failed).
     """
+    _interrupted.clear()  # a signal that stopped an earlier run in this process is not ours
     names = list(WORKLOADS) if workload == ALL else [workload]
     if workload != ALL and workload not in WORKLOADS:
         raise _fail(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}, {ALL}")
@@ -168,76 +169,75 @@ def load(
     csv = history / "locust" if history else None
     # SIGTERM stops Locust like Ctrl-C does; if this process is SIGKILLed, a watchdog stops
     # Locust's whole process group (chaos/deadman.py): no load keeps running without us.
-    signal.signal(signal.SIGTERM, _interrupt)
-    guard_file = cluster.data_dir / "run" / f"load-{os.getpid()}.guard.json"
-    guard: Guard | None = None
-    control: GameDayControl | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    try:  # from the watchdog's start: a SIGTERM or Ctrl-C while it starts stops in order too
-        # The watchdog also heals the cluster if the Game day tab's orchestrator stalls or dies.
-        guard = Guard.spawn(
-            guard_file,
-            cluster.data_dir / "logs" / "load-guard.log",
-            backend=cluster.name,
-            data_dir=str(cluster.data_dir.resolve()),
-        )
-        if web:
-            control_env = None
-            if gameday_tab:
-                session = history or cluster.data_dir / "webui" / time.strftime("%Y%m%d-%H%M%S")
-                run_start = settings.run_start or time.time()
-                control = GameDayControl(cluster, session, run_start, BlastRadius(max_azs), guard)
-                with console.status("starting the Game day tab (canaries, fault session) ..."):
-                    control.start()
-                control_env = control.locust_env()
-            ui = WebUI(web_host, web_port, users, spawn_rate, processes, csv, workload == ALL)
-            proc = start_web(settings, ui, control_env=control_env, popen=TIED)
-            guard.add_group(proc.pid)
-            console.print(
-                f"Locust web UI on [bold]http://{web_host}:{web_port}[/bold] "
-                f"({workload}, {len(endpoints)} routers on {cluster.name}"
-                f"{', Game day tab' if control else ''}); Ctrl-C to stop"
+    with sigterm_interrupts(_interrupted.append):
+        guard_file = cluster.data_dir / "run" / f"load-{os.getpid()}.guard.json"
+        guard: Guard | None = None
+        control: GameDayControl | None = None
+        proc: subprocess.Popen[bytes] | None = None
+        try:  # from the watchdog's start: a SIGTERM or Ctrl-C while it starts stops in order too
+            # The watchdog also heals the cluster if the Game day tab's orchestrator stalls or dies.
+            guard = Guard.spawn(
+                guard_file,
+                cluster.data_dir / "logs" / "load-guard.log",
+                backend=cluster.name,
+                data_dir=str(cluster.data_dir.resolve()),
             )
+            if web:
+                control_env = None
+                if gameday_tab:
+                    session = history or cluster.data_dir / "webui" / time.strftime("%Y%m%d-%H%M%S")
+                    run_start = settings.run_start or time.time()
+                    control = GameDayControl(
+                        cluster, session, run_start, BlastRadius(max_azs), guard
+                    )
+                    with console.status("starting the Game day tab (canaries, fault session) ..."):
+                        control.start()
+                    control_env = control.locust_env()
+                ui = WebUI(web_host, web_port, users, spawn_rate, processes, csv, workload == ALL)
+                proc = start_web(settings, ui, control_env=control_env, popen=TIED)
+                guard.add_group(proc.pid)
+                console.print(
+                    f"Locust web UI on [bold]http://{web_host}:{web_port}[/bold] "
+                    f"({workload}, {len(endpoints)} routers on {cluster.name}"
+                    f"{', Game day tab' if control else ''}); Ctrl-C to stop"
+                )
+                if control is not None:
+                    console.print(f"  events and canaries: {control.session_dir}")
+                code = _wait(proc, None)
+            else:
+                console.print(
+                    f"load: {workload}, {users} users for {run_time} over {len(endpoints)} routers"
+                )
+                proc = start_locust(
+                    settings, users, spawn_rate, run_time, processes, csv, popen=TIED
+                )
+                guard.add_group(proc.pid)
+                code = _wait(proc, run_seconds(run_time) + settings.timeout + 60)
+        except KeyboardInterrupt:
+            # A signal outside _wait (while the tab or Locust was starting): the same clean stop.
+            if not _interrupted:
+                _interrupted.append(signal.SIGINT)
+            code = stop_locust(proc) if proc is not None else 1
+        finally:
             if control is not None:
-                console.print(f"  events and canaries: {control.session_dir}")
-            code = _wait(proc, None)
-        else:
-            console.print(
-                f"load: {workload}, {users} users for {run_time} over {len(endpoints)} routers"
-            )
-            proc = start_locust(settings, users, spawn_rate, run_time, processes, csv, popen=TIED)
-            guard.add_group(proc.pid)
-            code = _wait(proc, run_seconds(run_time) + settings.timeout + 60)
-    except KeyboardInterrupt:
-        # A signal outside _wait (while the tab or Locust was starting): the same clean stop.
-        if not _interrupted:
-            _interrupted.append(signal.SIGINT)
-        code = stop_locust(proc) if proc is not None else 1
-    finally:
-        if control is not None:
-            with console.status("healing the Game day tab's faults ..."):
-                control.stop()
-        if guard is not None:
-            guard.finish()
-        guard_file.unlink(missing_ok=True)
-        guard_file.with_name(guard_file.name + ".lock").unlink(missing_ok=True)
+                with console.status("healing the Game day tab's faults ..."):
+                    control.stop()
+            if guard is not None:
+                guard.finish()
+            guard_file.unlink(missing_ok=True)
+            guard_file.with_name(guard_file.name + ".lock").unlink(missing_ok=True)
 
-    if history is not None:
-        _finish_history(history, settings, endpoints, secret, names)
-    if _interrupted:
-        raise typer.Exit(128 + _interrupted[0])
-    if code != 0:
-        raise typer.Exit(code)
+        if history is not None:
+            _finish_history(history, settings, endpoints, secret, names)
+        if _interrupted:
+            raise typer.Exit(128 + _interrupted[0])
+        if code != 0:
+            raise typer.Exit(code)
 
 
 _interrupted: list[int] = []
 #: Locust gets SIGTERM (and stops in order) when this command dies, even by SIGKILL.
 TIED = partial(tied_popen, sig=signal.SIGTERM)
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    _interrupted.append(signum)
-    raise KeyboardInterrupt
 
 
 def _ensure(endpoints: list[str], secret: str, table: str, workload: str) -> None:

@@ -10,7 +10,6 @@ gameday k8s down                   # nothing left: processes, mounts, cgroups, l
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -18,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from chaos.cli_common import fails_on
+from chaos.cli_common import fails_on, sigterm_interrupts
 from chaos.k8s.localkube import LocalKube
 from chaos.k8s.nodes import LocalKubeError
 
@@ -72,26 +71,22 @@ def up(
     kube = LocalKube()
     start = time.monotonic()
     # SIGTERM mid-start tears down what was started, as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if cluster_image:
-            _ensure_cluster_image()
-        status = kube.up(
-            shape,
-            _progress(start),
-            cluster_image=cluster_image,
-            timeout=timeout,
-            infra_node=infra_node,
-        )
+        with sigterm_interrupts():
+            if cluster_image:
+                _ensure_cluster_image()
+            status = kube.up(
+                shape,
+                _progress(start),
+                cluster_image=cluster_image,
+                timeout=timeout,
+                infra_node=infra_node,
+            )
     except LocalKubeError as exc:
         _err.print(f"[red]k8s up failed:[/red] {exc}")
         raise typer.Exit(1) from None
     _out.print(f"[green]{len(status.nodes)} nodes Ready[/green]: {', '.join(status.nodes)}")
     _out.print(f"kubeconfig: {status.kubeconfig}   (export KUBECONFIG={status.kubeconfig})")
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _ensure_cluster_image() -> None:
