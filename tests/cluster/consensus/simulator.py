@@ -112,6 +112,9 @@ class Simulation:
         log_only = frozenset({"n3"}) if self.config.log_replica else frozenset()
         self.membership = Membership(frozenset(NODES), log_only)
         self.isolated: str | None = None  # a full member left cut off after the chaos
+        # Groups whose committed log the connected quorum does not hold once ``isolated`` is
+        # cut off: no progress is demanded of them (``stranded``); safety checks still run.
+        self.stranded: set[str] = set()
         self.disks = {(n, g): Disk() for n in NODES for g in self.groups}
         self.replicas: dict[tuple[str, str], Replica] = {}
         self.down_until: dict[str, int] = {}
@@ -205,6 +208,35 @@ class Simulation:
             self.isolated = self.rng.choice(("n1", "n2"))
             self.cut = {(a, b) for a in NODES for b in NODES if a != b and self.isolated in (a, b)}
             self.trace.append(f"t={self.now} but {self.isolated} stays cut off")
+            self.stranded = {g for g in self.groups if not self.left_hold_committed_log(g)}
+            for group in sorted(self.stranded):
+                self.trace.append(f"t={self.now} {group} stranded: committed entries only on "
+                                  f"{self.isolated}")  # fmt: skip
+
+    def left_hold_committed_log(self, group: str) -> bool:
+        """Do the two left (the other full member and the log replica) hold ``group``'s
+        committed log once ``isolated`` is cut off? Only then can any protocol make progress,
+        and only then does the liveness phase demand it.
+
+        The log replica's log begins after its snapshot, which holds no state (metadata
+        only), and everything up to a snapshot is committed. So the full member left must hold
+        that prefix itself: in its own snapshot, or in its log up to the snapshot's entry with
+        its term (log matching: then it holds every entry before it too). Committed entries
+        above the log replica's snapshot that the full member lacks are on the log replica (a
+        majority holds them, and the cut-off member is one). If the full member lacks part of
+        that prefix, those entries exist only on the member that stays cut off: the full
+        member can apply nothing more, a stand-in leader does not send a full member its
+        stateless snapshot (raft.py), and nothing commits without the full member (seeds 627,
+        and 425 with spread_first_leaders, of the log-replica schedule). Decided once at
+        healing: from then on the cut-off member's messages are dropped, so what the two hold
+        of the committed log can only grow."""
+        full = next(n for n in NODES if n != self.isolated and n not in self.membership.log_only)
+        have = self.replicas[(full, group)].raft.log
+        for node in sorted(self.membership.log_only - {self.isolated or ""}):
+            meta = self.replicas[(node, group)].raft.log.snapshot.meta
+            if meta.index > have.snapshot.meta.index and have.term_at(meta.index) != meta.term:
+                return False
+        return True
 
     # --- nodes -----------------------------------------------------------------------------
 
@@ -446,7 +478,7 @@ class Simulation:
         """
         retry = 4 * self.raft_config.election_ticks
         pending: dict[str, set[bytes]] = {g: set() for g in self.groups}
-        done: set[str] = set()
+        done: set[str] = set(self.stranded)  # no protocol could make progress there
         for step in range(self.config.liveness_steps):
             self.step(chaos=False)
             for group in self.groups:
