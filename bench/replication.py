@@ -81,6 +81,21 @@ def journal_totals(cluster: LocalNodes) -> tuple[int, int, int, int, int]:
     return fsyncs, records, trips, readies, sent
 
 
+IO_COUNTS = ("batches", "inline", "submits", "wakes")
+
+
+def io_totals(cluster: LocalNodes) -> dict[str, int]:
+    """Every node's I/O hand-off counters (readyio.py's stats) summed: trips (batches), trips
+    the event loop ran itself (inline), jobs handed to the I/O thread (submits: thread
+    wake-ups at most) and its hand-backs to the loop (wakes); 0 where a node has none."""
+    totals = dict.fromkeys(IO_COUNTS, 0)
+    for node in cluster.nodes:
+        io = cluster.status(node).get("ready_io") or {}
+        for key in IO_COUNTS:
+            totals[key] += int(io.get(key, 0))
+    return totals
+
+
 def nodes_cpu(cluster: LocalNodes) -> float:
     """CPU seconds the node processes used so far (user + system, from /proc)."""
     total = 0
@@ -130,6 +145,7 @@ async def throughput(
     latencies: list[float] = []
     failures = 0
     fsyncs0, records0, trips0, readies0, sent0 = journal_totals(cluster)
+    io0 = io_totals(cluster)
     cpu0 = nodes_cpu(cluster)
     client0 = time.process_time()
     start = time.monotonic()
@@ -168,7 +184,10 @@ async def throughput(
     cpu1 = nodes_cpu(cluster)
     client1 = time.process_time()
     fsyncs1, records1, trips1, readies1, sent1 = journal_totals(cluster)
+    io1 = io_totals(cluster)
+    per_write = {f"io {k}/write": (io1[k] - io0[k]) / max(1, len(latencies)) for k in IO_COUNTS}
     return {
+        **per_write,
         "writes/s": len(latencies) / elapsed,
         "p50 ms": percentile(latencies, 50) * 1000,
         "p99 ms": percentile(latencies, 99) * 1000,
@@ -305,6 +324,9 @@ async def main() -> None:
             f"{row['client ms/write']:.2f}",
         )
     console.print(table)
+    for name, row in rows:
+        counts = ", ".join(f"{k} {row[f'io {k}/write']:.2f}" for k in IO_COUNTS)
+        console.print(f"for information, I/O hand-offs per write of 3 nodes, {name}: {counts}")
     fo = Table(title=f"Write unavailability after SIGKILL of the leader ({len(windows)} kills)")
     for col in ("median ms", "worst ms", "best ms"):
         fo.add_column(col, justify="right")

@@ -127,10 +127,13 @@ def synchronous_level(path: Path) -> str:
 
 
 class ItemStore:
-    """The items and applied index of one replica in one SQLite file. Use from one thread."""
+    """The items and applied index of one replica in one SQLite file. Use from one thread at
+    a time (a storage node's: readyio.IOThread's lock)."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)  # transactions are explicit
+        # Transactions are explicit. The connection may be used by the node's I/O thread or by
+        # its event loop while it holds that thread's lock (readyio.py), never by both at once.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         # Commits are not fsynced one by one (synchronous=NORMAL: a power loss keeps a
         # consistent store, possibly without its last applies). That is safe because the
         # replica's WAL holds every entry above the store's durable applied index: the WAL

@@ -11,8 +11,9 @@ other replicas' Readies on a node (readyio.py: one trip and one fsync for all of
     result = await replica.propose(encode_command(cmd), timeout=5.0)   # ApplyResult
     item = await replica.read_consistent(lambda store: store.get(tbl, pk, sk), timeout=2.0)
 
-All file and SQLite work runs on one I/O thread (SQLite connections belong to one thread): the
-node's (readyio.py), or the replica's own; in order; the asyncio loop only moves Readies along.
+All file and SQLite work runs on one I/O thread, in order: the node's (readyio.py), or the
+replica's own. On a node, the event loop runs a Ready's trip itself while that thread is idle,
+holding its lock (readyio.IOThread): a store is never used by two threads at once.
 Inputs that arrive while a Ready is being handled wait in an inbox, because the core must not
 be stepped between ready() and advance().
 """
@@ -118,7 +119,7 @@ class Replica:
         self.raft = raft
         self.wal = wal
         self.store = store
-        # TransactGetItems' read marks (readmarks.py): touched only in the I/O thread.
+        # TransactGetItems' read marks (readmarks.py): touched only with the I/O thread's work.
         self.marks = ReadMarks()
         self.machine = StateMachine(store, on_scrub=self._on_scrub, on_written=self._on_written)
         self.io = io
