@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from cluster import auth
@@ -29,6 +30,16 @@ from cluster.storage.transport import split_address
 # How long a stopping process waits for open HTTP connections (aiohttp's default is 60 s, which
 # makes a stop under load look like a hang; clients retry elsewhere anyway).
 SHUTDOWN_SECONDS = 2.0
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` to the end on a uvloop event loop (libuv's, in C): the same asyncio API,
+    fewer CPU cycles per wake, read and write than the standard loop's, which a router or a
+    storage node does several of for every request (issue #15). uvloop is a dependency of
+    the project (pyproject, the image's wheels): a process without it fails to import here
+    rather than running on a slower loop unnoticed."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 async def shutdown_signal() -> None:
@@ -74,4 +85,4 @@ def run_process(
     configure(args.id, args.log_level)
     config = ClusterConfig.load(args.config)
     auth.install(config.internal_secret())
-    asyncio.run(serve(config, args.id))
+    run_loop(serve(config, args.id))

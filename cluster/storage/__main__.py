@@ -28,7 +28,7 @@ from cluster.healing.admin import Admin
 from cluster.healing.settings import HealingSettings
 from cluster.logsetup import configure
 from cluster.metadata.partitionmap import META_GROUP, meta_replicas
-from cluster.process import shutdown_signal
+from cluster.process import run_loop, shutdown_signal
 from cluster.topology import parse_topology
 
 from . import itemstore
@@ -255,7 +255,7 @@ async def serve(launch: Launch) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(sys.argv[1:] if argv is None else argv)
-    asyncio.run(serve(config))
+    run_loop(serve(config))
 
 
 if __name__ == "__main__":
