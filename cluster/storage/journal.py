@@ -33,6 +33,7 @@ registered without a checkpoint until the next checkpoint lists it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -297,6 +298,7 @@ class NodeJournal:
     def _write(self, group: str, wal: WriteAheadLog, append: Callable[[bool], bytes]) -> None:
         with self._lock:
             if not self._journaled(group, wal):
+                self._check_self_syncing(group)
                 append(True)  # not journaled: the WAL fsyncs itself
                 return
             self._wait_durable_locked(self._enqueue_locked(group, append))
@@ -322,6 +324,7 @@ class NodeJournal:
         """Queue the records for the next fsync (whoever's it is) without waiting for it."""
         with self._lock:
             if not self._journaled(group, wal):
+                self._check_self_syncing(group)
                 append(False)  # not journaled: the WAL's next fsync covers it
                 return
             self._enqueue_locked(group, append)
@@ -368,6 +371,15 @@ class NodeJournal:
         if self._failed is not None:
             raise OSError("node journal failed earlier; restart the node") from self._failed
 
+    def _check_self_syncing(self, group: str) -> None:
+        """Under the lock, before a registered group that is not journaled yet fsyncs its own
+        WAL: refused once this run's journal failed (while it is open). A failed checkpoint
+        may have left a generation that lists this group (registered since the open one),
+        and recovery would cut its WAL back to that position: its own fsync would not keep
+        the write. (After ``close`` the replicas no longer acknowledge anything.)"""
+        if self._fd >= 0 and group in self._wals:
+            self._check_usable()
+
     def _checkpoint_locked(self) -> None:
         while self._syncing:  # let the running flush finish (it released the lock)
             self._synced.wait()
@@ -384,11 +396,27 @@ class NodeJournal:
         try:
             table = bytes(msgpack.packb(positions, use_bin_type=True))
             buf = _HEADER.pack(MAGIC, VERSION) + _frame(bytes((CHECKPOINT,)) + table)
-            os.write(fd, buf)
+            view = memoryview(buf)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
             _fsync_dir(self._dir)
-        except BaseException:
+        except BaseException as exc:
+            # The new generation may now be on disk, whole or torn, durable or not, with or
+            # without its directory entry: the next start may pick it (cut every WAL back to
+            # ``positions``, replay nothing) or the open one. Both keep what was acknowledged
+            # up to here (the WALs were fsynced up to ``positions`` above), but a write
+            # acknowledged from now on through the open generation, or through the own fsync
+            # of a group registered since it, would be cut away if this one counts. So the
+            # journal refuses every further write of a registered group, as after a failed
+            # flush, and the node restarts from what is on disk (correctness over
+            # availability). The file goes too, best effort: either outcome is safe, as
+            # nothing is acknowledged after it.
             os.close(fd)
+            self._failed = exc if isinstance(exc, OSError) else OSError(f"checkpoint: {exc!r}")
+            with contextlib.suppress(OSError):
+                path.unlink()
+                _fsync_dir(self._dir)
             raise
         old_fd, old_gen = self._fd, self._gen
         self._fd, self._gen, self._size = fd, gen, len(buf)
@@ -410,16 +438,22 @@ class NodeJournal:
                 return
             while self._syncing:
                 self._synced.wait()
-            if self._failed is None:
-                if self._queue:
-                    self._flush_locked()
-                for wal in self._wals.values():
-                    wal.sync()
-                self._wals.clear()
-                self._checkpoint_locked()
-            # After a failure no last generation was written: the newest one on disk still
-            # lists the WALs at their checkpoint positions, so they stay registered, and
-            # release_before (fd -1) then releases nothing that recovery would need; their
-            # writes fsync themselves as unregistered ones do.
-            fd, self._fd = self._fd, -1
-            os.close(fd)
+            try:
+                if self._failed is None:
+                    if self._queue:
+                        self._flush_locked()
+                    for wal in self._wals.values():
+                        wal.sync()
+                    wals, self._wals = self._wals, {}
+                    try:
+                        self._checkpoint_locked()
+                    except BaseException:
+                        self._wals = wals  # failed: an older generation may still count
+                        raise
+            finally:
+                # After a failure no last generation counts for sure: the newest one on disk
+                # may still list the WALs at their checkpoint positions, so they stay
+                # registered, and release_before (fd -1) then releases nothing that recovery
+                # would need; their writes fsync themselves as unregistered ones do.
+                fd, self._fd = self._fd, -1
+                os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -549,3 +550,85 @@ def test_power_loss_with_groups_registered_at_any_time(
         assert got[: acked[g] - low] == list(range(low + 1, acked[g] + 1))
         assert got == list(range(low + 1, low + 1 + len(got))) and len(got) <= last[g] - low
         wal.close()
+
+
+@pytest.mark.parametrize("stays", [True, False], ids=["file-stays", "file-removed"])
+@pytest.mark.parametrize("where", ["generation", "directory"])
+def test_saves_acknowledged_after_a_failed_checkpoint_survive_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, stays: bool
+) -> None:
+    """A checkpoint whose new generation's fsync (or the directory's) fails may leave that
+    generation on disk, and the next start would pick it: cut every WAL back to its positions
+    and replay nothing. So nothing may be acknowledged after it (the journal refuses writes
+    as after a failed flush). It used to stay usable on the old generation: every save
+    acknowledged after it was lost at the next start (session 10 safety review)."""
+    power = PowerLoss(tmp_path, monkeypatch)
+    journal = NodeJournal.open(tmp_path / "journal")
+    wal, _ = journal.recover("p0", tmp_path / "p0" / "wal", 4096)
+    journal.register("p0", wal)
+    for i in range(1, 6):
+        journal.save("p0", wal, HardState(1, "n1", i - 1), entries(i, i))
+    # A group registered since the open generation (it fsyncs its own WAL until the next
+    # checkpoint, which would list it): refused too after the failure.
+    wal2, _ = journal.recover("p1", tmp_path / "p1" / "wal", 4096)
+    journal.register("p1", wal2, checkpoint=False)
+    journal.save("p1", wal2, HardState(1, "n1", 0), entries(1, 1))
+
+    real_fsync, real_dir = os.fsync, journal_module._fsync_dir
+    armed = {"on": True}
+
+    def failing_fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if armed["on"] and where == "generation" and path.endswith(".jnl"):
+            armed["on"] = False
+            raise OSError(5, "EIO (injected)")
+        real_fsync(fd)
+
+    def failing_dir(directory: Path) -> None:
+        if armed["on"] and where == "directory" and directory == tmp_path / "journal":
+            armed["on"] = False
+            real_dir(directory)  # (the entry may or may not be durable: EIO says nothing)
+            raise OSError(5, "EIO (injected)")
+        real_dir(directory)
+
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if stays and path.suffix == ".jnl":  # the failed generation's removal fails too (or
+            raise OSError(5, "EIO (injected)")  # never reaches the disk): the worst case
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(journal_module, "_fsync_dir", failing_dir)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(OSError):
+        journal.checkpoint()  # e.g. taken by a release_before of a compaction
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert len(list((tmp_path / "journal").glob("*.jnl"))) == (2 if stays else 1)
+    acked = 5
+    for i in range(6, 11):
+        try:
+            journal.save("p0", wal, HardState(1, "n1", i - 1), entries(i, i))
+        except OSError:
+            break  # refused: not acknowledged (what a failed fsync should lead to)
+        acked = i
+    acked1 = 1
+    with contextlib.suppress(OSError):
+        journal.save("p1", wal2, HardState(1, "n1", 1), entries(2, 2))
+        acked1 = 2
+    with contextlib.suppress(OSError):  # (on the old code: O_EXCL on the failed generation)
+        journal.close()  # the node stops (a failed journal writes no last generation)
+    wal.close()
+    wal2.close()
+    if where == "directory":
+        power.lose()  # every file back to its last fsync (the generation was fsynced)
+    # (where == "generation": a process crash; the page cache keeps every file as it is)
+    again = NodeJournal.open(tmp_path / "journal")
+    wal, state = again.recover("p0", tmp_path / "p0" / "wal", 4096)
+    got = [e.index for e in state.entries]
+    wal.close()
+    assert got[:acked] == list(range(1, acked + 1)), f"acknowledged 1..{acked}, recovered {got}"
+    wal2, state2 = again.recover("p1", tmp_path / "p1" / "wal", 4096)
+    wal2.close()
+    assert [e.index for e in state2.entries][:acked1] == list(range(1, acked1 + 1))
+    assert (acked, acked1) == (5, 1)  # (the journal refused both once the checkpoint failed)
