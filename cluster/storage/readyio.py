@@ -32,6 +32,7 @@ store restore and WAL mark wait for their own fsyncs).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,6 +46,7 @@ from .commands import ApplyResult
 from .journal import NodeJournal
 from .wal import WriteAheadLog
 
+log = logging.getLogger(__name__)
 _EARLY = (AppendEntries, InstallSnapshot, TimeoutNow)  # see split_messages
 T = TypeVar("T")
 _Late = list[tuple["Batched", list[AnyMessage]]]  # a trip's replies and votes, by replica
@@ -68,19 +70,19 @@ class IOThread(ThreadPoolExecutor):
             self.queued += 1
             self.submits += 1
         try:
-            return super().submit(self._locked, fn, args, kwargs)
+            future = super().submit(self._locked, fn, args, kwargs)
         except BaseException:
             self._done()
             raise
+        # Done: run (after the lock is let go) or cancelled while queued (it never runs).
+        future.add_done_callback(self._done)
+        return future
 
     def _locked(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        try:
-            with self.lock:
-                return fn(*args, **kwargs)
-        finally:
-            self._done()
+        with self.lock:
+            return fn(*args, **kwargs)
 
-    def _done(self) -> None:
+    def _done(self, _: object = None) -> None:
         with self._count:
             self.queued -= 1
 
@@ -181,7 +183,7 @@ class ReadyIO:
             if not snapshot and self.executor.try_hold():
                 try:
                     self._run_batch(batch, _send_late)
-                except Exception as exc:  # a send raised: nobody may wait forever
+                except Exception as exc:  # unexpected (sends log their own): nobody may wait
                     for item in batch:
                         if item.result is None and item.error is None:
                             item.error = exc
@@ -259,9 +261,14 @@ class ReadyIO:
 
 
 def _send_late(late: _Late) -> None:
-    """(event loop) Send what waited for a batch's fsync, in the batch's order."""
+    """(event loop) Send what waited for a batch's fsync, in the batch's order. A send that
+    raises is logged, as the loop logged it when this ran as a callback (the thread's trips):
+    the other replicas' messages still leave, and no replica's trip fails for it."""
     for replica, messages in late:
-        replica._send_all(messages)
+        try:
+            replica._send_all(messages)
+        except Exception:
+            log.exception("%s: sending after a trip failed", replica.group)
 
 
 def _settle(item: _Item) -> None:

@@ -309,3 +309,56 @@ def test_the_loop_never_overtakes_a_job_still_queued_for_the_io_thread() -> None
     finally:
         go.set()
         io.close()
+
+
+def test_a_job_cancelled_while_queued_does_not_keep_the_loop_off_the_files() -> None:
+    """A job cancelled before it ran (a replica's loop cancelled at close while its job waits)
+    never runs: it must still count as done, or no trip would run on the loop again."""
+    io = ReadyIO()
+    started, go = threading.Event(), threading.Event()
+    try:
+        first = io.executor.submit(lambda: (started.set(), go.wait(5)))
+        assert started.wait(5)
+        second = io.executor.submit(lambda: None)
+        assert second.cancel()  # still queued: it never runs
+        go.set()
+        first.result(5)
+        io.executor.submit(lambda: None).result(5)
+        time.sleep(0.01)  # the last job's count drops just after its result is handed back
+        assert io.executor.queued == 0
+        assert io.executor.try_hold()
+        io.executor.lock.release()
+    finally:
+        go.set()
+        io.close()
+
+
+def test_a_send_that_raises_fails_no_trip(
+    tmp_path: Path, journal: NodeJournal, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    """As when the thread handed the sends to the loop: the error is logged, the other
+    replicas' replies still leave, and every replica's trip completes."""
+    log: list[str] = []
+    io = ReadyIO()
+
+    async def scenario() -> tuple[list[FakeReplica], list[object]]:
+        replicas = [FakeReplica(g, open_wal(tmp_path, journal, g), journal, log) for g in "ab"]
+
+        def broken(messages: list[AnyMessage]) -> None:
+            raise ConnectionError("gone")
+
+        replicas[0]._send_all = broken  # type: ignore[method-assign]
+        busy = start_trips(io, where)
+        outcomes = await finish_trips(
+            busy, *(io.handle(r, ready(1), [reply(r.group)]) for r in replicas)
+        )
+        await asyncio.sleep(0.01)
+        return replicas, outcomes
+
+    try:
+        replicas, outcomes = asyncio.run(scenario())
+    finally:
+        io.close()
+    assert outcomes == [{}, {}]
+    assert len(replicas[1].sent) == 1
+    assert "sending after a trip failed" in caplog.text
