@@ -930,12 +930,30 @@ class Raft:
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
         self._heard_from_leader(msg.src)
         meta = msg.snapshot.meta
-        if meta.index > self.log.commit:
+        if meta.index > self.log.commit and self._keeps_log_for(msg.snapshot):
+            # Correctness over disk: a stateless snapshot (what a log replica gets) replaces
+            # no state, and this log holds its entry with its term, so by log matching it
+            # holds the leader's log up to it. Those entries may be the only second copy of
+            # committed entries (a full member that lags); restoring would drop them (seed
+            # 627 g1). Only the commit index moves, as an AppendEntries with that commit would.
+            self.log.commit = meta.index
+        elif meta.index > self.log.commit:
             self.log.restore(msg.snapshot)
             self.membership = self.log.membership_at(self.log.last_index())
         match = max(meta.index, self.log.commit)
         self._caught_up_to(meta.index)
         self._send(AppendResponse(self.group, self.id, msg.src, self.term, True, match, msg.seq))
+
+    def _keeps_log_for(self, snapshot: Snapshot) -> bool:
+        """Does a stateless snapshot only confirm entries this log holds? (Otherwise it is
+        restored as before: a log that does not reach its entry, or holds another term there,
+        did not acknowledge it, so the leader's commit of it counted another copy.)"""
+        meta = snapshot.meta
+        return (
+            not snapshot.data
+            and meta.index <= self.log.last_index()
+            and self.log.matches(meta.index, meta.term)
+        )
 
     # --- plumbing --------------------------------------------------------------------------
 

@@ -226,10 +226,11 @@ class Simulation:
         majority holds them, and the cut-off member is one). If the full member lacks part of
         that prefix, those entries exist only on the member that stays cut off: the full
         member can apply nothing more, a stand-in leader does not send a full member its
-        stateless snapshot (raft.py), and nothing commits without the full member (seeds 627,
-        and 425 with spread_first_leaders, of the log-replica schedule). Decided once at
-        healing: from then on the cut-off member's messages are dropped, so what the two hold
-        of the committed log can only grow."""
+        stateless snapshot (raft.py), and nothing commits without the full member. (12 seeds of
+        0-5999, e.g. 627 and 425 with spread_first_leaders, did so until a log replica that
+        holds a stateless snapshot's entry kept its log instead of dropping it; none does
+        now: test_simulation.py.) Decided once at healing: from then on the cut-off member's
+        messages are dropped, so what the two hold of the committed log can only grow."""
         full = next(n for n in NODES if n != self.isolated and n not in self.membership.log_only)
         have = self.replicas[(full, group)].raft.log
         for node in sorted(self.membership.log_only - {self.isolated or ""}):
