@@ -120,8 +120,10 @@ def test_log_replica_acks_the_log_keeps_no_state_and_refuses_reads(tmp_path: Pat
                 ),
                 progress=lambda: replica_status(cluster, "n4", "p0")["commit"],
             )
+            # wait_for compared n4's commit with the leader's as it was read. Reading the leader
+            # again here could race a newer entry (a re-election's no-op: with ``other`` and n4
+            # down, the leader lost its quorum for a while).
             assert log_replica["mode"] == "log"
-            assert log_replica["commit"] >= replica_status(cluster, leader, "p0")["commit"]
             await client.close()
 
     asyncio.run(scenario())
