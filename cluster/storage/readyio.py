@@ -147,7 +147,7 @@ class ReadyIO:
         self.executor = IOThread()
         self._pending: list[_Item] = []
         self._drain_task: asyncio.Task[None] | None = None
-        self.batches = 0  # trips to the thread (metrics: readies / batches = batching)
+        self.batches = 0  # trips, on the loop or the thread (readies / batches = batching)
         self.readies = 0
         self.inline = 0  # trips the event loop ran itself (no thread hand-off)
         self.wakes = 0  # the thread's hand-backs to the loop (call_soon_threadsafe)
@@ -189,25 +189,24 @@ class ReadyIO:
                             item.error = exc
                 finally:
                     self.executor.lock.release()
-                self.batches += 1
-                self.readies += len(batch)
                 self.inline += 1
-                for item in batch:
-                    _settle(item)
-                continue
-            try:
-                await loop.run_in_executor(self.executor, self._run_batch, batch, self._wake_send)
-            except (asyncio.CancelledError, RuntimeError) as exc:  # the loop or thread ends
-                for item in batch + self._pending:
-                    item.error = ReadyClosed(repr(exc))
-                    _settle(item)
-                self._pending = []
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                return
+            else:
+                try:
+                    await loop.run_in_executor(
+                        self.executor, self._run_batch, batch, self._wake_send
+                    )
+                except (asyncio.CancelledError, RuntimeError) as exc:  # the loop or thread ends
+                    for item in batch + self._pending:
+                        item.error = ReadyClosed(repr(exc))
+                        _settle(item)
+                    self._pending = []
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    return
+                self.wakes += 1 + any(item.late and item.error is None for item in batch)
+            # Either way the trip is over: count it and hand each replica its outcome.
             self.batches += 1
             self.readies += len(batch)
-            self.wakes += 1 + any(item.late and item.error is None for item in batch)
             for item in batch:
                 _settle(item)
 
