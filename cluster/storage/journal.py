@@ -28,7 +28,9 @@ segments takes one only when it lets a segment go (``release_before``).
 Durability comes from fsync of the files themselves (the power-loss layer,
 chaos/backends/lazyfs.py, keeps only what was fsynced). A group that is not registered (the
 TEST-ONLY no-fsync mode runs without a journal) fsyncs its own WAL as before, and so does one
-registered without a checkpoint until the next checkpoint lists it.
+registered without a checkpoint until the next checkpoint lists it. Once a flush or checkpoint
+failed, the journal refuses every write, journaled or self-fsyncing, even after ``close``,
+until the node restarts (``_check_self_syncing``: correctness over availability).
 """
 
 from __future__ import annotations
@@ -251,6 +253,7 @@ class NodeJournal:
         with self._lock:
             for group, wal in wals:
                 if not self._journaled(group, wal):
+                    self._check_self_syncing()
                     wal.sync()  # not journaled: its records went to its WAL unsynced
             if self._fd >= 0:
                 self._wait_durable_locked(self._queued)
@@ -298,7 +301,7 @@ class NodeJournal:
     def _write(self, group: str, wal: WriteAheadLog, append: Callable[[bool], bytes]) -> None:
         with self._lock:
             if not self._journaled(group, wal):
-                self._check_self_syncing(group)
+                self._check_self_syncing()
                 append(True)  # not journaled: the WAL fsyncs itself
                 return
             self._wait_durable_locked(self._enqueue_locked(group, append))
@@ -324,7 +327,7 @@ class NodeJournal:
         """Queue the records for the next fsync (whoever's it is) without waiting for it."""
         with self._lock:
             if not self._journaled(group, wal):
-                self._check_self_syncing(group)
+                self._check_self_syncing()
                 append(False)  # not journaled: the WAL's next fsync covers it
                 return
             self._enqueue_locked(group, append)
@@ -371,14 +374,26 @@ class NodeJournal:
         if self._failed is not None:
             raise OSError("node journal failed earlier; restart the node") from self._failed
 
-    def _check_self_syncing(self, group: str) -> None:
-        """Under the lock, before a registered group that is not journaled yet fsyncs its own
-        WAL: refused once this run's journal failed (while it is open). A failed checkpoint
-        may have left a generation that lists this group (registered since the open one),
-        and recovery would cut its WAL back to that position: its own fsync would not keep
-        the write. (After ``close`` the replicas no longer acknowledge anything.)"""
-        if self._fd >= 0 and group in self._wals:
-            self._check_usable()
+    def _check_self_syncing(self) -> None:
+        """Under the lock, before a WAL that is not journaled fsyncs itself (a group registered
+        since the open generation, any group once the journal is closed, one not registered
+        yet): refused once this run's journal failed, open or closed, whatever the group.
+
+        After a failure nobody knows which generation the next start picks, nor which WALs it
+        lists: the open one, or one a failed checkpoint left behind (it may list a group
+        registered since the open one). A close after a failure writes no last generation
+        (close), so the newest one on disk still lists every WAL it knew. Recovery cuts a
+        listed WAL back to its checkpoint position and replays only the journal: a record
+        the WAL fsynced itself after that position is cut away, so its own fsync would not
+        keep a write it acknowledged. node.stop closes the journal BEFORE the replicas and
+        client connections stay open meanwhile, so a replica may still persist, count its own
+        copy and answer after ``close`` (a leader whose trip ran late, with one follower's
+        ack, would leave the write on one node of three). So the write is refused: the
+        replica's trip fails, so no reply or vote that waited for it leaves, a leader does not
+        count its own copy, nothing is applied or answered, until the node restarts from what
+        is on disk (correctness over availability; a failed journal already refuses its
+        journaled writes, ``_check_usable``)."""
+        self._check_usable()
 
     def _checkpoint_locked(self) -> None:
         while self._syncing:  # let the running flush finish (it released the lock)
@@ -432,7 +447,8 @@ class NodeJournal:
 
     def close(self) -> None:
         """A clean stop: every WAL fsynced and a last generation that points at none of them,
-        so they stand alone again (later appends fsync themselves). Idempotent."""
+        so they stand alone again (later appends fsync themselves). Idempotent. A failed
+        journal writes no last generation and keeps refusing every write."""
         with self._lock:
             if self._fd < 0:
                 return
@@ -454,6 +470,6 @@ class NodeJournal:
                 # After a failure no last generation counts for sure: the newest one on disk
                 # may still list the WALs at their checkpoint positions, so they stay
                 # registered, and release_before (fd -1) then releases nothing that recovery
-                # would need; their writes fsync themselves as unregistered ones do.
+                # would need; their writes are refused (``_check_self_syncing``).
                 fd, self._fd = self._fd, -1
                 os.close(fd)

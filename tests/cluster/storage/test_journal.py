@@ -404,7 +404,9 @@ def test_a_journal_closed_after_a_failure_keeps_its_wals_from_releasing(
     """A journal whose fsync failed closes without a last generation: the newest one on disk
     still lists each WAL at its checkpoint position. node.stop closes the journal before the
     replicas, so a compaction ending in between must not release what the next start's
-    recovery needs (it refused to start: "journaled segment is missing"; session 9 review)."""
+    recovery needs (it refused to start: "journaled segment is missing"; session 9 review).
+    Its snapshot mark is refused as every write is after a failure (a compaction's release
+    then never runs: replica.release_wal marks first); the release releases nothing anyway."""
     wal_dir = tmp_path / "p0" / "wal"
     journal = NodeJournal.open(tmp_path / "journal")
     wal, _ = journal.recover("p0", wal_dir, 512)
@@ -421,7 +423,9 @@ def test_a_journal_closed_after_a_failure_keeps_its_wals_from_releasing(
         with pytest.raises(OSError):
             journal.save("p0", wal, HardState(1, "n1", 30), entries(31, 31))
     journal.close()
-    journal.mark_snapshot("p0", wal, SnapshotMeta(25, 1, MEMBERS))
+    with pytest.raises(OSError):
+        journal.mark_snapshot("p0", wal, SnapshotMeta(25, 1, MEMBERS))
+    wal.mark_snapshot(SnapshotMeta(25, 1, MEMBERS))  # (straight into the WAL: release_before)
     assert journal.release_before("p0", wal, 26) == 0
     wal.close()
     journal = NodeJournal.open(tmp_path / "journal")  # the next start
@@ -632,3 +636,76 @@ def test_saves_acknowledged_after_a_failed_checkpoint_survive_a_restart(
     wal2.close()
     assert [e.index for e in state2.entries][:acked1] == list(range(1, acked1 + 1))
     assert (acked, acked1) == (5, 1)  # (the journal refused both once the checkpoint failed)
+
+
+@pytest.mark.parametrize("restart", ["crash", "power-loss"])
+@pytest.mark.parametrize("failure", ["flush", "checkpoint"])
+def test_no_write_is_acknowledged_after_a_failed_journal_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str, restart: str
+) -> None:
+    """A journal that failed (its fsync, or a checkpoint that may leave its generation behind)
+    closes without a last generation: the newest one on disk still lists the WALs it knew,
+    and the next start cuts each back to its checkpoint position. node.stop closes the
+    journal before the replicas, with client connections still open, so a replica may still
+    write: such a write must be refused, not fsynced by its WAL and acknowledged (that write
+    was cut away at the next start, no power loss needed; session 10 safety review)."""
+    power = PowerLoss(tmp_path, monkeypatch)
+    journal = NodeJournal.open(tmp_path / "journal")
+    wals = {"p0": journal.recover("p0", tmp_path / "p0" / "wal", 4096)[0]}
+    journal.register("p0", wals["p0"])  # listed by the open generation: journaled
+    wals["p1"] = journal.recover("p1", tmp_path / "p1" / "wal", 4096)[0]
+    journal.register("p1", wals["p1"], checkpoint=False)  # fsyncs itself until one lists it
+    for i in range(1, 4):
+        for g, wal in wals.items():
+            journal.save(g, wal, HardState(1, "n1", i - 1), entries(i, i))
+    last, acked = {"p0": 3, "p1": 3}, {"p0": 3, "p1": 3}
+    real_fsync = os.fsync
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "EIO (injected)")
+
+    def jnl_eio(fd: int) -> None:  # the new generation's fsync fails, the WALs' do not
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".jnl"):
+            raise OSError(5, "EIO (injected)")
+        real_fsync(fd)
+
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.suffix == ".jnl":  # the failed generation stays (the worst case)
+            raise OSError(5, "EIO (injected)")
+        real_unlink(path, missing_ok)
+
+    with monkeypatch.context() as m:
+        if failure == "flush":
+            m.setattr(os, "fdatasync", eio)
+            with pytest.raises(OSError):
+                journal.save("p0", wals["p0"], HardState(1, "n1", 3), entries(4, 4))
+            last["p0"] = 4  # (written, not acknowledged)
+        else:
+            m.setattr(os, "fsync", jnl_eio)
+            m.setattr(Path, "unlink", unlink)
+            with pytest.raises(OSError):
+                journal.checkpoint()  # e.g. a compaction's release_before
+    journal.close()  # node.stop: the journal first (no last generation), the replicas after
+    for g, wal in wals.items():  # a replica's trip after the close: a save, or one synced
+        try:
+            n = last[g] + 1
+            journal.save(g, wal, HardState(1, "n1", n - 1), entries(n, n))
+            last[g] = acked[g] = n
+            journal.save(g, wal, None, entries(n + 1, n + 1), wait=False)
+            last[g] = n + 1
+            journal.sync([(g, wal)])
+            acked[g] = n + 1
+        except OSError:
+            pass  # refused: not acknowledged
+        wal.close()
+    if restart == "power-loss":
+        power.lose()  # every file back to its last fsync
+    again = NodeJournal.open(tmp_path / "journal")
+    for g in wals:
+        wal, state = again.recover(g, tmp_path / g / "wal", 4096)
+        got = [e.index for e in state.entries]
+        wal.close()
+        assert got[: acked[g]] == list(range(1, acked[g] + 1)), f"{g}: acked {acked[g]}, {got}"
+    assert acked == {"p0": 3, "p1": 3}  # (both refused once the journal failed)
