@@ -64,6 +64,9 @@ class _Link:
     last_error: str | None = None
     task: asyncio.Task[None] | None = None
     closed_by_peer: bool = False  # set by _watch_for_close; the pump reconnects
+    # The Raft wire protocol the peer announced on the current connection (wire.py "Evolving
+    # it"); None while not connected. Its messages are encoded for it.
+    protocol: int | None = None
 
 
 class PeerLinks:
@@ -107,6 +110,7 @@ class PeerLinks:
                 "sent": link.sent,
                 "dropped": link.dropped,
                 "connects": link.connects,
+                "protocol": link.protocol,
                 "last_error": link.last_error,
                 "heard_seconds_ago": (
                     round(now - self.last_heard[link.peer], 3)
@@ -128,7 +132,8 @@ class PeerLinks:
                     asyncio.open_connection(host, port), self.connect_timeout
                 )
                 assert writer is not None
-                await send_hello(reader, writer, "peer", node=self.node_id)  # cluster/auth.py
+                # cluster/auth.py; the peer's protocol decides what it is sent (wire.py)
+                link.protocol = await send_hello(reader, writer, "peer", node=self.node_id)
                 link.connected, link.connects, backoff = True, link.connects + 1, 0.05
                 if link.connects > 1:
                     log.info("link to %s up again (connect %d)", link.peer, link.connects)
@@ -160,7 +165,7 @@ class PeerLinks:
                     log.exception("link to %s failed unexpectedly; reconnecting", link.peer)
                 link.last_error = error
             finally:
-                link.connected = False
+                link.connected, link.protocol = False, None
                 if watcher is not None:
                     watcher.cancel()
                     watcher = None
@@ -171,16 +176,17 @@ class PeerLinks:
 
     @staticmethod
     def _frames(link: _Link, batch: list[AnyMessage]) -> list[bytes]:
-        """``batch`` framed; a message that cannot be framed (too large for any frame, or
-        not encodable at all: a bug, logged) is dropped (removed from ``batch``), the others
-        still leave: one bad message must not hold back every group's traffic to the peer."""
+        """``batch`` framed for the peer's protocol; a message that cannot be framed (too large
+        for any frame, or not encodable at all: a bug, logged) is dropped (removed from
+        ``batch``), the others still leave: one bad message must not hold back every group's
+        traffic to the peer."""
         try:
-            return encode_batch(batch)
+            return encode_batch(batch, link.protocol or 1)
         except Exception:  # find the culprit one message at a time
             frames: list[bytes] = []
             for msg in list(batch):
                 try:
-                    frames += encode_batch([msg])
+                    frames += encode_batch([msg], link.protocol or 1)
                 except Exception as exc:
                     batch.remove(msg)
                     link.dropped += 1

@@ -58,6 +58,30 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
 # unpacking thousands of small messages a second costs no map keys. A peer link sends every
 # message waiting for a peer in ONE frame, {"rafts": [message, ...]} (``encode_batch``); a frame
 # {"raft": message} carries one.
+#
+# Evolving it (a rolling upgrade runs old and new nodes side by side, in either direction: an
+# upgrade, or a rollback of one):
+# - A message gains fields only at its END, each with a default that is safe when absent: an
+#   older sender never sends it. The decoder reads the fields it knows and IGNORES any after
+#   them, so a newer peer's message still decodes here, and a field an older peer's message
+#   lacks gets its default. Known fields are still checked (types, count): a message missing
+#   one is rejected with its frame, as before.
+# - Nodes up to protocol 1 (session 10) reject a message with ANY field more, and drop the
+#   whole frame (every group's traffic) and the connection with it. So every node announces
+#   its PROTOCOL in the frame that opens each connection it accepts (handshake.py; the sender
+#   needs the receiver's version, and a link is one-way: the receiver speaks only that once).
+#   A link to a node that announced none sends exactly the protocol 1 layout
+#   (``encode_message(msg, 1)``: later fields cut off). The version is learned per connection:
+#   a node restarted on another version is dialled again and says so.
+# - A change an older peer must not ignore (a field whose absence is unsafe, a new message
+#   kind, a field whose meaning changes) needs PROTOCOL + 1 and a sender that sends it only
+#   to peers that announced at least that. Entries and snapshots inside a message have fixed
+#   layouts: changing them is such a change too.
+
+PROTOCOL = 2  # 1: up to session 10 (no announcement, extra fields rejected); 2: tolerant
+# The length of each message kind as protocol 1 decodes it (nothing more may be sent there).
+_V1_LENGTH = {"append": 10, "append_resp": 8, "vote": 9, "vote_resp": 7, "snapshot": 7,
+              "timeout_now": 5}  # fmt: skip
 
 
 def _entry(e: messages.Entry) -> list[Any]:
@@ -69,35 +93,41 @@ def _snapshot(s: messages.Snapshot) -> list[Any]:
     return [m.index, m.term, m.membership.encode(), s.data]
 
 
-def encode_message(msg: messages.AnyMessage) -> list[Any]:
+def encode_message(msg: messages.AnyMessage, protocol: int = PROTOCOL) -> list[Any]:
+    """``msg`` as a receiver that announced ``protocol`` decodes it."""
     head: list[Any] = [msg.group, msg.src, msg.dst, msg.term]
     match msg:
         case messages.AppendEntries():
             entries = [_entry(e) for e in msg.entries]
-            return ["append", *head, msg.prev_index, msg.prev_term, msg.commit, msg.seq, entries]
+            body = ["append", *head, msg.prev_index, msg.prev_term, msg.commit, msg.seq, entries]
         case messages.AppendResponse():
-            return ["append_resp", *head, msg.success, msg.match_index, msg.seq]
+            body = ["append_resp", *head, msg.success, msg.match_index, msg.seq]
         case messages.RequestVote():
-            return ["vote", *head, msg.last_index, msg.last_term, msg.pre, msg.transfer]
+            body = ["vote", *head, msg.last_index, msg.last_term, msg.pre, msg.transfer]
         case messages.VoteResponse():
-            return ["vote_resp", *head, msg.granted, msg.pre]
+            body = ["vote_resp", *head, msg.granted, msg.pre]
         case messages.InstallSnapshot():
-            return ["snapshot", *head, _snapshot(msg.snapshot), msg.seq]
+            body = ["snapshot", *head, _snapshot(msg.snapshot), msg.seq]
         case messages.TimeoutNow():
-            return ["timeout_now", *head]
-    raise TypeError(f"not a raft message: {msg!r}")
+            body = ["timeout_now", *head]
+        case _:
+            raise TypeError(f"not a raft message: {msg!r}")
+    if protocol < 2:
+        del body[_V1_LENGTH[body[0]] :]  # fields protocol 1 does not know: it would reject them
+    return body
 
 
-def encode_batch(batch: list[messages.AnyMessage]) -> list[bytes]:
-    """Frames carrying ``batch`` in order: one, unless it would exceed MAX_FRAME (then it is
-    split; a single message too large for a frame raises FrameError)."""
+def encode_batch(batch: list[messages.AnyMessage], protocol: int = PROTOCOL) -> list[bytes]:
+    """Frames carrying ``batch`` in order, for a receiver of ``protocol``: one, unless it
+    would exceed MAX_FRAME (then it is split; a single message too large for a frame raises
+    FrameError)."""
     try:
-        return [encode_frame({"rafts": [encode_message(m) for m in batch]})]
+        return [encode_frame({"rafts": [encode_message(m, protocol) for m in batch]})]
     except FrameError:
         if len(batch) == 1:
             raise
         half = len(batch) // 2
-        return encode_batch(batch[:half]) + encode_batch(batch[half:])
+        return encode_batch(batch[:half], protocol) + encode_batch(batch[half:], protocol)
 
 
 def decode_frame_messages(frame: dict[str, Any]) -> list[messages.AnyMessage]:
@@ -110,29 +140,67 @@ def decode_frame_messages(frame: dict[str, Any]) -> list[messages.AnyMessage]:
     return [decode_message(body) for body in bodies]
 
 
+def _ints(*values: Any) -> None:
+    for value in values:
+        if type(value) is not int:  # not bool either
+            raise TypeError(f"expected an integer, got {value!r}")
+
+
+def _bools(*values: Any) -> None:
+    for value in values:
+        if type(value) is not bool:
+            raise TypeError(f"expected a boolean, got {value!r}")
+
+
+def _entries(raw: Any) -> tuple[messages.Entry, ...]:
+    if type(raw) is not list:
+        raise TypeError("entries must be a list")
+    out = []
+    for i, t, k, d in raw:  # an entry's layout is fixed (see above)
+        if type(i) is not int or type(t) is not int or type(k) is not int or type(d) is not bytes:
+            raise TypeError(f"malformed entry {[i, t, k, d]!r}")
+        out.append(messages.Entry(i, t, messages.EntryKind(k), d))
+    return tuple(out)
+
+
 def decode_message(body: Any) -> messages.AnyMessage:
-    """Inverse of encode_message; raises FrameError on anything malformed."""
+    """Inverse of encode_message; raises FrameError on anything malformed (a field missing or
+    of the wrong type, an unknown kind). Fields after those known here are ignored (above)."""
     try:
+        if type(body) is not list:
+            raise TypeError("a message must be a list")
         kind, group, src, dst, term, *rest = body
-        common = (str(group), str(src), str(dst), int(term))
+        if type(group) is not str or type(src) is not str or type(dst) is not str:
+            raise TypeError("group, src and dst must be strings")
+        _ints(term)
+        common = (group, src, dst, term)
         if kind == "append":
-            prev_index, prev_term, commit, seq, raw = rest
-            entries = tuple(messages.Entry(i, t, messages.EntryKind(k), d) for i, t, k, d in raw)
+            prev_index, prev_term, commit, seq, raw = rest[:5]
+            _ints(prev_index, prev_term, commit, seq)
+            entries = _entries(raw)
             return messages.AppendEntries(*common, prev_index, prev_term, entries, commit, seq)
         if kind == "append_resp":
-            ok, match_index, seq = rest
-            return messages.AppendResponse(*common, bool(ok), match_index, seq)
+            ok, match_index, seq = rest[:3]
+            _bools(ok)
+            _ints(match_index, seq)
+            return messages.AppendResponse(*common, ok, match_index, seq)
         if kind == "vote":
-            last_index, last_term, pre, transfer = rest
-            return messages.RequestVote(*common, last_index, last_term, bool(pre), bool(transfer))
+            last_index, last_term, pre, transfer = rest[:4]
+            _ints(last_index, last_term)
+            _bools(pre, transfer)
+            return messages.RequestVote(*common, last_index, last_term, pre, transfer)
         if kind == "vote_resp":
-            granted, pre = rest
-            return messages.VoteResponse(*common, bool(granted), bool(pre))
+            granted, pre = rest[:2]
+            _bools(granted, pre)
+            return messages.VoteResponse(*common, granted, pre)
         if kind == "snapshot":
-            (index, term, membership, data), seq = rest
-            meta = messages.SnapshotMeta(index, term, messages.Membership.decode(membership))
+            (index, term_, membership, data), seq = rest[:2]
+            _ints(index, term_, seq)
+            if type(membership) is not bytes or type(data) is not bytes:
+                raise TypeError("snapshot membership and data must be bytes")
+            meta = messages.SnapshotMeta(index, term_, messages.Membership.decode(membership))
             return messages.InstallSnapshot(*common, messages.Snapshot(meta, data), seq)
-        if kind == "timeout_now" and not rest:
+        if kind == "timeout_now":
             return messages.TimeoutNow(*common)
     except (KeyError, TypeError, ValueError) as exc:
         raise FrameError(f"malformed raft message: {exc}") from exc
