@@ -216,9 +216,17 @@ class NodeJournal:
         """``group``'s WAL is closed (fsynced) and may be replaced or deleted: it leaves the
         journal (a checkpoint without it), so recovery never replays stale records into it."""
         with self._lock:
-            wal = self._wals.pop(group, None)
-            if wal is not None and self._fd >= 0:
-                wal.sync()  # its records leave the journal with the checkpoint below
+            wal = self._wals.get(group)
+            if wal is None:
+                return
+            if self._fd >= 0:
+                # Its records leave the journal with the checkpoint below. Should this fsync
+                # fail, the journal fails: the group stays registered and no checkpoint drops
+                # the journal's copy of its records, which its WAL may have lost (was: it
+                # left first, and the next checkpoint dropped them).
+                self._failing(wal.sync)
+            del self._wals[group]
+            if self._fd >= 0:
                 self._checkpoint_locked()
 
     def checkpoint(self) -> None:
@@ -374,6 +382,15 @@ class NodeJournal:
         if self._failed is not None:
             raise OSError("node journal failed earlier; restart the node") from self._failed
 
+    def _failing(self, op: Callable[[], None]) -> None:
+        """Run ``op``; should it raise, the journal fails (``_check_usable``), then it raises."""
+        try:
+            op()
+        except BaseException as exc:
+            if self._failed is None:
+                self._failed = exc if isinstance(exc, OSError) else OSError(repr(exc))
+            raise
+
     def _check_self_syncing(self) -> None:
         """Under the lock, before a WAL that is not journaled fsyncs itself (a group registered
         since the open generation, any group once the journal is closed, one not registered
@@ -399,16 +416,17 @@ class NodeJournal:
         while self._syncing:  # let the running flush finish (it released the lock)
             self._synced.wait()
         self._check_usable()
-        if self._queue:
-            self._flush_locked()
         positions: dict[str, list[int]] = {}
-        for group, wal in self._wals.items():
-            wal.sync()
-            positions[group] = list(wal.position())
         gen = self._gen + 1
         path = _generation_path(self._dir, gen)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        fd = -1
         try:
+            if self._queue:
+                self._flush_locked()
+            for group, wal in self._wals.items():
+                wal.sync()
+                positions[group] = list(wal.position())
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
             table = bytes(msgpack.packb(positions, use_bin_type=True))
             buf = _HEADER.pack(MAGIC, VERSION) + _frame(bytes((CHECKPOINT,)) + table)
             view = memoryview(buf)
@@ -417,21 +435,29 @@ class NodeJournal:
             os.fsync(fd)
             _fsync_dir(self._dir)
         except BaseException as exc:
-            # The new generation may now be on disk, whole or torn, durable or not, with or
-            # without its directory entry: the next start may pick it (cut every WAL back to
-            # ``positions``, replay nothing) or the open one. Both keep what was acknowledged
-            # up to here (the WALs were fsynced up to ``positions`` above), but a write
-            # acknowledged from now on through the open generation, or through the own fsync
-            # of a group registered since it, would be cut away if this one counts. So the
-            # journal refuses every further write of a registered group, as after a failed
-            # flush, and the node restarts from what is on disk (correctness over
-            # availability). The file goes too, best effort: either outcome is safe, as
-            # nothing is acknowledged after it.
-            os.close(fd)
-            self._failed = exc if isinstance(exc, OSError) else OSError(f"checkpoint: {exc!r}")
-            with contextlib.suppress(OSError):
-                path.unlink()
-                _fsync_dir(self._dir)
+            # Any failure here fails the journal: it refuses every further write, as after a
+            # failed flush, and the node restarts from what is on disk (correctness over
+            # availability).
+            # - Once the new generation's file exists, it may be on disk, whole or torn,
+            #   durable or not, with or without its directory entry: the next start may pick
+            #   it (cut every WAL back to ``positions``, replay nothing) or the open one. Both
+            #   keep what was acknowledged up to here (the WALs were fsynced up to
+            #   ``positions`` above), but a write acknowledged from now on through the open
+            #   generation, or through the own fsync of a group registered since it, would be
+            #   cut away if this one counts. The file goes too, best effort: either outcome is
+            #   safe, as nothing is acknowledged after it.
+            # - Before (a WAL's fsync, the file's creation) the open generation still counts,
+            #   but a WAL whose fsync failed fails every later checkpoint anyway, and a group
+            #   registered again (``register`` takes this checkpoint at once: the open
+            #   generation lists its old WAL) would fsync its new WAL itself, which recovery
+            #   cuts away.
+            if self._failed is None:
+                self._failed = exc if isinstance(exc, OSError) else OSError(f"checkpoint: {exc!r}")
+            if fd >= 0:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    _fsync_dir(self._dir)
             raise
         old_fd, old_gen = self._fd, self._gen
         self._fd, self._gen, self._size = fd, gen, len(buf)
@@ -456,16 +482,7 @@ class NodeJournal:
                 self._synced.wait()
             try:
                 if self._failed is None:
-                    if self._queue:
-                        self._flush_locked()
-                    for wal in self._wals.values():
-                        wal.sync()
-                    wals, self._wals = self._wals, {}
-                    try:
-                        self._checkpoint_locked()
-                    except BaseException:
-                        self._wals = wals  # failed: an older generation may still count
-                        raise
+                    self._failing(self._close_locked)
             finally:
                 # After a failure no last generation counts for sure: the newest one on disk
                 # may still list the WALs at their checkpoint positions, so they stay
@@ -473,3 +490,20 @@ class NodeJournal:
                 # would need; their writes are refused (``_check_self_syncing``).
                 fd, self._fd = self._fd, -1
                 os.close(fd)
+
+    def _close_locked(self) -> None:
+        """A close that fails here, before its last generation (which lists no WAL) counts,
+        fails the journal: the newest generation on disk may still list every WAL, so the
+        writes they make after ``close`` are refused (``_check_self_syncing``). (It used to
+        stay usable: after a WAL's fsync failed in ``close``, the other WALs' writes fsynced
+        themselves, were acknowledged, and the next start cut them away.)"""
+        if self._queue:
+            self._flush_locked()
+        for wal in self._wals.values():
+            wal.sync()
+        wals, self._wals = self._wals, {}
+        try:
+            self._checkpoint_locked()
+        except BaseException:
+            self._wals = wals  # failed: an older generation may still count
+            raise
