@@ -166,8 +166,18 @@ class WriteAheadLog:
                 wal._size = active.path.stat().st_size
                 if active.records == 0:  # torn right after creation: restore the state prefix
                     wal._write(wal._state_prefix())
-                    wal._sync()
                     active.self_contained = True
+                # What replay read may not be durable: a process that died (not the machine)
+                # leaves its unsynced appends in the page cache, and replay reads them like
+                # the rest. Whoever opens the WAL takes what it returns as persisted (a Raft
+                # core counts those entries as its own copy, a follower acknowledges them
+                # again without a new fsync; the node journal's next checkpoint lists this
+                # size), so it is made durable here, before anything builds on it
+                # (correctness over one fsync per open). Earlier segments were fsynced before
+                # the next one was created.
+                wal._unsynced = True
+                wal._sync()
+                _fsync_dir(directory)
         except BaseException:
             wal.close()
             raise

@@ -709,3 +709,35 @@ def test_no_write_is_acknowledged_after_a_failed_journal_is_closed(
         wal.close()
         assert got[: acked[g]] == list(range(1, acked[g] + 1)), f"{g}: acked {acked[g]}, {got}"
     assert acked == {"p0": 3, "p1": 3}  # (both refused once the journal failed)
+
+
+def test_a_wal_written_unsynced_after_a_clean_close_is_listed_only_once_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a clean close the WALs stand alone, and a replica not closed yet may still append
+    a commit-only hard state without fsync (``wait=False``; its close would fsync it). If the
+    process dies first, the next start reads that record from the page cache, and its first
+    checkpoint lists the WAL at that size: it must be durable by then, or a power loss leaves
+    the WAL shorter than its listed size and the node refuses to start ("shorter than its
+    journaled ... bytes", before the WAL's open made what it read durable)."""
+    power = PowerLoss(tmp_path, monkeypatch)
+    journal = NodeJournal.open(tmp_path / "journal")
+    wal, _ = journal.recover("p0", tmp_path / "p0" / "wal", 4096)
+    journal.register("p0", wal)
+    journal.save("p0", wal, HardState(1, "n1", 0), entries(1, 3))
+    journal.close()  # node.stop: the journal first
+    journal.save("p0", wal, HardState(1, "n1", 3), [], wait=False)  # commit-only: not waited
+    with monkeypatch.context() as m:  # the process dies: its files close without an fsync
+        m.setattr(os, "fsync", lambda fd: None)
+        wal.close()
+    journal = NodeJournal.open(tmp_path / "journal")  # the next start, as node.start does it
+    wal, state = journal.recover("p0", tmp_path / "p0" / "wal", 4096)
+    assert state.hard_state == HardState(1, "n1", 3)
+    journal.register("p0", wal, checkpoint=False)
+    journal.checkpoint()
+    power.lose()
+    again = NodeJournal.open(tmp_path / "journal")  # it starts
+    wal2, state = again.recover("p0", tmp_path / "p0" / "wal", 4096)
+    wal2.close()
+    assert [e.index for e in state.entries] == [1, 2, 3]
+    wal.close()

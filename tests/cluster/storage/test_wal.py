@@ -454,3 +454,29 @@ def test_a_snapshot_installed_over_a_diverged_log_after_a_release_still_drops_it
     _, state = WriteAheadLog.open(tmp_path, 256)
     assert state.snapshot is not None and state.snapshot.index == 22
     assert [(e.index, e.term) for e in state.entries] == [(23, 3), (24, 3)]
+
+
+def test_what_open_read_is_durable_before_the_caller_builds_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that died (not the machine) leaves appends it never fsynced in the page
+    cache: the next open reads them like the rest, and its caller takes them as persisted (a
+    Raft core counts those entries as its copy; a follower acknowledges them again without a
+    new fsync). So open makes them durable: a power loss afterwards keeps what it returned.
+    They used to stay unsynced until the next append's fsync: a power loss took them back."""
+    from tests.cluster.storage.test_journal import PowerLoss
+
+    power = PowerLoss(tmp_path, monkeypatch)
+    wal, _ = WriteAheadLog.open(tmp_path / "wal")
+    wal.save(HardState(1, "n1", 0), entries(1, 3))
+    wal.save(HardState(1, "n1", 3), entries(4, 6), sync=False)  # never fsynced: it dies here
+    with monkeypatch.context() as m:  # (its file closes without an fsync)
+        m.setattr(os, "fsync", lambda fd: None)
+        wal.close()
+    again, state = WriteAheadLog.open(tmp_path / "wal")  # its next start (no power loss)
+    assert [e.index for e in state.entries] == [1, 2, 3, 4, 5, 6]
+    power.lose()
+    again.close()
+    _, state = WriteAheadLog.open(tmp_path / "wal")
+    assert [e.index for e in state.entries] == [1, 2, 3, 4, 5, 6]
+    assert state.hard_state == HardState(1, "n1", 3)
