@@ -28,9 +28,10 @@ segments takes one only when it lets a segment go (``release_before``).
 Durability comes from fsync of the files themselves (the power-loss layer,
 chaos/backends/lazyfs.py, keeps only what was fsynced). A group that is not registered (the
 TEST-ONLY no-fsync mode runs without a journal) fsyncs its own WAL as before, and so does one
-registered without a checkpoint until the next checkpoint lists it. Once a flush or checkpoint
-failed, the journal refuses every write, journaled or self-fsyncing, even after ``close``,
-until the node restarts (``_check_self_syncing``: correctness over availability).
+registered without a checkpoint until the next checkpoint lists it. Once any of its I/O failed
+(a flush, a checkpoint or its WALs' fsyncs, the fsync of a WAL leaving, the close), the journal
+refuses every write, journaled or self-fsyncing, even after ``close``, until the node restarts
+(``_check_self_syncing``: correctness over availability).
 """
 
 from __future__ import annotations
