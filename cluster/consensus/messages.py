@@ -119,6 +119,12 @@ class AppendEntries(Message):
     commit: int
     # Echoed back so the leader can tell which round of heartbeats an ack belongs to (lease).
     seq: int = 0
+    # To a log replica only (0 to others: "not known"): the highest index every full voter
+    # is known to hold, from the same acknowledgements the commit index counts. A log replica
+    # compacts nothing above it: there its log may be the only second copy of committed
+    # entries (``Raft.full_voters_hold``; cluster/storage/compaction.py). Leaders of wire
+    # protocol 1 never send it: 0, their log replicas compact nothing (the safe default).
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -234,6 +234,9 @@ class Raft:
         # Set by ``rejoin``: the commit index to reach before voting again (-1: not known
         # until a leader tells us); None for a replica that kept its state.
         self.rejoin_until: int | None = None
+        # A follower: the current leader's latest ``AppendEntries.held`` (``full_voters_hold``);
+        # 0 (nothing known) until its leader says, and again whenever the leader may change.
+        self.full_held = 0
         # When (``now``) we last refused a voter's (pre-)vote because its log lacks entries
         # ours holds; None once a leader is heard. See ``_stands_in``.
         self.refused_behind_at: int | None = None
@@ -332,6 +335,22 @@ class Raft:
         neither votes nor campaigns until a leader has brought its commit index up to that
         leader's. It still acknowledges entries, so the leader refills it."""
         self.rejoin_until = -1
+
+    def full_voters_hold(self) -> int:
+        """The highest index every full voter (a voter that is not log-only) is known to hold:
+        below it, a log replica's own log is not needed for durability, above it, it may be
+        the only second copy of committed entries (a full member that lags or is down). The
+        application compacts a log replica's log only below it (correctness over disk: the
+        log grows while a full member lags). A leader knows it from its followers' match (the
+        acknowledgements the commit index counts) and its own stable log; a follower from
+        its leader's latest AppendEntries (0 until one says, and after any change of leader)."""
+        if self.role is not Role.LEADER:
+            return self.full_held
+        held = [
+            self.log.stable if v == self.id else self.progress[v].match if v in self.progress else 0
+            for v in self.membership.voters - self.membership.log_only
+        ]
+        return min(held, default=0)
 
     def log_state(self) -> tuple[HardState, SnapshotMeta, list[Entry]]:
         """Hard state, snapshot mark and every entry after it: what a stopped replica's files
@@ -644,6 +663,7 @@ class Raft:
             self.vote = None
         self.role = Role.FOLLOWER
         self.leader = leader
+        self.full_held = 0  # the next leader says again (``full_voters_hold``)
         self.progress = {}
         self.votes = {}
         self.lease_until = -1
@@ -786,6 +806,7 @@ class Raft:
             tuple(entries),
             self.log.commit,
             self.seq,
+            self.full_voters_hold() if peer in self.membership.log_only else 0,
         )
         self._send(msg)
         if entries and not pr.probing:
@@ -901,6 +922,7 @@ class Raft:
 
     def _handle_append(self, msg: AppendEntries) -> None:
         self._heard_from_leader(msg.src)
+        self.full_held = msg.held  # the current leader's word, even if lower: conservative
         self._caught_up_to(msg.commit)
         self._append(msg)
         self._caught_up_to(msg.commit)

@@ -13,7 +13,8 @@ replica's loop (never between ready() and advance()), and only then may the WAL 
     await compaction.maybe_compact()     # in the replica's loop, after each Ready
     compaction.dump_done()               # True: call maybe_compact to finish it
 
-A log replica has no state to dump: it compacts at once, keeping a tail of the log.
+A log replica has no state to dump: it compacts at once, keeping a tail of the log, and never
+past what every full member holds (its log may be the only second copy of entries above it).
 """
 
 from __future__ import annotations
@@ -103,7 +104,15 @@ class Compaction:
         if r.mode is not ReplicaMode.FULL:
             # No state to snapshot: drop old entries but keep a tail, so that a full replica
             # can be built here from another replica's snapshot plus this log (rebuild).
-            index -= every // 2
+            # Correctness over disk: never past what every full voter holds (the leader's
+            # word, Raft.full_voters_hold). Above it this log may be the only second copy of
+            # committed entries: a full member that lags by more than the tail, or is down,
+            # left them on the leader alone. So the log grows while a full member lags (until
+            # healing replaces it), and while the leader says nothing (a new leader not yet
+            # acknowledged by every full voter, an older leader during a rolling upgrade).
+            index = min(index - every // 2, raft.full_voters_hold())
+            if index <= raft.snapshot().meta.index:
+                return
             raft.compact(index, b"")
             await loop.run_in_executor(r.io, r.release_wal, raft.snapshot().meta)
             return

@@ -100,6 +100,7 @@ def encode_message(msg: messages.AnyMessage, protocol: int = PROTOCOL) -> list[A
         case messages.AppendEntries():
             entries = [_entry(e) for e in msg.entries]
             body = ["append", *head, msg.prev_index, msg.prev_term, msg.commit, msg.seq, entries]
+            body.append(msg.held)  # protocol 2 (a protocol 1 peer is not sent it, below)
         case messages.AppendResponse():
             body = ["append_resp", *head, msg.success, msg.match_index, msg.seq]
         case messages.RequestVote():
@@ -176,9 +177,12 @@ def decode_message(body: Any) -> messages.AnyMessage:
         common = (group, src, dst, term)
         if kind == "append":
             prev_index, prev_term, commit, seq, raw = rest[:5]
-            _ints(prev_index, prev_term, commit, seq)
+            held = rest[5] if len(rest) > 5 else 0  # a protocol 1 leader never says: 0
+            _ints(prev_index, prev_term, commit, seq, held)
             entries = _entries(raw)
-            return messages.AppendEntries(*common, prev_index, prev_term, entries, commit, seq)
+            return messages.AppendEntries(
+                *common, prev_index, prev_term, entries, commit, seq, held
+            )
         if kind == "append_resp":
             ok, match_index, seq = rest[:3]
             _bools(ok)

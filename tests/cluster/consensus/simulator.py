@@ -62,7 +62,10 @@ class SimConfig:
     # n3 holds a log replica of every group (never leads but as a stand-in; the driver hands
     # its leadership to a full member, as cluster/storage/replica.py does), and after the
     # chaos one full member stays cut off: the other and the log replica must make progress.
-    log_replica: bool = False
+    log_replica: bool = False  # and it compacts its own log (see ``maybe_compact``)
+    # A log replica compacts as before AppendEntries.held: its tail kept, whatever the full
+    # members hold (for tests that show what the rule prevents; never in a real schedule).
+    log_replica_tail_only: bool = False
     # RaftConfig.spread_first_leaders: new groups' first elections take turns (storage nodes).
     spread_first_leaders: bool = False
 
@@ -329,16 +332,26 @@ class Simulation:
 
     def maybe_compact(self, key: tuple[str, str], replica: Replica) -> None:
         raft = replica.raft
+        every = self.config.compact_every
+        if raft.log.applied - raft.log.snapshot.meta.index < every:
+            return
+        index = raft.log.applied
         if key[0] in self.membership.log_only:
-            return  # a log replica keeps a long tail (1,000 entries in production): all, here
-        if raft.log.applied - raft.log.snapshot.meta.index >= self.config.compact_every:
-            index = raft.log.applied
-            state = encode_state([(i, d) for i, d in replica.applied if i <= index])
-            raft.compact(index, state)
-            snap = raft.log.snapshot
-            disk = self.disks[key]
-            disk.snapshot = snap  # the application persists its snapshot before truncating
-            disk.entries = [e for e in disk.entries if e.index > snap.meta.index]
+            # As cluster/storage/compaction.py does: no state, a tail kept, and nothing a full
+            # voter may lack dropped (Raft.full_voters_hold). Set ``log_replica_tail_only``
+            # and the seeds show why: committed entries left on one full member alone.
+            index -= every // 2
+            if not self.config.log_replica_tail_only:
+                index = min(index, raft.full_voters_hold())
+            if index <= raft.log.snapshot.meta.index:
+                return
+            raft.compact(index, b"")
+        else:
+            raft.compact(index, encode_state([(i, d) for i, d in replica.applied if i <= index]))
+        snap = raft.log.snapshot
+        disk = self.disks[key]
+        disk.snapshot = snap  # the application persists its snapshot before truncating
+        disk.entries = [e for e in disk.entries if e.index > snap.meta.index]
 
     # --- network ---------------------------------------------------------------------------
 
@@ -410,6 +423,7 @@ class Simulation:
         for group in self.groups:
             self.check_log_matching(group)
             self.check_lease_exclusive(group)
+            self.check_durable_copies(group)
 
     def check_leader_complete(self, raft: Raft) -> None:
         """A leader's log holds every committed entry (Raft §5.4, leader completeness)."""
@@ -464,6 +478,29 @@ class Simulation:
                         matched = True
                     if matched and a[index] != b[index]:
                         raise SimulationFailure(f"log matching violated in {group} at {index}")
+
+    def check_durable_copies(self, group: str) -> None:
+        """Every committed entry is on a majority of disks (down replicas' included): in the
+        log with its term, or below a snapshot that holds state (a log replica's holds none).
+        A log replica that compacts what a lagging full member lacks breaks this even when
+        the liveness phase happens not to need those entries (``log_replica_tail_only``)."""
+        committed = self.committed[group]
+        if not committed:
+            return
+        needed = len(NODES) // 2 + 1
+        held: dict[int, int] = {}
+        for node in NODES:
+            disk = self.disks[(node, group)]
+            state = disk.snapshot.meta.index if disk.snapshot and disk.snapshot.data else 0
+            terms = {e.index: e.term for e in disk.entries}
+            for index, (term, _) in committed.items():
+                if index <= state or terms.get(index) == term:
+                    held[index] = held.get(index, 0) + 1
+        for index in sorted(committed):
+            if held.get(index, 0) < needed:
+                raise SimulationFailure(
+                    f"{group} committed index {index} is on {held.get(index, 0)} disk(s) only"
+                )
 
     def check_applied_prefix(self, key: tuple[str, str], replica: Replica) -> None:
         history = self.committed[key[1]]

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from .simulator import SimConfig, Simulation
+from .simulator import SimConfig, Simulation, SimulationFailure
 
 SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "1000"))
 BATCH = 50
@@ -89,3 +89,29 @@ def test_first_leaders_taking_turns_stays_safe_and_live() -> None:
         Simulation(seed, SimConfig(spread_first_leaders=True)).run()
     for seed in range(10):
         Simulation(seed, SimConfig(spread_first_leaders=True, log_replica=True)).run()
+
+
+def test_log_replicas_compact_and_every_committed_entry_stays_on_a_majority_of_disks() -> None:
+    """Log replicas compact their own logs (as storage does: a tail, and never past what
+    every full voter holds, ``Raft.full_voters_hold``); the durability check runs at every
+    step (``check_durable_copies``). The seeds do reach log replica snapshots."""
+    snapshots = 0
+    for seed in range(20):
+        for spread in (False, True):
+            config = SimConfig(spread_first_leaders=spread, log_replica=True)
+            sim = Simulation(seed, config).run()
+            snapshots += sum(sim.disks[("n3", g)].snapshot is not None for g in sim.groups)
+    assert snapshots >= 60  # of 120 log replica groups (about 95 compact here)
+
+
+@pytest.mark.parametrize("seed", [26, 39])
+def test_a_log_replica_that_kept_only_its_tail_left_committed_entries_on_one_disk(
+    seed: int,
+) -> None:
+    """What AppendEntries.held prevents: a log replica compacting ``every / 2`` below its
+    applied index, whatever the full members hold (compaction.py before it), leaves
+    committed entries on the leader alone while a full member lags: these seeds catch it."""
+    config = SimConfig(log_replica=True, log_replica_tail_only=True)
+    with pytest.raises(SimulationFailure, match=r"committed index \d+ is on 1 disk"):
+        Simulation(seed, config).run()
+    Simulation(seed, SimConfig(log_replica=True)).run()  # with the rule: safe, live

@@ -5,7 +5,8 @@
   more, and drops the whole frame and the connection. It announces no protocol when it opens
   a connection, and a link to it sends exactly the protocol 1 layout (``v1_decode`` below is
   that node's decoder, verbatim: what it accepts is the contract).
-- old -> new: a message without the fields added since decodes, with their defaults.
+- old -> new: a message without the fields added since decodes, with their defaults
+  (protocol 2 added AppendEntries.held: a log replica's compaction limit, 0 = not known).
 - newer -> new: fields after those known are ignored.
 Malformed messages (a field missing or of the wrong type, an unknown kind) are still rejected.
 """
@@ -46,7 +47,7 @@ META = SnapshotMeta(5, 2, Membership(frozenset({"n1", "n2", "n3"}), frozenset({"
 ALL_KINDS: list[AnyMessage] = [
     RequestVote("g", "n1", "n2", 3, 7, 2, pre=True, transfer=False),
     VoteResponse("g", "n2", "n1", 3, True, pre=True),
-    AppendEntries("g", "n1", "n2", 2, 6, 2, (Entry(7, 2, EntryKind.NORMAL, b"cmd"),), 6, seq=9),
+    AppendEntries("g", "n1", "n3", 2, 6, 2, (Entry(7, 2, EntryKind.NORMAL, b"cmd"),), 6, 9, 4),
     AppendResponse("g", "n2", "n1", 2, False, 4, seq=3),
     InstallSnapshot("g", "n1", "n3", 2, Snapshot(META, b""), seq=1),
     TimeoutNow("g", "n1", "n2", 2),
@@ -82,6 +83,11 @@ def v1_decode(body: Any) -> AnyMessage:
     raise FrameError(f"unknown raft message kind {kind!r}")
 
 
+def as_v1(msg: AnyMessage) -> AnyMessage:
+    """``msg`` without what protocol 1 cannot carry (it gets the defaults)."""
+    return replace(msg, held=0) if isinstance(msg, AppendEntries) else msg
+
+
 def over_the_wire(body: list[Any]) -> Any:
     """What the receiver's msgpack hands its decoder."""
     return msgpack.unpackb(msgpack.packb(body, use_bin_type=True), raw=False)
@@ -91,8 +97,8 @@ def over_the_wire(body: list[Any]) -> Any:
 def test_a_protocol_1_node_decodes_what_it_is_sent_and_this_node_decodes_protocol_1(
     msg: AnyMessage,
 ) -> None:
-    assert v1_decode(over_the_wire(encode_message(msg, 1))) == msg  # new -> old
-    assert decode_message(over_the_wire(encode_message(msg, 1))) == msg  # old -> new
+    assert v1_decode(over_the_wire(encode_message(msg, 1))) == as_v1(msg)  # new -> old
+    assert decode_message(over_the_wire(encode_message(msg, 1))) == as_v1(msg)  # old -> new
     assert decode_message(over_the_wire(encode_message(msg))) == msg
 
 
@@ -112,7 +118,7 @@ def _append(**change: Any) -> list[Any]:
     body = encode_message(ALL_KINDS[2])
     fields = ["kind", "group", "src", "dst", "term", "prev_index", "prev_term", "commit", "seq"]
     for name, value in change.items():
-        body[fields.index(name) if name in fields else 9] = value
+        body[fields.index(name) if name in fields else {"entries": 9, "held": 10}[name]] = value
     return body
 
 
@@ -132,6 +138,8 @@ MALFORMED: dict[str, Any] = {
     "commit a float": _append(commit=6.0),
     "seq missing (None)": _append(seq=None),
     "entries not a list": _append(entries=b"entries"),
+    "held a string": _append(held="4"),
+    "held None": _append(held=None),
     "entry with a field more": _append(entries=[[7, 2, 0, b"cmd", 1]]),
     "entry data a string": _append(entries=[[7, 2, 0, "cmd"]]),
     "entry of an unknown kind": _append(entries=[[7, 2, 9, b"cmd"]]),
@@ -197,7 +205,8 @@ def test_a_link_sends_each_peer_the_layout_of_the_protocol_it_announced(
     announced: int | None, protocol: int
 ) -> None:
     """A peer that announced nothing is of protocol 1: every message it gets is exactly what
-    its own decoder accepts (``v1_decode``); a link's stats say which protocol its peer has."""
+    its own decoder accepts (``v1_decode``: no AppendEntries.held); a link's stats say which
+    protocol its peer has."""
     batch = [replace(m, src="n1", dst="n2") for m in ALL_KINDS]  # one link carries them all
 
     async def scenario() -> None:
@@ -214,7 +223,12 @@ def test_a_link_sends_each_peer_the_layout_of_the_protocol_it_announced(
             await _until(lambda: sum(len(f["rafts"]) for f in node.frames) == len(batch))
             bodies = [body for frame in node.frames for body in frame["rafts"]]
             assert bodies == [over_the_wire(encode_message(m, protocol)) for m in batch]
-            assert [v1_decode(b) for b in bodies] == batch
+            if protocol == 1:  # exactly what its decoder accepts, nothing more
+                assert [v1_decode(b) for b in bodies] == [as_v1(m) for m in batch]
+                assert [len(b) for b in bodies] == [9, 7, 10, 8, 7, 5]
+            else:
+                assert [decode_message(b) for b in bodies] == batch
+                assert bodies[2][10] == 4  # AppendEntries.held
         finally:
             await links.stop()
             assert node.server is not None
