@@ -203,6 +203,10 @@ class ReadyIO:
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     return
+                except Exception as exc:  # unexpected, as on the loop: nobody may wait
+                    for item in batch:
+                        if item.result is None and item.error is None:
+                            item.error = exc
                 self.wakes += 1 + any(item.late and item.error is None for item in batch)
             # Either way the trip is over: count it and hand each replica its outcome.
             self.batches += 1
