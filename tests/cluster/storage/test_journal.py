@@ -741,3 +741,44 @@ def test_a_wal_written_unsynced_after_a_clean_close_is_listed_only_once_durable(
     wal2.close()
     assert [e.index for e in state.entries] == [1, 2, 3]
     wal.close()
+
+
+@pytest.mark.parametrize("restart", ["crash", "power-loss"])
+def test_a_trip_straddling_a_failed_close_acknowledges_nothing_the_next_start_cuts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart: str
+) -> None:
+    """node.stop closes the journal on a worker thread while the replicas still run, so a
+    trip (``save(wait=False)``, then one ``sync``) may lose the journal's lock to ``close``
+    in between. close flushes the queued record R and that fsync fails: R is not durable in
+    the journal, the fd is closed, and the generation on disk still lists the WAL. The trip's
+    ``sync`` then finds R's WAL not journaled: it must refuse, not fsync R in the WAL and
+    return (the next start cuts the WAL back and replays a journal without R). From the
+    session 11 safety review (tests/review_s11 on branch review)."""
+    power = PowerLoss(tmp_path, monkeypatch)
+    journal = NodeJournal.open(tmp_path / "journal")
+    wal, _ = journal.recover("p0", tmp_path / "p0" / "wal", 4096)
+    journal.register("p0", wal)  # listed by the open generation: journaled
+    for i in range(1, 4):
+        journal.save("p0", wal, HardState(1, "n1", i - 1), entries(i, i))
+    journal.save("p0", wal, HardState(1, "n1", 3), entries(4, 4), wait=False)  # the trip's R
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "EIO (injected)")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fdatasync", eio)
+        with pytest.raises(OSError):
+            journal.close()  # node.stop's close flushes R: its fsync fails
+    acked = 3
+    with contextlib.suppress(OSError):  # refused: nothing of R promised
+        journal.sync([("p0", wal)])  # the trip's one fsync
+        acked = 4  # the trip would go on: replies leave, the leader counts its copy
+    wal.close()
+    if restart == "power-loss":
+        power.lose()
+    again = NodeJournal.open(tmp_path / "journal")
+    wal2, state = again.recover("p0", tmp_path / "p0" / "wal", 4096)
+    got = [e.index for e in state.entries]
+    wal2.close()
+    assert got[:acked] == list(range(1, acked + 1)), f"acknowledged up to {acked}, got {got}"
+    assert acked == 3
