@@ -10,7 +10,7 @@ change of leader until the next one says, 0 from a leader that does not send it 
 
 from __future__ import annotations
 
-from cluster.consensus.messages import AppendEntries, Membership
+from cluster.consensus.messages import AppendEntries, Membership, RequestVote
 
 from .network import GROUP, Network
 
@@ -56,6 +56,13 @@ def test_after_a_change_of_leader_a_log_replica_knows_nothing_until_told_again()
     net.propose("n1", b"w")
     net.tick(times=2)
     assert n3.full_voters_hold() == net.raft("n1").log.last_index() > 0
+    # A vote for a newer term: a new leader may come whose full voters hold less (it has not
+    # heard from them yet). Nothing is known until it says, even before its first append.
+    last = n3.log
+    net.inject(RequestVote(GROUP, "n2", "n3", n3.term + 1, last.last_index(), last.last_term(),
+                           transfer=True))  # fmt: skip
+    assert n3.full_voters_hold() == 0
+    net.stabilize()
     net.crash("n1")
     net.run_until(lambda: net.leader() == "n2")
     n2 = net.raft("n2")
