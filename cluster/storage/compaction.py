@@ -29,7 +29,7 @@ from typing import Protocol
 from cluster.consensus.messages import Membership, Snapshot, SnapshotMeta
 from cluster.consensus.raft import Raft
 
-from .itemstore import ItemStore
+from .itemstore import DumpView, ItemStore
 from .recovery import ReplicaMode, ReplicaSettings
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,22 @@ log = logging.getLogger(__name__)
 # Whole-store dumps run here, one at a time per process. DUMP_PAUSE: see DumpView.dump.
 _DUMP_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump")
 DUMP_PAUSE = 0.0005
+# A dump reads every row of the store (~0.9 us a row here, most of it holding the GIL), so at a
+# fixed ``compact_every`` a big store's dumps cost more per write than the write: at half load
+# in bench/replication.py (a 30-40k-item store) ~10% of the nodes' GIL samples, in bursts of
+# 30-60 ms that the event loop shares the GIL with. A full replica therefore waits for at least
+# ROWS_PER_ENTRY rows of its last dump per entry (a dump costs at most ~that many rows' reads
+# per applied entry), but never more than MAX_STRETCH times ``compact_every``: the log between
+# snapshots stays in memory (and in the WAL), and Python's full garbage collections walk it.
+ROWS_PER_ENTRY = 4
+MAX_STRETCH = 4
+
+
+def compaction_interval(every: int, dumped_rows: int) -> int:
+    """Entries between a full replica's snapshots, after a dump of ``dumped_rows`` rows:
+    ``every`` for a store of up to ``every * ROWS_PER_ENTRY`` rows, then growing with it, up to
+    ``every * MAX_STRETCH``."""
+    return max(every, min(every * MAX_STRETCH, dumped_rows // ROWS_PER_ENTRY))
 
 
 def compaction_due(snapshot: int, every: int, me: str, members: Membership) -> int:
@@ -77,12 +93,14 @@ class _Dumping:
     index: int
     base: Snapshot  # the core's snapshot when it started: another one since voids the dump
     future: Future[bytes]
+    view: DumpView  # its ``rows`` once the dump is done
 
 
 class Compaction:
     def __init__(self, replica: Compactable) -> None:
         self.replica = replica
         self._dumping: _Dumping | None = None
+        self.dumped_rows = 0  # rows of the last dump that made a snapshot (compaction_interval)
 
     def dump_done(self) -> bool:
         return self._dumping is not None and self._dumping.future.done()
@@ -98,7 +116,10 @@ class Compaction:
             return
         index = raft.applied_index
         every = r.settings.compact_every
-        if index < compaction_due(raft.snapshot().meta.index, every, raft.id, raft.membership):
+        interval = every
+        if r.mode is ReplicaMode.FULL:  # it dumps its store: the bigger, the rarer
+            interval = compaction_interval(every, self.dumped_rows)
+        if index < compaction_due(raft.snapshot().meta.index, interval, raft.id, raft.membership):
             return
         loop = asyncio.get_running_loop()
         if r.mode is not ReplicaMode.FULL:
@@ -136,7 +157,7 @@ class Compaction:
             view.close()  # its open read transaction would hold back the store's checkpoints
             raise
         future.add_done_callback(self._wake)
-        self._dumping = _Dumping(index, raft.snapshot(), future)
+        self._dumping = _Dumping(index, raft.snapshot(), future, view)
 
     def _wake(self, _: Future[bytes]) -> None:
         """(dump thread) The replica's loop finishes the compaction (unless it is gone)."""
@@ -154,5 +175,6 @@ class Compaction:
         if r.mode is not ReplicaMode.FULL or r.raft.snapshot() is not dumping.base:
             return  # a snapshot was installed, or the store stopped being applied, meanwhile
         r.raft.compact(dumping.index, data)
+        self.dumped_rows = dumping.view.rows
         meta = r.raft.snapshot().meta
         await asyncio.get_running_loop().run_in_executor(r.io, r.release_wal, meta)

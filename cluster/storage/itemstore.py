@@ -368,6 +368,7 @@ class DumpView:
     CHUNK = 512  # rows fetched between GIL pauses (see dump)
 
     def __init__(self, path: Path) -> None:
+        self.rows = 0  # items the dump held, once done (compaction.py paces dumps by it)
         self._db = _connect_read_only(path)
         try:
             self._db.execute("BEGIN")
@@ -410,6 +411,7 @@ class DumpView:
                     time.sleep(pause)
             if seen != count:  # cannot happen in one read transaction; never send a bad dump
                 raise RuntimeError(f"dump read {seen} rows of {count}")
+            self.rows = count
             return b"".join(parts)
         finally:
             self.close()

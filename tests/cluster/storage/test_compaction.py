@@ -15,7 +15,12 @@ from cluster.consensus.messages import Membership
 from cluster.consensus.raft import Role
 from cluster.storage import itemstore
 from cluster.storage.commands import PutCommand, encode_command
-from cluster.storage.compaction import compaction_due
+from cluster.storage.compaction import (
+    MAX_STRETCH,
+    ROWS_PER_ENTRY,
+    compaction_due,
+    compaction_interval,
+)
 from cluster.storage.itemstore import AppliedMark, ItemStore, encode_key_value
 from cluster.storage.replica import Replica, ReplicaSettings
 
@@ -100,3 +105,52 @@ def test_replicas_of_a_group_compact_at_their_own_phase() -> None:
     assert steady == [0, 667, 1334]  # a third of the interval apart
     # A node that is not a voter (yet) compacts at phase 0.
     assert compaction_due(0, every, "n9", members) == every
+
+
+def test_the_interval_grows_with_the_store_a_full_replica_dumps_up_to_a_cap() -> None:
+    """A dump reads the whole store: a big one is dumped at most once per ROWS_PER_ENTRY rows
+    of it per entry applied, never less often than MAX_STRETCH intervals."""
+    every = 2000
+    assert compaction_interval(every, 0) == every  # nothing dumped yet (a start)
+    assert compaction_interval(every, every * ROWS_PER_ENTRY) == every  # small: as configured
+    assert compaction_interval(every, 6_000 * ROWS_PER_ENTRY) == 6_000
+    assert compaction_interval(every, 10**9) == every * MAX_STRETCH
+
+
+def test_a_full_replica_with_a_big_store_compacts_less_often(tmp_path: Path) -> None:
+    """The gaps between a replica's snapshots follow the rows its last dump held: as
+    configured while the store is small, stretched (up to the cap) once it is big."""
+    every = 10
+    rows_for_cap = every * MAX_STRETCH * ROWS_PER_ENTRY
+
+    async def scenario() -> list[tuple[int, int]]:
+        settings = ReplicaSettings(compact_every=every)
+        replica = await Replica.open(
+            "n1", "g", frozenset({"n1"}), tmp_path / "g", settings, lambda _: None
+        )
+        snapshots: list[tuple[int, int]] = []  # (snapshot index, rows of the dump behind it)
+        try:
+            await until(lambda: replica.raft.role is Role.LEADER, replica.tick)
+            i = 0
+            while len(snapshots) < 4 or snapshots[-4][1] < rows_for_cap:
+                assert (await replica.propose(put(i), timeout=5.0)).ok
+                i += 1
+                assert i < 5000, "the store never grew past the cap"
+                index = replica.raft.snapshot().meta.index
+                if index and (not snapshots or snapshots[-1][0] != index):
+                    snapshots.append((index, replica.compaction.dumped_rows))
+                if replica.compaction._dumping is not None:
+                    await until(lambda: replica.compaction._dumping is None)
+        finally:
+            await replica.close()
+        return snapshots
+
+    snapshots = asyncio.run(scenario())
+    gaps = [(b - a, rows) for (a, rows), (b, _) in pairwise(snapshots)]
+    small = [gap for gap, rows in gaps if rows <= every * ROWS_PER_ENTRY]
+    capped = [gap for gap, rows in gaps if rows >= rows_for_cap]
+    assert small and all(every * 3 // 4 <= gap <= 2 * every for gap in small)
+    # Stretched to the cap (the dump may end a few entries after it was due).
+    assert capped and all(
+        every * MAX_STRETCH * 3 // 4 <= gap <= 2 * every * MAX_STRETCH for gap in capped
+    )
