@@ -155,9 +155,23 @@ class ItemStore:
         # SQLite again): a commit whose outcome is unknown must not leave a stale mark that
         # would let an entry be applied twice (correctness over speed).
         self._mark: AppliedMark | None = None
+        # Whether a table holds any item, as far as known (absent: ask SQLite once). Every
+        # write and transactional read looks up the item's transaction lock (intents.py), in a
+        # lock table that is nearly always empty: known empty, that is no SQL at all. Only a
+        # probe of SQLite ever records False; a put records True before it is written, and a
+        # delete forgets what was known (correctness: a stale False would hide a lock).
+        self._has_rows: dict[str, bool] = {}
 
     def close(self) -> None:
         self._db.close()
+
+    def has_rows(self, tbl: str) -> bool:
+        """Whether table ``tbl`` holds any item (what ``get`` would need SQLite to answer)."""
+        known = self._has_rows.get(tbl)
+        if known is None:
+            row = self._db.execute("SELECT 1 FROM items WHERE tbl = ? LIMIT 1", (tbl,)).fetchone()
+            known = self._has_rows[tbl] = row is not None
+        return known
 
     def applied(self) -> AppliedMark:
         if self._mark is None:
@@ -165,6 +179,8 @@ class ItemStore:
         return self._mark
 
     def get(self, tbl: str, pk: bytes, sk: bytes) -> Item | None:
+        if self._has_rows.get(tbl) is False:  # known empty (has_rows): e.g. a lock table
+            return None
         row = self._db.execute(
             "SELECT item, crc FROM items WHERE tbl = ? AND pk = ? AND sk = ?", (tbl, pk, sk)
         ).fetchone()
@@ -241,9 +257,11 @@ class ItemStore:
         if membership is None:
             membership = current.membership
         mark = AppliedMark(index, term, membership)
+        has_rows = self._has_rows
         with self._transaction() as db:
             for op in ops:
                 if isinstance(op, PutItem):
+                    has_rows[op.tbl] = True  # before it is written: never claims "empty" wrongly
                     text = canonical_json(op.item)
                     db.execute(
                         "INSERT OR REPLACE INTO items (tbl, pk, sk, item, crc) "
@@ -251,11 +269,13 @@ class ItemStore:
                         (op.tbl, op.pk, op.sk, text, row_crc(op.tbl, op.pk, op.sk, text)),
                     )
                 elif isinstance(op, DeleteItem):
+                    has_rows.pop(op.tbl, None)  # may be empty now: the next has_rows asks
                     db.execute(
                         "DELETE FROM items WHERE tbl = ? AND pk = ? AND sk = ?",
                         (op.tbl, op.pk, op.sk),
                     )
                 elif isinstance(op, DeleteTable):
+                    has_rows.pop(op.tbl, None)
                     db.execute("DELETE FROM items WHERE tbl = ?", (op.tbl,))
                 else:
                     raise TypeError(f"not a store operation: {op!r}")
@@ -317,6 +337,7 @@ class ItemStore:
             for t, p, s, i in doc["rows"]
         ]
         mark = AppliedMark(int(index), int(term), None if membership is None else bytes(membership))
+        self._has_rows.clear()  # whatever it held is replaced (also if this fails half-way)
         with self._transaction() as db:
             db.execute("DELETE FROM items")
             db.execute("DELETE FROM meta")

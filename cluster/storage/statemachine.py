@@ -102,6 +102,14 @@ class _Batch:
             return None
         return self.store.get(*key)
 
+    def lock(self, key: ItemKey) -> Item | None:
+        """The transaction lock held on ``key`` (intents.py), if any: ``get`` of its lock key,
+        without SQL while the store knows the lock table is empty (nearly always)."""
+        lock = intents.lock_key(key)
+        if lock in self.items or self.store.has_rows(lock[0]):
+            return self.get(lock)
+        return None  # no lock in the store, none written by this batch
+
     def write(self, key: ItemKey, item: Item | None) -> None:
         self.items[key] = item
         self.ops.append(DeleteItem(*key) if item is None else PutItem(*key, item))
@@ -204,7 +212,7 @@ class StateMachine:
                 return ApplyResult(True, new=intents.resolve(cmd, batch))
             case BatchWriteCommand():
                 for write in cmd.writes:
-                    lock = batch.get(intents.lock_key((write.tbl, write.pk, write.sk)))
+                    lock = batch.lock((write.tbl, write.pk, write.sk))
                     if lock is not None:
                         return _conflict(lock)
                 sizes: list[int] = []
@@ -222,7 +230,7 @@ class StateMachine:
             case ScrubCommand():
                 return ApplyResult(True)  # handled in apply
         key = (cmd.tbl, cmd.pk, cmd.sk)
-        lock = batch.get(intents.lock_key(key))
+        lock = batch.lock(key)
         if lock is not None:  # an item in a transaction changes only through its resolution
             return _conflict(lock)
         if not answer and cmd.condition is None and isinstance(cmd, PutCommand | DeleteCommand):

@@ -158,3 +158,33 @@ def test_records_are_written_with_the_intents_or_not_at_all(sm: Machine) -> None
         {"Code": "ConditionalCheckFailed", "old": item(B, n=1)}
     ]
     assert sm.store.get(lock_table("t"), A, b"") is None
+
+
+def test_a_lock_table_known_empty_costs_no_sql_and_every_lock_still_blocks(
+    sm: Machine, tmp_path: Path
+) -> None:
+    """Writes look up their item's lock without SQL while the store knows the lock table is
+    empty (ItemStore.has_rows); a lock written by an apply, or brought by a snapshot restore,
+    is seen at once; a resolution that empties the table lets plain writes through again."""
+    sm.apply(put(A, item(A, n=10)))  # the lock table is probed once here: empty
+    selects: list[str] = []
+    sm.store._db.set_trace_callback(lambda sql: selects.append(sql) if "SELECT" in sql else None)
+    assert sm.one(put(B, item(B, n=1))).ok
+    assert len(selects) == 1  # the old item only (its size is the answer's); no lock lookup
+    sm.store._db.set_trace_callback(None)
+    # A lock written after the probe blocks, in a later batch and in the same one.
+    assert sm.one(prepare("x", debit(A, 1))).ok
+    assert sm.one(put(A, item(A, n=2))).error == CONFLICT
+    same = sm.apply(prepare("y", debit(B, 1)), put(B, item(B, n=5)))
+    assert same[0].ok and same[1].error == CONFLICT
+    sm.apply(resolve("x", False, A), resolve("y", False, B))
+    assert sm.one(put(A, item(A, n=3))).ok  # the table is empty again (asked, not assumed)
+    # A snapshot restored over a store that knew its lock table empty brings a lock along.
+    held = Machine(tmp_path / "held.sqlite")
+    held.apply(put(A, item(A, n=10)), prepare("z", debit(A, 1)))
+    dump = held.store.dump()
+    held.store.close()
+    assert sm.store.has_rows(lock_table("t")) is False
+    sm.store.restore(dump)
+    sm.index = sm.store.applied().index
+    assert sm.one(put(A, item(A, n=4))).error == CONFLICT
