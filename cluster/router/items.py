@@ -104,7 +104,7 @@ async def put_item(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any
     v.attribute_map(request, "Item")  # DynamoDB checks the request before it finds the table
     condition, returns = _condition_and_returns(request)
     layout = await ctx.table(name)
-    item = v.item(request, layout.spec.key_schema)
+    item = v.item(request, layout.spec.key_schema, checked=True)  # attribute_map, above
     pk, sk = v.encoded_key(layout.spec.key_schema, item)
     cmd = PutCommand(layout.spec.name, pk, sk, item, condition, returns)
     result = await _write(ctx, layout, pk, cmd, len(repr(item)))

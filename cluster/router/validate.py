@@ -136,10 +136,12 @@ def attribute_map(request: Mapping[str, Any], name: str) -> None:
     guarded(validate_item, field(request, name, dict, required=True))
 
 
-def item(request: Mapping[str, Any], schema: KeySchema) -> dict[str, Any]:
-    """The request's ``Item``, validated, with its numbers in canonical text (as stored)."""
+def item(request: Mapping[str, Any], schema: KeySchema, *, checked: bool = False) -> dict[str, Any]:
+    """The request's ``Item``, validated, with its numbers in canonical text (as stored).
+    ``checked``: ``attribute_map(request, "Item")`` already validated its values."""
     value: dict[str, Any] = field(request, "Item", dict, required=True)
-    guarded(validate_item, value)
+    if not checked:
+        guarded(validate_item, value)
     for name in schema.names():
         if name not in value:
             raise DynamoError.validation(

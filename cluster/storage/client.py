@@ -93,6 +93,9 @@ class NodeClient:
         Raises NodeUnavailable (``sent`` False when the request surely did not leave: the
         connect failed or did not finish in time) or TimeoutError (sent, no reply in time).
         """
+        out = self._out
+        if out is not None and out.can_write_now():
+            return await self._call_connected(out, op, deadline, fields)
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         sent = False
@@ -119,6 +122,26 @@ class NodeClient:
         finally:
             self._waiting.pop(request_id, None)
 
+    async def _call_connected(
+        self, out: Coalescer, op: str, deadline: float, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``call`` on a connection that is up and not held back (most calls): the request
+        is handed over without waiting, so only the reply is waited for, bounded by a timer
+        rather than an ``asyncio.timeout`` scope, a connect check and a drain per call (5% of
+        a router's CPU per PutItem). Same outcomes: the reply, NodeUnavailable (sent) if the
+        connection breaks first, TimeoutError (sent) at the deadline."""
+        request_id = next(self._ids)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._waiting[request_id] = future
+        timer = loop.call_later(max(0.0, deadline), _time_out, future)
+        try:
+            out.write(encode_frame({"id": request_id, "op": op, **fields}))
+            return await future
+        finally:
+            timer.cancel()
+            self._waiting.pop(request_id, None)
+
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
@@ -138,6 +161,11 @@ class NodeClient:
             if not future.done():
                 future.set_exception(exc)
         self._waiting.clear()
+
+
+def _time_out(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class GroupClient:
@@ -239,20 +267,23 @@ class GroupClient:
         end = time.monotonic() + deadline
         hint = self.leaders.get(group)
         reply: dict[str, Any] = {"error": "Unavailable", "message": f"no leader for {group}"}
-        order = [n for n in (candidates or self.addresses) if n in self.addresses]
+        order: list[str] | None = None
         i = 0
         while (remaining := end - time.monotonic()) > 0:
-            # Nodes that just failed us are left out while any other candidate remains: through
-            # a proxy a dead node accepts the connection and then resets it, which for a write
-            # means "outcome unknown" — walking into it again would fail the write for nothing.
-            pool = [n for n in order if not self._suspect(n, group)] or order
             # A named leader is tried even if the caller did not list it: the map the
             # candidates come from lags behind healing (and cannot follow at all while the
             # metadata group is out of reach); the node itself says if it does not lead.
-            if hint is not None and (hint in pool or self._knows(hint, group)):
-                node = hint
+            if hint is not None and self._knows(hint, group):
+                node = hint  # (steady traffic: the pool below would pick it too)
             else:
-                node = pool[i % len(pool)]
+                if order is None:
+                    order = [n for n in (candidates or self.addresses) if n in self.addresses]
+                # Nodes that just failed us are left out while any other candidate remains:
+                # through a proxy a dead node accepts the connection and then resets it, which
+                # for a write means "outcome unknown" — walking into it again would fail the
+                # write for nothing.
+                pool = [n for n in order if not self._suspect(n, group)] or order
+                node = hint if hint is not None and hint in pool else pool[i % len(pool)]
             i += 1
             wait = remaining if attempt_timeout is None else min(remaining, attempt_timeout)
             try:

@@ -39,5 +39,11 @@ class Coalescer:
         if not self.writer.is_closing():
             self.writer.write(data)
 
+    def can_write_now(self) -> bool:
+        """Whether a frame written now needs no drain: the connection is open and its send
+        buffer empty, so the transport is not pausing its writers (it pauses only above its
+        high-water mark); a caller may then skip ``drain``."""
+        return not self.writer.is_closing() and not self.writer.transport.get_write_buffer_size()
+
     async def drain(self) -> None:
         await self.writer.drain()

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cluster.storage.client import GroupClient
+from cluster.storage.client import GroupClient, NodeUnavailable
 from cluster.storage.wire import encode_frame, read_frame
 
 SILENT = "silent"
@@ -182,5 +182,44 @@ def test_a_leader_whose_connection_failed_is_not_vouched_for() -> None:
             reply = await client.call_leader("g", "get", 1.0, **kw)
             assert reply.get("error") == "NotLeader"
             assert client.suspect("dead", "g")
+
+    asyncio.run(scenario())
+
+
+def test_calls_on_an_open_connection_keep_their_deadline_and_outcomes() -> None:
+    """NodeClient.call on a connection that is up (its fast path: no timeout scope, no drain):
+    a reply comes back to its own call; a silent node times out at the call's deadline, not
+    later, and the request counts as sent; a connection that breaks under a waiting call fails
+    it with NodeUnavailable (sent), and the next call connects again."""
+
+    async def scenario() -> None:
+        async with nodes(n={"a": True, "quiet": SILENT}) as (client, started):
+            node = client.client("n")
+            assert (await node.call("get", group="a", deadline=1.0)) == {
+                "id": 1,
+                "result": {"ok": True},
+            }
+            assert node._out is not None and node._out.can_write_now()  # the fast path's case
+            began = asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(node.call("get", group="quiet", deadline=0.2), 2.0)
+                raise AssertionError("a silent node answered")
+            except TimeoutError:
+                pass
+            assert 0.15 <= asyncio.get_running_loop().time() - began < 1.0
+            assert node._waiting == {}  # nothing left behind
+            replies = await asyncio.gather(*(node.call("get", group="a") for _ in range(20)))
+            assert {r["id"] for r in replies} == set(range(3, 23))
+            waiting = asyncio.ensure_future(node.call("get", group="quiet", deadline=5.0))
+            await asyncio.sleep(0.05)
+            await started["n"].stop()
+            assert node._writer is not None
+            node._writer.transport.abort()  # the connection breaks under the waiting call
+            try:
+                await asyncio.wait_for(waiting, 1.0)
+                raise AssertionError("a broken connection answered")
+            except NodeUnavailable as exc:
+                assert exc.sent
+            assert node._waiting == {}
 
     asyncio.run(scenario())
