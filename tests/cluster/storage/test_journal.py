@@ -741,4 +741,3 @@ def test_a_wal_written_unsynced_after_a_clean_close_is_listed_only_once_durable(
     wal2.close()
     assert [e.index for e in state.entries] == [1, 2, 3]
     wal.close()
-
