@@ -33,7 +33,7 @@ from cluster.topology import parse_topology
 
 from . import itemstore
 from .layout import GROUPS_DIR
-from .node import NodeConfig, StorageNode
+from .node import NodeConfig, StopFailed, StorageNode
 
 STOP_SECONDS = 5.0
 
@@ -255,7 +255,10 @@ async def serve(launch: Launch) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(sys.argv[1:] if argv is None else argv)
-    run_loop(serve(config))
+    try:
+        run_loop(serve(config))
+    except StopFailed as exc:  # every part closed; each failure logged once: one line, status 1
+        raise SystemExit(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,32 @@ class NodeConfig:
     def unsafe_modes(self) -> list[str]:
         """The TEST-ONLY broken modes this node runs with (announced in /health and the log)."""
         return ["ack-before-commit"] if self.unsafe_ack_before_commit else []
+
+
+class StopFailed(Exception):
+    """``StorageNode.stop`` closed every part, but some failed to (each logged once)."""
+
+    def __init__(self, node_id: str, failures: list[tuple[str, Exception]]) -> None:
+        part, first = failures[0]
+        more = f" ({len(failures) - 1} more failed: see the log)" if len(failures) > 1 else ""
+        super().__init__(f"node {node_id}: closing {part} failed: {_said(first)}{more}")
+        self.failures = failures
+
+
+def _said(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _close_part(
+    part: str, closing: Awaitable[None], failures: list[tuple[str, Exception]]
+) -> None:
+    """Await one part's close; should it fail, log it (one line) and note it in ``failures``.
+    A cancelled stop (its caller's timeout) is not a failure: it ends the stop as before."""
+    try:
+        await closing
+    except Exception as exc:
+        log.error("closing %s failed: %s", part, _said(exc))
+        failures.append((part, exc))
 
 
 class StorageNode:
@@ -234,14 +260,22 @@ class StorageNode:
         for rebuild in self._rebuilds:  # one swapping files ends first (uninterrupted)
             rebuild.cancel()
         await asyncio.gather(*self._rebuilds, return_exceptions=True)
+        # Every part closes, in this order, whatever an earlier one raised: a replica whose
+        # loop ended on a failed journal used to abort the stop, leaving the other replicas'
+        # WALs and stores and the I/O thread open. Each failure is logged once; the first is
+        # raised (StopFailed) once all are closed. Nothing durable changes: a part that fails
+        # to close is what its own close makes of it, as before.
+        failures: list[tuple[str, Exception]] = []
         async with self._group_lock:  # no group is created, dropped or swapped while closing
             self._stopping = True
-            await self.links.stop()
+            await _close_part("peer links", self.links.stop(), failures)
             if self.journal is not None:  # a clean stop: the WALs stand alone again
-                await asyncio.to_thread(self.journal.close)
-            for replica in list(self.replicas.values()):
-                await replica.close()
-            await asyncio.to_thread(self.ready_io.close)
+                await _close_part("journal", asyncio.to_thread(self.journal.close), failures)
+            for group, replica in list(self.replicas.items()):
+                await _close_part(group, replica.close(), failures)
+            await _close_part("I/O thread", asyncio.to_thread(self.ready_io.close), failures)
+        if failures:
+            raise StopFailed(self.config.node_id, failures) from failures[0][1]
 
     def _check_running(self) -> None:
         """Under the group lock: groups change only while the node runs (not once stopped)."""

@@ -186,19 +186,26 @@ class Replica:
         return replica
 
     async def close(self) -> None:
+        """Close the loop, then the files, whatever failed: a loop that ended on an error (a
+        trip's write refused by a failed journal) raises it here, after the files closed."""
         self.closing = True
-        await cancel_and_wait(self.task)
-        self._fail_pending(OutcomeUnknown(f"{self.group}: replica closed"))
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.io, self._close_files)
-        if self.owns_io:
-            self.io.shutdown(wait=True)
+        try:
+            await cancel_and_wait(self.task)
+        finally:
+            self._fail_pending(OutcomeUnknown(f"{self.group}: replica closed"))
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self.io, self._close_files)
+            finally:
+                if self.owns_io:
+                    self.io.shutdown(wait=True)
 
     def _close_files(self) -> None:
-        if self.journal is not None:
-            self.journal.forget(self.group)  # fsyncs the WAL: it stands alone from here on
-        self.wal.close()
-        self.store.close()
+        with contextlib.ExitStack() as closing:  # each closes even if one before it raised
+            closing.callback(self.store.close)
+            closing.callback(self.wal.close)
+            if self.journal is not None:
+                self.journal.forget(self.group)  # fsyncs the WAL: it stands alone from here on
 
     # --- inputs (all go through the inbox) ---------------------------------------------------
 

@@ -28,3 +28,20 @@ def test_a_compact_every_below_one_is_refused_at_the_start(
     with pytest.raises(SystemExit):
         parse_args([*BASE, "--data-dir", str(tmp_path), "--compact-every", value])
     assert f"argument --compact-every: {says}" in capsys.readouterr().err
+
+
+def test_a_stop_that_failed_exits_with_one_line_and_status_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every part closed, a failure logged: the process says the first one, no traceback."""
+    from cluster.storage import __main__ as main_module
+    from cluster.storage.node import StopFailed
+
+    async def serve(launch: object) -> None:
+        raise StopFailed("n1", [("p0", OSError(5, "EIO"))]) from OSError(5, "EIO")
+
+    monkeypatch.setattr(main_module, "serve", serve)
+    with pytest.raises(SystemExit) as exited:
+        main_module.main([*BASE, "--data-dir", str(tmp_path)])
+    assert exited.value.code == "node n1: closing p0 failed: OSError: [Errno 5] EIO"
+    assert exited.value.__suppress_context__
