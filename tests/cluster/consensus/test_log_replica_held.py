@@ -79,3 +79,58 @@ def test_after_a_change_of_leader_a_log_replica_knows_nothing_until_told_again()
         AppendEntries(GROUP, "n1", "n3", n3.term + 1, hs.last_index(), hs.last_term(), (), 0)
     )
     assert n3.full_voters_hold() == 0
+
+
+# From the session 11 safety review (review2, branch review2 tests/review_s11/test_review2_held.py):
+# each catches a break the tests above miss.
+
+
+def test_the_leader_counts_its_own_copy_only_once_it_is_on_its_disk() -> None:
+    """B6. The leader's AppendEntries leave before its own fsync: n2 and n3 write and
+    acknowledge, which commits the entries (2 of 3) while the leader's disk lacks them. held
+    must not count the leader's unsynced copy: there the entries are on n2's disk (and n3's
+    log) only, so the log replica must keep them."""
+    net = _group()
+    for i in range(5):
+        net.propose("n1", f"w{i}".encode())
+    net.tick(times=2)
+    n1 = net.raft("n1")
+    stable = n1.log.stable
+    for i in range(4):
+        net.propose("n1", f"x{i}".encode())
+    rd = n1.ready()  # the leader's write is still in flight: no persist, no advance
+    assert rd.entries and any(isinstance(m, AppendEntries) for m in rd.messages)
+    net.inflight += [m for m in rd.messages if isinstance(m, AppendEntries)]
+    net.deliver(lambda m: m.dst in ("n2", "n3"))
+    for node in ("n2", "n3"):
+        raft = net.raft(node)
+        while raft.has_ready():
+            net.handle_ready(node, raft.ready())
+    net.deliver(lambda m: m.dst == "n1")
+    assert n1.log.stable == stable < n1.log.last_index()
+    assert n1.log.commit == n1.log.last_index()  # committed by n2 and n3 alone
+    assert n1.full_voters_hold() <= n1.log.stable
+
+
+def test_adding_a_full_voter_drops_held_until_it_acknowledges() -> None:
+    """B3. A new full voter (n4, cut off) holds nothing: the leader's held is 0 from the moment
+    the change is in its log, and the log replica follows it down (latest word, not highest)."""
+    net = _group()
+    for i in range(5):
+        net.propose("n1", f"w{i}".encode())
+    net.tick(times=2)
+    n1, n3 = net.raft("n1"), net.raft("n3")
+    before = n3.full_voters_hold()
+    assert before > 0
+    new = Membership(frozenset([*N3, "n4"]), log_only=frozenset({"n3"}))
+    net.add("n4", membership=new, offset=12)
+    net.cut("n1", "n4")
+    net.cut("n2", "n4")
+    net.cut("n3", "n4")
+    n1.propose_membership(new)
+    assert n1.full_voters_hold() == 0
+    net.tick(times=3)
+    assert n3.membership == new
+    assert n3.full_voters_hold() == 0
+    net.recover()
+    net.run_until(lambda: n3.full_voters_hold() >= before, max_ticks=20)

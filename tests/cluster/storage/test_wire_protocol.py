@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import replace
+import copy
+import random
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
+from cluster import auth
 from cluster.consensus import messages
+from cluster.consensus import messages as m
 from cluster.consensus.messages import (
     AnyMessage,
     AppendEntries,
@@ -37,7 +41,7 @@ from cluster.consensus.messages import (
     TimeoutNow,
     VoteResponse,
 )
-from cluster.storage import wire
+from cluster.storage import handshake, wire
 from cluster.storage.handshake import receive_hello, send_hello
 from cluster.storage.node import NodeConfig, StorageNode
 from cluster.storage.transport import PeerLinks
@@ -322,3 +326,112 @@ def test_a_node_steps_a_newer_peers_frame_with_fields_it_does_not_know(tmp_path:
     finally:
         node.ready_io.close()
     assert stepped == ALL_KINDS
+
+
+# From the session 11 safety review (review2, branch review2 tests/review_s11/test_review2_wire.py).
+# A mutation fuzz: whatever a (buggy) peer sends is refused or decodes with exact types; and a
+# stripped announcement (a man in the middle: the challenge is not authenticated) is a downgrade
+# to protocol 1, whose only effect is AppendEntries without held, decoded as 0 (compact nothing).
+
+MEM = Membership(frozenset({"n1", "n2", "n3"}), frozenset({"n3"}))
+E = (Entry(4, 2, EntryKind.NORMAL, b"a"), Entry(5, 2, EntryKind.CONFIG, MEM.encode()))
+SAMPLES: list[m.AnyMessage] = [
+    m.AppendEntries("g", "n1", "n2", 2, 3, 1, E, 4, 7, 3),
+    m.AppendResponse("g", "n2", "n1", 2, True, 5, 7),
+    m.RequestVote("g", "n1", "n2", 3, 5, 2, True, False),
+    m.VoteResponse("g", "n2", "n1", 3, True, True),
+    m.InstallSnapshot("g", "n1", "n3", 2, m.Snapshot(m.SnapshotMeta(9, 2, MEM), b"st"), 4),
+    m.TimeoutNow("g", "n1", "n2", 2),
+]
+POOL: list[Any] = [
+    0, 1, -1, 2**40, True, False, None, "x", "", b"", b"\xff", 1.5, [], [1, 2, 3, 4],
+    [0, 0, 0, b""], {"a": 1}, [[1, 1, 0, b"x"]], [[1, 1, 0, "x"]], [[1, 1, 99, b"x"]],
+    [1, 1, b"\xff;", b""], [1, 1, b"n1,n2;n3", b""],
+]  # fmt: skip
+
+
+def _mutate(body: list[Any], rng: random.Random) -> Any:
+    body = copy.deepcopy(body)
+    op = rng.randrange(6)
+    if op == 0 and body:  # replace a top-level field
+        body[rng.randrange(len(body))] = rng.choice(POOL)
+    elif op == 1 and body:  # drop a field
+        del body[rng.randrange(len(body))]
+    elif op == 2:  # extra trailing fields (protocol 3+)
+        body += [rng.choice(POOL) for _ in range(rng.randrange(1, 4))]
+    elif op == 3:  # mutate inside a nested list (entries, snapshot)
+        nested = [x for x in body if isinstance(x, list)]
+        if nested:
+            target = rng.choice(nested)
+            inner = [x for x in target if isinstance(x, list)] or [target]
+            t = rng.choice(inner)
+            if t:
+                t[rng.randrange(len(t))] = rng.choice(POOL)
+    elif op == 4:
+        return rng.choice(POOL)  # not a list at all
+    else:  # truncate
+        del body[rng.randrange(len(body) + 1) :]
+    return body
+
+
+def _exact_types(msg: m.AnyMessage) -> None:
+    for f in fields(msg):
+        value = getattr(msg, f.name)
+        want = {"int": int, "str": str, "bool": bool}.get(str(f.type))
+        if want is not None:
+            assert type(value) is want, (f.name, value)
+    if isinstance(msg, AppendEntries):
+        for e in msg.entries:
+            assert type(e.index) is int and type(e.term) is int and type(e.data) is bytes
+            assert isinstance(e.kind, EntryKind)
+    if isinstance(msg, m.InstallSnapshot):
+        meta = msg.snapshot.meta
+        assert type(meta.index) is int and type(meta.term) is int
+        assert type(msg.snapshot.data) is bytes
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_a_mutated_message_is_refused_or_well_typed(protocol: int) -> None:
+    rng = random.Random(protocol)
+    accepted = refused = 0
+    for _ in range(6000):
+        body = _mutate(encode_message(rng.choice(SAMPLES), protocol), rng)
+        try:
+            msg = decode_message(body)
+        except FrameError:
+            refused += 1
+            continue
+        _exact_types(msg)
+        accepted += 1
+    assert accepted > 500 and refused > 2000
+
+
+def test_a_stripped_announcement_is_a_downgrade_to_safe_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A man in the middle that removes "protocol" from the challenge: the dialer learns 1,
+    proves the key exactly as before, and sends AppendEntries without held (decoded as 0)."""
+    monkeypatch.setattr(auth, "_keys", [])
+    auth.install("s3cret-key-for-review")
+
+    async def run() -> tuple[int, bool]:
+        challenge = auth.challenge()
+        reader = asyncio.StreamReader()
+        reader.feed_data(encode_frame({"challenge": challenge}))  # no "protocol"
+        sent: list[bytes] = []
+
+        class W:
+            def write(self, data: bytes) -> None:
+                sent.append(data)
+
+        protocol = await handshake.send_hello(reader, W(), "peer", node="n1")  # type: ignore[arg-type]
+        r2 = asyncio.StreamReader()
+        r2.feed_data(sent[0])
+
+        hello = await wire.read_frame(r2)
+        return protocol, auth.check_hello(hello, challenge)
+
+    protocol, proven = asyncio.run(run())
+    assert protocol == 1 and proven
+    msg = decode_message(encode_message(SAMPLES[0], protocol))
+    assert isinstance(msg, AppendEntries) and msg.held == 0
