@@ -342,6 +342,14 @@ class Replica:
     # --- the loop ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """An I/O failure ends the loop (fail-stop): say so at once, not only at the node's stop."""
+        try:
+            await self._serve()
+        except Exception as exc:
+            log.critical("replica %s stopped on %r; not served until restart", self.group, exc)
+            raise
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self.wake.wait()

@@ -88,6 +88,8 @@ def test_a_replica_whose_loop_died_on_a_failed_journal_does_not_stop_the_stop(
         assert p0.task is not None
         await asyncio.wait([p0.task], timeout=10)
         assert p0.task.done() and isinstance(p0.task.exception(), OSError)  # ended on the EIO
+        # said when it happened, not only at the stop
+        assert "replica p0 stopped on OSError" in caplog.text, caplog.text
         with pytest.raises(StopFailed, match="closing p0 failed: OSError") as stopped:
             await node.stop()
         assert stopped.value.failures[0][0] == "p0"
@@ -95,6 +97,7 @@ def test_a_replica_whose_loop_died_on_a_failed_journal_does_not_stop_the_stop(
         with pytest.raises(OutcomeUnknown):  # never acknowledged
             await answer
 
+    caplog.set_level(logging.CRITICAL, logger="cluster.storage.replica")
     with caplog.at_level(logging.ERROR, logger=node_module.__name__):
         asyncio.run(scenario())
     said = [r.getMessage() for r in caplog.records if r.name == node_module.__name__]
