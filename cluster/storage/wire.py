@@ -153,13 +153,18 @@ def _bools(*values: Any) -> None:
             raise TypeError(f"expected a boolean, got {value!r}")
 
 
-def _entries(raw: Any) -> tuple[messages.Entry, ...]:
+def _entries(raw: Any, prev_index: int) -> tuple[messages.Entry, ...]:
+    """An AppendEntries' entries: well typed, and indexes prev_index + 1, + 2, ... as every
+    leader sends them (Raft.slice). Anything else would make the core raise while it builds a
+    Ready (ending the replica's loop) or acknowledge an index it does not hold."""
     if type(raw) is not list:
         raise TypeError("entries must be a list")
-    out = []
+    out: list[messages.Entry] = []
     for i, t, k, d in raw:  # an entry's layout is fixed (see above)
         if type(i) is not int or type(t) is not int or type(k) is not int or type(d) is not bytes:
             raise TypeError(f"malformed entry {[i, t, k, d]!r}")
+        if i != prev_index + 1 + len(out):
+            raise ValueError(f"entry {i} does not follow {prev_index + len(out)}")
         out.append(messages.Entry(i, t, messages.EntryKind(k), d))
     return tuple(out)
 
@@ -179,7 +184,7 @@ def decode_message(body: Any) -> messages.AnyMessage:
             prev_index, prev_term, commit, seq, raw = rest[:5]
             held = rest[5] if len(rest) > 5 else 0  # a protocol 1 leader never says: 0
             _ints(prev_index, prev_term, commit, seq, held)
-            entries = _entries(raw)
+            entries = _entries(raw, prev_index)
             return messages.AppendEntries(
                 *common, prev_index, prev_term, entries, commit, seq, held
             )

@@ -435,3 +435,18 @@ def test_a_stripped_announcement_is_a_downgrade_to_safe_defaults(
     assert protocol == 1 and proven
     msg = decode_message(encode_message(SAMPLES[0], protocol))
     assert isinstance(msg, AppendEntries) and msg.held == 0
+
+
+def test_entries_that_do_not_follow_prev_index_are_refused_at_the_wire() -> None:
+    """(review2, was xfail strict: pre-existing.) A gap made the core raise while building the
+    Ready (the replica's loop ended: the group stopped on that node); an entry at index 0 after
+    prev 0 was acknowledged as index 1, which nobody held."""
+    ok = (Entry(1, 1, EntryKind.NORMAL, b"a"), Entry(2, 1, EntryKind.NORMAL, b"b"))
+    assert decode_message(encode_message(AppendEntries("g", "n1", "n2", 1, 0, 0, ok, 0)))
+    gap = (Entry(1, 1, EntryKind.NORMAL, b"a"), Entry(5, 1, EntryKind.NORMAL, b"b"))
+    zero = (Entry(0, 1, EntryKind.NORMAL, b"a"),)
+    late = (Entry(4, 1, EntryKind.NORMAL, b"a"),)  # prev 2: index 3 skipped
+    for prev, entries in ((0, gap), (0, zero), (2, late)):
+        body = encode_message(AppendEntries("g", "n1", "n2", 1, prev, 1, entries, 0))
+        with pytest.raises(FrameError, match="does not follow"):
+            decode_message(body)
