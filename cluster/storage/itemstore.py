@@ -23,12 +23,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import sqlite3
 import struct
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,16 +87,6 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB);
 """
 _DUMP_VERSION = 1
-log = logging.getLogger(__name__)
-# SQLite's own checkpoints (copying its WAL into the database file, with an fsync of each) run
-# here, on connections of their own: left to SQLite, every 1000th page committed checkpointed
-# inside that COMMIT, i.e. inside an apply, on the node's event loop or I/O thread (whichever
-# ran the trip): 7-12 ms for the ~2,500 pages of 330 applies of 4 writes, 4-5 times a second
-# per node at bench/replication.py's half load, with every group's trips waiting. SQLite
-# releases the GIL while it checkpoints. A checkpoint runs alongside the store's commits
-# (PASSIVE: it copies what no reader still needs and never blocks a writer).
-_CHECKPOINTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-CHECKPOINT_EVERY = 100  # commits of a store between its checkpoints (~1000 pages at 4 writes)
 _WRITE_MARK = "INSERT OR REPLACE INTO meta VALUES (?, ?), (?, ?)"
 _WRITE_MARK_MEMBERS = "INSERT OR REPLACE INTO meta VALUES (?, ?), (?, ?), (?, ?)"
 
@@ -156,10 +144,6 @@ class ItemStore:
             raise RuntimeError(f"{path}: SQLite refused WAL journal mode ({mode})")
         self._durable = synchronous_level(path) != "OFF"
         self._db.execute(f"PRAGMA synchronous={'NORMAL' if self._durable else 'OFF'}")
-        # No checkpoint inside a commit: _CHECKPOINTS runs them (_committed).
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._commits = 0  # since the last checkpoint was asked for
-        self._checkpointing: Future[bool] | None = None
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(items)")}
         if "crc" not in columns:  # a store from before row checksums
@@ -179,8 +163,6 @@ class ItemStore:
         self._has_rows: dict[str, bool] = {}
 
     def close(self) -> None:
-        if self._checkpointing is not None:  # its connection ends before ours does
-            self._checkpointing.exception()
         self._db.close()
 
     def has_rows(self, tbl: str) -> bool:
@@ -299,33 +281,6 @@ class ItemStore:
                     raise TypeError(f"not a store operation: {op!r}")
             self._write_applied(mark)
         self._mark = mark
-        self._committed()
-
-    def _committed(self) -> None:
-        """After a commit: every CHECKPOINT_EVERY commits, a checkpoint in _CHECKPOINTS. If
-        the last one failed (or one is still running ten times as long), one here instead, as
-        SQLite's own would have been (its WAL must not grow without bound); like SQLite's own,
-        a failure of it fails no commit: it is logged, and tried again later."""
-        self._commits += 1
-        if self._commits < CHECKPOINT_EVERY:
-            return
-        running = self._checkpointing
-        if running is not None and not running.done():
-            if self._commits >= CHECKPOINT_EVERY * 10:
-                self._commits = 0
-                self._checkpoint_here()
-            return
-        self._commits = 0
-        if running is not None and not running.result():
-            self._checkpoint_here()  # the last one failed
-            return
-        self._checkpointing = _CHECKPOINTS.submit(_checkpoint, self.path, self._durable)
-
-    def _checkpoint_here(self) -> None:
-        try:
-            self.checkpoint()
-        except sqlite3.Error as exc:
-            log.warning("%s: checkpoint failed: %r", self.path, exc)
 
     def digest(self) -> str:
         """Hex SHA-256 of every item in key order: replicas with equal data have equal digests.
@@ -528,24 +483,6 @@ class StoreSnapshot:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
         self._db.close()
-
-
-def _checkpoint(path: Path, durable: bool) -> bool:
-    """(_CHECKPOINTS) A PASSIVE checkpoint of the store at ``path`` through a connection of
-    its own (``mode=rw``: never creates a file); False if SQLite refused it."""
-    try:
-        uri = f"{path.absolute().as_uri()}?mode=rw"
-        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        try:
-            # Its fsyncs (of the WAL before copying, of the file after) as the store's own.
-            db.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        finally:
-            db.close()
-    except Exception as exc:  # the store's next commit takes one itself (ItemStore._committed)
-        log.warning("%s: checkpoint failed: %r", path, exc)
-        return False
-    return True
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-import sqlite3
 import struct
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -16,7 +14,6 @@ from pathlib import Path
 import crc32c
 import pytest
 
-from cluster.storage import itemstore
 from cluster.storage.itemstore import (
     AppliedMark,
     DeleteItem,
@@ -436,83 +433,3 @@ def test_views_and_scrub_snapshots_open_any_directory_name(tmp_path: Path, name:
     snapshot.close()
     assert verified.problems == () and verified.items == store.count() > 0
     store.close()
-
-
-def _file_only_count(path: Path, tmp: Path) -> int:
-    """Items in the database FILE alone (its WAL left out): what checkpoints copied there."""
-    copy = tmp / "file-only.sqlite"
-    copy.write_bytes(path.read_bytes())
-    db = sqlite3.connect(copy)
-    try:
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'items'").fetchone():
-            return 0  # not even the schema was copied yet
-        (n,) = db.execute("SELECT COUNT(*) FROM items").fetchone()
-    finally:
-        db.close()
-        copy.unlink()
-    return int(n)
-
-
-def test_checkpoints_run_beside_the_store_never_inside_its_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SQLite's WAL is copied into the database file by itemstore._checkpoint on a connection
-    of its own every CHECKPOINT_EVERY commits; no commit checkpoints by itself."""
-    monkeypatch.setattr(itemstore, "CHECKPOINT_EVERY", 5)
-    ran: list[Path] = []
-    real = itemstore._checkpoint
-
-    def spy(path: Path, durable: bool) -> bool:
-        ran.append(path)
-        return real(path, durable)
-
-    monkeypatch.setattr(itemstore, "_checkpoint", spy)
-    path = tmp_path / "items.sqlite"
-    store = ItemStore(path)
-    try:
-        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
-        for i in range(1, 5):
-            store.apply_batch(i, 1, [PutItem("t", S(f"k{i}"), b"", item(f"k{i}"))])
-        assert ran == [] and _file_only_count(path, tmp_path) == 0  # all in SQLite's WAL
-        store.apply_batch(5, 1, [PutItem("t", S("k5"), b"", item("k5"))])
-        assert store._checkpointing is not None and store._checkpointing.result() is True
-        assert ran == [path] and _file_only_count(path, tmp_path) == 5
-        for i in range(6, 11):
-            store.apply_batch(i, 1, [PutItem("t", S(f"k{i}"), b"", item(f"k{i}"))])
-        assert store._checkpointing.result() is True
-        assert len(ran) == 2 and _file_only_count(path, tmp_path) == 10
-    finally:
-        store.close()
-
-
-def test_a_failed_checkpoint_is_taken_by_the_next_commit_and_close_waits_for_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(itemstore, "CHECKPOINT_EVERY", 3)
-    monkeypatch.setattr(itemstore, "_checkpoint", lambda path, durable: False)
-    path = tmp_path / "items.sqlite"
-    store = ItemStore(path)
-    for i in range(1, 4):  # the third asks for one: it fails
-        store.apply_batch(i, 1, [PutItem("t", S(f"k{i}"), b"", item(f"k{i}"))])
-    assert store._checkpointing is not None and store._checkpointing.result() is False
-    assert _file_only_count(path, tmp_path) == 0
-    for i in range(4, 7):  # the sixth takes it itself, on the store's own connection
-        store.apply_batch(i, 1, [PutItem("t", S(f"k{i}"), b"", item(f"k{i}"))])
-    assert _file_only_count(path, tmp_path) == 6
-    # close() lets a running checkpoint end first (its connection must not outlive ours).
-    gate = threading.Event()
-    done: list[str] = []
-
-    def slow(path: Path, durable: bool) -> bool:
-        gate.wait(10)
-        done.append("checkpoint")
-        return True
-
-    monkeypatch.setattr(itemstore, "_checkpoint", slow)
-    store._checkpointing = None
-    for i in range(7, 10):
-        store.apply_batch(i, 1, [PutItem("t", S(f"k{i}"), b"", item(f"k{i}"))])
-    threading.Timer(0.2, gate.set).start()
-    store.close()
-    done.append("closed")
-    assert done == ["checkpoint", "closed"]
