@@ -42,9 +42,10 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-async def shutdown_signal() -> None:
-    """Return once SIGTERM or SIGINT arrives (SIGKILL is a crash the process recovers from)."""
-    stop = asyncio.Event()
+async def shutdown_signal(stop: asyncio.Event | None = None) -> None:
+    """Return once SIGTERM or SIGINT arrives (SIGKILL is a crash the process recovers from),
+    or once ``stop`` is set (the process must end by itself: a storage node that failed)."""
+    stop = asyncio.Event() if stop is None else stop
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

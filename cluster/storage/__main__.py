@@ -8,6 +8,8 @@
 to route that link through the mesh. This entry point is where healing is wired in (the
 storage package itself never imports it): the admin runs inside the node as a service.
 SIGTERM and SIGINT stop the node cleanly; SIGKILL is a crash it recovers from on the next start.
+A node that fails while it runs (its journal's I/O, a replica's loop: ``StorageNode._fail_stop``)
+stops by itself and exits with one line, status 1 (fail-stop), to be started again.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from cluster.topology import parse_topology
 
 from . import itemstore
 from .layout import GROUPS_DIR
-from .node import NodeConfig, StopFailed, StorageNode
+from .node import NodeConfig, NodeFailed, StopFailed, StorageNode
 
 STOP_SECONDS = 5.0
 
@@ -245,19 +247,25 @@ async def serve(launch: Launch) -> None:
     if launch.healing is not None:
         node.add_service(Admin(node, launch.healing, launch.node_azs or {}, launch.meta_home))
     await node.start()
-    await shutdown_signal()
+    await shutdown_signal(node.failed)
     try:
         # Everything durable is on disk already; a stop that hangs must not keep us alive.
         await asyncio.wait_for(node.stop(), STOP_SECONDS)
     except TimeoutError:
         logging.getLogger(__name__).warning("clean stop took over %ss; exiting", STOP_SECONDS)
+    except StopFailed:
+        if node.failure is None:
+            raise
+        # Expected after a failure (each part's failure is logged): the node's own is said.
+    if node.failure is not None:
+        raise node.failure
 
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         run_loop(serve(config))
-    except StopFailed as exc:  # every part closed; each failure logged once: one line, status 1
+    except (StopFailed, NodeFailed) as exc:  # each failure logged once: one line, status 1
         raise SystemExit(str(exc)) from None
 
 

@@ -98,6 +98,9 @@ class NodeJournal:
         self._durable = 0  # records ever fsynced
         self._syncing = False
         self._failed: OSError | None = None
+        # Told the first failure, at once (the node stops: fail-stop, node.py). Called under
+        # the lock, from whichever thread failed: it must not block nor call the journal.
+        self.on_failure: Callable[[OSError], None] | None = None
         self._wals: dict[str, WriteAheadLog] = {}  # registered: the next checkpoint lists them
         # What the open generation's checkpoint lists: only these WALs' records may go to the
         # journal (recovery refuses records of a group it does not list). A WAL registered
@@ -366,7 +369,7 @@ class NodeJournal:
                 view = view[os.write(self._fd, view) :]
             os.fdatasync(self._fd)
         except OSError as exc:  # never retried: after a failed fsync the pages may be lost
-            self._failed = exc
+            self._fail(exc)
             raise
         finally:
             self._lock.acquire()
@@ -388,9 +391,16 @@ class NodeJournal:
         try:
             op()
         except BaseException as exc:
-            if self._failed is None:
-                self._failed = exc if isinstance(exc, OSError) else OSError(repr(exc))
+            self._fail(exc)
             raise
+
+    def _fail(self, exc: BaseException, what: str = "") -> None:
+        """Fail the journal (it refuses every write from now on) and tell ``on_failure``,
+        once: only the first failure counts."""
+        if self._failed is None:
+            self._failed = exc if isinstance(exc, OSError) else OSError(f"{what}{exc!r}")
+            if self.on_failure is not None:
+                self.on_failure(self._failed)
 
     def _check_self_syncing(self) -> None:
         """Under the lock, before a WAL that is not journaled fsyncs itself (a group registered
@@ -452,8 +462,7 @@ class NodeJournal:
             #   registered again (``register`` takes this checkpoint at once: the open
             #   generation lists its old WAL) would fsync its new WAL itself, which recovery
             #   cuts away.
-            if self._failed is None:
-                self._failed = exc if isinstance(exc, OSError) else OSError(f"checkpoint: {exc!r}")
+            self._fail(exc, "checkpoint: ")
             if fd >= 0:
                 os.close(fd)
                 with contextlib.suppress(OSError):

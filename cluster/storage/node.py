@@ -111,6 +111,10 @@ class StopFailed(Exception):
         self.failures = failures
 
 
+class NodeFailed(Exception):
+    """The node failed while it ran and must stop (fail-stop: ``StorageNode.failed``)."""
+
+
 def _said(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -165,6 +169,9 @@ class StorageNode:
         self.refused = 0  # connections closed for want of the cluster's key
         self.journal: NodeJournal | None = None
         self.ready_io = ReadyIO()  # the node's one I/O thread: Readies in batches (readyio.py)
+        # Set when the node must stop (``_fail_stop``); ``failure`` says why.
+        self.failed = asyncio.Event()
+        self.failure: NodeFailed | None = None
 
     # --- what services see (host.NodeHost) -----------------------------------------------------
 
@@ -211,6 +218,13 @@ class StorageNode:
             self.journal = await asyncio.to_thread(
                 NodeJournal.open, journal_dir(self.config.data_dir)
             )
+            loop = asyncio.get_running_loop()
+
+            def journal_failed(exc: OSError) -> None:  # any thread, under the journal's lock
+                with contextlib.suppress(RuntimeError):  # the loop closed: the process ends
+                    loop.call_soon_threadsafe(self._fail_stop, "journal", exc)
+
+            self.journal.on_failure = journal_failed
         groups = dict(self._load_groups())
         hosted = set(groups)
         for group, members in self.config.groups.items():
@@ -277,6 +291,25 @@ class StorageNode:
         if failures:
             raise StopFailed(self.config.node_id, failures) from failures[0][1]
 
+    def _fail_stop(self, part: str, exc: BaseException) -> None:
+        """``part`` failed for good: the journal (it refuses every write from then on), or a
+        replica's loop (its group is never served again by this process). The node stops:
+        ``failed`` is set, and ``python -m cluster.storage`` then stops it (``stop``: what can
+        be closed is closed; the failed journal acknowledges nothing more) and exits with one
+        line, status 1. Fail-stop: a process that cannot write durably must not look alive.
+        Kept running, it would still answer status with frozen roles and peers would still
+        reach it, so healing (which replaces unreachable members) would never replace its
+        replicas, and groups it led could stay unavailable. Once it is gone, it is a down node
+        like any other: its supervisor (a Kubernetes pod's restart; the game day's heal on
+        the local and docker backends) starts it again and its WAL replay recovers it, or
+        healing replaces its replicas meanwhile."""
+        if self.failure is not None or self._stopping:  # a stop's failures: StopFailed
+            return
+        said = f"node {self.config.node_id}: {part} failed: {_said(exc)}"
+        log.critical("%s; stopping the node (fail-stop)", said)
+        self.failure = NodeFailed(f"{said}; stopped (fail-stop): restart it to recover")
+        self.failed.set()
+
     def _check_running(self) -> None:
         """Under the group lock: groups change only while the node runs (not once stopped)."""
         if self._stopping:
@@ -310,6 +343,16 @@ class StorageNode:
         if rejoin:
             replica.raft.rejoin()  # its loop has not run yet: no Ready is outstanding
         self.replicas[group] = replica
+        assert replica.task is not None
+
+        def loop_ended(task: asyncio.Task[None]) -> None:
+            # A loop ends on an error (an I/O failure, a write the failed journal refused),
+            # or when its replica closes (rebuilt, dropped, the node stopping): not a failure.
+            error = None if task.cancelled() or replica.closing else task.exception()
+            if error is not None:
+                self._fail_stop(f"replica {group}", error)
+
+        replica.task.add_done_callback(loop_ended)
         return replica
 
     def _groups_file(self) -> Path:
