@@ -163,6 +163,10 @@ class StorageNode:
         # Partition-level admission; groups without a configured rate get a generous default.
         self.admission = PartitionAdmission(UNLIMITED_RATE, None, time.monotonic())
         self.limits: dict[str, tuple[float, bool]] = {}  # group -> (rate, provisioned)
+        # Groups dropped on request (DeleteTable, healing) and not created again since: the
+        # reconcile loop does not put them back from a map that still places them (see
+        # ``create_group``'s ``from_map``). Only an explicit create_group hosts them again.
+        self._dropped: set[str] = set()
         # Services running inside the node (the archiver, healing's admin: see host.py).
         self.services: list[NodeService] = []
         self.archiver: Archiver | None = None
@@ -390,6 +394,7 @@ class StorageNode:
         provisioned: bool = False,
         log_only: bool = False,
         rejoin: bool = False,
+        from_map: bool = False,
     ) -> bool:
         """Host a replica of ``group`` (idempotent). Returns True when it was created now.
 
@@ -399,11 +404,21 @@ class StorageNode:
         replicas"); it applies to a replica created now, never to one already hosted.
         ``rejoin``: this node was a member whose copy was lost (dropped, wiped); the new
         replica neither votes nor campaigns until the group's leader has caught it up.
+        ``from_map``: the reconcile loop found the group placed here by MemDS's map, which
+        lags the metadata by a refresh or more; a group this node was told to drop is then
+        not created again. DeleteTable drops a table's groups before MemDS forgets the table:
+        put back, such a group lingered empty and rejoining (no votes, no campaign), and a
+        table created again under the same name (same group ids) got it instead of a fresh
+        replica: two of those and its first election never happened (CreateTable answered 503
+        after 15 s; boto3 retried it and was told ResourceInUseException: session 12).
         """
         if not GROUP_NAME.match(group):
             raise RequestError("ValidationException", f"bad group name {group!r}")
         async with self._group_lock:
             self._check_running()
+            if from_map and group in self._dropped:
+                return False
+            self._dropped.discard(group)
             if rate is not None:
                 self.limits[group] = (rate, provisioned)
                 self.admission.set_rate(group, rate, time.monotonic())
@@ -420,6 +435,7 @@ class StorageNode:
         """Stop hosting ``group`` and delete its data (idempotent). True when it was hosted."""
         async with self._group_lock:
             self._check_running()
+            self._dropped.add(group)  # hosted or not: a reconcile may be about to create it
             replica = self.replicas.pop(group, None)
             if replica is None:
                 return False
@@ -493,7 +509,8 @@ class StorageNode:
         return index
 
     async def _reconcile_loop(self) -> None:
-        """Join every group the partition map places here that this node does not host yet.
+        """Join every group the partition map places here that this node does not host yet,
+        except those of CREATING tables and those it was told to drop (the map lags).
 
         Groups are never dropped here: a table too new to be in MemDS's map yet must not lose
         its replica. (Groups of tables deleted while this node was down stay as orphans.)
@@ -518,7 +535,11 @@ class StorageNode:
     async def _join_missing(self, tables: dict[str, Any]) -> None:
         me = self.config.node_id
         for layout in tables.values():
-            if layout is None:
+            if layout is None or (layout.get("spec") or {}).get("status") == "CREATING":
+                # A table being created: its router creates the replicas. One joined here ahead
+                # of it would be a rejoining one (no votes) that the router's create then keeps,
+                # like a dropped group put back (``create_group``). A node that misses the
+                # creation joins once the table is ACTIVE.
                 continue
             for partition in layout.get("partitions", []):
                 replicas = [str(r) for r in partition.get("replicas", [])]
@@ -528,7 +549,7 @@ class StorageNode:
                     # copy: rejoin empty, caught up by the leader before it votes.
                     log.info("joining %s (placed here by the partition map)", group)
                     try:
-                        await self.create_group(group, replicas, rejoin=True)
+                        await self.create_group(group, replicas, rejoin=True, from_map=True)
                     except Exception:  # a bug: logged; the other groups still join
                         log.exception("joining %s failed", group)
 
