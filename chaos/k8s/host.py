@@ -122,6 +122,17 @@ def make_cgroup(relative: str) -> list[Path]:
     return made
 
 
+def weigh_cgroup(relative: str, busy_processes: int) -> None:
+    """Give ``relative`` the CPU weight of ``busy_processes`` busy processes of the root group
+    (cgroup v1 ``cpu.shares``, 1024 each; cgroup2 ``cpu.weight``, 100 each), in every hierarchy
+    that has the knob. Create it first (``make_cgroup``)."""
+    for top in cgroup_dirs(relative):
+        if (top / "cpu.shares").exists():
+            (top / "cpu.shares").write_text(str(1024 * busy_processes))
+        elif (top / "cpu.weight").exists():
+            (top / "cpu.weight").write_text(str(min(10000, 100 * busy_processes)))
+
+
 def cgroup_pids(relative: str) -> set[int]:
     """Every process in ``relative`` or below, in any hierarchy."""
     pids: set[int] = set()

@@ -121,6 +121,7 @@ def test_the_validator_would_catch_a_bad_manifest(default_docs: list[dict[str, A
         ({"mesh": {"firstProxyPort": 80}}, "/mesh/firstProxyPort"),
         ({"storage": {"sizee": "1Gi"}}, "/storage"),
         ({"placement": {"zoneLabel": "not a label"}}, "/placement/zoneLabel"),
+        ({"raft": {"electionTicks": 2}}, "/raft/electionTicks"),
     ],
 )
 def test_values_schema_names_the_bad_field(helm: Helm, values: dict[str, Any], where: str) -> None:
@@ -129,6 +130,22 @@ def test_values_schema_names_the_bad_field(helm: Helm, values: dict[str, Any], w
 
 
 # --- what the chart deploys ----------------------------------------------------------------------
+
+
+def test_storage_nodes_get_the_raft_timing_of_the_values(
+    helm: Helm, default_docs: list[dict[str, Any]]
+) -> None:
+    """Every process reads its Raft timing (and the routers their timeouts) from cluster.json:
+    by default the other backends' (ClusterConfig's defaults), else the values'."""
+    default = _cluster_config(default_docs)
+    fields = ClusterConfig.model_fields
+    assert (default.tick_ms, default.election_ticks) == (
+        fields["tick_ms"].default,
+        fields["election_ticks"].default,
+    )
+    docs = helm.template(CHART, "gd", {"raft": {"tickMs": 100, "electionTicks": 10}})
+    assert (_cluster_config(docs).tick_ms, _cluster_config(docs).election_ticks) == (100, 10)
+    assert _cluster_config(docs).timeouts().election == 1.0
 
 
 @pytest.mark.parametrize(("which", "shape"), [("default_docs", "3x2x1"), ("variant_docs", "3x2x2")])

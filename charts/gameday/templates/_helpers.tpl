@@ -149,7 +149,7 @@ all of their pod's addresses and reach every peer through `dial`: the link's pro
 {{- $_ := set $dial $l.src $row -}}
 {{- end -}}
 {{- $creds := dict $root.Values.credentials.accessKeyId $secret -}}
-{{- dict "topology" (printf "%vx%vx%v" $t.azs $t.racksPerAz $t.nodesPerRack) "processes" $processes "credentials" $creds "dial" $dial "default_partitions" (int $t.partitions) | toPrettyJson -}}
+{{- dict "topology" (printf "%vx%vx%v" $t.azs $t.racksPerAz $t.nodesPerRack) "processes" $processes "credentials" $creds "dial" $dial "default_partitions" (int $t.partitions) "tick_ms" $root.Values.raft.tickMs "election_ticks" (int $root.Values.raft.electionTicks) | toPrettyJson -}}
 {{- end -}}
 
 {{/* requiredDuringScheduling node affinity for one process ($p from gameday.processes). */}}
