@@ -295,7 +295,9 @@ class GroupClient:
                 # there first (through a proxy, a dead node looks like a reset connection).
                 await self.note_failure(node, group, exc)
                 if getattr(exc, "sent", True) and not retry_unknown:
-                    return {"error": "OutcomeUnknown", "message": f"{node}: {exc or 'timeout'}"}
+                    # A TimeoutError says nothing itself (str() is empty): name what happened.
+                    why = str(exc) or f"no reply within {wait:.2f} s"
+                    return {"error": "OutcomeUnknown", "message": f"{node}: {why}"}
                 hint = None
                 await asyncio.sleep(min(0.02, max(0.0, end - time.monotonic())))
                 continue

@@ -28,8 +28,11 @@ instants; the node submits them before every peer message as well as from its ti
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
 
 LATE_AFTER_TICKS = 1.5
 """The newest processed tick may stand this many tick intervals in the past before it is late."""
@@ -67,15 +70,30 @@ class TickClock:
                     self._waiters.remove(future)
 
 
+STALL_WARN_SECONDS = 0.5
+"""A stall of the event loop this long is logged (a WARNING, at most one per 10 s): one that
+long can depose this node's leaders, so a game day's availability dip can be traced to it."""
+
+
 class TickSchedule:
     """The tick instants, ``start + k * tick_seconds``, each handed out once and in order."""
 
     def __init__(self, tick_seconds: float, start: float) -> None:
         self.tick_seconds = tick_seconds
         self.next_at = start
+        self.stalls = 0  # stalls of at least STALL_WARN_SECONDS, logged or not
+        self._warned_at = -1e9
 
     def due(self, now: float) -> Iterator[float]:
         """Every instant not handed out yet that is at or before ``now`` (monotonic)."""
+        late = now - self.next_at
+        if late >= STALL_WARN_SECONDS:
+            self.stalls += 1
+            if now - self._warned_at >= 10.0:
+                self._warned_at = now
+                why = "CPU starved, or a blocking call on the loop"
+                log.warning("event loop stalled: ticks %.2f s late (%s); %d stalls so far",
+                            late, why, self.stalls)  # fmt: skip
         while self.next_at <= now:
             instant = self.next_at
             self.next_at += self.tick_seconds

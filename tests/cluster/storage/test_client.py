@@ -122,6 +122,7 @@ def test_a_write_that_got_no_reply_is_unknown_and_not_sent_elsewhere() -> None:
                 attempt_timeout=0.2,
             )
             assert reply["error"] == "OutcomeUnknown"
+            assert reply["message"] == "old: no reply within 0.20 s"  # the router logs it
             assert started["new"].requests == []  # a retry could have applied it twice
 
     asyncio.run(scenario())

@@ -67,6 +67,22 @@ def test_the_schedule_hands_out_each_due_instant_once_in_order() -> None:
     assert list(schedule.due(100.0 + 3 * TICK)) == pytest.approx([100.15])
 
 
+def test_a_stalled_loop_is_logged_once_per_ten_seconds_and_every_stall_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    schedule = TickSchedule(TICK, start=100.0)
+    list(schedule.due(100.3))  # 0.3 s late: a busy moment, not a stall
+    assert (schedule.stalls, caplog.records) == (0, [])
+    list(schedule.due(101.2))
+    list(schedule.due(102.0))  # late again within 10 s: counted, not logged
+    list(schedule.due(113.0))
+    assert schedule.stalls == 3
+    assert [r.getMessage()[:37] for r in caplog.records] == [
+        "event loop stalled: ticks 0.85 s late",
+        "event loop stalled: ticks 10.95 s lat",
+    ]
+
+
 class Recorder:
     """Stands in for a replica: records the ticks and steps the node hands it, in order."""
 
