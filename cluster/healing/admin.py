@@ -458,18 +458,11 @@ class Admin:
     async def _create_group(
         self, target: str, group: str, view: planner.GroupView, **options: bool
     ) -> None:
-        """Have ``target`` create a replica of ``group`` with the group's members and rate."""
+        """Have ``target`` create a replica of ``group`` with its members, rate and incarnation."""
         rate, provisioned = self.node.rate_of(group)
-        await self.call(
-            target,
-            "create_group",
-            10.0,
-            group=group,
-            members=sorted(view.voters),
-            rate=rate,
-            provisioned=provisioned,
-            **options,
-        )
+        fields: dict[str, Any] = {"group": group, "members": sorted(view.voters), "rate": rate}
+        fields |= {"provisioned": provisioned, "incarnation": self.node.incarnation_of(group)}
+        await self.call(target, "create_group", 10.0, **fields, **options)
 
     def _mode_on(self, node: str, group: str) -> str | None:
         peer = self.peers.get(node)

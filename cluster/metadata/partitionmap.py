@@ -162,6 +162,11 @@ class TableSpec:
     billing_changed_at: float = 0.0  # the last UpdateTable that made the table PAY_PER_REQUEST
     table_class: str = "STANDARD"  # or STANDARD_INFREQUENT_ACCESS; only reported
     deletion_protection: bool = False  # DeleteTable refuses the table while it is set
+    # The map version that created the table (0: created before incarnations existed). Group
+    # ids come from the table's name, so a table created again under the same name reuses them;
+    # its higher incarnation tells storage nodes that a replica they kept from the deleted
+    # table (down during DeleteTable) is not one of its own (StorageNode.create_group).
+    incarnation: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _TABLE_NAME.fullmatch(self.name):
@@ -192,6 +197,7 @@ class TableSpec:
             "billing_changed_at": self.billing_changed_at,
             "table_class": self.table_class,
             "deletion_protection": self.deletion_protection,
+            "incarnation": self.incarnation,
         }
 
     @classmethod
@@ -213,6 +219,7 @@ class TableSpec:
             billing_changed_at=float(d.get("billing_changed_at") or 0.0),
             table_class=str(d.get("table_class") or "STANDARD"),
             deletion_protection=bool(d.get("deletion_protection", False)),
+            incarnation=int(d.get("incarnation") or 0),
         )
 
 

@@ -319,6 +319,7 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         current = await ctx.metadata.read_map()
     except MetadataUnavailable as exc:
         raise DynamoError.unavailable(str(exc)) from None
+    version = max(int(time.time() * 1000), current.version + 1)
     spec = TableSpec(
         name,
         schema,
@@ -333,9 +334,9 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         sse=bool(sse_enabled),
         table_class=v.field(request, "TableClass", str) or "STANDARD",
         deletion_protection=bool(v.field(request, "DeletionProtectionEnabled", bool)),
+        incarnation=version,  # above that of any table of this name deleted before
     )
     layout = build_layout(topology, spec, current.replicas_per_node())
-    version = max(int(time.time() * 1000), current.version + 1)
     try:
         await ctx.metadata.create(layout, version)
     except TableExists:
@@ -402,6 +403,7 @@ async def _create_groups(ctx: RouterContext, layout: TableLayout) -> None:
                 members=members,
                 rate=_partition_rate(layout),
                 provisioned=layout.spec.billing_mode == "PROVISIONED",
+                incarnation=layout.spec.incarnation,
             )
             return True
         except DynamoError:
@@ -484,7 +486,8 @@ async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
     ctx.resolver.learn(name, None, version)
     for partition in layout.partitions:
         for node in partition.replicas:
-            # A node that is down drops the group when it reconciles with the map.
+            # A node that is down keeps the group: a table created again under this name
+            # replaces it (a higher incarnation: StorageNode.create_group).
             with contextlib.suppress(DynamoError):
                 await ctx.storage.node_call(node, "drop_group", ctx.deadline, group=partition.id)
     return {"TableDescription": describe(deleting)}

@@ -68,6 +68,10 @@ class NodeHost(Protocol):
         """The group's partition rate (units/s, None: unlimited) and whether it is provisioned."""
         ...
 
+    def incarnation_of(self, group: str) -> int:
+        """The incarnation of the table the group's replica here belongs to (0: unknown)."""
+        ...
+
 
 class NodeService(Protocol):
     """Something that runs inside a node: started after the replicas are open and before the

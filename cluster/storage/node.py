@@ -167,6 +167,9 @@ class StorageNode:
         # reconcile loop does not put them back from a map that still places them (see
         # ``create_group``'s ``from_map``). Only an explicit create_group hosts them again.
         self._dropped: set[str] = set()
+        # group -> the incarnation of the table its replica here belongs to (TableSpec's; 0:
+        # unknown, a group created before incarnations existed or without one).
+        self.incarnations: dict[str, int] = {}
         # Services running inside the node (the archiver, healing's admin: see host.py).
         self.services: list[NodeService] = []
         self.archiver: Archiver | None = None
@@ -209,6 +212,9 @@ class StorageNode:
     def rate_of(self, group: str) -> tuple[float | None, bool]:
         rate, provisioned = self.limits.get(group, (None, False))
         return rate, provisioned
+
+    def incarnation_of(self, group: str) -> int:
+        return self.incarnations.get(group, 0)
 
     def add_service(self, service: NodeService) -> None:
         """Run ``service`` inside this node (before ``start``): see ``host.py``."""
@@ -369,6 +375,7 @@ class StorageNode:
         groups: dict[str, tuple[str, ...]] = {}
         for group, entry in json.loads(path.read_text()).items():
             groups[group] = tuple(entry["members"])
+            self.incarnations[group] = int(entry.get("incarnation") or 0)  # absent: 0
             if entry.get("rate") is not None:
                 self.limits[group] = (float(entry["rate"]), bool(entry.get("provisioned")))
                 self.admission.set_rate(group, float(entry["rate"]), time.monotonic())
@@ -380,6 +387,7 @@ class StorageNode:
                 "members": sorted(r.raft.status().membership.voters),
                 "rate": self.limits.get(g, (None, False))[0],
                 "provisioned": self.limits.get(g, (None, False))[1],
+                "incarnation": self.incarnations.get(g, 0),
             }
             for g, r in self.replicas.items()
         }
@@ -395,6 +403,7 @@ class StorageNode:
         log_only: bool = False,
         rejoin: bool = False,
         from_map: bool = False,
+        incarnation: int = 0,
     ) -> bool:
         """Host a replica of ``group`` (idempotent). Returns True when it was created now.
 
@@ -411,6 +420,12 @@ class StorageNode:
         table created again under the same name (same group ids) got it instead of a fresh
         replica: two of those and its first election never happened (CreateTable answered 503
         after 15 s; boto3 retried it and was told ResourceInUseException: session 12).
+        ``incarnation``: that of the table the group belongs to (``TableSpec.incarnation``). A
+        replica hosted here for an older one is of a table deleted while this node was down
+        (its drop never came) whose name was used again: it is wiped and a fresh one created.
+        Kept, it was a voter of the new group with the deleted table's log and term: it served
+        the deleted table's items as the new table's, and a new leader's log, at the same
+        indexes and term as its own, was taken for the one it had (session 12).
         """
         if not GROUP_NAME.match(group):
             raise RequestError("ValidationException", f"bad group name {group!r}")
@@ -423,11 +438,20 @@ class StorageNode:
                 self.limits[group] = (rate, provisioned)
                 self.admission.set_rate(group, rate, time.monotonic())
             if group in self.replicas:
-                return False
+                if incarnation <= self.incarnations.get(group, 0):
+                    return False
+                log.warning(
+                    "%s: replacing the replica of incarnation %d (a deleted table's) by one of %d",
+                    group,
+                    self.incarnations.get(group, 0),
+                    incarnation,
+                )
+                await self._discard(group)
             joining = self.config.node_id not in members
             mode = ReplicaMode.LOG if log_only else ReplicaMode.FULL
             members_now = None if joining else frozenset(members)
             await self._open_replica(group, members_now, mode, rejoin)
+            self.incarnations[group] = incarnation
             self._save_groups()
             return True
 
@@ -436,16 +460,21 @@ class StorageNode:
         async with self._group_lock:
             self._check_running()
             self._dropped.add(group)  # hosted or not: a reconcile may be about to create it
-            replica = self.replicas.pop(group, None)
-            if replica is None:
-                return False
-            await replica.close()
-            self._save_groups()
-            path = replica_dir(self.config.data_dir, group)
-            trash = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
-            path.rename(trash)  # atomic: a crash never leaves a half-deleted replica behind
-            await asyncio.to_thread(shutil.rmtree, trash, True)
-            return True
+            return await self._discard(group)
+
+    async def _discard(self, group: str) -> bool:
+        """Under the group lock: close ``group``'s replica and delete its data, if hosted."""
+        replica = self.replicas.pop(group, None)
+        if replica is None:
+            return False
+        await replica.close()
+        self.incarnations.pop(group, None)
+        self._save_groups()
+        path = replica_dir(self.config.data_dir, group)
+        trash = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
+        path.rename(trash)  # atomic: a crash never leaves a half-deleted replica behind
+        await asyncio.to_thread(shutil.rmtree, trash, True)
+        return True
 
     async def rebuild_group(self, group: str, dump: bytes, set_aside: bool) -> int:
         """Rebuild ``group``'s replica as a full one from ``dump`` (a healthy replica's
@@ -513,11 +542,11 @@ class StorageNode:
         except those of CREATING tables and those it was told to drop (the map lags).
 
         Groups are never dropped here: a table too new to be in MemDS's map yet must not lose
-        its replica. (Groups of tables deleted while this node was down stay as orphans.)
+        its replica. (Groups of tables deleted while this node was down stay as orphans, until
+        a table of the same name replaces them: ``create_group``, ``_join_missing``.)
         """
         async with aiohttp.ClientSession() as session:
             while True:
-                await asyncio.sleep(self.config.reconcile_seconds)
                 for url in self.config.memds_urls:
                     try:
                         async with session.get(
@@ -531,6 +560,9 @@ class StorageNode:
                     if body is not None:
                         await self._join_missing(body.get("tables") or {})
                         break
+                # The first round at once: a replica kept from a deleted table is replaced
+                # before it may campaign (a restarted replica waits an election timeout).
+                await asyncio.sleep(self.config.reconcile_seconds)
 
     async def _join_missing(self, tables: dict[str, Any]) -> None:
         me = self.config.node_id
@@ -541,15 +573,24 @@ class StorageNode:
                 # like a dropped group put back (``create_group``). A node that misses the
                 # creation joins once the table is ACTIVE.
                 continue
+            incarnation = int((layout.get("spec") or {}).get("incarnation") or 0)
             for partition in layout.get("partitions", []):
                 replicas = [str(r) for r in partition.get("replicas", [])]
                 group = str(partition.get("id"))
-                if me in replicas and group not in self.replicas:
-                    # The group exists (it is in the map) and this node lost or never had its
-                    # copy: rejoin empty, caught up by the leader before it votes.
+                if me not in replicas:
+                    continue
+                # The group exists (it is in the map) and this node lost or never had its copy,
+                # or has one of a deleted table of the same name (a lagging map shows an older
+                # incarnation, never a newer one): rejoin empty, caught up before it votes.
+                # A replica of unknown incarnation (0) stays: after an upgrade, it may well be
+                # the live table's, written by the code before (a CreateTable replaces it).
+                hosted = self.incarnations.get(group, 0)
+                if group not in self.replicas or 0 < hosted < incarnation:
                     log.info("joining %s (placed here by the partition map)", group)
                     try:
-                        await self.create_group(group, replicas, rejoin=True, from_map=True)
+                        await self.create_group(
+                            group, replicas, rejoin=True, from_map=True, incarnation=incarnation
+                        )
                     except Exception:  # a bug: logged; the other groups still join
                         log.exception("joining %s failed", group)
 
@@ -803,6 +844,7 @@ class StorageNode:
             bool(request.get("provisioned")),
             bool(request.get("log_only")),
             bool(request.get("rejoin")),
+            incarnation=int(request.get("incarnation") or 0),  # callers before it: 0
         )
         return {"created": created}
 

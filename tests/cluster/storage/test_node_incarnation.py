@@ -1,0 +1,202 @@
+"""A table created again under the same name must start empty, whatever its nodes kept.
+
+Group ids come from the table's name (``orders.p0``), so a table deleted and created again
+reuses them. A node that is down during DeleteTable keeps the old replica (its drop never
+arrives). When CreateTable of the same name then asked it for ``orders.p0``, create_group found
+that replica and kept it: a voter of the new group with the old table's log and a newer term,
+which could lead the new group and serve (and replicate) the deleted table's items as the new
+table's. The table's id (``TableSpec.table_id``, a fresh UUID per CreateTable) now goes with
+create_group, and a node hosting the group for another table id replaces it with a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from cluster.consensus.raft import RaftConfig
+from cluster.metadata.partitionmap import KeySchema, TableSpec, build_layout
+from cluster.storage.commands import PutCommand, encode_command
+from cluster.storage.layout import groups_file
+from cluster.storage.node import NodeConfig, NotLeader, StorageNode
+from cluster.topology import parse_topology
+
+GROUP = "orders.p0"
+NODES = ["sn-a1", "sn-b1", "sn-c1"]
+OLD, NEW = 1_000, 2_000  # the incarnations (map versions) of the two tables
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Cluster:
+    """Three storage nodes in this event loop, each able to stop and start again."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.addresses = {n: f"127.0.0.1:{p}" for n, p in zip(NODES, free_ports(3), strict=True)}
+        self.nodes: dict[str, StorageNode] = {}
+
+    async def start(self, name: str) -> StorageNode:
+        node = StorageNode(
+            NodeConfig(
+                node_id=name,
+                listen=self.addresses[name],
+                admin="127.0.0.1:0",
+                data_dir=self.tmp_path / name,
+                peers={n: a for n, a in self.addresses.items() if n != name},
+                tick_seconds=0.01,
+                raft=RaftConfig(),
+            )
+        )
+        await node.start()
+        self.nodes[name] = node
+        return node
+
+    async def stop(self, name: str) -> None:
+        await self.nodes.pop(name).stop()
+
+    async def put(self, key: str) -> None:
+        command = encode_command(PutCommand("orders", key.encode(), b"", {"v": {"S": key}}))
+        for _ in range(500):
+            for node in self.nodes.values():
+                try:
+                    assert (await node.replica({"group": GROUP}).propose(command, 5.0)).ok
+                    return
+                except NotLeader:
+                    pass
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{GROUP} elected no leader")
+
+    async def until_everywhere(self, key: str) -> None:
+        for name in self.nodes:
+            for _ in range(300):
+                if key in await self.keys(name):
+                    break
+                await asyncio.sleep(0.01)
+
+    async def keys(self, name: str) -> list[str]:
+        def read(store: Any) -> list[str]:
+            return [k for k in ("old", "new") if store.get("orders", k.encode(), b"") is not None]
+
+        result: list[str] = await self.nodes[name].replica({"group": GROUP}).read_local(read)
+        return result
+
+
+def in_cluster(tmp_path: Path, scenario: Callable[[Cluster], Awaitable[None]]) -> None:
+    async def main() -> None:
+        cluster = Cluster(tmp_path)
+        try:
+            await scenario(cluster)
+        finally:
+            for name in list(cluster.nodes):
+                await cluster.stop(name)
+
+    asyncio.run(main())
+
+
+def test_a_table_created_again_does_not_get_the_deleted_tables_items(tmp_path: Path) -> None:
+    async def scenario(cluster: Cluster) -> None:
+        for name in NODES:
+            await cluster.start(name)
+        for node in cluster.nodes.values():  # CreateTable "orders"
+            assert await node.create_group(GROUP, NODES, incarnation=OLD)
+        await cluster.put("old")
+        await cluster.until_everywhere("old")
+        # DeleteTable: sn-c1's drop never arrives (down or cut off; it would be back by now).
+        for name in ("sn-a1", "sn-b1"):
+            assert await cluster.nodes[name].drop_group(GROUP)
+        nodes = list(cluster.nodes.values())
+        # CreateTable "orders" again; the router does not look at "created" (already there).
+        created = [await n.create_group(GROUP, NODES, incarnation=NEW) for n in nodes]
+        await cluster.put("new")
+        await cluster.until_everywhere("new")
+        for name in NODES:
+            assert await cluster.keys(name) == ["new"], f"{name} serves the deleted table's item"
+        assert created == [True, True, True]
+
+    in_cluster(tmp_path, scenario)
+
+
+def memds_tables(incarnation: int) -> dict[str, Any]:
+    """MemDS's /map "tables": the ACTIVE table "orders" of ``incarnation``, on NODES."""
+    spec = TableSpec("orders", KeySchema("pk", "S"), status="ACTIVE", incarnation=incarnation)
+    layout = build_layout(parse_topology("3x1x1"), spec, {})
+    assert [layout.partitions[0].id, list(layout.partitions[0].replicas)] == [GROUP, NODES]
+    return {"orders": layout.to_dict()}
+
+
+def test_the_reconcile_replaces_a_deleted_tables_replica_but_not_from_a_lagging_map(
+    tmp_path: Path,
+) -> None:
+    """A node down during DeleteTable and still down during CreateTable comes back with the
+    old replica: its reconcile replaces it with a rejoining one of the table in the map. A map
+    that lags shows an older incarnation than the node's: the replica stays."""
+
+    async def scenario(cluster: Cluster) -> None:
+        node = await cluster.start("sn-a1")
+        assert await node.create_group(GROUP, NODES, incarnation=OLD)
+        await cluster.stop("sn-a1")
+        node = await cluster.start("sn-a1")  # back
+        replica = node.replicas[GROUP]
+        await node._join_missing(memds_tables(OLD))  # the same table: nothing to do
+        await node._join_missing(memds_tables(OLD - 1))  # a map from before: nothing either
+        assert node.replicas[GROUP] is replica
+        await node._join_missing(memds_tables(NEW))
+        assert node.replicas[GROUP] is not replica
+        assert node.replicas[GROUP].raft.status().rejoining  # no votes until caught up
+        assert node.incarnation_of(GROUP) == NEW
+
+    in_cluster(tmp_path, scenario)
+
+
+def test_a_create_for_an_older_table_keeps_the_replica(tmp_path: Path) -> None:
+    """A create_group of a deleted table that arrives late must not wipe the new one's."""
+
+    async def scenario(cluster: Cluster) -> None:
+        node = await cluster.start("sn-a1")
+        assert await node.create_group(GROUP, NODES, incarnation=NEW)
+        replica = node.replicas[GROUP]
+        assert not await node.create_group(GROUP, NODES, incarnation=OLD)
+        assert not await node.create_group(GROUP, NODES)  # a caller that sends none
+        assert node.replicas[GROUP] is replica and node.incarnation_of(GROUP) == NEW
+
+    in_cluster(tmp_path, scenario)
+
+
+def test_groups_written_before_incarnations_still_open(tmp_path: Path) -> None:
+    """A groups.json entry without "incarnation" (written before it existed) opens as 0: the
+    replica of a table of unknown incarnation. The reconcile keeps it (it may be the live
+    table's, created by the code before), a CreateTable (a new table) replaces it."""
+
+    async def scenario(cluster: Cluster) -> None:
+        node = await cluster.start("sn-a1")
+        assert await node.create_group(GROUP, NODES)
+        await cluster.stop("sn-a1")
+        path = groups_file(tmp_path / "sn-a1")
+        entries = json.loads(path.read_text())
+        assert entries[GROUP].pop("incarnation") == 0
+        path.write_text(json.dumps(entries))
+        node = await cluster.start("sn-a1")
+        assert GROUP in node.replicas and node.incarnation_of(GROUP) == 0
+        assert not await node.create_group(GROUP, NODES)  # old routers, healing: kept
+        replica = node.replicas[GROUP]
+        await node._join_missing(memds_tables(NEW))
+        assert node.replicas[GROUP] is replica
+        assert await node.create_group(GROUP, NODES, incarnation=NEW)  # a new table: replaced
+        await cluster.stop("sn-a1")
+        node = await cluster.start("sn-a1")
+        assert node.incarnation_of(GROUP) == NEW  # remembered
+
+    in_cluster(tmp_path, scenario)
