@@ -20,23 +20,15 @@ import pytest
 from cluster.storage import __main__ as main_module
 from cluster.storage.node import StopFailed, StorageNode
 from cluster.storage.replica import OutcomeUnknown
-from tests.cluster.storage.test_node_stop import GROUPS, make_node, put, write_each
+from tests.cluster.storage.test_node_stop import (
+    GROUPS,
+    fail_journal_io,
+    make_node,
+    put,
+    write_each,
+)
 
 BOUND = 10.0  # an upper bound for a failure to be noticed, not its expected time (~ms)
-
-
-def fail_journal_io(monkeypatch: pytest.MonkeyPatch, call: str) -> list[bool]:
-    """``os.<call>`` raises EIO on the journal's generations once ``failing[0]`` is True."""
-    real = getattr(os, call)
-    failing = [False]
-
-    def injected(fd: int) -> None:
-        if failing[0] and "/journal/" in os.readlink(f"/proc/self/fd/{fd}"):
-            raise OSError(5, "EIO (injected)")
-        real(fd)
-
-    monkeypatch.setattr(os, call, injected)
-    return failing
 
 
 async def failed(node: StorageNode) -> str:

@@ -40,6 +40,20 @@ def make_node(tmp_path: Path) -> StorageNode:
     )
 
 
+def fail_journal_io(monkeypatch: pytest.MonkeyPatch, call: str) -> list[bool]:
+    """``os.<call>`` raises EIO on the journal's generations once ``failing[0]`` is True."""
+    real = getattr(os, call)
+    failing = [False]
+
+    def injected(fd: int) -> None:
+        if failing[0] and "/journal/" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(5, "EIO (injected)")
+        real(fd)
+
+    monkeypatch.setattr(os, call, injected)
+    return failing
+
+
 async def write_each(node: StorageNode) -> None:
     for i, group in enumerate(GROUPS):
         for _ in range(300):  # until the single member has elected itself
@@ -66,24 +80,15 @@ def test_a_replica_whose_loop_died_on_a_failed_journal_does_not_stop_the_stop(
     """p0's trip fails (the journal's fsync: EIO), so its loop ends with that error, which
     its close raises. The stop still closes p1, p2 and the I/O thread, logs p0's failure
     once and raises it (StopFailed) at the end."""
-    real_fdatasync = os.fdatasync
-    failing = False
-
-    def fdatasync(fd: int) -> None:
-        if failing and "/journal/" in os.readlink(f"/proc/self/fd/{fd}"):
-            raise OSError(5, "EIO (injected)")
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    failing = fail_journal_io(monkeypatch, "fdatasync")
 
     async def scenario() -> None:
-        nonlocal failing
         node = make_node(tmp_path)
         await node.start()
         await write_each(node)
         assert any(t.is_alive() for t in node.ready_io.executor._threads)
         p0 = node.replicas["p0"]
-        failing = True
+        failing[0] = True
         answer = asyncio.ensure_future(p0.propose(put(9), 5.0))
         assert p0.task is not None
         await asyncio.wait([p0.task], timeout=10)

@@ -12,14 +12,19 @@ journal, the old _close_files).
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
 
 from cluster.storage.node import StopFailed
 from cluster.storage.replica import OutcomeUnknown
-from tests.cluster.storage.test_node_stop import GROUPS, make_node, put, write_each
+from tests.cluster.storage.test_node_stop import (
+    GROUPS,
+    fail_journal_io,
+    make_node,
+    put,
+    write_each,
+)
 
 
 def test_closing_order_unchanged_when_parts_fail(tmp_path: Path) -> None:
@@ -73,23 +78,14 @@ def test_closing_order_unchanged_when_parts_fail(tmp_path: Path) -> None:
 def test_restart_after_a_failed_stop_keeps_every_acknowledged_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_fdatasync = os.fdatasync
-    failing = False
-
-    def fdatasync(fd: int) -> None:
-        if failing and "/journal/" in os.readlink(f"/proc/self/fd/{fd}"):
-            raise OSError(5, "EIO (injected)")
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    failing = fail_journal_io(monkeypatch, "fdatasync")
 
     async def first_run() -> None:
-        nonlocal failing
         node = make_node(tmp_path)
         await node.start()
         await write_each(node)  # k0 in p0, k1 in p1, k2 in p2: acknowledged
         p0 = node.replicas["p0"]
-        failing = True
+        failing[0] = True
         answer = asyncio.ensure_future(p0.propose(put(9), 5.0))
         assert p0.task is not None
         await asyncio.wait([p0.task], timeout=10)
@@ -122,7 +118,7 @@ def test_restart_after_a_failed_stop_keeps_every_acknowledged_write(
             await node.stop()
 
     asyncio.run(first_run())
-    failing = False
+    failing[0] = False
     found = asyncio.run(second_run())
     for i, group in enumerate(GROUPS):
         assert f"k{i}".encode() in found[group], f"{group}: acknowledged k{i} lost"
