@@ -78,6 +78,24 @@ class MetadataStore:
                 raise TableExists(layout.spec.name)
             raise MetadataUnavailable(str(result))
 
+    async def activate(self, layout: TableLayout, version: int) -> bool:
+        """Write ``layout`` (ACTIVE) if the table is still CREATING with the same TableId;
+        False if not (deleted meanwhile, or another router's build switched it first)."""
+        creating = Condition(
+            "#s = :creating AND #i = :id",
+            {"#s": "status", "#i": "table_id"},
+            {":creating": {"S": "CREATING"}, ":id": {"S": layout.spec.table_id}},
+        )
+        cmd = PutCommand(
+            TABLES, self._pk(layout.spec.name), b"", self._item(layout, version), creating
+        )
+        result = await self._write(cmd)
+        if not result["ok"]:
+            if result.get("error") == "ConditionalCheckFailedException":
+                return False
+            raise MetadataUnavailable(str(result))
+        return True
+
     async def replace(self, layout: TableLayout, version: int) -> None:
         """Overwrite a table's layout (status changes)."""
         cmd = PutCommand(TABLES, self._pk(layout.spec.name), b"", self._item(layout, version))
@@ -117,6 +135,7 @@ class MetadataStore:
         return {
             "name": {"S": layout.spec.name},
             "status": {"S": layout.spec.status},
+            "table_id": {"S": layout.spec.table_id},
             "layout": {"S": json.dumps(layout.to_dict(), sort_keys=True)},
             "version": {"N": str(version)},
         }

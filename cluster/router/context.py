@@ -172,6 +172,8 @@ class RouterContext:
     gac_url: str = field(init=False, default="")
     registered: set[str] = field(init=False, default_factory=set)
     first_seen: dict[str, float] = field(init=False, default_factory=dict)
+    # Tables this router is bringing to ACTIVE, by TableId (tablebuild.py).
+    builds: dict[str, asyncio.Task[Any]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         me = self.config.process(self.router_id)
@@ -194,6 +196,8 @@ class RouterContext:
             self._gac_task = asyncio.create_task(self.gac.run(), name="gac")
 
     async def stop(self) -> None:
+        for build in list(self.builds.values()):
+            await cancel_and_wait(build)
         await self.resolver.stop()
         if self.gac is not None:
             await cancel_and_wait(self._gac_task)

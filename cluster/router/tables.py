@@ -1,9 +1,10 @@
 """Table operations (the control plane): CreateTable, DescribeTable, ListTables, DeleteTable.
 
 CreateTable places the partitions (3 replicas on 3 AZs), records the table as CREATING in the
-replicated metadata group (a conditional write: two routers cannot both create it), creates
-the replication groups on their storage nodes, waits for every group to elect a leader, and then
-marks the table ACTIVE. DeleteTable leaves a tombstone so the map's version only grows.
+replicated metadata group (a conditional write: two routers cannot both create it), and starts
+its build (tablebuild.py: the replication groups created on their storage nodes, each elects a
+leader, then the table is marked ACTIVE). DeleteTable leaves a tombstone so the map's version
+only grows.
 
     description = await create_table(ctx, {"TableName": "t", "KeySchema": [...], ...})
 """
@@ -18,10 +19,6 @@ import uuid
 from dataclasses import replace
 from typing import Any, cast
 
-import aiohttp
-
-from cluster import auth
-from cluster.admission.partition import partition_share
 from cluster.dynamo.values import item_size
 from cluster.metadata.partitionmap import (
     BillingMode,
@@ -38,6 +35,7 @@ from cluster.topology import parse_topology
 from . import validate as v
 from .context import RouterContext
 from .errors import DynamoError
+from .tablebuild import ANSWER_WAIT, resume_stale, start_build, wait_built
 
 _UNSUPPORTED = (
     "GlobalSecondaryIndexes",
@@ -343,97 +341,17 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         raise DynamoError.in_use(f"Table already exists: {name}") from None
     except MetadataUnavailable as exc:
         raise DynamoError.unavailable(str(exc)) from None
-    await _create_groups(ctx, layout)
-    active = TableLayout(replace(spec, status="ACTIVE"), layout.partitions)
-    try:
-        await ctx.metadata.replace(active, version + 1)
-    except MetadataUnavailable as exc:
-        raise DynamoError.unavailable(str(exc)) from None
-    ctx.resolver.learn(name, active, version + 1)  # served here before MemDS refreshes
-    await _until_routable(ctx, name)
+    # The build goes on if this request ends first (the client timed out, or the wait below
+    # did): a failed attempt no longer leaves the table CREATING for ever (tablebuild.py).
+    await wait_built(start_build(ctx, layout), ANSWER_WAIT)
     # DynamoDB answers CreateTable with the table CREATING (clients wait for ACTIVE through
-    # DescribeTable); here it is already usable, which a client waiting that way cannot tell.
+    # DescribeTable); here it is usually usable already, which such a client cannot tell.
     return {"TableDescription": describe(layout)}
-
-
-async def _until_routable(ctx: RouterContext, name: str, timeout: float = 3.0) -> None:
-    """Wait (bounded) until every MemDS server that answers serves ``name`` as ACTIVE.
-
-    CreateTable answers ACTIVE, and a DynamoDB user then uses the table through any endpoint:
-    other routers find tables through MemDS, which reloads the map every few hundred ms, so
-    without this wait they would call a table that was just created ResourceNotFound. A MemDS
-    server that does not answer is not waited for (routers fall back to the others).
-    """
-
-    async def serves(url: str) -> bool:
-        try:
-            async with ctx.session.post(
-                url + "/lookup",
-                json={"tables": [name]},
-                timeout=aiohttp.ClientTimeout(0.5),
-                headers=auth.http_headers("POST", "/lookup"),
-            ) as resp:
-                if resp.status == 503:
-                    return False  # loading its first map: ask again
-                body = await resp.json() if resp.status == 200 else {}
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return True  # down or broken: it serves no router, so do not wait for it
-        layout = (body.get("tables") or {}).get(name) if isinstance(body, dict) else None
-        return isinstance(layout, dict) and layout.get("spec", {}).get("status") == "ACTIVE"
-
-    pending = list(ctx.resolver.memds_urls)
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        answers = await asyncio.gather(*(serves(url) for url in pending))
-        pending = [url for url, done in zip(pending, answers, strict=True) if not done]
-        if pending:
-            await asyncio.sleep(0.05)
-
-
-async def _create_groups(ctx: RouterContext, layout: TableLayout) -> None:
-    """Create every partition's group on its replicas; each needs a quorum and a leader."""
-
-    async def create(node: str, group: str, members: list[str]) -> bool:
-        try:
-            await ctx.storage.node_call(
-                node,
-                "create_group",
-                ctx.deadline,
-                group=group,
-                members=members,
-                rate=_partition_rate(layout),
-                provisioned=layout.spec.billing_mode == "PROVISIONED",
-                incarnation=layout.spec.incarnation,
-            )
-            return True
-        except DynamoError:
-            return False  # the node may be down: it joins when it returns (reconcile)
-
-    async def place(partition: Partition) -> None:
-        members = list(partition.replicas)
-        created = await asyncio.gather(*(create(n, partition.id, members) for n in members))
-        if sum(created) < 2:
-            raise DynamoError.unavailable(f"could not create a quorum of {partition.id}")
-
-    async def elected(partition: Partition) -> None:
-        await ctx.storage.read(partition, "get", True, 15.0, tbl=layout.spec.name, pk=b"", sk=b"")
-
-    # Every partition at once: the elections run in parallel, so creating a table takes about
-    # one election, not one per partition.
-    await asyncio.gather(*(place(p) for p in layout.partitions))
-    await asyncio.gather(*(elected(p) for p in layout.partitions))
-
-
-def _partition_rate(layout: TableLayout) -> float | None:
-    """The partition-level bucket's rate: the table's share with headroom (None: on-demand)."""
-    spec = layout.spec
-    if spec.billing_mode != "PROVISIONED":
-        return None
-    return partition_share(spec.read_capacity + spec.write_capacity, len(layout.partitions))
 
 
 async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     layout = await ctx.table(v.table_name(request, "DescribeTable"), active=False)
+    resume_stale(ctx, layout)  # a creation its router abandoned (tablebuild.py)
     count = await count_items(ctx, layout) if layout.spec.status == "ACTIVE" else (0, 0)
     return {"Table": describe(layout, count)}
 
