@@ -181,6 +181,18 @@ def _summary(checks: dict[str, Any], code: int, elapsed: float) -> list[str]:
     return lines
 
 
+def _cluster_complaints(root: Path, limit: int = 8000) -> str:
+    """The WARNING/ERROR/CRITICAL lines of the run's pod logs (saved at teardown), newest last,
+    so that a failed run's message says what the cluster saw, not only what the run saw."""
+    lines = []
+    for path in sorted(root.rglob("logs/*.log")):
+        said = path.read_text(errors="replace").splitlines()
+        bad = [ln for ln in said if any(w in ln for w in (" WARNING ", " ERROR ", " CRITICAL "))]
+        lines += [f"{path.name}: {ln}"[:300] for ln in bad[-15:]]
+    text = "\n".join(lines)
+    return text[-limit:] if text else "(no pod log complained)"
+
+
 @pytest.mark.slow
 @pytest.mark.k8s
 @pytest.mark.timeout(1800)  # the session's `k8s up` (and any image build) is paid here first
@@ -196,7 +208,10 @@ def test_az_outages_game_day_on_kubernetes_passes_and_leaves_nothing(
     code, elapsed = _run_game_day(kube, tmp_path / "runs", log, timeout=900)
     output = log.read_text(errors="replace")
     runs = sorted((tmp_path / "runs").glob("*/checks.json"))
-    assert runs, f"the run left no checks.json (exit {code}):\n{output[-6000:]}"
+    assert runs, (
+        f"the run left no checks.json (exit {code}):\n{output[-6000:]}\n"
+        f"the cluster's complaints:\n{_cluster_complaints(tmp_path)}"
+    )
     checks = json.loads(runs[-1].read_text())
     localkube_session.REPORT.extend(_summary(checks, code, elapsed))
     assert code == 0, output[-6000:]
