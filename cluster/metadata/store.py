@@ -82,13 +82,37 @@ class MetadataStore:
         """Write ``layout`` (ACTIVE) if the table is still CREATING with the same TableId;
         False if not (deleted meanwhile, or another router's build switched it first)."""
         creating = Condition(
-            "#s = :creating AND #i = :id",
-            {"#s": "status", "#i": "table_id"},
-            {":creating": {"S": "CREATING"}, ":id": {"S": layout.spec.table_id}},
+            # An item written before items named their TableId has none: its version, written
+            # once at creation, is the table's incarnation (create_table).
+            "#s = :creating AND (#i = :id OR (attribute_not_exists(#i) AND #v = :inc))",
+            {"#s": "status", "#i": "table_id", "#v": "version"},
+            {
+                ":creating": {"S": "CREATING"},
+                ":id": {"S": layout.spec.table_id},
+                ":inc": {"N": str(layout.spec.incarnation)},
+            },
         )
         cmd = PutCommand(
             TABLES, self._pk(layout.spec.name), b"", self._item(layout, version), creating
         )
+        return await self._conditional(cmd)
+
+    async def update(self, layout: TableLayout, version: int) -> bool:
+        """Write an ACTIVE table's changed ``layout`` (UpdateTable, tags, TTL) if the table is
+        still ACTIVE with the same TableId; False if not (deleted, or created again, between
+        the caller's read and this write: an unconditional write brought a deleted table back,
+        its groups dropped)."""
+        still = Condition(
+            "#s = :active AND (#i = :id OR attribute_not_exists(#i))",
+            {"#s": "status", "#i": "table_id"},
+            {":active": {"S": "ACTIVE"}, ":id": {"S": layout.spec.table_id}},
+        )
+        cmd = PutCommand(
+            TABLES, self._pk(layout.spec.name), b"", self._item(layout, version), still
+        )
+        return await self._conditional(cmd)
+
+    async def _conditional(self, cmd: PutCommand) -> bool:
         result = await self._write(cmd)
         if not result["ok"]:
             if result.get("error") == "ConditionalCheckFailedException":
@@ -96,15 +120,12 @@ class MetadataStore:
             raise MetadataUnavailable(str(result))
         return True
 
-    async def replace(self, layout: TableLayout, version: int) -> None:
-        """Overwrite a table's layout (status changes)."""
-        cmd = PutCommand(TABLES, self._pk(layout.spec.name), b"", self._item(layout, version))
-        await self._write(cmd)
-
     async def delete(self, table: str, version: int) -> None:
         """Replace the table by a tombstone: the map's version (max over items) keeps growing."""
         tombstone = {"name": {"S": table}, "status": {"S": DELETED}, "version": {"N": str(version)}}
-        await self._write(PutCommand(TABLES, self._pk(table), b"", tombstone))
+        result = await self._write(PutCommand(TABLES, self._pk(table), b"", tombstone))
+        if not result["ok"]:
+            raise MetadataUnavailable(str(result))
 
     async def _write(self, cmd: PutCommand) -> dict[str, Any]:
         reply = await self._call(

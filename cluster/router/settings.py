@@ -67,7 +67,8 @@ async def change_spec(
             )
         changed = TableLayout(change(layout.spec), layout.partitions)
         version = max(int(time.time() * 1000), current.version + 1)
-        await ctx.metadata.replace(changed, version)
+        if not await ctx.metadata.update(changed, version):
+            raise DynamoError.not_found(name)  # deleted (or created again) since it was read
     except MetadataUnavailable as exc:
         raise DynamoError.unavailable(str(exc)) from None
     ctx.resolver.learn(name, changed, version)

@@ -71,8 +71,9 @@ def start_build(ctx: RouterContext, layout: TableLayout) -> asyncio.Task[TableLa
         def forget(task: asyncio.Task[TableLayout | None]) -> None:
             if ctx.builds.get(table_id) is task:
                 del ctx.builds[table_id]
-            if not task.cancelled():
-                task.exception()  # retrieved: the build logged it, whoever waits or not
+            error = None if task.cancelled() else task.exception()  # retrieved, waited or not
+            if error is not None and not isinstance(error, DynamoError):  # a bug: say so
+                log.error("table %s: build failed", layout.spec.name, exc_info=error)
 
         build.add_done_callback(forget)
     return build
@@ -97,28 +98,41 @@ async def _build(ctx: RouterContext, layout: TableLayout) -> TableLayout | None:
     name = layout.spec.name
     deadline = time.monotonic() + BUILD_SECONDS
     for attempt in range(1, 10_000):  # bounded; the deadline ends it first
+        # Before any group is created: a build from a stale view (a router's cache, a MemDS
+        # that lags) of a table deleted since must not put its groups back on the nodes.
+        status = await _now(ctx, layout)
+        if status in ("ACTIVE", "gone"):
+            log.info("table %s: %s; this build stops", name, status)
+            return None if status == "gone" else layout
         try:
+            if status == "unknown":
+                raise MetadataUnavailable("the metadata group did not answer")
             await _create_groups(ctx, layout)
             return await _activate(ctx, layout)
         except (DynamoError, MetadataUnavailable) as exc:
             if time.monotonic() > deadline:
                 log.error("table %s: still not ACTIVE after %.0fs: %s", name, BUILD_SECONDS, exc)
                 raise DynamoError.unavailable(f"table {name} not created: {exc}") from None
-            log.warning("table %s: creation attempt %d failed (retrying): %s", name, attempt, exc)
-        await asyncio.sleep(min(5.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
-        if await _now(ctx, layout) != "CREATING":
-            log.info("table %s: deleted or replaced while created; build stopped", name)
-            return None
+            level = logging.DEBUG if attempt & (attempt - 1) else logging.WARNING  # 1, 2, 4, ...
+            log.log(level, "table %s: creation attempt %d failed: %s", name, attempt, exc)
+        await asyncio.sleep(min(5.0, 0.2 * 2 ** min(attempt, 5)) * random.uniform(0.5, 1.0))
     return None
 
 
 async def _activate(ctx: RouterContext, layout: TableLayout) -> TableLayout | None:
+    """Switch the table to ACTIVE (conditionally); None when it is gone. MetadataUnavailable
+    when the metadata cannot tell (the build tries again)."""
     spec = layout.spec
     active = TableLayout(replace(spec, status="ACTIVE"), layout.partitions)
     version = max(int(time.time() * 1000), spec.incarnation + 1)
     if not await ctx.metadata.activate(active, version):
-        # Refused: another router's build made it ACTIVE (fine), or it was deleted (None).
-        return active if await _now(ctx, layout) == "ACTIVE" else None
+        # Refused: another router's build made it ACTIVE, this one's earlier write whose
+        # outcome was unknown did, or the table was deleted.
+        status = await _now(ctx, layout)
+        if status == "gone":
+            return None
+        if status != "ACTIVE":
+            raise MetadataUnavailable(f"table {spec.name} is {status} after a refused activation")
     ctx.resolver.learn(spec.name, active, version)  # served here before MemDS refreshes
     await _until_routable(ctx, spec.name)
     log.info("table %s is ACTIVE", spec.name)
@@ -127,11 +141,11 @@ async def _activate(ctx: RouterContext, layout: TableLayout) -> TableLayout | No
 
 async def _now(ctx: RouterContext, layout: TableLayout) -> str:
     """The status of this table (this TableId) in the metadata: "gone" once it was deleted
-    (or replaced); "CREATING" when the metadata does not answer (keep trying)."""
+    (or replaced by another of its name), "unknown" when the metadata does not answer."""
     try:
         current = (await ctx.metadata.read_map()).tables.get(layout.spec.name)
     except MetadataUnavailable:
-        return "CREATING"
+        return "unknown"
     if current is None or current.spec.table_id != layout.spec.table_id:
         return "gone"
     return current.spec.status

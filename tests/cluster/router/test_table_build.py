@@ -1,6 +1,7 @@
 """A table's creation is finished by whichever router a waiting client asks: one left CREATING
 (its router stopped, or its attempts failed) becomes ACTIVE when DescribeTable is called, and
-one deleted meanwhile never comes back (cluster/router/tablebuild.py).
+one deleted meanwhile never comes back, nor do its groups (cluster/router/tablebuild.py). The
+metadata's writes after a read (activate, update) are conditional for the same reason.
 
 Before the build, a CreateTable whose groups did not elect within 15 s left its table CREATING
 for ever: the client's retry was told ResourceInUseException and waited in vain (CI, session
@@ -11,27 +12,45 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
+import aiohttp
 import pytest
 
 from chaos.backends.local import LocalCluster
-from cluster.metadata.partitionmap import KeySchema, TableSpec, build_layout, meta_replicas
-from cluster.metadata.store import MetadataStore
-from cluster.router.tablebuild import STALE_SECONDS
+from cluster.metadata.partitionmap import (
+    KeySchema,
+    TableLayout,
+    TableSpec,
+    build_layout,
+    meta_replicas,
+)
+from cluster.metadata.store import TABLES, MetadataStore
+from cluster.router.context import RouterContext
+from cluster.router.settings import update_table
+from cluster.router.tablebuild import STALE_SECONDS, start_build
+from cluster.router.tables import delete_table
 from cluster.storage.client import GroupClient
+from cluster.storage.commands import PutCommand
 from cluster.topology import parse_topology
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.slow
 
 
-async def _abandon_creation(cluster: LocalCluster, name: str, age: float) -> None:
-    """Record ``name`` as CREATING, created ``age`` seconds ago, as a router that stopped right
-    after that step leaves it: no group was created."""
-    topology = parse_topology(cluster.config.topology)
+def _store(cluster: LocalCluster) -> tuple[MetadataStore, GroupClient]:
     nodes = GroupClient({p.id: p.listen for p in cluster.config.processes_with_role("storage")})
-    store = MetadataStore(nodes, meta_replicas(topology))
+    return MetadataStore(nodes, meta_replicas(parse_topology(cluster.config.topology))), nodes
+
+
+async def _abandon_creation(
+    cluster: LocalCluster, name: str, age: float, legacy: bool = False
+) -> TableLayout:
+    """Record ``name`` as CREATING, created ``age`` seconds ago, as a router that stopped right
+    after that step leaves it: no group was created. ``legacy``: the item as the code before
+    items named their TableId wrote it."""
+    store, nodes = _store(cluster)
     try:
         current = await store.read_map()
         version = max(int(time.time() * 1000), current.version + 1)
@@ -43,63 +62,172 @@ async def _abandon_creation(cluster: LocalCluster, name: str, age: float) -> Non
             table_id=str(uuid.uuid4()),
             incarnation=version,
         )
-        await store.create(build_layout(topology, spec, current.replicas_per_node()), version)
+        layout = build_layout(
+            parse_topology(cluster.config.topology), spec, current.replicas_per_node()
+        )
+        if legacy:
+            item = store._item(layout, version)
+            del item["table_id"]
+            assert (await store._write(PutCommand(TABLES, store._pk(name), b"", item)))["ok"]
+        else:
+            await store.create(layout, version)
+        return layout
     finally:
         await nodes.close()
 
 
+async def _build_from(cluster: LocalCluster, view: TableLayout) -> TableLayout | None:
+    """What a router whose cache (or MemDS) shows ``view`` does on DescribeTable: a build."""
+    async with aiohttp.ClientSession() as session:
+        ctx = RouterContext(cluster.config, "rt-b", session)
+        await ctx.start()
+        try:
+            return await asyncio.wait_for(start_build(ctx, view), 40)
+        finally:
+            await ctx.stop()
+
+
+def _hosted(cluster: LocalCluster, groups: set[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for node in cluster.process_ids("storage"):
+        status = cluster.storage_status(node) or {"replicas": []}
+        mine = sorted(r["group"] for r in status["replicas"] if r["group"] in groups)
+        if mine:
+            found[node] = mine
+    return found
+
+
 def _status(client: Any, name: str) -> str:
+    """The table's status, once MemDS has the map that names it (a few hundred ms)."""
+    for _ in range(50):
+        try:
+            return str(client.describe_table(TableName=name)["Table"]["TableStatus"])
+        except client.exceptions.ResourceNotFoundException:
+            time.sleep(0.1)
     return str(client.describe_table(TableName=name)["Table"]["TableStatus"])
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
 def test_a_table_its_router_abandoned_becomes_active_for_the_client_waiting(
     local_cluster: LocalCluster,
 ) -> None:
-    asyncio.run(_abandon_creation(local_cluster, "abandoned", age=STALE_SECONDS + 30))
+    name = _name("abandoned")
+    asyncio.run(_abandon_creation(local_cluster, name, age=STALE_SECONDS + 30))
     client = client_for(local_cluster, router="rt-b")
     statuses = []
     deadline = time.monotonic() + 60
-    while (status := _status(client, "abandoned")) != "ACTIVE" and time.monotonic() < deadline:
+    while (status := _status(client, name)) != "ACTIVE" and time.monotonic() < deadline:
         statuses.append(status)
         time.sleep(0.5)
     assert status == "ACTIVE", f"still {status} after 60 s of DescribeTable"
     assert statuses and set(statuses) == {"CREATING"}
-    client.put_item(TableName="abandoned", Item={"k": {"S": "a"}, "v": {"S": "1"}})
-    got = client.get_item(TableName="abandoned", Key={"k": {"S": "a"}}, ConsistentRead=True)
+    client.put_item(TableName=name, Item={"k": {"S": "a"}, "v": {"S": "1"}})
+    got = client.get_item(TableName=name, Key={"k": {"S": "a"}}, ConsistentRead=True)
     assert got["Item"]["v"] == {"S": "1"}
 
 
 def test_a_young_creating_table_is_left_to_its_router(local_cluster: LocalCluster) -> None:
     """Within STALE_SECONDS a CREATING table is its creating router's: DescribeTable does not
     start a second build (its groups are not created by a reader)."""
-    asyncio.run(_abandon_creation(local_cluster, "young", age=0))
+    name = _name("young")
+    layout = asyncio.run(_abandon_creation(local_cluster, name, age=0))
     client = client_for(local_cluster, router="rt-a")
-    for _ in range(50):  # until MemDS has the new map (a few hundred ms)
-        try:
-            _status(client, "young")
-            break
-        except client.exceptions.ResourceNotFoundException:
-            time.sleep(0.1)
     for _ in range(4):
-        assert _status(client, "young") == "CREATING"
+        assert _status(client, name) == "CREATING"
         time.sleep(0.5)
-    client.delete_table(TableName="young")
+    assert _hosted(local_cluster, {p.id for p in layout.partitions}) == {}
+    client.delete_table(TableName=name)
 
 
-def test_a_table_deleted_while_its_creation_resumes_stays_deleted(
+def test_a_build_from_a_stale_view_leaves_no_groups_of_a_deleted_table(
     local_cluster: LocalCluster,
 ) -> None:
-    asyncio.run(_abandon_creation(local_cluster, "gone-again", age=STALE_SECONDS + 30))
+    name = _name("orphan")
+    stale = asyncio.run(_abandon_creation(local_cluster, name, age=STALE_SECONDS + 30))
+    groups = {p.id for p in stale.partitions}
     client = client_for(local_cluster, router="rt-a")
-    for _ in range(50):  # until MemDS has the new map; the first answer starts the build
+    client.delete_table(TableName=name)  # tombstone, then drop_group on every replica
+    assert asyncio.run(_build_from(local_cluster, stale)) is None
+    assert name not in client.list_tables()["TableNames"]
+    time.sleep(1)
+    assert _hosted(local_cluster, groups) == {}, "groups of a deleted table put back"
+
+
+def test_a_table_left_creating_by_the_code_before_becomes_active(
+    local_cluster: LocalCluster,
+) -> None:
+    name = _name("legacy")
+    layout = asyncio.run(_abandon_creation(local_cluster, name, STALE_SECONDS + 30, legacy=True))
+    built = asyncio.run(_build_from(local_cluster, layout))
+    status = _status(client_for(local_cluster, router="rt-a"), name)
+    assert built is not None and status == "ACTIVE", f"build gave {built}; table {status}"
+
+
+def test_activate_brings_back_neither_a_deleted_table_nor_a_replaced_one(
+    local_cluster: LocalCluster,
+) -> None:
+    name = _name("act")
+
+    def active(layout: TableLayout) -> TableLayout:
+        return TableLayout(replace(layout.spec, status="ACTIVE"), layout.partitions)
+
+    async def activations() -> list[bool | str]:
+        store, nodes = _store(local_cluster)
         try:
-            _status(client, "gone-again")
-            break
-        except client.exceptions.ResourceNotFoundException:
-            time.sleep(0.1)
-    client.delete_table(TableName="gone-again")
-    time.sleep(3)  # a build's switch to ACTIVE must not bring it back
-    names = client.list_tables()["TableNames"]
-    assert "gone-again" not in names
-    with pytest.raises(client.exceptions.ResourceNotFoundException):
-        client.describe_table(TableName="gone-again")
+            first = await _abandon_creation(local_cluster, name, age=0)
+            await store.delete(name, first.spec.incarnation + 1)
+            out: list[bool | str] = [
+                await store.activate(active(first), first.spec.incarnation + 2)
+            ]
+            out.append(name in (await store.read_map()).tables)
+            second = await _abandon_creation(local_cluster, name, age=0)
+            out.append(await store.activate(active(first), second.spec.incarnation + 1))
+            out.append((await store.read_map()).tables[name].spec.status)
+            out.append(await store.activate(active(second), second.spec.incarnation + 1))
+            out.append((await store.read_map()).tables[name].spec.status)
+            return out
+        finally:
+            await nodes.close()
+
+    assert asyncio.run(activations()) == [False, False, False, "CREATING", True, "ACTIVE"]
+
+
+def test_an_update_table_racing_a_delete_does_not_bring_the_table_back(
+    local_cluster: LocalCluster,
+) -> None:
+    """UpdateTable reads the map, then writes the changed spec; a DeleteTable in between must
+    win (an unconditional write brought the table back ACTIVE with its groups dropped)."""
+    name = _name("upd")
+    client = client_for(local_cluster, router="rt-a")
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2})
+
+    async def update_racing_a_delete() -> str:
+        async with aiohttp.ClientSession() as session:
+            ctx = RouterContext(local_cluster.config, "rt-b", session)
+            await ctx.start()
+            update = ctx.metadata.update
+
+            async def deleted_first(layout: TableLayout, version: int) -> bool:
+                await delete_table(ctx, {"TableName": name})  # another client, another router
+                return await update(layout, version)
+
+            ctx.metadata.update = deleted_first  # type: ignore[method-assign]
+            try:
+                await update_table(ctx, {"TableName": name, "DeletionProtectionEnabled": True})
+            except Exception as exc:  # DynamoError: the client is told the table is gone
+                return str(getattr(exc, "type", exc))
+            finally:
+                await ctx.stop()
+            return "updated"
+
+    assert asyncio.run(update_racing_a_delete()) == "ResourceNotFoundException"
+    assert name not in client.list_tables()["TableNames"], "deleted table back (ACTIVE)"
