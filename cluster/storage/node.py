@@ -154,6 +154,10 @@ class StorageNode:
         self.registry.register(ReplicaCollector(self))
         self.calls = RequestMetrics(self.requests, self.latency, _HANDLERS)
         self._server: asyncio.Server | None = None
+        # Connections accepted and still open: a stop hangs up on them, as a process that
+        # ends does (server.close() only stops listening; peers kept sending to a stopped
+        # node that still read their frames, in the same process).
+        self._accepted: set[asyncio.StreamWriter] = set()
         self._admin: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._group_lock = asyncio.Lock()
@@ -279,6 +283,8 @@ class StorageNode:
                 await task
         if self._server is not None:
             self._server.close()
+        for writer in list(self._accepted):
+            writer.close()
         if self._admin is not None:
             await self._admin.cleanup()
         for rebuild in self._rebuilds:  # one swapping files ends first (uninterrupted)
@@ -616,6 +622,7 @@ class StorageNode:
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        self._accepted.add(writer)
         try:
             hello, proven = await receive_hello(reader, writer)  # cluster/auth.py
             if not proven:
@@ -633,6 +640,7 @@ class StorageNode:
         except FrameError as exc:
             log.warning("dropping connection: %s", exc)
         finally:
+            self._accepted.discard(writer)
             writer.close()
 
     async def _serve_peer(self, peer: str, reader: asyncio.StreamReader) -> None:

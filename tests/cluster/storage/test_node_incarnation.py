@@ -200,3 +200,32 @@ def test_groups_written_before_incarnations_still_open(tmp_path: Path) -> None:
         assert node.incarnation_of(GROUP) == NEW  # remembered
 
     in_cluster(tmp_path, scenario)
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def test_a_stopped_node_hangs_up_on_its_peers(tmp_path: Path) -> None:
+    """A node stopped in a process that goes on (these tests) hangs up on the peers whose
+    links it accepted, as a process that ends does: it used to go on reading their frames
+    (server.close() only stops listening), so their links never noticed, and a node started
+    again at its address was never dialled: its peers' messages went to the stopped one."""
+
+    async def scenario(cluster: Cluster) -> None:
+        a1 = await cluster.start("sn-a1")
+        await cluster.start("sn-b1")
+        link = a1.links.links["sn-b1"]
+        await until(lambda: _true(link.connected), 5, "sn-a1's link to sn-b1 is up")
+        await cluster.stop("sn-b1")
+        await until(lambda: _true(not link.connected), 2, "sn-a1 noticed sn-b1's stop")
+
+    in_cluster(tmp_path, scenario)
+
+
+async def _true(value: bool) -> bool:
+    return value
