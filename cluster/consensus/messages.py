@@ -91,6 +91,11 @@ class Message:
     src: str
     dst: str
     term: int
+    # The sender's incarnation of ``group`` (``Raft.incarnation``): a group id named again
+    # (a table deleted and created under the same name) is another group, and replicas of
+    # different incarnations never take each other's messages. 0: not known (a group created
+    # before incarnations existed, or by a caller that sends none); it matches only 0.
+    incarnation: int = field(default=0, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,14 +194,20 @@ class Raft:
         snapshot: Snapshot | None = None,
         entries: list[Entry] | None = None,
         membership: Membership | None = None,
+        incarnation: int = 0,
     ) -> None:
         """Start (or restart) a replica from what is on its disk.
 
         ``membership`` bootstraps a brand-new group (applied when the log and snapshot are
         empty); a replica joining an existing group passes none and learns it from the leader.
+        ``incarnation``: with ``group``, the identity of the group (``step``).
         """
         self.id = id
         self.group = group
+        self.incarnation = incarnation
+        # The highest incarnation of this group a message came from, when above ours: this
+        # replica belongs to a group that was deleted and named again (0: none seen).
+        self.superseded_by = 0
         self.config = config
         self.rng = rng
         if snapshot is None:
@@ -370,7 +376,18 @@ class Raft:
         return self.log.slice(lo, min(hi, self.log.commit + 1))
 
     def step(self, msg: AnyMessage) -> None:
+        """Take one message. Only those of this group (id AND incarnation) sent to us count:
+        a group id is used again when its table is deleted and created under the same name,
+        and a replica of the deleted group (on a node that was down during the delete) holds
+        another log at the same indexes, often in a higher term. Were its messages taken, it
+        could win the new group's election or pass its log for the leader's, and entries the
+        new group committed would be lost. A message of a newer incarnation says this replica
+        belongs to the deleted group: ``superseded_by`` tells the driver to retire it."""
         if msg.group != self.group or msg.dst != self.id:
+            return
+        if msg.incarnation != self.incarnation:
+            if msg.incarnation > self.incarnation:
+                self.superseded_by = max(self.superseded_by, msg.incarnation)
             return
         if msg.term > self.term:
             if isinstance(msg, RequestVote):
@@ -391,9 +408,28 @@ class Raft:
             if isinstance(msg, AppendEntries | InstallSnapshot):
                 # A deposed leader, or we raised our term while cut off (§9.6 discussion): tell
                 # it our term so that whichever side is stale moves on.
-                self._send(AppendResponse(self.group, self.id, msg.src, self.term, False, 0))
+                self._send(
+                    AppendResponse(
+                        self.group,
+                        self.id,
+                        msg.src,
+                        self.term,
+                        False,
+                        0,
+                        incarnation=self.incarnation,
+                    )
+                )
             elif isinstance(msg, RequestVote) and msg.pre:
-                self._send(VoteResponse(self.group, self.id, msg.src, self.term, False, pre=True))
+                refused = VoteResponse(
+                    self.group,
+                    self.id,
+                    msg.src,
+                    self.term,
+                    False,
+                    pre=True,
+                    incarnation=self.incarnation,
+                )
+                self._send(refused)
             return
 
         match msg:
@@ -601,6 +637,7 @@ class Raft:
                     self.log.last_term(),
                     pre=pre,
                     transfer=transfer,
+                    incarnation=self.incarnation,
                 )
             )
 
@@ -623,7 +660,10 @@ class Raft:
             self.vote = msg.src
             self.election_elapsed = 0
         term = msg.term if msg.pre and granted else self.term
-        self._send(VoteResponse(self.group, self.id, msg.src, term, granted, pre=msg.pre))
+        reply = VoteResponse(
+            self.group, self.id, msg.src, term, granted, pre=msg.pre, incarnation=self.incarnation
+        )
+        self._send(reply)
 
     def _yield_to_self(self, msg: RequestVote) -> bool:
         """Two replicas that time out together would grant each other's pre-votes, both
@@ -783,7 +823,17 @@ class Raft:
                     # A log replica keeps only the log after the snapshot: it gets the
                     # snapshot's metadata without its data (empty data means "no state").
                     snap = Snapshot(snap.meta)
-                self._send(InstallSnapshot(self.group, self.id, peer, self.term, snap, self.seq))
+                self._send(
+                    InstallSnapshot(
+                        self.group,
+                        self.id,
+                        peer,
+                        self.term,
+                        snap,
+                        self.seq,
+                        incarnation=self.incarnation,
+                    )
+                )
                 pr.probing = True  # until it acknowledges the snapshot
             return
         if pr.probing and not heartbeat:
@@ -807,6 +857,7 @@ class Raft:
             self.log.commit,
             self.seq,
             self.full_voters_hold() if peer in self.membership.log_only else 0,
+            incarnation=self.incarnation,
         )
         self._send(msg)
         if entries and not pr.probing:
@@ -900,7 +951,7 @@ class Raft:
         target = self.transfer_target
         if target is None or self._progress(target).match < self.log.last_index():
             return
-        self._send(TimeoutNow(self.group, self.id, target, self.term))
+        self._send(TimeoutNow(self.group, self.id, target, self.term, incarnation=self.incarnation))
 
     # --- replication (follower) ------------------------------------------------------------
 
@@ -928,7 +979,9 @@ class Raft:
         self._caught_up_to(msg.commit)
 
     def _append(self, msg: AppendEntries) -> None:
-        reply = AppendResponse(self.group, self.id, msg.src, self.term, True, 0, msg.seq)
+        reply = AppendResponse(
+            self.group, self.id, msg.src, self.term, True, 0, msg.seq, incarnation=self.incarnation
+        )
         if msg.prev_index < self.log.commit:
             # Already-committed prefix: skip it, it matches by definition.
             skip = self.log.commit - msg.prev_index
@@ -964,7 +1017,18 @@ class Raft:
             self.membership = self.log.membership_at(self.log.last_index())
         match = max(meta.index, self.log.commit)
         self._caught_up_to(meta.index)
-        self._send(AppendResponse(self.group, self.id, msg.src, self.term, True, match, msg.seq))
+        self._send(
+            AppendResponse(
+                self.group,
+                self.id,
+                msg.src,
+                self.term,
+                True,
+                match,
+                msg.seq,
+                incarnation=self.incarnation,
+            )
+        )
 
     def _keeps_log_for(self, snapshot: Snapshot) -> bool:
         """Does a stateless snapshot only confirm entries this log holds? (Otherwise it is
@@ -988,5 +1052,12 @@ class Raft:
 
 def _replace_reply(reply: AppendResponse, *, success: bool, match_index: int) -> AppendResponse:
     return AppendResponse(
-        reply.group, reply.src, reply.dst, reply.term, success, match_index, reply.seq
+        reply.group,
+        reply.src,
+        reply.dst,
+        reply.term,
+        success,
+        match_index,
+        reply.seq,
+        incarnation=reply.incarnation,
     )

@@ -174,6 +174,12 @@ class StorageNode:
         # group -> the incarnation of the table its replica here belongs to (TableSpec's; 0:
         # unknown, a group created before incarnations existed or without one).
         self.incarnations: dict[str, int] = {}
+        # group -> the newest incarnation a peer's message showed, above the one hosted here:
+        # the replica here was retired (``_retire``); the reconcile never puts back an older.
+        self._superseded: dict[str, int] = {}
+        self._retirements: dict[str, asyncio.Task[None]] = {}
+        self._reconcile_now = asyncio.Event()  # set: run a reconcile round without waiting
+        self.foreign_messages = 0  # Raft messages dropped: another incarnation of their group
         # Services running inside the node (the archiver, healing's admin: see host.py).
         self.services: list[NodeService] = []
         self.archiver: Archiver | None = None
@@ -249,7 +255,13 @@ class StorageNode:
             lost = group in hosted and not replica_dir(self.config.data_dir, group).exists()
             if lost:
                 log.warning("%s: replica files missing; rejoining the group empty", group)
-            await self._open_replica(group, frozenset(members), rejoin=lost, starting=True)
+            await self._open_replica(
+                group,
+                frozenset(members),
+                rejoin=lost,
+                starting=True,
+                incarnation=self.incarnations.get(group, 0),
+            )
         if self.journal is not None:  # before any message leaves: nothing was promised yet
             await asyncio.to_thread(self.journal.checkpoint)
         self._save_groups()
@@ -290,6 +302,7 @@ class StorageNode:
         for rebuild in self._rebuilds:  # one swapping files ends first (uninterrupted)
             rebuild.cancel()
         await asyncio.gather(*self._rebuilds, return_exceptions=True)
+        await asyncio.gather(*self._retirements.values(), return_exceptions=True)  # brief
         # Every part closes, in this order, whatever an earlier one raised: a replica whose
         # loop ended on a failed journal used to abort the stop, leaving the other replicas'
         # WALs and stores and the I/O thread open. Each failure is logged once; the first is
@@ -338,10 +351,12 @@ class StorageNode:
         mode: ReplicaMode | None = None,
         rejoin: bool = False,
         starting: bool = False,
+        incarnation: int = 0,
     ) -> Replica:
         """Open (or create) the replica of ``group``. ``rejoin``: it starts without the state
         it once had (dropped, wiped): no votes, no campaign until caught up (Raft.rejoin).
-        ``starting``: the node's start checkpoints the journal once for all its replicas."""
+        ``starting``: the node's start checkpoints the journal once for all its replicas.
+        ``incarnation``: the group's (``self.incarnations``), part of its Raft identity."""
         replica = await Replica.open(
             self.config.node_id,
             group,
@@ -352,6 +367,7 @@ class StorageNode:
             mode,
             self.journal,
             self.ready_io,
+            incarnation,
         )
         if self.journal is not None:
             journal, wal = self.journal, replica.wal
@@ -431,13 +447,17 @@ class StorageNode:
         (its drop never came) whose name was used again: it is wiped and a fresh one created.
         Kept, it was a voter of the new group with the deleted table's log and term: it served
         the deleted table's items as the new table's, and a new leader's log, at the same
-        indexes and term as its own, was taken for the one it had (session 12).
+        indexes and term as its own, was taken for the one it had (session 12). The incarnation
+        is part of the replica's Raft identity (``Raft.step``): replicas of different ones
+        never take each other's messages, whatever replaced what when (session 13).
+        The new replica needs no ``rejoin`` for being a replacement: the one it replaces was
+        of another incarnation, so it never voted or acknowledged anything in this group.
         """
         if not GROUP_NAME.match(group):
             raise RequestError("ValidationException", f"bad group name {group!r}")
         async with self._group_lock:
             self._check_running()
-            if from_map and group in self._dropped:
+            if from_map and not self._map_may_create(group, incarnation):
                 return False
             self._dropped.discard(group)
             if rate is not None:
@@ -456,10 +476,18 @@ class StorageNode:
             joining = self.config.node_id not in members
             mode = ReplicaMode.LOG if log_only else ReplicaMode.FULL
             members_now = None if joining else frozenset(members)
-            await self._open_replica(group, members_now, mode, rejoin)
+            await self._open_replica(group, members_now, mode, rejoin, incarnation=incarnation)
             self.incarnations[group] = incarnation
             self._save_groups()
             return True
+
+    def _map_may_create(self, group: str, incarnation: int) -> bool:
+        """May the reconcile (MemDS's lagging map) create ``group`` of ``incarnation`` here?
+        Not a group this node was told to drop; not an incarnation older than one a peer's
+        message showed (the replica retired for it)."""
+        if group in self._dropped:
+            return False
+        return incarnation >= self._superseded.get(group, 0)
 
     async def drop_group(self, group: str) -> bool:
         """Stop hosting ``group`` and delete its data (idempotent). True when it was hosted."""
@@ -528,7 +556,8 @@ class StorageNode:
                 finish_rebuild, staged, replica.raft, self.settings.segment_bytes
             )
         except BaseException:
-            await self._open_replica(group, None)  # the old files are untouched
+            # the old files are untouched
+            await self._open_replica(group, None, incarnation=self.incarnations.get(group, 0))
             raise
         if set_aside:
             aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
@@ -537,7 +566,7 @@ class StorageNode:
             aside = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
         path.rename(aside)
         staged.path.rename(path)
-        await self._open_replica(group, None)
+        await self._open_replica(group, None, incarnation=self.incarnations.get(group, 0))
         self._save_groups()
         if not set_aside:
             await asyncio.to_thread(shutil.rmtree, aside, True)
@@ -567,8 +596,14 @@ class StorageNode:
                         await self._join_missing(body.get("tables") or {})
                         break
                 # The first round at once: a replica kept from a deleted table is replaced
-                # before it may campaign (a restarted replica waits an election timeout).
-                await asyncio.sleep(self.config.reconcile_seconds)
+                # before it may campaign (a restarted replica waits an election timeout). The
+                # next one at once too when a replica was retired (``_retire``): the group
+                # then joins again, as the map's table, without waiting.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._reconcile_now.wait(), self.config.reconcile_seconds
+                    )
+                self._reconcile_now.clear()
 
     async def _join_missing(self, tables: dict[str, Any]) -> None:
         me = self.config.node_id
@@ -652,8 +687,47 @@ class StorageNode:
             self._tick_due()  # the ticks of instants before they arrived go first
             for msg in msgs:
                 replica = self.replicas.get(msg.group)
-                if replica is not None:  # groups we do not host are created explicitly first
-                    replica.step(msg)
+                if replica is None:  # groups we do not host are created explicitly first
+                    continue
+                if msg.incarnation != replica.incarnation:  # another group of the same id
+                    self.foreign_messages += 1  # (its core would drop it too: Raft.step)
+                    if msg.incarnation > replica.incarnation:
+                        self._retire(replica, msg.incarnation)
+                    continue
+                replica.step(msg)
+
+    def _retire(self, replica: Replica, newer: int) -> None:
+        """A peer's replica of ``replica``'s group is of a newer incarnation: ours is of a
+        table deleted while this node did not hear of it (down, cut off), whose name was used
+        again. Its messages reach nobody of the new group (nor theirs it), so it takes no part
+        in it, but it would serve the deleted table's items to eventually consistent reads:
+        it is discarded, and the reconcile (at once) joins the map's table, empty and
+        rejoining. Until then (MemDS unreachable) this node hosts no replica of the group."""
+        group = replica.group
+        self._superseded[group] = max(self._superseded.get(group, 0), newer)
+        if group in self._retirements:
+            return
+
+        async def retire() -> None:
+            try:
+                async with self._group_lock:
+                    if self._stopping or self.replicas.get(group) is not replica:
+                        return  # stopping, or replaced meanwhile (a create_group, a rebuild)
+                    log.warning(
+                        "%s: a peer's replica is of incarnation %d, ours of %d (a deleted "
+                        "table's): discarding ours",
+                        group,
+                        newer,
+                        replica.incarnation,
+                    )
+                    await self._discard(group)
+                self._reconcile_now.set()
+            except Exception:  # a bug, or the files could not be moved: logged, retried later
+                log.exception("%s: retiring the replica failed", group)
+            finally:
+                del self._retirements[group]
+
+        self._retirements[group] = asyncio.create_task(retire(), name=f"retire-{group}")
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trusted: bool
@@ -871,6 +945,7 @@ class StorageNode:
             "peers": self.links.stats(),
             "journal": None if self.journal is None else self.journal.stats(),
             "ready_io": self.ready_io.stats(),
+            "foreign_messages": self.foreign_messages,
         }
 
 

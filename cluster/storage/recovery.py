@@ -89,10 +89,12 @@ def recover(
     settings: ReplicaSettings,
     mode: ReplicaMode | None,
     journal: NodeJournal | None,
+    incarnation: int = 0,
 ) -> tuple[Raft, WriteAheadLog, ItemStore, ReplicaMode]:
     """Rebuild a replica's core, WAL and store from ``data_dir`` (or create them; ``members``
     bootstraps a group). ``mode`` (for a new replica) is recorded; None keeps the recorded one.
-    With ``journal``, the WAL is first brought up to date from the node's journal."""
+    With ``journal``, the WAL is first brought up to date from the node's journal.
+    ``incarnation``: the group's (``Raft.step``), kept by the node (groups.json)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if mode is not None:
         write_mode(data_dir, mode)
@@ -121,6 +123,7 @@ def recover(
             hard_state=state.hard_state,
             snapshot=Snapshot(meta),
             entries=state.entries,
+            incarnation=incarnation,
         )
         return raft, wal, store, current
     mark = store.applied()
@@ -141,5 +144,6 @@ def recover(
         hard_state=state.hard_state,
         snapshot=Snapshot(meta, data),
         entries=[e for e in state.entries if e.index > mark.index],
+        incarnation=incarnation,
     )
     return raft, wal, store, current

@@ -117,6 +117,7 @@ class Replica:
         self.mode = mode
         self.group = group
         self.raft = raft
+        self.incarnation = raft.incarnation  # with ``group``, the group's identity
         self.wal = wal
         self.store = store
         # TransactGetItems' read marks (readmarks.py): touched only with the I/O thread's work.
@@ -167,18 +168,19 @@ class Replica:
         mode: ReplicaMode | None = None,
         journal: NodeJournal | None = None,
         ready_io: ReadyIO | None = None,
+        incarnation: int = 0,
     ) -> Replica:
         """Recover a replica from ``data_dir`` (or create it; ``members`` bootstraps a group).
 
         ``mode`` (for a new replica) is recorded in ``data_dir``; None keeps the recorded one.
         ``ready_io``: the node's I/O thread (readyio.py); None, the replica has its own.
-        """
+        ``incarnation``: the group's (its table's; ``Raft.step``): part of its identity."""
         own = ready_io is None
         io = ThreadPoolExecutor(1, f"io-{group}") if ready_io is None else ready_io.executor
         loop = asyncio.get_running_loop()
 
         raft, wal, store, current = await loop.run_in_executor(
-            io, recover, node_id, group, members, data_dir, settings, mode, journal
+            io, recover, node_id, group, members, data_dir, settings, mode, journal, incarnation
         )
         replica = cls(node_id, group, raft, wal, store, io, settings, send, data_dir, current)
         replica.journal, replica.ready_io, replica.owns_io = journal, ready_io, own
@@ -193,9 +195,8 @@ class Replica:
             await cancel_and_wait(self.task)
         finally:
             self._fail_pending(OutcomeUnknown(f"{self.group}: replica closed"))
-            loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self.io, self._close_files)
+                await asyncio.get_running_loop().run_in_executor(self.io, self._close_files)
             finally:
                 if self.owns_io:
                     self.io.shutdown(wait=True)
@@ -360,8 +361,7 @@ class Replica:
                 if self.raft.has_ready():
                     rd = self.raft.ready()
                     early, late = split_messages(rd.messages) if rd.must_sync else (rd.messages, [])
-                    for msg in early:
-                        self.send(msg)
+                    self._send_all(early)
                     results: dict[int, ApplyResult] = {}
                     # A Ready of messages only (heartbeats, answers) needs no I/O-thread trip.
                     if rd.must_sync or rd.hard_state is not None or rd.committed:

@@ -82,6 +82,15 @@ PROTOCOL = 2  # 1: up to session 10 (no announcement, extra fields rejected); 2:
 # The length of each message kind as protocol 1 decodes it (nothing more may be sent there).
 _V1_LENGTH = {"append": 10, "append_resp": 8, "vote": 9, "vote_resp": 7, "snapshot": 7,
               "timeout_now": 5}  # fmt: skip
+# Session 13: every message ends with the sender's incarnation of the group
+# (``Message.incarnation``), at this index (after the fields of session 10's protocol 2).
+# Absent (a node before it): 0, "not known", which matches only a replica of incarnation 0:
+# a replica of a known incarnation takes nothing from such a node (dropping is safe: during a
+# rolling upgrade, the old nodes take no part in groups of known incarnation until they are
+# upgraded; groups of tables created before incarnations are 0 everywhere). No new protocol
+# number: a protocol 2 receiver ignores the field, as it must (it cannot tell them apart).
+_INCARNATION_AT = {"append": 11, "append_resp": 8, "vote": 9, "vote_resp": 7, "snapshot": 7,
+                   "timeout_now": 5}  # fmt: skip
 
 
 def _entry(e: messages.Entry) -> list[Any]:
@@ -113,6 +122,7 @@ def encode_message(msg: messages.AnyMessage, protocol: int = PROTOCOL) -> list[A
             body = ["timeout_now", *head]
         case _:
             raise TypeError(f"not a raft message: {msg!r}")
+    body.append(msg.incarnation)  # at _INCARNATION_AT[kind]
     if protocol < 2:
         del body[_V1_LENGTH[body[0]] :]  # fields protocol 1 does not know: it would reject them
     return body
@@ -180,37 +190,45 @@ def decode_message(body: Any) -> messages.AnyMessage:
             raise TypeError("group, src and dst must be strings")
         _ints(term)
         common = (group, src, dst, term)
+        at = _INCARNATION_AT.get(kind)
+        incarnation = body[at] if at is not None and len(body) > at else 0  # absent: 0
+        _ints(incarnation)
+        if incarnation < 0:
+            raise ValueError(f"incarnation {incarnation} < 0")
         if kind == "append":
             prev_index, prev_term, commit, seq, raw = rest[:5]
             held = rest[5] if len(rest) > 5 else 0  # a protocol 1 leader never says: 0
             _ints(prev_index, prev_term, commit, seq, held)
             entries = _entries(raw, prev_index)
             return messages.AppendEntries(
-                *common, prev_index, prev_term, entries, commit, seq, held
+                *common, prev_index, prev_term, entries, commit, seq, held, incarnation=incarnation
             )
         if kind == "append_resp":
             ok, match_index, seq = rest[:3]
             _bools(ok)
             _ints(match_index, seq)
-            return messages.AppendResponse(*common, ok, match_index, seq)
+            return messages.AppendResponse(*common, ok, match_index, seq, incarnation=incarnation)
         if kind == "vote":
             last_index, last_term, pre, transfer = rest[:4]
             _ints(last_index, last_term)
             _bools(pre, transfer)
-            return messages.RequestVote(*common, last_index, last_term, pre, transfer)
+            return messages.RequestVote(
+                *common, last_index, last_term, pre, transfer, incarnation=incarnation
+            )
         if kind == "vote_resp":
             granted, pre = rest[:2]
             _bools(granted, pre)
-            return messages.VoteResponse(*common, granted, pre)
+            return messages.VoteResponse(*common, granted, pre, incarnation=incarnation)
         if kind == "snapshot":
             (index, term_, membership, data), seq = rest[:2]
             _ints(index, term_, seq)
             if type(membership) is not bytes or type(data) is not bytes:
                 raise TypeError("snapshot membership and data must be bytes")
             meta = messages.SnapshotMeta(index, term_, messages.Membership.decode(membership))
-            return messages.InstallSnapshot(*common, messages.Snapshot(meta, data), seq)
+            snapshot = messages.Snapshot(meta, data)
+            return messages.InstallSnapshot(*common, snapshot, seq, incarnation=incarnation)
         if kind == "timeout_now":
-            return messages.TimeoutNow(*common)
+            return messages.TimeoutNow(*common, incarnation=incarnation)
     except (KeyError, TypeError, ValueError) as exc:
         raise FrameError(f"malformed raft message: {exc}") from exc
     raise FrameError(f"unknown raft message kind {kind!r}")

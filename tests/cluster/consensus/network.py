@@ -95,6 +95,7 @@ class Node:
     disk: Disk
     membership: Membership | None  # what it was bootstrapped with (passed again on restart)
     offset: int
+    incarnation: int = 0  # with the group id, the group's identity (Raft.step)
     applied: list[bytes] = field(default_factory=list)  # data of applied NORMAL entries
     readies: list[Ready] = field(default_factory=list)  # every Ready handled, in order
 
@@ -123,12 +124,13 @@ class Network:
         ids: Iterable[str],
         config: RaftConfig | None = None,
         log_only: Iterable[str] = (),
+        incarnation: int = 0,
     ) -> Network:
         ids = list(ids)
         net = cls(config)
         membership = Membership(frozenset(ids), frozenset(log_only))
         for k, node in enumerate(ids):
-            net.add(node, membership=membership, offset=3 * k)
+            net.add(node, membership=membership, offset=3 * k, incarnation=incarnation)
         return net
 
     def add(
@@ -139,14 +141,18 @@ class Network:
         offset: int = 0,
         hard_state: HardState | None = None,
         entries: list[Entry] | None = None,
+        incarnation: int = 0,
     ) -> Node:
         """Start a replica from the given disk contents (empty by default)."""
         disk = Disk(hard_state or HardState(), None, list(entries or []))
-        node = Node(self._raft(id, disk, membership, offset), disk, membership, offset)
+        raft = self._raft(id, disk, membership, offset, incarnation)
+        node = Node(raft, disk, membership, offset, incarnation)
         self.nodes[id] = node
         return node
 
-    def _raft(self, id: str, disk: Disk, membership: Membership | None, offset: int) -> Raft:
+    def _raft(
+        self, id: str, disk: Disk, membership: Membership | None, offset: int, incarnation: int
+    ) -> Raft:
         return Raft(
             id,
             GROUP,
@@ -156,6 +162,7 @@ class Network:
             snapshot=disk.snapshot,
             entries=list(disk.entries),
             membership=membership,
+            incarnation=incarnation,
         )
 
     def raft(self, id: str) -> Raft:
@@ -189,7 +196,7 @@ class Network:
     def restart(self, id: str) -> Raft:
         node = self.nodes[id]
         self.down.discard(id)
-        node.raft = self._raft(id, node.disk, node.membership, node.offset)
+        node.raft = self._raft(id, node.disk, node.membership, node.offset, node.incarnation)
         node.applied = decode_state(node.disk.snapshot.data) if node.disk.snapshot else []
         return node.raft
 

@@ -926,3 +926,62 @@ def test_proposals_and_commit_steps_between_readies_leave_as_one_message_per_fol
     ]
     net.stabilize()
     assert all(net.nodes[n].applied[-5:] == [*values, b"e"] for n in N3)
+
+
+# --- 12. a group id named again: the incarnation is part of the group's identity ----------
+
+
+def _old_group_disk() -> tuple[HardState, list[Entry]]:
+    """n3's disk after incarnation 1 of group GROUP: 20 entries, in a term raised by two
+    elections after its leaders crashed."""
+    net = Network.bootstrap(N3, incarnation=1)
+    net.run_until(lambda: net.leader() == "n1")
+    propose_all(net, "n1", [b"old-%d" % i for i in range(20)])
+    for leader in ("n1", "n2"):
+        net.crash(leader)
+        net.run_until(lambda gone=leader: net.leader() not in (None, gone))  # type: ignore[misc]
+        net.restart(leader)
+        net.stabilize()
+    net.run_until(lambda: net.raft("n3").log.commit == net.raft("n3").log.last_index())
+    disk = net.nodes["n3"].disk
+    return disk.hard_state, list(disk.entries)
+
+
+@pytest.mark.parametrize("stale", [1, 2], ids=["its own incarnation", "taken for the new"])
+def test_a_deleted_groups_replica_never_takes_part_in_the_group_named_again(stale: int) -> None:
+    """A table deleted and created again under its name reuses its group ids. n3 was down
+    through both: it comes back with incarnation 1's replica (a longer log, a higher term)
+    while incarnation 2 committed "new" on n1 and n2, and n1 is down. Taken for a replica of
+    incarnation 2 (as before incarnations travelled in messages: ``stale`` 2), it wins the
+    election (its log is more up to date) and n2 takes its log: where n2's "new" (acknowledged)
+    and n3's entry have the same index and term, as a match (the deleted table's items then
+    follow "new" in n2's log), else in place of n2's (lost). Of incarnation 1, none of its
+    messages counts and it takes none of n2's: n2 keeps "new", and n3 learns that its group
+    was named again (``superseded_by``)."""
+    hard_state, entries = _old_group_disk()
+    assert hard_state.term >= 3 and len(entries) >= 22
+    net = Network(CONFIG)
+    members = Membership(frozenset(N3))
+    for k, node in enumerate(["n1", "n2"]):
+        net.add(node, membership=members, offset=3 * k, incarnation=2)
+    net.add("n3", membership=members, offset=6, hard_state=hard_state, entries=entries,
+            incarnation=stale)  # fmt: skip
+    net.crash("n3")
+    net.run_until(lambda: net.leader() == "n1")
+    index, _ = net.propose("n1", b"new")
+    net.run_until(lambda: net.raft("n2").log.commit >= index)  # acknowledged: on n1 and n2
+    assert net.raft("n2").term < hard_state.term
+    net.crash("n1")
+    net.restart("n3")
+    leaders: set[str] = set()
+    for _ in range(20 * ELECTION):
+        net.tick()
+        leaders |= set(net.leaders())
+    kept = [e.data for e in net.nodes["n2"].disk.entries]
+    if stale == 2:  # the hazard this guards against: n3 led, and n2 took its log
+        assert leaders == {"n3"} and any(d.startswith(b"old") for d in kept)
+        return
+    assert not leaders  # n2 cannot win without n3's vote; n3 never counts
+    assert b"new" in kept and not any(d.startswith(b"old") for d in kept)
+    assert net.raft("n3").superseded_by == 2 and net.raft("n2").superseded_by == 0
+    assert all(m.incarnation == (2 if m.src == "n2" else 1) for m in net.sent if m.src != "n1")

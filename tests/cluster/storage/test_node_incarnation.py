@@ -12,6 +12,7 @@ create_group, and a node hosting the group for another table id replaces it with
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 from collections.abc import Awaitable, Callable
@@ -229,3 +230,105 @@ def test_a_stopped_node_hangs_up_on_its_peers(tmp_path: Path) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+# --- a stale replica restarted without MemDS (incarnation in every Raft message) -------------
+
+
+def leader_of(cluster: Cluster) -> str | None:
+    for name, node in cluster.nodes.items():
+        replica = node.replicas.get(GROUP)
+        if replica is not None and replica.raft.status().role.value == "leader":
+            return name
+    return None
+
+
+async def put_key(cluster: Cluster, key: str) -> None:
+    command = encode_command(PutCommand("orders", key.encode(), b"", {"v": {"S": key}}))
+    for _ in range(500):
+        name = leader_of(cluster)
+        if name is not None:
+            try:
+                assert (await cluster.nodes[name].replicas[GROUP].propose(command, 5.0)).ok
+                return
+            except NotLeader:
+                pass
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{GROUP} elected no leader")
+
+
+async def stored_keys(node: StorageNode) -> set[str]:
+    def read(store: Any) -> set[str]:
+        return {pk.decode() for pk, _, _ in store.scan("orders")}
+
+    replica = node.replicas.get(GROUP)
+    return set() if replica is None else set(await replica.read_local(read))
+
+
+def test_a_stale_replica_restarted_without_memds_never_takes_part_in_the_new_group(
+    tmp_path: Path,
+) -> None:
+    """sn-c1 is down while "orders" is deleted and created again; it comes back with the
+    deleted table's replica of orders.p0 (a longer log, a higher term) and no MemDS to tell it.
+    Its replica must never lead the new group nor have its log taken by the new replicas: a
+    write the new group acknowledged (on sn-a1 and sn-b1) would be lost. Before incarnations
+    travelled in Raft messages, with sn-a1 down, sn-c1 led the new group over sn-b1 and wiped
+    "new" from it (its log won: same group id, higher last term)."""
+
+    async def scenario(cluster: Cluster) -> None:
+        for name in NODES:
+            await cluster.start(name)
+        for node in cluster.nodes.values():  # CreateTable "orders" (OLD)
+            assert await node.create_group(GROUP, NODES, incarnation=OLD)
+        for i in range(20):  # a long log ...
+            await put_key(cluster, f"old-{i}")
+        for target in ("sn-b1", "sn-c1", "sn-a1", "sn-b1"):  # ... in a high term
+            for _ in range(200):
+                name = leader_of(cluster)
+                if name == target:
+                    break
+                if name is not None:
+                    cluster.nodes[name].replicas[GROUP].transfer_leadership(target)
+                await asyncio.sleep(0.02)
+        await put_key(cluster, "old-last")
+        c1 = cluster.nodes["sn-c1"]
+        await until(lambda: _has(c1, "old-last"), 5, "sn-c1 holds the old table")
+        old_term = c1.replicas[GROUP].raft.status().term
+        await cluster.stop("sn-c1")
+        for name in ("sn-a1", "sn-b1"):  # DeleteTable; sn-c1's drop never arrives
+            assert await cluster.nodes[name].drop_group(GROUP)
+        for name in ("sn-a1", "sn-b1"):  # CreateTable "orders" again (NEW), sn-c1 still down
+            assert await cluster.nodes[name].create_group(GROUP, NODES, incarnation=NEW)
+        await put_key(cluster, "new")  # acknowledged: on sn-a1 and sn-b1
+        b1 = cluster.nodes["sn-b1"]
+        await until(lambda: _has(b1, "new"), 5, "sn-b1 holds the acknowledged write")
+        assert b1.replicas[GROUP].raft.status().term < old_term  # the stale log would win
+        await cluster.stop("sn-a1")
+        c1 = await cluster.start("sn-c1")  # no MemDS: nothing tells it about NEW but peers
+        stale = c1.replicas[GROUP]
+        for _ in range(150):  # 3 s, 30 election timeouts
+            assert stale.raft.status().role.value != "leader", "the stale replica led"
+            assert "new" in await stored_keys(b1), "the acknowledged write was lost"
+            assert not any(k.startswith("old") for k in await stored_keys(b1))
+            await asyncio.sleep(0.02)
+        # It heard from the new group: its stale replica is gone (not served any more).
+        assert c1.replicas.get(GROUP) is not stale
+        assert not any(k.startswith("old") for k in await stored_keys(c1))
+        # Back to three: the group writes again. MemDS answers: a map that lags (the deleted
+        # table) does not bring the old replica back; the new table's joins, caught up with
+        # everything acknowledged.
+        await cluster.start("sn-a1")
+        await put_key(cluster, "new-2")
+        await c1._join_missing(memds_tables(OLD))
+        assert GROUP not in c1.replicas
+        await c1._join_missing(memds_tables(NEW))
+        assert c1.incarnation_of(GROUP) == NEW
+        for node in cluster.nodes.values():
+            await until(functools.partial(_has, node, "new-2"), 5, f"{node.node_id} caught up")
+            assert await stored_keys(node) == {"new", "new-2"}
+
+    in_cluster(tmp_path, scenario)
+
+
+async def _has(node: StorageNode, key: str) -> bool:
+    return key in await stored_keys(node)

@@ -89,6 +89,7 @@ def v1_decode(body: Any) -> AnyMessage:
 
 def as_v1(msg: AnyMessage) -> AnyMessage:
     """``msg`` without what protocol 1 cannot carry (it gets the defaults)."""
+    msg = replace(msg, incarnation=0)
     return replace(msg, held=0) if isinstance(msg, AppendEntries) else msg
 
 
@@ -126,6 +127,12 @@ def _append(**change: Any) -> list[Any]:
     return body
 
 
+def _incarnation(value: Any) -> list[Any]:
+    body = encode_message(ALL_KINDS[0])
+    body[-1] = value
+    return body
+
+
 MALFORMED: dict[str, Any] = {
     "not a list": {"append": 1},
     "too short for any kind": ["append", "g", "n1"],
@@ -152,6 +159,11 @@ MALFORMED: dict[str, Any] = {
     "snapshot meta short": ["snapshot", "g", "n1", "n3", 2, [5, 2, b"n1;"], 1],
     "snapshot data a string": ["snapshot", "g", "n1", "n3", 2, [5, 2, b"n1;", "data"], 1],
     "snapshot membership not text": ["snapshot", "g", "n1", "n3", 2, [5, 2, b"\xff", b""], 1],
+    "incarnation a string": _incarnation("1"),
+    "incarnation a boolean": _incarnation(True),
+    "incarnation None": _incarnation(None),
+    "incarnation negative": _incarnation(-1),
+    "incarnation a float": _incarnation(1.0),
 }
 
 
@@ -161,6 +173,23 @@ def test_malformed_messages_are_still_rejected(body: Any) -> None:
         decode_message(over_the_wire(body) if isinstance(body, list) else body)
     with pytest.raises(FrameError):  # and with them their frame (the node drops the connection)
         wire.decode_frame_messages({"rafts": [encode_message(ALL_KINDS[0]), body]})
+
+
+INCARNATION = 1_765_000_000_000  # a map version (ms): what TableSpec.incarnation holds
+
+
+@pytest.mark.parametrize("msg", ALL_KINDS, ids=lambda m: type(m).__name__)
+def test_every_message_carries_its_senders_incarnation(msg: AnyMessage) -> None:
+    """The sender replica's incarnation travels at the end of every kind (wire.py): a node
+    before it (session 12's protocol 2) sends none, which decodes as 0 ("not known", matching
+    only replicas of 0), and a protocol 1 node is sent none (it would reject the field)."""
+    msg = replace(msg, incarnation=INCARNATION)
+    body = encode_message(msg)
+    assert decode_message(over_the_wire(body)) == msg
+    assert decode_message(over_the_wire(body[:-1])).incarnation == 0  # a node before it
+    assert decode_message(over_the_wire([*body, "later"])) == msg  # a node after it
+    assert v1_decode(over_the_wire(encode_message(msg, 1))) == as_v1(msg)
+    assert wire.decode_frame_messages({"rafts": [body]}) == [msg]
 
 
 class ScriptedNode:
@@ -302,6 +331,8 @@ def test_a_node_steps_a_newer_peers_frame_with_fields_it_does_not_know(tmp_path:
     stepped: list[AnyMessage] = []
 
     class Stepped:
+        incarnation = 0
+
         def step(self, msg: AnyMessage) -> None:
             stepped.append(msg)
 
