@@ -333,7 +333,7 @@ class Admin:
                 case planner.RecreateReplica():
                     await self._recreate(replica, view, action)
                 case planner.DropOrphan():
-                    await self.call(action.node, "drop_group", 10.0, group=group)
+                    await self._drop_group(action.node, group, 10.0)
                     self.events.record(EventKind.ORPHAN_DROPPED, group, action.node)
                 case planner.TransferLeadership():
                     replica.transfer_leadership(action.node)
@@ -380,7 +380,7 @@ class Admin:
         )
         if peer is not None and peer.up:  # best effort: a dead node's copy goes when it is back
             with contextlib.suppress(ActionFailed):
-                await self.call(gone, "drop_group", 5.0, group=replica.group)
+                await self._drop_group(gone, replica.group, 5.0)
 
     async def _add_log_replica(
         self, replica: Replica, view: planner.GroupView, action: planner.AddLogReplica
@@ -388,7 +388,7 @@ class Admin:
         group, target = replica.group, action.node
         started = time.monotonic()
         # A copy left from an earlier membership must not be reused: it starts afresh.
-        await self.call(target, "drop_group", 10.0, group=group)
+        await self._drop_group(target, group, 10.0)
         await self._create_group(target, group, view, log_only=True)
         if target in self.peers:
             self.peers[target].groups[group] = ReplicaMode.LOG.value
@@ -463,6 +463,11 @@ class Admin:
         fields: dict[str, Any] = {"group": group, "members": sorted(view.voters), "rate": rate}
         fields |= {"provisioned": provisioned, "incarnation": self.node.incarnation_of(group)}
         await self.call(target, "create_group", 10.0, **fields, **options)
+
+    async def _drop_group(self, target: str, group: str, deadline: float) -> None:
+        """Have ``target`` drop its copy of ``group``, unless of a newer table (incarnation)."""
+        incarnation = self.node.incarnation_of(group)
+        await self.call(target, "drop_group", deadline, group=group, incarnation=incarnation)
 
     def _mode_on(self, node: str, group: str) -> str | None:
         peer = self.peers.get(node)

@@ -405,7 +405,15 @@ async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
     for partition in layout.partitions:
         for node in partition.replicas:
             # A node that is down keeps the group: a table created again under this name
-            # replaces it (a higher incarnation: StorageNode.create_group).
+            # replaces it (a higher incarnation: StorageNode.create_group), and its replicas
+            # never take the kept one's messages (Raft.step). The drop names the incarnation:
+            # arriving late, after the name was used again, it leaves the new table's replica.
             with contextlib.suppress(DynamoError):
-                await ctx.storage.node_call(node, "drop_group", ctx.deadline, group=partition.id)
+                await ctx.storage.node_call(
+                    node,
+                    "drop_group",
+                    ctx.deadline,
+                    group=partition.id,
+                    incarnation=layout.spec.incarnation,
+                )
     return {"TableDescription": describe(deleting)}

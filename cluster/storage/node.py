@@ -170,7 +170,9 @@ class StorageNode:
         # Groups dropped on request (DeleteTable, healing) and not created again since: the
         # reconcile loop does not put them back from a map that still places them (see
         # ``create_group``'s ``from_map``). Only an explicit create_group hosts them again.
-        self._dropped: set[str] = set()
+        # group -> the incarnation the drop named (None: any): only a create_group of a newer
+        # table's group passes (a lagging map still shows the dropped one: session 13).
+        self._dropped: dict[str, int | None] = {}
         # group -> the incarnation of the table its replica here belongs to (TableSpec's; 0:
         # unknown, a group created before incarnations existed or without one).
         self.incarnations: dict[str, int] = {}
@@ -459,7 +461,7 @@ class StorageNode:
             self._check_running()
             if from_map and not self._map_may_create(group, incarnation):
                 return False
-            self._dropped.discard(group)
+            self._dropped.pop(group, None)
             if rate is not None:
                 self.limits[group] = (rate, provisioned)
                 self.admission.set_rate(group, rate, time.monotonic())
@@ -473,6 +475,10 @@ class StorageNode:
                     incarnation,
                 )
                 await self._discard(group)
+            path = replica_dir(self.config.data_dir, group)
+            if path.exists():  # not hosted, yet there: a discard cut short by a crash
+                log.warning("%s: files of a replica not hosted here; deleting them first", group)
+                await self._trash(path)  # opened, they would pose as this group's state
             joining = self.config.node_id not in members
             mode = ReplicaMode.LOG if log_only else ReplicaMode.FULL
             members_now = None if joining else frozenset(members)
@@ -483,32 +489,55 @@ class StorageNode:
 
     def _map_may_create(self, group: str, incarnation: int) -> bool:
         """May the reconcile (MemDS's lagging map) create ``group`` of ``incarnation`` here?
-        Not a group this node was told to drop; not an incarnation older than one a peer's
-        message showed (the replica retired for it)."""
+        Not a group this node was told to drop, unless the map shows a newer table of it; not
+        an incarnation older than one a peer's message showed (the replica retired for it)."""
         if group in self._dropped:
-            return False
+            dropped = self._dropped[group]
+            if dropped is None or incarnation <= dropped:
+                return False
         return incarnation >= self._superseded.get(group, 0)
 
-    async def drop_group(self, group: str) -> bool:
-        """Stop hosting ``group`` and delete its data (idempotent). True when it was hosted."""
+    async def drop_group(self, group: str, incarnation: int | None = None) -> bool:
+        """Stop hosting ``group`` and delete its data (idempotent). True when it was hosted.
+
+        ``incarnation``: that of the table whose group is dropped (DeleteTable's, healing's);
+        a replica of a newer one stays: a late drop of a deleted table must not drop the
+        replica of a table created since under the same name. None: whatever it is."""
         async with self._group_lock:
             self._check_running()
-            self._dropped.add(group)  # hosted or not: a reconcile may be about to create it
+            hosted = self.incarnations.get(group, 0)
+            if group in self.replicas and incarnation is not None and hosted > incarnation:
+                log.warning("%s: not dropped: a drop of incarnation %d, the replica is of %d",
+                            group, incarnation, hosted)  # fmt: skip
+                return False
+            # Hosted or not: a reconcile may be about to create it (``_map_may_create``).
+            self._dropped[group] = incarnation
             return await self._discard(group)
 
     async def _discard(self, group: str) -> bool:
-        """Under the group lock: close ``group``'s replica and delete its data, if hosted."""
+        """Under the group lock: close ``group``'s replica and delete its data, if hosted.
+
+        The files go (renamed away) before groups.json forgets the group: a crash in between
+        leaves the group listed with no files, which the next start rejoins empty (no votes
+        until caught up). The other order left the files of a group no longer listed, which a
+        create_group of the group then opened as the new replica's state."""
         replica = self.replicas.pop(group, None)
         if replica is None:
             return False
         await replica.close()
         self.incarnations.pop(group, None)
-        self._save_groups()
-        path = replica_dir(self.config.data_dir, group)
-        trash = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
-        path.rename(trash)  # atomic: a crash never leaves a half-deleted replica behind
-        await asyncio.to_thread(shutil.rmtree, trash, True)
+        await self._trash(replica_dir(self.config.data_dir, group), self._save_groups)
         return True
+
+    async def _trash(self, path: Path, then: Callable[[], None] | None = None) -> None:
+        """Delete a replica's directory: renamed at once (atomic: a crash never leaves a
+        half-deleted replica where a replica is looked for), ``then`` called, then removed."""
+        trash = path.with_name(f".dropped-{path.name}-{time.monotonic_ns()}")
+        with contextlib.suppress(FileNotFoundError):  # already gone (wiped): nothing to move
+            path.rename(trash)
+        if then is not None:
+            then()
+        await asyncio.to_thread(shutil.rmtree, trash, True)
 
     async def rebuild_group(self, group: str, dump: bytes, set_aside: bool) -> int:
         """Rebuild ``group``'s replica as a full one from ``dump`` (a healthy replica's
@@ -914,7 +943,9 @@ class StorageNode:
         return {"data": data}
 
     async def _op_drop_group(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"dropped": await self.drop_group(str(request["group"]))}
+        incarnation = request.get("incarnation")  # absent (callers before it): whatever it is
+        incarnation = None if incarnation is None else int(incarnation)
+        return {"dropped": await self.drop_group(str(request["group"]), incarnation)}
 
     async def _op_create_group(self, request: dict[str, Any]) -> dict[str, Any]:
         members = [str(m) for m in request["members"]]

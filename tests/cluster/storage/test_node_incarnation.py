@@ -19,10 +19,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cluster.consensus.raft import RaftConfig
 from cluster.metadata.partitionmap import KeySchema, TableSpec, build_layout
 from cluster.storage.commands import PutCommand, encode_command
-from cluster.storage.layout import groups_file
+from cluster.storage.layout import groups_file, replica_dir
 from cluster.storage.node import NodeConfig, NotLeader, StorageNode
 from cluster.topology import parse_topology
 
@@ -332,3 +334,76 @@ def test_a_stale_replica_restarted_without_memds_never_takes_part_in_the_new_gro
 
 async def _has(node: StorageNode, key: str) -> bool:
     return key in await stored_keys(node)
+
+
+def test_a_late_drop_of_the_deleted_table_leaves_the_new_tables_replica(tmp_path: Path) -> None:
+    """DeleteTable's drop_group names the table's incarnation: one that arrives after the name
+    was used again (a slow request, a retry) leaves the new table's replica, and does not stop
+    the reconcile from joining the new table's group either."""
+
+    async def scenario(cluster: Cluster) -> None:
+        node = await cluster.start("sn-a1")
+        assert await node.create_group(GROUP, NODES, incarnation=NEW)
+        replica = node.replicas[GROUP]
+        assert not await node.drop_group(GROUP, OLD)  # late: the new table's replica stays
+        assert node.replicas[GROUP] is replica
+        assert node._map_may_create(GROUP, NEW)
+        assert await node.drop_group(GROUP, NEW)  # DeleteTable of the new table: dropped
+        assert GROUP not in node.replicas
+        await node._join_missing(memds_tables(NEW))  # the map lags: not put back
+        assert GROUP not in node.replicas
+        await node._join_missing(memds_tables(NEW + 1))  # a newer table of the name: joined
+        assert node.incarnation_of(GROUP) == NEW + 1
+        assert await node.drop_group(GROUP)  # a caller that names none: whatever it is
+        await node._join_missing(memds_tables(NEW + 2))
+        assert GROUP not in node.replicas  # (as before incarnations: only a create_group)
+
+    in_cluster(tmp_path, scenario)
+
+
+def test_a_replicas_files_left_behind_are_never_opened_as_a_new_replica(tmp_path: Path) -> None:
+    """A replica's directory that groups.json does not list (a discard cut short by a crash,
+    written in the order before) is deleted by create_group, not opened as the new replica's
+    state. And a discard now moves the files away before groups.json forgets the group: cut
+    short there, the group comes back listed without files, and rejoins empty."""
+
+    async def scenario(cluster: Cluster) -> None:
+        node = await cluster.start("sn-a1")
+        assert await node.create_group(GROUP, ["sn-a1"], incarnation=OLD)
+        await put_on(node, "old")
+        await cluster.stop("sn-a1")
+        path = groups_file(tmp_path / "sn-a1")
+        path.write_text("{}")  # the crash: groups.json saved, the files not moved yet
+        node = await cluster.start("sn-a1")
+        assert GROUP not in node.replicas
+        assert await node.create_group(GROUP, ["sn-a1"], incarnation=NEW)
+        await put_on(node, "new")
+        assert await stored_keys(node) == {"new"}, "the deleted table's files were opened"
+
+        def crash() -> None:
+            raise OSError("power lost before groups.json was saved")
+
+        node._save_groups = crash  # type: ignore[method-assign]
+        with pytest.raises(OSError):
+            await node.drop_group(GROUP)
+        assert not replica_dir(tmp_path / "sn-a1", GROUP).exists()  # moved away first
+        assert GROUP in json.loads(path.read_text())  # still listed: the crash came first
+        del node._save_groups
+        await cluster.stop("sn-a1")
+        node = await cluster.start("sn-a1")
+        assert node.replicas[GROUP].raft.status().rejoining  # listed, no files: empty
+        assert await stored_keys(node) == set()
+
+    in_cluster(tmp_path, scenario)
+
+
+async def put_on(node: StorageNode, key: str) -> None:
+    """A put on a one-member group of ``node`` (it elects itself)."""
+    command = encode_command(PutCommand("orders", key.encode(), b"", {"v": {"S": key}}))
+    for _ in range(300):
+        try:
+            assert (await node.replicas[GROUP].propose(command, 5.0)).ok
+            return
+        except NotLeader:
+            await asyncio.sleep(0.01)
+    raise AssertionError("no leader")
