@@ -65,11 +65,16 @@ class MetadataStore:
         return PartitionMap(applied, layouts)
 
     async def create(self, layout: TableLayout, version: int) -> None:
-        """Add a table; TableExists if the name is taken (checked at apply time)."""
+        """Add a table; TableExists if the name is taken (checked at apply time), or if it was
+        deleted at ``version`` or later. A table's incarnation (its create's version) is the
+        identity of its groups, whose ids come from its name: it must grow past every table of
+        the name before (StorageNode.create_group, Raft.step). A router that read the map
+        before another one's DeleteTable of the name, its clock behind, would otherwise create
+        the table again with a lower incarnation than the deleted one's."""
         free = Condition(
-            "attribute_not_exists(#n) OR #s = :deleted",
-            {"#n": "name", "#s": "status"},
-            {":deleted": {"S": DELETED}},
+            "attribute_not_exists(#n) OR (#s = :deleted AND #v < :version)",
+            {"#n": "name", "#s": "status", "#v": "version"},
+            {":deleted": {"S": DELETED}, ":version": {"N": str(version)}},
         )
         cmd = PutCommand(TABLES, self._pk(layout.spec.name), b"", self._item(layout, version), free)
         result = await self._write(cmd)

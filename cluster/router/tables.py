@@ -313,11 +313,6 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
     sse_enabled = v.field(sse, "Enabled", bool)
     tags = merge_tags((), v.field(request, "Tags", list) or [], creating=True)
     topology = parse_topology(ctx.config.topology)
-    try:
-        current = await ctx.metadata.read_map()
-    except MetadataUnavailable as exc:
-        raise DynamoError.unavailable(str(exc)) from None
-    version = max(int(time.time() * 1000), current.version + 1)
     spec = TableSpec(
         name,
         schema,
@@ -332,15 +327,28 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         sse=bool(sse_enabled),
         table_class=v.field(request, "TableClass", str) or "STANDARD",
         deletion_protection=bool(v.field(request, "DeletionProtectionEnabled", bool)),
-        incarnation=version,  # above that of any table of this name deleted before
     )
-    layout = build_layout(topology, spec, current.replicas_per_node())
-    try:
-        await ctx.metadata.create(layout, version)
-    except TableExists:
-        raise DynamoError.in_use(f"Table already exists: {name}") from None
-    except MetadataUnavailable as exc:
-        raise DynamoError.unavailable(str(exc)) from None
+    in_use = DynamoError.in_use(f"Table already exists: {name}")
+    for attempt in range(1, 4):
+        try:
+            current = await ctx.metadata.read_map()
+            if attempt > 1 and name in current.tables:
+                raise in_use
+            # The map's version is the highest of its items', tombstones included: above that
+            # of any table of this name deleted before (the create checks it: store.py).
+            version = max(int(time.time() * 1000), current.version + 1)
+            layout = build_layout(
+                topology, replace(spec, incarnation=version), current.replicas_per_node()
+            )
+            await ctx.metadata.create(layout, version)
+            break
+        except TableExists:
+            # Taken; or deleted after our read by a DeleteTable of a version not below ours
+            # (another router's clock ahead): read again, for a version above its.
+            if attempt == 3:
+                raise in_use from None
+        except MetadataUnavailable as exc:
+            raise DynamoError.unavailable(str(exc)) from None
     # The build goes on if this request ends first (the client timed out, or the wait below
     # did): a failed attempt no longer leaves the table CREATING for ever (tablebuild.py).
     await wait_built(start_build(ctx, layout), ANSWER_WAIT)

@@ -1,0 +1,79 @@
+"""A table created again under a deleted one's name gets a higher incarnation, always.
+
+The incarnation (the create's version, ``TableSpec.incarnation``) is the identity of the
+table's replication groups, whose ids come from its name: storage nodes replace a replica of a
+lower one and never let replicas of different ones exchange Raft messages, and a replica that
+hears of a higher one is retired (cluster/storage/node.py). A create whose version is not above
+the tombstone's (a router that read the map before another one's DeleteTable, its clock behind)
+must therefore fail: it was accepted, and its groups would have been the older-looking ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from cluster.consensus.raft import RaftConfig
+from cluster.metadata.partitionmap import (
+    META_GROUP,
+    KeySchema,
+    TableLayout,
+    TableSpec,
+    build_layout,
+)
+from cluster.metadata.store import MetadataStore, TableExists
+from cluster.storage.client import GroupClient
+from cluster.storage.node import NodeConfig, StorageNode
+from cluster.topology import parse_topology
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_a_create_below_the_tombstones_version_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> list[int]:
+        listen = f"127.0.0.1:{_free_port()}"
+        node = StorageNode(
+            NodeConfig(
+                node_id="n1",
+                listen=listen,
+                admin="127.0.0.1:0",
+                data_dir=tmp_path / "n1",
+                groups={META_GROUP: ("n1",)},
+                tick_seconds=0.01,
+                raft=RaftConfig(),
+            )
+        )
+        await node.start()
+        nodes = GroupClient({"n1": listen})
+        store = MetadataStore(nodes, ("n1",))
+        topology = parse_topology("3x1x1")
+
+        def layout(incarnation: int) -> TableLayout:
+            spec = TableSpec("orders", KeySchema("pk", "S"), incarnation=incarnation)
+            return build_layout(topology, spec, {})
+
+        try:
+            await store.create(layout(100), 100)
+            with pytest.raises(TableExists):
+                await store.create(layout(150), 150)  # taken
+            await store.delete("orders", 200)
+            with pytest.raises(TableExists):  # deleted at 200: 150 would look older
+                await store.create(layout(150), 150)
+            with pytest.raises(TableExists):
+                await store.create(layout(200), 200)
+            await store.create(layout(201), 201)
+            pmap = await store.read_map()
+            return [pmap.tables["orders"].spec.incarnation, pmap.version]
+        finally:
+            await nodes.close()
+            await node.stop()
+
+    assert asyncio.run(scenario()) == [201, 201]
