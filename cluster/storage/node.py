@@ -514,8 +514,9 @@ class StorageNode:
             self._dropped[group] = incarnation
             return await self._discard(group)
 
-    async def _discard(self, group: str) -> bool:
-        """Under the group lock: close ``group``'s replica and delete its data, if hosted.
+    async def _discard(self, group: str, set_aside: bool = False) -> bool:
+        """Under the group lock: close ``group``'s replica and delete its data, if hosted
+        (``set_aside``: move it to ``quarantine/`` instead, as a rebuild may).
 
         The files go (renamed away) before groups.json forgets the group: a crash in between
         leaves the group listed with no files, which the next start rejoins empty (no votes
@@ -526,7 +527,16 @@ class StorageNode:
             return False
         await replica.close()
         self.incarnations.pop(group, None)
-        await self._trash(replica_dir(self.config.data_dir, group), self._save_groups)
+        path = replica_dir(self.config.data_dir, group)
+        if set_aside:
+            aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # already gone (wiped)
+                path.rename(aside)
+            self._save_groups()
+            log.warning("%s: the replica's files are in %s", group, aside)
+        else:
+            await self._trash(path, self._save_groups)
         return True
 
     async def _trash(self, path: Path, then: Callable[[], None] | None = None) -> None:
@@ -730,8 +740,10 @@ class StorageNode:
         table deleted while this node did not hear of it (down, cut off), whose name was used
         again. Its messages reach nobody of the new group (nor theirs it), so it takes no part
         in it, but it would serve the deleted table's items to eventually consistent reads:
-        it is discarded, and the reconcile (at once) joins the map's table, empty and
-        rejoining. Until then (MemDS unreachable) this node hosts no replica of the group."""
+        it is closed, and the reconcile (at once) joins the map's table, empty and rejoining.
+        Until then (MemDS unreachable) this node hosts no replica of the group. Its files are
+        set aside (``quarantine/``), not deleted: the peer's word decides, and should an
+        incarnation ever not have grown (a bug), they still hold what this replica had."""
         group = replica.group
         self._superseded[group] = max(self._superseded.get(group, 0), newer)
         if group in self._retirements:
@@ -749,7 +761,7 @@ class StorageNode:
                         newer,
                         replica.incarnation,
                     )
-                    await self._discard(group)
+                    await self._discard(group, set_aside=True)
                 self._reconcile_now.set()
             except Exception:  # a bug, or the files could not be moved: logged, retried later
                 log.exception("%s: retiring the replica failed", group)

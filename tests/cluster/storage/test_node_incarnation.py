@@ -313,8 +313,12 @@ def test_a_stale_replica_restarted_without_memds_never_takes_part_in_the_new_gro
             assert "new" in await stored_keys(b1), "the acknowledged write was lost"
             assert not any(k.startswith("old") for k in await stored_keys(b1))
             await asyncio.sleep(0.02)
-        # It heard from the new group: its stale replica is gone (not served any more).
+        # It heard from the new group: its stale replica is gone (not served any more), its
+        # files set aside.
         assert c1.replicas.get(GROUP) is not stale
+        assert [p.name[: len(GROUP)] for p in (tmp_path / "sn-c1" / "quarantine").iterdir()] == [
+            GROUP
+        ]
         assert not any(k.startswith("old") for k in await stored_keys(c1))
         # Back to three: the group writes again. MemDS answers: a map that lags (the deleted
         # table) does not bring the old replica back; the new table's joins, caught up with
