@@ -86,6 +86,8 @@ def test_a_stalled_loop_is_logged_once_per_ten_seconds_and_every_stall_counted(
 class Recorder:
     """Stands in for a replica: records the ticks and steps the node hands it, in order."""
 
+    incarnation = 0  # the messages' (Message.incarnation): the node steps them
+
     def __init__(self) -> None:
         self.events: list[str] = []
 
