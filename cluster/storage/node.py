@@ -182,6 +182,11 @@ class StorageNode:
         self._retirements: dict[str, asyncio.Task[None]] = {}
         self._reconcile_now = asyncio.Event()  # set: run a reconcile round without waiting
         self.foreign_messages = 0  # Raft messages dropped: another incarnation of their group
+        # Groups whose replica this node started with and that are not known to be of the
+        # live table yet: none of their messages arrived, no create_group or map said so.
+        # They serve nothing as it is (``_readable``): a node down while the table was deleted
+        # and created again would serve the deleted one's items until its first message.
+        self._unconfirmed: set[str] = set()
         # Services running inside the node (the archiver, healing's admin: see host.py).
         self.services: list[NodeService] = []
         self.archiver: Archiver | None = None
@@ -257,13 +262,15 @@ class StorageNode:
             lost = group in hosted and not replica_dir(self.config.data_dir, group).exists()
             if lost:
                 log.warning("%s: replica files missing; rejoining the group empty", group)
-            await self._open_replica(
+            replica = await self._open_replica(
                 group,
                 frozenset(members),
                 rejoin=lost,
                 starting=True,
                 incarnation=self.incarnations.get(group, 0),
             )
+            if replica.raft.status().membership.voters - {self.config.node_id}:
+                self._unconfirmed.add(group)  # (a group of its own has nobody to hear from)
         if self.journal is not None:  # before any message leaves: nothing was promised yet
             await asyncio.to_thread(self.journal.checkpoint)
         self._save_groups()
@@ -466,6 +473,8 @@ class StorageNode:
                 self.limits[group] = (rate, provisioned)
                 self.admission.set_rate(group, rate, time.monotonic())
             if group in self.replicas:
+                if incarnation and incarnation == self.incarnations.get(group, 0):
+                    self._unconfirmed.discard(group)  # the live table's, as the caller says
                 if incarnation <= self.incarnations.get(group, 0):
                     return False
                 log.warning(
@@ -484,6 +493,7 @@ class StorageNode:
             members_now = None if joining else frozenset(members)
             await self._open_replica(group, members_now, mode, rejoin, incarnation=incarnation)
             self.incarnations[group] = incarnation
+            self._unconfirmed.discard(group)
             self._save_groups()
             return True
 
@@ -527,6 +537,7 @@ class StorageNode:
             return False
         await replica.close()
         self.incarnations.pop(group, None)
+        self._unconfirmed.discard(group)
         path = replica_dir(self.config.data_dir, group)
         if set_aside:
             aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
@@ -665,6 +676,8 @@ class StorageNode:
                 # A replica of unknown incarnation (0) stays: after an upgrade, it may well be
                 # the live table's, written by the code before (a CreateTable replaces it).
                 hosted = self.incarnations.get(group, 0)
+                if group in self.replicas and 0 < hosted == incarnation:
+                    self._unconfirmed.discard(group)  # the map's table
                 if group not in self.replicas or 0 < hosted < incarnation:
                     log.info("joining %s (placed here by the partition map)", group)
                     try:
@@ -733,6 +746,8 @@ class StorageNode:
                     if msg.incarnation > replica.incarnation:
                         self._retire(replica, msg.incarnation)
                     continue
+                if self._unconfirmed:  # (empty once every replica heard from its group)
+                    self._unconfirmed.discard(msg.group)
                 replica.step(msg)
 
     def _retire(self, replica: Replica, newer: int) -> None:
@@ -898,8 +913,18 @@ class StorageNode:
         result = await self.replica(request).propose(bytes(request["cmd"]), timeout)
         return {"result": result.to_wire()}
 
+    def _readable(self, request: dict[str, Any], as_is: bool = False) -> Replica:
+        """The replica to read, if it may: one read as it is (eventually consistent, or
+        ``as_is``) needs a replica known to be of the live table (``_unconfirmed``); else
+        NotLeader, and the client reads another replica. A consistent read needs the lease,
+        which only a replica its group elected holds."""
+        replica = self.replica(request)
+        if replica.group in self._unconfirmed and (as_is or not request.get("consistent")):
+            raise NotLeader(replica.group, None)
+        return replica
+
     async def _op_get(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await reads.get(self.replica(request), request)
+        return await reads.get(self._readable(request), request)
 
     async def _op_txn_read(self, request: dict[str, Any]) -> dict[str, Any]:
         return await reads.txn_read(self.replica(request), request)
@@ -908,10 +933,10 @@ class StorageNode:
         return await reads.txn_check(self.replica(request), request)
 
     async def _op_query(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await reads.query(self.replica(request), request)
+        return await reads.query(self._readable(request), request)
 
     async def _op_scan(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await reads.scan(self.replica(request), request)
+        return await reads.scan(self._readable(request), request)
 
     async def _op_status(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.status()
@@ -951,7 +976,7 @@ class StorageNode:
 
     async def _op_snapshot_dump(self, request: dict[str, Any]) -> dict[str, Any]:
         """A full replica's whole applied state (``ItemStore.dump``), to build another from."""
-        data = await self.replica(request).read_local(lambda store: store.dump())
+        data = await self._readable(request, as_is=True).read_local(lambda store: store.dump())
         return {"data": data}
 
     async def _op_drop_group(self, request: dict[str, Any]) -> dict[str, Any]:

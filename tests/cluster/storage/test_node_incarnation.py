@@ -308,7 +308,10 @@ def test_a_stale_replica_restarted_without_memds_never_takes_part_in_the_new_gro
         await cluster.stop("sn-a1")
         c1 = await cluster.start("sn-c1")  # no MemDS: nothing tells it about NEW but peers
         stale = c1.replicas[GROUP]
+        get = {"op": "get", "group": GROUP, "tbl": "orders", "pk": b"old-0", "sk": b""}
         for _ in range(150):  # 3 s, 30 election timeouts
+            served = await c1.handle_request(dict(get))  # eventually consistent
+            assert served.get("item") is None, "sn-c1 served the deleted table's item"
             assert stale.raft.status().role.value != "leader", "the stale replica led"
             assert "new" in await stored_keys(b1), "the acknowledged write was lost"
             assert not any(k.startswith("old") for k in await stored_keys(b1))
@@ -332,12 +335,50 @@ def test_a_stale_replica_restarted_without_memds_never_takes_part_in_the_new_gro
         for node in cluster.nodes.values():
             await until(functools.partial(_has, node, "new-2"), 5, f"{node.node_id} caught up")
             assert await stored_keys(node) == {"new", "new-2"}
+            served = await node.handle_request({**get, "pk": b"new"})  # (sn-a1: restarted)
+            assert served.get("item") is not None, served
 
     in_cluster(tmp_path, scenario)
 
 
 async def _has(node: StorageNode, key: str) -> bool:
     return key in await stored_keys(node)
+
+
+def test_a_restarted_replica_serves_reads_as_it_is_once_known_to_be_the_live_tables(
+    tmp_path: Path,
+) -> None:
+    """A node restarts with replicas it cannot tell from a deleted table's (its drop may have
+    been missed while it was down): each serves no eventually consistent read until a message
+    of its incarnation, a create_group or MemDS's map says it is the live table's."""
+    get = {"op": "get", "group": GROUP, "tbl": "orders", "pk": b"k", "sk": b""}
+
+    async def served(node: StorageNode) -> bool:
+        reply = await node.handle_request(dict(get))
+        assert reply.get("error") in (None, "NotLeader"), reply
+        return "error" not in reply
+
+    async def scenario(cluster: Cluster) -> None:
+        node = await cluster.start("sn-a1")
+        assert await node.create_group(GROUP, NODES, incarnation=NEW)
+        assert await served(node)  # created now: the caller said which table
+        for confirm in ("map", "create_group"):
+            await cluster.stop("sn-a1")
+            node = await cluster.start("sn-a1")
+            assert not await served(node)
+            await node._join_missing(memds_tables(OLD))  # an older table: says nothing
+            assert not await served(node)
+            if confirm == "map":
+                await node._join_missing(memds_tables(NEW))
+            else:
+                assert not await node.create_group(GROUP, NODES, incarnation=NEW)
+            assert await served(node)
+        assert await node.create_group("alone.p0", ["sn-a1"], incarnation=NEW)
+        await cluster.stop("sn-a1")
+        node = await cluster.start("sn-a1")
+        assert await node.handle_request({**get, "group": "alone.p0"}) == {"item": None}
+
+    in_cluster(tmp_path, scenario)
 
 
 def test_a_late_drop_of_the_deleted_table_leaves_the_new_tables_replica(tmp_path: Path) -> None:
