@@ -288,6 +288,7 @@ async def _game_day(
             popen=partial(tied_popen, sig=signal.SIGTERM),  # stops in order if we die
         )
     guard.add_group(locust.pid)  # Locust and its workers die with the run, even on SIGKILL
+    cluster.favour_load(locust.pid)  # the CPU weight of a machine of its own, where it shares ours
     stop_canaries = asyncio.Event()
     az_of = {r: cluster.config.process(r).az for r in endpoints}
     canaries = asyncio.create_task(

@@ -231,6 +231,13 @@ class Backend(ABC):
         """Why a process that should be up is not, for error messages."""
         return "exited"
 
+    def favour_load(self, pid: int) -> None:
+        """Called by a run once it started its load generator (process ``pid``, the leader of
+        a session of its own). A backend whose cluster shares this machine's cores as if they
+        were its own may give it the CPU priority a machine of its own would have. The
+        default does nothing."""
+        return None
+
     def die_with_this_process(self) -> None:
         """Processes this backend starts from now on die with the calling process, even when it
         is SIGKILLed (a run that tears down the cluster it started). The default does nothing:

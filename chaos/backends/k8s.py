@@ -335,6 +335,19 @@ class K8sCluster(Backend):
                 self.config.save(path)
                 path.chmod(0o600)  # it holds the credentials
 
+    def favour_load(self, pid: int) -> None:
+        """On the local Kubernetes the nodes share this machine's cores with the load
+        generator: it gets a machine's priority (chaos/k8s/host.py ``favour_load_generator``)."""
+        if not self.state.local:
+            return
+        from chaos.k8s import host
+
+        if not host.favour_load_generator(pid):
+            log.warning(
+                "could not raise the load generator's CPU priority (needs root): while "
+                "nodes boot it may send late, which counts as unavailability"
+            )
+
     def endpoints(self) -> dict[str, str]:
         """Router id -> its DynamoDB endpoint. On the local Kubernetes: the router's own
         ClusterIP Service (``<release>-<router>-api``; kube-proxy serves this host too), an

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -164,3 +165,20 @@ def test_teardown_finds_our_chains_in_an_iptables_dump() -> None:
         ]
     )
     assert host.our_chains(dump) == ["GAMEDAY-K8S", "KUBE-FORWARD"]
+
+
+def test_the_load_generator_gets_the_weight_of_a_machine_for_its_whole_session() -> None:
+    """favour_load_generator sets the autogroup weight of the load generator's session (what
+    the scheduler weighs against the nodes' cgroup) and its own nice; pytest's stay."""
+    if os.geteuid() != 0 or not Path("/proc/self/autogroup").exists():
+        pytest.skip("needs root and a kernel with autogroups")
+    before = Path("/proc/self/autogroup").read_text()
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert host.favour_load_generator(child.pid, -3)
+        assert Path(f"/proc/{child.pid}/autogroup").read_text().split()[-2:] == ["nice", "-3"]
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == -3
+        assert Path("/proc/self/autogroup").read_text() == before
+    finally:
+        child.kill()
+        child.wait()
