@@ -336,17 +336,11 @@ class K8sCluster(Backend):
                 path.chmod(0o600)  # it holds the credentials
 
     def favour_load(self, pid: int) -> None:
-        """On the local Kubernetes the nodes share this machine's cores with the load
-        generator: it gets a machine's priority (chaos/k8s/host.py ``favour_load_generator``)."""
-        if not self.state.local:
-            return
+        """On the local Kubernetes: a machine's CPU weight (host.py ``favour_load_generator``)."""
         from chaos.k8s import host
 
-        if not host.favour_load_generator(pid):
-            log.warning(
-                "could not raise the load generator's CPU priority (needs root): while "
-                "nodes boot it may send late, which counts as unavailability"
-            )
+        if self.state.local and not host.favour_load_generator(pid):
+            log.warning("no CPU weight for the load generator (needs root): it may send late")
 
     def endpoints(self) -> dict[str, str]:
         """Router id -> its DynamoDB endpoint. On the local Kubernetes: the router's own
