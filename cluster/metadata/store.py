@@ -125,12 +125,18 @@ class MetadataStore:
             raise MetadataUnavailable(str(result))
         return True
 
-    async def delete(self, table: str, version: int) -> None:
-        """Replace the table by a tombstone: the map's version (max over items) keeps growing."""
+    async def delete(self, table: str, version: int, table_id: str) -> bool:
+        """Replace the table by a tombstone, if it is still the table of ``table_id`` (False
+        if not: deleted, or created again, since the caller read it). The tombstone keeps the
+        map's version (max over items) growing and is the bar the next CreateTable's
+        incarnation must pass."""
         tombstone = {"name": {"S": table}, "status": {"S": DELETED}, "version": {"N": str(version)}}
-        result = await self._write(PutCommand(TABLES, self._pk(table), b"", tombstone))
-        if not result["ok"]:
-            raise MetadataUnavailable(str(result))
+        same = Condition(
+            "#s <> :deleted AND (#i = :id OR attribute_not_exists(#i))",
+            {"#s": "status", "#i": "table_id"},
+            {":deleted": {"S": DELETED}, ":id": {"S": table_id}},
+        )
+        return await self._conditional(PutCommand(TABLES, self._pk(table), b"", tombstone, same))
 
     async def _write(self, cmd: PutCommand) -> dict[str, Any]:
         reply = await self._call(

@@ -391,24 +391,32 @@ async def list_tables(ctx: RouterContext, request: dict[str, Any]) -> dict[str, 
 
 async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     name = v.table_name(request, "DeleteTable")
-    try:
-        current = await ctx.metadata.read_map()
-    except MetadataUnavailable as exc:
-        raise DynamoError.unavailable(str(exc)) from None
-    layout = current.tables.get(name)
-    if layout is None:
-        raise DynamoError.not_found(name)
-    if layout.spec.deletion_protection:
-        raise DynamoError.validation(
-            "Resource cannot be deleted as it is currently protected against deletion. Disable "
-            "deletion protection first."
-        )
+    for _ in range(3):  # bounded: another router changed the table between read and write
+        try:
+            current = await ctx.metadata.read_map()
+        except MetadataUnavailable as exc:
+            raise DynamoError.unavailable(str(exc)) from None
+        layout = current.tables.get(name)
+        if layout is None:
+            raise DynamoError.not_found(name)
+        if layout.spec.deletion_protection:
+            raise DynamoError.validation(
+                "Resource cannot be deleted as it is currently protected against deletion. "
+                "Disable deletion protection first."
+            )
+        version = max(int(time.time() * 1000), current.version + 1)
+        try:
+            # Only over the table just read: were it deleted and created again meanwhile
+            # (another router, its clock ahead), this tombstone would replace the newer
+            # table's item at a version maybe below its incarnation, and the next CreateTable
+            # could get a lower incarnation than replicas the nodes still hold.
+            if await ctx.metadata.delete(name, version, layout.spec.table_id):
+                break
+        except MetadataUnavailable as exc:
+            raise DynamoError.unavailable(str(exc)) from None
+    else:
+        raise DynamoError.unavailable(f"table {name} kept changing; DeleteTable not done")
     deleting = TableLayout(replace(layout.spec, status="DELETING"), layout.partitions)
-    version = max(int(time.time() * 1000), current.version + 1)
-    try:
-        await ctx.metadata.delete(name, version)
-    except MetadataUnavailable as exc:
-        raise DynamoError.unavailable(str(exc)) from None
     ctx.resolver.learn(name, None, version)
     for partition in layout.partitions:
         for node in partition.replicas:

@@ -64,7 +64,7 @@ def test_a_create_below_the_tombstones_version_is_refused(tmp_path: Path) -> Non
             await store.create(layout(100), 100)
             with pytest.raises(TableExists):
                 await store.create(layout(150), 150)  # taken
-            await store.delete("orders", 200)
+            assert await store.delete("orders", 200, "")
             with pytest.raises(TableExists):  # deleted at 200: 150 would look older
                 await store.create(layout(150), 150)
             with pytest.raises(TableExists):

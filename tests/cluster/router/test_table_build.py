@@ -178,7 +178,7 @@ def test_activate_brings_back_neither_a_deleted_table_nor_a_replaced_one(
         store, nodes = _store(local_cluster)
         try:
             first = await _abandon_creation(local_cluster, name, age=0)
-            await store.delete(name, first.spec.incarnation + 1)
+            await store.delete(name, first.spec.incarnation + 1, first.spec.table_id)
             out: list[bool | str] = [
                 await store.activate(active(first), first.spec.incarnation + 2)
             ]

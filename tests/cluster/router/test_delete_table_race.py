@@ -1,0 +1,112 @@
+"""A DeleteTable from a stale map read must not lower the incarnation bar (review, session 13).
+
+DeleteTable wrote its tombstone unconditionally (store.delete). Router R1 reads the map while
+table "orders" is OLD; meanwhile router R2 (its clock ahead) deletes it and creates it again
+(NEW). R1's tombstone, at R1's clock, replaces the NEW table's item: neither the tombstone nor
+the map's version is above NEW any more, and a CreateTable at R1's clock passes the create
+condition (tombstone version < its version) with an incarnation below NEW's. R1's drops name
+OLD, so the NEW table's replicas stay on the nodes (drop_group: hosted > OLD), and the table
+created last keeps them (create_group: incarnation <= hosted): it serves the deleted NEW
+table's items."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cluster.consensus.raft import RaftConfig
+from cluster.metadata.partitionmap import (
+    META_GROUP,
+    KeySchema,
+    PartitionMap,
+    TableLayout,
+    TableSpec,
+    build_layout,
+)
+from cluster.metadata.store import MetadataStore, TableExists
+from cluster.router import tables
+from cluster.router.errors import DynamoError
+from cluster.storage.client import GroupClient
+from cluster.storage.node import NodeConfig, StorageNode
+from cluster.topology import parse_topology
+from tests.cluster.metadata.test_store_incarnation import _free_port
+
+
+class StaleReads:
+    """R1's view of the metadata: its DeleteTable's map read happened before R2's changes."""
+
+    def __init__(self, store: MetadataStore, stale: PartitionMap) -> None:
+        self.store, self.stale = store, stale
+
+    async def read_map(self) -> PartitionMap:
+        return self.stale
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_stale_delete_never_lets_a_lower_incarnation_be_created(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        listen = f"127.0.0.1:{_free_port()}"
+        node = StorageNode(
+            NodeConfig(
+                node_id="n1",
+                listen=listen,
+                admin="127.0.0.1:0",
+                data_dir=tmp_path / "n1",
+                groups={META_GROUP: ("n1",)},
+                tick_seconds=0.01,
+                raft=RaftConfig(),
+            )
+        )
+        await node.start()
+        nodes = GroupClient({"n1": listen})
+        store = MetadataStore(nodes, ("n1",))
+        topology = parse_topology("3x1x1")
+
+        def layout(incarnation: int) -> TableLayout:
+            spec = TableSpec(
+                "orders",
+                KeySchema("pk", "S"),
+                incarnation=incarnation,
+                table_id=f"id-{incarnation}",
+            )
+            return build_layout(topology, spec, {})
+
+        now = int(time.time() * 1000)
+        old, new = now - 60_000, now + 100_000  # R2's clock is 100 s ahead
+        try:
+            await store.create(layout(old), old)
+            stale = await store.read_map()  # R1's DeleteTable reads: orders@OLD
+            assert await store.delete("orders", new - 50_000, "id-" + str(old))  # R2's ...
+            await store.create(layout(new), new)  # ... and CreateTable: orders@NEW
+            ctx = SimpleNamespace(
+                metadata=StaleReads(store, stale),
+                storage=SimpleNamespace(node_call=_no_call),
+                resolver=SimpleNamespace(learn=lambda *args: None),
+                deadline=1.0,
+            )
+            request = {"TableName": "orders"}
+            # R1's tombstone is refused (the table it read is gone): it reads again (still
+            # stale here), and gives up; NEW's incarnation stays the bar.
+            with pytest.raises(DynamoError, match="kept changing"):
+                await tables.delete_table(ctx, request)  # type: ignore[arg-type]
+            pmap = await store.read_map()
+            assert pmap.tables["orders"].spec.incarnation == new
+            version = max(int(time.time() * 1000), pmap.version + 1)  # CreateTable at R1
+            with pytest.raises(TableExists):
+                await store.create(layout(version), version)
+        finally:
+            await nodes.close()
+            await node.stop()
+
+    asyncio.run(scenario())
+
+
+async def _no_call(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {}
