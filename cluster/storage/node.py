@@ -183,9 +183,10 @@ class StorageNode:
         self._reconcile_now = asyncio.Event()  # set: run a reconcile round without waiting
         self.foreign_messages = 0  # Raft messages dropped: another incarnation of their group
         # Groups whose replica this node started with and that are not known to be of the
-        # live table yet: none of their messages arrived, no create_group or map said so.
-        # They serve nothing as it is (``_readable``): a node down while the table was deleted
-        # and created again would serve the deleted one's items until its first message.
+        # live table yet: no create_group or map (MemDS's, the reconcile's) said so. They
+        # serve nothing as it is (``_readable``): a node down while the table was deleted and
+        # created again would serve the deleted one's items. A peer's message does not tell:
+        # two replicas left from the deleted table share its incarnation (session 13).
         self._unconfirmed: set[str] = set()
         # Services running inside the node (the archiver, healing's admin: see host.py).
         self.services: list[NodeService] = []
@@ -676,8 +677,8 @@ class StorageNode:
                 # A replica of unknown incarnation (0) stays: after an upgrade, it may well be
                 # the live table's, written by the code before (a CreateTable replaces it).
                 hosted = self.incarnations.get(group, 0)
-                if group in self.replicas and 0 < hosted == incarnation:
-                    self._unconfirmed.discard(group)  # the map's table
+                if group in self.replicas and hosted == incarnation:
+                    self._unconfirmed.discard(group)  # the map's table (0: as unknown)
                 if group not in self.replicas or 0 < hosted < incarnation:
                     log.info("joining %s (placed here by the partition map)", group)
                     try:
@@ -746,8 +747,6 @@ class StorageNode:
                     if msg.incarnation > replica.incarnation:
                         self._retire(replica, msg.incarnation)
                     continue
-                if self._unconfirmed:  # (empty once every replica heard from its group)
-                    self._unconfirmed.discard(msg.group)
                 replica.step(msg)
 
     def _retire(self, replica: Replica, newer: int) -> None:
@@ -906,6 +905,14 @@ class StorageNode:
         replica = self.replicas.get(group)
         if replica is None:
             raise RequestError("NoSuchGroup", f"node {self.config.node_id} has no group {group}")
+        # The table the client means (its map's incarnation; absent or 0: it does not say). A
+        # replica of another known one is another table's: a deleted one's kept while this
+        # node was down, with others of it maybe a quorum that elects and acknowledges
+        # (session 13), or a table newer than the client's map. It answers NotLeader: the
+        # client tries another replica. Retired only on a peer's word (``_serve_peer``).
+        wanted = int(request.get("incarnation") or 0)
+        if wanted and replica.incarnation and wanted != replica.incarnation:
+            raise NotLeader(group, None)
         return replica
 
     async def _op_propose(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ class RebuildHost(Protocol):
 
     async def rebuild_group(self, group: str, dump: bytes, set_aside: bool) -> int: ...
 
+    def incarnation_of(self, group: str) -> int: ...
+
 
 class RebuildError(Exception):
     """The snapshot cannot be combined with this replica's log."""
@@ -120,6 +122,9 @@ async def rebuild_from(
     me = node.node_id
     started = time.monotonic()
     last_error = "no source given"
+    # Only a replica of this one's table (a source's replica of a deleted or newer table of
+    # the same group id refuses: NotLeader), never another's items.
+    dump = {"op": "snapshot_dump", "group": group, "incarnation": node.incarnation_of(group)}
     for attempt in range(3):
         for source in [s for s in sources if s != me]:
             address = node.peers.get(source)
@@ -127,7 +132,7 @@ async def rebuild_from(
                 last_error = f"{source}: unknown node"
                 continue
             try:
-                reply = await ask(address, {"op": "snapshot_dump", "group": group}, timeout)
+                reply = await ask(address, dump, timeout)
             except ASK_FAILURES as exc:
                 last_error = f"{source}: {exc!r}"
                 continue
