@@ -26,7 +26,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
@@ -246,6 +246,10 @@ class Partition:
     hash_lo: int  # inclusive
     hash_hi: int  # inclusive
     replicas: tuple[str, str, str]  # storage node ids, in 3 different AZs
+    # Its table's (``TableSpec.incarnation``; a layout sets it, the map stores it in the spec):
+    # with ``id``, the group's identity. Requests name it, so that a node's replica of another
+    # table of the same name (a deleted one's) refuses them (StorageNode.replica).
+    incarnation: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _GROUP_ID.fullmatch(self.id):
@@ -305,6 +309,10 @@ class TableLayout:
             expected_lo = p.hash_hi + 1
         if expected_lo != HASH_SPACE:
             raise ValueError(f"the partitions of {name} do not reach the end of the hash space")
+        incarnation = self.spec.incarnation
+        if any(p.incarnation != incarnation for p in parts):
+            parts = tuple(replace(p, incarnation=incarnation) for p in parts)
+            object.__setattr__(self, "partitions", parts)
         object.__setattr__(self, "_los", tuple(p.hash_lo for p in parts))
 
     def partition_for(self, encoded_pk: bytes) -> Partition:

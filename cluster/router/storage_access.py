@@ -3,6 +3,10 @@
 It turns node replies into results or DynamoDB errors, and never retries a write whose fate is
 unknown (it could apply twice); reads are retried freely within the request's deadline.
 
+Every request names the table's incarnation (``Partition.incarnation``): a node's replica of
+another table of the same name (a deleted one's, kept while the node was down) answers
+NotLeader, and the request goes to another replica.
+
 It fails fast: every wait on a node is bounded by the cluster's failure detector
 (``ClusterConfig.timeouts()``: about one election timeout per attempt, under a second for all
 of one request on one partition), a silent node is left for the other replicas (whose NotLeader
@@ -67,6 +71,7 @@ class StorageAccess:
             cmd=encode_command(cmd),
             # The leader answers OutcomeUnknown itself just before we would stop waiting.
             timeout=max(0.05, attempt - 0.05),
+            incarnation=partition.incarnation,
         )
         if "result" in reply:
             return ApplyResult.from_wire(reply["result"])
@@ -76,6 +81,7 @@ class StorageAccess:
         self, partition: Partition, op: str, consistent: bool, deadline: float, **fields: Any
     ) -> dict[str, Any]:
         """A read op on the leader (consistent) or on any replica (eventual)."""
+        fields["incarnation"] = partition.incarnation  # only a replica of the table answers
         if consistent:
             reply = await self._read_consistent(partition, op, deadline, **fields)
         else:
