@@ -45,7 +45,7 @@ from cluster.storage.replica import (
 
 from . import planner
 from .events import EventCollector, EventKind, EventLog
-from .mapupdate import MapUpdateFailed, update_partition
+from .mapupdate import MapUpdateFailed, map_differs, update_partition
 from .scrubber import Scrubber
 from .settings import HealingSettings
 
@@ -513,8 +513,7 @@ class Admin:
             return False
         if len(view.voters) != planner.TARGET_MEMBERS:
             return False
-        partition = next((p for p in self.map.partitions() if p.id == view.group), None)
-        return partition is not None and set(partition.replicas) != view.voters
+        return map_differs(self.map, view, self.node.incarnation_of(view.group))
 
     async def _update_map(self, view: planner.GroupView) -> None:
         group = view.group
@@ -532,6 +531,7 @@ class Admin:
                 partition.table,
                 sorted(view.voters),
                 self.node_azs,
+                incarnation=self.node.incarnation_of(group),
             )
         except MapUpdateFailed as exc:
             log.info("%s: partition map not updated: %s", group, exc)

@@ -17,11 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from cluster.metadata.partitionmap import META_GROUP, Partition, TableLayout
+from cluster.metadata.partitionmap import META_GROUP, Partition, PartitionMap, TableLayout
 from cluster.metadata.store import DELETED, TABLES
 from cluster.storage.client import GroupClient
 from cluster.storage.commands import Condition, PutCommand, encode_command
 from cluster.storage.itemstore import encode_key_value
+
+from .planner import GroupView
 
 
 class MapUpdateFailed(Exception):
@@ -69,6 +71,23 @@ async def read_table_item(
     return item
 
 
+def _other_table(layout_incarnation: int, incarnation: int) -> bool:
+    """Is the map's table (``layout_incarnation``) another than the group's (``incarnation``),
+    both known (0: created before incarnations)? Group ids come from table names: the map's
+    group may be a table created again since ours was deleted (our replica an orphan, left
+    while its node was down), whose entry our members must not replace (session 13)."""
+    return bool(layout_incarnation and incarnation and layout_incarnation != incarnation)
+
+
+def map_differs(pmap: PartitionMap, view: GroupView, incarnation: int) -> bool:
+    """Does ``pmap`` list other replicas for ``view``'s group, of ``incarnation``, than its
+    members? (Not for another table's group of the same id.)"""
+    partition = next((p for p in pmap.partitions() if p.id == view.group), None)
+    if partition is None or _other_table(partition.incarnation, incarnation):
+        return False
+    return set(partition.replicas) != view.voters
+
+
 async def update_partition(
     nodes: GroupClient,
     home: Sequence[str],
@@ -77,13 +96,18 @@ async def update_partition(
     members: Sequence[str],
     azs: Mapping[str, str],
     deadline: float = 5.0,
+    incarnation: int = 0,
 ) -> bool:
-    """Make the map list ``members`` (exactly 3) for ``group``; True when it wrote a change."""
+    """Make the map list ``members`` (exactly 3) for ``group``; True when it wrote a change.
+    ``incarnation``: the group's table's (0: not said); the map's table of another is left
+    alone (the write's condition is the layout read, so it holds at the write too)."""
     for _ in range(5):  # bounded: each retry means another writer changed the table meanwhile
         item = await read_table_item(nodes, home, table, deadline)
         if item is None or item.get("status", {}).get("S") in (DELETED, "CREATING", "DELETING"):
             return False
         layout = TableLayout.from_dict(json.loads(item["layout"]["S"]))
+        if _other_table(layout.spec.incarnation, incarnation):
+            return False
         partitions = list(layout.partitions)
         index = next((i for i, p in enumerate(partitions) if p.id == group), None)
         if index is None:

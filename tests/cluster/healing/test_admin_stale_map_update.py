@@ -1,0 +1,110 @@
+"""The leader of a deleted table's group must not write its members into the map entry of the
+table created since under the same name (review, session 13).
+
+DeleteTable's drops are best effort (a node down, a router that stopped between its tombstone
+and its drops): orphans of the deleted table (OLD, on a1 b1 c1) may still form a group, led by
+b1. Group ids come from the table's name, so the map's "orders.p0" (NEW, placed on a1 c2 d1)
+was found for it: ``_map_differs`` compared members only, and ``update_partition`` wrote them
+into the NEW table's layout. Routers then sent "orders" p0 traffic to b1, whose OLD replica
+served the deleted table's items. Both now compare the table's incarnation with the group's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from cluster.healing import admin as admin_module
+from cluster.healing import planner
+from cluster.healing.admin import Admin
+from cluster.healing.mapupdate import update_partition
+from cluster.healing.settings import HealingSettings
+from cluster.metadata.partitionmap import (
+    HASH_SPACE,
+    KeySchema,
+    Partition,
+    PartitionMap,
+    TableLayout,
+    TableSpec,
+)
+
+OLD, NEW = 1_000, 2_000
+GROUP = "orders.p0"
+
+
+def _layout(incarnation: int, replicas: tuple[str, str, str]) -> TableLayout:
+    spec = TableSpec("orders", KeySchema("pk", "S"), status="ACTIVE", incarnation=incarnation)
+    return TableLayout(spec, (Partition(GROUP, "orders", 0, 0, HASH_SPACE - 1, replicas),))
+
+
+def _admin(tmp_path: Path, hosted: int) -> Admin:
+    node = SimpleNamespace(
+        node_id="b1",
+        listen="127.0.0.1:1",
+        peers={},
+        data_dir=tmp_path,
+        registry=CollectorRegistry(),
+        replicas={},
+        incarnation_of=lambda group: hosted,  # b1's replica of orders.p0
+    )
+    return Admin(node, HealingSettings(), {}, meta_home=("m1",))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("hosted", [OLD, NEW, 0])
+def test_only_the_tables_own_leader_rewrites_its_map_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosted: int
+) -> None:
+    """OLD: the deleted table's leader leaves NEW's entry. NEW (its own) and 0 (unknown: a
+    replica written before incarnations) update it as before."""
+    admin = _admin(tmp_path, hosted)
+    admin.map = PartitionMap(NEW + 5, {"orders": _layout(NEW, ("a1", "c2", "d1"))})
+    view = planner.GroupView(GROUP, "b1", frozenset({"a1", "b1", "c1"}))
+    written: list[Any] = []
+
+    async def update_partition(*args: Any, **kwargs: Any) -> bool:
+        written.append(kwargs.get("incarnation"))
+        return True
+
+    monkeypatch.setattr(admin_module, "update_partition", update_partition)
+    if admin._map_differs(view):
+        asyncio.run(admin._update_map(view))
+    assert written == ([] if hosted == OLD else [hosted])
+
+
+class MetaGroup:
+    """The meta group's leader: the table item of "orders" (NEW's layout), writes recorded."""
+
+    def __init__(self) -> None:
+        layout = _layout(NEW, ("a1", "c2", "d1"))
+        self.item = {
+            "name": {"S": "orders"},
+            "status": {"S": "ACTIVE"},
+            "version": {"N": str(NEW + 5)},
+            "layout": {"S": json.dumps(layout.to_dict(), sort_keys=True)},
+        }
+        self.proposed = 0
+
+    async def call_leader(self, group: str, op: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if op == "get":
+            return {"item": self.item}
+        self.proposed += 1
+        return {"result": {"ok": True}}
+
+
+@pytest.mark.parametrize("incarnation", [OLD, NEW, 0])
+def test_update_partition_checks_the_table_it_reads(incarnation: int) -> None:
+    """A map read before the table was created again (``_map_differs`` saw the deleted
+    table's entry): the item ``update_partition`` reads is NEW's, left alone by OLD's leader."""
+    meta = MetaGroup()
+    members = ["a1", "b1", "c1"]
+    azs = {"a1": "a", "b1": "b", "c1": "c", "c2": "c", "d1": "d"}
+    changed = asyncio.run(
+        update_partition(meta, ("m1",), GROUP, "orders", members, azs, incarnation=incarnation)  # type: ignore[arg-type]
+    )
+    assert (changed, meta.proposed) == ((False, 0) if incarnation == OLD else (True, 1))
