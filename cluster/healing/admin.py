@@ -479,6 +479,8 @@ class Admin:
         return None if lost is None else round(time.monotonic() - lost, 3)
 
     async def call(self, node: str, op: str, deadline: float, **fields: Any) -> dict[str, Any]:
+        if "group" in fields:  # only a replica of our table answers (StorageNode.replica)
+            fields.setdefault("incarnation", self.node.incarnation_of(str(fields["group"])))
         try:
             reply = await self.client.client(node).call(op, deadline=deadline, **fields)
         except (NodeUnavailable, TimeoutError) as exc:

@@ -139,12 +139,14 @@ class Scrubber:
         address = self.node.peers.get(member)
         if address is None:
             return "unknown node"
-        request = {"op": "scrub_report", "group": replica.group, "id": scrub_id}
+        # Named: a replica there of another table (a deleted one's) sends no report.
+        request: dict[str, Any] = {"op": "scrub_report", "group": replica.group, "id": scrub_id}
+        request["incarnation"] = replica.incarnation
         try:
             reply = await ask(address, request, 2.0)
         except ASK_FAILURES:
             return _UNREACHABLE
-        if reply.get("error") == "NoSuchGroup":
+        if reply.get("error") in ("NoSuchGroup", "NotLeader"):  # NotLeader: another table's
             return "its node does not host the group"
         body = reply.get("report")
         if body is not None:

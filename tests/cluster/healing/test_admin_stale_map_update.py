@@ -108,3 +108,25 @@ def test_update_partition_checks_the_table_it_reads(incarnation: int) -> None:
         update_partition(meta, ("m1",), GROUP, "orders", members, azs, incarnation=incarnation)  # type: ignore[arg-type]
     )
     assert (changed, meta.proposed) == ((False, 0) if incarnation == OLD else (True, 1))
+
+
+def test_healings_calls_about_a_group_name_its_incarnation(tmp_path: Path) -> None:
+    """A rebuild or quarantine asked by a deleted table's leader (OLD) reaches no replica of
+    the table created since (its node refuses: StorageNode.replica); an explicit one stays."""
+    admin = _admin(tmp_path, OLD)
+    asked: list[dict[str, Any]] = []
+
+    class Node:
+        async def call(self, op: str, **fields: Any) -> dict[str, Any]:
+            asked.append({"op": op, **fields})
+            return {}
+
+    admin.client.client = lambda node: Node()  # type: ignore[assignment,method-assign,return-value]
+
+    async def main() -> None:
+        await admin.call("a1", "quarantine", 1.0, group=GROUP, reason="r")
+        await admin.call("a1", "create_group", 1.0, group=GROUP, incarnation=NEW)
+        await admin.call("a1", "status", 1.0)
+
+    asyncio.run(main())
+    assert [a.get("incarnation") for a in asked] == [OLD, NEW, None]
