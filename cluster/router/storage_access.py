@@ -154,15 +154,11 @@ class StorageAccess:
             # quarantined, moved away): not first for a while, or every read would ask it
             # again before another replica. Only the order of the replicas tried changes.
             self._refused[(group, node)] = time.monotonic()
-        # Every replica failed: the leader path has the best chance (and retries).
-        return await self.nodes.call_leader(
-            group,
-            op,
-            max(0.0, end - time.monotonic()),
-            candidates=partition.replicas,
-            attempt_timeout=self.timeouts.attempt,
-            **fields,
-        )
+        # Every replica failed: the leader path has the best chance (and retries), read
+        # consistently: a replica its node restarted with serves no read as it is until the
+        # map confirms it (StorageNode._readable), which a MemDS out of reach delays; a
+        # consistent read needs only the lease, which the group's leader holds.
+        return await self._read_leader(partition, op, max(0.0, end - time.monotonic()), **fields)
 
     def _preference(self, group: str, replicas: tuple[str, ...]) -> tuple[str, ...]:
         """``replicas`` in this router's order of preference for ``group`` (cached)."""

@@ -87,3 +87,25 @@ def test_a_replica_that_refused_is_asked_after_the_others() -> None:
     asyncio.run(_reads(access, _partition(0), 3))
     # The first read asks it, hears NotLeader and moves on; the next ones go elsewhere first.
     assert asked[0] == preferred and preferred not in asked[1:] and len(asked) == 4
+
+
+class Unconfirmed:
+    """A replica its node restarted with and MemDS has not confirmed yet: it serves no read as
+    it is (StorageNode._readable); the leader ``leads`` serves consistent ones (its lease)."""
+
+    def __init__(self, name: str, leads: bool) -> None:
+        self.name, self.leads = name, leads
+
+    async def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        if fields.get("consistent") and self.leads:
+            return {"item": {"by": {"S": self.name}}}
+        return {"error": "NotLeader", "leader": None}
+
+
+def test_an_eventual_read_refused_by_every_replica_is_read_at_the_leader() -> None:
+    """Every replica restarted while MemDS is out of reach: the read is not refused (503)."""
+    access = StorageAccess(_config(), "rt-a")
+    nodes = {n: Unconfirmed(n, n == "sn-b1") for n in NODES}
+    access.nodes.client = nodes.__getitem__  # type: ignore[assignment,method-assign]
+    read = access.read(_partition(0), "get", False, 1.0, tbl="t", pk=b"k", sk=b"")
+    assert asyncio.run(read) == {"item": {"by": {"S": "sn-b1"}}}
