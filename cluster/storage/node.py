@@ -922,11 +922,15 @@ class StorageNode:
 
     def _readable(self, request: dict[str, Any], as_is: bool = False) -> Replica:
         """The replica to read, if it may: one read as it is (eventually consistent, or
-        ``as_is``) needs a replica known to be of the live table (``_unconfirmed``); else
-        NotLeader, and the client reads another replica. A consistent read needs the lease,
-        which only a replica its group elected holds."""
+        ``as_is``) needs a replica known to be of the live table (``_unconfirmed``), or a
+        request naming its incarnation (the router's map, a rebuild's replica: ``replica``
+        refused any other); else NotLeader, and the client reads another replica. A
+        consistent read needs the lease, which only a replica its group elected holds."""
         replica = self.replica(request)
-        if replica.group in self._unconfirmed and (as_is or not request.get("consistent")):
+        unsure = replica.group in self._unconfirmed and not (
+            replica.incarnation and request.get("incarnation")  # (equal: ``replica`` checked)
+        )
+        if unsure and (as_is or not request.get("consistent")):
             raise NotLeader(replica.group, None)
         return replica
 

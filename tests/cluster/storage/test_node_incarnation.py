@@ -372,6 +372,11 @@ def test_a_restarted_replica_serves_reads_as_it_is_once_known_to_be_the_live_tab
             await cluster.stop("sn-a1")
             node = await cluster.start("sn-a1")
             assert not await served(node)
+            # A read naming its incarnation (a router's map: NEW) is of the table it means;
+            # one naming another is refused whatever the node knows (StorageNode.replica).
+            assert (await node.handle_request({**get, "incarnation": NEW})).get("error") is None
+            named_old = await node.handle_request({**get, "incarnation": OLD})
+            assert named_old.get("error") == "NotLeader"
             await node._join_missing(memds_tables(OLD))  # an older table: says nothing
             assert not await served(node)
             if confirm == "map":

@@ -155,3 +155,19 @@ def test_a_rebuild_takes_no_snapshot_of_another_tables_replica(tmp_path: Path) -
         assert a1.incarnation_of(GROUP) == NEW and b1.incarnation_of(GROUP) == OLD
 
     in_cluster(tmp_path, scenario)
+
+
+def test_a_restarted_source_serves_a_rebuild_of_its_own_table(tmp_path: Path) -> None:
+    """A replica its node restarted with and no map confirmed yet (MemDS out of reach) still
+    hands its snapshot to a rebuild naming its incarnation: the same table's replica asks."""
+
+    async def scenario(cluster: Cluster) -> None:
+        a1, b1 = await cluster.start("sn-a1"), await cluster.start("sn-b1")
+        for node in (a1, b1):
+            assert await node.create_group(GROUP, NODES, incarnation=NEW)
+        await cluster.stop("sn-b1")
+        await cluster.start("sn-b1")  # unconfirmed: no MemDS here
+        result = await rebuild_from(a1, GROUP, ["sn-b1"], False, timeout=2.0)
+        assert result.get("source") == "sn-b1", result
+
+    in_cluster(tmp_path, scenario)
