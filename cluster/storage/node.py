@@ -270,7 +270,11 @@ class StorageNode:
                 starting=True,
                 incarnation=self.incarnations.get(group, 0),
             )
-            if replica.raft.status().membership.voters - {self.config.node_id}:
+            # A group from the config (the metadata group) is never deleted nor created again:
+            # nothing to confirm, and nothing would (it is in no map; nobody creates it). As
+            # unconfirmed, no rebuild could read it, nor heal it after an outage (review s13).
+            others = replica.raft.status().membership.voters - {self.config.node_id}
+            if others and group not in self.config.groups:
                 self._unconfirmed.add(group)  # (a group of its own has nobody to hear from)
         if self.journal is not None:  # before any message leaves: nothing was promised yet
             await asyncio.to_thread(self.journal.checkpoint)

@@ -19,7 +19,9 @@ import asyncio
 import functools
 from pathlib import Path
 
+from cluster.consensus.raft import RaftConfig
 from cluster.storage.commands import PutCommand, encode_command
+from cluster.storage.node import NodeConfig, StorageNode
 from cluster.storage.rebuild import rebuild_from
 from tests.cluster.storage.test_node_incarnation import (
     GROUP,
@@ -28,6 +30,7 @@ from tests.cluster.storage.test_node_incarnation import (
     OLD,
     Cluster,
     _has,
+    free_ports,
     in_cluster,
     put_key,
     stored_keys,
@@ -171,3 +174,40 @@ def test_a_restarted_source_serves_a_rebuild_of_its_own_table(tmp_path: Path) ->
         assert result.get("source") == "sn-b1", result
 
     in_cluster(tmp_path, scenario)
+
+
+def test_the_metadata_group_serves_a_rebuild_after_a_restart(tmp_path: Path) -> None:
+    """A group from the node's config (the metadata group: never deleted, in no map, created by
+    nobody) is never waiting to be confirmed: a rebuild reads it, so healing can repair it."""
+    addresses = {n: f"127.0.0.1:{p}" for n, p in zip(NODES, free_ports(3), strict=True)}
+
+    def node(name: str) -> StorageNode:
+        peers = {n: a for n, a in addresses.items() if n != name}
+        config = NodeConfig(
+            node_id=name,
+            listen=addresses[name],
+            admin="127.0.0.1:0",
+            data_dir=tmp_path / name,
+            peers=peers,
+            tick_seconds=0.01,
+            raft=RaftConfig(),
+            groups={"meta": list(NODES)},
+        )
+        return StorageNode(config)
+
+    async def scenario() -> dict[str, object]:
+        nodes = {name: node(name) for name in NODES}
+        try:
+            for n in nodes.values():
+                await n.start()
+            await nodes["sn-b1"].stop()
+            nodes["sn-b1"] = node("sn-b1")
+            await nodes["sn-b1"].start()  # restarted: no map, no create_group for meta
+            assert all("meta" not in n._unconfirmed for n in nodes.values())
+            return await rebuild_from(nodes["sn-a1"], "meta", ["sn-b1", "sn-c1"], False, 3.0)
+        finally:
+            for n in nodes.values():
+                await n.stop()
+
+    result = asyncio.run(scenario())
+    assert result.get("source") in ("sn-b1", "sn-c1"), result
