@@ -12,12 +12,17 @@ loser reads again and retries), and a table being created or deleted is left alo
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from cluster.metadata.partitionmap import META_GROUP, Partition, PartitionMap, TableLayout
+from cluster.metadata.partitionmap import (
+    META_GROUP,
+    Partition,
+    PartitionMap,
+    TableLayout,
+    next_version,
+)
 from cluster.metadata.store import DELETED, TABLES
 from cluster.storage.client import GroupClient
 from cluster.storage.commands import Condition, PutCommand, encode_command
@@ -118,7 +123,7 @@ async def update_partition(
         r = reorder(old.replicas, members, azs)
         partitions[index] = replace(old, replicas=(r[0], r[1], r[2]))
         new_layout = TableLayout(layout.spec, tuple(partitions))
-        version = max(int(time.time() * 1000), int(item["version"]["N"]) + 1)
+        version = next_version(int(item["version"]["N"]))
         new_item = dict(item)
         new_item["layout"] = {"S": json.dumps(new_layout.to_dict(), sort_keys=True)}
         new_item["version"] = {"N": str(version)}

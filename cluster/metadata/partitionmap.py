@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -423,6 +424,12 @@ def meta_replicas(topology: Topology) -> tuple[str, str, str]:
 
 
 # --- the map ---------------------------------------------------------------------------------
+
+
+def next_version(after: int) -> int:
+    """A version for a change of the map made after version ``after``: the wall clock in ms,
+    or ``after + 1`` when the clock is behind it (versions only grow, whoever's clock)."""
+    return max(int(time.time() * 1000), after + 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from cluster.metadata.partitionmap import TableLayout, TableSpec
+from cluster.metadata.partitionmap import TableLayout, TableSpec, next_version
 from cluster.metadata.store import MetadataUnavailable
 
 from . import validate as v
@@ -66,7 +66,7 @@ async def change_spec(
                 f"{'created' if layout.spec.status == 'CREATING' else 'deleted'}: {name}"
             )
         changed = TableLayout(change(layout.spec), layout.partitions)
-        version = max(int(time.time() * 1000), current.version + 1)
+        version = next_version(current.version)
         if not await ctx.metadata.update(changed, version):
             raise DynamoError.not_found(name)  # deleted (or created again) since it was read
     except MetadataUnavailable as exc:

@@ -29,7 +29,7 @@ import aiohttp
 
 from cluster import auth
 from cluster.admission.partition import partition_share
-from cluster.metadata.partitionmap import Partition, TableLayout
+from cluster.metadata.partitionmap import Partition, TableLayout, next_version
 from cluster.metadata.store import MetadataUnavailable
 
 from .context import RouterContext
@@ -124,7 +124,7 @@ async def _activate(ctx: RouterContext, layout: TableLayout) -> TableLayout | No
     when the metadata cannot tell (the build tries again)."""
     spec = layout.spec
     active = TableLayout(replace(spec, status="ACTIVE"), layout.partitions)
-    version = max(int(time.time() * 1000), spec.incarnation + 1)
+    version = next_version(spec.incarnation)
     if not await ctx.metadata.activate(active, version):
         # Refused: another router's build made it ACTIVE, this one's earlier write whose
         # outcome was unknown did, or the table was deleted.

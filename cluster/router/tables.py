@@ -28,6 +28,7 @@ from cluster.metadata.partitionmap import (
     TableLayout,
     TableSpec,
     build_layout,
+    next_version,
 )
 from cluster.metadata.store import MetadataUnavailable, TableExists
 from cluster.topology import parse_topology
@@ -336,7 +337,7 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
                 raise in_use
             # The map's version is the highest of its items', tombstones included: above that
             # of any table of this name deleted before (the create checks it: store.py).
-            version = max(int(time.time() * 1000), current.version + 1)
+            version = next_version(current.version)
             layout = build_layout(
                 topology, replace(spec, incarnation=version), current.replicas_per_node()
             )
@@ -404,7 +405,7 @@ async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
                 "Resource cannot be deleted as it is currently protected against deletion. "
                 "Disable deletion protection first."
             )
-        version = max(int(time.time() * 1000), current.version + 1)
+        version = next_version(current.version)
         try:
             # Only over the table just read: were it deleted and created again meanwhile
             # (another router, its clock ahead), this tombstone would replace the newer
