@@ -11,7 +11,8 @@ must therefore fail: it was accepted, and its groups would have been the older-l
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,39 +29,42 @@ from cluster.metadata.store import MetadataStore, TableExists
 from cluster.storage.client import GroupClient
 from cluster.storage.node import NodeConfig, StorageNode
 from cluster.topology import parse_topology
+from tests.local_nodes import free_port
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+@contextlib.asynccontextmanager
+async def meta_store(data_dir: Path) -> AsyncIterator[MetadataStore]:
+    """A MetadataStore over a real one-node meta group (a storage node in this event loop)."""
+    listen = f"127.0.0.1:{free_port('127.0.0.1')}"
+    node = StorageNode(
+        NodeConfig(
+            node_id="n1",
+            listen=listen,
+            admin="127.0.0.1:0",
+            data_dir=data_dir,
+            groups={META_GROUP: ("n1",)},
+            tick_seconds=0.01,
+            raft=RaftConfig(),
+        )
+    )
+    await node.start()
+    nodes = GroupClient({"n1": listen})
+    try:
+        yield MetadataStore(nodes, ("n1",))
+    finally:
+        await nodes.close()
+        await node.stop()
 
 
 def test_a_create_below_the_tombstones_version_is_refused(tmp_path: Path) -> None:
     async def scenario() -> list[int]:
-        listen = f"127.0.0.1:{_free_port()}"
-        node = StorageNode(
-            NodeConfig(
-                node_id="n1",
-                listen=listen,
-                admin="127.0.0.1:0",
-                data_dir=tmp_path / "n1",
-                groups={META_GROUP: ("n1",)},
-                tick_seconds=0.01,
-                raft=RaftConfig(),
-            )
-        )
-        await node.start()
-        nodes = GroupClient({"n1": listen})
-        store = MetadataStore(nodes, ("n1",))
         topology = parse_topology("3x1x1")
 
         def layout(incarnation: int) -> TableLayout:
             spec = TableSpec("orders", KeySchema("pk", "S"), incarnation=incarnation)
             return build_layout(topology, spec, {})
 
-        try:
+        async with meta_store(tmp_path / "n1") as store:
             await store.create(layout(100), 100)
             with pytest.raises(TableExists):
                 await store.create(layout(150), 150)  # taken
@@ -72,8 +76,5 @@ def test_a_create_below_the_tombstones_version_is_refused(tmp_path: Path) -> Non
             await store.create(layout(201), 201)
             pmap = await store.read_map()
             return [pmap.tables["orders"].spec.incarnation, pmap.version]
-        finally:
-            await nodes.close()
-            await node.stop()
 
     assert asyncio.run(scenario()) == [201, 201]

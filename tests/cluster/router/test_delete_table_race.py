@@ -19,22 +19,19 @@ from typing import Any
 
 import pytest
 
-from cluster.consensus.raft import RaftConfig
 from cluster.metadata.partitionmap import (
-    META_GROUP,
     KeySchema,
     PartitionMap,
     TableLayout,
     TableSpec,
     build_layout,
+    next_version,
 )
 from cluster.metadata.store import MetadataStore, TableExists
 from cluster.router import tables
 from cluster.router.errors import DynamoError
-from cluster.storage.client import GroupClient
-from cluster.storage.node import NodeConfig, StorageNode
 from cluster.topology import parse_topology
-from tests.cluster.metadata.test_store_incarnation import _free_port
+from tests.cluster.metadata.test_store_incarnation import meta_store
 
 
 class StaleReads:
@@ -52,21 +49,6 @@ class StaleReads:
 
 def test_a_stale_delete_never_lets_a_lower_incarnation_be_created(tmp_path: Path) -> None:
     async def scenario() -> None:
-        listen = f"127.0.0.1:{_free_port()}"
-        node = StorageNode(
-            NodeConfig(
-                node_id="n1",
-                listen=listen,
-                admin="127.0.0.1:0",
-                data_dir=tmp_path / "n1",
-                groups={META_GROUP: ("n1",)},
-                tick_seconds=0.01,
-                raft=RaftConfig(),
-            )
-        )
-        await node.start()
-        nodes = GroupClient({"n1": listen})
-        store = MetadataStore(nodes, ("n1",))
         topology = parse_topology("3x1x1")
 
         def layout(incarnation: int) -> TableLayout:
@@ -80,7 +62,7 @@ def test_a_stale_delete_never_lets_a_lower_incarnation_be_created(tmp_path: Path
 
         now = int(time.time() * 1000)
         old, new = now - 60_000, now + 100_000  # R2's clock is 100 s ahead
-        try:
+        async with meta_store(tmp_path / "n1") as store:
             await store.create(layout(old), old)
             stale = await store.read_map()  # R1's DeleteTable reads: orders@OLD
             assert await store.delete("orders", new - 50_000, "id-" + str(old))  # R2's ...
@@ -98,12 +80,9 @@ def test_a_stale_delete_never_lets_a_lower_incarnation_be_created(tmp_path: Path
                 await tables.delete_table(ctx, request)  # type: ignore[arg-type]
             pmap = await store.read_map()
             assert pmap.tables["orders"].spec.incarnation == new
-            version = max(int(time.time() * 1000), pmap.version + 1)  # CreateTable at R1
+            version = next_version(pmap.version)  # CreateTable at R1
             with pytest.raises(TableExists):
                 await store.create(layout(version), version)
-        finally:
-            await nodes.close()
-            await node.stop()
 
     asyncio.run(scenario())
 

@@ -25,6 +25,7 @@ from cluster.metadata.partitionmap import (
     TableSpec,
     build_layout,
     meta_replicas,
+    next_version,
 )
 from cluster.metadata.store import TABLES, MetadataStore
 from cluster.router.context import RouterContext
@@ -53,7 +54,7 @@ async def _abandon_creation(
     store, nodes = _store(cluster)
     try:
         current = await store.read_map()
-        version = max(int(time.time() * 1000), current.version + 1)
+        version = next_version(current.version)
         spec = TableSpec(
             name,
             KeySchema("k", "S"),
