@@ -76,12 +76,14 @@ async def read_table_item(
     return item
 
 
-def _other_table(layout_incarnation: int, incarnation: int) -> bool:
-    """Is the map's table (``layout_incarnation``) another than the group's (``incarnation``),
-    both known (0: created before incarnations)? Group ids come from table names: the map's
-    group may be a table created again since ours was deleted (our replica an orphan, left
-    while its node was down), whose entry our members must not replace (session 13)."""
-    return bool(layout_incarnation and incarnation and layout_incarnation != incarnation)
+def _other_table(layout_incarnation: int, incarnation: int | None) -> bool:
+    """Is the map's table (``layout_incarnation``) another than the group's (``incarnation``;
+    None: not said)? Group ids come from table names: the map's group may be a table created
+    again since ours was deleted (our replica an orphan, left while its node was down), whose
+    entry our members must not replace (session 13). 0 (a table, and its replicas, from before
+    incarnations) is one like any other: a leftover 0 group of a deleted table rewrote the
+    entry of the table created since under its name, which has one (session 14)."""
+    return incarnation is not None and layout_incarnation != incarnation
 
 
 def map_differs(pmap: PartitionMap, view: GroupView, incarnation: int) -> bool:
@@ -101,10 +103,10 @@ async def update_partition(
     members: Sequence[str],
     azs: Mapping[str, str],
     deadline: float = 5.0,
-    incarnation: int = 0,
+    incarnation: int | None = None,
 ) -> bool:
     """Make the map list ``members`` (exactly 3) for ``group``; True when it wrote a change.
-    ``incarnation``: the group's table's (0: not said); the map's table of another is left
+    ``incarnation``: the group's table's (None: not said); the map's table of another is left
     alone (the write's condition is the layout read, so it holds at the write too)."""
     for _ in range(5):  # bounded: each retry means another writer changed the table meanwhile
         item = await read_table_item(nodes, home, table, deadline)

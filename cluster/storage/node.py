@@ -678,8 +678,10 @@ class StorageNode:
                 # The group exists (it is in the map) and this node lost or never had its copy,
                 # or has one of a deleted table of the same name (a lagging map shows an older
                 # incarnation, never a newer one): rejoin empty, caught up before it votes.
-                # A replica of unknown incarnation (0) stays: after an upgrade, it may well be
-                # the live table's, written by the code before (a CreateTable replaces it).
+                # A replica of incarnation 0 (from before incarnations) stays: it serves no
+                # request naming another (``replica``) and the group's first message retires
+                # it (set aside); deleted here, it might be the one copy of a table created
+                # during a rolling upgrade by a new router on nodes not upgraded yet.
                 hosted = self.incarnations.get(group, 0)
                 if group in self.replicas and hosted == incarnation:
                     self._unconfirmed.discard(group)  # the map's table (0: as unknown)
@@ -909,13 +911,19 @@ class StorageNode:
         replica = self.replicas.get(group)
         if replica is None:
             raise RequestError("NoSuchGroup", f"node {self.config.node_id} has no group {group}")
-        # The table the client means (its map's incarnation; absent or 0: it does not say). A
-        # replica of another known one is another table's: a deleted one's kept while this
-        # node was down, with others of it maybe a quorum that elects and acknowledges
-        # (session 13), or a table newer than the client's map. It answers NotLeader: the
-        # client tries another replica. Retired only on a peer's word (``_serve_peer``).
-        wanted = int(request.get("incarnation") or 0)
-        if wanted and replica.incarnation and wanted != replica.incarnation:
+        # The table the client means (its map's incarnation). A replica of another one is
+        # another table's: a deleted one's kept while this node was down, with others of it
+        # maybe a quorum that elects and acknowledges (session 13), or a table newer than the
+        # client's map. It answers NotLeader: the client tries another replica. Retired only
+        # on a peer's word (``_serve_peer``). 0 is an incarnation like any other (a table
+        # created before incarnations, whose replicas are 0 too): a 0 replica left from such
+        # a table, deleted and created again (N > 0), acknowledged N's writes (session 14).
+        # Only a request naming none (absent: a router before incarnations, during a rolling
+        # upgrade) is served whatever the replica is: it cannot say which table it means.
+        # (Tables created during a rolling upgrade would have N in the map and 0 on the nodes
+        # not upgraded yet: not supported, no CreateTable/DeleteTable during one, FINDINGS s13.)
+        wanted = request.get("incarnation")
+        if wanted is not None and int(wanted) != replica.incarnation:
             raise NotLeader(group, None)
         return replica
 

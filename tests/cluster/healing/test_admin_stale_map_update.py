@@ -56,14 +56,18 @@ def _admin(tmp_path: Path, hosted: int) -> Admin:
     return Admin(node, HealingSettings(), {}, meta_home=("m1",))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("hosted", [OLD, NEW, 0])
+@pytest.mark.parametrize(
+    ("hosted", "mapped"), [(OLD, NEW), (NEW, NEW), (0, NEW), (0, 0), (NEW, 0), (OLD, 0)]
+)
 def test_only_the_tables_own_leader_rewrites_its_map_entry(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosted: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosted: int, mapped: int
 ) -> None:
-    """OLD: the deleted table's leader leaves NEW's entry. NEW (its own) and 0 (unknown: a
-    replica written before incarnations) update it as before."""
+    """The leader of another table's group (a deleted one's, OLD) leaves the map's entry
+    (``mapped``); only its own table's (the same incarnation) updates it. 0 is a table from
+    before incarnations: its replicas are 0, and a 0 group left from such a table (deleted,
+    created again: NEW) is another table's too (session 14)."""
     admin = _admin(tmp_path, hosted)
-    admin.map = PartitionMap(NEW + 5, {"orders": _layout(NEW, ("a1", "c2", "d1"))})
+    admin.map = PartitionMap(NEW + 5, {"orders": _layout(mapped, ("a1", "c2", "d1"))})
     view = planner.GroupView(GROUP, "b1", frozenset({"a1", "b1", "c1"}))
     written: list[Any] = []
 
@@ -74,14 +78,14 @@ def test_only_the_tables_own_leader_rewrites_its_map_entry(
     monkeypatch.setattr(admin_module, "update_partition", update_partition)
     if admin._map_differs(view):
         asyncio.run(admin._update_map(view))
-    assert written == ([] if hosted == OLD else [hosted])
+    assert written == ([hosted] if hosted == mapped else [])
 
 
 class MetaGroup:
     """The meta group's leader: the table item of "orders" (NEW's layout), writes recorded."""
 
-    def __init__(self) -> None:
-        layout = _layout(NEW, ("a1", "c2", "d1"))
+    def __init__(self, incarnation: int) -> None:
+        layout = _layout(incarnation, ("a1", "c2", "d1"))
         self.item = {
             "name": {"S": "orders"},
             "status": {"S": "ACTIVE"},
@@ -97,17 +101,22 @@ class MetaGroup:
         return {"result": {"ok": True}}
 
 
-@pytest.mark.parametrize("incarnation", [OLD, NEW, 0])
-def test_update_partition_checks_the_table_it_reads(incarnation: int) -> None:
+@pytest.mark.parametrize(
+    ("incarnation", "table"), [(OLD, NEW), (NEW, NEW), (0, NEW), (None, NEW), (0, 0), (NEW, 0)]
+)
+def test_update_partition_checks_the_table_it_reads(incarnation: int | None, table: int) -> None:
     """A map read before the table was created again (``_map_differs`` saw the deleted
-    table's entry): the item ``update_partition`` reads is NEW's, left alone by OLD's leader."""
-    meta = MetaGroup()
+    table's entry): the item ``update_partition`` reads is another table's (``table``), left
+    alone by the deleted one's leader (OLD; 0: a table from before incarnations). None: the
+    caller does not say (written)."""
+    meta = MetaGroup(table)
     members = ["a1", "b1", "c1"]
     azs = {"a1": "a", "b1": "b", "c1": "c", "c2": "c", "d1": "d"}
     changed = asyncio.run(
         update_partition(meta, ("m1",), GROUP, "orders", members, azs, incarnation=incarnation)  # type: ignore[arg-type]
     )
-    assert (changed, meta.proposed) == ((False, 0) if incarnation == OLD else (True, 1))
+    written = incarnation is None or incarnation == table
+    assert (changed, meta.proposed) == ((True, 1) if written else (False, 0))
 
 
 def test_healings_calls_about_a_group_name_its_incarnation(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ import asyncio
 import functools
 from pathlib import Path
 
+import pytest
+
 from cluster.consensus.raft import RaftConfig
 from cluster.storage.commands import PutCommand, encode_command
 from cluster.storage.node import NodeConfig, StorageNode
@@ -46,19 +48,25 @@ async def _leader(cluster: Cluster, names: tuple[str, ...]) -> str | None:
     return None
 
 
-def test_stale_replicas_never_serve_or_acknowledge_for_the_new_table(tmp_path: Path) -> None:
+@pytest.mark.parametrize("old", [OLD, 0], ids=["old", "before-incarnations"])
+def test_stale_replicas_never_serve_or_acknowledge_for_the_new_table(
+    tmp_path: Path, old: int
+) -> None:
+    """``old`` 0: the deleted table was created before incarnations (its replicas are 0): a
+    request naming NEW was served by them as one naming none (session 14)."""
+
     async def scenario(cluster: Cluster) -> None:
         for name in NODES:
             await cluster.start(name)
         for node in cluster.nodes.values():  # CreateTable "orders" (OLD) on a1 b1 c1
-            assert await node.create_group(GROUP, NODES, incarnation=OLD)
+            assert await node.create_group(GROUP, NODES, incarnation=old)
         await put_key(cluster, "old")
         for node in cluster.nodes.values():
             await until(functools.partial(_has, node, "old"), 5, "old everywhere")
         await cluster.stop("sn-a1")
         await cluster.stop("sn-b1")
         c1 = cluster.nodes["sn-c1"]
-        assert await c1.drop_group(GROUP, OLD)  # DeleteTable (a1, b1 are down)
+        assert await c1.drop_group(GROUP, old)  # DeleteTable (a1, b1 are down)
         # CreateTable again: NEW on a1 c1 d1 (d1 took it too; a1 down: a quorum anyway).
         assert await c1.create_group(GROUP, ["sn-a1", "sn-c1", "sn-d1"], incarnation=NEW)
         await cluster.stop("sn-c1")  # NEW's members do not reach a1 yet
@@ -102,17 +110,20 @@ def test_stale_replicas_never_serve_or_acknowledge_for_the_new_table(tmp_path: P
     in_cluster(tmp_path, scenario)
 
 
+@pytest.mark.parametrize("hosted", [NEW, 0], ids=["new", "before-incarnations"])
 def test_a_request_naming_another_incarnation_is_refused_and_retires_nothing(
-    tmp_path: Path,
+    tmp_path: Path, hosted: int
 ) -> None:
     """Every data request (writes, reads, a rebuild's snapshot_dump) naming another table's
     incarnation than the replica's is answered NotLeader (the client tries another replica);
-    one naming none (0, callers before it) is served. A client's word never retires the
-    replica: only a peer's message of a newer incarnation does."""
+    one naming none (callers before incarnations) is served. 0 is a table's incarnation like
+    any other (created before incarnations): a replica of 0 refuses a request naming N, and
+    one of N a request naming 0 (session 14). A client's word never retires the replica: only
+    a peer's message of a newer incarnation does."""
 
     async def scenario(cluster: Cluster) -> None:
         node = await cluster.start("sn-a1")
-        assert await node.create_group("alone.p0", ["sn-a1"], incarnation=NEW)
+        assert await node.create_group("alone.p0", ["sn-a1"], incarnation=hosted)
         cmd = encode_command(PutCommand("orders", b"k", b"", {"v": {"S": "k"}}))
         requests = [
             {"op": "propose", "cmd": cmd, "timeout": 2.0},
@@ -129,16 +140,15 @@ def test_a_request_naming_another_incarnation_is_refused_and_retires_nothing(
                 break
             await asyncio.sleep(0.02)
         for request in requests:
-            for other in (OLD, NEW + 1):
+            for other in {OLD, NEW, NEW + 1, 0} - {hosted}:
                 reply = await node.handle_request(
                     {**request, "group": "alone.p0", "incarnation": other}
                 )
                 assert reply.get("error") == "NotLeader", (request["op"], other, reply)
-            for same in (NEW, 0):
-                same_table = {**request, "group": "alone.p0", "incarnation": same}
-                reply = await node.handle_request(same_table)
+            for same in ({"incarnation": hosted}, {}):  # {}: a caller before incarnations
+                reply = await node.handle_request({**request, "group": "alone.p0", **same})
                 assert "error" not in reply, (request["op"], same, reply)
-        assert node.incarnation_of("alone.p0") == NEW
+        assert node.incarnation_of("alone.p0") == hosted
         assert "alone.p0" in node.replicas
 
     in_cluster(tmp_path, scenario)
