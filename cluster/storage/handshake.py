@@ -32,7 +32,8 @@ async def send_hello(
 ) -> int:
     """The dialer's side: wait for the node's challenge, answer with a hello. Returns the
     Raft wire protocol the node announced (1: none, a node of session 10 or before)."""
-    frame = await asyncio.wait_for(read_frame(reader), timeout)
+    async with asyncio.timeout(timeout):  # (not wait_for: it may drop a cancel, transport.py)
+        frame = await read_frame(reader)
     challenge = frame.get("challenge")
     if not isinstance(challenge, str):
         raise FrameError("the node did not open with a challenge")
@@ -50,5 +51,6 @@ async def receive_hello(
     True when this process has no key installed: a node run without a cluster config)."""
     challenge = auth.challenge()
     writer.write(encode_frame({"challenge": challenge, "protocol": PROTOCOL}))
-    hello = await asyncio.wait_for(read_frame(reader), timeout)
+    async with asyncio.timeout(timeout):
+        hello = await read_frame(reader)
     return hello, auth.check_hello(hello, challenge) or not auth.installed()

@@ -128,9 +128,11 @@ class PeerLinks:
         while True:
             writer: asyncio.StreamWriter | None = None
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), self.connect_timeout
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 a wait_for whose connection
+                # completes in the same loop pass as a cancel (the node's stop) returns it and
+                # drops the cancel; the pump went on, and stop() awaited it for ever.
+                async with asyncio.timeout(self.connect_timeout):
+                    reader, writer = await asyncio.open_connection(host, port)
                 assert writer is not None
                 # cluster/auth.py; the peer's protocol decides what it is sent (wire.py)
                 link.protocol = await send_hello(reader, writer, "peer", node=self.node_id)

@@ -178,3 +178,35 @@ def test_a_message_that_cannot_be_encoded_is_dropped_and_the_link_keeps_carrying
             peer.server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_stop_as_the_connection_completes_ends_the_pump(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The node's stop cancels each link's pump in the loop pass where its connection
+    completes: the pump ends. (Python 3.11's wait_for returned the connection and dropped the
+    cancel: the pump went on, and the stop waited for it for ever: a test's node stop hung.)"""
+    real = asyncio.open_connection
+
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        links = PeerLinks("a", {"b": f"127.0.0.1:{port}"})
+        stopping: list[asyncio.Task[None]] = []
+
+        async def connect(host: str, port: int) -> object:
+            connection = await real(host, port)
+            stopping.append(asyncio.ensure_future(links.stop()))  # as the connection is made
+            return connection
+
+        monkeypatch.setattr(asyncio, "open_connection", connect)
+        links.start()
+        await wait_for(lambda: stopping)
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping[0]), 3.0)
+        except TimeoutError:
+            raise AssertionError("the stop never ended: the pump took no cancel") from None
+        finally:
+            server.close()
+
+    asyncio.run(main())
