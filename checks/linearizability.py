@@ -8,19 +8,9 @@ first, each under a time budget: a key whose search runs out of time is "unknown
     >>> check_linearizability(ops, budget=5.0).valid  # doctest: +SKIP
     True
 
-The search (Lowe, "Testing for linearizability", 2017; the algorithm Porcupine implements): the
-history is a doubly linked list of call and return entries in time order. Walking from the head,
-a call whose op is legal in the current state is linearized: the op's call and return entries are
-lifted out of the list and the walk restarts at the head. Reaching a return entry means that op
-was not linearized before it returned, so the last choice is undone (backtracking). Every
-(linearized set, state) pair is tried once (memoisation). The history is linearizable when every
-definite op is lifted.
-
-Three sound shortcuts keep hot keys with many concurrent clients tractable: an observation (a
-read, or a cas that found another value) that holds in the current state is linearized at once
-and is no choice point; a value that only one op can produce (unique values, as workloads should
-write) is never left while some definite op still has to observe it; and info writes whose value
-nobody observed are dropped up front (see `prune_unobservable`).
+The search is checks/wgl.py's (Lowe, "Testing for linearizability", 2017; the algorithm
+Porcupine implements), with its two shortcuts for hot keys; a third is here: info writes whose
+value nobody observed are dropped up front (see `prune_unobservable`).
 
 What takes part, per key:
 
@@ -45,7 +35,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import compress
 from typing import Any, NamedTuple
 
 from checks.history import (
@@ -59,14 +48,11 @@ from checks.history import (
 )
 from checks.result import UNKNOWN, CheckResult, Validity, compose_validity, not_applicable
 from checks.rundir import RunDir
+from checks.wgl import ARG, CAS, DEFINITE, FIELDS, KIND, MISMATCH, NEW, READ, WRITE, search
 
 NAME = "linearizability"
 DEFAULT_BUDGET = 5.0
 WINDOW_MAX = 10
-
-READ, WRITE, CAS, MISMATCH = range(4)
-_OBSERVES = (True, False, False, True)  # by kind: a read or a cas mismatch observes
-_NEEDS = (READ, CAS)  # kinds whose definite ops need their arg to be the register's value
 
 
 class UnsupportedOp(Exception):
@@ -76,7 +62,7 @@ class UnsupportedOp(Exception):
 class RegisterOp(NamedTuple):
     """An operation as the register model sees it; `arg` and `new` are canonical values.
 
-    The search itself takes plain tuples of these fields, values as keys (`_value_key`): see
+    The search itself takes these fields flat, values as keys (`_value_key`): see
     `register_ops_by_key`. This named view is for reports and tests.
     """
 
@@ -89,7 +75,8 @@ class RegisterOp(NamedTuple):
     definite: bool
 
 
-#: What the search takes: RegisterOp's fields in its order, values as keys (`_value_key`).
+#: RegisterOp's fields in its order, values as keys (`_value_key`); a key's registers are a
+#: flat list of them (FIELDS items per op: `rows` gives the tuples back).
 Register = tuple[Operation, int, Any, Any, float, float, bool]
 
 
@@ -107,23 +94,30 @@ def to_register_op(op: Operation) -> RegisterOp | None:
     per_key, skipped, _ = register_ops_by_key([op])
     if skipped:
         raise UnsupportedOp(*skipped.values())
-    return next((_named(r) for rs in per_key.values() for r in rs), None)
+    return next((_named(r) for flat in per_key.values() for r in rows(flat)), None)
+
+
+def rows(flat: list[Any]) -> list[Register]:
+    """A key's flat registers as one tuple per op."""
+    return list(zip(*[iter(flat)] * FIELDS, strict=True))
 
 
 def register_ops_by_key(
     ops: Iterable[Operation],
-) -> tuple[dict[str, list[Register]], dict[str, str], set[str]]:
+) -> tuple[dict[str, list[Any]], dict[str, str], set[str]]:
     """The register view of every key's ops (ops in their order, leaving out those that take no
     part), the keys skipped with why (a malformed cas), and the keys with info ops (all others
     hold only definite ops): one pass over the history.
 
     One pass in the history's order, the rules inline and tuple displays: a pass per key touched
     each op again in an order the memory caches could not follow, and a call per operation or
-    RegisterOp's construction cost more than the rules. The tuples hold RegisterOp's fields in
-    its order, with values as keys (`_value_key`; `_named` gives the RegisterOp with canonical
-    text, as describe_failure does); the hot paths index them.
+    RegisterOp's construction cost more than the rules. A key's registers are one flat list,
+    RegisterOp's fields in its order for each op (FIELDS items), values as keys (`_value_key`;
+    `rows` gives the tuples, `_named` the RegisterOp with canonical text): no tuple object per
+    op outlives its line here (the last one's memory is reused for the next), and the search
+    takes its columns as slices.
     """
-    per_key: dict[str, list[Register]] = {}
+    per_key: dict[str, list[Any]] = {}
     skipped: dict[str, str] = {}
     uncertain: set[str] = set()
     lists = per_key.get
@@ -175,9 +169,9 @@ def register_ops_by_key(
                 continue
         registers = lists(key)
         if registers is None:
-            per_key[key] = [register]
+            per_key[key] = [*register]
         else:
-            registers.append(register)
+            registers += register
     for key in skipped:
         del per_key[key]
     return per_key, skipped, uncertain
@@ -207,192 +201,20 @@ def _named(register: Any) -> RegisterOp:
     return RegisterOp(op, kind, _key_text(arg), _key_text(new), call, ret, definite)
 
 
-#: RegisterOp's fields by position, for the hot paths that take plain tuples.
-_KIND, _ARG, _NEW, _DEFINITE = 1, 2, 3, 6
-#: 1 << i at i, shared by keys of <= BITS_CACHED ops (n^2/16 bytes), replaced, never extended.
-BITS_CACHED = 4096
-_BITS: list[int] = []
-
-
-def prune_unobservable(ops: list[Register]) -> list[Register]:
-    """Drop info writes and info cas whose new value nothing ever observed.
+def prune_unobservable(ops: list[Any]) -> list[Any]:
+    """Drop info writes and info cas whose new value nothing ever observed (from a key's flat
+    registers).
 
     Sound when the key has no cas-mismatch observations: applying such an op leaves a value that
     no later read or cas can see, so only a later write can follow it, and the same linearization
     without the op is legal too. Removing them spares the search their 2^k placements.
     """
-    if all(r[_DEFINITE] for r in ops) or any(r[_KIND] == MISMATCH for r in ops):
+    if all(ops[DEFINITE::FIELDS]) or MISMATCH in ops[KIND::FIELDS]:
         return ops
-    observed = {r[_ARG] for r in ops if r[_KIND] in (READ, CAS)}
-    return [r for r in ops if r[_DEFINITE] or (r[_NEW] if r[_KIND] == CAS else r[_ARG]) in observed]
-
-
-def search(ops: Sequence[Register], initial: Any, deadline: float) -> tuple[Validity, Any]:
-    """Is there a linearization of `ops` from `initial`? Returns (True | False | "unknown" when
-    `deadline` (time.monotonic) passes, evidence); on False the evidence describes the deepest
-    point the search reached, for `describe_failure`.
-
-    Values are numbered (0 is `initial`) so that states compare and hash as small ints, and the
-    memo is one set of linearized-op bitmasks per state: no tuple per configuration. On
-    histories where the search seldom backtracks the set-up costs more than the walk, so it is
-    built from whole columns (sorts, maps, slices) where it can be.
-    """
-    global _BITS
-    n = len(ops)
-    m = 2 * n
-    tail = m + 1
-    if not ops:
-        return True, None
-    _, kinds, arg_values, new_values, calls, rets, definite = zip(*ops, strict=True)
-    values = list(dict.fromkeys([initial, *arg_values, *new_values]))  # id -> value key
-    number = dict(zip(values, range(len(values)), strict=True)).__getitem__
-    args = list(map(number, arg_values))
-    news = list(map(number, new_values))
-    # Entries in time order: calls (ids 0..n-1) before returns (n..2n-1) at equal times, each
-    # kind by op index (a stable sort of the calls-then-returns list keeps exactly that order).
-    # Positions 1..m hold them; 0 is the head and m + 1 the tail of the linked list.
-    order = sorted(range(m), key=(calls + rets).__getitem__)
-    entry_at = [m, *order, m]  # position -> entry id (the sentinels read as returns)
-    ret_pos = [0] * n  # op -> the position of its return (one loop: cheaper than a sort)
-    for at, e in compress(enumerate(order, 1), map(n.__le__, order)):
-        ret_pos[e - n] = at
-    nxt = [*range(1, m + 2), tail]
-    prv = [0, *range(0, m + 1)]
-    bits = _BITS  # op -> its bit in the linearized set
-    if len(bits) < n:  # grown into a new list, never in place: another thread may be reading
-        bits = bits + [1 << i for i in range(len(bits), n)]
-        _BITS = bits if n <= BITS_CACHED else _BITS
-    observes = list(map(_OBSERVES.__getitem__, kinds))
-    # Values only one source can produce (the initial state, or a single write or cas): once the
-    # register leaves such a value it never holds it again, so leaving it while a definite op
-    # still needs it (an ok read of it, an ok cas from it) cannot lead to a linearization.
-    # (Counted in loops: most keys are small, and a Counter costs microseconds to set up.)
-    sources = [0] * len(values)
-    sources[0] = 1
-    for v in compress(args, map(WRITE.__eq__, kinds)):
-        sources[v] += 1
-    for v in compress(news, map(CAS.__eq__, kinds)):
-        sources[v] += 1
-    once = list(map((1).__eq__, sources))
-    need_of = [
-        a if d and k in _NEEDS else -1 for a, d, k in zip(args, definite, kinds, strict=True)
-    ]
-    needs = [0] * len(values)
-    for v in need_of:
-        if v >= 0:
-            needs[v] += 1
-
-    # Per state, the linearized sets tried; built at the first backtrack (_memo_of_path): until
-    # then the configurations tried are exactly the path on the stack, all distinct, and most
-    # keys never backtrack (a set entry per op and its freeing cost a tenth of the check).
-    seen: list[set[int]] | None = None
-    stack: list[tuple[int, int]] = []
-    linearized = 0
-    state = 0
-    remaining = sum(definite)
-    entry = nxt[0]
-    best_pos = -1
-    best: tuple[int, list[int], int | None, Any, int, bool] | None = None
-    configurations = backtracks = 0
-    while remaining:
-        i = entry_at[entry]
-        if i < n:
-            kind = kinds[i]
-            if kind == WRITE:
-                new = args[i]
-            elif kind == CAS:
-                if state != args[i]:
-                    entry = nxt[entry]
-                    continue
-                new = news[i]
-            elif (state == args[i]) == (kind == READ):
-                new = state  # an observation (read, cas mismatch) that holds now
-            else:
-                entry = nxt[entry]
-                continue
-            if new != state and once[state] and needs[state] > (need_of[i] == state):
-                entry = nxt[entry]  # would abandon, forever, a value some op must still see
-                continue
-            marked = linearized | bits[i]
-            if seen is None or marked not in seen[new]:
-                if seen is not None:
-                    seen[new].add(marked)
-                configurations += 1
-                if not configurations & 0xFF and time.monotonic() > deadline:
-                    return UNKNOWN, configurations
-                stack.append((entry, state))
-                state, linearized = new, marked
-                ret = ret_pos[i]  # lift the call and its return out of the list
-                nxt[prv[entry]] = nxt[entry]
-                prv[nxt[entry]] = prv[entry]
-                nxt[prv[ret]] = nxt[ret]
-                prv[nxt[ret]] = prv[ret]
-                remaining -= definite[i]
-                if need_of[i] >= 0:
-                    needs[need_of[i]] -= 1
-                entry = nxt[0]
-                continue
-            if not observes[i]:
-                entry = nxt[entry]
-                continue
-            # An observation that holds now may always be linearized first (it changes nothing,
-            # and every op that returned before its call is already linearized); that
-            # configuration was explored and failed, so this one fails too: backtrack.
-        elif entry > best_pos and entry != tail:
-            best_pos = entry
-            best = (
-                i - n,
-                *_recent(stack, entry_at, observes),
-                values[state],
-                linearized,
-                once[state] and needs[state] > 0,
-            )
-        if seen is None:
-            seen = _memo_of_path(stack, entry_at, bits, state, len(values))
-        while True:
-            if not stack:
-                return False, best
-            backtracks += 1
-            if not backtracks & 0x3F and time.monotonic() > deadline:
-                return UNKNOWN, configurations
-            entry, state = stack.pop()
-            i = entry_at[entry]
-            linearized ^= bits[i]
-            ret = ret_pos[i]  # unlift: put the return back, then the call
-            nxt[prv[ret]] = ret
-            prv[nxt[ret]] = ret
-            nxt[prv[entry]] = entry
-            prv[nxt[entry]] = entry
-            remaining += definite[i]
-            if need_of[i] >= 0:
-                needs[need_of[i]] += 1
-            if not observes[i]:
-                break  # an observation was linearized first without loss: undo the choice before
-        entry = nxt[entry]
-    return True, None
-
-
-def _memo_of_path(
-    stack: list[tuple[int, int]], entry_at: list[int], bits: list[int], state: int, count: int
-) -> list[set[int]]:
-    """The memo of a search that has not backtracked yet: per state, the linearized sets of the
-    configurations on the path (``stack`` holds each step's call entry and the state before it;
-    ``state`` is the state after the last step)."""
-    seen: list[set[int]] = [set() for _ in range(count)]
-    marked = 0
-    for step, (entry, _) in enumerate(stack):
-        marked |= bits[entry_at[entry]]
-        seen[stack[step + 1][1] if step + 1 < len(stack) else state].add(marked)
-    return seen
-
-
-def _recent(
-    stack: list[tuple[int, int]], op_of: list[int], observes: list[bool]
-) -> tuple[list[int], int | None]:
-    """The last few linearized ops, and the last one that set the register's value."""
-    last = [op_of[e] for e, _ in stack[-3:]]
-    setter = next((op_of[e] for e, _ in reversed(stack) if not observes[op_of[e]]), None)
-    return last, setter
+    table = rows(ops)
+    observed = {r[ARG] for r in table if r[KIND] in (READ, CAS)}
+    kept = [r for r in table if r[DEFINITE] or (r[NEW] if r[KIND] == CAS else r[ARG]) in observed]
+    return [field for r in kept for field in r]
 
 
 def describe_failure(registers: Sequence[Register], evidence: Any) -> dict[str, Any]:
@@ -454,18 +276,20 @@ def brief(op: Operation) -> str:
     return f"{op.process} {what} {op.type} @{op.invoke_time:.3f}"
 
 
-def check_key(key: str, ops: list[Register], *, budget: float, initial: Any = None) -> KeyOutcome:
+def check_key(key: str, ops: list[Any], *, budget: float, initial: Any = None) -> KeyOutcome:
+    """The search's verdict on a key's flat registers (`register_ops_by_key`)."""
     started = time.monotonic()
-    if not any(r[_DEFINITE] for r in ops):
-        return KeyOutcome(key, True, len(ops), 0.0)
+    count = len(ops) // FIELDS
+    if not any(ops[DEFINITE::FIELDS]):
+        return KeyOutcome(key, True, count, 0.0)
     valid, evidence = search(ops, initial, started + budget)
     seconds = time.monotonic() - started
     if valid is False:
-        return KeyOutcome(key, False, len(ops), seconds, describe_failure(ops, evidence))
+        return KeyOutcome(key, False, count, seconds, describe_failure(rows(ops), evidence))
     if valid is not True:
         reason = f"time budget of {budget:g} s exhausted after {evidence} configurations"
-        return KeyOutcome(key, UNKNOWN, len(ops), seconds, {"reason": reason})
-    return KeyOutcome(key, True, len(ops), seconds)
+        return KeyOutcome(key, UNKNOWN, count, seconds, {"reason": reason})
+    return KeyOutcome(key, True, count, seconds)
 
 
 def eventual_read_violations(ops: Sequence[Operation]) -> list[dict[str, Any]]:
@@ -512,7 +336,7 @@ def _check_linearizability(ops: Sequence[Operation], budget: float, initial: Any
     for key in uncertain.intersection(per_key):  # the other keys hold definite ops only
         registers = per_key[key]
         kept = prune_unobservable(registers)
-        pruned += len(registers) - len(kept)
+        pruned += (len(registers) - len(kept)) // FIELDS
         if kept:
             per_key[key] = kept
         else:

@@ -7,7 +7,14 @@ import importlib
 
 import pytest
 
-MODULES = ["checks.history", "checks.result", "checks.convergence", "checks.synth", "checks.bank"]
+MODULES = [
+    "checks.history",
+    "checks.result",
+    "checks.convergence",
+    "checks.synth",
+    "checks.bank",
+    "checks.wgl",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

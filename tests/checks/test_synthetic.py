@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from checks import linearizability
+from checks import wgl
 from checks.history import pair_operations
-from checks.linearizability import BITS_CACHED, check_linearizability, register_ops_by_key
+from checks.linearizability import check_linearizability, register_ops_by_key
 from checks.synth import corrupt_stale_read, register_history
+from checks.wgl import BITS_CACHED, FIELDS
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -52,7 +53,7 @@ def test_keys_beyond_the_shared_bits_are_checked_the_same() -> None:
     small = register_history(ops=600, clients=12, keys=3, seed=4, info_rate=0.01)
     for records in (small, hot, small):
         ops = pair_operations(records)
-        searched = max(len(r) for r in register_ops_by_key(ops)[0].values())
+        searched = max(len(r) // FIELDS for r in register_ops_by_key(ops)[0].values())
         assert (searched > BITS_CACHED) is (records is hot)
         assert check_linearizability(ops).valid is True
         corrupted, record = corrupt_stale_read(records, 4)
@@ -64,7 +65,7 @@ def test_keys_beyond_the_shared_bits_are_checked_the_same() -> None:
 def test_searches_in_threads_share_the_bits_safely(monkeypatch: pytest.MonkeyPatch) -> None:
     """Checks run in threads (gameday runs them with asyncio.to_thread): the shared bits only
     ever grow into a new list, so no search sees another's half-made one."""
-    monkeypatch.setattr(linearizability, "_BITS", [])
+    monkeypatch.setattr(wgl, "_BITS", [])
     histories = [
         register_history(ops=400 * (1 + i % 4), clients=8, keys=2, seed=i, info_rate=0.01)
         for i in range(8)
@@ -72,5 +73,5 @@ def test_searches_in_threads_share_the_bits_safely(monkeypatch: pytest.MonkeyPat
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda h: check_linearizability(pair_operations(h)), histories))
     assert [r.valid for r in results] == [True] * len(histories)
-    shared = linearizability._BITS
+    shared = wgl._BITS
     assert shared and all(bit == 1 << i for i, bit in enumerate(shared))
