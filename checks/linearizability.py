@@ -60,7 +60,8 @@ class UnsupportedOp(Exception):
 
 
 class RegisterOp(NamedTuple):
-    """An operation as the register model sees it; `arg` and `new` are canonical values.
+    """An operation as the register model sees it; `arg` and `new` are canonical values: `arg`
+    what it reads, writes or expects, `new` what a write or cas sets (null for the others).
 
     The search itself takes these fields flat, values as keys (`_value_key`): see
     `register_ops_by_key`. This named view is for reports and tests.
@@ -135,7 +136,7 @@ def register_ops_by_key(
             ret = op.complete_time or call
             value = op.result  # canon's common cases inline: one call less per read
             arg = value if value is None or type(value) is int else _value_key(value)
-            register = (op, READ, arg, None, call, ret if ret > call else call, True)
+            register: Register = (op, READ, arg, None, call, ret if ret > call else call, True)
         else:
             if kind == "info":
                 ret, definite = inf, False
@@ -162,7 +163,7 @@ def register_ops_by_key(
             elif f in WRITE_FS:
                 value = op.value
                 arg = value if value is None or type(value) is int else _value_key(value)
-                register = (op, WRITE, arg, None, call, ret, definite)
+                register = (op, WRITE, arg, arg, call, ret, definite)
             elif f == "delete":
                 register = (op, WRITE, None, None, call, ret, definite)
             else:
@@ -213,7 +214,7 @@ def prune_unobservable(ops: list[Any]) -> list[Any]:
         return ops
     table = rows(ops)
     observed = {r[ARG] for r in table if r[KIND] in (READ, CAS)}
-    kept = [r for r in table if r[DEFINITE] or (r[NEW] if r[KIND] == CAS else r[ARG]) in observed]
+    kept = [r for r in table if r[DEFINITE] or r[NEW] in observed]
     return [field for r in kept for field in r]
 
 

@@ -3,7 +3,7 @@
 checks/linearizability.py turns a history into each key's register ops and reports; this module
 only answers "is there a linearization of these ops?", fast:
 
-    >>> flat = [None, WRITE, 1, None, 0.0, 1.0, True, None, READ, 1, None, 0.5, 2.0, True]
+    >>> flat = [None, WRITE, 1, 1, 0.0, 1.0, True, None, READ, 1, None, 0.5, 2.0, True]
     >>> search(flat, None, deadline=float("inf"))
     (True, None)
 
@@ -21,8 +21,9 @@ and is no choice point; and a value that only one op can produce (unique values,
 should write) is never left while some definite op still has to observe it.
 
 A key's ops come flat: FIELDS items per op, in RegisterOp's order (op, kind, arg, new, call,
-ret, definite), values as keys (None, an int or canonical text: equal exactly when the JSON values
-are). One flat list per key is built without a tuple per op, and its columns are slices.
+ret, definite; `new` is the value a write or cas sets), values as keys (None, an int or canonical
+text: equal exactly when the JSON values are). One flat list per key is built without a tuple
+per op, and its columns are slices.
 """
 
 from __future__ import annotations
@@ -203,12 +204,7 @@ def search(ops: list[Any], initial: Any, deadline: float) -> tuple[Validity, Any
 
 def _repeated(ops: list[Any], initial: Any) -> set[Any]:
     """The values that more than one source can produce: the initial state, writes, cas."""
-    kinds = ops[KIND::FIELDS]
-    written = [
-        initial,
-        *compress(ops[ARG::FIELDS], map(WRITE.__eq__, kinds)),
-        *compress(ops[NEW::FIELDS], map(CAS.__eq__, kinds)),
-    ]
+    written = [initial, *compress(ops[NEW::FIELDS], map(WRITE.__le__, ops[KIND::FIELDS]))]
     if len(set(written)) == len(written):
         return set()
     return {value for value, sources in Counter(written).items() if sources > 1}
