@@ -10,7 +10,9 @@ first, each under a time budget: a key whose search runs out of time is "unknown
 
 The search is checks/wgl.py's (Lowe, "Testing for linearizability", 2017; the algorithm
 Porcupine implements), with its two shortcuts for hot keys; a third is here: info writes whose
-value nobody observed are dropped up front (see `prune_unobservable`).
+value nobody observed are dropped up front (see `prune_unobservable`). A key whose ops in call
+order are already a linearization (`checks.wgl.replays`: most keys whose ops seldom overlap) needs
+no search.
 
 What takes part, per key:
 
@@ -48,7 +50,7 @@ from checks.history import (
 )
 from checks.result import UNKNOWN, CheckResult, Validity, compose_validity, not_applicable
 from checks.rundir import RunDir
-from checks.wgl import ARG, CAS, DEFINITE, FIELDS, KIND, MISMATCH, NEW, READ, WRITE, search
+from checks.wgl import ARG, CAS, DEFINITE, FIELDS, KIND, MISMATCH, NEW, READ, WRITE, replays, search
 
 NAME = "linearizability"
 DEFAULT_BUDGET = 5.0
@@ -281,8 +283,8 @@ def check_key(key: str, ops: list[Any], *, budget: float, initial: Any = None) -
     """The search's verdict on a key's flat registers (`register_ops_by_key`)."""
     started = time.monotonic()
     count = len(ops) // FIELDS
-    if not any(ops[DEFINITE::FIELDS]):
-        return KeyOutcome(key, True, count, 0.0)
+    if not any(ops[DEFINITE::FIELDS]) or replays(ops, initial):
+        return KeyOutcome(key, True, count, time.monotonic() - started)
     valid, evidence = search(ops, initial, started + budget)
     seconds = time.monotonic() - started
     if valid is False:

@@ -31,8 +31,8 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, defaultdict
-from itertools import compress
-from operator import and_
+from itertools import compress, islice
+from operator import and_, le
 from typing import Any
 
 from checks.result import UNKNOWN, Validity
@@ -52,6 +52,38 @@ _BITS: list[int] = []
 
 #: (entry, state before it): a step of the search's path.
 Step = tuple[int, Any]
+
+
+def replays(ops: list[Any], initial: Any) -> bool:
+    """Whether `ops` (one key's, flat) in call order are a linearization from `initial`: a
+    witness, so True means linearizable; False means only that this order is not one.
+
+    Any order of ops sorted by call time respects real time (when b returned before a was
+    called, b.call <= b.ret < a.call, so b comes first), so only the register's rules need
+    checking, in one pass: an info write is taken as applied, an info cas as applied when it
+    can be and as never applied otherwise (both are allowed). On keys where ops seldom overlap
+    this answers most keys at a tenth of the search's cost per op; where it fails, it fails
+    at the first op out of order, and the search decides.
+    """
+    calls = ops[CALL::FIELDS]
+    if not all(map(le, calls, islice(calls, 1, None))):
+        return False
+    state = initial
+    columns = ops[KIND::FIELDS], ops[ARG::FIELDS], ops[NEW::FIELDS], ops[DEFINITE::FIELDS]
+    for kind, arg, new, definite in zip(*columns, strict=True):
+        if kind == READ:
+            if state != arg:
+                return False
+        elif kind == WRITE:
+            state = new
+        elif kind == CAS:
+            if state == arg:
+                state = new
+            elif definite:
+                return False
+        elif state == arg:  # a mismatch: the register held another value than `arg`
+            return False
+    return True
 
 
 def search(ops: list[Any], initial: Any, deadline: float) -> tuple[Validity, Any]:
