@@ -38,6 +38,7 @@ from workloads.sigv4 import host_header
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
+_CLOSED = "connection closed by the server before the answer ended"
 
 
 class BadResponse(ConnectionError):
@@ -104,6 +105,44 @@ def _status_line(line: bytes) -> tuple[bytes, int]:
     if not version.startswith(b"HTTP/1.") or not code.isdigit():
         raise BadResponse(f"not an HTTP/1.x status line: {line[:80]!r}")
     return version, int(code)
+
+
+def _field(fields: bytes, name: bytes) -> bytes | None:
+    """The value of header ``name`` (lowercase, as ``b"\\r\\nname:"``) in ``fields`` (the head's
+    header lines, lowercased, each after its line break), stripped; the last one if repeated,
+    None if absent."""
+    at = fields.rfind(name)
+    if at < 0:
+        return None
+    start = at + len(name)
+    end = fields.find(b"\r\n", start)
+    return fields[start : end if end >= 0 else len(fields)].strip()
+
+
+def _head(head: bytes) -> tuple[int, int | None, bool, bool]:
+    """A response head (without its blank line) -> (status, Content-Length or None, whether
+    the body is chunked, whether the connection stays open). BadResponse if it is not HTTP."""
+    line_end = head.find(b"\r\n")
+    version, status = _status_line(head if line_end < 0 else head[:line_end])
+    # the header lines, lowercased, each after its "\r\n": a name is found only where a line
+    # starts (one lower() and three searches instead of a loop over every line)
+    fields = head[line_end:].lower() if line_end >= 0 else b""
+    length: int | None = None
+    value = _field(fields, b"\r\ncontent-length:")
+    if value is not None:
+        try:
+            length = int(value)
+        except ValueError:
+            raise BadResponse(f"bad Content-Length: {value[:40]!r}") from None
+        if not 0 <= length <= MAX_BODY:
+            raise BadResponse(f"Content-Length out of range: {length}")
+    value = _field(fields, b"\r\ntransfer-encoding:")
+    chunked = value is not None and b"chunked" in value
+    keep = version == b"HTTP/1.1"
+    value = _field(fields, b"\r\nconnection:")
+    if value is not None:
+        keep = value != b"close" and (keep or value == b"keep-alive")
+    return status, length, chunked, keep
 
 
 class Readiness(Protocol):
@@ -247,9 +286,10 @@ class Connection:
             sock, ready = self._connect()
         else:
             sock, ready = self._sock, self._ready
-        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        fields = "\r\n".join(map(": ".join, headers.items()))
+        length = f"Content-Length: {len(body)}\r\n\r\n"
         request = b"".join(
-            (self._prefix, f"{lines}Content-Length: {len(body)}\r\n\r\n".encode(), body)
+            (self._prefix, (f"{fields}\r\n{length}" if fields else length).encode(), body)
         )
         self._send(sock, ready, request, deadline)
         # The answer cannot be there yet: wait for it before the first recv (one syscall and
@@ -263,7 +303,14 @@ class Connection:
         return status, answer
 
     def _send(self, sock: _socket.socket, ready: Readiness, data: bytes, deadline: float) -> None:
-        view = memoryview(data)
+        try:  # the usual case: all of it at once
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
+        ready.wait(True, deadline)
         for _ in range(len(data) + 1):  # bounded: every pass sends a byte or waits (or raises)
             try:
                 sent = sock.send(view)
@@ -285,15 +332,34 @@ class Connection:
                 ready.wait(False, deadline)
                 continue
             if not data:
-                raise ConnectionResetError(
-                    "connection closed by the server before the answer ended"
-                )
+                raise ConnectionResetError(_CLOSED)
             self._buffer += data
             return
         raise TimeoutError("timed out")
 
     def _read_response(self, sock: _socket.socket, deadline: float) -> tuple[int, bytes, bool]:
         buf = self._buffer
+        if not buf:
+            # The usual case: nothing left over, and the whole answer in one recv, taken from
+            # the bytes received (no copies through the buffer); anything else goes below.
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                data = None  # not readable after all: the loop below waits
+            if data is not None:
+                if not data:
+                    raise ConnectionResetError(_CLOSED)
+                end = data.find(b"\r\n\r\n")
+                if end >= 0:
+                    status, length, chunked, keep = _head(data[:end])
+                    if (
+                        length == len(data) - end - 4
+                        and not chunked
+                        and status >= 200
+                        and status not in (204, 304)
+                    ):
+                        return status, data[end + 4 :], keep
+                buf += data
         for _ in range(MAX_HEAD):  # bounded: every pass adds at least one byte or raises
             end = buf.find(b"\r\n\r\n")
             if end >= 0:
@@ -301,27 +367,8 @@ class Connection:
             if len(buf) > MAX_HEAD:
                 raise BadResponse("response head over 64 KiB")
             self._fill(sock, deadline)
-        head = bytes(buf[:end]).split(b"\r\n")
+        status, length, chunked, keep = _head(bytes(buf[:end]))
         del buf[: end + 4]
-        version, status = _status_line(head[0])
-        length: int | None = None
-        chunked = False
-        keep = version == b"HTTP/1.1"
-        for line in head[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                try:
-                    length = int(value.strip())
-                except ValueError:
-                    raise BadResponse(f"bad Content-Length: {value[:40]!r}") from None
-                if not 0 <= length <= MAX_BODY:
-                    raise BadResponse(f"Content-Length out of range: {length}")
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                token = value.strip().lower()
-                keep = token != b"close" and (keep or token == b"keep-alive")
         if status in (204, 304) or 100 <= status < 200:
             return status, b"", keep
         if chunked:
