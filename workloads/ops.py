@@ -13,16 +13,17 @@ writes apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from workloads.catalog import HASH_KEY, QUERY_HASH_KEY, QUERY_RANGE_KEY, VALUE_ATTR, VERSION_ATTR
 
 PADDING_ATTR = "p"
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
+    """One request: its operation and parameters (a named tuple: built for every request, and
+    a frozen dataclass's ``__init__`` costs more)."""
+
     operation: str
     params: dict[str, Any]
 

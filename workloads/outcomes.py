@@ -40,6 +40,7 @@ NOT_APPLIED = frozenset(
 #: 4xx errors that do not say whether the request was applied: a transaction still running
 #: under the same ClientRequestToken (an earlier attempt's) may yet commit.
 NOT_KNOWN = frozenset({"TransactionInProgressException"})
+_OK = OpType.OK  # a member looked up once: OpType.OK costs ~0.2 us each time (Python 3.11)
 
 
 def classify(status: int, body: dict[str, Any] | None) -> tuple[OpType, str | None]:
@@ -87,5 +88,7 @@ def judge(
         if outcome is OpType.OK:  # applied, but we cannot tell what it said
             return OpType.INFO, "MalformedResponse", {}
         return outcome, error, {}
+    if 200 <= status < 300:  # classify's first case, without its lookups: the usual answer
+        return _OK, None, answer
     outcome, error = classify(status, answer)
     return outcome, error, answer

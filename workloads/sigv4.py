@@ -79,8 +79,6 @@ class SigV4Signer:
 
     def _clock(self, now: float) -> None:
         second = int(now)
-        if second == self._second:
-            return
         self._second = second
         self._amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
         date = self._amz_date[:8]
@@ -105,9 +103,12 @@ class SigV4Signer:
 
     def headers(self, operation: str, body: bytes, now: float | None = None) -> dict[str, str]:
         """Signed headers for one request; ``now``: epoch seconds (default: the clock)."""
-        self._clock(time.time() if now is None else now)
+        if now is None:
+            now = time.time()
+        if int(now) != self._second:
+            self._clock(now)
         amz_date = self._amz_date
-        sent_target, signed_target = self._target(operation)
+        sent_target, signed_target = self._targets.get(operation) or self._target(operation)
         canonical = (
             f"POST\n{self._path}\n\ncontent-type:{CONTENT_TYPE}\nhost:{self._host}\n"
             f"x-amz-date:{amz_date}\nx-amz-target:{signed_target}\n\n{SIGNED_HEADERS}\n"
