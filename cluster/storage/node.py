@@ -193,7 +193,7 @@ class StorageNode:
         self.archiver: Archiver | None = None
         self.refused = 0  # connections closed for want of the cluster's key
         self.journal: NodeJournal | None = None
-        self.ready_io = ReadyIO()  # the node's one I/O thread: Readies in batches (readyio.py)
+        self.ready_io = ReadyIO(self.links)  # the node's one I/O thread: Readies in batches
         # Set when the node must stop (``_fail_stop``); ``failure`` says why.
         self.failed = asyncio.Event()
         self.failure: NodeFailed | None = None

@@ -128,6 +128,13 @@ def split_messages(messages: list[AnyMessage]) -> tuple[list[AnyMessage], list[A
     return early, late
 
 
+class Corkable(Protocol):
+    """The node's peer links (transport.PeerLinks), as a trip's replies and votes use them."""
+
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
+
+
 class ReadyClosed(Exception):
     """The replica closed before its Ready was handled: nothing of it was persisted."""
 
@@ -143,8 +150,9 @@ class _Item:
 
 
 class ReadyIO:
-    def __init__(self) -> None:
+    def __init__(self, links: Corkable | None = None) -> None:
         self.executor = IOThread()
+        self.links = links  # what a trip's late messages leave by, written at once (_send_late)
         self._pending: list[_Item] = []
         self._drain_task: asyncio.Task[None] | None = None
         self.batches = 0  # trips, on the loop or the thread (readies / batches = batching)
@@ -182,7 +190,7 @@ class ReadyIO:
             snapshot = any(item.rd.snapshot is not None for item in batch)
             if not snapshot and self.executor.try_hold():
                 try:
-                    self._run_batch(batch, _send_late)
+                    self._run_batch(batch, self._send_late)
                 except Exception as exc:  # unexpected (sends log their own): nobody may wait
                     for item in batch:
                         if item.result is None and item.error is None:
@@ -215,7 +223,22 @@ class ReadyIO:
                 _settle(item)
 
     def _wake_send(self, late: _Late) -> None:
-        late[0][0].event_loop.call_soon_threadsafe(_send_late, late)
+        late[0][0].event_loop.call_soon_threadsafe(self._send_late, late)
+
+    def _send_late(self, late: _Late) -> None:
+        """(event loop) ``_send_late`` with the node's links corked: every replica's replies and
+        votes of the trip are written to each peer's connection at once, as one batch, before
+        the trip's applies run (on the loop, they would otherwise wait for every apply of the
+        trip and then for each link's task: a follower's acknowledgement waited for it to
+        apply the entries it was told were committed)."""
+        if self.links is None:
+            _send_late(late)
+            return
+        self.links.cork()
+        try:
+            _send_late(late)
+        finally:
+            self.links.uncork()
 
     def _run_batch(
         self,

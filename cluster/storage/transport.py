@@ -67,6 +67,7 @@ class _Link:
     # The Raft wire protocol the peer announced on the current connection (wire.py "Evolving
     # it"); None while not connected. Its messages are encoded for it.
     protocol: int | None = None
+    writer: asyncio.StreamWriter | None = None  # the current connection's, while connected
 
 
 class PeerLinks:
@@ -76,6 +77,7 @@ class PeerLinks:
         self.links = {peer: _Link(peer, addr) for peer, addr in peers.items() if peer != node_id}
         # When we last received anything from each peer (set by the node's inbound side).
         self.last_heard: dict[str, float] = {}
+        self._corked = False  # see cork()
 
     def start(self) -> None:
         for link in self.links.values():
@@ -96,7 +98,38 @@ class PeerLinks:
             link.waiting.popleft()
             link.dropped += 1
         link.waiting.append(msg)
-        link.wake.set()
+        if not self._corked:
+            link.wake.set()
+
+    def cork(self) -> None:
+        """Hold what is sent from now on until ``uncork`` (event loop; nothing awaited between)."""
+        self._corked = True
+
+    def uncork(self) -> None:
+        """Write what waits for each peer now, in one frame batch per peer, if its connection
+        can take it without waiting (open, send buffer empty); else leave it to the link's
+        task, as ``send`` does. A storage node's I/O trip sends its replies and votes so
+        (readyio.py): they leave right after the fsync that covers them, before the trip's
+        applies and without a wake-up of each link's task. The order per peer is kept: what
+        waits was never handed to the connection (the link's task writes each batch it takes
+        before it awaits anything)."""
+        self._corked = False
+        for link in self.links.values():
+            if link.waiting and not self._write_now(link):
+                link.wake.set()
+
+    def _write_now(self, link: _Link) -> bool:
+        writer = link.writer
+        if writer is None or not link.connected or link.closed_by_peer or writer.is_closing():
+            return False
+        if writer.transport.get_write_buffer_size():  # the link's task drains it first
+            return False
+        batch = list(link.waiting)
+        link.waiting.clear()
+        frames = self._frames(link, batch)
+        writer.write(b"".join(frames))
+        link.sent += len(batch)
+        return True
 
     def heard_from(self, peer: str) -> None:
         self.last_heard[peer] = time.monotonic()
@@ -137,6 +170,7 @@ class PeerLinks:
                 # cluster/auth.py; the peer's protocol decides what it is sent (wire.py)
                 link.protocol = await send_hello(reader, writer, "peer", node=self.node_id)
                 link.connected, link.connects, backoff = True, link.connects + 1, 0.05
+                link.writer = writer
                 if link.connects > 1:
                     log.info("link to %s up again (connect %d)", link.peer, link.connects)
                 link.closed_by_peer = False
@@ -167,7 +201,7 @@ class PeerLinks:
                     log.exception("link to %s failed unexpectedly; reconnecting", link.peer)
                 link.last_error = error
             finally:
-                link.connected, link.protocol = False, None
+                link.connected, link.protocol, link.writer = False, None, None
                 if watcher is not None:
                     watcher.cancel()
                     watcher = None

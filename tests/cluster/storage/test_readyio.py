@@ -362,3 +362,47 @@ def test_a_send_that_raises_fails_no_trip(
     assert outcomes == [{}, {}]
     assert len(replicas[1].sent) == 1
     assert "sending after a trip failed" in caplog.text
+
+
+class FakeLinks:
+    """transport.PeerLinks as ReadyIO uses it: records when it is corked and uncorked."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def cork(self) -> None:
+        self.log.append("cork")
+
+    def uncork(self) -> None:
+        self.log.append("uncork")
+
+
+def test_a_trips_replies_are_written_out_before_its_applies(
+    tmp_path: Path, journal: NodeJournal, where: str
+) -> None:
+    """Every replica's replies of a trip are sent with the node's links corked, and uncorked
+    (written to the peers' connections) after the fsync and, on the loop, before the first
+    apply: a follower's acknowledgement does not wait for it to apply what it was told is
+    committed (it waited for every apply of the trip, then for each link's task)."""
+    log: list[str] = []
+    io = ReadyIO(FakeLinks(log))
+
+    async def scenario() -> None:
+        replicas = [FakeReplica(g, open_wal(tmp_path, journal, g), journal, log) for g in "ab"]
+        log.clear()
+        busy = start_trips(io, where)
+        await finish_trips(busy, *(io.handle(r, ready(1), [reply(r.group)]) for r in replicas))
+        await asyncio.sleep(0)  # from the thread the replies leave through the loop
+        for r in replicas:
+            r.wal.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        io.close()
+    sends = ["cork", "send a", "send b", "uncork"]
+    if where == "loop":
+        assert log == ["persist a", "persist b", *sends, "apply a", "apply b"]
+    else:  # the replies leave on the loop, the applies run on the thread meanwhile
+        assert [e for e in log if not e.startswith(("persist", "apply"))] == sends
+        assert log.index("cork") > log.index("persist b")

@@ -210,3 +210,37 @@ def test_a_stop_as_the_connection_completes_ends_the_pump(
             server.close()
 
     asyncio.run(main())
+
+
+def test_corked_messages_are_written_at_once_by_uncork_in_one_frame() -> None:
+    """What is sent while the links are corked (a storage node's I/O trip's replies and votes)
+    waits; ``uncork`` writes it to the peer's connection at once, in one frame, without waiting
+    for the link's task; a link not connected yet leaves it to its task, which sends it."""
+
+    async def scenario() -> None:
+        peer = ScriptedPeer()
+        await peer.start()
+        links = PeerLinks("n1", {"n2": peer.address})
+        links.cork()
+        links.send(vote(0))  # not connected yet: uncork leaves it to the link's task
+        links.uncork()
+        links.start()
+        try:
+            await wait_for(lambda: len(peer.frames) == 1)
+            links.cork()
+            for n in (1, 2, 3):
+                links.send(vote(n))
+            assert links.stats()["n2"]["sent"] == 1  # held
+            links.uncork()
+            assert links.stats()["n2"]["sent"] == 4  # written by uncork itself
+            await wait_for(lambda: len(peer.frames) == 2)
+            assert decode_frame_messages(peer.frames[1]) == [vote(1), vote(2), vote(3)]
+            links.send(vote(4))  # not corked: the link's task sends it, as before
+            await wait_for(lambda: len(peer.frames) == 3)
+            assert links.stats()["n2"]["dropped"] == 0
+        finally:
+            await links.stop()
+            assert peer.server is not None
+            peer.server.close()
+
+    asyncio.run(scenario())
