@@ -332,9 +332,9 @@ class Admin:
                     await self._build_full(replica, view, action)
                 case planner.RecreateReplica():
                     await self._recreate(replica, view, action)
-                case planner.DropOrphan():
-                    await self._drop_group(action.node, group, 10.0)
-                    self.events.record(EventKind.ORPHAN_DROPPED, group, action.node)
+                case planner.DropOrphan():  # (not dropped: a newer table's replica there)
+                    if await self._drop_group(action.node, group, 10.0):
+                        self.events.record(EventKind.ORPHAN_DROPPED, group, action.node)
                 case planner.TransferLeadership():
                     replica.transfer_leadership(action.node)
                     self.events.record(
@@ -464,10 +464,10 @@ class Admin:
         fields |= {"provisioned": provisioned, "incarnation": self.node.incarnation_of(group)}
         await self.call(target, "create_group", 10.0, **fields, **options)
 
-    async def _drop_group(self, target: str, group: str, deadline: float) -> None:
+    async def _drop_group(self, target: str, group: str, deadline: float) -> bool:
         """Have ``target`` drop its copy of ``group``, unless of a newer table (incarnation)."""
-        incarnation = self.node.incarnation_of(group)
-        await self.call(target, "drop_group", deadline, group=group, incarnation=incarnation)
+        reply = await self.call(target, "drop_group", deadline, group=group)  # (incarnation: call)
+        return bool(reply.get("dropped"))
 
     def _mode_on(self, node: str, group: str) -> str | None:
         peer = self.peers.get(node)

@@ -432,5 +432,6 @@ async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
                     ctx.deadline,
                     group=partition.id,
                     incarnation=layout.spec.incarnation,
+                    deleted=True,  # never created again there (a leftover's healing)
                 )
     return {"TableDescription": describe(deleting)}

@@ -173,6 +173,10 @@ class StorageNode:
         # group -> the incarnation the drop named (None: any): only a create_group of a newer
         # table's group passes (a lagging map still shows the dropped one: session 13).
         self._dropped: dict[str, int | None] = {}
+        # group -> the newest incarnation DeleteTable's drop named: that table is gone, its
+        # group is never created here again, by anyone (a leftover leader's healing rebuilt
+        # it: session 14). In memory only, as ``_dropped``.
+        self._deleted: dict[str, int] = {}
         # group -> the incarnation of the table its replica here belongs to (TableSpec's; 0:
         # unknown, a group created before incarnations existed or without one).
         self.incarnations: dict[str, int] = {}
@@ -473,14 +477,21 @@ class StorageNode:
             self._check_running()
             if from_map and not self._map_may_create(group, incarnation):
                 return False
+            if incarnation <= self._deleted.get(group, -1):  # that table is gone
+                if from_map:
+                    return False
+                raise RequestError("TableDeleted", f"{group} of incarnation {incarnation}")
+            hosted = self.incarnations.get(group, 0) if group in self.replicas else None
+            if hosted is not None and incarnation < hosted:
+                return False  # a late create of an older table: not even its rate (session 14)
             self._dropped.pop(group, None)
             if rate is not None:
                 self.limits[group] = (rate, provisioned)
                 self.admission.set_rate(group, rate, time.monotonic())
-            if group in self.replicas:
-                if incarnation and incarnation == self.incarnations.get(group, 0):
+            if hosted is not None:
+                if incarnation and incarnation == hosted:
                     self._unconfirmed.discard(group)  # the live table's, as the caller says
-                if incarnation <= self.incarnations.get(group, 0):
+                if incarnation == hosted:
                     return False
                 log.warning(
                     "%s: replacing the replica of incarnation %d (a deleted table's) by one of %d",
@@ -512,14 +523,19 @@ class StorageNode:
                 return False
         return incarnation >= self._superseded.get(group, 0)
 
-    async def drop_group(self, group: str, incarnation: int | None = None) -> bool:
+    async def drop_group(
+        self, group: str, incarnation: int | None = None, deleted: bool = False
+    ) -> bool:
         """Stop hosting ``group`` and delete its data (idempotent). True when it was hosted.
 
         ``incarnation``: that of the table whose group is dropped (DeleteTable's, healing's);
         a replica of a newer one stays: a late drop of a deleted table must not drop the
-        replica of a table created since under the same name. None: whatever it is."""
+        replica of a table created since under the same name. None: whatever it is.
+        ``deleted``: DeleteTable's: no create_group of that incarnation (or older) passes."""
         async with self._group_lock:
             self._check_running()
+            if deleted and incarnation is not None:
+                self._deleted[group] = max(self._deleted.get(group, -1), incarnation)
             hosted = self.incarnations.get(group, 0)
             if group in self.replicas and incarnation is not None and hosted > incarnation:
                 log.warning("%s: not dropped: a drop of incarnation %d, the replica is of %d",
@@ -1005,7 +1021,8 @@ class StorageNode:
     async def _op_drop_group(self, request: dict[str, Any]) -> dict[str, Any]:
         incarnation = request.get("incarnation")  # absent (callers before it): whatever it is
         incarnation = None if incarnation is None else int(incarnation)
-        return {"dropped": await self.drop_group(str(request["group"]), incarnation)}
+        deleted = bool(request.get("deleted"))
+        return {"dropped": await self.drop_group(str(request["group"]), incarnation, deleted)}
 
     async def _op_create_group(self, request: dict[str, Any]) -> dict[str, Any]:
         members = [str(m) for m in request["members"]]

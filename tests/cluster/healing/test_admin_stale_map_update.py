@@ -139,3 +139,23 @@ def test_healings_calls_about_a_group_name_its_incarnation(tmp_path: Path) -> No
 
     asyncio.run(main())
     assert [a.get("incarnation") for a in asked] == [OLD, NEW, None]
+
+
+@pytest.mark.parametrize("dropped", [True, False])
+def test_an_orphan_drop_is_recorded_only_when_something_was_dropped(
+    tmp_path: Path, dropped: bool
+) -> None:
+    """Rule 8 (a copy on a node that is not a member): a node whose replica is another table's
+    (a newer one's) answers "not dropped", every round: ORPHAN_DROPPED was recorded each time."""
+    admin = _admin(tmp_path, OLD)
+
+    class Node:
+        async def call(self, op: str, **fields: Any) -> dict[str, Any]:
+            return {"dropped": dropped}
+
+    admin.client.client = lambda node: Node()  # type: ignore[assignment,method-assign,return-value]
+    view = planner.GroupView(GROUP, "b1", frozenset({"a1", "b1", "c1"}))
+    replica = SimpleNamespace(group=GROUP)
+    asyncio.run(admin._execute(replica, view, planner.DropOrphan("d1", "not a member")))  # type: ignore[arg-type]
+    kinds = [e.kind for e in admin.events.since()]
+    assert kinds.count("orphan_dropped") == (1 if dropped else 0), kinds

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -89,3 +90,33 @@ def test_a_stale_delete_never_lets_a_lower_incarnation_be_created(tmp_path: Path
 
 async def _no_call(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return {}
+
+
+def test_deletetables_drops_say_the_table_is_deleted(tmp_path: Path) -> None:
+    """DeleteTable's drop_group says so (``deleted``) with the table's incarnation: the node
+    then never creates that table's group again, whoever asks (a leftover group's healing
+    asked a node that had dropped it to create it again: session 14)."""
+    calls: list[dict[str, Any]] = []
+
+    async def node_call(node: str, op: str, deadline: float, **fields: Any) -> dict[str, Any]:
+        calls.append({"node": node, "op": op, **fields})
+        return {}
+
+    async def scenario() -> int:
+        spec = TableSpec("orders", KeySchema("pk", "S"), table_id="id-1")
+        version = next_version(0)
+        layout = build_layout(parse_topology("3x1x1"), replace(spec, incarnation=version), {})
+        async with meta_store(tmp_path / "n1") as store:
+            await store.create(layout, version)
+            ctx = SimpleNamespace(
+                metadata=store,
+                storage=SimpleNamespace(node_call=node_call),
+                resolver=SimpleNamespace(learn=lambda *args: None),
+                deadline=1.0,
+            )
+            await tables.delete_table(ctx, {"TableName": "orders"})  # type: ignore[arg-type]
+        return version
+
+    incarnation = asyncio.run(scenario())
+    assert calls and all(c["op"] == "drop_group" for c in calls)
+    assert {(c["incarnation"], c.get("deleted")) for c in calls} == {(incarnation, True)}
