@@ -5,7 +5,9 @@ ACTIVE or after ``ANSWER_WAIT`` seconds (then still CREATING, as DynamoDB answer
 for ACTIVE through DescribeTable). The build does not end with the request that started it: it
 retries until the table is ACTIVE, deleted, or ``BUILD_SECONDS`` have passed. A table left
 CREATING by a router that stopped or gave up is picked up by DescribeTable on any router
-(``resume_stale``), which every client waiting for ACTIVE calls. Without this a CreateTable that
+(``resume_stale``), which most clients waiting for ACTIVE call, and by every router's
+``StaleBuilds`` in the background (one that never calls it would wait for ever: the chart's
+smoke.py, a client polling GetItem). Without this a CreateTable that
 met a slow election (15 s) or a node that did not answer left the table CREATING for ever: the
 client, retrying, was told ResourceInUseException and waited in vain (CI, session 12).
 
@@ -15,6 +17,7 @@ table is never brought back.
 
     await wait_built(start_build(ctx, layout), ANSWER_WAIT)    # CreateTable
     resume_stale(ctx, layout)                                  # DescribeTable of a CREATING one
+    asyncio.create_task(StaleBuilds(ctx).run())                # the router's background
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from cluster import auth
 from cluster.admission.partition import partition_share
 from cluster.metadata.partitionmap import Partition, TableLayout, next_version
 from cluster.metadata.store import MetadataUnavailable
+from cluster.tasks import run_every
 
 from .context import RouterContext
 from .errors import DynamoError
@@ -47,6 +51,9 @@ BUILD_SECONDS = 600.0
 STALE_SECONDS = 15.0
 """A CREATING table older than this, with no build in this router, gets one on DescribeTable:
 its creating router stopped or gave up (a healthy creation takes about one election)."""
+
+RESUME_SECONDS = 5.0
+"""How often a router looks for abandoned creations in the map (``StaleBuilds``)."""
 
 ELECTION_WAIT = 15.0
 """How long one attempt waits for each partition's group to answer a consistent read."""
@@ -79,17 +86,46 @@ def start_build(ctx: RouterContext, layout: TableLayout) -> asyncio.Task[TableLa
     return build
 
 
-def resume_stale(ctx: RouterContext, layout: TableLayout) -> None:
+def resume_stale(
+    ctx: RouterContext, layout: TableLayout
+) -> asyncio.Task[TableLayout | None] | None:
     """Build ``layout`` here if it is CREATING and looks abandoned: older than STALE_SECONDS
-    and not building in this router."""
+    and not building in this router. The build started, if any."""
     spec = layout.spec
     if spec.status != "CREATING" or spec.table_id in ctx.builds:
-        return
+        return None
     if time.time() - spec.created_at < STALE_SECONDS:
-        return
+        return None
     log.warning("table %s: CREATING for %.0fs; resuming its creation",
                 spec.name, time.time() - spec.created_at)  # fmt: skip
-    start_build(ctx, layout)
+    return start_build(ctx, layout)
+
+
+class StaleBuilds:
+    """A router's background resumption of abandoned creations: every RESUME_SECONDS it reads
+    the map and resumes the oldest stale CREATING table (``resume_stale``), one at a time: the
+    next only once the build it started ended (a build retries for up to BUILD_SECONDS; the
+    tables behind it wait, or a DescribeTable resumes them). Every router does it: two builds
+    of one table are harmless (idempotent creates, conditional activation)."""
+
+    def __init__(self, ctx: RouterContext) -> None:
+        self.ctx = ctx
+        self.build: asyncio.Task[TableLayout | None] | None = None
+
+    async def run(self) -> None:
+        expected = (DynamoError, MetadataUnavailable, TimeoutError)
+        await run_every(RESUME_SECONDS, self.resume_once, "stale builds", expected, log)
+
+    async def resume_once(self) -> str | None:
+        """Resume one abandoned creation; the table's name, or None (none, or one running)."""
+        if self.build is not None and not self.build.done():
+            return None
+        tables = (await self.ctx.metadata.read_map()).tables.values()
+        for layout in sorted(tables, key=lambda t: (t.spec.created_at, t.spec.name)):
+            self.build = resume_stale(self.ctx, layout)
+            if self.build is not None:
+                return layout.spec.name
+        return None
 
 
 async def _build(ctx: RouterContext, layout: TableLayout) -> TableLayout | None:

@@ -130,6 +130,38 @@ def test_a_table_its_router_abandoned_becomes_active_for_the_client_waiting(
     assert got["Item"]["v"] == {"S": "1"}
 
 
+def test_an_abandoned_table_becomes_active_with_no_describetable(
+    local_cluster: LocalCluster,
+) -> None:
+    """A client that never calls DescribeTable (it polls GetItem, or waits) still gets its
+    table: every router's background (StaleBuilds) resumes an abandoned creation. Before, only
+    a DescribeTable did, and such a client waited for ever (session 13's closing note)."""
+    name = _name("unwatched")
+    asyncio.run(_abandon_creation(local_cluster, name, age=STALE_SECONDS + 30))
+
+    async def status_in_metadata() -> str | None:
+        store, nodes = _store(local_cluster)
+        try:
+            layout = (await store.read_map()).tables.get(name)
+            return None if layout is None else layout.spec.status
+        finally:
+            await nodes.close()
+
+    deadline = time.monotonic() + 40  # a few RESUME_SECONDS and a build
+    while (status := asyncio.run(status_in_metadata())) != "ACTIVE":
+        assert time.monotonic() < deadline, f"still {status} after 40 s, no DescribeTable"
+        time.sleep(0.5)
+    client = client_for(local_cluster, router="rt-a")
+    for _ in range(50):  # MemDS serves the ACTIVE table within a refresh
+        try:
+            client.put_item(TableName=name, Item={"k": {"S": "a"}, "v": {"S": "1"}})
+            break
+        except client.exceptions.ResourceNotFoundException:
+            time.sleep(0.1)
+    got = client.get_item(TableName=name, Key={"k": {"S": "a"}}, ConsistentRead=True)
+    assert got["Item"]["v"] == {"S": "1"}
+
+
 def test_a_young_creating_table_is_left_to_its_router(local_cluster: LocalCluster) -> None:
     """Within STALE_SECONDS a CREATING table is its creating router's: DescribeTable does not
     start a second build (its groups are not created by a reader)."""
