@@ -133,7 +133,8 @@ def _validate_scalar(kind: str, payload: Any, path: str) -> None:
     if kind in ("S", "N", "B") and not isinstance(payload, str):
         raise _wrong_json(payload, "a Blob" if kind == "B" else "an String")
     if kind == "N":
-        parse_number(payload)
+        if _plain_number(payload) is None:  # not plain: the Decimal decides (or raises)
+            parse_number(payload)
     elif kind == "B":
         decode_binary(payload)
     elif kind in ("BOOL", "NULL") and not isinstance(payload, bool):
@@ -210,7 +211,28 @@ def parse_number(text: str) -> Decimal:
 
 def normalize_number(text: str) -> str:
     """DynamoDB's canonical text for a number: plain notation, no redundant zeros."""
-    return format_number(parse_number(text))
+    plain = _plain_number(text)
+    return plain if plain is not None else format_number(parse_number(text))
+
+
+def _plain_number(text: Any) -> str | None:
+    """The canonical text of a number written in plain notation (``-007.50`` -> ``-7.5``)
+    with at most 38 digits on each side of the point and at most 38 significant digits,
+    without building a Decimal; None for anything else (exponents, a sign of ``+``, a bare
+    point, more digits: the Decimal path decides, and raises if invalid). Such a number is
+    always valid and within range: below 1E+38 in magnitude and, unless zero, at least
+    1E-38. What it returns is what ``format_number(parse_number(text))`` returns (tested);
+    numbers are validated and normalized on every item a router writes."""
+    plain = _PLAIN_NUMBER.fullmatch(text) if isinstance(text, str) else None
+    if plain is None:
+        return None
+    whole, fraction = plain[1].lstrip("0"), (plain[2] or "").rstrip("0")
+    if len((whole + fraction).strip("0")) > MAX_NUMBER_DIGITS:
+        return None
+    if not whole and not fraction:
+        return "0"  # "-0", "0.000"
+    sign = "-" if text[0] == "-" else ""
+    return f"{sign}{whole or '0'}.{fraction}" if fraction else f"{sign}{whole}"
 
 
 def format_number(number: Decimal) -> str:

@@ -101,7 +101,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     """The body as a JSON object: strict UTF-8, no NaN or Infinity, no lone surrogates."""
     try:
         text = body.decode("utf-8") if body else "{}"
-        payload = json.loads(text, parse_constant=_no_constant)
+        payload = _DECODER.decode(text)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included;
         # RecursionError: nesting deeper than the parser goes; ValueError: e.g. a huge integer
         raise DynamoError("SerializationException", _NOT_JSON) from None
@@ -115,6 +115,10 @@ def parse_json(body: bytes) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every body: json.loads with any option builds a new JSONDecoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _check_encodable(payload: dict[str, Any]) -> None:

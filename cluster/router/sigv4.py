@@ -342,7 +342,7 @@ class SigV4Verifier:
                 hashlib.sha256(utf8(canonical_request)).hexdigest(),
             ]
         )
-        expected = hmac.new(pending.key, utf8(string_to_sign), hashlib.sha256).hexdigest()
+        expected = hmac.digest(pending.key, utf8(string_to_sign), "sha256").hex()
         if not hmac.compare_digest(expected.encode("ascii"), utf8(pending.signature)):
             raise AuthError(
                 INVALID_SIGNATURE,
@@ -358,18 +358,17 @@ class SigV4Verifier:
             now = now.replace(tzinfo=UTC)
         earliest = now - self._max_skew
         latest = now + self._max_skew
-        window = _format_window(self._max_skew)
         if request_time < earliest:
             raise AuthError(
                 INVALID_SIGNATURE,
                 f"Signature expired: {amz_date} is now earlier than {_fmt(earliest)} "
-                f"({_fmt(now)} - {window}.)",
+                f"({_fmt(now)} - {_format_window(self._max_skew)}.)",
             )
         if request_time > latest:
             raise AuthError(
                 INVALID_SIGNATURE,
                 f"Signature not yet current: {amz_date} is still later than {_fmt(latest)} "
-                f"({_fmt(now)} + {window}.)",
+                f"({_fmt(now)} + {_format_window(self._max_skew)}.)",
             )
 
     def _check_scope(

@@ -245,6 +245,8 @@ def placeholders(request: Mapping[str, Any], expressions: list[str]) -> None:
     texts: list[str | None] = [field(request, name, str) for name in expressions]
     names = field(request, "ExpressionAttributeNames", dict)
     values = field(request, "ExpressionAttributeValues", dict)
+    if names is None and values is None and all(text is None for text in texts):
+        return  # nothing to check (most requests): what follows would find nothing
     for entry in (names or {}).values():
         if not isinstance(entry, str):  # the JSON is wrong: before any check of meaning
             raise DynamoError("SerializationException", not_a_string(entry).message)

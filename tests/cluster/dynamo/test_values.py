@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from cluster.dynamo.values import (
     add_numbers,
     check_item_size,
     compare_values,
+    format_number,
     item_size,
     normalize_number,
     parse_number,
@@ -191,3 +193,50 @@ def test_item_size_limit() -> None:
     check_item_size(fits)
     with pytest.raises(ValidationError, match="Item size has exceeded the maximum allowed size"):
         check_item_size({"id": {"S": "x" * (MAX_ITEM_BYTES - 1)}})
+
+
+def _numbers(count: int, seed: int) -> list[str]:
+    """Number texts of every shape: signs, leading and trailing zeros, up to 41 digits on each
+    side of the point (so past the 38-digit limits), with and without a fraction."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        whole = "".join(rng.choice("0000123456789") for _ in range(rng.randint(1, 41)))
+        fraction = "".join(rng.choice("0000123456789") for _ in range(rng.randint(0, 41)))
+        point = "." + fraction if rng.random() < 0.6 else ""
+        texts.append(rng.choice(("", "-", "+")) + whole + point)
+    return texts
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("0", "-0", "0.000", "-00.10", "007", "1.50", "100.00", "1.", ".5", "+5", "1e5", ""),
+        *("9" * 38, "1" * 38 + ".0", "1" * 38 + ".5", "1" * 39, "0." + "0" * 37 + "1"),
+        *("1." + "0" * 38, "1." + "0" * 39, "10" * 19, "1" * 20 + "." + "2" * 19),
+    ],
+)
+def test_plain_numbers_validate_and_normalize_as_their_decimal_does(text: str) -> None:
+    """Numbers in plain notation are validated and normalized from their text (no Decimal):
+    what that gives, or raises, is what the Decimal path gives."""
+    check_number_as_decimal(text)
+
+
+def test_random_numbers_validate_and_normalize_as_their_decimal_does() -> None:
+    for text in _numbers(5000, seed=15):
+        check_number_as_decimal(text)
+
+
+def check_number_as_decimal(text: str) -> None:
+    try:
+        expected: str | type[Exception] = format_number(parse_number(text))
+    except ValidationError:
+        expected = ValidationError
+    if expected is ValidationError:
+        with pytest.raises(ValidationError):
+            validate_value({"N": text})
+        with pytest.raises(ValidationError):
+            normalize_number(text)
+    else:
+        validate_value({"N": text})
+        assert normalize_number(text) == expected
