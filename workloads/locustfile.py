@@ -186,6 +186,7 @@ class DynamoUser(User):
         self.connections = {
             e: Connection(e, self.network_timeout, self.connection_timeout) for e in endpoints
         }
+        self.urls = {e: e + "/" for e in endpoints}  # as Locust's request events name them
         self.recorder = OpRecorder(history_writer(), CLOCK, f"{HOST}-{os.getpid()}-u{self.number}")
         self.writes = itertools.count(1)
         self.pacer: Pacer | None = None
@@ -308,7 +309,7 @@ class DynamoUser(User):
                 response_length=len(content),
                 exception=None if counted else (failure or CatchResponseError(error)),
                 context={},
-                url=endpoint + "/",
+                url=self.urls[endpoint],
             )
         finally:
             done = final if outcome is _OK else value
