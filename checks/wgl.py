@@ -6,6 +6,8 @@ only answers "is there a linearization of these ops?", fast:
     >>> flat = [None, WRITE, 1, 1, 0.0, 1.0, True, None, READ, 1, None, 0.5, 2.0, True]
     >>> search(flat, None, deadline=float("inf"))
     (True, None)
+    >>> replays(flat, None)  # the fast path tried first: the ops in call order are a witness
+    True
 
 The search (Lowe, "Testing for linearizability", 2017; the algorithm Porcupine implements): the
 history is a doubly linked list of call and return entries in time order. Walking from the head,
