@@ -45,7 +45,7 @@ from cluster.storage.replica import (
 
 from . import planner
 from .events import EventCollector, EventKind, EventLog
-from .mapupdate import MapUpdateFailed, map_differs, update_partition
+from .mapupdate import MapUpdateFailed, live_group, map_differs, update_partition
 from .scrubber import Scrubber
 from .settings import HealingSettings
 
@@ -242,6 +242,9 @@ class Admin:
             action = planner.plan(
                 view, nodes, self.settings.grace_seconds, self.settings.full_after_seconds
             )
+            creates = isinstance(action, planner.AddLogReplica | planner.RecreateReplica)
+            if creates and not live_group(self.map, group, self.node.incarnation_of(group)):
+                action = None  # a deleted table's group: never made whole again
             if action is not None:
                 action_coro = self._execute(replica, view, action)
             elif self._map_differs(view):
@@ -466,8 +469,7 @@ class Admin:
 
     async def _drop_group(self, target: str, group: str, deadline: float) -> bool:
         """Have ``target`` drop its copy of ``group``, unless of a newer table (incarnation)."""
-        reply = await self.call(target, "drop_group", deadline, group=group)  # (incarnation: call)
-        return bool(reply.get("dropped"))
+        return bool((await self.call(target, "drop_group", deadline, group=group)).get("dropped"))
 
     def _mode_on(self, node: str, group: str) -> str | None:
         peer = self.peers.get(node)
@@ -511,10 +513,8 @@ class Admin:
 
     def _map_differs(self, view: planner.GroupView) -> bool:
         """Does the map list other replicas than this whole group's members?"""
-        if self.map is None or view.group == META_GROUP:
-            return False
-        if len(view.voters) != planner.TARGET_MEMBERS:
-            return False
+        if self.map is None or len(view.voters) != planner.TARGET_MEMBERS:
+            return False  # (the meta group is in no map: map_differs says no)
         return map_differs(self.map, view, self.node.incarnation_of(view.group))
 
     async def _update_map(self, view: planner.GroupView) -> None:

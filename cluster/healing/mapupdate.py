@@ -95,6 +95,19 @@ def map_differs(pmap: PartitionMap, view: GroupView, incarnation: int) -> bool:
     return set(partition.replicas) != view.voters
 
 
+def live_group(pmap: PartitionMap | None, group: str, incarnation: int) -> bool:
+    """May the leader of ``group`` (of ``incarnation``) create replicas of it: is it in the map
+    as its table's? (No map read yet, or the meta group, in no map: yes.) Not a group left from
+    a deleted table (DeleteTable's drops are best effort: orphans elect): its leader's healing
+    had a member that got the drop create it again (rule 2), or a node add it (rule 3), and the
+    deleted table's group was whole again (session 14). A group newer than the map read waits
+    for the next read (``HealingSettings.map_seconds``)."""
+    if pmap is None or group == META_GROUP:
+        return True
+    partition = next((p for p in pmap.partitions() if p.id == group), None)
+    return partition is not None and partition.incarnation == incarnation
+
+
 async def update_partition(
     nodes: GroupClient,
     home: Sequence[str],

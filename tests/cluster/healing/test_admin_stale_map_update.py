@@ -159,3 +159,45 @@ def test_an_orphan_drop_is_recorded_only_when_something_was_dropped(
     asyncio.run(admin._execute(replica, view, planner.DropOrphan("d1", "not a member")))  # type: ignore[arg-type]
     kinds = [e.kind for e in admin.events.since()]
     assert kinds.count("orphan_dropped") == (1 if dropped else 0), kinds
+
+
+@pytest.mark.parametrize(
+    ("mapped", "acts"), [(NEW, False), ("deleted", False), (OLD, True), ("no map", True)]
+)
+def test_a_deleted_tables_group_is_never_made_whole_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mapped: int | str, acts: bool
+) -> None:
+    """The leader of a group left from a deleted table (OLD; orphans elect: DeleteTable's drops
+    are best effort) creates no replica of it: not again on the member that got the drop (rule
+    2), nor on another node (rule 3), once the map shows the table gone or another one (NEW).
+    Its own table's group, or one while no map was read yet, is healed as before."""
+    admin = _admin(tmp_path, OLD)
+    if mapped == "no map":
+        admin.map = None
+    elif mapped == "deleted":
+        admin.map = PartitionMap(NEW + 5, {})
+    else:
+        assert isinstance(mapped, int)
+        admin.map = PartitionMap(NEW + 5, {"orders": _layout(mapped, ("a1", "b1", "c1"))})
+    status = SimpleNamespace(config_pending=False)
+    replica = SimpleNamespace(group=GROUP, raft=SimpleNamespace(status=lambda: status))
+    view = planner.GroupView(GROUP, "b1", frozenset({"a1", "b1"}))
+    monkeypatch.setattr(admin, "_led", lambda: [replica])
+    monkeypatch.setattr(admin, "group_view", lambda r: view)
+    monkeypatch.setattr(admin, "node_views", lambda: {})
+    executed: list[planner.Action] = []
+
+    async def execute(replica: Any, view: Any, action: planner.Action) -> None:
+        executed.append(action)
+
+    monkeypatch.setattr(admin, "_execute", execute)
+    actions = [planner.RecreateReplica("c1", "lost its copy"), planner.AddLogReplica("d1", "2")]
+
+    async def main() -> None:
+        for action in actions:
+            monkeypatch.setattr(admin_module.planner, "plan", lambda *a, act=action, **k: act)
+            admin._plan_all()
+            await asyncio.gather(*admin.tasks)
+
+    asyncio.run(main())
+    assert executed == (actions if acts else [])
