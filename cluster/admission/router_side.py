@@ -356,8 +356,9 @@ class GacClient:
                 if self._stopping or (max_rounds is not None and done >= max_rounds):
                     break
                 delay = max(0.0, self.interval - (self.clock() - round_start))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                with contextlib.suppress(TimeoutError):  # (not wait_for: it may drop a cancel)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             if self._session is None:

@@ -115,8 +115,10 @@ class PartitionResolver:
                 # Only lookups the cache answered: they keep MemDS informed (and the cache
                 # fresh) and nobody waits for them, so they gather for HIT_BATCH_SECONDS,
                 # unless a lookup that waits (a miss) comes first.
+                # (asyncio.timeout, not wait_for: on Python 3.11 wait_for may drop a cancel)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.missed.wait(), HIT_BATCH_SECONDS)
+                    async with asyncio.timeout(HIT_BATCH_SECONDS):
+                        await self.missed.wait()
             await asyncio.sleep(MISS_BATCH_SECONDS)  # let concurrent requests join this batch
             self.wake.clear()
             self.missed.clear()

@@ -671,9 +671,8 @@ class StorageNode:
                 # next one at once too when a replica was retired (``_retire``): the group
                 # then joins again, as the map's table, without waiting.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._reconcile_now.wait(), self.config.reconcile_seconds
-                    )
+                    async with asyncio.timeout(self.config.reconcile_seconds):
+                        await self._reconcile_now.wait()
                 self._reconcile_now.clear()
 
     async def _join_missing(self, tables: dict[str, Any]) -> None:

@@ -238,7 +238,10 @@ class ReadyIO:
         try:
             _send_late(late)
         finally:
-            self.links.uncork()
+            try:
+                self.links.uncork()
+            except Exception:  # as a send that raises: logged, no trip fails for it
+                log.exception("writing a trip's replies out failed")
 
     def _run_batch(
         self,

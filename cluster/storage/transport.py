@@ -115,7 +115,14 @@ class PeerLinks:
         before it awaits anything)."""
         self._corked = False
         for link in self.links.values():
-            if link.waiting and not self._write_now(link):
+            if not link.waiting:
+                continue
+            try:
+                written = self._write_now(link)
+            except Exception:  # one peer's failure must not hold back the others' replies
+                log.exception("writing to %s failed; its link's task sends what waits", link.peer)
+                written = False
+            if not written:
                 link.wake.set()
 
     def _write_now(self, link: _Link) -> bool:
