@@ -10,7 +10,7 @@ the other cluster processes (MemDS and GAC) and this client: a busy machine lowe
 not the CPU per operation.
 
     .venv/bin/python bench/api.py [--seconds 5] [--clients 32] [--profile DIR] [--aiohttp-client]
-        [--mesh] [--busy N] [--rounds 4] [--no-paced-raw]
+        [--mesh] [--busy N] [--rounds 4] [--no-paced-raw] [--partitions N]
 
 Consistent and eventual GetItem are measured taking turns, ``--rounds`` slices of each (a
 second or so), so that what else the machine does meanwhile falls on both alike (measured one
@@ -21,6 +21,12 @@ one core's worth of CPU (a plain Python loop, at the cluster's priority) run bes
 for the whole run, raw replication row included, and the table's title says so. They stop when
 the bench ends, however it ends (and by themselves after --busy-limit seconds, or when this
 process is gone).
+
+The table gets the cluster's default number of partitions (4, as a new on-demand DynamoDB table
+sized for 4,000 writes/s) unless ``--partitions N``; the title says when it is not the default.
+Each partition is a group of 3 replicas: with 4 on the 6 storage nodes, every node holds 2 and
+takes part in half the writes, so fewer writes share each node's fsync, Raft Ready and message
+than with one group on 3 nodes (the raw replication row's shape).
 
 The cluster runs without the Toxiproxy mesh unless ``--mesh``: the mesh is the game days'
 network-fault layer (every link through a proxy process), not part of the request path, and
@@ -62,6 +68,7 @@ from rich.table import Table
 
 from chaos.backends.base import DEFAULT_ACCESS_KEY, get_json
 from chaos.backends.local import LocalCluster
+from cluster.config import ClusterConfig
 from tests.local_nodes import LocalNodes
 from workloads.client import DynamoClient
 
@@ -72,6 +79,7 @@ TABLE = "bench"
 CPU_KINDS = ("router", "storage", "other", "client")
 KEYS = 1000
 READS = ("GetItem (consistent)", "GetItem (eventual)")
+DEFAULT_PARTITIONS: int = ClusterConfig.model_fields["default_partitions"].default
 
 
 BURN = """
@@ -268,12 +276,15 @@ async def run(
     aiohttp_client: bool = False,
     busy: int = 0,
     rounds: int = 4,
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> tuple[Table, dict[tuple[str, str], float], dict[str, float]]:
     secret = cluster.config.credentials[DEFAULT_ACCESS_KEY]
     endpoints = list(cluster.endpoints().values())
     table = Table(
         title=f"DynamoDB API on a local 3x2x1 cluster ({concurrency} concurrent clients, "
-        f"{seconds:.0f} s each" + (f"; busy: {busy} CPU burners beside it)" if busy else ")")
+        f"{seconds:.0f} s each"
+        + (f"; table partitions: {partitions}" if partitions != DEFAULT_PARTITIONS else "")
+        + (f"; busy: {busy} CPU burners beside it)" if busy else ")")
     )
     columns = ("ops/s", "p50 ms", "p99 ms", "errors", *(f"{kind} CPU" for kind in CPU_KINDS))
     for col in ("operation", "routers", *columns):
@@ -393,6 +404,12 @@ def main() -> None:
         help="raw 1-group replication writes/s (bench/replication.py) for the PutItem ratio",
     )
     parser.add_argument(
+        "--partitions",
+        type=int,
+        default=DEFAULT_PARTITIONS,
+        help=f"partitions of the bench table (default {DEFAULT_PARTITIONS}, the cluster's)",
+    )
+    parser.add_argument(
         "--no-paced-raw",
         dest="paced_raw",
         action="store_false",
@@ -434,7 +451,9 @@ def bench(args: argparse.Namespace) -> None:
         raw, raw_cpu = row["writes/s"], row["CPU ms/write"]
         raw_fsyncs, raw_msgs = row["fsyncs/write"], row["msgs/write"]
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = LocalCluster.create(Path(tmp) / "cluster", "3x2x1", mesh=args.mesh)
+        cluster = LocalCluster.create(
+            Path(tmp) / "cluster", "3x2x1", partitions=args.partitions, mesh=args.mesh
+        )
         console.print("starting a 3x2x1 cluster ...")
         cluster.up()
         try:
@@ -447,6 +466,7 @@ def bench(args: argparse.Namespace) -> None:
                     args.aiohttp_client,
                     args.busy,
                     args.rounds,
+                    args.partitions,
                 )
             )
         finally:
