@@ -2,7 +2,8 @@
 
 Generates valid histories from a simulated register (checks.synth: 50 concurrent clients, unique
 values, exponential latencies, a few info ops that may or may not have taken effect), writes each
-to a history.jsonl, then times loading it (parse + pair), checking it, and checking the same
+to a history.jsonl in the workloads' format (their own writer and merge: what a run's checks
+load), then times loading it (parse + pair), checking it, and checking the same
 history with one read made stale (the time to find and report a violation). Times are CPU
 seconds of this process (the machine is shared: wall-clock times mostly measure the others),
 each the best of --repeat runs.
@@ -34,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 # --measure TREE: a subprocess timing the checks/ package of TREE (another git revision's)
 sys.path.insert(0, sys.argv[2] if sys.argv[1:2] == ["--measure"] else str(Path(__file__).parent))
@@ -46,6 +47,7 @@ from rich.table import Table
 from checks.history import load_operations
 from checks.linearizability import check_linearizability
 from checks.synth import corrupt_stale_read, register_history
+from workloads.history import HistoryWriter, OpF, OpType, merge_histories, op_record
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console(width=max(170, Console().width))
@@ -70,6 +72,32 @@ def timed(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[T, flo
         best = min(best, time.process_time() - started)
     assert value is not None
     return value, best
+
+
+def write_history(path: Path, records: list[dict[str, Any]]) -> None:
+    """``records`` (checks.synth's) in ``path`` as a run writes its history: each line built by
+    the workloads' ``op_record`` (type first, times in microseconds), appended by a
+    ``HistoryWriter`` to a part file and merged into ``path`` by ``merge_histories``."""
+    parts = path.with_name(f"{path.stem}-parts")
+    shutil.rmtree(parts, ignore_errors=True)
+    writer = HistoryWriter(parts / "history-bench-1.jsonl", batch=len(records) + 1)
+    for r in records:
+        writer.append_record(
+            op_record(
+                OpType(r["type"]),
+                OpF(r["f"]),
+                r["key"],
+                r.get("value"),
+                r["process"],
+                r["time"],
+                r.get("latency"),
+                r.get("error"),
+                r.get("consistent"),
+            )
+        )
+    writer.flush()
+    merge_histories(parts, path)
+    shutil.rmtree(parts)
 
 
 def measure(history: Path, stale: Path, budget: float) -> dict[str, object]:
@@ -225,9 +253,9 @@ def main() -> None:
                     seed=args.seed,
                     info_rate=args.info_rate,
                 )
-                path.write_text("".join(json.dumps(r) + "\n" for r in records))
+                write_history(path, records)
                 corrupted, _ = corrupt_stale_read(records, args.seed)
-                stale.write_text("".join(json.dumps(r) + "\n" for r in corrupted))
+                write_history(stale, corrupted)
                 del records, corrupted
                 go = run_porcupine(porcupine, path) if porcupine else {}
                 go_s = float(str(go["check_cpu"])) if "check_cpu" in go else None
