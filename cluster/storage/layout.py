@@ -7,6 +7,7 @@ instead of spelling the paths.
 
     node_dir/
       groups.json                  the groups this node hosts
+      deleted.json                 the groups DeleteTable dropped: group -> newest incarnation
       journal/*.jnl                the node's journal, shared by its groups' WALs (journal.py)
       groups/<group>/items.sqlite  the applied state (B-tree)
       groups/<group>/wal/*.wal     the write-ahead log, one file per segment
@@ -23,6 +24,7 @@ from pathlib import Path
 
 GROUPS_DIR = "groups"
 GROUPS_FILE = "groups.json"
+DELETED_FILE = "deleted.json"
 ITEMS_FILE = "items.sqlite"
 WAL_DIR = "wal"
 JOURNAL_DIR = "journal"
@@ -42,6 +44,11 @@ def journal_dir(node_dir: Path) -> Path:
 def groups_file(node_dir: Path) -> Path:
     """The node's list of hosted groups."""
     return node_dir / GROUPS_FILE
+
+
+def deleted_file(node_dir: Path) -> Path:
+    """The node's record of DeleteTable's drops (group -> the newest incarnation dropped)."""
+    return node_dir / DELETED_FILE
 
 
 def items_file(replica: Path) -> Path:

@@ -53,7 +53,7 @@ from .commands import ApplyResult
 from .handshake import receive_hello
 from .host import NodeService
 from .journal import NodeJournal
-from .layout import groups_file, journal_dir, replace_durably, replica_dir
+from .layout import deleted_file, groups_file, journal_dir, replace_durably, replica_dir
 from .reads import RequestError
 from .readyio import ReadyIO
 from .rebuild import Staged, check_compatible, finish_rebuild, rebuild_from, stage_store
@@ -175,7 +175,8 @@ class StorageNode:
         self._dropped: dict[str, int | None] = {}
         # group -> the newest incarnation DeleteTable's drop named: that table is gone, its
         # group is never created here again, by anyone (a leftover leader's healing rebuilt
-        # it: session 14). In memory only, as ``_dropped``.
+        # it: session 14). Durable (deleted.json, ``_record_deleted``): a leftover leader
+        # outlives a restart of this node, and asks again after it.
         self._deleted: dict[str, int] = {}
         # group -> the incarnation of the table its replica here belongs to (TableSpec's; 0:
         # unknown, a group created before incarnations existed or without one).
@@ -409,6 +410,9 @@ class StorageNode:
         return groups_file(self.config.data_dir)
 
     def _load_groups(self) -> dict[str, tuple[str, ...]]:
+        deleted = deleted_file(self.config.data_dir)
+        if deleted.exists():  # absent: a node that never got DeleteTable's drop (or older code)
+            self._deleted = {g: int(i) for g, i in json.loads(deleted.read_text()).items()}
         path = self._groups_file()
         if not path.exists():
             return {}
@@ -535,7 +539,7 @@ class StorageNode:
         async with self._group_lock:
             self._check_running()
             if deleted and incarnation is not None:
-                self._deleted[group] = max(self._deleted.get(group, -1), incarnation)
+                self._record_deleted(group, incarnation)
             hosted = self.incarnations.get(group, 0)
             if group in self.replicas and incarnation is not None and hosted > incarnation:
                 log.warning("%s: not dropped: a drop of incarnation %d, the replica is of %d",
@@ -544,6 +548,23 @@ class StorageNode:
             # Hosted or not: a reconcile may be about to create it (``_map_may_create``).
             self._dropped[group] = incarnation
             return await self._discard(group)
+
+    def _record_deleted(self, group: str, incarnation: int) -> None:
+        """Under the group lock: record DeleteTable's drop of ``group`` of ``incarnation``,
+        durably (written and fsynced before the drop is acknowledged), so that a restart
+        since does not let a leftover leader's create_group of it pass again.
+
+        Bounded: one int per group name ever deleted here, whatever the number of deletes.
+        Only the newest incarnation deleted is kept: create_group refuses every incarnation
+        at or below it, so an older one's record adds nothing. No name's entry can go: the
+        deleted table's leftover leader may ask at any time, even after a newer table of
+        the name came and went here."""
+        if incarnation <= self._deleted.get(group, -1):
+            return  # known (a retried DeleteTable): nothing to write
+        deleted = {**self._deleted, group: incarnation}
+        text = json.dumps(deleted, indent=1, sort_keys=True)
+        replace_durably(deleted_file(self.config.data_dir), text)
+        self._deleted = deleted
 
     async def _discard(self, group: str, set_aside: bool = False) -> bool:
         """Under the group lock: close ``group``'s replica and delete its data, if hosted
