@@ -132,9 +132,9 @@ class PeerLinks:
         if writer.transport.get_write_buffer_size():  # the link's task drains it first
             return False
         batch = list(link.waiting)
-        link.waiting.clear()
         frames = self._frames(link, batch)
         writer.write(b"".join(frames))
+        link.waiting.clear()  # only once written: a write that raised leaves them to the task
         link.sent += len(batch)
         return True
 

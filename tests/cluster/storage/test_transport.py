@@ -244,3 +244,34 @@ def test_corked_messages_are_written_at_once_by_uncork_in_one_frame() -> None:
             peer.server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_write_that_raises_in_uncork_leaves_the_messages_to_the_links_task() -> None:
+    """uncork's write to a connection raises (logged): the messages still wait for the peer and
+    its link's task is woken to send them (or reconnect first), none is lost on the way."""
+
+    class Transport:
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+    class BrokenWriter:
+        transport = Transport()
+
+        def is_closing(self) -> bool:
+            return False
+
+        def write(self, data: bytes) -> None:
+            raise OSError(32, "EPIPE")
+
+    async def scenario() -> None:
+        links = PeerLinks("n1", {"n2": "127.0.0.1:1"})  # never started: no task takes them
+        link = links.links["n2"]
+        link.connected, link.writer = True, BrokenWriter()  # type: ignore[assignment]
+        links.cork()
+        links.send(vote(1))
+        links.send(vote(2))
+        links.uncork()  # logged, not raised
+        assert list(link.waiting) == [vote(1), vote(2)]
+        assert link.wake.is_set() and link.sent == 0
+
+    asyncio.run(scenario())
