@@ -103,14 +103,23 @@ def resume_stale(
 
 class StaleBuilds:
     """A router's background resumption of abandoned creations: every RESUME_SECONDS it reads
-    the map and resumes the oldest stale CREATING table (``resume_stale``), one at a time: the
-    next only once the build it started ended (a build retries for up to BUILD_SECONDS; the
-    tables behind it wait, or a DescribeTable resumes them). Every router does it: two builds
-    of one table are harmless (idempotent creates, conditional activation)."""
+    the map and resumes one stale CREATING table (``resume_stale``), one at a time: the next
+    only once the build it started ended (a build retries for up to BUILD_SECONDS; the tables
+    behind it wait, or a DescribeTable resumes them). Every router does it: two builds of one
+    table are harmless (idempotent creates, conditional activation).
+
+    In turn: the tables this router never resumed first (oldest first), then the one it
+    resumed least recently. A table whose build never succeeds (its placement needs nodes that
+    are gone) thus goes behind the others after each try, instead of being picked again after
+    every build and starving every other abandoned creation (review, session 14)."""
 
     def __init__(self, ctx: RouterContext) -> None:
         self.ctx = ctx
         self.build: asyncio.Task[TableLayout | None] | None = None
+        # table id -> the round this router last resumed it in; only tables still CREATING
+        # in the last map read are kept (bounded by the map).
+        self.resumed: dict[str, int] = {}
+        self.rounds = 0
 
     async def run(self) -> None:
         expected = (DynamoError, MetadataUnavailable, TimeoutError)
@@ -121,9 +130,17 @@ class StaleBuilds:
         if self.build is not None and not self.build.done():
             return None
         tables = (await self.ctx.metadata.read_map()).tables.values()
-        for layout in sorted(tables, key=lambda t: (t.spec.created_at, t.spec.name)):
+        creating = {t.spec.table_id for t in tables if t.spec.status == "CREATING"}
+        self.resumed = {i: r for i, r in self.resumed.items() if i in creating}
+        self.rounds += 1
+
+        def turn(t: TableLayout) -> tuple[int, float, str]:
+            return self.resumed.get(t.spec.table_id, 0), t.spec.created_at, t.spec.name
+
+        for layout in sorted(tables, key=turn):
             self.build = resume_stale(self.ctx, layout)
             if self.build is not None:
+                self.resumed[layout.spec.table_id] = self.rounds
                 return layout.spec.name
         return None
 
