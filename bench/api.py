@@ -454,6 +454,7 @@ def bench(args: argparse.Namespace) -> None:
         cluster = LocalCluster.create(
             Path(tmp) / "cluster", "3x2x1", partitions=args.partitions, mesh=args.mesh
         )
+        cluster.die_with_this_process()  # a bench killed by any signal leaves no cluster behind
         console.print("starting a 3x2x1 cluster ...")
         cluster.up()
         try:

@@ -335,6 +335,7 @@ def local_cluster(data_dir: Path) -> Iterator[LocalCluster]:
     """A 3x2x1 cluster with the mesh and one partition per table, torn down whatever happens."""
     os.environ["GAMEDAY_HEALING"] = "off"  # nodes inherit it: no replica moves mid-measure
     cluster = LocalCluster.create(data_dir / "cluster", "3x2x1", partitions=1)
+    cluster.die_with_this_process()  # a bench killed by any signal leaves no cluster behind
     guard = Guard.spawn(
         data_dir / "guard.json",
         data_dir / "guardian.log",

@@ -206,6 +206,7 @@ def main() -> None:
         own = cluster is None
         if cluster is None:
             cluster = LocalCluster.create(Path(tmp) / "cluster", "3x2x1", partitions=2)
+            cluster.die_with_this_process()  # killed by any signal, it leaves no cluster
             console.print("starting a 3x2x1 cluster ...")
             cluster.up(timeout=90)
         try:

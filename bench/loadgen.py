@@ -190,6 +190,7 @@ def bench_cluster(args: argparse.Namespace) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster.create(Path(tmp) / "cluster", "3x2x1")
+        cluster.die_with_this_process()  # a bench killed by any signal leaves no cluster behind
         console.print("starting a 3x2x1 cluster ...")
         cluster.up()
         try:

@@ -43,6 +43,7 @@ def main() -> None:
     console = Console()
     with tempfile.TemporaryDirectory(prefix="gameday-bench-") as tmp:
         cluster = LocalCluster.create(Path(tmp) / "cluster", args.topology, partitions=2)
+        cluster.die_with_this_process()  # a bench killed by any signal leaves no cluster behind
         try:
             with console.status("starting the cluster ..."):
                 cluster.up(timeout=300)
