@@ -100,9 +100,11 @@ def live_group(pmap: PartitionMap | None, group: str, incarnation: int) -> bool:
     as its table's? (No map read yet, or the meta group, in no map: yes.) Not a group left from
     a deleted table (DeleteTable's drops are best effort: orphans elect): its leader's healing
     had a member that got the drop create it again (rule 2), or a node add it (rule 3), and the
-    deleted table's group was whole again (session 14). A group newer than the map read waits
-    for the next read (``HealingSettings.map_seconds``)."""
-    if pmap is None or group == META_GROUP:
+    deleted table's group was whole again (session 14). A group whose incarnation is above the
+    map's version belongs to a table created after that map was read (incarnations are map
+    versions: ``next_version``): live, or a map kept while reads fail would hold its healing
+    back for as long."""
+    if pmap is None or group == META_GROUP or incarnation > pmap.version:
         return True
     partition = next((p for p in pmap.partitions() if p.id == group), None)
     return partition is not None and partition.incarnation == incarnation

@@ -201,3 +201,40 @@ def test_a_deleted_tables_group_is_never_made_whole_again(
 
     asyncio.run(main())
     assert executed == (actions if acts else [])
+
+
+# A map read before the group's table was created is stale, not a sign that the table is gone:
+# incarnations are map versions (CreateTable: ``next_version(map.version)``), and ``_refresh_map``
+# keeps the last map while reads fail (MetadataUnavailable, a malformed item), so taking such a
+# group for a deleted table's left a live table short of a replica for as long (review2, s14).
+@pytest.mark.parametrize("mapped", ["no table yet", OLD])
+def test_a_map_older_than_the_group_does_not_hold_back_its_healing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mapped: int | str
+) -> None:
+    admin = _admin(tmp_path, NEW)  # the leader's replica: the live table created at NEW
+    # The last map this admin could read, before NEW was created (its version below NEW): no
+    # table of the name yet, or the deleted one (OLD) that NEW replaced.
+    tables = {} if mapped == "no table yet" else {"orders": _layout(OLD, ("a1", "b1", "c1"))}
+    admin.map = PartitionMap(OLD + 5, tables)
+    assert admin.map.version < NEW
+    status = SimpleNamespace(config_pending=False)
+    replica = SimpleNamespace(group=GROUP, raft=SimpleNamespace(status=lambda: status))
+    view = planner.GroupView(GROUP, "b1", frozenset({"a1", "b1"}))
+    monkeypatch.setattr(admin, "_led", lambda: [replica])
+    monkeypatch.setattr(admin, "group_view", lambda r: view)
+    monkeypatch.setattr(admin, "node_views", lambda: {})
+    executed: list[planner.Action] = []
+
+    async def execute(replica: Any, view: Any, action: planner.Action) -> None:
+        executed.append(action)
+
+    monkeypatch.setattr(admin, "_execute", execute)
+    action = planner.RecreateReplica("c1", "lost its copy")
+    monkeypatch.setattr(planner, "plan", lambda *a, **k: action)
+
+    async def main() -> None:
+        admin._plan_all()
+        await asyncio.gather(*admin.tasks)
+
+    asyncio.run(main())
+    assert executed == [action], "a live table's group taken for a deleted one's"
