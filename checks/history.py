@@ -396,7 +396,10 @@ def load_operations(path: Path) -> list[Operation]:
 # next: the records' memory is reused while it is in the caches, instead of a file's worth
 # being faulted in (a fifth of the load's CPU was page faults). A completion keeps only what an
 # Operation takes from it (its f and key repeat its invoke's: parsed, never built), and the
-# tag gives its type without a string per line.
+# tag gives its type without a string per line. The structs list their fields in the order the
+# workloads write the keys (workloads.history.op_record; kw_only allows any order): msgspec
+# matches a key against the field after the last one matched first, so each key is found at
+# the first try (2.4% fewer instructions per load, callgrind, 100k ops).
 
 _BLOCK = 1 << 16  # bytes of whole lines decoded per call (about 500 lines)
 
@@ -406,12 +409,12 @@ _KnownF = Literal[
 ]
 
 
-class _Invoke(msgspec.Struct, gc=False, tag_field="type", tag="invoke"):
-    process: str
+class _Invoke(msgspec.Struct, gc=False, tag_field="type", tag="invoke", kw_only=True):
     f: _KnownF  # a Literal: one str object per name, not one per line
     key: str
-    time: float
     value: Any = UNSET
+    process: str
+    time: float
     consistent: bool | UnsetType | None = UNSET
     az: str | None = None
     router: str | None = None
@@ -419,10 +422,10 @@ class _Invoke(msgspec.Struct, gc=False, tag_field="type", tag="invoke"):
     attempt: int | None = None
 
 
-class _Completion(msgspec.Struct, gc=False, tag_field="type"):
+class _Completion(msgspec.Struct, gc=False, tag_field="type", kw_only=True):
+    value: Any = None
     process: str
     time: float | None = None
-    value: Any = None
     latency: float | None = None
     error: str | None = None
     consistent: bool | UnsetType | None = UNSET

@@ -12,7 +12,7 @@ import pytest
 from checks import history
 from checks.history import Operation, load_operations, pair_operations, read_jsonl
 from checks.synth import register_history
-from workloads.history import OpF
+from workloads.history import HistoryWriter, OpF, OpType, merge_histories, op_record
 
 
 def test_operations_are_immutable_values() -> None:
@@ -263,3 +263,39 @@ def test_other_shapes_load_as_the_general_rules_pair_them(
 
 def test_every_f_the_workloads_write_takes_the_fast_path() -> None:
     assert {str(f) for f in OpF} <= set(get_args(history._KnownF))
+
+
+def test_a_history_the_workloads_write_loads_by_the_fast_path_as_the_general_one_pairs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the generated history (info, fail, cas, open invokes) written line by line by the
+    # workloads' own code (op_record, HistoryWriter, merge_histories), then one unmatched
+    # completion and one invoke never completed
+    records = register_history(ops=5_000, clients=20, keys=30, seed=9, info_rate=0.01)
+    parts = tmp_path / "parts"
+    writer = HistoryWriter(parts / "history-h-1.jsonl")
+    for r in records:
+        writer.append_record(
+            op_record(
+                OpType(r["type"]),
+                OpF(r["f"]),
+                r["key"],
+                r.get("value"),
+                r["process"],
+                r["time"],
+                r.get("latency"),
+                r.get("error"),
+                r.get("consistent"),
+            )
+        )
+    end = records[-1]["time"] + 1.0
+    writer.append_record(op_record(OpType.OK, OpF.WRITE, "k0", 1, "nobody", end, 0.1))
+    writer.append_record(op_record(OpType.INVOKE, OpF.READ, "k1", None, "late", end, None))
+    writer.flush()
+    path = merge_histories(parts, tmp_path / "history.jsonl")
+    assert path.read_bytes().startswith(b'{"type":"invoke","f":')  # the workloads' shape
+    expected = history._pair(history.read_records(path))  # the general path
+    assert {o.type for o in expected} == {"ok", "fail", "info"}
+    assert expected[-1].process == "late" and expected[-1].type == "info"
+    _general_path_is_an_error(monkeypatch)
+    assert load_operations(path) == expected
