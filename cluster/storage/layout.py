@@ -19,8 +19,11 @@ instead of spelling the paths.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 GROUPS_DIR = "groups"
 GROUPS_FILE = "groups.json"
@@ -69,6 +72,24 @@ def wal_segment(directory: Path, seq: int) -> Path:
 def wal_segments(replica: Path) -> list[Path]:
     """The replica's WAL segment files, oldest first (none when it has no WAL yet)."""
     return sorted(wal_dir(replica).glob("*" + WAL_SUFFIX))
+
+
+class RecordCorruption(Exception):
+    """A node's record (groups.json, deleted.json) is not what it writes: torn, or not of its
+    form. The node does not start: read as empty, it would forget the groups it hosts or the
+    tables deleted here (correctness over availability)."""
+
+
+def read_record(path: Path, expected: str, valid: Callable[[Any], bool]) -> dict[str, Any]:
+    """The JSON object of ``path``, each of whose values passes ``valid``; else a
+    ``RecordCorruption`` naming the file and what was ``expected`` (e.g. "group -> int")."""
+    try:
+        record = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordCorruption(f"{path}: not JSON ({exc}); expected {expected}") from exc
+    if not isinstance(record, dict) or not all(valid(v) for v in record.values()):
+        raise RecordCorruption(f"{path}: not a JSON object of {expected}: {record!r:.200}")
+    return record
 
 
 def replace_durably(path: Path, text: str) -> None:

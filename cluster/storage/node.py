@@ -53,7 +53,14 @@ from .commands import ApplyResult
 from .handshake import receive_hello
 from .host import NodeService
 from .journal import NodeJournal
-from .layout import deleted_file, groups_file, journal_dir, replace_durably, replica_dir
+from .layout import (
+    deleted_file,
+    groups_file,
+    journal_dir,
+    read_record,
+    replace_durably,
+    replica_dir,
+)
 from .reads import RequestError
 from .readyio import ReadyIO
 from .rebuild import Staged, check_compatible, finish_rebuild, rebuild_from, stage_store
@@ -113,6 +120,15 @@ class StopFailed(Exception):
 
 class NodeFailed(Exception):
     """The node failed while it ran and must stop (fail-stop: ``StorageNode.failed``)."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_entry(value: Any) -> bool:
+    """A groups.json entry: its members at least (rate, provisioned, incarnation: optional)."""
+    return isinstance(value, dict) and isinstance(value.get("members"), list)
 
 
 def _said(exc: BaseException) -> str:
@@ -259,6 +275,10 @@ class StorageNode:
 
             self.journal.on_failure = journal_failed
         groups = dict(self._load_groups())
+        for group in sorted(groups):
+            if group not in self.config.groups and self._is_deleted(group):
+                await self._discard_deleted(group)
+                del groups[group]
         hosted = set(groups)
         for group, members in self.config.groups.items():
             groups.setdefault(group, tuple(members))
@@ -412,12 +432,14 @@ class StorageNode:
     def _load_groups(self) -> dict[str, tuple[str, ...]]:
         deleted = deleted_file(self.config.data_dir)
         if deleted.exists():  # absent: a node that never got DeleteTable's drop (or older code)
-            self._deleted = {g: int(i) for g, i in json.loads(deleted.read_text()).items()}
+            record = read_record(deleted, "group -> int (incarnation)", _is_int)
+            self._deleted = {g: int(i) for g, i in record.items()}
         path = self._groups_file()
         if not path.exists():
             return {}
         groups: dict[str, tuple[str, ...]] = {}
-        for group, entry in json.loads(path.read_text()).items():
+        record = read_record(path, 'group -> {"members": [...], ...}', _is_entry)
+        for group, entry in record.items():
             groups[group] = tuple(entry["members"])
             self.incarnations[group] = int(entry.get("incarnation") or 0)  # absent: 0
             if entry.get("rate") is not None:
@@ -565,6 +587,21 @@ class StorageNode:
         text = json.dumps(deleted, indent=1, sort_keys=True)
         replace_durably(deleted_file(self.config.data_dir), text)
         self._deleted = deleted
+
+    def _is_deleted(self, group: str) -> bool:
+        """Is ``group``'s replica listed in groups.json of a table deleted.json records?"""
+        return self.incarnations.get(group, 0) <= self._deleted.get(group, -1)
+
+    async def _discard_deleted(self, group: str) -> None:
+        """At the start: ``group`` is listed in groups.json, of a table DeleteTable dropped
+        here (a crash between ``_record_deleted`` and ``_discard``). Not opened: it would vote
+        in the deleted table's leftover group. Discarded as the drop does: its files go
+        first; groups.json forgets it when ``start`` writes it (a crash in between leaves it
+        listed without files and still recorded as deleted: the next start discards it)."""
+        log.warning("%s: of incarnation %d, which DeleteTable dropped (deleted.json): "
+                    "discarded, not opened", group, self.incarnations.get(group, 0))  # fmt: skip
+        self.incarnations.pop(group, None)
+        await self._trash(replica_dir(self.config.data_dir, group))
 
     async def _discard(self, group: str, set_aside: bool = False) -> bool:
         """Under the group lock: close ``group``'s replica and delete its data, if hosted

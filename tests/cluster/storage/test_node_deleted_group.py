@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cluster.storage.layout import deleted_file
+import pytest
+
+from cluster.storage.layout import RecordCorruption, deleted_file, groups_file, replica_dir
 from tests.cluster.storage.test_node_incarnation import GROUP, NEW, NODES, OLD, Cluster, in_cluster
 
 
@@ -78,6 +80,57 @@ def test_a_node_without_a_record_of_deletes_starts(tmp_path: Path) -> None:
         older = {**drop, "incarnation": OLD - 1}  # an older one's late drop: the newest kept
         assert (await b1.handle_request(older)) == {"dropped": False}
         assert json.loads(deleted_file(tmp_path / "sn-b1").read_text()) == {GROUP: OLD}
+
+    in_cluster(tmp_path, scenario)
+
+
+def test_a_crash_between_the_record_and_the_discard_does_not_bring_the_group_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash after deleted.json was written, before the drop's discard: groups.json still
+    lists the group. The start discards it (files first, then groups.json) rather than open it:
+    opened, it voted in the deleted table's leftover group, and DeleteTable (its drops best
+    effort) does not drop it again (review, session 14)."""
+
+    async def scenario(cluster: Cluster) -> None:
+        b1 = await cluster.start("sn-b1")
+        assert await b1.create_group(GROUP, NODES, incarnation=OLD)
+        await cluster.stop("sn-b1")
+        # The crash point: deleted.json written and fsynced, groups.json not rewritten yet.
+        deleted_file(tmp_path / "sn-b1").write_text(json.dumps({GROUP: OLD}))
+        b1 = await cluster.start("sn-b1")
+        assert GROUP not in b1.replicas, "a group deleted.json records as deleted is hosted"
+        assert f"{GROUP}: of incarnation {OLD}, which DeleteTable dropped" in caplog.text
+        assert GROUP not in json.loads(groups_file(tmp_path / "sn-b1").read_text())
+        assert not replica_dir(tmp_path / "sn-b1", GROUP).exists()
+        assert not await b1.create_group(GROUP, NODES, from_map=True, incarnation=OLD)
+        assert await b1.create_group(GROUP, NODES, incarnation=NEW)  # a newer table: created
+
+    in_cluster(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("deleted.json", '{"orders.p0": 10'),  # torn
+        ("deleted.json", '["orders.p0"]'),
+        ("deleted.json", '{"orders.p0": "10"}'),
+        ("groups.json", '{"orders.p0": {"members": ["sn-b1"'),  # torn
+        ("groups.json", '{"orders.p0": ["sn-b1"]}'),
+    ],
+)
+def test_a_corrupt_record_of_deletes_names_the_file(tmp_path: Path, name: str, text: str) -> None:
+    """A torn or malformed record stops the start with an error naming the file and what it
+    should hold (was: a bare JSONDecodeError or AttributeError); never read as empty, which
+    would forget the tables deleted here or the groups hosted (review, session 14)."""
+
+    async def scenario(cluster: Cluster) -> None:
+        b1 = await cluster.start("sn-b1")
+        assert await b1.create_group(GROUP, NODES, incarnation=OLD)
+        await cluster.stop("sn-b1")
+        (tmp_path / "sn-b1" / name).write_text(text)
+        with pytest.raises(RecordCorruption, match=f"{name}.*expected|{name}.*object of"):
+            await cluster.start("sn-b1")
 
     in_cluster(tmp_path, scenario)
 
