@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -179,28 +180,8 @@ def test_a_deleted_tables_group_is_never_made_whole_again(
     else:
         assert isinstance(mapped, int)
         admin.map = PartitionMap(NEW + 5, {"orders": _layout(mapped, ("a1", "b1", "c1"))})
-    status = SimpleNamespace(config_pending=False)
-    replica = SimpleNamespace(group=GROUP, raft=SimpleNamespace(status=lambda: status))
-    view = planner.GroupView(GROUP, "b1", frozenset({"a1", "b1"}))
-    monkeypatch.setattr(admin, "_led", lambda: [replica])
-    monkeypatch.setattr(admin, "group_view", lambda r: view)
-    monkeypatch.setattr(admin, "node_views", lambda: {})
-    executed: list[planner.Action] = []
-
-    async def execute(replica: Any, view: Any, action: planner.Action) -> None:
-        executed.append(action)
-
-    monkeypatch.setattr(admin, "_execute", execute)
     actions = [planner.RecreateReplica("c1", "lost its copy"), planner.AddLogReplica("d1", "2")]
-
-    async def main() -> None:
-        for action in actions:
-            monkeypatch.setattr(admin_module.planner, "plan", lambda *a, act=action, **k: act)
-            admin._plan_all()
-            await asyncio.gather(*admin.tasks)
-
-    asyncio.run(main())
-    assert executed == (actions if acts else [])
+    assert _planned_as_leader(admin, monkeypatch, actions) == (actions if acts else [])
 
 
 # A map read before the group's table was created is stale, not a sign that the table is gone:
@@ -217,6 +198,16 @@ def test_a_map_older_than_the_group_does_not_hold_back_its_healing(
     tables = {} if mapped == "no table yet" else {"orders": _layout(OLD, ("a1", "b1", "c1"))}
     admin.map = PartitionMap(OLD + 5, tables)
     assert admin.map.version < NEW
+    action = planner.RecreateReplica("c1", "lost its copy")
+    executed = _planned_as_leader(admin, monkeypatch, [action])
+    assert executed == [action], "a live table's group taken for a deleted one's"
+
+
+def _planned_as_leader(
+    admin: Admin, monkeypatch: pytest.MonkeyPatch, actions: Sequence[planner.Action]
+) -> list[planner.Action]:
+    """The actions ``admin`` executes when it leads GROUP (b1 and a1 its members) and the
+    planner proposes each of ``actions`` in turn."""
     status = SimpleNamespace(config_pending=False)
     replica = SimpleNamespace(group=GROUP, raft=SimpleNamespace(status=lambda: status))
     view = planner.GroupView(GROUP, "b1", frozenset({"a1", "b1"}))
@@ -229,12 +220,12 @@ def test_a_map_older_than_the_group_does_not_hold_back_its_healing(
         executed.append(action)
 
     monkeypatch.setattr(admin, "_execute", execute)
-    action = planner.RecreateReplica("c1", "lost its copy")
-    monkeypatch.setattr(planner, "plan", lambda *a, **k: action)
 
     async def main() -> None:
-        admin._plan_all()
-        await asyncio.gather(*admin.tasks)
+        for action in actions:
+            monkeypatch.setattr(admin_module.planner, "plan", lambda *a, act=action, **k: act)
+            admin._plan_all()
+            await asyncio.gather(*admin.tasks)
 
     asyncio.run(main())
-    assert executed == [action], "a live table's group taken for a deleted one's"
+    return executed
