@@ -276,7 +276,9 @@ class StorageNode:
             self.journal.on_failure = journal_failed
         groups = dict(self._load_groups())
         for group in sorted(groups):
-            if group not in self.config.groups and self._is_deleted(group):
+            if group not in self.config.groups and self._is_deleted(
+                group, self.incarnations.get(group, 0)
+            ):
                 await self._discard_deleted(group)
                 del groups[group]
         hosted = set(groups)
@@ -503,7 +505,7 @@ class StorageNode:
             self._check_running()
             if from_map and not self._map_may_create(group, incarnation):
                 return False
-            if incarnation <= self._deleted.get(group, -1):  # that table is gone
+            if self._is_deleted(group, incarnation):  # that table is gone
                 if from_map:
                     return False
                 raise RequestError("TableDeleted", f"{group} of incarnation {incarnation}")
@@ -581,16 +583,17 @@ class StorageNode:
         at or below it, so an older one's record adds nothing. No name's entry can go: the
         deleted table's leftover leader may ask at any time, even after a newer table of
         the name came and went here."""
-        if incarnation <= self._deleted.get(group, -1):
+        if self._is_deleted(group, incarnation):
             return  # known (a retried DeleteTable): nothing to write
         deleted = {**self._deleted, group: incarnation}
         text = json.dumps(deleted, indent=1, sort_keys=True)
         replace_durably(deleted_file(self.config.data_dir), text)
         self._deleted = deleted
 
-    def _is_deleted(self, group: str) -> bool:
-        """Is ``group``'s replica listed in groups.json of a table deleted.json records?"""
-        return self.incarnations.get(group, 0) <= self._deleted.get(group, -1)
+    def _is_deleted(self, group: str, incarnation: int) -> bool:
+        """Did DeleteTable drop ``group``'s table of ``incarnation`` here (deleted.json)? The
+        newest incarnation deleted stands for every older one."""
+        return incarnation <= self._deleted.get(group, -1)
 
     async def _discard_deleted(self, group: str) -> None:
         """At the start: ``group`` is listed in groups.json, of a table DeleteTable dropped
