@@ -26,7 +26,7 @@ import json
 import sqlite3
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB);
 """
 _DUMP_VERSION = 1
+_PUT = "INSERT OR REPLACE INTO items (tbl, pk, sk, item, crc) VALUES (?, ?, ?, ?, ?)"
 _WRITE_MARK = "INSERT OR REPLACE INTO meta VALUES (?, ?), (?, ?)"
 _WRITE_MARK_MEMBERS = "INSERT OR REPLACE INTO meta VALUES (?, ?), (?, ?), (?, ?)"
 
@@ -102,8 +103,9 @@ def row_crc(tbl: str, pk: bytes, sk: bytes, item: str) -> int:
     """CRC-32C of one row (NULL in rows written before checksums existed: not checked)."""
     t, i = tbl.encode(), item.encode()
     # One CRC over the length-prefixed fields: the same value as chaining one CRC per field.
-    fields = (_LEN.pack(len(t)), t, _LEN.pack(len(pk)), pk, _LEN.pack(len(sk)), sk)
-    return int(crc32c.crc32c(b"".join((*fields, _LEN.pack(len(i)), i))))
+    p = _LEN.pack  # one %-format, not a tuple and a join: every applied item is checksummed
+    row = b"%b%b%b%b%b%b%b%b" % (p(len(t)), t, p(len(pk)), pk, p(len(sk)), sk, p(len(i)), i)
+    return int(crc32c.crc32c(row))
 
 
 def _checked(tbl: str, pk: bytes, sk: bytes, item: str, crc: int | None) -> Item:
@@ -115,9 +117,34 @@ def _checked(tbl: str, pk: bytes, sk: bytes, item: str, crc: int | None) -> Item
         raise ItemCorruption(f"row ({tbl!r}, {pk!r}, {sk!r}) is not JSON: {exc}") from exc
 
 
+def _canonical_encoder() -> Callable[[Item], str]:
+    """``json.dumps(item, sort_keys=True, separators=(",", ":"))``, without building an encoder
+    per call: the C encoder that ``JSONEncoder.encode`` builds for each call, built once
+    (every replica encodes every item it applies: 3 us of ~10 per call went to the building).
+    Without circular-reference markers (items are decoded data, never circular), so it keeps
+    no state between calls and may be shared by threads. Same text: the same encoder, with
+    the arguments ``encode`` gives it."""
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+    make = getattr(json.encoder, "c_make_encoder", None)  # not in the stubs: CPython's C part
+    if make is None:  # a Python without the C accelerator
+        return encoder.encode
+    encode = make(
+        None, encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",",
+        True, False, True,
+    )  # fmt: skip
+
+    def canonical(item: Item) -> str:
+        return "".join(encode(item, 0))
+
+    return canonical
+
+
+_CANONICAL = _canonical_encoder()
+
+
 def canonical_json(item: Item) -> str:
     """The one text form of an item that equal items share (sorted keys, no spaces)."""
-    return json.dumps(item, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL(item)
 
 
 def synchronous_level(path: Path) -> str:
@@ -258,17 +285,18 @@ class ItemStore:
             membership = current.membership
         mark = AppliedMark(index, term, membership)
         has_rows = self._has_rows
+        puts: list[tuple[str, bytes, bytes, str, int]] = []  # a run of puts: one executemany
         with self._transaction() as db:
             for op in ops:
                 if isinstance(op, PutItem):
                     has_rows[op.tbl] = True  # before it is written: never claims "empty" wrongly
                     text = canonical_json(op.item)
-                    db.execute(
-                        "INSERT OR REPLACE INTO items (tbl, pk, sk, item, crc) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (op.tbl, op.pk, op.sk, text, row_crc(op.tbl, op.pk, op.sk, text)),
-                    )
-                elif isinstance(op, DeleteItem):
+                    puts.append((op.tbl, op.pk, op.sk, text, row_crc(op.tbl, op.pk, op.sk, text)))
+                    continue
+                if puts:  # written before the next op, in order
+                    db.executemany(_PUT, puts)
+                    puts = []
+                if isinstance(op, DeleteItem):
                     has_rows.pop(op.tbl, None)  # may be empty now: the next has_rows asks
                     db.execute(
                         "DELETE FROM items WHERE tbl = ? AND pk = ? AND sk = ?",
@@ -279,6 +307,8 @@ class ItemStore:
                     db.execute("DELETE FROM items WHERE tbl = ?", (op.tbl,))
                 else:
                     raise TypeError(f"not a store operation: {op!r}")
+            if puts:
+                db.executemany(_PUT, puts)
             self._write_applied(mark)
         self._mark = mark
 

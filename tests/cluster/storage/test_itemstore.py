@@ -20,6 +20,7 @@ from cluster.storage.itemstore import (
     DeleteTable,
     ItemStore,
     PutItem,
+    canonical_json,
     decode_key_value,
     encode_key_value,
     prefix_upper_bound,
@@ -433,3 +434,60 @@ def test_views_and_scrub_snapshots_open_any_directory_name(tmp_path: Path, name:
     snapshot.close()
     assert verified.problems == () and verified.items == store.count() > 0
     store.close()
+
+
+def random_value(rng: random.Random, depth: int = 0) -> dict[str, object]:
+    """A random DynamoDB typed value (nested maps and lists, escapes, non-ASCII text)."""
+    text = "".join(rng.choice('az"\\\n\té€😀/\x00') for _ in range(rng.randint(0, 6)))
+    kind = rng.choice(["S", "N", "BOOL", "NULL", "SS", "L", "M"] if depth < 3 else ["S", "N"])
+    if kind == "L":
+        return {"L": [random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]}
+    if kind == "M":
+        keys = ["".join(rng.choice("bAé_") for _ in range(rng.randint(1, 3))) for _ in range(3)]
+        return {"M": {k: random_value(rng, depth + 1) for k in keys}}
+    plain: dict[str, object] = {"S": text, "N": "-7.5", "BOOL": False, "NULL": True}
+    return {kind: plain.get(kind, [text, "x"])}
+
+
+def test_canonical_json_is_sorted_compact_json_dumps_from_any_thread() -> None:
+    """Stored items keep their one text form (digests compare it across replicas and
+    versions): the encoder built once gives what ``json.dumps`` gives, also when threads
+    encode at the same time."""
+    rng = random.Random(11)
+    items = [
+        {
+            "".join(rng.choice("zaé😀\"'") for _ in range(rng.randint(1, 4))): random_value(rng)
+            for _ in range(rng.randint(0, 6))
+        }
+        for _ in range(400)
+    ]
+    expected = [json.dumps(i, sort_keys=True, separators=(",", ":")) for i in items]
+    assert [canonical_json(i) for i in items] == expected
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            assert list(pool.map(canonical_json, items)) == expected
+
+
+def test_a_batch_applies_its_operations_in_their_order(store: ItemStore) -> None:
+    """Puts are written in runs (one statement each run): a delete or a table's drop between
+    puts of the same keys must still land between them."""
+    rng = random.Random(4)
+    model: dict[tuple[str, bytes], dict[str, dict[str, str]]] = {}
+    for index in range(1, 60):
+        ops: list[PutItem | DeleteItem | DeleteTable] = []
+        for _ in range(rng.randint(0, 12)):
+            tbl, key = rng.choice("tu"), S(rng.choice("abc"))
+            roll = rng.random()
+            if roll < 0.6:
+                value = item("k", v=str(rng.randint(0, 9)))
+                ops.append(PutItem(tbl, key, b"", value))
+                model[tbl, key] = value
+            elif roll < 0.9:
+                ops.append(DeleteItem(tbl, key, b""))
+                model.pop((tbl, key), None)
+            else:
+                ops.append(DeleteTable(tbl))
+                model = {k: v for k, v in model.items() if k[0] != tbl}
+        store.apply_batch(index, 1, ops)
+        held = {(t, bytes(pk)): i for t in "tu" for pk, _, i in store.scan(t)}
+        assert held == model
