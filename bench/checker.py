@@ -2,8 +2,9 @@
 
 Generates valid histories from a simulated register (checks.synth: 50 concurrent clients, unique
 values, exponential latencies, a few info ops that may or may not have taken effect), writes each
-to a history.jsonl in the workloads' format (their own writer and merge: what a run's checks
-load), then times loading it (parse + pair), checking it, and checking the same
+to a history.jsonl in the workloads' format (their own writer and merge, and the operations file
+a run writes beside it: what a run's checks load), then times loading it (the operations file
+when the tree reads one, else parse + pair), checking it, and checking the same
 history with one read made stale (the time to find and report a violation). Times are CPU
 seconds of this process (the machine is shared: wall-clock times mostly measure the others),
 each the best of --repeat runs.
@@ -77,7 +78,10 @@ def timed(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[T, flo
 def write_history(path: Path, records: list[dict[str, Any]]) -> None:
     """``records`` (checks.synth's) in ``path`` as a run writes its history: each line built by
     the workloads' ``op_record`` (type first, times in microseconds), appended by a
-    ``HistoryWriter`` to a part file and merged into ``path`` by ``merge_histories``."""
+    ``HistoryWriter`` to a part file and merged into ``path`` by ``merge_histories``, then its
+    operations file written (``checks.history.write_operations``, as after a run's merge)."""
+    from checks.history import write_operations  # this tree's (a baseline's may have none)
+
     parts = path.with_name(f"{path.stem}-parts")
     shutil.rmtree(parts, ignore_errors=True)
     writer = HistoryWriter(parts / "history-bench-1.jsonl", batch=len(records) + 1)
@@ -97,6 +101,7 @@ def write_history(path: Path, records: list[dict[str, Any]]) -> None:
         )
     writer.flush()
     merge_histories(parts, path)
+    write_operations(path)  # as a run does after its merge: history.ops.jsonl beside it
     shutil.rmtree(parts)
 
 

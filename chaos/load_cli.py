@@ -43,6 +43,7 @@ from chaos.cli_common import DEFAULT_DATA_DIR, sigterm_interrupts
 from chaos.control import GameDayControl
 from chaos.deadman import Guard
 from chaos.faults import BlastRadius
+from checks.history import write_operations
 from workloads.catalog import WORKLOADS
 from workloads.history import HISTORY_FILE, PART_GLOB, RUN_START_ENV, merge_histories, read_ops
 from workloads.keys import DISTRIBUTIONS
@@ -274,6 +275,7 @@ def _finish_history(
     names: list[str],
 ) -> None:
     merged = merge_histories(directory)
+    write_operations(merged)  # history.ops.jsonl: `gameday check` loads it without pairing again
     counts = Counter((op.get("f"), op.get("type")) for op in read_ops(merged))
     summary = Table(title=f"history: {merged}")
     for col in ("f", "invoke", "ok", "fail", "info"):

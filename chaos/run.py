@@ -46,6 +46,7 @@ from chaos.faults import BlastRadius, PowerLoss, fault_class
 from chaos.orchestrator import Orchestrator, RunOutcome
 from chaos.scenario import Scenario, load_scenario
 from chaos.schedule import TimedFault, load_game_day, timeline_to_json
+from checks.history import write_operations
 from cluster import auth
 from cluster.tasks import uninterrupted
 from workloads import bank
@@ -356,6 +357,7 @@ async def _game_day(
     history = await asyncio.to_thread(
         merge_histories, run_dir / "history", run_dir / "history.jsonl"
     )
+    await asyncio.to_thread(write_operations, history)  # paired once, for the checks' loads
     await asyncio.to_thread(cluster.wait_healthy, 60.0)
     named: set[str] = set()
     for op in read_ops(history):

@@ -30,6 +30,8 @@ import msgspec
 import orjson
 from msgspec import UNSET, UnsetType
 
+from checks import opsfile
+
 JsonDict = dict[str, Any]
 
 #: Request types that put their `value` into a key (`cas` writes its new value, `delete` null).
@@ -39,7 +41,7 @@ READ_FS = frozenset({"read", "get"})
 CONDITIONAL_FAILED = "ConditionalCheckFailed"
 
 
-class Operation(msgspec.Struct, frozen=True, gc=False):
+class Operation(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One request as its client saw it: the invoke and (if any) its completion, merged.
 
     `value` is the invoke's argument (the written value, or `[expected, new]` for cas);
@@ -48,7 +50,8 @@ class Operation(msgspec.Struct, frozen=True, gc=False):
 
     (A frozen msgspec Struct rather than a dataclass: loading a history builds one per request,
     and a Struct is built in one C call and never tracked by the cyclic garbage collector: it
-    holds JSON values only, which cannot refer back to it.)
+    holds JSON values only, which cannot refer back to it. As JSON it is an array of its fields
+    in order: a line of a history's operations file, checks/opsfile.py.)
     """
 
     index: int
@@ -382,11 +385,58 @@ def load_operations(path: Path) -> list[Operation]:
     the workloads write.)
     """
     with paused_gc():
+        return _load_paired(path) or _load_history(path)
+
+
+def _load_history(path: Path) -> list[Operation]:
+    try:
+        return _pair_common(path)
+    except msgspec.DecodeError:
+        pass  # not the common shape, a bad line or a torn one: the general path says which
+    return _pair(read_records(path))
+
+
+_COLUMNS = list(Operation.__struct_fields__)
+_decode_ops = msgspec.json.Decoder(Operation).decode_lines
+_encode_ops = msgspec.json.Encoder().encode_lines
+
+
+def write_operations(history: Path) -> Path | None:
+    """Write the operations file of ``history`` (checks/opsfile.py) beside it, once a run's
+    history is merged; None (and no file) when the history does not load, or its operations
+    do not read back from the file exactly as paired (e.g. an infinite float)."""
+    out = opsfile.ops_path(history)
+    out.unlink(missing_ok=True)
+    made_from = opsfile.fingerprint(history)
+    with paused_gc():
         try:
-            return _pair_common(path)
-        except msgspec.DecodeError:
-            pass  # not the common shape, a bad line or a torn one: the general path says which
-        return _pair(read_records(path))
+            ops = _load_history(history)
+            rows = _encode_ops(ops)
+            same = _decode_ops(rows) == ops and opsfile.fingerprint(history) == made_from
+        except (ValueError, msgspec.MsgspecError, OverflowError):
+            return None
+    if not same:
+        return None
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(opsfile.header(made_from, _COLUMNS, len(ops)) + rows)
+    tmp.replace(out)
+    return out
+
+
+def _load_paired(history: Path) -> list[Operation] | None:
+    """The operations of ``history`` from its operations file; None when it has none that
+    matches it (or one that does not decode: its history is read instead)."""
+    ops: list[Operation] = []
+    try:
+        with opsfile.ops_path(history).open("rb") as file:
+            count = opsfile.matches(file.readline(), history, _COLUMNS)
+            if count is None:
+                return None
+            for block in opsfile.blocks(file, _decode_ops):
+                ops += block
+    except (OSError, msgspec.DecodeError):
+        return None
+    return ops if len(ops) == count else None
 
 
 # load_operations' fast path, for the shape the workloads write: a str process, a known f, a
@@ -400,8 +450,6 @@ def load_operations(path: Path) -> list[Operation]:
 # workloads write the keys (workloads.history.op_record; kw_only allows any order): msgspec
 # matches a key against the field after the last one matched first, so each key is found at
 # the first try (2.4% fewer instructions per load, callgrind, 100k ops).
-
-_BLOCK = 1 << 16  # bytes of whole lines decoded per call (about 500 lines)
 
 #: The f of every workload (workloads.history.OpF); another f takes the general path.
 _KnownF = Literal[
@@ -458,98 +506,77 @@ _decode_common = msgspec.json.Decoder(
 ).decode_lines
 
 
-def _blocks(path: Path) -> Iterator[list[Any]]:
-    """The records of ``path`` in the common shape, a block of whole lines at a time."""
-    buffer = bytearray(_BLOCK)
-    view = memoryview(buffer)
-    filled = 0
-    with path.open("rb", buffering=0) as file:
-        while read := file.readinto(view[filled:]):
-            filled += read
-            end = buffer.rfind(b"\n", 0, filled) + 1
-            if end == 0:  # no whole line yet
-                if filled == len(buffer):  # a line longer than the buffer: grow it
-                    view.release()
-                    buffer.extend(bytes(len(buffer)))
-                    view = memoryview(buffer)
-                continue
-            yield _decode_common(view[:end])
-            buffer[: filled - end] = view[end:filled]  # the next line's start, to the front
-            filled -= end
-        if filled:
-            yield _decode_common(view[:filled])
-
-
 def _pair_common(path: Path) -> list[Operation]:
     """load_operations' fast path: `_pair`'s rules for the common shape; DecodeError otherwise."""
     pending: dict[str, int] = {}
     slots: list[Any] = []  # by line: the invoke until its op is known, then the Operation
     unfinished = _unfinished
     base = 0
-    for records in _blocks(path):
-        slots += repeat(None, len(records))
-        for index, done in enumerate(records, base):
-            cls = type(done)
-            if cls is _Invoke:
+    with path.open("rb", buffering=0) as file:
+        for records in opsfile.blocks(file, _decode_common):
+            slots += repeat(None, len(records))
+            for index, done in enumerate(records, base):
+                cls = type(done)
+                if cls is _Invoke:
+                    process = done.process
+                    begun = pending.get(process)
+                    if begun is not None:
+                        slots[begun] = unfinished(begun, slots[begun])
+                    pending[process] = index
+                    slots[index] = done
+                    continue
+                if cls is _Ok:
+                    kind = "ok"
+                elif cls is _Fail:
+                    kind = "fail"
+                elif cls is _Info:
+                    kind = "info"
+                else:  # a schedule record
+                    continue
                 process = done.process
-                begun = pending.get(process)
-                if begun is not None:
-                    slots[begun] = unfinished(begun, slots[begun])
-                pending[process] = index
-                slots[index] = done
-                continue
-            if cls is _Ok:
-                kind = "ok"
-            elif cls is _Fail:
-                kind = "fail"
-            elif cls is _Info:
-                kind = "info"
-            else:  # a schedule record
-                continue
-            process = done.process
-            begun = pending.pop(process, None)
-            if begun is None:
-                continue
-            invoke: _Invoke = slots[begun]
-            invoke_time = invoke.time
-            complete_time = done.time
-            latency = done.latency
-            if latency is None and complete_time is not None:
-                latency = complete_time - invoke_time
-                if latency < 0.0:
-                    latency = 0.0
-            result = done.value
-            value = invoke.value
-            if value is UNSET:
-                value = result
-            consistent = done.consistent
-            if consistent is UNSET:
-                consistent = invoke.consistent
-            az = invoke.az
-            if az is None:
-                az = done.az
-            router = invoke.router
-            if router is None:
-                router = done.router
-            slots[begun] = Operation(
-                begun,
-                process,
-                invoke.f,
-                invoke.key,
-                value,
-                result,
-                kind,
-                invoke_time,
-                complete_time,
-                latency,
-                done.error,
-                consistent is not False,
-                az,
-                router,
-                invoke.intended,
-                invoke.attempt,
-            )
-        base += len(records)
+                begun = pending.pop(process, None)
+                if begun is None:
+                    continue
+                invoke: _Invoke = slots[begun]
+                invoke_time = invoke.time
+                complete_time = done.time
+                latency = done.latency
+                if latency is None and complete_time is not None:
+                    latency = complete_time - invoke_time
+                    if latency < 0.0:
+                        latency = 0.0
+                result = done.value
+                value = invoke.value
+                if value is UNSET:
+                    value = result
+                consistent = done.consistent
+                if consistent is UNSET:
+                    consistent = invoke.consistent
+                az = invoke.az
+                if az is None:
+                    az = done.az
+                router = invoke.router
+                if router is None:
+                    router = done.router
+                slots[begun] = Operation(
+                    begun,
+                    process,
+                    invoke.f,
+                    invoke.key,
+                    value,
+                    result,
+                    kind,
+                    invoke_time,
+                    complete_time,
+                    latency,
+                    done.error,
+                    consistent is not False,
+                    az,
+                    router,
+                    invoke.intended,
+                    invoke.attempt,
+                )
+            base += len(records)
     for begun in pending.values():
         slots[begun] = unfinished(begun, slots[begun])
     return list(filter(None, slots))  # the ops, in invoke order (an Operation is always true)
