@@ -7,7 +7,8 @@ instead of spelling the paths.
 
     node_dir/
       groups.json                  the groups this node hosts
-      deleted.json                 the groups DeleteTable dropped: group -> newest incarnation
+      deleted.log                  the groups DeleteTable dropped: group -> newest incarnation
+                                   (append-only, deletedrecord.py; deleted.json: older form)
       journal/*.jnl                the node's journal, shared by its groups' WALs (journal.py)
       groups/<group>/items.sqlite  the applied state (B-tree)
       groups/<group>/wal/*.wal     the write-ahead log, one file per segment
@@ -28,6 +29,7 @@ from typing import Any
 GROUPS_DIR = "groups"
 GROUPS_FILE = "groups.json"
 DELETED_FILE = "deleted.json"
+DELETED_LOG = "deleted.log"
 ITEMS_FILE = "items.sqlite"
 WAL_DIR = "wal"
 JOURNAL_DIR = "journal"
@@ -50,8 +52,14 @@ def groups_file(node_dir: Path) -> Path:
 
 
 def deleted_file(node_dir: Path) -> Path:
-    """The node's record of DeleteTable's drops (group -> the newest incarnation dropped)."""
+    """The node's record of DeleteTable's drops as older code wrote it (one JSON object of
+    group -> the newest incarnation dropped): migrated to ``deleted_log`` at the start."""
     return node_dir / DELETED_FILE
+
+
+def deleted_log(node_dir: Path) -> Path:
+    """The node's record of DeleteTable's drops (append-only: deletedrecord.py)."""
+    return node_dir / DELETED_LOG
 
 
 def items_file(replica: Path) -> Path:
@@ -75,9 +83,9 @@ def wal_segments(replica: Path) -> list[Path]:
 
 
 class RecordCorruption(Exception):
-    """A node's record (groups.json, deleted.json) is not what it writes: torn, or not of its
-    form. The node does not start: read as empty, it would forget the groups it hosts or the
-    tables deleted here (correctness over availability)."""
+    """A node's record (groups.json, deleted.log, deleted.json) is not what it writes: torn, or
+    not of its form. The node does not start: read as empty, it would forget the groups it
+    hosts or the tables deleted here (correctness over availability)."""
 
 
 def read_record(path: Path, expected: str, valid: Callable[[Any], bool]) -> dict[str, Any]:

@@ -50,17 +50,11 @@ from .adminhttp import ReplicaCollector, start_admin
 from .archive import Archiver, DirectoryArchive
 from .coalesce import Coalescer
 from .commands import ApplyResult
+from .deletedrecord import DeletedRecord
 from .handshake import receive_hello
 from .host import NodeService
 from .journal import NodeJournal
-from .layout import (
-    deleted_file,
-    groups_file,
-    journal_dir,
-    read_record,
-    replace_durably,
-    replica_dir,
-)
+from .layout import deleted_log, groups_file, journal_dir, read_record, replace_durably, replica_dir
 from .reads import RequestError
 from .readyio import ReadyIO
 from .rebuild import Staged, check_compatible, finish_rebuild, rebuild_from, stage_store
@@ -120,10 +114,6 @@ class StopFailed(Exception):
 
 class NodeFailed(Exception):
     """The node failed while it ran and must stop (fail-stop: ``StorageNode.failed``)."""
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_entry(value: Any) -> bool:
@@ -191,9 +181,9 @@ class StorageNode:
         self._dropped: dict[str, int | None] = {}
         # group -> the newest incarnation DeleteTable's drop named: that table is gone, its
         # group is never created here again, by anyone (a leftover leader's healing rebuilt
-        # it: session 14). Durable (deleted.json, ``_record_deleted``): a leftover leader
-        # outlives a restart of this node, and asks again after it.
-        self._deleted: dict[str, int] = {}
+        # it: session 14). Durable (deleted.log, ``_record_deleted``): a leftover leader
+        # outlives a restart of this node, and asks again after it. Read at the start.
+        self._deleted = DeletedRecord(deleted_log(self.config.data_dir))
         # group -> the incarnation of the table its replica here belongs to (TableSpec's; 0:
         # unknown, a group created before incarnations existed or without one).
         self.incarnations: dict[str, int] = {}
@@ -274,6 +264,7 @@ class StorageNode:
                     loop.call_soon_threadsafe(self._fail_stop, "journal", exc)
 
             self.journal.on_failure = journal_failed
+        self._deleted = await asyncio.to_thread(DeletedRecord.open, self.config.data_dir)
         groups = dict(self._load_groups())
         for group in sorted(groups):
             if group not in self.config.groups and self._is_deleted(
@@ -358,6 +349,7 @@ class StorageNode:
             for group, replica in list(self.replicas.items()):
                 await _close_part(group, replica.close(), failures)
             await _close_part("I/O thread", asyncio.to_thread(self.ready_io.close), failures)
+            self._deleted.close()
         if failures:
             raise StopFailed(self.config.node_id, failures) from failures[0][1]
 
@@ -432,10 +424,6 @@ class StorageNode:
         return groups_file(self.config.data_dir)
 
     def _load_groups(self) -> dict[str, tuple[str, ...]]:
-        deleted = deleted_file(self.config.data_dir)
-        if deleted.exists():  # absent: a node that never got DeleteTable's drop (or older code)
-            record = read_record(deleted, "group -> int (incarnation)", _is_int)
-            self._deleted = {g: int(i) for g, i in record.items()}
         path = self._groups_file()
         if not path.exists():
             return {}
@@ -563,7 +551,7 @@ class StorageNode:
         async with self._group_lock:
             self._check_running()
             if deleted and incarnation is not None:
-                self._record_deleted(group, incarnation)
+                await self._record_deleted(group, incarnation)
             hosted = self.incarnations.get(group, 0)
             if group in self.replicas and incarnation is not None and hosted > incarnation:
                 log.warning("%s: not dropped: a drop of incarnation %d, the replica is of %d",
@@ -573,27 +561,22 @@ class StorageNode:
             self._dropped[group] = incarnation
             return await self._discard(group)
 
-    def _record_deleted(self, group: str, incarnation: int) -> None:
+    async def _record_deleted(self, group: str, incarnation: int) -> None:
         """Under the group lock: record DeleteTable's drop of ``group`` of ``incarnation``,
-        durably (written and fsynced before the drop is acknowledged), so that a restart
-        since does not let a leftover leader's create_group of it pass again.
+        durably (appended and fsynced, off the event loop, before the drop is acknowledged;
+        a failure fails the drop, which then drops nothing), so that a restart since does not
+        let a leftover leader's create_group of it pass again (``deletedrecord.py``).
 
-        Bounded: one int per group name ever deleted here, whatever the number of deletes.
-        Only the newest incarnation deleted is kept: create_group refuses every incarnation
-        at or below it, so an older one's record adds nothing. No name's entry can go: the
-        deleted table's leftover leader may ask at any time, even after a newer table of
-        the name came and went here."""
-        if self._is_deleted(group, incarnation):
-            return  # known (a retried DeleteTable): nothing to write
-        deleted = {**self._deleted, group: incarnation}
-        text = json.dumps(deleted, indent=1, sort_keys=True)
-        replace_durably(deleted_file(self.config.data_dir), text)
-        self._deleted = deleted
+        One entry per group name ever deleted here: the newest incarnation (create_group
+        refuses every one at or below it). No name's entry can go: the deleted table's
+        leftover leader may ask at any time, even after a newer table of the name came and
+        went here. Ended even when the caller is cancelled (the record stays one writer's)."""
+        await uninterrupted(asyncio.to_thread(self._deleted.add, group, incarnation))
 
     def _is_deleted(self, group: str, incarnation: int) -> bool:
-        """Did DeleteTable drop ``group``'s table of ``incarnation`` here (deleted.json)? The
+        """Did DeleteTable drop ``group``'s table of ``incarnation`` here (deleted.log)? The
         newest incarnation deleted stands for every older one."""
-        return incarnation <= self._deleted.get(group, -1)
+        return self._deleted.is_deleted(group, incarnation)
 
     async def _discard_deleted(self, group: str) -> None:
         """At the start: ``group`` is listed in groups.json, of a table DeleteTable dropped
@@ -601,7 +584,7 @@ class StorageNode:
         in the deleted table's leftover group. Discarded as the drop does: its files go
         first; groups.json forgets it when ``start`` writes it (a crash in between leaves it
         listed without files and still recorded as deleted: the next start discards it)."""
-        log.warning("%s: of incarnation %d, which DeleteTable dropped (deleted.json): "
+        log.warning("%s: of incarnation %d, which DeleteTable dropped (deleted.log): "
                     "discarded, not opened", group, self.incarnations.get(group, 0))  # fmt: skip
         self.incarnations.pop(group, None)
         await self._trash(replica_dir(self.config.data_dir, group))

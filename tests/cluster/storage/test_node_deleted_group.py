@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from cluster.storage.layout import RecordCorruption, deleted_file, groups_file, replica_dir
+from cluster.storage.deletedrecord import DeletedRecord
+from cluster.storage.layout import (
+    RecordCorruption,
+    deleted_file,
+    deleted_log,
+    groups_file,
+    replica_dir,
+)
 from tests.cluster.storage.test_node_incarnation import GROUP, NEW, NODES, OLD, Cluster, in_cluster
 
 
@@ -63,23 +70,26 @@ def test_a_deleted_group_stays_refused_after_the_node_restarts(tmp_path: Path) -
 
 
 def test_a_node_without_a_record_of_deletes_starts(tmp_path: Path) -> None:
-    """deleted.json is written at the first DeleteTable drop only (and not by older code): a
-    node without it starts with no group refused; a retried drop writes nothing more."""
+    """The record (deleted.log) is written at the first DeleteTable drop only (and not by older
+    code): a node without it starts with no group refused; a retried drop writes nothing more."""
 
     async def scenario(cluster: Cluster) -> None:
         b1 = await cluster.start("sn-b1")
         assert await b1.create_group(GROUP, NODES, incarnation=OLD)
         await cluster.stop("sn-b1")
-        assert not deleted_file(tmp_path / "sn-b1").exists()
+        log = deleted_log(tmp_path / "sn-b1")
+        assert not log.exists()
         b1 = await cluster.start("sn-b1")
         assert b1.incarnation_of(GROUP) == OLD
         drop = {"op": "drop_group", "group": GROUP, "incarnation": OLD, "deleted": True}
         for _ in range(2):  # a retried DeleteTable
             await b1.handle_request(drop)
-            assert json.loads(deleted_file(tmp_path / "sn-b1").read_text()) == {GROUP: OLD}
+            assert DeletedRecord.open(tmp_path / "sn-b1").entries() == {GROUP: OLD}
+            assert len(log.read_text().splitlines()) == 1
         older = {**drop, "incarnation": OLD - 1}  # an older one's late drop: the newest kept
         assert (await b1.handle_request(older)) == {"dropped": False}
-        assert json.loads(deleted_file(tmp_path / "sn-b1").read_text()) == {GROUP: OLD}
+        assert DeletedRecord.open(tmp_path / "sn-b1").entries() == {GROUP: OLD}
+        assert len(log.read_text().splitlines()) == 1
 
     in_cluster(tmp_path, scenario)
 
@@ -87,7 +97,8 @@ def test_a_node_without_a_record_of_deletes_starts(tmp_path: Path) -> None:
 def test_a_crash_between_the_record_and_the_discard_does_not_bring_the_group_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A crash after deleted.json was written, before the drop's discard: groups.json still
+    """A crash after the record was written (here in its older form, deleted.json: migrated),
+    before the drop's discard: groups.json still
     lists the group. The start discards it (files first, then groups.json) rather than open it:
     opened, it voted in the deleted table's leftover group, and DeleteTable (its drops best
     effort) does not drop it again (review, session 14)."""

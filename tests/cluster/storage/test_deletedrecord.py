@@ -1,0 +1,172 @@
+"""The node's record of DeleteTable's drops (deleted.log, ``DeletedRecord``): appended and
+fsynced per drop off the event loop, read back whole at the start, a torn last line ignored,
+corruption elsewhere refused, the older deleted.json migrated, compaction losing no entry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cluster.storage import deletedrecord
+from cluster.storage.deletedrecord import DeletedRecord
+from cluster.storage.layout import RecordCorruption, deleted_file, deleted_log
+from tests.cluster.storage.test_node_incarnation import GROUP, NODES, OLD, Cluster, in_cluster
+
+
+def _record(node_dir: Path, entries: dict[str, int]) -> DeletedRecord:
+    node_dir.mkdir(parents=True, exist_ok=True)
+    record = DeletedRecord.open(node_dir)
+    for group, incarnation in entries.items():
+        record.add(group, incarnation)
+    record.close()
+    return record
+
+
+def test_appended_drops_are_read_back_at_the_start(tmp_path: Path) -> None:
+    _record(tmp_path, {"a.p0": 5, "b.p0": 7})
+    record = DeletedRecord.open(tmp_path)
+    assert record.entries() == {"a.p0": 5, "b.p0": 7}
+    assert record.is_deleted("a.p0", 5) and record.is_deleted("a.p0", 4)
+    assert not record.is_deleted("a.p0", 6) and not record.is_deleted("c.p0", 0)
+    record.add("a.p0", 9)
+    record.add("a.p0", 8)  # an older table's late drop: the newest kept, nothing written
+    record.close()
+    assert DeletedRecord.open(tmp_path).entries() == {"a.p0": 9, "b.p0": 7}
+    assert len(deleted_log(tmp_path).read_text().splitlines()) == 3
+
+
+def test_a_torn_last_line_is_ignored_at_every_point_of_the_append(tmp_path: Path) -> None:
+    """A crash during an append leaves a prefix of its line (never acknowledged: the drop
+    answers after the fsync of the whole line). Each prefix reads as the entries before it;
+    the file is rewritten without it, so the next append does not follow a torn line."""
+    _record(tmp_path, {"a.p0": 5})
+    good = deleted_log(tmp_path).read_bytes()
+    _record(tmp_path / "line", {"b.p0": 7})
+    line = deleted_log(tmp_path / "line").read_bytes()
+    for cut in range(1, len(line)):
+        deleted_log(tmp_path).write_bytes(good + line[:cut])
+        record = DeletedRecord.open(tmp_path)
+        assert record.entries() == {"a.p0": 5}, line[:cut]
+        assert deleted_log(tmp_path).read_bytes() == good
+        record.add("c.p0", cut)
+        record.close()
+        assert DeletedRecord.open(tmp_path).entries() == {"a.p0": 5, "c.p0": cut}
+        deleted_log(tmp_path).write_bytes(good)
+    # A complete last line that fails its check (zeros where a torn append's first bytes were).
+    deleted_log(tmp_path).write_bytes(good + b"\0" * (len(line) - 3) + line[-3:])
+    assert DeletedRecord.open(tmp_path).entries() == {"a.p0": 5}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda lines: [lines[0], lines[1].replace(b'"a.p0": 5', b'"a.p0": 3'), lines[2]],  # CRC
+        lambda lines: [lines[0], b"garbage", lines[2]],
+        lambda lines: [lines[0], b"\0" * len(lines[1]), lines[2]],
+        lambda lines: [lines[0], lines[1][:-4], lines[2]],  # torn, then appended after
+        lambda lines: [lines[0], lines[1], lines[2][:-4] + b"\n" + lines[0][:5]],
+    ],
+)
+def test_corruption_before_the_last_line_stops_the_start_naming_the_file(
+    tmp_path: Path, damage: object
+) -> None:
+    _record(tmp_path, {"z.p0": 1, "a.p0": 5, "b.p0": 7})
+    lines = deleted_log(tmp_path).read_bytes().splitlines()
+    assert callable(damage)
+    deleted_log(tmp_path).write_bytes(b"\n".join(damage(lines)) + b"\n")
+    with pytest.raises(RecordCorruption, match=r"deleted\.log: line \d+ is corrupt.*expected"):
+        DeletedRecord.open(tmp_path)
+
+
+def test_the_older_deleted_json_is_migrated(tmp_path: Path) -> None:
+    """A data directory of the whole-JSON record: its entries are merged into the log (a crash
+    during an earlier migration leaves both), written durably, then deleted.json goes."""
+    _record(tmp_path, {"a.p0": 5, "b.p0": 2})  # a migration a crash cut short: both exist
+    deleted_file(tmp_path).write_text(json.dumps({"b.p0": 7, "c.p0": 1, "a.p0": 4}, indent=1))
+    record = DeletedRecord.open(tmp_path)
+    assert record.entries() == {"a.p0": 5, "b.p0": 7, "c.p0": 1}
+    assert not deleted_file(tmp_path).exists()
+    record.close()
+    assert DeletedRecord.open(tmp_path).entries() == {"a.p0": 5, "b.p0": 7, "c.p0": 1}
+    deleted_file(tmp_path).write_text('{"orders.p0": "10"}')  # still refused, named
+    with pytest.raises(RecordCorruption, match=r"deleted\.json: not a JSON object of group"):
+        DeletedRecord.open(tmp_path)
+
+
+def test_compaction_keeps_every_groups_newest_incarnation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log is rewritten once it has grown to several times the live entries: only lines a
+    newer incarnation of the same group superseded go; never an entry."""
+    monkeypatch.setattr(deletedrecord, "COMPACT_SLACK", 0)
+    monkeypatch.setattr(deletedrecord, "COMPACT_RATIO", 3)
+    record = DeletedRecord.open(tmp_path)
+    expected: dict[str, int] = {}
+    compactions, before = 0, 0
+    for incarnation in range(1, 200):
+        groups = ["a.p0"] + ["b.p0"] * (incarnation % 3 == 0)
+        groups += [f"once{incarnation}.p0"] * (incarnation % 20 == 0)
+        for group in groups:
+            record.add(group, incarnation)
+            expected[group] = incarnation
+            lines = len(deleted_log(tmp_path).read_text().splitlines())
+            assert lines <= 3 * len(expected), "not compacted"
+            compactions += lines < before
+            before = lines
+            assert DeletedRecord.open(tmp_path).entries() == expected
+    assert compactions >= 5 and len(expected) == 11
+    record.close()
+    assert DeletedRecord.open(tmp_path).entries() == expected
+
+
+def test_a_failed_append_is_not_recorded_and_the_next_one_rewrites_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append whose fsync fails records nothing (its line may be in the file, whole or
+    torn): the next add rewrites the file whole rather than append after it."""
+    record = _record(tmp_path, {"a.p0": 5})
+    record = DeletedRecord.open(tmp_path)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(deletedrecord, "fsync", failing)
+    with pytest.raises(OSError):
+        record.add("b.p0", 7)
+    assert not record.is_deleted("b.p0", 7)
+    deleted_log(tmp_path).write_bytes(deleted_log(tmp_path).read_bytes()[:-5])  # torn by it
+    monkeypatch.undo()
+    record.add("c.p0", 1)
+    record.close()
+    assert DeletedRecord.open(tmp_path).entries() == {"a.p0": 5, "c.p0": 1}
+
+
+def test_a_drop_whose_record_cannot_be_fsynced_fails_and_drops_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drop is acknowledged only once its record is fsynced: when the fsync fails, the
+    drop fails, the group stays hosted and is not refused; a retry then drops it for good."""
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    async def scenario(cluster: Cluster) -> None:
+        b1 = await cluster.start("sn-b1")
+        assert await b1.create_group(GROUP, NODES, incarnation=OLD)
+        drop = {"op": "drop_group", "group": GROUP, "incarnation": OLD, "deleted": True}
+        with monkeypatch.context() as patch:
+            patch.setattr(deletedrecord, "fsync", failing)
+            reply = await b1.handle_request(drop)
+        assert reply.get("error") == "OutcomeUnknown", reply
+        assert GROUP in b1.replicas and b1.incarnation_of(GROUP) == OLD
+        recreate = {"op": "create_group", "group": GROUP, "members": NODES, "incarnation": OLD}
+        assert (await b1.handle_request(recreate)) == {"created": False}  # hosted, not refused
+        assert (await b1.handle_request(drop)) == {"dropped": True}  # DeleteTable's retry
+        await cluster.stop("sn-b1")
+        b1 = await cluster.start("sn-b1")
+        assert (await b1.handle_request(recreate)).get("error") == "TableDeleted"
+        assert GROUP not in b1.replicas
+
+    in_cluster(tmp_path, scenario)
