@@ -20,7 +20,10 @@ schedule fixed in advance (workloads/schedule.py); each invoke records its inten
 whose deadline passed while the user was stuck are skipped, and the user's schedule goes into the
 history so that the checker counts every op it meant to send. Without it users run closed loop
 (think time ``GAMEDAY_WAIT``), which hides stalls from the verdict. Locust's own statistics
-measure service time either way; the checker's latencies count from the intended start.
+measure service time either way; the checker's latencies count from the intended start. With
+no think time (open loop, or ``GAMEDAY_WAIT=0``) a user runs its tasks back to back inside the
+task call Locust makes (workloads/taskloop.py: same task weights, a graceful stop ends the loop
+after the op in progress).
 
 Every request is reported through the ordinary ``events.request``, named by its DynamoDB
 operation, so Locust's statistics, CSV and UI see it; ConditionalCheckFailed counts as a
@@ -46,7 +49,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import gevent
 import orjson
-from locust import User, between, constant, events, task
+from locust import between, constant, events, task
 from locust.env import Environment
 from locust.exception import CatchResponseError
 
@@ -61,6 +64,7 @@ from workloads.retry import EndpointPool, RetryPolicy, moves_on
 from workloads.schedule import Pacer, schedule_end_record, schedule_record
 from workloads.settings import LoadSettings
 from workloads.sigv4 import SigV4Signer
+from workloads.taskloop import TaskLoopUser
 
 SETTINGS = LoadSettings.from_env()
 CLOCK = RunClock(SETTINGS.run_start)
@@ -152,13 +156,15 @@ def endpoint_health(endpoints: tuple[str, ...]) -> EndpointHealth:
 # --- the users ---------------------------------------------------------------------------------
 
 
-class DynamoUser(User):
+class DynamoUser(TaskLoopUser):
     """One client: a router endpoint (round-robin), a SigV4 signer, a key chooser, a recorder."""
 
     abstract = True
     workload: ClassVar[str] = ""
     # open loop: perform() paces every op by the schedule; closed loop: think time between tasks
     wait_time = constant(0) if SETTINGS.user_rate else between(0.0, SETTINGS.wait)
+    # no think time: tasks run back to back inside one Locust task call (workloads/taskloop.py)
+    loop_tasks = bool(SETTINGS.user_rate) or SETTINGS.wait == 0
     network_timeout = min(SETTINGS.attempt_timeout, SETTINGS.timeout)
     connection_timeout = min(network_timeout, 1.0)
     # no transport retries: they would hide attempts; perform() records each one
@@ -211,6 +217,7 @@ class DynamoUser(User):
         delay = slot.intended - CLOCK.now()
         if delay > 0:
             gevent.sleep(delay)
+            self.yielded = True
         return slot.intended
 
     def next_key(self) -> str:
@@ -261,6 +268,7 @@ class DynamoUser(User):
             if remaining <= 0:
                 break
             gevent.sleep(RETRY.delay(attempt, self.rng, remaining))
+            self.yielded = True
             if CLOCK.now() >= deadline:
                 break
         return outcome
@@ -295,6 +303,8 @@ class DynamoUser(User):
             except Exception as exc:  # any transport error: no answer, an unknown outcome
                 failure = exc
             elapsed_ms = (time.perf_counter() - started) * 1000.0
+            if status:
+                self.yielded = True  # an answer came: lean_http waited for it on the hub
             outcome, error, answer = judge(status, content, failure)
             if outcome is _OK and result is not None:
                 try:
