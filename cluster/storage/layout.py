@@ -12,6 +12,9 @@ instead of spelling the paths.
       journal/*.jnl                the node's journal, shared by its groups' WALs (journal.py)
       groups/<group>/items.sqlite  the applied state (B-tree)
       groups/<group>/wal/*.wal     the write-ahead log, one file per segment
+      groups/.dropped-*            a replica being deleted (renamed first: ``StorageNode._trash``)
+      groups/.rebuild-*            a rebuild's staging directory
+      quarantine/<group>-<ns>      a replica set aside (corrupt, retired): kept for people
 
     replica = replica_dir(Path("data/sn-a1"), "gameday.p0")
     items_file(replica)            # data/sn-a1/groups/gameday.p0/items.sqlite
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,11 +38,29 @@ ITEMS_FILE = "items.sqlite"
 WAL_DIR = "wal"
 JOURNAL_DIR = "journal"
 WAL_SUFFIX = ".wal"
+DROPPED_PREFIX = ".dropped-"
+REBUILD_PREFIX = ".rebuild-"
 
 
 def replica_dir(node_dir: Path, group: str) -> Path:
     """The directory of ``group``'s replica on the node whose data directory is ``node_dir``."""
     return node_dir / GROUPS_DIR / group
+
+
+def remove_leftovers(node_dir: Path, hosted: set[str]) -> list[Path]:
+    """Delete (and return) the directories of ``node_dir``'s groups/ that a crash left behind:
+    replicas being deleted (``DROPPED_PREFIX``) and rebuild staging (``REBUILD_PREFIX``), which
+    their owner removes as soon as it runs to its end. Never a group of ``hosted`` (a group's
+    name may start so). Blocking: for a thread, at the start."""
+    groups = node_dir / GROUPS_DIR
+    found = sorted(
+        path
+        for path in (groups.iterdir() if groups.is_dir() else ())
+        if path.name.startswith((DROPPED_PREFIX, REBUILD_PREFIX)) and path.name not in hosted
+    )
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return found
 
 
 def journal_dir(node_dir: Path) -> Path:

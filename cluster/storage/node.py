@@ -54,7 +54,17 @@ from .deletedrecord import DeletedRecord
 from .handshake import receive_hello
 from .host import NodeService
 from .journal import NodeJournal
-from .layout import deleted_log, groups_file, journal_dir, read_record, replace_durably, replica_dir
+from .layout import (
+    DROPPED_PREFIX,
+    REBUILD_PREFIX,
+    deleted_log,
+    groups_file,
+    journal_dir,
+    read_record,
+    remove_leftovers,
+    replace_durably,
+    replica_dir,
+)
 from .reads import RequestError
 from .readyio import ReadyIO
 from .rebuild import Staged, check_compatible, finish_rebuild, rebuild_from, stage_store
@@ -273,6 +283,11 @@ class StorageNode:
                 await self._discard_deleted(group)
                 del groups[group]
         hosted = set(groups)
+        # What a crash left of replicas being deleted and of rebuilds' staging: nothing reads
+        # it (a group whose files were renamed away rejoins empty). quarantine/ stays (people's).
+        keep = hosted | set(self.config.groups)
+        for path in await asyncio.to_thread(remove_leftovers, self.config.data_dir, keep):
+            log.warning("deleted %s (left by a crash)", path)
         for group, members in self.config.groups.items():
             groups.setdefault(group, tuple(members))
         for group, members in sorted(groups.items()):
@@ -618,7 +633,7 @@ class StorageNode:
     async def _trash(self, path: Path, then: Callable[[], None] | None = None) -> None:
         """Delete a replica's directory: renamed at once (atomic: a crash never leaves a
         half-deleted replica where a replica is looked for), ``then`` called, then removed."""
-        trash = path.with_name(f".dropped-{path.name}-{time.monotonic_ns()}")
+        trash = path.with_name(f"{DROPPED_PREFIX}{path.name}-{time.monotonic_ns()}")
         with contextlib.suppress(FileNotFoundError):  # already gone (wiped): nothing to move
             path.rename(trash)
         if then is not None:
@@ -647,7 +662,7 @@ class StorageNode:
 
     async def _rebuild(self, group: str, dump: bytes, set_aside: bool) -> int:
         path = replica_dir(self.config.data_dir, group)
-        staging = path.with_name(f".rebuild-{group}-{time.monotonic_ns()}")
+        staging = path.with_name(f"{REBUILD_PREFIX}{group}-{time.monotonic_ns()}")
         async with self._rebuild_locks.setdefault(group, asyncio.Lock()):
             try:
                 staged = await uninterrupted(asyncio.to_thread(stage_store, dump, staging))
@@ -678,7 +693,7 @@ class StorageNode:
             aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
             aside.parent.mkdir(parents=True, exist_ok=True)
         else:
-            aside = path.with_name(f".dropped-{group}-{time.monotonic_ns()}")
+            aside = path.with_name(f"{DROPPED_PREFIX}{group}-{time.monotonic_ns()}")
         path.rename(aside)
         staged.path.rename(path)
         await self._open_replica(group, None, incarnation=self.incarnations.get(group, 0))
