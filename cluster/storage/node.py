@@ -562,31 +562,31 @@ class StorageNode:
         ``incarnation``: that of the table whose group is dropped (DeleteTable's, healing's);
         a replica of a newer one stays: a late drop of a deleted table must not drop the
         replica of a table created since under the same name. None: whatever it is.
-        ``deleted``: DeleteTable's: no create_group of that incarnation (or older) passes."""
+        ``deleted``: DeleteTable's: no create_group of that incarnation (or older) passes.
+        Once begun (the lock held), a drop ends even if its caller is cancelled (a closed
+        connection): cut after the record, the group stayed hosted though recorded deleted."""
         async with self._group_lock:
             self._check_running()
-            if deleted and incarnation is not None:
-                await self._record_deleted(group, incarnation)
-            hosted = self.incarnations.get(group, 0)
-            if group in self.replicas and incarnation is not None and hosted > incarnation:
-                log.warning("%s: not dropped: a drop of incarnation %d, the replica is of %d",
-                            group, incarnation, hosted)  # fmt: skip
-                return False
-            # Hosted or not: a reconcile may be about to create it (``_map_may_create``).
-            self._dropped[group] = incarnation
-            return await self._discard(group)
+            return await uninterrupted(self._drop(group, incarnation, deleted))
+
+    async def _drop(self, group: str, incarnation: int | None, deleted: bool) -> bool:
+        if deleted and incarnation is not None:
+            await self._record_deleted(group, incarnation)
+        hosted = self.incarnations.get(group, 0)
+        if group in self.replicas and incarnation is not None and hosted > incarnation:
+            log.warning("%s: not dropped: a drop of incarnation %d, the replica is of %d",
+                        group, incarnation, hosted)  # fmt: skip
+            return False
+        # Hosted or not: a reconcile may be about to create it (``_map_may_create``).
+        self._dropped[group] = incarnation
+        return await self._discard(group)
 
     async def _record_deleted(self, group: str, incarnation: int) -> None:
         """Under the group lock: record DeleteTable's drop of ``group`` of ``incarnation``,
-        durably (appended and fsynced, off the event loop, before the drop is acknowledged;
-        a failure fails the drop, which then drops nothing), so that a restart since does not
-        let a leftover leader's create_group of it pass again (``deletedrecord.py``).
-
-        One entry per group name ever deleted here: the newest incarnation (create_group
-        refuses every one at or below it). No name's entry can go: the deleted table's
-        leftover leader may ask at any time, even after a newer table of the name came and
-        went here. Ended even when the caller is cancelled (the record stays one writer's)."""
-        await uninterrupted(asyncio.to_thread(self._deleted.add, group, incarnation))
+        durably (fsynced off the event loop before the drop is acknowledged; a failure fails
+        the drop, which then drops nothing), for good: a leftover leader may ask to create it
+        at any time, after a restart too (``deletedrecord.py``: never pruned)."""
+        await asyncio.to_thread(self._deleted.add, group, incarnation)
 
     def _is_deleted(self, group: str, incarnation: int) -> bool:
         """Did DeleteTable drop ``group``'s table of ``incarnation`` here (deleted.log)? The

@@ -4,7 +4,10 @@ corruption elsewhere refused, the older deleted.json migrated, compaction losing
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -168,5 +171,33 @@ def test_a_drop_whose_record_cannot_be_fsynced_fails_and_drops_nothing(
         b1 = await cluster.start("sn-b1")
         assert (await b1.handle_request(recreate)).get("error") == "TableDeleted"
         assert GROUP not in b1.replicas
+
+    in_cluster(tmp_path, scenario)
+
+
+def test_a_drop_cancelled_while_its_record_is_written_still_drops_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record's fsync runs in a thread, so a drop can be cancelled there (its connection
+    closed: the router gave up). Once begun, the drop ends: cut after the record, the group
+    stayed hosted (voting in the deleted table's group) although recorded as deleted."""
+    real = deletedrecord.fsync
+
+    def slow(fd: int) -> None:
+        time.sleep(0.3)
+        real(fd)
+
+    async def scenario(cluster: Cluster) -> None:
+        b1 = await cluster.start("sn-b1")
+        assert await b1.create_group(GROUP, NODES, incarnation=OLD)
+        monkeypatch.setattr(deletedrecord, "fsync", slow)
+        drop = {"op": "drop_group", "group": GROUP, "incarnation": OLD, "deleted": True}
+        task = asyncio.create_task(b1.handle_request(drop))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with b1._group_lock:  # the drop, if it goes on, has ended
+            assert GROUP not in b1.replicas, "recorded as deleted, yet still hosted"
 
     in_cluster(tmp_path, scenario)
