@@ -19,6 +19,7 @@ from .app import SERVER_OPTIONS, make_app
 from .context import RouterContext
 from .sigv4 import SigV4Verifier
 from .tablebuild import StaleBuilds
+from .tabledrain import TableDrains
 from .ttl import TtlSweeper
 from .txngc import TxnSweeper
 
@@ -31,6 +32,7 @@ async def serve(config: ClusterConfig, router_id: str) -> None:
             asyncio.create_task(TtlSweeper(ctx).run(), name="ttl-sweeper"),
             asyncio.create_task(TxnSweeper(ctx).run(), name="txn-sweeper"),
             asyncio.create_task(StaleBuilds(ctx).run(), name="stale-builds"),
+            asyncio.create_task(TableDrains(ctx).run(), name="table-drains"),
         ]
         app = make_app(ctx, SigV4Verifier(config.credentials))
         async with http_service(app, config.process(router_id).listen, **SERVER_OPTIONS):

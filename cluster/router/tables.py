@@ -4,7 +4,8 @@ CreateTable places the partitions (3 replicas on 3 AZs), records the table as CR
 replicated metadata group (a conditional write: two routers cannot both create it), and starts
 its build (tablebuild.py: the replication groups created on their storage nodes, each elects a
 leader, then the table is marked ACTIVE). DeleteTable leaves a tombstone so the map's version
-only grows.
+only grows, and drops the table's groups; the name is not used again before enough nodes
+dropped them (tabledrain.py).
 
     description = await create_table(ctx, {"TableName": "t", "KeySchema": [...], ...})
 """
@@ -30,13 +31,14 @@ from cluster.metadata.partitionmap import (
     build_layout,
     next_version,
 )
-from cluster.metadata.store import MetadataUnavailable, TableExists
+from cluster.metadata.store import Drain, MetadataUnavailable, TableExists
 from cluster.topology import parse_topology
 
 from . import validate as v
 from .context import RouterContext
 from .errors import DynamoError
 from .tablebuild import ANSWER_WAIT, resume_stale, start_build, wait_built
+from .tabledrain import drain_once, in_use_message, new_drain
 
 _UNSUPPORTED = (
     "GlobalSecondaryIndexes",
@@ -344,6 +346,11 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
             await ctx.metadata.create(layout, version)
             break
         except TableExists:
+            # The deleted table of this name is still being dropped (tabledrain.py): no
+            # retry helps now; the client's does, later.
+            drain = await _drain_of(ctx, name)
+            if drain is not None and drain.holding():
+                raise DynamoError.in_use(in_use_message(drain)) from None
             # Taken; or deleted after our read by a DeleteTable of a version not below ours
             # (another router's clock ahead): read again, for a version above its.
             if attempt == 3:
@@ -356,6 +363,13 @@ async def create_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
     # DynamoDB answers CreateTable with the table CREATING (clients wait for ACTIVE through
     # DescribeTable); here it is usually usable already, which such a client cannot tell.
     return {"TableDescription": describe(layout)}
+
+
+async def _drain_of(ctx: RouterContext, name: str) -> Drain | None:
+    try:
+        return await ctx.metadata.drain_of(name)
+    except MetadataUnavailable as exc:
+        raise DynamoError.unavailable(str(exc)) from None
 
 
 async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -406,12 +420,13 @@ async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
                 "Disable deletion protection first."
             )
         version = next_version(current.version)
+        drain = new_drain(ctx, layout, version)
         try:
             # Only over the table just read: were it deleted and created again meanwhile
             # (another router, its clock ahead), this tombstone would replace the newer
             # table's item at a version maybe below its incarnation, and the next CreateTable
             # could get a lower incarnation than replicas the nodes still hold.
-            if await ctx.metadata.delete(name, version, layout.spec.table_id):
+            if await ctx.metadata.delete(name, version, layout.spec.table_id, drain):
                 break
         except MetadataUnavailable as exc:
             raise DynamoError.unavailable(str(exc)) from None
@@ -419,19 +434,9 @@ async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
         raise DynamoError.unavailable(f"table {name} kept changing; DeleteTable not done")
     deleting = TableLayout(replace(layout.spec, status="DELETING"), layout.partitions)
     ctx.resolver.learn(name, None, version)
-    for partition in layout.partitions:
-        for node in partition.replicas:
-            # A node that is down keeps the group: a table created again under this name
-            # replaces it (a higher incarnation: StorageNode.create_group), and its replicas
-            # never take the kept one's messages (Raft.step). The drop names the incarnation:
-            # arriving late, after the name was used again, it leaves the new table's replica.
-            with contextlib.suppress(DynamoError):
-                await ctx.storage.node_call(
-                    node,
-                    "drop_group",
-                    ctx.deadline,
-                    group=partition.id,
-                    incarnation=layout.spec.incarnation,
-                    deleted=True,  # never created again there (a leftover's healing)
-                )
+    # The first attempt at the drops, here: with every node up the name is free again when
+    # this answers. What it missed, every router's TableDrains retries (tabledrain.py); the
+    # name stays taken until no group of this table can commit any more.
+    with contextlib.suppress(MetadataUnavailable):
+        await drain_once(ctx, drain)
     return {"TableDescription": describe(deleting)}

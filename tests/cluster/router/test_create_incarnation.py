@@ -50,6 +50,9 @@ class Metadata:
         assert layout.spec.incarnation == version
         self.created.append(version)
 
+    async def drain_of(self, table: str) -> None:
+        return None  # a tombstone without a drain (store.Drain): nothing holds the name
+
 
 def create(metadata: Metadata, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     async def built(build: Any, seconds: float) -> None:

@@ -69,6 +69,7 @@ def test_a_stale_delete_never_lets_a_lower_incarnation_be_created(tmp_path: Path
             assert await store.delete("orders", new - 50_000, "id-" + str(old))  # R2's ...
             await store.create(layout(new), new)  # ... and CreateTable: orders@NEW
             ctx = SimpleNamespace(
+                config=SimpleNamespace(topology="3x1x1"),
                 metadata=StaleReads(store, stale),
                 storage=SimpleNamespace(node_call=_no_call),
                 resolver=SimpleNamespace(learn=lambda *args: None),
@@ -109,6 +110,7 @@ def test_deletetables_drops_say_the_table_is_deleted(tmp_path: Path) -> None:
         async with meta_store(tmp_path / "n1") as store:
             await store.create(layout, version)
             ctx = SimpleNamespace(
+                config=SimpleNamespace(topology="3x1x1"),
                 metadata=store,
                 storage=SimpleNamespace(node_call=node_call),
                 resolver=SimpleNamespace(learn=lambda *args: None),

@@ -1,0 +1,158 @@
+"""Dropping a deleted table's groups until they can commit nothing more, before its name is reused.
+
+DeleteTable replaces the table by a tombstone and asks the storage nodes to drop its groups
+(``drop_group``, ``deleted=True``: the node then never hosts that table's group again,
+deleted.json). A drop that fails (a node down, or cut off from this router) used to be
+forgotten. Yet a router whose table cache is stale (MemDS unreachable) still names the deleted
+table, and two replicas of one of its groups that missed the drop are a quorum: they elect and
+acknowledge that router's writes. Once CreateTable reused the name, such a write was in no
+table a reader looks at: an acknowledged write lost (session 14, "gap 5").
+
+So the drops go on until they cannot: the tombstone records, per group, the storage nodes that
+have not acknowledged the drop yet (``store.Drain``), and the name stays taken (CreateTable:
+ResourceInUseException, retryable) while some group has 2 or more such nodes. The pending list
+starts with every node of the cluster, not the map's replicas: a group's members may have
+changed (healing) since the map said so, and a leftover leader's healing could place it on a
+node that never got a drop. Healing never shrinks a group below 2 members, so with at most one
+node left that did not drop a group, no quorum of it exists, whatever its members: every write
+it acknowledged was acknowledged before the name could be used again (a write to a table that
+was then deleted, not a lost one).
+
+DeleteTable makes the first attempt itself (all drops at once, each bounded), so that with
+every node up the name is free when it answers, as before; it does not wait for more. Every
+router then resumes unfinished drains in the background (``TableDrains``, like
+``tablebuild.StaleBuilds`` for creations): a router that stops mid-delete does not hold the name
+for ever. After the name is free the remaining nodes are still asked, for up to
+``CLEANUP_SECONDS`` (a leftover replica's disk space; it can commit nothing).
+
+A table being drained is not in ListTables or DescribeTable (ResourceNotFoundException): the
+map, which MemDS, healing and the storage nodes' reconcile read, has only the tombstone, so none
+of them treats it as a table (DynamoDB shows DELETING for a while, then not found; clients wait
+with the table_not_exists waiter, which is satisfied at once here). CreateTable's refusal says
+why the name is still taken.
+
+    drain = Drain(name, version, incarnation, {g: nodes for g in groups}, time.time())
+    await ctx.metadata.delete(name, version, table_id, drain)   # DeleteTable
+    await drain_once(ctx, drain)                                # its first attempt
+    asyncio.create_task(TableDrains(ctx).run())                 # the router's background
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from cluster.metadata.partitionmap import TableLayout
+from cluster.metadata.store import Drain, MetadataUnavailable
+from cluster.tasks import run_every
+from cluster.topology import parse_topology
+
+from .context import RouterContext
+from .errors import DynamoError
+
+log = logging.getLogger(__name__)
+
+DROP_SECONDS = 3.0
+"""How long one drop call may take (a node cut off must not hold an attempt for long)."""
+
+DRAIN_SECONDS = 5.0
+"""How often a router looks for unfinished drains in the metadata (``TableDrains``)."""
+
+MAX_BACKOFF = 30.0
+"""The longest wait between two attempts at one drain (doubling from DRAIN_SECONDS)."""
+
+CLEANUP_SECONDS = 3600.0
+"""How long after the DeleteTable nodes that missed a drop are still asked, once the name is
+free (the drain's gate needs no more)."""
+
+
+def new_drain(ctx: RouterContext, layout: TableLayout, version: int) -> Drain:
+    """The drain of ``layout``'s table, deleted at ``version``: every group, every node of the
+    cluster (and any the map lists outside it) pending."""
+    nodes = [n.id for n in parse_topology(ctx.config.topology).storage_nodes()]
+    nodes += sorted({r for p in layout.partitions for r in p.replicas} - set(nodes))
+    pending = {p.id: tuple(nodes) for p in layout.partitions}
+    return Drain(layout.spec.name, version, layout.spec.incarnation, pending, time.time())
+
+
+def in_use_message(drain: Drain) -> str:
+    return (
+        f"Table {drain.table} is being deleted: the previous table of this name is still being "
+        f"dropped from the storage nodes ({drain.holding()} of its {len(drain.pending)} "
+        "partitions not yet dropped on enough nodes; storage nodes down?). Try again later"
+    )
+
+
+async def drain_once(ctx: RouterContext, drain: Drain) -> Drain:
+    """One attempt: ask every pending node to drop its groups (at once, each call bounded),
+    then record what was acknowledged in the tombstone. The drain as it now stands."""
+
+    async def drop(group: str, node: str) -> bool:
+        try:
+            await ctx.storage.node_call(
+                node,
+                "drop_group",
+                DROP_SECONDS,
+                group=group,
+                # A replica of a newer table of the name stays (StorageNode.drop_group).
+                incarnation=drain.incarnation,
+                deleted=True,  # never created again there (a leftover's healing)
+            )
+        except (DynamoError, TimeoutError):
+            return False
+        return True
+
+    calls = [(g, n) for g, nodes in drain.pending.items() for n in nodes]
+    answers = await asyncio.gather(*(drop(g, n) for g, n in calls))
+    acked: dict[str, set[str]] = {}
+    for (group, node), ok in zip(calls, answers, strict=True):
+        if ok:
+            acked.setdefault(group, set()).add(node)
+    if not acked:
+        return drain
+    after = drain.without(acked)
+    if not await ctx.metadata.save_drain(after):
+        return Drain(drain.table, drain.version, drain.incarnation, {}, drain.since)  # gone
+    if drain.holding() and not after.holding():
+        log.info("table %s: the deleted table's groups are dropped; the name is free", drain.table)
+    return after
+
+
+class TableDrains:
+    """A router's background resumption of unfinished drains: every DRAIN_SECONDS it reads the
+    tombstones with nodes pending and makes one attempt at each that is due (backing off per
+    drain, doubling up to MAX_BACKOFF). Every router does it: a drain's drops are idempotent
+    and its progress only ever shrinks (``MetadataStore.save_drain``), so two routers draining
+    the same table do no harm."""
+
+    def __init__(self, ctx: RouterContext) -> None:
+        self.ctx = ctx
+        # (table, tombstone version) -> (attempts made here, monotonic time of the next)
+        self.due: dict[tuple[str, int], tuple[int, float]] = {}
+
+    async def run(self) -> None:
+        expected = (DynamoError, MetadataUnavailable, TimeoutError)
+        await run_every(DRAIN_SECONDS, self.drain_due, "table drains", expected, log)
+
+    async def drain_due(self) -> list[Drain]:
+        """One attempt at each drain that is due; the drains as they now stand."""
+        now = time.monotonic()
+        drains = [
+            d
+            for d in await self.ctx.metadata.drains()
+            if d.holding() or time.time() - d.since < CLEANUP_SECONDS
+        ]
+        keys = {(d.table, d.version) for d in drains}
+        self.due = {k: v for k, v in self.due.items() if k in keys}  # bounded by the map
+        ready = [d for d in drains if self.due.get((d.table, d.version), (0, 0.0))[1] <= now]
+        after = await asyncio.gather(*(drain_once(self.ctx, d) for d in ready))
+        for drain in after:
+            key = (drain.table, drain.version)
+            attempts = self.due.get(key, (0, 0.0))[0] + 1
+            wait = min(MAX_BACKOFF, DRAIN_SECONDS * 2 ** min(attempts, 6))
+            self.due[key] = (attempts, time.monotonic() + wait)
+            if drain.holding():
+                log.warning("table %s: %d groups not yet dropped on enough nodes (attempt %d)",
+                            drain.table, drain.holding(), attempts)  # fmt: skip
+        return after
