@@ -31,7 +31,7 @@ import select
 import socket
 import sys
 import time
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from workloads.sigv4 import host_header
@@ -176,18 +176,19 @@ class PollReadiness:
 
 class GreenReadiness:
     """Parks the greenlet on the gevent hub: one libev I/O watcher per connection and direction,
-    kept for the connection's life, and one timer per wait.
+    kept for the connection's life, and one timer per wait, both of which switch straight back
+    to the waiting greenlet (with True: ready, False: the timer).
 
     Leaner per request than gevent's socket (its recv tries first, fails with EAGAIN, then
     builds a Timeout object and a Waiter for every wait), which matters when answers arrive
-    one at a time and every request is its own wake-up (issue #15)."""
+    one at a time and every request is its own wake-up (issue #15). No Waiter either: both
+    callbacks are stopped before the greenlet goes on, so neither can switch into it later."""
 
     def __init__(self, sock: _socket.socket) -> None:
-        from gevent import get_hub
-        from gevent.hub import Waiter
+        from gevent import get_hub, getcurrent
 
         self.hub = get_hub()
-        self.waiter = Waiter
+        self.current = getcurrent
         fd = sock.fileno()
         self.watchers = (self.hub.loop.io(fd, 1), self.hub.loop.io(fd, 2))  # read, write
 
@@ -197,12 +198,12 @@ class GreenReadiness:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("timed out")
-            waiter: Any = self.waiter(self.hub)
+            switch = self.current().switch
             timer = self.hub.loop.timer(remaining)
-            watcher.start(waiter.switch, True)
-            timer.start(waiter.switch, False)
+            watcher.start(switch, True)
+            timer.start(switch, False)
             try:
-                if waiter.get():
+                if self.hub.switch():
                     return
             finally:
                 watcher.stop()
