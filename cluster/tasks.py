@@ -40,12 +40,17 @@ async def uninterrupted(work: Awaitable[T]) -> T:
     """Await ``work`` to its end even when the caller is cancelled meanwhile; the cancellation
     is raised once it has ended (nothing it does runs on unwatched, nothing stops half-way)."""
     task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})  # a cancel of the caller never reaches ``task``
+        except asyncio.CancelledError:
+            cancelled = True  # (a second cancel too: it used to cancel ``task`` itself)
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller is told of its cancellation only
+        raise asyncio.CancelledError
+    return task.result()
 
 
 async def run_every(

@@ -201,3 +201,35 @@ def test_a_drop_cancelled_while_its_record_is_written_still_drops_the_group(
             assert GROUP not in b1.replicas, "recorded as deleted, yet still hosted"
 
     in_cluster(tmp_path, scenario)
+
+
+def test_a_drop_cancelled_twice_holds_the_group_lock_until_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second cancel while the cancelled caller waits for the drop (``uninterrupted``) no
+    longer cancels the drop itself: cut so, it released the group lock while the record's
+    write still ran in its thread, and left the group hosted although recorded as deleted
+    (review15a, session 15)."""
+    real = deletedrecord.fsync
+
+    def slow(fd: int) -> None:
+        time.sleep(0.3)
+        real(fd)
+
+    async def scenario(cluster: Cluster) -> None:
+        b1 = await cluster.start("sn-b1")
+        assert await b1.create_group(GROUP, NODES, incarnation=OLD)
+        monkeypatch.setattr(deletedrecord, "fsync", slow)
+        drop = {"op": "drop_group", "group": GROUP, "incarnation": OLD, "deleted": True}
+        task = asyncio.create_task(b1.handle_request(drop))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)  # the caller is gone: the drop ended
+        assert not b1._group_lock.locked(), "the drop still runs, unwatched"
+        await asyncio.sleep(0.5)  # (the record's thread, cut loose, ends meanwhile)
+        assert b1._deleted.is_deleted(GROUP, OLD)
+        assert GROUP not in b1.replicas, "recorded as deleted, yet still hosted"
+
+    in_cluster(tmp_path, scenario)
