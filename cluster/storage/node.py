@@ -504,45 +504,62 @@ class StorageNode:
         """
         if not GROUP_NAME.match(group):
             raise RequestError("ValidationException", f"bad group name {group!r}")
-        async with self._group_lock:
+        async with self._group_lock:  # once begun, ended even if the caller is cancelled
             self._check_running()
-            if from_map and not self._map_may_create(group, incarnation):
-                return False
-            if self._is_deleted(group, incarnation):  # that table is gone
-                if from_map:
-                    return False
-                raise RequestError("TableDeleted", f"{group} of incarnation {incarnation}")
-            hosted = self.incarnations.get(group, 0) if group in self.replicas else None
-            if hosted is not None and incarnation < hosted:
-                return False  # a late create of an older table: not even its rate (session 14)
-            self._dropped.pop(group, None)
-            if rate is not None:
-                self.limits[group] = (rate, provisioned)
-                self.admission.set_rate(group, rate, time.monotonic())
-            if hosted is not None:
-                if incarnation and incarnation == hosted:
-                    self._unconfirmed.discard(group)  # the live table's, as the caller says
-                if incarnation == hosted:
-                    return False
-                log.warning(
-                    "%s: replacing the replica of incarnation %d (a deleted table's) by one of %d",
-                    group,
-                    self.incarnations.get(group, 0),
-                    incarnation,
+            return await uninterrupted(
+                self._create(
+                    group, members, rate, provisioned, log_only, rejoin, from_map, incarnation
                 )
-                await self._discard(group)
-            path = replica_dir(self.config.data_dir, group)
-            if path.exists():  # not hosted, yet there: a discard cut short by a crash
-                log.warning("%s: files of a replica not hosted here; deleting them first", group)
-                await self._trash(path)  # opened, they would pose as this group's state
-            joining = self.config.node_id not in members
-            mode = ReplicaMode.LOG if log_only else ReplicaMode.FULL
-            members_now = None if joining else frozenset(members)
-            await self._open_replica(group, members_now, mode, rejoin, incarnation=incarnation)
-            self.incarnations[group] = incarnation
-            self._unconfirmed.discard(group)
-            self._save_groups()
-            return True
+            )
+
+    async def _create(
+        self,
+        group: str,
+        members: list[str],
+        rate: float | None,
+        provisioned: bool,
+        log_only: bool,
+        rejoin: bool,
+        from_map: bool,
+        incarnation: int,
+    ) -> bool:
+        if from_map and not self._map_may_create(group, incarnation):
+            return False
+        if self._is_deleted(group, incarnation):  # that table is gone
+            if from_map:
+                return False
+            raise RequestError("TableDeleted", f"{group} of incarnation {incarnation}")
+        hosted = self.incarnations.get(group, 0) if group in self.replicas else None
+        if hosted is not None and incarnation < hosted:
+            return False  # a late create of an older table: not even its rate (session 14)
+        self._dropped.pop(group, None)
+        if rate is not None:
+            self.limits[group] = (rate, provisioned)
+            self.admission.set_rate(group, rate, time.monotonic())
+        if hosted is not None:
+            if incarnation and incarnation == hosted:
+                self._unconfirmed.discard(group)  # the live table's, as the caller says
+            if incarnation == hosted:
+                return False
+            log.warning(
+                "%s: replacing the replica of incarnation %d (a deleted table's) by one of %d",
+                group,
+                self.incarnations.get(group, 0),
+                incarnation,
+            )
+            await self._discard(group)
+        path = replica_dir(self.config.data_dir, group)
+        if path.exists():  # not hosted, yet there: a discard cut short by a crash
+            log.warning("%s: files of a replica not hosted here; deleting them first", group)
+            await self._trash(path)  # opened, they would pose as this group's state
+        joining = self.config.node_id not in members
+        mode = ReplicaMode.LOG if log_only else ReplicaMode.FULL
+        members_now = None if joining else frozenset(members)
+        await self._open_replica(group, members_now, mode, rejoin, incarnation=incarnation)
+        self.incarnations[group] = incarnation
+        self._unconfirmed.discard(group)
+        self._save_groups()
+        return True
 
     def _map_may_create(self, group: str, incarnation: int) -> bool:
         """May the reconcile (MemDS's lagging map) create ``group`` of ``incarnation`` here?

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import json
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 from cluster.consensus.raft import RaftConfig
 from cluster.metadata.partitionmap import KeySchema, TableSpec, build_layout
 from cluster.storage.commands import PutCommand, encode_command
+from cluster.storage.journal import NodeJournal
 from cluster.storage.layout import groups_file, replica_dir
 from cluster.storage.node import NodeConfig, NotLeader, StorageNode
 from cluster.topology import parse_topology
@@ -449,6 +451,39 @@ def test_a_replicas_files_left_behind_are_never_opened_as_a_new_replica(tmp_path
         node = await cluster.start("sn-a1")
         assert node.replicas[GROUP].raft.status().rejoining  # listed, no files: empty
         assert await stored_keys(node) == set()
+
+    in_cluster(tmp_path, scenario)
+
+
+def test_a_create_group_cancelled_midway_leaves_no_replica_running_unhosted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create_group once begun (the group lock held) ends even when its caller is cancelled
+    (its connection closed: the router gave up). Cut while the new replica was registered with
+    the journal (after ``Replica.open``), it left a replica running, its files open, that the
+    node did not host (not in ``replicas`` nor groups.json): nobody closed it, and a retry or
+    the reconcile deleted its files under it (review15a, session 15)."""
+    real = NodeJournal.register
+
+    def slow(self: NodeJournal, *args: Any, **kwargs: Any) -> None:
+        time.sleep(0.3)
+        real(self, *args, **kwargs)
+
+    async def scenario(cluster: Cluster) -> None:
+        b1 = await cluster.start("sn-b1")
+        monkeypatch.setattr(NodeJournal, "register", slow)
+        create = {"op": "create_group", "group": GROUP, "members": NODES, "incarnation": OLD}
+        task = asyncio.create_task(b1.handle_request(create))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.4)
+        loops = [t for t in asyncio.all_tasks() if t.get_name() == f"replica-{GROUP}"]
+        assert GROUP in b1.replicas or not loops, "a replica runs that the node does not host"
+        async with b1._group_lock:  # the create, if it goes on, has ended
+            assert GROUP in b1.replicas and GROUP in json.loads(
+                groups_file(tmp_path / "sn-b1").read_text()
+            )
 
     in_cluster(tmp_path, scenario)
 
