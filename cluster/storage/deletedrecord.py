@@ -13,14 +13,19 @@ deleted 4-partition tables.
 Reading (``open``, at the start):
 - a final piece without its newline is an append a crash cut short: never acknowledged (the
   drop answers after the fsync of the whole line), ignored. So is a final line that fails its
-  check (a torn append may leave zeros where its first bytes were): an acknowledged line was
-  fsynced whole before the next append began, so only the last line can be torn. The file is
-  then rewritten without it, so that later appends never follow a torn line;
+  check and holds a NUL byte (a torn append may leave zeros where its first bytes were; no
+  line ``add`` writes holds one: JSON escapes it): an acknowledged line was fsynced whole
+  before the next append began, so only the last line can be torn. The file is then
+  rewritten without it, so that later appends never follow a torn line;
 - any other line that is not of this form, or fails its CRC, is corruption: the start stops
   (``RecordCorruption`` naming the file and line). Read as empty it would forget the tables
-  deleted here;
-- ``deleted.json`` (the whole-JSON record of 6aee88e) is migrated: merged, written as the log
-  durably, then removed (a crash in between leaves both: merged again at the next start).
+  deleted here. So is a whole last line without a NUL that fails its check: no append could
+  tear it so; it is an acknowledged drop damaged since (review15a, session 15);
+- ``deleted.json`` (the whole-JSON record of 6aee88e..c1e7229^) is merged in at every start
+  (the greater incarnation wins) and never written nor deleted: it stays as the record was at
+  the upgrade, so that code of 6aee88e..c1e7229^ run again (a rollback) still refuses every
+  table deleted before the upgrade (README: upgrade notes). Drops recorded after the upgrade
+  are only in the log: such a rollback forgets them.
 
 Compaction: an entry never goes (the deleted table's leftover leader may ask to create its
 group at any time, even after a newer table of the name came and went here), so a rewrite only
@@ -124,8 +129,14 @@ def _read_slow(path: Path, data: bytes) -> tuple[dict[str, int], int, bool]:
     for number, line in enumerate(pieces, 1):
         entry = _parse(line)
         if entry is None:
-            if number == lines and not torn:
-                torn = True  # the last line: an append cut short (see the module's doc)
+            # The last line: an append cut short (see the module's doc) leaves zeros where
+            # its first bytes were. A whole line without any is no torn append: an
+            # acknowledged drop damaged since; forgotten, its table could come back here.
+            # Trade-off: a torn append that exposed stale non-zero blocks (a data=writeback
+            # file system) now stops the start too, for a person to look at, rather than
+            # risk forgetting an acknowledged drop.
+            if number == lines and not torn and b"\0" in line:
+                torn = True
                 continue
             raise RecordCorruption(
                 f"{path}: line {number} is corrupt: {line!r:.200}; expected {EXPECTED}"
@@ -168,18 +179,18 @@ class DeletedRecord:
         if path.exists():
             entries, lines, rewrite = _read(path)
         legacy = deleted_file(node_dir)
-        if legacy.exists():
+        merged = 0
+        if legacy.exists():  # kept, read-only: the record at the upgrade (module's doc)
             old = read_record(legacy, "group -> int (incarnation)", _is_int)
             for group, incarnation in old.items():
-                entries[group] = max(entries.get(group, -1), int(incarnation))
-            rewrite = True
+                if int(incarnation) > entries.get(group, -1):
+                    entries[group] = int(incarnation)
+                    merged += 1
         record = cls(path, entries, lines)
-        if rewrite:
+        if rewrite or merged:
             record._rewrite()
-        if legacy.exists():
-            legacy.unlink()  # after the log holds its entries durably
-            _fsync_dir(node_dir)
-            log.info("%s: migrated to %s (%d groups)", legacy, path, len(entries))
+        if merged:
+            log.info("%s: %d groups merged into %s", legacy, merged, path)
         return record
 
     def is_deleted(self, group: str, incarnation: int) -> bool:
@@ -221,10 +232,12 @@ class DeletedRecord:
     def _append(self, line: bytes) -> None:
         fd = self._fd
         if fd is None:
-            created = not self.path.exists()
             fd = self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            if created:  # the file's name must survive a power loss too
-                _fsync_dir(self.path.parent)
+            # The file's name must survive a power loss too: fsynced at the first append of
+            # each opening, not only when created now (a process that crashed between the
+            # creation and this fsync left a file whose name is not durable; the next one
+            # found it existing and never fsynced the directory).
+            _fsync_dir(self.path.parent)
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view) :]

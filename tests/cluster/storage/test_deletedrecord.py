@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -83,19 +85,66 @@ def test_corruption_before_the_last_line_stops_the_start_naming_the_file(
         DeletedRecord.open(tmp_path)
 
 
-def test_the_older_deleted_json_is_migrated(tmp_path: Path) -> None:
-    """A data directory of the whole-JSON record: its entries are merged into the log (a crash
-    during an earlier migration leaves both), written durably, then deleted.json goes."""
-    _record(tmp_path, {"a.p0": 5, "b.p0": 2})  # a migration a crash cut short: both exist
-    deleted_file(tmp_path).write_text(json.dumps({"b.p0": 7, "c.p0": 1, "a.p0": 4}, indent=1))
+def test_the_older_deleted_json_is_merged_and_kept_for_a_rollback(tmp_path: Path) -> None:
+    """A data directory of the whole-JSON record: its entries are merged into the log (the
+    greater incarnation wins), written durably; deleted.json stays as it was, so that the code
+    that wrote it, run again (a rollback), still refuses the tables deleted before the upgrade
+    (it was deleted: such a rollback forgot every drop; review15a, session 15)."""
+    _record(tmp_path, {"a.p0": 5, "b.p0": 2})  # a node that ran both versions: both exist
+    legacy = json.dumps({"b.p0": 7, "c.p0": 1, "a.p0": 4}, indent=1)
+    deleted_file(tmp_path).write_text(legacy)
     record = DeletedRecord.open(tmp_path)
     assert record.entries() == {"a.p0": 5, "b.p0": 7, "c.p0": 1}
-    assert not deleted_file(tmp_path).exists()
+    assert deleted_file(tmp_path).read_text() == legacy, "the pre-upgrade record is gone"
+    record.add("d.p0", 3)
     record.close()
-    assert DeletedRecord.open(tmp_path).entries() == {"a.p0": 5, "b.p0": 7, "c.p0": 1}
+    assert deleted_file(tmp_path).read_text() == legacy  # never written: the log is the record
+    log_text = deleted_log(tmp_path).read_text()
+    assert DeletedRecord.open(tmp_path).entries() == {"a.p0": 5, "b.p0": 7, "c.p0": 1, "d.p0": 3}
+    assert deleted_log(tmp_path).read_text() == log_text  # nothing new merged: not rewritten
     deleted_file(tmp_path).write_text('{"orders.p0": "10"}')  # still refused, named
     with pytest.raises(RecordCorruption, match=r"deleted\.json: not a JSON object of group"):
         DeletedRecord.open(tmp_path)
+
+
+def test_the_first_append_of_every_opening_makes_the_files_name_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after os.open(O_CREAT) and before the directory's fsync leaves deleted.log
+    empty, its name not durable. The next process found it existing ("not created now") and
+    appended without fsyncing the directory: its acknowledged drops lived in a file whose name
+    a power loss could still take away (review15a, session 15)."""
+    deleted_log(tmp_path).write_bytes(b"")  # created by a process that crashed right after
+    record = DeletedRecord.open(tmp_path)
+    synced: list[bool] = []
+    real = deletedrecord.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(deletedrecord, "fsync", spy)
+    record.add("a.p0", 5)  # acknowledged once this returns
+    record.close()
+    assert True in synced, "the directory holding deleted.log was never fsynced"
+
+
+def test_a_damaged_last_line_that_no_append_could_tear_stops_the_start(tmp_path: Path) -> None:
+    """The last line of deleted.log is normally an acknowledged drop (fsynced whole). One of
+    its bytes changed (media, a bug) is no torn append (a whole line, no zeros, a wrong CRC):
+    it was taken for one, ignored and rewritten away for good, and the deleted table's group
+    could be created here again; the same damage on any other line stopped the start. It now
+    stops it too (review15a, session 15); a last line with zeros (torn) is still ignored."""
+    record = DeletedRecord.open(tmp_path)
+    record.add("a.p0", 5)
+    record.add("b.p0", 7)
+    record.close()
+    data = deleted_log(tmp_path).read_bytes()
+    deleted_log(tmp_path).write_bytes(data.replace(b'"b.p0": 7', b'"b.p0": 1'))
+    with pytest.raises(RecordCorruption, match=r"deleted\.log: line 2 is corrupt"):
+        DeletedRecord.open(tmp_path)
+    deleted_log(tmp_path).write_bytes(data.replace(b'"b.p0', b"\0\0\0\0\0"))
+    assert DeletedRecord.open(tmp_path).entries() == {"a.p0": 5}  # torn: never acknowledged
 
 
 def test_compaction_keeps_every_groups_newest_incarnation(
