@@ -13,6 +13,7 @@ instead of spelling the paths.
       groups/<group>/items.sqlite  the applied state (B-tree)
       groups/<group>/wal/*.wal     the write-ahead log, one file per segment
       groups/.dropped-*            a replica being deleted (renamed first: ``StorageNode._trash``)
+      groups/.swapped-<group>-<ns> a rebuild's old replica, whole, while the rebuilt one moves in
       groups/.rebuild-*            a rebuild's staging directory
       quarantine/<group>-<ns>      a replica set aside (corrupt, retired): kept for people
 
@@ -40,6 +41,7 @@ JOURNAL_DIR = "journal"
 WAL_SUFFIX = ".wal"
 DROPPED_PREFIX = ".dropped-"
 REBUILD_PREFIX = ".rebuild-"
+SWAPPED_PREFIX = ".swapped-"
 
 
 def replica_dir(node_dir: Path, group: str) -> Path:
@@ -49,18 +51,83 @@ def replica_dir(node_dir: Path, group: str) -> Path:
 
 def remove_leftovers(node_dir: Path, hosted: set[str]) -> list[Path]:
     """Delete (and return) the directories of ``node_dir``'s groups/ that a crash left behind:
-    replicas being deleted (``DROPPED_PREFIX``) and rebuild staging (``REBUILD_PREFIX``), which
-    their owner removes as soon as it runs to its end. Never a group of ``hosted`` (a group's
-    name may start so). Blocking: for a thread, at the start."""
+    replicas being deleted (``DROPPED_PREFIX``), rebuild staging (``REBUILD_PREFIX``) and a
+    rebuild's old replica (``SWAPPED_PREFIX``), which their owner removes as soon as it runs
+    to its end. Never a group of ``hosted`` (a group's name may start so), nor the old replica
+    of a hosted group whose directory is missing (``restore_swapped`` puts it back). Blocking:
+    for a thread, at the start, after ``restore_swapped``."""
     groups = node_dir / GROUPS_DIR
+    needed = {group for group in hosted if not replica_dir(node_dir, group).exists()}
     found = sorted(
         path
         for path in (groups.iterdir() if groups.is_dir() else ())
-        if path.name.startswith((DROPPED_PREFIX, REBUILD_PREFIX)) and path.name not in hosted
+        if path.name.startswith((DROPPED_PREFIX, REBUILD_PREFIX, SWAPPED_PREFIX))
+        and path.name not in hosted
+        and not any(_swapped_of(path.name, group) is not None for group in needed)
     )
     for path in found:
+        if path.name.startswith(SWAPPED_PREFIX):  # never partly deleted under its own name
+            try:
+                path = trash_of(path)
+                fsync_dir(groups)
+            except OSError:
+                continue  # left whole, for the next start
         shutil.rmtree(path, ignore_errors=True)
     return found
+
+
+def trash_of(swapped: Path) -> Path:
+    """Rename a rebuild's old replica (``swapped_dir``) to a name of a copy being deleted, and
+    return that: a ``SWAPPED_PREFIX`` directory is only ever a whole replica."""
+    trash = swapped.with_name(f"{DROPPED_PREFIX}{swapped.name}")
+    swapped.rename(trash)
+    return trash
+
+
+def swapped_dir(node_dir: Path, group: str, ns: int) -> Path:
+    """Where a rebuild's swap puts ``group``'s old replica (``ns``: a unique number) until the
+    rebuilt one is in place. Only ever renamed, never deleted where it is (renamed to a
+    ``DROPPED_PREFIX`` name first): such a directory is always a whole replica."""
+    return node_dir / GROUPS_DIR / f"{SWAPPED_PREFIX}{group}-{ns}"
+
+
+def _swapped_of(name: str, group: str) -> int | None:
+    """The number of ``swapped_dir(_, group, number)`` when ``name`` is one, else None (the
+    group ``t.p0``'s copies are not the group ``t.p0-1.p0``'s)."""
+    head = f"{SWAPPED_PREFIX}{group}-"
+    number = name[len(head) :]
+    return int(number) if name.startswith(head) and number.isdigit() else None
+
+
+def restore_swapped(node_dir: Path, hosted: set[str]) -> list[str]:
+    """Put back what a crash inside a rebuild's swap left (between its two renames): a hosted
+    group without its directory whose old replica is at ``swapped_dir`` (whole: renamed away,
+    nothing deleted from it). The rebuild never happened, rather than the group rejoin empty
+    and forget its vote and acknowledged entries. Returns the groups restored. Blocking: for
+    a thread, at the start, before ``remove_leftovers``."""
+    groups = node_dir / GROUPS_DIR
+    missing = sorted(g for g in hosted if not replica_dir(node_dir, g).exists())
+    names = [path.name for path in groups.iterdir()] if missing and groups.is_dir() else []
+    restored = []
+    for group in missing:
+        # One at most (a swap puts its copy back, or deletes it once the rebuilt one is in
+        # place, before the next swap of the group); the newest of one boot if ever more.
+        copies = [(n, name) for name in names if (n := _swapped_of(name, group)) is not None]
+        if copies:
+            (groups / max(copies)[1]).rename(replica_dir(node_dir, group))
+            restored.append(group)
+    if restored:
+        fsync_dir(groups)
+    return restored
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the names in ``directory`` (created, renamed, removed) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def journal_dir(node_dir: Path) -> Path:
@@ -75,7 +142,8 @@ def groups_file(node_dir: Path) -> Path:
 
 def deleted_file(node_dir: Path) -> Path:
     """The node's record of DeleteTable's drops as older code wrote it (one JSON object of
-    group -> the newest incarnation dropped): migrated to ``deleted_log`` at the start."""
+    group -> the newest incarnation dropped): merged into ``deleted_log`` at the start, kept
+    read-only for a rollback (deletedrecord.py)."""
     return node_dir / DELETED_FILE
 
 
@@ -132,8 +200,4 @@ def replace_durably(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)

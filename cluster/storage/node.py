@@ -58,12 +58,16 @@ from .layout import (
     DROPPED_PREFIX,
     REBUILD_PREFIX,
     deleted_log,
+    fsync_dir,
     groups_file,
     journal_dir,
     read_record,
     remove_leftovers,
     replace_durably,
     replica_dir,
+    restore_swapped,
+    swapped_dir,
+    trash_of,
 )
 from .reads import RequestError
 from .readyio import ReadyIO
@@ -283,9 +287,14 @@ class StorageNode:
                 await self._discard_deleted(group)
                 del groups[group]
         hosted = set(groups)
-        # What a crash left of replicas being deleted and of rebuilds' staging: nothing reads
-        # it (a group whose files were renamed away rejoins empty). quarantine/ stays (people's).
+        # What a crash left of replicas being deleted, of rebuilds' staging and of their old
+        # replicas once swapped: nothing reads it (a group whose files were renamed away
+        # rejoins empty). quarantine/ stays (people's).
         keep = hosted | set(self.config.groups)
+        # A crash inside a rebuild's swap: the old replica, whole, goes back (the rebuild never
+        # happened) rather than the group rejoin empty, forgetting its vote and entries.
+        for group in await asyncio.to_thread(restore_swapped, self.config.data_dir, keep):
+            log.warning("%s: a rebuild's swap was cut short: the old replica put back", group)
         for path in await asyncio.to_thread(remove_leftovers, self.config.data_dir, keep):
             log.warning("deleted %s (left by a crash)", path)
         for group, members in self.config.groups.items():
@@ -698,26 +707,50 @@ class StorageNode:
         if replica is None:
             raise RequestError("NoSuchGroup", f"node {self.config.node_id} has no {group}")
         await replica.close()
+        incarnation = self.incarnations.get(group, 0)
+        # The old files reopened: their members as they were (a group of the config has none
+        # on disk: opened without, it had no voter and never elected a leader again).
+        members = replica.raft.status().membership.voters or None
         try:
             index = await asyncio.to_thread(
                 finish_rebuild, staged, replica.raft, self.settings.segment_bytes
             )
         except BaseException:
             # the old files are untouched
-            await self._open_replica(group, None, incarnation=self.incarnations.get(group, 0))
+            await self._open_replica(group, members, incarnation=incarnation)
             raise
         if set_aside:
             aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
             aside.parent.mkdir(parents=True, exist_ok=True)
-        else:
-            aside = path.with_name(f"{DROPPED_PREFIX}{group}-{time.monotonic_ns()}")
+        else:  # whole until the rebuilt one is in place (a crash: the start puts it back)
+            aside = swapped_dir(self.config.data_dir, group, time.monotonic_ns())
         path.rename(aside)
-        staged.path.rename(path)
-        await self._open_replica(group, None, incarnation=self.incarnations.get(group, 0))
+        try:
+            staged.path.rename(path)
+        except BaseException:
+            aside.rename(path)  # the old files, untouched, back
+            await self._open_replica(group, members, incarnation=incarnation)
+            raise
+        # The swap durable before the old copy goes, which is renamed to .dropped-* (durably)
+        # before any of it is deleted: a .swapped-* directory, which the start may put back,
+        # is only ever a whole replica.
+        await asyncio.to_thread(fsync_dir, path.parent)
+        await self._open_replica(group, None, incarnation=incarnation)
         self._save_groups()
         if not set_aside:
-            await asyncio.to_thread(shutil.rmtree, aside, True)
+            await asyncio.to_thread(self._delete_swapped, aside)
         return index
+
+    @staticmethod
+    def _delete_swapped(aside: Path) -> None:
+        """Blocking: delete a rebuild's old replica once the rebuilt one is durably in place."""
+        try:
+            trash = trash_of(aside)
+            fsync_dir(trash.parent)
+        except OSError as exc:  # left whole: the next start deletes it (its group is there)
+            log.warning("%s: not deleted (%s)", aside, exc)
+            return
+        shutil.rmtree(trash, ignore_errors=True)
 
     async def _reconcile_loop(self) -> None:
         """Join every group the partition map places here that this node does not host yet,

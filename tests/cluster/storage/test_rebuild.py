@@ -187,3 +187,41 @@ def test_groups_do_not_change_once_the_node_stops(tmp_path: Path) -> None:
                 await attempt
 
     asyncio.run(scenario())
+
+
+def test_a_swap_whose_second_rename_fails_puts_the_old_replica_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuilt directory's rename into place fails (an OSError, the process alive): the old
+    replica, renamed away whole just before, goes back and reopens (was: the group stayed
+    closed, listed in groups.json without its directory, until a restart rejoined it empty);
+    a later rebuild swaps and leaves nothing of the old copy (review15a, session 15)."""
+    real = Path.rename
+    failures = [OSError(18, "Invalid cross-device link")]
+
+    def failing(self: Path, target: Any) -> Any:
+        if self.name.startswith(".rebuild-") and failures:
+            raise failures.pop()
+        return real(self, target)
+
+    async def scenario() -> None:
+        node = make_node(tmp_path)
+        await node.start()
+        try:
+            await write(node, range(0, 20))
+            snapshot = await dump(node)
+            await write(node, range(20, 30))
+            monkeypatch.setattr(Path, "rename", failing)
+            with pytest.raises(OSError, match="cross-device"):
+                await node.rebuild_group(GROUP, snapshot, False)
+            await write(node, range(30, 35))  # the group open on its old files
+            assert await values(node, range(35)) == {i: str(i) for i in range(35)}
+            await node.rebuild_group(GROUP, await dump(node), False)
+            groups = tmp_path / "n1" / "groups"
+            assert sorted(p.name for p in groups.iterdir() if p.name != "meta") == [GROUP]
+            await write(node, range(35, 40))
+            assert await values(node, range(40)) == {i: str(i) for i in range(40)}
+        finally:
+            await node.stop()
+
+    asyncio.run(scenario())
