@@ -7,7 +7,9 @@ a run writes beside it: what a run's checks load), then times loading it (the op
 when the tree reads one, else parse + pair), checking it, and checking the same
 history with one read made stale (the time to find and report a violation). Times are CPU
 seconds of this process (the machine is shared: wall-clock times mostly measure the others),
-each the best of --repeat runs.
+each the best of --repeat runs. The "run's end: pair s" column is what the load no longer pays:
+the pairing of invokes with completions that a run does once, after its merge, to write the
+operations file (checks.history.write_operations).
 
 The same file is then checked by Porcupine, a Go linearizability checker (bench/porcupine, built
 with `go` from the Go module proxy when Go is installed; the table says so when it is not), with
@@ -109,6 +111,10 @@ def measure(history: Path, stale: Path, budget: float) -> dict[str, object]:
     """CPU seconds (best of REPEAT) to load ``history``, to check it, and to check ``stale`` (the
     same history with one read made stale), with the checks package this process imported."""
     ops, load_s = timed(load_operations, history)
+    # The pairing a run does once, at its end, to write the operations file that the load reads
+    # (a baseline tree from before that file has no such step: its load pairs every time).
+    write_operations = getattr(sys.modules["checks.history"], "write_operations", None)
+    pair_s = timed(write_operations, history)[1] if write_operations else None
     result, check_s = timed(check_linearizability, ops, budget=budget)
     bad_ops = load_operations(stale)
     bad, bad_s = timed(check_linearizability, bad_ops, budget=budget)
@@ -120,6 +126,7 @@ def measure(history: Path, stale: Path, budget: float) -> dict[str, object]:
         "info": sum(1 for op in ops if op.type == "info"),
         "max_per_key": max(per_key.values()),
         "load": load_s,
+        "pair_at_end": pair_s,
         "check": check_s,
         "verdict": result.status,
         "summary": result.summary,
@@ -232,6 +239,7 @@ def main() -> None:
     )
     for name in ("ops", "keys", "info ops", "max ops/key", "tree", "load s", "check s"):
         table.add_column(name, justify="right")
+    table.add_column("run's end: pair s", justify="right")
     table.add_column("load/check", justify="right")
     table.add_column("verdict")
     for name in ("Porcupine load s", "Porcupine check s", "check/Porcupine", "Porcupine verdict"):
@@ -286,6 +294,7 @@ def main() -> None:
                         label,
                         f"{load_s:.3f}",
                         f"{check_s:.3f}",
+                        "-" if m["pair_at_end"] is None else f"{float(str(m['pair_at_end'])):.3f}",
                         f"{load_s / check_s:.2f}",
                         str(m["verdict"]),
                         f"{float(str(go['load_cpu'])):.3f}" if "load_cpu" in go else "-",
