@@ -250,10 +250,9 @@ class NodeJournal:
         wait: bool = True,
     ) -> None:
         """``wal.save`` made durable: returns once the records are fsynced (here, or in the WAL
-        itself for a group that is not registered). ``wait`` False (only for what a crash may
-        lose: a hard state whose commit index alone moved, ``Ready.must_sync``; or records
-        that a ``sync`` makes durable later, readyio.py): the records are queued for the next
-        fsync, in order, and this returns at once."""
+        itself for a group that is not registered). ``wait`` False (only for records that a
+        ``sync`` makes durable later, readyio.py): the records are queued for the next fsync,
+        in order, and this returns at once."""
         if not wait:
             self._write_later(group, wal, lambda sync: wal.save(hard_state, entries, sync=sync))
             return

@@ -264,7 +264,7 @@ class ReadyIO:
             except Exception as exc:
                 item.error = exc
         # The one fsync, for every group's records above; none when no Ready needs it (only
-        # commit indexes moved: Ready.must_sync), as replica._persist does without batching.
+        # commit indexes moved, not Ready.must_sync: replica._persist wrote nothing for them).
         synced = [i for i in appended if i.rd.must_sync]
         journal = next((i.replica.journal for i in synced if i.replica.journal), None)
         try:

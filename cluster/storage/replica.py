@@ -363,8 +363,8 @@ class Replica:
                     early, late = split_messages(rd.messages) if rd.must_sync else (rd.messages, [])
                     self._send_all(early)
                     results: dict[int, ApplyResult] = {}
-                    # A Ready of messages only (heartbeats, answers) needs no I/O-thread trip.
-                    if rd.must_sync or rd.hard_state is not None or rd.committed:
+                    # Nothing to persist or apply (heartbeats, answers): no I/O-thread trip.
+                    if rd.must_sync or rd.committed:
                         if self.ready_io is not None:
                             results = await self.ready_io.handle(self, rd, late)
                         else:
@@ -408,16 +408,16 @@ class Replica:
                 self.store.restore(rd.snapshot.data)
                 self.store.make_durable()  # the mark below lets the WAL drop the old log
             self._mark_snapshot(rd.snapshot.meta)
-        if rd.entries or rd.hard_state is not None:
-            # A Ready that only moved the commit index (not must_sync) is written but not
-            # waited for: a crash may lose it, and a restarted replica then starts from an
-            # older commit index, which Raft allows (the leader tells it again). Entries,
-            # terms and votes are fsynced before the replies and votes that promise them.
-            if self.journal is not None:  # one fsync for every group's ready records
-                wait = rd.must_sync and not batched
-                self.journal.save(self.group, self.wal, rd.hard_state, rd.entries, wait=wait)
+        if rd.must_sync and (rd.entries or rd.hard_state is not None):
+            # A Ready that only moved the commit index (not must_sync) writes nothing (it cost a
+            # WAL write and a journal record, unsynced): a restart starts from the commit index
+            # last written with entries, a term or a vote, which Raft allows (the leader tells
+            # it again; the store keeps its own applied mark). Entries, terms and votes are
+            # fsynced (one journal fsync for all groups) before the replies and votes they back.
+            if self.journal is not None:
+                self.journal.save(self.group, self.wal, rd.hard_state, rd.entries, wait=not batched)
             else:
-                self.wal.save(rd.hard_state, rd.entries, sync=rd.must_sync)
+                self.wal.save(rd.hard_state, rd.entries, sync=True)
 
     def _mark_snapshot(self, meta: SnapshotMeta) -> None:
         if self.journal is not None:
