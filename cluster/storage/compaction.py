@@ -101,6 +101,24 @@ class Compaction:
         self.replica = replica
         self._dumping: _Dumping | None = None
         self.dumped_rows = 0  # rows of the last dump that made a snapshot (compaction_interval)
+        # compaction_due's answer and what it was asked: asked after every Ready, it changes
+        # only with the snapshot, the interval or the membership (identity: a new one is a
+        # new object), so it is computed again only then (it sorted the voters each time).
+        self._due: tuple[int, int, Membership | None, int] = (-1, -1, None, 0)
+
+    def due(self, interval: int) -> int:
+        """``compaction_due`` for the replica's snapshot, ``interval`` and membership now."""
+        raft = self.replica.raft
+        snapshot, members = raft.snapshot().meta.index, raft.membership
+        known = self._due
+        if known[0] != snapshot or known[1] != interval or known[2] is not members:
+            self._due = (
+                snapshot,
+                interval,
+                members,
+                compaction_due(snapshot, interval, raft.id, members),
+            )
+        return self._due[3]
 
     def dump_done(self) -> bool:
         return self._dumping is not None and self._dumping.future.done()
@@ -119,7 +137,7 @@ class Compaction:
         interval = every
         if r.mode is ReplicaMode.FULL:  # it dumps its store: the bigger, the rarer
             interval = compaction_interval(every, self.dumped_rows)
-        if index < compaction_due(raft.snapshot().meta.index, interval, raft.id, raft.membership):
+        if index < self.due(interval):
             return
         loop = asyncio.get_running_loop()
         if r.mode is not ReplicaMode.FULL:

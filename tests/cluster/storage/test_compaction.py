@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,6 +19,7 @@ from cluster.storage.commands import PutCommand, encode_command
 from cluster.storage.compaction import (
     MAX_STRETCH,
     ROWS_PER_ENTRY,
+    Compaction,
     compaction_due,
     compaction_interval,
 )
@@ -154,3 +156,20 @@ def test_a_full_replica_with_a_big_store_compacts_less_often(tmp_path: Path) -> 
     assert capped and all(
         every * MAX_STRETCH * 3 // 4 <= gap <= 2 * every * MAX_STRETCH for gap in capped
     )
+
+
+def test_the_due_index_follows_the_snapshot_the_interval_and_the_membership() -> None:
+    """Compaction.due is computed again (it is kept between Readies) whenever the snapshot,
+    the interval or the membership changed: each moves the index the replica compacts at."""
+    two = Membership(frozenset({"n1", "n2"}))
+    raft = SimpleNamespace(
+        id="n2", membership=two, snapshot=lambda: SimpleNamespace(meta=SimpleNamespace(index=0))
+    )
+    compaction = Compaction(SimpleNamespace(raft=raft))
+    assert compaction.due(20) == compaction_due(0, 20, "n2", two) == 15
+    assert compaction.due(40) == compaction_due(0, 40, "n2", two)
+    assert compaction.due(20) == 15
+    raft.membership = one = Membership(frozenset({"n2"}))
+    assert compaction.due(20) == compaction_due(0, 20, "n2", one) == 20
+    raft.snapshot = lambda: SimpleNamespace(meta=SimpleNamespace(index=20))
+    assert compaction.due(20) == compaction_due(20, 20, "n2", one) == 40
