@@ -52,6 +52,11 @@ class Drain:
         """How many groups keep the name taken (2 or more nodes have not dropped them)."""
         return sum(1 for nodes in self.pending.values() if len(nodes) >= 2)
 
+    def waiting(self) -> list[str]:
+        """The nodes the name waits for: those pending in a group that holds it (one of them
+        dropping it is enough; a node gone for good shows here)."""
+        return sorted({n for nodes in self.pending.values() if len(nodes) >= 2 for n in nodes})
+
     def done(self) -> bool:
         """Has every node dropped every group (nothing left to clean up either)?"""
         return not any(self.pending.values())

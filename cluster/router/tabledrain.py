@@ -10,13 +10,13 @@ table a reader looks at: an acknowledged write lost (session 14, "gap 5").
 
 So the drops go on until they cannot: the tombstone records, per group, the storage nodes that
 have not acknowledged the drop yet (``store.Drain``), and the name stays taken (CreateTable:
-ResourceInUseException, retryable) while some group has 2 or more such nodes. The pending list
-starts with every node of the cluster, not the map's replicas: a group's members may have
-changed (healing) since the map said so, and a leftover leader's healing could place it on a
-node that never got a drop. Healing never shrinks a group below 2 members, so with at most one
-node left that did not drop a group, no quorum of it exists, whatever its members: every write
-it acknowledged was acknowledged before the name could be used again (a write to a table that
-was then deleted, not a lost one).
+ResourceInUseException; DescribeTable: DELETING) while some group has 2 or more such nodes.
+The pending list starts with every node of the cluster, not the map's replicas: a group's
+members may have changed (healing) since the map said so, and a leftover leader's healing could
+place it on a node that never got a drop. Healing never shrinks a group below 2 members, so
+with at most one node left that did not drop a group, no quorum of it exists, whatever its
+members: every write it acknowledged was acknowledged before the name could be used again (a
+write to a table that was then deleted, not a lost one).
 
 DeleteTable makes the first attempt itself (all drops at once, each bounded), so that with
 every node up the name is free when it answers, as before; it does not wait for more. Every
@@ -25,11 +25,13 @@ router then resumes unfinished drains in the background (``TableDrains``, like
 for ever. After the name is free the remaining nodes are still asked, for up to
 ``CLEANUP_SECONDS`` (a leftover replica's disk space; it can commit nothing).
 
-A table being drained is not in ListTables or DescribeTable (ResourceNotFoundException): the
-map, which MemDS, healing and the storage nodes' reconcile read, has only the tombstone, so none
-of them treats it as a table (DynamoDB shows DELETING for a while, then not found; clients wait
-with the table_not_exists waiter, which is satisfied at once here). CreateTable's refusal says
-why the name is still taken.
+While a drain holds the name, DescribeTable answers the table DELETING (as DynamoDB does until
+the table is gone), not ResourceNotFoundException: clients recreate a table with DeleteTable,
+the ``table_not_exists`` waiter, then CreateTable, and the SDKs do not retry CreateTable's
+ResourceInUseException, so the waiter must go on waiting until the name is free. The map, which
+MemDS, healing and the storage nodes' reconcile read, still has only the tombstone, so none of
+them treats it as a table; ListTables does not show it (tables.list_tables says why).
+CreateTable's refusal and the drains' warning name the nodes the name waits for.
 
     drain = Drain(name, version, incarnation, {g: nodes for g in groups}, time.time())
     await ctx.metadata.delete(name, version, table_id, drain)   # DeleteTable
@@ -80,7 +82,8 @@ def in_use_message(drain: Drain) -> str:
     return (
         f"Table {drain.table} is being deleted: the previous table of this name is still being "
         f"dropped from the storage nodes ({drain.holding()} of its {len(drain.pending)} "
-        "partitions not yet dropped on enough nodes; storage nodes down?). Try again later"
+        "partitions not yet dropped on enough nodes; waiting for a drop by one more of "
+        f"{', '.join(drain.waiting())}). Try again later"
     )
 
 
@@ -100,6 +103,10 @@ async def drain_once(ctx: RouterContext, drain: Drain) -> Drain:
                 deleted=True,  # never created again there (a leftover's healing)
             )
         except (DynamoError, TimeoutError):
+            return False
+        except Exception:  # e.g. KeyError: a node the map lists that this router cannot dial
+            log.warning("table %s: drop of %s on %s failed", drain.table, group, node,
+                        exc_info=True)  # fmt: skip
             return False
         return True
 
@@ -153,6 +160,7 @@ class TableDrains:
             wait = min(MAX_BACKOFF, DRAIN_SECONDS * 2 ** min(attempts, 6))
             self.due[key] = (attempts, time.monotonic() + wait)
             if drain.holding():
-                log.warning("table %s: %d groups not yet dropped on enough nodes (attempt %d)",
-                            drain.table, drain.holding(), attempts)  # fmt: skip
+                log.warning("table %s: %d groups not yet dropped on enough nodes (attempt %d; "
+                            "waiting for one more of %s)", drain.table, drain.holding(), attempts,
+                            ", ".join(drain.waiting()))  # fmt: skip
         return after

@@ -70,9 +70,10 @@ class NodeClient:
             host, port = split_address(self.address)
             writer = None
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), self.connect_timeout
-                )
+                # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that
+                # arrives as the connect ends (a stopping loop then never ends).
+                async with asyncio.timeout(self.connect_timeout):
+                    reader, writer = await asyncio.open_connection(host, port)
                 await send_hello(reader, writer, "client")  # the node's challenge, answered
             except (OSError, TimeoutError, FrameError, asyncio.IncompleteReadError) as exc:
                 if writer is not None:

@@ -1150,6 +1150,10 @@ class StorageNode:
         """Leader only: change one member of a group (thesis §4.1), waiting for it to commit."""
         replica = self.replica(request)
         new = Membership(frozenset(request["voters"]), frozenset(request.get("log_only", [])))
+        if len(new.voters) < 2 <= len(replica.raft.status().membership.voters):
+            # Raft allows one voter, but DeleteTable's drain counts on every group keeping two
+            # (router/tabledrain.py: with all but one node past the drop, no quorum is left).
+            raise RequestError("ValidationException", f"{replica.group} keeps at least 2 voters")
         await replica.change_membership(new, float(request.get("timeout", 5.0)))
         return {"members": sorted(new.voters)}
 

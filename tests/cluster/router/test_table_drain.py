@@ -5,16 +5,23 @@ metadata group with storage nodes that refuse drops while "down"."""
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
+import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 
+from cluster.metadata.partitionmap import TableLayout
 from cluster.metadata.store import MetadataStore
 from cluster.router import tables
 from cluster.router.errors import DynamoError
+from cluster.router.storage_access import StorageAccess
 from cluster.router.tabledrain import TableDrains
+from cluster.storage.client import GroupClient
 from tests.cluster.metadata.test_store_incarnation import meta_store
 
 REQUEST = {
@@ -85,6 +92,9 @@ def test_the_name_is_refused_until_two_down_nodes_dropped_the_groups(tmp_path: P
             assert refused.value.type == "ResourceInUseException"
             assert "still being dropped" in str(refused.value.body())
             assert "2 of its 2 partitions" in str(refused.value.body())
+            # It names the nodes the name waits for (one gone for good shows there).
+            assert all(n in str(refused.value.body()) for n in nodes.down)
+            assert not any(n in str(refused.value.body()) for n in up)
             # One node back: a quorum of the old group is gone, whatever its members.
             nodes.down.pop()
             drains = TableDrains(ctx)
@@ -126,5 +136,106 @@ def test_a_delete_with_every_node_up_frees_the_name_at_once(tmp_path: Path) -> N
             await tables.delete_table(ctx, {"TableName": "orders"})
             assert await store.drains() == []
             assert await created(ctx) > old
+
+    asyncio.run(scenario())
+
+
+def with_lookup(ctx: Any, store: MetadataStore) -> Any:
+    """``RouterContext.table`` over the metadata (what MemDS serves: tombstones are absent)."""
+
+    async def table(name: str, active: bool = True) -> TableLayout:
+        layout = (await store.read_map()).tables.get(name)
+        if layout is None or (active and layout.spec.status != "ACTIVE"):
+            raise DynamoError.not_found(None if active else name)
+        return layout
+
+    ctx.table = table
+    return ctx
+
+
+def test_describe_says_deleting_until_the_name_is_free_so_the_waiter_waits(tmp_path: Path) -> None:
+    """DynamoDB's documented way to recreate a table: DeleteTable, boto3's table_not_exists
+    waiter (DescribeTable until ResourceNotFoundException), CreateTable. The SDKs do not retry
+    CreateTable's ResourceInUseException: the waiter must not end while the name is held."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        nodes = Nodes()
+        described: list[str] = []
+        async with meta_store(tmp_path / "n1") as store:
+            ctx = with_lookup(router(store, nodes), store)
+            await created(ctx)
+            layout = (await store.read_map()).tables["orders"]
+            nodes.down = set(layout.partitions[0].replicas[1:])  # any two nodes hold the name
+            await tables.delete_table(ctx, {"TableName": "orders"})
+
+            async def describe(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                if described:  # the nodes are back between the waiter's 1st and 2nd call
+                    nodes.down = set()
+                    await TableDrains(ctx).drain_due()
+                try:
+                    reply = await tables.describe_table(ctx, request)
+                except DynamoError as exc:
+                    described.append(exc.type)
+                    return exc.status, exc.body()
+                described.append(reply["Table"]["TableStatus"])
+                return 200, reply
+
+            def answer(request: Any, **kwargs: Any) -> AWSResponse:
+                call = describe(json.loads(request.body))
+                status, body = asyncio.run_coroutine_threadsafe(call, loop).result(30)
+                raw = SimpleNamespace(stream=lambda: iter([json.dumps(body).encode()]))
+                headers = {"Content-Type": "application/x-amz-json-1.0"}
+                return AWSResponse(request.url, status, headers, raw)
+
+            client = boto3.client(
+                "dynamodb",
+                region_name="us-east-1",
+                endpoint_url="http://127.0.0.1:9",
+                aws_access_key_id="x",
+                aws_secret_access_key="x",
+            )
+            client.meta.events.register("before-send.dynamodb.DescribeTable", answer)
+            waiter = client.get_waiter("table_not_exists")
+            config = {"Delay": 0, "MaxAttempts": 5}
+            await asyncio.to_thread(waiter.wait, TableName="orders", WaiterConfig=config)
+            assert described == ["DELETING", "ResourceNotFoundException"], described
+            await created(ctx)  # what the client does next
+
+    asyncio.run(scenario())
+
+
+def test_a_drop_on_a_node_the_router_cannot_dial_fails_alone(tmp_path: Path) -> None:
+    """A node the map lists outside the topology (new_drain lists it, on purpose): the
+    router's node_call raises KeyError. DeleteTable answered 500 after its tombstone and no
+    drain round ever recorded a drop: the name stayed taken for good."""
+
+    async def scenario() -> None:
+        nodes = Nodes()
+        # The router's real node_call: it knows the topology's nodes only (dial map).
+        real = SimpleNamespace(nodes=GroupClient({n: "127.0.0.1:9" for n in NODES}, 0.5))
+
+        async def node_call(node: str, op: str, deadline: float, **fields: Any) -> Any:
+            if node in NODES:
+                return await nodes.node_call(node, op, deadline, **fields)
+            return await StorageAccess.node_call(real, node, op, deadline, **fields)  # type: ignore[arg-type]
+
+        async with meta_store(tmp_path / "n1") as store:
+            ctx = router(store, cast(Any, SimpleNamespace(node_call=node_call)))
+            await created(ctx)
+            layout = (await store.read_map()).tables["orders"]
+            p0 = layout.partitions[0]  # written under another topology: sn-x9 is not in it
+            moved = replace(p0, replicas=(p0.replicas[0], p0.replicas[1], "sn-x9"))
+            odd = TableLayout(layout.spec, (moved, *layout.partitions[1:]))
+            version = (await store.read_map()).version + 1
+            assert await store.activate(
+                replace(odd, spec=replace(odd.spec, status="ACTIVE")), version
+            )
+            await tables.delete_table(ctx, {"TableName": "orders"})
+            # Every topology node dropped: sn-x9 alone is left, so the name is free.
+            (drain,) = await store.drains()
+            assert drain.holding() == 0 and drain.waiting() == [], drain
+            await created(ctx)
+            await real.nodes.close()
 
     asyncio.run(scenario())

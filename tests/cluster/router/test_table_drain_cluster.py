@@ -95,12 +95,17 @@ def test_a_name_is_reused_only_once_the_deleted_groups_are_dropped(cluster: Loca
     assert error["Code"] == "ResourceInUseException", error
     assert "still being dropped" in error["Message"], error
     assert TABLE not in client.list_tables()["TableNames"]  # deleted, for every reader
+    # DELETING while the name is held: the table_not_exists waiter goes on waiting.
+    assert client.describe_table(TableName=TABLE)["Table"]["TableStatus"] == "DELETING"
 
     for node in down:
         cluster.start(node)
     cluster.wait_healthy()
-    # The routers' TableDrains drop the deleted group on the nodes back.
-    retry_until("CreateTable once the name is free", create, "ResourceInUseException", 120)
+    # The routers' TableDrains drop the deleted group on the nodes back; DynamoDB's way to
+    # recreate a table (waiter, then CreateTable) works once DescribeTable says not found.
+    waiter = client.get_waiter("table_not_exists")
+    waiter.wait(TableName=TABLE, WaiterConfig={"Delay": 0.5, "MaxAttempts": 240})
+    create()
     client.put_item(TableName=TABLE, Item={"id": {"S": "new"}})
     items = client.scan(TableName=TABLE, ConsistentRead=True)["Items"]
     assert [item["id"]["S"] for item in items] == ["new"]

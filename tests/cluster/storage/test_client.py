@@ -12,7 +12,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cluster.storage.client import GroupClient, NodeUnavailable
+import pytest
+
+from cluster.storage.client import GroupClient, NodeClient, NodeUnavailable
 from cluster.storage.wire import encode_frame, read_frame
 
 SILENT = "silent"
@@ -222,5 +224,39 @@ def test_calls_on_an_open_connection_keep_their_deadline_and_outcomes() -> None:
             except NodeUnavailable as exc:
                 assert exc.sent
             assert node._waiting == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_cancel_arriving_as_a_connect_is_refused_cancels_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A router's stop cancels its background loops (TableDrains, StaleBuilds...): one inside
+    a dial whose refusal lands in the same loop turn must end cancelled. Python 3.11's
+    ``asyncio.wait_for`` dropped such a cancel (NodeUnavailable raised instead): the loop took
+    it for a failed round, went on, and the stop waited for ever."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        caller: list[asyncio.Task[Any]] = []
+
+        async def refused(host: str, port: int) -> Any:
+            fut: asyncio.Future[Any] = loop.create_future()
+
+            def refuse_and_stop() -> None:
+                fut.set_exception(ConnectionRefusedError(111, "refused"))
+                caller[0].cancel()
+
+            loop.call_soon(refuse_and_stop)
+            return await fut
+
+        monkeypatch.setattr(asyncio, "open_connection", refused)
+        client = NodeClient("127.0.0.1:9", connect_timeout=0.5)
+        task = asyncio.create_task(client.call("ping", deadline=0.5))
+        caller.append(task)
+        with contextlib.suppress(asyncio.CancelledError, NodeUnavailable):
+            await task
+        await client.close()
+        assert task.cancelled(), f"the cancel was dropped: {task.exception()!r}"
 
     asyncio.run(scenario())
