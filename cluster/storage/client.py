@@ -347,4 +347,7 @@ async def ask(address: str, request: dict[str, Any], timeout: float) -> dict[str
         finally:
             writer.close()
 
-    return await asyncio.wait_for(exchange(), timeout)
+    # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that arrives as the
+    # exchange ends, and a stopping scrubber would then go on (as NodeClient.connect above).
+    async with asyncio.timeout(timeout):
+        return await exchange()

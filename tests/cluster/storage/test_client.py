@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cluster.storage.client import GroupClient, NodeClient, NodeUnavailable
+from cluster.storage.client import GroupClient, NodeClient, NodeUnavailable, ask
 from cluster.storage.wire import encode_frame, read_frame
 
 SILENT = "silent"
@@ -257,6 +257,36 @@ def test_a_cancel_arriving_as_a_connect_is_refused_cancels_the_caller(
         with contextlib.suppress(asyncio.CancelledError, NodeUnavailable):
             await task
         await client.close()
+        assert task.cancelled(), f"the cancel was dropped: {task.exception()!r}"
+
+    asyncio.run(scenario())
+
+
+def test_a_cancel_arriving_as_a_probes_connect_is_refused_cancels_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same for ``ask`` (the scrubber's and rebuild's one-off probes): a node's stop must
+    not see its cancel turned into a failed probe (3.11's ``wait_for`` dropped it)."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        caller: list[asyncio.Task[Any]] = []
+
+        async def refused(host: str, port: int) -> Any:
+            fut: asyncio.Future[Any] = loop.create_future()
+
+            def refuse_and_stop() -> None:
+                fut.set_exception(ConnectionRefusedError(111, "refused"))
+                caller[0].cancel()
+
+            loop.call_soon(refuse_and_stop)
+            return await fut
+
+        monkeypatch.setattr(asyncio, "open_connection", refused)
+        task = asyncio.create_task(ask("127.0.0.1:9", {"op": "status"}, 0.5))
+        caller.append(task)
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await task
         assert task.cancelled(), f"the cancel was dropped: {task.exception()!r}"
 
     asyncio.run(scenario())
