@@ -26,12 +26,14 @@ for ever. After the name is free the remaining nodes are still asked, for up to
 ``CLEANUP_SECONDS`` (a leftover replica's disk space; it can commit nothing).
 
 While a drain holds the name, DescribeTable answers the table DELETING (as DynamoDB does until
-the table is gone), not ResourceNotFoundException: clients recreate a table with DeleteTable,
-the ``table_not_exists`` waiter, then CreateTable, and the SDKs do not retry CreateTable's
-ResourceInUseException, so the waiter must go on waiting until the name is free. The map, which
-MemDS, healing and the storage nodes' reconcile read, still has only the tombstone, so none of
-them treats it as a table; ListTables does not show it (tables.list_tables says why).
-CreateTable's refusal and the drains' warning name the nodes the name waits for.
+the table is gone), not ResourceNotFoundException (and DeleteTable of it answers DELETING, no
+error, as DynamoDB's does for a table already DELETING): clients recreate a table with
+DeleteTable, the ``table_not_exists`` waiter, then CreateTable, and the SDKs do not retry
+CreateTable's ResourceInUseException, so the waiter must go on waiting until the name is free.
+The map, which MemDS, healing and the storage nodes' reconcile read, still has only the
+tombstone, so none of them treats it as a table; ListTables does not show it
+(tables.list_tables says why). CreateTable's refusal and the drains' warning name the nodes the
+name waits for.
 
     drain = Drain(name, version, incarnation, {g: nodes for g in groups}, time.time())
     await ctx.metadata.delete(name, version, table_id, drain)   # DeleteTable
@@ -64,6 +66,13 @@ DRAIN_SECONDS = 5.0
 MAX_BACKOFF = 30.0
 """The longest wait between two attempts at one drain (doubling from DRAIN_SECONDS)."""
 
+DROPS_IN_FLIGHT = 64
+"""The most drop calls one router has in flight at once: per DeleteTable's first attempt, and
+per TableDrains round across all its drains (each round used to send drains x partitions x
+nodes calls at once, on every router). A table of the default 4 partitions in a 3x2x1 cluster
+is 24 calls, so with every node up its DeleteTable still drops everything in one wave; a call
+to a node that does not answer holds its slot for up to DROP_SECONDS."""
+
 CLEANUP_SECONDS = 3600.0
 """How long after the DeleteTable nodes that missed a drop are still asked, once the name is
 free (the drain's gate needs no more)."""
@@ -87,21 +96,26 @@ def in_use_message(drain: Drain) -> str:
     )
 
 
-async def drain_once(ctx: RouterContext, drain: Drain) -> Drain:
-    """One attempt: ask every pending node to drop its groups (at once, each call bounded),
-    then record what was acknowledged in the tombstone. The drain as it now stands."""
+async def drain_once(
+    ctx: RouterContext, drain: Drain, slots: asyncio.Semaphore | None = None
+) -> Drain:
+    """One attempt: ask every pending node to drop its groups (at most DROPS_IN_FLIGHT calls
+    at once, through ``slots`` when several drains share them; each call bounded), then record
+    what was acknowledged in the tombstone. The drain as it now stands."""
+    held = slots if slots is not None else asyncio.Semaphore(DROPS_IN_FLIGHT)
 
     async def drop(group: str, node: str) -> bool:
         try:
-            await ctx.storage.node_call(
-                node,
-                "drop_group",
-                DROP_SECONDS,
-                group=group,
-                # A replica of a newer table of the name stays (StorageNode.drop_group).
-                incarnation=drain.incarnation,
-                deleted=True,  # never created again there (a leftover's healing)
-            )
+            async with held:
+                await ctx.storage.node_call(
+                    node,
+                    "drop_group",
+                    DROP_SECONDS,
+                    group=group,
+                    # A replica of a newer table of the name stays (StorageNode.drop_group).
+                    incarnation=drain.incarnation,
+                    deleted=True,  # never created again there (a leftover's healing)
+                )
         except (DynamoError, TimeoutError):
             return False
         except Exception:  # e.g. KeyError: a node the map lists that this router cannot dial
@@ -153,7 +167,8 @@ class TableDrains:
         keys = {(d.table, d.version) for d in drains}
         self.due = {k: v for k, v in self.due.items() if k in keys}  # bounded by the map
         ready = [d for d in drains if self.due.get((d.table, d.version), (0, 0.0))[1] <= now]
-        after = await asyncio.gather(*(drain_once(self.ctx, d) for d in ready))
+        slots = asyncio.Semaphore(DROPS_IN_FLIGHT)  # for the whole round, every drain
+        after = await asyncio.gather(*(drain_once(self.ctx, d, slots) for d in ready))
         for drain in after:
             key = (drain.table, drain.version)
             attempts = self.due.get(key, (0, 0.0))[0] + 1

@@ -372,6 +372,19 @@ async def _drain_of(ctx: RouterContext, name: str) -> Drain | None:
         raise DynamoError.unavailable(str(exc)) from None
 
 
+async def _held(ctx: RouterContext, name: str) -> bool:
+    """Is ``name`` a deleted table's whose drain still holds it (DELETING, tabledrain.py)?"""
+    drain = await _drain_of(ctx, name)
+    return drain is not None and drain.holding() > 0
+
+
+def _deleting(name: str) -> dict[str, Any]:
+    """The description of a deleted table whose name is still held: DELETING."""
+    arn = f"arn:aws:dynamodb:local:000000000000:table/{name}"
+    return {"TableName": name, "TableStatus": "DELETING", "TableArn": arn,
+            "ItemCount": 0, "TableSizeBytes": 0}  # fmt: skip
+
+
 async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str, Any]:
     name = v.table_name(request, "DescribeTable")
     try:
@@ -381,12 +394,9 @@ async def describe_table(ctx: RouterContext, request: dict[str, Any]) -> dict[st
             raise
         # Deleted, but the name is not free yet (tabledrain.py): DELETING, as DynamoDB says
         # until CreateTable may reuse the name (the table_not_exists waiter goes on waiting).
-        drain = await _drain_of(ctx, name)
-        if drain is None or not drain.holding():
+        if not await _held(ctx, name):
             raise
-        arn = f"arn:aws:dynamodb:local:000000000000:table/{name}"
-        return {"Table": {"TableName": name, "TableStatus": "DELETING", "TableArn": arn,
-                          "ItemCount": 0, "TableSizeBytes": 0}}  # fmt: skip
+        return {"Table": _deleting(name)}
     resume_stale(ctx, layout)  # a creation its router abandoned (tablebuild.py)
     count = await count_items(ctx, layout) if layout.spec.status == "ACTIVE" else (0, 0)
     return {"Table": describe(layout, count)}
@@ -432,6 +442,12 @@ async def delete_table(ctx: RouterContext, request: dict[str, Any]) -> dict[str,
             raise DynamoError.unavailable(str(exc)) from None
         layout = current.tables.get(name)
         if layout is None:
+            # Deleted, the name still held (DescribeTable: DELETING): DynamoDB's DeleteTable of
+            # a table already DELETING returns no error (its API reference), so neither does
+            # this: the table's description, DELETING. A cleanup that deletes and waits, or a
+            # client retrying a DeleteTable whose answer it lost, sees what DescribeTable says.
+            if await _held(ctx, name):
+                return {"TableDescription": _deleting(name)}
             raise DynamoError.not_found(name)
         if layout.spec.deletion_protection:
             raise DynamoError.validation(

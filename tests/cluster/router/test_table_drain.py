@@ -17,7 +17,7 @@ from botocore.awsrequest import AWSResponse
 
 from cluster.metadata.partitionmap import TableLayout
 from cluster.metadata.store import MetadataStore
-from cluster.router import tables
+from cluster.router import tabledrain, tables
 from cluster.router.errors import DynamoError
 from cluster.router.storage_access import StorageAccess
 from cluster.router.tabledrain import TableDrains
@@ -237,5 +237,74 @@ def test_a_drop_on_a_node_the_router_cannot_dial_fails_alone(tmp_path: Path) -> 
             assert drain.holding() == 0 and drain.waiting() == [], drain
             await created(ctx)
             await real.nodes.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_delete_of_a_table_still_being_deleted_answers_deleting(tmp_path: Path) -> None:
+    """DynamoDB: "If table is already in the DELETING state, no error is returned" (DeleteTable's
+    API reference). It answered ResourceNotFoundException while DescribeTable said DELETING."""
+
+    async def scenario() -> None:
+        nodes = Nodes()
+        async with meta_store(tmp_path / "n1") as store:
+            ctx = router(store, nodes)
+            await created(ctx)
+            nodes.down = {"sn-a1", "sn-b1"}  # any two nodes hold the name
+            first = await tables.delete_table(ctx, {"TableName": "orders"})
+            again = await tables.delete_table(ctx, {"TableName": "orders"})
+            assert first["TableDescription"]["TableStatus"] == "DELETING"
+            assert again["TableDescription"]["TableStatus"] == "DELETING"
+            assert again["TableDescription"]["TableName"] == "orders"
+            nodes.down = set()
+            await TableDrains(ctx).drain_due()
+            with pytest.raises(DynamoError) as gone:  # the name is free: no such table
+                await tables.delete_table(ctx, {"TableName": "orders"})
+            assert gone.value.type == "ResourceNotFoundException"
+
+    asyncio.run(scenario())
+
+
+class CountingNodes(Nodes):
+    """Nodes whose drops take a moment; the most drop calls in flight at once is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = self.most = 0
+
+    async def node_call(self, node: str, op: str, deadline: float, **fields: Any) -> dict[str, Any]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            return await super().node_call(node, op, deadline, **fields)
+        finally:
+            self.in_flight -= 1
+
+
+def test_a_round_has_a_bounded_number_of_drops_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round sent every pending drop of every due drain at once (drains x partitions x
+    nodes). DeleteTable's own attempt still sends a table's drops in one wave."""
+
+    async def scenario() -> None:
+        nodes = CountingNodes()
+        async with meta_store(tmp_path / "n1") as store:
+            ctx = router(store, nodes)
+            ctx.config.default_partitions = 8
+            for name in ("t-a", "t-b", "t-c"):
+                await tables.create_table(ctx, dict(REQUEST, TableName=name))
+            await tables.delete_table(ctx, {"TableName": "t-a"})
+            assert nodes.most == 8 * len(NODES)  # one wave: the name is free at once
+            assert await store.drains() == []
+            nodes.down = set(NODES)
+            for name in ("t-b", "t-c"):
+                await tables.delete_table(ctx, {"TableName": name})
+            nodes.down, nodes.most = set(), 0
+            monkeypatch.setattr(tabledrain, "DROPS_IN_FLIGHT", 5, raising=False)
+            after = await TableDrains(ctx).drain_due()
+            assert nodes.most == 5, nodes.most  # 96 drops, 5 at a time
+            assert len(after) == 2 and all(d.done() for d in after)
 
     asyncio.run(scenario())
