@@ -103,9 +103,22 @@ class MetadataStore:
 
     async def read_map(self) -> PartitionMap:
         """The whole map, read consistently from the meta group's leader (paged)."""
+        return self._map_of(await self._items())
+
+    async def drains(self) -> list[Drain]:
+        """The deleted tables whose groups are not dropped everywhere yet (consistent read)."""
+        return self._drains_of(await self._items())
+
+    async def scan(self) -> tuple[PartitionMap, list[Drain]]:
+        """``read_map()`` and ``drains()`` from one read (a router's background rounds)."""
+        items = await self._items()
+        return self._map_of(items), self._drains_of(items)
+
+    @staticmethod
+    def _map_of(items: list[dict[str, Any]]) -> PartitionMap:
         layouts: dict[str, TableLayout] = {}
         applied = 0
-        for item in await self._items():
+        for item in items:
             applied = max(applied, int(item["version"]["N"]))
             if item.get("status", {}).get("S") == DELETED:
                 continue
@@ -113,9 +126,9 @@ class MetadataStore:
             layouts[layout.spec.name] = layout
         return PartitionMap(applied, layouts)
 
-    async def drains(self) -> list[Drain]:
-        """The deleted tables whose groups are not dropped everywhere yet (consistent read)."""
-        found = (Drain.from_item(item) for item in await self._items())
+    @staticmethod
+    def _drains_of(items: list[dict[str, Any]]) -> list[Drain]:
+        found = (Drain.from_item(item) for item in items)
         return [d for d in found if d is not None and not d.done()]
 
     async def drain_of(self, table: str) -> Drain | None:

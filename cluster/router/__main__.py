@@ -18,8 +18,7 @@ from cluster.process import http_service, process_args, run_process, shutdown_si
 from .app import SERVER_OPTIONS, make_app
 from .context import RouterContext
 from .sigv4 import SigV4Verifier
-from .tablebuild import StaleBuilds
-from .tabledrain import TableDrains
+from .tablesweep import TableSweeps
 from .ttl import TtlSweeper
 from .txngc import TxnSweeper
 
@@ -31,8 +30,7 @@ async def serve(config: ClusterConfig, router_id: str) -> None:
         sweepers = [
             asyncio.create_task(TtlSweeper(ctx).run(), name="ttl-sweeper"),
             asyncio.create_task(TxnSweeper(ctx).run(), name="txn-sweeper"),
-            asyncio.create_task(StaleBuilds(ctx).run(), name="stale-builds"),
-            asyncio.create_task(TableDrains(ctx).run(), name="table-drains"),
+            asyncio.create_task(TableSweeps(ctx).run(), name="table-sweeps"),
         ]
         app = make_app(ctx, SigV4Verifier(config.credentials))
         async with http_service(app, config.process(router_id).listen, **SERVER_OPTIONS):

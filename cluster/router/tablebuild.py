@@ -17,7 +17,7 @@ table is never brought back.
 
     await wait_built(start_build(ctx, layout), ANSWER_WAIT)    # CreateTable
     resume_stale(ctx, layout)                                  # DescribeTable of a CREATING one
-    asyncio.create_task(StaleBuilds(ctx).run())                # the router's background
+    await StaleBuilds(ctx).resume_once()                       # each round (tablesweep.py)
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ import aiohttp
 
 from cluster import auth
 from cluster.admission.partition import partition_share
-from cluster.metadata.partitionmap import Partition, TableLayout, next_version
+from cluster.metadata.partitionmap import Partition, PartitionMap, TableLayout, next_version
 from cluster.metadata.store import MetadataUnavailable
-from cluster.tasks import run_every
 
 from .context import RouterContext
 from .errors import DynamoError
@@ -51,9 +50,6 @@ BUILD_SECONDS = 600.0
 STALE_SECONDS = 15.0
 """A CREATING table older than this, with no build in this router, gets one on DescribeTable:
 its creating router stopped or gave up (a healthy creation takes about one election)."""
-
-RESUME_SECONDS = 5.0
-"""How often a router looks for abandoned creations in the map (``StaleBuilds``)."""
 
 ELECTION_WAIT = 15.0
 """How long one attempt waits for each partition's group to answer a consistent read."""
@@ -86,15 +82,21 @@ def start_build(ctx: RouterContext, layout: TableLayout) -> asyncio.Task[TableLa
     return build
 
 
+def abandoned(ctx: RouterContext, layout: TableLayout) -> bool:
+    """Is ``layout`` CREATING, older than STALE_SECONDS and not building in this router?"""
+    spec = layout.spec
+    if spec.status != "CREATING" or spec.table_id in ctx.builds:
+        return False
+    return time.time() - spec.created_at >= STALE_SECONDS
+
+
 def resume_stale(
     ctx: RouterContext, layout: TableLayout
 ) -> asyncio.Task[TableLayout | None] | None:
     """Build ``layout`` here if it is CREATING and looks abandoned: older than STALE_SECONDS
     and not building in this router. The build started, if any."""
     spec = layout.spec
-    if spec.status != "CREATING" or spec.table_id in ctx.builds:
-        return None
-    if time.time() - spec.created_at < STALE_SECONDS:
+    if not abandoned(ctx, layout):
         return None
     log.warning("table %s: CREATING for %.0fs; resuming its creation",
                 spec.name, time.time() - spec.created_at)  # fmt: skip
@@ -102,8 +104,8 @@ def resume_stale(
 
 
 class StaleBuilds:
-    """A router's background resumption of abandoned creations: every RESUME_SECONDS it reads
-    the map and resumes one stale CREATING table (``resume_stale``), one at a time: the next
+    """A router's background resumption of abandoned creations: each round (``tablesweep``) it
+    gets the map and resumes one stale CREATING table (``resume_stale``), one at a time: the next
     only once the build it started ended (a build retries for up to BUILD_SECONDS; the tables
     behind it wait, or a DescribeTable resumes them). Every router does it: two builds of one
     table are harmless (idempotent creates, conditional activation).
@@ -111,25 +113,27 @@ class StaleBuilds:
     In turn: the tables this router never resumed first (oldest first), then the one it
     resumed least recently. A table whose build never succeeds (its placement needs nodes that
     are gone) thus goes behind the others after each try, instead of being picked again after
-    every build and starving every other abandoned creation (review, session 14)."""
+    every build and starving every other abandoned creation (review, session 14). Among the
+    tables it never resumed, router number ``offset`` starts ``offset`` tables further (in
+    turn), so that routers resume different abandoned tables at first, not all the oldest."""
 
-    def __init__(self, ctx: RouterContext) -> None:
+    def __init__(self, ctx: RouterContext, offset: int = 0) -> None:
         self.ctx = ctx
+        self.offset = offset
         self.build: asyncio.Task[TableLayout | None] | None = None
         # table id -> the round this router last resumed it in; only tables still CREATING
         # in the last map read are kept (bounded by the map).
         self.resumed: dict[str, int] = {}
         self.rounds = 0
 
-    async def run(self) -> None:
-        expected = (DynamoError, MetadataUnavailable, TimeoutError)
-        await run_every(RESUME_SECONDS, self.resume_once, "stale builds", expected, log)
-
-    async def resume_once(self) -> str | None:
-        """Resume one abandoned creation; the table's name, or None (none, or one running)."""
+    async def resume_once(self, pmap: PartitionMap | None = None) -> str | None:
+        """Resume one abandoned creation of ``pmap`` (the map, read here if None); the table's
+        name, or None (none, or one running)."""
         if self.build is not None and not self.build.done():
             return None
-        tables = (await self.ctx.metadata.read_map()).tables.values()
+        if pmap is None:
+            pmap = await self.ctx.metadata.read_map()
+        tables = pmap.tables.values()
         creating = {t.spec.table_id for t in tables if t.spec.status == "CREATING"}
         self.resumed = {i: r for i, r in self.resumed.items() if i in creating}
         self.rounds += 1
@@ -137,7 +141,12 @@ class StaleBuilds:
         def turn(t: TableLayout) -> tuple[int, float, str]:
             return self.resumed.get(t.spec.table_id, 0), t.spec.created_at, t.spec.name
 
-        for layout in sorted(tables, key=turn):
+        stale = [t for t in sorted(tables, key=turn) if abandoned(self.ctx, t)]
+        never = sum(1 for t in stale if t.spec.table_id not in self.resumed)  # first in turn
+        if never:
+            k = self.offset % never
+            stale = stale[k:never] + stale[:k] + stale[never:]
+        for layout in stale:
             self.build = resume_stale(self.ctx, layout)
             if self.build is not None:
                 self.resumed[layout.spec.table_id] = self.rounds

@@ -38,7 +38,7 @@ name waits for.
     drain = Drain(name, version, incarnation, {g: nodes for g in groups}, time.time())
     await ctx.metadata.delete(name, version, table_id, drain)   # DeleteTable
     await drain_once(ctx, drain)                                # its first attempt
-    asyncio.create_task(TableDrains(ctx).run())                 # the router's background
+    await TableDrains(ctx).drain_due()                          # each round (tablesweep.py)
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ import logging
 import time
 
 from cluster.metadata.partitionmap import TableLayout
-from cluster.metadata.store import Drain, MetadataUnavailable
-from cluster.tasks import run_every
+from cluster.metadata.store import Drain
 from cluster.topology import parse_topology
 
 from .context import RouterContext
@@ -61,7 +60,8 @@ DROP_SECONDS = 3.0
 """How long one drop call may take (a node cut off must not hold an attempt for long)."""
 
 DRAIN_SECONDS = 5.0
-"""How often a router looks for unfinished drains in the metadata (``TableDrains``)."""
+"""The first wait before a drain is attempted again (then doubling); a router looks for
+unfinished drains every ``tablesweep.SWEEP_SECONDS``."""
 
 MAX_BACKOFF = 30.0
 """The longest wait between two attempts at one drain (doubling from DRAIN_SECONDS)."""
@@ -141,9 +141,9 @@ async def drain_once(
 
 
 class TableDrains:
-    """A router's background resumption of unfinished drains: every DRAIN_SECONDS it reads the
-    tombstones with nodes pending and makes one attempt at each that is due (backing off per
-    drain, doubling up to MAX_BACKOFF). Every router does it: a drain's drops are idempotent
+    """A router's background resumption of unfinished drains: each round (``tablesweep``) it
+    gets the tombstones with nodes pending and makes one attempt at each that is due (backing
+    off per drain, doubling up to MAX_BACKOFF). Every router does it: a drain's drops are idempotent
     and its progress only ever shrinks (``MetadataStore.save_drain``), so two routers draining
     the same table do no harm."""
 
@@ -152,18 +152,13 @@ class TableDrains:
         # (table, tombstone version) -> (attempts made here, monotonic time of the next)
         self.due: dict[tuple[str, int], tuple[int, float]] = {}
 
-    async def run(self) -> None:
-        expected = (DynamoError, MetadataUnavailable, TimeoutError)
-        await run_every(DRAIN_SECONDS, self.drain_due, "table drains", expected, log)
-
-    async def drain_due(self) -> list[Drain]:
-        """One attempt at each drain that is due; the drains as they now stand."""
+    async def drain_due(self, pending: list[Drain] | None = None) -> list[Drain]:
+        """One attempt at each drain that is due, of ``pending`` (the metadata's unfinished
+        drains, read here if None); the drains as they now stand."""
         now = time.monotonic()
-        drains = [
-            d
-            for d in await self.ctx.metadata.drains()
-            if d.holding() or time.time() - d.since < CLEANUP_SECONDS
-        ]
+        if pending is None:
+            pending = await self.ctx.metadata.drains()
+        drains = [d for d in pending if d.holding() or time.time() - d.since < CLEANUP_SECONDS]
         keys = {(d.table, d.version) for d in drains}
         self.due = {k: v for k, v in self.due.items() if k in keys}  # bounded by the map
         ready = [d for d in drains if self.due.get((d.table, d.version), (0, 0.0))[1] <= now]

@@ -147,7 +147,7 @@ def test_an_abandoned_table_becomes_active_with_no_describetable(
         finally:
             await nodes.close()
 
-    deadline = time.monotonic() + 40  # a few RESUME_SECONDS and a build
+    deadline = time.monotonic() + 40  # a few SWEEP_SECONDS and a build
     while (status := asyncio.run(status_in_metadata())) != "ACTIVE":
         assert time.monotonic() < deadline, f"still {status} after 40 s, no DescribeTable"
         time.sleep(0.5)

@@ -51,7 +51,7 @@ def creating(name: str, age: float) -> TableLayout:
 
 
 def resumed_in_rounds(
-    monkeypatch: pytest.MonkeyPatch, pmaps: list[PartitionMap]
+    monkeypatch: pytest.MonkeyPatch, pmaps: list[PartitionMap], offset: int = 0
 ) -> tuple[list[str], StaleBuilds]:
     """The tables StaleBuilds resumes in one round per map, each round after the previous
     build ended with the table still CREATING (a build that never succeeds)."""
@@ -67,7 +67,7 @@ def resumed_in_rounds(
 
     monkeypatch.setattr(tablebuild, "start_build", start_build)
     context = FakeContext(pmaps[0])
-    resumer = StaleBuilds(context)  # type: ignore[arg-type]
+    resumer = StaleBuilds(context, offset)  # type: ignore[arg-type]
 
     async def rounds() -> None:
         for pmap in pmaps:
@@ -98,3 +98,18 @@ def test_a_table_no_longer_creating_is_forgotten(monkeypatch: pytest.MonkeyPatch
     resumed, resumer = resumed_in_rounds(monkeypatch, [both, both, later, PartitionMap(3, {})])
     assert resumed == ["stuck", "other", "stuck"]
     assert resumer.resumed == {}
+
+
+def test_routers_start_their_turn_at_different_abandoned_tables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every router resumed the oldest abandoned table first (N builds of one table, the
+    others waiting); router number i now starts i tables further, then goes on in turn."""
+    tables = {n: creating(n, age) for n, age in (("tb1", 900.0), ("tb2", 800.0), ("tb3", 700.0))}
+    pmap = PartitionMap(1, tables)
+    firsts = []
+    for offset in range(4):
+        resumed, _ = resumed_in_rounds(monkeypatch, [pmap] * 4, offset)
+        assert sorted(resumed[:3]) == ["tb1", "tb2", "tb3"], resumed  # each in turn
+        firsts.append(resumed[0])
+    assert firsts == ["tb1", "tb2", "tb3", "tb1"]
