@@ -155,6 +155,7 @@ class ReadyIO:
         self.links = links  # what a trip's late messages leave by, written at once (_send_late)
         self._pending: list[_Item] = []
         self._drain_task: asyncio.Task[None] | None = None
+        self._scheduled = False  # a _drain_soon callback is queued on the loop
         self.batches = 0  # trips, on the loop or the thread (readies / batches = batching)
         self.readies = 0
         self.inline = 0  # trips the event loop ran itself (no thread hand-off)
@@ -177,9 +178,46 @@ class ReadyIO:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[int, ApplyResult]] = loop.create_future()
         self._pending.append(_Item(replica, rd, late, future))
-        if self._drain_task is None or self._drain_task.done():
-            self._drain_task = loop.create_task(self._drain(), name="ready-io")
+        if not self._scheduled and (self._drain_task is None or self._drain_task.done()):
+            # Run after the replicas woken with this one queued their Readies (one trip for
+            # all): a plain callback that runs the trip itself when the thread is idle (no
+            # task per trip), else starts the task that hands the trip to the thread.
+            self._scheduled = True
+            loop.call_soon(self._drain_soon)
         return await future
+
+    def _drain_soon(self) -> None:
+        self._scheduled = False
+        while self._pending and not self._any_snapshot() and self.executor.try_hold():
+            batch, self._pending = self._pending, []
+            self._run_inline(batch)
+            self._finish(batch)
+        if self._pending and (self._drain_task is None or self._drain_task.done()):
+            self._drain_task = asyncio.get_running_loop().create_task(
+                self._drain(), name="ready-io"
+            )
+
+    def _any_snapshot(self) -> bool:
+        return any(item.rd.snapshot is not None for item in self._pending)
+
+    def _run_inline(self, batch: list[_Item]) -> None:
+        """(event loop, holding the thread's lock, released here) One trip run by the loop."""
+        try:
+            self._run_batch(batch, self._send_late)
+        except Exception as exc:  # unexpected (sends log their own): nobody may wait
+            for item in batch:
+                if item.result is None and item.error is None:
+                    item.error = exc
+        finally:
+            self.executor.lock.release()
+        self.inline += 1
+
+    def _finish(self, batch: list[_Item]) -> None:
+        """The trip is over: count it and hand each replica its outcome."""
+        self.batches += 1
+        self.readies += len(batch)
+        for item in batch:
+            _settle(item)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -189,15 +227,7 @@ class ReadyIO:
             # the thread is idle. The loop holds the thread's lock throughout: no job runs.
             snapshot = any(item.rd.snapshot is not None for item in batch)
             if not snapshot and self.executor.try_hold():
-                try:
-                    self._run_batch(batch, self._send_late)
-                except Exception as exc:  # unexpected (sends log their own): nobody may wait
-                    for item in batch:
-                        if item.result is None and item.error is None:
-                            item.error = exc
-                finally:
-                    self.executor.lock.release()
-                self.inline += 1
+                self._run_inline(batch)
             else:
                 try:
                     await loop.run_in_executor(
@@ -216,11 +246,7 @@ class ReadyIO:
                         if item.result is None and item.error is None:
                             item.error = exc
                 self.wakes += 1 + any(item.late and item.error is None for item in batch)
-            # Either way the trip is over: count it and hand each replica its outcome.
-            self.batches += 1
-            self.readies += len(batch)
-            for item in batch:
-                _settle(item)
+            self._finish(batch)  # either way the trip is over
 
     def _wake_send(self, late: _Late) -> None:
         late[0][0].event_loop.call_soon_threadsafe(self._send_late, late)
