@@ -77,11 +77,15 @@ class Disk:
     hard_state: HardState = field(default_factory=HardState)
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
-    # The hard state as of the last fsync: a Ready that is not ``must_sync`` (only the commit
-    # index moved) is written but not fsynced, and a crash loses it (``lose_unsynced``).
+    # The hard state as of the last fsync (what a crash leaves: ``crash``).
     synced_hard_state: HardState = field(default_factory=HardState)
 
     def persist(self, rd: Ready, entries: list[Entry]) -> None:
+        if not rd.must_sync:
+            # As the storage node since df4a9f8 (replica._persist): a Ready that only moved the
+            # commit index writes nothing, so a later fsync does not make its commit durable
+            # either (the node restarts from the commit of the last term, vote or entries).
+            return
         if rd.hard_state is not None:
             self.hard_state = rd.hard_state
         if rd.must_sync:
@@ -289,7 +293,10 @@ class Simulation:
                         # The WAL writes the hard state after the entries and recovery stops at
                         # the first torn record, so a hard state survives only with all of them.
                         whole = cut == len(rd.entries)
-                        keep_hs = Ready(self.rng.choice([rd.hard_state, None]) if whole else None)
+                        keep_hs = Ready(
+                            self.rng.choice([rd.hard_state, None]) if whole else None,
+                            must_sync=rd.must_sync,
+                        )
                         disk.persist(keep_hs, rd.entries[:cut])
                     self.crash(node, torn=True)
                     break
