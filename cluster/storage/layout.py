@@ -42,6 +42,7 @@ WAL_SUFFIX = ".wal"
 DROPPED_PREFIX = ".dropped-"
 REBUILD_PREFIX = ".rebuild-"
 SWAPPED_PREFIX = ".swapped-"
+REJOIN_FILE = "REJOINING"
 
 
 def replica_dir(node_dir: Path, group: str) -> Path:
@@ -128,6 +129,34 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def rejoin_marker(replica: Path) -> Path:
+    """Present while the replica rejoins (Raft.rejoin: its vote record was lost), so that a
+    restart before a leader caught it up rejoins again rather than vote with the lost record.
+    Inside the replica's directory: it goes with it (dropped, quarantined, swapped by a
+    rebuild), so no new replica of the group inherits it."""
+    return replica / REJOIN_FILE
+
+
+def mark_rejoining(replica: Path) -> None:
+    """Blocking: record durably that the replica at ``replica`` rejoins, before it is opened
+    (it writes no term nor vote of its own before): the marker, its directory's entry and,
+    when the directory is new, the directory's own entry, all fsynced."""
+    created = not replica.exists()
+    replica.mkdir(parents=True, exist_ok=True)
+    replace_durably(rejoin_marker(replica), "rejoining: no votes until caught up\n")
+    if created:
+        fsync_dir(replica.parent)
+        fsync_dir(replica.parent.parent)
+
+
+def clear_rejoining(replica: Path) -> None:
+    """Blocking: the replica caught up (its state durable): it votes again, after a restart too."""
+    marker = rejoin_marker(replica)
+    if marker.exists():
+        marker.unlink()
+        fsync_dir(replica)
 
 
 def journal_dir(node_dir: Path) -> Path:

@@ -57,17 +57,21 @@ from .journal import NodeJournal
 from .layout import (
     DROPPED_PREFIX,
     REBUILD_PREFIX,
+    clear_rejoining,
     deleted_log,
     fsync_dir,
     groups_file,
     journal_dir,
+    mark_rejoining,
     read_record,
+    rejoin_marker,
     remove_leftovers,
     replace_durably,
     replica_dir,
     restore_swapped,
     swapped_dir,
     trash_of,
+    wal_dir,
 )
 from .reads import RequestError
 from .readyio import ReadyIO
@@ -162,6 +166,9 @@ class StorageNode:
         )
         self.links = PeerLinks(config.node_id, config.peers)
         self.replicas: dict[str, Replica] = {}
+        # Replicas rejoining whose marker (layout.rejoin_marker) goes once they caught up.
+        self._rejoining: dict[str, Replica] = {}
+        self._clearing: set[asyncio.Task[None]] = set()
         self.started_at = time.monotonic()
         self.ticks = TickSchedule(config.tick_seconds, self.started_at)  # see _tick_due
         self.registry = CollectorRegistry()
@@ -302,7 +309,11 @@ class StorageNode:
         for group, members in sorted(groups.items()):
             # A group this node hosted whose files are gone (wiped while it was down) comes
             # back empty: it rejoins (no votes until caught up) rather than posing as a copy.
-            lost = group in hosted and not replica_dir(self.config.data_dir, group).exists()
+            # So does one whose WAL is gone from its directory (opened before, the WAL was
+            # made: its term and vote are lost). One that restarts while it still rejoins finds
+            # its marker (``_open_replica``).
+            path = replica_dir(self.config.data_dir, group)
+            lost = group in hosted and not (path.exists() and wal_dir(path).exists())
             if lost:
                 log.warning("%s: replica files missing; rejoining the group empty", group)
             replica = await self._open_replica(
@@ -358,6 +369,9 @@ class StorageNode:
         for rebuild in self._rebuilds:  # one swapping files ends first (uninterrupted)
             rebuild.cancel()
         await asyncio.gather(*self._rebuilds, return_exceptions=True)
+        for clearing in self._clearing:  # a marker left: the next start rejoins again (safe)
+            clearing.cancel()
+        await asyncio.gather(*self._clearing, return_exceptions=True)
         await asyncio.gather(*self._retirements.values(), return_exceptions=True)  # brief
         # Every part closes, in this order, whatever an earlier one raised: a replica whose
         # loop ended on a failed journal used to abort the stop, leaving the other replicas'
@@ -413,12 +427,23 @@ class StorageNode:
         """Open (or create) the replica of ``group``. ``rejoin``: it starts without the state
         it once had (dropped, wiped): no votes, no campaign until caught up (Raft.rejoin).
         ``starting``: the node's start checkpoints the journal once for all its replicas.
-        ``incarnation``: the group's (``self.incarnations``), part of its Raft identity."""
+        ``incarnation``: the group's (``self.incarnations``), part of its Raft identity.
+
+        A rejoin is recorded durably in the replica's directory before it opens (it writes no
+        term nor vote before), and forgotten once it caught up with that state on disk
+        (``_clear_caught_up``): a replica marked so rejoins at every open until then (a
+        restart, a rebuild's reopen), not only at the one that found its files lost."""
+        path = replica_dir(self.config.data_dir, group)
+        if rejoin:
+            await asyncio.to_thread(mark_rejoining, path)
+        elif rejoin_marker(path).exists():
+            log.warning("%s: reopened before it caught up: rejoining again", group)
+            rejoin = True
         replica = await Replica.open(
             self.config.node_id,
             group,
             members,
-            replica_dir(self.config.data_dir, group),
+            path,
             self.settings,
             self.links.send,
             mode,
@@ -431,6 +456,7 @@ class StorageNode:
             await asyncio.to_thread(journal.register, group, wal, checkpoint=not starting)
         if rejoin:
             replica.raft.rejoin()  # its loop has not run yet: no Ready is outstanding
+            self._rejoining[group] = replica
         self.replicas[group] = replica
         assert replica.task is not None
 
@@ -719,6 +745,8 @@ class StorageNode:
             # the old files are untouched
             await self._open_replica(group, members, incarnation=incarnation)
             raise
+        if rejoin_marker(path).exists():  # still rejoining: so is the rebuilt one (own Raft state)
+            await asyncio.to_thread(mark_rejoining, staged.path)
         if set_aside:
             aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
             aside.parent.mkdir(parents=True, exist_ok=True)
@@ -822,7 +850,36 @@ class StorageNode:
         """Tick every replica once per tick_seconds of real time, catching up after stalls."""
         while True:
             self._tick_due()
+            self._clear_caught_up()
             await asyncio.sleep(max(0.0, self.ticks.next_at - time.monotonic()))
+
+    def _clear_caught_up(self) -> None:
+        """Forget the rejoin marker of each replica that caught up (``Raft.rejoin_until``
+        None): once what it learned (the leader's term, the entries) is on disk (its loop
+        runs ``when_durable`` between Readies, each fsynced), and only while that very
+        replica is still the group's (not dropped, rebuilt or replaced meanwhile: the group
+        lock held, as they hold it)."""
+        for group, replica in list(self._rejoining.items()):
+            if self.replicas.get(group) is not replica:  # closed (dropped, rebuilt, replaced)
+                del self._rejoining[group]
+                continue
+            if replica.raft.rejoin_until is not None:
+                continue
+            del self._rejoining[group]
+
+            def durable(group: str = group, replica: Replica = replica) -> None:
+                task = asyncio.create_task(self._clear_marker(group, replica))
+                self._clearing.add(task)
+                task.add_done_callback(self._clearing.discard)
+
+            replica.when_durable(durable)
+
+    async def _clear_marker(self, group: str, replica: Replica) -> None:
+        async with self._group_lock:
+            if self.replicas.get(group) is replica and not replica.closing:
+                path = replica_dir(self.config.data_dir, group)
+                await asyncio.to_thread(clear_rejoining, path)
+                log.info("%s: caught up: votes again", group)
 
     def _tick_due(self) -> None:
         """Submit every tick whose instant has come. Also called before each peer message:

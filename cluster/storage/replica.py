@@ -14,8 +14,7 @@ other replicas' Readies on a node (readyio.py: one trip and one fsync for all of
 All file and SQLite work runs on one I/O thread, in order: the node's (readyio.py), or the
 replica's own. On a node, the event loop runs a Ready's trip itself while that thread is idle,
 holding its lock (readyio.IOThread): a store is never used by two threads at once.
-Inputs that arrive while a Ready is being handled wait in an inbox, because the core must not
-be stepped between ready() and advance().
+Inputs arriving while a Ready is handled wait in an inbox (no step between ready() and advance).
 """
 
 from __future__ import annotations
@@ -120,8 +119,7 @@ class Replica:
         self.incarnation = raft.incarnation  # with ``group``, the group's identity
         self.wal = wal
         self.store = store
-        # TransactGetItems' read marks (readmarks.py): touched only with the I/O thread's work.
-        self.marks = ReadMarks()
+        self.marks = ReadMarks()  # TransactGetItems' (readmarks.py): I/O thread's work only
         self.machine = StateMachine(store, on_scrub=self._on_scrub, on_written=self._on_written)
         self.io = io
         self.store_calls = StoreCalls(io)  # reads and status: batched trips to ``io``
@@ -141,8 +139,7 @@ class Replica:
         # a leader's log still holds every entry that was not archived yet.
         self.compact_floor: int | None = None
         self.compaction = Compaction(self)  # compacts the log every compact_every entries
-        # scrub id -> this replica's verification at that mark (None while it runs)
-        self.scrub_reports: dict[str, ReplicaReport | None] = {}
+        self.scrub_reports: dict[str, ReplicaReport | None] = {}  # scrub id -> ours (None: runs)
         self.quarantine_reason: str | None = None
         self.closing = False  # set first thing in close(): reads of the store stop here
         # The node's shared journal (journal.py): None, the WAL fsyncs by itself; its I/O
@@ -150,8 +147,7 @@ class Replica:
         self.journal: NodeJournal | None = None
         self.ready_io: ReadyIO | None = None
         self.owns_io = True  # ``io`` is this replica's own (shut down at close)
-        # How an appended proposal is answered, chosen once (not branched on per request).
-        self._on_appended = self._await_commit
+        self._on_appended = self._await_commit  # how an appended proposal is answered (once)
         if settings.unsafe_ack_before_commit:
             log.warning("%s: TEST-ONLY broken mode ack-before-commit: writes may be lost", group)
             self._on_appended = self._ack_before_commit
@@ -216,6 +212,10 @@ class Replica:
 
     def step(self, msg: AnyMessage) -> None:
         self._submit(lambda: self.raft.step(msg))
+
+    def when_durable(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the state the core has now is on disk (inputs run between Readies)."""
+        self._submit(fn)
 
     def tick(self, at: float | None = None, catch_up: bool = False) -> None:
         """One tick of the core, standing for the instant ``at`` (monotonic; default now):
