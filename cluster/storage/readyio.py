@@ -330,7 +330,11 @@ def _settle(item: _Item) -> None:
     """Hand the outcome to the replica waiting for it (unless it stopped waiting: cancelled)."""
     if item.future.done():
         return
-    if item.error is not None:
+    if isinstance(item.error, StopIteration):  # a Future refuses it (TypeError): wrap it
+        error = RuntimeError(f"{item.replica.group}: I/O trip raised {item.error!r}")
+        error.__cause__ = item.error
+        item.future.set_exception(error)
+    elif item.error is not None:
         item.future.set_exception(item.error)
     else:
         item.future.set_result(item.result or {})
