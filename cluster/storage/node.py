@@ -57,6 +57,7 @@ from .journal import NodeJournal
 from .layout import (
     DROPPED_PREFIX,
     REBUILD_PREFIX,
+    WAL_SUFFIX,
     clear_rejoining,
     deleted_log,
     fsync_dir,
@@ -313,7 +314,9 @@ class StorageNode:
             # made: its term and vote are lost). One that restarts while it still rejoins finds
             # its marker (``_open_replica``).
             path = replica_dir(self.config.data_dir, group)
-            lost = group in hosted and not (path.exists() and wal_dir(path).exists())
+            # (A healthy replica's WAL always holds a segment: Replica.open writes one; the
+            # journal too drops its records of a WAL with none.)
+            lost = group in hosted and not any(wal_dir(path).glob("*" + WAL_SUFFIX))
             if lost:
                 log.warning("%s: replica files missing; rejoining the group empty", group)
             replica = await self._open_replica(
@@ -741,12 +744,12 @@ class StorageNode:
             index = await asyncio.to_thread(
                 finish_rebuild, staged, replica.raft, self.settings.segment_bytes
             )
+            if rejoin_marker(path).exists():  # still rejoining: so is the rebuilt one
+                await asyncio.to_thread(mark_rejoining, staged.path)
         except BaseException:
             # the old files are untouched
             await self._open_replica(group, members, incarnation=incarnation)
             raise
-        if rejoin_marker(path).exists():  # still rejoining: so is the rebuilt one (own Raft state)
-            await asyncio.to_thread(mark_rejoining, staged.path)
         if set_aside:
             aside = self.config.data_dir / "quarantine" / f"{group}-{time.time_ns()}"
             aside.parent.mkdir(parents=True, exist_ok=True)
