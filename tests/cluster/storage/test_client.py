@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -228,6 +228,32 @@ def test_calls_on_an_open_connection_keep_their_deadline_and_outcomes() -> None:
     asyncio.run(scenario())
 
 
+async def cancelled_as_its_connect_is_refused(
+    monkeypatch: pytest.MonkeyPatch, call: Callable[[], Awaitable[Any]]
+) -> asyncio.Task[Any]:
+    """The task running ``call``, cancelled in the loop turn where its dial is refused: the
+    window in which Python 3.11's ``asyncio.wait_for`` dropped a cancel."""
+    loop = asyncio.get_running_loop()
+    caller: list[asyncio.Task[Any]] = []
+
+    async def refused(host: str, port: int) -> Any:
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def refuse_and_stop() -> None:
+            fut.set_exception(ConnectionRefusedError(111, "refused"))
+            caller[0].cancel()
+
+        loop.call_soon(refuse_and_stop)
+        return await fut
+
+    monkeypatch.setattr(asyncio, "open_connection", refused)
+    task = asyncio.create_task(call())
+    caller.append(task)
+    with contextlib.suppress(asyncio.CancelledError, OSError):  # NodeUnavailable is one
+        await task
+    return task
+
+
 def test_a_cancel_arriving_as_a_connect_is_refused_cancels_the_caller(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -237,25 +263,10 @@ def test_a_cancel_arriving_as_a_connect_is_refused_cancels_the_caller(
     it for a failed round, went on, and the stop waited for ever."""
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        caller: list[asyncio.Task[Any]] = []
-
-        async def refused(host: str, port: int) -> Any:
-            fut: asyncio.Future[Any] = loop.create_future()
-
-            def refuse_and_stop() -> None:
-                fut.set_exception(ConnectionRefusedError(111, "refused"))
-                caller[0].cancel()
-
-            loop.call_soon(refuse_and_stop)
-            return await fut
-
-        monkeypatch.setattr(asyncio, "open_connection", refused)
         client = NodeClient("127.0.0.1:9", connect_timeout=0.5)
-        task = asyncio.create_task(client.call("ping", deadline=0.5))
-        caller.append(task)
-        with contextlib.suppress(asyncio.CancelledError, NodeUnavailable):
-            await task
+        task = await cancelled_as_its_connect_is_refused(
+            monkeypatch, lambda: client.call("ping", deadline=0.5)
+        )
         await client.close()
         assert task.cancelled(), f"the cancel was dropped: {task.exception()!r}"
 
@@ -269,24 +280,9 @@ def test_a_cancel_arriving_as_a_probes_connect_is_refused_cancels_the_caller(
     not see its cancel turned into a failed probe (3.11's ``wait_for`` dropped it)."""
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        caller: list[asyncio.Task[Any]] = []
-
-        async def refused(host: str, port: int) -> Any:
-            fut: asyncio.Future[Any] = loop.create_future()
-
-            def refuse_and_stop() -> None:
-                fut.set_exception(ConnectionRefusedError(111, "refused"))
-                caller[0].cancel()
-
-            loop.call_soon(refuse_and_stop)
-            return await fut
-
-        monkeypatch.setattr(asyncio, "open_connection", refused)
-        task = asyncio.create_task(ask("127.0.0.1:9", {"op": "status"}, 0.5))
-        caller.append(task)
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await task
+        task = await cancelled_as_its_connect_is_refused(
+            monkeypatch, lambda: ask("127.0.0.1:9", {"op": "status"}, 0.5)
+        )
         assert task.cancelled(), f"the cancel was dropped: {task.exception()!r}"
 
     asyncio.run(scenario())

@@ -20,7 +20,7 @@ from cluster.consensus.raft import Role
 from cluster.storage.commands import PutCommand, encode_command
 from cluster.storage.node import StopFailed
 
-from .test_node_incarnation import GROUP, NODES, OLD, Cluster, in_cluster
+from .test_node_incarnation import GROUP, Cluster, in_cluster
 
 
 def _command(key: str) -> bytes:
@@ -30,12 +30,7 @@ def _command(key: str) -> bytes:
 @pytest.mark.parametrize("where", ["loop", "thread"])
 def test_a_follower_whose_fsync_failed_acknowledges_nothing(tmp_path: Path, where: str) -> None:
     async def scenario(cluster: Cluster) -> None:
-        for name in NODES:
-            await cluster.start(name)
-        for node in cluster.nodes.values():
-            assert await node.create_group(GROUP, NODES, incarnation=OLD)
-        await cluster.put("old")
-        await cluster.until_everywhere("old")
+        await cluster.start_with_old_item()
         leader = next(
             n for n in cluster.nodes.values() if n.replicas[GROUP].raft.status().role is Role.LEADER
         )

@@ -72,6 +72,16 @@ class Cluster:
     async def stop(self, name: str) -> None:
         await self.nodes.pop(name).stop()
 
+    async def start_with_old_item(self) -> None:
+        """Every node started, GROUP created on all at incarnation OLD, and the item "old"
+        written and applied everywhere."""
+        for name in NODES:
+            await self.start(name)
+        for node in self.nodes.values():
+            assert await node.create_group(GROUP, NODES, incarnation=OLD)
+        await self.put("old")
+        await self.until_everywhere("old")
+
     async def put(self, key: str) -> None:
         command = encode_command(PutCommand("orders", key.encode(), b"", {"v": {"S": key}}))
         for _ in range(500):

@@ -20,12 +20,7 @@ from tests.cluster.storage.test_node_incarnation import GROUP, NEW, NODES, OLD, 
 
 
 async def written_everywhere_then_stopped(cluster: Cluster) -> None:
-    for name in NODES:
-        await cluster.start(name)
-    for node in cluster.nodes.values():
-        assert await node.create_group(GROUP, NODES, incarnation=OLD)
-    await cluster.put("old")
-    await cluster.until_everywhere("old")
+    await cluster.start_with_old_item()
     for name in NODES:
         await cluster.stop(name)
 
@@ -111,12 +106,7 @@ def test_a_replica_rebuilt_while_rejoining_still_rejoins(tmp_path: Path, set_asi
     lost its vote record; the rebuilt replica rejoins too, after a restart as well."""
 
     async def scenario(cluster: Cluster) -> None:
-        for name in NODES:
-            await cluster.start(name)
-        for node in cluster.nodes.values():
-            assert await node.create_group(GROUP, NODES, incarnation=OLD)
-        await cluster.put("old")
-        await cluster.until_everywhere("old")
+        await cluster.start_with_old_item()
         a1 = cluster.nodes["sn-a1"]
         dump: bytes = await a1.replica({"group": GROUP}).read_local(lambda s: s.dump())
         for name in NODES:

@@ -13,19 +13,14 @@ import pytest
 import cluster.storage.layout as layout_module
 import cluster.storage.node as node_module
 from cluster.storage.layout import rejoin_marker, replica_dir
-from tests.cluster.storage.test_node_incarnation import GROUP, NODES, OLD, Cluster, in_cluster
+from tests.cluster.storage.test_node_incarnation import GROUP, NODES, Cluster, in_cluster
 
 
 def test_a_rebuild_whose_marking_fails_reopens_the_old_replica(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def scenario(cluster: Cluster) -> None:
-        for name in NODES:
-            await cluster.start(name)
-        for node in cluster.nodes.values():
-            assert await node.create_group(GROUP, NODES, incarnation=OLD)
-        await cluster.put("old")
-        await cluster.until_everywhere("old")
+        await cluster.start_with_old_item()
         a1 = cluster.nodes["sn-a1"]
         dump: bytes = await a1.replica({"group": GROUP}).read_local(lambda s: s.dump())
         for name in NODES:
@@ -57,12 +52,7 @@ def test_a_replica_whose_wal_segments_are_gone_rejoins(tmp_path: Path) -> None:
     segment: Replica.open writes one), yet it opens at term 0 and votes at once."""
 
     async def scenario(cluster: Cluster) -> None:
-        for name in NODES:
-            await cluster.start(name)
-        for node in cluster.nodes.values():
-            assert await node.create_group(GROUP, NODES, incarnation=OLD)
-        await cluster.put("old")
-        await cluster.until_everywhere("old")
+        await cluster.start_with_old_item()
         for name in NODES:
             await cluster.stop(name)
         wal = replica_dir(tmp_path / "sn-b1", GROUP) / "wal"
