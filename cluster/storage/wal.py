@@ -125,7 +125,7 @@ class WriteAheadLog:
         bad record followed by data in the last segment, any bad record or header in an earlier
         segment, a missing segment, or a log that does not continue its snapshot.
         """
-        directory.mkdir(parents=True, exist_ok=True)
+        _make_durably(directory)
         seqs = sorted(int(p.stem) for p in directory.glob("*" + WAL_SUFFIX) if p.stem.isdigit())
         for prev, seq in pairwise(seqs):
             if seq != prev + 1:
@@ -409,6 +409,17 @@ def truncate_to(directory: Path, seq: int, size: int) -> int:
 
 def _path(directory: Path, seq: int) -> Path:
     return wal_segment(directory, seq)
+
+
+def _make_durably(directory: Path) -> None:
+    """``directory`` and any missing parent made, each new entry fsynced into its parent: the
+    segments' own fsyncs (and wal/'s, of their entries) do not make wal/ itself durable, and a
+    power loss must not take a WAL that acknowledged entries with it (ext4 happens to commit
+    the entry with the file's fsync; POSIX does not promise it)."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    directory.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        _fsync_dir(made.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
