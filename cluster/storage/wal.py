@@ -36,6 +36,7 @@ import msgpack
 
 from cluster.consensus.messages import Entry, EntryKind, HardState, Membership, SnapshotMeta
 from cluster.storage.layout import WAL_SUFFIX, wal_segment
+from cluster.storage.layout import fsync_dir as _fsync_dir  # a seam: tests make it fail
 
 log = logging.getLogger(__name__)
 
@@ -420,14 +421,6 @@ def _make_durably(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for made in reversed(missing):
         _fsync_dir(made.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _frame(rtype: int, body: list[Any]) -> bytes:
