@@ -36,8 +36,6 @@ from .tables import (
     pay_per_request_since,
 )
 
-ACCOUNT = "000000000000"
-REGION = "local"
 _ARN = re.compile(r"^arn:aws:dynamodb:[a-z0-9-]+:\d{12}:table/(?P<name>[a-zA-Z0-9_.-]{3,255})$")
 LIMITS = {
     "AccountMaxReadCapacityUnits": 80000,
@@ -45,10 +43,6 @@ LIMITS = {
     "TableMaxReadCapacityUnits": 40000,
     "TableMaxWriteCapacityUnits": 40000,
 }
-
-
-def table_arn(name: str) -> str:
-    return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
 
 
 async def change_spec(

@@ -40,6 +40,9 @@ from .errors import DynamoError
 from .tablebuild import ANSWER_WAIT, resume_stale, start_build, wait_built
 from .tabledrain import drain_once, in_use_message, new_drain
 
+ACCOUNT = "000000000000"
+REGION = "local"
+
 _UNSUPPORTED = (
     "GlobalSecondaryIndexes",
     "LocalSecondaryIndexes",
@@ -223,6 +226,11 @@ def merge_tags(
     return tuple(merged.items())
 
 
+def table_arn(name: str) -> str:
+    """The table's ARN (one local account and region: nothing else is served here)."""
+    return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+
+
 def describe(layout: TableLayout, count: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """DescribeTable's ``Table``; ``count`` is (ItemCount, TableSizeBytes)."""
     spec = layout.spec
@@ -238,7 +246,7 @@ def describe(layout: TableLayout, count: tuple[int, int] = (0, 0)) -> dict[str, 
         "KeySchema": key_schema,
         "AttributeDefinitions": definitions,
         "CreationDateTime": spec.created_at,
-        "TableArn": f"arn:aws:dynamodb:local:000000000000:table/{spec.name}",
+        "TableArn": table_arn(spec.name),
         # Tables created before TableIds were recorded get one derived from their name.
         "TableId": spec.table_id or str(uuid.uuid5(uuid.NAMESPACE_URL, spec.name)),
         "ItemCount": count[0],
@@ -380,8 +388,7 @@ async def _held(ctx: RouterContext, name: str) -> bool:
 
 def _deleting(name: str) -> dict[str, Any]:
     """The description of a deleted table whose name is still held: DELETING."""
-    arn = f"arn:aws:dynamodb:local:000000000000:table/{name}"
-    return {"TableName": name, "TableStatus": "DELETING", "TableArn": arn,
+    return {"TableName": name, "TableStatus": "DELETING", "TableArn": table_arn(name),
             "ItemCount": 0, "TableSizeBytes": 0}  # fmt: skip
 
 
